@@ -1,0 +1,67 @@
+"""The ``local`` backend: the embedded worker, and the reference semantics.
+
+A dispatcher on the calling thread, a pool of engines (one per core by default), and the
+I/O engine when the plan uses I/O functions.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from dandelion.runtime.backend import Backend as BackendBase
+from dandelion.runtime.dispatcher import Dispatcher
+from dandelion.runtime.pool import EnginePool
+from dandelion.runtime.registry import load_engine
+from dandelion.runtime.sharding import Items
+
+#: The engine used when none is named.
+DEFAULT_ENGINE = "inline"
+
+
+class LocalBackend(BackendBase):
+    """Runs plans in this process with a pool of engines.
+
+    Args:
+        engine: name of the compute engine (default :data:`DEFAULT_ENGINE`).
+        workers: number of engines (default: the number of CPUs).
+        timeout: seconds any function may run (``None``: no limit).
+        timeouts: per-function limits, by function name.
+        engine_options: passed to the engine's constructor.
+    """
+
+    name = "local"
+    capabilities = frozenset({"compute", "io", "nested", "timeouts"})
+
+    def __init__(self, engine: str | None = None, workers: int | None = None,
+                 timeout: float | None = None, timeouts: Mapping[str, float] | None = None,
+                 engine_options: Mapping[str, Any] | None = None, io_engine: Any = None
+                 ) -> None:
+        engine_cls = load_engine(engine or DEFAULT_ENGINE)
+        options = dict(engine_options or {})
+        self.engine_name = engine_cls.name
+        self.pool = EnginePool(lambda: engine_cls(**options), workers or os.cpu_count() or 1)
+        self.timeouts = dict(timeouts or {})
+        if timeout is not None:
+            self.timeouts.setdefault("*", timeout)
+        self.io_engine = io_engine
+
+    def dispatcher(self, artifacts: Mapping[str, Any]) -> Dispatcher:
+        """A dispatcher over this backend's engines for one program's artifacts."""
+        def sub_runner(plan: Any, inputs: Mapping[str, Items]) -> Mapping[str, Items]:
+            return self.dispatcher(artifacts).run(plan, inputs)
+
+        return Dispatcher(self.pool, artifacts, timeouts=self.timeouts,
+                          io_engine=self.io_engine, sub_runner=sub_runner)
+
+    def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
+            ) -> dict[str, Items]:
+        return self.dispatcher(artifacts).run(plan, inputs)
+
+    def close(self) -> None:
+        self.pool.close()
+        if self.io_engine is not None and hasattr(self.io_engine, "close"):
+            self.io_engine.close()
+
+
+Backend = LocalBackend

@@ -1,0 +1,161 @@
+"""From Python annotations to IR data types, and between items and Python values.
+
+A :class:`View` remembers, for one parameter or result, the IR :class:`DataType`, whether
+the Python code sees :class:`~dandelion.Item` objects or bare values, and the annotation
+itself (for run-time checks with typeguard).
+
+========================================  ======================  ============
+annotation                                data type               sees items
+========================================  ======================  ============
+``bytes`` ``str`` ``int`` ``float``        ``item[bytes]`` …       no
+``bool``
+``dict``, ``dd.Json``                     ``item[json]``          no
+``numpy.ndarray``                         ``item[ndarray]``       no
+``list[T]``                               ``set[T]``              no
+``dd.Item[T]`` / ``list[dd.Item[T]]``     ``item[T]`` / ``set[T]`` yes
+none, ``Any``, ``object``                 ``item[any]``           no
+========================================  ======================  ============
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import typing
+from typing import Any, Sequence, Union
+
+import attrs
+
+from dandelion.errors import FunctionError, FunctionTypeError
+from dandelion.ir.types import DataType, ElementType
+from dandelion.items import Item
+
+#: A JSON value: use it to annotate parameters that hold JSON documents.
+Json = Union[dict, list, str, int, float, bool, None]  # type: ignore[type-arg]
+
+_SCALARS = {bytes: ElementType.BYTES, str: ElementType.STR, int: ElementType.INT,
+            float: ElementType.FLOAT, bool: ElementType.BOOL, dict: ElementType.JSON}
+_SETS = (list, tuple, collections.abc.Sequence, collections.abc.Iterable)
+
+
+@attrs.frozen
+class View:
+    """How Python code sees one parameter or result."""
+
+    type: DataType
+    items: bool = False
+    annotation: Any = Any
+
+    @property
+    def element_annotation(self) -> Any:
+        """The annotation of one value (without ``list`` or ``Item``)."""
+        return _element_annotation(self.annotation)
+
+
+def _element_annotation(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in _SETS:
+        args = typing.get_args(annotation)
+        annotation = args[0] if args else Any
+        origin = typing.get_origin(annotation)
+    if annotation is Item or origin is Item:
+        args = typing.get_args(annotation)
+        annotation = args[0] if args else Any
+    return annotation
+
+
+def _element_of(annotation: Any, where: str) -> ElementType:
+    if annotation in (Any, object, None, typing.Any) or annotation is typing.TypeVar:
+        return ElementType.ANY
+    if annotation is Json:
+        return ElementType.JSON
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return ElementType.JSON
+    module = getattr(annotation, "__module__", "")
+    if getattr(annotation, "__name__", "") == "ndarray" and module.startswith("numpy"):
+        return ElementType.NDARRAY
+    if origin is not None and getattr(origin, "__name__", "") == "ndarray":
+        return ElementType.NDARRAY
+    raise FunctionTypeError(f"{where}: annotation {annotation!r} is not a Dandelion element "
+                            "type", hint="use bytes, str, int, float, bool, dict/dd.Json, "
+                            "numpy.ndarray, dd.Item[T] or list[T]")
+
+
+def view_of(annotation: Any, where: str) -> View:
+    """The :class:`View` for an annotation; ``where`` names it in errors."""
+    if annotation is None or annotation is type(None):
+        raise FunctionTypeError(f"{where}: None is not a data type")
+    is_set = False
+    inner = annotation
+    origin = typing.get_origin(inner)
+    if origin in _SETS:
+        is_set = True
+        args = typing.get_args(inner)
+        inner = args[0] if args else Any
+        origin = typing.get_origin(inner)
+    elif inner in (list, tuple):
+        return View(DataType(ElementType.ANY, True), False, annotation)
+    items = inner is Item or origin is Item
+    if items:
+        args = typing.get_args(inner)
+        inner = args[0] if args else Any
+    return View(DataType(_element_of(inner, where), is_set), items, annotation)
+
+
+def _check(value: Any, annotation: Any, what: str) -> None:
+    if annotation in (Any, object) or isinstance(annotation, typing.TypeVar):
+        return
+    from typeguard import TypeCheckError, check_type
+
+    try:
+        check_type(value, annotation)
+    except TypeCheckError as e:
+        raise FunctionTypeError(f"{what}: {e}") from None
+
+
+def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:
+    """The Python argument for a parameter that receives ``items``.
+
+    Raises:
+        FunctionError: an item parameter got more than one item.
+        FunctionTypeError: a value does not match the annotation.
+    """
+    element = view.element_annotation
+    for item in items:
+        _check(item.value, element, what)
+    if view.type.is_set:
+        return list(items) if view.items else [item.value for item in items]
+    if len(items) > 1:
+        raise FunctionError(f"{what} takes one item but received {len(items)}",
+                            hint="annotate it list[...] or shard its input with 'each'")
+    if not items:
+        return None
+    return items[0] if view.items else items[0].value
+
+
+def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
+    """The items of a returned value; bare values get key 0 and no name.
+
+    Raises:
+        FunctionTypeError: the value does not match the declared result.
+    """
+    if view.type.is_set:
+        if value is None:
+            return ()
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, collections.abc.Iterable):
+            raise FunctionTypeError(f"{what} must be a list, got {type(value).__name__}")
+        values = list(value)
+    else:
+        values = [value]
+    element = view.element_annotation
+    out = []
+    for v in values:
+        if isinstance(v, Item):
+            _check(v.value, element, what)
+            out.append(v)
+        else:
+            _check(v, element, what)
+            out.append(Item(v))
+    return tuple(out)

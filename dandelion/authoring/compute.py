@@ -1,0 +1,203 @@
+"""``@dd.compute``: a pure Python function as a Dandelion compute function."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import marshal
+import typing
+from typing import Any, Callable, Sequence
+
+import attrs
+
+from dandelion.authoring import tracing
+from dandelion.authoring.annotations import View, from_python, to_python, view_of
+from dandelion.errors import DandelionError, FunctionError, FunctionTypeError
+from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param, Span
+from dandelion.items import Item
+
+#: Name of the one result of a function that returns a single value.
+DEFAULT_RESULT = "result"
+
+
+def code_digest(fn: Callable[..., Any]) -> str:
+    """A ``sha256:`` digest of a function's code: its source, else its bytecode."""
+    h = hashlib.sha256()
+    h.update(f"{fn.__module__}:{fn.__qualname__}\n".encode())
+    try:
+        h.update(inspect.getsource(fn).encode())
+    except (OSError, TypeError):
+        h.update(marshal.dumps(fn.__code__))
+    return "sha256:" + h.hexdigest()
+
+
+@attrs.frozen(eq=False)
+class PythonFunction:
+    """The code artifact of a Python compute function, as engines run it.
+
+    ``invoke`` turns the items of each parameter into Python arguments, calls the function
+    and turns what it returns into items, checking both against the annotations.  It is
+    what a sandbox deserializes and runs, so it holds only picklable data.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    params: tuple[tuple[str, View], ...]
+    results: tuple[tuple[str, View], ...]
+
+    def invoke(self, inputs: Sequence[Sequence[Item[Any]]]) -> list[tuple[Item[Any], ...]]:
+        """Run once on one instance's inputs (one item sequence per parameter, in order)."""
+        args = [to_python(items, view, f"parameter '{p}' of '{self.name}'")
+                for (p, view), items in zip(self.params, inputs)]
+        value = self.fn(*args)
+        if not self.results:
+            return []
+        if len(self.results) == 1:
+            values: Sequence[Any] = (value,)
+        else:
+            if not isinstance(value, tuple) or len(value) != len(self.results):
+                raise FunctionTypeError(
+                    f"'{self.name}' must return a tuple of {len(self.results)} values "
+                    f"({', '.join(r for r, _ in self.results)}), got {type(value).__name__}")
+            values = value
+        return [from_python(v, view, f"result '{r}' of '{self.name}'")
+                for (r, view), v in zip(self.results, values)]
+
+
+def _result_views(fn: Callable[..., Any], hints: dict[str, Any],
+                  names: Sequence[str] | None, where: str) -> tuple[tuple[str, View], ...]:
+    ret = hints.get("return", inspect.Signature.empty)
+    if ret is None or ret is type(None):
+        return ()
+    if ret is inspect.Signature.empty:
+        ret = Any
+    fields = getattr(ret, "_fields", None)
+    if fields is not None and isinstance(ret, type) and issubclass(ret, tuple):
+        types = typing.get_type_hints(ret)
+        return tuple((f, view_of(types.get(f, Any), f"{where} result '{f}'")) for f in fields)
+    if typing.get_origin(ret) is tuple and names is not None and len(names) > 1:
+        args = typing.get_args(ret)
+        if len(args) != len(names):
+            raise FunctionTypeError(f"{where}: results={tuple(names)} names {len(names)} "
+                                    f"results but the annotation has {len(args)}")
+        return tuple((n, view_of(a, f"{where} result '{n}'")) for n, a in zip(names, args))
+    if names is not None and len(names) != 1:
+        raise FunctionTypeError(f"{where}: results={tuple(names)} needs a tuple[...] "
+                                "return annotation with one type per result")
+    name = names[0] if names else DEFAULT_RESULT
+    return ((name, view_of(ret, f"{where} result")),)
+
+
+def _where(fn: Callable[..., Any]) -> tuple[str, Span]:
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return fn.__qualname__, Span()
+    span = Span(code.co_filename, code.co_firstlineno)
+    return f"{fn.__qualname__} ({span})", span
+
+
+class ComputeFunction:
+    """A compute function: plain Python when called directly, an application when called
+    inside a ``@dd.composition``.
+
+    Attributes:
+        spec: the IR declaration (:class:`~dandelion.ir.FunctionSpec`).
+        artifact: the :class:`PythonFunction` engines run.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
+                 results: Sequence[str] | str | None = None, kind: FunctionKind =
+                 FunctionKind.COMPUTE, cacheable: bool = True) -> None:
+        if not callable(fn) or inspect.isclass(fn):
+            raise FunctionTypeError(f"@dd.compute decorates a function, not {fn!r}")
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        where, span = _where(fn)
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception as e:  # NameError from an unresolvable forward reference, …
+            raise FunctionTypeError(f"{where}: cannot read annotations: {e}") from None
+        sig = inspect.signature(fn)
+        params = []
+        for p in sig.parameters.values():
+            if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                raise FunctionTypeError(f"{where}: parameter '{p.name}' must be a plain "
+                                        "positional parameter (no *args, **kwargs, keyword-only)")
+            if p.name == "by":
+                raise FunctionTypeError(f"{where}: a parameter may not be called 'by'",
+                                        hint="'by' names the join of an application")
+            params.append((p.name, view_of(hints.get(p.name, Any), f"{where} parameter "
+                                                                    f"'{p.name}'")))
+        names = [results] if isinstance(results, str) else results
+        result_views = _result_views(fn, hints, names, where)
+        self.name = name or fn.__name__
+        digest = code_digest(fn)
+        self.artifact = PythonFunction(self.name, fn, tuple(params), result_views)
+        self.spec = FunctionSpec(
+            name=self.name,
+            params=[Param(n, v.type) for n, v in params],
+            results=[Param(n, v.type) for n, v in result_views],
+            kind=kind,
+            implementations=[Implementation("python", digest, f"{fn.__module__}:"
+                                                              f"{fn.__qualname__}")],
+            cacheable=cacheable,
+            span=span,
+        )
+
+    @property
+    def artifacts(self) -> dict[str, Any]:
+        """Digest -> artifact for this function's implementations."""
+        return {self.spec.implementations[0].digest: self.artifact}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        trace = tracing.current()
+        if trace is None:
+            if tracing.contains_set_refs(args, kwargs):
+                raise DandelionError(f"'{self.name}' got a set of a composition outside of "
+                                     "a composition's definition")
+            return self.fn(*args, **kwargs)
+        return trace.apply(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<dd.compute {self.name}>"
+
+
+def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
+            results: Sequence[str] | str | None = None, cacheable: bool = True) -> Any:
+    """Declare a pure compute function.
+
+    Annotations give the types of parameters and results (see
+    :mod:`dandelion.authoring.annotations`).  Several results are declared with a
+    ``NamedTuple`` return annotation, or ``results=("a", "b")`` with ``tuple[A, B]``.
+
+    Args:
+        fn: the function (when used as ``@dd.compute`` without parentheses).
+        name: the function's name in the IR (default: the Python name).
+        results: names of the results (default: one result called ``result``).
+        cacheable: whether its outputs may be memoized (it must then be deterministic).
+
+    Example:
+        >>> import dandelion as dd
+        >>> @dd.compute
+        ... def double(x: int) -> int:
+        ...     return 2 * x
+        >>> double(21)        # outside a composition: plain Python
+        42
+    """
+    def wrap(f: Callable[..., Any]) -> ComputeFunction:
+        return ComputeFunction(f, name=name, results=results, cacheable=cacheable)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def invoke_python(artifact: PythonFunction, inputs: Sequence[Sequence[Item[Any]]],
+                  ) -> list[tuple[Item[Any], ...]]:
+    """Run a Python artifact, wrapping unexpected exceptions as :class:`FunctionError`."""
+    try:
+        return artifact.invoke(inputs)
+    except DandelionError:
+        raise
+    except Exception as e:
+        raise FunctionError(f"compute function '{artifact.name}' raised "
+                            f"{type(e).__name__}: {e}", function=artifact.name) from e

@@ -1,0 +1,117 @@
+"""Encoding of item values to bytes and back, per element type.
+
+Sandboxes, the wire format, caches and native functions see items as bytes; this module is
+the one place that says how each element type is laid out:
+
+==========  ==============================================================
+``bytes``   as is
+``str``     UTF-8
+``int``     8 bytes, little-endian two's complement (int64)
+``float``   8 bytes, little-endian IEEE 754 double
+``bool``    one byte, 0 or 1
+``json``    UTF-8 JSON text
+``ndarray`` NumPy ``.npy`` format (no pickles)
+``any``     bytes as is; other values cannot be encoded untyped
+==========  ==============================================================
+
+>>> decode(encode(-5, ElementType.INT), ElementType.INT)
+-5
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+from typing import Any
+
+from dandelion.errors import EncodingError
+from dandelion.ir.types import ElementType
+
+
+def _fail(value: Any, element: ElementType, why: str) -> EncodingError:
+    shown = repr(value)
+    shown = shown if len(shown) < 60 else shown[:57] + "..."
+    return EncodingError(f"cannot encode {shown} as {element}: {why}")
+
+
+def encode(value: Any, element: ElementType) -> bytes:
+    """The bytes of ``value`` as element type ``element``.
+
+    Raises:
+        EncodingError: the value does not fit the element type.
+    """
+    if element in (ElementType.BYTES, ElementType.ANY):
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        if element is ElementType.ANY:
+            raise _fail(value, element, "an untyped set holds bytes; annotate the function "
+                        "with the value's type")
+        raise _fail(value, element, f"expected bytes, got {type(value).__name__}")
+    if element is ElementType.STR:
+        if not isinstance(value, str):
+            raise _fail(value, element, f"expected str, got {type(value).__name__}")
+        return value.encode("utf-8", "surrogatepass")
+    if element is ElementType.INT:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _fail(value, element, f"expected int, got {type(value).__name__}")
+        try:
+            return struct.pack("<q", value)
+        except struct.error:
+            raise _fail(value, element, "does not fit in 64 bits") from None
+    if element is ElementType.FLOAT:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise _fail(value, element, f"expected float, got {type(value).__name__}")
+        return struct.pack("<d", value)
+    if element is ElementType.BOOL:
+        if not isinstance(value, bool):
+            raise _fail(value, element, f"expected bool, got {type(value).__name__}")
+        return b"\x01" if value else b"\x00"
+    if element is ElementType.JSON:
+        try:
+            return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as e:
+            raise _fail(value, element, str(e)) from None
+    if element is ElementType.NDARRAY:
+        try:
+            import numpy as np
+        except ImportError:  # pragma: no cover - numpy is an optional dependency
+            raise _fail(value, element, "numpy is not installed") from None
+        if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+            raise _fail(value, element, "expected a numpy array without Python objects")
+        buf = io.BytesIO()
+        np.save(buf, value, allow_pickle=False)
+        return buf.getvalue()
+    raise _fail(value, element, "unknown element type")  # pragma: no cover
+
+
+def decode(data: bytes | bytearray | memoryview, element: ElementType) -> Any:
+    """The value that :func:`encode` turned into ``data``.
+
+    Raises:
+        EncodingError: ``data`` is not a valid encoding of ``element``.
+    """
+    try:
+        if element in (ElementType.BYTES, ElementType.ANY):
+            return bytes(data)
+        if element is ElementType.STR:
+            return bytes(data).decode("utf-8", "surrogatepass")
+        if element is ElementType.INT:
+            return struct.unpack("<q", data)[0]
+        if element is ElementType.FLOAT:
+            result = struct.unpack("<d", data)[0]
+            return result if not math.isnan(result) else math.nan
+        if element is ElementType.BOOL:
+            if bytes(data) not in (b"\x00", b"\x01"):
+                raise ValueError("a bool is one byte, 0 or 1")
+            return data[0] == 1
+        if element is ElementType.JSON:
+            return json.loads(bytes(data))
+        if element is ElementType.NDARRAY:
+            import numpy as np
+
+            return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+    except (ValueError, struct.error, UnicodeDecodeError) as e:
+        raise EncodingError(f"{len(data)} bytes are not a valid {element}: {e}") from None
+    raise EncodingError(f"unknown element type {element!r}")  # pragma: no cover

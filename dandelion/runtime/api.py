@@ -1,0 +1,151 @@
+"""``dd.run`` and ``dd.Runtime``: running compositions from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import threading
+import weakref
+from typing import Any
+
+from dandelion.authoring.composition import as_program
+from dandelion.planner import Pass, make_plan
+from dandelion.planner.plan import Plan
+from dandelion.program import Program
+from dandelion.runtime.backend import Backend, check_requirements
+from dandelion.runtime.registry import load_backend
+
+
+class Runtime:
+    """A backend, ready to run compositions; use it as a context manager.
+
+    Args:
+        backend: the backend's name (``"local"``, ``"ray"`` …).
+        engine: the compute engine of the local backend (``"inline"``, ``"process"`` …).
+        passes: the planner passes (default: :data:`dandelion.planner.DEFAULT_PASSES`).
+        **options: passed to the backend (``workers=``, ``timeout=`` …).
+
+    Example:
+        >>> import dandelion as dd
+        >>> @dd.compute
+        ... def inc(x: int) -> int:
+        ...     return x + 1
+        >>> @dd.composition
+        ... def bump(x: int) -> int:
+        ...     return inc(x)
+        >>> with dd.Runtime(engine="inline", workers=2) as rt:
+        ...     rt.run(bump, 41)
+        42
+    """
+
+    def __init__(self, backend: str = "local", engine: str | None = None,
+                 passes: list[Pass] | None = None, **options: Any) -> None:
+        cls = load_backend(backend)
+        if engine is not None:
+            options["engine"] = engine
+        self.backend: Backend = cls(**options)
+        self.passes = passes
+        self._plans: weakref.WeakKeyDictionary[Program, Plan] = weakref.WeakKeyDictionary()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def plan(self, target: Any) -> Plan:
+        """The plan this runtime runs for ``target`` (cached per program)."""
+        program = as_program(target)
+        plan = self._plans.get(program)
+        if plan is None:
+            plan = make_plan(program.module, program.entry, self.passes)
+            check_requirements(plan, self.backend)
+            self._plans[program] = plan
+        return plan
+
+    def run(self, target: Any, /, *args: Any, **inputs: Any) -> Any:
+        """Run a composition and return its output (a named tuple for several).
+
+        Args:
+            target: a ``@dd.composition``, a :class:`~dandelion.program.Program` or a module.
+            *args: direct inputs, in declaration order.
+            **inputs: direct inputs by name: plain values, ``dd.Item`` s, or lists of them.
+
+        Raises:
+            InputError: missing, unknown or mistyped inputs.
+            FunctionError: a function failed (names the function, instance and keys).
+        """
+        if self.closed:
+            from dandelion.errors import BackendError
+
+            raise BackendError("this runtime is closed")
+        program = as_program(target)
+        sets = program.bind(args, inputs)
+        plan = self.plan(program)
+        outputs = self.backend.run(plan, sets, program.artifacts)
+        return program.unbind(outputs)
+
+    def submit(self, target: Any, /, *args: Any, **inputs: Any) -> concurrent.futures.Future[Any]:
+        """Start :meth:`run` in the background and return its future."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    thread_name_prefix="dandelion-run")
+        return self._executor.submit(self.run, target, *args, **inputs)
+
+    async def run_async(self, target: Any, /, *args: Any, **inputs: Any) -> Any:
+        """:meth:`run`, awaitable from asyncio code."""
+        return await asyncio.wrap_future(self.submit(target, *args, **inputs))
+
+    def close(self) -> None:
+        """Stop the backend; the runtime cannot run anything afterwards."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        self.backend.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_defaults: dict[tuple[str, str | None], Runtime] = {}
+_defaults_lock = threading.Lock()
+
+
+def default_runtime(backend: str | None = None, engine: str | None = None) -> Runtime:
+    """The shared runtime that :func:`run` uses for this backend and engine."""
+    key = (backend or "local", engine)
+    with _defaults_lock:
+        rt = _defaults.get(key)
+        if rt is None or rt.closed:
+            rt = _defaults[key] = Runtime(key[0], engine=engine)
+        return rt
+
+
+@atexit.register
+def _close_defaults() -> None:
+    for rt in list(_defaults.values()):
+        rt.close()
+
+
+def run(target: Any, /, *args: Any, backend: str | None = None, engine: str | None = None,
+        **inputs: Any) -> Any:
+    """Run a composition on the default runtime of ``backend`` and ``engine``.
+
+    ``backend`` and ``engine`` are reserved: no composition input may be called so.
+
+    Example:
+        >>> import dandelion as dd
+        >>> @dd.compute
+        ... def length(s: str) -> int:
+        ...     return len(s)
+        >>> @dd.composition
+        ... def lengths(words: list[str]) -> list[int]:
+        ...     return length(dd.each(words))
+        >>> dd.run(lengths, ["a", "bb", "ccc"], engine="inline")
+        [1, 2, 3]
+    """
+    return default_runtime(backend, engine).run(target, *args, **inputs)

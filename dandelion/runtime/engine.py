@@ -1,0 +1,147 @@
+"""The engine interface: memory domains, contexts and compute engines (DESIGN.md §4).
+
+The dispatcher runs one function instance like this::
+
+    context = engine.domain.acquire()        # a context from the engine's memory domain
+    context.place(inputs)                    # inputs at the documented layout
+    engine.run(context, call)                # runs to completion (or raises)
+    outputs = context.extract()              # one item tuple per declared result
+    engine.domain.release(context)           # wiped and kept for reuse
+
+Engines are found by name (``dandelion.backends.<name>``, attribute ``Engine``), so adding
+one edits no central list.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from typing import Any, ClassVar, Sequence
+
+import attrs
+
+from dandelion.ir.nodes import FunctionSpec, Implementation
+from dandelion.items import Item
+
+ItemSets = Sequence[Sequence[Item[Any]]]
+
+
+@attrs.frozen(eq=False)
+class FunctionCall:
+    """What an engine needs to run one function: declaration, chosen implementation and the
+    loaded artifact (for a Python function, a :class:`~dandelion.authoring.PythonFunction`)."""
+
+    spec: FunctionSpec
+    implementation: Implementation
+    artifact: Any
+    timeout: float | None = None
+
+
+class Context(abc.ABC):
+    """The memory a function instance sees: its inputs before, its outputs after."""
+
+    @abc.abstractmethod
+    def place(self, inputs: ItemSets) -> None:
+        """Lay out the instance's inputs (one item sequence per parameter)."""
+
+    @abc.abstractmethod
+    def extract(self) -> list[tuple[Item[Any], ...]]:
+        """The outputs the function left, one item tuple per declared result."""
+
+    @abc.abstractmethod
+    def wipe(self) -> None:
+        """Forget inputs and outputs so the context can serve another invocation."""
+
+
+class MemoryDomain(abc.ABC):
+    """Hands out contexts and takes them back, wiped, for reuse."""
+
+    def __init__(self) -> None:
+        self._free: list[Context] = []
+        self._lock = threading.Lock()
+
+    @abc.abstractmethod
+    def new_context(self) -> Context:
+        """A fresh context of this domain."""
+
+    def acquire(self) -> Context:
+        """A wiped context, reused when one is free."""
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return self.new_context()
+
+    def release(self, context: Context) -> None:
+        """Wipe ``context`` and keep it for the next invocation."""
+        context.wipe()
+        with self._lock:
+            self._free.append(context)
+
+    def close(self) -> None:
+        """Release everything the domain holds."""
+        with self._lock:
+            self._free.clear()
+
+
+class ObjectContext(Context):
+    """A context of Python objects, for engines that share the worker's address space."""
+
+    __slots__ = ("inputs", "outputs")
+
+    def __init__(self) -> None:
+        self.inputs: ItemSets = ()
+        self.outputs: list[tuple[Item[Any], ...]] = []
+
+    def place(self, inputs: ItemSets) -> None:
+        self.inputs = inputs
+
+    def extract(self) -> list[tuple[Item[Any], ...]]:
+        return self.outputs
+
+    def wipe(self) -> None:
+        self.inputs = ()
+        self.outputs = []
+
+
+class ObjectDomain(MemoryDomain):
+    """A memory domain of :class:`ObjectContext` s."""
+
+    def new_context(self) -> Context:
+        return ObjectContext()
+
+
+class Engine(abc.ABC):
+    """Runs functions of certain implementation kinds to completion, one at a time.
+
+    Attributes:
+        name: the engine's registry name.
+        kinds: the implementation kinds it can run (``python``, ``native`` …).
+        isolated: whether a function cannot touch the worker (for diagnostics and docs).
+        enforces_timeout: whether :meth:`run` itself stops a function at its timeout;
+            otherwise the dispatcher gives up waiting and abandons the engine.
+    """
+
+    name: ClassVar[str] = "engine"
+    kinds: ClassVar[frozenset[str]] = frozenset()
+    isolated: ClassVar[bool] = False
+    enforces_timeout: ClassVar[bool] = False
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.domain: MemoryDomain = ObjectDomain()
+
+    def can_run(self, implementation: Implementation) -> bool:
+        """Whether this engine runs ``implementation``."""
+        return implementation.kind in self.kinds
+
+    @abc.abstractmethod
+    def run(self, context: Context, call: FunctionCall) -> None:
+        """Run ``call`` on the inputs placed in ``context``, leaving its outputs there.
+
+        Raises:
+            FunctionError: the function failed (its own exception, a violation, a timeout).
+        """
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+        self.domain.close()

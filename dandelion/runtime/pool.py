@@ -1,0 +1,112 @@
+"""A pool of worker threads, each owning one engine, that run batches of instances."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import attrs
+
+from dandelion.runtime.engine import Engine, FunctionCall
+from dandelion.runtime.sharding import Instance
+
+
+@attrs.define(eq=False)
+class Job:
+    """A batch of instances of one application, run in order by one worker.
+
+    ``results[i]`` receives the outputs of ``instances[i]``; when the batch is done (or one
+    instance fails) the worker calls ``done(job, failure)``.
+    """
+
+    call: FunctionCall
+    instances: list[Instance]
+    done: Callable[[Job, tuple[Instance, BaseException] | None], None]
+    cancelled: threading.Event
+    results: list[Any] = attrs.field(factory=list)
+    tag: Any = None
+
+
+class Worker(threading.Thread):
+    """One thread, one engine."""
+
+    def __init__(self, pool: EnginePool, index: int) -> None:
+        super().__init__(name=f"dandelion-worker-{index}", daemon=True)
+        self.pool = pool
+        self.engine = pool.engine_factory()
+        self.abandoned = False
+        #: (job, instance, start time) while an instance runs; read by the dispatcher.
+        self.current: tuple[Job, Instance, float] | None = None
+
+    def run(self) -> None:
+        tasks = self.pool.tasks
+        engine = self.engine
+        domain = engine.domain
+        while not self.abandoned:
+            job = tasks.get()
+            if job is None:
+                break
+            failure = None
+            results = job.results
+            for inst in job.instances:
+                if job.cancelled.is_set():
+                    break
+                self.current = (job, inst, time.monotonic())
+                context = domain.acquire()
+                try:
+                    context.place(inst.inputs)
+                    engine.run(context, job.call)
+                    results.append(context.extract())
+                except BaseException as e:  # reported to the dispatcher, never lost
+                    failure = (inst, e)
+                    break
+                finally:
+                    domain.release(context)
+            self.current = None
+            if not self.abandoned:
+                job.done(job, failure)
+        engine.close()
+
+
+class EnginePool:
+    """``size`` workers sharing one queue of :class:`Job` s."""
+
+    def __init__(self, engine_factory: Callable[[], Engine], size: int) -> None:
+        self.engine_factory = engine_factory
+        self.size = size
+        self.tasks: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self.workers: list[Worker] = []
+        for i in range(size):
+            self._spawn(i)
+        probe = self.workers[0].engine
+        self.kinds = probe.kinds
+        self.enforces_timeout = probe.enforces_timeout
+        self.engine_name = probe.name
+
+    def _spawn(self, index: int) -> None:
+        worker = Worker(self, index)
+        self.workers.append(worker)
+        worker.start()
+
+    def submit(self, job: Job) -> None:
+        """Queue a batch for the next free worker."""
+        self.tasks.put(job)
+
+    def abandon(self, worker: Worker) -> None:
+        """Give up on a worker stuck in a function past its timeout; start a replacement."""
+        with self._lock:
+            if worker.abandoned or worker not in self.workers:
+                return
+            worker.abandoned = True
+            self.workers.remove(worker)
+            self._spawn(len(self.workers) + 1)
+
+    def close(self) -> None:
+        """Stop all workers once their current batch is done."""
+        for _ in self.workers:
+            self.tasks.put(None)
+        for w in self.workers:
+            w.join(timeout=5)

@@ -1,0 +1,1 @@
+"""Textual front end: the .dd and .dcl notations."""
