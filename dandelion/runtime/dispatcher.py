@@ -32,6 +32,19 @@ BATCHES_PER_WORKER = 4
 SubRunner = Callable[[Plan, Mapping[str, Items]], Mapping[str, Items]]
 
 
+@attrs.frozen
+class Progress:
+    """How far a run is: applications and instances finished, of those known so far."""
+
+    applications_done: int
+    applications: int
+    instances_done: int
+    instances: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
 @attrs.define(eq=False)
 class _Running:
     app: Application
@@ -76,12 +89,15 @@ class Dispatcher:
         timeouts: function name -> seconds (``"*"`` for every function).
         io_engine: runs I/O functions (``None``: plans with I/O functions are refused).
         sub_runner: runs a nested composition for sharded composition calls.
+        progress: called with a :class:`Progress` whenever work finishes.
     """
 
     def __init__(self, pool: EnginePool, artifacts: Mapping[str, Any], *,
                  timeouts: Mapping[str, float] | None = None, io_engine: Any = None,
-                 sub_runner: SubRunner | None = None) -> None:
+                 sub_runner: SubRunner | None = None,
+                 progress: ProgressCallback | None = None) -> None:
         self.pool = pool
+        self.progress = progress
         self.artifacts = artifacts
         self.timeouts = dict(timeouts or {})
         self.io_engine = io_engine
@@ -143,6 +159,7 @@ class Dispatcher:
         running: dict[int, _Running] = {}
         calls: dict[str, FunctionCall] = {}
         parallelism = self.pool.size
+        counts = [0, len(comp.applications), 0, 0]  # apps done/total, instances done/total
 
         def publish(index: int, outputs: list[Items]) -> None:
             app = comp.applications[index]
@@ -157,6 +174,7 @@ class Dispatcher:
                     if not needs:
                         ready.append(consumer)
             running.pop(index, None)
+            counts[0] += 1
 
         def start(index: int) -> None:
             app = comp.applications[index]
@@ -170,6 +188,7 @@ class Dispatcher:
             insts = instances(ins, app.join, parallelism)
             state = _Running(app, spec, insts, [None] * len(insts), 0)
             running[index] = state
+            counts[3] += len(insts)
             if not insts:
                 publish(index, [() for _ in spec.results])
                 return
@@ -207,6 +226,7 @@ class Dispatcher:
                         raise instance_error(state.spec, inst, len(state.instances),
                                              error) from error
                     state.outputs[offset:offset + len(job.results)] = job.results
+                    counts[2] += len(job.results)
                     state.remaining -= 1
                     if state.remaining == 0:
                         publish(index, gather(state.outputs, len(state.spec.results)))
@@ -214,7 +234,10 @@ class Dispatcher:
                     index, outputs, error = payload
                     if error is not None:
                         raise error
+                    counts[2] += len(running[index].instances)
                     publish(index, outputs)
+                if self.progress is not None:
+                    self.progress(Progress(*counts))
         finally:
             cancelled.set()
         return {d.name: sets.get(d.name, ()) for d in comp.outputs}
