@@ -7,6 +7,7 @@ import inspect
 import typing
 from typing import Any, Callable, Sequence
 
+from dandelion.authoring import tracing
 from dandelion.authoring.annotations import View, view_of
 from dandelion.authoring.compute import ComputeFunction
 from dandelion.authoring.tracing import SetRef, Trace, caller_span
@@ -37,7 +38,7 @@ class CompositionFunction:
         self.name = name or fn.__name__
         where = f"composition '{self.name}'"
         try:
-            hints = typing.get_type_hints(fn)
+            hints = typing.get_type_hints(fn, localns=tracing.caller_locals())
         except Exception as e:
             raise FunctionTypeError(f"{where}: cannot read annotations: {e}") from None
         code = fn.__code__
