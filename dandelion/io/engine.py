@@ -125,7 +125,11 @@ class IoEngine:
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine on the engine's loop from another thread and return its result."""
-        loop = self._ensure_loop()
+        try:
+            loop = self._ensure_loop()
+        except BaseException:
+            coro.close()
+            raise
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     @property

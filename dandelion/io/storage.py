@@ -112,6 +112,8 @@ async def _each(engine: IoEngine, fn: Any, *args: Any) -> Any:
     async with engine.semaphore:
         try:
             return await asyncio.to_thread(fn, *args)
+        except IoError:
+            raise
         except OSError as e:
             raise IoError(f"object storage: {e.strerror or e}") from None
 
@@ -144,9 +146,12 @@ async def storage_write(engine: IoEngine, inputs: Sequence[Items]) -> list[Items
                           hint="name each object after its key: dd.Item(data, name=key)")
         if not isinstance(item.value, (bytes, bytearray, memoryview, str)):
             raise IoError(f"storage_write: object '{item.name}' must be bytes or str")
-    await asyncio.gather(*(_each(engine, _write, root, i.name, i.value.encode()
-                                 if isinstance(i.value, str) else bytes(i.value))
-                           for i in items))
+    def write_all() -> None:  # in item order, so a key written twice ends as the last
+        for i in items:
+            _write(root, i.name, i.value.encode() if isinstance(i.value, str)
+                   else bytes(i.value))
+
+    await _each(engine, write_all)
     return [tuple(Item(i.name, key=i.key, name=i.name) for i in items)]
 
 
@@ -155,5 +160,5 @@ async def storage_write(engine: IoEngine, inputs: Sequence[Items]) -> list[Items
 async def storage_delete(engine: IoEngine, inputs: Sequence[Items]) -> list[Items]:
     """Delete every object; each output is 1 if it existed, else 0."""
     root, items = _root(engine), inputs[0]
-    counts = await asyncio.gather(*(_each(engine, _delete, root, i.value) for i in items))
+    counts = await _each(engine, lambda: [_delete(root, i.value) for i in items])
     return [tuple(item_like(i, n) for i, n in zip(items, counts))]
