@@ -60,10 +60,11 @@ def _bytes(value: Any) -> bytes:
 
 def _split(data: bytes) -> tuple[list[str], bytes]:
     """The head lines and the body of an HTTP text encoding."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        head, found, body = data.partition(sep)
-        if found:
-            break
+    found = [(i, sep) for sep in (b"\r\n\r\n", b"\n\n", b"\n\r\n")
+             if (i := data.find(sep)) >= 0]
+    if found:
+        at, sep = min(found)
+        head, body = data[:at], data[at + len(sep):]
     else:
         head, body = data.rstrip(b"\r\n"), b""
     lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
@@ -155,7 +156,7 @@ class HttpRequest:
         lines, body = _split(data)
         first = lines[0].strip()
         words = first.split()
-        if len(words) == 1 and len(lines) == 1 and not body:
+        if len(words) == 1 and len(lines) == 1 and not body and "://" in words[0]:
             return cls("GET", words[0])
         if len(words) not in (2, 3) or (len(words) == 3 and not words[2].startswith("HTTP/")):
             raise ValueError(f"request line {first[:80]!r} is not 'METHOD URL HTTP/1.1'")
