@@ -30,6 +30,7 @@ from dandelion.authoring import (
     optional,
 )
 from dandelion.authoring import all_ as all  # noqa: A004 - dd.all(s), the default mode
+from dandelion.client import Client
 from dandelion.errors import (
     BackendError,
     CompositionError,
@@ -43,6 +44,7 @@ from dandelion.errors import (
     InputError,
     SandboxViolation,
 )
+from dandelion.io.values import HttpRequest, HttpResponse
 from dandelion.items import Item
 from dandelion.program import Program
 from dandelion.runtime.api import Runtime, run
@@ -55,7 +57,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "BackendError", "CompositionError", "CompositionFunction", "CompositionTypeError",
     "ComputeFunction", "DandelionError", "DslSyntaxError", "EncodingError", "FunctionError",
-    "FunctionTimeout", "FunctionTypeError", "InputError", "Item", "Json", "Program", "Runtime",
+    "FunctionTimeout", "FunctionTypeError", "InputError", "Item", "Client", "HttpRequest",
+    "HttpResponse", "Json", "Program", "Runtime",
     "SandboxViolation", "__version__", "any_each", "any_keyed", "composition",
     "compute", "each", "keyed", "optional", "run",
 ]

@@ -43,10 +43,11 @@ class IoConfig:
     """
 
     max_concurrency: int = attrs.field(default=64, validator=_positive)
-    timeout: float = attrs.field(default=10.0, validator=_positive)
+    timeout: float = attrs.field(default=10.0, converter=float, validator=_positive)
     max_response_bytes: int = attrs.field(default=16 * MiB, validator=_positive)
     retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
-    backoff: float = attrs.field(default=0.05, validator=attrs.validators.ge(0))
+    backoff: float = attrs.field(default=0.05, converter=float,
+                                 validator=attrs.validators.ge(0))
     backoff_max: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     max_redirects: int = attrs.field(default=5, validator=attrs.validators.ge(0))
     policy: OutboundPolicy = attrs.field(factory=OutboundPolicy, converter=_policy)

@@ -40,10 +40,10 @@ def object_path(root: str, key: Any) -> str:
 
     >>> object_path("/srv/objects", "logs/a.txt")
     '/srv/objects/logs/a.txt'
-    >>> object_path("/srv/objects", "../etc/passwd")
+    >>> object_path("/srv/objects", "../etc/passwd")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    dandelion.io.errors.OutboundPolicyError: object key '../etc/passwd' may not contain '', '.' or '..' path components
+    dandelion.io.errors.OutboundPolicyError: object key '../etc/passwd' may not contain ...
     """
     if isinstance(key, (bytes, bytearray)):
         try:

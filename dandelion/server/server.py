@@ -44,10 +44,9 @@ class Server:
         """Start listening (on the running event loop)."""
         self.frontend = Frontend(self.config)
         self._runner = web.AppRunner(self.frontend.app(), access_log=None,
-                                     handler_cancellation=True)
+                                     handler_cancellation=True, shutdown_timeout=5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port,
-                           shutdown_timeout=5)
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []

@@ -48,7 +48,7 @@ from dandelion.server.tenants import (
     planned,
     save_tenants,
 )
-from dandelion.server.wire import WireError, decode_sets, dumps, encode_sets
+from dandelion.server.wire import decode_sets, dumps, encode_sets
 
 Sets = Mapping[str, tuple[Item[Any], ...]]
 
