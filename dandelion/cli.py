@@ -205,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TARGET", nargs="?")
     p.add_argument("--schema", action="store_true", help="print the IR's JSON Schema instead")
     p.set_defaults(func=cmd_ir)
+
+    from dandelion.server.cli import add_server_commands
+
+    add_server_commands(sub)
     return parser
 
 

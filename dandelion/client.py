@@ -218,11 +218,18 @@ class Client:
                 resp = conn.getresponse()
                 payload = resp.read()
                 break
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
                 conn.close()
                 self._local.conn = None
                 if attempt:  # a kept-alive connection the server had closed: once more
-                    raise
+                    raise ServerError(f"{self.url} closed the connection: {e}", status=0,
+                                      type="ConnectionError") from None
+            except OSError as e:
+                conn.close()
+                self._local.conn = None
+                raise ServerError(f"cannot reach {self.url}: {e.strerror or e}", status=0,
+                                  type="ConnectionError",
+                                  hint="is `dandelion serve` running there?") from None
         if resp.status >= 400:
             _raise(resp.status, payload)
         if resp.getheader("Content-Type", "").startswith("application/msgpack"):
@@ -285,7 +292,9 @@ class Client:
 
     # -- invocation -------------------------------------------------------------------------
 
-    def _program(self, target: Any) -> Program:
+    def program(self, target: Any) -> Program:
+        """The :class:`~dandelion.program.Program` of a composition (object or registered
+        name), for binding inputs and reading outputs."""
         if isinstance(target, CompositionFunction):
             return target.program
         name = str(target)
@@ -306,7 +315,7 @@ class Client:
             path = f"/v1/functions/{_quote(target.name)}"
             unbind = functools.partial(_unbind_function, results)
         else:
-            program = self._program(target)
+            program = self.program(target)
             path = f"/v1/compositions/{_quote(program.entry)}"
             unbind = functools.partial(_unbind_program, program)
         sets = program.bind(args, inputs)

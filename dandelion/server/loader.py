@@ -46,7 +46,7 @@ def exec_source(source: str, path: str) -> dict[str, ComputeFunction]:
         exec(code, module.__dict__)
     except DandelionError as e:
         raise RegistrationError(f"loading the source failed: {e.message}", hint=e.hint) from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # user code: SystemExit must not stop the worker
         raise RegistrationError(f"loading the source raised {type(e).__name__}: {e}",
                                 hint="the module body runs once on the server at "
                                      "registration; keep it to imports and definitions"
