@@ -107,6 +107,8 @@ def view_of(annotation: Any, where: str) -> View:
 def _check(value: Any, annotation: Any, what: str) -> None:
     if annotation in (Any, object) or isinstance(annotation, typing.TypeVar):
         return
+    if type(annotation) is type and isinstance(value, annotation):
+        return  # the common case, without typeguard's machinery
     from typeguard import TypeCheckError, check_type
 
     try:
