@@ -1,4 +1,4 @@
-"""Package discovery for the ``dsl/`` and ``backends/`` mapping (all other metadata: pyproject.toml).
+"""Package discovery for the ``dsl/`` and ``backends/`` mapping (metadata: pyproject.toml).
 
 ``dsl/`` and ``backends/`` live at the top of the repository but install as ``dandelion.dsl`` and
 ``dandelion.backends``. ``[tool.setuptools.packages.find]`` cannot rename directories, so the
