@@ -39,11 +39,11 @@ def project_version() -> str:
 
 
 def source_files() -> dict[str, str]:
-    """Every module and grammar of the source tree: repository path -> path in the wheel."""
+    """Every module, grammar and C header of the source tree: repository path -> wheel path."""
     wanted = {}
     for installed, directory in ROOTS.items():
         for path in (ROOT / directory).rglob("*"):
-            if path.suffix in (".py", ".lark") and "__pycache__" not in path.parts:
+            if path.suffix in (".py", ".lark", ".h") and "__pycache__" not in path.parts:
                 inside = path.relative_to(ROOT / directory).as_posix()
                 wanted[f"{directory}/{inside}"] = f"{installed}/{inside}"
     return wanted
