@@ -116,3 +116,18 @@ def test_code_digest_changes_with_the_code():
 
     assert a.spec.implementations[0].digest != b.spec.implementations[0].digest
     assert a.spec.implementations[0].digest.startswith("sha256:")
+
+
+def test_values_without_an_encoding_fail_on_every_engine():
+    @dd.compute
+    def big(x: int) -> int:
+        return 2**70
+
+    @dd.compute
+    def doc(x: int) -> dd.Json:
+        return {"x": {1, 2}}
+
+    with pytest.raises(dd.EncodingError, match="64 bits"):
+        big.artifact.invoke([[dd.Item(1)]])
+    with pytest.raises(dd.EncodingError, match="not JSON serializable|set"):
+        doc.artifact.invoke([[dd.Item(1)]])
