@@ -22,6 +22,7 @@ element      msgpack                     JSON
 ===========  ==========================  ==============================================
 
 >>> from dandelion.ir import DataType
+>>> from dandelion.server.wire import decode_sets, encode_sets
 >>> sets = decode_sets({"n": [{"value": 3, "key": 1}]}, {"n": DataType.parse("set[int]")})
 >>> sets["n"][0]
 Item(value=3, key=1, name='')
