@@ -339,7 +339,8 @@ class Service:
             sets = decode_sets(inputs, decls)
             if rename is not None:
                 sets = {f"in.{p}": s for p, s in sets.items()}
-            key = self._cache_key(record, sets) if record.cacheable else None
+            caching = record.cacheable and tenant.result_cache > 0
+            key = self._cache_key(record, sets) if caching else None
             outputs = tenant.cached(key) if key else None
             cached = outputs is not None
             if outputs is None:
