@@ -101,7 +101,7 @@ def function_source(fn: Any) -> str:
                                     hint="define it in a file, or use "
                                          "Client.register_source(text)") from None
     used = {n.id for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Name)}
-    lines = []
+    lines: list[str | None] = []
     for node in ast.parse(module_text).body:
         if isinstance(node, ast.ImportFrom) and node.module == "__future__":
             lines.insert(0, ast.get_source_segment(module_text, node))
@@ -192,7 +192,8 @@ class Client:
         if conn is None:
             cls = (http.client.HTTPSConnection if self._parts.scheme == "https"
                    else http.client.HTTPConnection)
-            conn = cls(self._parts.hostname, self._parts.port, timeout=self.timeout)
+            conn = cls(self._parts.hostname or "127.0.0.1", self._parts.port,
+                       timeout=self.timeout)
             self._local.conn = conn
         return conn
 

@@ -174,7 +174,9 @@ class IoEngine:
                 failed = [t for t in tasks if t in finished and t.exception() is not None]
                 if failed:
                     first = failed[0]
-                    failure = (owner[first], first.exception())  # type: ignore[assignment]
+                    error = first.exception()
+                    assert error is not None
+                    failure = (owner[first], error)
         except BaseException as e:  # never leave the dispatcher waiting
             failure = (instances[0], e)
         finally:

@@ -52,6 +52,10 @@ def _headers(value: HeadersLike) -> Headers:
     return tuple(out)
 
 
+def _method(value: Any) -> str:
+    return str(value).upper()
+
+
 def _bytes(value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode()
@@ -99,7 +103,7 @@ class HttpRequest:
 
     __dandelion_element__: ClassVar[ElementType] = ElementType.BYTES
 
-    method: str = attrs.field(converter=lambda m: str(m).upper())
+    method: str = attrs.field(converter=_method)
     url: str = attrs.field(converter=str)
     headers: Headers = attrs.field(default=(), converter=_headers)
     body: bytes = attrs.field(default=b"", converter=_bytes)

@@ -324,7 +324,8 @@ class Frontend:
         doc: dict[str, Any] = {"id": job.id, "status": job.status}
         if job.status == "succeeded":
             try:
-                doc.update(self.service.encode_outputs(*job.result, binary))
+                outputs, decls = job.result
+                doc.update(self.service.encode_outputs(outputs, decls, binary))
             except Exception as e:
                 doc.update(status="failed", **error_body(e))
         elif job.status == "failed":

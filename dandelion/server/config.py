@@ -10,6 +10,10 @@ import attrs
 MiB = 1 << 20
 
 
+def _mapping(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
 @attrs.frozen
 class ServerConfig:
     """How ``dandelion serve`` runs.
@@ -38,7 +42,7 @@ class ServerConfig:
     engine: str = "inline"
     workers: int | None = None
     timeout: float | None = None
-    tokens: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
+    tokens: Mapping[str, str] = attrs.field(factory=dict, converter=_mapping)
     max_body_bytes: int = 16 * MiB
     body_timeout: float = 30.0
     hot_functions: int = 256
@@ -47,7 +51,7 @@ class ServerConfig:
     job_ttl: float = 3600.0
     invocations: int = 64
     state_dir: str | None = None
-    io: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    io: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
 
     @property
     def open(self) -> bool:

@@ -242,7 +242,7 @@ class Service:
     def _parse_dsl(self, tenant: Tenant, text: str, notation: str | None,
                    filename: str | None) -> Module:
         try:
-            from dandelion.dsl import compile_text  # type: ignore[attr-defined]
+            from dandelion.dsl import compile_text  # type: ignore[attr-defined,unused-ignore]
         except ImportError:
             raise RegistrationError("this worker cannot read .dd/.dcl text yet",
                                     hint="register IR JSON instead") from None
@@ -251,7 +251,8 @@ class Service:
         name = os.path.basename(filename or f"<registered>.{notation or 'dd'}")
         functions = {n: _SpecOnly(r.spec) for n, r in tenant.functions.items()}
         loaded = compile_text(text, name, functions=functions, notation=notation, strict=False)
-        return loaded.module
+        module: Module = loaded.module
+        return module
 
     def remove(self, tenant: Tenant, what: str, name: str) -> None:
         """Delete a function or composition.
@@ -372,7 +373,8 @@ class Service:
                 artifact, hot = self.store.load(*version)
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
-        return self.backend.run(record.plan, sets, artifacts)
+        outputs: Sets = self.backend.run(record.plan, sets, artifacts)
+        return outputs
 
     @staticmethod
     def _cache_key(record: CompositionRecord, sets: Sets) -> str:

@@ -86,7 +86,8 @@ def dumps(value: Any, binary: bool) -> bytes:
     if binary:
         import msgpack
 
-        return msgpack.packb(value, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
     return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
 
 
