@@ -219,9 +219,8 @@ async def sweep(url: str, payload: bytes, hot: float, seconds: float, bare_peak_
         levels.append(r)
         print(f"  hot {hot:4.0%}  offered {rate:7.1f}/s  achieved {r['achieved']:7.1f}/s  "
               f"p50 {r['p50'] * 1e3:7.2f} ms  p99 {r['p99'] * 1e3:8.2f} ms", flush=True)
-        over = [lv for lv in levels[-2:] if lv["p99"] > 10 * base]
-        if len(over) == 2 or r["achieved"] < 0.7 * rate or len(levels) >= 12:
-            break  # saturated: twice over the latency bound, or not keeping up
+        if r["p50"] > 10 * base or r["achieved"] < 0.7 * rate or len(levels) >= 12:
+            break  # saturated: the median is over the bound, or it is not keeping up
         rate *= 1.4
     ok = [lv for lv in levels if lv["p99"] < 10 * base and not lv["errors"]]
     peak = max((lv["achieved"] for lv in ok), default=0.0)
