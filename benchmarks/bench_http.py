@@ -109,7 +109,13 @@ def bare_latency(m: np.ndarray, n: int = 200) -> float:
     return statistics.median(times)
 
 
-def bare_peak(m: np.ndarray, threads: int, seconds: float = 1.5) -> float:
+def bare_peak(m: np.ndarray, threads: int, seconds: float = 1.0, repeat: int = 3) -> float:
+    """Calls per second with ``threads`` threads: the best of ``repeat`` runs (the machine
+    is shared; interference only ever lowers it)."""
+    return max(_bare_rate(m, threads, seconds) for _ in range(repeat))
+
+
+def _bare_rate(m: np.ndarray, threads: int, seconds: float) -> float:
     counts = [0] * threads
     stop = time.perf_counter() + seconds
 
@@ -287,6 +293,12 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+    after = bare_peak(m, args.workers)  # again, and keep the best: the same cores, same run
+    if after > bare["peak"]:
+        bare["peak"] = after
+        for r in results:
+            r["ratio_to_bare"] = r["peak"] / after  # type: ignore[operator]
+            r["saturation_ratio"] = r["saturation"] / after  # type: ignore[operator]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
