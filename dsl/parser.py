@@ -1,0 +1,433 @@
+"""Text -> syntax tree (:mod:`dandelion.dsl.ast`) for both notations, with every error.
+
+Both grammars are LALR(1) (``dd.lark``, ``dcl.lark``); the transformer runs while the parser
+reduces, so no parse tree is built.  On a syntax error the offending statement is blanked
+out (positions stay where they were) and the text is parsed again, so that one run reports
+every broken statement of a file, not only the first.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Iterator
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (
+    LarkError,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
+
+from dandelion.dsl import ast
+from dandelion.dsl.diagnostics import Report, did_you_mean
+from dandelion.ir.nodes import ShardingMode, Span
+from dandelion.ir.types import ElementType
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: The most syntax errors one file reports before giving up.
+MAX_SYNTAX_ERRORS = 50
+
+_DD_MODES = {"each": ShardingMode.EACH, "eachkey": ShardingMode.KEYED,
+             "any": ShardingMode.ANY_EACH, "anykey": ShardingMode.ANY_KEYED}
+DCL_MODES = {"all": ShardingMode.ALL, "each": ShardingMode.EACH, "keyed": ShardingMode.KEYED,
+             "anyEach": ShardingMode.ANY_EACH, "anyKeyed": ShardingMode.ANY_KEYED}
+JOIN_KINDS = ("inner", "left", "right", "full", "cross")
+ELEMENT_TYPES = tuple(e.value for e in ElementType)
+
+
+class _Abort(Exception):
+    """A problem found while building the tree; already recorded in the report."""
+
+
+class ContinuationPostLexer:
+    """Drops newlines that do not end a ``.dd`` statement.
+
+    A newline inside parentheses, or right after ``:`` or ``,``, continues the statement;
+    blank lines collapse; the text always ends with one newline token.
+    """
+
+    always_accept = ("_NL",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        prev: Token | None = None
+        for tok in stream:
+            kind = tok.type
+            if kind == "_NL":
+                if depth > 0 or prev is None or prev.type in ("_NL", "COLON", "COMMA"):
+                    continue
+            elif kind == "LPAR":
+                depth += 1
+            elif kind == "RPAR":
+                depth = max(0, depth - 1)
+            prev = tok
+            yield tok
+        if prev is not None and prev.type != "_NL":
+            yield Token.new_borrow_pos("_NL", "", prev)
+
+
+def _span_of(file: str, item: Any) -> Span:
+    """The span of a token or of a rule's meta."""
+    line = getattr(item, "line", None)
+    if line is None:
+        return Span(file)
+    return Span(file, line, item.column, item.end_line or line, item.end_column or item.column)
+
+
+class _Builder(Transformer):  # type: ignore[type-arg]
+    """Shared helpers of both transformers."""
+
+    def __init__(self, file: str, report: Report) -> None:
+        super().__init__()
+        self.file = file
+        self.report = report
+
+    def span(self, item: Any) -> Span:
+        return _span_of(self.file, item)
+
+    def join_of(self, tokens: list[Token], meta: Any) -> ast.JoinClause:
+        names = [str(t) for t in tokens[0::2]]
+        kinds = []
+        for tok in tokens[1::2]:
+            kind = str(tok)
+            if kind not in JOIN_KINDS:
+                self.report.error("unknown-keyword", f"unknown join kind '{kind}'",
+                                  self.span(tok), did_you_mean(kind, JOIN_KINDS)
+                                  or f"use one of: {', '.join(JOIN_KINDS)}")
+            kinds.append(kind)
+        return ast.JoinClause(tuple(names), tuple(kinds), self.span(meta))
+
+
+@v_args(meta=True)
+class DdBuilder(_Builder):
+    """Builds :class:`ast.FileAst` from the ``.dd`` grammar's reductions."""
+
+    def start(self, meta: Any, stmts: list[Any]) -> ast.FileAst:
+        functions: list[ast.FunctionDecl] = []
+        bindings: list[ast.Binding] = []
+        comps: list[dict[str, Any]] = []
+        current: dict[str, Any] | None = None
+        for stmt in stmts:
+            if isinstance(stmt, ast.FunctionDecl):
+                functions.append(stmt)
+            elif isinstance(stmt, ast.Binding):
+                bindings.append(stmt)
+            elif isinstance(stmt, tuple):  # composition header: (name, span)
+                current = {"name": stmt[0], "span": stmt[1], "decls": [], "apps": [],
+                           "implicit": False}
+                comps.append(current)
+            else:
+                first = stmt[0] if isinstance(stmt, list) else stmt
+                if current is None:
+                    current = {"name": "", "span": first.span, "decls": [], "apps": [],
+                               "implicit": True}
+                    comps.append(current)
+                if isinstance(stmt, list):
+                    current["decls"].extend(stmt)
+                else:
+                    current["apps"].append(stmt)
+        return ast.FileAst(
+            "dd", tuple(functions), tuple(bindings),
+            tuple(ast.CompositionAst(c["name"], tuple(c["decls"]), tuple(c["apps"]),
+                                     c["implicit"], c["span"]) for c in comps))
+
+    def declaration(self, meta: Any, children: list[Any]) -> list[ast.Decl]:
+        role, dtype, *names = children
+        return [ast.Decl(role, str(n), dtype, self.span(n)) for n in names]
+
+    def role(self, meta: Any, children: list[Token]) -> str:
+        return str(children[0])
+
+    def shape(self, meta: Any, children: list[Token]) -> str:
+        return str(children[0])
+
+    def data_type(self, meta: Any, children: list[Any]) -> ast.TypeRef:
+        shape, element = children
+        if element is not None and str(element) not in ELEMENT_TYPES:
+            self.report.error("unknown-type", f"unknown element type '{element}'",
+                              self.span(element), did_you_mean(str(element), ELEMENT_TYPES)
+                              or f"use one of: {', '.join(ELEMENT_TYPES)}")
+        return ast.TypeRef(shape, None if element is None else str(element), self.span(meta))
+
+    def application(self, meta: Any, children: list[Any]) -> ast.Application:
+        targets, body = children
+        if isinstance(body, list):  # loop: [generators, join, call]
+            generators, join, call = body
+        else:
+            generators, join, call = (), None, body
+        name_tok, args = call
+        return ast.Application(tuple(targets), str(name_tok), tuple(args), tuple(generators),
+                               join, self.span(meta), self.span(name_tok))
+
+    def targets(self, meta: Any, names: list[Token]) -> list[ast.Target]:
+        return [ast.Target(str(n), self.span(n)) for n in names]
+
+    def loop(self, meta: Any, children: list[Any]) -> list[Any]:
+        return [tuple(children[:-2]), children[-2], children[-1]]
+
+    def generator(self, meta: Any, children: list[Any]) -> ast.Generator:
+        mode, var, source = children
+        return ast.Generator(mode, str(var), str(source), self.span(meta), self.span(source))
+
+    def mode(self, meta: Any, words: list[Token]) -> ShardingMode:
+        return _DD_MODES["".join(map(str, words))]
+
+    def join(self, meta: Any, children: list[Any]) -> ast.JoinClause:
+        return self.join_of([children[0], *children[1:]], meta)
+
+    def join_kind(self, meta: Any, children: list[Token]) -> Token:
+        return children[0]
+
+    def call(self, meta: Any, children: list[Any]) -> tuple[Token, list[ast.Arg]]:
+        name, *args = children
+        return name, [a for a in args if a is not None]
+
+    def arg(self, meta: Any, children: list[Any]) -> ast.Arg:
+        param, optional, name = children
+        return ast.Arg(str(name), None if param is None else str(param), optional is not None,
+                       self.span(meta))
+
+    def function_decl(self, meta: Any, children: list[Any]) -> ast.FunctionDecl:
+        kind, name, *rest = children
+        results = rest.pop() if rest and isinstance(rest[-1], list) else []
+        params = [p for p in rest if p is not None]
+        results = [r for r in results if r is not None]
+        if len(results) == 1 and results[0].name == "":
+            results = [ast.ParamDecl("result", results[0].type, results[0].span)]
+        io = kind is not None
+        cacheable = kind == "cacheable io" if io else True
+        return ast.FunctionDecl(str(name), tuple(params), tuple(results), io, cacheable,
+                                self.span(name))
+
+    def function_kind(self, meta: Any, words: list[Token]) -> str:
+        return " ".join(map(str, words))
+
+    def param(self, meta: Any, children: list[Any]) -> ast.ParamDecl:
+        dtype, name = children
+        return ast.ParamDecl(str(name), dtype, self.span(name))
+
+    def results(self, meta: Any, children: list[Any]) -> list[ast.ParamDecl | None]:
+        return list(children)
+
+    def result(self, meta: Any, children: list[Any]) -> ast.ParamDecl:
+        if len(children) == 1:  # a bare name
+            return ast.ParamDecl(str(children[0]), None, self.span(children[0]))
+        dtype, name = children
+        return ast.ParamDecl("" if name is None else str(name), dtype,
+                             self.span(name if name is not None else meta))
+
+    def binding(self, meta: Any, children: list[Any]) -> ast.Binding:
+        kind, (module, quoted), *names = children
+        return ast.Binding(kind, module, quoted, tuple(names), self.span(meta))
+
+    def bind_kind(self, meta: Any, words: list[Token]) -> str:
+        return str(words[0])
+
+    def module_ref(self, meta: Any, parts: list[Token]) -> tuple[str, bool]:
+        if len(parts) == 1 and parts[0].type == "STRING":
+            return str(parts[0])[1:-1], True
+        return ".".join(map(str, parts)), False
+
+    def import_name(self, meta: Any, children: list[Any]) -> ast.ImportName:
+        name, alias = children
+        return ast.ImportName(str(name), str(alias or name), self.span(meta))
+
+    def composition_header(self, meta: Any, children: list[Token]) -> tuple[str, Span]:
+        return str(children[0]), self.span(children[0])
+
+
+@v_args(meta=True)
+class DclBuilder(_Builder):
+    """Builds :class:`ast.FileAst` from the ``.dcl`` grammar's reductions."""
+
+    def start(self, meta: Any, items: list[Any]) -> ast.FileAst:
+        return ast.FileAst(
+            "dcl", tuple(i for i in items if isinstance(i, ast.FunctionDecl)), (),
+            tuple(i for i in items if isinstance(i, ast.CompositionAst)))
+
+    def names(self, meta: Any, tokens: list[Token | None]) -> list[Token]:
+        return [t for t in tokens if t is not None]
+
+    def function_decl(self, meta: Any, children: list[Any]) -> ast.FunctionDecl:
+        name, params, results = children
+        return ast.FunctionDecl(
+            str(name), tuple(ast.ParamDecl(str(p), None, self.span(p)) for p in params),
+            tuple(ast.ParamDecl(str(r), None, self.span(r)) for r in results),
+            span=self.span(name))
+
+    def composition(self, meta: Any, children: list[Any]) -> ast.CompositionAst:
+        name, params, results, *apps = children
+        untyped = ast.TypeRef(None, None)
+        decls = [ast.Decl("input", str(p), untyped, self.span(p)) for p in params]
+        decls += [ast.Decl("output", str(r), untyped, self.span(r)) for r in results]
+        return ast.CompositionAst(str(name), tuple(decls), tuple(apps), False,
+                                  self.span(name))
+
+    def app(self, meta: Any, children: list[Any]) -> ast.DclApplication:
+        name, *rest = children
+        join = rest.pop() if rest and isinstance(rest[-1], ast.JoinClause) else None
+        if rest and rest[-1] is None:  # the absent [join]
+            rest.pop()
+        args = [a for a in rest if isinstance(a, ast.DclArg)]
+        outs = [o for o in rest if isinstance(o, ast.DclOut)]
+        return ast.DclApplication(str(name), tuple(args), tuple(outs), join, self.span(meta),
+                                  self.span(name))
+
+    def in_arg(self, meta: Any, children: list[Any]) -> ast.DclArg:
+        param, *words = [c for c in children if c is not None]
+        optional = False
+        if len(words) == 3:
+            if str(words[0]) != "optional":
+                self.report.error("unknown-keyword", f"unknown keyword '{words[0]}'",
+                                  self.span(words[0]),
+                                  did_you_mean(str(words[0]), ["optional"])
+                                  or "write 'param = [optional] mode set'")
+            optional = True
+            words = words[1:]
+        mode_tok, source = words
+        mode = DCL_MODES.get(str(mode_tok))
+        if mode is None:
+            candidates = [*DCL_MODES, "optional"]
+            self.report.error("unknown-keyword", f"unknown sharding mode '{mode_tok}'",
+                              self.span(mode_tok), did_you_mean(str(mode_tok), candidates)
+                              or f"use one of: {', '.join(DCL_MODES)}")
+            mode = ShardingMode.ALL
+        return ast.DclArg(str(param), str(source), mode, optional, self.span(meta),
+                          self.span(source))
+
+    def out_arg(self, meta: Any, children: list[Token]) -> ast.DclOut:
+        target, result = children
+        return ast.DclOut(str(target), str(result), self.span(meta))
+
+    def join(self, meta: Any, tokens: list[Token]) -> ast.JoinClause:
+        return self.join_of(tokens, meta)
+
+
+@functools.lru_cache(maxsize=None)
+def _lark(notation: str) -> Lark:
+    with open(os.path.join(_HERE, f"{notation}.lark"), encoding="utf-8") as f:
+        grammar = f.read()
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
+                maybe_placeholders=True,
+                postlex=ContinuationPostLexer() if notation == "dd" else None)
+
+
+@functools.lru_cache(maxsize=None)
+def _terminal_text(notation: str) -> dict[str, str]:
+    """Terminal name -> how to show it in 'expected …' messages."""
+    shown = {"NAME": "a name", "STRING": "a string", "_NL": "end of line", "$END": "end of file"}
+    for term in _lark(notation).terminals:
+        if term.name not in shown and term.pattern.type == "str":
+            shown[term.name] = f"'{term.pattern.value}'"
+    return shown
+
+
+def _expected(notation: str, names: Any) -> list[str]:
+    shown = _terminal_text(notation)
+    return sorted({shown.get(n, n) for n in names if n in shown})
+
+
+def _describe(notation: str, err: UnexpectedInput, file: str) -> tuple[str, str, Span, str]:
+    """(code, message, span, hint) for a lark error."""
+    if isinstance(err, UnexpectedCharacters):
+        char = err.char if err.char.isprintable() else repr(err.char)
+        span = Span(file, err.line, err.column, err.line, err.column + 1)
+        return "bad-character", f"unexpected character '{char}'", span, ""
+    tok = getattr(err, "token", None)
+    expected = _expected(notation, getattr(err, "expected", None) or
+                         getattr(err, "accepts", None) or ())
+    hint = f"expected {' or '.join(expected)}" if 0 < len(expected) <= 6 else ""
+    if isinstance(err, UnexpectedEOF) or tok is None or tok.type == "$END":
+        line = getattr(err, "line", 0) if getattr(err, "line", -1) != -1 else 0
+        return "unexpected-end", "unexpected end of file", Span(file, line, 0), hint
+    span = _span_of(file, tok)
+    if tok.type == "_NL":
+        return "syntax", "unexpected end of line", Span(file, span.line, span.column), hint
+    keywords = [e.strip("'") for e in expected if e.startswith("'") and e[1:2].isalpha()]
+    close = did_you_mean(str(tok), keywords) if tok.type == "NAME" else ""
+    return "syntax", f"unexpected '{tok}'", span, close or hint
+
+
+def _blank(text: str, start: int, end: int) -> str:
+    """``text`` with ``[start, end)`` replaced by spaces, newlines kept."""
+    middle = "".join(c if c == "\n" else " " for c in text[start:end])
+    return text[:start] + middle + text[end:]
+
+
+def _offset(text: str, line: int, column: int) -> int:
+    if line <= 0:
+        return len(text)
+    pos = 0
+    for _ in range(line - 1):
+        nxt = text.find("\n", pos)
+        if nxt < 0:
+            return len(text)
+        pos = nxt + 1
+    return min(len(text), pos + max(column, 1) - 1)
+
+
+def _continues(line: str) -> bool:
+    code = line.split("#", 1)[0].rstrip()
+    return code.endswith((":", ",")) or code.count("(") > code.count(")")
+
+
+def _dd_region(text: str, pos: int) -> tuple[int, int]:
+    """The statement (a run of lines joined by continuations) around offset ``pos``."""
+    lines = text.split("\n")
+    line_no = text.count("\n", 0, pos)
+    first = line_no
+    while first > 0 and _continues(lines[first - 1]):
+        first -= 1
+    last = line_no
+    while last < len(lines) - 1 and _continues(lines[last]):
+        last += 1
+    start = sum(len(s) + 1 for s in lines[:first])
+    end = sum(len(s) + 1 for s in lines[:last + 1]) - 1
+    return start, max(end, start)
+
+
+def _dcl_region(text: str, pos: int) -> tuple[int, int]:
+    """From after the previous ``;``/``{``/``}`` to the next ``;`` (or before ``}``)."""
+    start = max(text.rfind(c, 0, pos) for c in ";{}") + 1
+    ends = [i for i in (text.find(";", pos), text.find("}", pos)) if i >= 0]
+    if not ends:
+        return start, len(text)
+    end = min(ends)
+    return start, end + 1 if text[end] == ";" else end
+
+
+def parse_ast(text: str, filename: str, notation: str, report: Report) -> ast.FileAst | None:
+    """Parse ``text``; every syntax error goes to ``report``.
+
+    Returns:
+        The syntax tree, or ``None`` when nothing could be read.
+    """
+    builder: Callable[[str, Report], _Builder] = DdBuilder if notation == "dd" else DclBuilder
+    region = _dd_region if notation == "dd" else _dcl_region
+    lark = _lark(notation)
+    current = text
+    for _ in range(MAX_SYNTAX_ERRORS):
+        try:
+            tree = lark.parse(current)
+            return builder(filename, report).transform(tree)  # type: ignore[no-any-return]
+        except UnexpectedInput as err:
+            code, message, span, hint = _describe(notation, err, filename)
+            report.error(code, message, span, hint)
+            pos = _offset(current, span.line, span.column)
+            start, end = region(current, min(pos, max(len(current) - 1, 0)))
+            end = max(end, min(pos + 1, len(current)))
+            blanked = _blank(current, start, end)
+            if blanked == current:
+                return None
+            current = blanked
+        except VisitError as err:  # a bug in a transformer method, never the user's fault
+            raise err.orig_exc from None
+        except LarkError as err:
+            report.error("syntax", str(err).splitlines()[0], Span(filename))
+            return None
+    return None
