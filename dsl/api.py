@@ -49,6 +49,7 @@ class Loaded:
     artifacts: Mapping[str, Any]
     diagnostics: tuple[Diagnostic, ...]
     source: Source
+    loop_names: Mapping[tuple[str, int, int], Mapping[str, str]] = attrs.field(factory=dict)
 
 
 def _bindings(tree: ast.FileAst, functions: Functions, base_dir: str, report: Report,
@@ -105,6 +106,7 @@ def compile_text(text: str | bytes, filename: str = "<string>", *, functions: Fu
     tree = parse_ast(text, filename, kind, report)
     module = Module()
     artifacts: dict[str, Any] = {}
+    loop_names: dict[tuple[str, int, int], dict[str, str]] = {}
     if tree is not None and not report.has_syntax_errors():
         base = os.path.dirname(os.path.abspath(filename)) if not filename.startswith("<") \
             else os.getcwd()
@@ -113,10 +115,11 @@ def compile_text(text: str | bytes, filename: str = "<string>", *, functions: Fu
                             default_name=default_composition_name(filename))
         module = lowering.run()
         artifacts = lowering.artifacts
+        loop_names = lowering.loop_names
         report.extend(verify(module))
     if raise_errors:
         report.raise_errors()
-    return Loaded(tree, module, artifacts, tuple(report.found), source)
+    return Loaded(tree, module, artifacts, tuple(report.found), source, loop_names)
 
 
 def parse(text: str | bytes, filename: str = "<string>", notation: str | None = None) -> Module:

@@ -8,7 +8,7 @@ its declarations grouped by role and type, and every application on its own line
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from dandelion.dsl import ast
 from dandelion.ir.nodes import Application, Composition, FunctionKind, FunctionSpec, Module, \
@@ -21,6 +21,7 @@ _DCL_MODES = {ShardingMode.ALL: "all", ShardingMode.EACH: "each",
               ShardingMode.KEYED: "keyed", ShardingMode.ANY_EACH: "anyEach",
               ShardingMode.ANY_KEYED: "anyKeyed"}
 INDENT = "    "
+LoopNames = Mapping[tuple[str, int, int], Mapping[str, str]]
 
 
 def type_text(t: DataType) -> str:
@@ -59,16 +60,18 @@ def _group(decls: Iterable[tuple[str, str, str]]) -> list[str]:
     return [f"{role} {typ} {', '.join(names)}" for role, typ, names in lines]
 
 
-def _dd_application(app: Application, spec: FunctionSpec | None, taken: set[str]) -> str:
+def _dd_application(app: Application, spec: FunctionSpec | None, taken: set[str],
+                    names: Mapping[str, str]) -> str:
     loops: list[str] = []
     var_of: dict[str, str] = {}
     used: set[str] = set()
     for arg in app.arguments:
         if arg.mode is ShardingMode.ALL:
             continue
-        var, n = arg.param, 1
+        base = names.get(arg.param, arg.param)
+        var, n = base, 1
         while var in taken or var in used or var in ("_", "key"):
-            var, n = f"{arg.param}_{n}", n + 1
+            var, n = f"{base}_{n}", n + 1
         used.add(var)
         var_of[arg.param] = var
         loops.append(f"{_DD_MODES[arg.mode]} {var} in {arg.source}")
@@ -108,7 +111,8 @@ def _signature(module: Module, name: str) -> FunctionSpec | None:
     return callee_signature(module, name)
 
 
-def _dd_composition(module: Module, comp: Composition, header: bool) -> list[str]:
+def _dd_composition(module: Module, comp: Composition, header: bool,
+                    loop_names: LoopNames) -> list[str]:
     indent = INDENT if header else ""
     lines = [f"composition {comp.name}"] if header else []
     decls = [("input", type_text(d.type), d.name) for d in comp.inputs]
@@ -119,7 +123,8 @@ def _dd_composition(module: Module, comp: Composition, header: bool) -> list[str
         lines.append("")
     taken = {d.name for d in comp.declarations()}
     for app in comp.applications:
-        text = _dd_application(app, _signature(module, app.function), taken)
+        names = loop_names.get((comp.name, app.span.line, app.span.column), {})
+        text = _dd_application(app, _signature(module, app.function), taken, names)
         lines += [indent + line for line in text.split("\n")]
     return lines
 
@@ -143,7 +148,8 @@ def _dcl_application(app: Application) -> str:
 def format_module(module: Module, notation: str = "dd", *,
                   declarations: Iterable[str] | None = None,
                   headerless: str | None = None,
-                  bindings: Sequence[ast.Binding] = ()) -> str:
+                  bindings: Sequence[ast.Binding] = (),
+                  loop_names: LoopNames | None = None) -> str:
     """The canonical text of ``module`` in ``notation`` (``dd`` or ``dcl``).
 
     Args:
@@ -154,6 +160,9 @@ def format_module(module: Module, notation: str = "dd", *,
         headerless: a composition written without a ``composition`` header in ``.dd``
             (it is printed first).
         bindings: ``from … import`` lines to print first (``.dd`` only).
+        loop_names: the loop variable names the source used, per application
+            (``(composition, line, column)`` of the call -> parameter -> name); parameter
+            names are used otherwise.
 
     Example:
         >>> from dandelion.dsl import parse
@@ -187,5 +196,6 @@ def format_module(module: Module, notation: str = "dd", *,
     comps = list(module.compositions)
     comps.sort(key=lambda c: c.name != headerless)
     for comp in comps:
-        chunks.append(_dd_composition(module, comp, header=comp.name != headerless))
+        chunks.append(_dd_composition(module, comp, comp.name != headerless,
+                                      loop_names or {}))
     return "\n\n".join("\n".join(chunk) for chunk in chunks) + "\n" if chunks else ""

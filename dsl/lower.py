@@ -88,7 +88,10 @@ class Lowering:
         self.foreign: list[Module] = []
         self.artifacts: dict[str, Any] = {}
         self.used: list[str] = []
+        #: (composition, line, column of the call) -> parameter -> loop variable name.
+        self.loop_names: dict[tuple[str, int, int], dict[str, str]] = {}
         self._active: set[str] = set()
+        self._vars: dict[str, Argument] = {}
 
     def _name(self, comp: ast.CompositionAst) -> str:
         return comp.name or self.default_name
@@ -212,7 +215,11 @@ class Lowering:
                           app: ast.Application | ast.DclApplication) -> _Pending | None:
         if isinstance(app, ast.DclApplication):
             return self.lower_dcl(app)
-        return self.lower_dd(app)
+        pending = self.lower_dd(app)
+        if pending is not None and app.generators:
+            key = (self._name(comp), app.function_span.line, app.function_span.column)
+            self.loop_names[key] = {a.param: a_var for a_var, a in self._vars.items()}
+        return pending
 
     def lower_dcl(self, app: ast.DclApplication) -> _Pending | None:
         spec = self.callee(app.function, app.function_span, len(app.args),
@@ -289,6 +296,7 @@ class Lowering:
             else:
                 bound[param] = Argument(param, arg.name, ShardingMode.ALL, arg.optional,
                                         arg.span)
+        self._vars = {v: bound[p] for v, p in var_param.items() if p in bound}
         if ok and not keywords:
             missing = [p for p in params if p not in bound]
             if missing:

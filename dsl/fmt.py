@@ -1,0 +1,152 @@
+"""``dandelion fmt``: print a DSL file in canonical form, or convert it to the other notation.
+
+Formatting goes through the IR (:func:`dandelion.dsl.format_module`), so it is idempotent:
+formatting a formatted file changes nothing.  Comments are kept when the notation stays
+the same: a comment line moves with the statement that follows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from dandelion.dsl.api import compile_text, default_composition_name, notation_of
+from dandelion.dsl.format import format_module
+from dandelion.errors import CompositionError
+from dandelion.ir.nodes import Module
+
+
+def format_text(text: str, filename: str = "<string>", to: str | None = None) -> str:
+    """The canonical form of ``text`` in notation ``to`` (default: its own).
+
+    Raises:
+        DslSyntaxError: the text cannot be read.
+        CompositionError: it does not make a valid composition.
+    """
+    source = notation_of(filename)
+    target = to or source
+    loaded = compile_text(text, filename)
+    tree = loaded.tree
+    assert tree is not None
+    headerless = None
+    if target == "dd" and tree.compositions and tree.compositions[0].implicit:
+        headerless = default_composition_name(filename)
+    declarations = None
+    if source == "dd" and target == "dd":
+        declarations = [f.name for f in tree.functions]
+    comments = _comments(text) if source == target == "dd" else {}
+    out = format_module(loaded.module, target, declarations=declarations,
+                        headerless=headerless,
+                        bindings=tree.bindings if target == "dd" else (),
+                        loop_names=loaded.loop_names)
+    return _with_comments(out, comments, loaded.module) if comments else out
+
+
+def _comments(text: str) -> dict[int, str]:
+    """Line -> comment, for whole-line ``#`` comments."""
+    found = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            found[number] = line.strip()
+    return found
+
+
+def _with_comments(out: str, comments: dict[int, str], module: Module) -> str:
+    """Put each comment line before the formatted line of the statement that followed it.
+
+    The formatted text is parsed again; walking both modules in the same order pairs each
+    statement's original line with its formatted line.
+    """
+    from dandelion.dsl.api import parse
+
+    again = parse(out, "<formatted>")
+    anchor_at = {dst: src for src, dst in zip(_statement_lines(module), _statement_lines(again))}
+    pending = sorted(comments.items())
+    result: list[str] = []
+    for index, line in enumerate(out.split("\n"), 1):
+        src = anchor_at.get(index)
+        if src is not None:
+            indent = line[:len(line) - len(line.lstrip())]
+            while pending and pending[0][0] <= src:
+                result.append(indent + pending.pop(0)[1])
+        result.append(line)
+    if pending:
+        while result and result[-1] == "":
+            result.pop()
+        result += [c for _, c in pending] + [""]
+    return "\n".join(result)
+
+
+def _statement_lines(module: Module) -> list[int]:
+    found: list[int] = []
+    for f in module.functions:
+        if f.span.line:
+            found.append(f.span.line)
+    for c in module.compositions:
+        items = [c.span.line] if c.span.line else []
+        seen = set()
+        for d in c.declarations():
+            if d.span.line not in seen:
+                seen.add(d.span.line)
+                items.append(d.span.line)
+        items += [a.span.line for a in c.applications]
+        found += items
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dandelion fmt FILE [--to dd|dcl] [--check] [-w]``.
+
+    Returns:
+        0 on success; 1 when ``--check`` finds a file that is not formatted or the file has
+        errors (printed to stderr).
+    """
+    parser = argparse.ArgumentParser(prog="dandelion fmt",
+                                     description="Print a .dd/.dcl file in canonical form.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fmt`` (shared with the ``dandelion`` command)."""
+    parser.add_argument("file", help="a .dd or .dcl file")
+    parser.add_argument("--to", choices=("dd", "dcl"), help="convert to this notation")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if the file is not in canonical form; print nothing else")
+    parser.add_argument("-w", "--write", action="store_true",
+                        help="write the result back (to FILE with the new suffix for --to)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``fmt`` with parsed arguments."""
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"dandelion fmt: cannot read {args.file}: {e}", file=sys.stderr)
+        return 1
+    try:
+        out = format_text(text, args.file, args.to)
+    except CompositionError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    if args.check:
+        if out != text:
+            print(f"{args.file}: would reformat", file=sys.stderr)
+            return 1
+        return 0
+    if args.write:
+        target = args.file
+        if args.to and notation_of(args.file) != args.to:
+            target = os.path.splitext(args.file)[0] + "." + args.to
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(out)
+        return 0
+    sys.stdout.write(out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
