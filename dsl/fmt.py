@@ -12,10 +12,9 @@ import os
 import sys
 from typing import Sequence
 
-from dandelion.dsl.api import compile_text, default_composition_name, notation_of
+from dandelion.dsl.api import Loaded, compile_text, default_composition_name, notation_of
 from dandelion.dsl.format import format_module
 from dandelion.errors import CompositionError
-from dandelion.ir.nodes import Module
 
 
 def format_text(text: str, filename: str = "<string>", to: str | None = None) -> str:
@@ -41,7 +40,7 @@ def format_text(text: str, filename: str = "<string>", to: str | None = None) ->
                         headerless=headerless,
                         bindings=tree.bindings if target == "dd" else (),
                         loop_names=loaded.loop_names)
-    return _with_comments(out, comments, loaded.module) if comments else out
+    return _with_comments(out, comments, loaded) if comments else out
 
 
 def _comments(text: str) -> dict[int, str]:
@@ -53,16 +52,15 @@ def _comments(text: str) -> dict[int, str]:
     return found
 
 
-def _with_comments(out: str, comments: dict[int, str], module: Module) -> str:
+def _with_comments(out: str, comments: dict[int, str], original: Loaded) -> str:
     """Put each comment line before the formatted line of the statement that followed it.
 
-    The formatted text is parsed again; walking both modules in the same order pairs each
+    The formatted text is read again; walking both in the same order pairs each
     statement's original line with its formatted line.
     """
-    from dandelion.dsl.api import parse
-
-    again = parse(out, "<formatted>")
-    anchor_at = {dst: src for src, dst in zip(_statement_lines(module), _statement_lines(again))}
+    again = compile_text(out, "<formatted>")
+    anchor_at = {dst: src for src, dst in zip(_statement_lines(original),
+                                              _statement_lines(again))}
     pending = sorted(comments.items())
     result: list[str] = []
     for index, line in enumerate(out.split("\n"), 1):
@@ -79,20 +77,24 @@ def _with_comments(out: str, comments: dict[int, str], module: Module) -> str:
     return "\n".join(result)
 
 
-def _statement_lines(module: Module) -> list[int]:
-    found: list[int] = []
-    for f in module.functions:
-        if f.span.line:
-            found.append(f.span.line)
-    for c in module.compositions:
-        items = [c.span.line] if c.span.line else []
+def _statement_lines(loaded: Loaded) -> list[int]:
+    """First lines of the statements, in the order the formatter prints them."""
+    tree = loaded.tree
+    assert tree is not None
+    found = [b.span.line for b in tree.bindings]
+    declared = {f.name for f in tree.functions}
+    found += [f.span.line for f in loaded.module.functions if f.name in declared]
+    starts = {(a.function_span.line, a.function_span.column): a.span.line
+              for c in tree.compositions for a in c.applications}
+    for comp in loaded.module.compositions:
+        found.append(comp.span.line)
         seen = set()
-        for d in c.declarations():
+        for d in comp.declarations():
             if d.span.line not in seen:
                 seen.add(d.span.line)
-                items.append(d.span.line)
-        items += [a.span.line for a in c.applications]
-        found += items
+                found.append(d.span.line)
+        found += [starts.get((a.span.line, a.span.column), a.span.line)
+                  for a in comp.applications]
     return found
 
 

@@ -21,6 +21,8 @@ _DCL_MODES = {ShardingMode.ALL: "all", ShardingMode.EACH: "each",
               ShardingMode.KEYED: "keyed", ShardingMode.ANY_EACH: "anyEach",
               ShardingMode.ANY_KEYED: "anyKeyed"}
 INDENT = "    "
+#: Longer loop headers put their ``by`` clause on a line of its own.
+MAX_LINE = 88
 LoopNames = Mapping[tuple[str, int, int], Mapping[str, str]]
 
 
@@ -102,7 +104,10 @@ def _dd_application(app: Application, spec: FunctionSpec | None, taken: set[str]
         for kind, param in zip(app.join.kinds, app.join.params[1:]):
             words += [str(kind), var_of.get(param, param)]
         join = " by " + " ".join(words)
-    return f"{head}for {', '.join(loops)}{join} :\n{INDENT}{call}"
+    first = f"{head}for {', '.join(loops)}"
+    if join and len(first) + len(join) > MAX_LINE:
+        join = "\n" + INDENT * 2 + join.lstrip()
+    return f"{first}{join} :\n{INDENT}{call}"
 
 
 def _signature(module: Module, name: str) -> FunctionSpec | None:

@@ -182,7 +182,8 @@ class Lowering:
             self.report.error("unknown-function", f"function '{name}' is not declared or "
                               "bound", span, did_you_mean(name, known) or
                               f"bind it: from python \"module.py\" import {name}")
-            return None
+            # Go on with an inferred signature, so that the sets it produces do not
+            # cause more errors.
         params = [Param(k) for k in keywords] if keywords else \
             [Param(f"arg{i}") for i in range(arity)]
         outs = ["result"] if results == 1 else [f"result{i}" for i in range(results)]

@@ -48,7 +48,9 @@ class ContinuationPostLexer:
     """Drops newlines that do not end a ``.dd`` statement.
 
     A newline inside parentheses, or right after ``:`` or ``,``, continues the statement;
-    blank lines collapse; the text always ends with one newline token.
+    blank lines collapse; the text always ends with one newline token.  (A newline before
+    the ``by`` or ``:`` of a loop is allowed by the grammar itself: the contextual lexer
+    needs each token fed to the parser before it reads the next, so no lookahead here.)
     """
 
     always_accept = ("_NL",)
@@ -371,9 +373,11 @@ def _offset(text: str, line: int, column: int) -> int:
     return min(len(text), pos + max(column, 1) - 1)
 
 
-def _continues(line: str) -> bool:
+def _continues(line: str, following: str = "") -> bool:
     code = line.split("#", 1)[0].rstrip()
-    return code.endswith((":", ",")) or code.count("(") > code.count(")")
+    nxt = following.lstrip()
+    return (code.endswith((":", ",")) or code.count("(") > code.count(")")
+            or nxt.startswith(":") or nxt.startswith("by ") or nxt == "by")
 
 
 def _dd_region(text: str, pos: int) -> tuple[int, int]:
@@ -381,10 +385,10 @@ def _dd_region(text: str, pos: int) -> tuple[int, int]:
     lines = text.split("\n")
     line_no = text.count("\n", 0, pos)
     first = line_no
-    while first > 0 and _continues(lines[first - 1]):
+    while first > 0 and _continues(lines[first - 1], lines[first]):
         first -= 1
     last = line_no
-    while last < len(lines) - 1 and _continues(lines[last]):
+    while last < len(lines) - 1 and _continues(lines[last], lines[last + 1]):
         last += 1
     start = sum(len(s) + 1 for s in lines[:first])
     end = sum(len(s) + 1 for s in lines[:last + 1]) - 1
