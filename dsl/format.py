@@ -146,7 +146,8 @@ def _dcl_application(app: Application) -> str:
     outs = [f"{o.target} = {o.result}" for o in app.outputs]
     text = f"{app.function}({', '.join(ins)}) => ({', '.join(outs)})"
     if app.join is not None:
-        text += f" by {app.join}"
+        by = f" by {app.join}"
+        text += by if len(text) + len(by) <= MAX_LINE else f"\n{INDENT}{by.lstrip()}"
     return text + ";"
 
 
@@ -186,7 +187,8 @@ def format_module(module: Module, notation: str = "dd", *,
         for comp in module.compositions:
             lines.append(f"composition {comp.name} ({_dcl_names(d.name for d in comp.inputs)})"
                          f" => ({_dcl_names(d.name for d in comp.outputs)}) {{")
-            lines += [INDENT + _dcl_application(app) for app in comp.applications]
+            lines += [INDENT + line for app in comp.applications
+                      for line in _dcl_application(app).split("\n")]
             lines.append("}")
         return "\n".join(lines) + "\n" if lines else ""
     if notation != "dd":
