@@ -116,7 +116,7 @@ class Report:
         """Raise one exception with every error, if there is any."""
         errors = self.errors
         if errors:
-            raise_diagnostics(errors, self.found, self.source)
+            raise_diagnostics(errors, errors + self.warnings, self.source)
 
 
 def raise_diagnostics(errors: list[Diagnostic], everything: list[Diagnostic],

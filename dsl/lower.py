@@ -116,7 +116,10 @@ class Lowering:
                                   did_you_mean(decl.name, self.bound) or
                                   f"bind it: from python \"module.py\" import {decl.name}")
             if decl.name in self.functions:
-                continue  # verify reports the duplicate
+                first = self.functions[decl.name].span
+                self.report.error("duplicate-name", f"function '{decl.name}' is declared twice",
+                                  decl.span, f"first declared at {first}")
+                continue
             self.functions[decl.name] = spec
         for name, bound in self.bound.items():
             if bound.native is not None and name not in self.functions:
@@ -150,7 +153,7 @@ class Lowering:
                                       f"implementation has {other.type}", p.span)
 
     def callee(self, name: str, span: Span, arity: int, keywords: list[str],
-               results: int) -> FunctionSpec | None:
+               results: int | list[str]) -> FunctionSpec | None:
         """The signature of the function or composition ``name`` as seen by a caller."""
         if name in self.comp_asts:
             comp = self.lower_composition(name)
@@ -177,7 +180,7 @@ class Lowering:
                 if bound is not None:
                     self.artifacts.update(bound.artifacts)
             return spec
-        if self.strict:
+        if self.strict or self.tree.notation == "dcl":
             known = [*self.functions, *self.comp_asts, *self.bound]
             self.report.error("unknown-function", f"function '{name}' is not declared or "
                               "bound", span, did_you_mean(name, known) or
@@ -186,7 +189,10 @@ class Lowering:
             # cause more errors.
         params = [Param(k) for k in keywords] if keywords else \
             [Param(f"arg{i}") for i in range(arity)]
-        outs = ["result"] if results == 1 else [f"result{i}" for i in range(results)]
+        if isinstance(results, list):
+            outs = list(dict.fromkeys(results))
+        else:
+            outs = ["result"] if results == 1 else [f"result{i}" for i in range(results)]
         # The loosest signature: parameters take sets, results are single items (which
         # fit a set as well as an item).
         spec = FunctionSpec(name, params, [Param(r, DataType(is_set=False)) for r in outs])
@@ -224,7 +230,8 @@ class Lowering:
 
     def lower_dcl(self, app: ast.DclApplication) -> _Pending | None:
         spec = self.callee(app.function, app.function_span, len(app.args),
-                           [a.param for a in app.args], len(app.outputs))
+                           list(dict.fromkeys(a.param for a in app.args)),
+                           [o.result for o in app.outputs])
         args = [Argument(a.param, a.source, a.mode, a.optional, a.source_span)
                 for a in app.args]
         if spec is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Any, Callable, Iterator
 
 from lark import Lark, Token, Transformer, v_args
@@ -44,29 +45,72 @@ class _Abort(Exception):
     """A problem found while building the tree; already recorded in the report."""
 
 
+class GluedToken(Exception):
+    """A keyword immediately followed by more letters (``sett``): one misspelled word."""
+
+    def __init__(self, first: Token, second: Token) -> None:
+        super().__init__(f"{first}{second}")
+        self.first = first
+        self.second = second
+
+
+def _check_glued(prev: Token | None, tok: Token) -> None:
+    # The contextual lexer matches a keyword as a prefix where no name is expected
+    # ("sett" -> "set" "t"); a word must not run on into the next token.
+    if (prev is not None and prev.end_pos == tok.start_pos and str(prev)[-1:].isalnum()
+            and str(tok)[:1].replace("_", "a").isalnum()):
+        raise GluedToken(prev, tok)
+
+
+class GlueCheck:
+    """Post-lexer of ``.dcl``: rejects words glued to keywords, nothing else."""
+
+    always_accept = ()
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        prev: Token | None = None
+        for tok in stream:
+            _check_glued(prev, tok)
+            prev = tok
+            yield tok
+
+
 class ContinuationPostLexer:
     """Drops newlines that do not end a ``.dd`` statement.
 
     A newline inside parentheses, or right after ``:`` or ``,``, continues the statement;
-    blank lines collapse; the text always ends with one newline token.  (A newline before
-    the ``by`` or ``:`` of a loop is allowed by the grammar itself: the contextual lexer
-    needs each token fed to the parser before it reads the next, so no lookahead here.)
+    blank lines collapse; the text always ends with one newline token.  A line that begins
+    with a statement keyword (``input``, ``function`` …) always starts a new statement, so
+    an unclosed parenthesis or a dangling ``:`` is reported on its own line.  (A newline
+    before the ``by`` or ``:`` of a loop is allowed by the grammar itself: the contextual
+    lexer needs each token fed to the parser before it reads the next, so no lookahead.)
     """
 
     always_accept = ("_NL",)
+    # By value: where the parser expects a name, the lexer reads 'function' as one.
+    STATEMENT_KEYWORDS = frozenset({"input", "output", "ephemeral", "function", "composition",
+                                    "from", "io", "cacheable"})
 
     def process(self, stream: Iterator[Token]) -> Iterator[Token]:
         depth = 0
         prev: Token | None = None
+        dropped: Token | None = None
         for tok in stream:
             kind = tok.type
+            _check_glued(prev, tok)
             if kind == "_NL":
                 if depth > 0 or prev is None or prev.type in ("_NL", "COLON", "COMMA"):
+                    if prev is not None and prev.type != "_NL":
+                        dropped = tok
                     continue
-            elif kind == "LPAR":
+            elif dropped is not None and str(tok) in self.STATEMENT_KEYWORDS:
+                depth = 0
+                yield dropped
+            if kind == "LPAR":
                 depth += 1
             elif kind == "RPAR":
                 depth = max(0, depth - 1)
+            dropped = None
             prev = tok
             yield tok
         if prev is not None and prev.type != "_NL":
@@ -316,7 +360,7 @@ def _lark(notation: str) -> Lark:
         grammar = f.read()
     return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
                 maybe_placeholders=True,
-                postlex=ContinuationPostLexer() if notation == "dd" else None)
+                postlex=ContinuationPostLexer() if notation == "dd" else GlueCheck())
 
 
 @functools.lru_cache(maxsize=None)
@@ -334,25 +378,96 @@ def _expected(notation: str, names: Any) -> list[str]:
     return sorted({shown.get(n, n) for n in names if n in shown})
 
 
-def _describe(notation: str, err: UnexpectedInput, file: str) -> tuple[str, str, Span, str]:
+_STATEMENT_WORDS = ("input", "output", "ephemeral", "function", "composition", "from")
+
+
+def _end_span(text: str, file: str) -> Span:
+    """Just after the last character of ``text`` that is not white space."""
+    body = text.rstrip()
+    line = body.count("\n") + 1
+    column = len(body) - (body.rfind("\n") + 1) + 1
+    return Span(file, line, column, line, column + 1)
+
+
+def _misspelled_statement(text: str, span: Span) -> tuple[str, Span] | None:
+    """``inptu set a``: the first word of the line looks like a statement keyword."""
+    line = text.split("\n")[span.line - 1] if 0 < span.line <= text.count("\n") + 1 else ""
+    word = line.lstrip().split(" ", 1)[0].split("(", 1)[0]
+    if not word.isidentifier() or word in _STATEMENT_WORDS or "=" not in line and False:
+        return None
+    close = did_you_mean(word, _STATEMENT_WORDS)
+    if not close or span.column <= len(line) - len(line.lstrip()) + 1:
+        return None
+    column = len(line) - len(line.lstrip()) + 1
+    return close, Span(file_of(span), span.line, column, span.line, column + len(word))
+
+
+def file_of(span: Span) -> str:
+    return span.file
+
+
+def _describe(notation: str, err: UnexpectedInput, file: str,
+              text: str) -> tuple[str, str, Span, str]:
     """(code, message, span, hint) for a lark error."""
     if isinstance(err, UnexpectedCharacters):
         char = err.char if err.char.isprintable() else repr(err.char)
         span = Span(file, err.line, err.column, err.line, err.column + 1)
         return "bad-character", f"unexpected character '{char}'", span, ""
     tok = getattr(err, "token", None)
-    expected = _expected(notation, getattr(err, "expected", None) or
-                         getattr(err, "accepts", None) or ())
+    names: Any = getattr(err, "expected", None) or getattr(err, "accepts", None) or ()
+    interactive = getattr(err, "interactive_parser", None)
+    if interactive is not None:
+        try:  # exact: what the parser would take here, not what the lexer state allows
+            names = interactive.accepts()
+        except LarkError:
+            pass
+    expected = _expected(notation, names)
     hint = f"expected {' or '.join(expected)}" if 0 < len(expected) <= 6 else ""
     if isinstance(err, UnexpectedEOF) or tok is None or tok.type == "$END":
-        line = getattr(err, "line", 0) if getattr(err, "line", -1) != -1 else 0
-        return "unexpected-end", "unexpected end of file", Span(file, line, 0), hint
+        return "unexpected-end", "unexpected end of file", _end_span(text, file), hint
     span = _span_of(file, tok)
     if tok.type == "_NL":
         return "syntax", "unexpected end of line", Span(file, span.line, span.column), hint
+    if notation == "dd" and str(tok) in ContinuationPostLexer.STATEMENT_KEYWORDS:
+        lines = text.split("\n")
+        before = lines[span.line - 1][:span.column - 1] if span.line <= len(lines) else "x"
+        if not before.strip() and span.line > 1:
+            # The previous statement was left open (an unclosed '(' or a trailing ':'/',').
+            body = "\n".join(lines[:span.line - 1])
+            end = _end_span(body, file)
+            return "syntax", "unexpected end of line", end, hint
+    if notation == "dd":
+        misspelled = _misspelled_statement(text, span)
+        if misspelled is not None:
+            word_span = misspelled[1]
+            word = text.split("\n")[span.line - 1][word_span.column - 1:word_span.end_column - 1]
+            return "syntax", f"unknown statement '{word}'", word_span, misspelled[0]
     keywords = [e.strip("'") for e in expected if e.startswith("'") and e[1:2].isalpha()]
     close = did_you_mean(str(tok), keywords) if tok.type == "NAME" else ""
+    if not close:
+        close = _misspelled_word_before(text, span, notation)
     return "syntax", f"unexpected '{tok}'", span, close or hint
+
+
+def _misspelled_word_before(text: str, span: Span, notation: str) -> str:
+    """``f(optinal a)``: the word before the error looks like a keyword."""
+    lines = text.split("\n")
+    if not 0 < span.line <= len(lines):
+        return ""
+    words = re.findall(r"[A-Za-z_]\w*", lines[span.line - 1][:span.column - 1])
+    if not words:
+        return ""
+    keywords = _keywords(notation)
+    if words[-1] in keywords:
+        return ""
+    close = did_you_mean(words[-1], keywords)
+    return f"'{words[-1]}': {close}" if close else ""
+
+
+@functools.lru_cache(maxsize=None)
+def _keywords(notation: str) -> tuple[str, ...]:
+    return tuple(v.strip("'") for v in _terminal_text(notation).values()
+                 if v.startswith("'") and v[1:2].isalpha())
 
 
 def _blank(text: str, start: int, end: int) -> str:
@@ -420,12 +535,25 @@ def parse_ast(text: str, filename: str, notation: str, report: Report) -> ast.Fi
             tree = lark.parse(current)
             return builder(filename, report).transform(tree)  # type: ignore[no-any-return]
         except UnexpectedInput as err:
-            code, message, span, hint = _describe(notation, err, filename)
+            code, message, span, hint = _describe(notation, err, filename, current)
             report.error(code, message, span, hint)
             pos = _offset(current, span.line, span.column)
             start, end = region(current, min(pos, max(len(current) - 1, 0)))
-            end = max(end, min(pos + 1, len(current)))
             blanked = _blank(current, start, end)
+            if blanked == current:  # nothing left to skip but the offending character
+                blanked = _blank(current, start, max(end, min(pos + 1, len(current))))
+            if blanked == current:
+                return None
+            current = blanked
+        except GluedToken as err:
+            first, second = err.first, err.second
+            word = f"{first}{second}"
+            span = Span(filename, first.line or 0, first.column or 0, first.line or 0,
+                        (first.column or 0) + len(word))
+            report.error("syntax", f"unexpected '{word}'", span, f"did you mean '{first}'?")
+            pos = _offset(current, span.line, span.column)
+            start, end = region(current, pos)
+            blanked = _blank(current, start, max(end, pos + len(word)))
             if blanked == current:
                 return None
             current = blanked
