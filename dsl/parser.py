@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from typing import Any, Callable, Iterator
 
 from lark import Lark, Token, Transformer, v_args
@@ -117,6 +118,66 @@ class ContinuationPostLexer:
             yield Token.new_borrow_pos("_NL", "", prev)
 
 
+def _start(item: Any) -> tuple[int, int] | None:
+    if isinstance(item, Token):
+        return (item.line, item.column) if item.line else None
+    if isinstance(item, (list, tuple)):
+        for x in item:
+            found = _start(x)
+            if found is not None:
+                return found
+        return None
+    span = getattr(item, "span", None)
+    return (span.line, span.column) if isinstance(span, Span) and span.line else None
+
+
+def _end(item: Any) -> tuple[int, int] | None:
+    if isinstance(item, Token):
+        return (item.end_line, item.end_column) if item.end_line else None
+    if isinstance(item, (list, tuple)):
+        for x in reversed(item):
+            found = _end(x)
+            if found is not None:
+                return found
+        return None
+    span = getattr(item, "span", None)
+    return (span.end_line, span.end_column) if isinstance(span, Span) and span.line else None
+
+
+class Where:
+    """Where a reduced rule lies, from its children (the parser builds no tree, so there is
+    no lark ``meta``): the first child's start to the last child's end."""
+
+    __slots__ = ("children",)
+
+    def __init__(self, children: list[Any]) -> None:
+        self.children = children
+
+    @property
+    def line(self) -> int | None:
+        start = _start(self.children)
+        return start[0] if start else None
+
+    @property
+    def column(self) -> int:
+        start = _start(self.children)
+        return start[1] if start else 0
+
+    @property
+    def end_line(self) -> int:
+        end = _end(self.children)
+        return end[0] if end else 0
+
+    @property
+    def end_column(self) -> int:
+        end = _end(self.children)
+        return end[1] if end else 0
+
+
+def _where(f: Callable[..., Any], data: str, children: list[Any], meta: Any) -> Any:
+    return f(Where(children), children)
+
+
 def _span_of(file: str, item: Any) -> Span:
     """The span of a token or of a rule's meta."""
     line = getattr(item, "line", None)
@@ -128,10 +189,10 @@ def _span_of(file: str, item: Any) -> Span:
 class _Builder(Transformer):  # type: ignore[type-arg]
     """Shared helpers of both transformers."""
 
-    def __init__(self, file: str, report: Report) -> None:
+    def __init__(self, file: str = "", report: Report | None = None) -> None:
         super().__init__()
         self.file = file
-        self.report = report
+        self.report = report  # type: ignore[assignment]
 
     def span(self, item: Any) -> Span:
         return _span_of(self.file, item)
@@ -149,7 +210,7 @@ class _Builder(Transformer):  # type: ignore[type-arg]
         return ast.JoinClause(tuple(names), tuple(kinds), self.span(meta))
 
 
-@v_args(meta=True)
+@v_args(wrapper=_where)
 class DdBuilder(_Builder):
     """Builds :class:`ast.FileAst` from the ``.dd`` grammar's reductions."""
 
@@ -184,13 +245,13 @@ class DdBuilder(_Builder):
 
     def declaration(self, meta: Any, children: list[Any]) -> list[ast.Decl]:
         role, dtype, *names = children
-        return [ast.Decl(role, str(n), dtype, self.span(n)) for n in names]
+        return [ast.Decl(str(role), str(n), dtype, self.span(n)) for n in names]
 
-    def role(self, meta: Any, children: list[Token]) -> str:
-        return str(children[0])
+    def role(self, meta: Any, children: list[Token]) -> Token:
+        return children[0]
 
-    def shape(self, meta: Any, children: list[Token]) -> str:
-        return str(children[0])
+    def shape(self, meta: Any, children: list[Token]) -> Token:
+        return children[0]
 
     def data_type(self, meta: Any, children: list[Any]) -> ast.TypeRef:
         shape, element = children
@@ -198,7 +259,8 @@ class DdBuilder(_Builder):
             self.report.error("unknown-type", f"unknown element type '{element}'",
                               self.span(element), did_you_mean(str(element), ELEMENT_TYPES)
                               or f"use one of: {', '.join(ELEMENT_TYPES)}")
-        return ast.TypeRef(shape, None if element is None else str(element), self.span(meta))
+        return ast.TypeRef(str(shape), None if element is None else str(element),
+                           self.span(meta))
 
     def application(self, meta: Any, children: list[Any]) -> ast.Application:
         targets, body = children
@@ -217,14 +279,15 @@ class DdBuilder(_Builder):
         return [tuple(children[:-2]), children[-2], children[-1]]
 
     def generator(self, meta: Any, children: list[Any]) -> ast.Generator:
-        mode, var, source = children
-        return ast.Generator(mode, str(var), str(source), self.span(meta), self.span(source))
+        (mode, words), var, source = children
+        return ast.Generator(mode, str(var), str(source), self.span(Where([words, source])),
+                             self.span(source))
 
-    def mode(self, meta: Any, words: list[Token]) -> ShardingMode:
-        return _DD_MODES["".join(map(str, words))]
+    def mode(self, meta: Any, words: list[Token]) -> tuple[ShardingMode, list[Token]]:
+        return _DD_MODES["".join(map(str, words))], words
 
     def join(self, meta: Any, children: list[Any]) -> ast.JoinClause:
-        return self.join_of([children[0], *children[1:]], meta)
+        return self.join_of(children[1:], meta)  # children[0] is the keyword 'by'
 
     def join_kind(self, meta: Any, children: list[Token]) -> Token:
         return children[0]
@@ -268,11 +331,12 @@ class DdBuilder(_Builder):
                              self.span(name if name is not None else meta))
 
     def binding(self, meta: Any, children: list[Any]) -> ast.Binding:
-        kind, (module, quoted), *names = children
-        return ast.Binding(kind, module, quoted, tuple(names), self.span(meta))
+        _, kind, (module, quoted), _, *names = children  # 'from' … 'import'
+        names = [n for n in names if isinstance(n, ast.ImportName)]
+        return ast.Binding(str(kind), module, quoted, tuple(names), self.span(meta))
 
-    def bind_kind(self, meta: Any, words: list[Token]) -> str:
-        return str(words[0])
+    def bind_kind(self, meta: Any, words: list[Token]) -> Token:
+        return words[0]
 
     def module_ref(self, meta: Any, parts: list[Token]) -> tuple[str, bool]:
         if len(parts) == 1 and parts[0].type == "STRING":
@@ -287,7 +351,7 @@ class DdBuilder(_Builder):
         return str(children[0]), self.span(children[0])
 
 
-@v_args(meta=True)
+@v_args(wrapper=_where)
 class DclBuilder(_Builder):
     """Builds :class:`ast.FileAst` from the ``.dcl`` grammar's reductions."""
 
@@ -351,16 +415,30 @@ class DclBuilder(_Builder):
         return ast.DclOut(str(target), str(result), self.span(meta))
 
     def join(self, meta: Any, tokens: list[Token]) -> ast.JoinClause:
-        return self.join_of(tokens, meta)
+        return self.join_of(tokens[1:], meta)  # tokens[0] is the keyword 'by'
+
+
+_BUILDERS: dict[str, type[_Builder]] = {"dd": DdBuilder, "dcl": DclBuilder}
 
 
 @functools.lru_cache(maxsize=None)
-def _lark(notation: str) -> Lark:
+def _parser(notation: str) -> tuple[Lark, _Builder]:
+    """The parser of a notation and its transformer, which runs as the parser reduces."""
     with open(os.path.join(_HERE, f"{notation}.lark"), encoding="utf-8") as f:
         grammar = f.read()
-    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
-                maybe_placeholders=True,
+    builder = _BUILDERS[notation]()
+    lark = Lark(grammar, parser="lalr", lexer="contextual", maybe_placeholders=True,
+                transformer=builder,
                 postlex=ContinuationPostLexer() if notation == "dd" else GlueCheck())
+    return lark, builder
+
+
+def _lark(notation: str) -> Lark:
+    return _parser(notation)[0]
+
+
+#: The transformer keeps the file name and report of the current parse.
+_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=None)
@@ -428,14 +506,18 @@ def _describe(notation: str, err: UnexpectedInput, file: str,
     span = _span_of(file, tok)
     if tok.type == "_NL":
         return "syntax", "unexpected end of line", Span(file, span.line, span.column), hint
-    if notation == "dd" and str(tok) in ContinuationPostLexer.STATEMENT_KEYWORDS:
+    if notation == "dd" and span.line > 1:
         lines = text.split("\n")
         before = lines[span.line - 1][:span.column - 1] if span.line <= len(lines) else "x"
-        if not before.strip() and span.line > 1:
+        previous = next((ln for ln in reversed(lines[:span.line - 1]) if ln.strip()), "")
+        code = previous.split("#", 1)[0]
+        unclosed = code.count("(") > code.count(")")
+        if not before.strip() and (unclosed or
+                                   str(tok) in ContinuationPostLexer.STATEMENT_KEYWORDS):
             # The previous statement was left open (an unclosed '(' or a trailing ':'/',').
-            body = "\n".join(lines[:span.line - 1])
-            end = _end_span(body, file)
-            return "syntax", "unexpected end of line", end, hint
+            end = _end_span("\n".join(lines[:span.line - 1]), file)
+            return "syntax", "unexpected end of line", end, \
+                "'(' is never closed" if unclosed else hint
     if notation == "dd":
         misspelled = _misspelled_statement(text, span)
         if misspelled is not None:
@@ -526,14 +608,14 @@ def parse_ast(text: str, filename: str, notation: str, report: Report) -> ast.Fi
     Returns:
         The syntax tree, or ``None`` when nothing could be read.
     """
-    builder: Callable[[str, Report], _Builder] = DdBuilder if notation == "dd" else DclBuilder
     region = _dd_region if notation == "dd" else _dcl_region
-    lark = _lark(notation)
+    lark, builder = _parser(notation)
     current = text
     for _ in range(MAX_SYNTAX_ERRORS):
         try:
-            tree = lark.parse(current)
-            return builder(filename, report).transform(tree)  # type: ignore[no-any-return]
+            with _LOCK:
+                builder.file, builder.report = filename, report
+                return lark.parse(current)  # type: ignore[no-any-return]
         except UnexpectedInput as err:
             code, message, span, hint = _describe(notation, err, filename, current)
             report.error(code, message, span, hint)
