@@ -351,7 +351,7 @@ class Lowering:
             decls.setdefault(d.name, d)
         produced: dict[str, tuple[Param, bool]] = {}
         consumed: dict[str, list[tuple[Param, ShardingMode]]] = {}
-        order: list[str] = []
+        order: dict[str, None] = {}
         for p in pending:
             sharded = any(a.mode.is_sharded for a in p.app.arguments)
             if p.spec is None:
@@ -364,8 +364,7 @@ class Lowering:
                 result = p.spec.result(out.result)
                 if result is not None and out.target not in produced:
                     produced[out.target] = (result, sharded)
-                if out.target not in order:
-                    order.append(out.target)
+                order.setdefault(out.target)
         if self.tree.notation == "dcl":  # every produced set that is not an output
             roles = {d.name: d.role for d in comp_ast.decls}
             implicit_span = {o.target: o.span for p in pending for o in p.app.outputs}
@@ -374,12 +373,13 @@ class Lowering:
                     decls[target] = ast.Decl("ephemeral", target, ast.TypeRef(None, None),
                                              implicit_span[target])
         types = {n: self.infer(d, produced.get(n), consumed.get(n, [])) for n, d in decls.items()}
+        # Declarations in source order; a repeated one stays, for verify to report.
         all_decls = list(decls.values()) + [d for d in comp_ast.decls if decls[d.name] is not d]
+        rank = {n: i for i, n in enumerate(order)}
 
         def set_decls(role: str) -> list[SetDecl]:
             chosen = [d for d in all_decls if d.role == role]
             if role == "ephemeral":
-                rank = {n: i for i, n in enumerate(order)}
                 chosen.sort(key=lambda d: rank.get(d.name, len(rank)))
             return [SetDecl(d.name, types[d.name] if decls[d.name] is d else data_type(d.type),
                             d.span) for d in chosen]

@@ -26,6 +26,7 @@ from lark.exceptions import (
 
 from dandelion.dsl import ast
 from dandelion.dsl.diagnostics import Report, did_you_mean
+from dandelion.dsl.lexer import STATEMENT_KEYWORDS, DdLexer
 from dandelion.ir.nodes import ShardingMode, Span
 from dandelion.ir.types import ElementType
 
@@ -76,48 +77,6 @@ class GlueCheck:
             yield tok
 
 
-class ContinuationPostLexer:
-    """Drops newlines that do not end a ``.dd`` statement.
-
-    A newline inside parentheses, or right after ``:`` or ``,``, continues the statement;
-    blank lines collapse; the text always ends with one newline token.  A line that begins
-    with a statement keyword (``input``, ``function`` …) always starts a new statement, so
-    an unclosed parenthesis or a dangling ``:`` is reported on its own line.  (A newline
-    before the ``by`` or ``:`` of a loop is allowed by the grammar itself: the contextual
-    lexer needs each token fed to the parser before it reads the next, so no lookahead.)
-    """
-
-    always_accept = ("_NL",)
-    # By value: where the parser expects a name, the lexer reads 'function' as one.
-    STATEMENT_KEYWORDS = frozenset({"input", "output", "ephemeral", "function", "composition",
-                                    "from", "io", "cacheable"})
-
-    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
-        depth = 0
-        prev: Token | None = None
-        dropped: Token | None = None
-        for tok in stream:
-            kind = tok.type
-            _check_glued(prev, tok)
-            if kind == "_NL":
-                if depth > 0 or prev is None or prev.type in ("_NL", "COLON", "COMMA"):
-                    if prev is not None and prev.type != "_NL":
-                        dropped = tok
-                    continue
-            elif dropped is not None and str(tok) in self.STATEMENT_KEYWORDS:
-                depth = 0
-                yield dropped
-            if kind == "LPAR":
-                depth += 1
-            elif kind == "RPAR":
-                depth = max(0, depth - 1)
-            dropped = None
-            prev = tok
-            yield tok
-        if prev is not None and prev.type != "_NL":
-            yield Token.new_borrow_pos("_NL", "", prev)
-
-
 def _start(item: Any) -> tuple[int, int] | None:
     if isinstance(item, Token):
         return (item.line, item.column) if item.line else None
@@ -148,38 +107,26 @@ class Where:
     """Where a reduced rule lies, from its children (the parser builds no tree, so there is
     no lark ``meta``): the first child's start to the last child's end."""
 
-    __slots__ = ("children",)
+    __slots__ = ("line", "column", "end_line", "end_column")
 
     def __init__(self, children: list[Any]) -> None:
-        self.children = children
-
-    @property
-    def line(self) -> int | None:
-        start = _start(self.children)
-        return start[0] if start else None
-
-    @property
-    def column(self) -> int:
-        start = _start(self.children)
-        return start[1] if start else 0
-
-    @property
-    def end_line(self) -> int:
-        end = _end(self.children)
-        return end[0] if end else 0
-
-    @property
-    def end_column(self) -> int:
-        end = _end(self.children)
-        return end[1] if end else 0
+        start = _start(children)
+        end = _end(children)
+        self.line, self.column = start if start else (None, 0)
+        self.end_line, self.end_column = end if end else (0, 0)
 
 
 def _where(f: Callable[..., Any], data: str, children: list[Any], meta: Any) -> Any:
-    return f(Where(children), children)
+    # The children stand for the rule's position; _span_of works it out when asked.
+    return f(children, children)
 
 
 def _span_of(file: str, item: Any) -> Span:
-    """The span of a token or of a rule's meta."""
+    """The span of a token, of a :class:`Where`, or of a rule's children."""
+    if isinstance(item, Token):
+        return Span(file, item.line, item.column, item.end_line, item.end_column)
+    if isinstance(item, list):
+        item = Where(item)
     line = getattr(item, "line", None)
     if line is None:
         return Span(file)
@@ -259,8 +206,9 @@ class DdBuilder(_Builder):
             self.report.error("unknown-type", f"unknown element type '{element}'",
                               self.span(element), did_you_mean(str(element), ELEMENT_TYPES)
                               or f"use one of: {', '.join(ELEMENT_TYPES)}")
-        return ast.TypeRef(str(shape), None if element is None else str(element),
-                           self.span(meta))
+        last = element or shape
+        span = Span(self.file, shape.line, shape.column, last.end_line, last.end_column)
+        return ast.TypeRef(str(shape), None if element is None else str(element), span)
 
     def application(self, meta: Any, children: list[Any]) -> ast.Application:
         targets, body = children
@@ -268,9 +216,11 @@ class DdBuilder(_Builder):
             generators, join, call = body
         else:
             generators, join, call = (), None, body
-        name_tok, args = call
+        name_tok, args, close = call
+        first = targets[0].span
+        span = Span(self.file, first.line, first.column, close.end_line, close.end_column)
         return ast.Application(tuple(targets), str(name_tok), tuple(args), tuple(generators),
-                               join, self.span(meta), self.span(name_tok))
+                               join, span, self.span(name_tok))
 
     def targets(self, meta: Any, names: list[Token]) -> list[ast.Target]:
         return [ast.Target(str(n), self.span(n)) for n in names]
@@ -280,8 +230,9 @@ class DdBuilder(_Builder):
 
     def generator(self, meta: Any, children: list[Any]) -> ast.Generator:
         (mode, words), var, source = children
-        return ast.Generator(mode, str(var), str(source), self.span(Where([words, source])),
-                             self.span(source))
+        span = Span(self.file, words[0].line, words[0].column, source.end_line,
+                    source.end_column)
+        return ast.Generator(mode, str(var), str(source), span, self.span(source))
 
     def mode(self, meta: Any, words: list[Token]) -> tuple[ShardingMode, list[Token]]:
         return _DD_MODES["".join(map(str, words))], words
@@ -292,14 +243,16 @@ class DdBuilder(_Builder):
     def join_kind(self, meta: Any, children: list[Token]) -> Token:
         return children[0]
 
-    def call(self, meta: Any, children: list[Any]) -> tuple[Token, list[ast.Arg]]:
-        name, *args = children
-        return name, [a for a in args if a is not None]
+    def call(self, meta: Any, children: list[Any]) -> tuple[Token, list[ast.Arg], Token]:
+        name, *args, close = children
+        return name, [a for a in args if isinstance(a, ast.Arg)], close
 
     def arg(self, meta: Any, children: list[Any]) -> ast.Arg:
         param, optional, name = children
+        first = param or optional or name
+        span = Span(self.file, first.line, first.column, name.end_line, name.end_column)
         return ast.Arg(str(name), None if param is None else str(param), optional is not None,
-                       self.span(meta))
+                       span)
 
     def function_decl(self, meta: Any, children: list[Any]) -> ast.FunctionDecl:
         kind, name, *rest = children
@@ -427,9 +380,12 @@ def _parser(notation: str) -> tuple[Lark, _Builder]:
     with open(os.path.join(_HERE, f"{notation}.lark"), encoding="utf-8") as f:
         grammar = f.read()
     builder = _BUILDERS[notation]()
-    lark = Lark(grammar, parser="lalr", lexer="contextual", maybe_placeholders=True,
-                transformer=builder,
-                postlex=ContinuationPostLexer() if notation == "dd" else GlueCheck())
+    if notation == "dd":
+        lark = Lark(grammar, parser="lalr", lexer=DdLexer, maybe_placeholders=True,
+                    transformer=builder)
+    else:
+        lark = Lark(grammar, parser="lalr", lexer="contextual", maybe_placeholders=True,
+                    transformer=builder, postlex=GlueCheck())
     return lark, builder
 
 
@@ -513,7 +469,7 @@ def _describe(notation: str, err: UnexpectedInput, file: str,
         code = previous.split("#", 1)[0]
         unclosed = code.count("(") > code.count(")")
         if not before.strip() and (unclosed or
-                                   str(tok) in ContinuationPostLexer.STATEMENT_KEYWORDS):
+                                   str(tok) in STATEMENT_KEYWORDS):
             # The previous statement was left open (an unclosed '(' or a trailing ':'/',').
             end = _end_span("\n".join(lines[:span.line - 1]), file)
             return "syntax", "unexpected end of line", end, \
