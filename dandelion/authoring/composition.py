@@ -78,7 +78,7 @@ class CompositionFunction:
                 module = module.merge(Module([callee.spec]))
             artifacts.update(callee.artifacts)
         check(module)
-        self.module = module
+        self.module: Module = module
         self.composition = comp
         self.artifacts = artifacts
         self.program = Program(module, self.name, artifacts, tuple(input_views),
