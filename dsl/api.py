@@ -130,6 +130,7 @@ def parse(text: str | bytes, filename: str = "<string>", notation: str | None = 
     them.
 
     Example:
+        >>> from dandelion.dsl import parse
         >>> m = parse("input set xs\\noutput set ys\\nys = for each x in xs : f(x)\\n")
         >>> [a.function for a in m.compositions[0].applications]
         ['f']

@@ -171,9 +171,9 @@ def format_module(module: Module, notation: str = "dd", *,
             names are used otherwise.
 
     Example:
-        >>> from dandelion.dsl import parse
+        >>> from dandelion.dsl import format_module, parse
         >>> print(format_module(parse("input set a\\noutput set b\\nb = f(a)\\n")), end="")
-        function f(set arg0) -> set
+        function f(set arg0) -> item
         <BLANKLINE>
         composition main
             input set a
