@@ -178,8 +178,18 @@ def loads(text: str | bytes, filename: str = "<string>", functions: Functions = 
 
 def load(path: str | os.PathLike[str], functions: Functions = None,
          entry: str | None = None) -> Program:
-    """A runnable program from a ``.dd`` or ``.dcl`` file (see :func:`loads`)."""
+    """A runnable program from a ``.dd`` or ``.dcl`` file (see :func:`loads`).
+
+    A ``.dcl`` file has no syntax for bindings: when ``functions`` is not given and a Python
+    file of the same name lies next to it (``fetch.py`` for ``fetch.dcl``), its Dandelion
+    functions are bound.
+    """
     path = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()
+    companion = os.path.splitext(path)[0] + ".py"
+    if functions is None and notation_of(path) == "dcl" and os.path.isfile(companion):
+        from dandelion.dsl.bindings import import_python_file
+
+        functions = import_python_file(companion)
     return loads(data, path, functions=functions, entry=entry)

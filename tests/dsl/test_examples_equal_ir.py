@@ -81,3 +81,20 @@ def test_examples_are_in_canonical_form(stem: str) -> None:
         path = EXAMPLES / f"{stem}{suffix}"
         text = path.read_text()
         assert format_text(text, str(path)) == text
+
+
+@pytest.mark.parametrize(("stem", "name"), CASES)
+def test_dcl_twin_binds_the_python_file_next_to_it(stem: str, name: str) -> None:
+    program = dsl.load(EXAMPLES / f"{stem}.dcl", entry=name)
+    assert program.module == decorated(stem, name).module
+
+
+@pytest.mark.parametrize("suffix", [".dd", ".dcl"])
+def test_the_cli_runs_dsl_files(suffix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from dandelion.cli import main
+
+    page = EXAMPLES / "wordcount.py"
+    words = len(page.read_bytes().decode().split())
+    assert main(["run", str(EXAMPLES / f"wordcount{suffix}"), "-q", "-i", f"pages=@{page}"]) == 0
+    assert capsys.readouterr().out.strip() == str(words)
+    assert main(["check", str(EXAMPLES / f"keyed_join{suffix}")]) == 0
