@@ -9,8 +9,13 @@ from typing import Any, Mapping
 import attrs
 
 from dandelion.dsl import ast
-from dandelion.dsl.bindings import Bound, bind_object, objects_of, platform_functions, \
-    resolve_binding
+from dandelion.dsl.bindings import (
+    Bound,
+    bind_object,
+    objects_of,
+    platform_functions,
+    resolve_binding,
+)
 from dandelion.dsl.diagnostics import Report, Source
 from dandelion.dsl.lower import Lowering, used_in_order
 from dandelion.dsl.parser import parse_ast

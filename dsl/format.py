@@ -11,8 +11,15 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Sequence
 
 from dandelion.dsl import ast
-from dandelion.ir.nodes import Application, Composition, FunctionKind, FunctionSpec, Module, \
-    ShardingMode
+from dandelion.ir.nodes import (
+    Application,
+    Argument,
+    Composition,
+    FunctionKind,
+    FunctionSpec,
+    Module,
+    ShardingMode,
+)
 from dandelion.ir.types import DataType, ElementType
 
 _DD_MODES = {ShardingMode.EACH: "each", ShardingMode.KEYED: "each key",
@@ -78,10 +85,9 @@ def _dd_application(app: Application, spec: FunctionSpec | None, taken: set[str]
         var_of[arg.param] = var
         loops.append(f"{_DD_MODES[arg.mode]} {var} in {arg.source}")
 
-    def value(arg: object) -> str:
-        a = arg  # type: ignore[assignment]
-        name = var_of.get(a.param, a.source)  # type: ignore[attr-defined]
-        return f"optional {name}" if a.optional else name  # type: ignore[attr-defined]
+    def value(a: Argument) -> str:
+        name = var_of.get(a.param, a.source)
+        return f"optional {name}" if a.optional else name
 
     params = [p.name for p in spec.params] if spec is not None else []
     positional = spec is not None and [a.param for a in app.arguments] == params
@@ -90,12 +96,12 @@ def _dd_application(app: Application, spec: FunctionSpec | None, taken: set[str]
     else:
         args = ", ".join(f"{a.param} = {value(a)}" for a in app.arguments)
     if spec is not None:
-        targets = {o.result: o.target for o in app.outputs}
-        names = [targets.get(r.name, "_") for r in spec.results]
+        by_result = {o.result: o.target for o in app.outputs}
+        targets = [by_result.get(r.name, "_") for r in spec.results]
     else:
-        names = [o.target for o in app.outputs]
+        targets = [o.target for o in app.outputs]
     call = f"{app.function}({args})"
-    head = f"{', '.join(names)} = "
+    head = f"{', '.join(targets)} = "
     if not loops:
         return head + call
     join = ""

@@ -27,7 +27,7 @@ _ELEMENTS = ("bytes", "str", "int", "float", "bool", "json", "ndarray", "any")
 _JOINS = ("inner", "left", "right", "full", "cross")
 
 
-class DandelionLexer(RegexLexer):
+class DandelionLexer(RegexLexer):  # type: ignore[misc]
     """The Dandelion notation (``.dd``)."""
 
     name = "Dandelion"
@@ -63,7 +63,7 @@ class DandelionLexer(RegexLexer):
     }
 
 
-class DclLexer(RegexLexer):
+class DclLexer(RegexLexer):  # type: ignore[misc]
     """The composition language of the reference Dandelion system (``.dcl``)."""
 
     name = "Dandelion composition language"

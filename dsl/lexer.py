@@ -50,7 +50,7 @@ class DdLexer(Lexer):
             (self.keywords if value[:1].isalpha() else self.punctuation)[value] = term.name
 
     def lex(self, lexer_state: LexerState, parser_state: Any) -> Iterator[Token]:
-        source = lexer_state.text
+        source: Any = lexer_state.text
         text: str = getattr(source, "text", source)
         pos: int = getattr(source, "start", 0)
         end: int = getattr(source, "end", len(text))
@@ -65,8 +65,9 @@ class DdLexer(Lexer):
         while pos < end:
             m = match(text, pos)
             if m is None:
-                raise UnexpectedCharacters(text, pos, line, pos - line_start + 1)
-            kind = m.lastgroup
+                raise UnexpectedCharacters(  # type: ignore[no-untyped-call]
+                    text, pos, line, pos - line_start + 1)
+            kind: str = m.lastgroup or ""
             value = m.group()
             start = pos
             pos = m.end()

@@ -20,12 +20,11 @@ from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
     UnexpectedInput,
-    UnexpectedToken,
     VisitError,
 )
 
 from dandelion.dsl import ast
-from dandelion.dsl.diagnostics import Report, did_you_mean
+from dandelion.dsl.diagnostics import Report, Source, did_you_mean
 from dandelion.dsl.lexer import STATEMENT_KEYWORDS, DdLexer
 from dandelion.ir.nodes import ShardingMode, Span
 from dandelion.ir.types import ElementType
@@ -79,7 +78,7 @@ class GlueCheck:
 
 def _start(item: Any) -> tuple[int, int] | None:
     if isinstance(item, Token):
-        return (item.line, item.column) if item.line else None
+        return (item.line, item.column or 0) if item.line else None
     if isinstance(item, (list, tuple)):
         for x in item:
             found = _start(x)
@@ -92,7 +91,7 @@ def _start(item: Any) -> tuple[int, int] | None:
 
 def _end(item: Any) -> tuple[int, int] | None:
     if isinstance(item, Token):
-        return (item.end_line, item.end_column) if item.end_line else None
+        return (item.end_line, item.end_column or 0) if item.end_line else None
     if isinstance(item, (list, tuple)):
         for x in reversed(item):
             found = _end(x)
@@ -112,8 +111,10 @@ class Where:
     def __init__(self, children: list[Any]) -> None:
         start = _start(children)
         end = _end(children)
-        self.line, self.column = start if start else (None, 0)
-        self.end_line, self.end_column = end if end else (0, 0)
+        self.line: int | None = start[0] if start else None
+        self.column: int = start[1] if start else 0
+        self.end_line: int = end[0] if end else 0
+        self.end_column: int = end[1] if end else 0
 
 
 def _where(f: Callable[..., Any], data: str, children: list[Any], meta: Any) -> Any:
@@ -124,7 +125,8 @@ def _where(f: Callable[..., Any], data: str, children: list[Any], meta: Any) -> 
 def _span_of(file: str, item: Any) -> Span:
     """The span of a token, of a :class:`Where`, or of a rule's children."""
     if isinstance(item, Token):
-        return Span(file, item.line, item.column, item.end_line, item.end_column)
+        return Span(file, item.line or 0, item.column or 0, item.end_line or 0,
+                    item.end_column or 0)
     if isinstance(item, list):
         item = Where(item)
     line = getattr(item, "line", None)
@@ -139,7 +141,7 @@ class _Builder(Transformer):  # type: ignore[type-arg]
     def __init__(self, file: str = "", report: Report | None = None) -> None:
         super().__init__()
         self.file = file
-        self.report = report  # type: ignore[assignment]
+        self.report: Report = report if report is not None else Report(Source("", file))
 
     def span(self, item: Any) -> Span:
         return _span_of(self.file, item)
@@ -374,7 +376,7 @@ class DclBuilder(_Builder):
 _BUILDERS: dict[str, type[_Builder]] = {"dd": DdBuilder, "dcl": DclBuilder}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parser(notation: str) -> tuple[Lark, _Builder]:
     """The parser of a notation and its transformer, which runs as the parser reduces."""
     with open(os.path.join(_HERE, f"{notation}.lark"), encoding="utf-8") as f:
@@ -397,7 +399,7 @@ def _lark(notation: str) -> Lark:
 _LOCK = threading.Lock()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _terminal_text(notation: str) -> dict[str, str]:
     """Terminal name -> how to show it in 'expected …' messages."""
     shown = {"NAME": "a name", "STRING": "a string", "_NL": "end of line", "$END": "end of file"}
@@ -502,7 +504,7 @@ def _misspelled_word_before(text: str, span: Span, notation: str) -> str:
     return f"'{words[-1]}': {close}" if close else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _keywords(notation: str) -> tuple[str, ...]:
     return tuple(v.strip("'") for v in _terminal_text(notation).values()
                  if v.startswith("'") and v[1:2].isalpha())
@@ -571,7 +573,8 @@ def parse_ast(text: str, filename: str, notation: str, report: Report) -> ast.Fi
         try:
             with _LOCK:
                 builder.file, builder.report = filename, report
-                return lark.parse(current)  # type: ignore[no-any-return]
+                tree: ast.FileAst = lark.parse(current)
+                return tree
         except UnexpectedInput as err:
             code, message, span, hint = _describe(notation, err, filename, current)
             report.error(code, message, span, hint)
