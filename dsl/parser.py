@@ -10,22 +10,20 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import threading
 from typing import Any, Callable, Iterator
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (
     LarkError,
-    UnexpectedCharacters,
-    UnexpectedEOF,
     UnexpectedInput,
     VisitError,
 )
 
 from dandelion.dsl import ast
 from dandelion.dsl.diagnostics import Report, Source, did_you_mean
-from dandelion.dsl.lexer import STATEMENT_KEYWORDS, DdLexer
+from dandelion.dsl.lexer import DdLexer
+from dandelion.dsl.syntax_errors import blank, dcl_region, dd_region, describe, offset
 from dandelion.ir.nodes import ShardingMode, Span
 from dandelion.ir.types import ElementType
 
@@ -40,10 +38,6 @@ DCL_MODES = {"all": ShardingMode.ALL, "each": ShardingMode.EACH, "keyed": Shardi
              "anyEach": ShardingMode.ANY_EACH, "anyKeyed": ShardingMode.ANY_KEYED}
 JOIN_KINDS = ("inner", "left", "right", "full", "cross")
 ELEMENT_TYPES = tuple(e.value for e in ElementType)
-
-
-class _Abort(Exception):
-    """A problem found while building the tree; already recorded in the report."""
 
 
 class GluedToken(Exception):
@@ -409,164 +403,13 @@ def _terminal_text(notation: str) -> dict[str, str]:
     return shown
 
 
-def _expected(notation: str, names: Any) -> list[str]:
-    shown = _terminal_text(notation)
-    return sorted({shown.get(n, n) for n in names if n in shown})
-
-
-_STATEMENT_WORDS = ("input", "output", "ephemeral", "function", "composition", "from")
-
-
-def _end_span(text: str, file: str) -> Span:
-    """Just after the last character of ``text`` that is not white space."""
-    body = text.rstrip()
-    line = body.count("\n") + 1
-    column = len(body) - (body.rfind("\n") + 1) + 1
-    return Span(file, line, column, line, column + 1)
-
-
-def _misspelled_statement(text: str, span: Span) -> tuple[str, Span] | None:
-    """``inptu set a``: the first word of the line looks like a statement keyword."""
-    line = text.split("\n")[span.line - 1] if 0 < span.line <= text.count("\n") + 1 else ""
-    word = line.lstrip().split(" ", 1)[0].split("(", 1)[0]
-    if not word.isidentifier() or word in _STATEMENT_WORDS or "=" not in line and False:
-        return None
-    close = did_you_mean(word, _STATEMENT_WORDS)
-    if not close or span.column <= len(line) - len(line.lstrip()) + 1:
-        return None
-    column = len(line) - len(line.lstrip()) + 1
-    return close, Span(file_of(span), span.line, column, span.line, column + len(word))
-
-
-def file_of(span: Span) -> str:
-    return span.file
-
-
-def _describe(notation: str, err: UnexpectedInput, file: str,
-              text: str) -> tuple[str, str, Span, str]:
-    """(code, message, span, hint) for a lark error."""
-    if isinstance(err, UnexpectedCharacters):
-        char = err.char if err.char.isprintable() else repr(err.char)
-        span = Span(file, err.line, err.column, err.line, err.column + 1)
-        return "bad-character", f"unexpected character '{char}'", span, ""
-    tok = getattr(err, "token", None)
-    names: Any = getattr(err, "expected", None) or getattr(err, "accepts", None) or ()
-    interactive = getattr(err, "interactive_parser", None)
-    if interactive is not None:
-        try:  # exact: what the parser would take here, not what the lexer state allows
-            names = interactive.accepts()
-        except LarkError:
-            pass
-    expected = _expected(notation, names)
-    hint = f"expected {' or '.join(expected)}" if 0 < len(expected) <= 6 else ""
-    if isinstance(err, UnexpectedEOF) or tok is None or tok.type == "$END":
-        return "unexpected-end", "unexpected end of file", _end_span(text, file), hint
-    span = _span_of(file, tok)
-    if tok.type == "_NL":
-        return "syntax", "unexpected end of line", Span(file, span.line, span.column), hint
-    if notation == "dd" and span.line > 1:
-        lines = text.split("\n")
-        before = lines[span.line - 1][:span.column - 1] if span.line <= len(lines) else "x"
-        previous = next((ln for ln in reversed(lines[:span.line - 1]) if ln.strip()), "")
-        code = previous.split("#", 1)[0]
-        unclosed = code.count("(") > code.count(")")
-        if not before.strip() and (unclosed or
-                                   str(tok) in STATEMENT_KEYWORDS):
-            # The previous statement was left open (an unclosed '(' or a trailing ':'/',').
-            end = _end_span("\n".join(lines[:span.line - 1]), file)
-            return "syntax", "unexpected end of line", end, \
-                "'(' is never closed" if unclosed else hint
-    if notation == "dd":
-        misspelled = _misspelled_statement(text, span)
-        if misspelled is not None:
-            word_span = misspelled[1]
-            word = text.split("\n")[span.line - 1][word_span.column - 1:word_span.end_column - 1]
-            return "syntax", f"unknown statement '{word}'", word_span, misspelled[0]
-    keywords = [e.strip("'") for e in expected if e.startswith("'") and e[1:2].isalpha()]
-    close = did_you_mean(str(tok), keywords) if tok.type == "NAME" else ""
-    if not close:
-        close = _misspelled_word_before(text, span, notation)
-    return "syntax", f"unexpected '{tok}'", span, close or hint
-
-
-def _misspelled_word_before(text: str, span: Span, notation: str) -> str:
-    """``f(optinal a)``: the word before the error looks like a keyword."""
-    lines = text.split("\n")
-    if not 0 < span.line <= len(lines):
-        return ""
-    words = re.findall(r"[A-Za-z_]\w*", lines[span.line - 1][:span.column - 1])
-    if not words:
-        return ""
-    keywords = _keywords(notation)
-    if words[-1] in keywords:
-        return ""
-    close = did_you_mean(words[-1], keywords)
-    return f"'{words[-1]}': {close}" if close else ""
-
-
-@functools.cache
-def _keywords(notation: str) -> tuple[str, ...]:
-    return tuple(v.strip("'") for v in _terminal_text(notation).values()
-                 if v.startswith("'") and v[1:2].isalpha())
-
-
-def _blank(text: str, start: int, end: int) -> str:
-    """``text`` with ``[start, end)`` replaced by spaces, newlines kept."""
-    middle = "".join(c if c == "\n" else " " for c in text[start:end])
-    return text[:start] + middle + text[end:]
-
-
-def _offset(text: str, line: int, column: int) -> int:
-    if line <= 0:
-        return len(text)
-    pos = 0
-    for _ in range(line - 1):
-        nxt = text.find("\n", pos)
-        if nxt < 0:
-            return len(text)
-        pos = nxt + 1
-    return min(len(text), pos + max(column, 1) - 1)
-
-
-def _continues(line: str, following: str = "") -> bool:
-    code = line.split("#", 1)[0].rstrip()
-    nxt = following.lstrip()
-    return (code.endswith((":", ",")) or code.count("(") > code.count(")")
-            or nxt.startswith(":") or nxt.startswith("by ") or nxt == "by")
-
-
-def _dd_region(text: str, pos: int) -> tuple[int, int]:
-    """The statement (a run of lines joined by continuations) around offset ``pos``."""
-    lines = text.split("\n")
-    line_no = text.count("\n", 0, pos)
-    first = line_no
-    while first > 0 and _continues(lines[first - 1], lines[first]):
-        first -= 1
-    last = line_no
-    while last < len(lines) - 1 and _continues(lines[last], lines[last + 1]):
-        last += 1
-    start = sum(len(s) + 1 for s in lines[:first])
-    end = sum(len(s) + 1 for s in lines[:last + 1]) - 1
-    return start, max(end, start)
-
-
-def _dcl_region(text: str, pos: int) -> tuple[int, int]:
-    """From after the previous ``;``/``{``/``}`` to the next ``;`` (or before ``}``)."""
-    start = max(text.rfind(c, 0, pos) for c in ";{}") + 1
-    ends = [i for i in (text.find(";", pos), text.find("}", pos)) if i >= 0]
-    if not ends:
-        return start, len(text)
-    end = min(ends)
-    return start, end + 1 if text[end] == ";" else end
-
-
 def parse_ast(text: str, filename: str, notation: str, report: Report) -> ast.FileAst | None:
     """Parse ``text``; every syntax error goes to ``report``.
 
     Returns:
         The syntax tree, or ``None`` when nothing could be read.
     """
-    region = _dd_region if notation == "dd" else _dcl_region
+    region = dd_region if notation == "dd" else dcl_region
     lark, builder = _parser(notation)
     current = text
     for _ in range(MAX_SYNTAX_ERRORS):
@@ -576,13 +419,14 @@ def parse_ast(text: str, filename: str, notation: str, report: Report) -> ast.Fi
                 tree: ast.FileAst = lark.parse(current)
                 return tree
         except UnexpectedInput as err:
-            code, message, span, hint = _describe(notation, err, filename, current)
+            code, message, span, hint = describe(err, filename, current, notation,
+                                                _terminal_text(notation))
             report.error(code, message, span, hint)
-            pos = _offset(current, span.line, span.column)
+            pos = offset(current, span.line, span.column)
             start, end = region(current, min(pos, max(len(current) - 1, 0)))
-            blanked = _blank(current, start, end)
+            blanked = blank(current, start, end)
             if blanked == current:  # nothing left to skip but the offending character
-                blanked = _blank(current, start, max(end, min(pos + 1, len(current))))
+                blanked = blank(current, start, max(end, min(pos + 1, len(current))))
             if blanked == current:
                 return None
             current = blanked
@@ -592,9 +436,9 @@ def parse_ast(text: str, filename: str, notation: str, report: Report) -> ast.Fi
             span = Span(filename, first.line or 0, first.column or 0, first.line or 0,
                         (first.column or 0) + len(word))
             report.error("syntax", f"unexpected '{word}'", span, f"did you mean '{first}'?")
-            pos = _offset(current, span.line, span.column)
+            pos = offset(current, span.line, span.column)
             start, end = region(current, pos)
-            blanked = _blank(current, start, max(end, pos + len(word)))
+            blanked = blank(current, start, max(end, pos + len(word)))
             if blanked == current:
                 return None
             current = blanked
