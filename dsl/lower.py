@@ -352,16 +352,21 @@ class Lowering:
         produced: dict[str, tuple[Param, bool]] = {}
         consumed: dict[str, list[tuple[Param, ShardingMode]]] = {}
         order: dict[str, None] = {}
+        by_name: dict[int, tuple[dict[str, Param], dict[str, Param]]] = {}
         for p in pending:
             sharded = any(a.mode.is_sharded for a in p.app.arguments)
             if p.spec is None:
                 continue
+            names = by_name.get(id(p.spec))
+            if names is None:  # one lookup table per signature, not a scan per argument
+                names = ({q.name: q for q in p.spec.params}, {r.name: r for r in p.spec.results})
+                by_name[id(p.spec)] = names
             for arg in p.app.arguments:
-                param = p.spec.param(arg.param)
+                param = names[0].get(arg.param)
                 if param is not None:
                     consumed.setdefault(arg.source, []).append((param, arg.mode))
             for out in p.app.outputs:
-                result = p.spec.result(out.result)
+                result = names[1].get(out.result)
                 if result is not None and out.target not in produced:
                     produced[out.target] = (result, sharded)
                 order.setdefault(out.target)
