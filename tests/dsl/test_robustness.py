@@ -98,3 +98,39 @@ def test_a_one_megabyte_program_with_an_error_reports_it() -> None:
         assert e.hint == "'(' is never closed"
     else:
         raise AssertionError("the error was not found")
+
+
+@st.composite
+def rewritten(draw: st.DrawFn) -> tuple[str, str]:
+    """A seed program with layout changes that keep it valid more often than not: spaces,
+    comment lines, blank lines, and lines swapped (statements may come in any order)."""
+    seed = SEEDS[draw(st.sampled_from(range(len(SEEDS))))]
+    lines = seed.split("\n")
+    for _ in range(draw(st.integers(1, 8))):
+        i = draw(st.integers(0, len(lines) - 1))
+        action = draw(st.sampled_from(["space", "comment", "blank", "swap"]))
+        if action == "space":
+            lines[i] = lines[i].replace(" ", "   ", 1).replace(",", " , ", 1)
+        elif action == "comment":
+            lines.insert(i, "# note")
+        elif action == "blank":
+            lines.insert(i, "")
+        elif i + 1 < len(lines):
+            lines[i], lines[i + 1] = lines[i + 1], lines[i]
+    notation = "dcl" if seed.lstrip().startswith("function") else "dd"
+    return "\n".join(lines), notation
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(mutated(), rewritten()))
+def test_whatever_parses_formats_to_text_with_the_same_ir(case: tuple[str, str]) -> None:
+    from dandelion.dsl.fmt import format_text
+
+    text, notation = case
+    try:
+        module = dsl.parse(text, f"m.{notation}")
+    except CompositionError:
+        return
+    once = format_text(text, f"m.{notation}")
+    assert dsl.parse(once, f"m.{notation}") == module
+    assert format_text(once, f"m.{notation}") == once
