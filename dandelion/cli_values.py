@@ -29,6 +29,10 @@ def _convert(raw: bytes, element: ElementType, where: str) -> Any:
     try:
         if element in (ElementType.BYTES, ElementType.ANY):
             return raw
+        if element is ElementType.NDARRAY and raw.startswith(b"\x93NUMPY"):
+            import numpy as np
+
+            return np.load(io.BytesIO(raw), allow_pickle=False)
         text = raw.decode()
         if element is ElementType.STR:
             return text
@@ -46,8 +50,6 @@ def _convert(raw: bytes, element: ElementType, where: str) -> Any:
         if element is ElementType.NDARRAY:
             import numpy as np
 
-            if raw.startswith(b"\x93NUMPY"):
-                return np.load(io.BytesIO(raw), allow_pickle=False)
             return np.array(json.loads(text))
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"{where}: cannot read it as {element}: {e}") from None

@@ -19,7 +19,6 @@ import attrs
 
 from dandelion.errors import BackendError, DandelionError, FunctionError, FunctionTimeout
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module
-from dandelion.items import Item
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.pool import EnginePool, Job
@@ -367,8 +366,3 @@ def _signature(module: Module, name: str) -> FunctionSpec:
     if spec is None:  # verify() rejects this before a plan exists
         raise BackendError(f"function '{name}' is not declared")
     return spec
-
-
-def item_sets(values: Mapping[str, Any]) -> dict[str, tuple[Item[Any], ...]]:
-    """Normalize a mapping of name -> items (any iterable) to tuples."""
-    return {k: tuple(v) for k, v in values.items()}
