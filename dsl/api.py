@@ -14,6 +14,7 @@ from dandelion.dsl import ast
 from dandelion.dsl.bindings import (
     Bound,
     bind_object,
+    combine,
     objects_of,
     platform_functions,
     resolve_binding,
@@ -69,8 +70,10 @@ def _bindings(tree: ast.FileAst, functions: Functions, base_dir: str, report: Re
         except (TypeError, DandelionError) as e:
             report.error("bad-binding", f"cannot bind '{name}': {e}", report_span(report))
     if strict:
+        given_names = frozenset(bound)
         for binding in tree.bindings:
-            bound.update(resolve_binding(binding, base_dir, report, frozenset(bound)))
+            for name, new in resolve_binding(binding, base_dir, report, given_names).items():
+                bound[name] = combine(bound[name], new) if name in bound else new
     for name, obj in platform_functions().items():
         if name not in bound:
             try:

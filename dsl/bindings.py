@@ -37,6 +37,7 @@ class NativeArtifact:
     kind: str
     path: str
     digest: str
+    entry: str = ""
 
 
 @attrs.frozen(eq=False)
@@ -48,15 +49,28 @@ class Bound:
         spec: the function's declaration, renamed to ``name``.
         artifacts: digest -> artifact for its implementations.
         module: for a Python composition, its IR (the composition and what it calls).
-        native: for a ``native``/``wasm`` binding, the artifact (the signature comes from
-            the file's declaration of the function).
+        natives: ``native``/``wasm`` artifacts bound to a name that has no Python
+            implementation (the signature comes from the file's declaration of the function).
     """
 
     name: str
     spec: FunctionSpec | None
     artifacts: Mapping[str, Any] = attrs.field(factory=dict)
     module: Module | None = None
-    native: NativeArtifact | None = None
+    natives: tuple[NativeArtifact, ...] = ()
+
+
+def combine(first: Bound, second: Bound) -> Bound:
+    """Two bindings of one name (e.g. Python and native): one function, several
+    implementations.  A Python implementation's spec takes the native ones in."""
+    artifacts = {**first.artifacts, **second.artifacts}
+    spec = first.spec or second.spec
+    natives = first.natives + second.natives
+    if spec is not None:
+        for artifact in natives:
+            spec = native_spec(spec, artifact, artifact.entry)
+        natives = ()
+    return Bound(first.name, spec, artifacts, first.module or second.module, natives)
 
 
 def platform_functions() -> dict[str, Any]:
@@ -177,9 +191,10 @@ def resolve_binding(binding: ast.Binding, base_dir: str, report: Report,
             report.error("unbound-function", f"{binding.kind} artifact '{binding.module}' "
                          "does not exist", binding.span, f"looked for {path}")
             return {}
-        artifact = NativeArtifact(binding.kind, path, _digest(path))
+        artifact = NativeArtifact(binding.kind, path, _digest(path), binding.module)
         for n in wanted:
-            found[n.alias] = Bound(n.alias, None, {artifact.digest: artifact}, native=artifact)
+            found[n.alias] = Bound(n.alias, None, {artifact.digest: artifact},
+                                   natives=(artifact,))
         return found
     try:
         module = _import_python(binding, base_dir)

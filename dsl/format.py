@@ -48,7 +48,7 @@ def _binding(b: ast.Binding) -> str:
 
 def _dd_function(spec: FunctionSpec) -> str:
     params = ", ".join(f"{type_text(p.type)} {p.name}" for p in spec.params)
-    kind = ""
+    kind = "" if spec.cacheable else "uncacheable "
     if spec.kind is FunctionKind.IO:
         kind = "cacheable io " if spec.cacheable else "io "
     text = f"{kind}function {spec.name}({params})"
@@ -101,7 +101,7 @@ def _dd_application(app: Application, spec: FunctionSpec | None, taken: set[str]
     else:
         targets = [o.target for o in app.outputs]
     call = f"{app.function}({args})"
-    head = f"{', '.join(targets)} = "
+    head = f"{', '.join(targets)} = " if app.outputs else ""
     if not loops:
         return head + call
     join = ""

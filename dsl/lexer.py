@@ -45,7 +45,7 @@ def _token(kind: str, value: str, start: int, line: int, column: int, end: int) 
 
 
 STATEMENT_KEYWORDS = frozenset({"input", "output", "ephemeral", "function", "composition",
-                                "from", "io", "cacheable"})
+                                "from", "io", "cacheable", "uncacheable"})
 
 
 class DdLexer(Lexer):

@@ -101,8 +101,9 @@ class Lowering:
         for decl in self.tree.functions:
             spec = declared_spec(decl)
             bound = self.bound.get(decl.name)
-            if bound is not None and bound.native is not None:
-                spec = native_spec(spec, bound.native, bound.native.path)
+            if bound is not None and bound.spec is None and bound.natives:
+                for artifact in bound.natives:
+                    spec = native_spec(spec, artifact, artifact.entry)
             elif bound is not None and bound.spec is not None:
                 self.check_declaration(decl, spec, bound.spec)
                 spec = attrs.evolve(bound.spec, span=decl.span)
@@ -122,8 +123,8 @@ class Lowering:
                 continue
             self.functions[decl.name] = spec
         for name, bound in self.bound.items():
-            if bound.native is not None and name not in self.functions:
-                self.report.error("unbound-function", f"{bound.native.kind} function '{name}' "
+            if bound.spec is None and bound.natives and name not in self.functions:
+                self.report.error("unbound-function", f"{bound.natives[0].kind} function '{name}' "
                                   "needs a declaration of its signature", Span(),
                                   f"add: function {name}(…) -> …")
 
@@ -317,7 +318,7 @@ class Lowering:
                 self.report.error("unused-variable", f"loop variable '{gen.var}' is not "
                                   f"passed to '{app.function}'", gen.span)
         results = [r.name for r in spec.results]
-        if len(app.targets) != len(results):
+        if app.targets and len(app.targets) != len(results):
             self.report.error("arity", f"'{app.function}' has {len(results)} result(s) "
                               f"({', '.join(results)}) but {len(app.targets)} target(s) are "
                               "assigned", app.targets[0].span,

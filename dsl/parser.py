@@ -213,8 +213,14 @@ class DdBuilder(_Builder):
         else:
             generators, join, call = (), None, body
         name_tok, args, close = call
-        first = targets[0].span
-        span = Span(self.file, first.line, first.column, close.end_line, close.end_column)
+        targets = targets or []
+        if targets:
+            first = targets[0].span
+            line, column = first.line, first.column
+        else:  # a bare call: the statement starts at 'for' or at the function's name
+            start = generators[0].span if generators else self.span(name_tok)
+            line, column = start.line, start.column
+        span = Span(self.file, line, column, close.end_line, close.end_column)
         return ast.Application(tuple(targets), str(name_tok), tuple(args), tuple(generators),
                                join, span, self.span(name_tok))
 
@@ -257,8 +263,8 @@ class DdBuilder(_Builder):
         results = [r for r in results if r is not None]
         if len(results) == 1 and results[0].name == "":
             results = [ast.ParamDecl("result", results[0].type, results[0].span)]
-        io = kind is not None
-        cacheable = kind == "cacheable io" if io else True
+        io = kind in ("io", "cacheable io")
+        cacheable = kind == "cacheable io" if io else kind != "uncacheable"
         return ast.FunctionDecl(str(name), tuple(params), tuple(results), io, cacheable,
                                 self.span(name))
 

@@ -109,3 +109,18 @@ def test_a_functions_module_binds_its_dandelion_functions() -> None:
     program = dsl.load(LOG_COUNT, functions=log_count_functions)
     assert set(f.name for f in program.module.functions) == {
         "makeGetRequests", "system_HTTPGet", "sumOccurance", "sumSet"}
+
+
+def test_python_and_native_bindings_of_one_name_are_two_implementations(
+        tmp_path: Path) -> None:
+    (tmp_path / "helpers_for_dsl_test2.py").write_text(HELPERS)
+    (tmp_path / "double.elf").write_bytes(b"\x7fELF double")
+    (tmp_path / "two.dd").write_text(
+        'from python "helpers_for_dsl_test2.py" import double\n'
+        'from native "double.elf" import double\n'
+        "input set[int] xs\noutput set[int] ys\nys = for each x in xs : double(x)\n")
+    program = dsl.load(tmp_path / "two.dd")
+    kinds = [(i.kind, i.entry) for i in program.module.functions[0].implementations]
+    assert kinds[0][0] == "python" and kinds[1] == ("native", "double.elf")
+    assert len(program.artifacts) == 2
+    assert dd.run(program, [4], engine="inline") == [8]

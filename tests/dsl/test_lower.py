@@ -178,3 +178,19 @@ def test_dcl_takes_types_from_bound_functions() -> None:
     comp = program.composition
     assert comp.inputs[0].type == DataType("int", False)
     assert dd.run(program, 41, engine="inline") == 42
+
+
+def test_bare_calls_keep_no_results() -> None:
+    module = dsl.parse("function store(set x)\ninput set a\nstore(a)\n"
+                       "for each v in a : store(v)\n", "t.dd")
+    first, second = module.compositions[0].applications
+    assert first == Application("store", [Argument("x", "a")], [])
+    assert second.arguments == (Argument("x", "a", ShardingMode.EACH),)
+    assert second.outputs == ()
+
+
+def test_uncacheable_compute_functions() -> None:
+    module = dsl.parse("uncacheable function now(set x) -> item[int]\n"
+                       "input set a\noutput item[int] t\nt = now(a)\n", "t.dd")
+    assert module.functions[0].cacheable is False
+    assert module.functions[0].kind is FunctionKind.COMPUTE
