@@ -35,32 +35,39 @@ def format_text(text: str, filename: str = "<string>", to: str | None = None) ->
     declarations = None
     if source == "dd" and target == "dd":
         declarations = [f.name for f in tree.functions]
-    comments = _comments(text) if source == target == "dd" else {}
+    comments = _comments(text, source) if source == target else {}
     out = format_module(loaded.module, target, declarations=declarations,
                         headerless=headerless,
                         bindings=tree.bindings if target == "dd" else (),
                         loop_names=loaded.loop_names)
-    return _with_comments(out, comments, loaded) if comments else out
+    return _with_comments(out, comments, loaded, target) if comments else out
 
 
-def _comments(text: str) -> dict[int, str]:
-    """Line -> comment, for whole-line ``#`` comments."""
+def _comments(text: str, notation: str) -> dict[int, str]:
+    """Line -> comment, for whole-line comments (``#``; also ``//`` in ``.dcl``)."""
+    marks = ("#", "//") if notation == "dcl" else ("#",)
     found = {}
     for number, line in enumerate(text.splitlines(), 1):
-        if line.lstrip().startswith("#"):
+        if line.lstrip().startswith(marks):
             found[number] = line.strip()
     return found
 
 
-def _with_comments(out: str, comments: dict[int, str], original: Loaded) -> str:
+def _with_comments(out: str, comments: dict[int, str], original: Loaded,
+                   notation: str) -> str:
     """Put each comment line before the formatted line of the statement that followed it.
 
-    The formatted text is read again; walking both in the same order pairs each
-    statement's original line with its formatted line.
+    The formatted text is read again, and each statement (a binding, a function, a
+    composition header, a declared set, an application) found in both is a pair of lines:
+    where it was, where it is now.
     """
-    again = compile_text(out, "<formatted>")
-    anchor_at = {dst: src for src, dst in zip(_statement_lines(original),
-                                              _statement_lines(again))}
+    again = compile_text(out, original.source.filename, notation=notation)
+    before, after = _statement_lines(original), _statement_lines(again)
+    anchor_at: dict[int, int] = {}
+    for key, dst in after.items():
+        src = before.get(key)
+        if src is not None:
+            anchor_at[dst] = min(src, anchor_at.get(dst, src))
     pending = sorted(comments.items())
     result: list[str] = []
     for index, line in enumerate(out.split("\n"), 1):
@@ -77,25 +84,27 @@ def _with_comments(out: str, comments: dict[int, str], original: Loaded) -> str:
     return "\n".join(result)
 
 
-def _statement_lines(loaded: Loaded) -> list[int]:
-    """First lines of the statements, in the order the formatter prints them."""
+def _statement_lines(loaded: Loaded) -> dict[tuple[str, ...], int]:
+    """Each statement of a file, named so that it can be found again, -> its first line."""
     tree = loaded.tree
     assert tree is not None
-    found = [b.span.line for b in tree.bindings]
-    declared = {f.name for f in tree.functions}
-    found += [f.span.line for f in loaded.module.functions if f.name in declared]
+    found: dict[tuple[str, ...], int] = {}
+    for i, b in enumerate(tree.bindings):
+        found[("binding", str(i))] = b.span.line
+    for f in loaded.module.functions:
+        if f.span.line:
+            found[("function", f.name)] = f.span.line
     starts = {(a.function_span.line, a.function_span.column): a.span.line
               for c in tree.compositions for a in c.applications}
     for comp in loaded.module.compositions:
-        found.append(comp.span.line)
-        seen = set()
-        for d in comp.declarations():
-            if d.span.line not in seen:
-                seen.add(d.span.line)
-                found.append(d.span.line)
-        found += [starts.get((a.span.line, a.span.column), a.span.line)
-                  for a in comp.applications]
-    return found
+        found[("composition", comp.name)] = comp.span.line
+        if tree.notation == "dd":
+            for d in comp.declarations():
+                found[("set", comp.name, d.name)] = d.span.line
+        for i, a in enumerate(comp.applications):
+            found[("application", comp.name, str(i))] = \
+                starts.get((a.span.line, a.span.column), a.span.line)
+    return {key: line for key, line in found.items() if line}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -91,3 +91,10 @@ def test_fmt_reports_errors_and_exits_non_zero(tmp_path: Path,
 def test_dcl_examples_convert_to_dd_and_back(path: Path) -> None:
     dd_text = format_text(path.read_text(), str(path), to="dd")
     assert format_text(dd_text, path.stem + ".dd", to="dcl") == path.read_text()
+
+
+def test_dcl_comments_are_kept_too() -> None:
+    text = ("// fetch\nfunction HTTP (requests) => (headers, bodies);\n"
+            "composition Fetch (urls) => (pages) {\n    # fan out\n"
+            "    HTTP(requests = each urls) => (pages = bodies);\n}\n// end\n")
+    assert format_text(text, "f.dcl") == text
