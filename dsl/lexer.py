@@ -16,13 +16,16 @@ from typing import Any, Iterator
 from lark.exceptions import UnexpectedCharacters
 from lark.lexer import Lexer, LexerState, Token
 
+# Leading blanks are part of each match: one match per token, not two.
 _PATTERN = re.compile(r"""
-    (?P<WS>[ \t\f\r]+)
-  | (?P<COMMENT>\#[^\n]*)
+    [ \t\f\r]*
+  (?: (?P<COMMENT>\#[^\n]*)
   | (?P<NL>\n)
   | (?P<WORD>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<STRING>"[^"\n]*")
   | (?P<PUNCT>->|[()\[\],:.=])
+  | (?P<EOF>\Z)
+  )
 """, re.VERBOSE)
 
 #: Words that begin a statement: a line starting with one always starts a new statement, so
@@ -79,17 +82,21 @@ class DdLexer(Lexer):
         prev_type = "_NL"  # nothing yet: leading newlines are dropped
         pending_nl: Token | None = None  # a newline dropped as a continuation
         match = _PATTERN.match
-        while pos < end:
-            m = match(text, pos)
+        new = _new_str
+        while pos <= end:
+            m = match(text, pos, end)
             if m is None:
+                bad = pos + len(text[pos:end]) - len(text[pos:end].lstrip(" \t\f\r"))
                 raise UnexpectedCharacters(  # type: ignore[no-untyped-call]
-                    text, pos, line, pos - line_start + 1)
+                    text, bad, line, bad - line_start + 1)
             kind: str = m.lastgroup or ""
-            value = m.group()
-            start = pos
+            if kind == "EOF":
+                break
+            start = m.start(kind)
             pos = m.end()
-            if kind == "WS" or kind == "COMMENT":
+            if kind == "COMMENT":
                 continue
+            value = text[start:pos]
             column = start - line_start + 1
             if kind == "NL":
                 tok = _token("_NL", value, start, line, column, pos)
@@ -118,7 +125,16 @@ class DdLexer(Lexer):
                     depth -= 1
             pending_nl = None
             prev_type = kind
-            yield _token(kind, value, start, line, column, pos)
+            # _token(), inlined: this loop runs once per token of the file.
+            tok = new(Token, value)
+            tok.type = kind
+            tok.value = value
+            tok.start_pos = start
+            tok.line = tok.end_line = line
+            tok.column = column
+            tok.end_column = column + pos - start
+            tok.end_pos = pos
+            yield tok
         if prev_type != "_NL":
             yield Token("_NL", "", end, line, end - line_start + 1, line,
                         end - line_start + 1, end)
