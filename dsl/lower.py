@@ -91,7 +91,6 @@ class Lowering:
         #: (composition, line, column of the call) -> parameter -> loop variable name.
         self.loop_names: dict[tuple[str, int, int], dict[str, str]] = {}
         self._active: set[str] = set()
-        self._vars: dict[str, Argument] = {}
 
     def _name(self, comp: ast.CompositionAst) -> str:
         return comp.name or self.default_name
@@ -223,11 +222,7 @@ class Lowering:
                           app: ast.Application | ast.DclApplication) -> _Pending | None:
         if isinstance(app, ast.DclApplication):
             return self.lower_dcl(app)
-        pending = self.lower_dd(app)
-        if pending is not None and app.generators:
-            key = (self._name(comp), app.function_span.line, app.function_span.column)
-            self.loop_names[key] = {a.param: a_var for a_var, a in self._vars.items()}
-        return pending
+        return self.lower_dd(app, self._name(comp))
 
     def lower_dcl(self, app: ast.DclApplication) -> _Pending | None:
         spec = self.callee(app.function, app.function_span, len(app.args),
@@ -248,7 +243,7 @@ class Lowering:
             join = self.make_join(app.join, {n: n for n in app.join.names})
         return _Pending(Application(app.function, args, outputs, join, app.function_span), spec)
 
-    def lower_dd(self, app: ast.Application) -> _Pending | None:
+    def lower_dd(self, app: ast.Application, comp: str) -> _Pending | None:
         keywords = [a.param for a in app.args if a.param is not None]
         spec = self.callee(app.function, app.function_span, len(app.args),
                            keywords if len(keywords) == len(app.args) else [],
@@ -305,7 +300,9 @@ class Lowering:
             else:
                 bound[param] = Argument(param, arg.name, ShardingMode.ALL, arg.optional,
                                         arg.span)
-        self._vars = {v: bound[p] for v, p in var_param.items() if p in bound}
+        if var_param:  # remembered so that the formatter can keep the user's names
+            key = (comp, app.function_span.line, app.function_span.column)
+            self.loop_names[key] = {p: v for v, p in var_param.items()}
         if ok and not keywords:
             missing = [p for p in params if p not in bound]
             if missing:
