@@ -167,7 +167,7 @@ def parse(text: str | bytes, filename: str = "<string>", notation: str | None = 
     return compile_text(text, filename, notation=notation).module
 
 
-def _entry(module: Module, entry: str | None) -> str:
+def _entry(module: Module, entry: str | None, filename: str) -> str:
     if entry is not None:
         if module.composition(entry) is None:
             names = ", ".join(c.name for c in module.compositions) or "none"
@@ -177,7 +177,10 @@ def _entry(module: Module, entry: str | None) -> str:
         raise DandelionError("the file defines no composition")
     called = {a.function for c in module.compositions for a in c.applications}
     roots = [c.name for c in module.compositions if c.name not in called]
-    return roots[0] if len(roots) == 1 else module.compositions[-1].name
+    if len(roots) == 1:
+        return roots[0]
+    named = default_composition_name(filename)  # as the CLI does for .py files
+    return named if module.composition(named) is not None else module.compositions[-1].name
 
 
 def loads(text: str | bytes, filename: str = "<string>", functions: Functions = None,
@@ -190,7 +193,8 @@ def loads(text: str | bytes, filename: str = "<string>", functions: Functions = 
         functions: a mapping name -> ``@dd.compute`` object (or a module of them) binding
             the names the file uses, in addition to its own ``from … import`` lines and the
             platform I/O library.
-        entry: the composition to run (default: the one no other composition calls).
+        entry: the composition to run (default: the one no other composition calls; if
+            there are several, the one named like the file, else the last one).
         notation: ``dd`` or ``dcl`` (default: from the suffix, else ``dd``).
 
     Raises:
@@ -198,7 +202,7 @@ def loads(text: str | bytes, filename: str = "<string>", functions: Functions = 
         CompositionError: unknown names, unbound functions, type errors… (all of them).
     """
     loaded = compile_text(text, filename, functions=functions, notation=notation, strict=True)
-    name = _entry(loaded.module, entry)
+    name = _entry(loaded.module, entry, filename)
     module = used_in_order(loaded.module, name)
     used = {i.digest for f in module.functions for i in f.implementations}
     artifacts = {d: a for d, a in loaded.artifacts.items() if d in used}

@@ -194,3 +194,15 @@ def test_uncacheable_compute_functions() -> None:
                        "input set a\noutput item[int] t\nt = now(a)\n", "t.dd")
     assert module.functions[0].cacheable is False
     assert module.functions[0].kind is FunctionKind.COMPUTE
+
+
+def test_entry_is_the_uncalled_composition_else_the_one_named_like_the_file() -> None:
+    text = ("composition a\ninput set[int] x\noutput set[int] y\ny = for each v in x : inc(v)\n"
+            "composition b\ninput set[int] x\noutput set[int] y\ny = a(x)\n")
+    assert dsl.loads(text, "t.dd", functions={"inc": inc}).entry == "b"
+    two = text.replace("y = a(x)", "y = for each v in x : inc(v)")
+    assert dsl.loads(two, "a.dd", functions={"inc": inc}).entry == "a"
+    assert dsl.loads(two, "other.dd", functions={"inc": inc}).entry == "b"
+    assert dsl.loads(two, "t.dd", functions={"inc": inc}, entry="a").entry == "a"
+    with pytest.raises(dd.errors.DandelionError, match="no composition called 'c'"):
+        dsl.loads(two, "t.dd", functions={"inc": inc}, entry="c")
