@@ -35,27 +35,39 @@ def format_text(text: str, filename: str = "<string>", to: str | None = None) ->
     declarations = None
     if source == "dd" and target == "dd":
         declarations = [f.name for f in tree.functions]
-    comments = _comments(text, source) if source == target else {}
+    comments, trailing = _comments(text, source) if source == target else ({}, {})
     out = format_module(loaded.module, target, declarations=declarations,
                         headerless=headerless,
                         bindings=tree.bindings if target == "dd" else (),
                         loop_names=loaded.loop_names)
-    return _with_comments(out, comments, loaded, target) if comments else out
+    if not comments and not trailing:
+        return out
+    return _with_comments(out, comments, trailing, loaded, target)
 
 
-def _comments(text: str, notation: str) -> dict[int, str]:
-    """Line -> comment, for whole-line comments (``#``; also ``//`` in ``.dcl``)."""
+def _comments(text: str, notation: str) -> tuple[dict[int, str], dict[int, str]]:
+    """Line -> comment, for whole-line comments and for comments after code (``#``; also
+    ``//`` in ``.dcl``)."""
     marks = ("#", "//") if notation == "dcl" else ("#",)
-    found = {}
+    whole, trailing = {}, {}
     for number, line in enumerate(text.splitlines(), 1):
         if line.lstrip().startswith(marks):
-            found[number] = line.strip()
-    return found
+            whole[number] = line.strip()
+            continue
+        quoted = False
+        for i, char in enumerate(line):
+            if char == '"':
+                quoted = not quoted
+            elif not quoted and line.startswith(marks, i):
+                trailing[number] = line[i:].strip()
+                break
+    return whole, trailing
 
 
-def _with_comments(out: str, comments: dict[int, str], original: Loaded,
-                   notation: str) -> str:
-    """Put each comment line before the formatted line of the statement that followed it.
+def _with_comments(out: str, comments: dict[int, str], trailing: dict[int, str],
+                   original: Loaded, notation: str) -> str:
+    """Put each comment line before the formatted line of the statement that followed it,
+    and each comment after code at the end of its statement's first line.
 
     The formatted text is read again, and each statement (a binding, a function, a
     composition header, a declared set, an application) found in both is a pair of lines:
@@ -64,10 +76,15 @@ def _with_comments(out: str, comments: dict[int, str], original: Loaded,
     again = compile_text(out, original.source.filename, notation=notation)
     before, after = _statement_lines(original), _statement_lines(again)
     anchor_at: dict[int, int] = {}
+    ends: dict[int, str] = {}
     for key, dst in after.items():
         src = before.get(key)
-        if src is not None:
-            anchor_at[dst] = min(src, anchor_at.get(dst, src))
+        if src is None:
+            continue
+        anchor_at[dst] = min(src, anchor_at.get(dst, src))
+        if src in trailing and dst not in ends:
+            ends[dst] = trailing.pop(src)
+    comments = {**comments, **trailing}  # comments after code of no statement: own lines
     pending = sorted(comments.items())
     result: list[str] = []
     for index, line in enumerate(out.split("\n"), 1):
@@ -76,7 +93,7 @@ def _with_comments(out: str, comments: dict[int, str], original: Loaded,
             indent = line[:len(line) - len(line.lstrip())]
             while pending and pending[0][0] <= src:
                 result.append(indent + pending.pop(0)[1])
-        result.append(line)
+        result.append(f"{line}  {ends[index]}" if index in ends else line)
     if pending:
         while result and result[-1] == "":
             result.pop()

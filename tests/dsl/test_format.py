@@ -98,3 +98,14 @@ def test_dcl_comments_are_kept_too() -> None:
             "composition Fetch (urls) => (pages) {\n    # fan out\n"
             "    HTTP(requests = each urls) => (pages = bodies);\n}\n// end\n")
     assert format_text(text, "f.dcl") == text
+
+
+def test_comments_after_code_stay_on_their_statement() -> None:
+    text = ("input set a, b  # the inputs\noutput set y # result\n\n"
+            "y = for each v in a :  # loop\n    f(v, b)\n")
+    assert format_text(text, "e.dd") == (
+        "input set a, b  # the inputs\noutput set y  # result\n\n"
+        "y = for each v in a :  # loop\n    f(v, b)\n")
+    moved = format_text("input set a\noutput set y\ny = f(\n  a  # odd place\n)\n", "e.dd")
+    assert "# odd place" in moved
+    assert format_text(moved, "e.dd") == moved
