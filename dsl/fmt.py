@@ -36,7 +36,7 @@ def format_text(text: str, filename: str = "<string>", to: str | None = None) ->
     if source == "dd" and target == "dd":
         declarations = [f.name for f in tree.functions]
     comments, trailing = _comments(text, source) if source == target else ({}, {})
-    out = format_module(loaded.module, target, declarations=declarations,
+    out: str = format_module(loaded.module, target, declarations=declarations,
                         headerless=headerless,
                         bindings=tree.bindings if target == "dd" else (),
                         loop_names=loaded.loop_names)
