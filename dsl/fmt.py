@@ -37,9 +37,9 @@ def format_text(text: str, filename: str = "<string>", to: str | None = None) ->
         declarations = [f.name for f in tree.functions]
     comments, trailing = _comments(text, source) if source == target else ({}, {})
     out: str = format_module(loaded.module, target, declarations=declarations,
-                        headerless=headerless,
-                        bindings=tree.bindings if target == "dd" else (),
-                        loop_names=loaded.loop_names)
+                             headerless=headerless,
+                             bindings=tree.bindings if target == "dd" else (),
+                             loop_names=loaded.loop_names)
     if not comments and not trailing:
         return out
     return _with_comments(out, comments, trailing, loaded, target)
