@@ -131,3 +131,32 @@ def test_key_value_functions_through_the_server(redis_url, tmp_path):
         c.register(store, load)
         assert c.invoke(store, [dd.Item(b"v1", name="srv:a")]) == ["srv:a"]
         assert c.invoke(load, ["srv:a"]) == [b"v1"]
+
+
+FETCH_DCL = """\
+function HTTP (requests) => (headers, bodies);
+function count_lines (bodies) => (counts);
+composition Fetch (urls) => (counts) {
+    HTTP (requests = each urls) => (pages = bodies);
+    count_lines (bodies = each pages) => (counts = counts);
+}
+"""
+
+
+@dd.compute(results="counts")
+def count_lines(bodies: bytes) -> int:
+    return bodies.count(b"\n")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dandelion.dsl.api") is None,
+                    reason="the DSL front end (dandelion.dsl) is not merged yet")
+def test_a_dcl_composition_with_the_reference_http_function(client):
+    client.register(count_lines)
+    servers = log_servers([b"a\nb\n", b"c\n"])
+    try:
+        assert [d["name"] for d in client.register_dsl(FETCH_DCL, "dcl")] == ["Fetch"]
+        urls = [f"{s.base}/log".encode() for s in servers]
+        assert client.invoke("Fetch", urls=urls) == [2, 1]
+    finally:
+        for s in servers:
+            s.stop()
