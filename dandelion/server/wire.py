@@ -75,6 +75,8 @@ def loads(data: bytes, content_type: str | None) -> Any:
             raise WireError(f"the body is not valid msgpack: {e}") from None
     try:
         return json.loads(data or b"null")
+    except RecursionError:
+        raise WireError("the body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise WireError(f"the body is not valid JSON: {e}",
                         hint="send JSON, or msgpack with Content-Type: application/msgpack"
@@ -142,6 +144,8 @@ def decode_value(value: Any, element: ElementType, where: str) -> Any:
     if element is ElementType.JSON:
         try:
             json.dumps(value, allow_nan=False)
+        except RecursionError:
+            raise WireError(f"{where}: nested too deeply") from None
         except (TypeError, ValueError) as e:
             raise WireError(f"{where}: not a JSON value: {e}") from None
         return value
