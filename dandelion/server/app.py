@@ -265,6 +265,10 @@ class Frontend:
             self.service.composition(tenant, name)
         inputs = await self._inputs(request)
         self._expire(tenant)
+        finished = sorted((j for j in tenant.jobs.values() if j.finished is not None),
+                          key=lambda j: j.finished or 0.0)
+        while len(tenant.jobs) >= self.config.max_jobs and finished:
+            tenant.jobs.pop(finished.pop(0).id, None)  # forget the oldest results first
         running = sum(1 for j in tenant.jobs.values() if j.status == "running")
         if running >= self.config.max_jobs:
             raise Conflict(f"{running} jobs are still running; the limit is "

@@ -29,7 +29,8 @@ class ServerConfig:
         body_timeout: seconds a client has to send its body (then 408).
         hot_functions: loaded functions kept in memory; others start cold.
         result_cache: cached results per tenant (cacheable compositions only; 0: off).
-        max_jobs: unfinished asynchronous jobs per tenant (then 429).
+        max_jobs: jobs kept per tenant; the oldest finished ones are forgotten first, and
+            when all are still running a new one is refused (429).
         job_ttl: seconds a finished job's result is kept.
         invocations: invocations running at once (the rest wait).
         state_dir: where registrations and code are kept (``None``: a temporary directory,
