@@ -1,0 +1,189 @@
+"""What runs inside one sandbox: a process forked from the zygote, used once.
+
+A generic sandbox is forked ahead of time.  Before it waits for work it keeps only its
+channel (as descriptor :data:`CHANNEL_FD`), reports fatal signals on it, sets its rlimits
+and ``no_new_privs``.  When the worker assigns it an invocation (a header and the context's
+memfd), it maps the context, caps its address space and then:
+
+* **python**: installs the seccomp-bpf allow-list (:mod:`._sandbox_filter`), and only then
+  reads the function's pickle and the inputs, runs the function, writes the outputs into
+  the context and reports on the channel;
+* **native**: maps the (worker-validated) segments of the ELF and calls its entry point
+  under seccomp strict mode (read, write, exit).
+
+Either way the process then exits; it never serves a second invocation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mmap
+import os
+import pickle
+import resource
+import socket
+import struct
+import sys
+import time
+import types
+from typing import Any, NoReturn
+
+from dandelion.backends import _sandboxc
+from dandelion.backends._sandbox_layout import CODE_ELEMENTS, ContextFull, Writer, \
+    decode_view, encode_parts
+from dandelion.items import Item
+
+CHANNEL_FD = 3
+#: Assignment header: magic, kind (1 python, 2 native), capacity, memory limit,
+#: payload length, native entry point, native segment count.
+ASSIGN = struct.Struct("<4sIQQQQI")
+KIND_PYTHON, KIND_NATIVE = 1, 2
+#: Native segment: vaddr, memsz, prot, offset, filesz.
+SEGMENT = struct.Struct("<QQiQQ")
+#: Report of a Python run: tag b"DONE", length of the JSON body.
+DONE = struct.Struct("<4sI")
+#: Largest report body a worker accepts.
+MAX_REPORT = 1 << 20
+
+
+class _Sink(io.TextIOBase):
+    """Where ``print`` goes inside a sandbox: a bounded buffer, never a descriptor."""
+
+    def __init__(self, limit: int = 64 * 1024) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if self.size < self.limit:
+            self.parts.append(s[: self.limit - self.size])
+            self.size += len(s)
+        return len(s)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def prepare(cpu_seconds: int | None) -> None:
+    """Lock down a freshly forked sandbox before it waits for work (off the critical path)."""
+    _sandboxc.close_fds_except([CHANNEL_FD])
+    _sandboxc.install_fatal_handlers(CHANNEL_FD)
+    sys.stdin = None  # type: ignore[assignment]
+    sys.stdout = sys.stderr = _Sink()
+    limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 0),
+              (resource.RLIMIT_NPROC, 0)]
+    if cpu_seconds:
+        # soft limit: SIGXCPU (reported); hard limit a second later: SIGKILL
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+    for which, value in limits:
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):  # pragma: no cover - kernel refuses: keep going
+            pass
+    _sandboxc.no_new_privs()
+    global _baseline
+    with open("/proc/self/statm", "rb") as f:
+        _baseline = int(f.read().split()[0]) * mmap.PAGESIZE
+
+
+_baseline = 0
+
+
+def serve(program: bytes, cpu_seconds: int | None) -> NoReturn:
+    """Body of a sandbox process: prepare, wait for one invocation, run it, exit."""
+    try:
+        prepare(cpu_seconds)
+        chan = socket.socket(fileno=CHANNEL_FD)
+        msg, fds, _flags, _addr = socket.recv_fds(chan, ASSIGN.size, 1)
+        chan.detach()
+        if len(msg) != ASSIGN.size or len(fds) != 1:
+            os._exit(0)  # the worker let this sandbox go unused
+        magic, kind, capacity, as_limit, payload_len, entry, n_segments = ASSIGN.unpack(msg)
+        ctx = mmap.mmap(fds[0], capacity)
+        os.close(fds[0])
+        if as_limit:  # memory limit on top of what the runtime and the context take
+            limit = _baseline + capacity + as_limit
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if kind == KIND_NATIVE:
+            _run_native(ctx, payload_len, entry, n_segments)
+        _sandboxc.install_filter(program)
+        # --- from here on: no system interface but the channel ---
+        _run_python(ctx, payload_len)
+    except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
+        _report({"ok": False, "kind": "error", "type": type(e).__name__,
+                 "module": type(e).__module__, "message": getattr(e, "message", None) or str(e),
+                 "hint": getattr(e, "hint", None), "traceback": _traceback(e.__traceback__)})
+    os._exit(0)
+
+
+def _read_exact(n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(CHANNEL_FD, min(n, 1 << 20))
+        if not chunk:
+            os._exit(0)
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def _report(body: dict[str, Any]) -> None:
+    data = json.dumps(body, default=str).encode()[:MAX_REPORT]
+    out = DONE.pack(b"DONE", len(data)) + data
+    while out:
+        n = os.write(CHANNEL_FD, out)
+        out = out[n:]
+
+
+def _traceback(tb: types.TracebackType | None) -> str:
+    # traceback.format_* would read source files (linecache): not possible in here
+    lines = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}')
+        tb = tb.tb_next
+    return "\n".join(lines[-20:])
+
+
+def _run_python(ctx: mmap.mmap, payload_len: int) -> None:
+    payload = _read_exact(payload_len)
+    artifact = pickle.loads(payload)
+    writer = Writer(ctx)
+    params = artifact.params
+    inputs = []
+    for (pname, view), items in zip(params, writer.inputs()):
+        declared = view.type.element
+        inputs.append([Item(decode_view(data, CODE_ELEMENTS[code] if code else declared,
+                                        copy=False), key, name)
+                       for data, key, name, code in items])
+    started = time.perf_counter_ns()
+    try:
+        outputs = artifact.invoke(inputs)
+    except MemoryError:
+        inputs = outputs = None  # type: ignore[assignment]
+        _report({"ok": False, "kind": "memory"})
+        return
+    elapsed = time.perf_counter_ns() - started
+    try:
+        for r, ((rname, view), items) in enumerate(zip(artifact.results, outputs)):
+            for item in items:
+                element, parts = encode_parts(item.value, view.type.element)
+                writer.add_output(r, element, parts, item.key, item.name)
+    except ContextFull as e:
+        _report({"ok": False, "kind": "output", "needed": e.needed, "left": e.left})
+        return
+    _report({"ok": True, "function_ns": elapsed})
+
+
+def _run_native(ctx: mmap.mmap, payload_len: int, entry: int, n_segments: int) -> NoReturn:
+    table = _read_exact(SEGMENT.size * n_segments)
+    segments = [SEGMENT.unpack_from(table, SEGMENT.size * i) for i in range(n_segments)]
+    image = _read_exact(payload_len)
+    _sandboxc.map_segments(segments, image)
+    del image, table
+    _sandboxc.run_native(entry, _sandboxc.address_of(ctx), CHANNEL_FD)
+    os._exit(0)  # not reached: run_native exits

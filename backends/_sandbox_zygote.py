@@ -1,0 +1,114 @@
+"""The zygote: a lean process holding only the trusted runtime, forking generic sandboxes.
+
+It is started once per set of preloaded libraries (``()`` — the lean one — or e.g.
+``("numpy",)``), with a clean environment and single-threaded math libraries.  It imports the
+runtime, builds the seccomp filter once, freezes its heap (``gc.freeze``) and then forks
+sandboxes on request.  Each sandbox gets a fresh socket pair; the zygote passes the worker's
+end over the control socket (``SCM_RIGHTS``) and keeps none.  The zygote is the sandboxes'
+parent: it reaps them, reports how each ended, and kills one on the worker's request (no
+pid-reuse race, since a child is never reaped before it is killed).
+
+Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill;
+zygote -> worker ``R`` ready, ``C<pid>`` + descriptor, ``X<pid><wait status>``.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import signal
+import socket
+import struct
+import sys
+
+from dandelion.backends import _sandbox_child
+from dandelion.backends._sandbox_filter import build_filter
+
+MSG = struct.Struct("<cii")
+
+#: Modules every sandbox has loaded before its filter is installed (the trusted runtime and
+#: what unpickling a function and its items needs).
+RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyreg",
+           "dandelion.authoring.compute", "dandelion.authoring.annotations", "dandelion.codec",
+           "dandelion.backends._sandbox_layout", "encodings.latin_1", "encodings.ascii",
+           "encodings.utf_8", "collections", "functools", "itertools", "math", "operator",
+           "re", "typing", "dataclasses", "decimal", "fractions", "statistics", "random",
+           "hashlib", "base64", "string", "datetime", "ctypes")
+
+
+def main(argv: list[str]) -> None:
+    """``python -m dandelion.backends._sandbox_zygote FD CPU PRELOAD...``."""
+    fd, cpu = int(argv[0]), int(argv[1]) or None
+    for name in RUNTIME + tuple(argv[2:]):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    program = build_filter(_sandbox_child.CHANNEL_FD)
+    ctrl = socket.socket(fileno=fd)
+    live: set[int] = set()
+
+    def reap(_signo: int = 0, _frame: object = None) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            live.discard(pid)
+            try:
+                ctrl.send(MSG.pack(b"X", pid, status))
+            except OSError:
+                pass
+
+    signal.signal(signal.SIGCHLD, reap)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.collect()
+    gc.freeze()  # keep refcount/GC writes from dirtying inherited pages
+    loaded = sorted({name.partition(".")[0] for name in sys.modules})
+    ctrl.send(MSG.pack(b"R", os.getpid(), 0) + "\n".join(loaded).encode())
+    while True:
+        try:
+            msg = ctrl.recv(64)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+        except OSError:
+            break
+        if len(msg) != MSG.size:
+            break  # the worker is gone
+        op, a, _b = MSG.unpack(msg)
+        if op == b"F":
+            for _ in range(max(0, min(a, 64))):
+                _fork(ctrl, program, cpu, live)
+        elif op == b"K" and a in live:
+            try:
+                os.kill(a, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for pid in list(live):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(0)
+
+
+def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int]) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.dup2(theirs.fileno(), _sandbox_child.CHANNEL_FD, inheritable=False)
+        _sandbox_child.serve(program, cpu)
+    live.add(pid)
+    theirs.close()
+    try:
+        socket.send_fds(ctrl, [MSG.pack(b"C", pid, 0)], [ours.fileno()])
+    finally:
+        ours.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,327 @@
+/*
+ * The few things a sandbox needs that Python cannot do by itself:
+ *
+ *  - install a prebuilt seccomp-bpf program (after PR_SET_NO_NEW_PRIVS);
+ *  - report fatal signals on the channel before dying: SIGSYS from the filter carries the
+ *    number of the forbidden system call, SIGSEGV/SIGBUS/... the faulting address; the
+ *    handler runs on an alternate stack so that a stack overflow is reported too;
+ *  - close every descriptor but a few (close_range);
+ *  - map a validated native function's segments at their fixed addresses and call it under
+ *    seccomp strict mode (read, write, exit, rt_sigreturn only);
+ *  - punch holes into a context's memfd so that a wiped context gives its pages back.
+ *
+ * Everything that parses untrusted data (ELF headers, pickles, items) lives elsewhere: the
+ * ELF is validated by the trusted worker, pickles and items are read only after the filter.
+ */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+/* Message a dying sandbox writes on its channel: 'G', signal, syscall, address. */
+struct fatal_report {
+    char tag[4];
+    int32_t signo;
+    int32_t syscall_nr;
+    int32_t code;
+    uint64_t addr;
+};
+
+static int report_fd = -1;
+static volatile int strict_mode = 0;
+static char *alt_stack = NULL;
+
+static void raw_exit(int status) {
+    /* In strict mode only exit (not exit_group) is allowed. */
+    if (strict_mode)
+        syscall(SYS_exit, status);
+    syscall(SYS_exit_group, status);
+    for (;;) {}
+}
+
+static void fatal_handler(int signo, siginfo_t *info, void *uctx) {
+    (void)uctx;
+    struct fatal_report r;
+    memset(&r, 0, sizeof r);
+    memcpy(r.tag, "GONE", 4);
+    r.signo = signo;
+    r.code = info->si_code;
+    if (signo == SIGSYS) {
+        r.syscall_nr = info->si_syscall;
+        r.addr = (uint64_t)(uintptr_t)info->si_call_addr;
+    } else {
+        r.syscall_nr = -1;
+        r.addr = (uint64_t)(uintptr_t)info->si_addr;
+    }
+    if (report_fd >= 0) {
+        ssize_t left = sizeof r;
+        const char *p = (const char *)&r;
+        while (left > 0) {
+            ssize_t n = syscall(SYS_write, report_fd, p, left);
+            if (n <= 0)
+                break;
+            p += n;
+            left -= n;
+        }
+    }
+    raw_exit(128 + signo);
+}
+
+static PyObject *install_fatal_handlers(PyObject *self, PyObject *args) {
+    int fd;
+    Py_ssize_t stack_size = 256 * 1024;
+    if (!PyArg_ParseTuple(args, "i|n", &fd, &stack_size))
+        return NULL;
+    report_fd = fd;
+    if (alt_stack == NULL) {
+        alt_stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (alt_stack == MAP_FAILED) {
+            alt_stack = NULL;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        stack_t ss = {.ss_sp = alt_stack, .ss_size = (size_t)stack_size, .ss_flags = 0};
+        if (sigaltstack(&ss, NULL) != 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    static const int signals[] = {SIGSYS, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGXCPU, SIGABRT,
+                                  SIGTRAP};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fatal_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigfillset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
+        if (sigaction(signals[i], &sa, NULL) != 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    /* The signals the handler reports must not stay blocked. */
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        sigaddset(&set, signals[i]);
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *install_filter(PyObject *self, PyObject *args) {
+    Py_buffer prog;
+    if (!PyArg_ParseTuple(args, "y*", &prog))
+        return NULL;
+    if (prog.len % sizeof(struct sock_filter) != 0 || prog.len == 0) {
+        PyBuffer_Release(&prog);
+        PyErr_SetString(PyExc_ValueError, "a BPF program is a non-empty array of 8-byte "
+                                          "instructions");
+        return NULL;
+    }
+    struct sock_fprog fprog = {
+        .len = (unsigned short)(prog.len / sizeof(struct sock_filter)),
+        .filter = (struct sock_filter *)prog.buf,
+    };
+    int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    if (rc == 0)
+        rc = prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0);
+    PyBuffer_Release(&prog);
+    if (rc != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *no_new_privs(PyObject *self, PyObject *noargs) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *close_fds_except(PyObject *self, PyObject *args) {
+    PyObject *keep_obj;
+    if (!PyArg_ParseTuple(args, "O", &keep_obj))
+        return NULL;
+    PyObject *seq = PySequence_Fast(keep_obj, "keep must be a sequence of fds");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int keep[64];
+    if (n > 64) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "too many descriptors to keep");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        keep[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (keep[i] == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    /* sort (tiny n) */
+    for (Py_ssize_t i = 1; i < n; i++)
+        for (Py_ssize_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    unsigned int lo = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (keep[i] < 0)
+            continue;
+        if ((unsigned int)keep[i] > lo && syscall(SYS_close_range, lo, keep[i] - 1, 0) != 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        lo = (unsigned int)keep[i] + 1;
+    }
+    if (syscall(SYS_close_range, lo, ~0U, 0) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+static PyObject *punch_hole(PyObject *self, PyObject *args) {
+    int fd;
+    long long offset, length;
+    if (!PyArg_ParseTuple(args, "iLL", &fd, &offset, &length))
+        return NULL;
+    if (length <= 0)
+        Py_RETURN_NONE;
+    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
+/*
+ * map_segments(segments, blob): segments is a sequence of (vaddr, memsz, prot, offset, filesz)
+ * already validated by the worker (page-aligned bounds, no overlap, inside the user range,
+ * offset+filesz inside blob).  Maps each one fixed (never replacing an existing mapping),
+ * copies its bytes and sets its protection.
+ */
+static PyObject *map_segments(PyObject *self, PyObject *args) {
+    PyObject *segs;
+    Py_buffer blob;
+    if (!PyArg_ParseTuple(args, "Oy*", &segs, &blob))
+        return NULL;
+    PyObject *seq = PySequence_Fast(segs, "segments must be a sequence");
+    if (seq == NULL) {
+        PyBuffer_Release(&blob);
+        return NULL;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        unsigned long long vaddr, memsz, offset, filesz;
+        int prot;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "KKiKK", &vaddr, &memsz, &prot,
+                              &offset, &filesz))
+            goto fail;
+        unsigned long long start = vaddr & ~(unsigned long long)(page - 1);
+        unsigned long long end = (vaddr + memsz + page - 1) & ~(unsigned long long)(page - 1);
+        if (offset + filesz > (unsigned long long)blob.len || filesz > memsz) {
+            PyErr_SetString(PyExc_ValueError, "segment outside the image");
+            goto fail;
+        }
+        void *p = mmap((void *)(uintptr_t)start, end - start, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (p == MAP_FAILED || p != (void *)(uintptr_t)start) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+        memcpy((void *)(uintptr_t)vaddr, (const char *)blob.buf + offset, filesz);
+        if (mprotect(p, end - start, prot) != 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+    }
+    Py_DECREF(seq);
+    PyBuffer_Release(&blob);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(seq);
+    PyBuffer_Release(&blob);
+    return NULL;
+}
+
+/* The message a native run leaves on the channel: 'NATV', return code. */
+struct native_report {
+    char tag[4];
+    int32_t rc;
+};
+
+/*
+ * run_native(entry, context_address, fd): enter seccomp strict mode, call
+ * ``int entry(void *context)`` and report its return code on ``fd``; then exit.  Never
+ * returns: after strict mode the Python interpreter could not go on anyway.
+ */
+static PyObject *run_native(PyObject *self, PyObject *args) {
+    unsigned long long entry, ctx;
+    int fd;
+    if (!PyArg_ParseTuple(args, "KKi", &entry, &ctx, &fd))
+        return NULL;
+    report_fd = fd;
+    int (*fn)(void *) = (int (*)(void *))(uintptr_t)entry;
+    strict_mode = 1;
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0) != 0) {
+        strict_mode = 0;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    struct native_report r;
+    memcpy(r.tag, "NATV", 4);
+    r.rc = fn((void *)(uintptr_t)ctx);
+    const char *p = (const char *)&r;
+    ssize_t left = sizeof r;
+    while (left > 0) {
+        ssize_t n = syscall(SYS_write, fd, p, left);
+        if (n <= 0)
+            break;
+        p += n;
+        left -= n;
+    }
+    syscall(SYS_exit, 0);
+    for (;;) {}
+}
+
+static PyObject *address_of(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "w*", &buf))
+        return NULL;
+    unsigned long long a = (unsigned long long)(uintptr_t)buf.buf;
+    PyBuffer_Release(&buf);
+    return PyLong_FromUnsignedLongLong(a);
+}
+
+static PyMethodDef methods[] = {
+    {"install_fatal_handlers", install_fatal_handlers, METH_VARARGS,
+     "install_fatal_handlers(fd, stack_size=262144): report fatal signals on fd, then exit."},
+    {"install_filter", install_filter, METH_VARARGS,
+     "install_filter(program): no_new_privs, then the seccomp-bpf program (bytes)."},
+    {"no_new_privs", no_new_privs, METH_NOARGS, "Set PR_SET_NO_NEW_PRIVS."},
+    {"close_fds_except", close_fds_except, METH_VARARGS,
+     "close_fds_except(keep): close every descriptor not in keep."},
+    {"punch_hole", punch_hole, METH_VARARGS,
+     "punch_hole(fd, offset, length): give the pages of a file range back (reads as zero)."},
+    {"map_segments", map_segments, METH_VARARGS,
+     "map_segments(segments, image): map validated ELF segments at their addresses."},
+    {"run_native", run_native, METH_VARARGS,
+     "run_native(entry, context, fd): strict mode, call entry(context), report, exit."},
+    {"address_of", address_of, METH_VARARGS, "address_of(writable buffer) -> int."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_sandboxc",
+    "Low-level sandbox primitives of the process engine (seccomp, signals, native code).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__sandboxc(void) { return PyModule_Create(&module); }
