@@ -114,6 +114,8 @@ class Zygote:
             raise BackendError(f"the sandbox zygote is gone: {e}") from None
 
     def _refill(self, extra: int = 0) -> None:
+        if self.closed:
+            return
         with self._cond:
             want = self.pool_size + extra - len(self._ready) - self._pending
             if want <= 0:
@@ -134,8 +136,12 @@ class Zygote:
                     raise BackendError("the sandbox zygote exited",
                                        hint="see the worker's stderr for why")
                 sandbox = self._ready.popleft()
-        self._refill()
         return sandbox
+
+    def refill(self) -> None:
+        """Fork replacements for the sandboxes taken; called once an invocation is over, so
+        that forking does not compete with it for the CPU."""
+        self._refill()
 
     def kill(self, pid: int) -> None:
         """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""

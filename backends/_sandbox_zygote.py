@@ -46,6 +46,8 @@ def main(argv: list[str]) -> None:
         except ImportError:
             pass
     program = build_filter(_sandbox_child.CHANNEL_FD)
+    sample = _probe_pickle()
+    _sandbox_child.warm_up(sample)
     ctrl = socket.socket(fileno=fd)
     live: set[int] = set()
 
@@ -81,7 +83,7 @@ def main(argv: list[str]) -> None:
         op, a, _b = MSG.unpack(msg)
         if op == b"F":
             for _ in range(max(0, min(a, 64))):
-                _fork(ctrl, program, cpu, live)
+                _fork(ctrl, program, cpu, live, sample)
         elif op == b"K" and a in live:
             try:
                 os.kill(a, signal.SIGKILL)
@@ -95,13 +97,27 @@ def main(argv: list[str]) -> None:
     os._exit(0)
 
 
-def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int]) -> None:
+def _probe_pickle() -> bytes:
+    import cloudpickle
+
+    from dandelion.authoring.compute import ComputeFunction
+
+    fn = ComputeFunction(_sandbox_child.probe)
+    cloudpickle.register_pickle_by_value(_sandbox_child)
+    try:
+        return cloudpickle.dumps(fn.artifact, protocol=5)
+    finally:
+        cloudpickle.unregister_pickle_by_value(_sandbox_child)
+
+
+def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
+          sample: bytes) -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.dup2(theirs.fileno(), _sandbox_child.CHANNEL_FD, inheritable=False)
-        _sandbox_child.serve(program, cpu)
+        _sandbox_child.serve(program, cpu, sample)
     live.add(pid)
     theirs.close()
     try:

@@ -30,7 +30,7 @@ from typing import Any
 from dandelion import errors
 from dandelion.backends import _sandbox_pool
 from dandelion.backends._sandbox_child import ASSIGN, KIND_NATIVE, KIND_PYTHON, MAX_REPORT, \
-    SEGMENT
+    OKAY, SEGMENT
 from dandelion.backends._sandbox_filter import syscall_name
 from dandelion.backends._sandbox_memory import SharedContext, SharedDomain
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
@@ -110,6 +110,7 @@ class ProcessEngine(EngineBase):
             self._invoke(zygote, sandbox, context, code, call, what)
         finally:
             sandbox.channel.close()
+            zygote.refill()
 
     def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
                 context: SharedContext, code: StoredCode, call: FunctionCall, what: str
@@ -140,7 +141,10 @@ class ProcessEngine(EngineBase):
                                   hint="raise the function's timeout (timeouts={name: s})")
         except (BrokenPipeError, ConnectionResetError):
             tag = b""
-        if tag == b"DONE":
+        if tag == b"OKAY":
+            (_t, ns) = OKAY.unpack(tag + self._recv(chan, OKAY.size - 4, deadline))
+            self.last_function_time = ns / 1e9
+        elif tag == b"DONE":
             self._python_report(chan, deadline, what, call, context)
         elif tag == b"NATV":
             (_t, rc) = _NATV.unpack(tag + self._recv(chan, _NATV.size - 4, deadline))

@@ -435,3 +435,45 @@ def default_store() -> ArtifactStore:
         if _default is None:
             _default = ArtifactStore()
         return _default
+
+
+def native_artifact(native: Any, name: str, near: str | None = None) -> NativeFunction:
+    """The :class:`NativeFunction` for ``@dd.compute(native=...)``.
+
+    Args:
+        native: a :class:`NativeFunction`, ELF bytes, a path to an ELF, or a path to a C
+            file (built with the SDK on first use into the store's directory).
+        name: the function's name.
+        near: a file whose directory relative paths are resolved against.
+
+    Raises:
+        BackendError: the file is missing, does not build, or is not a valid native function.
+    """
+    if isinstance(native, NativeFunction):
+        return native
+    if isinstance(native, (bytes, bytearray)):
+        fn = NativeFunction(name, bytes(native))
+        validate_elf(name, fn.image)
+        return fn
+    path = Path(native)
+    if not path.is_absolute() and near:
+        candidate = Path(near).resolve().parent / path
+        if candidate.exists() or not path.exists():
+            path = candidate
+    if path.suffix == ".c":
+        from dandelion.sdk import FLAGS, build
+
+        try:
+            source = path.read_bytes()
+        except OSError as e:
+            raise BackendError(f"cannot read native source {str(path)!r}: {e.strerror}"
+                               ) from None
+        key = hashlib.sha256(source + repr(FLAGS).encode()).hexdigest()
+        out = default_root() / "native-build" / f"{path.stem}-{key[:16]}.elf"
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_suffix(f".{os.getpid()}.tmp")
+            build([path], tmp)
+            os.replace(tmp, out)
+        path = out
+    return NativeFunction.from_file(path, name)
