@@ -73,7 +73,7 @@ TYPE_CODES = frozenset({"type-mismatch", "shape-mismatch"})
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ``did you mean 'x'?`` hint for a misspelled ``name``, or ``""``."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     return f"did you mean '{close[0]}'?" if close else ""
 
 
