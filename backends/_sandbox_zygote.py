@@ -84,8 +84,11 @@ def main(argv: list[str]) -> None:
             break  # the worker is gone
         op, a, _b = MSG.unpack(msg)
         if op == b"F":
-            for _ in range(max(0, min(a, 64))):
-                _fork(ctrl, program, cpu, live, sample)
+            try:
+                for _ in range(max(0, min(a, 64))):
+                    _fork(ctrl, program, cpu, live, sample)
+            except OSError:  # the worker went away while we were forking
+                break
         elif op == b"K" and a in live:
             try:
                 os.kill(a, signal.SIGKILL)
