@@ -42,10 +42,12 @@ class Zygote:
         preload: libraries imported before forking (``()`` for the lean zygote).
         pool_size: sandboxes kept forked ahead of time.
         cpu_seconds: RLIMIT_CPU of each sandbox (``None``: none).
+        warm: run a probe function through each sandbox before it waits (moves page
+            faults off the critical path at the price of a little CPU per sandbox).
     """
 
-    def __init__(self, preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None
-                 ) -> None:
+    def __init__(self, preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
+                 warm: bool = True) -> None:
         self.preload = preload
         self.pool_size = max(0, pool_size)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -54,7 +56,7 @@ class Zygote:
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
                    PYTHONDONTWRITEBYTECODE="1")
         cmd = [sys.executable, "-m", "dandelion.backends._sandbox_zygote",
-               str(theirs.fileno()), str(cpu_seconds or 0), *preload]
+               str(theirs.fileno()), str(cpu_seconds or 0), "1" if warm else "0", *preload]
         self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
                                         stdin=subprocess.DEVNULL, cwd="/")
         theirs.close()
@@ -181,16 +183,17 @@ _zygotes: dict[tuple[Any, ...], Zygote] = {}
 _lock = threading.Lock()
 
 
-def zygote(preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None) -> Zygote:
+def zygote(preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
+           warm: bool = True) -> Zygote:
     """The process-wide zygote for these settings, started on first use."""
-    key = (tuple(sorted(preload)), pool_size, cpu_seconds)
+    key = (tuple(sorted(preload)), pool_size, cpu_seconds, warm)
     with _lock:
         z = _zygotes.get(key)
         if z is not None and (z.closed or z.owner != os.getpid()):
             _zygotes.pop(key)
             z = None
         if z is None:
-            z = _zygotes[key] = Zygote(key[0], pool_size, cpu_seconds)
+            z = _zygotes[key] = Zygote(key[0], pool_size, cpu_seconds, warm)
         return z
 
 

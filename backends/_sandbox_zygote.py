@@ -38,9 +38,9 @@ RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyr
 
 
 def main(argv: list[str]) -> None:
-    """``python -m dandelion.backends._sandbox_zygote FD CPU PRELOAD...``."""
-    fd, cpu = int(argv[0]), int(argv[1]) or None
-    for name in RUNTIME + tuple(argv[2:]):
+    """``python -m dandelion.backends._sandbox_zygote FD CPU WARM PRELOAD...``."""
+    fd, cpu, warm = int(argv[0]), int(argv[1]) or None, argv[2] == "1"
+    for name in RUNTIME + tuple(argv[3:]):
         try:
             importlib.import_module(name)
         except ImportError:
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
         if op == b"F":
             try:
                 for _ in range(max(0, min(a, 64))):
-                    _fork(ctrl, program, cpu, live, sample)
+                    _fork(ctrl, program, cpu, live, sample if warm else None)
             except OSError:  # the worker went away while we were forking
                 break
         elif op == b"K" and a in live:
@@ -129,7 +129,7 @@ def _probe_pickle() -> bytes:
 
 
 def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
-          sample: bytes) -> None:
+          sample: bytes | None) -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:

@@ -342,6 +342,13 @@ class ArtifactStore:
             self._hot.clear()
             self._hot_size = 0
 
+    def evict(self, digest: str) -> None:
+        """Forget ``digest`` in memory: its next load is cold."""
+        with self._lock:
+            old = self._hot.pop(digest, None)
+            if old is not None:
+                self._hot_size -= len(old.data)
+
     def is_hot(self, digest: str) -> bool:
         """Whether ``digest`` is in memory."""
         with self._lock:
