@@ -35,6 +35,7 @@ view of the context, not a copy.
 from __future__ import annotations
 
 import ast
+import re
 import struct
 from typing import Any, Sequence
 
@@ -129,6 +130,10 @@ def decode_view(data: memoryview, element: ElementType, copy: bool) -> Any:
     return decode(data, element)
 
 
+_SIMPLE_NPY = re.compile(r"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': (True|False), "
+                         r"'shape': \(([\d, ]*)\), \}\s*$")
+
+
 def _decode_npy(data: memoryview, copy: bool) -> Any:
     import numpy as np
 
@@ -144,11 +149,18 @@ def _decode_npy(data: memoryview, copy: bool) -> Any:
         raise EncodingError(f"unsupported .npy version {major}")
     if start + hlen > len(data):
         raise EncodingError("truncated .npy header")
+    text = bytes(data[start:start + hlen]).decode("latin1")
     try:
-        meta = ast.literal_eval(bytes(data[start:start + hlen]).decode("latin1"))
-        dtype = np.lib.format.descr_to_dtype(meta["descr"])
-        shape = tuple(int(n) for n in meta["shape"])
-        order = "F" if meta["fortran_order"] else "C"
+        simple = _SIMPLE_NPY.match(text)
+        if simple:  # the header numpy and the C SDK write: no need for a Python parser
+            dtype = np.dtype(simple.group(1))
+            shape = tuple(int(n) for n in simple.group(3).replace(",", " ").split())
+            order = "F" if simple.group(2) == "True" else "C"
+        else:
+            meta = ast.literal_eval(text)
+            dtype = np.lib.format.descr_to_dtype(meta["descr"])
+            shape = tuple(int(n) for n in meta["shape"])
+            order = "F" if meta["fortran_order"] else "C"
     except Exception as e:  # malformed header from an untrusted producer
         raise EncodingError(f"malformed .npy header: {e}") from None
     if dtype.hasobject:

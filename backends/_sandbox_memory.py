@@ -3,9 +3,10 @@ for one invocation, by the sandbox (layout: :mod:`._sandbox_layout`).
 
 A context is placed with the instance's items and laid out once the function's parameter
 types are known (:meth:`SharedContext.layout`, called by the engine); outputs are decoded
-with the declared result types.  Wiping punches the whole file out: its pages go back to
-the kernel and read as zeros, so nothing a sandbox wrote (even outside the tables) reaches
-the next invocation.
+with the declared result types.  A wiped context reads as zeros, so nothing a sandbox wrote
+reaches the next invocation.  Wiping finds every page the file holds (``SEEK_DATA``), so a
+sandbox that scribbled outside the tables is wiped too; small contexts are zeroed in place
+(their pages stay allocated), large ones are punched out (their pages go back to the kernel).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dandelion.items import Item
 from dandelion.runtime.engine import Context, ItemSets, MemoryDomain
 
 _MIB = 1 << 20
+#: Up to this many written bytes a wipe zeroes in place; beyond, it punches the file out.
+_WIPE_IN_PLACE = 4 * _MIB
 
 
 def _round(n: int, to: int = _MIB) -> int:
@@ -107,7 +110,10 @@ class SharedContext(Context):
         self.inputs = ()
         self.results = []
         self.capacity = 0
-        _sandboxc.punch_hole(self.fd, 0, self.size)
+        assert self.mm is not None
+        # zero what was written in place (pages stay mapped for the next invocation);
+        # contexts that held much data give their pages back instead
+        _sandboxc.wipe(self.fd, self.mm, _WIPE_IN_PLACE)
 
     def close(self) -> None:
         """Unmap and close the memfd."""

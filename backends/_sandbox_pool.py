@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from dandelion.backends._sandbox_zygote import MSG
@@ -44,10 +45,12 @@ class Zygote:
         cpu_seconds: RLIMIT_CPU of each sandbox (``None``: none).
         warm: run a probe function through each sandbox before it waits (moves page
             faults off the critical path at the price of a little CPU per sandbox).
+        native: the native zygote's executable: a C process forking sandboxes for native
+            functions only (``preload`` and ``warm`` are then ignored).
     """
 
     def __init__(self, preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
-                 warm: bool = True) -> None:
+                 warm: bool = True, native: Path | None = None) -> None:
         self.preload = preload
         self.pool_size = max(0, pool_size)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -55,8 +58,11 @@ class Zygote:
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
                    PYTHONDONTWRITEBYTECODE="1")
-        cmd = [sys.executable, "-m", "dandelion.backends._sandbox_zygote",
-               str(theirs.fileno()), str(cpu_seconds or 0), "1" if warm else "0", *preload]
+        if native is not None:
+            cmd = [str(native), str(theirs.fileno()), str(cpu_seconds or 0)]
+        else:
+            cmd = [sys.executable, "-m", "dandelion.backends._sandbox_zygote",
+                   str(theirs.fileno()), str(cpu_seconds or 0), "1" if warm else "0", *preload]
         self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
                                         stdin=subprocess.DEVNULL, cwd="/")
         theirs.close()
@@ -119,7 +125,11 @@ class Zygote:
         if self.closed:
             return
         with self._cond:
-            want = self.pool_size + extra - len(self._ready) - self._pending
+            have = len(self._ready) + self._pending
+            # ask in batches (one zygote wake-up per half pool), unless someone waits
+            if not extra and have > self.pool_size // 2:
+                return
+            want = self.pool_size + extra - have
             if want <= 0:
                 return
             self._pending += want
@@ -184,16 +194,16 @@ _lock = threading.Lock()
 
 
 def zygote(preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
-           warm: bool = True) -> Zygote:
+           warm: bool = True, native: Path | None = None) -> Zygote:
     """The process-wide zygote for these settings, started on first use."""
-    key = (tuple(sorted(preload)), pool_size, cpu_seconds, warm)
+    key = (tuple(sorted(preload)), pool_size, cpu_seconds, warm, native)
     with _lock:
         z = _zygotes.get(key)
         if z is not None and (z.closed or z.owner != os.getpid()):
             _zygotes.pop(key)
             z = None
         if z is None:
-            z = _zygotes[key] = Zygote(key[0], pool_size, cpu_seconds, warm)
+            z = _zygotes[key] = Zygote(key[0], pool_size, cpu_seconds, warm, native)
         return z
 
 

@@ -203,6 +203,49 @@ static PyObject *punch_hole(PyObject *self, PyObject *args) {
 }
 
 /*
+ * wipe(fd, mapping, limit): make every byte of a context read as zero.  Pages that were
+ * written (the file's data extents, found with SEEK_DATA/SEEK_HOLE) are zeroed in place when
+ * they add up to at most `limit` bytes, so they stay allocated and mapped for the next
+ * invocation; otherwise the whole file is punched out.  Returns the bytes zeroed in place
+ * (-1 for a punch).
+ */
+static PyObject *wipe(PyObject *self, PyObject *args) {
+    int fd;
+    Py_buffer map;
+    long long limit;
+    if (!PyArg_ParseTuple(args, "iw*L", &fd, &map, &limit))
+        return NULL;
+    off_t size = (off_t)map.len, pos = 0, total = 0;
+    off_t starts[64], ends[64];
+    int n = 0, punch = 0;
+    while (pos < size) {
+        off_t data = lseek(fd, pos, SEEK_DATA);
+        if (data < 0 || data >= size)
+            break;
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0 || hole > size)
+            hole = size;
+        if (n == 64 || (total += hole - data) > limit) {
+            punch = 1;
+            break;
+        }
+        starts[n] = data;
+        ends[n++] = hole;
+        pos = hole;
+    }
+    if (punch) {
+        PyBuffer_Release(&map);
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size) != 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return PyLong_FromLong(-1);
+    }
+    for (int i = 0; i < n; i++)
+        memset((char *)map.buf + starts[i], 0, (size_t)(ends[i] - starts[i]));
+    PyBuffer_Release(&map);
+    return PyLong_FromLongLong((long long)total);
+}
+
+/*
  * map_segments(segments, blob): segments is a sequence of (vaddr, memsz, prot, offset, filesz)
  * already validated by the worker (page-aligned bounds, no overlap, inside the user range,
  * offset+filesz inside blob).  Maps each one fixed (never replacing an existing mapping),
@@ -310,6 +353,8 @@ static PyMethodDef methods[] = {
      "close_fds_except(keep): close every descriptor not in keep."},
     {"punch_hole", punch_hole, METH_VARARGS,
      "punch_hole(fd, offset, length): give the pages of a file range back (reads as zero)."},
+    {"wipe", wipe, METH_VARARGS,
+     "wipe(fd, mapping, limit): zero a context in place (or punch it out if large)."},
     {"map_segments", map_segments, METH_VARARGS,
      "map_segments(segments, image): map validated ELF segments at their addresses."},
     {"run_native", run_native, METH_VARARGS,

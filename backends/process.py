@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from dandelion import errors
-from dandelion.backends import _sandbox_pool
+from dandelion.backends import _sandbox_native, _sandbox_pool
 from dandelion.backends._sandbox_child import ASSIGN, KIND_NATIVE, KIND_PYTHON, MAX_REPORT, \
     OKAY, SEGMENT
 from dandelion.backends._sandbox_filter import syscall_name
@@ -41,6 +41,8 @@ from dandelion.runtime.engine import Engine as EngineBase
 _GONE = struct.Struct("<4siiiQ")
 _NATV = struct.Struct("<4si")
 _MIB = 1 << 20
+#: Code up to this size travels in the same message as the assignment.
+_ONE_MESSAGE = 64 * 1024
 _SIGNALS = {signal.SIGSEGV: "invalid memory access", signal.SIGBUS: "bus error",
             signal.SIGFPE: "arithmetic fault", signal.SIGILL: "illegal instruction",
             signal.SIGABRT: "abort", signal.SIGTRAP: "trap"}
@@ -92,6 +94,14 @@ class ProcessEngine(EngineBase):
     def _zygote(self, preload: tuple[str, ...]) -> _sandbox_pool.Zygote:
         return _sandbox_pool.zygote(preload, self.pool_size, self.cpu_limit, self.warm_sandboxes)
 
+    def native_zygote(self) -> _sandbox_pool.Zygote:
+        """The zygote of native sandboxes: the C one when it can be built, else the lean
+        Python zygote (whose sandboxes run native functions too)."""
+        exe = _sandbox_native.executable()
+        if exe is None:
+            return self.lean
+        return _sandbox_pool.zygote((), self.pool_size, self.cpu_limit, False, exe)
+
     def zygote_for(self, code: StoredCode) -> _sandbox_pool.Zygote:
         """The zygote whose sandboxes have every library ``code`` needs preloaded."""
         lean = self.lean
@@ -107,7 +117,7 @@ class ProcessEngine(EngineBase):
         code = self.store.get(impl.digest, call.artifact, impl.kind)
         context.layout([(p.name, p.type.element) for p in spec.params],
                        [(r.name, r.type.element) for r in spec.results], self.output_limit)
-        zygote = self.zygote_for(code) if code.kind == "python" else self.lean
+        zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
         sandbox = zygote.take()
         what = f"{spec.kind} function '{spec.name}'"
         try:
@@ -134,9 +144,15 @@ class ProcessEngine(EngineBase):
         self.last_function_time = None
         try:
             chan.settimeout(call.timeout)
-            socket.send_fds(chan, [header], [context.fd])
-            for part in payload:
-                chan.sendall(part)
+            # one message (one wake-up of the sandbox) for everything that fits
+            first = [header, *payload] if sum(map(len, payload)) <= _ONE_MESSAGE else [header]
+            sent = socket.send_fds(chan, first, [context.fd])
+            rest = b"".join(first)[sent:] if len(first) > 1 else b""
+            if rest:
+                chan.sendall(rest)
+            if len(first) == 1:
+                for part in payload:
+                    chan.sendall(part)
             tag = self._recv(chan, 4, deadline)
         except TimeoutError:
             zygote.kill(sandbox.pid)
