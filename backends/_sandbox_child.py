@@ -71,25 +71,13 @@ class _Sink(io.TextIOBase):
 
 
 def prepare(cpu_seconds: int | None) -> None:
-    """Lock down a freshly forked sandbox before it waits for work (off the critical path)."""
-    _sandboxc.close_fds_except([CHANNEL_FD])
-    _sandboxc.install_fatal_handlers(CHANNEL_FD)
+    """Lock down a freshly forked sandbox before it waits for work (off the critical path):
+    close every descriptor but the channel, report fatal signals on it, RLIMIT_CORE/FSIZE/
+    NPROC = 0, RLIMIT_CPU, no_new_privs (in C: it touches no Python objects)."""
+    global _baseline
+    _baseline = _sandboxc.prepare(CHANNEL_FD, cpu_seconds or 0)
     sys.stdin = None  # type: ignore[assignment]
     sys.stdout = sys.stderr = _Sink()
-    limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_FSIZE, 0),
-              (resource.RLIMIT_NPROC, 0)]
-    if cpu_seconds:
-        # soft limit: SIGXCPU (reported); hard limit a second later: SIGKILL
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    for which, value in limits:
-        try:
-            resource.setrlimit(which, (value, value))
-        except (ValueError, OSError):  # pragma: no cover - kernel refuses: keep going
-            pass
-    _sandboxc.no_new_privs()
-    global _baseline
-    with open("/proc/self/statm", "rb") as f:
-        _baseline = int(f.read().split()[0]) * mmap.PAGESIZE
 
 
 _baseline = 0
@@ -143,14 +131,12 @@ def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None) 
         prepare(cpu_seconds)
         if sample is not None:
             warm_up(sample)
-        chan = socket.socket(fileno=CHANNEL_FD)
-        msg, fds, _flags, _addr = socket.recv_fds(chan, ASSIGN.size, 1)
-        chan.detach()
-        if len(msg) != ASSIGN.size or len(fds) != 1:
+        msg, memfd = _sandboxc.wait_assignment(CHANNEL_FD, ASSIGN.size)
+        if len(msg) != ASSIGN.size or memfd < 0:
             os._exit(0)  # the worker let this sandbox go unused
         magic, kind, capacity, as_limit, payload_len, entry, n_segments = ASSIGN.unpack(msg)
-        ctx = mmap.mmap(fds[0], capacity)
-        os.close(fds[0])
+        ctx = mmap.mmap(memfd, capacity)
+        os.close(memfd)
         if as_limit:  # memory limit on top of what the runtime and the context take
             limit = _baseline + capacity + as_limit
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -23,9 +23,12 @@
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -343,7 +346,96 @@ static PyObject *address_of(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLongLong(a);
 }
 
+/*
+ * fork_raw(): fork() without Python's at-fork machinery (no after-fork hooks, no random
+ * reseed, no thread bookkeeping).  Only for a single-threaded zygote whose child goes
+ * straight into sandbox preparation: those hooks are what make a Python fork expensive,
+ * touching (and so copying) hundreds of pages.  Returns the pid, 0 in the child.
+ */
+static PyObject *fork_raw(PyObject *self, PyObject *noargs) {
+    pid_t pid = fork();
+    if (pid < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(pid);
+}
+
+/*
+ * prepare(channel, cpu_seconds) -> address-space bytes in use: everything a sandbox does
+ * before it waits, in C so that it touches no Python objects: close every descriptor but
+ * the channel, report fatal signals on it, RLIMIT_CORE/FSIZE/NPROC = 0, RLIMIT_CPU,
+ * no_new_privs.
+ */
+static PyObject *prepare(PyObject *self, PyObject *args) {
+    int fd, cpu;
+    if (!PyArg_ParseTuple(args, "ii", &fd, &cpu))
+        return NULL;
+    if (fd > 0 && syscall(SYS_close_range, 0, fd - 1, 0) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (syscall(SYS_close_range, fd + 1, ~0U, 0) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *r = install_fatal_handlers(self, Py_BuildValue("(i)", fd));
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    struct rlimit zero = {0, 0};
+    setrlimit(RLIMIT_CORE, &zero);
+    setrlimit(RLIMIT_FSIZE, &zero);
+    setrlimit(RLIMIT_NPROC, &zero);
+    if (cpu > 0) {
+        struct rlimit lim = {(rlim_t)cpu, (rlim_t)cpu + 1};
+        setrlimit(RLIMIT_CPU, &lim);
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    /* address space in use, from /proc/self/statm (first field, pages) */
+    long long vm = 0;
+    int sfd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (sfd >= 0) {
+        char buf[64];
+        ssize_t n = read(sfd, buf, sizeof buf - 1);
+        close(sfd);
+        if (n > 0) {
+            buf[n] = 0;
+            vm = atoll(buf) * sysconf(_SC_PAGESIZE);
+        }
+    }
+    return PyLong_FromLongLong(vm);
+}
+
+/* wait_assignment(channel, size) -> (header bytes, memfd or -1): block for the worker. */
+static PyObject *wait_assignment(PyObject *self, PyObject *args) {
+    int fd;
+    Py_ssize_t size;
+    if (!PyArg_ParseTuple(args, "in", &fd, &size))
+        return NULL;
+    if (size <= 0 || size > 4096) {
+        PyErr_SetString(PyExc_ValueError, "bad header size");
+        return NULL;
+    }
+    char head[4096];
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = head, .iov_len = (size_t)size};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                        .msg_controllen = sizeof cbuf};
+    ssize_t got;
+    Py_BEGIN_ALLOW_THREADS
+    got = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    Py_END_ALLOW_THREADS
+    if (got < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    int memfd = -1;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    if (cm != NULL && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+        memcpy(&memfd, CMSG_DATA(cm), sizeof memfd);
+    return Py_BuildValue("(y#i)", head, (Py_ssize_t)got, memfd);
+}
+
 static PyMethodDef methods[] = {
+    {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
+    {"prepare", prepare, METH_VARARGS,
+     "prepare(channel, cpu_seconds) -> bytes of address space in use."},
+    {"wait_assignment", wait_assignment, METH_VARARGS,
+     "wait_assignment(channel, size) -> (header, memfd)."},
     {"install_fatal_handlers", install_fatal_handlers, METH_VARARGS,
      "install_fatal_handlers(fd, stack_size=262144): report fatal signals on fd, then exit."},
     {"install_filter", install_filter, METH_VARARGS,
