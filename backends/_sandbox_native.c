@@ -159,6 +159,12 @@ static void sandbox(int cpu_seconds) {
 
 static pid_t live[MAX_LIVE];
 static int n_live = 0;
+/* how recently exited sandboxes ended, and the pids the worker asked about */
+static pid_t done_pid[1024];
+static int done_status[1024];
+static int n_done = 0;
+static pid_t wanted[256];
+static int n_wanted = 0;
 
 static void send_msg(int ctrl, char op, int32_t a, int32_t b, int fd) {
     struct msg m = {op, a, b};
@@ -177,6 +183,8 @@ static void send_msg(int ctrl, char op, int32_t a, int32_t b, int fd) {
     }
     if (sendmsg(ctrl, &mh, MSG_NOSIGNAL) < 0) _exit(0);  /* the worker is gone */
 }
+
+static void fork_sandboxes(int ctrl, int cpu, int n);
 
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
@@ -198,37 +206,44 @@ int main(int argc, char **argv) {
         if (pf[1].revents) {
             struct signalfd_siginfo si;
             while (read(sfd, &si, sizeof si) > 0) {}
-            int status;
+            int status, replace = 0;
             pid_t pid;
             while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
                 for (int i = 0; i < n_live; i++)
                     if (live[i] == pid) { live[i] = live[--n_live]; break; }
-                send_msg(ctrl, 'X', pid, status, -1);
+                replace++;  /* a used sandbox exited: keep the pool's size */
+                int told = 0;
+                for (int i = 0; i < n_wanted; i++)
+                    if (wanted[i] == pid) {
+                        wanted[i] = wanted[--n_wanted];
+                        send_msg(ctrl, 'X', pid, status, -1);
+                        told = 1;
+                        break;
+                    }
+                if (!told) {
+                    done_pid[n_done % 1024] = pid;
+                    done_status[n_done % 1024] = status;
+                    n_done++;
+                }
             }
+            fork_sandboxes(ctrl, cpu, replace);
         }
         if (!pf[0].revents) continue;
         struct msg m;
         ssize_t k = recv(ctrl, &m, sizeof m, 0);
         if (k != (ssize_t)sizeof m) break;
-        if (m.op == 'F') {
-            for (int i = 0; i < m.a && i < 64 && n_live < MAX_LIVE; i++) {
-                int sv[2];
-                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) break;
-                pid_t pid = fork();
-                if (pid == 0) {
-                    dup2(sv[1], CHANNEL);  /* dup2 clears close-on-exec; nothing is exec'd */
-                    syscall(SYS_close_range, 0, CHANNEL - 1, 0);
-                    syscall(SYS_close_range, CHANNEL + 1, ~0U, 0);
-                    sandbox(cpu);
-                    _exit(0);
+        if (m.op == 'W') {
+            int found = 0;
+            for (int i = 0; i < 1024 && i < n_done; i++)
+                if (done_pid[i] == m.a) {
+                    send_msg(ctrl, 'X', m.a, done_status[i], -1);
+                    done_pid[i] = 0;
+                    found = 1;
+                    break;
                 }
-                close(sv[1]);
-                if (pid > 0) {
-                    live[n_live++] = pid;
-                    send_msg(ctrl, 'C', pid, 0, sv[0]);
-                }
-                close(sv[0]);
-            }
+            if (!found && n_wanted < 256) wanted[n_wanted++] = m.a;
+        } else if (m.op == 'F') {
+            fork_sandboxes(ctrl, cpu, m.a);
         } else if (m.op == 'K') {
             for (int i = 0; i < n_live; i++)
                 if (live[i] == m.a) { kill(m.a, SIGKILL); break; }
@@ -236,4 +251,25 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < n_live; i++) kill(live[i], SIGKILL);
     return 0;
+}
+
+static void fork_sandboxes(int ctrl, int cpu, int n) {
+    for (int i = 0; i < n && i < 64 && n_live < MAX_LIVE; i++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) break;
+        pid_t pid = fork();
+        if (pid == 0) {
+            dup2(sv[1], CHANNEL);  /* dup2 clears close-on-exec; nothing is exec'd */
+            syscall(SYS_close_range, 0, CHANNEL - 1, 0);
+            syscall(SYS_close_range, CHANNEL + 1, ~0U, 0);
+            sandbox(cpu);
+            _exit(0);
+        }
+        close(sv[1]);
+        if (pid > 0) {
+            live[n_live++] = pid;
+            send_msg(ctrl, 'C', pid, 0, sv[0]);
+        }
+        close(sv[0]);
+    }
 }

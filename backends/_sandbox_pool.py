@@ -2,7 +2,7 @@
 learn how each sandbox ended.
 
 Sandboxes are generic (never specific to a function) and single-use: :meth:`Zygote.take`
-hands one out and immediately asks the zygote for a replacement, so process creation stays
+hands one out, and the zygote forks a replacement when it exits, so process creation stays
 off the critical path as long as requests do not outrun the pool.
 """
 
@@ -52,6 +52,7 @@ class Zygote:
     def __init__(self, preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
                  warm: bool = True, native: Path | None = None) -> None:
         self.preload = preload
+        self.native = native
         self.pool_size = max(0, pool_size)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
@@ -103,7 +104,7 @@ class Zygote:
             op, pid, status = MSG.unpack_from(msg)
             with self._cond:
                 if op == b"C" and fds:
-                    self._pending -= 1
+                    self._pending = max(0, self._pending - 1)
                     self.forked += 1
                     self._ready.append(Sandbox(pid, socket.socket(fileno=fds[0])))
                 elif op == b"X":
@@ -121,15 +122,11 @@ class Zygote:
         except OSError as e:
             raise BackendError(f"the sandbox zygote is gone: {e}") from None
 
-    def _refill(self, extra: int = 0) -> None:
+    def _refill(self) -> None:
         if self.closed:
             return
         with self._cond:
-            have = len(self._ready) + self._pending
-            # ask in batches (one zygote wake-up per half pool), unless someone waits
-            if not extra and have > self.pool_size // 2:
-                return
-            want = self.pool_size + extra - have
+            want = self.pool_size - len(self._ready) - self._pending
             if want <= 0:
                 return
             self._pending += want
@@ -139,8 +136,8 @@ class Zygote:
         """A ready, never used sandbox (forking one now if the pool is empty)."""
         with self._cond:
             sandbox = self._ready.popleft() if self._ready else None
-        if sandbox is None:
-            self._refill(extra=1)
+        if sandbox is None:  # requests outran the pool: fork one for us now
+            self._send(b"F", 1)
             with self._cond:
                 if not self._cond.wait_for(lambda: self._ready or self.closed, timeout):
                     raise BackendError(f"no sandbox was forked within {timeout:g} s")
@@ -148,12 +145,7 @@ class Zygote:
                     raise BackendError("the sandbox zygote exited",
                                        hint="see the worker's stderr for why")
                 sandbox = self._ready.popleft()
-        return sandbox
-
-    def refill(self) -> None:
-        """Fork replacements for the sandboxes taken; called once an invocation is over, so
-        that forking does not compete with it for the CPU."""
-        self._refill()
+        return sandbox  # the zygote replaces it when it exits
 
     def kill(self, pid: int) -> None:
         """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""
@@ -161,6 +153,7 @@ class Zygote:
 
     def wait_status(self, pid: int, timeout: float = 5.0) -> int | None:
         """The wait status of sandbox ``pid`` once the zygote has reaped it."""
+        self._send(b"W", pid)
         with self._cond:
             self._cond.wait_for(lambda: pid in self._statuses or self.closed, timeout)
             return self._statuses.pop(pid, None)

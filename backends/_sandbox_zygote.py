@@ -8,8 +8,11 @@ end over the control socket (``SCM_RIGHTS``) and keeps none.  The zygote is the 
 parent: it reaps them, reports how each ended, and kills one on the worker's request (no
 pid-reuse race, since a child is never reaped before it is killed).
 
-Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill;
-zygote -> worker ``R`` ready, ``C<pid>`` + descriptor, ``X<pid><wait status>``.
+Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill,
+``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptor,
+``X<pid><wait status>``.  The zygote keeps the pool's size by itself: every sandbox that
+exits (after its one invocation) is replaced by a new one, so a normal invocation costs the
+worker no control message at all.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import select
 import signal
 import socket
 import struct
@@ -52,48 +56,72 @@ def main(argv: list[str]) -> None:
         _warm_numpy()
     ctrl = socket.socket(fileno=fd)
     live: set[int] = set()
-
-    def reap(_signo: int = 0, _frame: object = None) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            live.discard(pid)
-            try:
-                ctrl.send(MSG.pack(b"X", pid, status))
-            except OSError:
-                pass
-
-    signal.signal(signal.SIGCHLD, reap)
+    statuses: dict[int, int] = {}
+    wanted: set[int] = set()
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # wakes the loop through wake_w
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.collect()
     gc.freeze()  # keep refcount/GC writes from dirtying inherited pages
     loaded = sorted({name.partition(".")[0] for name in sys.modules})
     ctrl.send(MSG.pack(b"R", os.getpid(), 0) + "\n".join(loaded).encode())
-    while True:
-        try:
+    poller = select.poll()
+    poller.register(ctrl, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+
+    def fork(n: int) -> None:
+        for _ in range(max(0, min(n, 64))):
+            _fork(ctrl, program, cpu, live, sample if warm else None)
+
+    try:
+        while True:
+            events = dict(poller.poll())
+            if wake_r in events:
+                while True:
+                    try:
+                        if not os.read(wake_r, 512):
+                            break
+                    except BlockingIOError:
+                        break
+                replace = 0
+                while True:
+                    try:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    live.discard(pid)
+                    replace += 1  # a used sandbox exited: keep the pool's size
+                    if pid in wanted:
+                        wanted.discard(pid)
+                        ctrl.send(MSG.pack(b"X", pid, status))
+                    else:
+                        statuses[pid] = status
+                        if len(statuses) > 1024:
+                            statuses.pop(next(iter(statuses)))
+                fork(replace)
+            if ctrl.fileno() not in events:
+                continue
             msg = ctrl.recv(64)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-            continue
-        except OSError:
-            break
-        if len(msg) != MSG.size:
-            break  # the worker is gone
-        op, a, _b = MSG.unpack(msg)
-        if op == b"F":
-            try:
-                for _ in range(max(0, min(a, 64))):
-                    _fork(ctrl, program, cpu, live, sample if warm else None)
-            except OSError:  # the worker went away while we were forking
-                break
-        elif op == b"K" and a in live:
-            try:
-                os.kill(a, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            if len(msg) != MSG.size:
+                break  # the worker is gone
+            op, a, _b = MSG.unpack(msg)
+            if op == b"F":
+                fork(a)
+            elif op == b"K" and a in live:
+                try:
+                    os.kill(a, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            elif op == b"W":
+                if a in statuses:
+                    ctrl.send(MSG.pack(b"X", a, statuses.pop(a)))
+                else:
+                    wanted.add(a)
+    except OSError:  # the worker went away
+        pass
     for pid in list(live):
         try:
             os.kill(pid, signal.SIGKILL)

@@ -124,7 +124,6 @@ class ProcessEngine(EngineBase):
             self._invoke(zygote, sandbox, context, code, call, what)
         finally:
             sandbox.channel.close()
-            zygote.refill()
 
     def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
                 context: SharedContext, code: StoredCode, call: FunctionCall, what: str

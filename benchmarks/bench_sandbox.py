@@ -214,6 +214,11 @@ def main() -> None:
         e, f = overhead(engine, py_call, inputs, n // 2,
                         lambda: store.evict(py_impl.digest), 0.005)
         report_overhead("process, Python, cold (from disk)", e, f)
+        warm = ProcessEngine(store=store, warm_sandboxes=True)
+        overhead(warm, py_call, inputs, 20, None, 0.005)
+        e, f = overhead(warm, py_call, inputs, n, None, 0.005)
+        report_overhead("process, Python, hot, warmed pool", e, f)
+        warm.close()
         e, f = overhead(engine, nat_call, inputs, n, None, 0.005)
         hot_nat = report_overhead("process, native, hot", e, f)
         e, f = overhead(engine, nat_call, inputs, n // 2,
@@ -242,6 +247,7 @@ def main() -> None:
         print(f"  process engine, native C          {nat:8.0f} requests/s   {nat / base:.2f}x "
               "inline (target >= 0.8x)")
 
+        time.sleep(1.0)  # let the pools refill
         print("\n5. memory")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(f"  worker (this process) peak RSS      {peak / 1024:8.1f} MiB")
@@ -249,7 +255,8 @@ def main() -> None:
             idle = z.idle_pids()
             sizes = [uss_kib(p) for p in idle]
             zu, zp = uss_kib(z.process.pid)
-            label = "lean" if not z.preload else "+".join(z.preload)
+            label = ("native, C" if z.native else "lean" if not z.preload
+                     else "+".join(z.preload))
             print(f"  zygote ({label}): private {zu / 1024:6.1f} MiB, pss {zp / 1024:6.1f} MiB; "
                   f"{len(idle)} idle sandboxes: private "
                   f"{statistics.mean(s[0] for s in sizes) / 1024 if sizes else 0:5.2f} MiB, pss "
