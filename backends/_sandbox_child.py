@@ -30,8 +30,14 @@ import types
 from typing import Any, NoReturn
 
 from dandelion.backends import _sandboxc
-from dandelion.backends._sandbox_layout import CODE_ELEMENTS, ContextFull, Writer, \
-    decode_view, encode_parts
+from dandelion.backends._sandbox_layout import (
+    CODE_ELEMENTS,
+    ContextFull,
+    Writer,
+    decode_view,
+    encode_parts,
+)
+
 from dandelion.items import Item
 
 CHANNEL_FD = 3
@@ -76,7 +82,7 @@ def prepare(cpu_seconds: int | None) -> None:
     NPROC = 0, RLIMIT_CPU, no_new_privs (in C: it touches no Python objects)."""
     global _baseline
     _baseline = _sandboxc.prepare(CHANNEL_FD, cpu_seconds or 0)
-    sys.stdin = None  # type: ignore[assignment]
+    sys.stdin = None
     sys.stdout = sys.stderr = _Sink()
 
 
@@ -92,6 +98,7 @@ def warm_up(sample: bytes) -> None:
     user function: ``sample`` is the runtime's own probe function.
     """
     from dandelion.backends._sandbox_layout import Writer
+
     from dandelion.ir.types import ElementType
 
     scratch = bytearray(64 * 1024)
@@ -187,7 +194,7 @@ def _run_python(ctx: mmap.mmap, payload_len: int) -> None:
     writer = Writer(ctx)
     params = artifact.params
     inputs = []
-    for (pname, view), items in zip(params, writer.inputs()):
+    for (_name, view), items in zip(params, writer.inputs(), strict=False):
         declared = view.type.element
         inputs.append([Item(decode_view(data, CODE_ELEMENTS[code] if code else declared,
                                         copy=False), key, name)
@@ -201,7 +208,7 @@ def _run_python(ctx: mmap.mmap, payload_len: int) -> None:
         return
     elapsed = time.perf_counter_ns() - started
     try:
-        for r, ((rname, view), items) in enumerate(zip(artifact.results, outputs)):
+        for r, ((_name, view), items) in enumerate(zip(artifact.results, outputs, strict=True)):
             for item in items:
                 element, parts = encode_parts(item.value, view.type.element)
                 writer.add_output(r, element, parts, item.key, item.name)

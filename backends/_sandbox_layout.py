@@ -37,7 +37,8 @@ from __future__ import annotations
 import ast
 import re
 import struct
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dandelion.codec import decode, encode
 from dandelion.errors import EncodingError
@@ -108,13 +109,14 @@ def encode_parts(value: Any, element: ElementType) -> tuple[ElementType, list[An
             raise EncodingError("an ndarray of Python objects cannot be encoded")
         arr = value if value.flags.c_contiguous else np.ascontiguousarray(value)
         header = npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape)
-        return element, [header, memoryview(arr.reshape(-1).view(np.uint8))]
+        flat: Any = arr.reshape(-1).view(np.uint8)
+        return element, [header, memoryview(flat)]
     return element, [encode(value, element)]
 
 
 def npy_header(descr: Any, shape: Sequence[int]) -> bytes:
     """A ``.npy`` version 1.0 header (magic, length, dict, padding to 64 bytes)."""
-    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (descr, tuple(shape))
+    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
     total = 10 + len(text) + 1
     text += " " * ((-total) % 64) + "\n"
     raw = text.encode("latin1")
@@ -173,8 +175,8 @@ def _decode_npy(data: memoryview, copy: bool) -> Any:
     offset = start + hlen
     if offset + count * dtype.itemsize > len(data):
         raise EncodingError(f"the .npy data is shorter than its shape {shape} needs")
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape,
-                                                                                order=order)
+    flat: Any = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    arr = flat.reshape(shape, order=order)
     return arr.copy() if copy else arr
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from dandelion.backends import _sandboxc
-from dandelion.backends._sandbox_layout import CODE_ELEMENTS, Writer, decode_view, \
-    encode_parts
+from dandelion.backends._sandbox_layout import CODE_ELEMENTS, Writer, decode_view, encode_parts
+
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -68,7 +69,7 @@ class SharedContext(Context):
         """Write the placed inputs at the documented layout, leaving ``output_limit`` bytes
         for outputs (each large item is copied exactly once, into the context)."""
         sets = []
-        for (name, element), items in zip(params, self.inputs):
+        for (name, element), items in zip(params, self.inputs, strict=False):
             encoded = []
             for item in items:
                 used, parts = encode_parts(item.value, element)
@@ -93,7 +94,7 @@ class SharedContext(Context):
         assert self.mm is not None
         per_set = Writer(self.mm).outputs(len(self.results), self.capacity)
         out = []
-        for (rname, declared), items in zip(self.results, per_set):
+        for (rname, declared), items in zip(self.results, per_set, strict=True):
             values = []
             for data, key, name, code in items:
                 element = CODE_ELEMENTS[code] if code else declared

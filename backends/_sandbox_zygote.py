@@ -151,7 +151,8 @@ def _probe_pickle() -> bytes:
     fn = ComputeFunction(_sandbox_child.probe)
     cloudpickle.register_pickle_by_value(_sandbox_child)
     try:
-        return cloudpickle.dumps(fn.artifact, protocol=5)
+        data: bytes = cloudpickle.dumps(fn.artifact, protocol=5)
+        return data
     finally:
         cloudpickle.unregister_pickle_by_value(_sandbox_child)
 

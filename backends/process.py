@@ -27,12 +27,19 @@ import struct
 import time
 from typing import Any
 
-from dandelion import errors
 from dandelion.backends import _sandbox_native, _sandbox_pool
-from dandelion.backends._sandbox_child import ASSIGN, KIND_NATIVE, KIND_PYTHON, MAX_REPORT, \
-    OKAY, SEGMENT
+from dandelion.backends._sandbox_child import (
+    ASSIGN,
+    KIND_NATIVE,
+    KIND_PYTHON,
+    MAX_REPORT,
+    OKAY,
+    SEGMENT,
+)
 from dandelion.backends._sandbox_filter import syscall_name
 from dandelion.backends._sandbox_memory import SharedContext, SharedDomain
+
+from dandelion import errors
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.engine import Context, FunctionCall
@@ -157,7 +164,8 @@ class ProcessEngine(EngineBase):
             zygote.kill(sandbox.pid)
             raise FunctionTimeout(f"{what} ran past its timeout of {call.timeout:g} s and was "
                                   "killed", function=call.spec.name,
-                                  hint="raise the function's timeout (timeouts={name: s})")
+                                  hint="raise the function's timeout (timeouts={name: s})"
+                                  ) from None
         except (BrokenPipeError, ConnectionResetError):
             tag = b""
         if tag == b"OKAY":

@@ -27,16 +27,17 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-
-import dandelion as dd
 from dandelion.backends import _sandbox_pool, _sandboxc
 from dandelion.backends._sandbox_filter import build_filter
 from dandelion.backends.inline import InlineEngine
 from dandelion.backends.process import ProcessEngine
+
+import dandelion as dd
 from dandelion.items import Item
 from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.runtime.engine import FunctionCall
@@ -128,7 +129,7 @@ def overhead(engine: Any, call: FunctionCall, inputs: list[list[Item[Any]]], n: 
 
 
 def report_overhead(label: str, e2e: list[float], fn: list[float]) -> float:
-    over = [a - b for a, b in zip(e2e, fn)]
+    over = [a - b for a, b in zip(e2e, fn, strict=True)]
     med = statistics.median(over)
     print(f"  {label:<34} overhead median {med * US:8.0f} us   p99 {pct(over, .99) * US:8.0f} us"
           f"   (end-to-end median {statistics.median(e2e) * US:7.0f} us, function "
@@ -151,7 +152,8 @@ def throughput(engine: str, fn: Any, matrices: list[np.ndarray], store: Artifact
         for m in matrices[:20]:
             rt.run(request, m)  # warm up: plan cache, pools
         expected = [m @ m.T for m in matrices[:3]]
-        assert all(np.array_equal(rt.run(request, m), e) for m, e in zip(matrices, expected))
+        assert all(np.array_equal(rt.run(request, m), e)
+                   for m, e in zip(matrices, expected, strict=False))
 
         def one(i: int) -> None:
             if store is not None and digest is not None and i % 20 == 0:

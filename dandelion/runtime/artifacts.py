@@ -12,10 +12,11 @@ refers to (``numpy`` …) are recorded as its ``requires`` and are imported by t
 zygote before any filter is installed.
 
 >>> store = ArtifactStore(tempfile.mkdtemp())
->>> code = store.put_native_bytes("noop", b"not an elf")  # doctest: +ELLIPSIS
-Traceback (most recent call last):
-...
-dandelion.errors.BackendError: native function 'noop': not an ELF file ...
+>>> try:
+...     store.put_native_bytes("noop", b"not an elf")
+... except BackendError as e:
+...     print(e.message)
+native function 'noop': not an ELF file
 """
 
 from __future__ import annotations
@@ -109,18 +110,18 @@ def validate_elf(name: str, image: bytes) -> NativeImage:
                             hint="build it with `dandelion build func.c -o func.elf`")
 
     if len(image) < 64 or image[:4] != b"\x7fELF":
-        return _raise(bad("not an ELF file"))
+        raise bad("not an ELF file")
     if image[4] != 2 or image[5] != 1:
-        return _raise(bad("not a 64-bit little-endian ELF"))
+        raise bad("not a 64-bit little-endian ELF")
     (e_type, e_machine, _v, e_entry, e_phoff, _sh, _fl, _eh, e_phentsize, e_phnum,
      *_rest) = struct.unpack_from("<HHIQQQIHHHHHH", image, 16)
     if e_machine != 62:
-        return _raise(bad(f"built for machine {e_machine}, not x86-64"))
+        raise bad(f"built for machine {e_machine}, not x86-64")
     if e_type != 2:
-        return _raise(bad("not a static executable (ET_EXEC); position-independent or "
-                          "shared objects are not supported"))
+        raise bad("not a static executable (ET_EXEC); position-independent or "
+                          "shared objects are not supported")
     if e_phentsize != 56 or e_phoff + 56 * e_phnum > len(image) or e_phnum > 64:
-        return _raise(bad("malformed program headers"))
+        raise bad("malformed program headers")
     segments = []
     pages: list[tuple[int, int]] = []
     entry_ok = False
@@ -128,34 +129,30 @@ def validate_elf(name: str, image: bytes) -> NativeImage:
         p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, _align = \
             struct.unpack_from("<IIQQQQQQ", image, e_phoff + 56 * i)
         if p_type in (2, 3):  # PT_DYNAMIC, PT_INTERP
-            return _raise(bad("dynamically linked; native functions are static"))
+            raise bad("dynamically linked; native functions are static")
         if p_type == 7:
-            return _raise(bad("uses thread-local storage, which a sandbox does not set up"))
+            raise bad("uses thread-local storage, which a sandbox does not set up")
         if p_type != 1 or p_memsz == 0:
             continue
         if p_filesz > p_memsz or p_offset + p_filesz > len(image):
-            return _raise(bad(f"segment {i} lies outside the file"))
+            raise bad(f"segment {i} lies outside the file")
         start = p_vaddr & ~(_PAGE - 1)
         end = (p_vaddr + p_memsz + _PAGE - 1) & ~(_PAGE - 1)
         if start < NATIVE_BASE or end > NATIVE_LIMIT:
-            return _raise(bad(f"segment {i} at {p_vaddr:#x} is outside "
-                              f"[{NATIVE_BASE:#x}, {NATIVE_LIMIT:#x})"))
+            raise bad(f"segment {i} at {p_vaddr:#x} is outside "
+                      f"[{NATIVE_BASE:#x}, {NATIVE_LIMIT:#x})")
         if any(start < e and s < end for s, e in pages):
-            return _raise(bad(f"segment {i} shares a page with another segment"))
+            raise bad(f"segment {i} shares a page with another segment")
         pages.append((start, end))
         prot = (1 if p_flags & 4 else 0) | (2 if p_flags & 2 else 0) | (4 if p_flags & 1 else 0)
         segments.append((p_vaddr, p_memsz, prot, p_offset, p_filesz))
         if p_flags & 1 and p_vaddr <= e_entry < p_vaddr + p_memsz:
             entry_ok = True
     if sum(e - s for s, e in pages) > 1 << 30:
-        return _raise(bad("its segments need more than 1 GiB"))
+        raise bad("its segments need more than 1 GiB")
     if not entry_ok:
-        return _raise(bad(f"entry point {e_entry:#x} is not in an executable segment"))
+        raise bad(f"entry point {e_entry:#x} is not in an executable segment")
     return NativeImage(e_entry, tuple(segments))
-
-
-def _raise(error: BackendError) -> Any:
-    raise error
 
 
 # --- Python functions ------------------------------------------------------------------
@@ -191,7 +188,7 @@ def is_library(module_name: str) -> bool:
             return True
     if path is None:
         return mod is not None and not hasattr(mod, "__path__")  # builtin or frozen
-    return os.path.realpath(path).startswith(_ROOTS)
+    return bool(os.path.realpath(path).startswith(_ROOTS))
 
 
 def _pickled_modules(data: bytes) -> set[str]:
@@ -210,10 +207,10 @@ def _pickled_modules(data: bytes) -> set[str]:
             recent.append(arg)
         elif name == "MEMOIZE":
             memo[len(memo)] = recent[-1]
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[int(arg)] = recent[-1]
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            recent.append(memo.get(int(arg)))
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT") and isinstance(arg, int):
+            memo[arg] = recent[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET") and isinstance(arg, int):
+            recent.append(memo.get(arg))
         elif name == "STACK_GLOBAL":
             mod, qual = recent[-2], recent[-1]
             if isinstance(mod, str):
@@ -268,9 +265,9 @@ def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
                 except ValueError:
                     pass
     names = _pickled_modules(data)
-    fn = getattr(artifact, "fn", None)
-    if isinstance(getattr(fn, "__code__", None), types.CodeType):
-        names |= _code_imports(fn.__code__)
+    code = getattr(getattr(artifact, "fn", None), "__code__", None)
+    if isinstance(code, types.CodeType):
+        names |= _code_imports(code)
     tops = {n.partition(".")[0] for n in names if n}
     requires = sorted(t for t in tops if t != "__main__" and is_library(t))
     return data, tuple(requires)

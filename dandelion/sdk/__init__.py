@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dandelion.errors import BackendError
 from dandelion.runtime.artifacts import NATIVE_BASE, NativeFunction

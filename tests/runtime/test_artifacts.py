@@ -8,8 +8,13 @@ import shutil
 import pytest
 
 from dandelion.errors import BackendError
-from dandelion.runtime.artifacts import ArtifactStore, NativeFunction, is_library, \
-    serialize_python, validate_elf
+from dandelion.runtime.artifacts import (
+    ArtifactStore,
+    NativeFunction,
+    is_library,
+    serialize_python,
+    validate_elf,
+)
 from tests.backends import helpers as h
 
 

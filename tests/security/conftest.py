@@ -4,7 +4,7 @@ hostile functions fail fast."""
 from __future__ import annotations
 
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
