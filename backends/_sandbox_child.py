@@ -132,12 +132,31 @@ def probe(x: int) -> int:
     return x + 1
 
 
-def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None) -> NoReturn:
-    """Body of a sandbox process: prepare, wait for one invocation, run it, exit."""
+def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None,
+          memory_limit: int | None = None) -> NoReturn:
+    """Body of a sandbox process: prepare, wait for one invocation, run it, exit.
+
+    With ``memory_limit`` the sandbox serves Python functions only and installs its filter
+    (and its address-space limit: runtime + ``memory_limit``, the context included) before
+    it waits, so that neither is on the critical path.
+    """
     try:
         prepare(cpu_seconds)
         if sample is not None:
             warm_up(sample)
+        if memory_limit is not None:
+            limit = _baseline + memory_limit
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            _sandboxc.install_filter(program)
+            # --- from here on: no system interface but the channel ---
+            msg, view = _sandboxc.map_context(CHANNEL_FD, ASSIGN.size, 8)
+            if view is None:
+                os._exit(0)  # the worker let this sandbox go unused
+            _magic, kind, _cap, _mem, payload_len, _entry, _n = ASSIGN.unpack(msg)
+            if kind != KIND_PYTHON:
+                raise RuntimeError("a filtered sandbox runs only Python functions")
+            _run_python(view, payload_len)
+            os._exit(0)
         msg, memfd = _sandboxc.wait_assignment(CHANNEL_FD, ASSIGN.size)
         if len(msg) != ASSIGN.size or memfd < 0:
             os._exit(0)  # the worker let this sandbox go unused
@@ -188,7 +207,7 @@ def _traceback(tb: types.TracebackType | None) -> str:
     return "\n".join(lines[-20:])
 
 
-def _run_python(ctx: mmap.mmap, payload_len: int) -> None:
+def _run_python(ctx: Any, payload_len: int) -> None:
     payload = _read_exact(payload_len)
     artifact = pickle.loads(payload)
     writer = Writer(ctx)

@@ -1,7 +1,9 @@
 """The seccomp-bpf allow-list of a Python sandbox (x86-64), built once per zygote.
 
-A running compute function may manage its memory, read and write *its channel* (and no
-other descriptor), read clocks, wait on futexes, return from signal handlers and exit.
+A running compute function may manage its memory, read, write and receive on *its channel*
+(and no other descriptor), close descriptors, read clocks, wait on futexes, return from
+signal handlers and exit.  A Python sandbox installs the filter before it waits for work:
+it then receives the context's memfd over the channel and maps it under the filter.
 Everything else — open, stat, socket, connect, execve, fork/clone, kill, ptrace, prctl,
 ioctl, getrandom … — makes the kernel deliver ``SIGSYS`` (``SECCOMP_RET_TRAP``); the
 sandbox's handler writes the system call's number on the channel and exits, so the worker
@@ -77,9 +79,10 @@ ALLOWED = (
     "nanosleep", "clock_nanosleep", "restart_syscall",
     "getpid", "gettid", "getrusage",                            # harmless self queries
     "exit", "exit_group",
+    "close",                                                    # dropping the memfd
 )
 #: Calls allowed only on the channel descriptor (first argument).
-CHANNEL_ONLY = ("read", "write")
+CHANNEL_ONLY = ("read", "write", "recvmsg")
 
 
 def syscall_name(number: int) -> str:

@@ -48,10 +48,13 @@ class Zygote:
             faults off the critical path at the price of a little CPU per sandbox).
         native: the native zygote's executable: a C process forking sandboxes for native
             functions only (``preload`` and ``warm`` are then ignored).
+        memory_limit: sandboxes for Python functions only, filtered before they wait, with
+            this memory limit (``None``: unfiltered until assigned; they run native code too).
     """
 
     def __init__(self, preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
-                 warm: bool = True, native: Path | None = None) -> None:
+                 warm: bool = True, native: Path | None = None,
+                 memory_limit: int | None = None) -> None:
         self.preload = preload
         self.native = native
         self.pool_size = max(0, pool_size)
@@ -64,7 +67,8 @@ class Zygote:
             cmd = [str(native), str(theirs.fileno()), str(cpu_seconds or 0)]
         else:
             cmd = [sys.executable, "-m", "dandelion.backends._sandbox_zygote",
-                   str(theirs.fileno()), str(cpu_seconds or 0), "1" if warm else "0", *preload]
+                   str(theirs.fileno()), str(cpu_seconds or 0), "1" if warm else "0",
+                   str(memory_limit or 0), *preload]
         self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
                                         stdin=subprocess.DEVNULL, cwd="/")
         theirs.close()
@@ -188,16 +192,18 @@ _lock = threading.Lock()
 
 
 def zygote(preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
-           warm: bool = True, native: Path | None = None) -> Zygote:
+           warm: bool = True, native: Path | None = None, memory_limit: int | None = None
+           ) -> Zygote:
     """The process-wide zygote for these settings, started on first use."""
-    key = (tuple(sorted(preload)), pool_size, cpu_seconds, warm, native)
+    key = (tuple(sorted(preload)), pool_size, cpu_seconds, warm, native, memory_limit)
     with _lock:
         z = _zygotes.get(key)
         if z is not None and (z.closed or z.owner != os.getpid()):
             _zygotes.pop(key)
             z = None
         if z is None:
-            z = _zygotes[key] = Zygote(key[0], pool_size, cpu_seconds, warm, native)
+            z = _zygotes[key] = Zygote(key[0], pool_size, cpu_seconds, warm, native,
+                                       memory_limit)
         return z
 
 

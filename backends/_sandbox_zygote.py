@@ -42,9 +42,14 @@ RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyr
 
 
 def main(argv: list[str]) -> None:
-    """``python -m dandelion.backends._sandbox_zygote FD CPU WARM PRELOAD...``."""
+    """``python -m dandelion.backends._sandbox_zygote FD CPU WARM MEMORY PRELOAD...``.
+
+    ``MEMORY`` > 0: sandboxes for Python functions, filtered before they wait, with that
+    memory limit; 0: unfiltered until assigned (they may also run native functions).
+    """
     fd, cpu, warm = int(argv[0]), int(argv[1]) or None, argv[2] == "1"
-    for name in RUNTIME + tuple(argv[3:]):
+    memory = int(argv[3]) or None
+    for name in RUNTIME + tuple(argv[4:]):
         try:
             importlib.import_module(name)
         except ImportError:
@@ -72,7 +77,7 @@ def main(argv: list[str]) -> None:
 
     def fork(n: int) -> None:
         for _ in range(max(0, min(n, 64))):
-            _fork(ctrl, program, cpu, live, sample if warm else None)
+            _fork(ctrl, program, cpu, live, sample if warm else None, memory)
 
     try:
         while True:
@@ -158,13 +163,13 @@ def _probe_pickle() -> bytes:
 
 
 def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
-          sample: bytes | None) -> None:
+          sample: bytes | None, memory: int | None) -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = _sandboxc.fork_raw()  # no Python at-fork hooks: they would dirty hundreds of pages
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.dup2(theirs.fileno(), _sandbox_child.CHANNEL_FD, inheritable=False)
-        _sandbox_child.serve(program, cpu, sample)
+        _sandbox_child.serve(program, cpu, sample, memory)
     live.add(pid)
     theirs.close()
     try:

@@ -430,7 +430,56 @@ static PyObject *wait_assignment(PyObject *self, PyObject *args) {
     return Py_BuildValue("(y#i)", head, (Py_ssize_t)got, memfd);
 }
 
+/*
+ * map_context(channel, header_size, capacity_offset) -> (header bytes, writable memoryview):
+ * wait for the assignment, map the context it carries (its size is the u64 at
+ * `capacity_offset` of the header) and close the memfd.  Works under the sandbox's filter
+ * (recvmsg on the channel, mmap, close).  The mapping lives until the process exits.
+ */
+static PyObject *map_context(PyObject *self, PyObject *args) {
+    PyObject *first = PyTuple_GetSlice(args, 0, 2);
+    if (first == NULL)
+        return NULL;
+    PyObject *t = wait_assignment(self, first);
+    Py_DECREF(first);
+    if (t == NULL)
+        return NULL;
+    int fd;
+    Py_ssize_t size, off;
+    if (!PyArg_ParseTuple(args, "inn", &fd, &size, &off)) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    PyObject *head = PyTuple_GET_ITEM(t, 0);
+    int memfd = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 1));
+    if (memfd < 0 || PyBytes_GET_SIZE(head) != size || off < 0 || off + 8 > size) {
+        if (memfd >= 0)
+            close(memfd);
+        PyObject *r = Py_BuildValue("(OO)", head, Py_None);
+        Py_DECREF(t);
+        return r;
+    }
+    uint64_t capacity;
+    memcpy(&capacity, PyBytes_AS_STRING(head) + off, 8);
+    void *p = mmap(NULL, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    close(memfd);
+    if (p == MAP_FAILED) {
+        Py_DECREF(t);
+        return PyErr_SetFromErrno(PyExc_MemoryError);
+    }
+    PyObject *view = PyMemoryView_FromMemory(p, (Py_ssize_t)capacity, PyBUF_WRITE);
+    if (view == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    PyObject *r = Py_BuildValue("(ON)", head, view);
+    Py_DECREF(t);
+    return r;
+}
+
 static PyMethodDef methods[] = {
+    {"map_context", map_context, METH_VARARGS,
+     "map_context(channel, header_size, capacity_offset) -> (header, memoryview or None)."},
     {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
     {"prepare", prepare, METH_VARARGS,
      "prepare(channel, cpu_seconds) -> bytes of address space in use."},

@@ -99,14 +99,15 @@ class ProcessEngine(EngineBase):
         self.last_function_time: float | None = None
 
     def _zygote(self, preload: tuple[str, ...]) -> _sandbox_pool.Zygote:
-        return _sandbox_pool.zygote(preload, self.pool_size, self.cpu_limit, self.warm_sandboxes)
+        return _sandbox_pool.zygote(preload, self.pool_size, self.cpu_limit, self.warm_sandboxes,
+                                    memory_limit=self.memory_limit)
 
     def native_zygote(self) -> _sandbox_pool.Zygote:
         """The zygote of native sandboxes: the C one when it can be built, else the lean
         Python zygote (whose sandboxes run native functions too)."""
         exe = _sandbox_native.executable()
-        if exe is None:
-            return self.lean
+        if exe is None:  # unfiltered Python sandboxes, which can enter strict mode
+            return _sandbox_pool.zygote((), self.pool_size, self.cpu_limit, False)
         return _sandbox_pool.zygote((), self.pool_size, self.cpu_limit, False, exe)
 
     def zygote_for(self, code: StoredCode) -> _sandbox_pool.Zygote:

@@ -187,3 +187,26 @@ def test_matmul_in_c_equals_numpy(rt):
     m = example_matrix()
     got = rt.run(h.single(gram_native), m)
     assert got.dtype == np.int64 and np.array_equal(got, m @ m.T)
+
+
+def test_native_functions_run_in_python_sandboxes_without_the_c_zygote(tmp_path, monkeypatch):
+    from dandelion.backends import _sandbox_native
+
+    src = tmp_path / "inc.c"
+    src.write_text(textwrap.dedent("""
+        #include <dandelion.h>
+        int dandelion_main(void) {
+            dd_item in;
+            if (dd_input_item(0, 0, &in) != 0) return 1;
+            int64_t *out = dd_alloc(8);
+            *out = *(const int64_t *)in.data + 1;
+            return dd_add_output(0, out, 8, in.key, 0);
+        }"""))
+
+    @dd.compute(native=src)
+    def inc(x: int) -> int:
+        return x + 1
+
+    monkeypatch.setattr(_sandbox_native, "executable", lambda cc=None: None)
+    with dd.Runtime(engine="process", workers=1) as rt:
+        assert rt.run(h.single(inc), 41) == 42
