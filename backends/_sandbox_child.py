@@ -132,6 +132,27 @@ def probe(x: int) -> int:
     return x + 1
 
 
+def serve_filtered(baseline: int) -> NoReturn:
+    """Body of a Python sandbox forked by :func:`_sandboxc.fork_sandbox`: already prepared,
+    limited and filtered; waits for one invocation, runs it, exits."""
+    global _baseline
+    _baseline = baseline
+    try:
+        sys.stdin = None
+        sys.stdout = sys.stderr = _Sink()
+        # --- no system interface but the channel ---
+        msg, view = _sandboxc.map_context(CHANNEL_FD, ASSIGN.size, 8)
+        if view is None:
+            os._exit(0)  # the worker let this sandbox go unused
+        _magic, kind, _cap, _mem, payload_len, _entry, _n = ASSIGN.unpack(msg)
+        if kind != KIND_PYTHON:
+            raise RuntimeError("a filtered sandbox runs only Python functions")
+        _run_python(view, payload_len)
+    except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
+        _report_error(e)
+    os._exit(0)
+
+
 def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None,
           memory_limit: int | None = None) -> NoReturn:
     """Body of a sandbox process: prepare, wait for one invocation, run it, exit.
@@ -172,10 +193,14 @@ def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None,
         # --- from here on: no system interface but the channel ---
         _run_python(ctx, payload_len)
     except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
-        _report({"ok": False, "kind": "error", "type": type(e).__name__,
-                 "module": type(e).__module__, "message": getattr(e, "message", None) or str(e),
-                 "hint": getattr(e, "hint", None), "traceback": _traceback(e.__traceback__)})
+        _report_error(e)
     os._exit(0)
+
+
+def _report_error(e: BaseException) -> None:
+    _report({"ok": False, "kind": "error", "type": type(e).__name__,
+             "module": type(e).__module__, "message": getattr(e, "message", None) or str(e),
+             "hint": getattr(e, "hint", None), "traceback": _traceback(e.__traceback__)})
 
 
 def _read_exact(n: int) -> bytes:

@@ -402,6 +402,55 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(vm);
 }
 
+static PyObject *prepare(PyObject *self, PyObject *args);
+
+/*
+ * fork_sandbox(channel, cpu_seconds, memory_limit, program) -> (pid, baseline): fork a
+ * sandbox and lock it down before any Python code runs in it: the child gets `channel` as
+ * descriptor 3 and is prepared (see prepare()); with a `program`, it also caps its address
+ * space at baseline + memory_limit and installs the filter.  In the child pid is 0 and
+ * baseline the address space the runtime takes.  Doing all this in C keeps the child from
+ * touching (and so copying) Python objects.
+ */
+static PyObject *fork_sandbox(PyObject *self, PyObject *args) {
+    int channel, cpu;
+    long long memory;
+    Py_buffer prog = {0};
+    if (!PyArg_ParseTuple(args, "iiLz*", &channel, &cpu, &memory, &prog))
+        return NULL;
+    pid_t pid = fork();
+    if (pid != 0) {
+        PyBuffer_Release(&prog);
+        if (pid < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        return Py_BuildValue("(iL)", (int)pid, 0LL);
+    }
+    signal(SIGCHLD, SIG_DFL);
+    if (channel != 3 && dup2(channel, 3) != 3)
+        _exit(1);
+    PyObject *pargs = Py_BuildValue("(ii)", 3, cpu);
+    PyObject *base = pargs ? prepare(self, pargs) : NULL;
+    Py_XDECREF(pargs);
+    if (base == NULL)
+        _exit(1);
+    long long baseline = PyLong_AsLongLong(base);
+    Py_DECREF(base);
+    if (prog.buf != NULL && prog.len > 0) {
+        if (memory > 0) {
+            struct rlimit as = {(rlim_t)(baseline + memory), (rlim_t)(baseline + memory)};
+            setrlimit(RLIMIT_AS, &as);
+        }
+        struct sock_fprog fprog = {
+            .len = (unsigned short)(prog.len / sizeof(struct sock_filter)),
+            .filter = (struct sock_filter *)prog.buf,
+        };
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) != 0)
+            _exit(1);
+    }
+    PyBuffer_Release(&prog);
+    return Py_BuildValue("(iL)", 0, baseline);
+}
+
 /* wait_assignment(channel, size) -> (header bytes, memfd or -1): block for the worker. */
 static PyObject *wait_assignment(PyObject *self, PyObject *args) {
     int fd;
@@ -481,6 +530,8 @@ static PyMethodDef methods[] = {
     {"map_context", map_context, METH_VARARGS,
      "map_context(channel, header_size, capacity_offset) -> (header, memoryview or None)."},
     {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
+    {"fork_sandbox", fork_sandbox, METH_VARARGS,
+     "fork_sandbox(channel, cpu, memory_limit, program) -> (pid, baseline)."},
     {"prepare", prepare, METH_VARARGS,
      "prepare(channel, cpu_seconds) -> bytes of address space in use."},
     {"wait_assignment", wait_assignment, METH_VARARGS,
