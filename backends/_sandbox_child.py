@@ -82,8 +82,19 @@ def prepare(cpu_seconds: int | None) -> None:
     NPROC = 0, RLIMIT_CPU, no_new_privs (in C: it touches no Python objects)."""
     global _baseline
     _baseline = _sandboxc.prepare(CHANNEL_FD, cpu_seconds or 0)
+    _quiet()
+
+
+def _quiet() -> None:
+    """Point ``print`` at a bounded buffer; the descriptors behind the old streams are
+    closed.  The old stream objects are kept: tearing them down would flush and free
+    inherited objects (copying their pages) for nothing."""
+    _kept.append((sys.stdin, sys.stdout, sys.stderr))
     sys.stdin = None
     sys.stdout = sys.stderr = _Sink()
+
+
+_kept: list[Any] = []
 
 
 _baseline = 0
@@ -138,8 +149,7 @@ def serve_filtered(baseline: int) -> NoReturn:
     global _baseline
     _baseline = baseline
     try:
-        sys.stdin = None
-        sys.stdout = sys.stderr = _Sink()
+        _quiet()
         # --- no system interface but the channel ---
         msg, view = _sandboxc.map_context(CHANNEL_FD, ASSIGN.size, 8)
         if view is None:
