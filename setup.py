@@ -1,15 +1,44 @@
-"""Build hook for the one C extension: the process engine's sandbox primitives (Linux only).
+"""Package discovery for the ``dsl/`` and ``backends/`` mapping, and the process engine's C
+extension (metadata: pyproject.toml).
 
-Everything else is configured in pyproject.toml.
+``dsl/`` and ``backends/`` live at the top of the repository but install as ``dandelion.dsl`` and
+``dandelion.backends``. ``[tool.setuptools.packages.find]`` cannot rename directories, so the
+package list is computed here: every directory below the three roots that holds a ``.py`` file
+is a package, and a new subpackage needs no edit of any list.
+
+``dandelion.backends._sandboxc`` (Linux only) holds the sandbox primitives of the ``process``
+engine: seccomp, fatal-signal reports, forking locked-down sandboxes, native code in strict
+mode. Building it needs a C compiler and the Python headers.
 """
 
+from __future__ import annotations
+
 import sys
+from pathlib import Path
 
 from setuptools import Extension, setup
+
+HERE = Path(__file__).parent
+#: installed package name -> directory in the repository
+ROOTS = {"dandelion": "dandelion", "dandelion.dsl": "dsl", "dandelion.backends": "backends"}
+
+
+def packages() -> list[str]:
+    """Every directory with Python modules below each root, as a dotted package name."""
+    found = []
+    for name, directory in ROOTS.items():
+        root = HERE / directory
+        for path in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
+            if path.name == "__pycache__" or not any(path.glob("*.py")):
+                continue
+            relative = path.relative_to(root).parts
+            found.append(".".join((name, *relative)))
+    return found
+
 
 ext_modules = []
 if sys.platform.startswith("linux"):
     ext_modules.append(Extension("dandelion.backends._sandboxc", ["backends/_sandboxc.c"],
                                  extra_compile_args=["-O2", "-Wall"]))
 
-setup(ext_modules=ext_modules)
+setup(packages=packages(), ext_modules=ext_modules)

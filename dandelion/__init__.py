@@ -29,7 +29,7 @@ from dandelion.authoring import (
     keyed,
     optional,
 )
-from dandelion.authoring import all_ as all  # noqa: A004 - dd.all(s), the default mode
+from dandelion.authoring import all_ as all  # noqa: A004, F401 - dd.all(s), the default mode
 from dandelion.errors import (
     BackendError,
     CompositionError,

@@ -55,7 +55,7 @@ def to_mermaid(comp: Composition) -> str:
     lines = ["flowchart LR"]
     for decl in comp.declarations():
         lines.append(f'  s_{decl.name}(["{decl.name}"])')
-    for i, app in enumerate(comp.applications):
+    for i in range(len(comp.applications)):
         lines.append(f'  a{i}["{_label(i, comp)}"]')
     for i, app in enumerate(comp.applications):
         for arg in app.arguments:

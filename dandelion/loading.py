@@ -54,8 +54,8 @@ def import_file(path: Path) -> Any:
         sys.path.insert(0, folder)
     name = path.stem
     existing = sys.modules.get(name)
-    if existing is not None and getattr(existing, "__file__", None) and \
-            Path(existing.__file__).resolve() == path.resolve():
+    existing_file = getattr(existing, "__file__", None)
+    if existing_file and Path(existing_file).resolve() == path.resolve():
         return existing
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -91,8 +91,8 @@ def load_program(target: str) -> Program:
         return chosen.program
     if suffix in DSL_SUFFIXES:
         try:
-            from dandelion import dsl
-            load = dsl.load  # type: ignore[attr-defined]
+            import dandelion.dsl as dsl
+            load = dsl.load
         except (ImportError, AttributeError):
             raise DandelionError(f"{path}: this installation cannot read {suffix} files") \
                 from None
@@ -100,8 +100,8 @@ def load_program(target: str) -> Program:
         return program
     if suffix == ".json":
         module_ir = from_json(path.read_bytes())
-        found = {c.name: c for c in module_ir.compositions}
-        comp = _pick(found, name, path)
+        compositions = {c.name: c for c in module_ir.compositions}
+        comp = _pick(compositions, name, path)
         return Program.from_module(module_ir, comp.name)
     raise DandelionError(f"{path}: don't know how to read '{suffix or path.name}' files",
                          hint="give a .py, .dd, .dcl or IR .json file")
