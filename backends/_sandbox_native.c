@@ -6,7 +6,7 @@
  * no interpreter: a fork copies a few pages instead of a Python heap, and a sandbox touches
  * almost none of them.  Built on first use by backends/_sandbox_native.py.
  *
- *     native-zygote CONTROL_FD CPU_SECONDS
+ *     native-zygote CONTROL_FD CPU_SECONDS CAP
  *
  * A sandbox: channel on fd 3, every other descriptor closed, fatal signals reported on the
  * channel, RLIMIT_CORE/FSIZE/NPROC = 0, RLIMIT_CPU, no_new_privs; then it waits for an
@@ -190,6 +190,7 @@ int main(int argc, char **argv) {
     if (argc < 3) return 2;
     int ctrl = atoi(argv[1]);
     int cpu = atoi(argv[2]);
+    int cap = argc > 3 ? atoi(argv[3]) : 16;  /* replace exited sandboxes up to this many */
     sigset_t chld;
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -226,6 +227,7 @@ int main(int argc, char **argv) {
                     n_done++;
                 }
             }
+            if (replace > cap - n_live) replace = cap - n_live;
             fork_sandboxes(ctrl, cpu, replace);
         }
         if (!pf[0].revents) continue;

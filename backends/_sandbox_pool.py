@@ -58,17 +58,19 @@ class Zygote:
         self.preload = preload
         self.native = native
         self.pool_size = max(0, pool_size)
+        #: sandboxes alive (waiting or running) up to which the zygote replaces exited ones
+        self.cap = 2 * self.pool_size
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
                    PYTHONDONTWRITEBYTECODE="1")
         if native is not None:
-            cmd = [str(native), str(theirs.fileno()), str(cpu_seconds or 0)]
+            cmd = [str(native), str(theirs.fileno()), str(cpu_seconds or 0), str(self.cap)]
         else:
             cmd = [sys.executable, "-m", "dandelion.backends._sandbox_zygote",
                    str(theirs.fileno()), str(cpu_seconds or 0), "1" if warm else "0",
-                   str(memory_limit or 0), *preload]
+                   str(memory_limit or 0), str(self.cap), *preload]
         self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
                                         stdin=subprocess.DEVNULL, cwd="/")
         theirs.close()

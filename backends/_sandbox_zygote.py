@@ -42,14 +42,15 @@ RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyr
 
 
 def main(argv: list[str]) -> None:
-    """``python -m dandelion.backends._sandbox_zygote FD CPU WARM MEMORY PRELOAD...``.
+    """``python -m dandelion.backends._sandbox_zygote FD CPU WARM MEMORY CAP PRELOAD...``.
 
     ``MEMORY`` > 0: sandboxes for Python functions, filtered before they wait, with that
     memory limit; 0: unfiltered until assigned (they may also run native functions).
+    ``CAP``: exited sandboxes are replaced while fewer than this many are alive.
     """
     fd, cpu, warm = int(argv[0]), int(argv[1]) or None, argv[2] == "1"
-    memory = int(argv[3]) or None
-    for name in RUNTIME + tuple(argv[4:]):
+    memory, cap = int(argv[3]) or None, int(argv[4])
+    for name in RUNTIME + tuple(argv[5:]):
         try:
             importlib.import_module(name)
         except ImportError:
@@ -106,7 +107,7 @@ def main(argv: list[str]) -> None:
                         statuses[pid] = status
                         if len(statuses) > 1024:
                             statuses.pop(next(iter(statuses)))
-                fork(replace)
+                fork(min(replace, cap - len(live)))
             if ctrl.fileno() not in events:
                 continue
             msg = ctrl.recv(64)
