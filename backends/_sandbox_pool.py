@@ -57,6 +57,7 @@ class Zygote:
                  memory_limit: int | None = None) -> None:
         self.preload = preload
         self.native = native
+        self.warm = warm
         self.pool_size = max(0, pool_size)
         #: sandboxes alive (waiting or running) up to which the zygote replaces exited ones
         self.cap = 2 * self.pool_size

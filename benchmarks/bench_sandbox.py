@@ -109,23 +109,30 @@ def native_noop(build_dir: Path) -> Any:
     return build([src], build_dir / "noop.elf")
 
 
-def overhead(engine: Any, call: FunctionCall, inputs: list[list[Item[Any]]], n: int,
-             cold: Callable[[], None] | None, pause: float) -> tuple[list[float], list[float]]:
-    """End-to-end seconds (acquire, place, run, extract, release) and function seconds."""
-    e2e, fn = [], []
+Variant = tuple[str, Any, FunctionCall, "Callable[[], None] | None"]
+
+
+def overhead(variants: list[Variant], inputs: list[list[Item[Any]]], n: int, pause: float
+             ) -> dict[str, tuple[list[float], list[float]]]:
+    """End-to-end seconds (acquire, place, run, extract, release) and function seconds of
+    each variant, interleaved (one invocation of each per round) so that noise from the rest
+    of the machine falls on all of them alike."""
+    out: dict[str, tuple[list[float], list[float]]] = {v[0]: ([], []) for v in variants}
     for _ in range(n):
-        if cold is not None:
-            cold()
-        t = time.perf_counter()
-        ctx = engine.domain.acquire()
-        ctx.place(inputs)
-        engine.run(ctx, call)
-        ctx.extract()
-        engine.domain.release(ctx)
-        e2e.append(time.perf_counter() - t)
-        fn.append(getattr(engine, "last_function_time", None) or 0.0)
-        time.sleep(pause)
-    return e2e, fn
+        for label, engine, call, cold in variants:
+            if cold is not None:
+                cold()
+            t = time.perf_counter()
+            ctx = engine.domain.acquire()
+            ctx.place(inputs)
+            engine.run(ctx, call)
+            ctx.extract()
+            engine.domain.release(ctx)
+            e2e, fn = out[label]
+            e2e.append(time.perf_counter() - t)
+            fn.append(getattr(engine, "last_function_time", None) or 0.0)
+            time.sleep(pause)
+    return out
 
 
 def report_overhead(label: str, e2e: list[float], fn: list[float]) -> float:
@@ -183,21 +190,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = ap.parse_args()
-    n = 100 if args.quick else 400
-    requests = 200 if args.quick else 600
+    n = 100 if args.quick else 300
+    requests = 150 if args.quick else 400
     print(f"bench_sandbox: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
           f"numpy {np.__version__}")
 
     print("\n1. raw process creation (fork + _exit + waitpid), median")
-    lean = raw_fork("", n)
-    heavy = raw_fork("import numpy", n)
+    leans, heavies = [], []
+    for _ in range(3):  # alternate, take the median: the machine may be shared
+        leans.append(raw_fork("", n))
+        heavies.append(raw_fork("import numpy", n))
+    lean, heavy = statistics.median(leans), statistics.median(heavies)
     print(f"  lean Python                        {lean * US:8.0f} us")
     print(f"  Python that imported numpy         {heavy * US:8.0f} us")
 
     print("\n2. seccomp filter install (prebuilt BPF, prctl), median")
     print(f"  {seccomp_install(min(n, 200)) * US:8.0f} us")
 
-    print("\n3. sandbox overhead on the critical path, no-op (one at a time, 5 ms apart)")
+    print("\n3. sandbox overhead on the critical path, no-op (one at a time, 5 ms apart, "
+          "variants interleaved)")
     with tempfile.TemporaryDirectory() as tmp:
         store = ArtifactStore(Path(tmp) / "store")
         native = native_noop(Path(tmp))
@@ -209,29 +220,29 @@ def main() -> None:
         nat_impl = type(py_impl)("native", native.digest, "noop.elf")
         nat_call = FunctionCall(spec, nat_impl, native)
         inputs = [[Item(7)]]
-        overhead(engine, py_call, inputs, 20, None, 0.005)  # warm up the pools
-        e, f = overhead(inline, py_call, inputs, n, None, 0.005)
-        report_overhead("inline engine (no sandbox)", e, f)
-        e, f = overhead(engine, py_call, inputs, n, None, 0.005)
-        hot_py = report_overhead("process, Python, hot", e, f)
-        e, f = overhead(engine, py_call, inputs, n // 2,
-                        lambda: store.evict(py_impl.digest), 0.005)
-        report_overhead("process, Python, cold (from disk)", e, f)
-        warm = ProcessEngine(store=store, warm_sandboxes=True)
-        overhead(warm, py_call, inputs, 20, None, 0.005)
-        e, f = overhead(warm, py_call, inputs, n, None, 0.005)
-        report_overhead("process, Python, hot, warmed pool", e, f)
-        warm.close()
-        e, f = overhead(engine, nat_call, inputs, n, None, 0.005)
-        hot_nat = report_overhead("process, native, hot", e, f)
-        e, f = overhead(engine, nat_call, inputs, n // 2,
-                        lambda: store.evict(native.digest), 0.005)
-        report_overhead("process, native, cold (from disk)", e, f)
+        cool = ProcessEngine(store=store, warm_sandboxes=False)
+        variants: list[Variant] = [
+            ("inline engine (no sandbox)", inline, py_call, None),
+            ("process, Python, hot", engine, py_call, None),
+            ("process, Python, cold (from disk)", engine, py_call,
+             lambda: store.evict(py_impl.digest)),
+            ("process, Python, hot, unwarmed pool", cool, py_call, None),
+            ("process, native, hot", engine, nat_call, None),
+            ("process, native, cold (from disk)", engine, nat_call,
+             lambda: store.evict(native.digest)),
+        ]
+        overhead(variants, inputs, 10, 0.005)  # start and fill the pools
+        results = overhead(variants, inputs, n, 0.005)
+        medians = {label: report_overhead(label, *results[label]) for label, *_ in variants}
+        hot_py = medians["process, Python, hot"]
+        hot_nat = medians["process, native, hot"]
+        cool.close()
         print(f"  Python hot overhead / raw lean fork: {hot_py / lean:.2f}x (target <= 0.5x); "
               f"native hot overhead {hot_nat * US:.0f} us (target <= 200 us)")
         engine.close()
 
-        print("\n4. matrix workload, 128x128 int64 M.M^T, 95 % hot, 2 workers, 4 clients")
+        print("\n4. matrix workload, 128x128 int64 M.M^T, 95 % hot, 2 workers, 4 clients, "
+              "median of 3 interleaved rounds")
         rng = np.random.default_rng(0)
         matrices = [rng.integers(-100, 100, (128, 128), dtype=np.int64) for _ in range(20)]
 
@@ -239,19 +250,25 @@ def main() -> None:
         native_gram = dd.compute(gram.fn, name="gram",
                                  native=REPO / "examples" / "matmul.c")
         store2 = ArtifactStore(Path(tmp) / "store2")
-        base = throughput("inline", gram, matrices, None, None, 4, requests)
-        py = throughput("process", gram, matrices, store2,
-                        gram.spec.implementations[0].digest, 4, requests)
-        py_warm = throughput("process", gram, matrices, store2,
-                             gram.spec.implementations[0].digest, 4, requests,
-                             warm_sandboxes=True)
-        nat = throughput("process", native_gram, matrices, store2,
-                         native_gram.spec.implementations[0].digest, 4, requests)
+        digest = gram.spec.implementations[0].digest
+        ndigest = native_gram.spec.implementations[0].digest
+        rounds: dict[str, list[float]] = {"inline": [], "numpy": [], "cool": [], "native": []}
+        for _ in range(3):  # interleaved rounds; the median of each is reported
+            rounds["inline"].append(throughput("inline", gram, matrices, None, None, 4,
+                                               requests))
+            rounds["numpy"].append(throughput("process", gram, matrices, store2, digest, 4,
+                                              requests))
+            rounds["cool"].append(throughput("process", gram, matrices, store2, digest, 4,
+                                             requests, warm_sandboxes=False))
+            rounds["native"].append(throughput("process", native_gram, matrices, store2,
+                                               ndigest, 4, requests))
+        base, py, py_cool, nat = (statistics.median(rounds[k])
+                                  for k in ("inline", "numpy", "cool", "native"))
         print(f"  inline engine, numpy              {base:8.0f} requests/s")
         print(f"  process engine, numpy             {py:8.0f} requests/s   {py / base:.2f}x "
               "inline (target >= 0.5x)")
-        print(f"  process engine, numpy, warmed pool{py_warm:8.0f} requests/s   "
-              f"{py_warm / base:.2f}x inline")
+        print(f"  process engine, numpy, unwarmed  {py_cool:8.0f} requests/s   "
+              f"{py_cool / base:.2f}x inline")
         print(f"  process engine, native C          {nat:8.0f} requests/s   {nat / base:.2f}x "
               "inline (target >= 0.8x)")
 
@@ -264,7 +281,8 @@ def main() -> None:
             sizes = [uss_kib(p) for p in idle]
             zu, zp = uss_kib(z.process.pid)
             label = ("native, C" if z.native else "lean" if not z.preload
-                     else "+".join(z.preload))
+                     else "+".join(z.preload)) + (", unwarmed" if not z.warm and not z.native
+                                                  else "")
             print(f"  zygote ({label}): private {zu / 1024:6.1f} MiB, pss {zp / 1024:6.1f} MiB; "
                   f"{len(idle)} idle sandboxes: private "
                   f"{statistics.mean(s[0] for s in sizes) / 1024 if sizes else 0:5.2f} MiB, pss "
