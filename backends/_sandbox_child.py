@@ -1,15 +1,17 @@
 """What runs inside one sandbox: a process forked from the zygote, used once.
 
-A generic sandbox is forked ahead of time.  Before it waits for work it keeps only its
-channel (as descriptor :data:`CHANNEL_FD`), reports fatal signals on it, sets its rlimits
-and ``no_new_privs``.  When the worker assigns it an invocation (a header and the context's
-memfd), it maps the context, caps its address space and then:
+A **Python** sandbox is locked down in C right after the fork (``_sandboxc.fork_sandbox``):
+its channel becomes descriptor :data:`CHANNEL_FD`, every other descriptor is closed, fatal
+signals are reported on the channel, rlimits (CPU, address space: runtime + memory limit)
+and ``no_new_privs`` are set and the seccomp-bpf allow-list (:mod:`._sandbox_filter`) is
+installed — optionally after a warm-up run of a probe function.  Then it waits: it receives
+the context's memfd, maps it, and only then reads the function's pickle and the inputs,
+runs the function, writes the outputs into the context and reports (:func:`serve_filtered`).
 
-* **python**: installs the seccomp-bpf allow-list (:mod:`._sandbox_filter`), and only then
-  reads the function's pickle and the inputs, runs the function, writes the outputs into
-  the context and reports on the channel;
-* **native**: maps the (worker-validated) segments of the ELF and calls its entry point
-  under seccomp strict mode (read, write, exit).
+A sandbox that may run **native** code stays unfiltered until assigned (:func:`serve`): it
+maps the (worker-validated) segments of the ELF and calls its entry point under seccomp
+strict mode.  Native functions normally get their sandboxes from the C zygote instead
+(``_sandbox_native.c``), which follows the same protocol.
 
 Either way the process then exits; it never serves a second invocation.
 """
@@ -143,6 +145,13 @@ def probe(x: int) -> int:
     return x + 1
 
 
+def limit_and_filter(baseline: int, memory_limit: int, program: bytes) -> None:
+    """Cap the address space at ``baseline + memory_limit`` and install the filter."""
+    limit = baseline + memory_limit
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _sandboxc.install_filter(program)
+
+
 def serve_filtered(baseline: int) -> NoReturn:
     """Body of a Python sandbox forked by :func:`_sandboxc.fork_sandbox`: already prepared,
     limited and filtered; waits for one invocation, runs it, exits."""
@@ -163,31 +172,14 @@ def serve_filtered(baseline: int) -> NoReturn:
     os._exit(0)
 
 
-def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None,
-          memory_limit: int | None = None) -> NoReturn:
-    """Body of a sandbox process: prepare, wait for one invocation, run it, exit.
-
-    With ``memory_limit`` the sandbox serves Python functions only and installs its filter
-    (and its address-space limit: runtime + ``memory_limit``, the context included) before
-    it waits, so that neither is on the critical path.
-    """
+def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None) -> NoReturn:
+    """Body of an unfiltered sandbox (native functions without the C zygote, or Python):
+    prepare, wait for one invocation, then filter (Python) or strict mode (native), run it,
+    exit."""
     try:
         prepare(cpu_seconds)
         if sample is not None:
             warm_up(sample)
-        if memory_limit is not None:
-            limit = _baseline + memory_limit
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-            _sandboxc.install_filter(program)
-            # --- from here on: no system interface but the channel ---
-            msg, view = _sandboxc.map_context(CHANNEL_FD, ASSIGN.size, 8)
-            if view is None:
-                os._exit(0)  # the worker let this sandbox go unused
-            _magic, kind, _cap, _mem, payload_len, _entry, _n = ASSIGN.unpack(msg)
-            if kind != KIND_PYTHON:
-                raise RuntimeError("a filtered sandbox runs only Python functions")
-            _run_python(view, payload_len)
-            os._exit(0)
         msg, memfd = _sandboxc.wait_assignment(CHANNEL_FD, ASSIGN.size)
         if len(msg) != ASSIGN.size or memfd < 0:
             os._exit(0)  # the worker let this sandbox go unused

@@ -166,10 +166,14 @@ def _probe_pickle() -> bytes:
 def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
           sample: bytes | None, memory: int | None) -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    if memory is not None and sample is None:
-        # the common case, all in C until the sandbox waits: fewer pages copied
-        pid, baseline = _sandboxc.fork_sandbox(theirs.fileno(), cpu or 0, memory, program)
+    if memory is not None:
+        # Python sandboxes: locked down in C before any Python code runs (fewer pages copied)
+        pid, baseline = _sandboxc.fork_sandbox(theirs.fileno(), cpu or 0, memory,
+                                               None if sample is not None else program)
         if pid == 0:
+            if sample is not None:
+                _sandbox_child.warm_up(sample)
+                _sandbox_child.limit_and_filter(baseline, memory, program)
             _sandbox_child.serve_filtered(baseline)
         _handed_over(ctrl, pid, ours, theirs, live)
         return
@@ -177,7 +181,7 @@ def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.dup2(theirs.fileno(), _sandbox_child.CHANNEL_FD, inheritable=False)
-        _sandbox_child.serve(program, cpu, sample, memory)
+        _sandbox_child.serve(program, cpu, sample)
     _handed_over(ctrl, pid, ours, theirs, live)
 
 
