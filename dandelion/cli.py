@@ -99,7 +99,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except CompositionError as e:
         # front ends check at load time: print every diagnostic they attached
         if e.diagnostics:
-            for d in e.diagnostics:
+            rendered = getattr(e, "rendered", None)  # DSL errors quote the source line
+            for d in e.diagnostics if rendered is None else (rendered,):
                 print(d, file=sys.stderr)
             return EXIT_FAILED
         raise
@@ -210,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TARGET")
     p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("fmt", help="print a .dd/.dcl file in canonical form, or convert it")
+    from dandelion.dsl import fmt as dsl_fmt
+
+    dsl_fmt.add_arguments(p)
+    p.set_defaults(func=dsl_fmt.run)
 
     p = sub.add_parser("ir", help="print the IR as versioned JSON")
     p.add_argument("target", metavar="TARGET", nargs="?")
