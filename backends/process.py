@@ -96,6 +96,8 @@ class ProcessEngine(EngineBase):
         self.store = store or (ArtifactStore(artifact_dir) if artifact_dir else default_store())
         self.domain = SharedDomain()
         self.lean = self._zygote(())
+        self._zygotes: dict[Any, _sandbox_pool.Zygote] = {}  # requires -> zygote
+        self._tables: dict[str, bytes] = {}  # native digest -> packed segment table
         #: seconds the last invocation spent in the function itself (Python only)
         self.last_function_time: float | None = None
 
@@ -104,20 +106,25 @@ class ProcessEngine(EngineBase):
                                     memory_limit=self.memory_limit)
 
     def native_zygote(self) -> _sandbox_pool.Zygote:
-        """The zygote of native sandboxes: the C one when it can be built, else the lean
-        Python zygote (whose sandboxes run native functions too)."""
-        exe = _sandbox_native.executable()
-        if exe is None:  # unfiltered Python sandboxes, which can enter strict mode
-            return _sandbox_pool.zygote((), self.pool_size, self.cpu_limit, False)
-        return _sandbox_pool.zygote((), self.pool_size, self.cpu_limit, False, exe)
+        """The zygote of native sandboxes: the C one when it can be built, else unfiltered
+        Python sandboxes (which can enter strict mode)."""
+        z = self._zygotes.get("<native>")
+        if z is None or z.closed:
+            exe = _sandbox_native.executable()
+            z = self._zygotes["<native>"] = _sandbox_pool.zygote(
+                (), self.pool_size, self.cpu_limit, False, exe)
+        return z
 
     def zygote_for(self, code: StoredCode) -> _sandbox_pool.Zygote:
         """The zygote whose sandboxes have every library ``code`` needs preloaded."""
-        lean = self.lean
-        if lean.closed:
-            lean = self.lean = self._zygote(())
-        missing = tuple(r for r in code.requires if r not in lean.modules)
-        return self._zygote(missing) if missing else lean
+        z = self._zygotes.get(code.requires)
+        if z is None or z.closed:
+            lean = self.lean
+            if lean.closed:
+                lean = self.lean = self._zygote(())
+            missing = tuple(r for r in code.requires if r not in lean.modules)
+            z = self._zygotes[code.requires] = self._zygote(missing) if missing else lean
+        return z
 
     def run(self, context: Context, call: FunctionCall) -> None:
         assert isinstance(context, SharedContext)
@@ -141,7 +148,13 @@ class ProcessEngine(EngineBase):
         deadline = time.monotonic() + call.timeout if call.timeout else None
         if code.kind == "native":
             assert code.native is not None
-            segments = b"".join(SEGMENT.pack(*s) for s in code.native.segments)
+            digest = call.implementation.digest  # a native digest is the ELF's content's
+            segments = self._tables.get(digest)
+            if segments is None:
+                segments = b"".join(SEGMENT.pack(*s) for s in code.native.segments)
+                if len(self._tables) > 256:
+                    self._tables.clear()
+                self._tables[digest] = segments
             header = ASSIGN.pack(b"DDGO", KIND_NATIVE, context.capacity, self.memory_limit,
                                  len(code.data), code.native.entry, len(code.native.segments))
             payload: list[bytes] = [segments, code.data]
