@@ -27,6 +27,7 @@ import struct
 import time
 from typing import Any
 
+from dandelion import errors
 from dandelion.backends import _sandbox_native, _sandbox_pool
 from dandelion.backends._sandbox_child import (
     ASSIGN,
@@ -38,8 +39,6 @@ from dandelion.backends._sandbox_child import (
 )
 from dandelion.backends._sandbox_filter import syscall_name
 from dandelion.backends._sandbox_memory import SharedContext, SharedDomain
-
-from dandelion import errors
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.engine import Context, FunctionCall
