@@ -139,6 +139,10 @@ class ProcessEngine(EngineBase):
             self._invoke(zygote, sandbox, context, code, call, what)
         finally:
             sandbox.channel.close()
+            # The report may be forged by the function itself, which could then go on
+            # burning CPU: whatever it reported, its sandbox ends with its invocation (a
+            # no-op for one that has exited already).
+            zygote.kill(sandbox.pid)
 
     def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
                 context: SharedContext, code: StoredCode, call: FunctionCall, what: str
@@ -221,12 +225,11 @@ class ProcessEngine(EngineBase):
         try:
             report = json.loads(self._recv(chan, length, deadline))
         except ValueError:
+            report = None
+        if not isinstance(report, dict) or report.get("ok"):  # only the sandbox's own
+            # runtime reports errors this way; success is an OKAY message
             raise SandboxViolation(f"{what} wrote a malformed report on its channel",
-                                   function=call.spec.name) from None
-        if report.get("ok"):
-            ns = report.get("function_ns")
-            self.last_function_time = ns / 1e9 if isinstance(ns, int) else None
-            return
+                                   function=call.spec.name)
         name = call.spec.name
         kind = report.get("kind")
         if kind == "memory" or report.get("type") == "MemoryError":

@@ -140,6 +140,28 @@ def entropy(x: int) -> int:
 
 
 @dd.compute
+def forge_report(x: int) -> int:
+    body = b"[1, 2]"
+    os.write(3, b"DONE" + len(body).to_bytes(4, "little") + body)  # 3: the channel
+    while True:
+        pass
+
+
+@dd.compute
+def forge_success(x: int) -> int:
+    os.write(3, b"OKAY" + bytes(8))  # "done, in 0 ns" - and then keep the CPU busy
+    while True:
+        pass
+
+
+@dd.compute
+def garbage_on_channel(x: int) -> int:
+    os.write(3, b"\xff" * 64)
+    while True:
+        pass
+
+
+@dd.compute
 def well_behaved(n: int) -> int:
     return sum(i * i for i in range(n))
 

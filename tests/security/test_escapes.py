@@ -130,6 +130,14 @@ def test_segmentation_fault_fails_only_that_invocation(sandboxed):
              "invalid memory access at 0xdeadbeef000")
 
 
+def test_a_forged_report_on_the_channel_is_refused(sandboxed):
+    _stopped(sandboxed, h.forge_report, 0, SandboxViolation, "malformed report")
+
+
+def test_garbage_on_the_channel_is_refused_and_the_sandbox_killed(sandboxed):
+    _stopped(sandboxed, h.garbage_on_channel, 0, SandboxViolation, "outside the protocol")
+
+
 def test_exiting_the_process_is_reported(sandboxed):
     _stopped(sandboxed, h.exit_process, 0, SandboxViolation, "exited (status 3)")
 
@@ -143,3 +151,34 @@ def test_many_violations_in_parallel_leave_good_work_intact(sandboxed):
             f.result(timeout=60)
     assert [f.result(timeout=60) for f in good] == [sum(i * i for i in range(n))
                                                     for n in range(1, 40)]
+
+
+def test_a_sandbox_that_lies_about_being_done_is_still_ended(sandboxed):
+    import time
+
+    good = sandboxed.run(h.wrap(h.forge_success), 0)
+    assert good is None  # what the forged report left: an empty context, no result
+    time.sleep(0.5)
+    spinning = [p for p in _sandbox_processes() if _cpu_seconds(p) > 0.4]
+    assert spinning == []
+
+
+def _sandbox_processes() -> list[int]:
+    from dandelion.backends import _sandbox_pool
+
+    pids = []
+    for z in _sandbox_pool.running():
+        try:
+            children = open(f"/proc/{z.process.pid}/task/{z.process.pid}/children").read()
+        except OSError:
+            continue
+        pids += [int(p) for p in children.split()]
+    return pids
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
