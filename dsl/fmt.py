@@ -26,7 +26,7 @@ def format_text(text: str, filename: str = "<string>", to: str | None = None) ->
     """
     source = notation_of(filename)
     target = to or source
-    loaded = compile_text(text, filename)
+    loaded = _compile_for(text, filename, converting=target != source)
     tree = loaded.tree
     assert tree is not None
     headerless = None
@@ -43,6 +43,17 @@ def format_text(text: str, filename: str = "<string>", to: str | None = None) ->
     if not comments and not trailing:
         return out
     return _with_comments(out, comments, trailing, loaded, target)
+
+
+def _compile_for(text: str, filename: str, converting: bool) -> Loaded:
+    """The file read for formatting.  A conversion imports the file's bindings when it can,
+    so that the other notation shows the functions' real parameter and result names."""
+    if converting:
+        try:
+            return compile_text(text, filename, strict=True)
+        except CompositionError:
+            pass  # unbound or unimportable functions: convert the declarations as written
+    return compile_text(text, filename)
 
 
 def _comments(text: str, notation: str) -> tuple[dict[int, str], dict[int, str]]:
