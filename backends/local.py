@@ -7,6 +7,7 @@ I/O engine when the plan uses I/O functions.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Mapping
 
 from dandelion.runtime.backend import Backend as BackendBase
@@ -15,8 +16,10 @@ from dandelion.runtime.pool import EnginePool
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Items
 
-#: The engine used when none is named.
-DEFAULT_ENGINE = "inline"
+#: The engine used when none is named: the sandboxing ``process`` engine on Linux (its
+#: seccomp filter and C primitives are Linux-only), ``inline`` elsewhere.  Pass
+#: ``engine="inline"`` to debug functions in the worker's own process.
+DEFAULT_ENGINE = "process" if sys.platform.startswith("linux") else "inline"
 
 
 class LocalBackend(BackendBase):

@@ -12,6 +12,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import dandelion
@@ -152,6 +153,15 @@ def cmd_ir(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from dandelion.sdk import build
+
+    output = args.output or str(Path(args.sources[0]).with_suffix(".elf"))
+    fn = build(args.sources, output, extra=args.cflag or ())
+    print(f"{output}: native function, {len(fn.image)} bytes, {fn.digest}")
+    return EXIT_OK
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", action="append", metavar="NAME=VALUE",
                    help="an input item: NAME=VALUE, NAME[KEY]=VALUE, NAME=@FILE, NAME=@DIR "
@@ -212,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TARGET", nargs="?")
     p.add_argument("--schema", action="store_true", help="print the IR's JSON Schema instead")
     p.set_defaults(func=cmd_ir)
+
+    p = sub.add_parser("build", help="compile a native compute function (C SDK) to an ELF")
+    p.add_argument("sources", metavar="FILE.c", nargs="+")
+    p.add_argument("-o", "--output", metavar="FILE.elf", help="default: the first FILE.elf")
+    p.add_argument("--cflag", action="append", metavar="FLAG",
+                   help="an extra compiler flag (repeatable), e.g. --cflag=-O3")
+    p.set_defaults(func=cmd_build)
 
     from dandelion.server.cli import add_server_commands
 
