@@ -268,8 +268,11 @@ def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
     code = getattr(getattr(artifact, "fn", None), "__code__", None)
     if isinstance(code, types.CodeType):
         names |= _code_imports(code)
-    tops = {n.partition(".")[0] for n in names if n}
-    requires = sorted(t for t in tops if t != "__main__" and is_library(t))
+    # submodules as well as packages: a package need not import its submodules (dandelion's
+    # own __init__ is lazy), and importing one inside the sandbox is a violation
+    wanted = {n.partition(".")[0] for n in names if n} | {n for n in names if n and "." in n}
+    requires = sorted(t for t in wanted
+                      if t.partition(".")[0] != "__main__" and is_library(t))
     return data, tuple(requires)
 
 
