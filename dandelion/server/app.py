@@ -180,7 +180,7 @@ class Frontend:
 
     async def health(self, request: web.Request) -> web.Response:
         return _json({"status": "ok", "version": dandelion.__version__,
-                      "engine": self.config.engine})
+                      "engine": self.service.backend.engine_name})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.service.metrics.render(),

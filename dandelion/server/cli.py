@@ -63,7 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dandelion.server.server import Server
 
     config = server_config(args)
-    load_engine(config.engine)  # an unknown engine is a usage error, before listening
+    if config.engine is not None:
+        load_engine(config.engine)  # an unknown engine is a usage error, before listening
     if config.open and config.host not in ("127.0.0.1", "::1", "localhost"):
         print(f"dandelion: warning: serving on {config.host} without API tokens: anyone "
               "who can reach it can run code (use --tokens FILE)", file=sys.stderr)
@@ -138,7 +139,8 @@ def add_server_commands(sub: Any) -> None:
     p = sub.add_parser("serve", help="run a worker's HTTP frontend")
     p.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any)")
-    p.add_argument("--engine", default="inline", help="compute engine (inline, process…)")
+    p.add_argument("--engine", help="compute engine (default: process, the sandbox, on "
+                                    "Linux; inline runs functions in the worker, unisolated)")
     p.add_argument("--workers", type=int, help="compute engines (default: CPUs)")
     p.add_argument("--timeout", type=float, help="seconds any function may run")
     p.add_argument("--tokens", metavar="FILE",

@@ -21,7 +21,8 @@ class ServerConfig:
     Attributes:
         host: address to listen on (loopback by default: expose it deliberately).
         port: TCP port (0: any free port).
-        engine: compute engine by name (``inline``, ``process`` …).
+        engine: compute engine by name (``process``, ``inline`` …; ``None``: the local
+            backend's default, the ``process`` sandbox on Linux).
         workers: compute engines in the pool (default: one per CPU).
         timeout: seconds any function may run (``None``: no limit).
         tokens: API token -> tenant name; empty: one open tenant called ``default``.
@@ -40,7 +41,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    engine: str = "inline"
+    engine: str | None = None
     workers: int | None = None
     timeout: float | None = None
     tokens: Mapping[str, str] = attrs.field(factory=dict, converter=_mapping)

@@ -62,8 +62,8 @@ class Server:
         """Run in the foreground until interrupted (Ctrl-C or SIGTERM)."""
         async def main() -> None:
             await self.start()
-            print(f"dandelion: serving on {self.url} (engine {self.config.engine})",
-                  flush=True)
+            engine = self.frontend.service.backend.engine_name if self.frontend else "?"
+            print(f"dandelion: serving on {self.url} (engine {engine})", flush=True)
             try:
                 await asyncio.Event().wait()
             finally:
