@@ -14,7 +14,8 @@ latency (of hot requests over HTTP, one bound for all mixes), its ratio to the b
 and the saturation throughput.  On a shared 2-core machine p99 is noisy: compare ratios
 from the same run only.
 
-    python benchmarks/bench_http.py [--seconds 3] [--workers 1] [--out benchmarks/results]
+    python benchmarks/bench_http.py [--seconds 3] [--workers 1] [--engine process|inline]
+                                    [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -70,11 +71,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_worker(workers: int, state: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_worker(workers: int, state: str, engine: str | None
+                 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dandelion", "serve", "--port", str(port), "--workers",
-         str(workers), "--hot-functions", "4", "--result-cache", "0", "--state-dir", state],
+         str(workers), "--hot-functions", "4", "--result-cache", "0", "--state-dir", state,
+         *(["--engine", engine] if engine else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -272,6 +275,8 @@ def main() -> None:
                         help="compute engines of the worker and threads of the bare peak "
                              "(default 1: int64 matmul holds the GIL, so more inline engines "
                              "on 2 cores only contend)")
+    parser.add_argument("--engine", help="the worker's compute engine (default: the "
+                        "platform's, the process sandbox on Linux)")
     parser.add_argument("--out", default="benchmarks/results", help="where to write results")
     args = parser.parse_args()
 
@@ -282,7 +287,7 @@ def main() -> None:
           f"with {args.workers} thread(s)", flush=True)
 
     with tempfile.TemporaryDirectory() as state:
-        proc, url = start_worker(args.workers, state)
+        proc, url = start_worker(args.workers, state, args.engine)
         try:
             register(url)
             # one bound for every mix: 10x the unloaded latency of hot requests
@@ -302,7 +307,8 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_http.json").write_text(json.dumps({"bare": bare, "results": results},
+    (out / "bench_http.json").write_text(json.dumps({"bare": bare, "engine": args.engine
+                                                     or "default", "results": results},
                                                     indent=2))
     plot(results, bare, out / "bench_http.png")
     print(f"\nbare in-process peak: {bare['peak']:.0f} req/s ({args.workers} thread(s))")
