@@ -202,15 +202,29 @@ class Frontend:
     async def register(self, kind: str, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
         body = await self._body(request)
-        allowed = ({"source", "module", "names", "kind"} if kind == "function"
+        allowed = (_PYTHON_FIELDS | _NATIVE_FIELDS if kind == "function"
                    else {"ir", "source", "notation", "filename"})
         unknown = sorted(set(map(str, body)) - allowed)
         if unknown:
             raise wire.WireError(f"unknown field(s): {', '.join(unknown)}",
                                  hint=f"allowed: {', '.join(sorted(allowed))}")
         _check_types(body, {"source": str, "module": str, "names": list, "kind": str,
-                            "notation": str, "filename": str})
-        if kind == "function":
+                            "notation": str, "filename": str, "name": str, "params": list,
+                            "results": list})
+        if kind == "function" and body.get("kind") == "native":
+            _only(body, _NATIVE_FIELDS, "native")
+            missing = [f for f in ("name", "image", "params", "results") if f not in body]
+            if missing:
+                raise wire.WireError(f"a native function needs {', '.join(missing)}",
+                                     hint="send name, image (the ELF), params and results, "
+                                          "e.g. \"params\": [\"m: item[ndarray]\"]")
+            image = wire.binary_field(body["image"], "image")
+            done = await self._work(self.service.register_native, tenant, name=body["name"],
+                                    image=image, params=body["params"],
+                                    results=body["results"])
+        elif kind == "function":
+            if body.get("kind", "python") == "python":
+                _only(body, _PYTHON_FIELDS, "python")
             names = body.get("names")
             if names is not None and not all(isinstance(n, str) for n in names):
                 raise wire.WireError("'names' must be a list of strings")
@@ -342,6 +356,18 @@ class Frontend:
         tenant, job = self._job(request)
         tenant.jobs.pop(job.id, None)
         return _json({"deleted": job.id})
+
+
+_PYTHON_FIELDS = frozenset({"source", "module", "names", "kind"})
+_NATIVE_FIELDS = frozenset({"kind", "name", "image", "params", "results"})
+
+
+def _only(body: dict[str, Any], fields: frozenset[str], kind: str) -> None:
+    """Refuse fields of the other kind of function registration."""
+    stray = sorted(set(body) - fields)
+    if stray:
+        raise wire.WireError(f"a '{kind}' function registration takes no "
+                             f"{', '.join(stray)}", hint=f"it takes {', '.join(sorted(fields))}")
 
 
 def _check_types(body: dict[str, Any], types: dict[str, type]) -> None:

@@ -99,10 +99,34 @@ SCHEMAS: dict[str, Any] = {
                            "error": {"type": "object"}}},
     "FunctionRegistration": {
         "type": "object", "additionalProperties": False,
-        "description": "Python source defining @dd.compute functions, or an importable module",
+        "description": "kind 'python' (the default): Python source defining @dd.compute "
+                       "functions ('source'), or an importable module ('module'), optionally "
+                       "only the functions 'names'. kind 'native': a static x86-64 ELF built "
+                       "with the C SDK ('image': msgpack bin, or {\"base64\": ...} in JSON), "
+                       "its 'name', and its signature: 'params' and 'results' in the order "
+                       "the function reads and writes them, each a name ('m', a set[any]), "
+                       "'m: item[ndarray]' or {\"name\": \"m\", \"type\": \"item[ndarray]\"}. "
+                       "Native functions need a worker running the process engine.",
         "properties": {"source": {"type": "string"}, "module": {"type": "string"},
                        "names": {"type": "array", "items": {"type": "string"}},
-                       "kind": {"type": "string", "enum": ["python"]}}},
+                       "kind": {"type": "string", "enum": ["python", "native"]},
+                       "name": {"type": "string"},
+                       "image": {"oneOf": [
+                           {"type": "string", "format": "binary",
+                            "description": "msgpack bin"},
+                           {"type": "object", "required": ["base64"],
+                            "additionalProperties": False,
+                            "properties": {"base64": {"type": "string",
+                                                      "format": "byte"}}}]},
+                       "params": {"type": "array",
+                                  "items": {"$ref": "#/components/schemas/SignatureEntry"}},
+                       "results": {"type": "array",
+                                   "items": {"$ref": "#/components/schemas/SignatureEntry"}}}},
+    "SignatureEntry": {"oneOf": [
+        {"type": "string", "description": "'name' (a set[any]) or 'name: item[ndarray]'"},
+        {"type": "object", "required": ["name"], "additionalProperties": False,
+         "properties": {"name": {"type": "string"},
+                        "type": {"type": "string", "description": "set[T] or item[T]"}}}]},
     "CompositionRegistration": {
         "type": "object", "additionalProperties": False,
         "description": "IR JSON (dandelion.ir.module_to_data), or .dd/.dcl text",

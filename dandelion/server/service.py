@@ -38,8 +38,11 @@ from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
 from dandelion.server.config import ServerConfig
+from dandelion.runtime.artifacts import ArtifactStore as CodeStore
+from dandelion.runtime.artifacts import NativeFunction
 from dandelion.server.loader import RegistrationError, import_module_functions
 from dandelion.server.metrics import Metrics
+from dandelion.server.native import check_name, native_spec, parse_signature
 from dandelion.server.tenants import (
     ArtifactStore,
     CompositionRecord,
@@ -143,10 +146,12 @@ class Service:
         os.makedirs(state, exist_ok=True)
         self.state_dir = state
         self.store = ArtifactStore(os.path.join(state, "artifacts"), config.hot_functions)
+        #: native code (ELF images) by content digest; the process engine runs it
+        self.native = CodeStore(os.path.join(state, "artifacts", "native"))
         self.metrics = Metrics()
         self.tenants: dict[str, Tenant] = {}
         self._lock = threading.RLock()
-        self._function_plans: dict[tuple[str, str], CompositionRecord] = {}
+        self._function_plans: dict[tuple[str, Any], CompositionRecord] = {}
         self.backend = LocalBackend(engine=config.engine, workers=config.workers,
                                     timeout=config.timeout, io=dict(config.io))
         self.platform = _io_platform()
@@ -190,8 +195,8 @@ class Service:
         """
         if kind != "python":
             raise RegistrationError(f"functions of kind '{kind}' cannot be registered on "
-                                    "this worker", hint="register Python source ('kind': "
-                                    "'python'); native code needs the process engine")
+                                    "this worker", hint="'kind' is 'python' (source or "
+                                    "module) or 'native' (an ELF image)")
         if (source is None) == (module is None):
             raise RegistrationError("give either 'source' (Python text) or 'module' "
                                     "(an importable module name)")
@@ -202,6 +207,39 @@ class Service:
         records = tenant.add_functions(digest, functions, names)
         self._save()
         return [self.describe_function(r) for r in records]
+
+    def register_native(self, tenant: Tenant, *, name: Any, image: bytes, params: Any,
+                        results: Any) -> list[dict[str, Any]]:
+        """Register a native function: an ELF built with the C SDK and its signature.
+
+        Args:
+            tenant: whose namespace it joins (replacing a function of the same name).
+            name: the function's name.
+            image: the ELF file's bytes.
+            params: its parameters in order (see
+                :func:`~dandelion.server.native.parse_signature`).
+            results: its results in order.
+
+        Raises:
+            RegistrationError: this worker's engine cannot run native code, a malformed
+                signature, or an image that is not a native function (saying why).
+        """
+        if "native" not in self.backend.pool.kinds:
+            raise RegistrationError(
+                f"this worker's engine '{self.backend.engine_name}' cannot run native "
+                "functions", hint="native code runs only in the process sandbox: start "
+                "the worker with `dandelion serve --engine process` (Linux, x86-64)")
+        check_name(name, "name")
+        declared_params = parse_signature(params, "params")
+        declared_results = parse_signature(results, "results")
+        try:
+            fn = self.native.put_native_bytes(name, image)
+        except BackendError as e:
+            raise RegistrationError(e.message, hint=e.hint) from None
+        spec = native_spec(name, fn.digest, declared_params, declared_results)
+        record = tenant.add_native(spec)
+        self._save()
+        return [self.describe_function(record)]
 
     def register_compositions(self, tenant: Tenant, *, ir: Any = None, source: str | None = None,
                               notation: str | None = None, filename: str | None = None
@@ -275,6 +313,7 @@ class Service:
         return {"name": spec.name, "kind": str(spec.kind),
                 "params": [{"name": p.name, "type": str(p.type)} for p in spec.params],
                 "results": [{"name": r.name, "type": str(r.type)} for r in spec.results],
+                "implementation": spec.implementations[0].kind,
                 "digest": record.digest, "cacheable": spec.cacheable}
 
     @staticmethod
@@ -370,11 +409,23 @@ class Service:
                 version = tenant.versions.get(impl.digest)
                 if version is None:
                     raise RegistrationError(f"the code of '{spec.name}' is not registered")
-                artifact, hot = self.store.load(*version)
+                artifact, hot = (self._native(impl.digest, spec.name) if impl.kind == "native"
+                                 else self.store.load(*version))
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
         outputs: Sets = self.backend.run(record.plan, sets, artifacts)
         return outputs
+
+    def _native(self, digest: str, name: str) -> tuple[NativeFunction, bool]:
+        """The ELF of ``digest`` (checked against its digest when read from disk), and
+        whether it was in memory."""
+        hot = self.native.is_hot(digest)
+        try:
+            code = self.native.get(digest)
+        except BackendError:
+            raise RegistrationError(f"the code of '{name}' is missing from the artifact "
+                                    "store", hint="register the function again") from None
+        return NativeFunction(name, code.data), hot
 
     @staticmethod
     def _cache_key(record: CompositionRecord, sets: Sets) -> str:
@@ -386,7 +437,8 @@ class Service:
     def _function_record(self, tenant: Tenant, name: str
                          ) -> tuple[CompositionRecord, tuple[list[str], list[str]]]:
         record = self.function(tenant, name)
-        key = (tenant.name, record.digest)
+        # the spec, not only the code: one ELF may be registered under several signatures
+        key = (tenant.name, record.spec)
         with self._lock:
             found = self._function_plans.get(key)
         spec = record.spec

@@ -32,7 +32,7 @@ class FunctionRecord:
     """A registered function: its declaration and where its code is."""
 
     spec: FunctionSpec
-    source: str  # sha256 of the source text in the artifact store
+    source: str  # sha256 of the source text in the artifact store; a native one's ELF digest
     registered: float = attrs.field(factory=time.time)
 
     @property
@@ -180,6 +180,15 @@ class Tenant:
                 self.versions[record.digest] = (source, name)
                 records.append(record)
         return records
+
+    def add_native(self, spec: FunctionSpec) -> FunctionRecord:
+        """Register a native function whose ELF is in the artifact store under the digest
+        of its (only) implementation."""
+        record = FunctionRecord(spec, spec.implementations[0].digest)
+        with self.lock:
+            self.functions[spec.name] = record
+            self.versions[record.digest] = (record.source, spec.name)
+        return record
 
     def remove_function(self, name: str) -> bool:
         with self.lock:

@@ -107,6 +107,19 @@ def _bytes_in(value: Any, where: str) -> bytes:
                     f"got {_kind(value)}")
 
 
+def binary_field(value: Any, where: str) -> bytes:
+    """Binary data of a request field: bin in msgpack, ``{"base64": "..."}`` in JSON.
+
+    Raises:
+        WireError: anything else (a plain string is refused: it cannot hold binary data).
+    """
+    if isinstance(value, str):
+        raise WireError(f"{where}: binary data travels as msgpack bin or as "
+                        "{\"base64\": \"...\"} in JSON, not as a string",
+                        hint=f"send {{\"{where}\": {{\"base64\": \"$(base64 -w0 FILE)\"}}}}")
+    return _bytes_in(value, where)
+
+
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
             type(None): "null", int: "an integer", float: "a number",
