@@ -26,11 +26,12 @@ import functools
 import http.client
 import inspect
 import json
+import os
 import textwrap
 import threading
 import time
 import urllib.parse
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence, Union
 
 from dandelion import errors
 from dandelion.authoring.annotations import View, to_python
@@ -52,6 +53,10 @@ _ERRORS: dict[str, type[errors.DandelionError]] = {
     "WireError": errors.InputError, "EncodingError": errors.EncodingError,
     "BackendError": errors.BackendError,
 }
+
+
+#: A native function's declared parameters or results (see :meth:`Client.register_native`).
+Signature = Union[str, Sequence[Any], Mapping[str, Any]]
 
 
 class ServerError(errors.DandelionError):
@@ -281,6 +286,44 @@ class Client:
             body["names"] = list(names)
         return list(self.request("POST", "/v1/functions", body)["registered"])
 
+    def register_native(self, name: str, image: str | os.PathLike[str] | bytes | Any, *,
+                        params: Signature, results: Signature) -> list[dict[str, Any]]:
+        """Register a native function: a static x86-64 ELF built with the C SDK.
+
+        The worker must run the ``process`` engine (the only one that runs native code).
+        A native function has no signature of its own, so it is declared here: the names
+        of its parameters and results in the order the function reads its input sets and
+        writes its output sets (``dd_input_item(0, …)`` is the first parameter), each
+        optionally typed; an untyped name is a ``set[any]`` of raw bytes.
+
+        Args:
+            name: the function's name on the server (replaces a function of that name).
+            image: the ELF: a path, its bytes or a
+                :class:`~dandelion.runtime.artifacts.NativeFunction`; a path to a ``.c``
+                file is built with the SDK first.
+            params: ``["m: item[ndarray]"]``, ``{"m": "item[ndarray]"}``, ``"a, b"`` (untyped)
+                or ``[]`` for none.
+            results: the results, in the same forms.
+
+        Returns:
+            the server's description of the function.
+
+        Raises:
+            BackendError: the file is missing, does not build, or is not a native function
+                (checked here, before anything is sent).
+            TypeError: ``params`` or ``results`` is not a signature.
+            ServerError: the server refused it (status 400, type ``RegistrationError``: a
+                malformed signature, or a worker whose engine cannot run native code).
+        """
+        from dandelion.runtime.artifacts import native_artifact
+
+        artifact = native_artifact(os.fspath(image) if isinstance(image, os.PathLike)
+                                   else image, name)
+        body = {"kind": "native", "name": name, "image": artifact.image,
+                "params": signature_entries(params, "params"),
+                "results": signature_entries(results, "results")}
+        return list(self.request("POST", "/v1/functions", body)["registered"])
+
     def register_ir(self, module: Module | dict[str, Any]) -> list[dict[str, Any]]:
         """Register the compositions of an IR module."""
         data = module_to_data(module, spans=False) if isinstance(module, Module) else module
@@ -380,6 +423,43 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def signature_entries(signature: Signature, what: str) -> list[Any]:
+    """The wire form of declared parameters or results: a list of ``"name"`` or
+    ``"name: type"`` strings.
+
+    Accepts a comma-separated string (``"a, b: set[int]"``), a sequence of names,
+    ``"name: type"`` strings, ``(name, type)`` pairs or ``{"name", "type"}`` maps, or a
+    mapping from names to types (strings or :class:`~dandelion.ir.types.DataType`).
+
+    >>> signature_entries("m: item[ndarray], scale", "params")
+    ['m: item[ndarray]', 'scale']
+    >>> signature_entries({"m": "item[ndarray]", "k": None}, "params")
+    ['m: item[ndarray]', 'k']
+
+    Raises:
+        TypeError: something else.
+    """
+    def entry(name: Any, dtype: Any) -> str:
+        return str(name) if dtype is None else f"{name}: {dtype}"
+
+    if isinstance(signature, str):
+        return [p.strip() for p in signature.split(",") if p.strip()]
+    if isinstance(signature, Mapping):
+        return [entry(n, t) for n, t in signature.items()]
+    if not isinstance(signature, Sequence):
+        raise TypeError(f"{what}: expected a list of names or a mapping name -> type, got "
+                        f"{type(signature).__name__}")
+    out: list[Any] = []
+    for raw in signature:
+        if isinstance(raw, (str, dict)):
+            out.append(raw)
+        elif isinstance(raw, tuple) and len(raw) == 2:
+            out.append(entry(*raw))
+        else:
+            raise TypeError(f"{what}: {raw!r} is not a name, 'name: type' or (name, type)")
+    return out
 
 
 def _quote(name: str) -> str:

@@ -79,10 +79,54 @@ def _client(args: argparse.Namespace) -> Any:
                   args.token or os.environ.get("DANDELION_TOKEN"))
 
 
+def _native_options(args: argparse.Namespace) -> tuple[str, list[str], list[str]] | None:
+    """The name, params and results of ``--native``, checked before anything is sent.
+
+    Raises:
+        InputError: options that make no sense together, or a missing one.
+    """
+    given = [o for o, v in (("--name", args.name), ("--params", args.params),
+                            ("--results", args.results)) if v is not None]
+    if args.native is None:
+        if given:
+            raise InputError(f"{', '.join(given)}: only with --native FILE.elf",
+                             hint="--name, --params and --results describe a native function")
+        if not args.files:
+            raise InputError("nothing to register: give FILEs (.py, .dd, .dcl, .json) "
+                             "or --native FILE.elf")
+        return None
+    missing = [o for o, v in (("--params", args.params), ("--results", args.results))
+               if v is None]
+    if missing:
+        raise InputError(f"--native needs {' and '.join(missing)}: the function's "
+                         "parameters and results, in the order it reads and writes them",
+                         hint="e.g. --params 'm:item[ndarray]' --results "
+                              "'result:item[ndarray]' (--params '' for none)")
+    name = args.name or Path(args.native).stem
+    from dandelion.server.native import NAME
+
+    if not NAME.match(name):
+        if args.name:
+            raise InputError(f"--name {name!r} is not a valid function name",
+                             hint="use letters, digits and '_', not starting with a digit")
+        raise InputError(f"--native {args.native}: its stem {name!r} is not a valid "
+                         "function name", hint="give one with --name NAME")
+
+    def entries(values: list[str]) -> list[str]:
+        return [e.strip() for v in values for e in v.split(",") if e.strip()]
+
+    return name, entries(args.params), entries(args.results)
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from dandelion.authoring.composition import CompositionFunction
 
+    native = _native_options(args)
     client = _client(args)
+    if native is not None:  # first: the files may hold compositions that call it
+        name, params, results = native
+        for d in client.register_native(name, args.native, params=params, results=results):
+            print(f"registered native function {d['name']} ({d['digest'][:19]}…)")
     for name in args.files:
         path = Path(name)
         try:
@@ -162,7 +206,16 @@ def add_server_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("register", help="register functions and compositions on a worker")
-    p.add_argument("files", nargs="+", metavar="FILE", help=".py, .dd, .dcl or IR .json")
+    p.add_argument("files", nargs="*", metavar="FILE", help=".py, .dd, .dcl or IR .json")
+    p.add_argument("--native", metavar="FILE.elf",
+                   help="register a native function: an ELF built with `dandelion build` "
+                        "(a .c file is built first); before the FILEs")
+    p.add_argument("--name", help="the native function's name (default: the file's stem)")
+    p.add_argument("--params", action="append", metavar="NAME[:TYPE],…",
+                   help="its parameters, in order, e.g. 'm:item[ndarray]' (untyped: "
+                        "set[any]; repeatable; '' for none)")
+    p.add_argument("--results", action="append", metavar="NAME[:TYPE],…",
+                   help="its results, in order, e.g. 'result:item[ndarray]'")
     _client_options(p)
     p.set_defaults(func=cmd_register)
 

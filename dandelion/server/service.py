@@ -422,9 +422,9 @@ class Service:
         hot = self.native.is_hot(digest)
         try:
             code = self.native.get(digest)
-        except BackendError:
-            raise RegistrationError(f"the code of '{name}' is missing from the artifact "
-                                    "store", hint="register the function again") from None
+        except BackendError as e:  # gone, or corrupt: never run what was not registered
+            raise RegistrationError(f"the code of '{name}' cannot be loaded: {e.message}",
+                                    hint="register the function again") from None
         return NativeFunction(name, code.data), hot
 
     @staticmethod
