@@ -253,7 +253,10 @@ class Client:
 
     def register(self, *targets: Any) -> list[dict[str, Any]]:
         """Register ``@dd.compute`` functions and ``@dd.composition`` s (with the compute
-        functions they call); I/O functions are the platform's and need nothing.
+        functions they call); I/O functions are the platform's and need nothing.  A
+        function with a native implementation (``@dd.compute(native=...)``) is registered
+        as its ELF (:meth:`register_native`), which needs a worker running the ``process``
+        engine; others as their Python source.
 
         Returns:
             the server's description of everything registered.
@@ -262,14 +265,10 @@ class Client:
         for target in targets:
             if isinstance(target, CompositionFunction):
                 for spec in target.module.functions:
-                    for impl in spec.implementations:
-                        artifact = target.artifacts.get(impl.digest) if impl.digest else None
-                        if impl.kind == "python" and artifact is not None:
-                            done += self.register_source(function_source(artifact),
-                                                         names=[spec.name])
+                    done += self._register_spec(spec, target.artifacts)
                 done += self.register_ir(target.module)
             elif isinstance(target, ComputeFunction):
-                done += self.register_source(function_source(target), names=[target.name])
+                done += self._register_spec(target.spec, target.artifacts, target)
             elif getattr(target, "spec", None) is not None and \
                     str(target.spec.kind) == "io":
                 continue
@@ -277,6 +276,23 @@ class Client:
                 raise TypeError(f"cannot register {type(target).__name__}: expected "
                                 "@dd.compute or @dd.composition")
         return done
+
+    def _register_spec(self, spec: Any, artifacts: Mapping[str, Any], fn: Any = None
+                       ) -> list[dict[str, Any]]:
+        """One compute function: its native implementation (the ELF) if it has one, which
+        the worker's sandbox prefers, else its Python source."""
+        from dandelion.runtime.artifacts import NativeFunction
+
+        for impl in spec.implementations:
+            artifact = artifacts.get(impl.digest) if impl.digest else None
+            if impl.kind == "native" and isinstance(artifact, NativeFunction):
+                return self.register_native(
+                    spec.name, artifact, params=[(p.name, p.type) for p in spec.params],
+                    results=[(r.name, r.type) for r in spec.results])
+            if impl.kind == "python" and artifact is not None:
+                return self.register_source(function_source(fn or artifact),
+                                            names=[spec.name])
+        return []
 
     def register_source(self, source: str, names: Iterable[str] | None = None
                         ) -> list[dict[str, Any]]:

@@ -37,9 +37,9 @@ from dandelion.ir.nodes import (
 from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
-from dandelion.server.config import ServerConfig
 from dandelion.runtime.artifacts import ArtifactStore as CodeStore
 from dandelion.runtime.artifacts import NativeFunction
+from dandelion.server.config import ServerConfig
 from dandelion.server.loader import RegistrationError, import_module_functions
 from dandelion.server.metrics import Metrics
 from dandelion.server.native import check_name, native_spec, parse_signature

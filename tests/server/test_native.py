@@ -19,8 +19,8 @@ import dandelion as dd
 from dandelion.cli import main
 from dandelion.client import ServerError, signature_entries
 from dandelion.errors import BackendError
-from dandelion.server import Server, ServerConfig
 from dandelion.sdk import build
+from dandelion.server import Server, ServerConfig
 from dandelion.server.native import parse_signature
 from tests.server.conftest import ALICE, BOB, TOKENS, Raw
 
@@ -279,6 +279,23 @@ def test_client_registers_and_invokes_a_native_function(native_server, elf):
     with pytest.raises(ServerError, match="not a data type") as e:
         client.register_native("gram_client", elf, params=["m: matrix"], results=["r"])
     assert e.value.status == 400
+
+
+def test_client_register_sends_the_elf_of_a_native_compute_function(native_server, elf):
+    @dd.compute(native=elf)
+    def gram_dd(m: np.ndarray) -> np.ndarray:
+        return m @ m.T
+
+    @dd.composition
+    def matmul_dd(m: np.ndarray) -> np.ndarray:
+        return gram_dd(m)
+
+    client = dd.Client(native_server.url, ALICE)
+    done = client.register(matmul_dd)
+    assert [(d["name"], d.get("implementation")) for d in done] == [
+        ("gram_dd", "native"), ("matmul_dd", None)]
+    m = paper_matrix()
+    assert np.array_equal(client.invoke(matmul_dd, m), m @ m.T)
 
 
 def test_client_builds_a_c_source_before_registering(native_server, tmp_path):
