@@ -38,7 +38,6 @@ from dandelion.backends._sandbox_layout import (
     decode_view,
     encode_parts,
 )
-
 from dandelion.items import Item
 
 CHANNEL_FD = 3
@@ -110,7 +109,6 @@ def warm_up(sample: bytes) -> None:
     user function: ``sample`` is the runtime's own probe function.
     """
     from dandelion.backends._sandbox_layout import Writer
-
     from dandelion.ir.types import ElementType
 
     scratch = bytearray(64 * 1024)

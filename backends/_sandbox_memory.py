@@ -18,7 +18,6 @@ from typing import Any
 
 from dandelion.backends import _sandboxc
 from dandelion.backends._sandbox_layout import CODE_ELEMENTS, Writer, decode_view, encode_parts
-
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item

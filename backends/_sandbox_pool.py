@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from dandelion.backends._sandbox_zygote import MSG
-
 from dandelion.errors import BackendError
 
 #: Environment of a zygote: nothing of the worker's but what locates Python and keeps

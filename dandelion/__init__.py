@@ -62,12 +62,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from dandelion.authoring.annotations import Json
     from dandelion.authoring.composition import CompositionFunction, composition
     from dandelion.authoring.compute import ComputeFunction, compute
-    from dandelion.authoring.tracing import all_ as all  # noqa: A004
+    from dandelion.authoring.tracing import all_ as all  # noqa: A004, F401
     from dandelion.authoring.tracing import any_each, any_keyed, each, keyed, optional
-    from dandelion.program import Program
-    from dandelion.runtime.api import Runtime, run
     from dandelion.client import Client
     from dandelion.io.values import HttpRequest, HttpResponse
+    from dandelion.program import Program
+    from dandelion.runtime.api import Runtime, run
 
     __version__: str
 

@@ -123,37 +123,10 @@ def objects_of(functions: Mapping[str, Any] | types.ModuleType | None) -> dict[s
 
 
 def import_python_file(path: str) -> types.ModuleType:
-    """Import a Python file by path (once: a module already imported from it is reused).
+    """Import a Python file by path (see :func:`dandelion.loading.import_file`)."""
+    from dandelion.loading import import_file
 
-    It is named after the file (or a unique name if that is taken) and registered with
-    cloudpickle to travel by value, since other processes cannot import it by name.
-    """
-    path = os.path.normpath(os.path.abspath(path))
-    if not os.path.isfile(path):
-        raise ImportError(f"no such file: {path}")
-    for module in list(sys.modules.values()):
-        if os.path.abspath(getattr(module, "__file__", "") or "") == path:
-            return module
-    stem = os.path.splitext(os.path.basename(path))[0]
-    name = stem if stem not in sys.modules else \
-        f"_dandelion_dsl_{hashlib.sha1(path.encode()).hexdigest()[:12]}_{stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    try:
-        import cloudpickle
-
-        cloudpickle.register_pickle_by_value(module)
-    except (ImportError, ValueError):
-        pass
-    return module
+    return import_file(path)
 
 
 def _import_python(binding: ast.Binding, base_dir: str) -> types.ModuleType:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import dandelion as dd
 from dandelion.backends import _sandbox_pool
 from dandelion.backends.local import DEFAULT_ENGINE
 from dandelion.backends.process import ProcessEngine
-
-import dandelion as dd
 from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.runtime.registry import available, load_engine
 from tests.backends import helpers as h

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from dandelion.backends._sandbox_layout import ContextFull, Writer, decode_view, encode_parts
 from dandelion.backends._sandbox_memory import SharedContext
-
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType as E
 from dandelion.items import Item
