@@ -31,7 +31,7 @@ import textwrap
 import threading
 import time
 import urllib.parse
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from dandelion import errors
 from dandelion.authoring.annotations import View, to_python
@@ -43,6 +43,9 @@ from dandelion.ir.types import DataType
 from dandelion.items import Item
 from dandelion.program import Program
 
+if TYPE_CHECKING:
+    from dandelion.server.native import Signature
+
 _ERRORS: dict[str, type[errors.DandelionError]] = {
     "FunctionError": errors.FunctionError, "FunctionTimeout": errors.FunctionTimeout,
     "SandboxViolation": errors.SandboxViolation, "IoError": errors.FunctionError,
@@ -53,10 +56,6 @@ _ERRORS: dict[str, type[errors.DandelionError]] = {
     "WireError": errors.InputError, "EncodingError": errors.EncodingError,
     "BackendError": errors.BackendError,
 }
-
-
-#: A native function's declared parameters or results (see :meth:`Client.register_native`).
-Signature = Union[str, Sequence[Any], Mapping[str, Any]]
 
 
 class ServerError(errors.DandelionError):
@@ -332,6 +331,7 @@ class Client:
                 malformed signature, or a worker whose engine cannot run native code).
         """
         from dandelion.runtime.artifacts import native_artifact
+        from dandelion.server.native import signature_entries
 
         artifact = native_artifact(os.fspath(image) if isinstance(image, os.PathLike)
                                    else image, name)
@@ -439,43 +439,6 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def signature_entries(signature: Signature, what: str) -> list[Any]:
-    """The wire form of declared parameters or results: a list of ``"name"`` or
-    ``"name: type"`` strings.
-
-    Accepts a comma-separated string (``"a, b: set[int]"``), a sequence of names,
-    ``"name: type"`` strings, ``(name, type)`` pairs or ``{"name", "type"}`` maps, or a
-    mapping from names to types (strings or :class:`~dandelion.ir.types.DataType`).
-
-    >>> signature_entries("m: item[ndarray], scale", "params")
-    ['m: item[ndarray]', 'scale']
-    >>> signature_entries({"m": "item[ndarray]", "k": None}, "params")
-    ['m: item[ndarray]', 'k']
-
-    Raises:
-        TypeError: something else.
-    """
-    def entry(name: Any, dtype: Any) -> str:
-        return str(name) if dtype is None else f"{name}: {dtype}"
-
-    if isinstance(signature, str):
-        return [p.strip() for p in signature.split(",") if p.strip()]
-    if isinstance(signature, Mapping):
-        return [entry(n, t) for n, t in signature.items()]
-    if not isinstance(signature, Sequence):
-        raise TypeError(f"{what}: expected a list of names or a mapping name -> type, got "
-                        f"{type(signature).__name__}")
-    out: list[Any] = []
-    for raw in signature:
-        if isinstance(raw, (str, dict)):
-            out.append(raw)
-        elif isinstance(raw, tuple) and len(raw) == 2:
-            out.append(entry(*raw))
-        else:
-            raise TypeError(f"{what}: {raw!r} is not a name, 'name: type' or (name, type)")
-    return out
 
 
 def _quote(name: str) -> str:

@@ -19,12 +19,15 @@ dandelion.server.loader.RegistrationError: params: 'm' is declared twice
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping, Sequence, Union
 
 from dandelion.ir.nodes import FunctionSpec, Implementation, Param
 from dandelion.ir.types import DataType
 from dandelion.server.loader import RegistrationError
 
+#: A native function's declared parameters or results, as a client gives them (see
+#: :func:`signature_entries`).
+Signature = Union[str, Sequence[Any], Mapping[str, Any]]
 #: Names of native functions, parameters and results: identifiers of both DSL notations.
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TYPES = "set[T] or item[T], T one of bytes, str, int, float, bool, json, ndarray, any"
@@ -106,3 +109,40 @@ def native_spec(name: str, digest: str, params: tuple[Param, ...],
                                 hint="name at least one, e.g. \"results\": [\"result\"]")
     return FunctionSpec(name, params, results,
                         implementations=(Implementation("native", digest, name),))
+
+
+def signature_entries(signature: Signature, what: str) -> list[Any]:
+    """The wire form of declared parameters or results: a list of ``"name"`` or
+    ``"name: type"`` strings.
+
+    Accepts a comma-separated string (``"a, b: set[int]"``), a sequence of names,
+    ``"name: type"`` strings, ``(name, type)`` pairs or ``{"name", "type"}`` maps, or a
+    mapping from names to types (strings or :class:`~dandelion.ir.types.DataType`).
+
+    >>> signature_entries("m: item[ndarray], scale", "params")
+    ['m: item[ndarray]', 'scale']
+    >>> signature_entries({"m": "item[ndarray]", "k": None}, "params")
+    ['m: item[ndarray]', 'k']
+
+    Raises:
+        TypeError: something else.
+    """
+    def entry(name: Any, dtype: Any) -> str:
+        return str(name) if dtype is None else f"{name}: {dtype}"
+
+    if isinstance(signature, str):
+        return [p.strip() for p in signature.split(",") if p.strip()]
+    if isinstance(signature, Mapping):
+        return [entry(n, t) for n, t in signature.items()]
+    if not isinstance(signature, Sequence):
+        raise TypeError(f"{what}: expected a list of names or a mapping name -> type, got "
+                        f"{type(signature).__name__}")
+    out: list[Any] = []
+    for raw in signature:
+        if isinstance(raw, (str, dict)):
+            out.append(raw)
+        elif isinstance(raw, tuple) and len(raw) == 2:
+            out.append(entry(*raw))
+        else:
+            raise TypeError(f"{what}: {raw!r} is not a name, 'name: type' or (name, type)")
+    return out

@@ -17,11 +17,11 @@ import pytest
 
 import dandelion as dd
 from dandelion.cli import main
-from dandelion.client import ServerError, signature_entries
+from dandelion.client import ServerError
 from dandelion.errors import BackendError
 from dandelion.sdk import build
 from dandelion.server import Server, ServerConfig
-from dandelion.server.native import parse_signature
+from dandelion.server.native import parse_signature, signature_entries
 from tests.server.conftest import ALICE, BOB, TOKENS, Raw
 
 REPO = Path(__file__).resolve().parents[2]
