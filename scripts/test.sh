@@ -14,6 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # System programs the tests start themselves (command -> Debian package).
 declare -A SYSTEM_PROGRAMS=(
     [redis-server]=redis-server
+    [gcc]=gcc
 )
 
 missing=()
