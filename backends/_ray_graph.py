@@ -20,6 +20,8 @@ statuses only (:func:`wait`) and fetches the direct outputs at the end (:func:`f
 
 from __future__ import annotations
 
+import os
+import sys
 import types
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
@@ -92,6 +94,34 @@ class CallBox:
     box: tuple[Any, ...]
 
 
+def _installed(path: str) -> bool:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    real = os.path.realpath(path)
+    return any(real.startswith(root + os.sep) for root in roots)
+
+
+def ship_code(artifact: Any) -> None:
+    """Make the module that defines ``artifact``'s function travel by value.
+
+    The nodes can import installed packages, but not a user's own module (a test module, a
+    file next to a notebook); pickling that module's functions and classes by value ships
+    them with the artifact, as the code bundle of a Python function.
+    """
+    import ray.cloudpickle
+
+    fn = getattr(artifact, "fn", None)
+    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    if module is None or module.__name__ == "__main__" or module.__name__.split(".")[0] in (
+            "dandelion", "ray"):
+        return
+    path = getattr(module, "__file__", None)
+    if path and not _installed(path):
+        ray.cloudpickle.register_pickle_by_value(module)
+
+
 def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: frozenset[str],
                   engine_name: str, io_kinds: frozenset[str] | None,
                   timeouts: Mapping[str, float]) -> dict[str, CallBox]:
@@ -112,6 +142,7 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
         if spec is None:
             continue
         call = chooser._call(module, spec)  # same choice and errors as the local backend
+        ship_code(call.artifact)
         key = f"{call.implementation.digest or name}:{call.implementation.kind}:{call.timeout}"
         boxes[name] = CallBox(key, (ray.put(call),))
     return boxes

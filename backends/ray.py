@@ -39,6 +39,9 @@ BATCHES_PER_CPU = 4
 ISOLATIONS = ("sandbox", "none")
 #: Object store of a Ray instance this backend starts itself (bytes).
 DEFAULT_OBJECT_STORE = 256 * 1024 * 1024
+#: CPU the node worker actor reserves: tiny, since its engines' work is what uses the CPUs,
+#: but not zero (Ray ignores a soft node affinity for zero-resource actors at times).
+WORKER_CPUS = 0.001
 _PLAIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
@@ -195,7 +198,7 @@ class RayBackend(BackendBase):
         cls = ray.remote(worker.NodeWorker)
         concurrency = 2 * max(1, self.workers or node.cpus) + 2
         return cls.options(
-            num_cpus=0, max_restarts=-1, max_concurrency=concurrency,
+            num_cpus=WORKER_CPUS, max_restarts=-1, max_concurrency=concurrency,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=True),
         ).remote(self.engine_name, self.workers or max(1, node.cpus), self.engine_options,
                  self.io_factory)
