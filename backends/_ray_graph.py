@@ -103,8 +103,9 @@ def _installed(path: str) -> bool:
     return any(real.startswith(root + os.sep) for root in roots)
 
 
-def ship_code(artifact: Any) -> None:
-    """Make the module that defines ``artifact``'s function travel by value.
+def ship_code(obj: Any) -> None:
+    """Make the module that defines ``obj`` (an artifact's function, a factory) travel by
+    value.
 
     The nodes can import installed packages, but not a user's own module (a test module, a
     file next to a notebook); pickling that module's functions and classes by value ships
@@ -112,8 +113,9 @@ def ship_code(artifact: Any) -> None:
     """
     import ray.cloudpickle
 
-    fn = getattr(artifact, "fn", None)
-    module = sys.modules.get(getattr(fn, "__module__", None) or "")
+    target = getattr(obj, "fn", obj)
+    name = getattr(target, "__module__", None) or type(target).__module__
+    module = sys.modules.get(name)
     if module is None or module.__name__ == "__main__" or module.__name__.split(".")[0] in (
             "dandelion", "ray"):
         return

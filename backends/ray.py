@@ -133,6 +133,7 @@ class RayBackend(BackendBase):
         if getattr(io_engine, "kinds", None) is None:
             raise BackendError("io_engine must declare the implementation kinds it runs "
                                "('kinds')", hint="pass the I/O engine's class or an instance")
+        graph.ship_code(io_engine)
         if hasattr(io_engine, "submit") and not isinstance(io_engine, type):
             return _Given(io_engine)
         return io_engine  # type: ignore[no-any-return]

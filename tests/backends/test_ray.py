@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 import attrs
@@ -17,11 +18,14 @@ import pytest
 
 import dandelion as dd
 from dandelion.errors import BackendError, FunctionError, FunctionTimeout
+from dandelion.ir.nodes import FunctionKind, Implementation
 from dandelion.planner import make_plan
 from dandelion.planner.flatten import flatten
+from dandelion.program import Program
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dandelion[ray]')")
 
+from dandelion.backends._ray_graph import Settings, _Builder  # noqa: E402
 from dandelion.backends._ray_place import Node, Placement  # noqa: E402
 from dandelion.backends._ray_worker import split  # noqa: E402
 
@@ -391,6 +395,91 @@ def test_the_log_count_example_runs(rt: dd.Runtime) -> None:
                    for line in text.splitlines())
     assert expected > 0
     assert rt.run(log_count, " ".join(LOGS)) == expected
+
+
+# -- I/O functions ------------------------------------------------------------------------
+
+class FileEngine:
+    """A real (small) I/O engine: reads the files its requests name, on a thread."""
+
+    kinds = frozenset({"file"})
+
+    def submit(self, call: Any, instances: list[Any], done: Any, cancelled: Any) -> None:
+        def work() -> None:
+            results, inst = [], None
+            try:
+                for inst in instances:
+                    (paths,) = inst.inputs
+                    results.append([tuple(dd.Item(Path(i.value).read_bytes(), key=i.key,
+                                                  name=i.value) for i in paths)])
+            except OSError as e:
+                done(None, (inst, e))
+                return
+            done(results, None)
+
+        threading.Thread(target=work, daemon=True).start()
+
+
+@dd.compute
+def read_file(path: str) -> bytes:
+    raise AssertionError("traced only: the Program makes this an I/O function")
+
+
+@dd.compute
+def size(data: bytes) -> int:
+    return len(data)
+
+
+@dd.composition
+def file_sizes(paths: list[str]) -> int:
+    return total(size(dd.each(read_file(dd.each(paths)))))
+
+
+def with_io_function(comp: Any, name: str) -> Program:
+    """``comp``'s program with function ``name`` turned into a ``file`` I/O function."""
+    program = comp.program
+    functions = [attrs.evolve(f, kind=FunctionKind.IO, cacheable=False,
+                              implementations=(Implementation("file", "", "read"),))
+                 if f.name == name else f for f in program.module.functions]
+    module = attrs.evolve(program.module, functions=functions)
+    return Program.from_module(module, program.entry, program.artifacts)
+
+
+def test_io_functions_run_on_the_nodes_io_engine(ray_cluster: Any, tmp_path: Path) -> None:
+    paths = []
+    for i, n in enumerate([3, 50, 7, 1000]):
+        path = tmp_path / f"f{i}"
+        path.write_bytes(os.urandom(n))
+        paths.append(str(path))
+    program = with_io_function(file_sizes, "read_file")
+    with dd.Runtime(io_engine=FileEngine()) as local:
+        expected = local.run(program, paths)
+    assert expected == 1060
+    for isolation in ("sandbox", "none"):
+        with dd.Runtime(backend="ray", isolation=isolation, io_engine=FileEngine) as rt:
+            assert rt.run(program, paths) == expected
+            with pytest.raises(FunctionError, match="read_file") as err:
+                rt.run(program, [*paths, str(tmp_path / "missing")])
+            assert err.value.instance == 4
+
+
+def test_io_functions_without_an_io_engine_are_refused(ray_cluster: Any) -> None:
+    with dd.Runtime(backend="ray") as rt:
+        with pytest.raises(BackendError, match="needs an I/O engine"):
+            rt.run(with_io_function(file_sizes, "read_file"), ["x"])
+
+
+def test_io_functions_are_retried_only_when_idempotent() -> None:
+    program = with_io_function(file_sizes, "read_file")
+    spec = program.module.function("read_file")
+    placement = Placement((Node("a" * 8),), None)
+    settings = Settings("none", placement, batches=4, retries=3)
+    for hints, retries in [({}, 0), ({0: {"idempotent": True}}, 3)]:
+        plan = attrs.evolve(make_plan(program.module, program.entry), hints=hints)
+        assert _Builder(settings, plan, {})._retries(0, spec) == retries
+    compute = program.module.function("size")
+    assert _Builder(settings, make_plan(program.module, program.entry), {})._retries(
+        1, compute) == 3
 
 
 # -- configuration errors -----------------------------------------------------------------
