@@ -143,7 +143,7 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
         spec = module.function(name)
         if spec is None:
             continue
-        call = chooser._call(module, spec)  # same choice and errors as the local backend
+        call = chooser.call_for(module, spec)  # the local backend's choice and errors
         ship_code(call.artifact)
         key = f"{call.implementation.digest or name}:{call.implementation.kind}:{call.timeout}"
         boxes[name] = CallBox(key, (ray.put(call),))

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any, Callable, Sequence
 
 import attrs
 
-from dandelion.errors import BackendError, FunctionTimeout
+from dandelion.errors import BackendError
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
-from dandelion.runtime.dispatcher import instance_error
+from dandelion.runtime.dispatcher import Dispatcher, instance_error
 from dandelion.runtime.engine import Engine, FunctionCall
 from dandelion.runtime.pool import EnginePool, Job
 from dandelion.runtime.registry import load_engine
@@ -147,6 +146,8 @@ class NodeWorker:
         self.pool = EnginePool(lambda: cls(**engine_options), max(1, workers))
         self.io_engine = io_engine() if io_engine is not None else None
         self.calls: dict[str, FunctionCall] = {}
+        # the local dispatcher's timeout check, over this worker's pool
+        self.timer = Dispatcher(self.pool, {})
 
     def node(self) -> tuple[str, int]:
         """This worker's Ray node id and process id."""
@@ -174,27 +175,13 @@ class NodeWorker:
         self.pool.submit(job)
         watch = call.timeout is not None and not self.pool.enforces_timeout
         while not finished.wait(TIMEOUT_POLL if watch else None):
-            self._check_timeout(job, call)
+            late = self.timer.check_timeouts(job.cancelled)
+            if late is not None:
+                job.cancelled.set()
+                raise late
         if failures:
             _raise_failure(call, failures[0], total)
         return _finish(unit, job.results, len(insts))
-
-    def _check_timeout(self, job: Job, call: FunctionCall) -> None:
-        now = time.monotonic()
-        for worker in list(self.pool.workers):
-            current = worker.current
-            if current is None or current[0] is not job:
-                continue
-            _, inst, started = current
-            if call.timeout and now - started > call.timeout:
-                job.cancelled.set()
-                self.pool.abandon(worker)
-                spec = call.spec
-                raise FunctionTimeout(
-                    f"{spec.kind} function '{spec.name}', instance {inst.index}: ran past its "
-                    f"timeout of {call.timeout:g} s", function=spec.name, instance=inst.index,
-                    keys=inst.keys, hint="raise the timeout, or use a sandboxing engine that "
-                    "stops the function")
 
     def close(self) -> None:
         """Stop the engines."""

@@ -10,7 +10,7 @@ import os
 from typing import Any, Mapping
 
 from dandelion.runtime.backend import Backend as BackendBase
-from dandelion.runtime.dispatcher import Dispatcher
+from dandelion.runtime.dispatcher import Dispatcher, ProgressCallback
 from dandelion.runtime.pool import EnginePool
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Items
@@ -28,6 +28,9 @@ class LocalBackend(BackendBase):
         timeout: seconds any function may run (``None``: no limit).
         timeouts: per-function limits, by function name.
         engine_options: passed to the engine's constructor.
+        io_engine: the engine for I/O functions.
+        progress: called with a :class:`~dandelion.runtime.dispatcher.Progress` as work
+            finishes (the CLI draws its progress line with it).
     """
 
     name = "local"
@@ -35,8 +38,8 @@ class LocalBackend(BackendBase):
 
     def __init__(self, engine: str | None = None, workers: int | None = None,
                  timeout: float | None = None, timeouts: Mapping[str, float] | None = None,
-                 engine_options: Mapping[str, Any] | None = None, io_engine: Any = None
-                 ) -> None:
+                 engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
+                 progress: ProgressCallback | None = None) -> None:
         engine_cls = load_engine(engine or DEFAULT_ENGINE)
         options = dict(engine_options or {})
         self.engine_name = engine_cls.name
@@ -45,6 +48,7 @@ class LocalBackend(BackendBase):
         if timeout is not None:
             self.timeouts.setdefault("*", timeout)
         self.io_engine = io_engine
+        self.progress = progress
 
     def dispatcher(self, artifacts: Mapping[str, Any]) -> Dispatcher:
         """A dispatcher over this backend's engines for one program's artifacts."""
@@ -52,7 +56,8 @@ class LocalBackend(BackendBase):
             return self.dispatcher(artifacts).run(plan, inputs)
 
         return Dispatcher(self.pool, artifacts, timeouts=self.timeouts,
-                          io_engine=self.io_engine, sub_runner=sub_runner)
+                          io_engine=self.io_engine, sub_runner=sub_runner,
+                          progress=self.progress)
 
     def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
             ) -> dict[str, Items]:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -142,7 +143,7 @@ class RayBackend(BackendBase):
                  options: dict[str, Any]) -> None:
         if ray.is_initialized():
             return
-        if address is None:
+        if address is None and not os.environ.get("RAY_ADDRESS"):  # ray.init reads it
             options.setdefault("num_cpus", num_cpus)
             options.setdefault("object_store_memory", store or DEFAULT_OBJECT_STORE)
             options.setdefault("include_dashboard", False)

@@ -29,7 +29,7 @@ from dandelion.authoring import (
     keyed,
     optional,
 )
-from dandelion.authoring import all_ as all_items
+from dandelion.authoring import all_ as all  # noqa: A004 - dd.all(s), the default mode
 from dandelion.errors import (
     BackendError,
     CompositionError,
@@ -56,6 +56,6 @@ __all__ = [
     "BackendError", "CompositionError", "CompositionFunction", "CompositionTypeError",
     "ComputeFunction", "DandelionError", "DslSyntaxError", "EncodingError", "FunctionError",
     "FunctionTimeout", "FunctionTypeError", "InputError", "Item", "Json", "Program", "Runtime",
-    "SandboxViolation", "__version__", "all_items", "any_each", "any_keyed", "composition",
+    "SandboxViolation", "__version__", "any_each", "any_keyed", "composition",
     "compute", "each", "keyed", "optional", "run",
 ]

@@ -3,16 +3,16 @@
 Sandboxes, the wire format, caches and native functions see items as bytes; this module is
 the one place that says how each element type is laid out:
 
-==========  ==============================================================
-``bytes``   as is
-``str``     UTF-8
-``int``     8 bytes, little-endian two's complement (int64)
-``float``   8 bytes, little-endian IEEE 754 double
-``bool``    one byte, 0 or 1
-``json``    UTF-8 JSON text
-``ndarray`` NumPy ``.npy`` format (no pickles)
-``any``     bytes as is; other values cannot be encoded untyped
-==========  ==============================================================
+===========  ==============================================================
+``bytes``    as is
+``str``      UTF-8
+``int``      8 bytes, little-endian two's complement (int64)
+``float``    8 bytes, little-endian IEEE 754 double
+``bool``     one byte, 0 or 1
+``json``     UTF-8 JSON text
+``ndarray``  NumPy ``.npy`` format (no pickles)
+``any``      bytes as is; other values cannot be encoded untyped
+===========  ==============================================================
 
 >>> decode(encode(-5, ElementType.INT), ElementType.INT)
 -5

@@ -62,7 +62,8 @@ class Program:
         """The entry composition."""
         return self._entry(self.module, self.entry)
 
-    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, tuple[Item[Any], ...]]:
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+             ) -> dict[str, tuple[Item[Any], ...]]:
         """Turn ``run(program, *args, **kwargs)`` values into input sets.
 
         Raises:

@@ -1,10 +1,56 @@
-"""Shared fixtures."""
+"""Shared fixtures.
+
+``runtime`` is parametrized over every backend/engine combination this machine can run, so
+the conformance suite (``tests/conformance``) defines the semantics once and checks it on
+each; combinations that need something absent are skipped with the reason.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Iterator
 
 import pytest
+
+import dandelion as dd
+
+
+def _needs(module: str) -> str | None:
+    return None if importlib.util.find_spec(module) else f"{module} is not installed"
+
+
+#: id -> (Runtime keyword arguments, reason to skip or None, extra marks)
+RUNTIMES: dict[str, tuple[dict[str, Any], str | None, tuple[Any, ...]]] = {
+    "local-inline": ({"backend": "local", "engine": "inline", "workers": 2}, None, ()),
+    # on the session's three-node Ray cluster (``ray_cluster``)
+    "ray-sandbox": ({"backend": "ray", "isolation": "sandbox"}, _needs("ray"),
+                    (pytest.mark.ray,)),
+    "ray-none": ({"backend": "ray", "isolation": "none"}, _needs("ray"), (pytest.mark.ray,)),
+}
+
+
+def _params() -> list[Any]:
+    out = []
+    for name, (options, skip, marks) in RUNTIMES.items():
+        all_marks = list(marks)
+        if skip:
+            all_marks.append(pytest.mark.skip(reason=skip))
+        out.append(pytest.param(options, id=name, marks=all_marks))
+    return out
+
+
+@pytest.fixture(scope="session", params=_params())
+def runtime(request: pytest.FixtureRequest) -> Iterator[dd.Runtime]:
+    """A runtime of each backend/engine combination, shared by the session."""
+    options = dict(request.param)
+    if options.get("backend") == "ray":
+        request.getfixturevalue("ray_cluster")
+    rt = dd.Runtime(**options)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
 
 #: Ray settings for a small cluster on this machine: 1 CPU and a small object store per
 #: node, no dashboard, node failures noticed within about a second.

@@ -25,7 +25,7 @@ from typing import Any, Sequence, Union
 
 import attrs
 
-from dandelion.errors import FunctionError, FunctionTypeError
+from dandelion.errors import EncodingError, FunctionError, FunctionTypeError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
 
@@ -107,6 +107,8 @@ def view_of(annotation: Any, where: str) -> View:
 def _check(value: Any, annotation: Any, what: str) -> None:
     if annotation in (Any, object) or isinstance(annotation, typing.TypeVar):
         return
+    if type(annotation) is type and isinstance(value, annotation):
+        return  # the common case, without typeguard's machinery
     from typeguard import TypeCheckError, check_type
 
     try:
@@ -135,6 +137,23 @@ def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:
     return items[0] if view.items else items[0].value
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _check_encodable(value: Any, element: ElementType, what: str) -> None:
+    """Reject what passes the type check but has no encoding (so every engine agrees)."""
+    if element is ElementType.INT and isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise EncodingError(f"{what}: {value} does not fit in 64 bits")
+    elif element is ElementType.JSON:
+        from dandelion.codec import encode
+
+        try:
+            encode(value, element)
+        except EncodingError as e:
+            raise EncodingError(f"{what}: {e.message}") from None
+
+
 def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
     """The items of a returned value; bare values get key 0 and no name.
 
@@ -150,12 +169,11 @@ def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
     else:
         values = [value]
     element = view.element_annotation
+    kind = view.type.element
     out = []
     for v in values:
-        if isinstance(v, Item):
-            _check(v.value, element, what)
-            out.append(v)
-        else:
-            _check(v, element, what)
-            out.append(Item(v))
+        item = v if isinstance(v, Item) else Item(v)
+        _check(item.value, element, what)
+        _check_encodable(item.value, kind, what)
+        out.append(item)
     return tuple(out)

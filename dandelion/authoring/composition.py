@@ -7,11 +7,12 @@ import inspect
 import typing
 from typing import Any, Callable, Sequence
 
+from dandelion.authoring import tracing
 from dandelion.authoring.annotations import View, view_of
 from dandelion.authoring.compute import ComputeFunction
-from dandelion.authoring.tracing import SetRef, Trace, caller_span
+from dandelion.authoring.tracing import SetRef, Trace
 from dandelion.errors import CompositionTypeError, FunctionTypeError
-from dandelion.ir.nodes import Composition, FunctionSpec, Module, Param, SetDecl
+from dandelion.ir.nodes import Composition, FunctionSpec, Module, Param, SetDecl, Span
 from dandelion.ir.verify import check
 from dandelion.program import Program
 
@@ -37,12 +38,11 @@ class CompositionFunction:
         self.name = name or fn.__name__
         where = f"composition '{self.name}'"
         try:
-            hints = typing.get_type_hints(fn)
+            hints = typing.get_type_hints(fn, localns=tracing.caller_locals())
         except Exception as e:
             raise FunctionTypeError(f"{where}: cannot read annotations: {e}") from None
         code = fn.__code__
-        span = caller_span()
-        span = type(span)(code.co_filename, code.co_firstlineno)
+        span = Span(code.co_filename, code.co_firstlineno)
         trace = Trace(fn)
         input_views: list[tuple[str, View]] = []
         refs = []
@@ -78,7 +78,7 @@ class CompositionFunction:
                 module = module.merge(Module([callee.spec]))
             artifacts.update(callee.artifacts)
         check(module)
-        self.module = module
+        self.module: Module = module
         self.composition = comp
         self.artifacts = artifacts
         self.program = Program(module, self.name, artifacts, tuple(input_views),
@@ -142,11 +142,6 @@ class CompositionFunction:
             else:
                 views.append((name, view_of(ann, f"{where} output '{name}'")))
         return views
-
-    @property
-    def spec_params(self) -> list[str]:
-        """Names of the direct inputs."""
-        return [d.name for d in self.composition.inputs]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         from dandelion.authoring import tracing

@@ -74,7 +74,7 @@ def _result_views(fn: Callable[..., Any], hints: dict[str, Any],
         ret = Any
     fields = getattr(ret, "_fields", None)
     if fields is not None and isinstance(ret, type) and issubclass(ret, tuple):
-        types = typing.get_type_hints(ret)
+        types = typing.get_type_hints(ret, localns=tracing.caller_locals())
         return tuple((f, view_of(types.get(f, Any), f"{where} result '{f}'")) for f in fields)
     if typing.get_origin(ret) is tuple and names is not None and len(names) > 1:
         args = typing.get_args(ret)
@@ -115,7 +115,7 @@ class ComputeFunction:
         self.fn = fn
         where, span = _where(fn)
         try:
-            hints = typing.get_type_hints(fn)
+            hints = typing.get_type_hints(fn, localns=tracing.caller_locals())
         except Exception as e:  # NameError from an unresolvable forward reference, …
             raise FunctionTypeError(f"{where}: cannot read annotations: {e}") from None
         sig = inspect.signature(fn)

@@ -139,6 +139,17 @@ def caller_span() -> Span:
     return Span()
 
 
+def caller_locals() -> dict[str, Any]:
+    """Local names of the user code that called into Dandelion (for string annotations of
+    functions defined inside functions)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if not os.path.abspath(frame.f_code.co_filename).startswith(_HERE):
+            return dict(frame.f_locals)
+        frame = frame.f_back  # type: ignore[assignment]
+    return {}
+
+
 def parse_join(text: str, span: Span) -> Join:
     """``"a left b inner c"`` as a :class:`~dandelion.ir.Join`."""
     words = text.split()

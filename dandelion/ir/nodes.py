@@ -14,7 +14,7 @@ hashing, so the decorator and DSL front ends produce *equal* IR for the same pro
 from __future__ import annotations
 
 import enum
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import attrs
 
@@ -101,8 +101,12 @@ def _span_field() -> Span:
     return attrs.field(default=NOWHERE, eq=False, hash=False, repr=False)
 
 
-def _tuple(value: object) -> tuple:  # type: ignore[type-arg]
-    return tuple(value)  # type: ignore[call-overload]
+def _tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _join_kinds(kinds: Iterable[JoinKind | str]) -> tuple[JoinKind, ...]:
+    return tuple(JoinKind(k) for k in kinds)
 
 
 @attrs.frozen
@@ -176,8 +180,7 @@ class Join:
     """``by p0 k0 p1 k1 p2 …``: keyed parameters joined left to right."""
 
     params: tuple[str, ...] = attrs.field(converter=_tuple)
-    kinds: tuple[JoinKind, ...] = attrs.field(
-        converter=lambda ks: tuple(JoinKind(k) for k in ks))
+    kinds: tuple[JoinKind, ...] = attrs.field(converter=_join_kinds)
     span: Span = _span_field()
 
     def __str__(self) -> str:

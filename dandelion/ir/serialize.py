@@ -76,8 +76,9 @@ def _from(tp: Any, data: Any, where: str) -> Any:
         try:
             return tp(data)
         except ValueError:
-            allowed = ", ".join(m.value for m in tp)  # type: ignore[attr-defined]
-            raise CompositionError(f"IR JSON: {where}: {data!r} is not one of {allowed}")
+            allowed = ", ".join(m.value for m in tp)
+            raise CompositionError(
+                f"IR JSON: {where}: {data!r} is not one of {allowed}") from None
     if isinstance(tp, type) and attrs.has(tp):
         if not isinstance(data, dict):
             raise CompositionError(f"IR JSON: {where} should be an object")
@@ -151,7 +152,7 @@ def _schema_for(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
         return {"type": "string", "pattern": r"^(set|item)(\[(bytes|str|int|float|bool|json|"
                                              r"ndarray|any)\])?$"}
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return {"enum": [m.value for m in tp]}  # type: ignore[attr-defined]
+        return {"enum": [m.value for m in tp]}
     if isinstance(tp, type) and attrs.has(tp):
         if tp.__name__ not in defs:
             defs[tp.__name__] = {}

@@ -73,7 +73,7 @@ TYPE_CODES = frozenset({"type-mismatch", "shape-mismatch"})
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ``did you mean 'x'?`` hint for a misspelled ``name``, or ``""``."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
     return f"did you mean '{close[0]}'?" if close else ""
 
 
@@ -117,7 +117,9 @@ class _Checker:
 
     def check_names(self) -> None:
         seen: dict[str, Span] = {}
-        for item in (*self.module.functions, *self.module.compositions):
+        declared: tuple[FunctionSpec | Composition, ...] = (
+            *self.module.functions, *self.module.compositions)
+        for item in declared:
             if item.name in seen:
                 self.error("duplicate-name", f"'{item.name}' is declared twice", item.span,
                            f"first declared at {seen[item.name]}")
@@ -278,9 +280,9 @@ class _Checker:
                            "a composition is a DAG; break the cycle")
                 return
             state[name] = 1
-            app = producers.get(name)
-            if app is not None:
-                for arg in app.arguments:
+            producer = producers.get(name)
+            if producer is not None:
+                for arg in producer.arguments:
                     visit(arg.source, path + [name])
             state[name] = 2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import attrs
 
@@ -19,6 +19,10 @@ class Decision:
     application: int | None = None
 
 
+def _decisions(decisions: Iterable[Decision]) -> tuple[Decision, ...]:
+    return tuple(decisions)
+
+
 @attrs.frozen
 class Plan:
     """A composition ready to run.
@@ -32,7 +36,7 @@ class Plan:
 
     module: Module
     entry: str
-    decisions: tuple[Decision, ...] = attrs.field(converter=tuple, default=())
+    decisions: tuple[Decision, ...] = attrs.field(converter=_decisions, default=())
     hints: Mapping[int, Mapping[str, Any]] = attrs.field(factory=dict)
 
     @property

@@ -32,7 +32,7 @@ class Backend(abc.ABC):
             ) -> dict[str, Items]:
         """Run ``plan`` on its direct inputs; return its direct outputs."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing
         """Release workers, engines and connections."""
 
 

@@ -10,7 +10,6 @@ before its inputs are complete, and results never depend on scheduling.
 from __future__ import annotations
 
 import math
-import queue
 import threading
 import time
 from collections import defaultdict
@@ -20,7 +19,6 @@ import attrs
 
 from dandelion.errors import BackendError, DandelionError, FunctionError, FunctionTimeout
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module
-from dandelion.items import Item
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.pool import EnginePool, Job
@@ -30,6 +28,19 @@ from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 BATCHES_PER_WORKER = 4
 
 SubRunner = Callable[[Plan, Mapping[str, Items]], Mapping[str, Items]]
+
+
+@attrs.frozen
+class Progress:
+    """How far a run is: applications and instances finished, of those known so far."""
+
+    applications_done: int
+    applications: int
+    instances_done: int
+    instances: int
+
+
+ProgressCallback = Callable[[Progress], None]
 
 
 @attrs.define(eq=False)
@@ -76,12 +87,15 @@ class Dispatcher:
         timeouts: function name -> seconds (``"*"`` for every function).
         io_engine: runs I/O functions (``None``: plans with I/O functions are refused).
         sub_runner: runs a nested composition for sharded composition calls.
+        progress: called with a :class:`Progress` whenever work finishes.
     """
 
     def __init__(self, pool: EnginePool, artifacts: Mapping[str, Any], *,
                  timeouts: Mapping[str, float] | None = None, io_engine: Any = None,
-                 sub_runner: SubRunner | None = None) -> None:
+                 sub_runner: SubRunner | None = None,
+                 progress: ProgressCallback | None = None) -> None:
         self.pool = pool
+        self.progress = progress
         self.artifacts = artifacts
         self.timeouts = dict(timeouts or {})
         self.io_engine = io_engine
@@ -90,7 +104,8 @@ class Dispatcher:
     def _timeout(self, name: str) -> float | None:
         return self.timeouts.get(name, self.timeouts.get("*"))
 
-    def _call(self, module: Module, spec: FunctionSpec) -> FunctionCall:
+    def call_for(self, module: Module, spec: FunctionSpec) -> FunctionCall:
+        """The implementation of ``spec`` that this dispatcher's engines run, loaded."""
         kinds = self.pool.kinds
         if spec.kind is FunctionKind.IO:
             if self.io_engine is None:
@@ -120,117 +135,19 @@ class Dispatcher:
             FunctionError: the first failing instance, naming function, instance and keys;
                 the rest of the run is cancelled.
         """
-        module, comp = plan.module, plan.composition
-        sets: dict[str, Items] = {}
-        for decl in comp.inputs:
-            sets[decl.name] = tuple(inputs.get(decl.name, ()))
-        produced = {o.target for app in comp.applications for o in app.outputs}
-        for decl in comp.declarations():
-            if decl.name not in produced and decl.name not in sets:
-                sets[decl.name] = ()
-        missing: dict[int, set[str]] = {}
-        consumers: dict[str, list[int]] = defaultdict(list)
-        ready: list[int] = []
-        for i, app in enumerate(comp.applications):
-            needs = {a.source for a in app.arguments if a.source not in sets}
-            missing[i] = needs
-            for name in needs:
-                consumers[name].append(i)
-            if not needs:
-                ready.append(i)
-        events: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        cancelled = threading.Event()
-        running: dict[int, _Running] = {}
-        calls: dict[str, FunctionCall] = {}
-        parallelism = self.pool.size
+        run = _Run(self, plan, inputs)
+        run.begin()
+        run.wait()
+        if run.error is not None:
+            raise run.error
+        return {d.name: run.sets.get(d.name, ()) for d in plan.composition.outputs}
 
-        def publish(index: int, outputs: list[Items]) -> None:
-            app = comp.applications[index]
-            spec = running[index].spec if index in running else None
-            results = [r.name for r in spec.results] if spec else []
-            by_result = dict(zip(results, outputs))
-            for out in app.outputs:
-                sets[out.target] = by_result.get(out.result, ())
-                for consumer in consumers.get(out.target, ()):
-                    needs = missing[consumer]
-                    needs.discard(out.target)
-                    if not needs:
-                        ready.append(consumer)
-            running.pop(index, None)
+    def check_timeouts(self, cancelled: threading.Event) -> FunctionTimeout | None:
+        """A timeout error for an instance of this run stuck past its limit, if any.
 
-        def start(index: int) -> None:
-            app = comp.applications[index]
-            spec = _signature(module, app.function)
-            args = {a.param: a for a in app.arguments}
-            ins = []
-            for p in spec.params:
-                a = args.get(p.name)
-                ins.append(Input(p.name, sets[a.source], a.mode, a.optional) if a
-                           else Input(p.name, (), optional=True))
-            insts = instances(ins, app.join, parallelism)
-            state = _Running(app, spec, insts, [None] * len(insts), 0)
-            running[index] = state
-            if not insts:
-                publish(index, [() for _ in spec.results])
-                return
-            if module.composition(app.function) is not None:
-                self._start_nested(plan, index, state, events)
-                return
-            call = calls.get(spec.name)
-            if call is None:
-                call = calls[spec.name] = self._call(module, spec)
-            if spec.kind is FunctionKind.IO:
-                self._start_io(index, state, call, events, cancelled)
-                return
-            n = len(insts)
-            size = max(1, math.ceil(n / (self.pool.size * BATCHES_PER_WORKER)))
-            state.remaining = math.ceil(n / size)
-            for start_at in range(0, n, size):
-                batch = insts[start_at:start_at + size]
-                job = Job(call, batch, lambda j, f: events.put((0, (j, f))), cancelled,
-                          tag=(index, start_at))
-                self.pool.submit(job)
-
-        try:
-            while True:
-                while ready:
-                    start(ready.pop())
-                if not running:
-                    break
-                kind, payload = self._next_event(events, running, calls)
-                if kind == 0:
-                    job, failure = payload
-                    index, offset = job.tag
-                    state = running[index]
-                    if failure is not None:
-                        inst, error = failure
-                        raise instance_error(state.spec, inst, len(state.instances),
-                                             error) from error
-                    state.outputs[offset:offset + len(job.results)] = job.results
-                    state.remaining -= 1
-                    if state.remaining == 0:
-                        publish(index, gather(state.outputs, len(state.spec.results)))
-                else:  # a nested composition or an I/O application finished whole
-                    index, outputs, error = payload
-                    if error is not None:
-                        raise error
-                    publish(index, outputs)
-        finally:
-            cancelled.set()
-        return {d.name: sets.get(d.name, ()) for d in comp.outputs}
-
-    def _next_event(self, events: queue.SimpleQueue[tuple[int, Any]],
-                    running: dict[int, _Running], calls: dict[str, FunctionCall]
-                    ) -> tuple[int, Any]:
-        if self.pool.enforces_timeout or not any(c.timeout for c in calls.values()):
-            return events.get()
-        while True:
-            try:
-                return events.get(timeout=0.02)
-            except queue.Empty:
-                self._check_timeouts()
-
-    def _check_timeouts(self) -> None:
+        Only for engines that cannot stop a function themselves: the worker running it is
+        abandoned and replaced, so the pool keeps its size.
+        """
         now = time.monotonic()
         for worker in list(self.pool.workers):
             current = worker.current
@@ -238,55 +155,208 @@ class Dispatcher:
                 continue
             job, inst, started = current
             limit = job.call.timeout
-            if limit and now - started > limit and not job.cancelled.is_set():
+            if job.cancelled is cancelled and limit and now - started > limit:
                 self.pool.abandon(worker)
                 spec = job.call.spec
-                raise FunctionTimeout(
+                return FunctionTimeout(
                     f"{spec.kind} function '{spec.name}', instance {inst.index}: ran past its "
                     f"timeout of {limit:g} s", function=spec.name, instance=inst.index,
                     keys=inst.keys, hint="raise the timeout, or use the process engine, which "
                     "stops the function")
+        return None
 
-    def _start_nested(self, plan: Plan, index: int, state: _Running,
-                      events: queue.SimpleQueue[tuple[int, Any]]) -> None:
-        if self.sub_runner is None:
+
+class _Run:
+    """The state of one run of a plan.
+
+    There is no dispatcher thread: whichever thread finishes a piece of work (a worker, a
+    nested run, the I/O engine) takes the lock, publishes the outputs and starts what became
+    ready.  A chain of functions therefore runs on one worker without a thread hand-off per
+    application; the caller only waits for the end.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, plan: Plan, inputs: Mapping[str, Items]) -> None:
+        self.d = dispatcher
+        self.plan = plan
+        self.module, self.comp = plan.module, plan.composition
+        comp = self.comp
+        self.sets: dict[str, Items] = {}
+        for decl in comp.inputs:
+            self.sets[decl.name] = tuple(inputs.get(decl.name, ()))
+        produced = {o.target for app in comp.applications for o in app.outputs}
+        for decl in comp.declarations():
+            if decl.name not in produced and decl.name not in self.sets:
+                self.sets[decl.name] = ()
+        self.missing: dict[int, set[str]] = {}
+        self.consumers: dict[str, list[int]] = defaultdict(list)
+        self.ready: list[int] = []
+        for i, app in enumerate(comp.applications):
+            needs = {a.source for a in app.arguments if a.source not in self.sets}
+            self.missing[i] = needs
+            for name in needs:
+                self.consumers[name].append(i)
+            if not needs:
+                self.ready.append(i)
+        self.lock = threading.Lock()
+        self.finished = threading.Event()
+        self.cancelled = threading.Event()
+        self.error: BaseException | None = None
+        self.running: dict[int, _Running] = {}
+        self.calls: dict[str, FunctionCall] = {}
+        self.counts = [0, len(comp.applications), 0, 0]  # apps done/total, instances too
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        with self.lock:
+            self._advance()
+
+    def wait(self) -> None:
+        needs_watch = not self.d.pool.enforces_timeout and bool(self.d.timeouts)
+        while not self.finished.wait(0.02 if needs_watch else None):
+            error = self.d.check_timeouts(self.cancelled)
+            if error is not None:
+                with self.lock:
+                    self._fail(error)
+
+    def _advance(self) -> None:
+        """Start everything ready; finish when nothing runs.  Called with the lock held."""
+        try:
+            while self.ready and self.error is None:
+                self._start(self.ready.pop())
+        except BaseException as e:
+            self._fail(e)
+        if self.d.progress is not None and self.error is None:
+            self.d.progress(Progress(*self.counts))
+        if not self.running or self.error is not None:
+            self.finished.set()
+
+    def _fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.cancelled.set()
+        self.finished.set()
+
+    # -- events from workers, nested runs and the I/O engine --------------------------------
+
+    def on_job(self, job: Job, failure: tuple[Instance, BaseException] | None) -> None:
+        with self.lock:
+            if self.error is not None:
+                return
+            index, offset = job.tag
+            state = self.running[index]
+            if failure is not None:
+                inst, error = failure
+                err = instance_error(state.spec, inst, len(state.instances), error)
+                err.__cause__ = error
+                self._fail(err)
+                return
+            state.outputs[offset:offset + len(job.results)] = job.results
+            self.counts[2] += len(job.results)
+            state.remaining -= 1
+            if state.remaining == 0:
+                self._publish(index, gather(state.outputs, len(state.spec.results)))
+            self._advance()
+
+    def on_whole(self, index: int, outputs: list[Items] | None, error: BaseException | None
+                 ) -> None:
+        with self.lock:
+            if self.error is not None:
+                return
+            if error is not None:
+                self._fail(error)
+                return
+            self.counts[2] += len(self.running[index].instances)
+            self._publish(index, outputs or [])
+            self._advance()
+
+    # -- the semantics ---------------------------------------------------------------------
+
+    def _publish(self, index: int, outputs: list[Items]) -> None:
+        app = self.comp.applications[index]
+        state = self.running.pop(index)
+        by_result = dict(zip((r.name for r in state.spec.results), outputs))
+        for out in app.outputs:
+            self.sets[out.target] = by_result.get(out.result, ())
+            for consumer in self.consumers.get(out.target, ()):
+                needs = self.missing[consumer]
+                needs.discard(out.target)
+                if not needs:
+                    self.ready.append(consumer)
+        self.counts[0] += 1
+
+    def _start(self, index: int) -> None:
+        d = self.d
+        app = self.comp.applications[index]
+        spec = _signature(self.module, app.function)
+        args = {a.param: a for a in app.arguments}
+        ins = []
+        for p in spec.params:
+            a = args.get(p.name)
+            ins.append(Input(p.name, self.sets[a.source], a.mode, a.optional) if a
+                       else Input(p.name, (), optional=True))
+        insts = instances(ins, app.join, d.pool.size)
+        state = _Running(app, spec, insts, [None] * len(insts), 0)
+        self.running[index] = state
+        self.counts[3] += len(insts)
+        if not insts:
+            self._publish(index, [() for _ in spec.results])
+            return
+        if self.module.composition(app.function) is not None:
+            self._start_nested(index, state)
+            return
+        call = self.calls.get(spec.name)
+        if call is None:
+            call = self.calls[spec.name] = d.call_for(self.module, spec)
+        if spec.kind is FunctionKind.IO:
+            self._start_io(index, state, call)
+            return
+        n = len(insts)
+        size = max(1, math.ceil(n / (d.pool.size * BATCHES_PER_WORKER)))
+        state.remaining = math.ceil(n / size)
+        for start_at in range(0, n, size):
+            d.pool.submit(Job(call, insts[start_at:start_at + size], self.on_job,
+                              self.cancelled, tag=(index, start_at)))
+
+    def _start_nested(self, index: int, state: _Running) -> None:
+        runner = self.d.sub_runner
+        if runner is None:
             raise BackendError("this runtime cannot run a composition once per shard")
         from dandelion.planner import make_plan
 
-        sub_plan = make_plan(plan.module, state.app.function)
+        sub_plan = make_plan(self.plan.module, state.app.function)
         spec = state.spec
-        runner = self.sub_runner
 
         def work() -> None:
             outs: list[list[Items]] = []
             try:
                 for inst in state.instances:
+                    if self.cancelled.is_set():
+                        return
                     sets = {p.name: items for p, items in zip(spec.params, inst.inputs)}
                     result = runner(sub_plan, sets)
                     outs.append([result.get(r.name, ()) for r in spec.results])
-                events.put((1, (index, gather(outs, len(spec.results)), None)))
             except BaseException as e:
                 inst = state.instances[len(outs)]
-                events.put((1, (index, None, instance_error(spec, inst, len(state.instances),
-                                                            e))))
+                self.on_whole(index, None, instance_error(spec, inst, len(state.instances), e))
+                return
+            self.on_whole(index, gather(outs, len(spec.results)), None)
 
         threading.Thread(target=work, name=f"dandelion-{spec.name}", daemon=True).start()
 
-    def _start_io(self, index: int, state: _Running, call: FunctionCall,
-                  events: queue.SimpleQueue[tuple[int, Any]], cancelled: threading.Event
-                  ) -> None:
+    def _start_io(self, index: int, state: _Running, call: FunctionCall) -> None:
         spec = state.spec
 
         def done(results: list[Any] | None, failure: tuple[Instance, BaseException] | None
                  ) -> None:
             if failure is not None:
                 inst, error = failure
-                events.put((1, (index, None, instance_error(spec, inst, len(state.instances),
-                                                            error))))
+                self.on_whole(index, None,
+                              instance_error(spec, inst, len(state.instances), error))
             else:
-                events.put((1, (index, gather(results or [], len(spec.results)), None)))
+                self.on_whole(index, gather(results or [], len(spec.results)), None)
 
-        self.io_engine.submit(call, state.instances, done, cancelled)
+        self.d.io_engine.submit(call, state.instances, done, self.cancelled)
 
 
 def _signature(module: Module, name: str) -> FunctionSpec:
@@ -296,8 +366,3 @@ def _signature(module: Module, name: str) -> FunctionSpec:
     if spec is None:  # verify() rejects this before a plan exists
         raise BackendError(f"function '{name}' is not declared")
     return spec
-
-
-def item_sets(values: Mapping[str, Any]) -> dict[str, tuple[Item[Any], ...]]:
-    """Normalize a mapping of name -> items (any iterable) to tuples."""
-    return {k: tuple(v) for k, v in values.items()}

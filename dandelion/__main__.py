@@ -1,0 +1,7 @@
+"""``python -m dandelion``: the command line."""
+
+import sys
+
+from dandelion.cli import main
+
+sys.exit(main())

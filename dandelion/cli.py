@@ -1,0 +1,237 @@
+"""The ``dandelion`` command.
+
+Subcommands: ``run``, ``check``, ``plan``, ``graph``, ``ir``.  A TARGET is
+``FILE[:COMPOSITION]`` with FILE a ``.py``, ``.dd``, ``.dcl`` or IR ``.json`` file.
+Exit status: 0 success, 1 the composition failed or has errors, 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import dandelion
+from dandelion.errors import CompositionError, DandelionError, InputError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class ProgressLine:
+    """A one-line progress display on a terminal, drawn only for runs longer than a moment."""
+
+    def __init__(self, stream: Any, delay: float = 0.5) -> None:
+        self.stream = stream
+        self.start = time.monotonic()
+        self.delay = delay
+        self.drawn = False
+        self.last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if now - self.start < self.delay or now - self.last < 0.1:
+            return
+        with self._lock:
+            self.last = now
+            self.drawn = True
+            self.stream.write(f"\r\x1b[2K{now - self.start:6.1f}s  applications "
+                              f"{p.applications_done}/{p.applications}  instances "
+                              f"{p.instances_done}/{p.instances}")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+def _runtime_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"backend": args.backend}
+    if args.engine:
+        options["engine"] = args.engine
+    if args.workers:
+        options["workers"] = args.workers
+    if args.timeout:
+        options["timeout"] = args.timeout
+    return options
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dandelion.cli_values import parse_inputs, render, to_jsonable
+    from dandelion.loading import load_program
+
+    program = load_program(args.target)
+    views = dict(program.inputs)
+    inputs = parse_inputs(args.input or [], views, args.inputs)
+    missing = [n for n in views if n not in inputs]
+    if missing:
+        raise InputError(f"missing input(s): {', '.join(missing)}",
+                         hint="give each with -i NAME=VALUE or -i NAME=@FILE")
+    options = _runtime_options(args)
+    progress = None
+    if sys.stderr.isatty() and not args.quiet and args.backend == "local":
+        progress = ProgressLine(sys.stderr)
+        options["progress"] = progress
+    with dandelion.Runtime(**options) as rt:
+        try:
+            result = rt.run(program, **inputs)
+        finally:
+            if progress is not None:
+                progress.finish()
+    if args.json:
+        print(json.dumps(to_jsonable(result), indent=2))
+    else:
+        print(render(result))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from dandelion.ir.verify import verify
+    from dandelion.loading import load_program
+
+    try:
+        program = load_program(args.target)
+    except CompositionError as e:
+        # front ends check at load time: print every diagnostic they attached
+        if e.diagnostics:
+            for d in e.diagnostics:
+                print(d, file=sys.stderr)
+            return EXIT_FAILED
+        raise
+    found = verify(program.module)
+    for d in found:
+        print(d, file=sys.stderr)
+    errors = sum(d.is_error for d in found)
+    comp = program.composition
+    if not errors:
+        warnings = len(found)
+        print(f"{args.target}: ok: composition '{comp.name}', {len(comp.applications)} "
+              f"application(s)" + (f", {warnings} warning(s)" if warnings else ""))
+    return EXIT_FAILED if errors else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from dandelion.loading import load_program
+    from dandelion.planner import make_plan
+
+    program = load_program(args.target)
+    plan = make_plan(program.module, program.entry)
+    if args.json:
+        print(json.dumps(plan.to_data(), indent=2))
+    else:
+        print(plan.describe(explain=args.explain))
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from dandelion.graph import to_dot, to_mermaid
+    from dandelion.loading import load_program
+
+    program = load_program(args.target)
+    draw = to_dot if args.format == "dot" else to_mermaid
+    print(draw(program.composition))
+    return EXIT_OK
+
+
+def cmd_ir(args: argparse.Namespace) -> int:
+    from dandelion.ir.serialize import json_schema, to_json
+
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+        return EXIT_OK
+    if not args.target:
+        raise InputError("give a TARGET, or --schema")
+    from dandelion.loading import load_program
+
+    print(to_json(load_program(args.target).module))
+    return EXIT_OK
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input", action="append", metavar="NAME=VALUE",
+                   help="an input item: NAME=VALUE, NAME[KEY]=VALUE, NAME=@FILE, NAME=@DIR "
+                        "(one item per file) or NAME=@- (stdin); repeat for more items")
+    p.add_argument("--inputs", metavar="FILE.json",
+                   help="inputs as a JSON object of NAME: value (or list of values)")
+    p.add_argument("--backend", default="local", help="backend to run on (default: local)")
+    p.add_argument("--engine", help="compute engine of the local backend (inline, process…)")
+    p.add_argument("--workers", type=int, help="number of engines (default: CPUs)")
+    p.add_argument("--timeout", type=float, help="seconds any function may run")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dandelion`` command."""
+    parser = argparse.ArgumentParser(
+        prog="dandelion",
+        description="Run and inspect Dandelion compositions.",
+        epilog="TARGET is FILE[:COMPOSITION], FILE a .py, .dd, .dcl or IR .json file.")
+    parser.add_argument("--version", action="version",
+                        version=f"dandelion {dandelion.__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run a composition and print its outputs")
+    p.add_argument("target", metavar="TARGET")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="verify a composition; non-zero exit on errors")
+    p.add_argument("target", metavar="TARGET")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plan", help="print the plan the planner derives")
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--explain", action="store_true", help="say what each pass decided")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("graph", help="draw the composition as dot or mermaid text")
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("ir", help="print the IR as versioned JSON")
+    p.add_argument("target", metavar="TARGET", nargs="?")
+    p.add_argument("--schema", action="store_true", help="print the IR's JSON Schema instead")
+    p.set_defaults(func=cmd_ir)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dandelion`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InputError as e:
+        print(f"dandelion: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except DandelionError as e:
+        print(f"dandelion: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("dandelion: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # never a bare traceback for the user
+        if args.debug:
+            raise
+        print(f"dandelion: internal error: {type(e).__name__}: {e}\n"
+              "  (rerun with --debug for a traceback, and please report it)", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Values on the command line: parsing ``-i NAME=VALUE`` and printing results.
+
+``-i NAME=VALUE`` gives one item of input ``NAME`` (repeat it for more items of a set);
+``NAME[KEY]=VALUE`` sets the item's integer key; ``VALUE`` may be ``@FILE`` (the file's
+content; ``@-`` for standard input) or ``@DIR`` (one item per file, named after it).
+The text is converted to the input's element type.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from dandelion.authoring.annotations import View
+from dandelion.errors import InputError
+from dandelion.ir.types import ElementType
+from dandelion.items import Item
+
+_ARG = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(\[(?P<key>-?\d+)\])?=(?P<value>.*)$",
+                  re.DOTALL)
+
+
+def _convert(raw: bytes, element: ElementType, where: str) -> Any:
+    try:
+        if element in (ElementType.BYTES, ElementType.ANY):
+            return raw
+        if element is ElementType.NDARRAY and raw.startswith(b"\x93NUMPY"):
+            import numpy as np
+
+            return np.load(io.BytesIO(raw), allow_pickle=False)
+        text = raw.decode()
+        if element is ElementType.STR:
+            return text
+        if element is ElementType.INT:
+            return int(text.strip())
+        if element is ElementType.FLOAT:
+            return float(text.strip())
+        if element is ElementType.BOOL:
+            word = text.strip().lower()
+            if word not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"{text.strip()!r} is not true or false")
+            return word in ("true", "1", "yes")
+        if element is ElementType.JSON:
+            return json.loads(text)
+        if element is ElementType.NDARRAY:
+            import numpy as np
+
+            return np.array(json.loads(text))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{where}: cannot read it as {element}: {e}") from None
+    raise InputError(f"{where}: unsupported element type {element}")  # pragma: no cover
+
+
+def _read(value: str, where: str) -> list[tuple[str, bytes]]:
+    if not value.startswith("@"):
+        return [("", value.encode())]
+    target = value[1:]
+    if target == "-":
+        return [("", sys.stdin.buffer.read())]
+    path = Path(target)
+    if path.is_dir():
+        return [(p.name, p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()]
+    try:
+        return [(path.name, path.read_bytes())]
+    except OSError as e:
+        raise InputError(f"{where}: cannot read {target}: {e.strerror}") from None
+
+
+def parse_inputs(args: Iterable[str], views: Mapping[str, View],
+                 json_file: str | None = None) -> dict[str, Any]:
+    """Inputs for :meth:`Program.bind` from ``-i`` arguments and an optional JSON file.
+
+    Raises:
+        InputError: malformed argument, unknown input, unreadable file or value.
+    """
+    values: dict[str, list[Item[Any]]] = {}
+    if json_file is not None:
+        try:
+            doc = json.loads(Path(json_file).read_text() if json_file != "-"
+                             else sys.stdin.read())
+        except (OSError, ValueError) as e:
+            raise InputError(f"--inputs {json_file}: {e}") from None
+        if not isinstance(doc, dict):
+            raise InputError(f"--inputs {json_file}: expected a JSON object of inputs")
+        for name, value in doc.items():
+            view = views.get(name)
+            if view is None:
+                raise InputError(f"--inputs {json_file}: unknown input '{name}'",
+                                 hint=f"inputs: {', '.join(views)}")
+            many = value if view.type.is_set and isinstance(value, list) else [value]
+            for v in many:
+                if view.type.element is ElementType.BYTES and isinstance(v, str):
+                    v = v.encode()
+                values.setdefault(name, []).append(Item(v))
+    for arg in args:
+        m = _ARG.match(arg)
+        if m is None:
+            raise InputError(f"-i {arg!r}: expected NAME=VALUE, NAME[KEY]=VALUE or NAME=@FILE")
+        name = m["name"]
+        view = views.get(name)
+        if view is None:
+            raise InputError(f"-i {arg!r}: unknown input '{name}'",
+                             hint=f"inputs: {', '.join(views) or '(none)'}")
+        key = int(m["key"]) if m["key"] is not None else 0
+        for item_name, raw in _read(m["value"], f"input '{name}'"):
+            value = _convert(raw, view.type.element, f"input '{name}'")
+            values.setdefault(name, []).append(Item(value, key=key, name=item_name))
+    out: dict[str, Any] = {}
+    for name, items in values.items():
+        view = views[name]
+        if view.type.is_set:
+            out[name] = items
+        elif len(items) != 1:
+            raise InputError(f"input '{name}' takes one item but {len(items)} were given")
+        else:
+            out[name] = items[0] if view.items or items[0].key or items[0].name \
+                else items[0].value
+    return out
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` as JSON data: bytes as text (or ``{"base64": …}``), arrays as lists."""
+    if isinstance(value, Item):
+        return {"key": value.key, "name": value.name, "value": to_jsonable(value.value)}
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {k: to_jsonable(v) for k, v in zip(value._fields, value)}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def render(value: Any) -> str:
+    """A human-readable rendering of a run's result."""
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return "\n".join(f"{k}: {render(v)}" for k, v in zip(value._fields, value))
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            return repr(bytes(value))
+    if isinstance(value, list):
+        return "\n".join(render(v) for v in value)
+    if isinstance(value, Item):
+        return f"[key {value.key}{' ' + value.name if value.name else ''}] {render(value.value)}"
+    if isinstance(value, (dict,)):
+        return json.dumps(value)
+    return str(value)

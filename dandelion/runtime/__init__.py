@@ -1,0 +1,1 @@
+"""The local runtime: dispatcher, engine pool, memory domains, backends registry and ``dd.run``."""

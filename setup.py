@@ -1,0 +1,33 @@
+"""Package discovery for the ``dsl/`` and ``backends/`` mapping (metadata: pyproject.toml).
+
+``dsl/`` and ``backends/`` live at the top of the repository but install as ``dandelion.dsl`` and
+``dandelion.backends``. ``[tool.setuptools.packages.find]`` cannot rename directories, so the
+package list is computed here: every directory below the three roots that holds a ``.py`` file
+is a package, and a new subpackage needs no edit of any list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+#: installed package name -> directory in the repository
+ROOTS = {"dandelion": "dandelion", "dandelion.dsl": "dsl", "dandelion.backends": "backends"}
+
+
+def packages() -> list[str]:
+    """Every directory with Python modules below each root, as a dotted package name."""
+    found = []
+    for name, directory in ROOTS.items():
+        root = HERE / directory
+        for path in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
+            if path.name == "__pycache__" or not any(path.glob("*.py")):
+                continue
+            relative = path.relative_to(root).parts
+            found.append(".".join((name, *relative)))
+    return found
+
+
+setup(packages=packages())

@@ -1,0 +1,124 @@
+"""The dandelion command, run as a user runs it (a subprocess) and in-process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dandelion.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+EX = ROOT / "examples"
+
+
+def dandelion(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dandelion", *args], capture_output=True,
+                          input=stdin, cwd=ROOT, timeout=120)
+
+
+def test_version():
+    out = dandelion("--version")
+    assert out.returncode == 0 and out.stdout.decode().startswith("dandelion ")
+
+
+def test_run_word_count_with_literal_file_and_stdin_inputs(tmp_path):
+    page = tmp_path / "page.txt"
+    page.write_text("one two three")
+    out = dandelion("run", f"{EX}/wordcount.py", "-i", f"pages=@{page}", "-i", "pages=four",
+                    "-i", "pages=@-", stdin=b"five six")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().strip() == "6"
+
+
+def test_run_with_a_directory_gives_one_item_per_file(tmp_path, capsys):
+    for i in range(3):
+        (tmp_path / f"{i}.txt").write_text("w " * (i + 1))
+    assert main(["run", f"{EX}/wordcount.py:word_count", "-i", f"pages=@{tmp_path}",
+                 "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out) == 6
+
+
+def test_run_matrix_from_an_npy_file(tmp_path, capsys):
+    m = np.arange(16, dtype=np.int64).reshape(4, 4)
+    np.save(tmp_path / "m.npy", m)
+    assert main(["run", f"{EX}/matmul.py", "-i", f"m=@{tmp_path / 'm.npy'}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == (m @ m.T).tolist()
+
+
+def test_keys_on_the_command_line(capsys):
+    assert main(["run", f"{EX}/keyed_join.py", "-i", "customers[1]=ada", "-i",
+                 'orders[1]={"amount": 4}', "-i", 'orders[1]={"amount": 6}', "--json"]) == 0
+    [line] = json.loads(capsys.readouterr().out)
+    assert line["key"] == 1 and line["value"] == {"customer": "ada", "orders": 2, "spent": 10}
+
+
+def test_inputs_from_a_json_file(tmp_path, capsys):
+    doc = tmp_path / "in.json"
+    doc.write_text(json.dumps({"pages": ["a b", "c"]}))
+    assert main(["run", f"{EX}/wordcount.py", "--inputs", str(doc)]) == 0
+    assert capsys.readouterr().out.strip() == "3"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["run", "nope.py"], 1, "no such file"),
+    (["run", f"{EX}/wordcount.py:nope"], 1, "no composition called 'nope'"),
+    (["run", f"{EX}/matmul.py:gram"], 1, "no composition called 'gram'"),
+    (["run", f"{EX}/wordcount.py"], 2, "missing input(s): pages"),
+    (["run", f"{EX}/wordcount.py", "-i", "page=x"], 2, "unknown input 'page'"),
+    (["run", f"{EX}/wordcount.py", "-i", "garbage"], 2, "expected NAME=VALUE"),
+    (["run", f"{EX}/matmul.py", "-i", "m=@/nonexistent"], 2, "cannot read"),
+    (["run", f"{EX}/wordcount.py", "-i", "pages=x", "--engine", "warp"], 1, "unknown engine"),
+    (["run", str(ROOT / "pyproject.toml")], 1, "don't know how to read"),
+])
+def test_bad_usage_gets_a_clear_error_and_exit_status(args, code, message, capsys):
+    assert main(args) == code
+    assert message in capsys.readouterr().err
+
+
+def test_check_reports_ok_and_errors(tmp_path, capsys):
+    assert main(["check", f"{EX}/wordcount.py"]) == 0
+    assert "ok: composition 'word_count'" in capsys.readouterr().out
+    bad = tmp_path / "bad.py"
+    bad.write_text("import dandelion as dd\n\n@dd.compute\ndef f(x: int) -> int:\n"
+                   "    return x\n\n@dd.composition\ndef c(xs: list[str]) -> int:\n"
+                   "    return f(xs)\n")
+    assert main(["check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:9" in err and "expects int" in err
+
+
+def test_graph_formats():
+    dot = dandelion("graph", f"{EX}/wordcount.py", "--format", "dot").stdout.decode()
+    assert dot.startswith('digraph "word_count"') and '"s_pages" -> "a0" [label="each"]' in dot
+    mer = dandelion("graph", f"{EX}/wordcount.py", "--format", "mermaid").stdout.decode()
+    assert mer.startswith("flowchart LR")
+
+
+def test_ir_prints_json_that_loads_back_and_runs(tmp_path, capsys):
+    assert main(["ir", f"{EX}/wordcount.py"]) == 0
+    text = capsys.readouterr().out
+    (tmp_path / "wc.json").write_text(text)
+    assert main(["check", str(tmp_path / "wc.json")]) == 0
+    assert main(["ir", "--schema"]) == 0
+
+
+def test_plan_explain(capsys):
+    assert main(["plan", f"{EX}/wordcount.py", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "[0] split(page=each pages)" in out and "decisions" in out
+
+
+def test_a_failing_function_exits_1_naming_it(tmp_path):
+    bad = tmp_path / "boom.py"
+    bad.write_text("import dandelion as dd\n\n@dd.compute\ndef boom(x: int) -> int:\n"
+                   "    raise ValueError('no')\n\n@dd.composition\ndef c(x: int) -> int:\n"
+                   "    return boom(x)\n")
+    out = dandelion("run", str(bad), "-i", "x=1")
+    assert out.returncode == 1
+    assert "compute function 'boom'" in out.stderr.decode()
+    assert "Traceback" not in out.stderr.decode()

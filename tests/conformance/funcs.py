@@ -1,0 +1,239 @@
+"""Compute functions and compositions shared by the conformance suite.
+
+They live in an importable module so that every engine (in-process, sandboxed, remote) can
+load them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import NamedTuple
+
+import dandelion as dd
+
+
+@dd.compute
+def double(x: int) -> int:
+    return 2 * x
+
+
+@dd.compute
+def inc(x: int) -> int:
+    return x + 1
+
+
+@dd.compute
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@dd.compute
+def listing(xs: list[dd.Item[int]]) -> str:
+    return ",".join(f"{i.key}:{i.value}" for i in xs)
+
+
+@dd.compute
+def jitter_echo(x: dd.Item[int]) -> dd.Item[int]:
+    time.sleep(random.random() * 0.003)
+    return x
+
+
+@dd.compute
+def rekey(x: dd.Item[int]) -> dd.Item[int]:
+    return dd.Item(x.value, key=x.value % 3, name=f"n{x.value}")
+
+
+@dd.compute
+def pair(a: list[dd.Item[str]], b: list[dd.Item[str]]) -> str:
+    return "+".join(i.value for i in a) + "|" + "+".join(i.value for i in b)
+
+
+@dd.compute
+def combine(a: str, b: str) -> str:
+    return a + b
+
+
+@dd.compute
+def count_both(a: list[int], b: list[int]) -> int:
+    return len(a) * 100 + len(b)
+
+
+class MinMax(NamedTuple):
+    lo: int
+    hi: int
+
+
+@dd.compute
+def minmax(xs: list[int]) -> MinMax:
+    return MinMax(min(xs), max(xs))
+
+
+@dd.compute
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+@dd.compute
+def sleepy(x: float) -> float:
+    time.sleep(x)
+    return x
+
+
+@dd.compute
+def wrong_result(x: int) -> int:
+    return "not an int"  # type: ignore[return-value]
+
+
+@dd.compute
+def echo_bytes(x: bytes) -> bytes:
+    return x[::-1]
+
+
+@dd.compute
+def json_keys(doc: dd.Json) -> list[str]:
+    return sorted(doc)  # type: ignore[arg-type]
+
+
+@dd.compute
+def halve(x: float) -> float:
+    return x / 2
+
+
+@dd.compute
+def negate(b: bool) -> bool:
+    return not b
+
+
+@dd.composition
+def doubles(xs: list[int]) -> list[int]:
+    return double(dd.each(xs))
+
+
+@dd.composition
+def chain3(x: int) -> int:
+    a = inc(x)
+    b = inc(a)
+    return inc(b)
+
+
+@dd.composition
+def fan_in(xs: list[int]) -> int:
+    doubled = double(dd.each(xs))
+    return total(doubled)
+
+
+@dd.composition
+def group_listing(xs: list[dd.Item[int]]) -> list[str]:
+    return listing(dd.keyed(xs))
+
+
+@dd.composition
+def ordered(xs: list[dd.Item[int]]) -> list[dd.Item[int]]:
+    return jitter_echo(dd.each(xs))
+
+
+@dd.composition
+def any_each_sum(xs: list[int]) -> list[int]:
+    return total(dd.any_each(xs))
+
+
+@dd.composition
+def any_keyed_listing(xs: list[dd.Item[int]]) -> list[str]:
+    return listing(dd.any_keyed(xs))
+
+
+@dd.composition
+def rekeyed(xs: list[int]) -> list[dd.Item[int]]:
+    return rekey(dd.each(xs))
+
+
+@dd.composition
+def crossed(a: list[str], b: list[str]) -> list[str]:
+    return combine(dd.each(a), dd.each(b))
+
+
+def _join(kind: str):  # noqa: ANN202 - builds one composition per join kind
+    @dd.composition(name=f"join_{kind}")
+    def joined(users: list[dd.Item[str]], orders: list[dd.Item[str]]) -> list[str]:
+        return pair(dd.keyed(users), dd.keyed(orders), by=f"a {kind} b")
+
+    return joined
+
+
+JOINS = {kind: _join(kind) for kind in ("inner", "left", "right", "full", "cross")}
+
+
+@dd.composition
+def optional_second(a: list[int], b: list[int]) -> int:
+    return count_both(a, dd.optional(b))
+
+
+@dd.composition
+def required_second(a: list[int], b: list[int]) -> int:
+    return count_both(a, b)
+
+
+@dd.composition
+def extremes(xs: list[int]) -> MinMax:
+    lo, hi = minmax(xs)
+    return MinMax(lo, hi)
+
+
+@dd.composition
+def nested_all(xs: list[int]) -> int:
+    d = doubles(xs)
+    return total(d)
+
+
+@dd.composition
+def nested_each(groups: list[dd.Item[int]]) -> list[int]:
+    return fan_in(dd.keyed(groups))
+
+
+@dd.composition
+def failing(xs: list[int]) -> list[int]:
+    return fail_on_three(dd.each(xs))
+
+
+@dd.composition
+def slow(x: float) -> float:
+    return sleepy(x)
+
+
+@dd.composition
+def badly_typed(x: int) -> int:
+    return wrong_result(x)
+
+
+@dd.composition
+def reversed_bytes(xs: list[bytes]) -> list[bytes]:
+    return echo_bytes(dd.each(xs))
+
+
+@dd.composition
+def doc_keys(doc: dd.Json) -> list[str]:
+    return json_keys(doc)
+
+
+@dd.composition
+def halves(xs: list[float]) -> list[float]:
+    return halve(dd.each(xs))
+
+
+@dd.composition
+def negations(xs: list[bool]) -> list[bool]:
+    return negate(dd.each(xs))
+
+
+def long_chain(n: int) -> dd.CompositionFunction:
+    """A composition applying ``inc`` ``n`` times."""
+    def body(x: int) -> int:
+        for _ in range(n):
+            x = inc(x)
+        return x
+
+    body.__annotations__ = {"x": int, "return": int}
+    return dd.composition(body, name=f"chain_{n}")

@@ -1,0 +1,145 @@
+"""The semantics of compositions, checked on every backend and engine (``runtime`` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+
+import dandelion as dd
+from tests.conformance import funcs as f
+
+I = dd.Item  # noqa: E741
+
+
+def test_each_runs_one_instance_per_item_and_gathers_in_item_order(runtime):
+    assert runtime.run(f.doubles, [3, 1, 2]) == [6, 2, 4]
+
+
+def test_all_passes_the_whole_set_to_one_instance(runtime):
+    assert runtime.run(f.fan_in, [1, 2, 3]) == 12
+
+
+def test_chain_passes_ephemeral_sets_along(runtime):
+    assert runtime.run(f.chain3, 10) == 13
+
+
+def test_keyed_runs_one_instance_per_key_in_ascending_key_order(runtime):
+    xs = [I(1, key=5), I(2, key=1), I(3, key=5), I(4, key=1), I(5, key=3)]
+    assert runtime.run(f.group_listing, xs) == ["1:2,1:4", "3:5", "5:1,5:3"]
+
+
+def test_gathering_order_does_not_depend_on_scheduling(runtime):
+    xs = [I(i, key=100 - i, name=f"i{i}") for i in range(40)]
+    for _ in range(3):
+        assert runtime.run(f.ordered, xs) == xs
+
+
+def test_any_each_keeps_every_item_in_contiguous_groups(runtime):
+    xs = list(range(1, 51))
+    sums = runtime.run(f.any_each_sum, xs)
+    assert 1 <= len(sums) <= len(xs)
+    assert sum(sums) == sum(xs)
+
+
+def test_any_keyed_never_splits_a_key_group(runtime):
+    xs = [I(v, key=v % 4) for v in range(20)]
+    groups = runtime.run(f.any_keyed_listing, xs)
+    seen_keys = [entry.split(":")[0] for g in groups for entry in g.split(",")]
+    # every key appears in exactly one group, groups in ascending key order
+    keys_per_group = [sorted({e.split(":")[0] for e in g.split(",")}) for g in groups]
+    flat = [k for ks in keys_per_group for k in ks]
+    assert sorted(flat) == ["0", "1", "2", "3"] and flat == sorted(flat)
+    assert len(seen_keys) == 20
+
+
+def test_items_keep_keys_and_names_set_by_functions(runtime):
+    out = runtime.run(f.rekeyed, [4, 5])
+    assert out == [I(4, key=1, name="n4"), I(5, key=2, name="n5")]
+
+
+def test_plain_values_returned_get_key_zero(runtime):
+    out = runtime.run(f.ordered, [I(7, key=3)])
+    assert out == [I(7, key=3)]
+    assert runtime.run(f.doubles, [I(7, key=3)]) == [14]
+
+
+def test_two_sharded_inputs_give_the_cross_product_first_parameter_outermost(runtime):
+    assert runtime.run(f.crossed, ["a", "b"], ["1", "2", "3"]) == [
+        "a1", "a2", "a3", "b1", "b2", "b3"]
+
+
+USERS = [I("ann", key=1), I("bob", key=2), I("cid", key=2)]
+ORDERS = [I("o1", key=1), I("o2", key=1), I("o3", key=3)]
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("inner", ["ann|o1+o2"]),
+    ("left", ["ann|o1+o2", "bob+cid|"]),
+    ("right", ["ann|o1+o2", "|o3"]),
+    ("full", ["ann|o1+o2", "bob+cid|", "|o3"]),
+    ("cross", ["ann|o1+o2", "ann|o3", "bob+cid|o1+o2", "bob+cid|o3"]),
+])
+def test_joins_match_key_groups(runtime, kind, expected):
+    assert runtime.run(f.JOINS[kind], USERS, ORDERS) == expected
+
+
+def test_optional_input_may_be_empty(runtime):
+    assert runtime.run(f.optional_second, [1, 2], []) == 200
+
+
+def test_required_empty_input_skips_the_function_and_its_outputs_are_empty(runtime):
+    assert runtime.run(f.required_second, [1, 2], []) is None
+    assert runtime.run(f.doubles, []) == []
+
+
+def test_several_outputs_come_back_as_a_named_tuple(runtime):
+    out = runtime.run(f.extremes, [4, 9, 1])
+    assert out == (1, 9) and out.lo == 1 and out.hi == 9
+
+
+def test_composition_calling_composition_with_whole_sets(runtime):
+    assert runtime.run(f.nested_all, [1, 2, 3]) == 12
+
+
+def test_composition_called_once_per_key_group(runtime):
+    groups = [I(1, key=0), I(2, key=0), I(10, key=1)]
+    assert runtime.run(f.nested_each, groups) == [6, 20]
+
+
+def test_first_failure_names_function_instance_and_key(runtime):
+    with pytest.raises(dd.FunctionError) as info:
+        runtime.run(f.failing, [I(1, key=10), I(2, key=20), I(3, key=30), I(4, key=40)])
+    err = info.value
+    assert err.function == "fail_on_three" and err.instance == 2 and err.keys == (30,)
+    assert "three is not allowed" in str(err)
+    assert "'fail_on_three'" in str(err) and "instance 2" in str(err)
+
+
+def test_a_function_past_its_timeout_fails_the_run(runtime):
+    if runtime.backend.name != "local":
+        pytest.skip("per-function timeouts are a local-backend option")
+    with dd.Runtime(engine=runtime.backend.engine_name, workers=1, timeout=0.2) as rt:
+        with pytest.raises(dd.FunctionTimeout, match="sleepy"):
+            rt.run(f.slow, 5.0)
+        assert rt.run(f.doubles, [1]) == [2]  # the runtime still serves
+
+
+def test_a_result_of_the_wrong_type_is_reported_with_the_function(runtime):
+    with pytest.raises(dd.FunctionError, match="wrong_result") as info:
+        runtime.run(f.badly_typed, 1)
+    assert "int" in str(info.value)
+
+
+def test_values_of_every_element_type_survive(runtime):
+    assert runtime.run(f.reversed_bytes, [b"abc", b""]) == [b"cba", b""]
+    assert runtime.run(f.doc_keys, {"b": 1, "a": [1, 2]}) == ["a", "b"]
+    assert runtime.run(f.halves, [1.0, 3.0]) == [0.5, 1.5]
+    assert runtime.run(f.negations, [True, False]) == [False, True]
+
+
+def test_a_long_chain_runs_in_order(runtime):
+    assert runtime.run(f.long_chain(50), 0) == 50
+
+
+def test_concurrent_runs_do_not_mix_results(runtime):
+    futures = [runtime.submit(f.doubles, [i, i + 1]) for i in range(8)]
+    assert [fu.result(timeout=60) for fu in futures] == [[2 * i, 2 * i + 2] for i in range(8)]

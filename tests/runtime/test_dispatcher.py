@@ -1,0 +1,75 @@
+"""Dispatcher behaviour beyond the semantics: progress, timeouts, cancellation, no loss."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import dandelion as dd
+from tests.conformance import funcs as f
+
+calls: list[int] = []
+
+
+@dd.compute
+def record(x: int) -> int:
+    calls.append(x)
+    if x == 0:
+        raise RuntimeError("zero")
+    time.sleep(0.01)
+    return x
+
+
+@dd.composition
+def recorded(xs: list[int]) -> list[int]:
+    return record(dd.each(xs))
+
+
+def test_progress_reports_every_application_and_instance():
+    seen = []
+    with dd.Runtime(engine="inline", workers=2, progress=seen.append) as rt:
+        rt.run(f.fan_in, [1, 2, 3])
+    last = seen[-1]
+    assert (last.applications_done, last.applications) == (2, 2)
+    assert (last.instances_done, last.instances) == (4, 4)
+
+
+def test_first_failure_cancels_the_remaining_instances():
+    calls.clear()
+    with dd.Runtime(engine="inline", workers=1) as rt:
+        with pytest.raises(dd.FunctionError, match="zero"):
+            rt.run(recorded, [0] + list(range(1, 200)))
+    time.sleep(0.1)
+    assert len(calls) < 50  # the rest of the batch was skipped
+
+
+def test_a_stuck_inline_function_is_abandoned_and_the_pool_keeps_its_size():
+    with dd.Runtime(engine="inline", workers=1, timeouts={"sleepy": 0.1}) as rt:
+        t0 = time.monotonic()
+        with pytest.raises(dd.FunctionTimeout) as info:
+            rt.run(f.slow, 3.0)
+        assert time.monotonic() - t0 < 2.0
+        assert info.value.function == "sleepy"
+        assert len(rt.backend.pool.workers) == 1
+        assert rt.run(f.doubles, [4]) == [8]
+
+
+def test_runs_from_many_threads_share_one_pool():
+    results = {}
+    with dd.Runtime(engine="inline", workers=2) as rt:
+        def go(i):
+            results[i] = rt.run(f.fan_in, list(range(i + 1)))
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert results == {i: 2 * sum(range(i + 1)) for i in range(10)}
+
+
+def test_a_wide_fan_out_is_batched_and_complete():
+    with dd.Runtime(engine="inline", workers=2) as rt:
+        xs = list(range(5000))
+        assert rt.run(f.doubles, xs) == [2 * x for x in xs]

@@ -1,0 +1,78 @@
+"""Instance formation, the pure core of the semantics."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dandelion.ir import Join, ShardingMode as M
+from dandelion.items import Item
+from dandelion.runtime.sharding import Input, gather, instances
+
+
+def items(*pairs):
+    return tuple(Item(v, key=k) for v, k in pairs)
+
+
+def test_all_gives_one_instance_with_everything():
+    xs = items(("a", 1), ("b", 2))
+    [inst] = instances([Input("x", xs)])
+    assert inst.inputs == (xs,)
+
+
+def test_each_keeps_item_order():
+    xs = items(("a", 9), ("b", 1))
+    assert [i.inputs[0][0].value for i in instances([Input("x", xs, M.EACH)])] == ["a", "b"]
+
+
+def test_cross_product_first_parameter_outermost_and_all_inputs_shared():
+    a, b, c = items(("a1", 0), ("a2", 0)), items(("b1", 0), ("b2", 0)), items(("c", 0))
+    insts = instances([Input("a", a, M.EACH), Input("c", c), Input("b", b, M.EACH)])
+    assert [(i.inputs[0][0].value, i.inputs[2][0].value) for i in insts] == [
+        ("a1", "b1"), ("a1", "b2"), ("a2", "b1"), ("a2", "b2")]
+    assert all(i.inputs[1] == c for i in insts)
+
+
+def test_required_empty_input_gives_no_instances_optional_does():
+    assert instances([Input("a", items(("x", 0))), Input("b", ())]) == []
+    assert len(instances([Input("a", items(("x", 0))), Input("b", (), optional=True)])) == 1
+
+
+def test_chained_joins_apply_left_to_right():
+    a = items(("a1", 1), ("a2", 2))
+    b = items(("b2", 2), ("b3", 3))
+    c = items(("c1", 1), ("c3", 3))
+    insts = instances([Input("a", a, M.KEYED), Input("b", b, M.KEYED), Input("c", c, M.KEYED)],
+                      Join(["a", "b", "c"], ["full", "inner"]))
+    got = [tuple(tuple(it.value for it in s) for s in i.inputs) for i in insts]
+    assert got == [(("a1",), (), ("c1",)), ((), ("b3",), ("c3",))]
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=30),
+       st.integers(1, 8), st.sampled_from([M.ANY_EACH, M.ANY_KEYED]))
+def test_any_modes_cover_every_item_once_in_order_and_never_split_keys(pairs, par, mode):
+    xs = items(*pairs)
+    insts = instances([Input("x", xs, mode)], parallelism=par)
+    flat = [it for i in insts for it in i.inputs[0]]
+    assert 1 <= len(insts) <= max(1, par) or not xs
+    if mode is M.ANY_EACH:
+        assert tuple(flat) == xs
+    else:
+        assert sorted(flat, key=lambda it: it.key) == flat
+        keys = [{it.key for it in i.inputs[0]} for i in insts]
+        assert all(not (k1 & k2) for n, k1 in enumerate(keys) for k2 in keys[n + 1:])
+        assert sorted(it.value for it in flat) == sorted(v for v, _ in pairs)
+
+
+@given(st.lists(st.tuples(st.integers(), st.integers(-3, 3)), max_size=30))
+def test_keyed_groups_ascend_by_key_and_keep_order_within(pairs):
+    xs = items(*pairs)
+    insts = instances([Input("x", xs, M.KEYED)])
+    assert [i.keys[0] for i in insts] == sorted({k for _, k in pairs})
+    for inst in insts:
+        assert list(inst.inputs[0]) == [it for it in xs if it.key == inst.keys[0]]
+
+
+def test_gather_concatenates_per_result_in_instance_order():
+    outs = [[items(("a", 0)), items(("x", 0))], [items(("b", 0), ("c", 0)), ()]]
+    assert gather(outs, 2) == [items(("a", 0), ("b", 0), ("c", 0)), items(("x", 0))]

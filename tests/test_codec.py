@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dandelion.codec import decode, encode
+from dandelion.errors import EncodingError
+from dandelion.ir import ElementType as E
+
+
+@given(st.integers(min_value=-2**63, max_value=2**63 - 1))
+def test_int64_round_trip(n):
+    assert decode(encode(n, E.INT), E.INT) == n
+
+
+@given(st.floats(allow_nan=False))
+def test_float_round_trip(x):
+    assert decode(encode(x, E.FLOAT), E.FLOAT) == x
+
+
+@given(st.text())
+def test_str_round_trip(s):
+    assert decode(encode(s, E.STR), E.STR) == s
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
+                    lambda c: st.lists(c) | st.dictionaries(st.text(), c), max_leaves=10))
+def test_json_round_trip(doc):
+    assert decode(encode(doc, E.JSON), E.JSON) == doc
+
+
+def test_ndarray_round_trip_without_pickles():
+    a = np.arange(12, dtype=np.int64).reshape(3, 4)
+    assert (decode(encode(a, E.NDARRAY), E.NDARRAY) == a).all()
+    with pytest.raises(EncodingError):
+        encode(np.array([object()]), E.NDARRAY)
+
+
+@pytest.mark.parametrize("value, element, why", [
+    (2**63, E.INT, "64 bits"),
+    ("1", E.INT, "expected int"),
+    (True, E.INT, "expected int"),
+    (1, E.BOOL, "expected bool"),
+    ({1j}, E.JSON, "not JSON serializable"),
+    (math.nan, E.JSON, "Out of range"),
+    ("x", E.BYTES, "expected bytes"),
+    (3, E.ANY, "untyped"),
+])
+def test_values_that_cannot_be_encoded_say_why(value, element, why):
+    with pytest.raises(EncodingError, match=why):
+        encode(value, element)
+
+
+@pytest.mark.parametrize("data, element", [(b"abc", E.INT), (b"\x02", E.BOOL),
+                                           (b"\xff", E.STR), (b"{", E.JSON)])
+def test_invalid_bytes_fail_to_decode(data, element):
+    with pytest.raises(EncodingError):
+        decode(data, element)
