@@ -27,15 +27,14 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import attrs
+from dandelion.backends import _ray_worker as worker
+from dandelion.backends._ray_place import Placement, Route
 
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.plan import Plan
 from dandelion.runtime.dispatcher import Dispatcher, instance_error
 from dandelion.runtime.sharding import Input, Items, instances
-
-from dandelion.backends import _ray_worker as worker
-from dandelion.backends._ray_place import Placement, Route
 
 #: A set the driver holds (direct inputs, empty sets) or the parts of a remote one.
 SetValue = Any
@@ -121,7 +120,7 @@ def ship_code(obj: Any) -> None:
         return
     path = getattr(module, "__file__", None)
     if path and not _installed(path):
-        ray.cloudpickle.register_pickle_by_value(module)
+        ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
 
 
 def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: frozenset[str],

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
 from dandelion.backends import _ray_graph as graph
 from dandelion.backends import _ray_worker as worker
 from dandelion.backends._ray_place import NODE_LABEL, Node, Placement
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from dandelion.errors import BackendError
 from dandelion.planner.plan import Plan
 from dandelion.runtime.backend import Backend as BackendBase
@@ -128,7 +128,7 @@ class RayBackend(BackendBase):
         self.nodes()
 
     @staticmethod
-    def _io_factory(io_engine: Any) -> Callable[[], Any] | None:
+    def _io_factory(io_engine: Any) -> Any:
         if io_engine is None:
             return None
         if getattr(io_engine, "kinds", None) is None:
@@ -137,7 +137,7 @@ class RayBackend(BackendBase):
         graph.ship_code(io_engine)
         if hasattr(io_engine, "submit") and not isinstance(io_engine, type):
             return _Given(io_engine)
-        return io_engine  # type: ignore[no-any-return]
+        return io_engine
 
     def _connect(self, address: str | None, num_cpus: int | None, store: int | None,
                  options: dict[str, Any]) -> None:
@@ -162,7 +162,7 @@ class RayBackend(BackendBase):
     def nodes(self) -> list[Node]:
         """The alive nodes of the cluster (starting a worker on each new one)."""
         nodes = []
-        for info in ray.nodes():
+        for info in ray.nodes():  # type: ignore[no-untyped-call]
             if not info.get("Alive"):
                 continue
             resources = info.get("Resources", {})
@@ -227,6 +227,7 @@ class RayBackend(BackendBase):
         settings = graph.Settings(self.isolation, placement,
                                   self.batches or BATCHES_PER_CPU * cpus, self.retries,
                                   self.io_factory)
+        outputs: dict[str, Items]
         outputs, self.placements = graph.run_graph(settings, plan, calls, inputs)
         return outputs
 

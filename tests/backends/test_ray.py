@@ -8,6 +8,8 @@ never deserialized in the driver, and that a node killed mid-composition is surv
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -480,6 +482,24 @@ def test_io_functions_are_retried_only_when_idempotent() -> None:
     compute = program.module.function("size")
     assert _Builder(settings, make_plan(program.module, program.entry), {})._retries(
         1, compute) == 3
+
+
+# -- the command line ---------------------------------------------------------------------
+
+def test_dandelion_run_backend_ray_uses_the_cluster_in_ray_address(ray_cluster: Any,
+                                                                  tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    pages = []
+    for i, text in enumerate(["one two three", "four five", ""]):
+        (tmp_path / f"{i}.txt").write_text(text)
+        pages += ["-i", f"pages=@{tmp_path / f'{i}.txt'}"]
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
+    done = subprocess.run([sys.executable, "-m", "dandelion", "run", "--backend", "ray",
+                           str(root / "examples" / "wordcount.py"), *pages],
+                          capture_output=True, text=True, cwd=root, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "5"
+    assert "Connecting to existing Ray cluster" in done.stderr
 
 
 # -- configuration errors -----------------------------------------------------------------
