@@ -51,6 +51,27 @@ def _custom_resources(resources: Mapping[str, float]) -> frozenset[str]:
                      and not r.startswith(("node:", "accelerator_type:")))
 
 
+class _IoFactory:
+    """Makes the default I/O engine (:class:`dandelion.io.IoEngine`) on each node."""
+
+    def __init__(self, cls: Any, options: Any) -> None:
+        self.cls = cls
+        self.options = options
+        self.kinds = cls.kinds
+
+    def __call__(self) -> Any:
+        return self.cls(self.options)
+
+
+def default_io_engine(options: Any = None) -> Any:
+    """A factory of the platform's I/O engine, or ``None`` where the I/O library is absent."""
+    try:
+        from dandelion.io.engine import IoEngine  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    return _IoFactory(IoEngine, options)
+
+
 class _Given:
     """A factory that returns (a copy of) an engine object given directly."""
 
@@ -77,7 +98,9 @@ class RayBackend(BackendBase):
         timeouts: per-function limits, by function name.
         engine_options: passed to the engine's constructor on every node.
         io_engine: the nodes' I/O engine: a factory (a class or function, with a
-            ``kinds`` attribute) called once per node, or an engine object to copy there.
+            ``kinds`` attribute) called once per node, or an engine object to copy there
+            (default: the platform's :class:`dandelion.io.IoEngine`, made from ``io``).
+        io: options of the default I/O engine (as for the local backend).
         retries: how often a pure unit is run again after its node or worker died.
         batches: units per sharded application (default: 4 per CPU of the cluster).
         num_cpus: CPUs of a local Ray instance this backend starts.
@@ -97,7 +120,7 @@ class RayBackend(BackendBase):
                  engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
                  retries: int = 3, batches: int | None = None, num_cpus: int | None = None,
                  object_store_memory: int | None = None,
-                 init_options: Mapping[str, Any] | None = None) -> None:
+                 init_options: Mapping[str, Any] | None = None, io: Any = None) -> None:
         if isolation not in ISOLATIONS:
             raise BackendError(f"unknown isolation {isolation!r} for the ray backend",
                                hint=f"use one of: {', '.join(ISOLATIONS)}")
@@ -115,7 +138,8 @@ class RayBackend(BackendBase):
         self.timeouts = dict(timeouts or {})
         if timeout is not None:
             self.timeouts.setdefault("*", timeout)
-        self.io_factory = self._io_factory(io_engine)
+        self.io_factory = (self._io_factory(io_engine) if io_engine is not None
+                           else default_io_engine(io))
         self.retries = max(0, int(retries))
         self.batches = batches
         self._owns_ray = False

@@ -7,6 +7,7 @@ never deserialized in the driver, and that a node killed mid-composition is surv
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
@@ -399,6 +400,60 @@ def test_the_log_count_example_runs(rt: dd.Runtime) -> None:
     assert rt.run(log_count, " ".join(LOGS)) == expected
 
 
+class LogServer(http.server.ThreadingHTTPServer):
+    """A real HTTP server on loopback serving one log at ``/log``; counts requests."""
+
+    daemon_threads = True
+
+    def __init__(self, body: bytes) -> None:
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.hits = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_the_log_count_example_runs_with_system_HTTPGet(ray_cluster: Any) -> None:
+    io = pytest.importorskip("dandelion.io", reason="the I/O library (dandelion.io) is absent")
+
+    @dd.compute
+    def makeGetRequests(serverList: str) -> list[io.HttpRequest]:
+        return [io.HttpRequest.get(f"http://{s}/log") for s in serverList.split()]
+
+    @dd.compute
+    def sumOccurance(log: bytes, eventPattern: str) -> int:
+        return log.decode().count(eventPattern)
+
+    @dd.composition
+    def logCount(eventPattern: str, serverList: str) -> int:
+        logSet = io.system_HTTPGet(dd.each(makeGetRequests(serverList)))
+        return sumSet(sumOccurance(dd.each(logSet), eventPattern))
+
+    logs = [text.encode() for text in LOGS.values()]
+    servers = [LogServer(body) for body in logs]
+    try:
+        where = " ".join(f"127.0.0.1:{s.server_address[1]}" for s in servers)
+        expected = sum(body.count(b"ERROR") for body in logs)
+        for isolation in ("sandbox", "none"):
+            with dd.Runtime(backend="ray", isolation=isolation) as rt:
+                assert rt.run(logCount, "ERROR", where) == expected
+        assert all(s.hits == 2 for s in servers)
+    finally:
+        for s in servers:
+            s.shutdown()
+
+
 # -- I/O functions ------------------------------------------------------------------------
 
 class FileEngine:
@@ -465,9 +520,9 @@ def test_io_functions_run_on_the_nodes_io_engine(ray_cluster: Any, tmp_path: Pat
             assert err.value.instance == 4
 
 
-def test_io_functions_without_an_io_engine_are_refused(ray_cluster: Any) -> None:
-    with dd.Runtime(backend="ray") as rt:
-        with pytest.raises(BackendError, match="needs an I/O engine"):
+def test_io_functions_no_io_engine_runs_are_refused(ray_cluster: Any) -> None:
+    with dd.Runtime(backend="ray") as rt:  # no engine of the nodes runs 'file' I/O
+        with pytest.raises(BackendError, match="read_file"):
             rt.run(with_io_function(file_sizes, "read_file"), ["x"])
 
 
