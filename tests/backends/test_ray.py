@@ -257,47 +257,47 @@ def test_a_bad_hint_is_a_clear_error(ray_cluster: Any, hint: dict[str, str], mes
         assert "application 0" in str(err.value) and "inc" in str(err.value)
 
 
-class Tripwire:
-    """A value that refuses to be unpickled in the driver process."""
-
-    def __init__(self, n: int, driver: int) -> None:
-        self.n = n
-        self.driver = driver
-
-    def __setstate__(self, state: dict[str, int]) -> None:
-        if state["driver"] == os.getpid():
-            raise AssertionError("intermediate data was deserialized in the driver")
-        self.__dict__.update(state)
+@dd.compute
+def widen(x: int) -> list[int]:
+    return list(range(x, x + 5))
 
 
-def _tripwire_functions() -> tuple[Any, Any, Any]:
-    driver = os.getpid()
-
-    @dd.compute
-    def arm(x: int) -> object:
-        return Tripwire(x, driver)
-
-    @dd.compute
-    def disarm(t: object) -> int:
-        return t.n * 2  # type: ignore[attr-defined, no-any-return]
-
-    @dd.composition
-    def guarded(xs: list[int]) -> int:
-        return total(disarm(dd.each(arm(dd.each(xs)))))
-
-    @dd.composition
-    def leaky(xs: list[int]) -> list[object]:
-        return arm(dd.each(xs))
-
-    return guarded, leaky, driver
+@dd.composition
+def wide_then_narrow(xs: list[int]) -> int:
+    return total(inc(dd.each(widen(dd.each(xs)))))
 
 
-def test_intermediate_sets_never_pass_through_the_driver(rt: dd.Runtime) -> None:
-    guarded, leaky, _ = _tripwire_functions()
-    assert rt.run(guarded, list(range(20))) == 2 * sum(range(20))
-    # the tripwire works: a direct output is fetched by the driver, and trips it
-    with pytest.raises(Exception, match="deserialized in the driver"):
-        rt.run(leaky, [1])
+@dd.composition
+def wide(xs: list[int]) -> list[int]:
+    return inc(dd.each(widen(dd.each(xs))))
+
+
+@pytest.fixture
+def items_unpickled_here(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the items deserialized in this (the driver's) process; the nodes import their
+    own, unpatched, copy of the class."""
+    seen: list[int] = []
+    original = dd.Item.__setstate__
+
+    def counting(self: Any, state: Any) -> None:
+        seen.append(1)
+        original(self, state)
+
+    monkeypatch.setattr(dd.Item, "__setstate__", counting)
+    return seen
+
+
+def test_intermediate_sets_never_pass_through_the_driver(rt: dd.Runtime,
+                                                         items_unpickled_here: list[int]
+                                                         ) -> None:
+    xs = list(range(20))
+    expected = sum(x + k + 1 for x in xs for k in range(5))
+    assert rt.run(wide_then_narrow, xs) == expected  # 100 intermediate items, 1 output
+    assert len(items_unpickled_here) == 1
+    # the counter works: when the wide set is the output, the driver reads all of it
+    items_unpickled_here.clear()
+    assert len(rt.run(wide, xs)) == 100
+    assert len(items_unpickled_here) == 100
 
 
 def _kill_later(cluster: Any, node: Any, delay: float, log: list[float]) -> threading.Timer:
