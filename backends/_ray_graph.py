@@ -76,6 +76,7 @@ class Settings:
         batches: units per sharded application.
         retries: re-executions of a pure unit whose node or worker died.
         io_factory: makes a node's I/O engine (``None``: no I/O engine).
+        io_key: names this runtime's I/O engine in the Ray worker processes that cache it.
     """
 
     isolation: str
@@ -83,6 +84,7 @@ class Settings:
     batches: int
     retries: int
     io_factory: Any = None
+    io_key: str = ""
 
 
 @attrs.frozen
@@ -203,8 +205,9 @@ class _Builder:
             refs = _as_list(method.remote(unit, box, *data), n)
         else:
             options = route.task_options()
+            io = (settings.io_key, settings.io_factory) if settings.io_factory else None
             refs = _as_list(_TASK.options(num_returns=n, max_retries=retries, **options)
-                            .remote(unit, box, settings.io_factory, *data), n)
+                            .remote(unit, box, io, *data), n)
         self.statuses[refs[-1]] = Status(index, spec, retries > 0)
         return refs[:-1]
 
@@ -279,8 +282,9 @@ class _Builder:
                                   self._retries(index, spec))
             for i, ref in enumerate(outs):
                 per_result[i].append(ref)
-        return [RemoteSet(parts, routes[0] if len(set(map(id, routes))) == 1 else None)
-                for parts in per_result]
+        nodes = {r.node.id if r.node is not None else None for r in routes}
+        home = routes[0] if len(nodes) == 1 and None not in nodes else None
+        return [RemoteSet(parts, home) for parts in per_result]
 
     def _nested(self, index: int, app: Application, spec: FunctionSpec, batch: Any,
                 total: Any, route: Route) -> list[Any]:

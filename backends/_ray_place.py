@@ -138,8 +138,7 @@ class Placement:
         if mode == "pack":
             one = self._route(self._next())
             return [one] * n
-        if self.actors is None:
-            return [Route(strategy="SPREAD") for _ in range(n)]
+        # round-robin, weighted by CPUs (Ray's own SPREAD is best-effort and may skip nodes)
         return [self._route(self._next()) for _ in range(n)]
 
     def _bump(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
-from dandelion.errors import BackendError
+from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
 from dandelion.runtime.dispatcher import Dispatcher, instance_error
 from dandelion.runtime.engine import Engine, FunctionCall
@@ -192,37 +192,76 @@ class _TaskHost:
     """The engines of one Ray worker process, for ``isolation="none"`` tasks."""
 
     engine: Engine | None = None
-    io_engine: Any = None
-    io_factory: Any = None
+    io_engines: dict[str, Any] = {}  # by the key of the runtime that made them
     calls: dict[str, FunctionCall] = {}
 
 
-def execute_task(unit: UnitSpec, box: Sequence[Any], io_factory: Callable[[], Any] | None,
-                 *data: Any) -> Any:
-    """A unit as a plain Ray task: the ``inline`` engine in this Ray worker process."""
+def _run_inline(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
+    context = engine.domain.acquire()
+    try:
+        context.place(inst.inputs)
+        engine.run(context, call)
+        return context.extract()
+    finally:
+        engine.domain.release(context)
+
+
+def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
+    """One instance on a helper thread, given up on at the call's timeout (an unsandboxed
+    function cannot be stopped: the thread runs on, as with the local inline engine)."""
+    box: list[Any] = []
+
+    def work() -> None:
+        try:
+            box.append((True, _run_inline(load_engine("inline")(), call, inst)))
+        except BaseException as e:  # handed to the caller below
+            box.append((False, e))
+
+    thread = threading.Thread(target=work, name=f"dandelion-{call.spec.name}", daemon=True)
+    thread.start()
+    thread.join(call.timeout)
+    if not box:
+        spec = call.spec
+        raise FunctionTimeout(
+            f"{spec.kind} function '{spec.name}', instance {inst.index}: ran past its timeout "
+            f"of {call.timeout:g} s", function=spec.name, instance=inst.index, keys=inst.keys,
+            hint="raise the timeout, or use isolation='sandbox' with an engine that stops "
+                 "the function")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+def execute_task(unit: UnitSpec, box: Sequence[Any],
+                 io: tuple[str, Callable[[], Any]] | None, *data: Any) -> Any:
+    """A unit as a plain Ray task: the ``inline`` engine in this Ray worker process, and
+    for I/O the engine ``io`` (a key naming the runtime's engine and its factory) makes."""
     host = _TaskHost
     call = _cached_call(host.calls, unit, box)
     insts, total = unit_instances(unit, data)
     if not insts:
         return _finish(unit, [], 0)
     if unit.kind == FunctionKind.IO.value:
-        if host.io_engine is None and io_factory is not None:
-            host.io_engine = io_factory()
-        return _finish(unit, run_io(host.io_engine, call, insts, total), len(insts))
+        io_engine = None
+        if io is not None:
+            key, factory = io
+            io_engine = host.io_engines.get(key)
+            if io_engine is None:
+                io_engine = host.io_engines[key] = factory()
+        return _finish(unit, run_io(io_engine, call, insts, total), len(insts))
     if host.engine is None:
         host.engine = load_engine("inline")()
     engine = host.engine
     results = []
     for inst in insts:
-        context = engine.domain.acquire()
         try:
-            context.place(inst.inputs)
-            engine.run(context, call)
-            results.append(context.extract())
+            results.append(_run_with_timeout(engine, call, inst) if call.timeout
+                           else _run_inline(engine, call, inst))
+        except FunctionTimeout:
+            raise
         except BaseException as e:
             _raise_failure(call, (inst, e), total)
-        finally:
-            engine.domain.release(context)
     return _finish(unit, results, len(insts))
 
 

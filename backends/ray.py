@@ -19,7 +19,9 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 import time
+import uuid
 from typing import Any, Mapping
 
 import ray
@@ -40,9 +42,10 @@ BATCHES_PER_CPU = 4
 ISOLATIONS = ("sandbox", "none")
 #: Object store of a Ray instance this backend starts itself (bytes).
 DEFAULT_OBJECT_STORE = 256 * 1024 * 1024
-#: CPU the node worker actor reserves: tiny, since its engines' work is what uses the CPUs,
-#: but not zero (Ray ignores a soft node affinity for zero-resource actors at times).
-WORKER_CPUS = 0.001
+#: Memory (bytes) the node worker actor reserves.  It reserves no CPU, so that plain tasks
+#: of whole CPUs still fit beside it, but not nothing: Ray ignores a soft node affinity for
+#: actors that need no resource at all at times.
+WORKER_MEMORY = 64 * 1024 * 1024
 _PLAIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 
 
@@ -146,6 +149,8 @@ class RayBackend(BackendBase):
         self._connect(address, num_cpus, object_store_memory, dict(init_options or {}))
         self._actors: dict[str, Any] = {}
         self._retired: list[Any] = []
+        self._lock = threading.Lock()
+        self._io_key = uuid.uuid4().hex
         #: Per application index of the last run: the node ids its units ran on.
         self.placements: dict[int, list[str]] = {}
         self.closed = False
@@ -168,6 +173,8 @@ class RayBackend(BackendBase):
         if ray.is_initialized():
             return
         if address is None and not os.environ.get("RAY_ADDRESS"):  # ray.init reads it
+            # "local": a new instance, never a cluster a stale /tmp/ray file points to
+            options.setdefault("address", "local")
             options.setdefault("num_cpus", num_cpus)
             options.setdefault("object_store_memory", store or DEFAULT_OBJECT_STORE)
             options.setdefault("include_dashboard", False)
@@ -185,6 +192,10 @@ class RayBackend(BackendBase):
     # -- the cluster --------------------------------------------------------------------
     def nodes(self) -> list[Node]:
         """The alive nodes of the cluster (starting a worker on each new one)."""
+        with self._lock:
+            return self._discover()
+
+    def _discover(self) -> list[Node]:
         nodes = []
         for info in ray.nodes():  # type: ignore[no-untyped-call]
             if not info.get("Alive"):
@@ -224,7 +235,7 @@ class RayBackend(BackendBase):
         cls = ray.remote(worker.NodeWorker)
         concurrency = 2 * max(1, self.workers or node.cpus) + 2
         return cls.options(
-            num_cpus=WORKER_CPUS, max_restarts=-1, max_concurrency=concurrency,
+            num_cpus=0, memory=WORKER_MEMORY, max_restarts=-1, max_concurrency=concurrency,
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=True),
         ).remote(self.engine_name, self.workers or max(1, node.cpus), self.engine_options,
                  self.io_factory)
@@ -250,7 +261,7 @@ class RayBackend(BackendBase):
                                     self.engine_name, io_kinds, self.timeouts)
         settings = graph.Settings(self.isolation, placement,
                                   self.batches or BATCHES_PER_CPU * cpus, self.retries,
-                                  self.io_factory)
+                                  self.io_factory, self._io_key)
         outputs: dict[str, Items]
         outputs, self.placements = graph.run_graph(settings, plan, calls, inputs)
         return outputs

@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
 
-    ray.init(num_cpus=args.cpus, object_store_memory=768 * 1024 * 1024,
+    ray.init(address="local", num_cpus=args.cpus, object_store_memory=768 * 1024 * 1024,
              include_dashboard=False, log_to_driver=False)
     rng = np.random.default_rng(0)
     ms = [rng.integers(0, 10, (args.size, args.size), dtype=np.int64) for _ in range(args.n)]

@@ -215,13 +215,23 @@ def test_the_runtime_keeps_working_after_a_failure(rt: dd.Runtime) -> None:
     assert rt.run(pipeline, [1, 2]) == 7
 
 
-def test_a_function_past_its_timeout_fails_the_run(ray_cluster: Any) -> None:
-    with dd.Runtime(backend="ray", timeout=0.5) as rt:
+@pytest.mark.parametrize("isolation", ["sandbox", "none"])
+def test_a_function_past_its_timeout_fails_the_run(ray_cluster: Any, isolation: str) -> None:
+    with dd.Runtime(backend="ray", isolation=isolation, timeout=0.5) as rt:
         start = time.monotonic()
         with pytest.raises(FunctionTimeout) as err:
             rt.run(sleepy, [1])
         assert time.monotonic() - start < 4
         assert err.value.function == "nap"
+        assert rt.run(pipeline, [1]) == 3  # the runtime still serves
+
+
+def test_plain_tasks_fit_beside_the_node_workers_of_another_runtime(ray_cluster: Any) -> None:
+    # every node of the session cluster has 1 CPU: a node worker must not take any of it
+    with dd.Runtime(backend="ray", isolation="sandbox") as sandboxed:
+        assert sandboxed.run(pipeline, [1]) == 3
+        with dd.Runtime(backend="ray", isolation="none") as plain:
+            assert plain.submit(pipeline, list(range(6))).result(timeout=60) == 27
 
 
 # -- the cluster --------------------------------------------------------------------------
