@@ -1,16 +1,22 @@
-"""Package discovery for the ``dsl/`` and ``backends/`` mapping (metadata: pyproject.toml).
+"""Package discovery for the ``dsl/`` and ``backends/`` mapping, and the process engine's C
+extension (metadata: pyproject.toml).
 
 ``dsl/`` and ``backends/`` live at the top of the repository but install as ``dandelion.dsl`` and
 ``dandelion.backends``. ``[tool.setuptools.packages.find]`` cannot rename directories, so the
 package list is computed here: every directory below the three roots that holds a ``.py`` file
 is a package, and a new subpackage needs no edit of any list.
+
+``dandelion.backends._sandboxc`` (Linux only) holds the sandbox primitives of the ``process``
+engine: seccomp, fatal-signal reports, forking locked-down sandboxes, native code in strict
+mode. Building it needs a C compiler and the Python headers.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 #: installed package name -> directory in the repository
@@ -30,4 +36,9 @@ def packages() -> list[str]:
     return found
 
 
-setup(packages=packages())
+ext_modules = []
+if sys.platform.startswith("linux"):
+    ext_modules.append(Extension("dandelion.backends._sandboxc", ["backends/_sandboxc.c"],
+                                 extra_compile_args=["-O2", "-Wall"]))
+
+setup(packages=packages(), ext_modules=ext_modules)

@@ -7,6 +7,7 @@ I/O engine when the plan uses I/O functions.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Mapping
 
 from dandelion.runtime.backend import Backend as BackendBase
@@ -15,8 +16,10 @@ from dandelion.runtime.pool import EnginePool
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Items
 
-#: The engine used when none is named.
-DEFAULT_ENGINE = "inline"
+#: The engine used when none is named: the sandboxing ``process`` engine on Linux (its
+#: seccomp filter and C primitives are Linux-only), ``inline`` elsewhere.  Pass
+#: ``engine="inline"`` to debug functions in the worker's own process.
+DEFAULT_ENGINE = "process" if sys.platform.startswith("linux") else "inline"
 
 
 class LocalBackend(BackendBase):
@@ -28,9 +31,12 @@ class LocalBackend(BackendBase):
         timeout: seconds any function may run (``None``: no limit).
         timeouts: per-function limits, by function name.
         engine_options: passed to the engine's constructor.
-        io_engine: the engine for I/O functions.
+        io_engine: the I/O engine (default: a :class:`~dandelion.io.IoEngine` made from
+            ``io``, whose loop and connections start when a plan first does I/O).
         progress: called with a :class:`~dandelion.runtime.dispatcher.Progress` as work
             finishes (the CLI draws its progress line with it).
+        io: options of the default I/O engine (:class:`~dandelion.io.IoConfig` or a
+            mapping: ``timeout``, ``storage_root``, ``redis_url``, ``policy`` …).
     """
 
     name = "local"
@@ -39,7 +45,7 @@ class LocalBackend(BackendBase):
     def __init__(self, engine: str | None = None, workers: int | None = None,
                  timeout: float | None = None, timeouts: Mapping[str, float] | None = None,
                  engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, io: Any = None) -> None:
         engine_cls = load_engine(engine or DEFAULT_ENGINE)
         options = dict(engine_options or {})
         self.engine_name = engine_cls.name
@@ -47,6 +53,10 @@ class LocalBackend(BackendBase):
         self.timeouts = dict(timeouts or {})
         if timeout is not None:
             self.timeouts.setdefault("*", timeout)
+        if io_engine is None:
+            from dandelion.io.engine import IoEngine
+
+            io_engine = IoEngine(io)
         self.io_engine = io_engine
         self.progress = progress
 

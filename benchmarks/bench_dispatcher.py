@@ -77,7 +77,7 @@ def main() -> None:
         except ImportError:
             ray = None
         if ray is not None:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             task = ray.remote(raw)
 
             def ray_chain() -> None:

@@ -15,21 +15,11 @@
 3
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from dandelion.authoring import (
-    CompositionFunction,
-    ComputeFunction,
-    Json,
-    any_each,
-    any_keyed,
-    composition,
-    compute,
-    each,
-    keyed,
-    optional,
-)
-from dandelion.authoring import all_ as all  # noqa: A004 - dd.all(s), the default mode
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from dandelion.errors import (
     BackendError,
     CompositionError,
@@ -44,18 +34,69 @@ from dandelion.errors import (
     SandboxViolation,
 )
 from dandelion.items import Item
-from dandelion.program import Program
-from dandelion.runtime.api import Runtime, run
 
-try:
-    __version__ = version("dandelion")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+# The rest of the public API is imported on first use, so that a process which needs only
+# a part of Dandelion (a sandbox zygote, a Ray worker) does not load the whole of it.
+_LAZY = {
+    "CompositionFunction": "dandelion.authoring.composition",
+    "composition": "dandelion.authoring.composition",
+    "ComputeFunction": "dandelion.authoring.compute",
+    "compute": "dandelion.authoring.compute",
+    "Json": "dandelion.authoring.annotations",
+    "each": "dandelion.authoring.tracing",
+    "keyed": "dandelion.authoring.tracing",
+    "any_each": "dandelion.authoring.tracing",
+    "any_keyed": "dandelion.authoring.tracing",
+    "optional": "dandelion.authoring.tracing",
+    "all": "dandelion.authoring.tracing",
+    "Program": "dandelion.program",
+    "Runtime": "dandelion.runtime.api",
+    "run": "dandelion.runtime.api",
+    "Client": "dandelion.client",
+    "HttpRequest": "dandelion.io.values",
+    "HttpResponse": "dandelion.io.values",
+}
+_RENAMED = {"all": "all_"}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dandelion.authoring.annotations import Json
+    from dandelion.authoring.composition import CompositionFunction, composition
+    from dandelion.authoring.compute import ComputeFunction, compute
+    from dandelion.authoring.tracing import all_ as all  # noqa: A004, F401
+    from dandelion.authoring.tracing import any_each, any_keyed, each, keyed, optional
+    from dandelion.client import Client
+    from dandelion.io.values import HttpRequest, HttpResponse
+    from dandelion.program import Program
+    from dandelion.runtime.api import Runtime, run
+
+    __version__: str
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value: Any = version("dandelion")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            value = "0.0.0+unknown"
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
+    else:
+        raise AttributeError(f"module 'dandelion' has no attribute '{name}'")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | {"__version__"})
+
 
 __all__ = [
     "BackendError", "CompositionError", "CompositionFunction", "CompositionTypeError",
     "ComputeFunction", "DandelionError", "DslSyntaxError", "EncodingError", "FunctionError",
     "FunctionTimeout", "FunctionTypeError", "InputError", "Item", "Json", "Program", "Runtime",
+    "Client", "HttpRequest", "HttpResponse",
     "SandboxViolation", "__version__", "any_each", "any_keyed", "composition",
     "compute", "each", "keyed", "optional", "run",
 ]

@@ -12,6 +12,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import dandelion
@@ -98,7 +99,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except CompositionError as e:
         # front ends check at load time: print every diagnostic they attached
         if e.diagnostics:
-            for d in e.diagnostics:
+            rendered = getattr(e, "rendered", None)  # DSL errors quote the source line
+            for d in e.diagnostics if rendered is None else (rendered,):
                 print(d, file=sys.stderr)
             return EXIT_FAILED
         raise
@@ -148,6 +150,15 @@ def cmd_ir(args: argparse.Namespace) -> int:
     from dandelion.loading import load_program
 
     print(to_json(load_program(args.target).module))
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from dandelion.sdk import build
+
+    output = args.output or str(Path(args.sources[0]).with_suffix(".elf"))
+    fn = build(args.sources, output, extra=args.cflag or ())
+    print(f"{output}: native function, {len(fn.image)} bytes, {fn.digest}")
     return EXIT_OK
 
 
@@ -201,10 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
     p.set_defaults(func=cmd_graph)
 
+    p = sub.add_parser("fmt", help="print a .dd/.dcl file in canonical form, or convert it")
+    from dandelion.dsl import fmt as dsl_fmt
+
+    dsl_fmt.add_arguments(p)
+    p.set_defaults(func=dsl_fmt.run)
+
     p = sub.add_parser("ir", help="print the IR as versioned JSON")
     p.add_argument("target", metavar="TARGET", nargs="?")
     p.add_argument("--schema", action="store_true", help="print the IR's JSON Schema instead")
     p.set_defaults(func=cmd_ir)
+
+    p = sub.add_parser("build", help="compile a native compute function (C SDK) to an ELF")
+    p.add_argument("sources", metavar="FILE.c", nargs="+")
+    p.add_argument("-o", "--output", metavar="FILE.elf", help="default: the first FILE.elf")
+    p.add_argument("--cflag", action="append", metavar="FLAG",
+                   help="an extra compiler flag (repeatable), e.g. --cflag=-O3")
+    p.set_defaults(func=cmd_build)
+
+    from dandelion.server.cli import add_server_commands
+
+    add_server_commands(sub)
     return parser
 
 

@@ -7,9 +7,11 @@ Without ``:name``, the file's only composition is taken, or the one named like t
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -47,29 +49,42 @@ def _pick(found: dict[str, Any], name: str | None, path: Path) -> Any:
                          hint=f"write {path}:NAME with NAME one of: {', '.join(sorted(found))}")
 
 
-def import_file(path: Path) -> Any:
-    """Import a Python file as a module named after it (its folder goes on ``sys.path``)."""
-    folder = str(path.resolve().parent)
+def import_file(path: str | os.PathLike[str]) -> types.ModuleType:
+    """Import a Python file by path, once: a module already imported from it is reused.
+
+    The module is named after the file (or a unique name if another module has that name),
+    its folder goes on ``sys.path`` (as ``python FILE`` does) and it is registered with
+    cloudpickle to travel by value, since other processes cannot import it by name.
+    Exceptions from the module body propagate.
+    """
+    path = os.path.normpath(os.path.abspath(path))
+    if not os.path.isfile(path):
+        raise ImportError(f"no such file: {path}")
+    for module in list(sys.modules.values()):
+        if os.path.abspath(getattr(module, "__file__", "") or "") == path:
+            return module
+    folder = os.path.dirname(path)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    name = path.stem
-    existing = sys.modules.get(name)
-    existing_file = getattr(existing, "__file__", None)
-    if existing_file and Path(existing_file).resolve() == path.resolve():
-        return existing
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = stem if stem not in sys.modules else \
+        f"_dandelion_{hashlib.sha1(path.encode()).hexdigest()[:12]}_{stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise DandelionError(f"{path}: cannot import this file")
+        raise ImportError(f"cannot import {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except DandelionError:
-        sys.modules.pop(name, None)
+    except BaseException:
+        del sys.modules[name]
         raise
-    except Exception as e:
-        sys.modules.pop(name, None)
-        raise DandelionError(f"{path}: importing it raised {type(e).__name__}: {e}") from e
+    try:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(module)
+    except (ImportError, ValueError):
+        pass
     return module
 
 
@@ -85,7 +100,13 @@ def load_program(target: str) -> Program:
         raise DandelionError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".py":
-        module = import_file(path)
+        try:
+            module = import_file(path)
+        except DandelionError:
+            raise
+        except Exception as e:
+            raise DandelionError(f"{path}: importing it raised {type(e).__name__}: {e}") \
+                from e
         found = {v.name: v for v in vars(module).values() if isinstance(v, CompositionFunction)}
         chosen: CompositionFunction = _pick(found, name, path)
         return chosen.program

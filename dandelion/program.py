@@ -29,6 +29,8 @@ class Program:
         artifacts: content digest -> code artifact, for every implementation used.
         inputs: name and :class:`View` of each direct input, in declaration order.
         outputs: name and :class:`View` of each direct output.
+        result_type: the named tuple class several outputs come back as (default: one
+            made from the output names).
     """
 
     module: Module
@@ -36,6 +38,7 @@ class Program:
     artifacts: Mapping[str, Any] = attrs.field(factory=dict)
     inputs: tuple[tuple[str, View], ...] = ()
     outputs: tuple[tuple[str, View], ...] = ()
+    result_type: Any = None
 
     @classmethod
     def from_module(cls, module: Module, entry: str | None = None,
@@ -104,6 +107,6 @@ class Program:
             return values[0]
         if not values:
             return None
-        Result = collections.namedtuple(f"{self.entry}_result",  # type: ignore[misc]
-                                        [n for n, _ in self.outputs], rename=True)
-        return Result(*values)
+        result_type = self.result_type or collections.namedtuple(
+            f"{self.entry}_result", [n for n, _ in self.outputs], rename=True)
+        return result_type(*values)

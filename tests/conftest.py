@@ -8,6 +8,7 @@ each; combinations that need something absent are skipped with the reason.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Any, Iterator
 
 import pytest
@@ -22,6 +23,9 @@ def _needs(module: str) -> str | None:
 #: id -> (Runtime keyword arguments, reason to skip or None, extra marks)
 RUNTIMES: dict[str, tuple[dict[str, Any], str | None, tuple[Any, ...]]] = {
     "local-inline": ({"backend": "local", "engine": "inline", "workers": 2}, None, ()),
+    "local-process": ({"backend": "local", "engine": "process", "workers": 2},
+                      None if sys.platform.startswith("linux") else "the process engine "
+                      "needs Linux (seccomp)", ()),
     # on the session's three-node Ray cluster (``ray_cluster``)
     "ray-sandbox": ({"backend": "ray", "isolation": "sandbox"}, _needs("ray"),
                     (pytest.mark.ray,)),

@@ -13,20 +13,18 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sphinx", reason="the docs extra is not installed: pip install -e '.[docs]'")
-
-pytestmark = pytest.mark.slow
-
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def sphinx(builder: str, out: Path) -> subprocess.CompletedProcess[str]:
+    pytest.importorskip("sphinx", reason="needs the docs extra: pip install -e '.[docs]'")
     return subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", builder,
          "-d", str(out / "doctrees"), str(DOCS), str(out / builder)],
         capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_docs_build_without_warnings(tmp_path: Path) -> None:
     done = sphinx("html", tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -34,6 +32,7 @@ def test_docs_build_without_warnings(tmp_path: Path) -> None:
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
 
 
+@pytest.mark.slow
 def test_docs_examples_run_and_match(tmp_path: Path) -> None:
     done = sphinx("doctest", tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr

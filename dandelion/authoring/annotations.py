@@ -63,9 +63,22 @@ def _element_annotation(annotation: Any) -> Any:
     return annotation
 
 
+def _value_class(annotation: Any) -> Any:
+    """``annotation`` if it is a value class (e.g. ``dd.HttpRequest``), else ``None``.
+
+    A value class declares ``__dandelion_element__`` (the element type its items hold),
+    ``from_item_value(value)`` and ``to_item_value()``: items carry the encoded form, so
+    sandboxes and the wire see plain data, and Python code sees the typed object.
+    """
+    return annotation if isinstance(annotation, type) and hasattr(
+        annotation, "__dandelion_element__") else None
+
+
 def _element_of(annotation: Any, where: str) -> ElementType:
     if annotation in (Any, object, None, typing.Any) or annotation is typing.TypeVar:
         return ElementType.ANY
+    if _value_class(annotation) is not None:
+        return ElementType(annotation.__dandelion_element__)
     if annotation is Json:
         return ElementType.JSON
     if annotation in _SCALARS:
@@ -125,6 +138,11 @@ def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:
         FunctionTypeError: a value does not match the annotation.
     """
     element = view.element_annotation
+    value_class = _value_class(element)
+    if value_class is not None:
+        items = [item if isinstance(item.value, value_class) else
+                 attrs.evolve(item, value=_from_item_value(value_class, item.value, what))
+                 for item in items]
     for item in items:
         _check(item.value, element, what)
     if view.type.is_set:
@@ -170,10 +188,20 @@ def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
         values = [value]
     element = view.element_annotation
     kind = view.type.element
+    value_class = _value_class(element)
     out = []
     for v in values:
         item = v if isinstance(v, Item) else Item(v)
         _check(item.value, element, what)
+        if value_class is not None:
+            item = attrs.evolve(item, value=item.value.to_item_value())
         _check_encodable(item.value, kind, what)
         out.append(item)
     return tuple(out)
+
+
+def _from_item_value(value_class: Any, value: Any, what: str) -> Any:
+    try:
+        return value_class.from_item_value(value)
+    except (ValueError, TypeError) as e:
+        raise FunctionTypeError(f"{what}: not a {value_class.__name__}: {e}") from None

@@ -81,8 +81,11 @@ class CompositionFunction:
         self.module: Module = module
         self.composition = comp
         self.artifacts = artifacts
+        ret = hints.get("return")
+        named = ret if isinstance(ret, type) and issubclass(ret, tuple) and \
+            getattr(ret, "_fields", None) == tuple(out_names) else None
         self.program = Program(module, self.name, artifacts, tuple(input_views),
-                               tuple(output_views))
+                               tuple(output_views), named)
         self.spec = FunctionSpec(self.name, [Param(d.name, d.type) for d in comp.inputs],
                                  [Param(d.name, d.type) for d in comp.outputs], span=span)
 

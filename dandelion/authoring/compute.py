@@ -108,7 +108,7 @@ class ComputeFunction:
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
                  results: Sequence[str] | str | None = None, kind: FunctionKind =
-                 FunctionKind.COMPUTE, cacheable: bool = True) -> None:
+                 FunctionKind.COMPUTE, cacheable: bool = True, native: Any = None) -> None:
         if not callable(fn) or inspect.isclass(fn):
             raise FunctionTypeError(f"@dd.compute decorates a function, not {fn!r}")
         functools.update_wrapper(self, fn)
@@ -134,13 +134,22 @@ class ComputeFunction:
         self.name = name or fn.__name__
         digest = code_digest(fn)
         self.artifact = PythonFunction(self.name, fn, tuple(params), result_views)
+        implementations = [Implementation("python", digest, f"{fn.__module__}:"
+                                                            f"{fn.__qualname__}")]
+        #: implementation digest -> artifact, the preferred implementation first
+        self._artifacts: dict[str, Any] = {digest: self.artifact}
+        if native is not None:
+            from dandelion.runtime.artifacts import native_artifact
+
+            elf = native_artifact(native, self.name, span.file)
+            implementations.insert(0, Implementation("native", elf.digest, str(native)))
+            self._artifacts = {elf.digest: elf, **self._artifacts}
         self.spec = FunctionSpec(
             name=self.name,
             params=[Param(n, v.type) for n, v in params],
             results=[Param(n, v.type) for n, v in result_views],
             kind=kind,
-            implementations=[Implementation("python", digest, f"{fn.__module__}:"
-                                                              f"{fn.__qualname__}")],
+            implementations=implementations,
             cacheable=cacheable,
             span=span,
         )
@@ -148,7 +157,7 @@ class ComputeFunction:
     @property
     def artifacts(self) -> dict[str, Any]:
         """Digest -> artifact for this function's implementations."""
-        return {self.spec.implementations[0].digest: self.artifact}
+        return dict(self._artifacts)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         trace = tracing.current()
@@ -164,7 +173,8 @@ class ComputeFunction:
 
 
 def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
-            results: Sequence[str] | str | None = None, cacheable: bool = True) -> Any:
+            results: Sequence[str] | str | None = None, cacheable: bool = True,
+            native: Any = None) -> Any:
     """Declare a pure compute function.
 
     Annotations give the types of parameters and results (see
@@ -176,6 +186,10 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         name: the function's name in the IR (default: the Python name).
         results: names of the results (default: one result called ``result``).
         cacheable: whether its outputs may be memoized (it must then be deterministic).
+        native: a native implementation of the same function (a ``.elf`` built with
+            ``dandelion build``, or a ``.c`` file built on first use; relative paths are
+            relative to the function's file).  Engines that run native code (``process``)
+            use it; the others run the Python body.  See ``docs/isolation.rst``.
 
     Example:
         >>> import dandelion as dd
@@ -186,7 +200,8 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         42
     """
     def wrap(f: Callable[..., Any]) -> ComputeFunction:
-        return ComputeFunction(f, name=name, results=results, cacheable=cacheable)
+        return ComputeFunction(f, name=name, results=results, cacheable=cacheable,
+                               native=native)
 
     return wrap(fn) if fn is not None else wrap
 

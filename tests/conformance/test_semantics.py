@@ -143,3 +143,7 @@ def test_a_long_chain_runs_in_order(runtime):
 def test_concurrent_runs_do_not_mix_results(runtime):
     futures = [runtime.submit(f.doubles, [i, i + 1]) for i in range(8)]
     assert [fu.result(timeout=60) for fu in futures] == [[2 * i, 2 * i + 2] for i in range(8)]
+
+
+def test_several_outputs_come_back_as_the_annotated_named_tuple(runtime):
+    assert isinstance(runtime.run(f.extremes, [2, 5]), f.MinMax)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dandelion.ir import Join, ShardingMode as M
+from dandelion.ir import Join
+from dandelion.ir import ShardingMode as M
 from dandelion.items import Item
 from dandelion.runtime.sharding import Input, gather, instances
 

@@ -1,0 +1,150 @@
+"""Shared-memory contexts for sandboxes: one memfd per context, mapped by the worker and,
+for one invocation, by the sandbox (layout: :mod:`._sandbox_layout`).
+
+A context is placed with the instance's items and laid out once the function's parameter
+types are known (:meth:`SharedContext.layout`, called by the engine); outputs are decoded
+with the declared result types.  A wiped context reads as zeros, so nothing a sandbox wrote
+reaches the next invocation.  Wiping finds every page the file holds (``SEEK_DATA``), so a
+sandbox that scribbled outside the tables is wiped too; small contexts are zeroed in place
+(their pages stay allocated), large ones are punched out (their pages go back to the kernel).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from dandelion.backends import _sandboxc
+from dandelion.backends._sandbox_layout import CODE_ELEMENTS, Writer, decode_view, encode_parts
+from dandelion.errors import EncodingError
+from dandelion.ir.types import ElementType
+from dandelion.items import Item
+from dandelion.runtime.engine import Context, ItemSets, MemoryDomain
+
+_MIB = 1 << 20
+#: Up to this many written bytes a wipe zeroes in place; beyond, it punches the file out.
+_WIPE_IN_PLACE = 4 * _MIB
+
+
+def _round(n: int, to: int = _MIB) -> int:
+    return (n + to - 1) // to * to
+
+
+class SharedContext(Context):
+    """A memfd-backed context.
+
+    Attributes:
+        fd: the memfd (passed to the sandbox).
+        capacity: bytes the current invocation may use (inputs, heap, output table).
+    """
+
+    def __init__(self, size: int = 4 * _MIB) -> None:
+        self.fd = os.memfd_create("dandelion-context", os.MFD_CLOEXEC)
+        self.size = 0
+        self.mm: mmap.mmap | None = None
+        self.capacity = 0
+        self.inputs: ItemSets = ()
+        self.results: list[tuple[str, ElementType]] = []
+        self._grow(size)
+
+    def _grow(self, size: int) -> None:
+        size = _round(size)
+        if size <= self.size:
+            return
+        os.ftruncate(self.fd, size)
+        if self.mm is not None:
+            self.mm.close()
+        self.mm = mmap.mmap(self.fd, size)
+        self.size = size
+
+    def place(self, inputs: ItemSets) -> None:
+        """Keep the items; :meth:`layout` writes them once their types are known."""
+        self.inputs = inputs
+
+    def layout(self, params: Sequence[tuple[str, ElementType]],
+               results: Sequence[tuple[str, ElementType]], output_limit: int) -> None:
+        """Write the placed inputs at the documented layout, leaving ``output_limit`` bytes
+        for outputs (each large item is copied exactly once, into the context)."""
+        sets = []
+        for (name, element), items in zip(params, self.inputs, strict=False):
+            encoded = []
+            for item in items:
+                used, parts = encode_parts(item.value, element)
+                encoded.append((used, parts, item.key, item.name))
+            sets.append((name, encoded))
+        for name, _ in params[len(sets):]:
+            sets.append((name, []))
+        assert self.mm is not None
+        needed = Writer(self.mm).needed(sets) + 64 * len(results)
+        capacity = _round(needed + output_limit, mmap.PAGESIZE)
+        self._grow(capacity)
+        self.capacity = capacity
+        self.results = list(results)
+        Writer(self.mm).write_inputs(capacity, sets, results)
+
+    def extract(self) -> list[tuple[Item[Any], ...]]:
+        """The outputs, decoded with the declared result types (copied out of the context).
+
+        Raises:
+            EncodingError: the sandbox left malformed outputs.
+        """
+        assert self.mm is not None
+        per_set = Writer(self.mm).outputs(len(self.results), self.capacity)
+        out = []
+        for (rname, declared), items in zip(self.results, per_set, strict=True):
+            values = []
+            for data, key, name, code in items:
+                element = CODE_ELEMENTS[code] if code else declared
+                if declared is not ElementType.ANY and element is not declared:
+                    raise EncodingError(f"result '{rname}' is declared {declared} but the "
+                                        f"sandbox returned {element}")
+                if element is ElementType.ANY:
+                    element = ElementType.BYTES
+                values.append(Item(decode_view(data, element, copy=True), key, name))
+            out.append(tuple(values))
+        return out
+
+    def wipe(self) -> None:
+        self.inputs = ()
+        self.results = []
+        self.capacity = 0
+        assert self.mm is not None
+        # zero what was written in place (pages stay mapped for the next invocation);
+        # contexts that held much data give their pages back instead
+        _sandboxc.wipe(self.fd, self.mm, _WIPE_IN_PLACE)
+
+    def close(self) -> None:
+        """Unmap and close the memfd."""
+        if self.mm is not None:
+            try:
+                self.mm.close()
+            except BufferError:  # a view is still alive; the kernel frees it at exit
+                pass
+            self.mm = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class SharedDomain(MemoryDomain):
+    """A memory domain of :class:`SharedContext` s, reused after wiping."""
+
+    def __init__(self, size: int = 4 * _MIB) -> None:
+        super().__init__()
+        self.initial_size = size
+        self._all: list[SharedContext] = []
+
+    def new_context(self) -> Context:
+        ctx = SharedContext(self.initial_size)
+        with self._lock:
+            self._all.append(ctx)
+        return ctx
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            contexts, self._all = self._all, []
+        for ctx in contexts:
+            ctx.close()

@@ -1,0 +1,277 @@
+/*
+ * The native zygote: a tiny C process that forks sandboxes for native functions.
+ *
+ * Same control protocol as the Python zygote (backends/_sandbox_zygote.py), same channel
+ * protocol as a Python sandbox running a native function (backends/_sandbox_child.py), but
+ * no interpreter: a fork copies a few pages instead of a Python heap, and a sandbox touches
+ * almost none of them.  Built on first use by backends/_sandbox_native.py.
+ *
+ *     native-zygote CONTROL_FD CPU_SECONDS CAP
+ *
+ * A sandbox: channel on fd 3, every other descriptor closed, fatal signals reported on the
+ * channel, RLIMIT_CORE/FSIZE/NPROC = 0, RLIMIT_CPU, no_new_privs; then it waits for an
+ * assignment (header + context memfd), maps the context, reads the worker-validated
+ * segment table and image, maps the segments, enters seccomp strict mode and calls the
+ * entry point; it reports the return code and exits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CHANNEL 3
+#define MAX_LIVE 4096
+
+#pragma pack(push, 1)
+struct msg { char op; int32_t a; int32_t b; };
+struct assign {
+    char magic[4];
+    uint32_t kind;
+    uint64_t capacity, memory_limit, payload_len, entry;
+    uint32_t n_segments;
+};
+struct segment { uint64_t vaddr, memsz; int32_t prot; uint64_t offset, filesz; };
+#pragma pack(pop)
+
+struct fatal_report { char tag[4]; int32_t signo, syscall_nr, code; uint64_t addr; };
+struct native_report { char tag[4]; int32_t rc; };
+
+static volatile int strict = 0;
+
+static void write_all(int fd, const void *p, size_t n) {
+    const char *c = p;
+    while (n) {
+        ssize_t k = syscall(SYS_write, fd, c, n);
+        if (k <= 0) return;
+        c += k;
+        n -= (size_t)k;
+    }
+}
+
+static void die(int status) {
+    if (strict) syscall(SYS_exit, status);
+    syscall(SYS_exit_group, status);
+    for (;;) {}
+}
+
+static void on_fatal(int signo, siginfo_t *info, void *uc) {
+    (void)uc;
+    struct fatal_report r;
+    memset(&r, 0, sizeof r);
+    memcpy(r.tag, "GONE", 4);
+    r.signo = signo;
+    r.code = info->si_code;
+    r.syscall_nr = signo == SIGSYS ? info->si_syscall : -1;
+    r.addr = (uint64_t)(uintptr_t)info->si_addr;
+    write_all(CHANNEL, &r, sizeof r);
+    die(128 + signo);
+}
+
+static int read_all(int fd, void *p, size_t n) {
+    char *c = p;
+    while (n) {
+        ssize_t k = read(fd, c, n);
+        if (k <= 0) return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+static void sandbox(int cpu_seconds) {
+    static char altstack[64 * 1024];
+    stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
+    sigaltstack(&ss, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fatal;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigfillset(&sa.sa_mask);
+    int sigs[] = {SIGSYS, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGXCPU, SIGABRT, SIGTRAP};
+    for (unsigned i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    struct rlimit zero = {0, 0};
+    setrlimit(RLIMIT_CORE, &zero);
+    setrlimit(RLIMIT_FSIZE, &zero);
+    setrlimit(RLIMIT_NPROC, &zero);
+    if (cpu_seconds > 0) {
+        struct rlimit cpu = {(rlim_t)cpu_seconds, (rlim_t)cpu_seconds + 1};
+        setrlimit(RLIMIT_CPU, &cpu);
+    }
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+
+    struct assign a;
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = {.iov_base = &a, .iov_len = sizeof a};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                        .msg_controllen = sizeof cbuf};
+    ssize_t got = recvmsg(CHANNEL, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    if (got != (ssize_t)sizeof a || cm == NULL || cm->cmsg_type != SCM_RIGHTS ||
+        a.kind != 2 || a.n_segments > 64)
+        _exit(0);  /* unused, or not for us */
+    int memfd;
+    memcpy(&memfd, CMSG_DATA(cm), sizeof memfd);
+    uint8_t *ctx = mmap(NULL, a.capacity, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    close(memfd);
+    struct segment segs[64];
+    if (ctx == MAP_FAILED || read_all(CHANNEL, segs, sizeof(struct segment) * a.n_segments))
+        _exit(1);
+    uint8_t *image = mmap(NULL, a.payload_len ? a.payload_len : 1, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (image == MAP_FAILED || read_all(CHANNEL, image, a.payload_len)) _exit(1);
+    long page = 4096;
+    for (uint32_t i = 0; i < a.n_segments; i++) {
+        struct segment *s = &segs[i];
+        uint64_t start = s->vaddr & ~(uint64_t)(page - 1);
+        uint64_t end = (s->vaddr + s->memsz + page - 1) & ~(uint64_t)(page - 1);
+        if (s->offset + s->filesz > a.payload_len || s->filesz > s->memsz) _exit(1);
+        void *p = mmap((void *)(uintptr_t)start, end - start, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        if (p != (void *)(uintptr_t)start) _exit(1);
+        memcpy((void *)(uintptr_t)s->vaddr, image + s->offset, s->filesz);
+        mprotect(p, end - start, s->prot);
+    }
+    munmap(image, a.payload_len ? a.payload_len : 1);
+    int (*entry)(void *) = (int (*)(void *))(uintptr_t)a.entry;
+    strict = 1;
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0) != 0) _exit(1);
+    struct native_report r;
+    memcpy(r.tag, "NATV", 4);
+    r.rc = entry(ctx);
+    write_all(CHANNEL, &r, sizeof r);
+    syscall(SYS_exit, 0);
+}
+
+static pid_t live[MAX_LIVE];
+static int n_live = 0;
+/* how recently exited sandboxes ended, and the pids the worker asked about */
+static pid_t done_pid[1024];
+static int done_status[1024];
+static int n_done = 0;
+static pid_t wanted[256];
+static int n_wanted = 0;
+
+static void send_msg(int ctrl, char op, int32_t a, int32_t b, int fd) {
+    struct msg m = {op, a, b};
+    struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        memset(cbuf, 0, sizeof cbuf);
+        mh.msg_control = cbuf;
+        mh.msg_controllen = sizeof cbuf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    }
+    if (sendmsg(ctrl, &mh, MSG_NOSIGNAL) < 0) _exit(0);  /* the worker is gone */
+}
+
+static void fork_sandboxes(int ctrl, int cpu, int n);
+
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int ctrl = atoi(argv[1]);
+    int cpu = atoi(argv[2]);
+    int cap = argc > 3 ? atoi(argv[3]) : 16;  /* replace exited sandboxes up to this many */
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    signal(SIGPIPE, SIG_IGN);
+    send_msg(ctrl, 'R', getpid(), 0, -1);
+    struct pollfd pf[2] = {{.fd = ctrl, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+    for (;;) {
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (pf[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) > 0) {}
+            int status, replace = 0;
+            pid_t pid;
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+                for (int i = 0; i < n_live; i++)
+                    if (live[i] == pid) { live[i] = live[--n_live]; break; }
+                replace++;  /* a used sandbox exited: keep the pool's size */
+                int told = 0;
+                for (int i = 0; i < n_wanted; i++)
+                    if (wanted[i] == pid) {
+                        wanted[i] = wanted[--n_wanted];
+                        send_msg(ctrl, 'X', pid, status, -1);
+                        told = 1;
+                        break;
+                    }
+                if (!told) {
+                    done_pid[n_done % 1024] = pid;
+                    done_status[n_done % 1024] = status;
+                    n_done++;
+                }
+            }
+            if (replace > cap - n_live) replace = cap - n_live;
+            fork_sandboxes(ctrl, cpu, replace);
+        }
+        if (!pf[0].revents) continue;
+        struct msg m;
+        ssize_t k = recv(ctrl, &m, sizeof m, 0);
+        if (k != (ssize_t)sizeof m) break;
+        if (m.op == 'W') {
+            int found = 0;
+            for (int i = 0; i < 1024 && i < n_done; i++)
+                if (done_pid[i] == m.a) {
+                    send_msg(ctrl, 'X', m.a, done_status[i], -1);
+                    done_pid[i] = 0;
+                    found = 1;
+                    break;
+                }
+            if (!found && n_wanted < 256) wanted[n_wanted++] = m.a;
+        } else if (m.op == 'F') {
+            fork_sandboxes(ctrl, cpu, m.a);
+        } else if (m.op == 'K') {
+            for (int i = 0; i < n_live; i++)
+                if (live[i] == m.a) { kill(m.a, SIGKILL); break; }
+        }
+    }
+    for (int i = 0; i < n_live; i++) kill(live[i], SIGKILL);
+    return 0;
+}
+
+static void fork_sandboxes(int ctrl, int cpu, int n) {
+    for (int i = 0; i < n && i < 64 && n_live < MAX_LIVE; i++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) break;
+        pid_t pid = fork();
+        if (pid == 0) {
+            dup2(sv[1], CHANNEL);  /* dup2 clears close-on-exec; nothing is exec'd */
+            syscall(SYS_close_range, 0, CHANNEL - 1, 0);
+            syscall(SYS_close_range, CHANNEL + 1, ~0U, 0);
+            sandbox(cpu);
+            _exit(0);
+        }
+        close(sv[1]);
+        if (pid > 0) {
+            live[n_live++] = pid;
+            send_msg(ctrl, 'C', pid, 0, sv[0]);
+        }
+        close(sv[0]);
+    }
+}

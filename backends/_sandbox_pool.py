@@ -1,0 +1,226 @@
+"""The worker's side of a zygote: start it, keep a small pool of generic sandboxes ready,
+learn how each sandbox ended.
+
+Sandboxes are generic (never specific to a function) and single-use: :meth:`Zygote.take`
+hands one out, and the zygote forks a replacement when it exits, so process creation stays
+off the critical path as long as requests do not outrun the pool.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from dandelion.backends._sandbox_zygote import MSG
+from dandelion.errors import BackendError
+
+#: Environment of a zygote: nothing of the worker's but what locates Python and keeps
+#: numerical libraries single-threaded (a sandbox cannot create threads).
+_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TMPDIR")
+
+
+class Sandbox:
+    """One ready sandbox: its pid and the worker's end of its channel."""
+
+    __slots__ = ("pid", "channel")
+
+    def __init__(self, pid: int, channel: socket.socket) -> None:
+        self.pid = pid
+        self.channel = channel
+
+
+class Zygote:
+    """A running zygote and its pool of ready sandboxes.
+
+    Args:
+        preload: libraries imported before forking (``()`` for the lean zygote).
+        pool_size: sandboxes kept forked ahead of time.
+        cpu_seconds: RLIMIT_CPU of each sandbox (``None``: none).
+        warm: run a probe function through each sandbox before it waits (moves page
+            faults off the critical path at the price of a little CPU per sandbox).
+        native: the native zygote's executable: a C process forking sandboxes for native
+            functions only (``preload`` and ``warm`` are then ignored).
+        memory_limit: sandboxes for Python functions only, filtered before they wait, with
+            this memory limit (``None``: unfiltered until assigned; they run native code too).
+    """
+
+    def __init__(self, preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
+                 warm: bool = True, native: Path | None = None,
+                 memory_limit: int | None = None) -> None:
+        self.preload = preload
+        self.native = native
+        self.warm = warm
+        self.pool_size = max(0, pool_size)
+        #: sandboxes alive (waiting or running) up to which the zygote replaces exited ones
+        self.cap = 2 * self.pool_size
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+                   PYTHONDONTWRITEBYTECODE="1")
+        if native is not None:
+            cmd = [str(native), str(theirs.fileno()), str(cpu_seconds or 0), str(self.cap)]
+        else:
+            cmd = [sys.executable, "-m", "dandelion.backends._sandbox_zygote",
+                   str(theirs.fileno()), str(cpu_seconds or 0), "1" if warm else "0",
+                   str(memory_limit or 0), str(self.cap), *preload]
+        self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
+                                        stdin=subprocess.DEVNULL, cwd="/")
+        theirs.close()
+        self.ctrl = ours
+        self.owner = os.getpid()
+        self._cond = threading.Condition()
+        self._ready: collections.deque[Sandbox] = collections.deque()
+        self._pending = 0
+        self._statuses: collections.OrderedDict[int, int] = collections.OrderedDict()
+        self._started = False
+        self.closed = False
+        self.forked = 0
+        #: top-level modules loaded in the zygote (and so in every sandbox it forks)
+        self.modules: frozenset[str] = frozenset()
+        self._reader = threading.Thread(target=self._read, name="dandelion-zygote", daemon=True)
+        self._reader.start()
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._started or self.closed, timeout=60):
+                self.close()
+                raise BackendError("the sandbox zygote did not start within 60 s")
+        if self.closed:
+            raise BackendError(f"the sandbox zygote exited at start "
+                               f"(status {self.process.poll()})",
+                               hint="run the worker with stderr visible to see why")
+        self._refill()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1 << 20, 1)
+            except OSError:
+                msg, fds = b"", []
+            if len(msg) < MSG.size:
+                with self._cond:
+                    self.closed = True
+                    self._cond.notify_all()
+                return
+            op, pid, status = MSG.unpack_from(msg)
+            with self._cond:
+                if op == b"C" and fds:
+                    self._pending = max(0, self._pending - 1)
+                    self.forked += 1
+                    self._ready.append(Sandbox(pid, socket.socket(fileno=fds[0])))
+                elif op == b"X":
+                    self._statuses[pid] = status
+                    while len(self._statuses) > 4096:
+                        self._statuses.popitem(last=False)
+                elif op == b"R":
+                    self.modules = frozenset(msg[MSG.size:].decode().split("\n"))
+                    self._started = True
+                self._cond.notify_all()
+
+    def _send(self, op: bytes, value: int) -> None:
+        try:
+            self.ctrl.send(MSG.pack(op, value, 0))
+        except OSError as e:
+            raise BackendError(f"the sandbox zygote is gone: {e}") from None
+
+    def _refill(self) -> None:
+        if self.closed:
+            return
+        with self._cond:
+            want = self.pool_size - len(self._ready) - self._pending
+            if want <= 0:
+                return
+            self._pending += want
+        self._send(b"F", want)
+
+    def take(self, timeout: float = 30.0) -> Sandbox:
+        """A ready, never used sandbox (forking one now if the pool is empty)."""
+        with self._cond:
+            sandbox = self._ready.popleft() if self._ready else None
+        if sandbox is None:  # requests outran the pool: fork one for us now
+            self._send(b"F", 1)
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._ready or self.closed, timeout):
+                    raise BackendError(f"no sandbox was forked within {timeout:g} s")
+                if self.closed:
+                    raise BackendError("the sandbox zygote exited",
+                                       hint="see the worker's stderr for why")
+                sandbox = self._ready.popleft()
+        return sandbox  # the zygote replaces it when it exits
+
+    def kill(self, pid: int) -> None:
+        """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""
+        self._send(b"K", pid)
+
+    def wait_status(self, pid: int, timeout: float = 5.0) -> int | None:
+        """The wait status of sandbox ``pid`` once the zygote has reaped it."""
+        self._send(b"W", pid)
+        with self._cond:
+            self._cond.wait_for(lambda: pid in self._statuses or self.closed, timeout)
+            return self._statuses.pop(pid, None)
+
+    def idle_pids(self) -> list[int]:
+        """Pids of the sandboxes waiting in the pool."""
+        with self._cond:
+            return [s.pid for s in self._ready]
+
+    def close(self) -> None:
+        """Stop the zygote; it kills the sandboxes it still has."""
+        with self._cond:
+            self.closed = True
+            ready = list(self._ready)
+            self._ready.clear()
+        for s in ready:
+            s.channel.close()
+        try:
+            self.ctrl.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.ctrl.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.process.kill()
+
+
+_zygotes: dict[tuple[Any, ...], Zygote] = {}
+_lock = threading.Lock()
+
+
+def zygote(preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
+           warm: bool = True, native: Path | None = None, memory_limit: int | None = None
+           ) -> Zygote:
+    """The process-wide zygote for these settings, started on first use."""
+    key = (tuple(sorted(preload)), pool_size, cpu_seconds, warm, native, memory_limit)
+    with _lock:
+        z = _zygotes.get(key)
+        if z is not None and (z.closed or z.owner != os.getpid()):
+            _zygotes.pop(key)
+            z = None
+        if z is None:
+            z = _zygotes[key] = Zygote(key[0], pool_size, cpu_seconds, warm, native,
+                                       memory_limit)
+        return z
+
+
+def running() -> list[Zygote]:
+    """The zygotes of this process."""
+    with _lock:
+        return [z for z in _zygotes.values() if not z.closed and z.owner == os.getpid()]
+
+
+@atexit.register
+def shutdown() -> None:
+    """Stop every zygote of this process (also run at exit)."""
+    with _lock:
+        zs = [z for z in _zygotes.values() if z.owner == os.getpid()]
+        _zygotes.clear()
+    for z in zs:
+        z.close()
+

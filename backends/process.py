@@ -1,0 +1,328 @@
+"""The ``process`` engine: every invocation in a fresh, single-use, MMU-isolated sandbox.
+
+A sandbox is a process forked from a *zygote* — a lean Python process that holds only the
+trusted runtime (:mod:`._sandbox_zygote`) — ahead of time, generic and empty.  For an
+invocation the engine lays the inputs out in a shared-memory context
+(:mod:`._sandbox_memory`), takes a ready sandbox, passes it the context and the function's
+code, and waits for its report.  Inside (:mod:`._sandbox_child`) the sandbox has closed
+every descriptor but its channel, set ``no_new_privs`` and rlimits on CPU time and address
+space, and installs a seccomp-bpf allow-list before it deserializes the code and the
+inputs; a native function runs under seccomp strict mode.  The sandbox exits afterwards:
+it is never reused.
+
+A forbidden system call, the memory or CPU limit, a crash or the wall-clock timeout fail
+that invocation only, with a :class:`~dandelion.errors.SandboxViolation` or
+:class:`~dandelion.errors.FunctionTimeout` that names the function and what happened.
+See ``docs/isolation.rst``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import signal
+import socket
+import struct
+import time
+from typing import Any
+
+from dandelion import errors
+from dandelion.backends import _sandbox_native, _sandbox_pool
+from dandelion.backends._sandbox_child import (
+    ASSIGN,
+    KIND_NATIVE,
+    KIND_PYTHON,
+    MAX_REPORT,
+    OKAY,
+    SEGMENT,
+)
+from dandelion.backends._sandbox_filter import syscall_name
+from dandelion.backends._sandbox_memory import SharedContext, SharedDomain
+from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
+from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
+from dandelion.runtime.engine import Context, FunctionCall
+from dandelion.runtime.engine import Engine as EngineBase
+
+_GONE = struct.Struct("<4siiiQ")
+_NATV = struct.Struct("<4si")
+_MIB = 1 << 20
+#: Code up to this size travels in the same message as the assignment.
+_ONE_MESSAGE = 64 * 1024
+_SIGNALS = {signal.SIGSEGV: "invalid memory access", signal.SIGBUS: "bus error",
+            signal.SIGFPE: "arithmetic fault", signal.SIGILL: "illegal instruction",
+            signal.SIGABRT: "abort", signal.SIGTRAP: "trap"}
+_HINT_SYSCALL = ("a compute function runs without a system interface (no files, network, "
+                 "processes, signals or clocks beyond reading time); move I/O into an I/O "
+                 "function, and import libraries at module level so the sandbox preloads "
+                 "them")
+
+
+class ProcessEngine(EngineBase):
+    """Runs Python and native functions in fresh seccomp sandboxes.
+
+    Args:
+        memory_limit: bytes of address space a function may use beyond the runtime and its
+            context (RLIMIT_AS; default 1 GiB).
+        cpu_limit: seconds of CPU time per sandbox (RLIMIT_CPU; default 300; ``None``: none).
+        output_limit: bytes of output (heap) a function may write into its context
+            (default 64 MiB).
+        pool_size: generic sandboxes kept forked ahead of time per zygote (default: two per
+            core).
+        store: the :class:`~dandelion.runtime.artifacts.ArtifactStore` (default: the
+            process-wide one); ``artifact_dir`` makes a store in that directory instead.
+        warm_sandboxes: run a probe function through each generic sandbox before it
+            waits, so that the page faults of the Python path happen off the critical path
+            (halves the latency of a small function at some CPU per sandbox; turn it off
+            for throughput on a saturated node).
+    """
+
+    name = "process"
+    kinds = frozenset({"python", "native"})
+    isolated = True
+    enforces_timeout = True
+
+    def __init__(self, memory_limit: int = 1 << 30, cpu_limit: int | None = 300,
+                 output_limit: int = 64 * _MIB, pool_size: int | None = None,
+                 store: ArtifactStore | None = None, artifact_dir: str | None = None,
+                 warm_sandboxes: bool = True, **options: Any) -> None:
+        super().__init__(**options)
+        self.memory_limit = memory_limit
+        self.cpu_limit = cpu_limit
+        self.output_limit = output_limit
+        self.pool_size = pool_size if pool_size is not None else 2 * (os.cpu_count() or 1)
+        self.warm_sandboxes = warm_sandboxes
+        self.store = store or (ArtifactStore(artifact_dir) if artifact_dir else default_store())
+        self.domain = SharedDomain()
+        self.lean = self._zygote(())
+        self._zygotes: dict[Any, _sandbox_pool.Zygote] = {}  # requires -> zygote
+        self._tables: dict[str, bytes] = {}  # native digest -> packed segment table
+        #: seconds the last invocation spent in the function itself (Python only)
+        self.last_function_time: float | None = None
+
+    def _zygote(self, preload: tuple[str, ...]) -> _sandbox_pool.Zygote:
+        return _sandbox_pool.zygote(preload, self.pool_size, self.cpu_limit, self.warm_sandboxes,
+                                    memory_limit=self.memory_limit)
+
+    def native_zygote(self) -> _sandbox_pool.Zygote:
+        """The zygote of native sandboxes: the C one when it can be built, else unfiltered
+        Python sandboxes (which can enter strict mode)."""
+        z = self._zygotes.get("<native>")
+        if z is None or z.closed:
+            exe = _sandbox_native.executable()
+            z = self._zygotes["<native>"] = _sandbox_pool.zygote(
+                (), self.pool_size, self.cpu_limit, False, exe)
+        return z
+
+    def zygote_for(self, code: StoredCode) -> _sandbox_pool.Zygote:
+        """The zygote whose sandboxes have every library ``code`` needs preloaded."""
+        z = self._zygotes.get(code.requires)
+        if z is None or z.closed:
+            lean = self.lean
+            if lean.closed:
+                lean = self.lean = self._zygote(())
+            missing = tuple(r for r in code.requires if r not in lean.modules)
+            z = self._zygotes[code.requires] = self._zygote(missing) if missing else lean
+        return z
+
+    def run(self, context: Context, call: FunctionCall) -> None:
+        assert isinstance(context, SharedContext)
+        spec = call.spec
+        impl = call.implementation
+        code = self.store.get(impl.digest, call.artifact, impl.kind)
+        context.layout([(p.name, p.type.element) for p in spec.params],
+                       [(r.name, r.type.element) for r in spec.results], self.output_limit)
+        zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
+        sandbox = zygote.take()
+        what = f"{spec.kind} function '{spec.name}'"
+        try:
+            self._invoke(zygote, sandbox, context, code, call, what)
+        finally:
+            sandbox.channel.close()
+            # The report may be forged by the function itself, which could then go on
+            # burning CPU: whatever it reported, its sandbox ends with its invocation (a
+            # no-op for one that has exited already).
+            zygote.kill(sandbox.pid)
+
+    def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
+                context: SharedContext, code: StoredCode, call: FunctionCall, what: str
+                ) -> None:
+        chan = sandbox.channel
+        deadline = time.monotonic() + call.timeout if call.timeout else None
+        if code.kind == "native":
+            assert code.native is not None
+            digest = call.implementation.digest  # a native digest is the ELF's content's
+            segments = self._tables.get(digest)
+            if segments is None:
+                segments = b"".join(SEGMENT.pack(*s) for s in code.native.segments)
+                if len(self._tables) > 256:
+                    self._tables.clear()
+                self._tables[digest] = segments
+            header = ASSIGN.pack(b"DDGO", KIND_NATIVE, context.capacity, self.memory_limit,
+                                 len(code.data), code.native.entry, len(code.native.segments))
+            payload: list[bytes] = [segments, code.data]
+        else:
+            header = ASSIGN.pack(b"DDGO", KIND_PYTHON, context.capacity, self.memory_limit,
+                                 len(code.data), 0, 0)
+            payload = [code.data]
+        self.last_function_time = None
+        try:
+            chan.settimeout(call.timeout)
+            # one message (one wake-up of the sandbox) for everything that fits
+            first = [header, *payload] if sum(map(len, payload)) <= _ONE_MESSAGE else [header]
+            sent = socket.send_fds(chan, first, [context.fd])
+            rest = b"".join(first)[sent:] if len(first) > 1 else b""
+            if rest:
+                chan.sendall(rest)
+            if len(first) == 1:
+                for part in payload:
+                    chan.sendall(part)
+            tag = self._recv(chan, 4, deadline)
+        except TimeoutError:
+            zygote.kill(sandbox.pid)
+            raise FunctionTimeout(f"{what} ran past its timeout of {call.timeout:g} s and was "
+                                  "killed", function=call.spec.name,
+                                  hint="raise the function's timeout (timeouts={name: s})"
+                                  ) from None
+        except (BrokenPipeError, ConnectionResetError):
+            tag = b""
+        if tag == b"OKAY":
+            (_t, ns) = OKAY.unpack(tag + self._recv(chan, OKAY.size - 4, deadline))
+            self.last_function_time = ns / 1e9
+        elif tag == b"DONE":
+            self._python_report(chan, deadline, what, call, context)
+        elif tag == b"NATV":
+            (_t, rc) = _NATV.unpack(tag + self._recv(chan, _NATV.size - 4, deadline))
+            if rc != 0:
+                raise FunctionError(f"{what} returned error code {rc}", function=call.spec.name)
+        elif tag == b"GONE":
+            body = self._recv(chan, _GONE.size - 4, deadline)
+            raise self._fatal(_GONE.unpack(tag + body), what, call)
+        else:
+            raise self._died(zygote, sandbox.pid, what, call, code.kind, tag)
+
+    @staticmethod
+    def _recv(chan: socket.socket, n: int, deadline: float | None) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                chan.settimeout(left)
+            chunk = chan.recv(n - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+
+    def _python_report(self, chan: socket.socket, deadline: float | None, what: str,
+                       call: FunctionCall, context: SharedContext) -> None:
+        (length,) = struct.unpack("<I", self._recv(chan, 4, deadline).ljust(4, b"\0"))
+        if length > MAX_REPORT:
+            raise SandboxViolation(f"{what} wrote a malformed report on its channel",
+                                   function=call.spec.name)
+        try:
+            report = json.loads(self._recv(chan, length, deadline))
+        except ValueError:
+            report = None
+        if not isinstance(report, dict) or report.get("ok"):  # only the sandbox's own
+            # runtime reports errors this way; success is an OKAY message
+            raise SandboxViolation(f"{what} wrote a malformed report on its channel",
+                                   function=call.spec.name)
+        name = call.spec.name
+        kind = report.get("kind")
+        if kind == "memory" or report.get("type") == "MemoryError":
+            raise SandboxViolation(f"{what} exceeded its memory limit of "
+                                   f"{self.memory_limit // _MIB} MiB", function=name,
+                                   hint="raise engine_options={'memory_limit': bytes}")
+        if kind == "output":
+            raise SandboxViolation(
+                f"{what} returned more output than its limit of {self.output_limit // _MIB} "
+                f"MiB (an item of {report.get('needed', 0)} bytes did not fit)",
+                function=name, hint="raise engine_options={'output_limit': bytes}")
+        raise _rebuild(report, what, name)
+
+    def _fatal(self, fields: tuple[Any, ...], what: str, call: FunctionCall) -> FunctionError:
+        _tag, signo, nr, _code, addr = fields
+        name = call.spec.name
+        if signo == signal.SIGSYS:
+            return SandboxViolation(f"{what} attempted forbidden system call "
+                                    f"{syscall_name(nr)}", function=name, hint=_HINT_SYSCALL,
+                                    syscall=nr)
+        if signo == signal.SIGXCPU:
+            return FunctionTimeout(f"{what} exceeded its CPU time limit of {self.cpu_limit} s "
+                                   "and was killed", function=name,
+                                   hint="raise engine_options={'cpu_limit': seconds}")
+        sig = signal.Signals(signo).name if signo in signal.Signals._value2member_map_ else \
+            str(signo)
+        why = _SIGNALS.get(signo, "fatal signal")
+        extra = f" at {addr:#x}" if signo in (signal.SIGSEGV, signal.SIGBUS) else ""
+        return SandboxViolation(f"{what} crashed with {sig} ({why}{extra})", function=name,
+                                hint="unbounded recursion overflows the stack this way too",
+                                signal=signo)
+
+    def _died(self, zygote: _sandbox_pool.Zygote, pid: int, what: str, call: FunctionCall,
+              kind: str, tag: bytes) -> FunctionError:
+        name = call.spec.name
+        if tag:
+            zygote.kill(pid)
+            return SandboxViolation(f"{what} wrote to its channel outside the protocol",
+                                    function=name)
+        status = zygote.wait_status(pid)
+        if status is None:
+            return SandboxViolation(f"{what}: its sandbox vanished without a report",
+                                    function=name)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGKILL and kind == "native":
+                return SandboxViolation(
+                    f"{what} attempted a system call other than read, write or exit and was "
+                    "killed by seccomp strict mode", function=name, hint=_HINT_SYSCALL)
+            if sig == signal.SIGKILL:
+                return SandboxViolation(f"{what} was killed (SIGKILL: its CPU time hard limit "
+                                        "or the kernel's out-of-memory killer)", function=name)
+            return SandboxViolation(f"{what} was killed by {signal.Signals(sig).name}",
+                                    function=name)
+        return SandboxViolation(f"{what} exited (status {os.WEXITSTATUS(status)}) without "
+                                "returning its outputs", function=name,
+                                hint="a compute function returns its results; it does not "
+                                     "exit the process")
+
+    def close(self) -> None:
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<ProcessEngine pool={self.pool_size} memory_limit={self.memory_limit}>"
+
+
+def _rebuild(report: dict[str, Any], what: str, name: str) -> errors.DandelionError:
+    """The worker-side error for an exception raised inside a sandbox."""
+    type_name = str(report.get("type", "Exception"))
+    message = str(report.get("message", ""))
+    hint = report.get("hint") if isinstance(report.get("hint"), str) else None
+    tb = str(report.get("traceback", ""))
+    if report.get("module") == "dandelion.errors":
+        cls = getattr(errors, type_name, None)
+        if isinstance(cls, type) and issubclass(cls, errors.DandelionError):
+            try:
+                err = cls(message, hint=hint)
+            except TypeError:
+                err = None
+            if isinstance(err, FunctionError):
+                err.function = err.function or name
+            if err is not None:
+                return err
+    error = FunctionError(f"{what} raised {type_name}: {message}", function=name,
+                          traceback=tb)
+    cause = getattr(builtins, type_name, None)
+    if report.get("module") == "builtins" and isinstance(cause, type) and \
+            issubclass(cause, Exception):
+        try:
+            error.__cause__ = cause(message)
+        except Exception:  # pragma: no cover - exotic constructor
+            pass
+    return error
+
+
+Engine = ProcessEngine

@@ -1,0 +1,294 @@
+"""Cost of sandboxing with the process engine (issue 4), every number from one run.
+
+1. raw fork + _exit + waitpid of a lean Python process and of one that imported numpy;
+2. installing the prebuilt seccomp filter (prctl) in a fresh child;
+3. sandbox overhead of a no-op on the critical path (end-to-end minus function time), cold
+   (code loaded from the artifact store on disk) and hot, median and p99, Python and native,
+   next to the inline engine;
+4. the matrix workload (128x128 int64 M.M^T), 95 % hot requests, on 2 workers: throughput
+   of the process engine (native and numpy implementations) against the inline engine;
+5. memory: the worker's peak RSS under load and what idle generic sandboxes hold.
+
+    python benchmarks/bench_sandbox.py [--quick]
+
+Latencies are measured one invocation at a time with a short pause between invocations,
+so that the pool of generic sandboxes is refilled off the critical path (low load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from dandelion.backends import _sandbox_pool, _sandboxc
+from dandelion.backends._sandbox_filter import build_filter
+from dandelion.backends.inline import InlineEngine
+from dandelion.backends.process import ProcessEngine
+
+import dandelion as dd
+from dandelion.items import Item
+from dandelion.runtime.artifacts import ArtifactStore
+from dandelion.runtime.engine import FunctionCall
+
+REPO = Path(__file__).resolve().parents[1]
+US = 1e6
+
+FORK_LOOP = textwrap.dedent("""
+    import os, sys, time
+    {imports}
+    ts = []
+    for _ in range({n}):
+        t = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    print(ts[len(ts) // 2])
+""")
+
+
+def raw_fork(imports: str, n: int) -> float:
+    """Median seconds of fork+_exit+waitpid in a fresh Python that ran ``imports``."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", FORK_LOOP.format(imports=imports, n=n)],
+                         capture_output=True, text=True, check=True, env=env)
+    return float(out.stdout)
+
+
+def seccomp_install(n: int) -> float:
+    """Median seconds to install the prebuilt filter in a freshly forked child."""
+    ts = []
+    for _ in range(n):
+        r, w = os.pipe()
+        program = build_filter(w)  # the child may write its result on w only
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            t = time.perf_counter_ns()
+            _sandboxc.install_filter(program)
+            os.write(w, str(time.perf_counter_ns() - t).encode())
+            os._exit(0)
+        os.close(w)
+        ts.append(int(os.read(r, 64)) / 1e9)
+        os.close(r)
+        os.waitpid(pid, 0)
+    return statistics.median(ts)
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(p * len(s)))]
+
+
+@dd.compute
+def noop(x: int) -> int:
+    return x
+
+
+def native_noop(build_dir: Path) -> Any:
+    from dandelion.sdk import build
+
+    src = build_dir / "noop.c"
+    src.write_text("#include <dandelion.h>\nint dandelion_main(void) {\n"
+                   "  dd_item in; if (dd_input_item(0, 0, &in)) return 1;\n"
+                   "  return dd_add_output(0, in.data, in.size, in.key, 0);\n}\n")
+    return build([src], build_dir / "noop.elf")
+
+
+Variant = tuple[str, Any, FunctionCall, "Callable[[], None] | None"]
+
+
+def overhead(variants: list[Variant], inputs: list[list[Item[Any]]], n: int, pause: float
+             ) -> dict[str, tuple[list[float], list[float]]]:
+    """End-to-end seconds (acquire, place, run, extract, release) and function seconds of
+    each variant, interleaved (one invocation of each per round) so that noise from the rest
+    of the machine falls on all of them alike."""
+    out: dict[str, tuple[list[float], list[float]]] = {v[0]: ([], []) for v in variants}
+    for _ in range(n):
+        for label, engine, call, cold in variants:
+            if cold is not None:
+                cold()
+            t = time.perf_counter()
+            ctx = engine.domain.acquire()
+            ctx.place(inputs)
+            engine.run(ctx, call)
+            ctx.extract()
+            engine.domain.release(ctx)
+            e2e, fn = out[label]
+            e2e.append(time.perf_counter() - t)
+            fn.append(getattr(engine, "last_function_time", None) or 0.0)
+            time.sleep(pause)
+    return out
+
+
+def report_overhead(label: str, e2e: list[float], fn: list[float]) -> float:
+    over = [a - b for a, b in zip(e2e, fn, strict=True)]
+    med = statistics.median(over)
+    print(f"  {label:<34} overhead median {med * US:8.0f} us   p99 {pct(over, .99) * US:8.0f} us"
+          f"   (end-to-end median {statistics.median(e2e) * US:7.0f} us, function "
+          f"{statistics.median(fn) * US:5.0f} us)")
+    return med
+
+
+def throughput(engine: str, fn: Any, matrices: list[np.ndarray], store: ArtifactStore | None,
+               digest: str | None, clients: int, requests: int, **engine_options: Any
+               ) -> float:
+    """Requests per second of single-application compositions of ``fn`` on 2 workers, 5 %
+    of them cold (their code evicted from memory just before)."""
+    @dd.composition
+    def request(m: np.ndarray) -> np.ndarray:
+        return fn(m)
+
+    options: dict[str, Any] = {"engine": engine, "workers": 2}
+    if store is not None:
+        options["engine_options"] = {"store": store, **engine_options}
+    with dd.Runtime(**options) as rt:
+        for m in matrices[:20]:
+            rt.run(request, m)  # warm up: plan cache, pools
+        expected = [m @ m.T for m in matrices[:3]]
+        assert all(np.array_equal(rt.run(request, m), e)
+                   for m, e in zip(matrices, expected, strict=False))
+
+        def one(i: int) -> None:
+            if store is not None and digest is not None and i % 20 == 0:
+                store.evict(digest)  # 5 % cold
+            rt.run(request, matrices[i % len(matrices)])
+
+        n = requests
+        t = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            list(pool.map(one, range(n)))
+        return n / (time.perf_counter() - t)
+
+
+def uss_kib(pid: int) -> tuple[int, int]:
+    """(private, proportional) resident KiB of a process."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                fields[parts[0].rstrip(":")] = int(parts[1])
+    return fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0), fields.get("Pss", 0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = ap.parse_args()
+    n = 100 if args.quick else 300
+    requests = 150 if args.quick else 400
+    print(f"bench_sandbox: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"numpy {np.__version__}")
+
+    print("\n1. raw process creation (fork + _exit + waitpid), median")
+    leans, heavies = [], []
+    for _ in range(3):  # alternate, take the median: the machine may be shared
+        leans.append(raw_fork("", n))
+        heavies.append(raw_fork("import numpy", n))
+    lean, heavy = statistics.median(leans), statistics.median(heavies)
+    print(f"  lean Python                        {lean * US:8.0f} us")
+    print(f"  Python that imported numpy         {heavy * US:8.0f} us")
+
+    print("\n2. seccomp filter install (prebuilt BPF, prctl), median")
+    print(f"  {seccomp_install(min(n, 200)) * US:8.0f} us")
+
+    print("\n3. sandbox overhead on the critical path, no-op (one at a time, 5 ms apart, "
+          "variants interleaved)")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ArtifactStore(Path(tmp) / "store")
+        native = native_noop(Path(tmp))
+        engine = ProcessEngine(store=store)
+        inline = InlineEngine()
+        spec = noop.spec
+        py_impl = spec.implementations[0]
+        py_call = FunctionCall(spec, py_impl, noop.artifact)
+        nat_impl = type(py_impl)("native", native.digest, "noop.elf")
+        nat_call = FunctionCall(spec, nat_impl, native)
+        inputs = [[Item(7)]]
+        cool = ProcessEngine(store=store, warm_sandboxes=False)
+        variants: list[Variant] = [
+            ("inline engine (no sandbox)", inline, py_call, None),
+            ("process, Python, hot", engine, py_call, None),
+            ("process, Python, cold (from disk)", engine, py_call,
+             lambda: store.evict(py_impl.digest)),
+            ("process, Python, hot, unwarmed pool", cool, py_call, None),
+            ("process, native, hot", engine, nat_call, None),
+            ("process, native, cold (from disk)", engine, nat_call,
+             lambda: store.evict(native.digest)),
+        ]
+        overhead(variants, inputs, 10, 0.005)  # start and fill the pools
+        results = overhead(variants, inputs, n, 0.005)
+        medians = {label: report_overhead(label, *results[label]) for label, *_ in variants}
+        hot_py = medians["process, Python, hot"]
+        hot_nat = medians["process, native, hot"]
+        cool.close()
+        print(f"  Python hot overhead / raw lean fork: {hot_py / lean:.2f}x (target <= 0.5x); "
+              f"native hot overhead {hot_nat * US:.0f} us (target <= 200 us)")
+        engine.close()
+
+        print("\n4. matrix workload, 128x128 int64 M.M^T, 95 % hot, 2 workers, 4 clients, "
+              "median of 3 interleaved rounds")
+        rng = np.random.default_rng(0)
+        matrices = [rng.integers(-100, 100, (128, 128), dtype=np.int64) for _ in range(20)]
+
+        from examples.matmul import gram
+        native_gram = dd.compute(gram.fn, name="gram",
+                                 native=REPO / "examples" / "matmul.c")
+        store2 = ArtifactStore(Path(tmp) / "store2")
+        digest = gram.spec.implementations[0].digest
+        ndigest = native_gram.spec.implementations[0].digest
+        rounds: dict[str, list[float]] = {"inline": [], "numpy": [], "cool": [], "native": []}
+        for _ in range(3):  # interleaved rounds; the median of each is reported
+            rounds["inline"].append(throughput("inline", gram, matrices, None, None, 4,
+                                               requests))
+            rounds["numpy"].append(throughput("process", gram, matrices, store2, digest, 4,
+                                              requests))
+            rounds["cool"].append(throughput("process", gram, matrices, store2, digest, 4,
+                                             requests, warm_sandboxes=False))
+            rounds["native"].append(throughput("process", native_gram, matrices, store2,
+                                               ndigest, 4, requests))
+        base, py, py_cool, nat = (statistics.median(rounds[k])
+                                  for k in ("inline", "numpy", "cool", "native"))
+        print(f"  inline engine, numpy              {base:8.0f} requests/s")
+        print(f"  process engine, numpy             {py:8.0f} requests/s   {py / base:.2f}x "
+              "inline (target >= 0.5x)")
+        print(f"  process engine, numpy, unwarmed  {py_cool:8.0f} requests/s   "
+              f"{py_cool / base:.2f}x inline")
+        print(f"  process engine, native C          {nat:8.0f} requests/s   {nat / base:.2f}x "
+              "inline (target >= 0.8x)")
+
+        time.sleep(1.0)  # let the pools refill
+        print("\n5. memory")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(f"  worker (this process) peak RSS      {peak / 1024:8.1f} MiB")
+        for z in _sandbox_pool.running():
+            idle = z.idle_pids()
+            sizes = [uss_kib(p) for p in idle]
+            zu, zp = uss_kib(z.process.pid)
+            label = ("native, C" if z.native else "lean" if not z.preload
+                     else "+".join(z.preload)) + (", unwarmed" if not z.warm and not z.native
+                                                  else "")
+            print(f"  zygote ({label}): private {zu / 1024:6.1f} MiB, pss {zp / 1024:6.1f} MiB; "
+                  f"{len(idle)} idle sandboxes: private "
+                  f"{statistics.mean(s[0] for s in sizes) / 1024 if sizes else 0:5.2f} MiB, pss "
+                  f"{statistics.mean(s[1] for s in sizes) / 1024 if sizes else 0:5.2f} MiB each")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()

@@ -1,0 +1,410 @@
+"""``dd.Client``: register and invoke on a worker over HTTP, the way ``dd.run`` runs locally.
+
+``client.register(composition)`` sends the source of its compute functions (each with the
+imports it uses) and its IR; ``client.invoke(composition, *args, **inputs)`` returns what
+``dd.run`` would.  Functions can also be registered as source text:
+
+>>> import dandelion as dd
+>>> from dandelion.server import Server
+>>> source = '''
+... import dandelion as dd
+... @dd.compute
+... def double(x: int) -> int:
+...     return 2 * x
+... '''
+>>> with Server(port=0).start_in_thread() as server:
+...     client = dd.Client(server.url)
+...     _ = client.register_source(source)
+...     client.invoke(client.function("double"), 21)
+42
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import http.client
+import inspect
+import json
+import textwrap
+import threading
+import time
+import urllib.parse
+from typing import Any, Iterable
+
+from dandelion import errors
+from dandelion.authoring.annotations import View, to_python
+from dandelion.authoring.composition import CompositionFunction
+from dandelion.authoring.compute import ComputeFunction
+from dandelion.ir.nodes import Module
+from dandelion.ir.serialize import module_from_data, module_to_data
+from dandelion.ir.types import DataType
+from dandelion.items import Item
+from dandelion.program import Program
+
+_ERRORS: dict[str, type[errors.DandelionError]] = {
+    "FunctionError": errors.FunctionError, "FunctionTimeout": errors.FunctionTimeout,
+    "SandboxViolation": errors.SandboxViolation, "IoError": errors.FunctionError,
+    "OutboundPolicyError": errors.FunctionError, "FunctionTypeError": errors.FunctionError,
+    "CompositionError": errors.CompositionError,
+    "CompositionTypeError": errors.CompositionTypeError,
+    "DslSyntaxError": errors.CompositionError, "InputError": errors.InputError,
+    "WireError": errors.InputError, "EncodingError": errors.EncodingError,
+    "BackendError": errors.BackendError,
+}
+
+
+class ServerError(errors.DandelionError):
+    """The server refused a request (unknown name, bad token, bad input …).
+
+    Attributes:
+        status: the HTTP status.
+        type: the server's error type (``NotFound``, ``Unauthorized``, ``WireError`` …).
+    """
+
+    def __init__(self, message: str, *, status: int, type: str, **kw: Any) -> None:
+        self.status = status
+        self.type = type
+        super().__init__(message, **kw)
+
+
+def _raise(status: int, body: bytes) -> None:
+    try:
+        err = json.loads(body)["error"]
+        kind, message, hint = err["type"], err["message"], err.get("hint")
+    except (ValueError, KeyError, TypeError):
+        raise ServerError(f"HTTP {status}: {body[:200]!r}", status=status,
+                          type="HTTPError") from None
+    cls = _ERRORS.get(kind)
+    if cls is not None and issubclass(cls, errors.FunctionError):
+        raise cls(message, hint=hint, function=err.get("function", ""),
+                  instance=err.get("instance"), keys=err.get("keys") or ())
+    if cls is not None and issubclass(cls, errors.CompositionError):
+        raise cls(message, hint=hint)
+    if cls is not None and status != 404:
+        raise cls(message, hint=hint)
+    raise ServerError(message, status=status, type=kind, hint=hint)
+
+
+def function_source(fn: Any) -> str:
+    """The source the server needs for ``fn`` (a ``@dd.compute`` function or its
+    artifact): its definition and the module's imports that it uses.
+
+    Raises:
+        DandelionError: the source cannot be found (a function typed at a prompt).
+    """
+    try:
+        body = textwrap.dedent(inspect.getsource(fn.fn))
+        module_text = inspect.getsource(inspect.getmodule(fn.fn))  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        raise errors.DandelionError(f"cannot find the source of '{fn.name}'",
+                                    hint="define it in a file, or use "
+                                         "Client.register_source(text)") from None
+    used = {n.id for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Name)}
+    lines: list[str | None] = []
+    for node in ast.parse(module_text).body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            lines.insert(0, ast.get_source_segment(module_text, node))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound = {(a.asname or a.name).split(".")[0] for a in node.names}
+            if bound & used:
+                lines.append(ast.get_source_segment(module_text, node))
+    return "\n".join([*(x for x in lines if x), "", "", body])
+
+
+class RemoteFunction:
+    """A function registered on the server, known by name and signature."""
+
+    def __init__(self, name: str, params: dict[str, DataType], results: dict[str, DataType]
+                 ) -> None:
+        self.name = name
+        self.params = params
+        self.results = results
+
+    def __repr__(self) -> str:
+        return f"<remote function {self.name}>"
+
+
+def _function_views(fn: Any) -> tuple[tuple[tuple[str, View], ...], tuple[tuple[str, View], ...]]:
+    if isinstance(fn, ComputeFunction):
+        return tuple(fn.artifact.params), tuple(fn.artifact.results)
+    return (tuple((n, View(t)) for n, t in fn.params.items()),
+            tuple((n, View(t)) for n, t in fn.results.items()))
+
+
+class Job:
+    """An asynchronous invocation on the server (from :meth:`Client.submit`)."""
+
+    def __init__(self, client: Client, id: str, program: Program | None,
+                 unbind: Any) -> None:
+        self.client = client
+        self.id = id
+        self._unbind = unbind
+
+    def status(self) -> str:
+        """``running``, ``succeeded`` or ``failed``."""
+        return str(self.client.job(self.id)["status"])
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the job and return its output, as :meth:`Client.invoke` would.
+
+        Raises:
+            TimeoutError: it did not finish within ``timeout`` seconds.
+            FunctionError: it failed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = 30.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            doc = self.client.job(self.id, wait=min(left, 30.0))
+            if doc["status"] == "succeeded":
+                return self._unbind(doc["outputs"])
+            if doc["status"] == "failed":
+                err = doc["error"]
+                _raise(err.pop("status", 422), json.dumps({"error": err}).encode())
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} is still running")
+
+
+class Client:
+    """A connection to a worker's HTTP frontend.
+
+    Args:
+        url: the server's base URL, e.g. ``http://127.0.0.1:8080``.
+        token: the tenant's API token (``None`` for a server without tokens).
+        timeout: seconds to wait for an answer.
+    """
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 300.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.url = url.rstrip("/")
+        self._parts = parts
+        self.token = token
+        self.timeout = timeout
+        self._local = threading.local()
+        self._programs: dict[str, Program] = {}
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = (http.client.HTTPSConnection if self._parts.scheme == "https"
+                   else http.client.HTTPConnection)
+            conn = cls(self._parts.hostname or "127.0.0.1", self._parts.port,
+                       timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send a request (the body as msgpack) and return the decoded answer.
+
+        Raises:
+            ServerError: a 4xx/5xx answer (or the matching Dandelion error).
+        """
+        import msgpack
+
+        headers = {"Accept": "application/msgpack"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None
+        if body is not None:
+            data = msgpack.packb(body, use_bin_type=True)
+            headers["Content-Type"] = "application/msgpack"
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request(method, self._parts.path.rstrip("/") + path, data, headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                conn.close()
+                self._local.conn = None
+                if attempt:  # a kept-alive connection the server had closed: once more
+                    raise ServerError(f"{self.url} closed the connection: {e}", status=0,
+                                      type="ConnectionError") from None
+            except OSError as e:
+                conn.close()
+                self._local.conn = None
+                raise ServerError(f"cannot reach {self.url}: {e.strerror or e}", status=0,
+                                  type="ConnectionError",
+                                  hint="is `dandelion serve` running there?") from None
+        if resp.status >= 400:
+            _raise(resp.status, payload)
+        if resp.getheader("Content-Type", "").startswith("application/msgpack"):
+            return msgpack.unpackb(payload, raw=False)
+        return json.loads(payload)
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register(self, *targets: Any) -> list[dict[str, Any]]:
+        """Register ``@dd.compute`` functions and ``@dd.composition`` s (with the compute
+        functions they call); I/O functions are the platform's and need nothing.
+
+        Returns:
+            the server's description of everything registered.
+        """
+        done: list[dict[str, Any]] = []
+        for target in targets:
+            if isinstance(target, CompositionFunction):
+                for spec in target.module.functions:
+                    for impl in spec.implementations:
+                        artifact = target.artifacts.get(impl.digest) if impl.digest else None
+                        if impl.kind == "python" and artifact is not None:
+                            done += self.register_source(function_source(artifact),
+                                                         names=[spec.name])
+                done += self.register_ir(target.module)
+            elif isinstance(target, ComputeFunction):
+                done += self.register_source(function_source(target), names=[target.name])
+            elif getattr(target, "spec", None) is not None and \
+                    str(target.spec.kind) == "io":
+                continue
+            else:
+                raise TypeError(f"cannot register {type(target).__name__}: expected "
+                                "@dd.compute or @dd.composition")
+        return done
+
+    def register_source(self, source: str, names: Iterable[str] | None = None
+                        ) -> list[dict[str, Any]]:
+        """Register the ``@dd.compute`` functions of a Python source text."""
+        body: dict[str, Any] = {"source": source}
+        if names is not None:
+            body["names"] = list(names)
+        return list(self.request("POST", "/v1/functions", body)["registered"])
+
+    def register_ir(self, module: Module | dict[str, Any]) -> list[dict[str, Any]]:
+        """Register the compositions of an IR module."""
+        data = module_to_data(module, spans=False) if isinstance(module, Module) else module
+        return list(self.request("POST", "/v1/compositions", {"ir": data})["registered"])
+
+    def register_dsl(self, text: str, notation: str = "dd") -> list[dict[str, Any]]:
+        """Register the compositions of ``.dd`` or ``.dcl`` text."""
+        return list(self.request("POST", "/v1/compositions",
+                                 {"source": text, "notation": notation})["registered"])
+
+    # -- invocation -------------------------------------------------------------------------
+
+    def program(self, target: Any) -> Program:
+        """The :class:`~dandelion.program.Program` of a composition (object or registered
+        name), for binding inputs and reading outputs."""
+        if isinstance(target, CompositionFunction):
+            return target.program
+        name = str(target)
+        program = self._programs.get(name)
+        if program is None:
+            desc = self.describe("composition", name)
+            program = Program.from_module(module_from_data(desc["ir"]), name)
+            self._programs[name] = program
+        return program
+
+    def _call(self, target: Any, args: tuple[Any, ...], inputs: dict[str, Any]
+              ) -> tuple[str, dict[str, Any], Any]:
+        from dandelion.server.wire import encode_sets
+
+        if isinstance(target, (ComputeFunction, RemoteFunction)):
+            params, results = _function_views(target)
+            program = Program(Module(), target.name, {}, params, results)
+            path = f"/v1/functions/{_quote(target.name)}"
+            unbind = functools.partial(_unbind_function, results)
+        else:
+            program = self.program(target)
+            path = f"/v1/compositions/{_quote(program.entry)}"
+            unbind = functools.partial(_unbind_program, program)
+        sets = program.bind(args, inputs)
+        wire = encode_sets(sets, {n: v.type for n, v in program.inputs}, binary=True)
+        return path, {"inputs": wire}, unbind
+
+    def invoke(self, target: Any, /, *args: Any, **inputs: Any) -> Any:
+        """Invoke a composition (the object, or its name) or a compute function on the
+        server, and return what ``dd.run`` would.
+
+        Raises:
+            InputError: missing, unknown or mistyped inputs.
+            FunctionError: the invocation failed on the server.
+            ServerError: the server refused the request.
+        """
+        path, body, unbind = self._call(target, args, inputs)
+        return unbind(self.request("POST", path + "/invoke", body)["outputs"])
+
+    def submit(self, target: Any, /, *args: Any, **inputs: Any) -> Job:
+        """Start an asynchronous invocation; :meth:`Job.result` waits for it."""
+        path, body, unbind = self._call(target, args, inputs)
+        doc = self.request("POST", path + "/jobs", body)
+        return Job(self, doc["id"], None, unbind)
+
+    def job(self, id: str, wait: float = 0.0) -> dict[str, Any]:
+        """A job's status document, waiting up to ``wait`` seconds for it to finish."""
+        return dict(self.request("GET", f"/v1/jobs/{_quote(id)}?wait={wait:g}"))
+
+    # -- namespace --------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The server's ``/health`` answer."""
+        return dict(self.request("GET", "/health"))
+
+    def functions(self) -> list[dict[str, Any]]:
+        """The tenant's functions."""
+        return list(self.request("GET", "/v1/functions")["functions"])
+
+    def compositions(self) -> list[dict[str, Any]]:
+        """The tenant's compositions."""
+        return list(self.request("GET", "/v1/compositions")["compositions"])
+
+    def function(self, name: str) -> RemoteFunction:
+        """A registered function by name, to pass to :meth:`invoke` or :meth:`submit`."""
+        desc = self.describe("function", name)
+        return RemoteFunction(name, {p["name"]: DataType.parse(p["type"])
+                                     for p in desc["params"]},
+                              {r["name"]: DataType.parse(r["type"]) for r in desc["results"]})
+
+    def describe(self, kind: str, name: str) -> dict[str, Any]:
+        """Describe the ``function`` or ``composition`` called ``name``."""
+        return dict(self.request("GET", f"/v1/{kind}s/{_quote(name)}"))
+
+    def delete(self, kind: str, name: str) -> None:
+        """Delete the ``function`` or ``composition`` called ``name``."""
+        self._programs.pop(name, None)
+        self.request("DELETE", f"/v1/{kind}s/{_quote(name)}")
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _quote(name: str) -> str:
+    return urllib.parse.quote(name, safe="")
+
+
+def _decode_outputs(doc: Any, views: Iterable[tuple[str, View]]
+                    ) -> dict[str, tuple[Item[Any], ...]]:
+    from dandelion.server.wire import decode_item
+
+    sets = {}
+    for name, view in views:
+        raw = doc.get(name, []) if isinstance(doc, dict) else []
+        sets[name] = tuple(decode_item(r, view.type.element, f"outputs.{name}[{i}]")
+                           for i, r in enumerate(raw))
+    return sets
+
+
+def _unbind_program(program: Program, doc: Any) -> Any:
+    return program.unbind(_decode_outputs(doc, program.outputs))
+
+
+def _unbind_function(results: tuple[tuple[str, View], ...], doc: Any) -> Any:
+    sets = _decode_outputs(doc, results)
+    values = [to_python(sets[n], v, f"result '{n}'") for n, v in results]
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)

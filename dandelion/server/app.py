@@ -1,0 +1,351 @@
+"""The HTTP frontend of a worker: an aiohttp application over a :class:`Service`.
+
+Every answer that is not a success is a JSON document ``{"error": {"type", "message",
+"hint"?, …}}`` with a 4xx status (a 5xx only for a bug).  Work runs on a thread pool, so a
+slow invocation never blocks the event loop, health checks or other tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import hmac
+import logging
+import secrets
+import time
+from typing import Any, Awaitable, Callable
+
+import attrs
+from aiohttp import web
+
+import dandelion
+from dandelion.server import wire
+from dandelion.server.config import ServerConfig
+from dandelion.server.openapi import openapi_document
+from dandelion.server.service import (
+    Conflict,
+    NotFound,
+    RequestProblem,
+    Service,
+    Unauthorized,
+    error_body,
+    status_of,
+)
+from dandelion.server.tenants import Tenant
+
+log = logging.getLogger("dandelion.server")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The longest a ``GET /v1/jobs/{id}?wait=`` waits, in seconds.
+MAX_WAIT = 60.0
+
+
+@attrs.define(eq=False)
+class Job:
+    """An asynchronous invocation."""
+
+    id: str
+    kind: str
+    target: str
+    created: float = attrs.field(factory=time.time)
+    status: str = "running"
+    result: Any = None
+    error: BaseException | None = None
+    finished: float | None = None
+    done: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=wire.dumps(data, binary=False), status=status,
+                        content_type="application/json")
+
+
+class Frontend:
+    """The routes of ``dandelion serve``.
+
+    Args:
+        config: the server configuration.
+        service: the worker behind it (default: a new one from ``config``).
+    """
+
+    def __init__(self, config: ServerConfig, service: Service | None = None) -> None:
+        self.config = config
+        self.service = service or Service(config)
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.invocations, thread_name_prefix="dandelion-serve")
+        self._tokens = [(t.encode(), tenant) for t, tenant in config.tokens.items()]
+
+    # -- the application --------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application(client_max_size=self.config.max_body_bytes,
+                              middlewares=[self._errors])
+        r = app.router
+        r.add_get("/health", self.health)
+        r.add_get("/metrics", self.metrics)
+        r.add_get("/openapi.json", self.openapi)
+        for kind in ("function", "composition"):
+            base = f"/v1/{kind}s"
+            r.add_get(base, functools.partial(self.list_, kind))
+            r.add_post(base, functools.partial(self.register, kind))
+            r.add_get(base + "/{name}", functools.partial(self.describe, kind))
+            r.add_delete(base + "/{name}", functools.partial(self.delete, kind))
+            r.add_post(base + "/{name}/invoke", functools.partial(self.invoke, kind))
+            r.add_post(base + "/{name}/jobs", functools.partial(self.submit, kind))
+        r.add_get("/v1/jobs", self.jobs)
+        r.add_get("/v1/jobs/{id}", self.job)
+        r.add_delete("/v1/jobs/{id}", self.forget_job)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.service.close)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:  # routing: unknown path (404), wrong method (405)
+            kind = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}.get(
+                e.status, type(e).__name__)
+            message = {404: f"no endpoint {request.path}",
+                       405: f"{request.method} is not allowed on {request.path}"}.get(
+                e.status, e.reason)
+            response = _json({"error": {"type": kind, "message": message,
+                                        "hint": "see GET /openapi.json"}}, e.status)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            status = status_of(e)
+            if status >= 500:
+                log.exception("internal error on %s %s", request.method, request.path)
+            response = _json(error_body(e), status)
+            if isinstance(e, RequestProblem):
+                response.force_close()
+        self.service.metrics.requests.labels(str(response.status)).inc()
+        return response
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _tenant(self, request: web.Request) -> Tenant:
+        if self.config.open:
+            return self.service.tenant("default")
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("missing API token",
+                               hint="send the header 'Authorization: Bearer <token>'")
+        given = token.strip().encode("utf-8", "replace")
+        found = None
+        for known, tenant in self._tokens:  # compare with all, in constant time each
+            if hmac.compare_digest(given, known):
+                found = tenant
+        if found is None:
+            raise Unauthorized("invalid API token")
+        return self.service.tenant(found)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            raw = await asyncio.wait_for(request.read(), self.config.body_timeout)
+        except asyncio.TimeoutError:
+            raise RequestProblem(f"the body did not arrive within {self.config.body_timeout:g} "
+                                 "s", status=408) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise RequestProblem(f"the body is larger than {self.config.max_body_bytes} bytes",
+                                 status=413, hint="send less data per request") from None
+        data = wire.loads(raw, request.content_type)
+        if not isinstance(data, dict):
+            raise wire.WireError("the body must be an object (a map)")
+        return data
+
+    def _binary(self, request: web.Request) -> bool:
+        accept = request.headers.get("Accept", "")
+        if wire.is_msgpack(accept):
+            return True
+        return wire.is_msgpack(request.content_type) and "json" not in accept
+
+    def _respond(self, data: Any, binary: bool, status: int = 200) -> web.Response:
+        if binary:
+            return web.Response(body=wire.dumps(data, binary=True), status=status,
+                                content_type=wire.MSGPACK)
+        return _json(data, status)
+
+    async def _work(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "version": dandelion.__version__,
+                      "engine": self.service.backend.engine_name})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.service.metrics.render(),
+                            headers={"Content-Type": self.service.metrics.content_type})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return _json(openapi_document())
+
+    async def list_(self, kind: str, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        s = self.service
+        if kind == "function":
+            items = [s.describe_function(r) for r in tenant.functions.values()]
+        else:
+            items = [{k: v for k, v in s.describe_composition(r).items() if k != "ir"}
+                     for r in tenant.compositions.values()]
+        return _json({f"{kind}s": sorted(items, key=lambda d: d["name"])})
+
+    async def register(self, kind: str, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        body = await self._body(request)
+        allowed = ({"source", "module", "names", "kind"} if kind == "function"
+                   else {"ir", "source", "notation", "filename"})
+        unknown = sorted(set(map(str, body)) - allowed)
+        if unknown:
+            raise wire.WireError(f"unknown field(s): {', '.join(unknown)}",
+                                 hint=f"allowed: {', '.join(sorted(allowed))}")
+        _check_types(body, {"source": str, "module": str, "names": list, "kind": str,
+                            "notation": str, "filename": str})
+        if kind == "function":
+            names = body.get("names")
+            if names is not None and not all(isinstance(n, str) for n in names):
+                raise wire.WireError("'names' must be a list of strings")
+            done = await self._work(self.service.register_functions, tenant,
+                                    source=body.get("source"), module=body.get("module"),
+                                    names=names, kind=body.get("kind", "python"))
+        else:
+            done = await self._work(self.service.register_compositions, tenant,
+                                    ir=body.get("ir"), source=body.get("source"),
+                                    notation=body.get("notation"),
+                                    filename=body.get("filename"))
+        return _json({"registered": done}, 201)
+
+    async def describe(self, kind: str, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        name = request.match_info["name"]
+        s = self.service
+        if kind == "function":
+            return _json(s.describe_function(s.function(tenant, name)))
+        return _json(s.describe_composition(s.composition(tenant, name)))
+
+    async def delete(self, kind: str, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        self.service.remove(tenant, kind, request.match_info["name"])
+        return _json({"deleted": request.match_info["name"]})
+
+    async def _inputs(self, request: web.Request) -> Any:
+        body = await self._body(request)
+        unknown = sorted(set(map(str, body)) - {"inputs"})
+        if unknown:
+            raise wire.WireError(f"unknown field(s): {', '.join(unknown)}",
+                                 hint="the body is {\"inputs\": {name: [items…]}}")
+        return body.get("inputs", {})
+
+    async def invoke(self, kind: str, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        name = request.match_info["name"]
+        inputs = await self._inputs(request)
+        outputs, decls, cached = await self._work(self.service.invoke, tenant, kind, name,
+                                                  inputs)
+        binary = self._binary(request)
+        response = self._respond(self.service.encode_outputs(outputs, decls, binary), binary)
+        response.headers["X-Dandelion-Cache"] = "hit" if cached else "miss"
+        return response
+
+    async def submit(self, kind: str, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        name = request.match_info["name"]
+        if kind == "function":
+            self.service.function(tenant, name)
+        else:
+            self.service.composition(tenant, name)
+        inputs = await self._inputs(request)
+        self._expire(tenant)
+        finished = sorted((j for j in tenant.jobs.values() if j.finished is not None),
+                          key=lambda j: j.finished or 0.0)
+        while len(tenant.jobs) >= self.config.max_jobs and finished:
+            tenant.jobs.pop(finished.pop(0).id, None)  # forget the oldest results first
+        running = sum(1 for j in tenant.jobs.values() if j.status == "running")
+        if running >= self.config.max_jobs:
+            raise Conflict(f"{running} jobs are still running; the limit is "
+                           f"{self.config.max_jobs}", hint="wait for some to finish")
+        job = Job(secrets.token_urlsafe(16), kind, name)
+        tenant.jobs[job.id] = job
+        asyncio.get_running_loop().create_task(self._run_job(tenant, job, inputs))
+        return _json({"id": job.id, "status": job.status}, 202)
+
+    async def _run_job(self, tenant: Tenant, job: Job, inputs: Any) -> None:
+        try:
+            outputs, decls, _ = await self._work(self.service.invoke, tenant, job.kind,
+                                                 job.target, inputs)
+            job.result = (outputs, decls)
+            job.status = "succeeded"
+        except Exception as e:
+            job.error, job.status = e, "failed"
+        finally:
+            job.finished = time.time()
+            job.done.set()
+
+    def _expire(self, tenant: Tenant) -> None:
+        cutoff = time.time() - self.config.job_ttl
+        for jid, j in list(tenant.jobs.items()):
+            if j.finished is not None and j.finished < cutoff:
+                tenant.jobs.pop(jid, None)
+
+    def _job(self, request: web.Request) -> tuple[Tenant, Job]:
+        tenant = self._tenant(request)
+        job = tenant.jobs.get(request.match_info["id"])
+        if job is None:
+            raise NotFound(f"no job {request.match_info['id']!r}",
+                           hint="jobs are kept for a while after they finish")
+        return tenant, job
+
+    async def jobs(self, request: web.Request) -> web.Response:
+        tenant = self._tenant(request)
+        self._expire(tenant)
+        return _json({"jobs": [{"id": j.id, "status": j.status, "target": j.target,
+                                "kind": j.kind} for j in tenant.jobs.values()]})
+
+    async def job(self, request: web.Request) -> web.Response:
+        _, job = self._job(request)
+        raw = request.query.get("wait", "0")
+        try:
+            wait = float(raw)
+            if not wait >= 0:
+                raise ValueError
+        except ValueError:
+            raise wire.WireError(f"wait={raw!r} is not a number of seconds") from None
+        if job.status == "running" and wait > 0:
+            try:
+                await asyncio.wait_for(job.done.wait(), min(wait, MAX_WAIT))
+            except asyncio.TimeoutError:
+                pass
+        binary = self._binary(request)
+        doc: dict[str, Any] = {"id": job.id, "status": job.status}
+        if job.status == "succeeded":
+            try:
+                outputs, decls = job.result
+                doc.update(self.service.encode_outputs(outputs, decls, binary))
+            except Exception as e:
+                doc.update(status="failed", **error_body(e))
+        elif job.status == "failed":
+            assert job.error is not None
+            doc.update(error_body(job.error))
+            doc["error"]["status"] = status_of(job.error)
+        return self._respond(doc, binary)
+
+    async def forget_job(self, request: web.Request) -> web.Response:
+        tenant, job = self._job(request)
+        tenant.jobs.pop(job.id, None)
+        return _json({"deleted": job.id})
+
+
+def _check_types(body: dict[str, Any], types: dict[str, type]) -> None:
+    for key, tp in types.items():
+        if key in body and body[key] is not None and not isinstance(body[key], tp):
+            raise wire.WireError(f"'{key}' must be a {tp.__name__}, got "
+                                 f"{type(body[key]).__name__}")

@@ -1,0 +1,83 @@
+"""Configuration of a worker's HTTP frontend (``dandelion serve``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import attrs
+
+MiB = 1 << 20
+
+
+def _mapping(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+@attrs.frozen
+class ServerConfig:
+    """How ``dandelion serve`` runs.
+
+    Attributes:
+        host: address to listen on (loopback by default: expose it deliberately).
+        port: TCP port (0: any free port).
+        engine: compute engine by name (``process``, ``inline`` …; ``None``: the local
+            backend's default, the ``process`` sandbox on Linux).
+        workers: compute engines in the pool (default: one per CPU).
+        timeout: seconds any function may run (``None``: no limit).
+        tokens: API token -> tenant name; empty: one open tenant called ``default``.
+        max_body_bytes: larger request bodies are refused with 413.
+        body_timeout: seconds a client has to send its body (then 408).
+        hot_functions: loaded functions kept in memory; others start cold.
+        result_cache: cached results per tenant (cacheable compositions only; 0: off).
+        max_jobs: jobs kept per tenant; the oldest finished ones are forgotten first, and
+            when all are still running a new one is refused (429).
+        job_ttl: seconds a finished job's result is kept.
+        invocations: invocations running at once (the rest wait).
+        state_dir: where registrations and code are kept (``None``: a temporary directory,
+            forgotten at exit).
+        io: options of the worker's I/O engine (:class:`~dandelion.io.IoConfig`).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    engine: str | None = None
+    workers: int | None = None
+    timeout: float | None = None
+    tokens: Mapping[str, str] = attrs.field(factory=dict, converter=_mapping)
+    max_body_bytes: int = 16 * MiB
+    body_timeout: float = 30.0
+    hot_functions: int = 256
+    result_cache: int = 1024
+    max_jobs: int = 1000
+    job_ttl: float = 3600.0
+    invocations: int = 64
+    state_dir: str | None = None
+    io: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
+
+    @property
+    def open(self) -> bool:
+        """Whether requests need no token (no tokens configured)."""
+        return not self.tokens
+
+
+def read_tokens(path: str) -> dict[str, str]:
+    """Tokens from a JSON file ``{"tenant": "token", …}`` (or ``{"tenant": ["t1", "t2"]}``).
+
+    Raises:
+        ValueError: the file is not such a mapping, or a token is reused.
+    """
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object mapping tenant names to tokens")
+    tokens: dict[str, str] = {}
+    for tenant, value in data.items():
+        for token in value if isinstance(value, list) else [value]:
+            if not isinstance(token, str) or len(token) < 16:
+                raise ValueError(f"{path}: the token of tenant '{tenant}' must be a string "
+                                 "of at least 16 characters")
+            if token in tokens:
+                raise ValueError(f"{path}: a token is given to two tenants")
+            tokens[token] = tenant
+    return tokens

@@ -1,0 +1,89 @@
+"""Loading registered Python code: source text in, compute functions out.
+
+Registered source is written to the artifact store (content-addressed, ``<sha>.py``) and
+executed as a fresh module that is never put in ``sys.modules``: the same text always
+gives the same module name and code digests, so a function loaded again after its cache
+entry was evicted (a *cold* start) is the function the composition was checked against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import types
+from typing import Any
+
+from dandelion.authoring.compute import ComputeFunction
+from dandelion.errors import DandelionError, InputError
+
+
+class RegistrationError(InputError):
+    """Registered code cannot be loaded (a 400 answer that names the problem)."""
+
+
+def source_digest(source: str) -> str:
+    """The content digest of a source text."""
+    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def exec_source(source: str, path: str) -> dict[str, ComputeFunction]:
+    """Run ``source`` (stored at ``path``) as a module; its compute functions by name.
+
+    Raises:
+        RegistrationError: the source does not compile or raises, or defines no
+            ``@dd.compute`` function.
+    """
+    name = f"dandelion_registered_{source_digest(source)[:16]}"
+    module = types.ModuleType(name)
+    module.__file__ = path
+    try:
+        code = compile(source, path, "exec")
+    except SyntaxError as e:
+        raise RegistrationError(f"line {e.lineno}: {e.msg}",
+                                hint="the source must be a valid Python module") from None
+    try:
+        exec(code, module.__dict__)
+    except DandelionError as e:
+        raise RegistrationError(f"loading the source failed: {e.message}", hint=e.hint) from None
+    except (Exception, SystemExit) as e:  # user code: SystemExit must not stop the worker
+        raise RegistrationError(f"loading the source raised {type(e).__name__}: {e}",
+                                hint="the module body runs once on the server at "
+                                     "registration; keep it to imports and definitions"
+                                ) from None
+    found = {v.name: v for v in vars(module).values() if isinstance(v, ComputeFunction)
+             and getattr(v.fn, "__module__", None) == name}
+    if not found:
+        raise RegistrationError("the source defines no @dd.compute function",
+                                hint="decorate the functions to register with @dd.compute")
+    return found
+
+
+def import_module_functions(module_name: str) -> tuple[str, dict[str, ComputeFunction]]:
+    """The source and compute functions of an installed module (``package.module``).
+
+    Raises:
+        RegistrationError: the module cannot be imported or has no source.
+    """
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise RegistrationError(f"cannot import module '{module_name}': "
+                                f"{type(e).__name__}: {e}") from None
+    path = getattr(module, "__file__", None)
+    if not path or not path.endswith(".py") or not os.path.exists(path):
+        raise RegistrationError(f"module '{module_name}' has no Python source file")
+    with open(path, encoding="utf-8") as f:
+        return f.read(), {}
+
+
+def function_named(functions: dict[str, ComputeFunction], name: str) -> Any:
+    """The artifact of function ``name`` among ``functions``.
+
+    Raises:
+        RegistrationError: there is none.
+    """
+    fn = functions.get(name)
+    if fn is None:
+        raise RegistrationError(f"the registered source no longer defines '{name}'")
+    return fn.artifact

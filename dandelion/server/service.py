@@ -1,0 +1,425 @@
+"""What a worker does for its HTTP frontend, without the HTTP: register, describe, invoke.
+
+Every method is blocking and thread-safe; the frontend calls them on a thread pool.  Errors
+are :class:`~dandelion.errors.DandelionError` s; :func:`status_of` says which HTTP status
+each one is answered with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from typing import Any, Mapping
+
+from dandelion.errors import (
+    BackendError,
+    CompositionError,
+    DandelionError,
+    EncodingError,
+    FunctionError,
+    InputError,
+    SandboxViolation,
+)
+from dandelion.ir.nodes import (
+    Application,
+    Argument,
+    Composition,
+    FunctionKind,
+    Module,
+    Output,
+    SetDecl,
+)
+from dandelion.ir.serialize import module_from_data, module_to_data
+from dandelion.ir.verify import check, did_you_mean
+from dandelion.items import Item
+from dandelion.server.config import ServerConfig
+from dandelion.server.loader import RegistrationError, import_module_functions
+from dandelion.server.metrics import Metrics
+from dandelion.server.tenants import (
+    ArtifactStore,
+    CompositionRecord,
+    FunctionRecord,
+    Tenant,
+    planned,
+    save_tenants,
+)
+from dandelion.server.wire import decode_sets, dumps, encode_sets
+
+Sets = Mapping[str, tuple[Item[Any], ...]]
+
+
+class NotFound(DandelionError, LookupError):
+    """No function, composition or job of that name in the tenant's namespace (404)."""
+
+
+class Conflict(DandelionError):
+    """The request conflicts with the tenant's state, e.g. too many open jobs (429)."""
+
+
+class Unauthorized(DandelionError, PermissionError):
+    """No API token, or one the server does not know (401)."""
+
+
+class RequestProblem(DandelionError):
+    """A request the frontend refuses before reading it: too large (413), too slow (408).
+
+    Attributes:
+        status: the HTTP status.
+    """
+
+    def __init__(self, message: str, *, status: int, **kw: Any) -> None:
+        self.status = status
+        super().__init__(message, **kw)
+
+
+def status_of(error: BaseException) -> int:
+    """The HTTP status a failed request is answered with."""
+    if isinstance(error, RequestProblem):
+        return error.status
+    if isinstance(error, Unauthorized):
+        return 401
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, Conflict):
+        return 429
+    if isinstance(error, (FunctionError, EncodingError, BackendError)):
+        return 422  # the request was fine; running it failed
+    if isinstance(error, (InputError, CompositionError, DandelionError, ValueError, TypeError)):
+        return 400
+    return 500
+
+
+def error_body(error: BaseException) -> dict[str, Any]:
+    """The JSON error document for ``error``."""
+    if isinstance(error, DandelionError):
+        body: dict[str, Any] = {"type": type(error).__name__, "message": error.message}
+        if error.hint:
+            body["hint"] = error.hint
+        if isinstance(error, FunctionError):
+            body.update(function=error.function, instance=error.instance,
+                        keys=list(error.keys))
+        diagnostics = getattr(error, "diagnostics", ())
+        if diagnostics:
+            body["diagnostics"] = [str(d) for d in diagnostics]
+        return {"error": body}
+    return {"error": {"type": type(error).__name__, "message": str(error) or
+                      type(error).__name__}}
+
+
+def _io_platform() -> dict[str, Any]:
+    from dandelion.io import platform_functions
+
+    return {f.entry: f for f in platform_functions().values()}
+
+
+class _SpecOnly:
+    """A registered function as the DSL binds it: declaration only, code on the server."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.artifacts: dict[str, Any] = {}
+
+
+class Service:
+    """A worker's registrations and invocations, for every tenant.
+
+    Args:
+        config: the server configuration.
+    """
+
+    def __init__(self, config: ServerConfig) -> None:
+        from dandelion.backends.local import LocalBackend
+
+        self.config = config
+        self._tmp = None
+        state = config.state_dir
+        if state is None:
+            state = self._tmp = tempfile.mkdtemp(prefix="dandelion-serve-")
+        os.makedirs(state, exist_ok=True)
+        self.state_dir = state
+        self.store = ArtifactStore(os.path.join(state, "artifacts"), config.hot_functions)
+        self.metrics = Metrics()
+        self.tenants: dict[str, Tenant] = {}
+        self._lock = threading.RLock()
+        self._function_plans: dict[tuple[str, str], CompositionRecord] = {}
+        self.backend = LocalBackend(engine=config.engine, workers=config.workers,
+                                    timeout=config.timeout, io=dict(config.io))
+        self.platform = _io_platform()
+        self._load_state()
+
+    # -- tenants ----------------------------------------------------------------------------
+
+    def tenant(self, name: str) -> Tenant:
+        """The namespace of tenant ``name`` (created on first use)."""
+        with self._lock:
+            t = self.tenants.get(name)
+            if t is None:
+                t = self.tenants[name] = Tenant(name, self.config.result_cache)
+            return t
+
+    def _state_file(self) -> str:
+        return os.path.join(self.state_dir, "tenants.json")
+
+    def _save(self) -> None:
+        with self._lock:
+            save_tenants(self._state_file(), self.tenants)
+
+    def _load_state(self) -> None:
+        path = self._state_file()
+        if not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        for name, tdata in data.items():
+            self.tenant(name).load_data(tdata)
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register_functions(self, tenant: Tenant, *, source: str | None = None,
+                           module: str | None = None, names: list[str] | None = None,
+                           kind: str = "python") -> list[dict[str, Any]]:
+        """Register the ``@dd.compute`` functions of a source text or installed module.
+
+        Raises:
+            RegistrationError: no usable source, or it fails to load.
+        """
+        if kind != "python":
+            raise RegistrationError(f"functions of kind '{kind}' cannot be registered on "
+                                    "this worker", hint="register Python source ('kind': "
+                                    "'python'); native code needs the process engine")
+        if (source is None) == (module is None):
+            raise RegistrationError("give either 'source' (Python text) or 'module' "
+                                    "(an importable module name)")
+        if module is not None:
+            source, _ = import_module_functions(module)
+        assert source is not None
+        digest, functions = self.store.save(source)
+        records = tenant.add_functions(digest, functions, names)
+        self._save()
+        return [self.describe_function(r) for r in records]
+
+    def register_compositions(self, tenant: Tenant, *, ir: Any = None, source: str | None = None,
+                              notation: str | None = None, filename: str | None = None
+                              ) -> list[dict[str, Any]]:
+        """Register the compositions of IR JSON or of ``.dd``/``.dcl`` text.
+
+        Raises:
+            CompositionError: the IR or text is invalid, or does not type-check.
+            RegistrationError: it calls functions the tenant has not registered.
+        """
+        if (ir is None) == (source is None):
+            raise RegistrationError("give either 'ir' (IR JSON) or 'source' (.dd/.dcl text)")
+        if ir is not None:
+            module = self._parse_ir(ir)
+        else:
+            module = self._parse_dsl(tenant, source, notation, filename)  # type: ignore[arg-type]
+        if not module.compositions:
+            raise RegistrationError("the module defines no composition")
+        resolved = tenant.resolve(module, self.platform)
+        check(resolved)
+        records = tenant.add_compositions(resolved)
+        self._save()
+        return [self.describe_composition(r) for r in records]
+
+    @staticmethod
+    def _parse_ir(ir: Any) -> Module:
+        try:
+            if isinstance(ir, str):
+                ir = json.loads(ir)
+            return module_from_data(ir)
+        except CompositionError:
+            raise
+        except Exception as e:  # malformed documents of any shape
+            raise CompositionError(f"not a valid IR document: {type(e).__name__}: {e}",
+                                   hint="send the output of dandelion.ir.module_to_data "
+                                        "or `dandelion ir`") from None
+
+    def _parse_dsl(self, tenant: Tenant, text: str, notation: str | None,
+                   filename: str | None) -> Module:
+        try:
+            from dandelion.dsl import compile_text  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            raise RegistrationError("this worker cannot read .dd/.dcl text yet",
+                                    hint="register IR JSON instead") from None
+        if notation not in (None, "dd", "dcl"):
+            raise RegistrationError(f"unknown notation {notation!r} (use 'dd' or 'dcl')")
+        name = os.path.basename(filename or f"<registered>.{notation or 'dd'}")
+        functions = {n: _SpecOnly(r.spec) for n, r in tenant.functions.items()}
+        loaded = compile_text(text, name, functions=functions, notation=notation, strict=False)
+        module: Module = loaded.module
+        return module
+
+    def remove(self, tenant: Tenant, what: str, name: str) -> None:
+        """Delete a function or composition.
+
+        Raises:
+            NotFound: the tenant has none of that name.
+        """
+        removed = (tenant.remove_function(name) if what == "function"
+                   else tenant.remove_composition(name))
+        if not removed:
+            raise self._not_found(tenant, what, name)
+        self._save()
+
+    # -- description ------------------------------------------------------------------------
+
+    @staticmethod
+    def describe_function(record: FunctionRecord) -> dict[str, Any]:
+        """A function's public description."""
+        spec = record.spec
+        return {"name": spec.name, "kind": str(spec.kind),
+                "params": [{"name": p.name, "type": str(p.type)} for p in spec.params],
+                "results": [{"name": r.name, "type": str(r.type)} for r in spec.results],
+                "digest": record.digest, "cacheable": spec.cacheable}
+
+    @staticmethod
+    def describe_composition(record: CompositionRecord) -> dict[str, Any]:
+        """A composition's public description, with its IR."""
+        comp = record.composition
+        return {"name": record.name,
+                "inputs": [{"name": d.name, "type": str(d.type)} for d in comp.inputs],
+                "outputs": [{"name": d.name, "type": str(d.type)} for d in comp.outputs],
+                "functions": sorted(f.name for f in record.module.functions),
+                "cacheable": record.cacheable, "digest": record.digest,
+                "ir": module_to_data(record.module, spans=False)}
+
+    def _not_found(self, tenant: Tenant, what: str, name: str) -> NotFound:
+        names = tenant.functions if what == "function" else tenant.compositions
+        return NotFound(f"no {what} called '{name}'",
+                        hint=did_you_mean(name, names) or f"register it first "
+                        f"(POST /v1/{what}s)")
+
+    def function(self, tenant: Tenant, name: str) -> FunctionRecord:
+        """The tenant's function ``name``.
+
+        Raises:
+            NotFound: there is none.
+        """
+        record = tenant.functions.get(name)
+        if record is None:
+            raise self._not_found(tenant, "function", name)
+        return record
+
+    def composition(self, tenant: Tenant, name: str) -> CompositionRecord:
+        """The tenant's composition ``name``.
+
+        Raises:
+            NotFound: there is none.
+        """
+        record = tenant.compositions.get(name)
+        if record is None:
+            raise self._not_found(tenant, "composition", name)
+        return record
+
+    # -- invocation -------------------------------------------------------------------------
+
+    def invoke(self, tenant: Tenant, kind: str, name: str, inputs: Any
+               ) -> tuple[Sets, dict[str, Any], bool]:
+        """Run a composition (``kind="composition"``) or one function on wire inputs.
+
+        Returns:
+            the output sets, their declared types (for :func:`encode_outputs`) and whether
+            they came from the result cache.
+
+        Raises:
+            NotFound, WireError: a bad request (4xx).
+            FunctionError: the invocation failed (its error names function and instance).
+        """
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            record, rename = (self._function_record(tenant, name) if kind == "function"
+                              else (self.composition(tenant, name), None))
+            decls = record.inputs if rename is None else {p: record.inputs[f"in.{p}"]
+                                                          for p in rename[0]}
+            sets = decode_sets(inputs, decls)
+            if rename is not None:
+                sets = {f"in.{p}": s for p, s in sets.items()}
+            caching = record.cacheable and tenant.result_cache > 0
+            key = self._cache_key(record, sets) if caching else None
+            outputs = tenant.cached(key) if key else None
+            cached = outputs is not None
+            if outputs is None:
+                outputs = self._run(tenant, record, sets)
+                if key:
+                    tenant.cache(key, outputs)
+            out_decls = record.outputs
+            if rename is not None:
+                outputs = {r: outputs.get(f"out.{r}", ()) for r in rename[1]}
+                out_decls = {r: out_decls[f"out.{r}"] for r in rename[1]}
+            outcome = "cached" if cached else "ok"
+            return outputs, out_decls, cached
+        except SandboxViolation:
+            self.metrics.violations.inc()
+            raise
+        finally:
+            self.metrics.invocations.labels(kind, outcome).inc()
+            self.metrics.latency.labels(kind).observe(time.perf_counter() - start)
+
+    def _run(self, tenant: Tenant, record: CompositionRecord, sets: Sets) -> Sets:
+        artifacts = {}
+        for spec in record.plan.module.functions:
+            if spec.kind is FunctionKind.IO:
+                continue
+            for impl in spec.implementations:
+                version = tenant.versions.get(impl.digest)
+                if version is None:
+                    raise RegistrationError(f"the code of '{spec.name}' is not registered")
+                artifact, hot = self.store.load(*version)
+                self.metrics.loads.labels("hot" if hot else "cold").inc()
+                artifacts[impl.digest] = artifact
+        outputs: Sets = self.backend.run(record.plan, sets, artifacts)
+        return outputs
+
+    @staticmethod
+    def _cache_key(record: CompositionRecord, sets: Sets) -> str:
+        decls = record.inputs
+        h = hashlib.sha256(f"{record.digest}\0{record.name}\0".encode())
+        h.update(dumps(encode_sets(sets, decls, binary=True), binary=True))
+        return h.hexdigest()
+
+    def _function_record(self, tenant: Tenant, name: str
+                         ) -> tuple[CompositionRecord, tuple[list[str], list[str]]]:
+        record = self.function(tenant, name)
+        key = (tenant.name, record.digest)
+        with self._lock:
+            found = self._function_plans.get(key)
+        spec = record.spec
+        names = ([p.name for p in spec.params], [r.name for r in spec.results])
+        if found is None:
+            comp = Composition(
+                f"invoke.{name}",
+                inputs=[SetDecl(f"in.{p.name}", p.type) for p in spec.params],
+                outputs=[SetDecl(f"out.{r.name}", r.type) for r in spec.results],
+                applications=[Application(name, [Argument(p.name, f"in.{p.name}")
+                                                 for p in spec.params],
+                                          [Output(r.name, f"out.{r.name}")
+                                           for r in spec.results])])
+            module = Module([spec], [comp])
+            check(module)
+            found = planned(module)[0]  # not a named composition of the tenant
+            with self._lock:
+                self._function_plans[key] = found
+        return found, names
+
+    @staticmethod
+    def encode_outputs(outputs: Sets, decls: dict[str, Any], binary: bool) -> dict[str, Any]:
+        """The response document ``{"outputs": …}`` of an invocation.
+
+        Raises:
+            EncodingError: an output item does not fit its declared type.
+        """
+        return {"outputs": encode_sets(outputs, decls, binary)}
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the engines; remove the temporary state directory, if any."""
+        self.backend.close()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)

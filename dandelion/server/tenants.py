@@ -1,0 +1,324 @@
+"""Tenants and what they own: functions, compositions, cached results, jobs.
+
+Every tenant has its own namespace; nothing is looked up across tenants.  Registered code
+is kept in a content-addressed artifact store on disk, and loaded artifacts in a
+least-recently-used cache: an invocation that finds its code in the cache is *hot*, one
+that loads it from disk is *cold* (DESIGN.md §4).  A composition is pinned, at
+registration, to the function versions it was checked against.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import threading
+import time
+from typing import Any
+
+import attrs
+
+from dandelion.authoring.compute import ComputeFunction
+from dandelion.ir.nodes import Composition, FunctionKind, FunctionSpec, Module
+from dandelion.ir.serialize import content_hash, module_from_data, module_to_data
+from dandelion.ir.types import DataType
+from dandelion.planner import make_plan
+from dandelion.planner.plan import Plan
+from dandelion.server.loader import RegistrationError, exec_source, function_named
+
+
+@attrs.define
+class FunctionRecord:
+    """A registered function: its declaration and where its code is."""
+
+    spec: FunctionSpec
+    source: str  # sha256 of the source text in the artifact store
+    registered: float = attrs.field(factory=time.time)
+
+    @property
+    def digest(self) -> str:
+        return self.spec.implementations[0].digest
+
+
+@attrs.define
+class CompositionRecord:
+    """A registered composition, resolved against the tenant's functions and planned."""
+
+    name: str
+    module: Module
+    plan: Plan
+    cacheable: bool
+    digest: str
+    registered: float = attrs.field(factory=time.time)
+
+    @property
+    def composition(self) -> Composition:
+        return self.plan.composition
+
+    @property
+    def inputs(self) -> dict[str, DataType]:
+        return {d.name: d.type for d in self.composition.inputs}
+
+    @property
+    def outputs(self) -> dict[str, DataType]:
+        return {d.name: d.type for d in self.composition.outputs}
+
+
+class ArtifactStore:
+    """Registered source on disk and an LRU cache of loaded artifacts.
+
+    Args:
+        root: directory of the store.
+        capacity: loaded artifacts kept in memory.
+    """
+
+    def __init__(self, root: str, capacity: int = 256) -> None:
+        self.root = root
+        self.capacity = capacity
+        os.makedirs(os.path.join(root, "sources"), exist_ok=True)
+        self._loaded: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def path(self, source: str) -> str:
+        """The file of the source with digest ``source``."""
+        return os.path.join(self.root, "sources", f"{source}.py")
+
+    def save(self, text: str) -> tuple[str, dict[str, ComputeFunction]]:
+        """Store and load a source text; its digest and compute functions."""
+        from dandelion.server.loader import source_digest
+
+        digest = source_digest(text)
+        path = self.path(digest)
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "w", encoding="utf-8", errors="surrogatepass") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        functions = exec_source(text, path)
+        with self._lock:
+            for fn in functions.values():
+                self._remember((digest, fn.name), fn.artifact)
+        return digest, functions
+
+    def _remember(self, key: tuple[str, str], artifact: Any) -> None:
+        self._loaded[key] = artifact
+        self._loaded.move_to_end(key)
+        while len(self._loaded) > self.capacity:
+            self._loaded.popitem(last=False)
+
+    def load(self, source: str, name: str) -> tuple[Any, bool]:
+        """The artifact of function ``name`` of source ``source``, and whether it was hot."""
+        key = (source, name)
+        with self._lock:
+            artifact = self._loaded.get(key)
+            if artifact is not None:
+                self._loaded.move_to_end(key)
+                return artifact, True
+        path = self.path(source)
+        try:
+            with open(path, encoding="utf-8", errors="surrogatepass") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise RegistrationError(f"the code of '{name}' is missing from the artifact "
+                                    "store", hint="register the function again") from None
+        artifact = function_named(exec_source(text, path), name)
+        with self._lock:
+            self._remember(key, artifact)
+        return artifact, False
+
+
+def _cacheable(module: Module) -> bool:
+    return all(f.cacheable for f in module.functions)
+
+
+def planned(module: Module) -> list[CompositionRecord]:
+    """A record, with its plan, for every composition of a resolved, checked module."""
+    digest = content_hash(module)
+    records = []
+    for comp in module.compositions:
+        plan = make_plan(module, comp.name)
+        records.append(CompositionRecord(comp.name, module, plan, _cacheable(plan.module),
+                                         digest))
+    return records
+
+
+class Tenant:
+    """One tenant's namespace.
+
+    Args:
+        name: the tenant's name.
+        result_cache: results kept for cacheable compositions (0: none).
+    """
+
+    def __init__(self, name: str, result_cache: int = 1024) -> None:
+        self.name = name
+        self.functions: dict[str, FunctionRecord] = {}
+        self.versions: dict[str, tuple[str, str]] = {}  # code digest -> (source, name)
+        self.compositions: dict[str, CompositionRecord] = {}
+        self.result_cache = result_cache
+        self.results: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self.jobs: dict[str, Any] = {}
+        self.lock = threading.RLock()
+
+    # -- functions --------------------------------------------------------------------------
+
+    def add_functions(self, source: str, functions: dict[str, ComputeFunction],
+                      only: list[str] | None = None) -> list[FunctionRecord]:
+        """Register (some of) the functions of a stored source."""
+        if only:
+            absent = [n for n in only if n not in functions]
+            if absent:
+                raise RegistrationError(f"the source defines no compute function "
+                                        f"{', '.join(map(repr, absent))}",
+                                        hint=f"it defines: {', '.join(sorted(functions))}")
+            functions = {n: functions[n] for n in only}
+        records = []
+        with self.lock:
+            for name, fn in functions.items():
+                record = FunctionRecord(fn.spec, source)
+                self.functions[name] = record
+                self.versions[record.digest] = (source, name)
+                records.append(record)
+        return records
+
+    def remove_function(self, name: str) -> bool:
+        with self.lock:
+            return self.functions.pop(name, None) is not None
+
+    # -- compositions -----------------------------------------------------------------------
+
+    def resolve(self, module: Module, platform: dict[str, Any]) -> Module:
+        """``module`` with each function bound to this tenant's registered function or to
+        the platform's I/O function of the same name.
+
+        Raises:
+            RegistrationError: an unknown function, or a signature that differs.
+        """
+        used = {a.function for c in module.compositions for a in c.applications}
+        resolved = []
+        problems = []
+        for spec in module.functions:
+            if spec.name not in used:
+                continue
+            if spec.kind is FunctionKind.IO:
+                entry = next((i.entry for i in spec.implementations if i.kind == "builtin"),
+                             spec.name)
+                io = platform.get(entry)
+                if io is None:
+                    problems.append(f"'{spec.name}' is not an I/O function of this platform")
+                    continue
+                bound = attrs.evolve(io.spec, name=spec.name, cacheable=spec.cacheable,
+                                     span=spec.span)
+            else:
+                record = self.functions.get(spec.name)
+                if record is None and spec.name in platform and not spec.implementations:
+                    bound = attrs.evolve(platform[spec.name].spec, span=spec.span)
+                    resolved.append(bound)
+                    continue
+                if record is None:
+                    problems.append(f"function '{spec.name}' is not registered")
+                    continue
+                bound = record.spec
+            if _conflicts(spec, bound):
+                problems.append(f"'{spec.name}' is declared {_show(spec)} but registered as "
+                                f"{_show(bound)}")
+                continue
+            resolved.append(bound)
+        for name in sorted(used):
+            if module.function(name) is None and module.composition(name) is None:
+                io = platform.get(name)
+                record = self.functions.get(name)
+                if record is not None:
+                    resolved.append(record.spec)
+                elif io is not None:
+                    resolved.append(io.spec)
+                else:
+                    problems.append(f"function '{name}' is not registered")
+        if problems:
+            raise RegistrationError("; ".join(problems),
+                                    hint="register the functions first (POST /v1/functions)")
+        return Module(resolved, module.compositions)
+
+    def add_compositions(self, module: Module) -> list[CompositionRecord]:
+        """Register every composition of a resolved, checked module."""
+        records = planned(module)
+        with self.lock:
+            for r in records:
+                self.compositions[r.name] = r
+        return records
+
+    def remove_composition(self, name: str) -> bool:
+        with self.lock:
+            removed = self.compositions.pop(name, None) is not None
+            if removed:
+                self.results.clear()
+            return removed
+
+    # -- cached results ---------------------------------------------------------------------
+
+    def cached(self, key: str) -> Any:
+        with self.lock:
+            value = self.results.get(key)
+            if value is not None:
+                self.results.move_to_end(key)
+            return value
+
+    def cache(self, key: str, value: Any) -> None:
+        if self.result_cache <= 0:
+            return
+        with self.lock:
+            self.results[key] = value
+            while len(self.results) > self.result_cache:
+                self.results.popitem(last=False)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def to_data(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "functions": {n: {"source": r.source,
+                                  "spec": module_to_data(Module([r.spec]), spans=False)}
+                              for n, r in self.functions.items()},
+                "versions": {d: list(v) for d, v in self.versions.items()},
+                "compositions": {n: module_to_data(r.module, spans=False)
+                                 for n, r in self.compositions.items()},
+            }
+
+    def load_data(self, data: dict[str, Any]) -> None:
+        for name, f in data.get("functions", {}).items():
+            spec = module_from_data(f["spec"]).functions[0]
+            self.functions[name] = FunctionRecord(spec, f["source"])
+        self.versions.update({d: (v[0], v[1]) for d, v in data.get("versions", {}).items()})
+        for name, m in data.get("compositions", {}).items():
+            module = module_from_data(m)
+            for r in self.add_compositions(module):
+                if r.name != name:
+                    self.compositions.pop(r.name, None)
+
+
+def _conflicts(declared: FunctionSpec, bound: FunctionSpec) -> bool:
+    """Whether a declaration (from IR or DSL) does not fit the registered function."""
+    if not declared.params and not declared.results:
+        return False
+    for mine, theirs in ((declared.params, bound.params), (declared.results, bound.results)):
+        types = {p.name: p.type for p in theirs}
+        if set(types) != {p.name for p in mine}:
+            return True
+        if any(not p.type.compatible(types[p.name]) for p in mine):
+            return True
+    return False
+
+
+def _show(spec: FunctionSpec) -> str:
+    params = ", ".join(f"{p.name}: {p.type}" for p in spec.params)
+    results = ", ".join(f"{r.name}: {r.type}" for r in spec.results)
+    return f"({params}) -> ({results})"
+
+
+def save_tenants(path: str, tenants: dict[str, Tenant]) -> None:
+    """Write every tenant's registrations to ``path`` (atomically)."""
+    data = {name: t.to_data() for name, t in tenants.items()}
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)

@@ -1,0 +1,249 @@
+"""The wire format of sets and items: msgpack (binary-safe) or JSON (for convenience).
+
+A request body or response is a map; sets are lists of items; an item is either the full
+form ``{"value": V, "key": 0, "name": ""}`` (``key`` and ``name`` optional) or a bare
+``V`` (key 0, no name).  A map is read as the full form when it has a ``value`` entry and
+no entries but ``value``, ``key`` and ``name`` (wrap a JSON value of that shape as
+``{"value": ...}``).  Responses always use the full form.
+
+``V`` depends on the declared element type:
+
+===========  ==========================  ==============================================
+element      msgpack                     JSON
+===========  ==========================  ==============================================
+``bytes``    bin                         ``{"base64": "..."}`` or a string (UTF-8)
+``any``      bin                         as ``bytes``
+``str``      str                         string
+``int``      int (int64)                 number
+``float``    float                       number, or ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
+``bool``     bool                        ``true`` / ``false``
+``json``     any msgpack value           any JSON value
+``ndarray``  bin holding ``.npy`` bytes  ``{"base64": "..."}`` of ``.npy`` bytes
+===========  ==========================  ==============================================
+
+>>> from dandelion.ir import DataType
+>>> from dandelion.server.wire import decode_sets, encode_sets
+>>> sets = decode_sets({"n": [{"value": 3, "key": 1}]}, {"n": DataType.parse("set[int]")})
+>>> sets["n"][0]
+Item(value=3, key=1, name='')
+>>> encode_sets(sets, {"n": DataType.parse("set[int]")}, binary=False)
+{'n': [{'value': 3, 'key': 1, 'name': ''}]}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any, Mapping
+
+from dandelion.codec import decode, encode
+from dandelion.errors import DandelionError, EncodingError, InputError
+from dandelion.ir.types import DataType, ElementType
+from dandelion.items import Item
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+_MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
+_ITEM_KEYS = frozenset({"value", "key", "name"})
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+_FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+class WireError(InputError):
+    """A body that is not valid in the wire format (a 400 answer)."""
+
+
+def is_msgpack(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` or ``Accept`` value names msgpack."""
+    return bool(content_type) and any(t in content_type for t in _MSGPACK_TYPES)  # type: ignore
+
+
+def loads(data: bytes, content_type: str | None) -> Any:
+    """Parse a request body.
+
+    Raises:
+        WireError: the body is not valid msgpack/JSON.
+    """
+    if is_msgpack(content_type):
+        import msgpack
+
+        try:
+            return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except Exception as e:
+            raise WireError(f"the body is not valid msgpack: {e}") from None
+    try:
+        return json.loads(data or b"null")
+    except RecursionError:
+        raise WireError("the body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WireError(f"the body is not valid JSON: {e}",
+                        hint="send JSON, or msgpack with Content-Type: application/msgpack"
+                        ) from None
+
+
+def dumps(value: Any, binary: bool) -> bytes:
+    """Serialize a response body."""
+    if binary:
+        import msgpack
+
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+        return packed
+    return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _bytes_in(value: Any, where: str) -> bytes:
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, dict) and set(value) == {"base64"} and isinstance(value["base64"], str):
+        try:
+            return base64.b64decode(value["base64"], validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise WireError(f"{where}: invalid base64: {e}") from None
+    raise WireError(f"{where}: expected bytes (binary, a string or {{\"base64\": ...}}), "
+                    f"got {_kind(value)}")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null", int: "an integer", float: "a number",
+            bytes: "binary data"}.get(type(value), type(value).__name__)
+
+
+def decode_value(value: Any, element: ElementType, where: str) -> Any:
+    """The Python value of one wire value of ``element``.
+
+    Raises:
+        WireError: the value does not fit the element type.
+    """
+    if element in (ElementType.BYTES, ElementType.ANY):
+        return _bytes_in(value, where)
+    if element is ElementType.STR:
+        if not isinstance(value, str):
+            raise WireError(f"{where}: expected a string, got {_kind(value)}")
+        return value
+    if element is ElementType.INT:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise WireError(f"{where}: expected an integer, got {_kind(value)}")
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise WireError(f"{where}: {value} does not fit in 64 bits")
+        return value
+    if element is ElementType.FLOAT:
+        if isinstance(value, str) and value in _FLOATS:
+            return _FLOATS[value]
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise WireError(f"{where}: expected a number, got {_kind(value)}")
+        return float(value)
+    if element is ElementType.BOOL:
+        if not isinstance(value, bool):
+            raise WireError(f"{where}: expected true or false, got {_kind(value)}")
+        return value
+    if element is ElementType.JSON:
+        try:
+            json.dumps(value, allow_nan=False)
+        except RecursionError:
+            raise WireError(f"{where}: nested too deeply") from None
+        except (TypeError, ValueError) as e:
+            raise WireError(f"{where}: not a JSON value: {e}") from None
+        return value
+    if element is ElementType.NDARRAY:
+        try:
+            return decode(_bytes_in(value, where), ElementType.NDARRAY)
+        except EncodingError as e:
+            raise WireError(f"{where}: {e.message}") from None
+    raise WireError(f"{where}: unknown element type {element}")  # pragma: no cover
+
+
+def encode_value(value: Any, element: ElementType, binary: bool, where: str) -> Any:
+    """The wire value of one Python value of ``element``.
+
+    Raises:
+        EncodingError: the value cannot be represented as ``element``.
+    """
+    if element is ElementType.ANY and not isinstance(value, (bytes, bytearray, memoryview)):
+        if isinstance(value, (str, int, float, bool, dict, list)) or value is None:
+            element = ElementType.JSON
+    if element is ElementType.JSON:
+        encode(value, element)  # checks it is JSON
+        return value
+    if element is ElementType.FLOAT and isinstance(value, float) and not math.isfinite(value):
+        return value if binary else ("NaN" if math.isnan(value) else
+                                     "Infinity" if value > 0 else "-Infinity")
+    if element in (ElementType.STR, ElementType.INT, ElementType.FLOAT, ElementType.BOOL):
+        encode(value, element)  # checks the type and range
+        return value
+    data = encode(value, element)
+    return data if binary else {"base64": base64.b64encode(data).decode()}
+
+
+def decode_item(raw: Any, element: ElementType, where: str) -> Item[Any]:
+    """One wire item (full form or bare value) as an :class:`Item`."""
+    key, name, value = 0, "", raw
+    if isinstance(raw, dict) and "value" in raw and set(raw) <= _ITEM_KEYS:
+        value = raw["value"]
+        key = raw.get("key", 0)
+        name = raw.get("name", "")
+        if not isinstance(key, int) or isinstance(key, bool) or \
+                not _INT64[0] <= key <= _INT64[1]:
+            raise WireError(f"{where}.key: expected a 64-bit integer, got {_kind(key)}")
+        if not isinstance(name, str):
+            raise WireError(f"{where}.name: expected a string, got {_kind(name)}")
+        where = f"{where}.value"
+    return Item(decode_value(value, element, where), key=key, name=name)
+
+
+def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs"
+                ) -> dict[str, tuple[Item[Any], ...]]:
+    """The sets of a wire map ``name -> list of items``, checked against ``decls``.
+
+    Raises:
+        WireError: unknown, missing or mistyped sets (every problem is named).
+    """
+    if not isinstance(data, dict):
+        raise WireError(f"'{what}' must be an object mapping each input name to a list of "
+                        f"items, got {_kind(data)}")
+    unknown = sorted(str(k) for k in data if k not in decls)
+    if unknown:
+        raise WireError(f"unknown {what}: {', '.join(unknown)}",
+                        hint=f"expected: {', '.join(decls) or '(none)'}")
+    missing = [n for n in decls if n not in data]
+    if missing:
+        raise WireError(f"missing {what}: {', '.join(missing)}",
+                        hint="give every input, as a list of items (an empty list for none)")
+    sets = {}
+    for name, dtype in decls.items():
+        raw = data[name]
+        where = f"{what}.{name}"
+        if not isinstance(raw, list):
+            raise WireError(f"{where}: a set is a list of items, got {_kind(raw)}",
+                            hint=f"write [{json.dumps(raw)[:40]}] for a single item"
+                            if not isinstance(raw, (bytes, dict)) else None)
+        if not dtype.is_set and len(raw) != 1:
+            raise WireError(f"{where} is declared {dtype}: give exactly one item, "
+                            f"not {len(raw)}")
+        sets[name] = tuple(decode_item(v, dtype.element, f"{where}[{i}]")
+                           for i, v in enumerate(raw))
+    return sets
+
+
+def encode_sets(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, DataType],
+                binary: bool) -> dict[str, list[dict[str, Any]]]:
+    """The wire map of ``sets`` (full item form).
+
+    Raises:
+        EncodingError: an item cannot be represented as its declared element type.
+    """
+    out = {}
+    for name, dtype in decls.items():
+        items = []
+        for i, item in enumerate(sets.get(name, ())):
+            try:
+                value = encode_value(item.value, dtype.element, binary, f"{name}[{i}]")
+            except DandelionError as e:
+                raise EncodingError(f"output '{name}' item {i}: {e.message}") from None
+            items.append({"value": value, "key": item.key, "name": item.name})
+        out[name] = items
+    return out

@@ -1,0 +1,215 @@
+"""The process engine: fresh single-use sandboxes, shared-memory contexts, code loading."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dandelion as dd
+from dandelion.backends import _sandbox_pool
+from dandelion.backends.local import DEFAULT_ENGINE
+from dandelion.backends.process import ProcessEngine
+from dandelion.runtime.artifacts import ArtifactStore
+from dandelion.runtime.registry import available, load_engine
+from tests.backends import helpers as h
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def rt():
+    with dd.Runtime(engine="process", workers=2) as runtime:
+        yield runtime
+
+
+def test_engine_declares_what_it_runs_and_is_found_by_name():
+    cls = load_engine("process")
+    assert cls is ProcessEngine
+    assert cls.kinds == {"python", "native"}
+    assert cls.isolated and cls.enforces_timeout
+    assert "process" in available()
+
+
+def test_process_is_the_default_engine_on_linux():
+    assert DEFAULT_ENGINE == "process"
+
+
+def test_every_invocation_gets_a_fresh_process(rt):
+    pids = rt.run(_each(h.pid), list(range(12)))
+    assert len(set(pids)) == 12
+    assert os.getpid() not in pids
+
+
+def _each(fn):
+    @dd.composition
+    def many(xs: list[int]) -> list[int]:
+        return fn(dd.each(xs))
+
+    return many
+
+
+def test_no_state_survives_from_one_invocation_to_the_next(rt):
+    assert rt.run(_each(h.remember), [1, 2, 3, 4]) == [1, 1, 1, 1]
+    assert h.SEEN == []  # nor does it reach the worker
+
+
+def test_module_helpers_and_globals_travel_with_the_function(rt):
+    assert rt.run(h.single(h.scaled), 5) == 15
+
+
+def test_the_sandbox_sees_none_of_the_workers_environment(rt, monkeypatch):
+    monkeypatch.setenv("DANDELION_TEST_SECRET", "hunter2")
+    env = rt.run(h.single(h.environment), 0)
+    assert "DANDELION_TEST_SECRET" not in env
+    assert env.get("OPENBLAS_NUM_THREADS") == "1"
+
+
+def test_numpy_results_equal_the_inline_engine(rt):
+    m = np.random.default_rng(1).integers(-100, 100, (128, 128), dtype=np.int64)
+    got = rt.run(h.single(h.gram), m)
+    assert got.dtype == np.int64 and np.array_equal(got, m @ m.T)
+    assert np.array_equal(got, dd.run(h.single(h.gram), m, engine="inline"))
+
+
+def test_keys_and_names_cross_the_context(rt):
+    @dd.composition
+    def relabel(xs: list[dd.Item[bytes]]) -> list[dd.Item[bytes]]:
+        return h.labelled(xs)
+
+    xs = [dd.Item(b"a", key=1, name="one"), dd.Item(b"b", key=2, name="")]
+    out = rt.run(relabel, xs)
+    assert [(i.value, i.key, i.name) for i in out] == [(b"A", 10, "one!"), (b"B", 20, "!")]
+    assert out == dd.run(relabel, xs, engine="inline")
+
+
+def test_untyped_values_keep_their_python_type(rt):
+    for value in (7, 2.5, "text", b"raw", {"a": [1, 2]}, True):
+        assert rt.run(h.single(h.untyped), value) == value
+
+
+def test_idle_sandboxes_are_forked_ahead_and_never_reused(rt):
+    rt.run(h.single(h.pid), 0)
+    engine = rt.backend.pool.workers[0].engine
+    zygote = engine.zygote_for(engine.store.get(h.pid.spec.implementations[0].digest,
+                                                h.pid.artifact))
+    assert zygote in _sandbox_pool.running()
+    time.sleep(0.5)  # let the pool refill
+    before = set(zygote.idle_pids())
+    used = rt.run(_each(h.pid), [0, 1, 2])
+    assert before and set(used) & before  # requests were served by pre-forked sandboxes
+    assert not set(used) & set(zygote.idle_pids())  # which are gone: never reused
+
+
+def test_cold_invocation_loads_code_from_disk_and_hot_from_memory(tmp_path):
+    store = ArtifactStore(tmp_path)
+    with dd.Runtime(engine="process", workers=1, engine_options={"store": store}) as rt:
+        assert rt.run(h.single(h.scaled), 2) == 6
+        assert store.stats["stored"] == 1
+        store.drop_hot()
+        assert rt.run(h.single(h.scaled), 3) == 9
+        assert store.stats["cold"] == 1
+        assert rt.run(h.single(h.scaled), 4) == 12
+        assert store.stats["hot"] >= 1
+    assert any(p.suffix == "" for p in tmp_path.rglob("*") if p.is_file())
+
+
+def _run_python(stdin: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, *args], input=stdin,
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+SCRIPT = textwrap.dedent("""
+    import dandelion as dd
+    OFFSET = 100
+
+    def helper(x):
+        return x + OFFSET
+
+    @dd.compute
+    def shifted(x: int) -> int:
+        return helper(x)
+
+    @dd.composition
+    def comp(xs: list[int]) -> list[int]:
+        return shifted(dd.each(xs))
+
+    print(dd.run(comp, [1, 2, 3]))
+""")
+
+
+def test_functions_defined_in_a_script_run_sandboxed(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    proc = _run_python("", str(script), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[101, 102, 103]"
+
+
+def test_functions_defined_in_an_interactive_session_run_sandboxed(tmp_path):
+    proc = _run_python(SCRIPT, "-i", cwd=tmp_path)  # stdin: a REPL without a file
+    assert "[101, 102, 103]" in proc.stdout, proc.stderr
+
+
+def test_the_dispatcher_prefers_the_native_implementation_where_it_runs(rt, tmp_path):
+    src = tmp_path / "twice.c"
+    src.write_text(textwrap.dedent("""
+        #include <dandelion.h>
+        int dandelion_main(void) {
+            dd_item in;
+            if (dd_input_item(0, 0, &in) != 0 || in.size != 8) return 1;
+            int64_t *out = dd_alloc(8);
+            if (!out) return 2;
+            *out = 2 * *(const int64_t *)in.data + 1;   /* differs from the Python body */
+            return dd_add_output(0, out, 8, in.key, "n");
+        }"""))
+
+    @dd.compute(native=src)
+    def twice(x: int) -> int:
+        return 2 * x
+
+    assert [i.kind for i in twice.spec.implementations] == ["native", "python"]
+    comp = h.single(twice)
+    assert rt.run(comp, 20) == 41  # native
+    assert dd.run(comp, 20, engine="inline") == 40  # the inline engine runs only Python
+
+
+def test_matmul_in_c_equals_numpy(rt):
+    @dd.compute(native=REPO / "examples" / "matmul.c")
+    def gram_native(m: np.ndarray) -> np.ndarray:
+        return m @ m.T
+
+    m = np.random.default_rng(0).integers(-100, 100, size=(128, 128), dtype=np.int64)
+    got = rt.run(h.single(gram_native), m)
+    assert got.dtype == np.int64 and np.array_equal(got, m @ m.T)
+
+
+def test_native_functions_run_in_python_sandboxes_without_the_c_zygote(tmp_path, monkeypatch):
+    from dandelion.backends import _sandbox_native
+
+    src = tmp_path / "inc.c"
+    src.write_text(textwrap.dedent("""
+        #include <dandelion.h>
+        int dandelion_main(void) {
+            dd_item in;
+            if (dd_input_item(0, 0, &in) != 0) return 1;
+            int64_t *out = dd_alloc(8);
+            *out = *(const int64_t *)in.data + 1;
+            return dd_add_output(0, out, 8, in.key, 0);
+        }"""))
+
+    @dd.compute(native=src)
+    def inc(x: int) -> int:
+        return x + 1
+
+    monkeypatch.setattr(_sandbox_native, "executable", lambda cc=None: None)
+    with dd.Runtime(engine="process", workers=1) as rt:
+        assert rt.run(h.single(inc), 41) == 42

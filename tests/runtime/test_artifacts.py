@@ -1,0 +1,98 @@
+"""The artifact store: code by digest on disk (cold) and in memory (hot)."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import pytest
+
+from dandelion.errors import BackendError
+from dandelion.runtime.artifacts import (
+    ArtifactStore,
+    NativeFunction,
+    is_library,
+    serialize_python,
+    validate_elf,
+)
+from tests.backends import helpers as h
+
+
+def test_python_code_is_written_once_then_served_hot(tmp_path):
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    first = store.get(digest, h.scaled.artifact)
+    again = store.get(digest, h.scaled.artifact)
+    assert first is again
+    assert store.stats == {"stored": 1, "hot": 1}
+
+
+def test_dropping_the_hot_set_makes_the_next_load_cold_from_disk(tmp_path):
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    stored = store.get(digest, h.scaled.artifact)
+    store.drop_hot()
+    assert not store.is_hot(digest)
+    cold = store.get(digest, h.scaled.artifact)
+    assert store.stats["cold"] == 1 and cold.data == stored.data
+    assert store.is_hot(digest)
+
+
+def test_a_digest_without_code_anywhere_is_an_error(tmp_path):
+    with pytest.raises(BackendError, match="no code for sha256:00"):
+        ArtifactStore(tmp_path).get("sha256:" + "0" * 64)
+
+
+def test_a_corrupt_file_is_detected_by_its_content_digest(tmp_path):
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    store.get(digest, h.scaled.artifact)
+    path = next(p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == "")
+    path.write_bytes(path.read_bytes() + b"tampered")
+    fresh = ArtifactStore(tmp_path)
+    with pytest.raises(BackendError, match="corrupt"):
+        fresh.get(digest)
+
+
+def test_another_object_with_the_same_digest_is_reserialized_not_served_stale(tmp_path):
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    store.get(digest, h.scaled.artifact)
+    other = h.pid.artifact  # stands in for a changed function under the same digest
+    code = store.get(digest, other)
+    assert pickle.loads(code.data).name == "pid"
+    assert store.stats["stored"] == 2
+
+
+def test_user_modules_are_pickled_by_value_and_libraries_recorded():
+    data, requires = serialize_python(h.gram.artifact)
+    assert "numpy" in requires
+    assert b"tests.backends.helpers" not in data or "tests" not in requires
+    assert "tests" not in requires
+    assert is_library("numpy") and is_library("json") and not is_library("tests")
+
+
+def test_imports_inside_the_body_are_required_too():
+    from dandelion.authoring.compute import ComputeFunction
+
+    def body(x: int) -> int:
+        import statistics
+
+        return int(statistics.mean([x, x]))
+
+    _data, requires = serialize_python(ComputeFunction(body).artifact)
+    assert "statistics" in requires
+
+
+def test_elf_validation_explains_what_is_wrong():
+    with pytest.raises(BackendError, match="not an ELF file"):
+        validate_elf("f", b"#!/bin/sh\n")
+    true = shutil.which("true")
+    if true:
+        with pytest.raises(BackendError, match="static|dynamically"):
+            validate_elf("f", open(true, "rb").read())
+
+
+def test_a_missing_native_file_says_how_to_build_it(tmp_path):
+    with pytest.raises(BackendError, match="dandelion build f.c -o f.elf"):
+        NativeFunction.from_file(tmp_path / "f.elf")

@@ -1,0 +1,176 @@
+"""Compute functions that try to escape their sandbox, one way each.
+
+Every one takes an ``int`` (a port, a pid, a size …) and would return an ``int`` if it got
+that far.  ``wrap`` turns one into a single-application composition.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import sys
+
+import dandelion as dd
+
+
+@dd.compute
+def open_file(x: int) -> int:
+    with open("/etc/hostname", "rb") as f:
+        return len(f.read())
+
+
+@dd.compute
+def list_directory(x: int) -> int:
+    return len(os.listdir("/"))
+
+
+@dd.compute
+def open_socket(x: int) -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    return s.fileno()
+
+
+@dd.compute
+def connect_local(port: int) -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"escaped")
+    return 1
+
+
+@dd.compute
+def exec_program(x: int) -> int:
+    os.execv("/bin/true", ["true"])
+    return 0
+
+
+@dd.compute
+def fork_process(x: int) -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    return pid
+
+
+@dd.compute
+def signal_worker(pid: int) -> int:
+    os.kill(pid, signal.SIGTERM)
+    return 0
+
+
+@dd.compute
+def ptrace_self(x: int) -> int:
+    libc = ctypes.CDLL(None)
+    return int(libc.ptrace(0, 0, None, None))  # PTRACE_TRACEME
+
+
+@dd.compute
+def read_environ(x: int) -> int:
+    with open("/proc/self/environ", "rb") as f:
+        return len(f.read())
+
+
+@dd.compute
+def raw_syscall(x: int) -> int:
+    libc = ctypes.CDLL(None)
+    return int(libc.syscall(102))  # getuid, through the libc syscall() wrapper
+
+
+@dd.compute
+def write_stdout(x: int) -> int:
+    return os.write(1, b"leak\n")
+
+
+@dd.compute
+def write_other_fd(fd: int) -> int:
+    return os.write(fd, b"leak\n")
+
+
+@dd.compute
+def allocate_forever(x: int) -> int:
+    hoard = []
+    while True:
+        hoard.append(bytearray(16 << 20))
+
+
+@dd.compute
+def spin(x: int) -> int:
+    while True:
+        x += 1
+
+
+@dd.compute
+def recurse(x: int) -> int:
+    def down(n: int) -> int:
+        return down(n + 1) + 1
+
+    return down(0)
+
+
+@dd.compute
+def recurse_past_the_stack(x: int) -> int:
+    sys.setrecursionlimit(10 ** 8)
+
+    def down(n: int) -> list[int]:
+        return list(map(down, [n + 1]))  # through C, so each level takes C stack
+
+    return len(down(0))
+
+
+@dd.compute
+def huge_output(n: int) -> bytes:
+    return b"x" * n
+
+
+@dd.compute
+def segfault(x: int) -> int:
+    return len(ctypes.string_at(0xDEADBEEF000, 16))  # never mapped
+
+
+@dd.compute
+def exit_process(x: int) -> int:
+    os._exit(3)
+
+
+@dd.compute
+def entropy(x: int) -> int:
+    return len(os.urandom(8))
+
+
+@dd.compute
+def forge_report(x: int) -> int:
+    body = b"[1, 2]"
+    os.write(3, b"DONE" + len(body).to_bytes(4, "little") + body)  # 3: the channel
+    while True:
+        pass
+
+
+@dd.compute
+def forge_success(x: int) -> int:
+    os.write(3, b"OKAY" + bytes(8))  # "done, in 0 ns" - and then keep the CPU busy
+    while True:
+        pass
+
+
+@dd.compute
+def garbage_on_channel(x: int) -> int:
+    os.write(3, b"\xff" * 64)
+    while True:
+        pass
+
+
+@dd.compute
+def well_behaved(n: int) -> int:
+    return sum(i * i for i in range(n))
+
+
+def wrap(fn: dd.compute) -> dd.composition:
+    """A composition that applies ``fn`` once to its input ``x``."""
+    @dd.composition
+    def one(x: int):  # noqa: ANN202 - the output type is fn's
+        return fn(x)
+
+    one.__name__ = f"run_{fn.name}"
+    return one

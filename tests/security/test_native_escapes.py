@@ -1,0 +1,113 @@
+"""Native functions run under seccomp strict mode: any system call but read, write and exit
+kills them; crashes, loops and error codes fail only their own invocation."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import dandelion as dd
+from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
+from dandelion.sdk import build
+
+pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+
+SOURCES = {
+    "getpid": """
+        #include <dandelion.h>
+        int dandelion_main(void) {
+            long r;
+            __asm__ volatile ("syscall" : "=a"(r) : "a"(39L) : "rcx", "r11", "memory");
+            return (int)r;
+        }""",
+    "open_file": """
+        #include <dandelion.h>
+        int dandelion_main(void) {
+            static const char path[] = "/etc/hostname";
+            long r;
+            __asm__ volatile ("syscall" : "=a"(r) : "a"(2L), "D"(path), "S"(0L)
+                              : "rcx", "r11", "memory");
+            return (int)r;
+        }""",
+    "spin": """
+        #include <dandelion.h>
+        int dandelion_main(void) { for (volatile int i = 0;; i++) {} return 0; }""",
+    "segfault": """
+        #include <dandelion.h>
+        int dandelion_main(void) { *(volatile int *)0xdeadbeef000 = 1; return 0; }""",
+    "fails": """
+        #include <dandelion.h>
+        int dandelion_main(void) { return 7; }""",
+    "overflow": """
+        #include <dandelion.h>
+        static int down(volatile int n) { volatile char pad[256]; pad[0] = n;
+                                          return down(n + 1) + pad[0]; }
+        int dandelion_main(void) { return down(0); }""",
+    "too_much": """
+        #include <dandelion.h>
+        int dandelion_main(void) { return dd_alloc(1ULL << 40) ? 0 : 9; }""",
+}
+
+
+@pytest.fixture(scope="module")
+def elves(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("native")
+    out = {}
+    for name, code in SOURCES.items():
+        src = root / f"{name}.c"
+        src.write_text(code)
+        build([src], root / f"{name}.elf")
+        out[name] = root / f"{name}.elf"
+    return out
+
+
+def _native(name: str, elf: Path) -> dd.composition:
+    def body(x: int) -> int:
+        return x
+
+    body.__name__ = body.__qualname__ = name
+    fn = dd.compute(body, native=elf)
+
+    @dd.composition
+    def one(x: int) -> int:
+        return fn(x)
+
+    return one
+
+
+@pytest.mark.parametrize("name", ["getpid", "open_file"])
+def test_any_system_call_kills_a_native_function(sandboxed, elves, name):
+    with pytest.raises(SandboxViolation, match=f"'{name}'.*seccomp strict mode"):
+        sandboxed.run(_native(name, elves[name]), 1)
+    assert sandboxed.run(_still_serving(), 5) == 5
+
+
+@pytest.mark.parametrize(("name", "error", "fragment"), [
+    ("spin", FunctionTimeout, "timeout of 3 s"),
+    ("segfault", SandboxViolation, "crashed with SIGSEGV (invalid memory access at "
+                                   "0xdeadbeef000)"),
+    ("overflow", SandboxViolation, "crashed with SIGSEGV"),
+    ("fails", FunctionError, "returned error code 7"),
+    ("too_much", FunctionError, "returned error code 9"),
+])
+def test_native_failures_are_reported_and_the_worker_goes_on(sandboxed, elves, name, error,
+                                                              fragment):
+    with pytest.raises(error) as info:
+        sandboxed.run(_native(name, elves[name]), 1)
+    assert f"'{name}'" in str(info.value)
+    assert fragment in str(info.value)
+    assert sandboxed.run(_still_serving(), 5) == 5
+
+
+def _still_serving() -> dd.composition:
+    @dd.compute
+    def fine(x: int) -> int:
+        return x
+
+    @dd.composition
+    def ok(x: int) -> int:
+        return fine(x)
+
+    return ok

@@ -1,0 +1,86 @@
+"""``dandelion serve``, ``register`` and ``invoke`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+from dandelion.cli import main
+from tests.io.servers import free_port
+
+PROGRAM = textwrap.dedent('''
+    import dandelion as dd
+
+    @dd.compute
+    def square(x: int) -> int:
+        return x * x
+
+    @dd.compute
+    def add(xs: list[int]) -> int:
+        return sum(xs)
+
+    @dd.composition
+    def sum_squares(xs: list[int]) -> int:
+        return add(square(dd.each(xs)))
+''')
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    state = tmp_path_factory.mktemp("cli-state")
+    tokens = state / "tokens.json"
+    tokens.write_text(json.dumps({"carol": "carol-token-0123456789"}))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dandelion", "serve", "--port", str(port),
+                             "--workers", "1", "--tokens", str(tokens),
+                             "--state-dir", str(state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"dandelion serve did not start: {proc.stdout.read()!r}")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_register_then_invoke_from_the_command_line(served, tmp_path, capsys):
+    path = tmp_path / "squares.py"
+    path.write_text(PROGRAM)
+    auth = ["--url", served, "--token", "carol-token-0123456789"]
+    assert main(["register", str(path), *auth]) == 0
+    out = capsys.readouterr().out
+    assert "registered function square" in out and "registered composition sum_squares" in out
+    assert main(["invoke", "sum_squares", "-i", "xs=1", "-i", "xs=2", "-i", "xs=3", *auth]) == 0
+    assert capsys.readouterr().out.strip() == "14"
+    assert main(["invoke", "sum_squares", "-i", "xs=3", "--json", *auth]) == 0
+    assert json.loads(capsys.readouterr().out) == 9
+
+
+def test_command_line_errors_are_clear(served, tmp_path, capsys):
+    assert main(["invoke", "nothing", "--url", served, "--token",
+                 "carol-token-0123456789"]) == 1
+    assert "no composition called 'nothing'" in capsys.readouterr().err
+    assert main(["invoke", "sum_squares", "--url", served, "--token", "wrong"]) == 1
+    assert "invalid API token" in capsys.readouterr().err
+    bad = tmp_path / "x.txt"
+    bad.write_text("")
+    assert main(["register", str(bad), "--url", served]) == 2
+
+
+def test_serve_refuses_an_unknown_engine(capsys):
+    assert main(["serve", "--engine", "warp", "--port", "0"]) == 1
+    assert "unknown engine 'warp'" in capsys.readouterr().err
