@@ -5,6 +5,6 @@ the local backend's dispatcher (``inline``, ``process`` …).
 """
 
 #: Names accepted as ``backend=`` (each a module here exporting ``Backend``).
-BACKENDS = ("local",)
+BACKENDS = ("local", "ray")
 #: Names accepted as ``engine=`` (each a module here exporting ``Engine``).
 ENGINES = ("inline", "process")

@@ -26,6 +26,10 @@ RUNTIMES: dict[str, tuple[dict[str, Any], str | None, tuple[Any, ...]]] = {
     "local-process": ({"backend": "local", "engine": "process", "workers": 2},
                       None if sys.platform.startswith("linux") else "the process engine "
                       "needs Linux (seccomp)", ()),
+    # on the session's three-node Ray cluster (``ray_cluster``)
+    "ray-sandbox": ({"backend": "ray", "isolation": "sandbox"}, _needs("ray"),
+                    (pytest.mark.ray,)),
+    "ray-none": ({"backend": "ray", "isolation": "none"}, _needs("ray"), (pytest.mark.ray,)),
 }
 
 
@@ -43,8 +47,38 @@ def _params() -> list[Any]:
 def runtime(request: pytest.FixtureRequest) -> Iterator[dd.Runtime]:
     """A runtime of each backend/engine combination, shared by the session."""
     options = dict(request.param)
+    if options.get("backend") == "ray":
+        request.getfixturevalue("ray_cluster")
     rt = dd.Runtime(**options)
     try:
         yield rt
     finally:
         rt.close()
+
+
+#: Ray settings for a small cluster on this machine: 1 CPU and a small object store per
+#: node, no dashboard, node failures noticed within about a second.
+RAY_NODE = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
+RAY_SYSTEM_CONFIG = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 200,
+                     "health_check_timeout_ms": 200, "health_check_failure_threshold": 3}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A real three-node Ray cluster on this machine (nodes labelled ``n0`` … ``n2``),
+    connected for the whole session; skipped where Ray is not installed."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dandelion[ray]')")
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        **RAY_NODE, "include_dashboard": False, "labels": {"dandelion-node": "n0"},
+        "_system_config": RAY_SYSTEM_CONFIG})
+    for i in (1, 2):
+        cluster.add_node(**RAY_NODE, labels={"dandelion-node": f"n{i}"})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

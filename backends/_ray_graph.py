@@ -1,0 +1,452 @@
+"""Submitting a plan to Ray as a graph of units, waiting for it, fetching its outputs.
+
+The whole composition is submitted at once, in dependency order: every set between
+functions is a list of Ray object references (its *parts*, in instance order), so a
+consumer's unit names its producers' outputs and Ray moves the data between nodes, never
+through the driver.  Instance formation is :func:`dandelion.runtime.sharding.instances`,
+run where the data is:
+
+* an application whose inputs are all whole sets (``all``) is one unit that receives the
+  parts and forms its (zero or one) instance itself;
+* a sharded application is formed by a small platform task next to its inputs
+  (:func:`~dandelion.backends._ray_worker.form_batches`), which cuts the instances into a
+  fixed number of batches, one unit each, spread across the nodes;
+* where the driver already holds every input (the composition's direct inputs) it forms the
+  instances itself, since the data is there anyway.
+
+Each unit returns one object per result and a tiny status; the driver waits on the
+statuses only (:func:`wait`) and fetches the direct outputs at the end (:func:`fetch`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+import attrs
+from dandelion.backends import _ray_worker as worker
+from dandelion.backends._ray_place import Placement, Route
+
+from dandelion.errors import BackendError, DandelionError, FunctionError
+from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
+from dandelion.planner.plan import Plan
+from dandelion.runtime.dispatcher import Dispatcher, instance_error
+from dandelion.runtime.sharding import Input, Items, instances
+
+#: A set the driver holds (direct inputs, empty sets) or the parts of a remote one.
+SetValue = Any
+
+
+@attrs.define(eq=False)
+class RemoteSet:
+    """A set produced on the cluster: object references whose concatenation is the set."""
+
+    parts: list[Any]
+    home: Route | None = None
+
+
+@attrs.define(eq=False)
+class Status:
+    """What the driver waits on for one unit."""
+
+    index: int
+    spec: FunctionSpec
+    retried: bool
+
+
+@attrs.define(eq=False)
+class Submitted:
+    """A submitted graph: its sets and the statuses of its units."""
+
+    sets: dict[str, SetValue]
+    statuses: dict[Any, Status]
+    outputs: tuple[str, ...]
+
+
+@attrs.frozen
+class Settings:
+    """How units are made (picklable: nested compositions submit from a Ray task).
+
+    Attributes:
+        isolation: ``sandbox`` (calls on the node workers) or ``none`` (plain tasks).
+        placement: the cluster's nodes and their workers.
+        batches: units per sharded application.
+        retries: re-executions of a pure unit whose node or worker died.
+        io_factory: makes a node's I/O engine (``None``: no I/O engine).
+        io_key: names this runtime's I/O engine in the Ray worker processes that cache it.
+    """
+
+    isolation: str
+    placement: Placement
+    batches: int
+    retries: int
+    io_factory: Any = None
+    io_key: str = ""
+
+
+@attrs.frozen
+class CallBox:
+    """A function call put in the object store once per run; workers cache it by key."""
+
+    key: str
+    box: tuple[Any, ...]
+
+
+def _installed(path: str) -> bool:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    real = os.path.realpath(path)
+    return any(real.startswith(root + os.sep) for root in roots)
+
+
+def ship_code(obj: Any) -> None:
+    """Make the module that defines ``obj`` (an artifact's function, a factory) travel by
+    value.
+
+    The nodes can import installed packages, but not a user's own module (a test module, a
+    file next to a notebook); pickling that module's functions and classes by value ships
+    them with the artifact, as the code bundle of a Python function.
+    """
+    import ray.cloudpickle
+
+    target = getattr(obj, "fn", obj)
+    name = getattr(target, "__module__", None) or type(target).__module__
+    module = sys.modules.get(name)
+    if module is None or module.__name__ == "__main__" or module.__name__.split(".")[0] in (
+            "dandelion", "ray"):
+        return
+    path = getattr(module, "__file__", None)
+    if path and not _installed(path):
+        ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+
+
+def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: frozenset[str],
+                  engine_name: str, io_kinds: frozenset[str] | None,
+                  timeouts: Mapping[str, float]) -> dict[str, CallBox]:
+    """One :class:`CallBox` per function the module's compositions apply.
+
+    The implementation is chosen as the local dispatcher chooses it, with the same errors
+    for missing code or an engine that runs none of the implementations.
+    """
+    import ray
+
+    pool = types.SimpleNamespace(kinds=engine_kinds, engine_name=engine_name)
+    io = types.SimpleNamespace(kinds=io_kinds) if io_kinds is not None else None
+    chooser = Dispatcher(pool, artifacts, timeouts=timeouts, io_engine=io)  # type: ignore[arg-type]
+    names = {a.function for c in module.compositions for a in c.applications}
+    boxes = {}
+    for name in sorted(names):
+        spec = module.function(name)
+        if spec is None:
+            continue
+        call = chooser.call_for(module, spec)  # the local backend's choice and errors
+        ship_code(call.artifact)
+        key = f"{call.implementation.digest or name}:{call.implementation.kind}:{call.timeout}"
+        boxes[name] = CallBox(key, (ray.put(call),))
+    return boxes
+
+
+def _remote_task() -> Any:
+    import ray
+
+    global _TASK, _FORM, _NESTED
+    if _TASK is None:
+        _TASK = ray.remote(worker.execute_task)
+        _FORM = ray.remote(num_cpus=0)(worker.form_batches)
+        _NESTED = ray.remote(num_cpus=0)(run_nested)
+    return _TASK
+
+
+_TASK: Any = None
+_FORM: Any = None
+_NESTED: Any = None
+
+
+def _as_list(refs: Any, n: int) -> list[Any]:
+    return list(refs) if n > 1 else [refs]
+
+
+class _Builder:
+    """Submits the applications of one composition run."""
+
+    def __init__(self, settings: Settings, plan: Plan, calls: Mapping[str, CallBox]) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.calls = calls
+        self.statuses: dict[Any, Status] = {}
+        self._puts: dict[str, Any] = {}
+        _remote_task()
+
+    # -- data ---------------------------------------------------------------------------
+    def parts(self, name: str, value: SetValue) -> list[Any]:
+        """The object references of a set (a held set is put once)."""
+        import ray
+
+        if isinstance(value, RemoteSet):
+            return value.parts
+        ref = self._puts.get(name)
+        if ref is None:
+            ref = self._puts[name] = ray.put(tuple(value))
+        return [ref]
+
+    # -- units --------------------------------------------------------------------------
+    def _unit(self, index: int, spec: FunctionSpec, unit: worker.UnitSpec, route: Route,
+              data: Sequence[Any], retries: int) -> list[Any]:
+        settings = self.settings
+        n = unit.n_results + 1
+        box = list(self.calls[spec.name].box)
+        if settings.isolation == "sandbox":
+            method = route.actor.execute.options(num_returns=n, max_task_retries=retries)
+            refs = _as_list(method.remote(unit, box, *data), n)
+        else:
+            options = route.task_options()
+            io = (settings.io_key, settings.io_factory) if settings.io_factory else None
+            refs = _as_list(_TASK.options(num_returns=n, max_retries=retries, **options)
+                            .remote(unit, box, io, *data), n)
+        self.statuses[refs[-1]] = Status(index, spec, retries > 0)
+        return refs[:-1]
+
+    def _retries(self, index: int, spec: FunctionSpec) -> int:
+        if spec.kind is FunctionKind.IO:
+            hint = self.plan.hints.get(index, {})
+            if not hint.get("idempotent", spec.cacheable):
+                return 0
+        return self.settings.retries
+
+    # -- applications -------------------------------------------------------------------
+    def submit(self, index: int, app: Application, spec: FunctionSpec,
+               sets: dict[str, SetValue]) -> list[SetValue]:
+        """Submit one application; return its result sets (in result order)."""
+        args = {a.param: a for a in app.arguments}
+        bound = []
+        for p in spec.params:
+            a = args.get(p.name)
+            bound.append((p.name, sets[a.source], a.mode, a.optional) if a is not None
+                         else (p.name, (), ShardingMode.ALL, True))
+        hint = dict(self.plan.hints.get(index, {}))
+        nested = self.plan.module.composition(app.function) is not None
+        whole = all(mode is ShardingMode.ALL for _, _, mode, _ in bound)
+        held = all(not isinstance(value, RemoteSet) for _, value, _, _ in bound)
+        n_results = len(spec.results)
+        if held:
+            ins = [Input(name, tuple(value), mode, optional)
+                   for name, value, mode, optional in bound]
+            insts = instances(ins, app.join, self.settings.batches)
+            if not insts:
+                return [() for _ in spec.results]
+            if whole and not nested:
+                batches = [insts]
+            else:
+                batches = worker.split(insts, min(self.settings.batches, len(insts)))
+            return self._batches(index, app, spec, [(b, len(insts)) for b in batches], hint)
+        if whole and not nested:
+            params, data = [], []
+            for name, value, mode, optional in bound:
+                parts = self.parts(name, value)
+                params.append((name, mode, optional, len(parts)))
+                data += parts
+            unit = worker.UnitSpec(self.calls[spec.name].key, spec.name, spec.kind.value,
+                                   n_results, params=tuple(params), join=app.join)
+            homes = [v.home for _, v, _, _ in bound if isinstance(v, RemoteSet)]
+            route = self.settings.placement.single(hint, homes, where=_where(index, spec))
+            outs = self._unit(index, spec, unit, route, data, self._retries(index, spec))
+            return [RemoteSet([ref], route) for ref in outs]
+        params, data = [], []
+        for name, value, mode, optional in bound:
+            parts = self.parts(name, value)
+            params.append((name, mode, optional, len(parts)))
+            data += parts
+        n = self.settings.batches
+        formed = _as_list(_FORM.options(num_returns=n + 1, max_retries=self.settings.retries)
+                          .remote(tuple(params), app.join, n, *data), n + 1)
+        total = formed[-1]
+        return self._batches(index, app, spec, [(b, total) for b in formed[:-1]], hint)
+
+    def _batches(self, index: int, app: Application, spec: FunctionSpec,
+                 batches: list[tuple[Any, Any]], hint: dict[str, Any]) -> list[SetValue]:
+        routes = self.settings.placement.spread(hint, len(batches), where=_where(index, spec))
+        per_result: list[list[Any]] = [[] for _ in spec.results]
+        nested = self.plan.module.composition(app.function) is not None
+        for (batch, total), route in zip(batches, routes):
+            if nested:
+                outs = self._nested(index, app, spec, batch, total, route)
+            else:
+                unit = worker.UnitSpec(self.calls[spec.name].key, spec.name, spec.kind.value,
+                                       len(spec.results), batch=True)
+                outs = self._unit(index, spec, unit, route, (batch, total),
+                                  self._retries(index, spec))
+            for i, ref in enumerate(outs):
+                per_result[i].append(ref)
+        nodes = {r.node.id if r.node is not None else None for r in routes}
+        home = routes[0] if len(nodes) == 1 and None not in nodes else None
+        return [RemoteSet(parts, home) for parts in per_result]
+
+    def _nested(self, index: int, app: Application, spec: FunctionSpec, batch: Any,
+                total: Any, route: Route) -> list[Any]:
+        from dandelion.planner import make_plan
+
+        sub_plan = make_plan(self.plan.module, app.function)
+        n = len(spec.results) + 1
+        pure = _pure(sub_plan.module)
+        refs = _as_list(_NESTED.options(num_returns=n, max_retries=self.settings.retries
+                                        if pure else 0, **route.task_options())
+                        .remote(self.settings, sub_plan, dict(self.calls), spec, batch, total),
+                        n)
+        self.statuses[refs[-1]] = Status(index, spec, pure)
+        return refs[:-1]
+
+
+def _where(index: int, spec: FunctionSpec) -> str:
+    return f"application {index} ({spec.kind} function '{spec.name}')"
+
+
+def _pure(module: Module) -> bool:
+    return all(f.kind is FunctionKind.COMPUTE for f in module.functions)
+
+
+def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
+           inputs: Mapping[str, Items]) -> Submitted:
+    """Submit every application of ``plan`` in dependency order; return without waiting."""
+    from dandelion.runtime.dispatcher import _signature
+
+    comp = plan.composition
+    sets: dict[str, SetValue] = {d.name: tuple(inputs.get(d.name, ())) for d in comp.inputs}
+    produced = {o.target for app in comp.applications for o in app.outputs}
+    for decl in comp.declarations():
+        if decl.name not in produced and decl.name not in sets:
+            sets[decl.name] = ()
+    builder = _Builder(settings, plan, calls)
+    waiting = list(enumerate(comp.applications))
+    while waiting:
+        progress = []
+        for index, app in waiting:
+            if any(a.source not in sets for a in app.arguments):
+                continue
+            spec = _signature(plan.module, app.function)
+            results = builder.submit(index, app, spec, sets)
+            by_result = dict(zip((r.name for r in spec.results), results))
+            for out in app.outputs:
+                sets[out.target] = by_result.get(out.result, ())
+            progress.append(index)
+        if not progress:  # verify() rejects cycles before a plan exists
+            raise BackendError(f"composition '{comp.name}' has applications whose inputs are "
+                               "never produced")
+        waiting = [(i, a) for i, a in waiting if i not in progress]
+    return Submitted(sets, builder.statuses, tuple(d.name for d in comp.outputs))
+
+
+def wait(submitted: Submitted) -> dict[int, list[str]]:
+    """Wait for every unit; return, per application, the node ids its units ran on.
+
+    Raises:
+        FunctionError: a function failed (naming function, instance and keys), or
+        BackendError: a unit could not finish on the cluster after its retries; the
+            remaining units are cancelled.
+    """
+    import ray
+
+    pending = dict(submitted.statuses)
+    nodes: dict[int, list[str]] = defaultdict(list)
+    while pending:
+        refs = list(pending)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        if not ready:
+            ready, _ = ray.wait(refs, num_returns=1)
+        for ref in ready:
+            status = pending.pop(ref)
+            try:
+                count, node = ray.get(ref)
+            except BaseException as e:
+                _cancel(pending)
+                raise translate(e, status) from None
+            if count:
+                nodes[status.index].append(node)
+    return dict(nodes)
+
+
+def _cancel(pending: Mapping[Any, Status]) -> None:
+    import ray
+
+    for ref in pending:
+        try:
+            ray.cancel(ref)
+        except Exception:  # already finished, or not cancellable: it is dropped anyway
+            pass
+
+
+def translate(error: BaseException, status: Status) -> DandelionError:
+    """A Ray failure as the Dandelion error it stands for."""
+    import ray.exceptions as rex
+
+    if isinstance(error, rex.RayTaskError):
+        cause = error.cause
+        if isinstance(cause, DandelionError):
+            return cause
+        if isinstance(cause, rex.RayError):
+            error = cause
+        else:
+            spec = status.spec
+            return FunctionError(f"{spec.kind} function '{spec.name}' failed on the Ray "
+                                 f"cluster: {type(cause).__name__}: {cause}",
+                                 function=spec.name)
+    spec = status.spec
+    retried = ("after its retries" if status.retried else
+               "and was not retried (an I/O function that is not idempotent)"
+               if spec.kind is FunctionKind.IO else "and was not retried")
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return BackendError(f"{spec.kind} function '{spec.name}' (application {status.index}) "
+                        f"could not finish on the Ray cluster {retried}: "
+                        f"{type(error).__name__}: {first}",
+                        hint="check that the cluster's nodes are alive; raise retries= for "
+                             "flaky nodes")
+
+
+def fetch(submitted: Submitted) -> dict[str, Items]:
+    """The direct outputs' items (the only data the driver ever reads)."""
+    import ray
+
+    out: dict[str, Items] = {}
+    for name in submitted.outputs:
+        value = submitted.sets.get(name, ())
+        if isinstance(value, RemoteSet):
+            out[name] = worker.concat(ray.get(value.parts))
+        else:
+            out[name] = tuple(value)
+    return out
+
+
+def run_graph(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
+              inputs: Mapping[str, Items]) -> tuple[dict[str, Items], dict[int, list[str]]]:
+    """Submit, wait, fetch: the outputs and where each application ran."""
+    submitted = submit(settings, plan, calls, inputs)
+    nodes = wait(submitted)
+    return fetch(submitted), nodes
+
+
+def run_nested(settings: Settings, plan: Plan, calls: dict[str, CallBox], spec: FunctionSpec,
+               batch: list[Any], total: int) -> Any:
+    """A batch of instances of a composition applied to sharded inputs (a Ray task).
+
+    Each instance's sets become the sub-composition's direct inputs; its graph is
+    submitted from here, so its data still never passes through the driver.
+    """
+    import ray
+
+    from dandelion.runtime.sharding import gather
+
+    per_instance = []
+    for inst in batch:
+        sets = {p.name: items for p, items in zip(spec.params, inst.inputs)}
+        try:
+            outputs, _ = run_graph(settings, plan, calls, sets)
+        except BaseException as e:
+            raise instance_error(spec, inst, total, e) from e
+        per_instance.append([outputs.get(r.name, ()) for r in spec.results])
+    outs = gather(per_instance, len(spec.results))
+    status = (len(batch), ray.get_runtime_context().get_node_id())
+    return (*outs, status) if outs else status

@@ -1,0 +1,293 @@
+"""What runs on the Ray nodes: the per-node Dandelion worker actor and the plain task.
+
+Both execute *units* of an application: either the single instance of an application whose
+inputs are all whole sets (the unit receives the input sets' parts and forms the instance
+itself), or a batch of instances formed elsewhere.  A unit returns one object per declared
+result (the items of its instances for that result, gathered in instance order) and a
+small status ``(instances run, node id)`` that the driver waits on.
+
+With ``isolation="sandbox"`` units are calls on :class:`NodeWorker`, one actor per node,
+which hosts a pool of the configured sandboxing engine (the same
+:class:`~dandelion.runtime.pool.EnginePool` as the local backend) and the node's I/O engine.
+With ``isolation="none"`` they are plain Ray tasks running :func:`execute_task` with the
+``inline`` engine in the Ray worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+import attrs
+
+from dandelion.errors import BackendError, FunctionTimeout
+from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
+from dandelion.runtime.dispatcher import Dispatcher, instance_error
+from dandelion.runtime.engine import Engine, FunctionCall
+from dandelion.runtime.pool import EnginePool, Job
+from dandelion.runtime.registry import load_engine
+from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
+
+#: How often a waiting unit checks for functions past their timeout (seconds).
+TIMEOUT_POLL = 0.02
+
+
+@attrs.frozen
+class UnitSpec:
+    """What the driver tells a unit besides its data (small; travels with every call).
+
+    Attributes:
+        key: cache key of the function call on the worker (code digest and timeout).
+        function: the function's name (for messages).
+        kind: ``compute`` or ``io``.
+        n_results: number of declared results.
+        batch: whether the unit's data is a batch of formed instances and the
+            application's instance count (otherwise it forms its instances).
+        params: for a forming unit, per parameter ``(name, mode, optional, parts)``: how
+            many of the unit's data arguments are parts of that parameter's set.
+        join: the application's join, for a forming unit.
+    """
+
+    key: str
+    function: str
+    kind: str
+    n_results: int
+    batch: bool = False
+    params: tuple[tuple[str, ShardingMode, bool, int], ...] = ()
+    join: Join | None = None
+
+
+def concat(parts: Sequence[Items]) -> Items:
+    """The set whose parts (each a tuple of items, in order) are ``parts``."""
+    return gather(((p,) for p in parts), 1)[0]
+
+
+def unit_instances(unit: UnitSpec, data: Sequence[Any]) -> tuple[list[Instance], int]:
+    """The instances a unit runs and the application's instance count.
+
+    A batch unit receives one argument, its list of instances; a forming unit receives the
+    parts of each parameter's set and forms the instances with
+    :func:`~dandelion.runtime.sharding.instances`.
+    """
+    if unit.batch:
+        return list(data[0]), int(data[1])
+    ins, at = [], 0
+    for name, mode, optional, n_parts in unit.params:
+        ins.append(Input(name, concat(data[at:at + n_parts]), mode, optional))
+        at += n_parts
+    insts = instances(ins, unit.join, 1)
+    return insts, len(insts)
+
+
+def _cached_call(cache: dict[str, FunctionCall], unit: UnitSpec, box: Sequence[Any]
+                 ) -> FunctionCall:
+    call = cache.get(unit.key)
+    if call is None:
+        import ray
+
+        call = cache[unit.key] = ray.get(box[0])
+    return call
+
+
+def _finish(unit: UnitSpec, per_instance: list[Any], count: int) -> Any:
+    outs = gather(per_instance, unit.n_results)
+    import ray
+
+    status = (count, ray.get_runtime_context().get_node_id())
+    return (*outs, status) if outs else status
+
+
+def _raise_failure(call: FunctionCall, failure: tuple[Instance, BaseException], total: int
+                   ) -> None:
+    inst, error = failure
+    raise instance_error(call.spec, inst, total, error) from error
+
+
+def run_io(io_engine: Any, call: FunctionCall, insts: list[Instance], total: int
+           ) -> list[Any]:
+    """Run I/O instances on ``io_engine`` (the dispatcher's ``submit`` interface); wait."""
+    if io_engine is None:
+        raise BackendError(f"I/O function '{call.spec.name}' needs an I/O engine, and this "
+                           "Ray node has none", hint="pass io_engine= (a factory) to the "
+                           "ray backend")
+    finished = threading.Event()
+    box: list[Any] = []
+
+    def done(results: list[Any] | None, failure: tuple[Instance, BaseException] | None
+             ) -> None:
+        box.append((results, failure))
+        finished.set()
+
+    io_engine.submit(call, insts, done, threading.Event())
+    finished.wait()
+    results, failure = box[0]
+    if failure is not None:
+        _raise_failure(call, failure, total)
+    return list(results or [])
+
+
+class NodeWorker:
+    """The Dandelion worker of one Ray node (a Ray actor; see :func:`node_worker_class`).
+
+    It hosts ``workers`` engines of the configured kind (sandboxed, reused between
+    invocations exactly as on the local backend), and the node's I/O engine.
+
+    Args:
+        engine: the engine's registry name.
+        workers: number of engines (default: the node's CPUs).
+        engine_options: passed to the engine's constructor.
+        io_engine: a factory of the node's I/O engine (or ``None``).
+    """
+
+    def __init__(self, engine: str, workers: int, engine_options: dict[str, Any],
+                 io_engine: Callable[[], Any] | None) -> None:
+        cls = load_engine(engine)
+        self.pool = EnginePool(lambda: cls(**engine_options), max(1, workers))
+        self.io_engine = io_engine() if io_engine is not None else None
+        self.calls: dict[str, FunctionCall] = {}
+        # the local dispatcher's timeout check, over this worker's pool
+        self.timer = Dispatcher(self.pool, {})
+
+    def node(self) -> tuple[str, int]:
+        """This worker's Ray node id and process id."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id(), os.getpid()
+
+    def execute(self, unit: UnitSpec, box: Sequence[Any], *data: Any) -> Any:
+        """Run one unit; return its outputs and status (see the module docstring)."""
+        call = _cached_call(self.calls, unit, box)
+        insts, total = unit_instances(unit, data)
+        if not insts:
+            return _finish(unit, [], 0)
+        if unit.kind == FunctionKind.IO.value:
+            return _finish(unit, run_io(self.io_engine, call, insts, total), len(insts))
+        finished = threading.Event()
+        failures: list[tuple[Instance, BaseException]] = []
+
+        def done(_job: Job, failure: tuple[Instance, BaseException] | None) -> None:
+            if failure is not None:
+                failures.append(failure)
+            finished.set()
+
+        job = Job(call, insts, done, threading.Event())
+        self.pool.submit(job)
+        watch = call.timeout is not None and not self.pool.enforces_timeout
+        while not finished.wait(TIMEOUT_POLL if watch else None):
+            late = self.timer.check_timeouts(job.cancelled)
+            if late is not None:
+                job.cancelled.set()
+                raise late
+        if failures:
+            _raise_failure(call, failures[0], total)
+        return _finish(unit, job.results, len(insts))
+
+    def close(self) -> None:
+        """Stop the engines."""
+        self.pool.close()
+
+
+class _TaskHost:
+    """The engines of one Ray worker process, for ``isolation="none"`` tasks."""
+
+    engine: Engine | None = None
+    io_engines: dict[str, Any] = {}  # by the key of the runtime that made them
+    calls: dict[str, FunctionCall] = {}
+
+
+def _run_inline(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
+    context = engine.domain.acquire()
+    try:
+        context.place(inst.inputs)
+        engine.run(context, call)
+        return context.extract()
+    finally:
+        engine.domain.release(context)
+
+
+def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
+    """One instance on a helper thread, given up on at the call's timeout (an unsandboxed
+    function cannot be stopped: the thread runs on, as with the local inline engine)."""
+    box: list[Any] = []
+
+    def work() -> None:
+        try:
+            box.append((True, _run_inline(load_engine("inline")(), call, inst)))
+        except BaseException as e:  # handed to the caller below
+            box.append((False, e))
+
+    thread = threading.Thread(target=work, name=f"dandelion-{call.spec.name}", daemon=True)
+    thread.start()
+    thread.join(call.timeout)
+    if not box:
+        spec = call.spec
+        raise FunctionTimeout(
+            f"{spec.kind} function '{spec.name}', instance {inst.index}: ran past its timeout "
+            f"of {call.timeout:g} s", function=spec.name, instance=inst.index, keys=inst.keys,
+            hint="raise the timeout, or use isolation='sandbox' with an engine that stops "
+                 "the function")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+def execute_task(unit: UnitSpec, box: Sequence[Any],
+                 io: tuple[str, Callable[[], Any]] | None, *data: Any) -> Any:
+    """A unit as a plain Ray task: the ``inline`` engine in this Ray worker process, and
+    for I/O the engine ``io`` (a key naming the runtime's engine and its factory) makes."""
+    host = _TaskHost
+    call = _cached_call(host.calls, unit, box)
+    insts, total = unit_instances(unit, data)
+    if not insts:
+        return _finish(unit, [], 0)
+    if unit.kind == FunctionKind.IO.value:
+        io_engine = None
+        if io is not None:
+            key, factory = io
+            io_engine = host.io_engines.get(key)
+            if io_engine is None:
+                io_engine = host.io_engines[key] = factory()
+        return _finish(unit, run_io(io_engine, call, insts, total), len(insts))
+    if host.engine is None:
+        host.engine = load_engine("inline")()
+    engine = host.engine
+    results = []
+    for inst in insts:
+        try:
+            results.append(_run_with_timeout(engine, call, inst) if call.timeout
+                           else _run_inline(engine, call, inst))
+        except FunctionTimeout:
+            raise
+        except BaseException as e:
+            _raise_failure(call, (inst, e), total)
+    return _finish(unit, results, len(insts))
+
+
+def form_batches(params: tuple[tuple[str, ShardingMode, bool, int], ...], join: Join | None,
+                 n_batches: int, *parts: Items) -> tuple[Any, ...]:
+    """Form an application's instances where its inputs are and cut them into
+    ``n_batches`` contiguous batches (some possibly empty); returns the batches and, last,
+    the instance count.  Pure platform code, run as a plain Ray task."""
+    ins, at = [], 0
+    for name, mode, optional, n_parts in params:
+        ins.append(Input(name, concat(parts[at:at + n_parts]), mode, optional))
+        at += n_parts
+    insts = instances(ins, join, n_batches)
+    return (*split(insts, n_batches), len(insts))
+
+
+def split(insts: list[Instance], n_batches: int) -> list[list[Instance]]:
+    """``insts`` cut into ``n_batches`` contiguous batches whose sizes differ by at most one.
+
+    >>> [len(b) for b in split(list(range(5)), 3)]
+    [2, 2, 1]
+    """
+    size, extra = divmod(len(insts), n_batches)
+    out, start = [], 0
+    for i in range(n_batches):
+        end = start + size + (1 if i < extra else 0)
+        out.append(insts[start:end])
+        start = end
+    return out

@@ -1,0 +1,286 @@
+"""The ``ray`` backend: the same plans, with the same semantics, on a Ray cluster.
+
+Each Ray node hosts a Dandelion worker (:class:`~dandelion.backends._ray_worker.NodeWorker`,
+a Ray actor) with a pool of the configured sandboxing engine and the node's I/O engine, so
+compute functions keep their isolation on Ray (``isolation="sandbox"``, the default);
+``isolation="none"`` runs them as plain Ray tasks, for trusted code.  Sets travel between
+nodes as Ray object references, never through the driver, which reads only the
+composition's direct outputs (:mod:`dandelion.backends._ray_graph`).  A pure function whose
+node dies is run again elsewhere (Ray re-executes the lost work from its lineage); an I/O
+function only if it is idempotent.  Placement hints are documented in
+:mod:`dandelion.backends._ray_place`.
+
+Example:
+    >>> import dandelion as dd                                   # doctest: +SKIP
+    >>> with dd.Runtime(backend="ray", num_cpus=2) as rt:        # doctest: +SKIP
+    ...     rt.run(my_composition, [1, 2, 3])
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Any, Mapping
+
+import ray
+from dandelion.backends import _ray_graph as graph
+from dandelion.backends import _ray_worker as worker
+from dandelion.backends._ray_place import NODE_LABEL, Node, Placement
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from dandelion.errors import BackendError
+from dandelion.planner.plan import Plan
+from dandelion.runtime.backend import Backend as BackendBase
+from dandelion.runtime.registry import load_engine
+from dandelion.runtime.sharding import Items
+
+#: Units per sharded application, per CPU of the cluster.
+BATCHES_PER_CPU = 4
+#: Isolation modes: node worker actors with sandboxing engines, or plain Ray tasks.
+ISOLATIONS = ("sandbox", "none")
+#: Object store of a Ray instance this backend starts itself (bytes).
+DEFAULT_OBJECT_STORE = 256 * 1024 * 1024
+#: Memory (bytes) the node worker actor reserves.  It reserves no CPU, so that plain tasks
+#: of whole CPUs still fit beside it, but not nothing: Ray ignores a soft node affinity for
+#: actors that need no resource at all at times.
+WORKER_MEMORY = 64 * 1024 * 1024
+_PLAIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _custom_resources(resources: Mapping[str, float]) -> frozenset[str]:
+    return frozenset(r for r in resources if r not in _PLAIN_RESOURCES
+                     and not r.startswith(("node:", "accelerator_type:")))
+
+
+class _IoFactory:
+    """Makes the default I/O engine (:class:`dandelion.io.IoEngine`) on each node."""
+
+    def __init__(self, cls: Any, options: Any) -> None:
+        self.cls = cls
+        self.options = options
+        self.kinds = cls.kinds
+
+    def __call__(self) -> Any:
+        return self.cls(self.options)
+
+
+def default_io_engine(options: Any = None) -> Any:
+    """A factory of the platform's I/O engine, or ``None`` where the I/O library is absent."""
+    try:
+        from dandelion.io.engine import IoEngine  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return None
+    return _IoFactory(IoEngine, options)
+
+
+class _Given:
+    """A factory that returns (a copy of) an engine object given directly."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.kinds = engine.kinds
+
+    def __call__(self) -> Any:
+        return self.engine
+
+
+class RayBackend(BackendBase):
+    """Runs plans on a Ray cluster.
+
+    Args:
+        address: ``None`` to use the Ray instance this process is connected to, or start a
+            small local one; ``"auto"`` for the cluster of this machine (``ray start``);
+            ``"ray://host:port"`` for a remote cluster through Ray Client.
+        isolation: ``"sandbox"`` (functions run on each node's Dandelion worker, in the
+            configured engine) or ``"none"`` (plain Ray tasks, trusted code only).
+        engine: the node workers' compute engine (default: the local backend's).
+        workers: engines per node worker (default: the node's CPUs).
+        timeout: seconds any function may run (``None``: no limit).
+        timeouts: per-function limits, by function name.
+        engine_options: passed to the engine's constructor on every node.
+        io_engine: the nodes' I/O engine: a factory (a class or function, with a
+            ``kinds`` attribute) called once per node, or an engine object to copy there
+            (default: the platform's :class:`dandelion.io.IoEngine`, made from ``io``).
+        io: options of the default I/O engine (as for the local backend).
+        retries: how often a pure unit is run again after its node or worker died.
+        batches: units per sharded application (default: 4 per CPU of the cluster).
+        num_cpus: CPUs of a local Ray instance this backend starts.
+        object_store_memory: object store bytes of such an instance.
+        init_options: more keyword arguments for :func:`ray.init`.
+
+    Raises:
+        BackendError: an unknown isolation or engine, or an engine with ``isolation="none"``.
+    """
+
+    name = "ray"
+    capabilities = frozenset({"compute", "io", "nested", "timeouts", "placement"})
+
+    def __init__(self, address: str | None = None, isolation: str = "sandbox",
+                 engine: str | None = None, workers: int | None = None,
+                 timeout: float | None = None, timeouts: Mapping[str, float] | None = None,
+                 engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
+                 retries: int = 3, batches: int | None = None, num_cpus: int | None = None,
+                 object_store_memory: int | None = None,
+                 init_options: Mapping[str, Any] | None = None, io: Any = None) -> None:
+        if isolation not in ISOLATIONS:
+            raise BackendError(f"unknown isolation {isolation!r} for the ray backend",
+                               hint=f"use one of: {', '.join(ISOLATIONS)}")
+        if isolation == "none" and engine not in (None, "inline"):
+            raise BackendError(f"isolation='none' runs functions as plain Ray tasks, not on "
+                               f"engine '{engine}'", hint="drop engine=, or use "
+                               "isolation='sandbox' to keep the engine's isolation")
+        from dandelion.backends.local import DEFAULT_ENGINE
+
+        self.isolation = isolation
+        self.engine_name = (engine or DEFAULT_ENGINE) if isolation == "sandbox" else "inline"
+        self.engine_kinds = frozenset(load_engine(self.engine_name).kinds)
+        self.engine_options = dict(engine_options or {})
+        self.workers = workers
+        self.timeouts = dict(timeouts or {})
+        if timeout is not None:
+            self.timeouts.setdefault("*", timeout)
+        self.io_factory = (self._io_factory(io_engine) if io_engine is not None
+                           else default_io_engine(io))
+        self.retries = max(0, int(retries))
+        self.batches = batches
+        self._owns_ray = False
+        self._connect(address, num_cpus, object_store_memory, dict(init_options or {}))
+        self._actors: dict[str, Any] = {}
+        self._retired: list[Any] = []
+        self._lock = threading.Lock()
+        self._io_key = uuid.uuid4().hex
+        #: Per application index of the last run: the node ids its units ran on.
+        self.placements: dict[int, list[str]] = {}
+        self.closed = False
+        self.nodes()
+
+    @staticmethod
+    def _io_factory(io_engine: Any) -> Any:
+        if io_engine is None:
+            return None
+        if getattr(io_engine, "kinds", None) is None:
+            raise BackendError("io_engine must declare the implementation kinds it runs "
+                               "('kinds')", hint="pass the I/O engine's class or an instance")
+        graph.ship_code(io_engine)
+        if hasattr(io_engine, "submit") and not isinstance(io_engine, type):
+            return _Given(io_engine)
+        return io_engine
+
+    def _connect(self, address: str | None, num_cpus: int | None, store: int | None,
+                 options: dict[str, Any]) -> None:
+        if ray.is_initialized():
+            return
+        if address is None and not os.environ.get("RAY_ADDRESS"):  # ray.init reads it
+            # "local": a new instance, never a cluster a stale /tmp/ray file points to
+            options.setdefault("address", "local")
+            options.setdefault("num_cpus", num_cpus)
+            options.setdefault("object_store_memory", store or DEFAULT_OBJECT_STORE)
+            options.setdefault("include_dashboard", False)
+        else:
+            options["address"] = address
+        options.setdefault("log_to_driver", True)
+        try:
+            ray.init(**options)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise BackendError(f"cannot connect to the Ray cluster at {address!r}: {e}",
+                               hint="start one with 'ray start --head', or pass address=None "
+                                    "for a local instance") from e
+        self._owns_ray = True
+
+    # -- the cluster --------------------------------------------------------------------
+    def nodes(self) -> list[Node]:
+        """The alive nodes of the cluster (starting a worker on each new one)."""
+        with self._lock:
+            return self._discover()
+
+    def _discover(self) -> list[Node]:
+        nodes = []
+        for info in ray.nodes():  # type: ignore[no-untyped-call]
+            if not info.get("Alive"):
+                continue
+            resources = info.get("Resources", {})
+            labels = info.get("Labels", {}) or {}
+            nodes.append(Node(info["NodeID"], labels.get(NODE_LABEL),
+                              _custom_resources(resources), int(resources.get("CPU", 0))))
+        nodes.sort(key=lambda n: (n.label or "", n.id))
+        if self.isolation == "sandbox":
+            self._sync_workers(nodes)
+        return nodes
+
+    def _sync_workers(self, nodes: list[Node]) -> None:
+        alive = {n.id for n in nodes}
+        for node_id in [k for k in self._actors if k not in alive]:
+            self._retired.append(self._actors.pop(node_id))  # restarted elsewhere by Ray
+        new = [n for n in nodes if n.id not in self._actors]
+        for attempt in range(5):
+            started = {n.id: self._start_worker(n) for n in new}
+            placed = ray.get([a.node.remote() for a in started.values()])
+            misplaced = []
+            for (node_id, actor), (where, _pid) in zip(started.items(), placed):
+                if where == node_id:
+                    self._actors[node_id] = actor
+                else:  # a node that had just joined was not schedulable yet
+                    ray.kill(actor, no_restart=True)
+                    misplaced.append(next(n for n in new if n.id == node_id))
+            new = misplaced
+            if not new:
+                return
+            time.sleep(0.2 * (attempt + 1))
+        raise BackendError(f"could not start a Dandelion worker on node(s) "
+                           f"{', '.join(n.id[:12] for n in new)}")
+
+    def _start_worker(self, node: Node) -> Any:
+        cls = ray.remote(worker.NodeWorker)
+        concurrency = 2 * max(1, self.workers or node.cpus) + 2
+        return cls.options(
+            num_cpus=0, memory=WORKER_MEMORY, max_restarts=-1, max_concurrency=concurrency,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=True),
+        ).remote(self.engine_name, self.workers or max(1, node.cpus), self.engine_options,
+                 self.io_factory)
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
+            ) -> dict[str, Items]:
+        """Run ``plan`` on the cluster; only the direct outputs come back to this process.
+
+        Raises:
+            FunctionError: a function failed (naming function, instance and keys).
+            BackendError: a unit could not finish on the cluster after its retries, or a
+                placement hint names no node.
+        """
+        if self.closed:
+            raise BackendError("this ray backend is closed")
+        nodes = self.nodes()
+        cpus = sum(n.cpus for n in nodes) or 1
+        placement = Placement(tuple(nodes), dict(self._actors)
+                              if self.isolation == "sandbox" else None)
+        io_kinds = frozenset(self.io_factory.kinds) if self.io_factory is not None else None
+        calls = graph.prepare_calls(plan.module, artifacts, self.engine_kinds,
+                                    self.engine_name, io_kinds, self.timeouts)
+        settings = graph.Settings(self.isolation, placement,
+                                  self.batches or BATCHES_PER_CPU * cpus, self.retries,
+                                  self.io_factory, self._io_key)
+        outputs: dict[str, Items]
+        outputs, self.placements = graph.run_graph(settings, plan, calls, inputs)
+        return outputs
+
+    def close(self) -> None:
+        """Stop the node workers, and the Ray instance if this backend started it."""
+        if self.closed:
+            return
+        self.closed = True
+        if ray.is_initialized():
+            for actor in [*self._actors.values(), *self._retired]:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # its node is gone already
+                    pass
+        self._actors.clear()
+        self._retired.clear()
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+
+
+Backend = RayBackend
