@@ -50,6 +50,7 @@ def runtime(request: pytest.FixtureRequest) -> Iterator[dd.Runtime]:
     if options.get("backend") == "ray":
         request.getfixturevalue("ray_cluster")
     rt = dd.Runtime(**options)
+    rt.test_options = options  # type: ignore[attr-defined]  # to build variants in tests
     try:
         yield rt
     finally:

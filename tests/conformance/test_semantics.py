@@ -115,9 +115,8 @@ def test_first_failure_names_function_instance_and_key(runtime):
 
 
 def test_a_function_past_its_timeout_fails_the_run(runtime):
-    if runtime.backend.name != "local":
-        pytest.skip("per-function timeouts are a local-backend option")
-    with dd.Runtime(engine=runtime.backend.engine_name, workers=1, timeout=0.2) as rt:
+    options = {**runtime.test_options, "workers": 1, "timeout": 0.2}
+    with dd.Runtime(**options) as rt:
         with pytest.raises(dd.FunctionTimeout, match="sleepy"):
             rt.run(f.slow, 5.0)
         assert rt.run(f.doubles, [1]) == [2]  # the runtime still serves
