@@ -56,8 +56,8 @@ def main(argv: list[str]) -> None:
         except ImportError:
             pass
     program = build_filter(_sandbox_child.CHANNEL_FD)
-    sample = _probe_pickle()
-    _sandbox_child.warm_up(sample)
+    samples = _probe_pickles()
+    _sandbox_child.warm_up(samples)
     if "numpy" in sys.modules:
         _warm_numpy()
     ctrl = socket.socket(fileno=fd)
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
 
     def fork(n: int) -> None:
         for _ in range(max(0, min(n, 64))):
-            _fork(ctrl, program, cpu, live, sample if warm else None, memory)
+            _fork(ctrl, program, cpu, live, samples if warm else (), memory)
 
     try:
         while True:
@@ -149,30 +149,33 @@ def _warm_numpy() -> None:
     np.frombuffer(bytes(64), dtype=np.int64).reshape(8, 1).copy()
 
 
-def _probe_pickle() -> bytes:
+def _probe_pickles() -> tuple[bytes, ...]:
+    """Pickles of the runtime's probe functions (:func:`._sandbox_child.warm_up`)."""
     import cloudpickle
 
     from dandelion.authoring.compute import ComputeFunction
 
-    fn = ComputeFunction(_sandbox_child.probe)
+    fns = [_sandbox_child.probe]
+    if "numpy" in sys.modules:
+        fns.append(_sandbox_child.probe_matrix())
     cloudpickle.register_pickle_by_value(_sandbox_child)
     try:
-        data: bytes = cloudpickle.dumps(fn.artifact, protocol=5)
-        return data
+        return tuple(cloudpickle.dumps(ComputeFunction(fn).artifact, protocol=5)
+                     for fn in fns)
     finally:
         cloudpickle.unregister_pickle_by_value(_sandbox_child)
 
 
 def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
-          sample: bytes | None, memory: int | None) -> None:
+          samples: tuple[bytes, ...], memory: int | None) -> None:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     if memory is not None:
         # Python sandboxes: locked down in C before any Python code runs (fewer pages copied)
         pid, baseline = _sandboxc.fork_sandbox(theirs.fileno(), cpu or 0, memory,
-                                               None if sample is not None else program)
+                                               None if samples else program)
         if pid == 0:
-            if sample is not None:
-                _sandbox_child.warm_up(sample)
+            if samples:
+                _sandbox_child.warm_up(samples)
                 _sandbox_child.limit_and_filter(baseline, memory, program)
             _sandbox_child.serve_filtered(baseline)
         _handed_over(ctrl, pid, ours, theirs, live)
@@ -181,7 +184,7 @@ def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.dup2(theirs.fileno(), _sandbox_child.CHANNEL_FD, inheritable=False)
-        _sandbox_child.serve(program, cpu, sample)
+        _sandbox_child.serve(program, cpu, samples)
     _handed_over(ctrl, pid, ours, theirs, live)
 
 
