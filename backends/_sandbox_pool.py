@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,13 +29,15 @@ _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", 
 
 
 class Sandbox:
-    """One ready sandbox: its pid and the worker's end of its channel."""
+    """One ready sandbox: its pid, the worker's end of its channel and a pidfd (-1 if the
+    kernel has none)."""
 
-    __slots__ = ("pid", "channel")
+    __slots__ = ("pid", "channel", "pidfd")
 
-    def __init__(self, pid: int, channel: socket.socket) -> None:
+    def __init__(self, pid: int, channel: socket.socket, pidfd: int = -1) -> None:
         self.pid = pid
         self.channel = channel
+        self.pidfd = pidfd
 
 
 class Zygote:
@@ -101,7 +104,7 @@ class Zygote:
     def _read(self) -> None:
         while True:
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1 << 20, 1)
+                msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1 << 20, 2)
             except OSError:
                 msg, fds = b"", []
             if len(msg) < MSG.size:
@@ -114,7 +117,11 @@ class Zygote:
                 if op == b"C" and fds:
                     self._pending = max(0, self._pending - 1)
                     self.forked += 1
-                    self._ready.append(Sandbox(pid, socket.socket(fileno=fds[0])))
+                    self._ready.append(Sandbox(pid, socket.socket(fileno=fds[0]),
+                                               fds[1] if len(fds) > 1 else -1))
+                elif fds:  # descriptors with anything but a fork report: not ours to keep
+                    for fd in fds:
+                        os.close(fd)
                 elif op == b"X":
                     self._statuses[pid] = status
                     while len(self._statuses) > 4096:
@@ -164,6 +171,23 @@ class Zygote:
         """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""
         self._send(b"K", pid)
 
+    def end(self, sandbox: Sandbox) -> None:
+        """SIGKILL a taken sandbox if it still runs and drop the worker's hold on it.
+
+        With a pidfd this is one system call and no message to the zygote (a pidfd names
+        the process itself, so a reused pid is never hit); without, the zygote kills it."""
+        sandbox.channel.close()
+        pidfd, sandbox.pidfd = sandbox.pidfd, -1
+        if pidfd < 0:
+            self.kill(sandbox.pid)
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:  # it has exited already
+            pass
+        finally:
+            os.close(pidfd)
+
     def wait_status(self, pid: int, timeout: float = 5.0) -> int | None:
         """The wait status of sandbox ``pid`` once the zygote has reaped it."""
         self._send(b"W", pid)
@@ -184,6 +208,8 @@ class Zygote:
             self._ready.clear()
         for s in ready:
             s.channel.close()
+            if s.pidfd >= 0:
+                os.close(s.pidfd)
         try:
             self.ctrl.shutdown(socket.SHUT_RDWR)
         except OSError:

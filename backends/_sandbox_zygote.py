@@ -9,8 +9,9 @@ parent: it reaps them, reports how each ended, and kills one on the worker's req
 pid-reuse race, since a child is never reaped before it is killed).
 
 Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill,
-``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptor,
-``X<pid><wait status>``.  The zygote keeps the pool's size by itself: every sandbox that
+``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptors
+(the channel and, where the kernel has them, a pidfd of the sandbox, with which the worker
+ends it after its invocation), ``X<pid><wait status>``.  The zygote keeps the pool's size by itself: every sandbox that
 exits (after its one invocation) is replaced by a new one, so a normal invocation costs the
 worker no control message at all.
 """
@@ -192,10 +193,17 @@ def _handed_over(ctrl: socket.socket, pid: int, ours: socket.socket, theirs: soc
                  live: set[int]) -> None:
     live.add(pid)
     theirs.close()
+    fds = [ours.fileno()]
+    try:  # lets the worker end this sandbox itself, race-free, without a message to us
+        fds.append(os.pidfd_open(pid))
+    except OSError:
+        pass
     try:
-        socket.send_fds(ctrl, [MSG.pack(b"C", pid, 0)], [ours.fileno()])
+        socket.send_fds(ctrl, [MSG.pack(b"C", pid, 0)], fds)
     finally:
         ours.close()
+        for fd in fds[1:]:
+            os.close(fd)
 
 
 if __name__ == "__main__":
