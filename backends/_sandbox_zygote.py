@@ -169,18 +169,20 @@ def _probe_pickles() -> tuple[bytes, ...]:
 
 def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
           samples: tuple[bytes, ...], memory: int | None) -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     if memory is not None:
-        # Python sandboxes: locked down in C before any Python code runs (fewer pages copied)
-        pid, baseline = _sandboxc.fork_sandbox(theirs.fileno(), cpu or 0, memory,
-                                               None if samples else program)
+        # Python sandboxes: channel, fork, lock-down and hand-over in C, so that neither
+        # the child before its lock-down nor this zygote after the fork writes to pages
+        # they share (each such write is a page copy)
+        pid, baseline = _sandboxc.spawn_sandbox(ctrl.fileno(), cpu or 0, memory,
+                                                None if samples else program)
         if pid == 0:
             if samples:
                 _sandbox_child.warm_up(samples)
                 _sandbox_child.limit_and_filter(baseline, memory, program)
             _sandbox_child.serve_filtered(baseline)
-        _handed_over(ctrl, pid, ours, theirs, live)
+        live.add(pid)
         return
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = _sandboxc.fork_raw()  # no Python at-fork hooks: they would dirty hundreds of pages
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
