@@ -333,6 +333,8 @@ static PyObject *run_native(PyObject *self, PyObject *args) {
         p += n;
         left -= n;
     }
+    char c;  /* exit once the worker hangs up or kills us (see _sandbox_child._end) */
+    syscall(SYS_read, fd, &c, 1);
     syscall(SYS_exit, 0);
     for (;;) {}
 }
