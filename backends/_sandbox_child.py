@@ -53,6 +53,9 @@ SEGMENT = struct.Struct("<QQiQQ")
 DONE = struct.Struct("<4sI")
 #: Report of a successful Python run: tag b"OKAY", nanoseconds spent in the function.
 OKAY = struct.Struct("<4sq")
+#: Written by a Python sandbox on its channel once it waits for work (locked down, filtered,
+#: warmed up), before anything else.
+READY = b"R"
 #: Largest report body a worker accepts.
 MAX_REPORT = 1 << 20
 #: Offset of the payload length in :data:`ASSIGN`.
@@ -160,6 +163,7 @@ def serve_filtered(baseline: int) -> NoReturn:
     try:
         _quiet()
         # --- no system interface but the channel ---
+        os.write(CHANNEL_FD, READY)
         # header, context and code in one call (one message from the worker)
         msg, view, payload = _sandboxc.receive(CHANNEL_FD, ASSIGN.size, 8, _LENGTH_AT)
         if view is None or payload is None:
@@ -181,6 +185,7 @@ def serve(program: bytes, cpu_seconds: int | None, samples: Sequence[bytes] = ()
         prepare(cpu_seconds)
         if samples:
             warm_up(samples)
+        os.write(CHANNEL_FD, READY)
         msg, memfd = _sandboxc.wait_assignment(CHANNEL_FD, ASSIGN.size)
         if len(msg) != ASSIGN.size or memfd < 0:
             os._exit(0)  # the worker let this sandbox go unused

@@ -35,6 +35,7 @@ from dandelion.backends._sandbox_child import (
     KIND_PYTHON,
     MAX_REPORT,
     OKAY,
+    READY,
     SEGMENT,
 )
 from dandelion.backends._sandbox_filter import syscall_name
@@ -186,7 +187,12 @@ class ProcessEngine(EngineBase):
                 for part in payload:
                     chan.sendall(part)
             # the whole report in one read when it is there (it is written in one)
-            data = self._recv(chan, 4, deadline, 4096)
+            if sandbox.ready:
+                data = self._recv(chan, 4, deadline, 4096)
+            else:  # its READY byte comes first
+                data = self._recv(chan, 5, deadline, 4096)
+                if data[:1] == READY:
+                    data = self._fill(chan, data[1:], 4, deadline)
         except TimeoutError:
             zygote.end(sandbox)
             raise FunctionTimeout(f"{what} ran past its timeout of {call.timeout:g} s and was "
