@@ -11,9 +11,9 @@ pid-reuse race, since a child is never reaped before it is killed).
 Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill,
 ``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptors
 (the channel and, where the kernel has them, a pidfd of the sandbox, with which the worker
-ends it after its invocation), ``X<pid><wait status>``.  The zygote keeps the pool's size by itself: every sandbox that
-exits (after its one invocation) is replaced by a new one, so a normal invocation costs the
-worker no control message at all.
+ends it after its invocation), ``X<pid><wait status>``.  The zygote keeps the pool's size
+by itself: every sandbox that exits (after its one invocation) is replaced by a new one, so
+a normal invocation costs the worker no control message at all.
 """
 
 from __future__ import annotations
