@@ -28,6 +28,7 @@ import struct
 import sys
 import time
 import types
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from dandelion.backends import _sandboxc
@@ -51,8 +52,13 @@ SEGMENT = struct.Struct("<QQiQQ")
 DONE = struct.Struct("<4sI")
 #: Report of a successful Python run: tag b"OKAY", nanoseconds spent in the function.
 OKAY = struct.Struct("<4sq")
+#: Written by a Python sandbox on its channel once it waits for work (locked down, filtered,
+#: warmed up), before anything else.
+READY = b"R"
 #: Largest report body a worker accepts.
 MAX_REPORT = 1 << 20
+#: Offset of the payload length in :data:`ASSIGN`.
+_LENGTH_AT = 24
 
 
 class _Sink(io.TextIOBase):
@@ -100,41 +106,40 @@ _kept: list[Any] = []
 _baseline = 0
 
 
-def warm_up(sample: bytes) -> None:
-    """Run a trivial function through the whole Python path, in a scratch context.
+def warm_up(samples: Sequence[bytes]) -> None:
+    """Run the runtime's probe functions through the very code an invocation runs
+    (:func:`_run_python`), each on a scratch context.
 
     Called in the zygote (one-time lazy initialization happens there, not in every
     sandbox) and in each sandbox before it waits (the copy-on-write faults of the paths an
-    invocation touches are taken off the critical path).  Nothing here is specific to any
-    user function: ``sample`` is the runtime's own probe function.
+    invocation touches are taken off the critical path, and the interpreter's inline caches
+    of those paths are warm).  Nothing here is specific to any user function: ``samples``
+    are the pickles of :func:`probe` and, where numpy is loaded, of a matrix product.
     """
-    from dandelion.backends._sandbox_layout import Writer
     from dandelion.ir.types import ElementType
 
     scratch = bytearray(64 * 1024)
-    w = Writer(scratch)
-    w.write_inputs(len(scratch), [("x", [(ElementType.INT, [b"\x01" + bytes(7)], 0, "")])],
-                   [("result", ElementType.INT)])
-    artifact = pickle.loads(sample)
-    inputs = [[Item(decode_view(d, CODE_ELEMENTS[c], copy=False), k, n)
-               for d, k, n, c in items] for items in w.inputs()]
-    for r, items in enumerate(artifact.invoke(inputs)):
-        for item in items:
-            element, parts = encode_parts(item.value, ElementType.INT)
-            w.add_output(r, element, parts, item.key, item.name)
-    json.dumps({"ok": False, "kind": "error", "message": "probe"})
-    if "numpy" in sys.modules:  # the ndarray path: .npy in and out of a context, a product
-        import numpy as np
-        from typeguard import check_type
+    for sample in samples:
+        artifact = pickle.loads(sample)
+        element = artifact.params[0][1].type.element
+        value = sys.modules["numpy"].arange(16).reshape(4, 4) \
+            if element is ElementType.NDARRAY else 1
+        Writer(scratch).write_inputs(
+            len(scratch), [(artifact.params[0][0], [(*encode_parts(value, element), 0, "")])],
+            [(artifact.results[0][0], artifact.results[0][1].type.element)])
+        _run_python(scratch, sample)
+    _message({"ok": False, "kind": "error", "message": "probe"})
 
-        m = np.arange(16, dtype=np.int64).reshape(4, 4)
-        w = Writer(scratch)
-        w.write_inputs(len(scratch), [("m", [(*encode_parts(m, ElementType.NDARRAY), 0, "")])],
-                       [("result", ElementType.NDARRAY)])
-        (data, _k, _n, _c), = w.inputs()[0]
-        view = decode_view(data, ElementType.NDARRAY, copy=False)
-        check_type(view, np.ndarray)
-        w.add_output(0, *encode_parts(view @ view.T, ElementType.NDARRAY), 0, "")
+
+def probe_matrix() -> Any:
+    """The matrix probe (numpy preloaded by the zygote): ``m @ m.T``."""
+    np = sys.modules["numpy"]
+
+    def probe_gram(m: Any) -> Any:
+        return m @ m.T
+
+    probe_gram.__annotations__ = {"m": np.ndarray, "return": np.ndarray}
+    return probe_gram
 
 
 def probe(x: int) -> int:
@@ -157,26 +162,29 @@ def serve_filtered(baseline: int) -> NoReturn:
     try:
         _quiet()
         # --- no system interface but the channel ---
-        msg, view = _sandboxc.map_context(CHANNEL_FD, ASSIGN.size, 8)
-        if view is None:
+        os.write(CHANNEL_FD, READY)
+        # header, context and code in one call (one message from the worker)
+        msg, view, payload = _sandboxc.receive(CHANNEL_FD, ASSIGN.size, 8, _LENGTH_AT)
+        if view is None or payload is None:
             os._exit(0)  # the worker let this sandbox go unused
-        _magic, kind, _cap, _mem, payload_len, _entry, _n = ASSIGN.unpack(msg)
-        if kind != KIND_PYTHON:
+        if ASSIGN.unpack(msg)[1] != KIND_PYTHON:
             raise RuntimeError("a filtered sandbox runs only Python functions")
-        _run_python(view, payload_len)
+        _send(_run_python(view, payload))
     except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
         _report_error(e)
-    os._exit(0)
+    _end()
 
 
-def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None) -> NoReturn:
+def serve(program: bytes, cpu_seconds: int | None, samples: Sequence[bytes] = ()
+          ) -> NoReturn:
     """Body of an unfiltered sandbox (native functions without the C zygote, or Python):
     prepare, wait for one invocation, then filter (Python) or strict mode (native), run it,
     exit."""
     try:
         prepare(cpu_seconds)
-        if sample is not None:
-            warm_up(sample)
+        if samples:
+            warm_up(samples)
+        os.write(CHANNEL_FD, READY)
         msg, memfd = _sandboxc.wait_assignment(CHANNEL_FD, ASSIGN.size)
         if len(msg) != ASSIGN.size or memfd < 0:
             os._exit(0)  # the worker let this sandbox go unused
@@ -190,16 +198,28 @@ def serve(program: bytes, cpu_seconds: int | None, sample: bytes | None = None) 
             _run_native(ctx, payload_len, entry, n_segments)
         _sandboxc.install_filter(program)
         # --- from here on: no system interface but the channel ---
-        _run_python(ctx, payload_len)
+        _send(_run_python(ctx, _read_exact(payload_len)))
     except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
         _report_error(e)
+    _end()
+
+
+def _end() -> NoReturn:
+    """Exit once the worker has taken the report: block until it hangs up (or, as it does
+    after every invocation, kills this process).  Exiting at once would tear down this
+    address space (a few hundred microseconds of page-table work on this kind of VM) just
+    when the worker wakes up for the report, on the same CPUs."""
+    try:
+        os.read(CHANNEL_FD, 1)
+    except OSError:
+        pass
     os._exit(0)
 
 
 def _report_error(e: BaseException) -> None:
-    _report({"ok": False, "kind": "error", "type": type(e).__name__,
+    _send(_message({"ok": False, "kind": "error", "type": type(e).__name__,
              "module": type(e).__module__, "message": getattr(e, "message", None) or str(e),
-             "hint": getattr(e, "hint", None), "traceback": _traceback(e.__traceback__)})
+             "hint": getattr(e, "hint", None), "traceback": _traceback(e.__traceback__)}))
 
 
 def _read_exact(n: int) -> bytes:
@@ -213,9 +233,13 @@ def _read_exact(n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _report(body: dict[str, Any]) -> None:
+def _message(body: dict[str, Any]) -> bytes:
+    """A report of a failed run, as sent on the channel."""
     data = json.dumps(body, default=str).encode()[:MAX_REPORT]
-    out = DONE.pack(b"DONE", len(data)) + data
+    return DONE.pack(b"DONE", len(data)) + data
+
+
+def _send(out: bytes) -> None:
     while out:
         n = os.write(CHANNEL_FD, out)
         out = out[n:]
@@ -231,8 +255,9 @@ def _traceback(tb: types.TracebackType | None) -> str:
     return "\n".join(lines[-20:])
 
 
-def _run_python(ctx: Any, payload_len: int) -> None:
-    payload = _read_exact(payload_len)
+def _run_python(ctx: Any, payload: bytes) -> bytes:
+    """Unpickle the function, run it on the inputs in ``ctx``, write its outputs there;
+    the message to report (``OKAY`` and the function's time, or a ``DONE`` report)."""
     artifact = pickle.loads(payload)
     writer = Writer(ctx)
     params = artifact.params
@@ -247,8 +272,7 @@ def _run_python(ctx: Any, payload_len: int) -> None:
         outputs = artifact.invoke(inputs)
     except MemoryError:
         inputs = outputs = None  # type: ignore[assignment]
-        _report({"ok": False, "kind": "memory"})
-        return
+        return _message({"ok": False, "kind": "memory"})
     elapsed = time.perf_counter_ns() - started
     try:
         for r, ((_name, view), items) in enumerate(zip(artifact.results, outputs, strict=True)):
@@ -256,9 +280,8 @@ def _run_python(ctx: Any, payload_len: int) -> None:
                 element, parts = encode_parts(item.value, view.type.element)
                 writer.add_output(r, element, parts, item.key, item.name)
     except ContextFull as e:
-        _report({"ok": False, "kind": "output", "needed": e.needed, "left": e.left})
-        return
-    os.write(CHANNEL_FD, OKAY.pack(b"OKAY", elapsed))
+        return _message({"ok": False, "kind": "output", "needed": e.needed, "left": e.left})
+    return OKAY.pack(b"OKAY", elapsed)
 
 
 def _run_native(ctx: mmap.mmap, payload_len: int, entry: int, n_segments: int) -> NoReturn:

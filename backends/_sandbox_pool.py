@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from dandelion.backends._sandbox_child import READY
 from dandelion.backends._sandbox_zygote import MSG
 from dandelion.errors import BackendError
 
@@ -27,13 +29,18 @@ _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", 
 
 
 class Sandbox:
-    """One ready sandbox: its pid and the worker's end of its channel."""
+    """One forked sandbox: its pid, the worker's end of its channel, a pidfd (-1 if the
+    kernel has none), and whether it is known to wait for work already (a Python sandbox
+    writes :data:`READY` on its channel once locked down and warmed up)."""
 
-    __slots__ = ("pid", "channel")
+    __slots__ = ("pid", "channel", "pidfd", "ready")
 
-    def __init__(self, pid: int, channel: socket.socket) -> None:
+    def __init__(self, pid: int, channel: socket.socket, pidfd: int = -1,
+                 ready: bool = False) -> None:
         self.pid = pid
         self.channel = channel
+        self.pidfd = pidfd
+        self.ready = ready
 
 
 class Zygote:
@@ -100,7 +107,7 @@ class Zygote:
     def _read(self) -> None:
         while True:
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1 << 20, 1)
+                msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1 << 20, 2)
             except OSError:
                 msg, fds = b"", []
             if len(msg) < MSG.size:
@@ -113,7 +120,12 @@ class Zygote:
                 if op == b"C" and fds:
                     self._pending = max(0, self._pending - 1)
                     self.forked += 1
-                    self._ready.append(Sandbox(pid, socket.socket(fileno=fds[0])))
+                    self._ready.append(Sandbox(pid, socket.socket(fileno=fds[0]),
+                                               fds[1] if len(fds) > 1 else -1,
+                                               self.native is not None))
+                elif fds:  # descriptors with anything but a fork report: not ours to keep
+                    for fd in fds:
+                        os.close(fd)
                 elif op == b"X":
                     self._statuses[pid] = status
                     while len(self._statuses) > 4096:
@@ -140,9 +152,16 @@ class Zygote:
         self._send(b"F", want)
 
     def take(self, timeout: float = 30.0) -> Sandbox:
-        """A ready, never used sandbox (forking one now if the pool is empty)."""
+        """A never used sandbox (forking one now if the pool is empty).
+
+        The most recently forked one among those that already wait for work: it ran (its
+        warm-up) last, so more of its memory is still in the CPU's caches and TLB than that
+        of one that has waited longer — on this kind of machine the Python path of a
+        sandbox that waited tens of milliseconds runs several times slower than that of one
+        that waited a few.  If none is done warming up yet (the pool is being outrun), the
+        oldest, which will be first."""
         with self._cond:
-            sandbox = self._ready.popleft() if self._ready else None
+            sandbox = self._pick()
         if sandbox is None:  # requests outran the pool: fork one for us now
             self._send(b"F", 1)
             with self._cond:
@@ -154,9 +173,46 @@ class Zygote:
                 sandbox = self._ready.popleft()
         return sandbox  # the zygote replaces it when it exits
 
+    def _pick(self) -> Sandbox | None:
+        """The newest sandbox that waits for work already, else the oldest (the one most
+        likely to be done with its warm-up).  Called with the lock held."""
+        for i in range(len(self._ready) - 1, -1, -1):
+            s = self._ready[i]
+            if not s.ready:
+                try:
+                    s.ready = s.channel.recv(1, socket.MSG_DONTWAIT) == READY
+                except BlockingIOError:
+                    continue  # still warming up
+                except OSError:
+                    pass
+                if not s.ready:  # died before it was ready: the zygote replaces it
+                    del self._ready[i]
+                    self.end(s)
+                    continue
+            del self._ready[i]
+            return s
+        return self._ready.popleft() if self._ready else None
+
     def kill(self, pid: int) -> None:
         """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""
         self._send(b"K", pid)
+
+    def end(self, sandbox: Sandbox) -> None:
+        """SIGKILL a taken sandbox if it still runs and drop the worker's hold on it.
+
+        With a pidfd this is one system call and no message to the zygote (a pidfd names
+        the process itself, so a reused pid is never hit); without, the zygote kills it."""
+        sandbox.channel.close()
+        pidfd, sandbox.pidfd = sandbox.pidfd, -1
+        if pidfd < 0:
+            self.kill(sandbox.pid)
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:  # it has exited already
+            pass
+        finally:
+            os.close(pidfd)
 
     def wait_status(self, pid: int, timeout: float = 5.0) -> int | None:
         """The wait status of sandbox ``pid`` once the zygote has reaped it."""
@@ -178,6 +234,8 @@ class Zygote:
             self._ready.clear()
         for s in ready:
             s.channel.close()
+            if s.pidfd >= 0:
+                os.close(s.pidfd)
         try:
             self.ctrl.shutdown(socket.SHUT_RDWR)
         except OSError:

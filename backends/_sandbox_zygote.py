@@ -9,10 +9,11 @@ parent: it reaps them, reports how each ended, and kills one on the worker's req
 pid-reuse race, since a child is never reaped before it is killed).
 
 Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill,
-``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptor,
-``X<pid><wait status>``.  The zygote keeps the pool's size by itself: every sandbox that
-exits (after its one invocation) is replaced by a new one, so a normal invocation costs the
-worker no control message at all.
+``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptors
+(the channel and, where the kernel has them, a pidfd of the sandbox, with which the worker
+ends it after its invocation), ``X<pid><wait status>``.  The zygote keeps the pool's size
+by itself: every sandbox that exits (after its one invocation) is replaced by a new one, so
+a normal invocation costs the worker no control message at all.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def main(argv: list[str]) -> None:
         except ImportError:
             pass
     program = build_filter(_sandbox_child.CHANNEL_FD)
-    sample = _probe_pickle()
-    _sandbox_child.warm_up(sample)
+    samples = _probe_pickles()
+    _sandbox_child.warm_up(samples)
     if "numpy" in sys.modules:
         _warm_numpy()
     ctrl = socket.socket(fileno=fd)
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> None:
 
     def fork(n: int) -> None:
         for _ in range(max(0, min(n, 64))):
-            _fork(ctrl, program, cpu, live, sample if warm else None, memory)
+            _fork(ctrl, program, cpu, live, samples if warm else (), memory)
 
     try:
         while True:
@@ -149,39 +150,44 @@ def _warm_numpy() -> None:
     np.frombuffer(bytes(64), dtype=np.int64).reshape(8, 1).copy()
 
 
-def _probe_pickle() -> bytes:
+def _probe_pickles() -> tuple[bytes, ...]:
+    """Pickles of the runtime's probe functions (:func:`._sandbox_child.warm_up`)."""
     import cloudpickle
 
     from dandelion.authoring.compute import ComputeFunction
 
-    fn = ComputeFunction(_sandbox_child.probe)
+    fns = [_sandbox_child.probe]
+    if "numpy" in sys.modules:
+        fns.append(_sandbox_child.probe_matrix())
     cloudpickle.register_pickle_by_value(_sandbox_child)
     try:
-        data: bytes = cloudpickle.dumps(fn.artifact, protocol=5)
-        return data
+        return tuple(cloudpickle.dumps(ComputeFunction(fn).artifact, protocol=5)
+                     for fn in fns)
     finally:
         cloudpickle.unregister_pickle_by_value(_sandbox_child)
 
 
 def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
-          sample: bytes | None, memory: int | None) -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+          samples: tuple[bytes, ...], memory: int | None) -> None:
     if memory is not None:
-        # Python sandboxes: locked down in C before any Python code runs (fewer pages copied)
-        pid, baseline = _sandboxc.fork_sandbox(theirs.fileno(), cpu or 0, memory,
-                                               None if sample is not None else program)
+        # Python sandboxes: channel, fork, lock-down and hand-over in C, so that neither
+        # the child before its lock-down nor this zygote after the fork writes to pages
+        # they share (each such write is a page copy)
+        pid, baseline = _sandboxc.spawn_sandbox(ctrl.fileno(), cpu or 0, memory,
+                                                None if samples else program)
         if pid == 0:
-            if sample is not None:
-                _sandbox_child.warm_up(sample)
+            if samples:
+                _sandbox_child.warm_up(samples)
                 _sandbox_child.limit_and_filter(baseline, memory, program)
             _sandbox_child.serve_filtered(baseline)
-        _handed_over(ctrl, pid, ours, theirs, live)
+        live.add(pid)
         return
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = _sandboxc.fork_raw()  # no Python at-fork hooks: they would dirty hundreds of pages
     if pid == 0:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.dup2(theirs.fileno(), _sandbox_child.CHANNEL_FD, inheritable=False)
-        _sandbox_child.serve(program, cpu, sample)
+        _sandbox_child.serve(program, cpu, samples)
     _handed_over(ctrl, pid, ours, theirs, live)
 
 
@@ -189,10 +195,17 @@ def _handed_over(ctrl: socket.socket, pid: int, ours: socket.socket, theirs: soc
                  live: set[int]) -> None:
     live.add(pid)
     theirs.close()
+    fds = [ours.fileno()]
+    try:  # lets the worker end this sandbox itself, race-free, without a message to us
+        fds.append(os.pidfd_open(pid))
+    except OSError:
+        pass
     try:
-        socket.send_fds(ctrl, [MSG.pack(b"C", pid, 0)], [ours.fileno()])
+        socket.send_fds(ctrl, [MSG.pack(b"C", pid, 0)], fds)
     finally:
         ours.close()
+        for fd in fds[1:]:
+            os.close(fd)
 
 
 if __name__ == "__main__":

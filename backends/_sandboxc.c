@@ -333,6 +333,8 @@ static PyObject *run_native(PyObject *self, PyObject *args) {
         p += n;
         left -= n;
     }
+    char c;  /* exit once the worker hangs up or kills us (see _sandbox_child._end) */
+    syscall(SYS_read, fd, &c, 1);
     syscall(SYS_exit, 0);
     for (;;) {}
 }
@@ -412,6 +414,35 @@ static PyObject *prepare(PyObject *self, PyObject *args);
  * baseline the address space the runtime takes.  Doing all this in C keeps the child from
  * touching (and so copying) Python objects.
  */
+/* The child's side of fork_sandbox()/spawn_sandbox(): channel to 3, prepare, limit, filter. */
+static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memory,
+                           Py_buffer *prog) {
+    signal(SIGCHLD, SIG_DFL);
+    if (channel != 3 && dup2(channel, 3) != 3)
+        _exit(1);
+    PyObject *pargs = Py_BuildValue("(ii)", 3, cpu);
+    PyObject *base = pargs ? prepare(self, pargs) : NULL;
+    Py_XDECREF(pargs);
+    if (base == NULL)
+        _exit(1);
+    long long baseline = PyLong_AsLongLong(base);
+    Py_DECREF(base);
+    if (prog->buf != NULL && prog->len > 0) {
+        if (memory > 0) {
+            struct rlimit as = {(rlim_t)(baseline + memory), (rlim_t)(baseline + memory)};
+            setrlimit(RLIMIT_AS, &as);
+        }
+        struct sock_fprog fprog = {
+            .len = (unsigned short)(prog->len / sizeof(struct sock_filter)),
+            .filter = (struct sock_filter *)prog->buf,
+        };
+        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) != 0)
+            _exit(1);
+    }
+    PyBuffer_Release(prog);
+    return Py_BuildValue("(iL)", 0, baseline);
+}
+
 static PyObject *fork_sandbox(PyObject *self, PyObject *args) {
     int channel, cpu;
     long long memory;
@@ -425,30 +456,72 @@ static PyObject *fork_sandbox(PyObject *self, PyObject *args) {
             return PyErr_SetFromErrno(PyExc_OSError);
         return Py_BuildValue("(iL)", (int)pid, 0LL);
     }
-    signal(SIGCHLD, SIG_DFL);
-    if (channel != 3 && dup2(channel, 3) != 3)
-        _exit(1);
-    PyObject *pargs = Py_BuildValue("(ii)", 3, cpu);
-    PyObject *base = pargs ? prepare(self, pargs) : NULL;
-    Py_XDECREF(pargs);
-    if (base == NULL)
-        _exit(1);
-    long long baseline = PyLong_AsLongLong(base);
-    Py_DECREF(base);
-    if (prog.buf != NULL && prog.len > 0) {
-        if (memory > 0) {
-            struct rlimit as = {(rlim_t)(baseline + memory), (rlim_t)(baseline + memory)};
-            setrlimit(RLIMIT_AS, &as);
-        }
-        struct sock_fprog fprog = {
-            .len = (unsigned short)(prog.len / sizeof(struct sock_filter)),
-            .filter = (struct sock_filter *)prog.buf,
-        };
-        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) != 0)
-            _exit(1);
+    return lock_down(self, channel, cpu, memory, &prog);
+}
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+/*
+ * spawn_sandbox(ctrl, cpu_seconds, memory_limit, program) -> (pid, baseline): a new channel
+ * (socket pair), fork_sandbox() on one end, and in the zygote: hand the other end and a
+ * pidfd of the sandbox to the worker over `ctrl` as a 'C' control message (<cii: 'C', pid,
+ * 0), keeping neither.  All in C, so that forking touches no Python object in the zygote
+ * (whose pages are shared copy-on-write with every sandbox it has forked: each Python
+ * write there after a fork is a page copy).  In the child: as fork_sandbox().
+ */
+static PyObject *spawn_sandbox(PyObject *self, PyObject *args) {
+    int ctrl, cpu;
+    long long memory;
+    Py_buffer prog = {0};
+    if (!PyArg_ParseTuple(args, "iiLz*", &ctrl, &cpu, &memory, &prog))
+        return NULL;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        PyBuffer_Release(&prog);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(sv[0]);
+        return lock_down(self, sv[1], cpu, memory, &prog);
     }
     PyBuffer_Release(&prog);
-    return Py_BuildValue("(iL)", 0, baseline);
+    close(sv[1]);
+    if (pid < 0) {
+        close(sv[0]);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    int fds[2] = {sv[0], (int)syscall(SYS_pidfd_open, pid, 0)};
+    int nfds = fds[1] >= 0 ? 2 : 1;
+    char msg[9] = {'C'};
+    int32_t ipid = (int32_t)pid, zero = 0;
+    memcpy(msg + 1, &ipid, 4);
+    memcpy(msg + 5, &zero, 4);
+    char cbuf[CMSG_SPACE(2 * sizeof(int))];
+    memset(cbuf, 0, sizeof cbuf);
+    struct iovec iov = {.iov_base = msg, .iov_len = sizeof msg};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                        .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+    ssize_t sent = sendmsg(ctrl, &mh, MSG_NOSIGNAL);
+    int err = errno;
+    close(sv[0]);
+    if (nfds == 2)
+        close(fds[1]);
+    if (sent < 0) {  /* the worker is gone: the caller winds down (and kills pid) */
+        errno = err;
+        PyObject *e = PyErr_SetFromErrno(PyExc_OSError);
+        (void)e;
+        kill(pid, SIGKILL);
+        return NULL;
+    }
+    return Py_BuildValue("(iL)", (int)pid, 0LL);
 }
 
 /* wait_assignment(channel, size) -> (header bytes, memfd or -1): block for the worker. */
@@ -546,10 +619,75 @@ static PyObject *map_context(PyObject *self, PyObject *args) {
     return r;
 }
 
+/*
+ * receive(channel, header_size, capacity_offset, length_offset) -> (header, memoryview or
+ * None, payload bytes or None): map_context(), then read the payload that follows the
+ * header on the channel (its length is the u64 at `length_offset` of the header) into one
+ * bytes object.  The worker sends header and payload in one message, so this is one wake-up
+ * and no Python between the two reads.  Works under the sandbox's filter (read on the
+ * channel).
+ */
+static PyObject *receive(PyObject *self, PyObject *args) {
+    int fd;
+    Py_ssize_t size, off, len_off;
+    if (!PyArg_ParseTuple(args, "innn", &fd, &size, &off, &len_off))
+        return NULL;
+    PyObject *margs = Py_BuildValue("(inn)", fd, size, off);
+    if (margs == NULL)
+        return NULL;
+    PyObject *t = map_context(self, margs);
+    Py_DECREF(margs);
+    if (t == NULL)
+        return NULL;
+    PyObject *head = PyTuple_GET_ITEM(t, 0);
+    PyObject *view = PyTuple_GET_ITEM(t, 1);
+    if (view == Py_None || len_off < 0 || len_off + 8 > PyBytes_GET_SIZE(head)) {
+        PyObject *r = Py_BuildValue("(OOO)", head, view, Py_None);
+        Py_DECREF(t);
+        return r;
+    }
+    uint64_t length;
+    memcpy(&length, PyBytes_AS_STRING(head) + len_off, 8);
+    if (length > (uint64_t)PY_SSIZE_T_MAX / 2) {
+        Py_DECREF(t);
+        PyErr_SetString(PyExc_ValueError, "payload too large");
+        return NULL;
+    }
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+    if (payload == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
+    char *p = PyBytes_AS_STRING(payload);
+    size_t got = 0;
+    while (got < length) {
+        ssize_t n;
+        Py_BEGIN_ALLOW_THREADS
+        n = read(fd, p + got, length - got);
+        Py_END_ALLOW_THREADS
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {  /* the worker went away mid-message */
+            Py_DECREF(payload);
+            PyObject *r = Py_BuildValue("(OOO)", head, Py_None, Py_None);
+            Py_DECREF(t);
+            return r;
+        }
+        got += (size_t)n;
+    }
+    PyObject *r = Py_BuildValue("(OON)", head, view, payload);
+    Py_DECREF(t);
+    return r;
+}
+
 static PyMethodDef methods[] = {
+    {"receive", receive, METH_VARARGS,
+     "receive(channel, header_size, capacity_offset, length_offset) -> (header, view, payload)."},
     {"map_context", map_context, METH_VARARGS,
      "map_context(channel, header_size, capacity_offset) -> (header, memoryview or None)."},
     {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
+    {"spawn_sandbox", spawn_sandbox, METH_VARARGS,
+     "spawn_sandbox(ctrl, cpu, memory_limit, program) -> (pid, baseline)."},
     {"fork_sandbox", fork_sandbox, METH_VARARGS,
      "fork_sandbox(channel, cpu, memory_limit, program) -> (pid, baseline)."},
     {"prepare", prepare, METH_VARARGS,

@@ -35,6 +35,7 @@ from dandelion.backends._sandbox_child import (
     KIND_PYTHON,
     MAX_REPORT,
     OKAY,
+    READY,
     SEGMENT,
 )
 from dandelion.backends._sandbox_filter import syscall_name
@@ -97,6 +98,8 @@ class ProcessEngine(EngineBase):
         self.lean = self._zygote(())
         self._zygotes: dict[Any, _sandbox_pool.Zygote] = {}  # requires -> zygote
         self._tables: dict[str, bytes] = {}  # native digest -> packed segment table
+        #: id(spec) -> (spec, params, results) as a context's layout takes them
+        self._shapes: dict[int, tuple[Any, list[Any], list[Any]]] = {}
         #: seconds the last invocation spent in the function itself (Python only)
         self.last_function_time: float | None = None
 
@@ -130,19 +133,24 @@ class ProcessEngine(EngineBase):
         spec = call.spec
         impl = call.implementation
         code = self.store.get(impl.digest, call.artifact, impl.kind)
-        context.layout([(p.name, p.type.element) for p in spec.params],
-                       [(r.name, r.type.element) for r in spec.results], self.output_limit)
+        shape = self._shapes.get(id(spec))
+        if shape is None or shape[0] is not spec:
+            if len(self._shapes) > 4096:
+                self._shapes.clear()
+            shape = self._shapes[id(spec)] = (
+                spec, [(p.name, p.type.element) for p in spec.params],
+                [(r.name, r.type.element) for r in spec.results])
+        context.layout(shape[1], shape[2], self.output_limit)
         zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
         sandbox = zygote.take()
         what = f"{spec.kind} function '{spec.name}'"
         try:
             self._invoke(zygote, sandbox, context, code, call, what)
         finally:
-            sandbox.channel.close()
             # The report may be forged by the function itself, which could then go on
             # burning CPU: whatever it reported, its sandbox ends with its invocation (a
             # no-op for one that has exited already).
-            zygote.kill(sandbox.pid)
+            zygote.end(sandbox)
 
     def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
                 context: SharedContext, code: StoredCode, call: FunctionCall, what: str
@@ -167,7 +175,8 @@ class ProcessEngine(EngineBase):
             payload = [code.data]
         self.last_function_time = None
         try:
-            chan.settimeout(call.timeout)
+            if call.timeout is not None:  # a fresh channel blocks without a timeout
+                chan.settimeout(call.timeout)
             # one message (one wake-up of the sandbox) for everything that fits
             first = [header, *payload] if sum(map(len, payload)) <= _ONE_MESSAGE else [header]
             sent = socket.send_fds(chan, first, [context.fd])
@@ -177,53 +186,71 @@ class ProcessEngine(EngineBase):
             if len(first) == 1:
                 for part in payload:
                     chan.sendall(part)
-            tag = self._recv(chan, 4, deadline)
+            # the whole report in one read when it is there (it is written in one)
+            if sandbox.ready:
+                data = self._recv(chan, 4, deadline, 4096)
+            else:  # its READY byte comes first
+                data = self._recv(chan, 5, deadline, 4096)
+                if data[:1] == READY:
+                    data = self._fill(chan, data[1:], 4, deadline)
         except TimeoutError:
-            zygote.kill(sandbox.pid)
+            zygote.end(sandbox)
             raise FunctionTimeout(f"{what} ran past its timeout of {call.timeout:g} s and was "
                                   "killed", function=call.spec.name,
                                   hint="raise the function's timeout (timeouts={name: s})"
                                   ) from None
         except (BrokenPipeError, ConnectionResetError):
-            tag = b""
+            data = b""
+        tag = data[:4]
         if tag == b"OKAY":
-            (_t, ns) = OKAY.unpack(tag + self._recv(chan, OKAY.size - 4, deadline))
+            (_t, ns) = OKAY.unpack(self._fill(chan, data, OKAY.size, deadline)[:OKAY.size])
             self.last_function_time = ns / 1e9
         elif tag == b"DONE":
-            self._python_report(chan, deadline, what, call, context)
+            self._python_report(chan, data, deadline, what, call, context)
         elif tag == b"NATV":
-            (_t, rc) = _NATV.unpack(tag + self._recv(chan, _NATV.size - 4, deadline))
+            (_t, rc) = _NATV.unpack(self._fill(chan, data, _NATV.size, deadline)[:_NATV.size])
             if rc != 0:
                 raise FunctionError(f"{what} returned error code {rc}", function=call.spec.name)
         elif tag == b"GONE":
-            body = self._recv(chan, _GONE.size - 4, deadline)
-            raise self._fatal(_GONE.unpack(tag + body), what, call)
+            body = self._fill(chan, data, _GONE.size, deadline)[:_GONE.size]
+            raise self._fatal(_GONE.unpack(body), what, call)
         else:
             raise self._died(zygote, sandbox.pid, what, call, code.kind, tag)
 
     @staticmethod
-    def _recv(chan: socket.socket, n: int, deadline: float | None) -> bytes:
-        data = bytearray()
+    def _recv(chan: socket.socket, n: int, deadline: float | None, more: int = 0) -> bytes:
+        """At least ``n`` bytes (fewer at end of stream), and up to ``more`` if they are
+        there already."""
+        data = b""
         while len(data) < n:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
                 chan.settimeout(left)
-            chunk = chan.recv(n - len(data))
+            chunk = chan.recv(max(n - len(data), more))
             if not chunk:
                 break
             data += chunk
-        return bytes(data)
+        return data
 
-    def _python_report(self, chan: socket.socket, deadline: float | None, what: str,
-                       call: FunctionCall, context: SharedContext) -> None:
-        (length,) = struct.unpack("<I", self._recv(chan, 4, deadline).ljust(4, b"\0"))
+    @classmethod
+    def _fill(cls, chan: socket.socket, data: bytes, n: int, deadline: float | None
+              ) -> bytes:
+        """``data`` and what follows it on the channel, up to at least ``n`` bytes."""
+        if len(data) >= n:
+            return data
+        return data + cls._recv(chan, n - len(data), deadline)
+
+    def _python_report(self, chan: socket.socket, data: bytes, deadline: float | None,
+                       what: str, call: FunctionCall, context: SharedContext) -> None:
+        data = self._fill(chan, data, 8, deadline)
+        (length,) = struct.unpack("<I", data[4:8].ljust(4, b"\0"))
         if length > MAX_REPORT:
             raise SandboxViolation(f"{what} wrote a malformed report on its channel",
                                    function=call.spec.name)
         try:
-            report = json.loads(self._recv(chan, length, deadline))
+            report = json.loads(self._fill(chan, data, 8 + length, deadline)[8:8 + length])
         except ValueError:
             report = None
         if not isinstance(report, dict) or report.get("ok"):  # only the sandbox's own

@@ -1,0 +1,71 @@
+"""The pool of generic sandboxes: which one a worker gets, and how it ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dandelion.backends import _sandbox_pool
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux")
+
+
+@pytest.fixture
+def zygote() -> Iterator[_sandbox_pool.Zygote]:
+    z = _sandbox_pool.Zygote((), 3, 10, warm=False, memory_limit=1 << 30)
+    deadline = time.monotonic() + 30
+    while len(z.idle_pids()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # each has locked itself down and written its READY byte
+    try:
+        yield z
+    finally:
+        z.close()
+
+
+def test_take_hands_out_the_newest_sandbox_that_waits_for_work(zygote):
+    idle = zygote.idle_pids()
+    assert len(idle) == 3
+    sandbox = zygote.take()
+    try:
+        assert sandbox.pid == idle[-1]  # the most recently forked one
+        assert sandbox.ready
+        assert sandbox.pid not in zygote.idle_pids()
+    finally:
+        zygote.end(sandbox)
+
+
+def test_end_kills_the_sandbox_through_its_pidfd_and_the_zygote_reaps_it(zygote):
+    sandbox = zygote.take()
+    assert sandbox.pidfd >= 0  # Linux >= 5.3
+    pidfd = sandbox.pidfd
+    zygote.end(sandbox)
+    assert sandbox.pidfd == -1 and sandbox.channel.fileno() == -1
+    with pytest.raises(OSError):
+        os.fstat(pidfd)  # the worker keeps no descriptor of an ended sandbox
+    status = zygote.wait_status(sandbox.pid)
+    assert status is not None and os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL
+
+
+def test_a_sandbox_that_died_before_it_was_ready_is_never_handed_out(zygote):
+    idle = zygote.idle_pids()
+    victim = next(s for s in zygote._ready if s.pid == idle[-1])
+    victim.ready = False  # as if its READY byte had not been read yet
+    victim.channel.recv(1)  # ... and it had died: take the byte away, then kill it
+    os.kill(victim.pid, signal.SIGKILL)
+    time.sleep(0.2)
+    taken = []
+    try:
+        while victim.pid in zygote.idle_pids() and len(taken) < 8:
+            taken.append(zygote.take())  # newest first, so the victim is reached
+        assert victim.pid not in zygote.idle_pids()  # dropped when its turn came ...
+        assert victim.pid not in [s.pid for s in taken]  # ... never handed out
+    finally:
+        for s in taken:
+            zygote.end(s)
