@@ -90,7 +90,7 @@ class Zygote:
         self._started = False
         self.closed = False
         self.forked = 0
-        #: top-level modules loaded in the zygote (and so in every sandbox it forks)
+        #: modules loaded in the zygote (and so in every sandbox it forks)
         self.modules: frozenset[str] = frozenset()
         self._reader = threading.Thread(target=self._read, name="dandelion-zygote", daemon=True)
         self._reader.start()

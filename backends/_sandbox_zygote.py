@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.collect()
     gc.freeze()  # keep refcount/GC writes from dirtying inherited pages
-    loaded = sorted({name.partition(".")[0] for name in sys.modules})
+    loaded = sorted(sys.modules)  # packages and submodules: a function may need either
     ctrl.send(MSG.pack(b"R", os.getpid(), 0) + "\n".join(loaded).encode())
     poller = select.poll()
     poller.register(ctrl, select.POLLIN)
