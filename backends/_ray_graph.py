@@ -27,9 +27,9 @@ from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import attrs
+
 from dandelion.backends import _ray_worker as worker
 from dandelion.backends._ray_place import Placement, Route
-
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.plan import Plan

@@ -25,11 +25,11 @@ import uuid
 from typing import Any, Mapping
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from dandelion.backends import _ray_graph as graph
 from dandelion.backends import _ray_worker as worker
 from dandelion.backends._ray_place import NODE_LABEL, Node, Placement
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
 from dandelion.errors import BackendError
 from dandelion.planner.plan import Plan
 from dandelion.runtime.backend import Backend as BackendBase

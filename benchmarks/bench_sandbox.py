@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+import dandelion as dd
 from dandelion.backends import _sandbox_pool, _sandboxc
 from dandelion.backends._sandbox_filter import build_filter
 from dandelion.backends.inline import InlineEngine
 from dandelion.backends.process import ProcessEngine
-
-import dandelion as dd
 from dandelion.items import Item
 from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.runtime.engine import FunctionCall

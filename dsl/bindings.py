@@ -76,7 +76,7 @@ def combine(first: Bound, second: Bound) -> Bound:
 def platform_functions() -> dict[str, Any]:
     """The platform I/O library, if :mod:`dandelion.io` is installed; ``{}`` otherwise."""
     try:
-        from dandelion import io  # type: ignore[attr-defined]
+        from dandelion import io
 
         found = io.platform_functions()
     except (ImportError, AttributeError):
