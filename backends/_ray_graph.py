@@ -122,7 +122,7 @@ def ship_code(obj: Any) -> None:
         return
     path = getattr(module, "__file__", None)
     if path and not _installed(path):
-        ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
+        ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: frozenset[str],

@@ -197,7 +197,7 @@ class RayBackend(BackendBase):
 
     def _discover(self) -> list[Node]:
         nodes = []
-        for info in ray.nodes():  # type: ignore[no-untyped-call]
+        for info in ray.nodes():  # type: ignore[no-untyped-call,unused-ignore]
             if not info.get("Alive"):
                 continue
             resources = info.get("Resources", {})
