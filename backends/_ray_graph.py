@@ -288,9 +288,10 @@ class _Builder:
 
     def _nested(self, index: int, app: Application, spec: FunctionSpec, batch: Any,
                 total: Any, route: Route) -> list[Any]:
-        from dandelion.planner import make_plan
+        from dandelion.planner import derive_plan
 
-        sub_plan = make_plan(self.plan.module, app.function)
+        # the module was verified when the outer plan was made
+        sub_plan = derive_plan(self.plan.module, app.function)
         n = len(spec.results) + 1
         pure = _pure(sub_plan.module)
         refs = _as_list(_NESTED.options(num_returns=n, max_retries=self.settings.retries
@@ -312,7 +313,7 @@ def _pure(module: Module) -> bool:
 def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
            inputs: Mapping[str, Items]) -> Submitted:
     """Submit every application of ``plan`` in dependency order; return without waiting."""
-    from dandelion.runtime.dispatcher import _signature
+    from dandelion.ir.verify import callee_signature
 
     comp = plan.composition
     sets: dict[str, SetValue] = {d.name: tuple(inputs.get(d.name, ())) for d in comp.inputs}
@@ -327,7 +328,9 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
         for index, app in waiting:
             if any(a.source not in sets for a in app.arguments):
                 continue
-            spec = _signature(plan.module, app.function)
+            spec = callee_signature(plan.module, app.function)
+            if spec is None:  # verify() rejects this before a plan exists
+                raise BackendError(f"function '{app.function}' is not declared")
             results = builder.submit(index, app, spec, sets)
             by_result = dict(zip((r.name for r in spec.results), results))
             for out in app.outputs:

@@ -21,6 +21,7 @@ from dandelion.ir.nodes import (
     ShardingMode,
 )
 from dandelion.ir.types import DataType, ElementType
+from dandelion.ir.verify import callee_signature
 
 _DD_MODES = {ShardingMode.EACH: "each", ShardingMode.KEYED: "each key",
              ShardingMode.ANY_EACH: "any", ShardingMode.ANY_KEYED: "any key"}
@@ -116,11 +117,6 @@ def _dd_application(app: Application, spec: FunctionSpec | None, taken: set[str]
     return f"{first}{join} :\n{INDENT}{call}"
 
 
-def _signature(module: Module, name: str) -> FunctionSpec | None:
-    from dandelion.ir.verify import callee_signature
-
-    return callee_signature(module, name)
-
 
 def _dd_composition(module: Module, comp: Composition, header: bool,
                     loop_names: LoopNames) -> list[str]:
@@ -135,7 +131,7 @@ def _dd_composition(module: Module, comp: Composition, header: bool,
     taken = {d.name for d in comp.declarations()}
     for app in comp.applications:
         names = loop_names.get((comp.name, app.span.line, app.span.column), {})
-        text = _dd_application(app, _signature(module, app.function), taken, names)
+        text = _dd_application(app, callee_signature(module, app.function), taken, names)
         lines += [indent + line for line in text.split("\n")]
     return lines
 

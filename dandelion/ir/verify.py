@@ -77,8 +77,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f"did you mean '{close[0]}'?" if close else ""
 
 
-def _callee_signature(module: Module, name: str) -> FunctionSpec | None:
-    """A function's spec, or the signature of a composition seen as a function."""
+def callee_signature(module: Module, name: str) -> FunctionSpec | None:
+    """The signature of the function or composition ``name`` as seen by a caller: a
+    function's spec, or a composition's inputs and outputs as parameters and results."""
     spec = module.function(name)
     if spec is not None:
         return spec
@@ -90,11 +91,6 @@ def _callee_signature(module: Module, name: str) -> FunctionSpec | None:
         params=[Param(d.name, d.type) for d in comp.inputs],
         results=[Param(d.name, d.type) for d in comp.outputs],
     )
-
-
-def callee_signature(module: Module, name: str) -> FunctionSpec | None:
-    """The signature of the function or composition ``name`` as seen by a caller."""
-    return _callee_signature(module, name)
 
 
 class _Checker:
@@ -161,7 +157,7 @@ class _Checker:
     def check_application(self, comp: Composition, app: Application,
                           declared: dict[str, DataType], producers: dict[str, Application],
                           consumed: set[str]) -> None:
-        spec = _callee_signature(self.module, app.function)
+        spec = callee_signature(self.module, app.function)
         if spec is None:
             names = [f.name for f in self.module.functions]
             names += [c.name for c in self.module.compositions]

@@ -27,10 +27,16 @@ def make_plan(module: Module, entry: str, passes: Sequence[Pass] | None = None) 
         CompositionError: the module has errors (all of them are attached).
     """
     check(module)
+    return derive_plan(module, entry, passes)
+
+
+def derive_plan(module: Module, entry: str, passes: Sequence[Pass] | None = None) -> Plan:
+    """The plan for composition ``entry`` of a module already verified (no checks)."""
     plan = Plan(module, entry)
     for p in DEFAULT_PASSES if passes is None else passes:
         plan = p(plan)
     return plan
 
 
-__all__ = ["DEFAULT_PASSES", "Decision", "Pass", "Plan", "flatten", "make_plan"]
+__all__ = ["DEFAULT_PASSES", "Decision", "Pass", "Plan", "derive_plan", "flatten",
+           "make_plan"]

@@ -19,6 +19,7 @@ import attrs
 
 from dandelion.errors import BackendError, DandelionError, FunctionError, FunctionTimeout
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module
+from dandelion.ir.verify import callee_signature
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.pool import EnginePool, Job
@@ -203,6 +204,8 @@ class _Run:
         self.error: BaseException | None = None
         self.running: dict[int, _Running] = {}
         self.calls: dict[str, FunctionCall] = {}
+        self.signatures: dict[str, FunctionSpec] = {}
+        self.nested = {c.name for c in self.module.compositions}
         self.counts = [0, len(comp.applications), 0, 0]  # apps done/total, instances too
 
     # -- driving ---------------------------------------------------------------------------
@@ -288,7 +291,7 @@ class _Run:
     def _start(self, index: int) -> None:
         d = self.d
         app = self.comp.applications[index]
-        spec = _signature(self.module, app.function)
+        spec = self._signature(app.function)
         args = {a.param: a for a in app.arguments}
         ins = []
         for p in spec.params:
@@ -302,7 +305,7 @@ class _Run:
         if not insts:
             self._publish(index, [() for _ in spec.results])
             return
-        if self.module.composition(app.function) is not None:
+        if app.function in self.nested:
             self._start_nested(index, state)
             return
         call = self.calls.get(spec.name)
@@ -318,13 +321,24 @@ class _Run:
             d.pool.submit(Job(call, insts[start_at:start_at + size], self.on_job,
                               self.cancelled, tag=(index, start_at)))
 
+    def _signature(self, name: str) -> FunctionSpec:
+        """The callee's signature, looked up once per run."""
+        spec = self.signatures.get(name)
+        if spec is None:
+            spec = callee_signature(self.module, name)
+            if spec is None:  # verify() rejects this before a plan exists
+                raise BackendError(f"function '{name}' is not declared")
+            self.signatures[name] = spec
+        return spec
+
     def _start_nested(self, index: int, state: _Running) -> None:
         runner = self.d.sub_runner
         if runner is None:
             raise BackendError("this runtime cannot run a composition once per shard")
-        from dandelion.planner import make_plan
+        from dandelion.planner import derive_plan
 
-        sub_plan = make_plan(self.plan.module, state.app.function)
+        # the module was verified when the outer plan was made
+        sub_plan = derive_plan(self.plan.module, state.app.function)
         spec = state.spec
 
         def work() -> None:
@@ -357,12 +371,3 @@ class _Run:
                 self.on_whole(index, gather(results or [], len(spec.results)), None)
 
         self.d.io_engine.submit(call, state.instances, done, self.cancelled)
-
-
-def _signature(module: Module, name: str) -> FunctionSpec:
-    from dandelion.ir.verify import callee_signature
-
-    spec = callee_signature(module, name)
-    if spec is None:  # verify() rejects this before a plan exists
-        raise BackendError(f"function '{name}' is not declared")
-    return spec
