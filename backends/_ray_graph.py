@@ -20,6 +20,7 @@ statuses only (:func:`wait`) and fetches the direct outputs at the end (:func:`f
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import types
@@ -133,6 +134,7 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
     The implementation is chosen as the local dispatcher chooses it, with the same errors
     for missing code or an engine that runs none of the implementations.
     """
+    import cloudpickle
     import ray
 
     pool = types.SimpleNamespace(kinds=engine_kinds, engine_name=engine_name)
@@ -146,7 +148,9 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
             continue
         call = chooser.call_for(module, spec)  # the local backend's choice and errors
         ship_code(call.artifact)
-        key = f"{call.implementation.digest or name}:{call.implementation.kind}:{call.timeout}"
+        # Workers cache calls by this key, so it must name the content: a code digest covers
+        # only the source, and two closures of one factory share it but not their values.
+        key = f"{name}:{hashlib.sha256(cloudpickle.dumps(call)).hexdigest()}"
         boxes[name] = CallBox(key, (ray.put(call),))
     return boxes
 

@@ -237,3 +237,16 @@ def long_chain(n: int) -> dd.CompositionFunction:
 
     body.__annotations__ = {"x": int, "return": int}
     return dd.composition(body, name=f"chain_{n}")
+
+
+def adder(n: int) -> dd.CompositionFunction:
+    """A composition whose function is a closure: same name and code for every ``n``."""
+    @dd.compute(name="add_n")
+    def add_n(x: int) -> int:
+        return x + n
+
+    @dd.composition(name="add_n_to_each")
+    def add_to_each(xs: list[int]) -> list[int]:
+        return add_n(dd.each(xs))
+
+    return add_to_each

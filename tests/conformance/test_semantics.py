@@ -146,3 +146,8 @@ def test_concurrent_runs_do_not_mix_results(runtime):
 
 def test_several_outputs_come_back_as_the_annotated_named_tuple(runtime):
     assert isinstance(runtime.run(f.extremes, [2, 5]), f.MinMax)
+
+
+def test_closures_with_the_same_code_keep_their_own_values(runtime):
+    assert runtime.run(f.adder(1), [1, 2]) == [2, 3]
+    assert runtime.run(f.adder(10), [1, 2]) == [11, 12]
