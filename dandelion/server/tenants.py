@@ -131,11 +131,14 @@ def _cacheable(module: Module) -> bool:
     return all(f.cacheable for f in module.functions)
 
 
-def planned(module: Module) -> list[CompositionRecord]:
-    """A record, with its plan, for every composition of a resolved, checked module."""
+def planned(module: Module, only: str | None = None) -> list[CompositionRecord]:
+    """A record, with its plan, for every composition of a resolved, checked module (or
+    only for the one called ``only``)."""
     digest = content_hash(module)
     records = []
     for comp in module.compositions:
+        if only is not None and comp.name != only:
+            continue
         plan = make_plan(module, comp.name)
         records.append(CompositionRecord(comp.name, module, plan, _cacheable(plan.module),
                                          digest))
@@ -299,10 +302,10 @@ class Tenant:
             self.functions[name] = FunctionRecord(spec, f["source"])
         self.versions.update({d: (v[0], v[1]) for d, v in data.get("versions", {}).items()})
         for name, m in data.get("compositions", {}).items():
-            module = module_from_data(m)
-            for r in self.add_compositions(module):
-                if r.name != name:
-                    self.compositions.pop(r.name, None)
+            # each entry saves its record's whole module: restore just that composition,
+            # so a module registered with several keeps all of them
+            for r in planned(module_from_data(m), only=name):
+                self.compositions[r.name] = r
 
 
 def _conflicts(declared: FunctionSpec, bound: FunctionSpec) -> bool:

@@ -282,3 +282,16 @@ def test_registrations_survive_a_restart(tmp_path):
         a = Raw(s.url)("POST", "/v1/compositions/sum_doubles/invoke",
                        {"inputs": {"xs": [1, 2]}})
         assert a.status == 200 and a.json["outputs"]["result"][0]["value"] == 6
+
+
+def test_every_composition_of_one_registration_survives_a_restart(tmp_path):
+    config = ServerConfig(port=0, state_dir=str(tmp_path))
+    both = sum_doubles.module.merge(explode.module)
+    with Server(config).start_in_thread() as s:
+        r = Raw(s.url)
+        assert r("POST", "/v1/functions", {"source": SOURCE}).status == 201
+        assert r("POST", "/v1/compositions", {"ir": module_to_data(both)}).status == 201
+    with Server(config).start_in_thread() as s:
+        listed = Raw(s.url)("GET", "/v1/compositions").json
+        names = sorted(c["name"] for c in listed["compositions"])
+        assert names == ["explode", "sum_doubles"]
