@@ -18,7 +18,7 @@ from typing import Any
 from dandelion.authoring.composition import CompositionFunction
 from dandelion.errors import DandelionError
 from dandelion.ir.serialize import from_json
-from dandelion.program import Program
+from dandelion.program import Program, default_entry
 
 DSL_SUFFIXES = (".dd", ".dcl")
 
@@ -121,8 +121,11 @@ def load_program(target: str) -> Program:
         return program
     if suffix == ".json":
         module_ir = from_json(path.read_bytes())
-        compositions = {c.name: c for c in module_ir.compositions}
-        comp = _pick(compositions, name, path)
-        return Program.from_module(module_ir, comp.name)
+        if name is not None:
+            _pick({c.name: c for c in module_ir.compositions}, name, path)  # says what exists
+            return Program.from_module(module_ir, name)
+        if not module_ir.compositions:
+            raise DandelionError(f"{path}: defines no composition")
+        return Program.from_module(module_ir, default_entry(module_ir, path.stem))
     raise DandelionError(f"{path}: don't know how to read '{suffix or path.name}' files",
                          hint="give a .py, .dd, .dcl or IR .json file")

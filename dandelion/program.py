@@ -15,6 +15,27 @@ from dandelion.items import Item
 Sets = Mapping[str, tuple[Item[Any], ...]]
 
 
+def default_entry(module: Module, stem: str | None = None) -> str:
+    """The composition to run when none is named: the only one no other composition calls;
+    else the one called ``stem`` (a file's name); else the last one.
+
+    >>> from dandelion.ir import Application, Composition, Module
+    >>> m = Module([], [Composition("outer", applications=[Application("inner")]),
+    ...                 Composition("inner")])
+    >>> default_entry(m)
+    'outer'
+    """
+    if not module.compositions:
+        raise DandelionError("the module has no composition to run")
+    called = {a.function for c in module.compositions for a in c.applications}
+    roots = [c.name for c in module.compositions if c.name not in called]
+    if len(roots) == 1:
+        return roots[0]
+    if stem is not None and module.composition(stem) is not None:
+        return stem
+    return module.compositions[-1].name
+
+
 def _views(decls: Any) -> tuple[tuple[str, View], ...]:
     return tuple((d.name, View(d.type)) for d in decls)
 
@@ -43,7 +64,7 @@ class Program:
     @classmethod
     def from_module(cls, module: Module, entry: str | None = None,
                     artifacts: Mapping[str, Any] | None = None) -> Program:
-        """A program for ``entry`` (default: the module's last composition)."""
+        """A program for ``entry`` (default: :func:`default_entry`)."""
         comp = cls._entry(module, entry)
         return cls(module, comp.name, dict(artifacts or {}), _views(comp.inputs),
                    _views(comp.outputs))
@@ -52,11 +73,9 @@ class Program:
     def _entry(module: Module, entry: str | None) -> Composition:
         if not module.compositions:
             raise DandelionError("the module has no composition to run")
-        if entry is None:
-            return module.compositions[-1]
-        comp = module.composition(entry)
+        comp = module.composition(entry if entry is not None else default_entry(module))
         if comp is None:
-            names = ", ".join(c.name for c in module.compositions)
+            names = ", ".join(c.name for c in module.compositions)  # only a named entry
             raise DandelionError(f"no composition called '{entry}' (there is: {names})")
         return comp
 

@@ -25,7 +25,7 @@ from dandelion.dsl.parser import parse_ast
 from dandelion.errors import DandelionError
 from dandelion.ir.nodes import Module
 from dandelion.ir.verify import Diagnostic, verify
-from dandelion.program import Program
+from dandelion.program import Program, default_entry
 
 Functions = Mapping[str, Any] | types.ModuleType | None
 
@@ -175,12 +175,7 @@ def _entry(module: Module, entry: str | None, filename: str) -> str:
         return entry
     if not module.compositions:
         raise DandelionError("the file defines no composition")
-    called = {a.function for c in module.compositions for a in c.applications}
-    roots = [c.name for c in module.compositions if c.name not in called]
-    if len(roots) == 1:
-        return roots[0]
-    named = default_composition_name(filename)  # as the CLI does for .py files
-    return named if module.composition(named) is not None else module.compositions[-1].name
+    return default_entry(module, default_composition_name(filename))
 
 
 def loads(text: str | bytes, filename: str = "<string>", functions: Functions = None,

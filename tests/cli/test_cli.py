@@ -122,3 +122,13 @@ def test_a_failing_function_exits_1_naming_it(tmp_path):
     assert out.returncode == 1
     assert "compute function 'boom'" in out.stderr.decode()
     assert "Traceback" not in out.stderr.decode()
+
+
+def test_ir_of_nested_compositions_checks_without_naming_the_entry(tmp_path, capsys):
+    from dandelion.ir import to_json
+    from tests.conformance import funcs
+
+    path = tmp_path / "nested.json"
+    path.write_text(to_json(funcs.nested_all.module))
+    assert main(["check", str(path)]) == 0
+    assert "composition 'nested_all'" in capsys.readouterr().out
