@@ -87,7 +87,6 @@ class Lowering:
         self.lowered: dict[str, Composition] = {}
         self.foreign: list[Module] = []
         self.artifacts: dict[str, Any] = {}
-        self.used: list[str] = []
         #: (composition, line, column of the call) -> parameter -> loop variable name.
         self.loop_names: dict[tuple[str, int, int], dict[str, str]] = {}
         self._active: set[str] = set()
@@ -157,10 +156,7 @@ class Lowering:
         """The signature of the function or composition ``name`` as seen by a caller."""
         if name in self.comp_asts:
             comp = self.lower_composition(name)
-            if comp is None:
-                return None
-            return FunctionSpec(name, [Param(d.name, d.type) for d in comp.inputs],
-                                [Param(d.name, d.type) for d in comp.outputs])
+            return comp.signature() if comp is not None else None
         spec = self.functions.get(name) or self.implicit.get(name)
         bound = self.bound.get(name)
         if spec is None and bound is not None:
@@ -168,17 +164,14 @@ class Lowering:
                 self.foreign.append(bound.module)
                 self.artifacts.update(bound.artifacts)
                 comp = bound.module.composition(name) or bound.module.compositions[0]
-                spec = FunctionSpec(name, [Param(d.name, d.type) for d in comp.inputs],
-                                    [Param(d.name, d.type) for d in comp.outputs])
-                return spec
+                renamed: FunctionSpec = attrs.evolve(comp.signature(), name=name)
+                return renamed
             if bound.spec is not None:
                 spec = attrs.evolve(bound.spec, span=Span())
                 self.functions[name] = spec
         if spec is not None:
-            if name not in self.used:
-                self.used.append(name)
-                if bound is not None:
-                    self.artifacts.update(bound.artifacts)
+            if bound is not None:
+                self.artifacts.update(bound.artifacts)
             return spec
         if self.strict or self.tree.notation == "dcl":
             known = [*self.functions, *self.comp_asts, *self.bound]
@@ -197,7 +190,6 @@ class Lowering:
         # fit a set as well as an item).
         spec = FunctionSpec(name, params, [Param(r, DataType(is_set=False)) for r in outs])
         self.implicit[name] = spec
-        self.used.append(name)
         return spec
 
     # -- compositions ---------------------------------------------------------------

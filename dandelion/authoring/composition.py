@@ -7,12 +7,14 @@ import inspect
 import typing
 from typing import Any, Callable, Sequence
 
+import attrs
+
 from dandelion.authoring import tracing
 from dandelion.authoring.annotations import View, view_of
 from dandelion.authoring.compute import ComputeFunction
 from dandelion.authoring.tracing import SetRef, Trace
 from dandelion.errors import CompositionTypeError, FunctionTypeError
-from dandelion.ir.nodes import Composition, FunctionSpec, Module, Param, SetDecl, Span
+from dandelion.ir.nodes import Composition, Module, SetDecl, Span
 from dandelion.ir.verify import check
 from dandelion.program import Program
 
@@ -86,8 +88,7 @@ class CompositionFunction:
             getattr(ret, "_fields", None) == tuple(out_names) else None
         self.program = Program(module, self.name, artifacts, tuple(input_views),
                                tuple(output_views), named)
-        self.spec = FunctionSpec(self.name, [Param(d.name, d.type) for d in comp.inputs],
-                                 [Param(d.name, d.type) for d in comp.outputs], span=span)
+        self.spec = attrs.evolve(comp.signature(), span=span)
 
     def _outputs(self, returned: Any, outputs: Sequence[str] | str | None,
                  hints: dict[str, Any], where: str, span: Any

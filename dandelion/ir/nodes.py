@@ -225,6 +225,11 @@ class Composition:
     applications: tuple[Application, ...] = attrs.field(converter=_tuple, default=())
     span: Span = _span_field()
 
+    def signature(self) -> FunctionSpec:
+        """This composition as a caller sees it: inputs as parameters, outputs as results."""
+        return FunctionSpec(self.name, [Param(d.name, d.type) for d in self.inputs],
+                            [Param(d.name, d.type) for d in self.outputs])
+
     def declarations(self) -> Iterator[SetDecl]:
         """All declared sets: inputs, outputs, ephemeral."""
         yield from self.inputs

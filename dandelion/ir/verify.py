@@ -20,7 +20,6 @@ from dandelion.ir.nodes import (
     Composition,
     FunctionSpec,
     Module,
-    Param,
     ShardingMode,
     Span,
 )
@@ -84,13 +83,7 @@ def callee_signature(module: Module, name: str) -> FunctionSpec | None:
     if spec is not None:
         return spec
     comp = module.composition(name)
-    if comp is None:
-        return None
-    return FunctionSpec(
-        name=comp.name,
-        params=[Param(d.name, d.type) for d in comp.inputs],
-        results=[Param(d.name, d.type) for d in comp.outputs],
-    )
+    return comp.signature() if comp is not None else None
 
 
 class _Checker:

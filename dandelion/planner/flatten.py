@@ -24,7 +24,7 @@ from dandelion.ir.nodes import Application, Composition, Module, SetDecl, Shardi
 from dandelion.planner.plan import Plan
 
 
-def _inline(module: Module, comp: Composition, depth: int = 0) -> tuple[Composition, list[str]]:
+def _inline(module: Module, comp: Composition) -> tuple[Composition, list[str]]:
     apps: list[Application] = []
     ephemeral = list(comp.ephemeral)
     notes: list[str] = []
@@ -33,7 +33,7 @@ def _inline(module: Module, comp: Composition, depth: int = 0) -> tuple[Composit
         if callee is None or any(a.mode is not ShardingMode.ALL for a in app.arguments):
             apps.append(app)
             continue
-        callee, inner_notes = _inline(module, callee, depth + 1)
+        callee, inner_notes = _inline(module, callee)
         notes += inner_notes
         prefix = f"{callee.name}_{n}_"
         rename = {d.name: prefix + d.name for d in callee.declarations()}
