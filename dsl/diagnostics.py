@@ -12,12 +12,12 @@ and :meth:`Report.raise_errors` raises one exception carrying all of them.
 
 from __future__ import annotations
 
-import difflib
 from typing import Iterable, NoReturn
 
 from dandelion.errors import CompositionError, CompositionTypeError, DslSyntaxError
 from dandelion.ir.nodes import Span
 from dandelion.ir.verify import TYPE_CODES, Diagnostic, Severity
+from dandelion.ir.verify import did_you_mean as verify_did_you_mean
 
 #: Codes of problems found before any meaning is given to the text.
 SYNTAX_CODES = frozenset({"syntax", "unknown-keyword", "unknown-type", "bad-character",
@@ -25,13 +25,13 @@ SYNTAX_CODES = frozenset({"syntax", "unknown-keyword", "unknown-type", "bad-char
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """``did you mean 'x'?`` for a misspelled ``name``, or ``""``.
+    """``did you mean 'x'?`` for a misspelled ``name``, or ``""`` (a stricter match than
+    :func:`dandelion.ir.verify.did_you_mean`, which it calls).
 
     >>> did_you_mean("logSets", ["logSet", "requestSet"])
     "did you mean 'logSet'?"
     """
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else ""
+    return verify_did_you_mean(name, candidates, cutoff=0.6)
 
 
 class Source:

@@ -70,9 +70,9 @@ class Diagnostic:
 TYPE_CODES = frozenset({"type-mismatch", "shape-mismatch"})
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.5) -> str:
     """A ``did you mean 'x'?`` hint for a misspelled ``name``, or ``""``."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=cutoff)
     return f"did you mean '{close[0]}'?" if close else ""
 
 
