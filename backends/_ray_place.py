@@ -77,14 +77,18 @@ class Placement:
     nodes: tuple[Node, ...]
     actors: Mapping[str, Any] | None = None
     _turn: int = 0
+    _nodes_cycle: list[Node] | None = None
 
     def _route(self, node: Node) -> Route:
         actor = self.actors.get(node.id) if self.actors is not None else None
         return Route(node, actor)
 
     def _cycle(self) -> list[Node]:
-        most = max((n.cpus for n in self.nodes), default=1)
-        return [n for k in range(most) for n in self.nodes if n.cpus > k]
+        """Each node once per CPU, interleaved (built once: the nodes are fixed)."""
+        if self._nodes_cycle is None:
+            most = max((n.cpus for n in self.nodes), default=1)
+            self._nodes_cycle = [n for k in range(most) for n in self.nodes if n.cpus > k]
+        return self._nodes_cycle
 
     def _next(self) -> Node:
         cycle = self._cycle()

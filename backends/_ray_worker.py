@@ -25,7 +25,7 @@ from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
 from dandelion.runtime.dispatcher import Dispatcher, instance_error
 from dandelion.runtime.engine import Engine, FunctionCall
-from dandelion.runtime.pool import EnginePool, Job
+from dandelion.runtime.pool import EnginePool, Job, run_instance
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
@@ -196,16 +196,6 @@ class _TaskHost:
     calls: dict[str, FunctionCall] = {}
 
 
-def _run_inline(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
-    context = engine.domain.acquire()
-    try:
-        context.place(inst.inputs)
-        engine.run(context, call)
-        return context.extract()
-    finally:
-        engine.domain.release(context)
-
-
 def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
     """One instance on a helper thread, given up on at the call's timeout (an unsandboxed
     function cannot be stopped: the thread runs on, as with the local inline engine)."""
@@ -213,7 +203,7 @@ def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance) -> Any
 
     def work() -> None:
         try:
-            box.append((True, _run_inline(load_engine("inline")(), call, inst)))
+            box.append((True, run_instance(engine, call, inst)))
         except BaseException as e:  # handed to the caller below
             box.append((False, e))
 
@@ -257,7 +247,7 @@ def execute_task(unit: UnitSpec, box: Sequence[Any],
     for inst in insts:
         try:
             results.append(_run_with_timeout(engine, call, inst) if call.timeout
-                           else _run_inline(engine, call, inst))
+                           else run_instance(engine, call, inst))
         except FunctionTimeout:
             raise
         except BaseException as e:

@@ -29,6 +29,18 @@ class Job:
     tag: Any = None
 
 
+def run_instance(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
+    """Run one instance on ``engine`` in a context of its memory domain; its outputs."""
+    domain = engine.domain
+    context = domain.acquire()
+    try:
+        context.place(inst.inputs)
+        engine.run(context, call)
+        return context.extract()
+    finally:
+        domain.release(context)
+
+
 class Worker(threading.Thread):
     """One thread, one engine."""
 
@@ -43,7 +55,6 @@ class Worker(threading.Thread):
     def run(self) -> None:
         tasks = self.pool.tasks
         engine = self.engine
-        domain = engine.domain
         while not self.abandoned:
             job = tasks.get()
             if job is None:
@@ -54,16 +65,11 @@ class Worker(threading.Thread):
                 if job.cancelled.is_set():
                     break
                 self.current = (job, inst, time.monotonic())
-                context = domain.acquire()
                 try:
-                    context.place(inst.inputs)
-                    engine.run(context, job.call)
-                    results.append(context.extract())
+                    results.append(run_instance(engine, job.call, inst))
                 except BaseException as e:  # reported to the dispatcher, never lost
                     failure = (inst, e)
                     break
-                finally:
-                    domain.release(context)
             self.current = None
             if not self.abandoned:
                 job.done(job, failure)
