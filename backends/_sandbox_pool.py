@@ -89,7 +89,6 @@ class Zygote:
         self._statuses: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._started = False
         self.closed = False
-        self.forked = 0
         #: modules loaded in the zygote (and so in every sandbox it forks)
         self.modules: frozenset[str] = frozenset()
         self._reader = threading.Thread(target=self._read, name="dandelion-zygote", daemon=True)
@@ -119,7 +118,6 @@ class Zygote:
             with self._cond:
                 if op == b"C" and fds:
                     self._pending = max(0, self._pending - 1)
-                    self.forked += 1
                     self._ready.append(Sandbox(pid, socket.socket(fileno=fds[0]),
                                                fds[1] if len(fds) > 1 else -1,
                                                self.native is not None))

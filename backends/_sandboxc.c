@@ -145,66 +145,6 @@ static PyObject *install_filter(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *no_new_privs(PyObject *self, PyObject *noargs) {
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    Py_RETURN_NONE;
-}
-
-static PyObject *close_fds_except(PyObject *self, PyObject *args) {
-    PyObject *keep_obj;
-    if (!PyArg_ParseTuple(args, "O", &keep_obj))
-        return NULL;
-    PyObject *seq = PySequence_Fast(keep_obj, "keep must be a sequence of fds");
-    if (seq == NULL)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    int keep[64];
-    if (n > 64) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "too many descriptors to keep");
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        keep[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
-        if (keep[i] == -1 && PyErr_Occurred()) {
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
-    Py_DECREF(seq);
-    /* sort (tiny n) */
-    for (Py_ssize_t i = 1; i < n; i++)
-        for (Py_ssize_t j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
-            int t = keep[j];
-            keep[j] = keep[j - 1];
-            keep[j - 1] = t;
-        }
-    unsigned int lo = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (keep[i] < 0)
-            continue;
-        if ((unsigned int)keep[i] > lo && syscall(SYS_close_range, lo, keep[i] - 1, 0) != 0)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        lo = (unsigned int)keep[i] + 1;
-    }
-    if (syscall(SYS_close_range, lo, ~0U, 0) != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    Py_RETURN_NONE;
-}
-
-static PyObject *punch_hole(PyObject *self, PyObject *args) {
-    int fd;
-    long long offset, length;
-    if (!PyArg_ParseTuple(args, "iLL", &fd, &offset, &length))
-        return NULL;
-    if (length <= 0)
-        Py_RETURN_NONE;
-    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    Py_RETURN_NONE;
-}
-
 /*
  * wipe(fd, mapping, limit): make every byte of a context read as zero.  Pages that were
  * written (the file's data extents, found with SEEK_DATA/SEEK_HOLE) are zeroed in place when
@@ -375,7 +315,11 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
         return PyErr_SetFromErrno(PyExc_OSError);
     if (syscall(SYS_close_range, fd + 1, ~0U, 0) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);
-    PyObject *r = install_fatal_handlers(self, Py_BuildValue("(i)", fd));
+    PyObject *fargs = Py_BuildValue("(i)", fd);
+    if (fargs == NULL)
+        return NULL;
+    PyObject *r = install_fatal_handlers(self, fargs);
+    Py_DECREF(fargs);
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
@@ -407,14 +351,11 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
 static PyObject *prepare(PyObject *self, PyObject *args);
 
 /*
- * fork_sandbox(channel, cpu_seconds, memory_limit, program) -> (pid, baseline): fork a
- * sandbox and lock it down before any Python code runs in it: the child gets `channel` as
- * descriptor 3 and is prepared (see prepare()); with a `program`, it also caps its address
- * space at baseline + memory_limit and installs the filter.  In the child pid is 0 and
- * baseline the address space the runtime takes.  Doing all this in C keeps the child from
- * touching (and so copying) Python objects.
+ * The child's side of spawn_sandbox(), before any Python code runs in it: `channel` becomes
+ * descriptor 3, the process is prepared (see prepare()), and with a `program` its address
+ * space is capped at baseline + memory_limit and the filter installed.  Doing this in C
+ * keeps the child from touching (and so copying) Python objects.
  */
-/* The child's side of fork_sandbox()/spawn_sandbox(): channel to 3, prepare, limit, filter. */
 static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memory,
                            Py_buffer *prog) {
     signal(SIGCHLD, SIG_DFL);
@@ -443,33 +384,17 @@ static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memor
     return Py_BuildValue("(iL)", 0, baseline);
 }
 
-static PyObject *fork_sandbox(PyObject *self, PyObject *args) {
-    int channel, cpu;
-    long long memory;
-    Py_buffer prog = {0};
-    if (!PyArg_ParseTuple(args, "iiLz*", &channel, &cpu, &memory, &prog))
-        return NULL;
-    pid_t pid = fork();
-    if (pid != 0) {
-        PyBuffer_Release(&prog);
-        if (pid < 0)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        return Py_BuildValue("(iL)", (int)pid, 0LL);
-    }
-    return lock_down(self, channel, cpu, memory, &prog);
-}
-
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
 
 /*
  * spawn_sandbox(ctrl, cpu_seconds, memory_limit, program) -> (pid, baseline): a new channel
- * (socket pair), fork_sandbox() on one end, and in the zygote: hand the other end and a
+ * (socket pair), a fork that locks the child down on one end (lock_down()), and in the zygote: hand the other end and a
  * pidfd of the sandbox to the worker over `ctrl` as a 'C' control message (<cii: 'C', pid,
  * 0), keeping neither.  All in C, so that forking touches no Python object in the zygote
  * (whose pages are shared copy-on-write with every sandbox it has forked: each Python
- * write there after a fork is a page copy).  In the child: as fork_sandbox().
+ * write there after a fork is a page copy).  In the child: (0, baseline).
  */
 static PyObject *spawn_sandbox(PyObject *self, PyObject *args) {
     int ctrl, cpu;
@@ -683,26 +608,15 @@ static PyObject *receive(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"receive", receive, METH_VARARGS,
      "receive(channel, header_size, capacity_offset, length_offset) -> (header, view, payload)."},
-    {"map_context", map_context, METH_VARARGS,
-     "map_context(channel, header_size, capacity_offset) -> (header, memoryview or None)."},
     {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
     {"spawn_sandbox", spawn_sandbox, METH_VARARGS,
      "spawn_sandbox(ctrl, cpu, memory_limit, program) -> (pid, baseline)."},
-    {"fork_sandbox", fork_sandbox, METH_VARARGS,
-     "fork_sandbox(channel, cpu, memory_limit, program) -> (pid, baseline)."},
     {"prepare", prepare, METH_VARARGS,
      "prepare(channel, cpu_seconds) -> bytes of address space in use."},
     {"wait_assignment", wait_assignment, METH_VARARGS,
      "wait_assignment(channel, size) -> (header, memfd)."},
-    {"install_fatal_handlers", install_fatal_handlers, METH_VARARGS,
-     "install_fatal_handlers(fd, stack_size=262144): report fatal signals on fd, then exit."},
     {"install_filter", install_filter, METH_VARARGS,
      "install_filter(program): no_new_privs, then the seccomp-bpf program (bytes)."},
-    {"no_new_privs", no_new_privs, METH_NOARGS, "Set PR_SET_NO_NEW_PRIVS."},
-    {"close_fds_except", close_fds_except, METH_VARARGS,
-     "close_fds_except(keep): close every descriptor not in keep."},
-    {"punch_hole", punch_hole, METH_VARARGS,
-     "punch_hole(fd, offset, length): give the pages of a file range back (reads as zero)."},
     {"wipe", wipe, METH_VARARGS,
      "wipe(fd, mapping, limit): zero a context in place (or punch it out if large)."},
     {"map_segments", map_segments, METH_VARARGS,

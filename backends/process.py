@@ -316,9 +316,6 @@ class ProcessEngine(EngineBase):
                                 hint="a compute function returns its results; it does not "
                                      "exit the process")
 
-    def close(self) -> None:
-        super().close()
-
     def __repr__(self) -> str:
         return f"<ProcessEngine pool={self.pool_size} memory_limit={self.memory_limit}>"
 
