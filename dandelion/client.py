@@ -75,10 +75,17 @@ class ServerError(errors.DandelionError):
 def _raise(status: int, body: bytes) -> None:
     try:
         err = json.loads(body)["error"]
-        kind, message, hint = err["type"], err["message"], err.get("hint")
+        well_formed = isinstance(err, dict) and "type" in err and "message" in err
     except (ValueError, KeyError, TypeError):
-        raise ServerError(f"HTTP {status}: {body[:200]!r}", status=status,
-                          type="HTTPError") from None
+        well_formed = False
+    if not well_formed:
+        raise ServerError(f"HTTP {status}: {body[:200]!r}", status=status, type="HTTPError")
+    _raise_error(status, err)
+
+
+def _raise_error(status: int, err: dict[str, Any]) -> None:
+    """Raise the Dandelion error an ``{"error": …}`` document of the server describes."""
+    kind, message, hint = err["type"], err["message"], err.get("hint")
     cls = _ERRORS.get(kind)
     if cls is not None and issubclass(cls, errors.FunctionError):
         raise cls(message, hint=hint, function=err.get("function", ""),
@@ -139,8 +146,7 @@ def _function_views(fn: Any) -> tuple[tuple[tuple[str, View], ...], tuple[tuple[
 class Job:
     """An asynchronous invocation on the server (from :meth:`Client.submit`)."""
 
-    def __init__(self, client: Client, id: str, program: Program | None,
-                 unbind: Any) -> None:
+    def __init__(self, client: Client, id: str, unbind: Any) -> None:
         self.client = client
         self.id = id
         self._unbind = unbind
@@ -163,8 +169,8 @@ class Job:
             if doc["status"] == "succeeded":
                 return self._unbind(doc["outputs"])
             if doc["status"] == "failed":
-                err = doc["error"]
-                _raise(err.pop("status", 422), json.dumps({"error": err}).encode())
+                err = dict(doc["error"])
+                _raise_error(err.pop("status", 422), err)
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {self.id} is still running")
 
@@ -398,7 +404,7 @@ class Client:
         """Start an asynchronous invocation; :meth:`Job.result` waits for it."""
         path, body, unbind = self._call(target, args, inputs)
         doc = self.request("POST", path + "/jobs", body)
-        return Job(self, doc["id"], None, unbind)
+        return Job(self, doc["id"], unbind)
 
     def job(self, id: str, wait: float = 0.0) -> dict[str, Any]:
         """A job's status document, waiting up to ``wait`` seconds for it to finish."""

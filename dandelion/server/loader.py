@@ -59,8 +59,8 @@ def exec_source(source: str, path: str) -> dict[str, ComputeFunction]:
     return found
 
 
-def import_module_functions(module_name: str) -> tuple[str, dict[str, ComputeFunction]]:
-    """The source and compute functions of an installed module (``package.module``).
+def module_source(module_name: str) -> str:
+    """The source text of an installed module (``package.module``).
 
     Raises:
         RegistrationError: the module cannot be imported or has no source.
@@ -74,7 +74,7 @@ def import_module_functions(module_name: str) -> tuple[str, dict[str, ComputeFun
     if not path or not path.endswith(".py") or not os.path.exists(path):
         raise RegistrationError(f"module '{module_name}' has no Python source file")
     with open(path, encoding="utf-8") as f:
-        return f.read(), {}
+        return f.read()
 
 
 def function_named(functions: dict[str, ComputeFunction], name: str) -> Any:

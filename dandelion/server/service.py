@@ -40,7 +40,7 @@ from dandelion.items import Item
 from dandelion.runtime.artifacts import ArtifactStore as CodeStore
 from dandelion.runtime.artifacts import NativeFunction
 from dandelion.server.config import ServerConfig
-from dandelion.server.loader import RegistrationError, import_module_functions
+from dandelion.server.loader import RegistrationError, module_source
 from dandelion.server.metrics import Metrics
 from dandelion.server.native import check_name, native_spec, parse_signature
 from dandelion.server.tenants import (
@@ -201,7 +201,7 @@ class Service:
             raise RegistrationError("give either 'source' (Python text) or 'module' "
                                     "(an importable module name)")
         if module is not None:
-            source, _ = import_module_functions(module)
+            source = module_source(module)
         assert source is not None
         digest, functions = self.store.save(source)
         records = tenant.add_functions(digest, functions, names)
