@@ -29,6 +29,9 @@ from typing import Any
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 
+#: The smallest and largest value an ``int`` item holds (int64).
+INT64_RANGE = (-(2**63), 2**63 - 1)
+
 
 def _fail(value: Any, element: ElementType, why: str) -> EncodingError:
     shown = repr(value)

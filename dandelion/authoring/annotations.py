@@ -25,6 +25,7 @@ from typing import Any, Sequence, Union
 
 import attrs
 
+from dandelion.codec import INT64_RANGE
 from dandelion.errors import EncodingError, FunctionError, FunctionTypeError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -155,13 +156,12 @@ def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:
     return items[0] if view.items else items[0].value
 
 
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _check_encodable(value: Any, element: ElementType, what: str) -> None:
     """Reject what passes the type check but has no encoding (so every engine agrees)."""
     if element is ElementType.INT and isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
+        if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
             raise EncodingError(f"{what}: {value} does not fit in 64 bits")
     elif element is ElementType.JSON:
         from dandelion.codec import encode

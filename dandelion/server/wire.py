@@ -38,7 +38,7 @@ import json
 import math
 from typing import Any, Mapping
 
-from dandelion.codec import decode, encode
+from dandelion.codec import INT64_RANGE, decode, encode
 from dandelion.errors import DandelionError, EncodingError, InputError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -47,7 +47,6 @@ MSGPACK = "application/msgpack"
 JSON = "application/json"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
 _ITEM_KEYS = frozenset({"value", "key", "name"})
-_INT64 = (-(1 << 63), (1 << 63) - 1)
 _FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -141,7 +140,7 @@ def decode_value(value: Any, element: ElementType, where: str) -> Any:
     if element is ElementType.INT:
         if not isinstance(value, int) or isinstance(value, bool):
             raise WireError(f"{where}: expected an integer, got {_kind(value)}")
-        if not _INT64[0] <= value <= _INT64[1]:
+        if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
             raise WireError(f"{where}: {value} does not fit in 64 bits")
         return value
     if element is ElementType.FLOAT:
@@ -200,7 +199,7 @@ def decode_item(raw: Any, element: ElementType, where: str) -> Item[Any]:
         key = raw.get("key", 0)
         name = raw.get("name", "")
         if not isinstance(key, int) or isinstance(key, bool) or \
-                not _INT64[0] <= key <= _INT64[1]:
+                not INT64_RANGE[0] <= key <= INT64_RANGE[1]:
             raise WireError(f"{where}.key: expected a 64-bit integer, got {_kind(key)}")
         if not isinstance(name, str):
             raise WireError(f"{where}.name: expected a string, got {_kind(name)}")
