@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import types
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
@@ -34,7 +33,7 @@ from dandelion.backends._ray_place import Placement, Route
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.plan import Plan
-from dandelion.runtime.dispatcher import Dispatcher, instance_error
+from dandelion.runtime.dispatcher import choose_call, instance_error
 from dandelion.runtime.sharding import Input, Items, instances
 
 #: A set the driver holds (direct inputs, empty sets) or the parts of a remote one.
@@ -137,16 +136,15 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
     import cloudpickle
     import ray
 
-    pool = types.SimpleNamespace(kinds=engine_kinds, engine_name=engine_name)
-    io = types.SimpleNamespace(kinds=io_kinds) if io_kinds is not None else None
-    chooser = Dispatcher(pool, artifacts, timeouts=timeouts, io_engine=io)  # type: ignore[arg-type]
     names = {a.function for c in module.compositions for a in c.applications}
     boxes = {}
     for name in sorted(names):
         spec = module.function(name)
         if spec is None:
             continue
-        call = chooser.call_for(module, spec)  # the local backend's choice and errors
+        timeout = timeouts.get(name, timeouts.get("*"))
+        # the local backend's choice and errors
+        call = choose_call(spec, engine_kinds, engine_name, artifacts, timeout, io_kinds)
         ship_code(call.artifact)
         # Workers cache calls by this key, so it must name the content: a code digest covers
         # only the source, and two closures of one factory share it but not their values.

@@ -23,9 +23,9 @@ import attrs
 
 from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
-from dandelion.runtime.dispatcher import Dispatcher, instance_error
+from dandelion.runtime.dispatcher import instance_error
 from dandelion.runtime.engine import Engine, FunctionCall
-from dandelion.runtime.pool import EnginePool, Job, run_instance
+from dandelion.runtime.pool import EnginePool, Job, run_instance, timeout_error
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
@@ -146,8 +146,6 @@ class NodeWorker:
         self.pool = EnginePool(lambda: cls(**engine_options), max(1, workers))
         self.io_engine = io_engine() if io_engine is not None else None
         self.calls: dict[str, FunctionCall] = {}
-        # the local dispatcher's timeout check, over this worker's pool
-        self.timer = Dispatcher(self.pool, {})
 
     def node(self) -> tuple[str, int]:
         """This worker's Ray node id and process id."""
@@ -175,7 +173,7 @@ class NodeWorker:
         self.pool.submit(job)
         watch = call.timeout is not None and not self.pool.enforces_timeout
         while not finished.wait(TIMEOUT_POLL if watch else None):
-            late = self.timer.check_timeouts(job.cancelled)
+            late = self.pool.check_timeouts(job.cancelled)
             if late is not None:
                 job.cancelled.set()
                 raise late
@@ -211,12 +209,9 @@ def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance) -> Any
     thread.start()
     thread.join(call.timeout)
     if not box:
-        spec = call.spec
-        raise FunctionTimeout(
-            f"{spec.kind} function '{spec.name}', instance {inst.index}: ran past its timeout "
-            f"of {call.timeout:g} s", function=spec.name, instance=inst.index, keys=inst.keys,
-            hint="raise the timeout, or use isolation='sandbox' with an engine that stops "
-                 "the function")
+        assert call.timeout is not None  # only called with a timeout
+        raise timeout_error(call.spec, inst, call.timeout, "raise the timeout, or use "
+                            "isolation='sandbox' with an engine that stops the function")
     ok, value = box[0]
     if not ok:
         raise value

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import defaultdict
 from typing import Any, Callable, Mapping
 
 import attrs
 
-from dandelion.errors import BackendError, DandelionError, FunctionError, FunctionTimeout
-from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module
+from dandelion.errors import BackendError, DandelionError, FunctionError
+from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.ir.verify import callee_signature
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
@@ -79,6 +78,36 @@ def instance_error(spec: FunctionSpec, inst: Instance, n: int, error: BaseExcept
                          function=spec.name, instance=inst.index, keys=inst.keys)
 
 
+def choose_call(spec: FunctionSpec, kinds: frozenset[str], engine_name: str,
+                artifacts: Mapping[str, Any], timeout: float | None,
+                io_kinds: frozenset[str] | None = None) -> FunctionCall:
+    """The first implementation of ``spec`` an engine running ``kinds`` can run (I/O
+    functions: one the I/O engine runs), with its loaded artifact.
+
+    Raises:
+        BackendError: no I/O engine, no code loaded, or no implementation that runs here.
+    """
+    if spec.kind is FunctionKind.IO:
+        if io_kinds is None:
+            raise BackendError(f"I/O function '{spec.name}' needs an I/O engine, and "
+                               "this runtime has none")
+        kinds = io_kinds
+    for impl in spec.implementations:
+        if impl.kind in kinds:
+            artifact = artifacts.get(impl.digest) if impl.digest else None
+            if impl.digest and artifact is None:
+                continue
+            return FunctionCall(spec, impl, artifact, timeout)
+    have = ", ".join(sorted({i.kind for i in spec.implementations})) or "none"
+    if any(artifacts.get(i.digest) is None for i in spec.implementations if i.kind in kinds):
+        raise BackendError(f"function '{spec.name}' has no code loaded on this worker",
+                           hint="run a Program that carries its artifacts, or register "
+                                "the function first")
+    raise BackendError(f"no implementation of function '{spec.name}' runs on engine "
+                       f"'{engine_name}' (it has: {have}; the engine runs: "
+                       f"{', '.join(sorted(kinds))})")
+
+
 class Dispatcher:
     """Runs plans on an :class:`EnginePool`.
 
@@ -105,29 +134,11 @@ class Dispatcher:
     def _timeout(self, name: str) -> float | None:
         return self.timeouts.get(name, self.timeouts.get("*"))
 
-    def call_for(self, module: Module, spec: FunctionSpec) -> FunctionCall:
+    def call_for(self, spec: FunctionSpec) -> FunctionCall:
         """The implementation of ``spec`` that this dispatcher's engines run, loaded."""
-        kinds = self.pool.kinds
-        if spec.kind is FunctionKind.IO:
-            if self.io_engine is None:
-                raise BackendError(f"I/O function '{spec.name}' needs an I/O engine, and "
-                                   "this runtime has none")
-            kinds = self.io_engine.kinds
-        for impl in spec.implementations:
-            if impl.kind in kinds:
-                artifact = self.artifacts.get(impl.digest) if impl.digest else None
-                if impl.digest and artifact is None:
-                    continue
-                return FunctionCall(spec, impl, artifact, self._timeout(spec.name))
-        have = ", ".join(sorted({i.kind for i in spec.implementations})) or "none"
-        if any(self.artifacts.get(i.digest) is None for i in spec.implementations
-               if i.kind in kinds):
-            raise BackendError(f"function '{spec.name}' has no code loaded on this worker",
-                               hint="run a Program that carries its artifacts, or register "
-                                    "the function first")
-        raise BackendError(f"no implementation of function '{spec.name}' runs on engine "
-                           f"'{self.pool.engine_name}' (it has: {have}; the engine runs: "
-                           f"{', '.join(sorted(kinds))})")
+        io_kinds = self.io_engine.kinds if self.io_engine is not None else None
+        return choose_call(spec, self.pool.kinds, self.pool.engine_name, self.artifacts,
+                           self._timeout(spec.name), io_kinds)
 
     def run(self, plan: Plan, inputs: Mapping[str, Items]) -> dict[str, Items]:
         """Run ``plan`` on the direct ``inputs`` and return its direct outputs.
@@ -142,29 +153,6 @@ class Dispatcher:
         if run.error is not None:
             raise run.error
         return {d.name: run.sets.get(d.name, ()) for d in plan.composition.outputs}
-
-    def check_timeouts(self, cancelled: threading.Event) -> FunctionTimeout | None:
-        """A timeout error for an instance of this run stuck past its limit, if any.
-
-        Only for engines that cannot stop a function themselves: the worker running it is
-        abandoned and replaced, so the pool keeps its size.
-        """
-        now = time.monotonic()
-        for worker in list(self.pool.workers):
-            current = worker.current
-            if current is None:
-                continue
-            job, inst, started = current
-            limit = job.call.timeout
-            if job.cancelled is cancelled and limit and now - started > limit:
-                self.pool.abandon(worker)
-                spec = job.call.spec
-                return FunctionTimeout(
-                    f"{spec.kind} function '{spec.name}', instance {inst.index}: ran past its "
-                    f"timeout of {limit:g} s", function=spec.name, instance=inst.index,
-                    keys=inst.keys, hint="raise the timeout, or use the process engine, which "
-                    "stops the function")
-        return None
 
 
 class _Run:
@@ -217,7 +205,7 @@ class _Run:
     def wait(self) -> None:
         needs_watch = not self.d.pool.enforces_timeout and bool(self.d.timeouts)
         while not self.finished.wait(0.02 if needs_watch else None):
-            error = self.d.check_timeouts(self.cancelled)
+            error = self.d.pool.check_timeouts(self.cancelled)
             if error is not None:
                 with self.lock:
                     self._fail(error)
@@ -310,7 +298,7 @@ class _Run:
             return
         call = self.calls.get(spec.name)
         if call is None:
-            call = self.calls[spec.name] = d.call_for(self.module, spec)
+            call = self.calls[spec.name] = d.call_for(spec)
         if spec.kind is FunctionKind.IO:
             self._start_io(index, state, call)
             return

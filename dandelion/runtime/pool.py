@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import attrs
 
+from dandelion.errors import FunctionTimeout
+from dandelion.ir.nodes import FunctionSpec
 from dandelion.runtime.engine import Engine, FunctionCall
 from dandelion.runtime.sharding import Instance
 
@@ -27,6 +29,14 @@ class Job:
     cancelled: threading.Event
     results: list[Any] = attrs.field(factory=list)
     tag: Any = None
+
+
+def timeout_error(spec: FunctionSpec, inst: Instance, limit: float, hint: str
+                  ) -> FunctionTimeout:
+    """The error of an instance that ran past its time limit."""
+    return FunctionTimeout(
+        f"{spec.kind} function '{spec.name}', instance {inst.index}: ran past its timeout of "
+        f"{limit:g} s", function=spec.name, instance=inst.index, keys=inst.keys, hint=hint)
 
 
 def run_instance(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
@@ -109,6 +119,26 @@ class EnginePool:
             worker.abandoned = True
             self.workers.remove(worker)
             self._spawn(len(self.workers) + 1)
+
+    def check_timeouts(self, cancelled: threading.Event) -> FunctionTimeout | None:
+        """A timeout error for an instance of the run that ``cancelled`` belongs to, stuck
+        past its limit, if any.
+
+        Only for engines that cannot stop a function themselves: the worker running it is
+        abandoned and replaced, so the pool keeps its size.
+        """
+        now = time.monotonic()
+        for worker in list(self.workers):
+            current = worker.current
+            if current is None:
+                continue
+            job, inst, started = current
+            limit = job.call.timeout
+            if job.cancelled is cancelled and limit and now - started > limit:
+                self.abandon(worker)
+                return timeout_error(job.call.spec, inst, limit, "raise the timeout, or use "
+                                     "the process engine, which stops the function")
+        return None
 
     def close(self) -> None:
         """Stop all workers once their current batch is done."""
