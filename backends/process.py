@@ -180,9 +180,8 @@ class ProcessEngine(EngineBase):
             # one message (one wake-up of the sandbox) for everything that fits
             first = [header, *payload] if sum(map(len, payload)) <= _ONE_MESSAGE else [header]
             sent = socket.send_fds(chan, first, [context.fd])
-            rest = b"".join(first)[sent:] if len(first) > 1 else b""
-            if rest:
-                chan.sendall(rest)
+            if sent < sum(map(len, first)):  # rare: join only when the socket took less
+                chan.sendall(memoryview(b"".join(first))[sent:])
             if len(first) == 1:
                 for part in payload:
                     chan.sendall(part)
