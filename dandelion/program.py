@@ -20,6 +20,7 @@ def default_entry(module: Module, stem: str | None = None) -> str:
     else the one called ``stem`` (a file's name); else the last one.
 
     >>> from dandelion.ir import Application, Composition, Module
+    >>> from dandelion.program import default_entry
     >>> m = Module([], [Composition("outer", applications=[Application("inner")]),
     ...                 Composition("inner")])
     >>> default_entry(m)
