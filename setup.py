@@ -39,6 +39,7 @@ def packages() -> list[str]:
 ext_modules = []
 if sys.platform.startswith("linux"):
     ext_modules.append(Extension("dandelion.backends._sandboxc", ["backends/_sandboxc.c"],
+                                 include_dirs=["dandelion/sdk"],
                                  extra_compile_args=["-O2", "-Wall"]))
 
 setup(packages=packages(), ext_modules=ext_modules)

@@ -33,11 +33,12 @@ from typing import Any, NoReturn
 
 from dandelion.backends import _sandboxc
 from dandelion.backends._sandbox_layout import (
-    CODE_ELEMENTS,
+    ELEMENT_CODES,
     ContextFull,
-    Writer,
-    decode_view,
-    encode_parts,
+    add_output,
+    encodable,
+    read_items,
+    write_inputs,
 )
 from dandelion.items import Item
 
@@ -118,16 +119,18 @@ def warm_up(samples: Sequence[bytes]) -> None:
     """
     from dandelion.ir.types import ElementType
 
-    scratch = bytearray(64 * 1024)
     for sample in samples:
         artifact = pickle.loads(sample)
         element = artifact.params[0][1].type.element
         value = sys.modules["numpy"].arange(16).reshape(4, 4) \
             if element is ElementType.NDARRAY else 1
-        Writer(scratch).write_inputs(
-            len(scratch), [(artifact.params[0][0], [(*encode_parts(value, element), 0, "")])],
-            [(artifact.results[0][0], artifact.results[0][1].type.element)])
-        _run_python(scratch, sample)
+        scratch = bytearray(64 * 1024)
+        capacity = write_inputs(scratch, [(artifact.params[0][0], [(*encodable(value, element),
+                                                                     0, "")])],
+                                [(artifact.results[0][0],
+                                  ELEMENT_CODES[artifact.results[0][1].type.element])],
+                                16 * 1024)
+        _run_python(memoryview(scratch)[:capacity], sample)
     _message({"ok": False, "kind": "error", "message": "probe"})
 
 
@@ -256,17 +259,13 @@ def _traceback(tb: types.TracebackType | None) -> str:
 
 
 def _run_python(ctx: Any, payload: bytes) -> bytes:
-    """Unpickle the function, run it on the inputs in ``ctx``, write its outputs there;
-    the message to report (``OKAY`` and the function's time, or a ``DONE`` report)."""
+    """Unpickle the function, run it on the inputs in ``ctx`` (a writable buffer as long as
+    the context's capacity), write its outputs there; the message to report (``OKAY`` and
+    the function's time, or a ``DONE`` report)."""
     artifact = pickle.loads(payload)
-    writer = Writer(ctx)
-    params = artifact.params
-    inputs = []
-    for (_name, view), items in zip(params, writer.inputs(), strict=False):
-        declared = view.type.element
-        inputs.append([Item(decode_view(data, CODE_ELEMENTS[code] if code else declared,
-                                        copy=False), key, name)
-                       for data, key, name, code in items])
+    declared = bytes(ELEMENT_CODES[view.type.element] for _, view in artifact.params)
+    inputs = [[Item(*entry) for entry in items]
+              for items in read_items(ctx, len(ctx), False, declared, False)]
     started = time.perf_counter_ns()
     try:
         outputs = artifact.invoke(inputs)
@@ -277,8 +276,8 @@ def _run_python(ctx: Any, payload: bytes) -> bytes:
     try:
         for r, ((_name, view), items) in enumerate(zip(artifact.results, outputs, strict=True)):
             for item in items:
-                element, parts = encode_parts(item.value, view.type.element)
-                writer.add_output(r, element, parts, item.key, item.name)
+                code, value = encodable(item.value, view.type.element)
+                add_output(ctx, r, code, value, item.key, item.name)
     except ContextFull as e:
         return _message({"ok": False, "kind": "output", "needed": e.needed, "left": e.left})
     return OKAY.pack(b"OKAY", elapsed)

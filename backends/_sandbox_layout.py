@@ -30,6 +30,11 @@ bool, json, ndarray.  Item data is the :mod:`dandelion.codec` encoding of the va
 Large values (``bytes``, ``ndarray``) are written straight into the context (one copy in)
 and read back from it once (one copy out); inside a Python sandbox an ``ndarray`` input is a
 view of the context, not a copy.
+
+Contexts are written and read in C (``_sandboxc``, with the structs of ``dandelion.h``, the
+same the C SDK uses): :func:`write_inputs` in the worker, :func:`read_items` on both sides,
+:func:`add_output` in a sandbox.  This module prepares values for them and decodes what C
+leaves to Python (``json`` and ``ndarray`` items).
 """
 
 from __future__ import annotations
@@ -40,16 +45,13 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from dandelion.backends import _sandboxc
 from dandelion.codec import decode, encode
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 
-MAGIC = b"DDCTX01\0"
-HEADER = struct.Struct("<8sQIIQQIIQQQ")
+#: Bytes of the context header (the offset of the input set table).
 HEADER_SIZE = 128
-SET = struct.Struct("<QIIIIQ")
-ITEM = struct.Struct("<QQqQIIII")
-ALIGN = 16
 
 ELEMENT_CODES: dict[ElementType, int] = {
     ElementType.ANY: 0, ElementType.BYTES: 1, ElementType.STR: 2, ElementType.INT: 3,
@@ -65,10 +67,6 @@ class ContextFull(Exception):
         super().__init__(f"needs {needed} bytes, {left} left")
         self.needed = needed
         self.left = left
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) & ~(ALIGN - 1)
 
 
 def infer_element(value: Any) -> ElementType:
@@ -92,26 +90,17 @@ def infer_element(value: Any) -> ElementType:
                              "int, float, bool, dict, numpy.ndarray)")
 
 
-def encode_parts(value: Any, element: ElementType) -> tuple[ElementType, list[Any]]:
-    """The element type used and the buffers whose concatenation encodes ``value``.
+def _npy_parts(value: Any) -> tuple[bytes, memoryview]:
+    """The ``.npy`` header of an array and a view of its data (C order)."""
+    import numpy as np
 
-    ``bytes`` and C-contiguous arrays are returned as views, so that writing them into a
-    context is their only copy.
-    """
-    if element is ElementType.ANY:
-        element = infer_element(value)
-    if element is ElementType.BYTES and isinstance(value, (bytes, bytearray, memoryview)):
-        return element, [value]
-    if element is ElementType.NDARRAY and type(value).__name__ == "ndarray":
-        import numpy as np
-
-        if value.dtype.hasobject:
-            raise EncodingError("an ndarray of Python objects cannot be encoded")
-        arr = value if value.flags.c_contiguous else np.ascontiguousarray(value)
-        header = npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape)
-        flat: Any = arr.reshape(-1).view(np.uint8)
-        return element, [header, memoryview(flat)]
-    return element, [encode(value, element)]
+    if type(value).__name__ != "ndarray" or value.dtype.hasobject:
+        encode(value, ElementType.NDARRAY)  # raises the EncodingError that says why
+        raise EncodingError("an ndarray of Python objects cannot be encoded")
+    arr = value if value.flags.c_contiguous else np.ascontiguousarray(value)
+    header = npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape)
+    flat: Any = arr.reshape(-1).view(np.uint8)
+    return header, memoryview(flat)
 
 
 def npy_header(descr: Any, shape: Sequence[int]) -> bytes:
@@ -121,15 +110,6 @@ def npy_header(descr: Any, shape: Sequence[int]) -> bytes:
     text += " " * ((-total) % 64) + "\n"
     raw = text.encode("latin1")
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(raw)) + raw
-
-
-def decode_view(data: memoryview, element: ElementType, copy: bool) -> Any:
-    """The value encoded in ``data``; an ``ndarray`` is a view of it unless ``copy``."""
-    if element is ElementType.NDARRAY:
-        return _decode_npy(data, copy)
-    if element in (ElementType.BYTES, ElementType.ANY):
-        return bytes(data)
-    return decode(data, element)
 
 
 _SIMPLE_NPY = re.compile(r"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': (True|False), "
@@ -180,145 +160,81 @@ def _decode_npy(data: memoryview, copy: bool) -> Any:
     return arr.copy() if copy else arr
 
 
-class Writer:
-    """Lays out inputs and appends outputs in a context buffer (``mmap`` or bytearray)."""
+def encodable(value: Any, element: ElementType) -> tuple[int, Any]:
+    """The element code ``value`` travels as and what :func:`write_inputs` and
+    :func:`add_output` take for it: scalars and ``bytes`` as they are (encoded in C),
+    ``json`` as its text, an ``ndarray`` as its ``.npy`` header and a view of its data (so
+    that writing it into a context is its only copy)."""
+    if element is ElementType.ANY:
+        element = infer_element(value)
+    if element is ElementType.JSON:
+        return 6, encode(value, element)
+    if element is ElementType.NDARRAY:
+        return 7, _npy_parts(value)
+    return ELEMENT_CODES[element], value
 
-    def __init__(self, buf: Any) -> None:
-        self.buf = buf
-        self.mv = memoryview(buf)
 
-    def header(self) -> tuple[Any, ...]:
-        return HEADER.unpack_from(self.buf, 0)
+def _encoding_error(error: Exception, values: Sequence[tuple[int, Any]]) -> EncodingError:
+    """The error that says which of ``values`` (code, value) could not be encoded and why."""
+    for code, value in values:
+        if code not in (6, 7):  # those were encoded by encodable() already
+            encode(value, CODE_ELEMENTS[code])  # raises the EncodingError that says why
+    return EncodingError(str(error))
 
-    def needed(self, sets: Sequence[tuple[str, Sequence[tuple[ElementType, list[Any], int,
-                                                               str]]]]) -> int:
-        """Bytes the inputs need (tables, names, data), before any output."""
-        n_items = sum(len(items) for _, items in sets)
-        size = _align(HEADER_SIZE + SET.size * len(sets) + ITEM.size * n_items)
-        for name, items in sets:
-            size += _align(len(name.encode()))
-            for _, parts, _, iname in items:
-                size += _align(sum(memoryview(p).nbytes for p in parts))
-                size += _align(len(iname.encode()))
-        return size
 
-    def write_inputs(self, capacity: int,
-                     sets: Sequence[tuple[str, Sequence[tuple[ElementType, list[Any], int,
-                                                              str]]]],
-                     results: Sequence[tuple[str, ElementType]]) -> int:
-        """Write the inputs (per set: name and encoded items) and the result set table.
+def write_inputs(buf: Any, sets: list[tuple[str, list[tuple[int, Any, int, str]]]],
+                 results: list[tuple[str, int]], output_limit: int) -> int:
+    """Lay out the inputs in ``buf``: per set its name and items ``(code, value, key,
+    name)`` as from :func:`encodable`; per result its name and element code.
 
-        Each item is ``(element, parts, key, name)`` as from :func:`encode_parts`.  Returns
-        the offset of the heap.
-        """
-        n_items = sum(len(items) for _, items in sets)
-        in_sets = HEADER_SIZE
-        out_sets = in_sets + SET.size * len(sets)
-        in_items = out_sets + SET.size * len(results)
-        cur = _align(in_items + ITEM.size * n_items)
-        mv = self.mv
-        item_index = 0
+    Returns the context's capacity (inputs, then ``output_limit`` bytes, rounded to pages),
+    or, when ``buf`` is too small for it, the capacity needed, negated (nothing written).
 
-        def put(data: Any) -> tuple[int, int]:
-            nonlocal cur
-            view = memoryview(data).cast("B")
-            n = view.nbytes
-            if cur + n > capacity:
-                raise ContextFull(cur + n, capacity - cur)
-            mv[cur:cur + n] = view
-            off = cur
-            cur = _align(cur + n)
-            return off, n
+    Raises:
+        EncodingError: a value cannot be encoded as its element type.
+    """
+    try:
+        return int(_sandboxc.write_inputs(buf, sets, results, output_limit))
+    except (TypeError, OverflowError, ValueError) as e:
+        raise _encoding_error(e, [(c, v) for _, items in sets for c, v, *_ in items]) from None
 
-        for s, (name, items) in enumerate(sets):
-            name_off, name_len = put(name.encode())
-            SET.pack_into(mv, in_sets + SET.size * s, name_off, name_len, 0, item_index,
-                          len(items), 0)
-            for element, parts, key, iname in items:
-                start = cur
-                total = 0
-                for p in parts:
-                    off, n = put(p)
-                    cur = off + n  # parts are contiguous: no alignment between them
-                    total += n
-                cur = _align(cur)
-                inm_off, inm_len = put(iname.encode()) if iname else (0, 0)
-                ITEM.pack_into(mv, in_items + ITEM.size * item_index, start, total, key,
-                               inm_off, inm_len, ELEMENT_CODES[element], s, 0)
-                item_index += 1
-        for r, (name, element) in enumerate(results):
-            name_off, name_len = put(name.encode())
-            SET.pack_into(mv, out_sets + SET.size * r, name_off, name_len,
-                          ELEMENT_CODES[element], 0, 0, 0)
-        HEADER.pack_into(mv, 0, MAGIC, capacity, len(sets), n_items, in_sets, in_items,
-                         len(results), 0, out_sets, cur, capacity)
-        return cur
 
-    def read_items(self, table: int, count: int, capacity: int, from_end: bool = False
-                   ) -> list[tuple[int, memoryview, int, str, int]]:
-        """Item entries as ``(set, data view, key, name, element code)``, bounds-checked."""
-        out = []
-        mv = self.mv
-        for i in range(count):
-            at = capacity - ITEM.size * (i + 1) if from_end else table + ITEM.size * i
-            if at < HEADER_SIZE or at + ITEM.size > capacity:
-                raise EncodingError("item table outside the context")
-            d_off, d_len, key, n_off, n_len, elem, s, _ = ITEM.unpack_from(mv, at)
-            if d_off + d_len > capacity or n_off + n_len > capacity:
-                raise EncodingError(f"item {i} points outside the context")
-            if elem not in CODE_ELEMENTS:
-                raise EncodingError(f"item {i} has unknown element code {elem}")
-            name = bytes(mv[n_off:n_off + n_len]).decode("utf-8", "replace") if n_len else ""
-            out.append((s, mv[d_off:d_off + d_len], key, name, elem))
-        return out
+def _decode_rest(code: int, data: memoryview) -> Any:
+    return _decode_npy(data, False) if code == 7 else decode(data, ElementType.JSON)
 
-    def inputs(self) -> list[list[tuple[memoryview, int, str, int]]]:
-        """The input items per set (inside a sandbox)."""
-        (_, capacity, n_sets, n_items, in_sets, in_items, *_rest) = self.header()
-        sets: list[list[tuple[memoryview, int, str, int]]] = [[] for _ in range(n_sets)]
-        for s, data, key, name, elem in self.read_items(in_items, n_items, capacity):
-            sets[s].append((data, key, name, elem))
-        return sets
 
-    def add_output(self, set_index: int, element: ElementType, parts: list[Any], key: int,
-                   name: str) -> None:
-        """Append one output item (inside a sandbox): data into the heap, entry at the end."""
-        (magic, capacity, n_in_sets, n_in_items, in_sets, in_items, n_out_sets, n_out,
-         out_sets, cur, end) = self.header()
-        size = sum(memoryview(p).nbytes for p in parts)
-        name_b = name.encode()
-        need = _align(size) + _align(len(name_b)) + ITEM.size
-        if cur + need > end:
-            raise ContextFull(need, end - cur)
-        mv = self.mv
-        start = cur
-        for p in parts:
-            view = memoryview(p).cast("B")
-            mv[cur:cur + view.nbytes] = view
-            cur += view.nbytes
-        cur = _align(cur)
-        name_off = cur if name_b else 0
-        mv[cur:cur + len(name_b)] = name_b
-        cur = _align(cur + len(name_b))
-        end -= ITEM.size
-        ITEM.pack_into(mv, end, start, size, key, name_off, len(name_b),
-                       ELEMENT_CODES[element], set_index, 0)
-        HEADER.pack_into(mv, 0, magic, capacity, n_in_sets, n_in_items, in_sets, in_items,
-                         n_out_sets, n_out + 1, out_sets, cur, end)
+def _decode_rest_copy(code: int, data: memoryview) -> Any:
+    return _decode_npy(data, True) if code == 7 else decode(data, ElementType.JSON)
 
-    def outputs(self, n_results: int, capacity: int
-                ) -> list[list[tuple[memoryview, int, str, int]]]:
-        """The output items per result (in the worker, which knows the ``capacity`` it laid
-        out; everything in the context is untrusted here)."""
-        (magic, claimed, *_mid, n_out_sets, n_out, _os, _cur, _end) = self.header()
-        if magic != MAGIC or claimed != capacity:
-            raise EncodingError("the sandbox overwrote the context header")
-        if n_out * ITEM.size > capacity - HEADER_SIZE:
-            raise EncodingError(f"the context claims {n_out} output items, more than fit")
-        sets: list[list[tuple[memoryview, int, str, int]]] = [[] for _ in range(n_results)]
-        for s, data, key, name, elem in self.read_items(0, n_out, capacity, from_end=True):
-            if s >= n_results:
-                raise EncodingError(f"an output item names result {s}, but the function "
-                                    f"declares {n_results}")
-            sets[s].append((data, key, name, elem))
-        return sets
+
+def read_items(buf: Any, capacity: int, outputs: bool, declared: bytes, copy: bool
+               ) -> list[list[tuple[Any, int, str]]]:
+    """The inputs (inside a sandbox) or the outputs (in the worker, which knows the
+    ``capacity`` it laid out; everything in the context is untrusted there) of a context,
+    per set as ``(value, key, name)``; ``declared`` holds each set's element code.
+
+    An ``ndarray`` is a view of the context unless ``copy``; everything else is a copy.
+
+    Raises:
+        EncodingError: the context is malformed.
+    """
+    try:
+        return _sandboxc.read_items(buf, capacity, outputs, declared,  # type: ignore[no-any-return]
+                                    _decode_rest_copy if copy else _decode_rest)
+    except ValueError as e:
+        raise EncodingError(str(e)) from None
+
+
+def add_output(buf: Any, result: int, code: int, value: Any, key: int, name: str) -> None:
+    """Append one output item (inside a sandbox): data into the heap, entry at the end.
+
+    Raises:
+        ContextFull: it does not fit.
+        EncodingError: the value cannot be encoded as element ``code``.
+    """
+    try:
+        full = _sandboxc.add_output(buf, result, code, value, key, name)
+    except (TypeError, OverflowError) as e:
+        raise _encoding_error(e, [(code, value)]) from None
+    if full is not None:
+        raise ContextFull(*full)

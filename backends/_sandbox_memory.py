@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dandelion.backends import _sandboxc
-from dandelion.backends._sandbox_layout import CODE_ELEMENTS, Writer, decode_view, encode_parts
-from dandelion.errors import EncodingError
+from dandelion.backends._sandbox_layout import ELEMENT_CODES, encodable, read_items, write_inputs
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
 from dandelion.runtime.engine import Context, ItemSets, MemoryDomain
@@ -46,7 +45,8 @@ class SharedContext(Context):
         self.mm: mmap.mmap | None = None
         self.capacity = 0
         self.inputs: ItemSets = ()
-        self.results: list[tuple[str, ElementType]] = []
+        #: element code of each result of the laid-out invocation
+        self.declared = b""
         self._grow(size)
 
     def _grow(self, size: int) -> None:
@@ -66,23 +66,25 @@ class SharedContext(Context):
     def layout(self, params: Sequence[tuple[str, ElementType]],
                results: Sequence[tuple[str, ElementType]], output_limit: int) -> None:
         """Write the placed inputs at the documented layout, leaving ``output_limit`` bytes
-        for outputs (each large item is copied exactly once, into the context)."""
+        for outputs (each large item is copied exactly once, into the context).
+
+        Raises:
+            EncodingError: an input cannot be encoded as its parameter's element type.
+        """
         sets = []
         for (name, element), items in zip(params, self.inputs, strict=False):
-            encoded = []
-            for item in items:
-                used, parts = encode_parts(item.value, element)
-                encoded.append((used, parts, item.key, item.name))
-            sets.append((name, encoded))
+            sets.append((name, [(*encodable(item.value, element), item.key, item.name)
+                                for item in items]))
         for name, _ in params[len(sets):]:
             sets.append((name, []))
+        codes = [(name, ELEMENT_CODES[element]) for name, element in results]
         assert self.mm is not None
-        needed = Writer(self.mm).needed(sets) + 64 * len(results)
-        capacity = _round(needed + output_limit, mmap.PAGESIZE)
-        self._grow(capacity)
+        capacity = write_inputs(self.mm, sets, codes, output_limit)
+        if capacity < 0:
+            self._grow(-capacity)
+            capacity = write_inputs(self.mm, sets, codes, output_limit)
         self.capacity = capacity
-        self.results = list(results)
-        Writer(self.mm).write_inputs(capacity, sets, results)
+        self.declared = bytes(code for _, code in codes)
 
     def extract(self) -> list[tuple[Item[Any], ...]]:
         """The outputs, decoded with the declared result types (copied out of the context).
@@ -91,24 +93,12 @@ class SharedContext(Context):
             EncodingError: the sandbox left malformed outputs.
         """
         assert self.mm is not None
-        per_set = Writer(self.mm).outputs(len(self.results), self.capacity)
-        out = []
-        for (rname, declared), items in zip(self.results, per_set, strict=True):
-            values = []
-            for data, key, name, code in items:
-                element = CODE_ELEMENTS[code] if code else declared
-                if declared is not ElementType.ANY and element is not declared:
-                    raise EncodingError(f"result '{rname}' is declared {declared} but the "
-                                        f"sandbox returned {element}")
-                if element is ElementType.ANY:
-                    element = ElementType.BYTES
-                values.append(Item(decode_view(data, element, copy=True), key, name))
-            out.append(tuple(values))
-        return out
+        return [tuple(Item(value, key, name) for value, key, name in items)
+                for items in read_items(self.mm, self.capacity, True, self.declared, True)]
 
     def wipe(self) -> None:
         self.inputs = ()
-        self.results = []
+        self.declared = b""
         self.capacity = 0
         assert self.mm is not None
         # zero what was written in place (pages stay mapped for the next invocation);

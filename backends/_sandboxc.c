@@ -32,6 +32,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#define DANDELION_NO_ENTRY /* only the structs of the context layout, not a function */
+#include "dandelion.h"
+
 #ifndef SYS_close_range
 #define SYS_close_range 436
 #endif
@@ -605,9 +608,696 @@ static PyObject *receive(PyObject *self, PyObject *args) {
     return r;
 }
 
+
+/* ======================================================================================
+ * Context layout (backends/_sandbox_layout.py documents it; dandelion.h declares its
+ * structs): writing inputs (worker), reading items (both sides), adding outputs (sandbox).
+ * Scalars are encoded and decoded here as dandelion.codec says; json and ndarray items
+ * travel as bytes that Python encodes and decodes.
+ * ==================================================================================== */
+
+enum { EL_ANY = 0, EL_BYTES = 1, EL_STR = 2, EL_INT = 3, EL_FLOAT = 4, EL_BOOL = 5,
+       EL_JSON = 6, EL_NDARRAY = 7, EL_COUNT = 8 };
+static const char CTX_MAGIC[8] = "DDCTX01";
+_Static_assert(sizeof(dd_header) <= 128, "the header fits its 128 bytes");
+_Static_assert(sizeof(dd_set_desc) == 32 && sizeof(dd_item_desc) == 48, "table entries");
+static const char *element_names[EL_COUNT] = {"any", "bytes", "str", "int", "float", "bool",
+                                              "json", "ndarray"};
+#define ALIGN16(n) (((n) + 15) & ~(uint64_t)15)
+
+/* One value as bytes: scalars in `small`, text and buffers pointed to (`views` hold the
+ * buffers of a tuple of parts, concatenated). */
+typedef struct {
+    uint8_t small[8];
+    const uint8_t *data;
+    uint64_t size;
+    PyObject *text;            /* a UTF-8 bytes object for a str with surrogates */
+    Py_buffer views[4];
+    int n_views;
+} encoded;
+
+static void encoded_release(encoded *e) {
+    for (int i = 0; i < e->n_views; i++)
+        PyBuffer_Release(&e->views[i]);
+    e->n_views = 0;
+    Py_CLEAR(e->text);
+}
+
+/* Encode `value` as element `code` into *e (release with encoded_release).  0 or -1 with
+ * TypeError / OverflowError set. */
+static int encode_value(int code, PyObject *value, encoded *e) {
+    memset(e, 0, sizeof *e);
+    switch (code) {
+    case EL_INT: {
+        if (!PyLong_Check(value) || PyBool_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "expected int");
+            return -1;
+        }
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow) {
+            PyErr_SetString(PyExc_OverflowError, "does not fit in 64 bits");
+            return -1;
+        }
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        int64_t le = (int64_t)v;
+        memcpy(e->small, &le, 8);  /* x86-64 and arm64 are little-endian */
+        e->data = e->small;
+        e->size = 8;
+        return 0;
+    }
+    case EL_FLOAT: {
+        if (!(PyFloat_Check(value) || PyLong_Check(value)) || PyBool_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "expected float");
+            return -1;
+        }
+        double d = PyFloat_AsDouble(value);
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+        memcpy(e->small, &d, 8);
+        e->data = e->small;
+        e->size = 8;
+        return 0;
+    }
+    case EL_BOOL:
+        if (!PyBool_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "expected bool");
+            return -1;
+        }
+        e->small[0] = value == Py_True;
+        e->data = e->small;
+        e->size = 1;
+        return 0;
+    case EL_STR: {
+        if (!PyUnicode_Check(value)) {
+            PyErr_SetString(PyExc_TypeError, "expected str");
+            return -1;
+        }
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(value, &n);
+        if (s == NULL) {  /* lone surrogates: as dandelion.codec, surrogatepass */
+            PyErr_Clear();
+            e->text = PyUnicode_AsEncodedString(value, "utf-8", "surrogatepass");
+            if (e->text == NULL)
+                return -1;
+            s = PyBytes_AS_STRING(e->text);
+            n = PyBytes_GET_SIZE(e->text);
+        }
+        e->data = (const uint8_t *)s;
+        e->size = (uint64_t)n;
+        return 0;
+    }
+    default:
+        break;
+    }
+    /* bytes-like, or a tuple of bytes-like parts written one after the other */
+    if (PyTuple_Check(value)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(value);
+        if (n > 4) {
+            PyErr_SetString(PyExc_TypeError, "at most 4 parts");
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (PyObject_GetBuffer(PyTuple_GET_ITEM(value, i), &e->views[i], PyBUF_SIMPLE) != 0) {
+                encoded_release(e);
+                return -1;
+            }
+            e->n_views++;
+            e->size += (uint64_t)e->views[i].len;
+        }
+        return 0;
+    }
+    if (PyObject_GetBuffer(value, &e->views[0], PyBUF_SIMPLE) != 0)
+        return -1;
+    e->n_views = 1;
+    e->data = e->views[0].buf;
+    e->size = (uint64_t)e->views[0].len;
+    return 0;
+}
+
+static void encoded_copy(const encoded *e, uint8_t *dst) {
+    if (e->n_views == 0) {
+        memcpy(dst, e->data, e->size);
+        return;
+    }
+    for (int i = 0; i < e->n_views; i++) {
+        memcpy(dst, e->views[i].buf, (size_t)e->views[i].len);
+        dst += e->views[i].len;
+    }
+}
+
+/* The UTF-8 of a name (NULL and 0 for None or ""). */
+static int name_bytes(PyObject *name, const char **s, Py_ssize_t *n) {
+    *s = NULL;
+    *n = 0;
+    if (name == Py_None)
+        return 0;
+    if (PyBytes_Check(name)) {
+        *s = PyBytes_AS_STRING(name);
+        *n = PyBytes_GET_SIZE(name);
+        return 0;
+    }
+    *s = PyUnicode_AsUTF8AndSize(name, n);
+    return *s == NULL ? -1 : 0;
+}
+
+/*
+ * write_inputs(context, sets, results, output_limit) -> capacity: lay out the inputs.
+ * `sets` is a list of (name, [(element code, value, key, name), ...]) per parameter,
+ * `results` a list of (name, element code) per result.  The capacity is what the inputs
+ * take plus `output_limit`, rounded to pages; when that is more than `context` holds,
+ * nothing is written and the capacity needed is returned negated.
+ */
+static PyObject *write_inputs(PyObject *self, PyObject *args) {
+    Py_buffer ctx;
+    PyObject *sets, *results;
+    unsigned long long output_limit;
+    if (!PyArg_ParseTuple(args, "w*O!O!K", &ctx, &PyList_Type, &sets, &PyList_Type, &results,
+                          &output_limit))
+        return NULL;
+    Py_ssize_t n_sets = PyList_GET_SIZE(sets), n_results = PyList_GET_SIZE(results);
+    Py_ssize_t n_items = 0;
+    PyObject *ret = NULL;
+    /* first pass: shapes and sizes */
+    uint64_t need = 0;
+    for (Py_ssize_t s = 0; s < n_sets; s++) {
+        PyObject *set = PyList_GET_ITEM(sets, s);
+        if (!PyTuple_Check(set) || PyTuple_GET_SIZE(set) != 2 ||
+            !PyList_Check(PyTuple_GET_ITEM(set, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a set is (name, [items])");
+            goto done;
+        }
+        const char *nm;
+        Py_ssize_t nl;
+        if (name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl) != 0)
+            goto done;
+        need += ALIGN16((uint64_t)nl);
+        PyObject *items = PyTuple_GET_ITEM(set, 1);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+            PyObject *it = PyList_GET_ITEM(items, i);
+            if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 4) {
+                PyErr_SetString(PyExc_TypeError, "an item is (element, value, key, name)");
+                goto done;
+            }
+            int code = (int)PyLong_AsLong(PyTuple_GET_ITEM(it, 0));
+            if (code < 0 || code >= EL_COUNT) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "unknown element code");
+                goto done;
+            }
+            encoded e;
+            if (encode_value(code, PyTuple_GET_ITEM(it, 1), &e) != 0)
+                goto done;
+            need += ALIGN16(e.size);
+            encoded_release(&e);
+            if (name_bytes(PyTuple_GET_ITEM(it, 3), &nm, &nl) != 0)
+                goto done;
+            need += ALIGN16((uint64_t)nl);
+            n_items++;
+        }
+    }
+    for (Py_ssize_t r = 0; r < n_results; r++) {
+        PyObject *res = PyList_GET_ITEM(results, r);
+        const char *nm;
+        Py_ssize_t nl;
+        if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2 ||
+            name_bytes(PyTuple_GET_ITEM(res, 0), &nm, &nl) != 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a result is (name, element)");
+            goto done;
+        }
+        need += ALIGN16((uint64_t)nl);
+    }
+    uint64_t in_sets = 128;  /* after the header */
+    uint64_t out_sets = in_sets + sizeof(dd_set_desc) * (uint64_t)n_sets;
+    uint64_t in_items = out_sets + sizeof(dd_set_desc) * (uint64_t)n_results;
+    uint64_t cur = ALIGN16(in_items + sizeof(dd_item_desc) * (uint64_t)n_items);
+    need += cur;
+    uint64_t capacity = (need + output_limit + 4095) & ~(uint64_t)4095;
+    if (capacity > (uint64_t)ctx.len) {
+        ret = PyLong_FromLongLong(-(long long)capacity);
+        goto done;
+    }
+    /* second pass: write */
+    uint8_t *base = ctx.buf;
+    memset(base, 0, (size_t)in_items);
+    uint32_t item_index = 0;
+    for (Py_ssize_t s = 0; s < n_sets; s++) {
+        PyObject *set = PyList_GET_ITEM(sets, s);
+        PyObject *items = PyTuple_GET_ITEM(set, 1);
+        const char *nm;
+        Py_ssize_t nl;
+        name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl);
+        dd_set_desc *sd = (dd_set_desc *)(base + in_sets) + s;
+        sd->name_off = nl ? cur : 0;
+        sd->name_len = (uint32_t)nl;
+        sd->element = 0;
+        sd->first_item = item_index;
+        sd->n_items = (uint32_t)PyList_GET_SIZE(items);
+        sd->reserved = 0;
+        if (nl)
+            memcpy(base + cur, nm, (size_t)nl);
+        cur = ALIGN16(cur + (uint64_t)nl);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++, item_index++) {
+            PyObject *it = PyList_GET_ITEM(items, i);
+            int code = (int)PyLong_AsLong(PyTuple_GET_ITEM(it, 0));
+            encoded e;
+            if (encode_value(code, PyTuple_GET_ITEM(it, 1), &e) != 0)
+                goto done;
+            long long key = PyLong_AsLongLong(PyTuple_GET_ITEM(it, 2));
+            if (key == -1 && PyErr_Occurred()) {
+                encoded_release(&e);
+                goto done;
+            }
+            dd_item_desc *d = (dd_item_desc *)(base + in_items) + item_index;
+            d->data_off = cur;
+            d->data_len = e.size;
+            d->key = key;
+            d->element = (uint32_t)code;
+            d->set = (uint32_t)s;
+            d->reserved = 0;
+            encoded_copy(&e, base + cur);
+            cur = ALIGN16(cur + e.size);
+            encoded_release(&e);
+            name_bytes(PyTuple_GET_ITEM(it, 3), &nm, &nl);
+            d->name_off = nl ? cur : 0;
+            d->name_len = (uint32_t)nl;
+            if (nl)
+                memcpy(base + cur, nm, (size_t)nl);
+            cur = ALIGN16(cur + (uint64_t)nl);
+        }
+    }
+    for (Py_ssize_t r = 0; r < n_results; r++) {
+        PyObject *res = PyList_GET_ITEM(results, r);
+        const char *nm;
+        Py_ssize_t nl;
+        name_bytes(PyTuple_GET_ITEM(res, 0), &nm, &nl);
+        long code = PyLong_AsLong(PyTuple_GET_ITEM(res, 1));
+        if (code < 0 || code >= EL_COUNT) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "unknown element code");
+            goto done;
+        }
+        dd_set_desc *sd = (dd_set_desc *)(base + out_sets) + r;
+        sd->name_off = nl ? cur : 0;
+        sd->name_len = (uint32_t)nl;
+        sd->element = (uint32_t)code;
+        sd->first_item = 0;
+        sd->n_items = 0;
+        sd->reserved = 0;
+        if (nl)
+            memcpy(base + cur, nm, (size_t)nl);
+        cur = ALIGN16(cur + (uint64_t)nl);
+    }
+    dd_header *h = (dd_header *)base;
+    memcpy(h->magic, CTX_MAGIC, 8);
+    h->capacity = capacity;
+    h->n_in_sets = (uint32_t)n_sets;
+    h->n_in_items = (uint32_t)n_items;
+    h->in_sets = in_sets;
+    h->in_items = in_items;
+    h->n_out_sets = (uint32_t)n_results;
+    h->n_out_items = 0;
+    h->out_sets = out_sets;
+    h->heap_cur = cur;
+    h->heap_end = capacity;
+    ret = PyLong_FromUnsignedLongLong(capacity);
+done:
+    PyBuffer_Release(&ctx);
+    return ret;
+}
+
+static PyObject *empty_str = NULL;
+
+/* The Python value of an item's bytes; json and ndarray items: a memoryview slice of
+ * `whole` (decoded by the caller). */
+static PyObject *decode_value(int code, const uint8_t *p, uint64_t n, PyObject *whole,
+                              uint64_t off, PyObject *decoder) {
+    switch (code) {
+    case EL_ANY:
+    case EL_BYTES:
+        return PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
+    case EL_STR:
+        return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "surrogatepass");
+    case EL_INT: {
+        if (n != 8)
+            break;
+        int64_t v;
+        memcpy(&v, p, 8);
+        return PyLong_FromLongLong((long long)v);
+    }
+    case EL_FLOAT: {
+        if (n != 8)
+            break;
+        double d;
+        memcpy(&d, p, 8);
+        return PyFloat_FromDouble(d != d ? Py_NAN : d);
+    }
+    case EL_BOOL:
+        if (n != 1 || p[0] > 1)
+            break;
+        return PyBool_FromLong(p[0]);
+    default: {
+        PyObject *slice = PySequence_GetSlice(whole, (Py_ssize_t)off, (Py_ssize_t)(off + n));
+        if (slice == NULL)
+            return NULL;
+        PyObject *v = PyObject_CallFunction(decoder, "iO", code, slice);
+        Py_DECREF(slice);
+        return v;
+    }
+    }
+    PyErr_Format(PyExc_ValueError, "%llu bytes are not a valid %s",
+                 (unsigned long long)n, element_names[code]);
+    return NULL;
+}
+
+/*
+ * read_items(context, capacity, outputs, declared, decoder) -> per set, a list of
+ * (value, key, name): the inputs (outputs false, inside a sandbox) or the outputs (in the
+ * worker, where nothing in the context is trusted) of a context laid out with `capacity`.
+ * `declared` holds the element code of each parameter or result (bytes); an item's own
+ * code overrides 0 ("as declared"); for outputs the two must agree.  Scalars and bytes are
+ * decoded here; json and ndarray items by decoder(code, memoryview slice of the context).
+ * Raises ValueError for anything malformed (and what the decoder raises).
+ */
+static PyObject *read_items(PyObject *self, PyObject *args) {
+    PyObject *whole;
+    unsigned long long capacity;
+    int outputs;
+    const char *declared;
+    Py_ssize_t n_declared;
+    PyObject *decoder;
+    if (!PyArg_ParseTuple(args, "OKpy#O", &whole, &capacity, &outputs, &declared, &n_declared,
+                          &decoder))
+        return NULL;
+    Py_buffer ctx;
+    if (PyObject_GetBuffer(whole, &ctx, PyBUF_SIMPLE) != 0)
+        return NULL;
+    PyObject *view = NULL, *sets = NULL;
+    const uint8_t *base = ctx.buf;
+    if (capacity > (uint64_t)ctx.len || capacity < 128) {
+        PyErr_SetString(PyExc_ValueError, "the context is smaller than its capacity");
+        goto fail;
+    }
+    const dd_header *h = (const dd_header *)base;
+    uint64_t n_items, table;
+    if (outputs) {
+        if (memcmp(h->magic, CTX_MAGIC, 8) != 0 || h->capacity != capacity) {
+            PyErr_SetString(PyExc_ValueError, "the sandbox overwrote the context header");
+            goto fail;
+        }
+        n_items = h->n_out_items;
+        if (n_items > (capacity - 128) / sizeof(dd_item_desc)) {
+            PyErr_Format(PyExc_ValueError, "the context claims %llu output items, more than "
+                         "fit", (unsigned long long)n_items);
+            goto fail;
+        }
+        table = capacity - n_items * sizeof(dd_item_desc);
+    } else {
+        n_items = h->n_in_items;
+        table = h->in_items;
+        if (table < 128 || table > capacity ||
+            n_items > (capacity - table) / sizeof(dd_item_desc)) {
+            PyErr_SetString(PyExc_ValueError, "item table outside the context");
+            goto fail;
+        }
+    }
+    view = PyMemoryView_FromObject(whole);
+    sets = PyList_New(n_declared);
+    if (view == NULL || sets == NULL)
+        goto fail;
+    for (Py_ssize_t s = 0; s < n_declared; s++) {
+        PyObject *l = PyList_New(0);
+        if (l == NULL)
+            goto fail;
+        PyList_SET_ITEM(sets, s, l);
+    }
+    for (uint64_t k = 0; k < n_items; k++) {
+        /* outputs: entry i is at capacity - 48 * (i + 1) */
+        uint64_t i = outputs ? n_items - 1 - k : k;
+        const dd_item_desc *d = (const dd_item_desc *)(base + table) + i;
+        uint64_t idx = outputs ? k : i;
+        if (d->data_off > capacity || d->data_len > capacity - d->data_off ||
+            d->name_off > capacity || d->name_len > capacity - d->name_off) {
+            PyErr_Format(PyExc_ValueError, "item %llu points outside the context",
+                         (unsigned long long)idx);
+            goto fail;
+        }
+        if (d->element >= EL_COUNT) {
+            PyErr_Format(PyExc_ValueError, "item %llu has unknown element code %u",
+                         (unsigned long long)idx, d->element);
+            goto fail;
+        }
+        if (d->set >= (uint64_t)n_declared) {
+            if (outputs)
+                PyErr_Format(PyExc_ValueError, "an output item names result %u, but the "
+                             "function declares %zd", d->set, n_declared);
+            else
+                PyErr_Format(PyExc_ValueError, "item %llu names input set %u of %zd",
+                             (unsigned long long)idx, d->set, n_declared);
+            goto fail;
+        }
+        int want = (unsigned char)declared[d->set];
+        int code = d->element ? (int)d->element : want;
+            if (outputs && want != EL_ANY && code != want) {
+            PyErr_Format(PyExc_ValueError, "result %u is declared %s but the sandbox returned "
+                         "%s", d->set, element_names[want], element_names[code]);
+            goto fail;
+        }
+        if (code == EL_ANY)
+            code = EL_BYTES;
+        PyObject *value = decode_value(code, base + d->data_off, d->data_len, view,
+                                       d->data_off, decoder);
+        if (value == NULL)
+            goto fail;
+        PyObject *name;
+        if (d->name_len == 0) {
+            name = empty_str;
+            Py_INCREF(name);
+        } else {
+            name = PyUnicode_DecodeUTF8((const char *)base + d->name_off,
+                                        (Py_ssize_t)d->name_len, "replace");
+        }
+        PyObject *t = name ? Py_BuildValue("(NLN)", value, (long long)d->key, name) : NULL;
+        if (name == NULL)
+            Py_DECREF(value);
+        if (t == NULL)
+            goto fail;
+        int rc = PyList_Append(PyList_GET_ITEM(sets, d->set), t);
+        Py_DECREF(t);
+        if (rc != 0)
+            goto fail;
+    }
+    Py_DECREF(view);
+    PyBuffer_Release(&ctx);
+    return sets;
+fail:
+    Py_XDECREF(sets);
+    Py_XDECREF(view);
+    PyBuffer_Release(&ctx);
+    return NULL;
+}
+
+/*
+ * add_output(context, result, element code, value, key, name) -> None, or (bytes needed,
+ * bytes left) when the context is full: append one output item (inside a sandbox): its data
+ * and name into the heap, its entry below the output table.
+ */
+static PyObject *add_output(PyObject *self, PyObject *args) {
+    Py_buffer ctx;
+    unsigned int set;
+    int code;
+    PyObject *value, *name;
+    long long key;
+    if (!PyArg_ParseTuple(args, "w*IiOLO", &ctx, &set, &code, &value, &key, &name))
+        return NULL;
+    PyObject *ret = NULL;
+    encoded e;
+    const char *nm;
+    Py_ssize_t nl;
+    if ((uint64_t)ctx.len < 128 || code < 0 || code >= EL_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "not a context, or an unknown element code");
+        PyBuffer_Release(&ctx);
+        return NULL;
+    }
+    if (encode_value(code, value, &e) != 0) {
+        PyBuffer_Release(&ctx);
+        return NULL;
+    }
+    if (name_bytes(name, &nm, &nl) != 0)
+        goto done;
+    uint8_t *base = ctx.buf;
+    dd_header *h = (dd_header *)base;
+    uint64_t need = ALIGN16(e.size) + ALIGN16((uint64_t)nl) + sizeof(dd_item_desc);
+    uint64_t cur = h->heap_cur, end = h->heap_end;
+    if (end > (uint64_t)ctx.len || cur > end || need > end - cur) {
+        uint64_t left = end >= cur && end <= (uint64_t)ctx.len ? end - cur : 0;
+        ret = Py_BuildValue("(KK)", (unsigned long long)need, (unsigned long long)left);
+        goto done;
+    }
+    if (set >= h->n_out_sets) {
+        PyErr_Format(PyExc_ValueError, "no result %u", set);
+        goto done;
+    }
+    uint64_t data_off = cur;
+    encoded_copy(&e, base + cur);
+    cur = ALIGN16(cur + e.size);
+    uint64_t name_off = nl ? cur : 0;
+    if (nl)
+        memcpy(base + cur, nm, (size_t)nl);
+    cur = ALIGN16(cur + (uint64_t)nl);
+    end -= sizeof(dd_item_desc);
+    dd_item_desc *d = (dd_item_desc *)(base + end);
+    d->data_off = data_off;
+    d->data_len = e.size;
+    d->key = key;
+    d->name_off = name_off;
+    d->name_len = (uint32_t)nl;
+    d->element = (uint32_t)code;
+    d->set = set;
+    d->reserved = 0;
+    h->heap_cur = cur;
+    h->heap_end = end;
+    h->n_out_items++;
+    ret = Py_NewRef(Py_None);
+done:
+    encoded_release(&e);
+    PyBuffer_Release(&ctx);
+    return ret;
+}
+
+#include <poll.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Wait until fd is ready for `events` or the deadline passes (deadline 0: none).
+ * 1 ready, 0 timed out, -1 error (errno). */
+static int wait_fd(int fd, short events, double deadline) {
+    for (;;) {
+        int ms = -1;
+        if (deadline > 0) {
+            double left = deadline - now_s();
+            if (left <= 0)
+                return 0;
+            ms = (int)(left * 1000) + 1;
+        }
+        struct pollfd p = {.fd = fd, .events = events};
+        int rc = poll(&p, 1, ms);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            return rc;
+        return 1;
+    }
+}
+
+/*
+ * exchange(channel, memfd, header, payload, timeout, skip_ready) -> report bytes: hand a
+ * sandbox its invocation (the header and `payload` in one message with the memfd attached,
+ * the rest of a large payload after it) and wait for the start of its report: at least 4
+ * bytes, as many as have arrived (up to 4096), or fewer when the sandbox is gone.  With
+ * `skip_ready` a leading READY byte ('R') is dropped.  `timeout` <= 0: none; past it,
+ * TimeoutError.  The GIL is released while waiting.
+ */
+static PyObject *exchange(PyObject *self, PyObject *args) {
+    int fd, memfd, skip_ready;
+    Py_buffer head, payload;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "iiy*y*dp", &fd, &memfd, &head, &payload, &timeout,
+                          &skip_ready))
+        return NULL;
+    double deadline = timeout > 0 ? now_s() + timeout : 0;
+    char buf[4096];
+    size_t got = 0;
+    int timed_out = 0, gone = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct iovec iov[2] = {{head.buf, (size_t)head.len}, {payload.buf, (size_t)payload.len}};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    memset(cbuf, 0, sizeof cbuf);
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf,
+                        .msg_controllen = sizeof cbuf};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &memfd, sizeof(int));
+    size_t total = (size_t)head.len + (size_t)payload.len, sent = 0;
+    while (sent < total) {
+        ssize_t n;
+        if (sent == 0) {
+            n = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } else {
+            const char *p = sent < (size_t)head.len ? (const char *)head.buf + sent
+                            : (const char *)payload.buf + (sent - (size_t)head.len);
+            size_t len = sent < (size_t)head.len ? (size_t)head.len - sent : total - sent;
+            n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        if (n > 0) {
+            sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int w = wait_fd(fd, POLLOUT, deadline);
+            if (w == 0) {
+                timed_out = 1;
+                break;
+            }
+            if (w > 0)
+                continue;
+        }
+        gone = 1;  /* EPIPE, ECONNRESET: the sandbox is gone; its status tells why */
+        break;
+    }
+    while (!timed_out && !gone) {
+        int w = wait_fd(fd, POLLIN, deadline);
+        if (w == 0) {
+            timed_out = 1;
+            break;
+        }
+        ssize_t n = recv(fd, buf + got, sizeof buf - got, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+            continue;
+        if (n <= 0)
+            break;  /* end of stream or reset: whatever arrived is the report */
+        if (skip_ready && got == 0 && buf[0] == 'R') {
+            memmove(buf, buf + 1, (size_t)n - 1);
+            n -= 1;
+            skip_ready = 0;
+        }
+        skip_ready = 0;
+        got += (size_t)n;
+        if (got >= 4)
+            break;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&payload);
+    if (timed_out) {
+        PyErr_SetString(PyExc_TimeoutError, "the sandbox did not report in time");
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize(buf, (Py_ssize_t)got);
+}
+
 static PyMethodDef methods[] = {
     {"receive", receive, METH_VARARGS,
      "receive(channel, header_size, capacity_offset, length_offset) -> (header, view, payload)."},
+    {"write_inputs", write_inputs, METH_VARARGS,
+     "write_inputs(context, sets, results, output_limit) -> capacity (negated: too small)."},
+    {"read_items", read_items, METH_VARARGS,
+     "read_items(context, capacity, outputs, declared, decoder) -> [[(value, key, name)]]."},
+    {"add_output", add_output, METH_VARARGS,
+     "add_output(context, result, code, value, key, name) -> None or (needed, left)."},
+    {"exchange", exchange, METH_VARARGS,
+     "exchange(channel, memfd, header, payload, timeout, skip_ready) -> report bytes."},
     {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
     {"spawn_sandbox", spawn_sandbox, METH_VARARGS,
      "spawn_sandbox(ctrl, cpu, memory_limit, program) -> (pid, baseline)."},
@@ -633,4 +1323,9 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__sandboxc(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__sandboxc(void) {
+    empty_str = PyUnicode_New(0, 0);
+    if (empty_str == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}
