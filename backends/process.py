@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from dandelion import errors
-from dandelion.backends import _sandbox_native, _sandbox_pool
+from dandelion.backends import _sandbox_native, _sandbox_pool, _sandboxc
 from dandelion.backends._sandbox_child import (
     ASSIGN,
     KIND_NATIVE,
@@ -48,8 +48,6 @@ from dandelion.runtime.engine import Engine as EngineBase
 _GONE = struct.Struct("<4siiiQ")
 _NATV = struct.Struct("<4si")
 _MIB = 1 << 20
-#: Code up to this size travels in the same message as the assignment.
-_ONE_MESSAGE = 64 * 1024
 _SIGNALS = {signal.SIGSEGV: "invalid memory access", signal.SIGBUS: "bus error",
             signal.SIGFPE: "arithmetic fault", signal.SIGILL: "illegal instruction",
             signal.SIGABRT: "abort", signal.SIGTRAP: "trap"}
@@ -167,39 +165,21 @@ class ProcessEngine(EngineBase):
                     self._tables.clear()
                 self._tables[digest] = segments
             header = ASSIGN.pack(b"DDGO", KIND_NATIVE, context.capacity, self.memory_limit,
-                                 len(code.data), code.native.entry, len(code.native.segments))
-            payload: list[bytes] = [segments, code.data]
+                                 len(code.data), code.native.entry, len(code.native.segments)
+                                 ) + segments  # the segment table precedes the image
         else:
             header = ASSIGN.pack(b"DDGO", KIND_PYTHON, context.capacity, self.memory_limit,
                                  len(code.data), 0, 0)
-            payload = [code.data]
         self.last_function_time = None
         try:
-            if call.timeout is not None:  # a fresh channel blocks without a timeout
-                chan.settimeout(call.timeout)
-            # one message (one wake-up of the sandbox) for everything that fits
-            first = [header, *payload] if sum(map(len, payload)) <= _ONE_MESSAGE else [header]
-            sent = socket.send_fds(chan, first, [context.fd])
-            if sent < sum(map(len, first)):  # rare: join only when the socket took less
-                chan.sendall(memoryview(b"".join(first))[sent:])
-            if len(first) == 1:
-                for part in payload:
-                    chan.sendall(part)
-            # the whole report in one read when it is there (it is written in one)
-            if sandbox.ready:
-                data = self._recv(chan, 4, deadline, 4096)
-            else:  # its READY byte comes first
-                data = self._recv(chan, 5, deadline, 4096)
-                if data[:1] == READY:
-                    data = self._fill(chan, data[1:], 4, deadline)
+            data = _sandboxc.exchange(chan.fileno(), context.fd, header, code.data,
+                                      call.timeout or 0.0, not sandbox.ready)
         except TimeoutError:
             zygote.end(sandbox)
             raise FunctionTimeout(f"{what} ran past its timeout of {call.timeout:g} s and was "
                                   "killed", function=call.spec.name,
                                   hint="raise the function's timeout (timeouts={name: s})"
                                   ) from None
-        except (BrokenPipeError, ConnectionResetError):
-            data = b""
         tag = data[:4]
         if tag == b"OKAY":
             (_t, ns) = OKAY.unpack(self._fill(chan, data, OKAY.size, deadline)[:OKAY.size])
