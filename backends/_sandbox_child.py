@@ -35,8 +35,7 @@ from dandelion.backends import _sandboxc
 from dandelion.backends._sandbox_layout import (
     ELEMENT_CODES,
     ContextFull,
-    add_output,
-    encodable,
+    add_outputs,
     read_items,
     write_inputs,
 )
@@ -121,15 +120,14 @@ def warm_up(samples: Sequence[bytes]) -> None:
 
     for sample in samples:
         artifact = pickle.loads(sample)
-        element = artifact.params[0][1].type.element
+        (pname, pview), = artifact.params
+        (rname, rview), = artifact.results
         value = sys.modules["numpy"].arange(16).reshape(4, 4) \
-            if element is ElementType.NDARRAY else 1
+            if pview.type.element is ElementType.NDARRAY else 1
         scratch = bytearray(64 * 1024)
-        capacity = write_inputs(scratch, [(artifact.params[0][0], [(*encodable(value, element),
-                                                                     0, "")])],
-                                [(artifact.results[0][0],
-                                  ELEMENT_CODES[artifact.results[0][1].type.element])],
-                                16 * 1024)
+        capacity = write_inputs(scratch, [(pname, ELEMENT_CODES[pview.type.element],
+                                           [Item(value)])],
+                                [(rname, ELEMENT_CODES[rview.type.element])], 16 * 1024)
         _run_python(memoryview(scratch)[:capacity], sample)
     _message({"ok": False, "kind": "error", "message": "probe"})
 
@@ -263,9 +261,8 @@ def _run_python(ctx: Any, payload: bytes) -> bytes:
     the context's capacity), write its outputs there; the message to report (``OKAY`` and
     the function's time, or a ``DONE`` report)."""
     artifact = pickle.loads(payload)
-    declared = bytes(ELEMENT_CODES[view.type.element] for _, view in artifact.params)
-    inputs = [[Item(*entry) for entry in items]
-              for items in read_items(ctx, len(ctx), False, declared, False)]
+    declared = bytes([ELEMENT_CODES[view.type.element] for _, view in artifact.params])
+    inputs = read_items(ctx, len(ctx), False, declared, False)
     started = time.perf_counter_ns()
     try:
         outputs = artifact.invoke(inputs)
@@ -275,9 +272,7 @@ def _run_python(ctx: Any, payload: bytes) -> bytes:
     elapsed = time.perf_counter_ns() - started
     try:
         for r, ((_name, view), items) in enumerate(zip(artifact.results, outputs, strict=True)):
-            for item in items:
-                code, value = encodable(item.value, view.type.element)
-                add_output(ctx, r, code, value, item.key, item.name)
+            add_outputs(ctx, r, ELEMENT_CODES[view.type.element], items)
     except ContextFull as e:
         return _message({"ok": False, "kind": "output", "needed": e.needed, "left": e.left})
     return OKAY.pack(b"OKAY", elapsed)

@@ -42,13 +42,14 @@ from __future__ import annotations
 import ast
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dandelion.backends import _sandboxc
 from dandelion.codec import decode, encode
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
+from dandelion.items import Item
 
 #: Bytes of the context header (the offset of the input set table).
 HEADER_SIZE = 128
@@ -160,32 +161,33 @@ def _decode_npy(data: memoryview, copy: bool) -> Any:
     return arr.copy() if copy else arr
 
 
-def encodable(value: Any, element: ElementType) -> tuple[int, Any]:
-    """The element code ``value`` travels as and what :func:`write_inputs` and
-    :func:`add_output` take for it: scalars and ``bytes`` as they are (encoded in C),
-    ``json`` as its text, an ``ndarray`` as its ``.npy`` header and a view of its data (so
-    that writing it into a context is its only copy)."""
+def _encode(declared: int, value: Any) -> tuple[int, Any]:
+    """What C leaves to Python: the element code and encoding of a ``json`` or ``ndarray``
+    value, or of an untyped one that is not a scalar or bytes (the ``.npy`` header and a
+    view of an array's data, so that writing it into a context is its only copy)."""
+    element = CODE_ELEMENTS[declared]
     if element is ElementType.ANY:
         element = infer_element(value)
-    if element is ElementType.JSON:
-        return 6, encode(value, element)
     if element is ElementType.NDARRAY:
         return 7, _npy_parts(value)
-    return ELEMENT_CODES[element], value
+    return ELEMENT_CODES[element], encode(value, element)
 
 
-def _encoding_error(error: Exception, values: Sequence[tuple[int, Any]]) -> EncodingError:
-    """The error that says which of ``values`` (code, value) could not be encoded and why."""
-    for code, value in values:
-        if code not in (6, 7):  # those were encoded by encodable() already
+def _encoding_error(error: Exception, declared: int, items: Iterable[Item[Any]]
+                    ) -> EncodingError:
+    """The error that says which item could not be encoded and why."""
+    for item in items:
+        code, value = _encode(declared, item.value) if declared in (0, 6, 7) else \
+            (declared, item.value)
+        if code not in (6, 7):
             encode(value, CODE_ELEMENTS[code])  # raises the EncodingError that says why
     return EncodingError(str(error))
 
 
-def write_inputs(buf: Any, sets: list[tuple[str, list[tuple[int, Any, int, str]]]],
+def write_inputs(buf: Any, sets: list[tuple[str, int, Sequence[Item[Any]]]],
                  results: list[tuple[str, int]], output_limit: int) -> int:
-    """Lay out the inputs in ``buf``: per set its name and items ``(code, value, key,
-    name)`` as from :func:`encodable`; per result its name and element code.
+    """Lay out the inputs in ``buf``: per set its name, element code and items; per result
+    its name and element code.
 
     Returns the context's capacity (inputs, then ``output_limit`` bytes, rounded to pages),
     or, when ``buf`` is too small for it, the capacity needed, negated (nothing written).
@@ -194,24 +196,26 @@ def write_inputs(buf: Any, sets: list[tuple[str, list[tuple[int, Any, int, str]]
         EncodingError: a value cannot be encoded as its element type.
     """
     try:
-        return int(_sandboxc.write_inputs(buf, sets, results, output_limit))
+        return int(_sandboxc.write_inputs(buf, sets, results, output_limit, _encode))
     except (TypeError, OverflowError, ValueError) as e:
-        raise _encoding_error(e, [(c, v) for _, items in sets for c, v, *_ in items]) from None
+        for _name, declared, items in sets:
+            _encoding_error(e, declared, items)
+        raise EncodingError(str(e)) from None
 
 
-def _decode_rest(code: int, data: memoryview) -> Any:
+def _decode(code: int, data: memoryview) -> Any:
     return _decode_npy(data, False) if code == 7 else decode(data, ElementType.JSON)
 
 
-def _decode_rest_copy(code: int, data: memoryview) -> Any:
+def _decode_copy(code: int, data: memoryview) -> Any:
     return _decode_npy(data, True) if code == 7 else decode(data, ElementType.JSON)
 
 
 def read_items(buf: Any, capacity: int, outputs: bool, declared: bytes, copy: bool
-               ) -> list[list[tuple[Any, int, str]]]:
+               ) -> tuple[tuple[Item[Any], ...], ...]:
     """The inputs (inside a sandbox) or the outputs (in the worker, which knows the
     ``capacity`` it laid out; everything in the context is untrusted there) of a context,
-    per set as ``(value, key, name)``; ``declared`` holds each set's element code.
+    per set; ``declared`` holds each set's element code.
 
     An ``ndarray`` is a view of the context unless ``copy``; everything else is a copy.
 
@@ -220,21 +224,22 @@ def read_items(buf: Any, capacity: int, outputs: bool, declared: bytes, copy: bo
     """
     try:
         return _sandboxc.read_items(buf, capacity, outputs, declared,  # type: ignore[no-any-return]
-                                    _decode_rest_copy if copy else _decode_rest)
+                                    _decode_copy if copy else _decode, Item)
     except ValueError as e:
         raise EncodingError(str(e)) from None
 
 
-def add_output(buf: Any, result: int, code: int, value: Any, key: int, name: str) -> None:
-    """Append one output item (inside a sandbox): data into the heap, entry at the end.
+def add_outputs(buf: Any, result: int, declared: int, items: Sequence[Item[Any]]) -> None:
+    """Append the items of result ``result`` (inside a sandbox): data into the heap,
+    entries at the end.
 
     Raises:
-        ContextFull: it does not fit.
-        EncodingError: the value cannot be encoded as element ``code``.
+        ContextFull: one does not fit (those before it stay).
+        EncodingError: a value cannot be encoded as element ``declared``.
     """
     try:
-        full = _sandboxc.add_output(buf, result, code, value, key, name)
+        full = _sandboxc.add_outputs(buf, result, declared, items, _encode)
     except (TypeError, OverflowError) as e:
-        raise _encoding_error(e, [(code, value)]) from None
+        raise _encoding_error(e, declared, items) from None
     if full is not None:
         raise ContextFull(*full)

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dandelion.backends import _sandboxc
-from dandelion.backends._sandbox_layout import ELEMENT_CODES, encodable, read_items, write_inputs
-from dandelion.ir.types import ElementType
+from dandelion.backends._sandbox_layout import read_items, write_inputs
 from dandelion.items import Item
 from dandelion.runtime.engine import Context, ItemSets, MemoryDomain
 
@@ -63,28 +62,29 @@ class SharedContext(Context):
         """Keep the items; :meth:`layout` writes them once their types are known."""
         self.inputs = inputs
 
-    def layout(self, params: Sequence[tuple[str, ElementType]],
-               results: Sequence[tuple[str, ElementType]], output_limit: int) -> None:
+    def layout(self, params: Sequence[tuple[str, int]], results: list[tuple[str, int]],
+               output_limit: int) -> None:
         """Write the placed inputs at the documented layout, leaving ``output_limit`` bytes
         for outputs (each large item is copied exactly once, into the context).
+
+        Args:
+            params: name and element code of each parameter.
+            results: name and element code of each result.
+            output_limit: bytes the function may write.
 
         Raises:
             EncodingError: an input cannot be encoded as its parameter's element type.
         """
-        sets = []
-        for (name, element), items in zip(params, self.inputs, strict=False):
-            sets.append((name, [(*encodable(item.value, element), item.key, item.name)
-                                for item in items]))
-        for name, _ in params[len(sets):]:
-            sets.append((name, []))
-        codes = [(name, ELEMENT_CODES[element]) for name, element in results]
+        inputs = self.inputs
+        sets = [(name, code, inputs[i] if i < len(inputs) else ())
+                for i, (name, code) in enumerate(params)]
         assert self.mm is not None
-        capacity = write_inputs(self.mm, sets, codes, output_limit)
+        capacity = write_inputs(self.mm, sets, results, output_limit)
         if capacity < 0:
             self._grow(-capacity)
-            capacity = write_inputs(self.mm, sets, codes, output_limit)
+            capacity = write_inputs(self.mm, sets, results, output_limit)
         self.capacity = capacity
-        self.declared = bytes(code for _, code in codes)
+        self.declared = bytes([code for _, code in results])
 
     def extract(self) -> list[tuple[Item[Any], ...]]:
         """The outputs, decoded with the declared result types (copied out of the context).
@@ -93,8 +93,7 @@ class SharedContext(Context):
             EncodingError: the sandbox left malformed outputs.
         """
         assert self.mm is not None
-        return [tuple(Item(value, key, name) for value, key, name in items)
-                for items in read_items(self.mm, self.capacity, True, self.declared, True)]
+        return list(read_items(self.mm, self.capacity, True, self.declared, True))
 
     def wipe(self) -> None:
         self.inputs = ()

@@ -762,58 +762,168 @@ static int name_bytes(PyObject *name, const char **s, Py_ssize_t *n) {
     return *s == NULL ? -1 : 0;
 }
 
+static PyObject *str_value, *str_key, *str_name, *empty_str;
+
 /*
- * write_inputs(context, sets, results, output_limit) -> capacity: lay out the inputs.
- * `sets` is a list of (name, [(element code, value, key, name), ...]) per parameter,
- * `results` a list of (name, element code) per result.  The capacity is what the inputs
- * take plus `output_limit`, rounded to pages; when that is more than `context` holds,
- * nothing is written and the capacity needed is returned negated.
+ * The element code and the object to encode for an item's value declared `declared`:
+ * scalars and bytes as they are; json, ndarray and untyped values other than those by
+ * encoder(code, value) -> (code, bytes-like or tuple of parts).  *owned: a new reference
+ * to release (NULL when `value` itself is encoded).  0 or -1 with an exception set.
+ */
+static int item_payload(PyObject *value, int declared, PyObject *encoder, int *code,
+                        PyObject **obj, PyObject **owned) {
+    *owned = NULL;
+    *obj = value;
+    *code = declared;
+    if (declared == EL_ANY) {
+        if (PyBytes_Check(value) || PyByteArray_Check(value) || PyMemoryView_Check(value))
+            *code = EL_BYTES;
+        else if (PyUnicode_Check(value))
+            *code = EL_STR;
+        else if (PyBool_Check(value))
+            *code = EL_BOOL;
+        else if (PyLong_Check(value))
+            *code = EL_INT;
+        else if (PyFloat_Check(value))
+            *code = EL_FLOAT;
+    }
+    if (*code != EL_ANY && *code != EL_JSON && *code != EL_NDARRAY)
+        return 0;
+    PyObject *r = PyObject_CallFunction(encoder, "iO", declared, value);
+    if (r == NULL)
+        return -1;
+    long c;
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2 ||
+        (c = PyLong_AsLong(PyTuple_GET_ITEM(r, 0))) < 0 || c >= EL_COUNT) {
+        Py_DECREF(r);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "an encoder returns (element code, data)");
+        return -1;
+    }
+    *code = (int)c;
+    *obj = PyTuple_GET_ITEM(r, 1);
+    *owned = r;
+    return 0;
+}
+
+/* An item's value, key and name attributes (new references). */
+static int item_fields(PyObject *item, PyObject **value, long long *key, PyObject **name) {
+    *value = PyObject_GetAttr(item, str_value);
+    if (*value == NULL)
+        return -1;
+    PyObject *k = PyObject_GetAttr(item, str_key);
+    if (k == NULL)
+        goto fail;
+    *key = PyLong_AsLongLong(k);
+    Py_DECREF(k);
+    if (*key == -1 && PyErr_Occurred())
+        goto fail;
+    *name = PyObject_GetAttr(item, str_name);
+    if (*name != NULL)
+        return 0;
+fail:
+    Py_CLEAR(*value);
+    return -1;
+}
+
+/* Bytes an item's data and name take in the heap. */
+static uint64_t item_room(uint64_t size, Py_ssize_t name_len) {
+    return ALIGN16(size) + ALIGN16((uint64_t)name_len);
+}
+
+/* Write an item's data and name at *cur (advanced) and fill its entry. */
+static void item_write(uint8_t *base, uint64_t *cur, dd_item_desc *d, const encoded *e,
+                       int code, long long key, const char *nm, Py_ssize_t nl,
+                       uint32_t set) {
+    d->data_off = *cur;
+    d->data_len = e->size;
+    d->key = key;
+    d->element = (uint32_t)code;
+    d->set = set;
+    d->reserved = 0;
+    encoded_copy(e, base + *cur);
+    *cur = ALIGN16(*cur + e->size);
+    d->name_off = nl ? *cur : 0;
+    d->name_len = (uint32_t)nl;
+    if (nl)
+        memcpy(base + *cur, nm, (size_t)nl);
+    *cur = ALIGN16(*cur + (uint64_t)nl);
+}
+
+/* Encode one item (its fields from item_fields) into *e; *code its element code. */
+static int item_encode(PyObject *value, int declared, PyObject *encoder, int *code,
+                       encoded *e, PyObject **owned) {
+    PyObject *obj;
+    if (item_payload(value, declared, encoder, code, &obj, owned) != 0)
+        return -1;
+    if (encode_value(*code, obj, e) != 0) {
+        Py_CLEAR(*owned);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * write_inputs(context, sets, results, output_limit, encoder) -> capacity: lay out the
+ * inputs.  `sets` is a list of (name, element code, items) per parameter, the items
+ * objects with `value`, `key` and `name`; `results` a list of (name, element code) per
+ * result; `encoder` as item_payload() says.  The capacity is what the inputs take plus
+ * `output_limit`, rounded to pages; when that is more than `context` holds, nothing is
+ * written and the capacity needed is returned negated.
  */
 static PyObject *write_inputs(PyObject *self, PyObject *args) {
     Py_buffer ctx;
-    PyObject *sets, *results;
+    PyObject *sets, *results, *encoder;
     unsigned long long output_limit;
-    if (!PyArg_ParseTuple(args, "w*O!O!K", &ctx, &PyList_Type, &sets, &PyList_Type, &results,
-                          &output_limit))
+    if (!PyArg_ParseTuple(args, "w*O!O!KO", &ctx, &PyList_Type, &sets, &PyList_Type, &results,
+                          &output_limit, &encoder))
         return NULL;
     Py_ssize_t n_sets = PyList_GET_SIZE(sets), n_results = PyList_GET_SIZE(results);
     Py_ssize_t n_items = 0;
-    PyObject *ret = NULL;
+    PyObject *ret = NULL, *fast = PyList_New(n_sets);
+    if (fast == NULL)
+        goto done;
     /* first pass: shapes and sizes */
     uint64_t need = 0;
     for (Py_ssize_t s = 0; s < n_sets; s++) {
         PyObject *set = PyList_GET_ITEM(sets, s);
-        if (!PyTuple_Check(set) || PyTuple_GET_SIZE(set) != 2 ||
-            !PyList_Check(PyTuple_GET_ITEM(set, 1))) {
-            PyErr_SetString(PyExc_TypeError, "a set is (name, [items])");
-            goto done;
-        }
         const char *nm;
         Py_ssize_t nl;
+        if (!PyTuple_Check(set) || PyTuple_GET_SIZE(set) != 3) {
+            PyErr_SetString(PyExc_TypeError, "a set is (name, element code, items)");
+            goto done;
+        }
+        long declared = PyLong_AsLong(PyTuple_GET_ITEM(set, 1));
+        if (declared < 0 || declared >= EL_COUNT) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "unknown element code");
+            goto done;
+        }
+        PyObject *items = PySequence_Fast(PyTuple_GET_ITEM(set, 2), "items are a sequence");
+        if (items == NULL)
+            goto done;
+        PyList_SET_ITEM(fast, s, items);
         if (name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl) != 0)
             goto done;
         need += ALIGN16((uint64_t)nl);
-        PyObject *items = PyTuple_GET_ITEM(set, 1);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
-            PyObject *it = PyList_GET_ITEM(items, i);
-            if (!PyTuple_Check(it) || PyTuple_GET_SIZE(it) != 4) {
-                PyErr_SetString(PyExc_TypeError, "an item is (element, value, key, name)");
-                goto done;
-            }
-            int code = (int)PyLong_AsLong(PyTuple_GET_ITEM(it, 0));
-            if (code < 0 || code >= EL_COUNT) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_ValueError, "unknown element code");
-                goto done;
-            }
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++) {
+            PyObject *value, *name, *owned;
+            long long key;
+            int code;
             encoded e;
-            if (encode_value(code, PyTuple_GET_ITEM(it, 1), &e) != 0)
+            if (item_fields(PySequence_Fast_GET_ITEM(items, i), &value, &key, &name) != 0)
                 goto done;
-            need += ALIGN16(e.size);
-            encoded_release(&e);
-            if (name_bytes(PyTuple_GET_ITEM(it, 3), &nm, &nl) != 0)
+            int rc = item_encode(value, (int)declared, encoder, &code, &e, &owned);
+            if (rc == 0) {
+                rc = name_bytes(name, &nm, &nl);
+                need += item_room(e.size, nl);
+                encoded_release(&e);
+                Py_XDECREF(owned);
+            }
+            Py_DECREF(value);
+            Py_DECREF(name);
+            if (rc != 0)
                 goto done;
-            need += ALIGN16((uint64_t)nl);
             n_items++;
         }
     }
@@ -824,7 +934,13 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
         if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2 ||
             name_bytes(PyTuple_GET_ITEM(res, 0), &nm, &nl) != 0) {
             if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_TypeError, "a result is (name, element)");
+                PyErr_SetString(PyExc_TypeError, "a result is (name, element code)");
+            goto done;
+        }
+        long code = PyLong_AsLong(PyTuple_GET_ITEM(res, 1));
+        if (code < 0 || code >= EL_COUNT) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "unknown element code");
             goto done;
         }
         need += ALIGN16((uint64_t)nl);
@@ -839,53 +955,51 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
         ret = PyLong_FromLongLong(-(long long)capacity);
         goto done;
     }
-    /* second pass: write */
+    /* second pass: write (a value whose encoding changed in between fails the layout) */
     uint8_t *base = ctx.buf;
     memset(base, 0, (size_t)in_items);
     uint32_t item_index = 0;
     for (Py_ssize_t s = 0; s < n_sets; s++) {
         PyObject *set = PyList_GET_ITEM(sets, s);
-        PyObject *items = PyTuple_GET_ITEM(set, 1);
+        PyObject *items = PyList_GET_ITEM(fast, s);
+        int declared = (int)PyLong_AsLong(PyTuple_GET_ITEM(set, 1));
         const char *nm;
         Py_ssize_t nl;
         name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl);
         dd_set_desc *sd = (dd_set_desc *)(base + in_sets) + s;
         sd->name_off = nl ? cur : 0;
         sd->name_len = (uint32_t)nl;
-        sd->element = 0;
+        sd->element = (uint32_t)declared;
         sd->first_item = item_index;
-        sd->n_items = (uint32_t)PyList_GET_SIZE(items);
+        sd->n_items = (uint32_t)PySequence_Fast_GET_SIZE(items);
         sd->reserved = 0;
         if (nl)
             memcpy(base + cur, nm, (size_t)nl);
         cur = ALIGN16(cur + (uint64_t)nl);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++, item_index++) {
-            PyObject *it = PyList_GET_ITEM(items, i);
-            int code = (int)PyLong_AsLong(PyTuple_GET_ITEM(it, 0));
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++, item_index++) {
+            PyObject *value, *name, *owned;
+            long long key;
+            int code;
             encoded e;
-            if (encode_value(code, PyTuple_GET_ITEM(it, 1), &e) != 0)
+            if (item_fields(PySequence_Fast_GET_ITEM(items, i), &value, &key, &name) != 0)
                 goto done;
-            long long key = PyLong_AsLongLong(PyTuple_GET_ITEM(it, 2));
-            if (key == -1 && PyErr_Occurred()) {
+            int rc = item_encode(value, declared, encoder, &code, &e, &owned);
+            if (rc == 0) {
+                rc = name_bytes(name, &nm, &nl);
+                if (rc == 0 && (uint64_t)ctx.len - cur < item_room(e.size, nl)) {
+                    PyErr_SetString(PyExc_ValueError, "an input changed while it was laid out");
+                    rc = -1;
+                }
+                if (rc == 0)
+                    item_write(base, &cur, (dd_item_desc *)(base + in_items) + item_index, &e,
+                               code, key, nm, nl, (uint32_t)s);
                 encoded_release(&e);
-                goto done;
+                Py_XDECREF(owned);
             }
-            dd_item_desc *d = (dd_item_desc *)(base + in_items) + item_index;
-            d->data_off = cur;
-            d->data_len = e.size;
-            d->key = key;
-            d->element = (uint32_t)code;
-            d->set = (uint32_t)s;
-            d->reserved = 0;
-            encoded_copy(&e, base + cur);
-            cur = ALIGN16(cur + e.size);
-            encoded_release(&e);
-            name_bytes(PyTuple_GET_ITEM(it, 3), &nm, &nl);
-            d->name_off = nl ? cur : 0;
-            d->name_len = (uint32_t)nl;
-            if (nl)
-                memcpy(base + cur, nm, (size_t)nl);
-            cur = ALIGN16(cur + (uint64_t)nl);
+            Py_DECREF(value);
+            Py_DECREF(name);
+            if (rc != 0)
+                goto done;
         }
     }
     for (Py_ssize_t r = 0; r < n_results; r++) {
@@ -893,22 +1007,20 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
         const char *nm;
         Py_ssize_t nl;
         name_bytes(PyTuple_GET_ITEM(res, 0), &nm, &nl);
-        long code = PyLong_AsLong(PyTuple_GET_ITEM(res, 1));
-        if (code < 0 || code >= EL_COUNT) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "unknown element code");
-            goto done;
-        }
         dd_set_desc *sd = (dd_set_desc *)(base + out_sets) + r;
         sd->name_off = nl ? cur : 0;
         sd->name_len = (uint32_t)nl;
-        sd->element = (uint32_t)code;
+        sd->element = (uint32_t)PyLong_AsLong(PyTuple_GET_ITEM(res, 1));
         sd->first_item = 0;
         sd->n_items = 0;
         sd->reserved = 0;
         if (nl)
             memcpy(base + cur, nm, (size_t)nl);
         cur = ALIGN16(cur + (uint64_t)nl);
+    }
+    if (cur > capacity) {
+        PyErr_SetString(PyExc_ValueError, "an input changed while it was laid out");
+        goto done;
     }
     dd_header *h = (dd_header *)base;
     memcpy(h->magic, CTX_MAGIC, 8);
@@ -924,14 +1036,13 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
     h->heap_end = capacity;
     ret = PyLong_FromUnsignedLongLong(capacity);
 done:
+    Py_XDECREF(fast);
     PyBuffer_Release(&ctx);
     return ret;
 }
 
-static PyObject *empty_str = NULL;
-
-/* The Python value of an item's bytes; json and ndarray items: a memoryview slice of
- * `whole` (decoded by the caller). */
+/* The Python value of an item's bytes; json and ndarray items: decoder(code, memoryview
+ * slice of `whole`). */
 static PyObject *decode_value(int code, const uint8_t *p, uint64_t n, PyObject *whole,
                               uint64_t off, PyObject *decoder) {
     switch (code) {
@@ -973,45 +1084,44 @@ static PyObject *decode_value(int code, const uint8_t *p, uint64_t n, PyObject *
 }
 
 /*
- * read_items(context, capacity, outputs, declared, decoder) -> per set, a list of
- * (value, key, name): the inputs (outputs false, inside a sandbox) or the outputs (in the
- * worker, where nothing in the context is trusted) of a context laid out with `capacity`.
- * `declared` holds the element code of each parameter or result (bytes); an item's own
- * code overrides 0 ("as declared"); for outputs the two must agree.  Scalars and bytes are
- * decoded here; json and ndarray items by decoder(code, memoryview slice of the context).
- * Raises ValueError for anything malformed (and what the decoder raises).
+ * read_items(context, capacity, outputs, declared, decoder, item) -> per set, a tuple of
+ * item(value, key, name): the inputs (outputs false, inside a sandbox) or the outputs (in
+ * the worker, where nothing in the context is trusted) of a context laid out with
+ * `capacity`.  `declared` holds the element code of each parameter or result (bytes); an
+ * item's own code overrides 0 ("as declared"); for outputs the two must agree.  Scalars
+ * and bytes are decoded here; json and ndarray items by decoder(code, memoryview slice of
+ * the context).  Raises ValueError for anything malformed (and what the decoder raises).
  */
 static PyObject *read_items(PyObject *self, PyObject *args) {
-    PyObject *whole;
+    PyObject *whole, *decoder, *item_type;
     unsigned long long capacity;
     int outputs;
     const char *declared;
     Py_ssize_t n_declared;
-    PyObject *decoder;
-    if (!PyArg_ParseTuple(args, "OKpy#O", &whole, &capacity, &outputs, &declared, &n_declared,
-                          &decoder))
+    if (!PyArg_ParseTuple(args, "OKpy#OO", &whole, &capacity, &outputs, &declared, &n_declared,
+                          &decoder, &item_type))
         return NULL;
     Py_buffer ctx;
     if (PyObject_GetBuffer(whole, &ctx, PyBUF_SIMPLE) != 0)
         return NULL;
-    PyObject *view = NULL, *sets = NULL;
+    PyObject *view = NULL, *sets = NULL, *result = NULL;
     const uint8_t *base = ctx.buf;
     if (capacity > (uint64_t)ctx.len || capacity < 128) {
         PyErr_SetString(PyExc_ValueError, "the context is smaller than its capacity");
-        goto fail;
+        goto done;
     }
     const dd_header *h = (const dd_header *)base;
     uint64_t n_items, table;
     if (outputs) {
         if (memcmp(h->magic, CTX_MAGIC, 8) != 0 || h->capacity != capacity) {
             PyErr_SetString(PyExc_ValueError, "the sandbox overwrote the context header");
-            goto fail;
+            goto done;
         }
         n_items = h->n_out_items;
         if (n_items > (capacity - 128) / sizeof(dd_item_desc)) {
             PyErr_Format(PyExc_ValueError, "the context claims %llu output items, more than "
                          "fit", (unsigned long long)n_items);
-            goto fail;
+            goto done;
         }
         table = capacity - n_items * sizeof(dd_item_desc);
     } else {
@@ -1020,34 +1130,33 @@ static PyObject *read_items(PyObject *self, PyObject *args) {
         if (table < 128 || table > capacity ||
             n_items > (capacity - table) / sizeof(dd_item_desc)) {
             PyErr_SetString(PyExc_ValueError, "item table outside the context");
-            goto fail;
+            goto done;
         }
     }
     view = PyMemoryView_FromObject(whole);
     sets = PyList_New(n_declared);
     if (view == NULL || sets == NULL)
-        goto fail;
+        goto done;
     for (Py_ssize_t s = 0; s < n_declared; s++) {
         PyObject *l = PyList_New(0);
         if (l == NULL)
-            goto fail;
+            goto done;
         PyList_SET_ITEM(sets, s, l);
     }
     for (uint64_t k = 0; k < n_items; k++) {
-        /* outputs: entry i is at capacity - 48 * (i + 1) */
-        uint64_t i = outputs ? n_items - 1 - k : k;
-        const dd_item_desc *d = (const dd_item_desc *)(base + table) + i;
-        uint64_t idx = outputs ? k : i;
+        /* outputs: entry k is at capacity - 48 * (k + 1) */
+        const dd_item_desc *d = (const dd_item_desc *)(base + table) +
+                                (outputs ? n_items - 1 - k : k);
         if (d->data_off > capacity || d->data_len > capacity - d->data_off ||
             d->name_off > capacity || d->name_len > capacity - d->name_off) {
             PyErr_Format(PyExc_ValueError, "item %llu points outside the context",
-                         (unsigned long long)idx);
-            goto fail;
+                         (unsigned long long)k);
+            goto done;
         }
         if (d->element >= EL_COUNT) {
             PyErr_Format(PyExc_ValueError, "item %llu has unknown element code %u",
-                         (unsigned long long)idx, d->element);
-            goto fail;
+                         (unsigned long long)k, d->element);
+            goto done;
         }
         if (d->set >= (uint64_t)n_declared) {
             if (outputs)
@@ -1055,114 +1164,127 @@ static PyObject *read_items(PyObject *self, PyObject *args) {
                              "function declares %zd", d->set, n_declared);
             else
                 PyErr_Format(PyExc_ValueError, "item %llu names input set %u of %zd",
-                             (unsigned long long)idx, d->set, n_declared);
-            goto fail;
+                             (unsigned long long)k, d->set, n_declared);
+            goto done;
         }
         int want = (unsigned char)declared[d->set];
+        if (want >= EL_COUNT) {
+            PyErr_SetString(PyExc_ValueError, "unknown declared element code");
+            goto done;
+        }
         int code = d->element ? (int)d->element : want;
-            if (outputs && want != EL_ANY && code != want) {
+        if (outputs && want != EL_ANY && code != want) {
             PyErr_Format(PyExc_ValueError, "result %u is declared %s but the sandbox returned "
                          "%s", d->set, element_names[want], element_names[code]);
-            goto fail;
+            goto done;
         }
-        if (code == EL_ANY)
-            code = EL_BYTES;
         PyObject *value = decode_value(code, base + d->data_off, d->data_len, view,
                                        d->data_off, decoder);
         if (value == NULL)
-            goto fail;
+            goto done;
         PyObject *name;
         if (d->name_len == 0) {
-            name = empty_str;
-            Py_INCREF(name);
+            name = Py_NewRef(empty_str);
         } else {
             name = PyUnicode_DecodeUTF8((const char *)base + d->name_off,
                                         (Py_ssize_t)d->name_len, "replace");
         }
-        PyObject *t = name ? Py_BuildValue("(NLN)", value, (long long)d->key, name) : NULL;
-        if (name == NULL)
-            Py_DECREF(value);
-        if (t == NULL)
-            goto fail;
-        int rc = PyList_Append(PyList_GET_ITEM(sets, d->set), t);
-        Py_DECREF(t);
+        PyObject *key = name ? PyLong_FromLongLong((long long)d->key) : NULL;
+        PyObject *it = key ? PyObject_CallFunctionObjArgs(item_type, value, key, name, NULL)
+                           : NULL;
+        Py_DECREF(value);
+        Py_XDECREF(name);
+        Py_XDECREF(key);
+        if (it == NULL)
+            goto done;
+        int rc = PyList_Append(PyList_GET_ITEM(sets, d->set), it);
+        Py_DECREF(it);
         if (rc != 0)
-            goto fail;
+            goto done;
     }
-    Py_DECREF(view);
-    PyBuffer_Release(&ctx);
-    return sets;
-fail:
+    result = PyTuple_New(n_declared);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t s = 0; s < n_declared; s++) {
+        PyObject *t = PyList_AsTuple(PyList_GET_ITEM(sets, s));
+        if (t == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyTuple_SET_ITEM(result, s, t);
+    }
+done:
     Py_XDECREF(sets);
     Py_XDECREF(view);
     PyBuffer_Release(&ctx);
-    return NULL;
+    return result;
 }
 
 /*
- * add_output(context, result, element code, value, key, name) -> None, or (bytes needed,
- * bytes left) when the context is full: append one output item (inside a sandbox): its data
- * and name into the heap, its entry below the output table.
+ * add_outputs(context, result, element code, items, encoder) -> None, or (bytes needed,
+ * bytes left) when the context is full: append a result's items (objects with `value`,
+ * `key` and `name`) as output items (inside a sandbox): their data and names into the
+ * heap, their entries below the output table.  Items added before one that does not fit
+ * stay.
  */
-static PyObject *add_output(PyObject *self, PyObject *args) {
+static PyObject *add_outputs(PyObject *self, PyObject *args) {
     Py_buffer ctx;
     unsigned int set;
-    int code;
-    PyObject *value, *name;
-    long long key;
-    if (!PyArg_ParseTuple(args, "w*IiOLO", &ctx, &set, &code, &value, &key, &name))
+    int declared;
+    PyObject *items, *encoder;
+    if (!PyArg_ParseTuple(args, "w*IiOO", &ctx, &set, &declared, &items, &encoder))
         return NULL;
-    PyObject *ret = NULL;
-    encoded e;
-    const char *nm;
-    Py_ssize_t nl;
-    if ((uint64_t)ctx.len < 128 || code < 0 || code >= EL_COUNT) {
-        PyErr_SetString(PyExc_ValueError, "not a context, or an unknown element code");
-        PyBuffer_Release(&ctx);
-        return NULL;
-    }
-    if (encode_value(code, value, &e) != 0) {
-        PyBuffer_Release(&ctx);
-        return NULL;
-    }
-    if (name_bytes(name, &nm, &nl) != 0)
-        goto done;
+    PyObject *ret = NULL, *fast = NULL;
     uint8_t *base = ctx.buf;
     dd_header *h = (dd_header *)base;
-    uint64_t need = ALIGN16(e.size) + ALIGN16((uint64_t)nl) + sizeof(dd_item_desc);
-    uint64_t cur = h->heap_cur, end = h->heap_end;
-    if (end > (uint64_t)ctx.len || cur > end || need > end - cur) {
-        uint64_t left = end >= cur && end <= (uint64_t)ctx.len ? end - cur : 0;
-        ret = Py_BuildValue("(KK)", (unsigned long long)need, (unsigned long long)left);
+    if ((uint64_t)ctx.len < 128 || declared < 0 || declared >= EL_COUNT ||
+        set >= h->n_out_sets) {
+        PyErr_SetString(PyExc_ValueError, "not a context, no such result, or an unknown "
+                        "element code");
         goto done;
     }
-    if (set >= h->n_out_sets) {
-        PyErr_Format(PyExc_ValueError, "no result %u", set);
+    fast = PySequence_Fast(items, "items are a sequence");
+    if (fast == NULL)
         goto done;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+        PyObject *value, *name, *owned;
+        long long key;
+        int code;
+        encoded e;
+        const char *nm;
+        Py_ssize_t nl;
+        if (item_fields(PySequence_Fast_GET_ITEM(fast, i), &value, &key, &name) != 0)
+            goto done;
+        int enc = item_encode(value, declared, encoder, &code, &e, &owned) == 0;
+        int rc = enc ? name_bytes(name, &nm, &nl) : -1;
+        if (rc == 0) {
+            uint64_t need = item_room(e.size, nl) + sizeof(dd_item_desc);
+            uint64_t cur = h->heap_cur, end = h->heap_end;
+            if (end > (uint64_t)ctx.len || cur > end || need > end - cur) {
+                uint64_t left = end >= cur && end <= (uint64_t)ctx.len ? end - cur : 0;
+                ret = Py_BuildValue("(KK)", (unsigned long long)need, (unsigned long long)left);
+                rc = -1;
+            } else {
+                end -= sizeof(dd_item_desc);
+                item_write(base, &cur, (dd_item_desc *)(base + end), &e, code, key, nm, nl,
+                           set);
+                h->heap_cur = cur;
+                h->heap_end = end;
+                h->n_out_items++;
+            }
+        }
+        if (enc) {
+            encoded_release(&e);
+            Py_XDECREF(owned);
+        }
+        Py_DECREF(value);
+        Py_DECREF(name);
+        if (rc != 0)
+            goto done;
     }
-    uint64_t data_off = cur;
-    encoded_copy(&e, base + cur);
-    cur = ALIGN16(cur + e.size);
-    uint64_t name_off = nl ? cur : 0;
-    if (nl)
-        memcpy(base + cur, nm, (size_t)nl);
-    cur = ALIGN16(cur + (uint64_t)nl);
-    end -= sizeof(dd_item_desc);
-    dd_item_desc *d = (dd_item_desc *)(base + end);
-    d->data_off = data_off;
-    d->data_len = e.size;
-    d->key = key;
-    d->name_off = name_off;
-    d->name_len = (uint32_t)nl;
-    d->element = (uint32_t)code;
-    d->set = set;
-    d->reserved = 0;
-    h->heap_cur = cur;
-    h->heap_end = end;
-    h->n_out_items++;
     ret = Py_NewRef(Py_None);
 done:
-    encoded_release(&e);
+    Py_XDECREF(fast);
     PyBuffer_Release(&ctx);
     return ret;
 }
@@ -1291,11 +1413,11 @@ static PyMethodDef methods[] = {
     {"receive", receive, METH_VARARGS,
      "receive(channel, header_size, capacity_offset, length_offset) -> (header, view, payload)."},
     {"write_inputs", write_inputs, METH_VARARGS,
-     "write_inputs(context, sets, results, output_limit) -> capacity (negated: too small)."},
+     "write_inputs(context, sets, results, output_limit, encoder) -> capacity (< 0: too small)."},
     {"read_items", read_items, METH_VARARGS,
-     "read_items(context, capacity, outputs, declared, decoder) -> [[(value, key, name)]]."},
-    {"add_output", add_output, METH_VARARGS,
-     "add_output(context, result, code, value, key, name) -> None or (needed, left)."},
+     "read_items(context, capacity, outputs, declared, decoder, item) -> per set a tuple."},
+    {"add_outputs", add_outputs, METH_VARARGS,
+     "add_outputs(context, result, code, items, encoder) -> None or (needed, left)."},
     {"exchange", exchange, METH_VARARGS,
      "exchange(channel, memfd, header, payload, timeout, skip_ready) -> report bytes."},
     {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
@@ -1325,7 +1447,10 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__sandboxc(void) {
     empty_str = PyUnicode_New(0, 0);
-    if (empty_str == NULL)
+    str_value = PyUnicode_InternFromString("value");
+    str_key = PyUnicode_InternFromString("key");
+    str_name = PyUnicode_InternFromString("name");
+    if (empty_str == NULL || str_value == NULL || str_key == NULL || str_name == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -35,10 +35,10 @@ from dandelion.backends._sandbox_child import (
     KIND_PYTHON,
     MAX_REPORT,
     OKAY,
-    READY,
     SEGMENT,
 )
 from dandelion.backends._sandbox_filter import syscall_name
+from dandelion.backends._sandbox_layout import ELEMENT_CODES
 from dandelion.backends._sandbox_memory import SharedContext, SharedDomain
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
@@ -136,8 +136,8 @@ class ProcessEngine(EngineBase):
             if len(self._shapes) > 4096:
                 self._shapes.clear()
             shape = self._shapes[id(spec)] = (
-                spec, [(p.name, p.type.element) for p in spec.params],
-                [(r.name, r.type.element) for r in spec.results])
+                spec, [(p.name, ELEMENT_CODES[p.type.element]) for p in spec.params],
+                [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results])
         context.layout(shape[1], shape[2], self.output_limit)
         zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
         sandbox = zygote.take()

@@ -20,6 +20,7 @@ none, ``Any``, ``object``                 ``item[any]``           no
 from __future__ import annotations
 
 import collections.abc
+import functools
 import typing
 from typing import Any, Sequence, Union
 
@@ -50,6 +51,24 @@ class View:
     def element_annotation(self) -> Any:
         """The annotation of one value (without ``list`` or ``Item``)."""
         return _element_annotation(self.annotation)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sandboxes unpickle the views of every function they run: as plain arguments, and
+        # common views come from a cache filled before the sandbox was forked.
+        return _view, (self.type.element.value, self.type.is_set, self.items, self.annotation)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_view(element: str, is_set: bool, items: bool, annotation: Any) -> View:
+    return View(DataType(ElementType(element), is_set), items, annotation)
+
+
+def _view(element: str, is_set: bool, items: bool, annotation: Any) -> View:
+    """The :class:`View` a pickle names (shared between equal views)."""
+    try:
+        return _cached_view(element, is_set, items, annotation)
+    except TypeError:  # an unhashable annotation
+        return View(DataType(ElementType(element), is_set), items, annotation)
 
 
 def _element_annotation(annotation: Any) -> Any:

@@ -46,6 +46,11 @@ class PythonFunction:
     params: tuple[tuple[str, View], ...]
     results: tuple[tuple[str, View], ...]
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the constructor's arguments: much less to run when a sandbox unpickles it than
+        # attrs' generic __setstate__
+        return PythonFunction, (self.name, self.fn, self.params, self.results)
+
     def invoke(self, inputs: Sequence[Sequence[Item[Any]]]) -> list[tuple[Item[Any], ...]]:
         """Run once on one instance's inputs (one item sequence per parameter, in order)."""
         args = [to_python(items, view, f"parameter '{p}' of '{self.name}'")
