@@ -182,12 +182,13 @@ def test_the_dispatcher_prefers_the_native_implementation_where_it_runs(rt, tmp_
     assert dd.run(comp, 20, engine="inline") == 40  # the inline engine runs only Python
 
 
-def test_matmul_in_c_equals_numpy(rt):
+@pytest.mark.parametrize("n", [128, 7, 1])  # 4 rows at a time, and what is left over
+def test_matmul_in_c_equals_numpy(rt, n):
     @dd.compute(native=REPO / "examples" / "matmul.c")
     def gram_native(m: np.ndarray) -> np.ndarray:
         return m @ m.T
 
-    m = np.random.default_rng(0).integers(-100, 100, size=(128, 128), dtype=np.int64)
+    m = np.random.default_rng(n).integers(-100, 100, size=(n, n), dtype=np.int64)
     got = rt.run(h.single(gram_native), m)
     assert got.dtype == np.int64 and np.array_equal(got, m @ m.T)
 
