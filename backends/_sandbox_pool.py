@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from dandelion.backends._sandbox_child import READY
+from dandelion.backends import _sandboxc
 from dandelion.backends._sandbox_zygote import MSG
 from dandelion.errors import BackendError
 
@@ -29,14 +29,15 @@ _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", 
 
 
 class Sandbox:
-    """One forked sandbox: its pid, the worker's end of its channel, a pidfd (-1 if the
-    kernel has none), and whether it is known to wait for work already (a Python sandbox
-    writes :data:`READY` on its channel once locked down and warmed up)."""
+    """One forked sandbox: its pid, the worker's end of its channel (a descriptor, -1 once
+    ended), a pidfd (-1 if the kernel has none), and whether it is known to wait for work
+    already (a Python sandbox writes :data:`READY` on its channel once locked down and
+    warmed up)."""
 
     __slots__ = ("pid", "channel", "pidfd", "ready")
 
-    def __init__(self, pid: int, channel: socket.socket, pidfd: int = -1,
-                 ready: bool = False) -> None:
+    def __init__(self, pid: int, channel: int, pidfd: int = -1, ready: bool = False
+                 ) -> None:
         self.pid = pid
         self.channel = channel
         self.pidfd = pidfd
@@ -118,8 +119,7 @@ class Zygote:
             with self._cond:
                 if op == b"C" and fds:
                     self._pending = max(0, self._pending - 1)
-                    self._ready.append(Sandbox(pid, socket.socket(fileno=fds[0]),
-                                               fds[1] if len(fds) > 1 else -1,
+                    self._ready.append(Sandbox(pid, fds[0], fds[1] if len(fds) > 1 else -1,
                                                self.native is not None))
                 elif fds:  # descriptors with anything but a fork report: not ours to keep
                     for fd in fds:
@@ -177,12 +177,10 @@ class Zygote:
         for i in range(len(self._ready) - 1, -1, -1):
             s = self._ready[i]
             if not s.ready:
-                try:
-                    s.ready = s.channel.recv(1, socket.MSG_DONTWAIT) == READY
-                except BlockingIOError:
+                state = _sandboxc.ready(s.channel)
+                if state == 0:
                     continue  # still warming up
-                except OSError:
-                    pass
+                s.ready = state == 1
                 if not s.ready:  # died before it was ready: the zygote replaces it
                     del self._ready[i]
                     self.end(s)
@@ -200,7 +198,9 @@ class Zygote:
 
         With a pidfd this is one system call and no message to the zygote (a pidfd names
         the process itself, so a reused pid is never hit); without, the zygote kills it."""
-        sandbox.channel.close()
+        channel, sandbox.channel = sandbox.channel, -1
+        if channel >= 0:
+            os.close(channel)
         pidfd, sandbox.pidfd = sandbox.pidfd, -1
         if pidfd < 0:
             self.kill(sandbox.pid)
@@ -231,7 +231,7 @@ class Zygote:
             ready = list(self._ready)
             self._ready.clear()
         for s in ready:
-            s.channel.close()
+            os.close(s.channel)
             if s.pidfd >= 0:
                 os.close(s.pidfd)
         try:

@@ -1319,25 +1319,48 @@ static int wait_fd(int fd, short events, double deadline) {
     }
 }
 
+/* Bytes a report needs in all, from its first 8 (0: not known yet; unknown tags: 4). */
+static size_t report_size(const char *p, size_t have, size_t max_body) {
+    if (have < 4)
+        return 0;
+    if (memcmp(p, "OKAY", 4) == 0)
+        return 12;
+    if (memcmp(p, "NATV", 4) == 0)
+        return 8;
+    if (memcmp(p, "GONE", 4) == 0)
+        return 24;
+    if (memcmp(p, "DONE", 4) == 0) {
+        if (have < 8)
+            return 0;
+        uint32_t len;
+        memcpy(&len, p + 4, 4);
+        return len <= max_body ? 8 + (size_t)len : have;  /* malformed: what is there */
+    }
+    return have;
+}
+
 /*
- * exchange(channel, memfd, header, payload, timeout, skip_ready) -> report bytes: hand a
- * sandbox its invocation (the header and `payload` in one message with the memfd attached,
- * the rest of a large payload after it) and wait for the start of its report: at least 4
- * bytes, as many as have arrived (up to 4096), or fewer when the sandbox is gone.  With
- * `skip_ready` a leading READY byte ('R') is dropped.  `timeout` <= 0: none; past it,
- * TimeoutError.  The GIL is released while waiting.
+ * exchange(channel, memfd, header, payload, timeout, skip_ready, max_body) -> report: hand
+ * a sandbox its invocation (the header and `payload` in one message with the memfd
+ * attached, the rest of a large payload after it) and wait for its whole report (OKAY,
+ * NATV, GONE, or DONE with a body of at most `max_body` bytes; whatever arrived when the
+ * sandbox is gone, or writes something else).  With `skip_ready` a leading READY byte ('R')
+ * is dropped.  `timeout` <= 0: none; past it, TimeoutError.  The GIL is released while
+ * sending and waiting.
  */
 static PyObject *exchange(PyObject *self, PyObject *args) {
     int fd, memfd, skip_ready;
     Py_buffer head, payload;
     double timeout;
-    if (!PyArg_ParseTuple(args, "iiy*y*dp", &fd, &memfd, &head, &payload, &timeout,
-                          &skip_ready))
+    Py_ssize_t max_body;
+    if (!PyArg_ParseTuple(args, "iiy*y*dpn", &fd, &memfd, &head, &payload, &timeout,
+                          &skip_ready, &max_body))
         return NULL;
     double deadline = timeout > 0 ? now_s() + timeout : 0;
-    char buf[4096];
-    size_t got = 0;
-    int timed_out = 0, gone = 0;
+    char small[4096];
+    char *buf = small, *big = NULL;
+    size_t cap = sizeof small, got = 0, want = 0;
+    int timed_out = 0, nomem = 0;
     Py_BEGIN_ALLOW_THREADS
     struct iovec iov[2] = {{head.buf, (size_t)head.len}, {payload.buf, (size_t)payload.len}};
     char cbuf[CMSG_SPACE(sizeof(int))];
@@ -1375,16 +1398,15 @@ static PyObject *exchange(PyObject *self, PyObject *args) {
             if (w > 0)
                 continue;
         }
-        gone = 1;  /* EPIPE, ECONNRESET: the sandbox is gone; its status tells why */
-        break;
+        break;  /* EPIPE, ECONNRESET: the sandbox is gone; what it wrote is still readable */
     }
-    while (!timed_out && !gone) {
+    while (!timed_out) {
         int w = wait_fd(fd, POLLIN, deadline);
         if (w == 0) {
             timed_out = 1;
             break;
         }
-        ssize_t n = recv(fd, buf + got, sizeof buf - got, MSG_DONTWAIT);
+        ssize_t n = recv(fd, buf + got, (want ? want : cap) - got, MSG_DONTWAIT);
         if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (n <= 0)
@@ -1392,21 +1414,51 @@ static PyObject *exchange(PyObject *self, PyObject *args) {
         if (skip_ready && got == 0 && buf[0] == 'R') {
             memmove(buf, buf + 1, (size_t)n - 1);
             n -= 1;
-            skip_ready = 0;
         }
         skip_ready = 0;
         got += (size_t)n;
-        if (got >= 4)
+        want = report_size(buf, got, (size_t)max_body);
+        if (want && got >= want)
             break;
+        if (want > cap) {  /* a long DONE report: room for all of it */
+            big = malloc(want);
+            if (big == NULL) {
+                nomem = 1;
+                break;
+            }
+            memcpy(big, buf, got);
+            buf = big;
+            cap = want;
+        }
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&head);
     PyBuffer_Release(&payload);
-    if (timed_out) {
+    PyObject *r = NULL;
+    if (timed_out)
         PyErr_SetString(PyExc_TimeoutError, "the sandbox did not report in time");
+    else if (nomem)
+        PyErr_NoMemory();
+    else
+        r = PyBytes_FromStringAndSize(buf, (Py_ssize_t)(want && got > want ? want : got));
+    free(big);
+    return r;
+}
+
+/* ready(channel) -> 1 if a sandbox has written READY ('R', taken), 0 if not yet, -1 if it
+ * wrote something else or is gone. */
+static PyObject *ready(PyObject *self, PyObject *args) {
+    int fd;
+    if (!PyArg_ParseTuple(args, "i", &fd))
         return NULL;
-    }
-    return PyBytes_FromStringAndSize(buf, (Py_ssize_t)got);
+    char c;
+    ssize_t n;
+    do {
+        n = recv(fd, &c, 1, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return PyLong_FromLong(0);
+    return PyLong_FromLong(n == 1 && c == 'R' ? 1 : -1);
 }
 
 static PyMethodDef methods[] = {
@@ -1419,7 +1471,8 @@ static PyMethodDef methods[] = {
     {"add_outputs", add_outputs, METH_VARARGS,
      "add_outputs(context, result, code, items, encoder) -> None or (needed, left)."},
     {"exchange", exchange, METH_VARARGS,
-     "exchange(channel, memfd, header, payload, timeout, skip_ready) -> report bytes."},
+     "exchange(channel, memfd, header, payload, timeout, skip_ready, max_body) -> report."},
+    {"ready", ready, METH_VARARGS, "ready(channel) -> 1 READY taken, 0 not yet, -1 neither."},
     {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
     {"spawn_sandbox", spawn_sandbox, METH_VARARGS,
      "spawn_sandbox(ctrl, cpu, memory_limit, program) -> (pid, baseline)."},

@@ -22,15 +22,14 @@ import builtins
 import json
 import os
 import signal
-import socket
 import struct
-import time
 from typing import Any
 
 from dandelion import errors
 from dandelion.backends import _sandbox_native, _sandbox_pool, _sandboxc
 from dandelion.backends._sandbox_child import (
     ASSIGN,
+    DONE,
     KIND_NATIVE,
     KIND_PYTHON,
     MAX_REPORT,
@@ -153,8 +152,6 @@ class ProcessEngine(EngineBase):
     def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
                 context: SharedContext, code: StoredCode, call: FunctionCall, what: str
                 ) -> None:
-        chan = sandbox.channel
-        deadline = time.monotonic() + call.timeout if call.timeout else None
         if code.kind == "native":
             assert code.native is not None
             digest = call.implementation.digest  # a native digest is the ELF's content's
@@ -172,64 +169,33 @@ class ProcessEngine(EngineBase):
                                  len(code.data), 0, 0)
         self.last_function_time = None
         try:
-            data = _sandboxc.exchange(chan.fileno(), context.fd, header, code.data,
-                                      call.timeout or 0.0, not sandbox.ready)
+            data = _sandboxc.exchange(sandbox.channel, context.fd, header, code.data,
+                                      call.timeout or 0.0, not sandbox.ready, MAX_REPORT)
         except TimeoutError:
             zygote.end(sandbox)
             raise FunctionTimeout(f"{what} ran past its timeout of {call.timeout:g} s and was "
                                   "killed", function=call.spec.name,
                                   hint="raise the function's timeout (timeouts={name: s})"
                                   ) from None
-        tag = data[:4]
-        if tag == b"OKAY":
-            (_t, ns) = OKAY.unpack(self._fill(chan, data, OKAY.size, deadline)[:OKAY.size])
-            self.last_function_time = ns / 1e9
-        elif tag == b"DONE":
-            self._python_report(chan, data, deadline, what, call, context)
-        elif tag == b"NATV":
-            (_t, rc) = _NATV.unpack(self._fill(chan, data, _NATV.size, deadline)[:_NATV.size])
+        tag, size = data[:4], len(data)
+        if tag == b"OKAY" and size == OKAY.size:
+            self.last_function_time = OKAY.unpack(data)[1] / 1e9
+        elif tag == b"DONE" and size >= DONE.size:
+            self._python_report(data, what, call)
+        elif tag == b"NATV" and size == _NATV.size:
+            rc = _NATV.unpack(data)[1]
             if rc != 0:
                 raise FunctionError(f"{what} returned error code {rc}", function=call.spec.name)
-        elif tag == b"GONE":
-            body = self._fill(chan, data, _GONE.size, deadline)[:_GONE.size]
-            raise self._fatal(_GONE.unpack(body), what, call)
+        elif tag == b"GONE" and size == _GONE.size:
+            raise self._fatal(_GONE.unpack(data), what, call)
         else:
             raise self._died(zygote, sandbox.pid, what, call, code.kind, tag)
 
-    @staticmethod
-    def _recv(chan: socket.socket, n: int, deadline: float | None, more: int = 0) -> bytes:
-        """At least ``n`` bytes (fewer at end of stream), and up to ``more`` if they are
-        there already."""
-        data = b""
-        while len(data) < n:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                chan.settimeout(left)
-            chunk = chan.recv(max(n - len(data), more))
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-    @classmethod
-    def _fill(cls, chan: socket.socket, data: bytes, n: int, deadline: float | None
-              ) -> bytes:
-        """``data`` and what follows it on the channel, up to at least ``n`` bytes."""
-        if len(data) >= n:
-            return data
-        return data + cls._recv(chan, n - len(data), deadline)
-
-    def _python_report(self, chan: socket.socket, data: bytes, deadline: float | None,
-                       what: str, call: FunctionCall, context: SharedContext) -> None:
-        data = self._fill(chan, data, 8, deadline)
-        (length,) = struct.unpack("<I", data[4:8].ljust(4, b"\0"))
-        if length > MAX_REPORT:
-            raise SandboxViolation(f"{what} wrote a malformed report on its channel",
-                                   function=call.spec.name)
+    def _python_report(self, data: bytes, what: str, call: FunctionCall) -> None:
+        """Raise the error a sandbox reported (a ``DONE`` report: its JSON body)."""
+        (_tag, length) = DONE.unpack_from(data)
         try:
-            report = json.loads(self._fill(chan, data, 8 + length, deadline)[8:8 + length])
+            report = json.loads(data[DONE.size:]) if len(data) == DONE.size + length else None
         except ValueError:
             report = None
         if not isinstance(report, dict) or report.get("ok"):  # only the sandbox's own

@@ -43,9 +43,11 @@ def test_take_hands_out_the_newest_sandbox_that_waits_for_work(zygote):
 def test_end_kills_the_sandbox_through_its_pidfd_and_the_zygote_reaps_it(zygote):
     sandbox = zygote.take()
     assert sandbox.pidfd >= 0  # Linux >= 5.3
-    pidfd = sandbox.pidfd
+    pidfd, channel = sandbox.pidfd, sandbox.channel
     zygote.end(sandbox)
-    assert sandbox.pidfd == -1 and sandbox.channel.fileno() == -1
+    assert sandbox.pidfd == -1 and sandbox.channel == -1
+    with pytest.raises(OSError):
+        os.fstat(channel)
     with pytest.raises(OSError):
         os.fstat(pidfd)  # the worker keeps no descriptor of an ended sandbox
     status = zygote.wait_status(sandbox.pid)
@@ -57,7 +59,7 @@ def test_a_sandbox_that_died_before_it_was_ready_is_never_handed_out(zygote):
     idle = zygote.idle_pids()
     victim = next(s for s in zygote._ready if s.pid == idle[-1])
     victim.ready = False  # as if its READY byte had not been read yet
-    victim.channel.recv(1)  # ... and it had died: take the byte away, then kill it
+    os.read(victim.channel, 1)  # ... and it had died: take the byte away, then kill it
     os.kill(victim.pid, signal.SIGKILL)
     time.sleep(0.2)
     taken = []
