@@ -46,11 +46,16 @@ class View:
     type: DataType
     items: bool = False
     annotation: Any = Any
+    #: The annotation of one value (without ``list`` or ``Item``).
+    element_annotation: Any = attrs.field(init=False, eq=False, repr=False)
+    #: The value class of ``element_annotation`` (e.g. ``dd.HttpRequest``), else ``None``.
+    value_class: Any = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def element_annotation(self) -> Any:
-        """The annotation of one value (without ``list`` or ``Item``)."""
-        return _element_annotation(self.annotation)
+    def __attrs_post_init__(self) -> None:
+        # worked out once: every invocation of the function needs them
+        element = _element_annotation(self.annotation)
+        object.__setattr__(self, "element_annotation", element)
+        object.__setattr__(self, "value_class", _value_class(element))
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Sandboxes unpickle the views of every function they run: as plain arguments, and
@@ -158,7 +163,7 @@ def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:
         FunctionTypeError: a value does not match the annotation.
     """
     element = view.element_annotation
-    value_class = _value_class(element)
+    value_class = view.value_class
     if value_class is not None:
         items = [item if isinstance(item.value, value_class) else
                  attrs.evolve(item, value=_from_item_value(value_class, item.value, what))
@@ -173,8 +178,6 @@ def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:
     if not items:
         return None
     return items[0] if view.items else items[0].value
-
-
 
 
 def _check_encodable(value: Any, element: ElementType, what: str) -> None:
@@ -207,7 +210,7 @@ def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
         values = [value]
     element = view.element_annotation
     kind = view.type.element
-    value_class = _value_class(element)
+    value_class = view.value_class
     out = []
     for v in values:
         item = v if isinstance(v, Item) else Item(v)
