@@ -59,3 +59,8 @@ def single(fn: dd.compute) -> dd.composition:
         return fn(x)
 
     return one
+
+
+@dd.compute
+def reverse(data: bytes) -> bytes:
+    return data[::-1]

@@ -108,6 +108,22 @@ def test_idle_sandboxes_are_forked_ahead_and_never_reused(rt):
     assert not set(used) & set(zygote.idle_pids())  # which are gone: never reused
 
 
+def test_large_inputs_grow_the_context_and_small_ones_reuse_it(rt):
+    big = os.urandom(6 << 20)
+    for data in (big, b"small", big, b"small again"):
+        assert rt.run(h.single(h.reverse), data) == data[::-1]
+
+
+def test_contexts_and_sandboxes_come_and_go_without_leaking_descriptors(rt):
+    counts = []
+    for _ in range(30):
+        rt.run(_each(h.pid), list(range(8)))
+        counts.append(len(os.listdir("/proc/self/fd")))
+    # pools and contexts fill up to their bounds, then the count stays put (a leak would
+    # add a descriptor or more per invocation: 80 over the last ten rounds)
+    assert max(counts[20:]) <= max(counts[:20]) + 6, counts
+
+
 def test_cold_invocation_loads_code_from_disk_and_hot_from_memory(tmp_path):
     store = ArtifactStore(tmp_path)
     with dd.Runtime(engine="process", workers=1, engine_options={"store": store}) as rt:
