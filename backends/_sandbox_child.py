@@ -170,10 +170,11 @@ def serve_filtered(baseline: int) -> NoReturn:
             os._exit(0)  # the worker let this sandbox go unused
         if ASSIGN.unpack(msg)[1] != KIND_PYTHON:
             raise RuntimeError("a filtered sandbox runs only Python functions")
-        _send(_run_python(view, payload))
+        report = _run_python(view, payload)
     except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
-        _report_error(e)
-    _end()
+        report = _error_report(e)
+    _sandboxc.finish(CHANNEL_FD, report)
+    os._exit(0)  # not reached
 
 
 def serve(program: bytes, cpu_seconds: int | None, samples: Sequence[bytes] = ()
@@ -199,28 +200,19 @@ def serve(program: bytes, cpu_seconds: int | None, samples: Sequence[bytes] = ()
             _run_native(ctx, payload_len, entry, n_segments)
         _sandboxc.install_filter(program)
         # --- from here on: no system interface but the channel ---
-        _send(_run_python(ctx, _read_exact(payload_len)))
+        report = _run_python(ctx, _read_exact(payload_len))
     except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
-        _report_error(e)
-    _end()
+        report = _error_report(e)
+    _sandboxc.finish(CHANNEL_FD, report)  # report, wait for the worker to let go, exit
+    os._exit(0)  # not reached
 
 
-def _end() -> NoReturn:
-    """Exit once the worker has taken the report: block until it hangs up (or, as it does
-    after every invocation, kills this process).  Exiting at once would tear down this
-    address space (a few hundred microseconds of page-table work on this kind of VM) just
-    when the worker wakes up for the report, on the same CPUs."""
-    try:
-        os.read(CHANNEL_FD, 1)
-    except OSError:
-        pass
-    os._exit(0)
-
-
-def _report_error(e: BaseException) -> None:
-    _send(_message({"ok": False, "kind": "error", "type": type(e).__name__,
-             "module": type(e).__module__, "message": getattr(e, "message", None) or str(e),
-             "hint": getattr(e, "hint", None), "traceback": _traceback(e.__traceback__)}))
+def _error_report(e: BaseException) -> bytes:
+    """The report of an exception raised in the sandbox."""
+    return _message({"ok": False, "kind": "error", "type": type(e).__name__,
+                     "module": type(e).__module__,
+                     "message": getattr(e, "message", None) or str(e),
+                     "hint": getattr(e, "hint", None), "traceback": _traceback(e.__traceback__)})
 
 
 def _read_exact(n: int) -> bytes:
@@ -238,12 +230,6 @@ def _message(body: dict[str, Any]) -> bytes:
     """A report of a failed run, as sent on the channel."""
     data = json.dumps(body, default=str).encode()[:MAX_REPORT]
     return DONE.pack(b"DONE", len(data)) + data
-
-
-def _send(out: bytes) -> None:
-    while out:
-        n = os.write(CHANNEL_FD, out)
-        out = out[n:]
 
 
 def _traceback(tb: types.TracebackType | None) -> str:
