@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,27 @@ class Zygote:
             del self._ready[i]
             return s
         return self._ready.popleft() if self._ready else None
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until the pool is full of sandboxes that wait for work (forked, locked down
+        and warmed up), so that no refill is running: for benchmarks and tests that want
+        an invocation to meet a quiet node.  ``False`` if that takes longer than
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.closed:
+                waiting = 0
+                for s in self._ready:
+                    if not s.ready and _sandboxc.ready(s.channel) == 1:
+                        s.ready = True
+                    waiting += s.ready
+                if waiting >= self.pool_size and self._pending == 0:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.001))  # READY bytes arrive without a notify
+        return False
 
     def kill(self, pid: int) -> None:
         """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""
