@@ -1084,6 +1084,28 @@ static PyObject *decode_value(int code, const uint8_t *p, uint64_t n, PyObject *
 }
 
 /*
+ * item(value, key, name) for dandelion's Item (a frozen class with slots): its three slots
+ * set directly, without running its __init__, whose checks hold by construction here (key
+ * an int, name a str) — most of what building an item costs.  A class whose instances have
+ * a __dict__ is called as usual.
+ */
+static PyObject *new_item(PyTypeObject *type, PyObject *value, PyObject *key, PyObject *name) {
+    if (!PyType_Check((PyObject *)type) || type->tp_dictoffset != 0 ||
+        type->tp_alloc == NULL)  /* not a slotted class: call it */
+        return PyObject_CallFunctionObjArgs((PyObject *)type, value, key, name, NULL);
+    PyObject *it = type->tp_alloc(type, 0);
+    if (it == NULL)
+        return NULL;
+    if (PyObject_GenericSetAttr(it, str_value, value) != 0 ||
+        PyObject_GenericSetAttr(it, str_key, key) != 0 ||
+        PyObject_GenericSetAttr(it, str_name, name) != 0) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    return it;
+}
+
+/*
  * read_items(context, capacity, outputs, declared, decoder, item) -> per set, a tuple of
  * item(value, key, name): the inputs (outputs false, inside a sandbox) or the outputs (in
  * the worker, where nothing in the context is trusted) of a context laid out with
@@ -1190,8 +1212,7 @@ static PyObject *read_items(PyObject *self, PyObject *args) {
                                         (Py_ssize_t)d->name_len, "replace");
         }
         PyObject *key = name ? PyLong_FromLongLong((long long)d->key) : NULL;
-        PyObject *it = key ? PyObject_CallFunctionObjArgs(item_type, value, key, name, NULL)
-                           : NULL;
+        PyObject *it = key ? new_item((PyTypeObject *)item_type, value, key, name) : NULL;
         Py_DECREF(value);
         Py_XDECREF(name);
         Py_XDECREF(key);
