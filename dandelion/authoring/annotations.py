@@ -60,7 +60,7 @@ class View:
     def __reduce__(self) -> tuple[Any, ...]:
         # Sandboxes unpickle the views of every function they run: as plain arguments, and
         # common views come from a cache filled before the sandbox was forked.
-        return _view, (self.type.element.value, self.type.is_set, self.items, self.annotation)
+        return shared_view, (self.type.element.value, self.type.is_set, self.items, self.annotation)
 
 
 @functools.lru_cache(maxsize=256)
@@ -68,8 +68,9 @@ def _cached_view(element: str, is_set: bool, items: bool, annotation: Any) -> Vi
     return View(DataType(ElementType(element), is_set), items, annotation)
 
 
-def _view(element: str, is_set: bool, items: bool, annotation: Any) -> View:
-    """The :class:`View` a pickle names (shared between equal views)."""
+def shared_view(element: str, is_set: bool, items: bool, annotation: Any) -> View:
+    """The :class:`View` of these fields, shared between equal views (the common ones are
+    made once, in a sandbox's zygote)."""
     try:
         return _cached_view(element, is_set, items, annotation)
     except TypeError:  # an unhashable annotation

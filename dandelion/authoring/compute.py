@@ -12,7 +12,13 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from dandelion.authoring import tracing
-from dandelion.authoring.annotations import View, from_python, to_python, view_of
+from dandelion.authoring.annotations import (
+    View,
+    from_python,
+    shared_view,
+    to_python,
+    view_of,
+)
 from dandelion.errors import DandelionError, FunctionError, FunctionTypeError
 from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param, Span
 from dandelion.items import Item
@@ -47,9 +53,12 @@ class PythonFunction:
     results: tuple[tuple[str, View], ...]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # the constructor's arguments: much less to run when a sandbox unpickles it than
-        # attrs' generic __setstate__
-        return PythonFunction, (self.name, self.fn, self.params, self.results)
+        # Plain fields, rebuilt by one function: a sandbox unpickles this for every
+        # invocation, where each global a pickle names and each object it builds costs
+        # microseconds of cold caches; the common views come from the zygote's cache.
+        return _python_function, (self.name, self.fn, tuple(
+            (n, v.type.element.value, v.type.is_set, v.items, v.annotation)
+            for n, v in self.params + self.results), len(self.params))
 
     def invoke(self, inputs: Sequence[Sequence[Item[Any]]]) -> list[tuple[Item[Any], ...]]:
         """Run once on one instance's inputs (one item sequence per parameter, in order)."""
@@ -68,6 +77,15 @@ class PythonFunction:
             values = value
         return [from_python(v, view, f"result '{r}' of '{self.name}'")
                 for (r, view), v in zip(self.results, values)]
+
+
+def _python_function(name: str, fn: Callable[..., Any],
+                     views: tuple[tuple[str, str, bool, bool, Any], ...], n_params: int
+                     ) -> PythonFunction:
+    """A :class:`PythonFunction` from what its ``__reduce__`` gives."""
+    built = tuple((n, shared_view(element, is_set, items, annotation))
+                  for n, element, is_set, items, annotation in views)
+    return PythonFunction(name, fn, built[:n_params], built[n_params:])
 
 
 def _result_views(fn: Callable[..., Any], hints: dict[str, Any],
