@@ -37,6 +37,7 @@ Json = Union[dict, list, str, int, float, bool, None]  # type: ignore[type-arg]
 _SCALARS = {bytes: ElementType.BYTES, str: ElementType.STR, int: ElementType.INT,
             float: ElementType.FLOAT, bool: ElementType.BOOL, dict: ElementType.JSON}
 _SETS = (list, tuple, collections.abc.Sequence, collections.abc.Iterable)
+_PLAIN = (int, float, str, bytes, bool)
 
 
 @attrs.frozen
@@ -50,12 +51,17 @@ class View:
     element_annotation: Any = attrs.field(init=False, eq=False, repr=False)
     #: The value class of ``element_annotation`` (e.g. ``dd.HttpRequest``), else ``None``.
     value_class: Any = attrs.field(init=False, eq=False, repr=False)
+    #: For one plain value (``int``, ``float``, ``str``, ``bytes``, ``bool``, not a set, not
+    #: an item), its class: a value of exactly that class needs no further checks.
+    plain: Any = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # worked out once: every invocation of the function needs them
         element = _element_annotation(self.annotation)
         object.__setattr__(self, "element_annotation", element)
         object.__setattr__(self, "value_class", _value_class(element))
+        object.__setattr__(self, "plain", element if element in _PLAIN and not self.items
+                           and not self.type.is_set else None)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Sandboxes unpickle the views of every function they run: as plain arguments, and

@@ -19,6 +19,7 @@ from dandelion.authoring.annotations import (
     to_python,
     view_of,
 )
+from dandelion.codec import INT64_RANGE
 from dandelion.errors import DandelionError, FunctionError, FunctionTypeError
 from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param, Span
 from dandelion.items import Item
@@ -62,8 +63,14 @@ class PythonFunction:
 
     def invoke(self, inputs: Sequence[Sequence[Item[Any]]]) -> list[tuple[Item[Any], ...]]:
         """Run once on one instance's inputs (one item sequence per parameter, in order)."""
-        args = [to_python(items, view, f"parameter '{p}' of '{self.name}'")
-                for (p, view), items in zip(self.params, inputs)]
+        args = []
+        for (p, view), items in zip(self.params, inputs):
+            # one plain value of exactly its annotated class: nothing to check or convert
+            if view.plain is not None and len(items) == 1 and \
+                    type(items[0].value) is view.plain:
+                args.append(items[0].value)
+            else:
+                args.append(to_python(items, view, f"parameter '{p}' of '{self.name}'"))
         value = self.fn(*args)
         if not self.results:
             return []
@@ -75,8 +82,15 @@ class PythonFunction:
                     f"'{self.name}' must return a tuple of {len(self.results)} values "
                     f"({', '.join(r for r, _ in self.results)}), got {type(value).__name__}")
             values = value
-        return [from_python(v, view, f"result '{r}' of '{self.name}'")
-                for (r, view), v in zip(self.results, values)]
+        out: list[tuple[Item[Any], ...]] = []
+        for (r, view), v in zip(self.results, values):
+            plain = view.plain
+            if plain is not None and type(v) is plain and (
+                    plain is not int or INT64_RANGE[0] <= v <= INT64_RANGE[1]):
+                out.append((Item(v),))
+            else:
+                out.append(from_python(v, view, f"result '{r}' of '{self.name}'"))
+        return out
 
 
 def _python_function(name: str, fn: Callable[..., Any],
