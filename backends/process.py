@@ -140,9 +140,8 @@ class ProcessEngine(EngineBase):
         context.layout(shape[1], shape[2], self.output_limit)
         zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
         sandbox = zygote.take()
-        what = f"{spec.kind} function '{spec.name}'"
         try:
-            self._invoke(zygote, sandbox, context, code, call, what)
+            self._invoke(zygote, sandbox, context, code, call)
         finally:
             # The report may be forged by the function itself, which could then go on
             # burning CPU: whatever it reported, its sandbox ends with its invocation (a
@@ -150,8 +149,7 @@ class ProcessEngine(EngineBase):
             zygote.end(sandbox)
 
     def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
-                context: SharedContext, code: StoredCode, call: FunctionCall, what: str
-                ) -> None:
+                context: SharedContext, code: StoredCode, call: FunctionCall) -> None:
         if code.kind == "native":
             assert code.native is not None
             digest = call.implementation.digest  # a native digest is the ELF's content's
@@ -173,19 +171,22 @@ class ProcessEngine(EngineBase):
                                       call.timeout or 0.0, not sandbox.ready, MAX_REPORT)
         except TimeoutError:
             zygote.end(sandbox)
-            raise FunctionTimeout(f"{what} ran past its timeout of {call.timeout:g} s and was "
-                                  "killed", function=call.spec.name,
+            raise FunctionTimeout(f"{_what(call)} ran past its timeout of {call.timeout:g} s "
+                                  "and was killed", function=call.spec.name,
                                   hint="raise the function's timeout (timeouts={name: s})"
                                   ) from None
         tag, size = data[:4], len(data)
         if tag == b"OKAY" and size == OKAY.size:
             self.last_function_time = OKAY.unpack(data)[1] / 1e9
-        elif tag == b"DONE" and size >= DONE.size:
+            return
+        if tag == b"NATV" and size == _NATV.size and _NATV.unpack(data)[1] == 0:
+            return
+        what = _what(call)  # a failure: say whose
+        if tag == b"DONE" and size >= DONE.size:
             self._python_report(data, what, call)
         elif tag == b"NATV" and size == _NATV.size:
-            rc = _NATV.unpack(data)[1]
-            if rc != 0:
-                raise FunctionError(f"{what} returned error code {rc}", function=call.spec.name)
+            raise FunctionError(f"{what} returned error code {_NATV.unpack(data)[1]}",
+                                function=call.spec.name)
         elif tag == b"GONE" and size == _GONE.size:
             raise self._fatal(_GONE.unpack(data), what, call)
         else:
@@ -263,6 +264,11 @@ class ProcessEngine(EngineBase):
 
     def __repr__(self) -> str:
         return f"<ProcessEngine pool={self.pool_size} memory_limit={self.memory_limit}>"
+
+
+def _what(call: FunctionCall) -> str:
+    """How errors name the function of ``call``."""
+    return f"{call.spec.kind} function '{call.spec.name}'"
 
 
 def _rebuild(report: dict[str, Any], what: str, name: str) -> errors.DandelionError:
