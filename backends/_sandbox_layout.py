@@ -211,11 +211,12 @@ def _decode_copy(code: int, data: memoryview) -> Any:
     return _decode_npy(data, True) if code == 7 else decode(data, ElementType.JSON)
 
 
-def read_items(buf: Any, capacity: int, outputs: bool, declared: bytes, copy: bool
+def read_items(buf: Any, capacity: int, outputs: bool, declared: bytes | None, copy: bool
                ) -> tuple[tuple[Item[Any], ...], ...]:
     """The inputs (inside a sandbox) or the outputs (in the worker, which knows the
     ``capacity`` it laid out; everything in the context is untrusted there) of a context,
-    per set; ``declared`` holds each set's element code.
+    per set; ``declared`` holds each set's element code (inputs: ``None`` reads them from
+    the input set table, as the worker wrote it).
 
     An ``ndarray`` is a view of the context unless ``copy``; everything else is a copy.
 

@@ -63,13 +63,14 @@ class SharedContext(Context):
         self.inputs = inputs
 
     def layout(self, params: Sequence[tuple[str, int]], results: list[tuple[str, int]],
-               output_limit: int) -> None:
+               declared: bytes, output_limit: int) -> None:
         """Write the placed inputs at the documented layout, leaving ``output_limit`` bytes
         for outputs (each large item is copied exactly once, into the context).
 
         Args:
             params: name and element code of each parameter.
             results: name and element code of each result.
+            declared: the element codes of ``results``, as bytes.
             output_limit: bytes the function may write.
 
         Raises:
@@ -84,7 +85,7 @@ class SharedContext(Context):
             self._grow(-capacity)
             capacity = write_inputs(self.mm, sets, results, output_limit)
         self.capacity = capacity
-        self.declared = bytes([code for _, code in results])
+        self.declared = declared
 
     def extract(self) -> list[tuple[Item[Any], ...]]:
         """The outputs, decoded with the declared result types (copied out of the context).

@@ -1109,8 +1109,9 @@ static PyObject *new_item(PyTypeObject *type, PyObject *value, PyObject *key, Py
  * read_items(context, capacity, outputs, declared, decoder, item) -> per set, a tuple of
  * item(value, key, name): the inputs (outputs false, inside a sandbox) or the outputs (in
  * the worker, where nothing in the context is trusted) of a context laid out with
- * `capacity`.  `declared` holds the element code of each parameter or result (bytes); an
- * item's own code overrides 0 ("as declared"); for outputs the two must agree.  Scalars
+ * `capacity`.  `declared` holds the element code of each parameter or result (bytes; for
+ * inputs None takes them from the input set table, which the worker wrote); an item's own
+ * code overrides 0 ("as declared"); for outputs the two must agree.  Scalars
  * and bytes are decoded here; json and ndarray items by decoder(code, memoryview slice of
  * the context).  Raises ValueError for anything malformed (and what the decoder raises).
  */
@@ -1120,13 +1121,14 @@ static PyObject *read_items(PyObject *self, PyObject *args) {
     int outputs;
     const char *declared;
     Py_ssize_t n_declared;
-    if (!PyArg_ParseTuple(args, "OKpy#OO", &whole, &capacity, &outputs, &declared, &n_declared,
+    if (!PyArg_ParseTuple(args, "OKpz#OO", &whole, &capacity, &outputs, &declared, &n_declared,
                           &decoder, &item_type))
         return NULL;
     Py_buffer ctx;
     if (PyObject_GetBuffer(whole, &ctx, PyBUF_SIMPLE) != 0)
         return NULL;
     PyObject *view = NULL, *sets = NULL, *result = NULL;
+    char *from_table = NULL;
     const uint8_t *base = ctx.buf;
     if (capacity > (uint64_t)ctx.len || capacity < 128) {
         PyErr_SetString(PyExc_ValueError, "the context is smaller than its capacity");
@@ -1154,6 +1156,28 @@ static PyObject *read_items(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "item table outside the context");
             goto done;
         }
+        if (declared == NULL) {  /* the element codes of the input set table */
+            uint64_t n = h->n_in_sets;
+            if (h->in_sets < 128 || h->in_sets > capacity ||
+                n > (capacity - h->in_sets) / sizeof(dd_set_desc)) {
+                PyErr_SetString(PyExc_ValueError, "set table outside the context");
+                goto done;
+            }
+            from_table = PyMem_Malloc(n ? n : 1);
+            if (from_table == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            const dd_set_desc *sd = (const dd_set_desc *)(base + h->in_sets);
+            for (uint64_t i = 0; i < n; i++)
+                from_table[i] = (char)(sd[i].element < EL_COUNT ? sd[i].element : EL_COUNT);
+            declared = from_table;
+            n_declared = (Py_ssize_t)n;
+        }
+    }
+    if (declared == NULL) {
+        PyErr_SetString(PyExc_ValueError, "outputs are read with the declared element codes");
+        goto done;
     }
     view = PyMemoryView_FromObject(whole);
     sets = PyList_New(n_declared);
@@ -1235,6 +1259,7 @@ static PyObject *read_items(PyObject *self, PyObject *args) {
         PyTuple_SET_ITEM(result, s, t);
     }
 done:
+    PyMem_Free(from_table);
     Py_XDECREF(sets);
     Py_XDECREF(view);
     PyBuffer_Release(&ctx);

@@ -95,8 +95,8 @@ class ProcessEngine(EngineBase):
         self.lean = self._zygote(())
         self._zygotes: dict[Any, _sandbox_pool.Zygote] = {}  # requires -> zygote
         self._tables: dict[str, bytes] = {}  # native digest -> packed segment table
-        #: id(spec) -> (spec, params, results) as a context's layout takes them
-        self._shapes: dict[int, tuple[Any, list[Any], list[Any]]] = {}
+        #: id(spec) -> (spec, params, results, declared) as a context's layout takes them
+        self._shapes: dict[int, tuple[Any, list[Any], list[Any], bytes]] = {}
         #: seconds the last invocation spent in the function itself (Python only)
         self.last_function_time: float | None = None
 
@@ -134,10 +134,11 @@ class ProcessEngine(EngineBase):
         if shape is None or shape[0] is not spec:
             if len(self._shapes) > 4096:
                 self._shapes.clear()
+            results = [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results]
             shape = self._shapes[id(spec)] = (
-                spec, [(p.name, ELEMENT_CODES[p.type.element]) for p in spec.params],
-                [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results])
-        context.layout(shape[1], shape[2], self.output_limit)
+                spec, [(p.name, ELEMENT_CODES[p.type.element]) for p in spec.params], results,
+                bytes([code for _, code in results]))
+        context.layout(shape[1], shape[2], shape[3], self.output_limit)
         zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
         sandbox = zygote.take()
         try:

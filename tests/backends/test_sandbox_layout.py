@@ -132,7 +132,7 @@ def test_a_forged_header_item_count_or_result_index_is_rejected():
 def test_a_wiped_context_reads_as_zeros_and_is_reused():
     ctx = SharedContext()
     ctx.place([[Item(b"secret" * 100)]])
-    ctx.layout([("x", 1)], [("r", 1)], 1 << 20)
+    ctx.layout([("x", 1)], [("r", 1)], b"\x01", 1 << 20)
     assert b"secret" in ctx.mm[:ctx.capacity]
     ctx.mm[ctx.capacity - 10:ctx.capacity] = b"scribbled!"  # as a sandbox could
     ctx.wipe()
