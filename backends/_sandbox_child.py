@@ -22,7 +22,6 @@ import io
 import json
 import mmap
 import os
-import pickle
 import resource
 import struct
 import sys
@@ -40,6 +39,7 @@ from dandelion.backends._sandbox_layout import (
     write_inputs,
 )
 from dandelion.items import Item
+from dandelion.runtime import pickling
 
 CHANNEL_FD = 3
 #: Assignment header: magic, kind (1 python, 2 native), capacity, memory limit,
@@ -119,7 +119,7 @@ def warm_up(samples: Sequence[bytes]) -> None:
     from dandelion.ir.types import ElementType
 
     for sample in samples:
-        artifact = pickle.loads(sample)
+        artifact = pickling.loads(sample)
         (pname, pview), = artifact.params
         (rname, rview), = artifact.results
         value = sys.modules["numpy"].arange(16).reshape(4, 4) \
@@ -246,7 +246,7 @@ def _run_python(ctx: Any, payload: bytes) -> bytes:
     """Unpickle the function, run it on the inputs in ``ctx`` (a writable buffer as long as
     the context's capacity), write its outputs there; the message to report (``OKAY`` and
     the function's time, or a ``DONE`` report)."""
-    artifact = pickle.loads(payload)
+    artifact = pickling.loads(payload)
     inputs = read_items(ctx, len(ctx), False, None, False)  # as declared in the set table
     started = time.perf_counter_ns()
     try:

@@ -29,6 +29,7 @@ import sys
 
 from dandelion.backends import _sandbox_child, _sandboxc
 from dandelion.backends._sandbox_filter import build_filter
+from dandelion.runtime import pickling
 
 MSG = struct.Struct("<cii")
 
@@ -36,6 +37,7 @@ MSG = struct.Struct("<cii")
 #: what unpickling a function and its items needs).
 RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyreg",
            "dandelion.authoring.compute", "dandelion.authoring.annotations", "dandelion.codec",
+           "dandelion.runtime.pickling",
            "dandelion.backends._sandbox_layout", "encodings.latin_1", "encodings.ascii",
            "encodings.utf_8", "collections", "functools", "itertools", "math", "operator",
            "re", "typing", "dataclasses", "decimal", "fractions", "statistics", "random",
@@ -57,6 +59,7 @@ def main(argv: list[str]) -> None:
         except ImportError:
             pass
     program = build_filter(_sandbox_child.CHANNEL_FD)
+    pickling.warm()  # the globals function pickles name: resolved once, here
     samples = _probe_pickles()
     _sandbox_child.warm_up(samples)
     if "numpy" in sys.modules:
@@ -161,8 +164,7 @@ def _probe_pickles() -> tuple[bytes, ...]:
         fns.append(_sandbox_child.probe_matrix())
     cloudpickle.register_pickle_by_value(_sandbox_child)
     try:
-        return tuple(cloudpickle.dumps(ComputeFunction(fn).artifact, protocol=5)
-                     for fn in fns)
+        return tuple(pickling.dumps(ComputeFunction(fn).artifact) for fn in fns)
     finally:
         cloudpickle.unregister_pickle_by_value(_sandbox_child)
 

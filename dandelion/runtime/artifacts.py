@@ -25,9 +25,7 @@ import collections
 import dis
 import hashlib
 import importlib.util
-import io
 import json
-import marshal
 import os
 import pickletools
 import struct
@@ -42,6 +40,7 @@ from typing import Any
 import attrs
 
 from dandelion.errors import BackendError
+from dandelion.runtime import pickling
 
 #: Native functions are linked at this address (``dandelion build``); segments must lie in
 #: ``[NATIVE_BASE, NATIVE_LIMIT)``, below 2 GiB so that the small code model works.
@@ -194,7 +193,8 @@ def is_library(module_name: str) -> bool:
 
 
 def _pickled_modules(data: bytes) -> set[str]:
-    """Modules a pickle refers to by reference (``GLOBAL``/``STACK_GLOBAL``/subimport)."""
+    """Modules a pickle refers to by reference (``GLOBAL``/``STACK_GLOBAL``/subimport, and
+    the persistent ids of :mod:`dandelion.runtime.pickling`)."""
     modules: set[str] = set()
     memo: dict[int, Any] = {}
     recent: list[Any] = [None, None]
@@ -222,6 +222,13 @@ def _pickled_modules(data: bytes) -> set[str]:
         elif name == "GLOBAL":
             modules.add(str(arg).partition(" ")[0])
             recent.append(None)
+        elif name == "BINPERSID":  # a global named by its persistent id
+            module = pickling.module_of(recent[-1])
+            if module is not None:
+                modules.add(module)
+            recent.append(None)
+        elif name in ("BININT", "BININT1", "BININT2"):
+            recent.append(arg)
         elif name not in ("FRAME", "PROTO", "MARK"):
             recent.append(None)
         del recent[:-2]
@@ -239,29 +246,6 @@ def _code_imports(code: types.CodeType) -> set[str]:
     return names
 
 
-def _code_pickler() -> type:
-    import cloudpickle
-
-    class CodePickler(cloudpickle.Pickler):  # type: ignore[misc]
-        """cloudpickle, with code objects as :mod:`marshal` data: a sandbox rebuilds them
-        in C rather than through ``CodeType(...)`` from Python (a quarter of the time it
-        takes to unpickle a small function).  Sandboxes run the worker's own Python, and
-        pickled code objects are specific to a Python version either way."""
-
-        def reducer_override(self, obj: Any) -> Any:
-            if type(obj) is types.CodeType:
-                try:
-                    return marshal.loads, (marshal.dumps(obj),)
-                except ValueError:  # pragma: no cover - a const marshal cannot write
-                    pass
-            return super().reducer_override(obj)
-
-    return CodePickler
-
-
-_pickler: type | None = None
-
-
 def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
     """A Python artifact as cloudpickle bytes, plus the libraries it needs imported.
 
@@ -270,9 +254,6 @@ def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
     """
     import cloudpickle
 
-    global _pickler
-    if _pickler is None:
-        _pickler = _code_pickler()
     user = [m for name, m in list(sys.modules.items())
             if isinstance(m, types.ModuleType) and name != "__main__"
             and getattr(m, "__file__", None) and not is_library(name)]
@@ -285,9 +266,7 @@ def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
             except ValueError:
                 pass
         try:
-            buf = io.BytesIO()
-            _pickler(buf, protocol=5).dump(artifact)
-            data = buf.getvalue()
+            data = pickling.dumps(artifact)
         finally:
             for m in registered:
                 try:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pickle
 import shutil
 
 import pytest
 
 from dandelion.errors import BackendError
+from dandelion.runtime import pickling
 from dandelion.runtime.artifacts import (
     ArtifactStore,
     NativeFunction,
@@ -60,7 +60,7 @@ def test_another_object_with_the_same_digest_is_reserialized_not_served_stale(tm
     store.get(digest, h.scaled.artifact)
     other = h.pid.artifact  # stands in for a changed function under the same digest
     code = store.get(digest, other)
-    assert pickle.loads(code.data).name == "pid"
+    assert pickling.loads(code.data).name == "pid"
     assert store.stats["stored"] == 2
 
 
