@@ -144,23 +144,46 @@ static void sandbox(int cpu_seconds) {
     struct segment segs[64];
     if (ctx == MAP_FAILED || read_all(CHANNEL, segs, sizeof(struct segment) * a.n_segments))
         _exit(1);
-    uint8_t *image = mmap(NULL, a.payload_len ? a.payload_len : 1, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (image == MAP_FAILED || read_all(CHANNEL, image, a.payload_len)) _exit(1);
-    long page = 4096;
+    /* The payload is the segments' file bytes, one after the other (the worker cuts them
+     * out of the ELF): each is read straight into place.  The segments' pages are mapped
+     * with one call where they lie close together (the holes between them stay ordinary
+     * memory of this process), and only segments that are not read-write are reprotected:
+     * on a VM every mapping call is expensive. */
+    const uint64_t page = 4096;
+    uint64_t lo = UINT64_MAX, hi = 0, size = 0, next = 0;
     for (uint32_t i = 0; i < a.n_segments; i++) {
         struct segment *s = &segs[i];
-        uint64_t start = s->vaddr & ~(uint64_t)(page - 1);
-        uint64_t end = (s->vaddr + s->memsz + page - 1) & ~(uint64_t)(page - 1);
-        if (s->offset + s->filesz > a.payload_len || s->filesz > s->memsz) _exit(1);
-        void *p = mmap((void *)(uintptr_t)start, end - start, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-        if (p != (void *)(uintptr_t)start) _exit(1);
-        memcpy((void *)(uintptr_t)s->vaddr, image + s->offset, s->filesz);
-        mprotect(p, end - start, s->prot);
+        uint64_t start = s->vaddr & ~(page - 1);
+        uint64_t end = (s->vaddr + s->memsz + page - 1) & ~(page - 1);
+        if (s->filesz > s->memsz || s->offset != next) _exit(1);
+        next += s->filesz;
+        size += end - start;
+        if (start < lo) lo = start;
+        if (end > hi) hi = end;
     }
-    /* the image copy stays mapped (it is the function's own code): unmapping it would cost
-     * a TLB flush on the critical path, and the process ends with the invocation */
+    if (next != a.payload_len) _exit(1);
+    int together = a.n_segments > 0 && hi - lo <= 2 * size + (1 << 20);
+    if (together && mmap((void *)(uintptr_t)lo, hi - lo, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) !=
+                        (void *)(uintptr_t)lo)
+        _exit(1);
+    for (uint32_t i = 0; i < a.n_segments; i++) {
+        struct segment *s = &segs[i];
+        uint64_t start = s->vaddr & ~(page - 1);
+        uint64_t end = (s->vaddr + s->memsz + page - 1) & ~(page - 1);
+        if (!together && mmap((void *)(uintptr_t)start, end - start, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) !=
+                             (void *)(uintptr_t)start)
+            _exit(1);
+        if (read_all(CHANNEL, (void *)(uintptr_t)s->vaddr, s->filesz)) _exit(1);
+    }
+    for (uint32_t i = 0; i < a.n_segments; i++) {
+        struct segment *s = &segs[i];
+        uint64_t start = s->vaddr & ~(page - 1);
+        uint64_t end = (s->vaddr + s->memsz + page - 1) & ~(page - 1);
+        if (s->prot != (PROT_READ | PROT_WRITE))
+            mprotect((void *)(uintptr_t)start, end - start, s->prot);
+    }
     int (*entry)(void *) = (int (*)(void *))(uintptr_t)a.entry;
     strict = 1;
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0) != 0) _exit(1);

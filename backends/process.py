@@ -94,7 +94,8 @@ class ProcessEngine(EngineBase):
         self.domain = SharedDomain()
         self.lean = self._zygote(())
         self._zygotes: dict[Any, _sandbox_pool.Zygote] = {}  # requires -> zygote
-        self._tables: dict[str, bytes] = {}  # native digest -> packed segment table
+        #: native digest -> (segment table, the segments' bytes) as a sandbox takes them
+        self._tables: dict[str, tuple[bytes, bytes]] = {}
         #: id(spec) -> (spec, params, results, declared) as a context's layout takes them
         self._shapes: dict[int, tuple[Any, list[Any], list[Any], bytes]] = {}
         #: seconds the last invocation spent in the function itself (Python only)
@@ -151,24 +152,31 @@ class ProcessEngine(EngineBase):
 
     def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
                 context: SharedContext, code: StoredCode, call: FunctionCall) -> None:
+        payload = code.data
         if code.kind == "native":
             assert code.native is not None
             digest = call.implementation.digest  # a native digest is the ELF's content's
-            segments = self._tables.get(digest)
-            if segments is None:
-                segments = b"".join(SEGMENT.pack(*s) for s in code.native.segments)
+            cut = self._tables.get(digest)
+            if cut is None:  # the segment table, and the segments' bytes one after the other
+                table, body, at = [], [], 0
+                for vaddr, memsz, prot, offset, filesz in code.native.segments:
+                    table.append(SEGMENT.pack(vaddr, memsz, prot, at, filesz))
+                    body.append(code.data[offset:offset + filesz])
+                    at += filesz
+                cut = (b"".join(table), b"".join(body))
                 if len(self._tables) > 256:
                     self._tables.clear()
-                self._tables[digest] = segments
+                self._tables[digest] = cut
+            payload = cut[1]
             header = ASSIGN.pack(b"DDGO", KIND_NATIVE, context.capacity, self.memory_limit,
-                                 len(code.data), code.native.entry, len(code.native.segments)
-                                 ) + segments  # the segment table precedes the image
+                                 len(payload), code.native.entry, len(code.native.segments)
+                                 ) + cut[0]  # the segment table precedes the segments
         else:
             header = ASSIGN.pack(b"DDGO", KIND_PYTHON, context.capacity, self.memory_limit,
-                                 len(code.data), 0, 0)
+                                 len(payload), 0, 0)
         self.last_function_time = None
         try:
-            data = _sandboxc.exchange(sandbox.channel, context.fd, header, code.data,
+            data = _sandboxc.exchange(sandbox.channel, context.fd, header, payload,
                                       call.timeout or 0.0, not sandbox.ready, MAX_REPORT)
         except TimeoutError:
             zygote.end(sandbox)
