@@ -317,6 +317,8 @@ static void fork_sandboxes(int ctrl, int cpu, int n) {
         close(sv[1]);
         if (pid > 0) {
             live[n_live++] = pid;
+            for (int i = 0; i < 1024 && i < n_done; i++)  /* pids are reused: what an */
+                if (done_pid[i] == pid) done_pid[i] = 0;   /* earlier one did is stale */
             /* a pidfd lets the worker end the sandbox itself after its invocation */
             int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
             send_msg2(ctrl, 'C', pid, 0, sv[0], pfd);

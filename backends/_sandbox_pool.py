@@ -119,6 +119,7 @@ class Zygote:
             op, pid, status = MSG.unpack_from(msg)
             with self._cond:
                 if op == b"C" and fds:
+                    self._statuses.pop(pid, None)  # a reused pid: the old status is stale
                     self._pending = max(0, self._pending - 1)
                     self._ready.append(Sandbox(pid, fds[0], fds[1] if len(fds) > 1 else -1,
                                                self.native is not None))
@@ -219,20 +220,22 @@ class Zygote:
         """SIGKILL a taken sandbox if it still runs and drop the worker's hold on it.
 
         With a pidfd this is one system call and no message to the zygote (a pidfd names
-        the process itself, so a reused pid is never hit); without, the zygote kills it."""
-        channel, sandbox.channel = sandbox.channel, -1
-        if channel >= 0:
-            os.close(channel)
+        the process itself, so a reused pid is never hit); without, the zygote kills it.
+        The kill comes before the hang-up, so that a sandbox never sees the end of its
+        channel and exits by itself first (it ends by SIGKILL, whatever it was doing)."""
         pidfd, sandbox.pidfd = sandbox.pidfd, -1
         if pidfd < 0:
             self.kill(sandbox.pid)
-            return
-        try:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        except ProcessLookupError:  # it has exited already
-            pass
-        finally:
-            os.close(pidfd)
+        else:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except ProcessLookupError:  # it has exited already
+                pass
+            finally:
+                os.close(pidfd)
+        channel, sandbox.channel = sandbox.channel, -1
+        if channel >= 0:
+            os.close(channel)
 
     def wait_status(self, pid: int, timeout: float = 5.0) -> int | None:
         """The wait status of sandbox ``pid`` once the zygote has reaped it."""

@@ -82,7 +82,9 @@ def main(argv: list[str]) -> None:
 
     def fork(n: int) -> None:
         for _ in range(max(0, min(n, 64))):
-            _fork(ctrl, program, cpu, live, samples if warm else (), memory)
+            pid = _fork(ctrl, program, cpu, live, samples if warm else (), memory)
+            statuses.pop(pid, None)  # pids are reused: what an earlier one did is stale
+            wanted.discard(pid)
 
     try:
         while True:
@@ -170,7 +172,7 @@ def _probe_pickles() -> tuple[bytes, ...]:
 
 
 def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
-          samples: tuple[bytes, ...], memory: int | None) -> None:
+          samples: tuple[bytes, ...], memory: int | None) -> int:
     if memory is not None:
         # Python sandboxes: channel, fork, lock-down and hand-over in C, so that neither
         # the child before its lock-down nor this zygote after the fork writes to pages
@@ -183,7 +185,7 @@ def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
                 _sandbox_child.limit_and_filter(baseline, memory, program)
             _sandbox_child.serve_filtered(baseline)
         live.add(pid)
-        return
+        return int(pid)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = _sandboxc.fork_raw()  # no Python at-fork hooks: they would dirty hundreds of pages
     if pid == 0:
@@ -191,6 +193,7 @@ def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
         os.dup2(theirs.fileno(), _sandbox_child.CHANNEL_FD, inheritable=False)
         _sandbox_child.serve(program, cpu, samples)
     _handed_over(ctrl, pid, ours, theirs, live)
+    return int(pid)
 
 
 def _handed_over(ctrl: socket.socket, pid: int, ours: socket.socket, theirs: socket.socket,
