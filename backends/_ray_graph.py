@@ -350,8 +350,12 @@ def wait(submitted: Submitted) -> dict[int, list[str]]:
 
     Raises:
         FunctionError: a function failed (naming function, instance and keys), or
-        BackendError: a unit could not finish on the cluster after its retries; the
-            remaining units are cancelled.
+        BackendError: a unit could not finish on the cluster after its retries.  The
+            driver stops waiting at the first failure; units already submitted are left to
+            finish (they are pure: nothing but cluster time is spent).  They are not
+            cancelled: ``ray.cancel`` on a task that is still resolving its arguments when
+            another fails can abort the driver process (a reference-counting check in Ray's
+            core worker, seen with Ray 2.60 in this suite).
     """
     import ray
 
@@ -367,21 +371,10 @@ def wait(submitted: Submitted) -> dict[int, list[str]]:
             try:
                 count, node = ray.get(ref)
             except BaseException as e:
-                _cancel(pending)
                 raise translate(e, status) from None
             if count:
                 nodes[status.index].append(node)
     return dict(nodes)
-
-
-def _cancel(pending: Mapping[Any, Status]) -> None:
-    import ray
-
-    for ref in pending:
-        try:
-            ray.cancel(ref)
-        except Exception:  # already finished, or not cancellable: it is dropped anyway
-            pass
 
 
 def translate(error: BaseException, status: Status) -> DandelionError:
