@@ -1447,12 +1447,14 @@ static PyObject *exchange(PyObject *self, PyObject *args) {
         break;  /* EPIPE, ECONNRESET: the sandbox is gone; what it wrote is still readable */
     }
     while (!timed_out) {
-        int w = wait_fd(fd, POLLIN, deadline);
+        /* without a timeout a blocking receive is the wait: one system call, not two */
+        int w = deadline > 0 ? wait_fd(fd, POLLIN, deadline) : 1;
         if (w == 0) {
             timed_out = 1;
             break;
         }
-        ssize_t n = recv(fd, buf + got, (want ? want : cap) - got, MSG_DONTWAIT);
+        ssize_t n = recv(fd, buf + got, (want ? want : cap) - got,
+                         deadline > 0 ? MSG_DONTWAIT : 0);
         if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
             continue;
         if (n <= 0)
