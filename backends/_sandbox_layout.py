@@ -51,9 +51,6 @@ from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
 
-#: Bytes of the context header (the offset of the input set table).
-HEADER_SIZE = 128
-
 ELEMENT_CODES: dict[ElementType, int] = {
     ElementType.ANY: 0, ElementType.BYTES: 1, ElementType.STR: 2, ElementType.INT: 3,
     ElementType.FLOAT: 4, ElementType.BOOL: 5, ElementType.JSON: 6, ElementType.NDARRAY: 7,
