@@ -32,7 +32,7 @@ _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", 
 class Sandbox:
     """One forked sandbox: its pid, the worker's end of its channel (a descriptor, -1 once
     ended), a pidfd (-1 if the kernel has none), and whether it is known to wait for work
-    already (a Python sandbox writes :data:`READY` on its channel once locked down and
+    already (a Python sandbox writes ``READY`` on its channel once locked down and
     warmed up)."""
 
     __slots__ = ("pid", "channel", "pidfd", "ready")
