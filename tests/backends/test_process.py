@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +100,7 @@ def test_idle_sandboxes_are_forked_ahead_and_never_reused(rt):
     zygote = engine.zygote_for(engine.store.get(h.pid.spec.implementations[0].digest,
                                                 h.pid.artifact))
     assert zygote in _sandbox_pool.running()
-    time.sleep(0.5)  # let the pool refill
+    assert zygote.settle()  # the pool is full again, every sandbox warmed up
     before = set(zygote.idle_pids())
     used = rt.run(_each(h.pid), [0, 1, 2])
     assert before and set(used) & before  # requests were served by pre-forked sandboxes

@@ -18,10 +18,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ne
 @pytest.fixture
 def zygote() -> Iterator[_sandbox_pool.Zygote]:
     z = _sandbox_pool.Zygote((), 3, 10, warm=False, memory_limit=1 << 30)
-    deadline = time.monotonic() + 30
-    while len(z.idle_pids()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # each has locked itself down and written its READY byte
+    assert z.settle(30)  # three sandboxes, each locked down and its READY byte written
     try:
         yield z
     finally:
@@ -58,8 +55,8 @@ def test_end_kills_the_sandbox_through_its_pidfd_and_the_zygote_reaps_it(zygote)
 def test_a_sandbox_that_died_before_it_was_ready_is_never_handed_out(zygote):
     idle = zygote.idle_pids()
     victim = next(s for s in zygote._ready if s.pid == idle[-1])
-    victim.ready = False  # as if its READY byte had not been read yet
-    os.read(victim.channel, 1)  # ... and it had died: take the byte away, then kill it
+    # as if it had died before writing its READY byte (settle() has taken the byte)
+    victim.ready = False
     os.kill(victim.pid, signal.SIGKILL)
     time.sleep(0.2)
     taken = []
