@@ -93,6 +93,12 @@ static int read_all(int fd, void *p, size_t n) {
     return 0;
 }
 
+/* The pages a segment occupies: [*start, *end). */
+static void segment_pages(const struct segment *s, uint64_t *start, uint64_t *end) {
+    *start = s->vaddr & ~(uint64_t)4095;
+    *end = (s->vaddr + s->memsz + 4095) & ~(uint64_t)4095;
+}
+
 static void sandbox(int cpu_seconds) {
     static char altstack[64 * 1024];
     stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
@@ -149,12 +155,10 @@ static void sandbox(int cpu_seconds) {
      * with one call where they lie close together (the holes between them stay ordinary
      * memory of this process), and only segments that are not read-write are reprotected:
      * on a VM every mapping call is expensive. */
-    const uint64_t page = 4096;
-    uint64_t lo = UINT64_MAX, hi = 0, size = 0, next = 0;
+    uint64_t lo = UINT64_MAX, hi = 0, size = 0, next = 0, start, end;
     for (uint32_t i = 0; i < a.n_segments; i++) {
         struct segment *s = &segs[i];
-        uint64_t start = s->vaddr & ~(page - 1);
-        uint64_t end = (s->vaddr + s->memsz + page - 1) & ~(page - 1);
+        segment_pages(s, &start, &end);
         if (s->filesz > s->memsz || s->offset != next) _exit(1);
         next += s->filesz;
         size += end - start;
@@ -169,8 +173,7 @@ static void sandbox(int cpu_seconds) {
         _exit(1);
     for (uint32_t i = 0; i < a.n_segments; i++) {
         struct segment *s = &segs[i];
-        uint64_t start = s->vaddr & ~(page - 1);
-        uint64_t end = (s->vaddr + s->memsz + page - 1) & ~(page - 1);
+        segment_pages(s, &start, &end);
         if (!together && mmap((void *)(uintptr_t)start, end - start, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) !=
                              (void *)(uintptr_t)start)
@@ -179,8 +182,7 @@ static void sandbox(int cpu_seconds) {
     }
     for (uint32_t i = 0; i < a.n_segments; i++) {
         struct segment *s = &segs[i];
-        uint64_t start = s->vaddr & ~(page - 1);
-        uint64_t end = (s->vaddr + s->memsz + page - 1) & ~(page - 1);
+        segment_pages(s, &start, &end);
         if (s->prot != (PROT_READ | PROT_WRITE))
             mprotect((void *)(uintptr_t)start, end - start, s->prot);
     }

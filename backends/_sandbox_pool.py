@@ -45,6 +45,16 @@ class Sandbox:
         self.ready = ready
 
 
+def _waiting(sandbox: Sandbox) -> int:
+    """1 if ``sandbox`` waits for work (its READY byte is taken now if not yet), 0 if it is
+    still warming up, -1 if it wrote something else or is gone."""
+    if sandbox.ready:
+        return 1
+    state = _sandboxc.ready(sandbox.channel)
+    sandbox.ready = state == 1
+    return int(state)
+
+
 class Zygote:
     """A running zygote and its pool of ready sandboxes.
 
@@ -178,16 +188,13 @@ class Zygote:
         likely to be done with its warm-up).  Called with the lock held."""
         for i in range(len(self._ready) - 1, -1, -1):
             s = self._ready[i]
-            if not s.ready:
-                state = _sandboxc.ready(s.channel)
-                if state == 0:
-                    continue  # still warming up
-                s.ready = state == 1
-                if not s.ready:  # died before it was ready: the zygote replaces it
-                    del self._ready[i]
-                    self.end(s)
-                    continue
+            state = _waiting(s)
+            if state == 0:
+                continue  # still warming up
             del self._ready[i]
+            if state < 0:  # died before it was ready: the zygote replaces it
+                self.end(s)
+                continue
             return s
         return self._ready.popleft() if self._ready else None
 
@@ -199,11 +206,7 @@ class Zygote:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self.closed:
-                waiting = 0
-                for s in self._ready:
-                    if not s.ready and _sandboxc.ready(s.channel) == 1:
-                        s.ready = True
-                    waiting += s.ready
+                waiting = sum(_waiting(s) == 1 for s in self._ready)
                 if waiting >= self.pool_size and self._pending == 0:
                     return True
                 left = deadline - time.monotonic()

@@ -764,6 +764,16 @@ static int name_bytes(PyObject *name, const char **s, Py_ssize_t *n) {
 
 static PyObject *str_value, *str_key, *str_name, *empty_str;
 
+/* An element code from a Python int: 0 <= code < EL_COUNT, or -1 with an exception set. */
+static int element_code(PyObject *obj) {
+    long code = PyLong_AsLong(obj);
+    if (code >= 0 && code < EL_COUNT)
+        return (int)code;
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "unknown element code");
+    return -1;
+}
+
 /*
  * The element code and the object to encode for an item's value declared `declared`:
  * scalars and bytes as they are; json, ndarray and untyped values other than those by
@@ -792,15 +802,15 @@ static int item_payload(PyObject *value, int declared, PyObject *encoder, int *c
     PyObject *r = PyObject_CallFunction(encoder, "iO", declared, value);
     if (r == NULL)
         return -1;
-    long c;
-    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2 ||
-        (c = PyLong_AsLong(PyTuple_GET_ITEM(r, 0))) < 0 || c >= EL_COUNT) {
+    int c = PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 ? element_code(PyTuple_GET_ITEM(r, 0))
+                                                          : -1;
+    if (c < 0) {
         Py_DECREF(r);
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "an encoder returns (element code, data)");
         return -1;
     }
-    *code = (int)c;
+    *code = c;
     *obj = PyTuple_GET_ITEM(r, 1);
     *owned = r;
     return 0;
@@ -863,6 +873,20 @@ static int item_encode(PyObject *value, int declared, PyObject *encoder, int *co
     return 0;
 }
 
+/* Fill a set's entry and write its name at *cur (advanced). */
+static void set_write(uint8_t *base, uint64_t *cur, dd_set_desc *sd, const char *nm,
+                      Py_ssize_t nl, int element, uint32_t first_item, uint32_t n_items) {
+    sd->name_off = nl ? *cur : 0;
+    sd->name_len = (uint32_t)nl;
+    sd->element = (uint32_t)element;
+    sd->first_item = first_item;
+    sd->n_items = n_items;
+    sd->reserved = 0;
+    if (nl)
+        memcpy(base + *cur, nm, (size_t)nl);
+    *cur = ALIGN16(*cur + (uint64_t)nl);
+}
+
 /*
  * write_inputs(context, sets, results, output_limit, encoder) -> capacity: lay out the
  * inputs.  `sets` is a list of (name, element code, items) per parameter, the items
@@ -893,12 +917,9 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "a set is (name, element code, items)");
             goto done;
         }
-        long declared = PyLong_AsLong(PyTuple_GET_ITEM(set, 1));
-        if (declared < 0 || declared >= EL_COUNT) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "unknown element code");
+        int declared = element_code(PyTuple_GET_ITEM(set, 1));
+        if (declared < 0)
             goto done;
-        }
         PyObject *items = PySequence_Fast(PyTuple_GET_ITEM(set, 2), "items are a sequence");
         if (items == NULL)
             goto done;
@@ -913,7 +934,7 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
             encoded e;
             if (item_fields(PySequence_Fast_GET_ITEM(items, i), &value, &key, &name) != 0)
                 goto done;
-            int rc = item_encode(value, (int)declared, encoder, &code, &e, &owned);
+            int rc = item_encode(value, declared, encoder, &code, &e, &owned);
             if (rc == 0) {
                 rc = name_bytes(name, &nm, &nl);
                 need += item_room(e.size, nl);
@@ -937,12 +958,8 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
                 PyErr_SetString(PyExc_TypeError, "a result is (name, element code)");
             goto done;
         }
-        long code = PyLong_AsLong(PyTuple_GET_ITEM(res, 1));
-        if (code < 0 || code >= EL_COUNT) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "unknown element code");
+        if (element_code(PyTuple_GET_ITEM(res, 1)) < 0)
             goto done;
-        }
         need += ALIGN16((uint64_t)nl);
     }
     uint64_t in_sets = 128;  /* after the header */
@@ -962,20 +979,12 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
     for (Py_ssize_t s = 0; s < n_sets; s++) {
         PyObject *set = PyList_GET_ITEM(sets, s);
         PyObject *items = PyList_GET_ITEM(fast, s);
-        int declared = (int)PyLong_AsLong(PyTuple_GET_ITEM(set, 1));
+        int declared = element_code(PyTuple_GET_ITEM(set, 1));  /* checked above */
         const char *nm;
         Py_ssize_t nl;
         name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl);
-        dd_set_desc *sd = (dd_set_desc *)(base + in_sets) + s;
-        sd->name_off = nl ? cur : 0;
-        sd->name_len = (uint32_t)nl;
-        sd->element = (uint32_t)declared;
-        sd->first_item = item_index;
-        sd->n_items = (uint32_t)PySequence_Fast_GET_SIZE(items);
-        sd->reserved = 0;
-        if (nl)
-            memcpy(base + cur, nm, (size_t)nl);
-        cur = ALIGN16(cur + (uint64_t)nl);
+        set_write(base, &cur, (dd_set_desc *)(base + in_sets) + s, nm, nl, declared,
+                  item_index, (uint32_t)PySequence_Fast_GET_SIZE(items));
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++, item_index++) {
             PyObject *value, *name, *owned;
             long long key;
@@ -1007,16 +1016,8 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
         const char *nm;
         Py_ssize_t nl;
         name_bytes(PyTuple_GET_ITEM(res, 0), &nm, &nl);
-        dd_set_desc *sd = (dd_set_desc *)(base + out_sets) + r;
-        sd->name_off = nl ? cur : 0;
-        sd->name_len = (uint32_t)nl;
-        sd->element = (uint32_t)PyLong_AsLong(PyTuple_GET_ITEM(res, 1));
-        sd->first_item = 0;
-        sd->n_items = 0;
-        sd->reserved = 0;
-        if (nl)
-            memcpy(base + cur, nm, (size_t)nl);
-        cur = ALIGN16(cur + (uint64_t)nl);
+        set_write(base, &cur, (dd_set_desc *)(base + out_sets) + r, nm, nl,
+                  element_code(PyTuple_GET_ITEM(res, 1)), 0, 0);
     }
     if (cur > capacity) {
         PyErr_SetString(PyExc_ValueError, "an input changed while it was laid out");
