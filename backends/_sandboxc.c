@@ -887,6 +887,37 @@ static void set_write(uint8_t *base, uint64_t *cur, dd_set_desc *sd, const char 
     *cur = ALIGN16(*cur + (uint64_t)nl);
 }
 
+/* One item, ready to be written: its fields, element code, encoding and name. */
+typedef struct {
+    PyObject *value, *name, *owned;
+    long long key;
+    int code, is_encoded;
+    encoded e;
+    const char *nm;
+    Py_ssize_t nl;
+} item_bytes;
+
+/* Read, encode and name `item` (declared `declared`) into *ib: 0, or -1 with an exception
+ * set.  item_close() it either way. */
+static int item_open(PyObject *item, int declared, PyObject *encoder, item_bytes *ib) {
+    memset(ib, 0, sizeof *ib);
+    if (item_fields(item, &ib->value, &ib->key, &ib->name) != 0)
+        return -1;
+    if (item_encode(ib->value, declared, encoder, &ib->code, &ib->e, &ib->owned) != 0)
+        return -1;
+    ib->is_encoded = 1;
+    return name_bytes(ib->name, &ib->nm, &ib->nl);
+}
+
+static void item_close(item_bytes *ib) {
+    if (ib->is_encoded) {
+        encoded_release(&ib->e);
+        Py_XDECREF(ib->owned);
+    }
+    Py_XDECREF(ib->value);
+    Py_XDECREF(ib->name);
+}
+
 /*
  * write_inputs(context, sets, results, output_limit, encoder) -> capacity: lay out the
  * inputs.  `sets` is a list of (name, element code, items) per parameter, the items
@@ -928,21 +959,11 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
             goto done;
         need += ALIGN16((uint64_t)nl);
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++) {
-            PyObject *value, *name, *owned;
-            long long key;
-            int code;
-            encoded e;
-            if (item_fields(PySequence_Fast_GET_ITEM(items, i), &value, &key, &name) != 0)
-                goto done;
-            int rc = item_encode(value, declared, encoder, &code, &e, &owned);
-            if (rc == 0) {
-                rc = name_bytes(name, &nm, &nl);
-                need += item_room(e.size, nl);
-                encoded_release(&e);
-                Py_XDECREF(owned);
-            }
-            Py_DECREF(value);
-            Py_DECREF(name);
+            item_bytes ib;
+            int rc = item_open(PySequence_Fast_GET_ITEM(items, i), declared, encoder, &ib);
+            if (rc == 0)
+                need += item_room(ib.e.size, ib.nl);
+            item_close(&ib);
             if (rc != 0)
                 goto done;
             n_items++;
@@ -986,27 +1007,16 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
         set_write(base, &cur, (dd_set_desc *)(base + in_sets) + s, nm, nl, declared,
                   item_index, (uint32_t)PySequence_Fast_GET_SIZE(items));
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++, item_index++) {
-            PyObject *value, *name, *owned;
-            long long key;
-            int code;
-            encoded e;
-            if (item_fields(PySequence_Fast_GET_ITEM(items, i), &value, &key, &name) != 0)
-                goto done;
-            int rc = item_encode(value, declared, encoder, &code, &e, &owned);
-            if (rc == 0) {
-                rc = name_bytes(name, &nm, &nl);
-                if (rc == 0 && (uint64_t)ctx.len - cur < item_room(e.size, nl)) {
-                    PyErr_SetString(PyExc_ValueError, "an input changed while it was laid out");
-                    rc = -1;
-                }
-                if (rc == 0)
-                    item_write(base, &cur, (dd_item_desc *)(base + in_items) + item_index, &e,
-                               code, key, nm, nl, (uint32_t)s);
-                encoded_release(&e);
-                Py_XDECREF(owned);
+            item_bytes ib;
+            int rc = item_open(PySequence_Fast_GET_ITEM(items, i), declared, encoder, &ib);
+            if (rc == 0 && (uint64_t)ctx.len - cur < item_room(ib.e.size, ib.nl)) {
+                PyErr_SetString(PyExc_ValueError, "an input changed while it was laid out");
+                rc = -1;
             }
-            Py_DECREF(value);
-            Py_DECREF(name);
+            if (rc == 0)
+                item_write(base, &cur, (dd_item_desc *)(base + in_items) + item_index, &ib.e,
+                           ib.code, ib.key, ib.nm, ib.nl, (uint32_t)s);
+            item_close(&ib);
             if (rc != 0)
                 goto done;
         }
@@ -1294,18 +1304,10 @@ static PyObject *add_outputs(PyObject *self, PyObject *args) {
     if (fast == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
-        PyObject *value, *name, *owned;
-        long long key;
-        int code;
-        encoded e;
-        const char *nm;
-        Py_ssize_t nl;
-        if (item_fields(PySequence_Fast_GET_ITEM(fast, i), &value, &key, &name) != 0)
-            goto done;
-        int enc = item_encode(value, declared, encoder, &code, &e, &owned) == 0;
-        int rc = enc ? name_bytes(name, &nm, &nl) : -1;
+        item_bytes ib;
+        int rc = item_open(PySequence_Fast_GET_ITEM(fast, i), declared, encoder, &ib);
         if (rc == 0) {
-            uint64_t need = item_room(e.size, nl) + sizeof(dd_item_desc);
+            uint64_t need = item_room(ib.e.size, ib.nl) + sizeof(dd_item_desc);
             uint64_t cur = h->heap_cur, end = h->heap_end;
             if (end > (uint64_t)ctx.len || cur > end || need > end - cur) {
                 uint64_t left = end >= cur && end <= (uint64_t)ctx.len ? end - cur : 0;
@@ -1313,19 +1315,14 @@ static PyObject *add_outputs(PyObject *self, PyObject *args) {
                 rc = -1;
             } else {
                 end -= sizeof(dd_item_desc);
-                item_write(base, &cur, (dd_item_desc *)(base + end), &e, code, key, nm, nl,
-                           set);
+                item_write(base, &cur, (dd_item_desc *)(base + end), &ib.e, ib.code, ib.key,
+                           ib.nm, ib.nl, set);
                 h->heap_cur = cur;
                 h->heap_end = end;
                 h->n_out_items++;
             }
         }
-        if (enc) {
-            encoded_release(&e);
-            Py_XDECREF(owned);
-        }
-        Py_DECREF(value);
-        Py_DECREF(name);
+        item_close(&ib);
         if (rc != 0)
             goto done;
     }
