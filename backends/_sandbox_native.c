@@ -31,14 +31,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
+#include "_zygote_loop.h"
+
 #define CHANNEL 3
-#define MAX_LIVE 4096
 
 #pragma pack(push, 1)
-struct msg { char op; int32_t a; int32_t b; };
 struct assign {
     char magic[4];
     uint32_t kind;
@@ -199,133 +196,19 @@ static void sandbox(int cpu_seconds) {
     syscall(SYS_exit, 0);
 }
 
-static pid_t live[MAX_LIVE];
-static int n_live = 0;
-/* how recently exited sandboxes ended, and the pids the worker asked about */
-static pid_t done_pid[1024];
-static int done_status[1024];
-static int n_done = 0;
-static pid_t wanted[256];
-static int n_wanted = 0;
-
-/* Send a control message with up to two descriptors (fd2 < 0: one; fd < 0: none). */
-static void send_msg2(int ctrl, char op, int32_t a, int32_t b, int fd, int fd2) {
-    struct msg m = {op, a, b};
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
-    char cbuf[CMSG_SPACE(2 * sizeof(int))];
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
-        int fds[2] = {fd, fd2};
-        int n = fd2 >= 0 ? 2 : 1;
-        memset(cbuf, 0, sizeof cbuf);
-        mh.msg_control = cbuf;
-        mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(n * sizeof(int));
-        memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
-    }
-    if (sendmsg(ctrl, &mh, MSG_NOSIGNAL) < 0) _exit(0);  /* the worker is gone */
-}
-
-static void send_msg(int ctrl, char op, int32_t a, int32_t b, int fd) {
-    send_msg2(ctrl, op, a, b, fd, -1);
-}
-
-static void fork_sandboxes(int ctrl, int cpu, int n);
-
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
-    int ctrl = atoi(argv[1]);
+    static struct zygote z;  /* static: zeroed */
+    z.ctrl = atoi(argv[1]);
     int cpu = atoi(argv[2]);
-    int cap = argc > 3 ? atoi(argv[3]) : 16;  /* replace exited sandboxes up to this many */
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &chld, NULL);
-    int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    z.cap = argc > 3 ? atoi(argv[3]) : 16;
     signal(SIGPIPE, SIG_IGN);
-    send_msg(ctrl, 'R', getpid(), 0, -1);
-    struct pollfd pf[2] = {{.fd = ctrl, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-    for (;;) {
-        if (poll(pf, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (pf[1].revents) {
-            struct signalfd_siginfo si;
-            while (read(sfd, &si, sizeof si) > 0) {}
-            int status, replace = 0;
-            pid_t pid;
-            while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-                for (int i = 0; i < n_live; i++)
-                    if (live[i] == pid) { live[i] = live[--n_live]; break; }
-                replace++;  /* a used sandbox exited: keep the pool's size */
-                int told = 0;
-                for (int i = 0; i < n_wanted; i++)
-                    if (wanted[i] == pid) {
-                        wanted[i] = wanted[--n_wanted];
-                        send_msg(ctrl, 'X', pid, status, -1);
-                        told = 1;
-                        break;
-                    }
-                if (!told) {
-                    done_pid[n_done % 1024] = pid;
-                    done_status[n_done % 1024] = status;
-                    n_done++;
-                }
-            }
-            if (replace > cap - n_live) replace = cap - n_live;
-            fork_sandboxes(ctrl, cpu, replace);
-        }
-        if (!pf[0].revents) continue;
-        struct msg m;
-        ssize_t k = recv(ctrl, &m, sizeof m, 0);
-        if (k != (ssize_t)sizeof m) break;
-        if (m.op == 'W') {
-            int found = 0;
-            for (int i = 0; i < 1024 && i < n_done; i++)
-                if (done_pid[i] == m.a) {
-                    send_msg(ctrl, 'X', m.a, done_status[i], -1);
-                    done_pid[i] = 0;
-                    found = 1;
-                    break;
-                }
-            if (!found && n_wanted < 256) wanted[n_wanted++] = m.a;
-        } else if (m.op == 'F') {
-            fork_sandboxes(ctrl, cpu, m.a);
-        } else if (m.op == 'K') {
-            for (int i = 0; i < n_live; i++)
-                if (live[i] == m.a) { kill(m.a, SIGKILL); break; }
-        }
-    }
-    for (int i = 0; i < n_live; i++) kill(live[i], SIGKILL);
-    return 0;
-}
-
-static void fork_sandboxes(int ctrl, int cpu, int n) {
-    for (int i = 0; i < n && i < 64 && n_live < MAX_LIVE; i++) {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) break;
-        pid_t pid = fork();
-        if (pid == 0) {
-            dup2(sv[1], CHANNEL);  /* dup2 clears close-on-exec; nothing is exec'd */
-            syscall(SYS_close_range, 0, CHANNEL - 1, 0);
-            syscall(SYS_close_range, CHANNEL + 1, ~0U, 0);
-            sandbox(cpu);
-            _exit(0);
-        }
-        close(sv[1]);
-        if (pid > 0) {
-            live[n_live++] = pid;
-            for (int i = 0; i < 1024 && i < n_done; i++)  /* pids are reused: what an */
-                if (done_pid[i] == pid) done_pid[i] = 0;   /* earlier one did is stale */
-            /* a pidfd lets the worker end the sandbox itself after its invocation */
-            int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-            send_msg2(ctrl, 'C', pid, 0, sv[0], pfd);
-            if (pfd >= 0) close(pfd);
-        }
-        close(sv[0]);
-    }
+    if (zygote_send(z.ctrl, 'R', getpid(), 0, -1, -1) < 0 || zygote_run(&z) < 0)
+        return 0;
+    /* a sandbox */
+    dup2(z.channel, CHANNEL);  /* dup2 clears close-on-exec; nothing is exec'd */
+    syscall(SYS_close_range, 0, CHANNEL - 1, 0);
+    syscall(SYS_close_range, CHANNEL + 1, ~0U, 0);
+    sandbox(cpu);
+    _exit(0);
 }

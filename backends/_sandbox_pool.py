@@ -28,6 +28,14 @@ from dandelion.errors import BackendError
 #: numerical libraries single-threaded (a sandbox cannot create threads).
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TMPDIR")
 
+#: How a Python zygote starts: its arenas follow one another from the first import on
+#: (``_sandboxc.heap_arenas``), so that huge pages can back them.
+_BOOT = ("import sys\n"
+         "from dandelion.backends import _sandboxc\n"
+         "_sandboxc.heap_arenas()\n"
+         "from dandelion.backends._sandbox_zygote import main\n"
+         "main(sys.argv[1:])\n")
+
 
 class Sandbox:
     """One forked sandbox: its pid, the worker's end of its channel (a descriptor, -1 once
@@ -87,9 +95,8 @@ class Zygote:
         if native is not None:
             cmd = [str(native), str(theirs.fileno()), str(cpu_seconds or 0), str(self.cap)]
         else:
-            cmd = [sys.executable, "-m", "dandelion.backends._sandbox_zygote",
-                   str(theirs.fileno()), str(cpu_seconds or 0), "1" if warm else "0",
-                   str(memory_limit or 0), str(self.cap), *preload]
+            cmd = [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(cpu_seconds or 0),
+                   "1" if warm else "0", str(memory_limit or 0), str(self.cap), *preload]
         self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
                                         stdin=subprocess.DEVNULL, cwd="/")
         theirs.close()

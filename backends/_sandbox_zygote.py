@@ -2,11 +2,17 @@
 
 It is started once per set of preloaded libraries (``()`` — the lean one — or e.g.
 ``("numpy",)``), with a clean environment and single-threaded math libraries.  It imports the
-runtime, builds the seccomp filter once, freezes its heap (``gc.freeze``) and then forks
-sandboxes on request.  Each sandbox gets a fresh socket pair; the zygote passes the worker's
-end over the control socket (``SCM_RIGHTS``) and keeps none.  The zygote is the sandboxes'
-parent: it reaps them, reports how each ended, and kills one on the worker's request (no
-pid-reuse race, since a child is never reaped before it is killed).
+runtime, builds the seccomp filter once, freezes its heap (``gc.freeze``) and then hands
+over to a control loop in C (``_zygote_loop.h``, shared with the native zygote), which forks
+sandboxes on request and runs no Python code: the zygote writes to none of the pages it
+shares copy-on-write with its sandboxes.  Each sandbox gets a fresh socket pair; the zygote
+passes the worker's end over the control socket (``SCM_RIGHTS``) and keeps none.  The
+zygote is the sandboxes' parent: it reaps them, reports how each ended, and kills one on
+the worker's request (no pid-reuse race, since a child is never reaped before it is
+killed).  Started by ``_sandbox_pool._BOOT``, it lays Python's arenas out for huge pages
+from its first import on (``_sandboxc.heap_arenas``) and collapses them into huge pages
+before it forks (``_sandboxc.huge_pages``): a fork then copies a few dozen page-table
+entries for its heap rather than thousands.
 
 Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill,
 ``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptors
@@ -21,7 +27,6 @@ from __future__ import annotations
 import gc
 import importlib
 import os
-import select
 import signal
 import socket
 import struct
@@ -65,81 +70,27 @@ def main(argv: list[str]) -> None:
     if "numpy" in sys.modules:
         _warm_numpy()
     ctrl = socket.socket(fileno=fd)
-    live: set[int] = set()
-    statuses: dict[int, int] = {}
-    wanted: set[int] = set()
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # wakes the loop through wake_w
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.collect()
     gc.freeze()  # keep refcount/GC writes from dirtying inherited pages
+    _sandboxc.huge_pages()  # fewer page-table entries for each fork to copy
     loaded = sorted(sys.modules)  # packages and submodules: a function may need either
     ctrl.send(MSG.pack(b"R", os.getpid(), 0) + "\n".join(loaded).encode())
-    poller = select.poll()
-    poller.register(ctrl, select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-
-    def fork(n: int) -> None:
-        for _ in range(max(0, min(n, 64))):
-            pid = _fork(ctrl, program, cpu, live, samples if warm else (), memory)
-            statuses.pop(pid, None)  # pids are reused: what an earlier one did is stale
-            wanted.discard(pid)
-
-    try:
-        while True:
-            events = dict(poller.poll())
-            if wake_r in events:
-                while True:
-                    try:
-                        if not os.read(wake_r, 512):
-                            break
-                    except BlockingIOError:
-                        break
-                replace = 0
-                while True:
-                    try:
-                        pid, status = os.waitpid(-1, os.WNOHANG)
-                    except ChildProcessError:
-                        break
-                    if pid == 0:
-                        break
-                    live.discard(pid)
-                    replace += 1  # a used sandbox exited: keep the pool's size
-                    if pid in wanted:
-                        wanted.discard(pid)
-                        ctrl.send(MSG.pack(b"X", pid, status))
-                    else:
-                        statuses[pid] = status
-                        if len(statuses) > 1024:
-                            statuses.pop(next(iter(statuses)))
-                fork(min(replace, cap - len(live)))
-            if ctrl.fileno() not in events:
-                continue
-            msg = ctrl.recv(64)
-            if len(msg) != MSG.size:
-                break  # the worker is gone
-            op, a, _b = MSG.unpack(msg)
-            if op == b"F":
-                fork(a)
-            elif op == b"K" and a in live:
-                try:
-                    os.kill(a, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            elif op == b"W":
-                if a in statuses:
-                    ctrl.send(MSG.pack(b"X", a, statuses.pop(a)))
-                else:
-                    wanted.add(a)
-    except OSError:  # the worker went away
-        pass
-    for pid in list(live):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    os._exit(0)
+    samples = samples if warm else ()
+    filtered = memory is not None
+    # From here on the zygote runs C only, until it returns in a forked sandbox (or the
+    # worker has gone away): a Python loop would write to pages every sandbox shares.
+    forked = _sandboxc.zygote_loop(ctrl.fileno(), cap, cpu or 0, memory or 0,
+                                   program if filtered and not samples else None, filtered)
+    if forked is None:
+        os._exit(0)  # the worker is gone; the sandboxes are killed
+    _pid, baseline = forked
+    if not filtered:  # may run native code: filtered (or in strict mode) once assigned
+        _sandbox_child.serve(program, cpu, samples)
+    if samples:  # Python sandboxes: locked down in C, warmed up, then filtered
+        _sandbox_child.warm_up(samples)
+        _sandbox_child.limit_and_filter(baseline, memory or 0, program)
+    _sandbox_child.serve_filtered(baseline)
 
 
 def _warm_numpy() -> None:
@@ -169,48 +120,6 @@ def _probe_pickles() -> tuple[bytes, ...]:
         return tuple(pickling.dumps(ComputeFunction(fn).artifact) for fn in fns)
     finally:
         cloudpickle.unregister_pickle_by_value(_sandbox_child)
-
-
-def _fork(ctrl: socket.socket, program: bytes, cpu: int | None, live: set[int],
-          samples: tuple[bytes, ...], memory: int | None) -> int:
-    if memory is not None:
-        # Python sandboxes: channel, fork, lock-down and hand-over in C, so that neither
-        # the child before its lock-down nor this zygote after the fork writes to pages
-        # they share (each such write is a page copy)
-        pid, baseline = _sandboxc.spawn_sandbox(ctrl.fileno(), cpu or 0, memory,
-                                                None if samples else program)
-        if pid == 0:
-            if samples:
-                _sandbox_child.warm_up(samples)
-                _sandbox_child.limit_and_filter(baseline, memory, program)
-            _sandbox_child.serve_filtered(baseline)
-        live.add(pid)
-        return int(pid)
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = _sandboxc.fork_raw()  # no Python at-fork hooks: they would dirty hundreds of pages
-    if pid == 0:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.dup2(theirs.fileno(), _sandbox_child.CHANNEL_FD, inheritable=False)
-        _sandbox_child.serve(program, cpu, samples)
-    _handed_over(ctrl, pid, ours, theirs, live)
-    return int(pid)
-
-
-def _handed_over(ctrl: socket.socket, pid: int, ours: socket.socket, theirs: socket.socket,
-                 live: set[int]) -> None:
-    live.add(pid)
-    theirs.close()
-    fds = [ours.fileno()]
-    try:  # lets the worker end this sandbox itself, race-free, without a message to us
-        fds.append(os.pidfd_open(pid))
-    except OSError:
-        pass
-    try:
-        socket.send_fds(ctrl, [MSG.pack(b"C", pid, 0)], fds)
-    finally:
-        ours.close()
-        for fd in fds[1:]:
-            os.close(fd)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@
 #include <linux/seccomp.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -34,6 +35,7 @@
 
 #define DANDELION_NO_ENTRY /* only the structs of the context layout, not a function */
 #include "dandelion.h"
+#include "_zygote_loop.h"
 
 #ifndef SYS_close_range
 #define SYS_close_range 436
@@ -292,19 +294,6 @@ static PyObject *address_of(PyObject *self, PyObject *args) {
 }
 
 /*
- * fork_raw(): fork() without Python's at-fork machinery (no after-fork hooks, no random
- * reseed, no thread bookkeeping).  Only for a single-threaded zygote whose child goes
- * straight into sandbox preparation: those hooks are what make a Python fork expensive,
- * touching (and so copying) hundreds of pages.  Returns the pid, 0 in the child.
- */
-static PyObject *fork_raw(PyObject *self, PyObject *noargs) {
-    pid_t pid = fork();
-    if (pid < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromLong(pid);
-}
-
-/*
  * prepare(channel, cpu_seconds) -> address-space bytes in use: everything a sandbox does
  * before it waits, in C so that it touches no Python objects: close every descriptor but
  * the channel, report fatal signals on it, RLIMIT_CORE/FSIZE/NPROC = 0, RLIMIT_CPU,
@@ -354,7 +343,7 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
 static PyObject *prepare(PyObject *self, PyObject *args);
 
 /*
- * The child's side of spawn_sandbox(), before any Python code runs in it: `channel` becomes
+ * A sandbox's side of zygote_loop(), before any Python code runs in it: `channel` becomes
  * descriptor 3, the process is prepared (see prepare()), and with a `program` its address
  * space is capped at baseline + memory_limit and the filter installed.  Doing this in C
  * keeps the child from touching (and so copying) Python objects.
@@ -387,69 +376,39 @@ static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memor
     return Py_BuildValue("(iL)", 0, baseline);
 }
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-
 /*
- * spawn_sandbox(ctrl, cpu_seconds, memory_limit, program) -> (pid, baseline): a new channel
- * (socket pair), a fork that locks the child down on one end (lock_down()), and in the zygote: hand the other end and a
- * pidfd of the sandbox to the worker over `ctrl` as a 'C' control message (<cii: 'C', pid,
- * 0), keeping neither.  All in C, so that forking touches no Python object in the zygote
- * (whose pages are shared copy-on-write with every sandbox it has forked: each Python
- * write there after a fork is a page copy).  In the child: (0, baseline).
+ * zygote_loop(ctrl, cap, cpu_seconds, memory_limit, program, lock) -> None | (0, baseline):
+ * run a zygote's control loop (_zygote_loop.h) on `ctrl` until the worker goes away; then
+ * it returns None, its sandboxes killed.  In a forked sandbox it returns (0, baseline):
+ * with `lock`, the child has been locked down in C (lock_down(): channel on descriptor
+ * 3, prepared, and with a `program` its address space capped at baseline + memory_limit
+ * and the filter installed) before any Python code runs in it; without, only its channel
+ * is on descriptor 3 (baseline 0).  The zygote itself runs no Python code between forks,
+ * so it writes to none of the pages it shares with its sandboxes.
  */
-static PyObject *spawn_sandbox(PyObject *self, PyObject *args) {
-    int ctrl, cpu;
+static PyObject *zygote_loop(PyObject *self, PyObject *args) {
+    static struct zygote z;
+    int ctrl, cap, cpu, lock;
     long long memory;
     Py_buffer prog = {0};
-    if (!PyArg_ParseTuple(args, "iiLz*", &ctrl, &cpu, &memory, &prog))
+    if (!PyArg_ParseTuple(args, "iiiLz*p", &ctrl, &cap, &cpu, &memory, &prog, &lock))
         return NULL;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    memset(&z, 0, sizeof z);
+    z.ctrl = ctrl;
+    z.cap = cap;
+    if (zygote_run(&z) < 0) {
         PyBuffer_Release(&prog);
-        return PyErr_SetFromErrno(PyExc_OSError);
+        Py_RETURN_NONE;
     }
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(sv[0]);
-        return lock_down(self, sv[1], cpu, memory, &prog);
-    }
+    if (lock)  /* a sandbox */
+        return lock_down(self, z.channel, cpu, memory, &prog);
     PyBuffer_Release(&prog);
-    close(sv[1]);
-    if (pid < 0) {
-        close(sv[0]);
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
-    int fds[2] = {sv[0], (int)syscall(SYS_pidfd_open, pid, 0)};
-    int nfds = fds[1] >= 0 ? 2 : 1;
-    char msg[9] = {'C'};
-    int32_t ipid = (int32_t)pid, zero = 0;
-    memcpy(msg + 1, &ipid, 4);
-    memcpy(msg + 5, &zero, 4);
-    char cbuf[CMSG_SPACE(2 * sizeof(int))];
-    memset(cbuf, 0, sizeof cbuf);
-    struct iovec iov = {.iov_base = msg, .iov_len = sizeof msg};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                        .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-    memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-    ssize_t sent = sendmsg(ctrl, &mh, MSG_NOSIGNAL);
-    int err = errno;
-    close(sv[0]);
-    if (nfds == 2)
-        close(fds[1]);
-    if (sent < 0) {  /* the worker is gone: the caller winds down (and kills pid) */
-        errno = err;
-        PyObject *e = PyErr_SetFromErrno(PyExc_OSError);
-        (void)e;
-        kill(pid, SIGKILL);
-        return NULL;
-    }
-    return Py_BuildValue("(iL)", (int)pid, 0LL);
+    signal(SIGCHLD, SIG_DFL);
+    if (dup2(z.channel, 3) != 3)
+        _exit(1);
+    if (z.channel != 3)
+        close(z.channel);
+    return Py_BuildValue("(iL)", 0, 0LL);
 }
 
 /* wait_assignment(channel, size) -> (header bytes, memfd or -1): block for the worker. */
@@ -1535,6 +1494,106 @@ static PyObject *ready(PyObject *self, PyObject *args) {
     return PyLong_FromLong(n == 1 && c == 'R' ? 1 : -1);
 }
 
+
+/* ---- Huge pages for a zygote's heap ------------------------------------------------- */
+
+/*
+ * A fork copies a page-table entry for every page of the zygote's private memory, and a
+ * sandbox's exit tears them down again: for a Python heap of 20-25 MiB that is the larger
+ * part of what a sandbox costs the machine.  Backed by 2 MiB pages, the same memory is a
+ * few dozen entries.  Python's small-object arenas are 1 MiB mappings wherever mmap puts
+ * them, between libraries, so hardly any 2 MiB range is all heap; heap_arenas() makes the
+ * arenas allocated from then on follow one another from a 2 MiB boundary, and
+ * huge_pages() collapses whatever private memory covers whole 2 MiB ranges into huge
+ * pages once the zygote has loaded everything.  A sandbox's first write into a huge page
+ * splits it (in the sandbox only) and copies 4 KiB, as before.
+ */
+#define HUGE_PAGE (2UL << 20)
+static char *arena_next;  /* where the next arena goes: right after the last one */
+
+static void *arena_alloc(void *ctx, size_t size) {
+    (void)ctx;
+    char *p = MAP_FAILED;
+    if (arena_next != NULL)
+        p = mmap(arena_next, size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p != MAP_FAILED && p != arena_next) {  /* a kernel that took it as a hint */
+        munmap(p, size);
+        p = MAP_FAILED;
+    }
+    if (p == MAP_FAILED) {  /* a new run, from a 2 MiB boundary */
+        char *q = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (q == MAP_FAILED)
+            return NULL;
+        /* Mappings are placed top-down, each right below the last, so there is no room
+         * above a new one: a run starts 8 GiB lower, where it can grow. */
+        uintptr_t low = ((uintptr_t)q - (8UL << 30)) & ~(HUGE_PAGE - 1);
+        if ((uintptr_t)q > (16UL << 30)) {
+            char *r = mmap((void *)low, size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+            if (r == (char *)low) {
+                munmap(q, size + HUGE_PAGE);
+                arena_next = r + size;
+                return r;
+            }
+            if (r != MAP_FAILED)
+                munmap(r, size);
+        }
+        p = (char *)(((uintptr_t)q + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
+        if (p > q)
+            munmap(q, (size_t)(p - q));
+        if (q + size + HUGE_PAGE > p + size)
+            munmap(p + size, (size_t)(q + size + HUGE_PAGE - (p + size)));
+    }
+    arena_next = p + size;
+    return p;
+}
+
+static void arena_free(void *ctx, void *p, size_t size) {
+    (void)ctx;
+    munmap(p, size);
+}
+
+/* heap_arenas(): Python's arenas allocated from now on lie one after another. */
+static PyObject *heap_arenas(PyObject *self, PyObject *noargs) {
+    PyObjectArenaAllocator a = {NULL, arena_alloc, arena_free};
+    PyObject_SetArenaAllocator(&a);
+    Py_RETURN_NONE;
+}
+
+/* huge_pages() -> bytes now backed by huge pages: collapse the private writable memory
+ * (heap, arenas) that covers whole 2 MiB ranges.  Best effort: 0 where the kernel has no
+ * MADV_COLLAPSE (before Linux 6.1) or transparent huge pages are off. */
+static PyObject *huge_pages(PyObject *self, PyObject *noargs) {
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps == NULL)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    uintptr_t ranges[512][2];
+    int n = 0;
+    char line[512];
+    while (n < 512 && fgets(line, sizeof line, maps)) {
+        unsigned long lo, hi, offset, inode;
+        char perms[8], dev[16], name[256] = "";
+        if (sscanf(line, "%lx-%lx %7s %lx %15s %lu %255s", &lo, &hi, perms, &offset, dev,
+                   &inode, name) < 6)
+            continue;
+        if (strcmp(perms, "rw-p") != 0 || inode != 0 || (name[0] && strcmp(name, "[heap]")))
+            continue;  /* private anonymous memory only (not the stack, not a file's) */
+        ranges[n][0] = (lo + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+        ranges[n][1] = hi & ~(HUGE_PAGE - 1);
+        if (ranges[n][1] > ranges[n][0])
+            n++;
+    }
+    fclose(maps);
+    unsigned long long done = 0;
+    for (int i = 0; i < n; i++)  /* one range at a time: one that fails spoils no other */
+        for (uintptr_t at = ranges[i][0]; at < ranges[i][1]; at += HUGE_PAGE)
+            if (madvise((void *)at, HUGE_PAGE, 25 /* MADV_COLLAPSE */) == 0)
+                done += HUGE_PAGE;
+    return PyLong_FromUnsignedLongLong(done);
+}
+
 static PyMethodDef methods[] = {
     {"receive", receive, METH_VARARGS,
      "receive(channel, header_size, capacity_offset, length_offset) -> (header, view, payload)."},
@@ -1548,9 +1607,12 @@ static PyMethodDef methods[] = {
      "exchange(channel, memfd, header, payload, timeout, skip_ready, max_body) -> report."},
     {"finish", finish, METH_VARARGS, "finish(channel, report): report, wait, exit."},
     {"ready", ready, METH_VARARGS, "ready(channel) -> 1 READY taken, 0 not yet, -1 neither."},
-    {"fork_raw", fork_raw, METH_NOARGS, "fork() without Python's at-fork hooks."},
-    {"spawn_sandbox", spawn_sandbox, METH_VARARGS,
-     "spawn_sandbox(ctrl, cpu, memory_limit, program) -> (pid, baseline)."},
+    {"heap_arenas", heap_arenas, METH_NOARGS,
+     "heap_arenas(): Python arenas allocated from now on lie one after another."},
+    {"huge_pages", huge_pages, METH_NOARGS,
+     "huge_pages() -> bytes of private memory collapsed into 2 MiB pages."},
+    {"zygote_loop", zygote_loop, METH_VARARGS,
+     "zygote_loop(ctrl, cap, cpu, memory_limit, program, lock) -> None | (0, baseline)."},
     {"prepare", prepare, METH_VARARGS,
      "prepare(channel, cpu_seconds) -> bytes of address space in use."},
     {"wait_assignment", wait_assignment, METH_VARARGS,

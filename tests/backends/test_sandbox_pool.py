@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 
@@ -68,3 +70,43 @@ def test_a_sandbox_that_died_before_it_was_ready_is_never_handed_out(zygote):
     finally:
         for s in taken:
             zygote.end(s)
+
+
+def _huge_pages_available() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            mode = f.read()
+    except OSError:
+        return False
+    release = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
+    return "[never]" not in mode and release >= (6, 1)  # MADV_COLLAPSE: Linux 6.1
+
+
+@pytest.mark.skipif(not _huge_pages_available(), reason="needs transparent huge pages and "
+                    "MADV_COLLAPSE (Linux 6.1)")
+def test_the_zygotes_heap_is_in_huge_pages_so_that_a_fork_copies_few_page_tables(zygote):
+    fields = {}
+    with open(f"/proc/{zygote.process.pid}/smaps_rollup") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            fields[name] = int(rest.split()[0]) if rest.split() else 0
+    # the lean runtime's 15-20 MiB of heap and arenas: most of it in 2 MiB pages
+    assert fields["AnonHugePages"] >= 6 * 1024, fields
+    assert fields["AnonHugePages"] >= fields["Anonymous"] // 3, fields
+
+
+def test_arenas_laid_out_one_after_another_serve_allocation_churn():
+    code = textwrap.dedent("""
+        from dandelion.backends import _sandboxc
+        _sandboxc.heap_arenas()
+        for round in range(3):  # arenas allocated, freed and allocated again
+            rows = [[i, str(i), (i, i)] for i in range(400_000)]
+            assert sum(r[0] for r in rows) == sum(range(400_000))
+            assert rows[123_456][1] == "123456"
+            del rows
+        print(_sandboxc.huge_pages() >= 0)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"

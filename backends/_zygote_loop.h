@@ -1,0 +1,208 @@
+/*
+ * The control loop of a zygote, shared by the Python zygote (_sandboxc.c, called from
+ * _sandbox_zygote.py) and the native one (_sandbox_native.c).
+ *
+ * Control messages (SOCK_SEQPACKET, <cii): worker -> zygote 'F' n: fork n sandboxes,
+ * 'K' pid: kill it, 'W' pid: report how it ended; zygote -> worker 'C' pid + descriptors
+ * (the worker's end of the sandbox's channel and, where the kernel has them, a pidfd),
+ * 'X' pid status.  Every sandbox that exits is replaced while fewer than `cap` are alive,
+ * so a normal invocation costs the worker no control message.
+ *
+ * The loop is C so that, between forks, a zygote writes to nothing but this loop's state:
+ * every page it shares copy-on-write with the sandboxes it has forked stays shared (a
+ * Python loop would touch reference counts all over its heap, and each such write after a
+ * fork is a page copy, or the split of a huge page).
+ */
+#ifndef DANDELION_ZYGOTE_LOOP_H
+#define DANDELION_ZYGOTE_LOOP_H
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+#define ZYGOTE_MAX_LIVE 4096
+#define ZYGOTE_DONE 1024
+#define ZYGOTE_WANTED 256
+
+#pragma pack(push, 1)
+struct zygote_msg { char op; int32_t a; int32_t b; };
+#pragma pack(pop)
+
+struct zygote {
+    int ctrl;               /* the control socket */
+    int cap;                /* replace exited sandboxes while fewer than this are alive */
+    int channel;            /* in a child: its end of its channel */
+    sigset_t mask;          /* the signal mask before the loop (restored in a child) */
+    int sfd;                /* signalfd for SIGCHLD */
+    pid_t live[ZYGOTE_MAX_LIVE];
+    int n_live;
+    pid_t done_pid[ZYGOTE_DONE];  /* how recently exited sandboxes ended */
+    int done_status[ZYGOTE_DONE];
+    int n_done;
+    pid_t wanted[ZYGOTE_WANTED];  /* pids the worker asked about before they ended */
+    int n_wanted;
+};
+
+/* Send a control message with up to two descriptors (fd < 0: none; fd2 < 0: one). */
+static int zygote_send(int ctrl, char op, int32_t a, int32_t b, int fd, int fd2) {
+    struct zygote_msg m = {op, a, b};
+    struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
+    char cbuf[CMSG_SPACE(2 * sizeof(int))];
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        int fds[2] = {fd, fd2};
+        int n = fd2 >= 0 ? 2 : 1;
+        memset(cbuf, 0, sizeof cbuf);
+        mh.msg_control = cbuf;
+        mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+        memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+    }
+    return sendmsg(ctrl, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
+/*
+ * Fork up to n sandboxes.  Returns 0 in a child (its channel end in z->channel, the signal
+ * mask restored, the zygote's descriptors still open: the caller closes them), 1 in the
+ * zygote, -1 in the zygote once the worker is gone.
+ */
+static int zygote_fork(struct zygote *z, int n) {
+    for (int i = 0; i < n && i < 64 && z->n_live < ZYGOTE_MAX_LIVE; i++) {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+            return 1;
+        pid_t pid = fork();
+        if (pid == 0) {
+            sigprocmask(SIG_SETMASK, &z->mask, NULL);
+            close(sv[0]);
+            z->channel = sv[1];
+            return 0;
+        }
+        close(sv[1]);
+        if (pid < 0) {
+            close(sv[0]);
+            return 1;
+        }
+        z->live[z->n_live++] = pid;
+        for (int k = 0; k < ZYGOTE_DONE && k < z->n_done; k++)  /* pids are reused: what */
+            if (z->done_pid[k] == pid)                           /* an earlier one did is */
+                z->done_pid[k] = 0;                              /* stale */
+        /* a pidfd lets the worker end the sandbox itself after its invocation */
+        int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        int sent = zygote_send(z->ctrl, 'C', pid, 0, sv[0], pfd);
+        if (pfd >= 0)
+            close(pfd);
+        close(sv[0]);
+        if (sent < 0)
+            return -1;
+    }
+    return 1;
+}
+
+/* Reap exited sandboxes, tell the worker about those it asked for, replace them. */
+static int zygote_reap(struct zygote *z) {
+    struct signalfd_siginfo si;
+    while (read(z->sfd, &si, sizeof si) > 0) {}
+    int status, replace = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        for (int i = 0; i < z->n_live; i++)
+            if (z->live[i] == pid) {
+                z->live[i] = z->live[--z->n_live];
+                break;
+            }
+        replace++;  /* a used sandbox exited: keep the pool's size */
+        int told = 0;
+        for (int i = 0; i < z->n_wanted; i++)
+            if (z->wanted[i] == pid) {
+                z->wanted[i] = z->wanted[--z->n_wanted];
+                if (zygote_send(z->ctrl, 'X', pid, status, -1, -1) < 0)
+                    return -1;
+                told = 1;
+                break;
+            }
+        if (!told) {
+            z->done_pid[z->n_done % ZYGOTE_DONE] = pid;
+            z->done_status[z->n_done % ZYGOTE_DONE] = status;
+            z->n_done++;
+        }
+    }
+    if (replace > z->cap - z->n_live)
+        replace = z->cap - z->n_live;
+    return zygote_fork(z, replace);
+}
+
+/* One control message from the worker. */
+static int zygote_command(struct zygote *z, const struct zygote_msg *m) {
+    if (m->op == 'F')
+        return zygote_fork(z, m->a);
+    if (m->op == 'K') {
+        for (int i = 0; i < z->n_live; i++)
+            if (z->live[i] == m->a) {
+                kill(m->a, SIGKILL);
+                break;
+            }
+    } else if (m->op == 'W') {
+        for (int i = 0; i < ZYGOTE_DONE && i < z->n_done; i++)
+            if (z->done_pid[i] == m->a) {
+                z->done_pid[i] = 0;
+                return zygote_send(z->ctrl, 'X', m->a, z->done_status[i], -1, -1) < 0 ? -1 : 1;
+            }
+        if (z->n_wanted < ZYGOTE_WANTED)
+            z->wanted[z->n_wanted++] = m->a;
+    }
+    return 1;
+}
+
+/*
+ * Serve the worker on z->ctrl (z->cap set, the rest zeroed) until it goes away.  Returns 0
+ * in a forked sandbox (see zygote_fork()), -1 in the zygote once the worker is gone, after
+ * killing the sandboxes still alive.
+ */
+static int zygote_run(struct zygote *z) {
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, &z->mask);
+    z->sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (z->sfd < 0)
+        return -1;
+    struct pollfd pf[2] = {{.fd = z->ctrl, .events = POLLIN}, {.fd = z->sfd, .events = POLLIN}};
+    int r = 1;
+    while (r > 0) {
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pf[1].revents && (r = zygote_reap(z)) <= 0)
+            break;
+        if (!pf[0].revents)
+            continue;
+        struct zygote_msg m;
+        if (recv(z->ctrl, &m, sizeof m, 0) != (ssize_t)sizeof m)
+            break;  /* the worker is gone */
+        r = zygote_command(z, &m);
+    }
+    if (r == 0)
+        return 0;
+    for (int i = 0; i < z->n_live; i++)
+        kill(z->live[i], SIGKILL);
+    return -1;
+}
+
+#endif
