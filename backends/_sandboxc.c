@@ -1509,6 +1509,9 @@ static PyObject *ready(PyObject *self, PyObject *args) {
  * splits it (in the sandbox only) and copies 4 KiB, as before.
  */
 #define HUGE_PAGE (2UL << 20)
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000  /* Linux 4.17; older kernels take it as a hint */
+#endif
 static char *arena_next;  /* where the next arena goes: right after the last one */
 
 static void *arena_alloc(void *ctx, size_t size) {
