@@ -62,6 +62,13 @@ def _bytes(value: Any) -> bytes:
     return bytes(value)
 
 
+def _item_bytes(value: Any, what: str) -> bytes:
+    """The bytes of an item value that encodes a ``what`` (bytes-like or str)."""
+    if not isinstance(value, (bytes, bytearray, memoryview, str)):
+        raise TypeError(f"a {what} is bytes or str, not {type(value).__name__}")
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
 def _split(data: bytes) -> tuple[list[str], bytes]:
     """The head lines and the body of an HTTP text encoding."""
     found = [(i, sep) for sep in (b"\r\n\r\n", b"\n\n", b"\n\r\n")
@@ -154,9 +161,7 @@ class HttpRequest:
         """
         if isinstance(value, HttpRequest):
             return value
-        if not isinstance(value, (bytes, bytearray, memoryview, str)):
-            raise TypeError(f"a request is bytes or str, not {type(value).__name__}")
-        data = value.encode() if isinstance(value, str) else bytes(value)
+        data = _item_bytes(value, "request")
         lines, body = _split(data)
         first = lines[0].strip()
         words = first.split()
@@ -222,9 +227,7 @@ class HttpResponse:
         """
         if isinstance(value, HttpResponse):
             return value
-        if not isinstance(value, (bytes, bytearray, memoryview, str)):
-            raise TypeError(f"a response is bytes or str, not {type(value).__name__}")
-        data = value.encode() if isinstance(value, str) else bytes(value)
+        data = _item_bytes(value, "response")
         lines, body = _split(data)
         words = lines[0].split(None, 2)
         if len(words) < 2 or not words[0].startswith("HTTP/") or not words[1].isdigit():
