@@ -12,7 +12,9 @@ the worker's request (no pid-reuse race, since a child is never reaped before it
 killed).  Started by ``_sandbox_pool._BOOT``, it lays Python's arenas out for huge pages
 from its first import on (``_sandboxc.heap_arenas``) and collapses them into huge pages
 before it forks (``_sandboxc.huge_pages``): a fork then copies a few dozen page-table
-entries for its heap rather than thousands.
+entries for its heap rather than thousands.  On Python 3.12 and later it also makes every
+object it holds immortal (``_sandboxc.immortalize``, PEP 683), so that a sandbox using an
+inherited object does not write its reference count, which would copy the page it is on.
 
 Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill,
 ``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptors
@@ -72,7 +74,9 @@ def main(argv: list[str]) -> None:
     ctrl = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.collect()
-    gc.freeze()  # keep refcount/GC writes from dirtying inherited pages
+    # Python >= 3.12: a sandbox's reference counting writes to none of these objects
+    _sandboxc.immortalize(gc.get_objects())
+    gc.freeze()  # keep the collector's writes from dirtying inherited pages
     _sandboxc.huge_pages()  # fewer page-table entries for each fork to copy
     loaded = sorted(sys.modules)  # packages and submodules: a function may need either
     ctrl.send(MSG.pack(b"R", os.getpid(), 0) + "\n".join(loaded).encode())

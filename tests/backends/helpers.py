@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -19,6 +20,14 @@ def _scale(x: int) -> int:
 @dd.compute
 def pid(x: int) -> int:
     return os.getpid()
+
+
+@dd.compute
+def json_refcount(x: int) -> int:
+    """The reference count of a module the zygote loaded, as a sandbox sees it."""
+    import json
+
+    return sys.getrefcount(json)
 
 
 @dd.compute

@@ -60,6 +60,14 @@ def test_no_state_survives_from_one_invocation_to_the_next(rt):
     assert h.SEEN == []  # nor does it reach the worker
 
 
+def test_objects_inherited_from_the_zygote_are_immortal_from_python_3_12(rt):
+    count = rt.run(h.single(h.json_refcount), 0)
+    if sys.version_info >= (3, 12):  # using them writes no reference count (no page copy)
+        assert count > 2 ** 29
+    else:
+        assert count < 1000
+
+
 def test_module_helpers_and_globals_travel_with_the_function(rt):
     assert rt.run(h.single(h.scaled), 5) == 15
 

@@ -110,3 +110,30 @@ def test_arenas_laid_out_one_after_another_serve_allocation_churn():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_immortalize_reaches_what_tracked_objects_hold_and_stops_their_counts():
+    code = textwrap.dedent("""
+        import gc, sys
+        from dandelion.backends import _sandboxc
+        atom = "an atom" * 3
+        holder = {"atom": atom}          # a dict of atoms: untracked by the collector
+        cell = [holder, (1.5, b"bytes")]
+        assert not gc.is_tracked(holder)
+        made = _sandboxc.immortalize([cell])
+        if sys.version_info < (3, 12):  # no immortal objects: nothing changes
+            print(made == 0 and sys.getrefcount(atom) < 10)
+        else:
+            before = [sys.getrefcount(o) for o in (cell, holder, atom, cell[1])]
+            refs = [cell, holder, atom, cell[1]] * 3
+            after = [sys.getrefcount(o) for o in (cell, holder, atom, cell[1])]
+            print(made >= 4 and before == after and min(after) > 2 ** 29)
+        try:
+            _sandboxc.immortalize((cell,))
+        except TypeError as e:
+            print("list" in str(e))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
