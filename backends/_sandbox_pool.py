@@ -37,6 +37,52 @@ _BOOT = ("import sys\n"
          "main(sys.argv[1:])\n")
 
 
+class IdleMeter:
+    """The machine's idle CPU share, from ``/proc/stat``, over windows of at least
+    ``window`` seconds: what decides whether new sandboxes warm up (a warm-up is worth its
+    CPU time only where that time would otherwise go unused)."""
+
+    def __init__(self, window: float = 0.05, path: str = "/proc/stat") -> None:
+        self.window = window
+        self.path = path
+        self._lock = threading.Lock()
+        self._at = 0.0
+        self._last: tuple[int, int] | None = self._read()
+        self._share: float | None = None
+
+    def _read(self) -> tuple[int, int] | None:
+        """(idle, total) jiffies of all CPUs so far, ``None`` where unreadable."""
+        try:
+            with open(self.path, "rb") as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if len(fields) < 5 or fields[0] != b"cpu":
+            return None
+        ticks = [int(x) for x in fields[1:]]
+        return ticks[3] + ticks[4], sum(ticks[:8])  # idle + iowait; guest time is in user
+
+    def share(self) -> float | None:
+        """The idle share (0-1) of the last window that ended, read anew once a window has
+        passed; ``None`` if the kernel does not say."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._at >= self.window:
+                self._at = now
+                current = self._read()
+                if current is not None and self._last is not None \
+                        and current[1] > self._last[1]:
+                    self._share = (current[0] - self._last[0]) / (current[1] - self._last[1])
+                self._last = current
+            return self._share
+
+
+#: Warm-ups stop when less than this share of the CPUs is idle, and start again above
+#: :data:`WARM_ABOVE` (between the two, they stay as they were).
+COOL_BELOW, WARM_ABOVE = 0.15, 0.35
+_idle = IdleMeter()
+
+
 class Sandbox:
     """One forked sandbox: its pid, the worker's end of its channel (a descriptor, -1 once
     ended), a pidfd (-1 if the kernel has none), and whether it is known to wait for work
@@ -71,7 +117,10 @@ class Zygote:
         pool_size: sandboxes kept forked ahead of time.
         cpu_seconds: RLIMIT_CPU of each sandbox (``None``: none).
         warm: run a probe function through each sandbox before it waits (moves page
-            faults off the critical path at the price of a little CPU per sandbox).
+            faults off the critical path at the price of a little CPU per sandbox) — while
+            the machine has idle CPU: sandboxes forked while less than
+            :data:`COOL_BELOW` of it is idle skip the warm-up, which would compete with the
+            invocations for the CPU (until more than :data:`WARM_ABOVE` is idle again).
         native: the native zygote's executable: a C process forking sandboxes for native
             functions only (``preload`` and ``warm`` are then ignored).
         memory_limit: sandboxes for Python functions only, filtered before they wait, with
@@ -84,6 +133,8 @@ class Zygote:
         self.preload = preload
         self.native = native
         self.warm = warm
+        #: whether the zygote's sandboxes warm up now (see :meth:`_adapt`)
+        self.warming = warm and native is None
         self.pool_size = max(0, pool_size)
         #: sandboxes alive (waiting or running) up to which the zygote replaces exited ones
         self.cap = 2 * self.pool_size
@@ -179,6 +230,7 @@ class Zygote:
         oldest, which will be first."""
         with self._cond:
             sandbox = self._pick()
+        self._adapt()
         if sandbox is None:  # requests outran the pool: fork one for us now
             self._send(b"F", 1)
             with self._cond:
@@ -189,6 +241,25 @@ class Zygote:
                                        hint="see the worker's stderr for why")
                 sandbox = self._ready.popleft()
         return sandbox  # the zygote replaces it when it exits
+
+    def _adapt(self) -> None:
+        """Turn the warm-up of the sandboxes forked from now on off while the CPUs are busy
+        and on again once they idle (one control message per change)."""
+        if not self.warm or self.native is not None or self.closed:
+            return
+        idle = _idle.share()
+        if idle is None:
+            return
+        with self._cond:
+            want = self.warming
+            if idle < COOL_BELOW:
+                want = False
+            elif idle > WARM_ABOVE:
+                want = True
+            if want == self.warming:
+                return
+            self.warming = want
+        self._send(b"H", int(want))
 
     def _pick(self) -> Sandbox | None:
         """The newest sandbox that waits for work already, else the oldest (the one most
@@ -211,6 +282,7 @@ class Zygote:
         an invocation to meet a quiet node.  ``False`` if that takes longer than
         ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        self._adapt()
         with self._cond:
             while not self.closed:
                 waiting = sum(_waiting(s) == 1 for s in self._ready)

@@ -17,7 +17,8 @@ object it holds immortal (``_sandboxc.immortalize``, PEP 683), so that a sandbox
 inherited object does not write its reference count, which would copy the page it is on.
 
 Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill,
-``W<pid>`` report how pid ended; zygote -> worker ``R`` ready, ``C<pid>`` + descriptors
+``W<pid>`` report how pid ended, ``H<0|1>`` whether sandboxes forked from now on warm up;
+zygote -> worker ``R`` ready, ``C<pid>`` + descriptors
 (the channel and, where the kernel has them, a pidfd of the sandbox, with which the worker
 ends it after its invocation), ``X<pid><wait status>``.  The zygote keeps the pool's size
 by itself: every sandbox that exits (after its one invocation) is replaced by a new one, so
@@ -80,15 +81,15 @@ def main(argv: list[str]) -> None:
     _sandboxc.huge_pages()  # fewer page-table entries for each fork to copy
     loaded = sorted(sys.modules)  # packages and submodules: a function may need either
     ctrl.send(MSG.pack(b"R", os.getpid(), 0) + "\n".join(loaded).encode())
-    samples = samples if warm else ()
     filtered = memory is not None
     # From here on the zygote runs C only, until it returns in a forked sandbox (or the
     # worker has gone away): a Python loop would write to pages every sandbox shares.
     forked = _sandboxc.zygote_loop(ctrl.fileno(), cap, cpu or 0, memory or 0,
-                                   program if filtered and not samples else None, filtered)
+                                   program if filtered else None, filtered, warm)
     if forked is None:
         os._exit(0)  # the worker is gone; the sandboxes are killed
-    _pid, baseline = forked
+    _pid, baseline, warmed = forked  # the worker turns warm-ups off while CPUs are busy
+    samples = samples if warmed else ()
     if not filtered:  # may run native code: filtered (or in strict mode) once assigned
         _sandbox_child.serve(program, cpu, samples)
     if samples:  # Python sandboxes: locked down in C, warmed up, then filtered

@@ -349,7 +349,7 @@ static PyObject *prepare(PyObject *self, PyObject *args);
  * keeps the child from touching (and so copying) Python objects.
  */
 static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memory,
-                           Py_buffer *prog) {
+                           Py_buffer *prog, int warm) {
     signal(SIGCHLD, SIG_DFL);
     if (channel != 3 && dup2(channel, 3) != 3)
         _exit(1);
@@ -360,7 +360,7 @@ static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memor
         _exit(1);
     long long baseline = PyLong_AsLongLong(base);
     Py_DECREF(base);
-    if (prog->buf != NULL && prog->len > 0) {
+    if (!warm && prog->buf != NULL && prog->len > 0) {
         if (memory > 0) {
             struct rlimit as = {(rlim_t)(baseline + memory), (rlim_t)(baseline + memory)};
             setrlimit(RLIMIT_AS, &as);
@@ -373,42 +373,46 @@ static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memor
             _exit(1);
     }
     PyBuffer_Release(prog);
-    return Py_BuildValue("(iL)", 0, baseline);
+    return Py_BuildValue("(iLi)", 0, baseline, warm);
 }
 
 /*
- * zygote_loop(ctrl, cap, cpu_seconds, memory_limit, program, lock) -> None | (0, baseline):
+ * zygote_loop(ctrl, cap, cpu_seconds, memory_limit, program, lock, warm)
+ *     -> None | (0, baseline, warm):
  * run a zygote's control loop (_zygote_loop.h) on `ctrl` until the worker goes away; then
- * it returns None, its sandboxes killed.  In a forked sandbox it returns (0, baseline):
- * with `lock`, the child has been locked down in C (lock_down(): channel on descriptor
- * 3, prepared, and with a `program` its address space capped at baseline + memory_limit
- * and the filter installed) before any Python code runs in it; without, only its channel
- * is on descriptor 3 (baseline 0).  The zygote itself runs no Python code between forks,
- * so it writes to none of the pages it shares with its sandboxes.
+ * it returns None, its sandboxes killed.  In a forked sandbox it returns (0, baseline,
+ * warm), `warm` saying whether this sandbox is to warm up (the initial `warm`, or what the
+ * worker last set with 'H'): with `lock`, the child has been locked down in C (lock_down():
+ * channel on descriptor 3, prepared, and, unless it warms up first, with a `program` its
+ * address space capped at baseline + memory_limit and the filter installed) before any
+ * Python code runs in it; without, only its channel is on descriptor 3 (baseline 0).  The
+ * zygote itself runs no Python code between forks, so it writes to none of the pages it
+ * shares with its sandboxes.
  */
 static PyObject *zygote_loop(PyObject *self, PyObject *args) {
     static struct zygote z;
-    int ctrl, cap, cpu, lock;
+    int ctrl, cap, cpu, lock, warm;
     long long memory;
     Py_buffer prog = {0};
-    if (!PyArg_ParseTuple(args, "iiiLz*p", &ctrl, &cap, &cpu, &memory, &prog, &lock))
+    if (!PyArg_ParseTuple(args, "iiiLz*pp", &ctrl, &cap, &cpu, &memory, &prog, &lock, &warm))
         return NULL;
     memset(&z, 0, sizeof z);
     z.ctrl = ctrl;
     z.cap = cap;
+    z.warm = warm;
     if (zygote_run(&z) < 0) {
         PyBuffer_Release(&prog);
         Py_RETURN_NONE;
     }
     if (lock)  /* a sandbox */
-        return lock_down(self, z.channel, cpu, memory, &prog);
+        return lock_down(self, z.channel, cpu, memory, &prog, z.warm);
     PyBuffer_Release(&prog);
     signal(SIGCHLD, SIG_DFL);
     if (dup2(z.channel, 3) != 3)
         _exit(1);
     if (z.channel != 3)
         close(z.channel);
-    return Py_BuildValue("(iL)", 0, 0LL);
+    return Py_BuildValue("(iLi)", 0, 0LL, z.warm);
 }
 
 /* wait_assignment(channel, size) -> (header bytes, memfd or -1): block for the worker. */
@@ -1663,7 +1667,8 @@ static PyMethodDef methods[] = {
     {"immortalize", immortalize, METH_O,
      "immortalize(objects) -> objects made immortal (Python >= 3.12; else 0)."},
     {"zygote_loop", zygote_loop, METH_VARARGS,
-     "zygote_loop(ctrl, cap, cpu, memory_limit, program, lock) -> None | (0, baseline)."},
+     "zygote_loop(ctrl, cap, cpu, memory_limit, program, lock, warm)"
+     " -> None | (0, baseline, warm)."},
     {"prepare", prepare, METH_VARARGS,
      "prepare(channel, cpu_seconds) -> bytes of address space in use."},
     {"wait_assignment", wait_assignment, METH_VARARGS,

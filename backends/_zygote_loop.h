@@ -3,7 +3,9 @@
  * _sandbox_zygote.py) and the native one (_sandbox_native.c).
  *
  * Control messages (SOCK_SEQPACKET, <cii): worker -> zygote 'F' n: fork n sandboxes,
- * 'K' pid: kill it, 'W' pid: report how it ended; zygote -> worker 'C' pid + descriptors
+ * 'K' pid: kill it, 'W' pid: report how it ended, 'H' 0/1: whether sandboxes forked from
+ * now on warm up (the child reads `warm`; the native zygote ignores it); zygote -> worker
+ * 'C' pid + descriptors
  * (the worker's end of the sandbox's channel and, where the kernel has them, a pidfd),
  * 'X' pid status.  Every sandbox that exits is replaced while fewer than `cap` are alive,
  * so a normal invocation costs the worker no control message.
@@ -43,6 +45,7 @@ struct zygote {
     int ctrl;               /* the control socket */
     int cap;                /* replace exited sandboxes while fewer than this are alive */
     int channel;            /* in a child: its end of its channel */
+    int warm;               /* whether a sandbox forked now warms up ('H') */
     sigset_t mask;          /* the signal mask before the loop (restored in a child) */
     int sfd;                /* signalfd for SIGCHLD */
     pid_t live[ZYGOTE_MAX_LIVE];
@@ -150,7 +153,9 @@ static int zygote_reap(struct zygote *z) {
 static int zygote_command(struct zygote *z, const struct zygote_msg *m) {
     if (m->op == 'F')
         return zygote_fork(z, m->a);
-    if (m->op == 'K') {
+    if (m->op == 'H') {
+        z->warm = m->a != 0;
+    } else if (m->op == 'K') {
         for (int i = 0; i < z->n_live; i++)
             if (z->live[i] == m->a) {
                 kill(m->a, SIGKILL);
@@ -189,14 +194,15 @@ static int zygote_run(struct zygote *z) {
                 continue;
             break;
         }
-        if (pf[1].revents && (r = zygote_reap(z)) <= 0)
-            break;
-        if (!pf[0].revents)
-            continue;
-        struct zygote_msg m;
-        if (recv(z->ctrl, &m, sizeof m, 0) != (ssize_t)sizeof m)
-            break;  /* the worker is gone */
-        r = zygote_command(z, &m);
+        if (pf[0].revents) {  /* first: what the worker said before it ended a sandbox */
+            struct zygote_msg m;        /* applies to the sandbox that replaces it */
+            if (recv(z->ctrl, &m, sizeof m, 0) != (ssize_t)sizeof m)
+                break;  /* the worker is gone */
+            if ((r = zygote_command(z, &m)) <= 0)
+                break;
+        }
+        if (pf[1].revents)
+            r = zygote_reap(z);
     }
     if (r == 0)
         return 0;

@@ -71,8 +71,9 @@ class ProcessEngine(EngineBase):
             process-wide one); ``artifact_dir`` makes a store in that directory instead.
         warm_sandboxes: run a probe function through each generic sandbox before it
             waits, so that the page faults of the Python path happen off the critical path
-            (halves the latency of a small function at some CPU per sandbox; turn it off
-            for throughput on a saturated node).
+            (halves the latency of a small function at some CPU per sandbox).  Only while
+            the machine has idle CPU: sandboxes forked while less than 15 % of it is idle
+            skip the warm-up, until more than 35 % is idle again.
     """
 
     name = "process"

@@ -137,3 +137,66 @@ def test_immortalize_reaches_what_tracked_objects_hold_and_stops_their_counts():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_the_idle_meter_reads_the_share_of_idle_cpu_time(tmp_path):
+    stat = tmp_path / "stat"
+
+    def write(idle: int, iowait: int, busy: int) -> None:
+        stat.write_text(f"cpu  {busy} 0 0 {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8\n")
+
+    write(100, 0, 100)
+    meter = _sandbox_pool.IdleMeter(window=0, path=str(stat))
+    assert meter.share() is None  # nothing has passed yet
+    write(130, 10, 160)  # +40 idle (iowait counts), +60 busy
+    assert meter.share() == pytest.approx(0.4)
+    assert meter.share() == pytest.approx(0.4)  # no time passed: the last window stands
+    assert _sandbox_pool.IdleMeter(path=str(tmp_path / "absent")).share() is None
+    real = _sandbox_pool.IdleMeter(window=0)
+    time.sleep(0.05)
+    share = real.share()
+    assert share is not None and 0.0 <= share <= 1.0
+
+
+def _private_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith("Private_"))
+
+
+def test_sandboxes_forked_while_the_cpus_are_busy_skip_the_warm_up(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    ticks = {"idle": 0, "busy": 0}
+
+    def passes(idle: int, busy: int) -> None:  # CPU time passes on the simulated machine
+        ticks["idle"] += idle
+        ticks["busy"] += busy
+        stat.write_text(f"cpu  {ticks['busy']} 0 0 {ticks['idle']} 0 0 0 0 0 0\n")
+
+    passes(0, 0)
+    monkeypatch.setattr(_sandbox_pool, "_idle", _sandbox_pool.IdleMeter(0, str(stat)))
+    z = _sandbox_pool.Zygote((), 2, 10, warm=True, memory_limit=1 << 30)
+    try:
+        passes(90, 10)
+        assert z.settle(30) and z.warming
+        # a warmed-up sandbox has run the probe: it holds copies of the pages that touched
+        warm = min(_private_kib(pid) for pid in z.idle_pids())
+
+        def cycle() -> list[int]:  # replace every pooled sandbox, return the new ones
+            for _ in range(2):
+                z.end(z.take())
+            assert z.settle(30)
+            return z.idle_pids()
+
+        passes(5, 95)  # busy: 5 % idle
+        cool = cycle()
+        assert not z.warming
+        assert max(_private_kib(pid) for pid in cool) < warm - 256, warm
+        passes(25, 75)  # between the thresholds: as it was
+        cycle()
+        assert not z.warming
+        passes(80, 20)  # idle again: warm-ups resume
+        warmed = cycle()
+        assert z.warming
+        assert min(_private_kib(pid) for pid in warmed) > warm - 256
+    finally:
+        z.close()
