@@ -7,7 +7,8 @@
    next to the inline engine and next to a raw fork measured in the same loop, at two
    pacings (1 ms and 5 ms between invocations);
 4. the matrix workload (128x128 int64 M.M^T), 95 % hot requests, on 2 workers: throughput
-   of the process engine (native and numpy implementations) against the inline engine;
+   of the process engine (native and numpy implementations; warm-ups as by default, i.e.
+   off while the CPUs are busy, and never) against the inline engine;
 5. memory: the worker's peak RSS under load and what idle generic sandboxes hold.
 
     python benchmarks/bench_sandbox.py [--quick] [--only latency|throughput]
@@ -330,6 +331,11 @@ def throughput_sections(requests: int) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"  worker (this process) peak RSS      {peak / 1024:8.1f} MiB")
     for z in _sandbox_pool.running():
+        # the pools were refilled under load, without warm-ups: replace them on a quiet node
+        z.settle()
+        for _ in range(z.pool_size):
+            z.end(z.take())
+        z.settle()
         idle = z.idle_pids()
         sizes = [uss_kib(p) for p in idle]
         zu, zp = uss_kib(z.process.pid)

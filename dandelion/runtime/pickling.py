@@ -112,7 +112,11 @@ def loads(data: bytes) -> Any:
     """What :func:`dumps` pickled."""
     if not _table:  # (a zygote has warmed it before forking)
         warm()
-    unpickler = pickle.Unpickler(io.BytesIO(data))
-    # each global named by its id: a dictionary lookup, in C
-    unpickler.persistent_load = _table.__getitem__  # type: ignore[method-assign]
-    return unpickler.load()
+    return _Unpickler(io.BytesIO(data)).load()
+
+
+class _Unpickler(pickle.Unpickler):
+    """Each global named by its id: a dictionary lookup, in C (a class attribute: from
+    Python 3.13 an unpickler's ``persistent_load`` cannot be set on the instance)."""
+
+    persistent_load = _table.__getitem__
