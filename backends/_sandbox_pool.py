@@ -66,6 +66,8 @@ class IdleMeter:
         """The idle share (0-1) of the last window that ended, read anew once a window has
         passed; ``None`` if the kernel does not say."""
         now = time.monotonic()
+        if now - self._at < self.window:
+            return self._share
         with self._lock:
             if now - self._at >= self.window:
                 self._at = now
@@ -250,12 +252,10 @@ class Zygote:
         idle = _idle.share()
         if idle is None:
             return
+        want = False if idle < COOL_BELOW else True if idle > WARM_ABOVE else self.warming
+        if want == self.warming:
+            return
         with self._cond:
-            want = self.warming
-            if idle < COOL_BELOW:
-                want = False
-            elif idle > WARM_ABOVE:
-                want = True
             if want == self.warming:
                 return
             self.warming = want

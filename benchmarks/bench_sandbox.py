@@ -333,9 +333,10 @@ def throughput_sections(requests: int) -> None:
     for z in _sandbox_pool.running():
         # the pools were refilled under load, without warm-ups: replace them on a quiet node
         z.settle()
-        for _ in range(z.pool_size):
-            z.end(z.take())
+        for sandbox in [z.take() for _ in z.idle_pids()]:
+            z.end(sandbox)
         z.settle()
+        time.sleep(0.5)  # replacements beyond the pool's size finish their warm-up
         idle = z.idle_pids()
         sizes = [uss_kib(p) for p in idle]
         zu, zp = uss_kib(z.process.pid)

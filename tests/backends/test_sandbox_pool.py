@@ -182,8 +182,8 @@ def test_sandboxes_forked_while_the_cpus_are_busy_skip_the_warm_up(tmp_path, mon
         warm = min(_private_kib(pid) for pid in z.idle_pids())
 
         def cycle() -> list[int]:  # replace every pooled sandbox, return the new ones
-            for _ in range(2):
-                z.end(z.take())
+            for sandbox in [z.take(), z.take()]:
+                z.end(sandbox)
             assert z.settle(30)
             return z.idle_pids()
 
