@@ -1,6 +1,6 @@
 """What runs inside one sandbox: a process forked from the zygote, used once.
 
-A **Python** sandbox is locked down in C right after the fork (``_sandboxc.spawn_sandbox``):
+A **Python** sandbox is locked down in C right after the fork (``_sandboxc.zygote_loop``):
 its channel becomes descriptor :data:`CHANNEL_FD`, every other descriptor is closed, fatal
 signals are reported on the channel, rlimits (CPU, address space: runtime + memory limit)
 and ``no_new_privs`` are set and the seccomp-bpf allow-list (:mod:`._sandbox_filter`) is
@@ -156,7 +156,7 @@ def limit_and_filter(baseline: int, memory_limit: int, program: bytes) -> None:
 
 
 def serve_filtered(baseline: int) -> NoReturn:
-    """Body of a Python sandbox forked by :func:`_sandboxc.spawn_sandbox`: already prepared,
+    """Body of a Python sandbox forked by :func:`_sandboxc.zygote_loop`: already prepared,
     limited and filtered; waits for one invocation, runs it, exits."""
     global _baseline
     _baseline = baseline

@@ -165,8 +165,8 @@ def _encode(declared: int, value: Any) -> tuple[int, Any]:
     element = CODE_ELEMENTS[declared]
     if element is ElementType.ANY:
         element = infer_element(value)
-    if element is ElementType.NDARRAY:
-        return 7, _npy_parts(value)
+    if element is ElementType.NDARRAY and type(value).__name__ == "ndarray":
+        return 7, _npy_parts(value)  # a subclass (np.matrix, ...) takes the general path
     return ELEMENT_CODES[element], encode(value, element)
 
 

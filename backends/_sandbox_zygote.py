@@ -53,7 +53,7 @@ RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyr
 
 
 def main(argv: list[str]) -> None:
-    """``python -m dandelion.backends._sandbox_zygote FD CPU WARM MEMORY CAP PRELOAD...``.
+    """The zygote, as ``_sandbox_pool._BOOT`` starts it: ``FD CPU WARM MEMORY CAP PRELOAD...``.
 
     ``MEMORY`` > 0: sandboxes for Python functions, filtered before they wait, with that
     memory limit; 0: unfiltered until assigned (they may also run native functions).
@@ -85,10 +85,10 @@ def main(argv: list[str]) -> None:
     # From here on the zygote runs C only, until it returns in a forked sandbox (or the
     # worker has gone away): a Python loop would write to pages every sandbox shares.
     forked = _sandboxc.zygote_loop(ctrl.fileno(), cap, cpu or 0, memory or 0,
-                                   program if filtered else None, filtered, warm)
+                                   program if filtered else None, warm)
     if forked is None:
         os._exit(0)  # the worker is gone; the sandboxes are killed
-    _pid, baseline, warmed = forked  # the worker turns warm-ups off while CPUs are busy
+    baseline, warmed = forked  # the worker turns warm-ups off while CPUs are busy
     samples = samples if warmed else ()
     if not filtered:  # may run native code: filtered (or in strict mode) once assigned
         _sandbox_child.serve(program, cpu, samples)
@@ -126,6 +126,3 @@ def _probe_pickles() -> tuple[bytes, ...]:
     finally:
         cloudpickle.unregister_pickle_by_value(_sandbox_child)
 
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

@@ -33,6 +33,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000  /* Linux 4.17; older kernels take it as a hint */
+#endif
+
 #define DANDELION_NO_ENTRY /* only the structs of the context layout, not a function */
 #include "dandelion.h"
 #include "_zygote_loop.h"
@@ -90,22 +94,19 @@ static void fatal_handler(int signo, siginfo_t *info, void *uctx) {
     raw_exit(128 + signo);
 }
 
-static PyObject *install_fatal_handlers(PyObject *self, PyObject *args) {
-    int fd;
-    Py_ssize_t stack_size = 256 * 1024;
-    if (!PyArg_ParseTuple(args, "i|n", &fd, &stack_size))
-        return NULL;
+static int fatal_handlers(int fd) {  /* 0, or -1 with errno set */
+    size_t stack_size = 256 * 1024;
     report_fd = fd;
     if (alt_stack == NULL) {
         alt_stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (alt_stack == MAP_FAILED) {
             alt_stack = NULL;
-            return PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
         }
-        stack_t ss = {.ss_sp = alt_stack, .ss_size = (size_t)stack_size, .ss_flags = 0};
+        stack_t ss = {.ss_sp = alt_stack, .ss_size = stack_size, .ss_flags = 0};
         if (sigaltstack(&ss, NULL) != 0)
-            return PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
     }
     static const int signals[] = {SIGSYS, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGXCPU, SIGABRT,
                                   SIGTRAP};
@@ -116,7 +117,7 @@ static PyObject *install_fatal_handlers(PyObject *self, PyObject *args) {
     sigfillset(&sa.sa_mask);
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++) {
         if (sigaction(signals[i], &sa, NULL) != 0)
-            return PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
     }
     /* The signals the handler reports must not stay blocked. */
     sigset_t set;
@@ -124,7 +125,7 @@ static PyObject *install_fatal_handlers(PyObject *self, PyObject *args) {
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
         sigaddset(&set, signals[i]);
     sigprocmask(SIG_UNBLOCK, &set, NULL);
-    Py_RETURN_NONE;
+    return 0;
 }
 
 static PyObject *install_filter(PyObject *self, PyObject *args) {
@@ -294,27 +295,18 @@ static PyObject *address_of(PyObject *self, PyObject *args) {
 }
 
 /*
- * prepare(channel, cpu_seconds) -> address-space bytes in use: everything a sandbox does
- * before it waits, in C so that it touches no Python objects: close every descriptor but
- * the channel, report fatal signals on it, RLIMIT_CORE/FSIZE/NPROC = 0, RLIMIT_CPU,
- * no_new_privs.
+ * prepare_fd(channel, cpu_seconds) -> address-space bytes in use, or -1 with errno set:
+ * everything a sandbox does before it waits, in C so that it touches no Python objects:
+ * close every descriptor but the channel, report fatal signals on it, RLIMIT_CORE/FSIZE/
+ * NPROC = 0, RLIMIT_CPU, no_new_privs.
  */
-static PyObject *prepare(PyObject *self, PyObject *args) {
-    int fd, cpu;
-    if (!PyArg_ParseTuple(args, "ii", &fd, &cpu))
-        return NULL;
+static long long prepare_fd(int fd, int cpu) {
     if (fd > 0 && syscall(SYS_close_range, 0, fd - 1, 0) != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     if (syscall(SYS_close_range, fd + 1, ~0U, 0) != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    PyObject *fargs = Py_BuildValue("(i)", fd);
-    if (fargs == NULL)
-        return NULL;
-    PyObject *r = install_fatal_handlers(self, fargs);
-    Py_DECREF(fargs);
-    if (r == NULL)
-        return NULL;
-    Py_DECREF(r);
+        return -1;
+    if (fatal_handlers(fd) != 0)
+        return -1;
     struct rlimit zero = {0, 0};
     setrlimit(RLIMIT_CORE, &zero);
     setrlimit(RLIMIT_FSIZE, &zero);
@@ -324,7 +316,7 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
         setrlimit(RLIMIT_CPU, &lim);
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     /* address space in use, from /proc/self/statm (first field, pages) */
     long long vm = 0;
     int sfd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
@@ -337,30 +329,31 @@ static PyObject *prepare(PyObject *self, PyObject *args) {
             vm = atoll(buf) * sysconf(_SC_PAGESIZE);
         }
     }
-    return PyLong_FromLongLong(vm);
+    return vm;
 }
 
-static PyObject *prepare(PyObject *self, PyObject *args);
+/* prepare(channel, cpu_seconds) -> address-space bytes in use (see prepare_fd()). */
+static PyObject *prepare(PyObject *self, PyObject *args) {
+    int fd, cpu;
+    if (!PyArg_ParseTuple(args, "ii", &fd, &cpu))
+        return NULL;
+    long long vm = prepare_fd(fd, cpu);
+    return vm < 0 ? PyErr_SetFromErrno(PyExc_OSError) : PyLong_FromLongLong(vm);
+}
+
 
 /*
- * A sandbox's side of zygote_loop(), before any Python code runs in it: `channel` becomes
- * descriptor 3, the process is prepared (see prepare()), and with a `program` its address
- * space is capped at baseline + memory_limit and the filter installed.  Doing this in C
- * keeps the child from touching (and so copying) Python objects.
+ * A Python sandbox's side of zygote_loop(), before any Python code runs in it (its
+ * channel already on descriptor 3): prepare it (prepare_fd()) and, unless it warms up
+ * first, cap its address space at baseline + memory_limit and install the filter
+ * `prog`.  Doing this in C keeps the child from touching (and so copying) Python objects.
+ * Returns the baseline; exits the process on failure.
  */
-static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memory,
-                           Py_buffer *prog, int warm) {
-    signal(SIGCHLD, SIG_DFL);
-    if (channel != 3 && dup2(channel, 3) != 3)
+static long long lock_down(int cpu, long long memory, const Py_buffer *prog, int warm) {
+    long long baseline = prepare_fd(3, cpu);
+    if (baseline < 0)
         _exit(1);
-    PyObject *pargs = Py_BuildValue("(ii)", 3, cpu);
-    PyObject *base = pargs ? prepare(self, pargs) : NULL;
-    Py_XDECREF(pargs);
-    if (base == NULL)
-        _exit(1);
-    long long baseline = PyLong_AsLongLong(base);
-    Py_DECREF(base);
-    if (!warm && prog->buf != NULL && prog->len > 0) {
+    if (!warm && prog->len > 0) {
         if (memory > 0) {
             struct rlimit as = {(rlim_t)(baseline + memory), (rlim_t)(baseline + memory)};
             setrlimit(RLIMIT_AS, &as);
@@ -372,29 +365,27 @@ static PyObject *lock_down(PyObject *self, int channel, int cpu, long long memor
         if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) != 0)
             _exit(1);
     }
-    PyBuffer_Release(prog);
-    return Py_BuildValue("(iLi)", 0, baseline, warm);
+    return baseline;
 }
 
 /*
- * zygote_loop(ctrl, cap, cpu_seconds, memory_limit, program, lock, warm)
- *     -> None | (0, baseline, warm):
- * run a zygote's control loop (_zygote_loop.h) on `ctrl` until the worker goes away; then
- * it returns None, its sandboxes killed.  In a forked sandbox it returns (0, baseline,
- * warm), `warm` saying whether this sandbox is to warm up (the initial `warm`, or what the
- * worker last set with 'H'): with `lock`, the child has been locked down in C (lock_down():
- * channel on descriptor 3, prepared, and, unless it warms up first, with a `program` its
- * address space capped at baseline + memory_limit and the filter installed) before any
- * Python code runs in it; without, only its channel is on descriptor 3 (baseline 0).  The
+ * zygote_loop(ctrl, cap, cpu_seconds, memory_limit, program, warm) -> None | (baseline,
+ * warm): run a zygote's control loop (_zygote_loop.h) on `ctrl` until the worker goes
+ * away; then it returns None, its sandboxes killed.  In a forked sandbox it returns with
+ * the sandbox's channel on descriptor 3, and `warm` saying whether this sandbox is to warm
+ * up (the initial `warm`, or what the worker last set with 'H').  With a `program` (a
+ * sandbox for Python functions only) the child has been locked down in C (lock_down())
+ * before any Python code runs in it, and `baseline` is the address space it had then;
+ * without one (it may run native code, and prepares itself once assigned) it is 0.  The
  * zygote itself runs no Python code between forks, so it writes to none of the pages it
  * shares with its sandboxes.
  */
 static PyObject *zygote_loop(PyObject *self, PyObject *args) {
     static struct zygote z;
-    int ctrl, cap, cpu, lock, warm;
+    int ctrl, cap, cpu, warm;
     long long memory;
     Py_buffer prog = {0};
-    if (!PyArg_ParseTuple(args, "iiiLz*pp", &ctrl, &cap, &cpu, &memory, &prog, &lock, &warm))
+    if (!PyArg_ParseTuple(args, "iiiLz*p", &ctrl, &cap, &cpu, &memory, &prog, &warm))
         return NULL;
     memset(&z, 0, sizeof z);
     z.ctrl = ctrl;
@@ -404,15 +395,12 @@ static PyObject *zygote_loop(PyObject *self, PyObject *args) {
         PyBuffer_Release(&prog);
         Py_RETURN_NONE;
     }
-    if (lock)  /* a sandbox */
-        return lock_down(self, z.channel, cpu, memory, &prog, z.warm);
-    PyBuffer_Release(&prog);
-    signal(SIGCHLD, SIG_DFL);
-    if (dup2(z.channel, 3) != 3)
+    /* a sandbox (its other descriptors are closed by prepare_fd(), here or once assigned) */
+    if (z.channel != 3 && dup2(z.channel, 3) != 3)
         _exit(1);
-    if (z.channel != 3)
-        close(z.channel);
-    return Py_BuildValue("(iLi)", 0, 0LL, z.warm);
+    long long baseline = prog.buf != NULL ? lock_down(cpu, memory, &prog, z.warm) : 0;
+    PyBuffer_Release(&prog);
+    return Py_BuildValue("(Li)", baseline, z.warm);
 }
 
 /* wait_assignment(channel, size) -> (header bytes, memfd or -1): block for the worker. */
@@ -887,7 +875,8 @@ static void item_close(item_bytes *ib) {
  * objects with `value`, `key` and `name`; `results` a list of (name, element code) per
  * result; `encoder` as item_payload() says.  The capacity is what the inputs take plus
  * `output_limit`, rounded to pages; when that is more than `context` holds, nothing is
- * written and the capacity needed is returned negated.
+ * written and the capacity needed is returned negated.  Each item is encoded once: the
+ * first pass keeps what it encoded for the second to write.
  */
 static PyObject *write_inputs(PyObject *self, PyObject *args) {
     Py_buffer ctx;
@@ -897,39 +886,44 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
                           &output_limit, &encoder))
         return NULL;
     Py_ssize_t n_sets = PyList_GET_SIZE(sets), n_results = PyList_GET_SIZE(results);
-    Py_ssize_t n_items = 0;
+    Py_ssize_t n_items = 0, opened = 0;
+    item_bytes *ibs = NULL;
     PyObject *ret = NULL, *fast = PyList_New(n_sets);
     if (fast == NULL)
         goto done;
-    /* first pass: shapes and sizes */
-    uint64_t need = 0;
-    for (Py_ssize_t s = 0; s < n_sets; s++) {
+    for (Py_ssize_t s = 0; s < n_sets; s++) {  /* shapes */
         PyObject *set = PyList_GET_ITEM(sets, s);
-        const char *nm;
-        Py_ssize_t nl;
         if (!PyTuple_Check(set) || PyTuple_GET_SIZE(set) != 3) {
             PyErr_SetString(PyExc_TypeError, "a set is (name, element code, items)");
             goto done;
         }
-        int declared = element_code(PyTuple_GET_ITEM(set, 1));
-        if (declared < 0)
-            goto done;
         PyObject *items = PySequence_Fast(PyTuple_GET_ITEM(set, 2), "items are a sequence");
         if (items == NULL)
             goto done;
         PyList_SET_ITEM(fast, s, items);
-        if (name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl) != 0)
+        n_items += PySequence_Fast_GET_SIZE(items);
+    }
+    ibs = PyMem_Calloc(n_items ? (size_t)n_items : 1, sizeof *ibs);
+    if (ibs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* first pass: encode every item, add up the sizes */
+    uint64_t need = 0;
+    for (Py_ssize_t s = 0; s < n_sets; s++) {
+        PyObject *set = PyList_GET_ITEM(sets, s);
+        PyObject *items = PyList_GET_ITEM(fast, s);
+        const char *nm;
+        Py_ssize_t nl;
+        int declared = element_code(PyTuple_GET_ITEM(set, 1));
+        if (declared < 0 || name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl) != 0)
             goto done;
         need += ALIGN16((uint64_t)nl);
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++) {
-            item_bytes ib;
-            int rc = item_open(PySequence_Fast_GET_ITEM(items, i), declared, encoder, &ib);
-            if (rc == 0)
-                need += item_room(ib.e.size, ib.nl);
-            item_close(&ib);
-            if (rc != 0)
+            item_bytes *ib = &ibs[opened++];  /* item_close()d at the end, opened or not */
+            if (item_open(PySequence_Fast_GET_ITEM(items, i), declared, encoder, ib) != 0)
                 goto done;
-            n_items++;
+            need += item_room(ib->e.size, ib->nl);
         }
     }
     for (Py_ssize_t r = 0; r < n_results; r++) {
@@ -956,32 +950,22 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
         ret = PyLong_FromLongLong(-(long long)capacity);
         goto done;
     }
-    /* second pass: write (a value whose encoding changed in between fails the layout) */
+    /* second pass: write what the first encoded */
     uint8_t *base = ctx.buf;
     memset(base, 0, (size_t)in_items);
     uint32_t item_index = 0;
     for (Py_ssize_t s = 0; s < n_sets; s++) {
         PyObject *set = PyList_GET_ITEM(sets, s);
-        PyObject *items = PyList_GET_ITEM(fast, s);
-        int declared = element_code(PyTuple_GET_ITEM(set, 1));  /* checked above */
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(PyList_GET_ITEM(fast, s));
         const char *nm;
         Py_ssize_t nl;
-        name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl);
-        set_write(base, &cur, (dd_set_desc *)(base + in_sets) + s, nm, nl, declared,
-                  item_index, (uint32_t)PySequence_Fast_GET_SIZE(items));
-        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(items); i++, item_index++) {
-            item_bytes ib;
-            int rc = item_open(PySequence_Fast_GET_ITEM(items, i), declared, encoder, &ib);
-            if (rc == 0 && (uint64_t)ctx.len - cur < item_room(ib.e.size, ib.nl)) {
-                PyErr_SetString(PyExc_ValueError, "an input changed while it was laid out");
-                rc = -1;
-            }
-            if (rc == 0)
-                item_write(base, &cur, (dd_item_desc *)(base + in_items) + item_index, &ib.e,
-                           ib.code, ib.key, ib.nm, ib.nl, (uint32_t)s);
-            item_close(&ib);
-            if (rc != 0)
-                goto done;
+        name_bytes(PyTuple_GET_ITEM(set, 0), &nm, &nl);  /* checked above */
+        set_write(base, &cur, (dd_set_desc *)(base + in_sets) + s, nm, nl,
+                  element_code(PyTuple_GET_ITEM(set, 1)), item_index, (uint32_t)n);
+        for (Py_ssize_t i = 0; i < n; i++, item_index++) {
+            item_bytes *ib = &ibs[item_index];
+            item_write(base, &cur, (dd_item_desc *)(base + in_items) + item_index, &ib->e,
+                       ib->code, ib->key, ib->nm, ib->nl, (uint32_t)s);
         }
     }
     for (Py_ssize_t r = 0; r < n_results; r++) {
@@ -991,10 +975,6 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
         name_bytes(PyTuple_GET_ITEM(res, 0), &nm, &nl);
         set_write(base, &cur, (dd_set_desc *)(base + out_sets) + r, nm, nl,
                   element_code(PyTuple_GET_ITEM(res, 1)), 0, 0);
-    }
-    if (cur > capacity) {
-        PyErr_SetString(PyExc_ValueError, "an input changed while it was laid out");
-        goto done;
     }
     dd_header *h = (dd_header *)base;
     memcpy(h->magic, CTX_MAGIC, 8);
@@ -1010,6 +990,9 @@ static PyObject *write_inputs(PyObject *self, PyObject *args) {
     h->heap_end = capacity;
     ret = PyLong_FromUnsignedLongLong(capacity);
 done:
+    for (Py_ssize_t k = 0; k < opened; k++)
+        item_close(&ibs[k]);
+    PyMem_Free(ibs);
     Py_XDECREF(fast);
     PyBuffer_Release(&ctx);
     return ret;
@@ -1164,9 +1147,11 @@ static PyObject *read_items(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(sets, s, l);
     }
     for (uint64_t k = 0; k < n_items; k++) {
-        /* outputs: entry k is at capacity - 48 * (k + 1) */
-        const dd_item_desc *d = (const dd_item_desc *)(base + table) +
-                                (outputs ? n_items - 1 - k : k);
+        /* outputs: entry k is at capacity - 48 * (k + 1).  Copied once, checked and used
+         * from the copy: a sandbox that still runs cannot change it in between. */
+        const dd_item_desc entry = ((const dd_item_desc *)(base + table))
+                                   [outputs ? n_items - 1 - k : k];
+        const dd_item_desc *d = &entry;
         if (d->data_off > capacity || d->data_len > capacity - d->data_off ||
             d->name_off > capacity || d->name_len > capacity - d->name_off) {
             PyErr_Format(PyExc_ValueError, "item %llu points outside the context",
@@ -1296,7 +1281,6 @@ done:
     return ret;
 }
 
-#include <poll.h>
 #include <time.h>
 
 static double now_s(void) {
@@ -1513,9 +1497,6 @@ static PyObject *ready(PyObject *self, PyObject *args) {
  * splits it (in the sandbox only) and copies 4 KiB, as before.
  */
 #define HUGE_PAGE (2UL << 20)
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000  /* Linux 4.17; older kernels take it as a hint */
-#endif
 static char *arena_next;  /* where the next arena goes: right after the last one */
 
 static void *arena_alloc(void *ctx, size_t size) {
@@ -1667,8 +1648,7 @@ static PyMethodDef methods[] = {
     {"immortalize", immortalize, METH_O,
      "immortalize(objects) -> objects made immortal (Python >= 3.12; else 0)."},
     {"zygote_loop", zygote_loop, METH_VARARGS,
-     "zygote_loop(ctrl, cap, cpu, memory_limit, program, lock, warm)"
-     " -> None | (0, baseline, warm)."},
+     "zygote_loop(ctrl, cap, cpu, memory_limit, program, warm) -> None | (baseline, warm)."},
     {"prepare", prepare, METH_VARARGS,
      "prepare(channel, cpu_seconds) -> bytes of address space in use."},
     {"wait_assignment", wait_assignment, METH_VARARGS,

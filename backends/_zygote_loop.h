@@ -52,7 +52,7 @@ struct zygote {
     int n_live;
     pid_t done_pid[ZYGOTE_DONE];  /* how recently exited sandboxes ended */
     int done_status[ZYGOTE_DONE];
-    int n_done;
+    unsigned n_done;        /* ever reaped; wraps, and 2^32 is a multiple of ZYGOTE_DONE */
     pid_t wanted[ZYGOTE_WANTED];  /* pids the worker asked about before they ended */
     int n_wanted;
 };
@@ -101,7 +101,7 @@ static int zygote_fork(struct zygote *z, int n) {
             return 1;
         }
         z->live[z->n_live++] = pid;
-        for (int k = 0; k < ZYGOTE_DONE && k < z->n_done; k++)  /* pids are reused: what */
+        for (unsigned k = 0; k < ZYGOTE_DONE && k < z->n_done; k++)  /* pids are reused: what */
             if (z->done_pid[k] == pid)                           /* an earlier one did is */
                 z->done_pid[k] = 0;                              /* stale */
         /* a pidfd lets the worker end the sandbox itself after its invocation */
@@ -162,7 +162,7 @@ static int zygote_command(struct zygote *z, const struct zygote_msg *m) {
                 break;
             }
     } else if (m->op == 'W') {
-        for (int i = 0; i < ZYGOTE_DONE && i < z->n_done; i++)
+        for (unsigned i = 0; i < ZYGOTE_DONE && i < z->n_done; i++)
             if (z->done_pid[i] == m->a) {
                 z->done_pid[i] = 0;
                 return zygote_send(z->ctrl, 'X', m->a, z->done_status[i], -1, -1) < 0 ? -1 : 1;

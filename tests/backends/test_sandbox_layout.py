@@ -138,3 +138,35 @@ def test_a_wiped_context_reads_as_zeros_and_is_reused():
     ctx.wipe()
     assert ctx.mm[:ctx.size] == bytes(ctx.size)
     ctx.close()
+
+
+def test_each_input_is_encoded_once_and_read_back_whole():
+    from dandelion.backends import _sandbox_layout, _sandboxc
+
+    calls = []
+
+    def counting(declared, value):
+        calls.append(value)
+        return _sandbox_layout._encode(declared, value)
+
+    values = [{"a": [1, 2]}, np.arange(6).reshape(2, 3), {"b": None}]
+    buf = bytearray(1 << 16)
+    capacity = _sandboxc.write_inputs(buf, [("xs", 0, [Item(v) for v in values])],
+                                      [("out", 6)], 1024, counting)
+    assert capacity > 0
+    assert len(calls) == len(values)  # the sizing pass's encodings are the ones written
+    (xs,), = [read_items(buf, capacity, False, None, True)]
+    assert xs[0].value == values[0] and xs[2].value == values[2]
+    assert np.array_equal(xs[1].value, values[1])
+
+
+def test_an_ndarray_subclass_crosses_as_the_array_it_holds():
+    class Tagged(np.ndarray):  # as np.matrix, np.memmap or a masked array are
+        pass
+
+    m = np.arange(4).reshape(2, 2).view(Tagged)
+    buf = bytearray(1 << 16)
+    capacity = write_inputs(buf, [("m", ELEMENT_CODES[E.NDARRAY], [Item(m)])],
+                            [("out", ELEMENT_CODES[E.NDARRAY])], 1024)
+    (item,), = read_items(buf, capacity, False, None, True)
+    assert type(item.value) is np.ndarray and np.array_equal(item.value, np.asarray(m))
