@@ -230,9 +230,9 @@ class Zygote:
         sandbox that waited tens of milliseconds runs several times slower than that of one
         that waited a few.  If none is done warming up yet (the pool is being outrun), the
         oldest, which will be first."""
+        self._adapt()
         with self._cond:
             sandbox = self._pick()
-        self._adapt()
         if sandbox is None:  # requests outran the pool: fork one for us now
             self._send(b"F", 1)
             with self._cond:
@@ -255,11 +255,10 @@ class Zygote:
         want = False if idle < COOL_BELOW else True if idle > WARM_ABOVE else self.warming
         if want == self.warming:
             return
-        with self._cond:
-            if want == self.warming:
-                return
-            self.warming = want
-        self._send(b"H", int(want))
+        with self._cond:  # sent under the lock: the zygote sees the changes in order
+            if want != self.warming:
+                self.warming = want
+                self._send(b"H", int(want))
 
     def _pick(self) -> Sandbox | None:
         """The newest sandbox that waits for work already, else the oldest (the one most
@@ -304,7 +303,10 @@ class Zygote:
         With a pidfd this is one system call and no message to the zygote (a pidfd names
         the process itself, so a reused pid is never hit); without, the zygote kills it.
         The kill comes before the hang-up, so that a sandbox never sees the end of its
-        channel and exits by itself first (it ends by SIGKILL, whatever it was doing)."""
+        channel and exits by itself first (it ends by SIGKILL, whatever it was doing).
+        Ending it again does nothing (its pid may be another process's by then)."""
+        if sandbox.channel < 0:
+            return
         pidfd, sandbox.pidfd = sandbox.pidfd, -1
         if pidfd < 0:
             self.kill(sandbox.pid)

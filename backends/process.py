@@ -179,8 +179,7 @@ class ProcessEngine(EngineBase):
         try:
             data = _sandboxc.exchange(sandbox.channel, context.fd, header, payload,
                                       call.timeout or 0.0, not sandbox.ready, MAX_REPORT)
-        except TimeoutError:
-            zygote.end(sandbox)
+        except TimeoutError:  # run()'s finally ends (kills) the sandbox
             raise FunctionTimeout(f"{_what(call)} ran past its timeout of {call.timeout:g} s "
                                   "and was killed", function=call.spec.name,
                                   hint="raise the function's timeout (timeouts={name: s})"
