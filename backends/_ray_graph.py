@@ -133,8 +133,8 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
     The implementation is chosen as the local dispatcher chooses it, with the same errors
     for missing code or an engine that runs none of the implementations.
     """
-    import cloudpickle
     import ray
+    import ray.cloudpickle
 
     names = {a.function for c in module.compositions for a in c.applications}
     boxes = {}
@@ -148,8 +148,11 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
         ship_code(call.artifact)
         # Workers cache calls by this key, so it must name the content: a code digest covers
         # only the source, and two closures of one factory share it but not their values.
-        key = f"{name}:{hashlib.sha256(cloudpickle.dumps(call)).hexdigest()}"
-        boxes[name] = CallBox(key, (ray.put(call),))
+        # The call is pickled once, by the pickler that ships it (its by-value modules
+        # included), and the key is that pickle's digest.
+        data = ray.cloudpickle.dumps(call)  # type: ignore[no-untyped-call,unused-ignore]
+        key = f"{name}:{hashlib.sha256(data).hexdigest()}"
+        boxes[name] = CallBox(key, (ray.put(data),))
     return boxes
 
 
@@ -352,7 +355,8 @@ def wait(submitted: Submitted) -> dict[int, list[str]]:
         FunctionError: a function failed (naming function, instance and keys), or
         BackendError: a unit could not finish on the cluster after its retries.  The
             driver stops waiting at the first failure; units already submitted are left to
-            finish (they are pure: nothing but cluster time is spent).  They are not
+            finish (compute units spend only cluster time; an I/O unit on an independent
+            branch still does its I/O, unlike on the local backend).  They are not
             cancelled: ``ray.cancel`` on a task that is still resolving its arguments when
             another fails can abort the driver process (a reference-counting check in Ray's
             core worker, seen with Ray 2.60 in this suite).

@@ -38,7 +38,7 @@ class UnitSpec:
     """What the driver tells a unit besides its data (small; travels with every call).
 
     Attributes:
-        key: cache key of the function call on the worker (code digest and timeout).
+        key: cache key of the function call on the worker (the digest of its pickle).
         function: the function's name (for messages).
         kind: ``compute`` or ``io``.
         n_results: number of declared results.
@@ -85,8 +85,9 @@ def _cached_call(cache: dict[str, FunctionCall], unit: UnitSpec, box: Sequence[A
     call = cache.get(unit.key)
     if call is None:
         import ray
+        import ray.cloudpickle
 
-        call = cache[unit.key] = ray.get(box[0])
+        call = cache[unit.key] = ray.cloudpickle.loads(ray.get(box[0]))
     return call
 
 
