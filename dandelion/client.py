@@ -72,10 +72,15 @@ class ServerError(errors.DandelionError):
         super().__init__(message, **kw)
 
 
+def _well_formed(err: Any) -> bool:
+    """Whether ``err`` is an error document of the server (a type and a message)."""
+    return isinstance(err, dict) and "type" in err and "message" in err
+
+
 def _raise(status: int, body: bytes) -> None:
     try:
         err = json.loads(body)["error"]
-        well_formed = isinstance(err, dict) and "type" in err and "message" in err
+        well_formed = _well_formed(err)
     except (ValueError, KeyError, TypeError):
         well_formed = False
     if not well_formed:
@@ -169,6 +174,10 @@ class Job:
             if doc["status"] == "succeeded":
                 return self._unbind(doc["outputs"])
             if doc["status"] == "failed":
+                if not _well_formed(doc.get("error")):
+                    raise ServerError(f"job {self.id} failed, but its error document is "
+                                      f"malformed: {str(doc.get('error'))[:200]}",
+                                      status=502, type="HTTPError")
                 err = dict(doc["error"])
                 _raise_error(err.pop("status", 422), err)
             if deadline is not None and time.monotonic() >= deadline:
