@@ -8,7 +8,11 @@
    pacings (1 ms and 5 ms between invocations);
 4. the matrix workload (128x128 int64 M.M^T), 95 % hot requests, on 2 workers: throughput
    of the process engine (native and numpy implementations; warm-ups as by default, i.e.
-   off while the CPUs are busy, and never) against the inline engine;
+   off while the CPUs are busy, and never) against the inline engine, next to the
+   ceiling of any design that forks a process per invocation on this machine: two processes
+   (one per CPU) that hold what a numpy zygote holds and compute the product in a freshly
+   forked child each time (no sandbox, no runtime, no messages), against the same two
+   processes computing it in place;
 5. memory: the worker's peak RSS under load and what idle generic sandboxes hold.
 
     python benchmarks/bench_sandbox.py [--quick] [--only latency|throughput]
@@ -102,6 +106,50 @@ FORK_LOOP = textwrap.dedent("""
     ts.sort()
     print(ts[len(ts) // 2])
 """)
+
+
+PRODUCT_LOOP = textwrap.dedent("""
+    import ctypes, gc, importlib, mmap, os, sys, time
+    from dandelion.backends import _sandboxc
+    _sandboxc.heap_arenas()
+    from dandelion.backends._sandbox_zygote import RUNTIME
+    for name in RUNTIME + ("numpy",):
+        importlib.import_module(name)
+    import numpy as np
+    m = np.random.default_rng(0).integers(-100, 100, (128, 128), dtype=np.int64)
+    out = np.frombuffer(mmap.mmap(-1, m.nbytes), dtype=np.int64).reshape(m.shape)
+    out[:] = m @ m.T
+    gc.collect()
+    _sandboxc.immortalize(gc.get_objects())
+    gc.freeze()
+    _sandboxc.huge_pages()  # the zygote's image, as far as fork is concerned
+    fork = ctypes.CDLL(None).fork  # a bare fork(2), as the zygote's C loop calls it
+    n, forking = {n}, {forking}
+    t = time.perf_counter()
+    for _ in range(n):
+        if not forking:
+            out[:] = m @ m.T
+            continue
+        pid = fork()
+        if pid == 0:
+            out[:] = m @ m.T
+            os._exit(0)
+        os.waitpid(pid, 0)
+    print(n / (time.perf_counter() - t))
+""")
+
+
+def product_rate(forking: bool, n: int) -> float:
+    """Products per second of two processes (one per CPU) computing M.M^T ``n`` times
+    each, in place or each time in a freshly forked child: what fork-per-invocation costs
+    with nothing else around it."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, "-c", PRODUCT_LOOP.format(n=n, forking=forking)],
+                              stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    rates = [float(p.communicate()[0]) for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError("the product loop failed")
+    return sum(rates)
 
 
 def raw_fork(imports: str, n: int) -> float:
@@ -306,8 +354,11 @@ def throughput_sections(requests: int) -> None:
         store = ArtifactStore(Path(tmp) / "store")
         digest = gram.spec.implementations[0].digest
         ndigest = native_gram.spec.implementations[0].digest
-        rounds: dict[str, list[float]] = {"inline": [], "numpy": [], "cool": [], "native": []}
+        rounds: dict[str, list[float]] = {"inline": [], "numpy": [], "cool": [], "native": [],
+                                          "in place": [], "forked": []}
         for _ in range(3):  # interleaved rounds; the median of each is reported
+            rounds["in place"].append(product_rate(False, requests))
+            rounds["forked"].append(product_rate(True, requests))
             rounds["inline"].append(throughput("inline", gram, matrices, None, None, 4,
                                                requests))
             rounds["numpy"].append(throughput("process", gram, matrices, store, digest, 4,
@@ -325,6 +376,11 @@ def throughput_sections(requests: int) -> None:
           f"{py_cool / base:.2f}x inline")
     print(f"  process engine, native C          {nat:8.0f} requests/s   {nat / base:.2f}x "
           "inline (target >= 0.8x)")
+    in_place, forked = statistics.median(rounds["in place"]), statistics.median(rounds["forked"])
+    print("  ceiling of fork-per-invocation: the product alone, 2 processes, no runtime:")
+    print(f"    computed in place                {in_place:8.0f} products/s")
+    print(f"    each in a freshly forked child   {forked:8.0f} products/s   "
+          f"{forked / in_place:.2f}x in place, {forked / base:.2f}x the inline engine")
 
     time.sleep(1.0)  # let the pools refill
     print("\n5. memory")
