@@ -40,7 +40,8 @@ ext_modules = []
 if sys.platform.startswith("linux"):
     ext_modules.append(Extension("dandelion.backends._sandboxc", ["backends/_sandboxc.c"],
                                  include_dirs=["dandelion/sdk"],
-                                 depends=["backends/_zygote_loop.h", "dandelion/sdk/dandelion.h"],
+                                 depends=["backends/_zygote_loop.h", "backends/_segments.h",
+                                          "dandelion/sdk/dandelion.h"],
                                  extra_compile_args=["-O2", "-Wall"]))
 
 setup(packages=packages(), ext_modules=ext_modules)

@@ -46,7 +46,8 @@ CHANNEL_FD = 3
 #: payload length, native entry point, native segment count.
 ASSIGN = struct.Struct("<4sIQQQQI")
 KIND_PYTHON, KIND_NATIVE = 1, 2
-#: Native segment: vaddr, memsz, prot, offset, filesz.
+#: Native segment (``struct segment`` of ``_segments.h``): vaddr, memsz, prot, offset in
+#: the bytes that follow the table, filesz.
 SEGMENT = struct.Struct("<QQiQQ")
 #: Report of a Python run: tag b"DONE", length of the JSON body.
 DONE = struct.Struct("<4sI")
@@ -264,10 +265,6 @@ def _run_python(ctx: Any, payload: bytes) -> bytes:
 
 
 def _run_native(ctx: mmap.mmap, payload_len: int, entry: int, n_segments: int) -> NoReturn:
-    table = _read_exact(SEGMENT.size * n_segments)
-    segments = [SEGMENT.unpack_from(table, SEGMENT.size * i) for i in range(n_segments)]
-    image = _read_exact(payload_len)
-    _sandboxc.map_segments(segments, image)
-    del image, table
+    _sandboxc.load_segments(CHANNEL_FD, n_segments, payload_len)
     _sandboxc.run_native(entry, _sandboxc.address_of(ctx), CHANNEL_FD)
     os._exit(0)  # not reached: run_native exits

@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "_segments.h"
 #include "_zygote_loop.h"
 
 #define CHANNEL 3
@@ -42,7 +43,6 @@ struct assign {
     uint64_t capacity, memory_limit, payload_len, entry;
     uint32_t n_segments;
 };
-struct segment { uint64_t vaddr, memsz; int32_t prot; uint64_t offset, filesz; };
 #pragma pack(pop)
 
 struct fatal_report { char tag[4]; int32_t signo, syscall_nr, code; uint64_t addr; };
@@ -79,23 +79,6 @@ static void on_fatal(int signo, siginfo_t *info, void *uc) {
     die(128 + signo);
 }
 
-static int read_all(int fd, void *p, size_t n) {
-    char *c = p;
-    while (n) {
-        ssize_t k = read(fd, c, n);
-        if (k <= 0) return -1;
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-/* The pages a segment occupies: [*start, *end). */
-static void segment_pages(const struct segment *s, uint64_t *start, uint64_t *end) {
-    *start = s->vaddr & ~(uint64_t)4095;
-    *end = (s->vaddr + s->memsz + 4095) & ~(uint64_t)4095;
-}
-
 static void sandbox(int cpu_seconds) {
     static char altstack[64 * 1024];
     stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
@@ -128,7 +111,7 @@ static void sandbox(int cpu_seconds) {
     ssize_t got = recvmsg(CHANNEL, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
     struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
     if (got != (ssize_t)sizeof a || cm == NULL || cm->cmsg_type != SCM_RIGHTS ||
-        a.kind != 2 || a.n_segments > 64)
+        a.kind != 2 || a.n_segments > MAX_SEGMENTS)
         _exit(0);  /* unused, or not for us */
     int memfd;
     memcpy(&memfd, CMSG_DATA(cm), sizeof memfd);
@@ -144,45 +127,8 @@ static void sandbox(int cpu_seconds) {
         want &= ~(uint64_t)4095;
         if (want) madvise(ctx, want, 23 /* MADV_POPULATE_WRITE */);
     }
-    struct segment segs[64];
-    if (ctx == MAP_FAILED || read_all(CHANNEL, segs, sizeof(struct segment) * a.n_segments))
+    if (ctx == MAP_FAILED || load_segments(CHANNEL, a.n_segments, a.payload_len))
         _exit(1);
-    /* The payload is the segments' file bytes, one after the other (the worker cuts them
-     * out of the ELF): each is read straight into place.  The segments' pages are mapped
-     * with one call where they lie close together (the holes between them stay ordinary
-     * memory of this process), and only segments that are not read-write are reprotected:
-     * on a VM every mapping call is expensive. */
-    uint64_t lo = UINT64_MAX, hi = 0, size = 0, next = 0, start, end;
-    for (uint32_t i = 0; i < a.n_segments; i++) {
-        struct segment *s = &segs[i];
-        segment_pages(s, &start, &end);
-        if (s->filesz > s->memsz || s->offset != next) _exit(1);
-        next += s->filesz;
-        size += end - start;
-        if (start < lo) lo = start;
-        if (end > hi) hi = end;
-    }
-    if (next != a.payload_len) _exit(1);
-    int together = a.n_segments > 0 && hi - lo <= 2 * size + (1 << 20);
-    if (together && mmap((void *)(uintptr_t)lo, hi - lo, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) !=
-                        (void *)(uintptr_t)lo)
-        _exit(1);
-    for (uint32_t i = 0; i < a.n_segments; i++) {
-        struct segment *s = &segs[i];
-        segment_pages(s, &start, &end);
-        if (!together && mmap((void *)(uintptr_t)start, end - start, PROT_READ | PROT_WRITE,
-                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) !=
-                             (void *)(uintptr_t)start)
-            _exit(1);
-        if (read_all(CHANNEL, (void *)(uintptr_t)s->vaddr, s->filesz)) _exit(1);
-    }
-    for (uint32_t i = 0; i < a.n_segments; i++) {
-        struct segment *s = &segs[i];
-        segment_pages(s, &start, &end);
-        if (s->prot != (PROT_READ | PROT_WRITE))
-            mprotect((void *)(uintptr_t)start, end - start, s->prot);
-    }
     int (*entry)(void *) = (int (*)(void *))(uintptr_t)a.entry;
     strict = 1;
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0) != 0) _exit(1);

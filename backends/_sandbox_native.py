@@ -18,8 +18,9 @@ from pathlib import Path
 from dandelion.runtime.artifacts import default_root
 
 SOURCE = Path(__file__).with_name("_sandbox_native.c")
-#: The control loop it shares with the Python zygote, included by ``SOURCE``.
-LOOP = SOURCE.with_name("_zygote_loop.h")
+#: What it shares with the Python zygote (the control loop, the loading of segments),
+#: included by ``SOURCE``.
+HEADERS = (SOURCE.with_name("_zygote_loop.h"), SOURCE.with_name("_segments.h"))
 _lock = threading.Lock()
 _built: dict[str, Path | None] = {}
 
@@ -36,9 +37,9 @@ def executable(cc: str | None = None) -> Path | None:
 
 
 def _build(compiler: str) -> Path | None:
-    if shutil.which(compiler) is None or not SOURCE.exists() or not LOOP.exists():
+    if shutil.which(compiler) is None or not all(p.exists() for p in (SOURCE, *HEADERS)):
         return None
-    source = SOURCE.read_bytes() + LOOP.read_bytes()
+    source = b"".join(p.read_bytes() for p in (SOURCE, *HEADERS))
     key = hashlib.sha256(source + compiler.encode()).hexdigest()[:16]
     out = default_root() / "bin" / f"native-zygote-{key}"
     if out.exists():

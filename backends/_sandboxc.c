@@ -39,6 +39,7 @@
 
 #define DANDELION_NO_ENTRY /* only the structs of the context layout, not a function */
 #include "dandelion.h"
+#include "_segments.h"
 #include "_zygote_loop.h"
 
 #ifndef SYS_close_range
@@ -195,53 +196,20 @@ static PyObject *wipe(PyObject *self, PyObject *args) {
 }
 
 /*
- * map_segments(segments, blob): segments is a sequence of (vaddr, memsz, prot, offset, filesz)
- * already validated by the worker (page-aligned bounds, no overlap, inside the user range,
- * offset+filesz inside blob).  Maps each one fixed (never replacing an existing mapping),
- * copies its bytes and sets its protection.
+ * load_segments(fd, n_segments, payload_len): read a native function's segment table and
+ * segments from the channel and map them (_segments.h, as the C zygote's sandboxes do).
  */
-static PyObject *map_segments(PyObject *self, PyObject *args) {
-    PyObject *segs;
-    Py_buffer blob;
-    if (!PyArg_ParseTuple(args, "Oy*", &segs, &blob))
+static PyObject *py_load_segments(PyObject *self, PyObject *args) {
+    int fd;
+    unsigned int n;
+    unsigned long long length;
+    if (!PyArg_ParseTuple(args, "iIK", &fd, &n, &length))
         return NULL;
-    PyObject *seq = PySequence_Fast(segs, "segments must be a sequence");
-    if (seq == NULL) {
-        PyBuffer_Release(&blob);
+    if (load_segments(fd, n, length) != 0) {
+        PyErr_SetString(PyExc_OSError, "cannot load the native function's segments");
         return NULL;
     }
-    long page = sysconf(_SC_PAGESIZE);
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        unsigned long long vaddr, memsz, offset, filesz;
-        int prot;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "KKiKK", &vaddr, &memsz, &prot,
-                              &offset, &filesz))
-            goto fail;
-        unsigned long long start = vaddr & ~(unsigned long long)(page - 1);
-        unsigned long long end = (vaddr + memsz + page - 1) & ~(unsigned long long)(page - 1);
-        if (offset + filesz > (unsigned long long)blob.len || filesz > memsz) {
-            PyErr_SetString(PyExc_ValueError, "segment outside the image");
-            goto fail;
-        }
-        void *p = mmap((void *)(uintptr_t)start, end - start, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-        if (p == MAP_FAILED || p != (void *)(uintptr_t)start) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            goto fail;
-        }
-        memcpy((void *)(uintptr_t)vaddr, (const char *)blob.buf + offset, filesz);
-        if (mprotect(p, end - start, prot) != 0) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            goto fail;
-        }
-    }
-    Py_DECREF(seq);
-    PyBuffer_Release(&blob);
     Py_RETURN_NONE;
-fail:
-    Py_DECREF(seq);
-    PyBuffer_Release(&blob);
-    return NULL;
 }
 
 /* The message a native run leaves on the channel: 'NATV', return code. */
@@ -1657,8 +1625,9 @@ static PyMethodDef methods[] = {
      "install_filter(program): no_new_privs, then the seccomp-bpf program (bytes)."},
     {"wipe", wipe, METH_VARARGS,
      "wipe(fd, mapping, limit): zero a context in place (or punch it out if large)."},
-    {"map_segments", map_segments, METH_VARARGS,
-     "map_segments(segments, image): map validated ELF segments at their addresses."},
+    {"load_segments", py_load_segments, METH_VARARGS,
+     "load_segments(fd, n_segments, payload_len): read a native function's validated "
+     "segments from fd and map them at their addresses."},
     {"run_native", run_native, METH_VARARGS,
      "run_native(entry, context, fd): strict mode, call entry(context), report, exit."},
     {"address_of", address_of, METH_VARARGS, "address_of(writable buffer) -> int."},

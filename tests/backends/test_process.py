@@ -235,6 +235,13 @@ def test_native_functions_run_in_python_sandboxes_without_the_c_zygote(tmp_path,
     def inc(x: int) -> int:
         return x + 1
 
+    @dd.compute(native=REPO / "examples" / "matmul.c")
+    def gram_native(m: np.ndarray) -> np.ndarray:
+        return m @ m.T
+
+    m = np.random.default_rng(3).integers(-100, 100, size=(9, 9), dtype=np.int64)
     monkeypatch.setattr(_sandbox_native, "executable", lambda cc=None: None)
     with dd.Runtime(engine="process", workers=1) as rt:
         assert rt.run(h.single(inc), 41) == 42
+        # several segments (code, read-only data, data), loaded as the C zygote loads them
+        assert np.array_equal(rt.run(h.single(gram_native), m), m @ m.T)
