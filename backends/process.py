@@ -19,10 +19,12 @@ See ``docs/isolation.rst``.
 from __future__ import annotations
 
 import builtins
+import collections
 import json
 import os
 import signal
 import struct
+import threading
 from typing import Any
 
 from dandelion import errors
@@ -47,6 +49,8 @@ from dandelion.runtime.engine import Engine as EngineBase
 _GONE = struct.Struct("<4siiiQ")
 _NATV = struct.Struct("<4si")
 _MIB = 1 << 20
+#: How much of native functions' segments, cut out of their ELFs, the engine keeps.
+CUT_CACHE_BYTES = 64 * _MIB
 _SIGNALS = {signal.SIGSEGV: "invalid memory access", signal.SIGBUS: "bus error",
             signal.SIGFPE: "arithmetic fault", signal.SIGILL: "illegal instruction",
             signal.SIGABRT: "abort", signal.SIGTRAP: "trap"}
@@ -95,8 +99,12 @@ class ProcessEngine(EngineBase):
         self.domain = SharedDomain()
         self.lean = self._zygote(())
         self._zygotes: dict[Any, _sandbox_pool.Zygote] = {}  # requires -> zygote
-        #: native digest -> (segment table, the segments' bytes) as a sandbox takes them
-        self._tables: dict[str, tuple[bytes, bytes]] = {}
+        #: native digest -> (segment table, the segments' bytes) as a sandbox takes them;
+        #: least recently used first, at most CUT_CACHE_BYTES (always the newest one)
+        self._tables: collections.OrderedDict[str, tuple[bytes, bytes]] = \
+            collections.OrderedDict()
+        self._tables_size = 0
+        self._tables_lock = threading.Lock()
         #: id(spec) -> (spec, params, results, declared) as a context's layout takes them
         self._shapes: dict[int, tuple[Any, list[Any], list[Any], bytes]] = {}
         #: seconds the last invocation spent in the function itself (Python only)
@@ -151,23 +159,37 @@ class ProcessEngine(EngineBase):
             # no-op for one that has exited already).
             zygote.end(sandbox)
 
+    def _cut(self, digest: str, code: StoredCode) -> tuple[bytes, bytes]:
+        """A native function's segment table and its segments' bytes one after the other,
+        as a sandbox reads them (``_segments.h``); cached by digest (a native digest is the
+        ELF's content's)."""
+        with self._tables_lock:
+            cut = self._tables.get(digest)
+            if cut is not None:
+                self._tables.move_to_end(digest)
+                return cut
+        assert code.native is not None
+        table, body, at = [], [], 0
+        for vaddr, memsz, prot, offset, filesz in code.native.segments:
+            table.append(SEGMENT.pack(vaddr, memsz, prot, at, filesz))
+            body.append(code.data[offset:offset + filesz])
+            at += filesz
+        cut = (b"".join(table), b"".join(body))
+        with self._tables_lock:
+            if digest not in self._tables:
+                self._tables[digest] = cut
+                self._tables_size += len(cut[0]) + len(cut[1])
+            while self._tables_size > CUT_CACHE_BYTES and len(self._tables) > 1:
+                _, old = self._tables.popitem(last=False)
+                self._tables_size -= len(old[0]) + len(old[1])
+        return cut
+
     def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
                 context: SharedContext, code: StoredCode, call: FunctionCall) -> None:
         payload = code.data
         if code.kind == "native":
             assert code.native is not None
-            digest = call.implementation.digest  # a native digest is the ELF's content's
-            cut = self._tables.get(digest)
-            if cut is None:  # the segment table, and the segments' bytes one after the other
-                table, body, at = [], [], 0
-                for vaddr, memsz, prot, offset, filesz in code.native.segments:
-                    table.append(SEGMENT.pack(vaddr, memsz, prot, at, filesz))
-                    body.append(code.data[offset:offset + filesz])
-                    at += filesz
-                cut = (b"".join(table), b"".join(body))
-                if len(self._tables) > 256:
-                    self._tables.clear()
-                self._tables[digest] = cut
+            cut = self._cut(call.implementation.digest, code)
             payload = cut[1]
             header = ASSIGN.pack(b"DDGO", KIND_NATIVE, context.capacity, self.memory_limit,
                                  len(payload), code.native.entry, len(code.native.segments)

@@ -245,3 +245,39 @@ def test_native_functions_run_in_python_sandboxes_without_the_c_zygote(tmp_path,
         assert rt.run(h.single(inc), 41) == 42
         # several segments (code, read-only data, data), loaded as the C zygote loads them
         assert np.array_equal(rt.run(h.single(gram_native), m), m @ m.T)
+
+
+def test_native_segment_cache_is_bounded_by_bytes_and_keeps_the_newest(tmp_path, monkeypatch):
+    from dandelion.backends import process
+    from dandelion.runtime.engine import FunctionCall
+
+    monkeypatch.setattr(process, "CUT_CACHE_BYTES", 1)  # smaller than any function
+    engine = ProcessEngine(store=ArtifactStore(tmp_path / "store"))
+    try:
+        for k in (1, 2):
+            src = tmp_path / f"add{k}.c"
+            src.write_text(textwrap.dedent(f"""
+                #include <dandelion.h>
+                int dandelion_main(void) {{
+                    dd_item in;
+                    if (dd_input_item(0, 0, &in) != 0) return 1;
+                    int64_t *out = dd_alloc(8);
+                    *out = *(const int64_t *)in.data + {k};
+                    return dd_add_output(0, out, 8, in.key, 0);
+                }}"""))
+
+            def add(x: int) -> int:
+                return x + 1  # the Python implementation is not run here
+
+            fn = dd.compute(add, name=f"add{k}", native=src)
+            impl = next(i for i in fn.spec.implementations if i.kind == "native")
+            for _ in range(2):  # the second run takes the cached cut
+                ctx = engine.domain.acquire()
+                ctx.place([[dd.Item(40)]])
+                engine.run(ctx, FunctionCall(fn.spec, impl, fn.artifacts[impl.digest]))
+                assert [i.value for i in ctx.extract()[0]] == [40 + k]
+                engine.domain.release(ctx)
+            assert list(engine._tables) == [impl.digest]  # only the newest is kept
+            assert engine._tables_size == sum(map(len, engine._tables[impl.digest]))
+    finally:
+        engine.close()
