@@ -61,11 +61,7 @@ def main(argv: list[str]) -> None:
     """
     fd, cpu, warm = int(argv[0]), int(argv[1]) or None, argv[2] == "1"
     memory, cap = int(argv[3]) or None, int(argv[4])
-    for name in RUNTIME + tuple(argv[5:]):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+    preload(tuple(argv[5:]))
     program = build_filter(_sandbox_child.CHANNEL_FD)
     pickling.warm()  # the globals function pickles name: resolved once, here
     samples = _probe_pickles()
@@ -74,11 +70,7 @@ def main(argv: list[str]) -> None:
         _warm_numpy()
     ctrl = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    gc.collect()
-    # Python >= 3.12: a sandbox's reference counting writes to none of these objects
-    _sandboxc.immortalize(gc.get_objects())
-    gc.freeze()  # keep the collector's writes from dirtying inherited pages
-    _sandboxc.huge_pages()  # fewer page-table entries for each fork to copy
+    settle_heap()
     loaded = sorted(sys.modules)  # packages and submodules: a function may need either
     ctrl.send(MSG.pack(b"R", os.getpid(), 0) + "\n".join(loaded).encode())
     filtered = memory is not None
@@ -96,6 +88,27 @@ def main(argv: list[str]) -> None:
         _sandbox_child.warm_up(samples)
         _sandbox_child.limit_and_filter(baseline, memory or 0, program)
     _sandbox_child.serve_filtered(baseline)
+
+
+def preload(libraries: tuple[str, ...] = ()) -> None:
+    """Import the runtime (:data:`RUNTIME`) and ``libraries``; what is not installed is
+    skipped."""
+    for name in RUNTIME + libraries:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def settle_heap() -> None:
+    """Make the heap cheap to fork and to share, once nothing more is to be loaded: objects
+    immortal (Python >= 3.12: a sandbox's reference counting writes to none of them), the
+    collector frozen (its writes would dirty inherited pages), the arenas in huge pages
+    (fewer page-table entries for each fork to copy)."""
+    gc.collect()
+    _sandboxc.immortalize(gc.get_objects())
+    gc.freeze()
+    _sandboxc.huge_pages()
 
 
 def _warm_numpy() -> None:

@@ -109,20 +109,16 @@ FORK_LOOP = textwrap.dedent("""
 
 
 PRODUCT_LOOP = textwrap.dedent("""
-    import ctypes, gc, importlib, mmap, os, sys, time
+    import ctypes, mmap, os, time
     from dandelion.backends import _sandboxc
     _sandboxc.heap_arenas()
-    from dandelion.backends._sandbox_zygote import RUNTIME
-    for name in RUNTIME + ("numpy",):
-        importlib.import_module(name)
+    from dandelion.backends import _sandbox_zygote as zygote
+    zygote.preload(("numpy",))
     import numpy as np
     m = np.random.default_rng(0).integers(-100, 100, (128, 128), dtype=np.int64)
     out = np.frombuffer(mmap.mmap(-1, m.nbytes), dtype=np.int64).reshape(m.shape)
     out[:] = m @ m.T
-    gc.collect()
-    _sandboxc.immortalize(gc.get_objects())
-    gc.freeze()
-    _sandboxc.huge_pages()  # the zygote's image, as far as fork is concerned
+    zygote.settle_heap()  # the zygote's image, as far as fork is concerned
     fork = ctypes.CDLL(None).fork  # a bare fork(2), as the zygote's C loop calls it
     n, forking = {n}, {forking}
     t = time.perf_counter()
