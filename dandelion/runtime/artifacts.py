@@ -22,7 +22,6 @@ native function 'noop': not an ELF file
 from __future__ import annotations
 
 import collections
-import dis
 import hashlib
 import importlib.util
 import json
@@ -193,19 +192,15 @@ def is_library(module_name: str) -> bool:
 
 
 def _pickled_modules(data: bytes) -> set[str]:
-    """Modules a pickle refers to by reference (``GLOBAL``/``STACK_GLOBAL``/subimport, and
-    the persistent ids of :mod:`dandelion.runtime.pickling`)."""
+    """Modules a pickle names globals of (``GLOBAL``/``STACK_GLOBAL``, and the persistent
+    ids of :mod:`dandelion.runtime.pickling`)."""
     modules: set[str] = set()
     memo: dict[int, Any] = {}
     recent: list[Any] = [None, None]
-    want_module = False
     for op, arg, _pos in pickletools.genops(data):
         name = op.name
         if name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
                     "SHORT_BINSTRING", "BINSTRING", "STRING"):
-            if want_module and isinstance(arg, str):
-                modules.add(arg)
-                want_module = False
             recent.append(arg)
         elif name == "MEMOIZE":
             memo[len(memo)] = recent[-1]
@@ -214,10 +209,8 @@ def _pickled_modules(data: bytes) -> set[str]:
         elif name in ("GET", "BINGET", "LONG_BINGET") and isinstance(arg, int):
             recent.append(memo.get(arg))
         elif name == "STACK_GLOBAL":
-            mod, qual = recent[-2], recent[-1]
-            if isinstance(mod, str):
-                modules.add(mod)
-            want_module = qual in ("subimport", "dynamic_subimport")
+            if isinstance(recent[-2], str):
+                modules.add(recent[-2])
             recent.append(None)
         elif name == "GLOBAL":
             modules.add(str(arg).partition(" ")[0])
@@ -233,17 +226,6 @@ def _pickled_modules(data: bytes) -> set[str]:
             recent.append(None)
         del recent[:-2]
     return modules
-
-
-def _code_imports(code: types.CodeType) -> set[str]:
-    names = set()
-    for ins in dis.get_instructions(code):
-        if ins.opname == "IMPORT_NAME":
-            names.add(str(ins.argval))
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_imports(const)
-    return names
 
 
 def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
@@ -265,18 +247,16 @@ def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
                 registered.append(m)
             except ValueError:
                 pass
+        modules: set[str] = set()  # module objects and imports in code shipped by value
         try:
-            data = pickling.dumps(artifact)
+            data = pickling.dumps(artifact, modules)
         finally:
             for m in registered:
                 try:
                     cloudpickle.unregister_pickle_by_value(m)
                 except ValueError:
                     pass
-    names = _pickled_modules(data)
-    code = getattr(getattr(artifact, "fn", None), "__code__", None)
-    if isinstance(code, types.CodeType):
-        names |= _code_imports(code)
+    names = _pickled_modules(data) | modules
     # submodules as well as packages: a package need not import its submodules (dandelion's
     # own __init__ is lazy), and importing one inside the sandbox is a violation
     wanted = {n.partition(".")[0] for n in names if n} | {n for n in names if n and "." in n}
