@@ -6,9 +6,10 @@ extension (metadata: pyproject.toml).
 package list is computed here: every directory below the three roots that holds a ``.py`` file
 is a package, and a new subpackage needs no edit of any list.
 
-``dandelion.backends._sandboxc`` (Linux only) holds the sandbox primitives of the ``process``
-engine: seccomp, fatal-signal reports, forking locked-down sandboxes, native code in strict
-mode. Building it needs a C compiler and the Python headers.
+``dandelion.backends.engines.process._sandboxc`` (Linux only, sources in
+``backends/engines/process/c/``) holds the sandbox primitives of the ``process`` engine:
+seccomp, fatal-signal reports, forking locked-down sandboxes, native code in strict mode.
+Building it needs a C compiler and the Python headers.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ def packages() -> list[str]:
 
 ext_modules = []
 if sys.platform.startswith("linux"):
-    ext_modules.append(Extension("dandelion.backends._sandboxc", ["backends/_sandboxc.c"],
+    C = "backends/engines/process/c"
+    ext_modules.append(Extension("dandelion.backends.engines.process._sandboxc",
+                                 [f"{C}/sandboxc.c"],
                                  include_dirs=["dandelion/sdk"],
-                                 depends=["backends/_zygote_loop.h", "backends/_segments.h",
+                                 depends=[f"{C}/zygote_loop.h", f"{C}/segments.h",
                                           "dandelion/sdk/dandelion.h"],
                                  extra_compile_args=["-O2", "-Wall"]))
 

@@ -1,10 +1,8 @@
-"""Execution backends and sandboxing engines, each one module found by name.
+"""Execution backends and sandboxing engines, each found by name, without a list.
 
-Backends run whole plans (``local``, ``ray``); engines run single function instances for
-the local backend's dispatcher (``inline``, ``process`` …).
+Backends run whole plans: ``dandelion.backends.<name>`` (``local``, ``ray`` …) exports
+``Backend``.  Engines run single function instances for a backend's workers:
+``dandelion.backends.engines.<name>`` (``inline``, ``process`` …) exports ``Engine``.  A
+module or a package of either kind is found by :mod:`dandelion.runtime.registry` from its
+name alone, so adding one is adding one module or one folder.
 """
-
-#: Names accepted as ``backend=`` (each a module here exporting ``Backend``).
-BACKENDS = ("local", "ray")
-#: Names accepted as ``engine=`` (each a module here exporting ``Engine``).
-ENGINES = ("inline", "process")

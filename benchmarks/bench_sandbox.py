@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 
 import dandelion as dd
-from dandelion.backends import _sandbox_pool, _sandboxc
-from dandelion.backends._sandbox_filter import build_filter
-from dandelion.backends.inline import InlineEngine
-from dandelion.backends.process import ProcessEngine
+from dandelion.backends.engines.inline import InlineEngine
+from dandelion.backends.engines.process import _sandboxc, pool
+from dandelion.backends.engines.process.engine import ProcessEngine
+from dandelion.backends.engines.process.filter import build_filter
 from dandelion.items import Item
 from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.runtime.engine import FunctionCall
@@ -110,9 +110,9 @@ FORK_LOOP = textwrap.dedent("""
 
 PRODUCT_LOOP = textwrap.dedent("""
     import ctypes, mmap, os, time
-    from dandelion.backends import _sandboxc
+    from dandelion.backends.engines.process import _sandboxc
     _sandboxc.heap_arenas()
-    from dandelion.backends import _sandbox_zygote as zygote
+    from dandelion.backends.engines.process import zygote
     zygote.preload(("numpy",))
     import numpy as np
     m = np.random.default_rng(0).integers(-100, 100, (128, 128), dtype=np.int64)
@@ -204,12 +204,12 @@ def overhead(variants: list[Variant], inputs: list[list[Item[Any]]], n: int, pau
     """End-to-end seconds (acquire, place, run, extract, release) and function seconds of
     each variant, interleaved (one invocation of each per round) so that noise from the rest
     of the machine falls on all of them alike.  Before each invocation every sandbox pool
-    is refilled (:meth:`~dandelion.backends._sandbox_pool.Zygote.settle`), then the node
+    is refilled (:meth:`~dandelion.backends.engines.process.pool.Zygote.settle`), then the node
     idles for ``pause`` seconds: a request that meets a quiet node."""
     out: dict[str, tuple[list[float], list[float]]] = {v[0]: ([], []) for v in variants}
     for _ in range(n):
         for label, engine, call, cold in variants:
-            for zygote in _sandbox_pool.running():
+            for zygote in pool.running():
                 zygote.settle()
             if cold is not None:
                 cold()
@@ -265,8 +265,8 @@ def throughput(engine: str, fn: Any, matrices: list[np.ndarray], store: Artifact
 
         n = requests
         t = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-            list(pool.map(one, range(n)))
+        with concurrent.futures.ThreadPoolExecutor(clients) as executor:
+            list(executor.map(one, range(n)))
         return n / (time.perf_counter() - t)
 
 
@@ -382,7 +382,7 @@ def throughput_sections(requests: int) -> None:
     print("\n5. memory")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"  worker (this process) peak RSS      {peak / 1024:8.1f} MiB")
-    for z in _sandbox_pool.running():
+    for z in pool.running():
         # the pools were refilled under load, without warm-ups: replace them on a quiet node
         z.settle()
         for sandbox in [z.take() for _ in z.idle_pids()]:

@@ -123,7 +123,7 @@ def test_installed_wheel_imports_from_outside_the_source_tree(
         wheel_venv: Path, tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import importlib.util, pathlib
-        import dandelion, dandelion.dsl, dandelion.backends.local, dandelion.backends.inline
+        import dandelion, dandelion.dsl, dandelion.backends.local, dandelion.backends.engines.inline
         for module in (dandelion, dandelion.dsl, dandelion.backends.local):
             assert "site-packages" in module.__file__, module.__file__
         assert importlib.util.find_spec("dsl") is None, "a top-level dsl was installed"

@@ -8,7 +8,7 @@ The dispatcher runs one function instance like this::
     outputs = context.extract()              # one item tuple per declared result
     engine.domain.release(context)           # wiped and kept for reuse
 
-Engines are found by name (``dandelion.backends.<name>``, attribute ``Engine``), so adding
+Engines are found by name (``dandelion.backends.engines.<name>``, attribute ``Engine``), so adding
 one edits no central list.
 """
 

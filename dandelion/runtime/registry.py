@@ -1,5 +1,6 @@
-"""Backends and engines are found by name: ``dandelion.backends.<name>`` exports ``Backend``
-or ``Engine``.  Adding one is adding a module; no central list is edited."""
+"""Backends and engines are found by name: ``dandelion.backends.<name>`` exports ``Backend``,
+``dandelion.backends.engines.<name>`` exports ``Engine``.  The namespace tells the two apart;
+adding one is adding a module or a package, and no central list is edited."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ from typing import Any
 from dandelion.errors import BackendError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: attribute -> the package whose modules export it
+_HOMES = {"Backend": "dandelion.backends", "Engine": "dandelion.backends.engines"}
 
 
 def _load(name: str, attribute: str, what: str) -> Any:
     if not isinstance(name, str) or not _NAME.match(name):
         raise BackendError(f"{what} name must be a lower-case identifier, not {name!r}")
+    module_name = f"{_HOMES[attribute]}.{name}"
     try:
-        module = importlib.import_module(f"dandelion.backends.{name}")
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        if e.name == f"dandelion.backends.{name}":
+        if e.name == module_name:
             known = ", ".join(available(attribute)) or "(none)"
             raise BackendError(f"unknown {what} '{name}'", hint=f"available: {known}") from None
         raise BackendError(f"{what} '{name}' needs '{e.name}', which is not installed",
@@ -42,10 +46,9 @@ def load_engine(name: str) -> Any:
 
 
 def available(attribute: str = "Engine") -> list[str]:
-    """Names of the modules in ``dandelion.backends`` (without importing them)."""
-    import dandelion.backends as pkg
-
-    names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")]
-    kind = {"Engine": "engines", "Backend": "backends"}[attribute]
-    declared = getattr(pkg, kind.upper(), None)
-    return sorted(declared) if declared else sorted(names)
+    """Names of the backends (``"Backend"``) or engines (``"Engine"``), without importing
+    them: the public modules and packages of their namespace."""
+    home = importlib.import_module(_HOMES[attribute])
+    engines = _HOMES["Engine"].rpartition(".")[2]
+    return sorted(m.name for m in pkgutil.iter_modules(home.__path__)
+                  if not m.name.startswith("_") and m.name != engines)

@@ -23,7 +23,7 @@
  * Items are bytes encoded as `dandelion.codec` says: int = 8-byte little-endian int64,
  * float = little-endian double, ndarray = .npy (see dd_npy_data / dd_npy_alloc).
  *
- * The context layout is documented in docs/isolation.rst and backends/_sandbox_layout.py.
+ * The context layout is documented in docs/isolation.rst and backends/engines/process/layout.py.
  */
 #ifndef DANDELION_H
 #define DANDELION_H

@@ -170,10 +170,10 @@ def test_a_sandbox_that_lies_about_being_done_is_still_ended(sandboxed):
 
 
 def _sandbox_processes() -> list[int]:
-    from dandelion.backends import _sandbox_pool
+    from dandelion.backends.engines.process import pool
 
     pids = []
-    for z in _sandbox_pool.running():
+    for z in pool.running():
         try:
             children = open(f"/proc/{z.process.pid}/task/{z.process.pid}/children").read()
         except OSError:

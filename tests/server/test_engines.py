@@ -12,7 +12,7 @@ from tests.server.conftest import Raw
 from tests.server.funcs import SOURCE
 
 pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("dandelion.backends.process") is None,
+    importlib.util.find_spec("dandelion.backends.engines.process.engine") is None,
     reason="the process engine (sandbox branch) is not merged yet")
 
 ESCAPE = """

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dandelion.backends import _sandboxc
-from dandelion.backends._sandbox_zygote import MSG
+from dandelion.backends.engines.process import _sandboxc
+from dandelion.backends.engines.process.zygote import MSG
 from dandelion.errors import BackendError
 
 #: Environment of a zygote: nothing of the worker's but what locates Python and keeps
@@ -31,9 +31,9 @@ _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", 
 #: How a Python zygote starts: its arenas follow one another from the first import on
 #: (``_sandboxc.heap_arenas``), so that huge pages can back them.
 _BOOT = ("import sys\n"
-         "from dandelion.backends import _sandboxc\n"
+         "from dandelion.backends.engines.process import _sandboxc\n"
          "_sandboxc.heap_arenas()\n"
-         "from dandelion.backends._sandbox_zygote import main\n"
+         "from dandelion.backends.engines.process.zygote import main\n"
          "main(sys.argv[1:])\n")
 
 

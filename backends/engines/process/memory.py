@@ -1,5 +1,5 @@
 """Shared-memory contexts for sandboxes: one memfd per context, mapped by the worker and,
-for one invocation, by the sandbox (layout: :mod:`._sandbox_layout`).
+for one invocation, by the sandbox (layout: :mod:`.layout`).
 
 A context is placed with the instance's items and laid out once the function's parameter
 types are known (:meth:`SharedContext.layout`, called by the engine); outputs are decoded
@@ -16,8 +16,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from dandelion.backends import _sandboxc
-from dandelion.backends._sandbox_layout import read_items, write_inputs
+from dandelion.backends.engines.process import _sandboxc
+from dandelion.backends.engines.process.layout import read_items, write_inputs
 from dandelion.items import Item
 from dandelion.runtime.engine import Context, ItemSets, MemoryDomain
 

@@ -9,7 +9,7 @@ run where the data is:
 * an application whose inputs are all whole sets (``all``) is one unit that receives the
   parts and forms its (zero or one) instance itself;
 * a sharded application is formed by a small platform task next to its inputs
-  (:func:`~dandelion.backends._ray_worker.form_batches`), which cuts the instances into a
+  (:func:`~dandelion.backends.ray.worker.form_batches`), which cuts the instances into a
   fixed number of batches, one unit each, spread across the nodes;
 * where the driver already holds every input (the composition's direct inputs) it forms the
   instances itself, since the data is there anyway.
@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
-from dandelion.backends import _ray_worker as worker
-from dandelion.backends._ray_place import Placement, Route
+from dandelion.backends.ray import worker
+from dandelion.backends.ray.place import Placement, Route
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.plan import Plan

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 
 import dandelion as dd
-from dandelion.backends import _sandbox_pool
+from dandelion.backends.engines.process import pool
+from dandelion.backends.engines.process.engine import ProcessEngine
 from dandelion.backends.local import DEFAULT_ENGINE
-from dandelion.backends.process import ProcessEngine
 from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.runtime.registry import available, load_engine
 from tests.backends import helpers as h
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_idle_sandboxes_are_forked_ahead_and_never_reused(rt):
     engine = rt.backend.pool.workers[0].engine
     zygote = engine.zygote_for(engine.store.get(h.pid.spec.implementations[0].digest,
                                                 h.pid.artifact))
-    assert zygote in _sandbox_pool.running()
+    assert zygote in pool.running()
     assert zygote.settle()  # the pool is full again, every sandbox warmed up
     before = set(zygote.idle_pids())
     used = rt.run(_each(h.pid), [0, 1, 2])
@@ -218,7 +218,7 @@ def test_matmul_in_c_equals_numpy(rt, n):
 
 
 def test_native_functions_run_in_python_sandboxes_without_the_c_zygote(tmp_path, monkeypatch):
-    from dandelion.backends import _sandbox_native
+    from dandelion.backends.engines.process import native
 
     src = tmp_path / "inc.c"
     src.write_text(textwrap.dedent("""
@@ -240,7 +240,7 @@ def test_native_functions_run_in_python_sandboxes_without_the_c_zygote(tmp_path,
         return m @ m.T
 
     m = np.random.default_rng(3).integers(-100, 100, size=(9, 9), dtype=np.int64)
-    monkeypatch.setattr(_sandbox_native, "executable", lambda cc=None: None)
+    monkeypatch.setattr(native, "executable", lambda cc=None: None)
     with dd.Runtime(engine="process", workers=1) as rt:
         assert rt.run(h.single(inc), 41) == 42
         # several segments (code, read-only data, data), loaded as the C zygote loads them
@@ -248,7 +248,7 @@ def test_native_functions_run_in_python_sandboxes_without_the_c_zygote(tmp_path,
 
 
 def test_native_segment_cache_is_bounded_by_bytes_and_keeps_the_newest(tmp_path, monkeypatch):
-    from dandelion.backends import process
+    from dandelion.backends.engines.process import engine as process
     from dandelion.runtime.engine import FunctionCall
 
     monkeypatch.setattr(process, "CUT_CACHE_BYTES", 1)  # smaller than any function

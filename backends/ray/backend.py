@@ -1,14 +1,14 @@
 """The ``ray`` backend: the same plans, with the same semantics, on a Ray cluster.
 
-Each Ray node hosts a Dandelion worker (:class:`~dandelion.backends._ray_worker.NodeWorker`,
+Each Ray node hosts a Dandelion worker (:class:`~dandelion.backends.ray.worker.NodeWorker`,
 a Ray actor) with a pool of the configured sandboxing engine and the node's I/O engine, so
 compute functions keep their isolation on Ray (``isolation="sandbox"``, the default);
 ``isolation="none"`` runs them as plain Ray tasks, for trusted code.  Sets travel between
 nodes as Ray object references, never through the driver, which reads only the
-composition's direct outputs (:mod:`dandelion.backends._ray_graph`).  A pure function whose
+composition's direct outputs (:mod:`dandelion.backends.ray.graph`).  A pure function whose
 node dies is run again elsewhere (Ray re-executes the lost work from its lineage); an I/O
 function only if it is idempotent.  Placement hints are documented in
-:mod:`dandelion.backends._ray_place`.
+:mod:`dandelion.backends.ray.place`.
 
 Example:
     >>> import dandelion as dd                                   # doctest: +SKIP
@@ -27,9 +27,8 @@ from typing import Any, Mapping
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from dandelion.backends import _ray_graph as graph
-from dandelion.backends import _ray_worker as worker
-from dandelion.backends._ray_place import NODE_LABEL, Node, Placement
+from dandelion.backends.ray import graph, worker
+from dandelion.backends.ray.place import NODE_LABEL, Node, Placement
 from dandelion.errors import BackendError
 from dandelion.planner.plan import Plan
 from dandelion.runtime.backend import Backend as BackendBase

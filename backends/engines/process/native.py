@@ -1,4 +1,4 @@
-"""The native zygote's executable: compiled from ``_sandbox_native.c`` on first use.
+"""The native zygote's executable: compiled from ``c/native_zygote.c`` on first use.
 
 Native sandboxes need no interpreter, so they are forked from a tiny C process: a fork then
 copies a few page tables instead of a Python heap.  The executable is built with the same C
@@ -17,10 +17,10 @@ from pathlib import Path
 
 from dandelion.runtime.artifacts import default_root
 
-SOURCE = Path(__file__).with_name("_sandbox_native.c")
+SOURCE = Path(__file__).parent / "c" / "native_zygote.c"
 #: What it shares with the Python zygote (the control loop, the loading of segments),
 #: included by ``SOURCE``.
-HEADERS = (SOURCE.with_name("_zygote_loop.h"), SOURCE.with_name("_segments.h"))
+HEADERS = (SOURCE.with_name("zygote_loop.h"), SOURCE.with_name("segments.h"))
 _lock = threading.Lock()
 _built: dict[str, Path | None] = {}
 

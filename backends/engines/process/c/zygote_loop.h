@@ -1,6 +1,6 @@
 /*
- * The control loop of a zygote, shared by the Python zygote (_sandboxc.c, called from
- * _sandbox_zygote.py) and the native one (_sandbox_native.c).
+ * The control loop of a zygote, shared by the Python zygote (sandboxc.c, called from
+ * zygote.py) and the native one (native_zygote.c).
  *
  * Control messages (SOCK_SEQPACKET, <cii): worker -> zygote 'F' n: fork n sandboxes,
  * 'K' pid: kill it, 'W' pid: report how it ended, 'H' 0/1: whether sandboxes forked from

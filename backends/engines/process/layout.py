@@ -45,7 +45,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from dandelion.backends import _sandboxc
+from dandelion.backends.engines.process import _sandboxc
 from dandelion.codec import decode, encode
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType

@@ -3,13 +3,13 @@
 It is started once per set of preloaded libraries (``()`` — the lean one — or e.g.
 ``("numpy",)``), with a clean environment and single-threaded math libraries.  It imports the
 runtime, builds the seccomp filter once, freezes its heap (``gc.freeze``) and then hands
-over to a control loop in C (``_zygote_loop.h``, shared with the native zygote), which forks
+over to a control loop in C (``c/zygote_loop.h``, shared with the native zygote), which forks
 sandboxes on request and runs no Python code: the zygote writes to none of the pages it
 shares copy-on-write with its sandboxes.  Each sandbox gets a fresh socket pair; the zygote
 passes the worker's end over the control socket (``SCM_RIGHTS``) and keeps none.  The
 zygote is the sandboxes' parent: it reaps them, reports how each ended, and kills one on
 the worker's request (no pid-reuse race, since a child is never reaped before it is
-killed).  Started by ``_sandbox_pool._BOOT``, it lays Python's arenas out for huge pages
+killed).  Started by ``pool._BOOT``, it lays Python's arenas out for huge pages
 from its first import on (``_sandboxc.heap_arenas``) and collapses them into huge pages
 before it forks (``_sandboxc.huge_pages``): a fork then copies a few dozen page-table
 entries for its heap rather than thousands.  On Python 3.12 and later it also makes every
@@ -35,8 +35,8 @@ import socket
 import struct
 import sys
 
-from dandelion.backends import _sandbox_child, _sandboxc
-from dandelion.backends._sandbox_filter import build_filter
+from dandelion.backends.engines.process import _sandboxc, child
+from dandelion.backends.engines.process.filter import build_filter
 from dandelion.runtime import pickling
 
 MSG = struct.Struct("<cii")
@@ -46,14 +46,14 @@ MSG = struct.Struct("<cii")
 RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyreg",
            "dandelion.authoring.compute", "dandelion.authoring.annotations", "dandelion.codec",
            "dandelion.runtime.pickling",
-           "dandelion.backends._sandbox_layout", "encodings.latin_1", "encodings.ascii",
+           "dandelion.backends.engines.process.layout", "encodings.latin_1", "encodings.ascii",
            "encodings.utf_8", "collections", "functools", "itertools", "math", "operator",
            "re", "typing", "dataclasses", "decimal", "fractions", "statistics", "random",
            "hashlib", "base64", "string", "datetime", "ctypes")
 
 
 def main(argv: list[str]) -> None:
-    """The zygote, as ``_sandbox_pool._BOOT`` starts it: ``FD CPU WARM MEMORY CAP PRELOAD...``.
+    """The zygote, as ``pool._BOOT`` starts it: ``FD CPU WARM MEMORY CAP PRELOAD...``.
 
     ``MEMORY`` > 0: sandboxes for Python functions, filtered before they wait, with that
     memory limit; 0: unfiltered until assigned (they may also run native functions).
@@ -62,10 +62,10 @@ def main(argv: list[str]) -> None:
     fd, cpu, warm = int(argv[0]), int(argv[1]) or None, argv[2] == "1"
     memory, cap = int(argv[3]) or None, int(argv[4])
     preload(tuple(argv[5:]))
-    program = build_filter(_sandbox_child.CHANNEL_FD)
+    program = build_filter(child.CHANNEL_FD)
     pickling.warm()  # the globals function pickles name: resolved once, here
     samples = _probe_pickles()
-    _sandbox_child.warm_up(samples)
+    child.warm_up(samples)
     if "numpy" in sys.modules:
         _warm_numpy()
     ctrl = socket.socket(fileno=fd)
@@ -83,11 +83,11 @@ def main(argv: list[str]) -> None:
     baseline, warmed = forked  # the worker turns warm-ups off while CPUs are busy
     samples = samples if warmed else ()
     if not filtered:  # may run native code: filtered (or in strict mode) once assigned
-        _sandbox_child.serve(program, cpu, samples)
+        child.serve(program, cpu, samples)
     if samples:  # Python sandboxes: locked down in C, warmed up, then filtered
-        _sandbox_child.warm_up(samples)
-        _sandbox_child.limit_and_filter(baseline, memory or 0, program)
-    _sandbox_child.serve_filtered(baseline)
+        child.warm_up(samples)
+        child.limit_and_filter(baseline, memory or 0, program)
+    child.serve_filtered(baseline)
 
 
 def preload(libraries: tuple[str, ...] = ()) -> None:
@@ -125,17 +125,17 @@ def _warm_numpy() -> None:
 
 
 def _probe_pickles() -> tuple[bytes, ...]:
-    """Pickles of the runtime's probe functions (:func:`._sandbox_child.warm_up`)."""
+    """Pickles of the runtime's probe functions (:func:`.child.warm_up`)."""
     import cloudpickle
 
     from dandelion.authoring.compute import ComputeFunction
 
-    fns = [_sandbox_child.probe]
+    fns = [child.probe]
     if "numpy" in sys.modules:
-        fns.append(_sandbox_child.probe_matrix())
-    cloudpickle.register_pickle_by_value(_sandbox_child)
+        fns.append(child.probe_matrix())
+    cloudpickle.register_pickle_by_value(child)
     try:
         return tuple(pickling.dumps(ComputeFunction(fn).artifact) for fn in fns)
     finally:
-        cloudpickle.unregister_pickle_by_value(_sandbox_child)
+        cloudpickle.unregister_pickle_by_value(child)
 

@@ -1,10 +1,10 @@
 /*
  * The native zygote: a tiny C process that forks sandboxes for native functions.
  *
- * Same control protocol as the Python zygote (backends/_sandbox_zygote.py), same channel
- * protocol as a Python sandbox running a native function (backends/_sandbox_child.py), but
+ * Same control protocol as the Python zygote (zygote.py), same channel
+ * protocol as a Python sandbox running a native function (child.py), but
  * no interpreter: a fork copies a few pages instead of a Python heap, and a sandbox touches
- * almost none of them.  Built on first use by backends/_sandbox_native.py.
+ * almost none of them.  Built on first use by native.py.
  *
  *     native-zygote CONTROL_FD CPU_SECONDS CAP
  *
@@ -31,8 +31,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "_segments.h"
-#include "_zygote_loop.h"
+#include "segments.h"
+#include "zygote_loop.h"
 
 #define CHANNEL 3
 

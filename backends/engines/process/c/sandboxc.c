@@ -39,8 +39,8 @@
 
 #define DANDELION_NO_ENTRY /* only the structs of the context layout, not a function */
 #include "dandelion.h"
-#include "_segments.h"
-#include "_zygote_loop.h"
+#include "segments.h"
+#include "zygote_loop.h"
 
 #ifndef SYS_close_range
 #define SYS_close_range 436
@@ -197,7 +197,7 @@ static PyObject *wipe(PyObject *self, PyObject *args) {
 
 /*
  * load_segments(fd, n_segments, payload_len): read a native function's segment table and
- * segments from the channel and map them (_segments.h, as the C zygote's sandboxes do).
+ * segments from the channel and map them (segments.h, as the C zygote's sandboxes do).
  */
 static PyObject *py_load_segments(PyObject *self, PyObject *args) {
     int fd;
@@ -247,7 +247,7 @@ static PyObject *run_native(PyObject *self, PyObject *args) {
         p += n;
         left -= n;
     }
-    char c;  /* exit once the worker hangs up or kills us (see _sandbox_child._end) */
+    char c;  /* exit once the worker hangs up or kills us (see child.py, _end) */
     syscall(SYS_read, fd, &c, 1);
     syscall(SYS_exit, 0);
     for (;;) {}
@@ -338,7 +338,7 @@ static long long lock_down(int cpu, long long memory, const Py_buffer *prog, int
 
 /*
  * zygote_loop(ctrl, cap, cpu_seconds, memory_limit, program, warm) -> None | (baseline,
- * warm): run a zygote's control loop (_zygote_loop.h) on `ctrl` until the worker goes
+ * warm): run a zygote's control loop (zygote_loop.h) on `ctrl` until the worker goes
  * away; then it returns None, its sandboxes killed.  In a forked sandbox it returns with
  * the sandbox's channel on descriptor 3, and `warm` saying whether this sandbox is to warm
  * up (the initial `warm`, or what the worker last set with 'H').  With a `program` (a
@@ -529,7 +529,7 @@ static PyObject *receive(PyObject *self, PyObject *args) {
 
 
 /* ======================================================================================
- * Context layout (backends/_sandbox_layout.py documents it; dandelion.h declares its
+ * Context layout (layout.py documents it; dandelion.h declares its
  * structs): writing inputs (worker), reading items (both sides), adding outputs (sandbox).
  * Scalars are encoded and decoded here as dandelion.codec says; json and ndarray items
  * travel as bytes that Python encodes and decodes.

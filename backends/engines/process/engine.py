@@ -1,10 +1,10 @@
 """The ``process`` engine: every invocation in a fresh, single-use, MMU-isolated sandbox.
 
 A sandbox is a process forked from a *zygote* — a lean Python process that holds only the
-trusted runtime (:mod:`._sandbox_zygote`) — ahead of time, generic and empty.  For an
+trusted runtime (:mod:`.zygote`) — ahead of time, generic and empty.  For an
 invocation the engine lays the inputs out in a shared-memory context
-(:mod:`._sandbox_memory`), takes a ready sandbox, passes it the context and the function's
-code, and waits for its report.  Inside (:mod:`._sandbox_child`) the sandbox has closed
+(:mod:`.memory`), takes a ready sandbox, passes it the context and the function's
+code, and waits for its report.  Inside (:mod:`.child`) the sandbox has closed
 every descriptor but its channel, set ``no_new_privs`` and rlimits on CPU time and address
 space, and installs a seccomp-bpf allow-list before it deserializes the code and the
 inputs; a native function runs under seccomp strict mode.  The sandbox exits afterwards:
@@ -28,8 +28,8 @@ import threading
 from typing import Any
 
 from dandelion import errors
-from dandelion.backends import _sandbox_native, _sandbox_pool, _sandboxc
-from dandelion.backends._sandbox_child import (
+from dandelion.backends.engines.process import _sandboxc, native, pool
+from dandelion.backends.engines.process.child import (
     ASSIGN,
     DONE,
     KIND_NATIVE,
@@ -38,9 +38,9 @@ from dandelion.backends._sandbox_child import (
     OKAY,
     SEGMENT,
 )
-from dandelion.backends._sandbox_filter import syscall_name
-from dandelion.backends._sandbox_layout import ELEMENT_CODES
-from dandelion.backends._sandbox_memory import SharedContext, SharedDomain
+from dandelion.backends.engines.process.filter import syscall_name
+from dandelion.backends.engines.process.layout import ELEMENT_CODES
+from dandelion.backends.engines.process.memory import SharedContext, SharedDomain
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.engine import Context, FunctionCall
@@ -98,7 +98,7 @@ class ProcessEngine(EngineBase):
         self.store = store or (ArtifactStore(artifact_dir) if artifact_dir else default_store())
         self.domain = SharedDomain()
         self.lean = self._zygote(())
-        self._zygotes: dict[Any, _sandbox_pool.Zygote] = {}  # requires -> zygote
+        self._zygotes: dict[Any, pool.Zygote] = {}  # requires -> zygote
         #: native digest -> (segment table, the segments' bytes) as a sandbox takes them;
         #: least recently used first, at most CUT_CACHE_BYTES (always the newest one)
         self._tables: collections.OrderedDict[str, tuple[bytes, bytes]] = \
@@ -110,21 +110,21 @@ class ProcessEngine(EngineBase):
         #: seconds the last invocation spent in the function itself (Python only)
         self.last_function_time: float | None = None
 
-    def _zygote(self, preload: tuple[str, ...]) -> _sandbox_pool.Zygote:
-        return _sandbox_pool.zygote(preload, self.pool_size, self.cpu_limit, self.warm_sandboxes,
+    def _zygote(self, preload: tuple[str, ...]) -> pool.Zygote:
+        return pool.zygote(preload, self.pool_size, self.cpu_limit, self.warm_sandboxes,
                                     memory_limit=self.memory_limit)
 
-    def native_zygote(self) -> _sandbox_pool.Zygote:
+    def native_zygote(self) -> pool.Zygote:
         """The zygote of native sandboxes: the C one when it can be built, else unfiltered
         Python sandboxes (which can enter strict mode)."""
         z = self._zygotes.get("<native>")
         if z is None or z.closed:
-            exe = _sandbox_native.executable()
-            z = self._zygotes["<native>"] = _sandbox_pool.zygote(
+            exe = native.executable()
+            z = self._zygotes["<native>"] = pool.zygote(
                 (), self.pool_size, self.cpu_limit, False, exe)
         return z
 
-    def zygote_for(self, code: StoredCode) -> _sandbox_pool.Zygote:
+    def zygote_for(self, code: StoredCode) -> pool.Zygote:
         """The zygote whose sandboxes have every library ``code`` needs preloaded."""
         z = self._zygotes.get(code.requires)
         if z is None or z.closed:
@@ -161,7 +161,7 @@ class ProcessEngine(EngineBase):
 
     def _cut(self, digest: str, code: StoredCode) -> tuple[bytes, bytes]:
         """A native function's segment table and its segments' bytes one after the other,
-        as a sandbox reads them (``_segments.h``); cached by digest (a native digest is the
+        as a sandbox reads them (``c/segments.h``); cached by digest (a native digest is the
         ELF's content's)."""
         with self._tables_lock:
             cut = self._tables.get(digest)
@@ -184,7 +184,7 @@ class ProcessEngine(EngineBase):
                 self._tables_size -= len(old[0]) + len(old[1])
         return cut
 
-    def _invoke(self, zygote: _sandbox_pool.Zygote, sandbox: _sandbox_pool.Sandbox,
+    def _invoke(self, zygote: pool.Zygote, sandbox: pool.Sandbox,
                 context: SharedContext, code: StoredCode, call: FunctionCall) -> None:
         payload = code.data
         if code.kind == "native":
@@ -266,7 +266,7 @@ class ProcessEngine(EngineBase):
                                 hint="unbounded recursion overflows the stack this way too",
                                 signal=signo)
 
-    def _died(self, zygote: _sandbox_pool.Zygote, pid: int, what: str, call: FunctionCall,
+    def _died(self, zygote: pool.Zygote, pid: int, what: str, call: FunctionCall,
               kind: str, tag: bytes) -> FunctionError:
         name = call.spec.name
         if tag:

@@ -28,9 +28,9 @@ from dandelion.program import Program
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dandelion[ray]')")
 
-from dandelion.backends._ray_graph import Settings, _Builder  # noqa: E402
-from dandelion.backends._ray_place import Node, Placement  # noqa: E402
-from dandelion.backends._ray_worker import split  # noqa: E402
+from dandelion.backends.ray.graph import Settings, _Builder  # noqa: E402
+from dandelion.backends.ray.place import Node, Placement  # noqa: E402
+from dandelion.backends.ray.worker import split  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -553,7 +553,7 @@ def test_io_functions_are_retried_only_when_idempotent() -> None:
 
 def test_dandelion_run_backend_ray_uses_the_cluster_in_ray_address(ray_cluster: Any,
                                                                   tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     pages = []
     for i, text in enumerate(["one two three", "four five", ""]):
         (tmp_path / f"{i}.txt").write_text(text)

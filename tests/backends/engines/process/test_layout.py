@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dandelion.backends._sandbox_layout import (
+from dandelion.backends.engines.process.layout import (
     ELEMENT_CODES,
     ContextFull,
     add_outputs,
     read_items,
     write_inputs,
 )
-from dandelion.backends._sandbox_memory import SharedContext
+from dandelion.backends.engines.process.memory import SharedContext
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType as E
 from dandelion.items import Item
@@ -141,13 +141,13 @@ def test_a_wiped_context_reads_as_zeros_and_is_reused():
 
 
 def test_each_input_is_encoded_once_and_read_back_whole():
-    from dandelion.backends import _sandbox_layout, _sandboxc
+    from dandelion.backends.engines.process import _sandboxc, layout
 
     calls = []
 
     def counting(declared, value):
         calls.append(value)
-        return _sandbox_layout._encode(declared, value)
+        return layout._encode(declared, value)
 
     values = [{"a": [1, 2]}, np.arange(6).reshape(2, 3), {"b": None}]
     buf = bytearray(1 << 16)

@@ -3,7 +3,7 @@
 A **Python** sandbox is locked down in C right after the fork (``_sandboxc.zygote_loop``):
 its channel becomes descriptor :data:`CHANNEL_FD`, every other descriptor is closed, fatal
 signals are reported on the channel, rlimits (CPU, address space: runtime + memory limit)
-and ``no_new_privs`` are set and the seccomp-bpf allow-list (:mod:`._sandbox_filter`) is
+and ``no_new_privs`` are set and the seccomp-bpf allow-list (:mod:`.filter`) is
 installed — optionally after a warm-up run of a probe function.  Then it waits: it receives
 the context's memfd, maps it, and only then reads the function's pickle and the inputs,
 runs the function, writes the outputs into the context and reports (:func:`serve_filtered`).
@@ -11,7 +11,7 @@ runs the function, writes the outputs into the context and reports (:func:`serve
 A sandbox that may run **native** code stays unfiltered until assigned (:func:`serve`): it
 maps the (worker-validated) segments of the ELF and calls its entry point under seccomp
 strict mode.  Native functions normally get their sandboxes from the C zygote instead
-(``_sandbox_native.c``), which follows the same protocol.
+(``c/native_zygote.c``), which follows the same protocol.
 
 Either way the process then exits; it never serves a second invocation.
 """
@@ -30,8 +30,8 @@ import types
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from dandelion.backends import _sandboxc
-from dandelion.backends._sandbox_layout import (
+from dandelion.backends.engines.process import _sandboxc
+from dandelion.backends.engines.process.layout import (
     ELEMENT_CODES,
     ContextFull,
     add_outputs,
@@ -46,7 +46,7 @@ CHANNEL_FD = 3
 #: payload length, native entry point, native segment count.
 ASSIGN = struct.Struct("<4sIQQQQI")
 KIND_PYTHON, KIND_NATIVE = 1, 2
-#: Native segment (``struct segment`` of ``_segments.h``): vaddr, memsz, prot, offset in
+#: Native segment (``struct segment`` of ``c/segments.h``): vaddr, memsz, prot, offset in
 #: the bytes that follow the table, filesz.
 SEGMENT = struct.Struct("<QQiQQ")
 #: Report of a Python run: tag b"DONE", length of the JSON body.

@@ -12,14 +12,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from dandelion.backends import _sandbox_pool
+from dandelion.backends.engines.process import pool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux")
 
 
 @pytest.fixture
-def zygote() -> Iterator[_sandbox_pool.Zygote]:
-    z = _sandbox_pool.Zygote((), 3, 10, warm=False, memory_limit=1 << 30)
+def zygote() -> Iterator[pool.Zygote]:
+    z = pool.Zygote((), 3, 10, warm=False, memory_limit=1 << 30)
     assert z.settle(30)  # three sandboxes, each locked down and its READY byte written
     try:
         yield z
@@ -97,7 +97,7 @@ def test_the_zygotes_heap_is_in_huge_pages_so_that_a_fork_copies_few_page_tables
 
 def test_arenas_laid_out_one_after_another_serve_allocation_churn():
     code = textwrap.dedent("""
-        from dandelion.backends import _sandboxc
+        from dandelion.backends.engines.process import _sandboxc
         _sandboxc.heap_arenas()
         for round in range(3):  # arenas allocated, freed and allocated again
             rows = [[i, str(i), (i, i)] for i in range(400_000)]
@@ -115,7 +115,7 @@ def test_arenas_laid_out_one_after_another_serve_allocation_churn():
 def test_immortalize_reaches_what_tracked_objects_hold_and_stops_their_counts():
     code = textwrap.dedent("""
         import gc, sys
-        from dandelion.backends import _sandboxc
+        from dandelion.backends.engines.process import _sandboxc
         atom = "an atom" * 3
         holder = {"atom": atom}          # a dict of atoms: untracked by the collector
         cell = [holder, (1.5, b"bytes")]
@@ -146,13 +146,13 @@ def test_the_idle_meter_reads_the_share_of_idle_cpu_time(tmp_path):
         stat.write_text(f"cpu  {busy} 0 0 {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8\n")
 
     write(100, 0, 100)
-    meter = _sandbox_pool.IdleMeter(window=0, path=str(stat))
+    meter = pool.IdleMeter(window=0, path=str(stat))
     assert meter.share() is None  # nothing has passed yet
     write(130, 10, 160)  # +40 idle (iowait counts), +60 busy
     assert meter.share() == pytest.approx(0.4)
     assert meter.share() == pytest.approx(0.4)  # no time passed: the last window stands
-    assert _sandbox_pool.IdleMeter(path=str(tmp_path / "absent")).share() is None
-    real = _sandbox_pool.IdleMeter(window=0)
+    assert pool.IdleMeter(path=str(tmp_path / "absent")).share() is None
+    real = pool.IdleMeter(window=0)
     time.sleep(0.05)
     share = real.share()
     assert share is not None and 0.0 <= share <= 1.0
@@ -173,8 +173,8 @@ def test_sandboxes_forked_while_the_cpus_are_busy_skip_the_warm_up(tmp_path, mon
         stat.write_text(f"cpu  {ticks['busy']} 0 0 {ticks['idle']} 0 0 0 0 0 0\n")
 
     passes(0, 0)
-    monkeypatch.setattr(_sandbox_pool, "_idle", _sandbox_pool.IdleMeter(0, str(stat)))
-    z = _sandbox_pool.Zygote((), 2, 10, warm=True, memory_limit=1 << 30)
+    monkeypatch.setattr(pool, "_idle", pool.IdleMeter(0, str(stat)))
+    z = pool.Zygote((), 2, 10, warm=True, memory_limit=1 << 30)
     try:
         passes(90, 10)
         assert z.settle(30) and z.warming

@@ -1,6 +1,6 @@
 /*
  * Loading a native function's segments into a sandbox.  Shared by the C zygote's sandboxes
- * (_sandbox_native.c) and the Python zygote's (_sandboxc.c: native functions where no C
+ * (native_zygote.c) and the Python zygote's (sandboxc.c: native functions where no C
  * compiler built the C zygote), so that both map an ELF the same way.
  *
  * After its assignment header the worker sends the segment table (one struct segment per
