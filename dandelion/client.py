@@ -1,8 +1,9 @@
 """``dd.Client``: register and invoke on a worker over HTTP, the way ``dd.run`` runs locally.
 
-``client.register(composition)`` sends the source of its compute functions (each with the
-imports it uses) and its IR; ``client.invoke(composition, *args, **inputs)`` returns what
-``dd.run`` would.  Functions can also be registered as source text:
+``client.register(composition)`` sends its compute functions by value (each pickled with the
+globals, helpers and closures it reaches, as ``dd.run`` ships it to a sandbox) and its IR;
+``client.invoke(composition, *args, **inputs)`` returns what ``dd.run`` would.  Functions
+can also be registered as source text:
 
 >>> import dandelion as dd
 >>> from dandelion.server import Server
@@ -21,13 +22,10 @@ imports it uses) and its IR; ``client.invoke(composition, *args, **inputs)`` ret
 
 from __future__ import annotations
 
-import ast
 import functools
 import http.client
-import inspect
 import json
 import os
-import textwrap
 import threading
 import time
 import urllib.parse
@@ -100,32 +98,6 @@ def _raise_error(status: int, err: dict[str, Any]) -> None:
     if cls is not None and status != 404:
         raise cls(message, hint=hint)
     raise ServerError(message, status=status, type=kind, hint=hint)
-
-
-def function_source(fn: Any) -> str:
-    """The source the server needs for ``fn`` (a ``@dd.compute`` function or its
-    artifact): its definition and the module's imports that it uses.
-
-    Raises:
-        DandelionError: the source cannot be found (a function typed at a prompt).
-    """
-    try:
-        body = textwrap.dedent(inspect.getsource(fn.fn))
-        module_text = inspect.getsource(inspect.getmodule(fn.fn))  # type: ignore[arg-type]
-    except (OSError, TypeError):
-        raise errors.DandelionError(f"cannot find the source of '{fn.name}'",
-                                    hint="define it in a file, or use "
-                                         "Client.register_source(text)") from None
-    used = {n.id for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Name)}
-    lines: list[str | None] = []
-    for node in ast.parse(module_text).body:
-        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
-            lines.insert(0, ast.get_source_segment(module_text, node))
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound = {(a.asname or a.name).split(".")[0] for a in node.names}
-            if bound & used:
-                lines.append(ast.get_source_segment(module_text, node))
-    return "\n".join([*(x for x in lines if x), "", "", body])
 
 
 class RemoteFunction:
@@ -270,7 +242,13 @@ class Client:
         functions they call); I/O functions are the platform's and need nothing.  A
         function with a native implementation (``@dd.compute(native=...)``) is registered
         as its ELF (:meth:`register_native`), which needs a worker running the ``process``
-        engine; others as their Python source.
+        engine; others by value, as ``dd.run`` ships them to a sandbox: the function
+        pickled with the module constants, helpers, classes and closures it reaches (the
+        libraries it imports are the worker's).  The worker loads each one at registration
+        and refuses (400, naming the function) what it cannot load, e.g. a library it does
+        not have.  Registering a function again replaces it for direct invocations and for
+        compositions registered from then on; a composition registered earlier keeps the
+        version it was registered with until it is registered again.
 
         Returns:
             the server's description of everything registered.
@@ -282,7 +260,7 @@ class Client:
                     done += self._register_spec(spec, target.artifacts)
                 done += self.register_ir(target.module)
             elif isinstance(target, ComputeFunction):
-                done += self._register_spec(target.spec, target.artifacts, target)
+                done += self._register_spec(target.spec, target.artifacts)
             elif getattr(target, "spec", None) is not None and \
                     str(target.spec.kind) == "io":
                 continue
@@ -291,11 +269,10 @@ class Client:
                                 "@dd.compute or @dd.composition")
         return done
 
-    def _register_spec(self, spec: Any, artifacts: Mapping[str, Any], fn: Any = None
-                       ) -> list[dict[str, Any]]:
+    def _register_spec(self, spec: Any, artifacts: Mapping[str, Any]) -> list[dict[str, Any]]:
         """One compute function: its native implementation (the ELF) if it has one, which
-        the worker's sandbox prefers, else its Python source."""
-        from dandelion.runtime.artifacts import NativeFunction
+        the worker's sandbox prefers, else its Python code by value."""
+        from dandelion.runtime.artifacts import NativeFunction, serialize_python
 
         for impl in spec.implementations:
             artifact = artifacts.get(impl.digest) if impl.digest else None
@@ -304,8 +281,9 @@ class Client:
                     spec.name, artifact, params=[(p.name, p.type) for p in spec.params],
                     results=[(r.name, r.type) for r in spec.results])
             if impl.kind == "python" and artifact is not None:
-                return self.register_source(function_source(fn or artifact),
-                                            names=[spec.name])
+                data, _libraries = serialize_python((spec, artifact), portable=True)
+                return list(self.request("POST", "/v1/functions", {
+                    "pickle": data, "names": [spec.name]})["registered"])
         return []
 
     def register_source(self, source: str, names: Iterable[str] | None = None

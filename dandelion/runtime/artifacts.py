@@ -228,11 +228,12 @@ def _pickled_modules(data: bytes) -> set[str]:
     return modules
 
 
-def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
+def serialize_python(artifact: Any, portable: bool = False) -> tuple[bytes, tuple[str, ...]]:
     """A Python artifact as cloudpickle bytes, plus the libraries it needs imported.
 
     Functions and classes from the user's own modules are pickled by value, so the
     sandbox needs only installed libraries, which its zygote imports before sandboxing.
+    ``portable``: for another process or machine (see :func:`.pickling.dumps`).
     """
     import cloudpickle
 
@@ -249,7 +250,7 @@ def serialize_python(artifact: Any) -> tuple[bytes, tuple[str, ...]]:
                 pass
         modules: set[str] = set()  # module objects and imports in code shipped by value
         try:
-            data = pickling.dumps(artifact, modules)
+            data = pickling.dumps(artifact, modules, portable)
         finally:
             for m in registered:
                 try:

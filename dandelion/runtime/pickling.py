@@ -72,25 +72,21 @@ def module_of(pid: int) -> str | None:
     return KNOWN[pid][0] if isinstance(pid, int) and 0 <= pid < len(KNOWN) else None
 
 
-_pickler: Any = None
+_picklers: Any = None
 
 
-def _code_pickler() -> Any:
+def _code_picklers() -> tuple[Any, Any]:
     import cloudpickle
 
-    class CodePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    class PortablePickler(cloudpickle.Pickler):  # type: ignore[misc]
         """cloudpickle, with code objects as :mod:`marshal` data (sandboxes run the
         worker's own Python, and pickled code objects are specific to a Python version
-        either way) and :data:`KNOWN` globals as persistent ids."""
+        either way), recording the modules the pickle needs."""
 
         #: modules the pickle refers to: module objects it holds (``import numpy as
         #: np`` at module level: cloudpickle writes ``subimport('numpy')``) and the
         #: imports inside the code objects it carries by value
         modules: set[str]
-
-        def persistent_id(self, obj: Any) -> int | None:
-            pid = _ids.get(id(obj))
-            return pid if pid is not None and _table.get(pid) is obj else None
 
         def reducer_override(self, obj: Any) -> Any:
             kind = type(obj)
@@ -104,16 +100,26 @@ def _code_pickler() -> Any:
                 self.modules.add(obj.__name__)
             return super().reducer_override(obj)
 
-    return CodePickler
+    class CodePickler(PortablePickler):
+        """And :data:`KNOWN` globals as persistent ids, which only a process of the same
+        Dandelion version resolves."""
+
+        def persistent_id(self, obj: Any) -> int | None:
+            pid = _ids.get(id(obj))
+            return pid if pid is not None and _table.get(pid) is obj else None
+
+    return CodePickler, PortablePickler
 
 
-def dumps(obj: Any, modules: set[str] | None = None) -> bytes:
+def dumps(obj: Any, modules: set[str] | None = None, portable: bool = False) -> bytes:
     """``obj`` pickled (protocol 5) as sandboxes read it best.
 
     Args:
         obj: what to pickle.
         modules: if given, the names of the modules the pickle holds (as module objects)
             and of those its code objects import are added to it.
+        portable: without persistent ids, for another process (``pickle.loads`` reads
+            it where the same Python and libraries are installed).
 
     >>> import json
     >>> seen: set[str] = set()
@@ -121,12 +127,12 @@ def dumps(obj: Any, modules: set[str] | None = None) -> bytes:
     >>> sorted(seen)
     ['json']
     """
-    global _pickler
-    if _pickler is None:
-        _pickler = _code_pickler()
+    global _picklers
+    if _picklers is None:
+        _picklers = _code_picklers()
     warm()  # modules imported since the last call
     buf = io.BytesIO()
-    pickler = _pickler(buf, protocol=5)
+    pickler = _picklers[1 if portable else 0](buf, protocol=5)
     pickler.modules = modules if modules is not None else set()
     pickler.dump(obj)
     return buf.getvalue()

@@ -228,9 +228,12 @@ class Frontend:
             names = body.get("names")
             if names is not None and not all(isinstance(n, str) for n in names):
                 raise wire.WireError("'names' must be a list of strings")
+            pickle = (wire.binary_field(body["pickle"], "pickle") if "pickle" in body
+                      else None)
             done = await self._work(self.service.register_functions, tenant,
                                     source=body.get("source"), module=body.get("module"),
-                                    names=names, kind=body.get("kind", "python"))
+                                    pickle=pickle, names=names,
+                                    kind=body.get("kind", "python"))
         else:
             done = await self._work(self.service.register_compositions, tenant,
                                     ir=body.get("ir"), source=body.get("source"),
@@ -358,7 +361,7 @@ class Frontend:
         return _json({"deleted": job.id})
 
 
-_PYTHON_FIELDS = frozenset({"source", "module", "names", "kind"})
+_PYTHON_FIELDS = frozenset({"source", "module", "pickle", "names", "kind"})
 _NATIVE_FIELDS = frozenset({"kind", "name", "image", "params", "results"})
 
 

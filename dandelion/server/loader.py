@@ -1,9 +1,14 @@
-"""Loading registered Python code: source text in, compute functions out.
+"""Loading registered Python code: source text or a by-value pickle in, compute functions
+out.
 
 Registered source is written to the artifact store (content-addressed, ``<sha>.py``) and
 executed as a fresh module that is never put in ``sys.modules``: the same text always
 gives the same module name and code digests, so a function loaded again after its cache
 entry was evicted (a *cold* start) is the function the composition was checked against.
+
+A pickle (what :meth:`dandelion.Client.register` sends) holds one function's declaration and
+its code by value, with the globals, helpers and closures it reaches; its implementation
+is named by the pickle's content digest, so a changed constant is a new version too.
 """
 
 from __future__ import annotations
@@ -11,11 +16,16 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import pickle
+import sys
 import types
 from typing import Any
 
-from dandelion.authoring.compute import ComputeFunction
+import attrs
+
+from dandelion.authoring.compute import ComputeFunction, PythonFunction
 from dandelion.errors import DandelionError, InputError
+from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Span
 
 
 class RegistrationError(InputError):
@@ -59,6 +69,51 @@ def exec_source(source: str, path: str) -> dict[str, ComputeFunction]:
     return found
 
 
+@attrs.frozen
+class ShippedFunction:
+    """A compute function registered by value: its declaration and its code."""
+
+    name: str
+    spec: FunctionSpec
+    artifact: PythonFunction
+
+
+def load_pickle(data: bytes, names: list[str] | None = None
+                ) -> dict[str, ShippedFunction]:
+    """Load the function a client shipped by value: a pickle of ``(spec, artifact)``.
+
+    Args:
+        data: the pickle.
+        names: the name the client gave it (``[name]``), for errors and as a check.
+
+    Raises:
+        RegistrationError: it cannot be loaded on this worker (a library the worker does
+            not have, another Python version …) or is not that compute function.
+    """
+    name = f"'{names[0]}'" if names and len(names) == 1 else "the shipped function"
+    try:
+        shipped = pickle.loads(data)
+    except Exception as e:  # whatever the code it carries raises while loading
+        version = ".".join(map(str, sys.version_info[:2]))
+        raise RegistrationError(
+            f"the code of {name} cannot be loaded on this worker: {type(e).__name__}: {e}",
+            hint="install the libraries it imports on the worker, and run the client on "
+                 f"the worker's Python ({version})") from None
+    if not (isinstance(shipped, tuple) and len(shipped) == 2 and
+            isinstance(shipped[0], FunctionSpec) and isinstance(shipped[1], PythonFunction)
+            and shipped[0].kind is FunctionKind.COMPUTE
+            and shipped[0].name == shipped[1].name
+            and (not names or names == [shipped[0].name])):
+        raise RegistrationError(f"the pickle of {name} is not a compute function",
+                                hint="register functions with dandelion.Client.register")
+    spec, artifact = shipped
+    entry = next((i.entry for i in spec.implementations if i.kind == "python"), spec.name)
+    spec = attrs.evolve(spec, implementations=[
+        Implementation("python", "sha256:" + hashlib.sha256(data).hexdigest(), entry)],
+        span=Span())
+    return {spec.name: ShippedFunction(spec.name, spec, artifact)}
+
+
 def module_source(module_name: str) -> str:
     """The source text of an installed module (``package.module``).
 
@@ -77,7 +132,7 @@ def module_source(module_name: str) -> str:
         return f.read()
 
 
-def function_named(functions: dict[str, ComputeFunction], name: str) -> Any:
+def function_named(functions: dict[str, Any], name: str) -> Any:
     """The artifact of function ``name`` among ``functions``.
 
     Raises:

@@ -100,14 +100,23 @@ SCHEMAS: dict[str, Any] = {
     "FunctionRegistration": {
         "type": "object", "additionalProperties": False,
         "description": "kind 'python' (the default): Python source defining @dd.compute "
-                       "functions ('source'), or an importable module ('module'), optionally "
-                       "only the functions 'names'. kind 'native': a static x86-64 ELF built "
+                       "functions ('source'), an importable module ('module'), optionally "
+                       "only the functions 'names', or one function by value ('pickle', "
+                       "binary like 'image': what dandelion.Client.register sends, with "
+                       "'names': [its name]). kind 'native': a static x86-64 ELF built "
                        "with the C SDK ('image': msgpack bin, or {\"base64\": ...} in JSON), "
                        "its 'name', and its signature: 'params' and 'results' in the order "
                        "the function reads and writes them, each a name ('m', a set[any]), "
                        "'m: item[ndarray]' or {\"name\": \"m\", \"type\": \"item[ndarray]\"}. "
                        "Native functions need a worker running the process engine.",
         "properties": {"source": {"type": "string"}, "module": {"type": "string"},
+                       "pickle": {"oneOf": [
+                           {"type": "string", "format": "binary",
+                            "description": "msgpack bin"},
+                           {"type": "object", "required": ["base64"],
+                            "additionalProperties": False,
+                            "properties": {"base64": {"type": "string",
+                                                      "format": "byte"}}}]},
                        "names": {"type": "array", "items": {"type": "string"}},
                        "kind": {"type": "string", "enum": ["python", "native"]},
                        "name": {"type": "string"},

@@ -186,9 +186,11 @@ class Service:
     # -- registration -----------------------------------------------------------------------
 
     def register_functions(self, tenant: Tenant, *, source: str | None = None,
-                           module: str | None = None, names: list[str] | None = None,
-                           kind: str = "python") -> list[dict[str, Any]]:
-        """Register the ``@dd.compute`` functions of a source text or installed module.
+                           module: str | None = None, pickle: bytes | None = None,
+                           names: list[str] | None = None, kind: str = "python"
+                           ) -> list[dict[str, Any]]:
+        """Register the ``@dd.compute`` functions of a source text or installed module, or
+        one function shipped by value (``pickle``, from :meth:`dandelion.Client.register`).
 
         Raises:
             RegistrationError: no usable source, or it fails to load.
@@ -197,13 +199,14 @@ class Service:
             raise RegistrationError(f"functions of kind '{kind}' cannot be registered on "
                                     "this worker", hint="'kind' is 'python' (source or "
                                     "module) or 'native' (an ELF image)")
-        if (source is None) == (module is None):
+        if sum(x is not None for x in (source, module, pickle)) != 1:
             raise RegistrationError("give either 'source' (Python text) or 'module' "
                                     "(an importable module name)")
         if module is not None:
             source = module_source(module)
-        assert source is not None
-        digest, functions = self.store.save(source)
+        code = pickle if pickle is not None else source
+        assert code is not None
+        digest, functions = self.store.save(code, names)
         records = tenant.add_functions(digest, functions, names)
         self._save()
         return [self.describe_function(r) for r in records]

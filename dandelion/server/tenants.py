@@ -10,6 +10,7 @@ registration, to the function versions it was checked against.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 import threading
@@ -24,7 +25,13 @@ from dandelion.ir.serialize import content_hash, module_from_data, module_to_dat
 from dandelion.ir.types import DataType
 from dandelion.planner import make_plan
 from dandelion.planner.plan import Plan
-from dandelion.server.loader import RegistrationError, exec_source, function_named
+from dandelion.server.loader import (
+    RegistrationError,
+    ShippedFunction,
+    exec_source,
+    function_named,
+    load_pickle,
+)
 
 
 @attrs.define
@@ -79,22 +86,28 @@ class ArtifactStore:
         self._loaded: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def path(self, source: str) -> str:
-        """The file of the source with digest ``source``."""
-        return os.path.join(self.root, "sources", f"{source}.py")
+    def path(self, source: str, suffix: str = ".py") -> str:
+        """The file of the source (``.py``) or pickle (``.pickle``) with digest ``source``."""
+        return os.path.join(self.root, "sources", f"{source}{suffix}")
 
-    def save(self, text: str) -> tuple[str, dict[str, ComputeFunction]]:
-        """Store and load a source text; its digest and compute functions."""
+    def save(self, text: str | bytes, names: list[str] | None = None
+             ) -> tuple[str, dict[str, ComputeFunction | ShippedFunction]]:
+        """Store and load a source text, or a function pickled by value; its digest and
+        compute functions."""
         from dandelion.server.loader import source_digest
 
-        digest = source_digest(text)
-        path = self.path(digest)
+        digest = (hashlib.sha256(text).hexdigest() if isinstance(text, bytes)
+                  else source_digest(text))
+        path = self.path(digest, ".pickle" if isinstance(text, bytes) else ".py")
         if not os.path.exists(path):
             tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-            with open(tmp, "w", encoding="utf-8", errors="surrogatepass") as f:
-                f.write(text)
+            with open(tmp, "wb") as f:
+                f.write(text if isinstance(text, bytes)
+                        else text.encode("utf-8", "surrogatepass"))
             os.replace(tmp, path)
-        functions = exec_source(text, path)
+        functions: dict[str, ComputeFunction | ShippedFunction] = (
+            dict(load_pickle(text, names)) if isinstance(text, bytes)
+            else dict(exec_source(text, path)))
         with self._lock:
             for fn in functions.values():
                 self._remember((digest, fn.name), fn.artifact)
@@ -115,13 +128,19 @@ class ArtifactStore:
                 self._loaded.move_to_end(key)
                 return artifact, True
         path = self.path(source)
+        shipped = self.path(source, ".pickle")
         try:
-            with open(path, encoding="utf-8", errors="surrogatepass") as f:
-                text = f.read()
+            functions: dict[str, Any]
+            if os.path.exists(shipped):
+                with open(shipped, "rb") as f:
+                    functions = load_pickle(f.read())
+            else:
+                with open(path, encoding="utf-8", errors="surrogatepass") as f:
+                    functions = exec_source(f.read(), path)
         except FileNotFoundError:
             raise RegistrationError(f"the code of '{name}' is missing from the artifact "
                                     "store", hint="register the function again") from None
-        artifact = function_named(exec_source(text, path), name)
+        artifact = function_named(functions, name)
         with self._lock:
             self._remember(key, artifact)
         return artifact, False
@@ -165,7 +184,7 @@ class Tenant:
 
     # -- functions --------------------------------------------------------------------------
 
-    def add_functions(self, source: str, functions: dict[str, ComputeFunction],
+    def add_functions(self, source: str, functions: dict[str, ComputeFunction | ShippedFunction],
                       only: list[str] | None = None) -> list[FunctionRecord]:
         """Register (some of) the functions of a stored source."""
         if only:

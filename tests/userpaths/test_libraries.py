@@ -34,3 +34,9 @@ def test_command_line(engine, case):
                     *(a for item in items for a in ("-i", item)), "--json", "-q")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == pytest.approx(expected(case))
+@pytest.mark.parametrize("case", CASES)
+def test_client_against_dandelion_serve(client, case):
+    composition = getattr(libraries, case)
+    client.register(composition)
+    value, _fn = libraries.CASES[case]
+    assert client.invoke(composition, value) == expected(case)
