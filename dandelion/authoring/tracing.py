@@ -114,7 +114,11 @@ def any_keyed(s: Any) -> Sharded:
 
 
 def optional(s: Any) -> Sharded:
-    """Mark an input as optional: the function runs even when the set is empty."""
+    """Mark an input as optional: the function runs even when the set is empty.
+
+    An empty optional set is dropped from the sharding (and from a join): each instance gets
+    an empty set for it and the other inputs alone decide the instances.
+    """
     if isinstance(s, SetRef):
         s = Sharded(s)
     if not isinstance(s, Sharded):

@@ -166,6 +166,35 @@ def _join(kind: str):  # noqa: ANN202 - builds one composition per join kind
 JOINS = {kind: _join(kind) for kind in ("inner", "left", "right", "full", "cross")}
 
 
+def _any_keyed_join(kind: str):  # noqa: ANN202 - builds one composition per join kind
+    @dd.composition(name=f"any_keyed_join_{kind}")
+    def joined(a: list[dd.Item[str]], b: list[dd.Item[str]]) -> list[str]:
+        return pair(dd.any_keyed(a), dd.any_keyed(b), by=f"a {kind} b")
+
+    return joined
+
+
+ANY_KEYED_JOINS = {kind: _any_keyed_join(kind) for kind in ("inner", "left", "right", "full")}
+
+
+def _optional_second(mode: str, by: str | None):  # noqa: ANN202 - one composition per case
+    shard = getattr(dd, mode)
+
+    @dd.composition(name=f"optional_{mode}_{'joined' if by else 'crossed'}")
+    def optional_second(a: list[dd.Item[str]], b: list[dd.Item[str]]) -> list[str]:
+        return pair(dd.keyed(a), dd.optional(shard(b)), by=by)
+
+    return optional_second
+
+
+#: keyed ``a`` with an optional ``b`` of each mode, crossed or (keyed modes) inner-joined
+OPTIONAL_SECOND = {
+    **{(mode, False): _optional_second(mode, None)
+       for mode in ("all", "each", "keyed", "any_each", "any_keyed")},
+    **{(mode, True): _optional_second(mode, "a inner b") for mode in ("keyed", "any_keyed")},
+}
+
+
 @dd.composition
 def optional_second(a: list[int], b: list[int]) -> int:
     return count_both(a, dd.optional(b))

@@ -86,6 +86,43 @@ def test_optional_input_may_be_empty(runtime):
     assert runtime.run(f.optional_second, [1, 2], []) == 200
 
 
+@pytest.mark.parametrize("mode, joined", sorted(f.OPTIONAL_SECOND))
+def test_an_empty_optional_input_leaves_the_instances_to_the_other_inputs(runtime, mode,
+                                                                           joined):
+    composition = f.OPTIONAL_SECOND[mode, joined]
+    assert runtime.run(composition, USERS, []) == ["ann|", "bob+cid|"]
+    if joined:  # not empty, the join applies as usual
+        assert runtime.run(composition, USERS, ORDERS) == ["ann|o1+o2"]
+
+
+def _keys(side: str) -> list[int]:
+    return [int(v[1:]) for v in side.split("+") if v]
+
+
+#: two items per key on each side; ``a`` has keys 0-7, ``b`` keys 3-10 (so that grouping
+#: each side's keys on its own would pair unrelated groups)
+SIDE_A = [I(f"a{k}", key=k) for k in range(8) for _ in range(2)]
+SIDE_B = [I(f"b{k}", key=k) for k in range(3, 11) for _ in range(2)]
+
+
+@pytest.mark.parametrize("kind, keys", [
+    ("inner", range(3, 8)), ("left", range(0, 8)), ("right", range(3, 11)),
+    ("full", range(0, 11)),
+])
+def test_any_keyed_joins_give_each_instance_whole_joined_key_groups_of_every_side(
+        runtime, kind, keys):
+    out = runtime.run(f.ANY_KEYED_JOINS[kind], SIDE_A, SIDE_B)
+    assert 1 <= len(out) <= len(keys)
+    per_instance = [[_keys(side) for side in instance.split("|")] for instance in out]
+    for a, b in per_instance:
+        # whole groups of the same keys on both sides (where the side has the key)
+        assert all(a.count(k) == 2 for k in a) and all(b.count(k) == 2 for k in b)
+        both = set(a) | set(b)
+        assert set(a) == both & set(range(8)) and set(b) == both & set(range(3, 11))
+    flat = [k for a, b in per_instance for k in sorted(set(a) | set(b))]
+    assert flat == list(keys)  # each joined key once, ascending, dropped keys dropped
+
+
 def test_required_empty_input_skips_the_function_and_its_outputs_are_empty(runtime):
     assert runtime.run(f.required_second, [1, 2], []) is None
     assert runtime.run(f.doubles, []) == []

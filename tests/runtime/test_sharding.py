@@ -77,3 +77,75 @@ def test_keyed_groups_ascend_by_key_and_keep_order_within(pairs):
 def test_gather_concatenates_per_result_in_instance_order():
     outs = [[items(("a", 0)), items(("x", 0))], [items(("b", 0), ("c", 0)), ()]]
     assert gather(outs, 2) == [items(("a", 0), ("b", 0), ("c", 0)), items(("x", 0))]
+
+
+def values(insts):
+    return [tuple(tuple(it.value for it in s) for s in i.inputs) for i in insts]
+
+
+MODES = [M.ALL, M.EACH, M.KEYED, M.ANY_EACH, M.ANY_KEYED]
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=20),
+       st.sampled_from(MODES), st.sampled_from(MODES), st.booleans(), st.integers(1, 4))
+def test_an_empty_optional_input_is_dropped_from_the_sharding(pairs, mode, empty_mode, first,
+                                                              par):
+    xs = items(*pairs)
+    empty = Input("e", (), empty_mode, optional=True)
+    alone = instances([Input("x", xs, mode)], parallelism=par)
+    both = instances([empty, Input("x", xs, mode)] if first else
+                     [Input("x", xs, mode), empty], parallelism=par)
+    assert [i.keys for i in both] == [i.keys for i in alone]
+    assert values(both) == [(((), *v) if first else (*v, ())) for v in values(alone)]
+
+
+def test_only_empty_optional_inputs_give_one_instance_with_empty_sets():
+    insts = instances([Input("a", (), M.KEYED, optional=True), Input("b", (), M.EACH, True)])
+    assert values(insts) == [((), ())]
+
+
+A = items(("a1", 1), ("a2", 2), ("a3", 3))
+B = items(("b2", 2), ("b3", 3), ("b4", 4))
+C = items(("c1", 1), ("c4", 4))
+
+
+def test_an_empty_optional_input_leaves_the_join_with_the_kind_that_joined_it():
+    no_b = Input("b", (), M.KEYED, optional=True)
+    three = [Input("a", A, M.KEYED), no_b, Input("c", C, M.KEYED)]
+    # a inner b left c without b is a left c
+    assert values(instances(three, Join(["a", "b", "c"], ["inner", "left"]))) == [
+        (("a1",), (), ("c1",)), (("a2",), (), ()), (("a3",), (), ())]
+    # without its first parameter, a join starts at the next one
+    no_a = Input("a", (), M.KEYED, optional=True)
+    assert values(instances([no_a, Input("b", B, M.KEYED)], Join(["a", "b"], ["inner"]))) == [
+        ((), ("b2",)), ((), ("b3",)), ((), ("b4",))]
+
+
+JOIN_KINDS = ["inner", "left", "right", "full"]
+keyed_items = st.lists(st.tuples(st.integers(0, 9), st.integers(0, 6)), max_size=15)
+
+
+@given(keyed_items, keyed_items, keyed_items, st.sampled_from(JOIN_KINDS),
+       st.sampled_from(JOIN_KINDS), st.integers(1, 6))
+def test_any_keyed_joins_group_whole_joined_keys_consistently_across_sides(a, b, c, k1, k2,
+                                                                           par):
+    sides = {"a": items(*a), "b": items(*b), "c": items(*c)}
+    join = Join(["a", "b", "c"], [k1, k2])
+    keyed = instances([Input(p, s, M.KEYED) for p, s in sides.items()], join)
+    merged = instances([Input(p, s, M.ANY_KEYED) for p, s in sides.items()], join, par)
+    assert len(merged) == min(par, len(keyed))
+    # the same items, in the same order, on every side
+    for side in range(3):
+        assert [it for i in merged for it in i.inputs[side]] == [
+            it for i in keyed for it in i.inputs[side]]
+    # every joined key lands whole, with its groups of every side, in one instance
+    where = {id(it): n for n, i in enumerate(merged) for s in i.inputs for it in s}
+    for row in keyed:
+        assert len({where[id(it)] for s in row.inputs for it in s}) == 1
+
+
+def test_a_keyed_input_joined_with_an_any_keyed_one_gets_one_instance_per_key():
+    join = Join(["a", "b"], ["full"])
+    keyed = instances([Input("a", A, M.KEYED), Input("b", B, M.KEYED)], join)
+    mixed = instances([Input("a", A, M.KEYED), Input("b", B, M.ANY_KEYED)], join, 2)
+    assert values(mixed) == values(keyed) and len(mixed) == 4
