@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import attrs
 
 from dandelion.authoring.annotations import View, from_python, to_python
-from dandelion.errors import DandelionError, InputError
+from dandelion.errors import DandelionError, EncodingError, InputError
 from dandelion.ir.nodes import Composition, Module
 from dandelion.items import Item
 
@@ -115,6 +115,8 @@ class Program:
         for name, view in self.inputs:
             try:
                 sets[name] = from_python(values[name], view, f"input '{name}'")
+            except EncodingError:
+                raise  # a value no engine can take: the same error on every engine
             except DandelionError as e:
                 raise InputError(e.message, hint=e.hint) from None
         return sets

@@ -199,6 +199,12 @@ def _check_encodable(value: Any, element: ElementType, what: str) -> None:
             encode(value, element)
         except EncodingError as e:
             raise EncodingError(f"{what}: {e.message}") from None
+    elif element is ElementType.NDARRAY and getattr(getattr(value, "dtype", None), "hasobject",
+                                                    False):
+        raise EncodingError(f"{what}: an array of Python objects (dtype "
+                            f"{value.dtype}) cannot cross a sandbox boundary",
+                            hint="convert it to a numeric, bool or string dtype, or pass "
+                                 "the objects as a list (dd.Json)")
 
 
 def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
