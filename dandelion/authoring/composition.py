@@ -97,6 +97,14 @@ class CompositionFunction:
         refs = list(returned) if isinstance(returned, tuple) else [returned]
         if returned is None:
             refs = []
+            ret = hints.get("return")
+            if ret is not None and ret is not type(None) and outputs is None:
+                raise CompositionTypeError(
+                    f"{where} is annotated to return "
+                    f"{ret.__name__ if isinstance(ret, type) else ret} but "
+                    "returns nothing", span=span,
+                    hint="return the set(s) it produces, e.g. 'return f(x)'; annotate it "
+                         "'-> None' if it has no output")
         for ref in refs:
             if not isinstance(ref, SetRef):
                 raise CompositionTypeError(f"{where} returns {type(ref).__name__}; a "

@@ -40,7 +40,52 @@ def current() -> Trace | None:
     return _current.get()
 
 
-class SetRef:
+class Placeholder:
+    """A set of a composition while the composition is defined: something to wire, not data.
+
+    Used as data (an attribute such as ``.upper``, an index, ``len``, arithmetic), it says
+    what happened: a function meant to run on the set's items was called undecorated.
+    """
+
+    __slots__ = ()
+
+    def _placeholder_name(self) -> str:
+        raise NotImplementedError
+
+    def _not_data(self, use: str) -> CompositionTypeError:
+        return CompositionTypeError(
+            f"set '{self._placeholder_name()}' is used as data ({use}) while the composition "
+            "is defined", span=caller_span(),
+            hint="a function that works on a set's items must be a compute function: "
+                 "decorate it with @dd.compute (the body of a composition only wires sets)")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # protocol probes (copy, pickle, attrs) get the usual answer
+            raise AttributeError(name)
+        raise self._not_data(f"'.{name}'")
+
+    def __getitem__(self, index: Any) -> Any:
+        raise self._not_data("an index")
+
+    def __len__(self) -> int:
+        raise self._not_data("len()")
+
+
+def _refuse_operator(symbol: str) -> Callable[[Placeholder, Any], Any]:
+    def operator(self: Placeholder, other: Any) -> Any:
+        raise self._not_data(f"the operator {symbol}")
+    return operator
+
+
+for _name, _symbol in (("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"),
+                       ("floordiv", "//"), ("mod", "%"), ("pow", "**"), ("matmul", "@"),
+                       ("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">=")):
+    setattr(Placeholder, f"__{_name}__", _refuse_operator(_symbol))
+    if _name not in ("lt", "le", "gt", "ge"):
+        setattr(Placeholder, f"__r{_name}__", _refuse_operator(_symbol))
+
+
+class SetRef(Placeholder):
     """A set inside a composition definition (a placeholder, not data)."""
 
     __slots__ = ("name", "type", "span", "named", "is_input")
@@ -56,6 +101,9 @@ class SetRef:
     def __repr__(self) -> str:
         return f"<set {self.name}: {self.type}>"
 
+    def _placeholder_name(self) -> str:
+        return self.name
+
     def __bool__(self) -> bool:
         raise CompositionTypeError(
             f"set '{self.name}' has no truth value while the composition is defined",
@@ -69,12 +117,15 @@ class SetRef:
 
 
 @attrs.frozen
-class Sharded:
+class Sharded(Placeholder):
     """A set together with how a function consumes it (see :func:`dandelion.each`)."""
 
     set: SetRef
     mode: ShardingMode = ShardingMode.ALL
     optional: bool = False
+
+    def _placeholder_name(self) -> str:
+        return self.set.name
 
 
 def _sharded(value: Any, mode: ShardingMode, fn: str) -> Sharded:

@@ -138,3 +138,35 @@ def test_a_composition_called_outside_a_composition_runs():
 def test_sharding_helpers_reject_non_sets():
     with pytest.raises(dd.CompositionTypeError):
         dd.each([1, 2, 3])
+
+
+@pytest.mark.parametrize("body, use", [
+    (lambda x: x.upper(), "'.upper'"),
+    (lambda x: x[0], "an index"),
+    (lambda x: len(x), "len()"),
+    (lambda x: x * 2, "the operator *"),
+    (lambda x: 1 + x, "the operator +"),
+])
+def test_an_undecorated_function_used_on_a_set_says_to_decorate_it(body, use):
+    with pytest.raises(dd.CompositionTypeError) as caught:
+        @dd.composition
+        def c(xs: list[str]) -> list[str]:
+            return body(dd.each(xs))
+    assert f"set 'xs' is used as data ({use}) while the composition is defined" \
+        in str(caught.value)
+    assert "decorate it with @dd.compute" in str(caught.value)
+    assert caught.value.span.file == __file__
+
+
+def test_a_composition_annotated_with_a_result_that_returns_nothing_is_an_error():
+    with pytest.raises(dd.CompositionTypeError, match="'twice' is annotated to return "
+                                                      r"list\[int\] but returns nothing"):
+        @dd.composition
+        def twice(xs: list[int]) -> list[int]:
+            f.double(dd.each(xs))
+
+    @dd.composition
+    def sink(xs: list[int]) -> None:  # nothing to return, and it says so
+        f.double(dd.each(xs))
+
+    assert sink.composition.outputs == ()
