@@ -15,10 +15,10 @@
 3
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+# No ``from __future__ import annotations`` and only private helper names: every name in
+# this module is the public API (``dir(dd)`` is ``__all__`` plus ``dd.all``).
+import importlib as _importlib
+import typing as _typing
 
 from dandelion.errors import (
     BackendError,
@@ -58,7 +58,7 @@ _LAZY = {
 }
 _RENAMED = {"all": "all_"}
 
-if TYPE_CHECKING:  # pragma: no cover
+if _typing.TYPE_CHECKING:  # pragma: no cover
     from dandelion.authoring.annotations import Json
     from dandelion.authoring.composition import CompositionFunction, composition
     from dandelion.authoring.compute import ComputeFunction, compute
@@ -72,16 +72,16 @@ if TYPE_CHECKING:  # pragma: no cover
     __version__: str
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            value: Any = version("dandelion")
+            value: _typing.Any = version("dandelion")
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
             value = "0.0.0+unknown"
     elif name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
+        value = getattr(_importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
     else:
         raise AttributeError(f"module 'dandelion' has no attribute '{name}'")
     globals()[name] = value
@@ -89,9 +89,12 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY) | {"__version__"})
+    # the public API only: not the submodules that importing them binds here
+    return sorted([*__all__, "all"])
 
 
+#: The public API.  ``dd.all`` is public too, but not exported by ``from dandelion import *``,
+#: where it would hide the builtin ``all``.
 __all__ = [
     "BackendError", "CompositionError", "CompositionFunction", "CompositionTypeError",
     "ComputeFunction", "DandelionError", "DslSyntaxError", "EncodingError", "FunctionError",
