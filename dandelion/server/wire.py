@@ -198,9 +198,11 @@ def decode_item(raw: Any, element: ElementType, where: str) -> Item[Any]:
         value = raw["value"]
         key = raw.get("key", 0)
         name = raw.get("name", "")
-        if not isinstance(key, int) or isinstance(key, bool) or \
-                not INT64_RANGE[0] <= key <= INT64_RANGE[1]:
+        if not isinstance(key, int) or isinstance(key, bool):
             raise WireError(f"{where}.key: expected a 64-bit integer, got {_kind(key)}")
+        if not INT64_RANGE[0] <= key <= INT64_RANGE[1]:
+            raise WireError(f"{where}.key: expected a 64-bit integer, got {key}, which is out "
+                            f"of range ({INT64_RANGE[0]} to {INT64_RANGE[1]})")
         if not isinstance(name, str):
             raise WireError(f"{where}.name: expected a string, got {_kind(name)}")
         where = f"{where}.value"
