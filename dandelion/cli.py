@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dandelion.cli_values import parse_inputs, render, to_jsonable
     from dandelion.loading import load_program
 
-    program = load_program(args.target)
+    program = load_program(args.target, runnable=True)
     views = dict(program.inputs)
     inputs = parse_inputs(args.input or [], views, args.inputs)
     missing = [n for n in views if n not in inputs]
@@ -92,8 +92,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from dandelion.ir.verify import verify
-    from dandelion.loading import load_program
+    from dandelion.loading import DSL_SUFFIXES, load_program, split_target
 
+    path, name = split_target(args.target)
+    if path.suffix.lower() in DSL_SUFFIXES and path.is_file():
+        return _check_dsl(args.target, path, name)
     try:
         program = load_program(args.target)
     except CompositionError as e:
@@ -114,6 +117,31 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{args.target}: ok: composition '{comp.name}', {len(comp.applications)} "
               f"application(s)" + (f", {warnings} warning(s)" if warnings else ""))
     return EXIT_FAILED if errors else EXIT_OK
+
+
+def _check_dsl(target: str, path: Path, name: str | None) -> int:
+    """``check`` of a DSL file: its structure, with unbound functions as warnings."""
+    from dandelion.dsl.api import check, entry_of
+    from dandelion.dsl.diagnostics import render
+
+    loaded = check(path)
+    errors = sorted((d for d in loaded.diagnostics if d.is_error),
+                    key=lambda d: (d.span.line or 1 << 30, d.span.column))
+    warnings = [d for d in loaded.diagnostics if not d.is_error]
+    for d in errors + warnings:
+        print(render(d, loaded.source), file=sys.stderr)
+    if errors:
+        return EXIT_FAILED
+    summary = f", {len(warnings)} warning(s)" if warnings else ""
+    if not loaded.module.compositions and name is None:  # a file of declarations only
+        print(f"{target}: ok: {len(loaded.module.functions)} function declaration(s), "
+              f"no composition{summary}")
+        return EXIT_OK
+    comp = loaded.module.composition(entry_of(loaded.module, name, str(path)))
+    assert comp is not None
+    print(f"{target}: ok: composition '{comp.name}', {len(comp.applications)} "
+          f"application(s){summary}")
+    return EXIT_OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from dandelion.authoring.annotations import View
+from dandelion.codec import INT64_RANGE
 from dandelion.errors import InputError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -93,6 +94,7 @@ def parse_inputs(args: Iterable[str], views: Mapping[str, View],
                 raise InputError(f"--inputs {json_file}: unknown input '{name}'",
                                  hint=f"inputs: {', '.join(views)}")
             many = value if view.type.is_set and isinstance(value, list) else [value]
+            values.setdefault(name, [])  # [] is an empty set, not a missing input
             for v in many:
                 if view.type.element is ElementType.BYTES and isinstance(v, str):
                     v = v.encode()
@@ -107,6 +109,10 @@ def parse_inputs(args: Iterable[str], views: Mapping[str, View],
             raise InputError(f"-i {arg!r}: unknown input '{name}'",
                              hint=f"inputs: {', '.join(views) or '(none)'}")
         key = int(m["key"]) if m["key"] is not None else 0
+        if not INT64_RANGE[0] <= key <= INT64_RANGE[1]:
+            raise InputError(f"-i {arg!r}: key {key} is out of range: keys are 64-bit "
+                             f"integers ({INT64_RANGE[0]} to {INT64_RANGE[1]})")
+        values.setdefault(name, [])  # an empty directory is an empty set
         for item_name, raw in _read(m["value"], f"input '{name}'"):
             value = _convert(raw, view.type.element, f"input '{name}'")
             values.setdefault(name, []).append(Item(value, key=key, name=item_name))

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import linecache
 import os
 import sys
+import sysconfig
+import traceback
 import types
 from pathlib import Path
 from typing import Any
 
 from dandelion.authoring.composition import CompositionFunction
-from dandelion.errors import DandelionError
+from dandelion.authoring.compute import ComputeFunction
+from dandelion.errors import DandelionError, InputError
+from dandelion.ir.nodes import Module
 from dandelion.ir.serialize import from_json
 from dandelion.program import Program, default_entry
 
@@ -88,8 +93,12 @@ def import_file(path: str | os.PathLike[str]) -> types.ModuleType:
     return module
 
 
-def load_program(target: str) -> Program:
+def load_program(target: str, runnable: bool = False) -> Program:
     """The :class:`Program` named by a command-line target.
+
+    An IR file records where each Python function's code is (``module:qualname``, and the
+    file it was defined in); with ``runnable`` that code is imported, so that the program
+    runs (see :func:`entry_point_artifacts`).
 
     Raises:
         DandelionError: missing file, unknown suffix, no such composition, or any error
@@ -97,7 +106,7 @@ def load_program(target: str) -> Program:
     """
     path, name = split_target(target)
     if not path.exists():
-        raise DandelionError(f"{path}: no such file")
+        raise InputError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".py":
         try:
@@ -105,8 +114,7 @@ def load_program(target: str) -> Program:
         except DandelionError:
             raise
         except Exception as e:
-            raise DandelionError(f"{path}: importing it raised {type(e).__name__}: {e}") \
-                from e
+            raise import_error(path, e) from e
         found = {v.name: v for v in vars(module).values() if isinstance(v, CompositionFunction)}
         chosen: CompositionFunction = _pick(found, name, path)
         return chosen.program
@@ -123,9 +131,117 @@ def load_program(target: str) -> Program:
         module_ir = from_json(path.read_bytes())
         if name is not None:
             _pick({c.name: c for c in module_ir.compositions}, name, path)  # says what exists
-            return Program.from_module(module_ir, name)
-        if not module_ir.compositions:
+        elif not module_ir.compositions:
             raise DandelionError(f"{path}: defines no composition")
-        return Program.from_module(module_ir, default_entry(module_ir, path.stem))
-    raise DandelionError(f"{path}: don't know how to read '{suffix or path.name}' files",
-                         hint="give a .py, .dd, .dcl or IR .json file")
+        code = entry_point_artifacts(module_ir, path) if runnable else {}
+        return Program.from_module(module_ir, name or default_entry(module_ir, path.stem),
+                                   code)
+    raise InputError(f"{path}: don't know how to read '{suffix or path.name}' files",
+                     hint="give a .py, .dd, .dcl or IR .json file")
+
+
+def entry_point_artifacts(module: Module, path: Path) -> dict[str, Any]:
+    """The code of an IR file's Python functions, found from the entry points it records.
+
+    An implementation's ``entry`` is ``module:qualname``; the module is imported from the
+    file the function was defined in (its span) when that file exists, else by name, with
+    the IR file's folder on ``sys.path``.  The function found must still have the recorded
+    content digest: an IR file does not silently run code that changed since it was written.
+
+    Raises:
+        DandelionError: an entry point cannot be imported, or its code changed.
+    """
+    artifacts: dict[str, Any] = {}
+    for spec in module.functions:
+        wanted = [i for i in spec.implementations
+                  if i.kind == "python" and i.digest and ":" in i.entry]
+        for impl in wanted:
+            found = _entry_point(spec.name, impl.entry, spec.span.file, path)
+            if impl.digest not in found:
+                raise DandelionError(
+                    f"{path}: the code of function '{spec.name}' ({impl.entry}) changed since "
+                    "this IR file was written", hint="write it again: dandelion ir "
+                    f"{spec.span.file or 'SOURCE.py'} > {path.name}")
+            artifacts.update(found)
+    return artifacts
+
+
+def _entry_point(function: str, entry: str, source: str, path: Path) -> dict[str, Any]:
+    """Digest -> artifact of the compute function at ``entry`` (``module:qualname``)."""
+    module_name, _, qualname = entry.partition(":")
+    stem = module_name.rpartition(".")[2]
+    candidates = [source] if source.endswith(".py") else []
+    candidates += [os.path.join(os.path.dirname(source), f"{stem}.py")] if source else []
+    candidates += [str(path.parent / f"{stem}.py"), f"{stem}.py"]
+    file = next((c for c in candidates if os.path.isfile(c)), None)
+    try:
+        if file is not None:
+            found: Any = import_file(file)
+        else:
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            found = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except Exception as e:
+        raise DandelionError(f"{path}: cannot load function '{function}' from {entry}: "
+                             f"{type(e).__name__}: {e}", hint="run it where that module can "
+                             "be imported, or keep the .py file where the IR says") from e
+    if not isinstance(found, ComputeFunction):
+        raise DandelionError(f"{path}: {entry} is not a @dd.compute function")
+    artifacts: dict[str, Any] = found.artifacts
+    return artifacts
+
+
+def import_error(path: Path, error: BaseException) -> DandelionError:
+    """The error of a Python file whose import raised ``error``: where it was raised (the
+    innermost frame of the user's code), with the line and a marker under the expression.
+
+    >>> import_error(Path("app.py"), NameError("name 'x' is not defined")).message
+    "app.py: importing it raised NameError: name 'x' is not defined"
+    """
+    what = f"{type(error).__name__}: {error}"
+    file, line, start, end, text = "", 0, 0, 0, ""
+    if isinstance(error, SyntaxError) and error.filename and error.lineno:
+        what = f"{type(error).__name__}: {error.msg}"
+        file, line, text = error.filename, error.lineno, error.text or ""
+        start = error.offset or 0
+        end = getattr(error, "end_offset", None) or start + 1
+        if getattr(error, "end_lineno", line) != line or end <= start:
+            end = start + 1
+    else:
+        frames = [f for f in traceback.extract_tb(error.__traceback__)
+                  if not f.filename.startswith("<") and f.filename != __file__]
+        # the innermost frame of the user's code, not of a library it called
+        mine = [f for f in frames if not _is_library(f.filename)]
+        if mine or frames:
+            frame = (mine or frames)[-1]
+            file, line, text = frame.filename, frame.lineno or 0, frame.line or ""
+            # columns are known from Python 3.11
+            first, last = getattr(frame, "colno", None), getattr(frame, "end_colno", None)
+            if first is not None and last is not None and \
+                    getattr(frame, "end_lineno", None) == frame.lineno:
+                raw = linecache.getline(file, line)
+                indent = len(raw) - len(raw.lstrip())
+                start, end, text = first + 1 - indent, last + 1 - indent, raw.strip()
+    if not line:
+        return DandelionError(f"{path}: importing it raised {what}")
+    same = os.path.abspath(file) == os.path.abspath(path)
+    message = f"{file}:{line}: " + ("importing it" if same else f"importing {path}") + \
+        f" raised {what}"
+    text = text.rstrip("\n")
+    if text.strip():
+        message += f"\n    {text.strip() if start == 0 else text}"
+        if start > 0 and end > start:
+            pad = "".join(c if c == "\t" else " " for c in text[:start - 1])
+            message += f"\n    {pad}" + "^" * (end - start)
+    return DandelionError(message)
+
+
+def _is_library(filename: str) -> bool:
+    """Whether ``filename`` belongs to Python, an installed package or Dandelion itself."""
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.add(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.abspath(filename)
+    return any(path.startswith(os.path.join(root, "")) for root in roots)

@@ -91,7 +91,7 @@ def report_span(report: Report) -> Any:
 
 def compile_text(text: str | bytes, filename: str = "<string>", *, functions: Functions = None,
                  notation: str | None = None, strict: bool = False,
-                 raise_errors: bool = True) -> Loaded:
+                 raise_errors: bool = True, allow_unbound: bool = False) -> Loaded:
     """Parse, bind, lower and verify ``text``.
 
     Args:
@@ -103,13 +103,17 @@ def compile_text(text: str | bytes, filename: str = "<string>", *, functions: Fu
         strict: require every called function to have an implementation and import the
             file's bindings (what running needs).
         raise_errors: raise on errors (else they are in ``diagnostics``).
+        allow_unbound: with ``strict``, a declared function without an implementation is a
+            warning, not an error (for checking a file whose functions are registered
+            apart from it).
 
     Raises:
         DslSyntaxError: the text cannot be read.
         CompositionError: it reads but does not make a valid composition.
     """
     with _paused_gc():
-        return _compile(text, filename, functions, notation, strict, raise_errors)
+        return _compile(text, filename, functions, notation, strict, raise_errors,
+                        allow_unbound=allow_unbound)
 
 
 @contextlib.contextmanager
@@ -125,8 +129,31 @@ def _paused_gc() -> Iterator[None]:
             gc.enable()
 
 
+def read_structure(text: str | bytes, filename: str = "<string>",
+                   notation: str | None = None) -> Loaded:
+    """``text`` as written, for a tool that needs only its syntax and structure (the
+    formatter): nothing is bound (neither the file's bindings nor the platform library) and
+    the IR's checks do not run, so a file whose sets, types or bindings are wrong still reads.
+
+    Its ``diagnostics`` hold what lowering found (e.g. a call with an argument its function
+    does not take); only syntax errors raise.
+
+    Example:
+        >>> from dandelion.dsl.api import read_structure
+        >>> loaded = read_structure("input set xs\noutput set ys\nys = f(zs)\n", "u.dd")
+        >>> [a.arguments[0].source for a in loaded.module.compositions[0].applications]
+        ['zs']
+
+    Raises:
+        DslSyntaxError: the text cannot be read.
+    """
+    with _paused_gc():
+        return _compile(text, filename, None, notation, False, False, structure_only=True)
+
+
 def _compile(text: str | bytes, filename: str, functions: Functions, notation: str | None,
-             strict: bool, raise_errors: bool) -> Loaded:
+             strict: bool, raise_errors: bool, structure_only: bool = False,
+             allow_unbound: bool = False) -> Loaded:
     kind = notation_of(filename, notation)
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
@@ -139,13 +166,17 @@ def _compile(text: str | bytes, filename: str, functions: Functions, notation: s
     if tree is not None and not report.has_syntax_errors():
         base = os.path.dirname(os.path.abspath(filename)) if not filename.startswith("<") \
             else os.getcwd()
-        bound = _bindings(tree, functions, base, report, strict)
+        bound = {} if structure_only else _bindings(tree, functions, base, report, strict)
         lowering = Lowering(tree, report, bound, strict=strict,
-                            default_name=default_composition_name(filename))
+                            default_name=default_composition_name(filename),
+                            allow_unbound=allow_unbound)
         module = lowering.run()
         artifacts = lowering.artifacts
         loop_names = lowering.loop_names
-        report.extend(verify(module))
+        if not structure_only:
+            report.extend(verify(module))
+    if structure_only and report.has_syntax_errors():
+        report.raise_errors()
     if raise_errors:
         report.raise_errors()
     return Loaded(tree, module, artifacts, tuple(report.found), source, loop_names)
@@ -167,7 +198,12 @@ def parse(text: str | bytes, filename: str = "<string>", notation: str | None = 
     return compile_text(text, filename, notation=notation).module
 
 
-def _entry(module: Module, entry: str | None, filename: str) -> str:
+def entry_of(module: Module, entry: str | None, filename: str) -> str:
+    """The composition of a file to run: ``entry``, else :func:`default_entry`.
+
+    Raises:
+        DandelionError: no composition called ``entry``, or none at all.
+    """
     if entry is not None:
         if module.composition(entry) is None:
             names = ", ".join(c.name for c in module.compositions) or "none"
@@ -197,7 +233,7 @@ def loads(text: str | bytes, filename: str = "<string>", functions: Functions = 
         CompositionError: unknown names, unbound functions, type errors… (all of them).
     """
     loaded = compile_text(text, filename, functions=functions, notation=notation, strict=True)
-    name = _entry(loaded.module, entry, filename)
+    name = entry_of(loaded.module, entry, filename)
     module = used_in_order(loaded.module, name)
     used = {i.digest for f in module.functions for i in f.implementations}
     artifacts = {d: a for d, a in loaded.artifacts.items() if d in used}
@@ -213,6 +249,26 @@ def load(path: str | os.PathLike[str], functions: Functions = None,
     functions are bound.
     """
     path = os.fspath(path)
+    data, functions = _read(path, functions)
+    return loads(data, path, functions=functions, entry=entry)
+
+
+def check(path: str | os.PathLike[str], functions: Functions = None) -> Loaded:
+    """Every problem of a ``.dd`` or ``.dcl`` file, as ``dandelion check`` reports them.
+
+    Bindings are resolved as by :func:`load`, but a declared function that is bound to no
+    implementation is a warning, not an error: as in the reference system, functions may be
+    registered apart from the compositions that call them.  Nothing raises: the errors
+    (syntax errors included) and warnings are in ``diagnostics``.
+    """
+    path = os.fspath(path)
+    data, functions = _read(path, functions)
+    return compile_text(data, path, functions=functions, strict=True, raise_errors=False,
+                        allow_unbound=True)
+
+
+def _read(path: str, functions: Functions) -> tuple[bytes, Functions]:
+    """A DSL file's bytes, and the functions to bind (a ``.dcl`` file's companion ``.py``)."""
     with open(path, "rb") as f:
         data = f.read()
     companion = os.path.splitext(path)[0] + ".py"
@@ -220,4 +276,4 @@ def load(path: str | os.PathLike[str], functions: Functions = None,
         from dandelion.dsl.bindings import import_python_file
 
         functions = import_python_file(companion)
-    return loads(data, path, functions=functions, entry=entry)
+    return data, functions

@@ -85,6 +85,11 @@ class Report:
         if len(self.found) < self.limit:
             self.found.append(Diagnostic(Severity.ERROR, code, message, span, hint))
 
+    def warning(self, code: str, message: str, span: Span, hint: str = "") -> None:
+        """Record a warning at ``span``."""
+        if len(self.found) < self.limit:
+            self.found.append(Diagnostic(Severity.WARNING, code, message, span, hint))
+
     def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
         """Record diagnostics found elsewhere (e.g. by :func:`dandelion.ir.verify`)."""
         seen = {(d.code, d.message, d.span.line, d.span.column) for d in self.found}

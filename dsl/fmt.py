@@ -10,23 +10,34 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from dandelion.dsl.api import Loaded, compile_text, default_composition_name, notation_of
-from dandelion.dsl.format import format_module
 from dandelion.errors import CompositionError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dandelion.dsl.api import Loaded
+
+# The parser is imported where it is used: ``dandelion`` adds this command's options on
+# every start, and must start quickly.
 
 
 def format_text(text: str, filename: str = "<string>", to: str | None = None) -> str:
     """The canonical form of ``text`` in notation ``to`` (default: its own).
 
+    Formatting needs only the syntax: a file whose sets, types or bindings are wrong is
+    formatted as written (``dandelion check`` reports those problems).
+
     Raises:
         DslSyntaxError: the text cannot be read.
-        CompositionError: it does not make a valid composition.
+        CompositionError: a statement has no meaning that could be written back (a call
+            with an argument its function does not take …).
     """
+    from dandelion.dsl.api import default_composition_name, notation_of
+    from dandelion.dsl.format import format_module
+
     source = notation_of(filename)
     target = to or source
-    loaded = _compile_for(text, filename, converting=target != source)
+    loaded = _read_for(text, filename, converting=target != source)
     tree = loaded.tree
     assert tree is not None
     headerless = None
@@ -45,15 +56,28 @@ def format_text(text: str, filename: str = "<string>", to: str | None = None) ->
     return _with_comments(out, comments, trailing, loaded, target)
 
 
-def _compile_for(text: str, filename: str, converting: bool) -> Loaded:
+#: Problems lowering finds that leave part of a statement out of the IR: formatting such a
+#: file would drop what the user wrote, so it is refused.
+LOSSY = frozenset({"arity", "duplicate-argument", "duplicate-name", "duplicate-variable",
+                   "syntax", "unknown-parameter", "unused-variable"})
+
+
+def _read_for(text: str, filename: str, converting: bool) -> Loaded:
     """The file read for formatting.  A conversion imports the file's bindings when it can,
     so that the other notation shows the functions' real parameter and result names."""
+    from dandelion.dsl.api import compile_text, read_structure
+    from dandelion.dsl.diagnostics import raise_diagnostics
+
     if converting:
         try:
             return compile_text(text, filename, strict=True)
         except CompositionError:
             pass  # unbound or unimportable functions: convert the declarations as written
-    return compile_text(text, filename)
+    loaded = read_structure(text, filename)
+    lossy = [d for d in loaded.diagnostics if d.is_error and d.code in LOSSY]
+    if lossy:
+        raise_diagnostics(lossy, lossy, loaded.source)
+    return loaded
 
 
 def _comments(text: str, notation: str) -> tuple[dict[int, str], dict[int, str]]:
@@ -84,7 +108,9 @@ def _with_comments(out: str, comments: dict[int, str], trailing: dict[int, str],
     composition header, a declared set, an application) found in both is a pair of lines:
     where it was, where it is now.
     """
-    again = compile_text(out, original.source.filename, notation=notation)
+    from dandelion.dsl.api import read_structure
+
+    again = read_structure(out, original.source.filename, notation=notation)
     before, after = _statement_lines(original), _statement_lines(again)
     anchor_at: dict[int, int] = {}
     ends: dict[int, str] = {}
@@ -139,8 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dandelion fmt FILE [--to dd|dcl] [--check] [-w]``.
 
     Returns:
-        0 on success; 1 when ``--check`` finds a file that is not formatted or the file has
-        errors (printed to stderr).
+        the exit status of :func:`run`.
     """
     parser = argparse.ArgumentParser(prog="dandelion fmt",
                                      description="Print a .dd/.dcl file in canonical form.")
@@ -159,13 +184,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``fmt`` with parsed arguments."""
+    """Run ``fmt`` with parsed arguments.
+
+    Returns:
+        0 on success; 1 when ``--check`` finds a file that is not formatted or the file has
+        errors; 2 when the file is not a ``.dd``/``.dcl`` file or cannot be read.
+    """
+    suffix = os.path.splitext(args.file)[1]
+    if suffix not in (".dd", ".dcl"):
+        print(f"dandelion fmt: {args.file}: fmt formats .dd and .dcl files, not "
+              f"'{suffix or os.path.basename(args.file)}' files", file=sys.stderr)
+        return 2
     try:
         with open(args.file, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         print(f"dandelion fmt: cannot read {args.file}: {e}", file=sys.stderr)
-        return 1
+        return 2
     try:
         out = format_text(text, args.file, args.to)
     except CompositionError as e:
@@ -178,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.write:
         target = args.file
-        if args.to and notation_of(args.file) != args.to:
+        if args.to and os.path.splitext(args.file)[1] != "." + args.to:
             target = os.path.splitext(args.file)[0] + "." + args.to
         with open(target, "w", encoding="utf-8") as f:
             f.write(out)

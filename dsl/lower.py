@@ -10,6 +10,7 @@ checks (:func:`dandelion.ir.verify`) run afterwards on the result.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping
 
 import attrs
@@ -72,14 +73,18 @@ class Lowering:
         strict: every called function must have an implementation (``load``); otherwise an
             undeclared function gets a declaration inferred from its call (``parse``).
         default_name: name of the ``.dd`` composition written without a header.
+        allow_unbound: with ``strict``, a declared function without an implementation is a
+            warning, not an error (``dandelion check``: functions may be registered apart
+            from the compositions that call them).
     """
 
     def __init__(self, tree: ast.FileAst, report: Report, bound: Mapping[str, Bound],
-                 *, strict: bool, default_name: str) -> None:
+                 *, strict: bool, default_name: str, allow_unbound: bool = False) -> None:
         self.tree = tree
         self.report = report
         self.bound = bound
         self.strict = strict
+        self.allow_unbound = allow_unbound
         self.default_name = default_name
         self.functions: dict[str, FunctionSpec] = {}
         self.implicit: dict[str, FunctionSpec] = {}
@@ -109,6 +114,11 @@ class Lowering:
                 self.report.error("bad-binding", f"'{decl.name}' is declared as a function "
                                   "but bound to a composition", decl.span,
                                   "remove the declaration")
+            elif self.strict and self.allow_unbound:
+                self.report.warning("unbound-function", f"function '{decl.name}' is declared "
+                                    "but not bound to an implementation", decl.span,
+                                    f"to run the composition, {self.how_to_bind(decl.name)}, "
+                                    "or register the function on the worker")
             elif self.strict:
                 self.report.error("unbound-function", f"function '{decl.name}' has no "
                                   "implementation", decl.span,
@@ -125,6 +135,13 @@ class Lowering:
                 self.report.error("unbound-function", f"{bound.natives[0].kind} function '{name}' "
                                   "needs a declaration of its signature", Span(),
                                   f"add: function {name}(…) -> …")
+
+    def how_to_bind(self, name: str) -> str:
+        """How a file of this notation binds function ``name`` to an implementation."""
+        if self.tree.notation == "dcl":  # no binding syntax: the companion Python file
+            stem = os.path.splitext(os.path.basename(self.report.source.filename))[0]
+            return f"define @dd.compute {name} in {stem}.py next to this file"
+        return f"bind it: from python \"module.py\" import {name}"
 
     def check_declaration(self, decl: ast.FunctionDecl, declared: FunctionSpec,
                           actual: FunctionSpec) -> None:

@@ -65,7 +65,7 @@ def test_inputs_from_a_json_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["run", "nope.py"], 1, "no such file"),
+    (["run", "nope.py"], 2, "no such file"),
     (["run", f"{EX}/wordcount.py:nope"], 1, "no composition called 'nope'"),
     (["run", f"{EX}/matmul.py:gram"], 1, "no composition called 'gram'"),
     (["run", f"{EX}/wordcount.py"], 2, "missing input(s): pages"),
@@ -73,7 +73,7 @@ def test_inputs_from_a_json_file(tmp_path, capsys):
     (["run", f"{EX}/wordcount.py", "-i", "garbage"], 2, "expected NAME=VALUE"),
     (["run", f"{EX}/matmul.py", "-i", "m=@/nonexistent"], 2, "cannot read"),
     (["run", f"{EX}/wordcount.py", "-i", "pages=x", "--engine", "warp"], 1, "unknown engine"),
-    (["run", str(ROOT / "pyproject.toml")], 1, "don't know how to read"),
+    (["run", str(ROOT / "pyproject.toml")], 2, "don't know how to read"),
 ])
 def test_bad_usage_gets_a_clear_error_and_exit_status(args, code, message, capsys):
     assert main(args) == code

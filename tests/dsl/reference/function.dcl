@@ -1,0 +1,7 @@
+
+    function Access( AccessToken) => (HTTPRequest);
+    function FanOut(HTTPResponse , Topic) => (HTTPRequests);
+    function Render(HTTPResponses )   => (HTMLOutput);
+    
+    function HTTP(Request) => ( Response) ;
+    
