@@ -2,8 +2,9 @@
 out.
 
 Registered source is written to the artifact store (content-addressed, ``<sha>.py``) and
-executed as a fresh module that is never put in ``sys.modules``: the same text always
-gives the same module name and code digests, so a function loaded again after its cache
+executed as a fresh module that is in ``sys.modules`` only while its body runs (as an
+import would have it: ``@dataclass`` and ``typing`` look their module up there): the same
+text always gives the same module name and code digests, so a function loaded again after its cache
 entry was evicted (a *cold* start) is the function the composition was checked against.
 
 A pickle (what :meth:`dandelion.Client.register` sends) holds one function's declaration and
@@ -52,6 +53,7 @@ def exec_source(source: str, path: str) -> dict[str, ComputeFunction]:
     except SyntaxError as e:
         raise RegistrationError(f"line {e.lineno}: {e.msg}",
                                 hint="the source must be a valid Python module") from None
+    sys.modules[name] = module
     try:
         exec(code, module.__dict__)
     except DandelionError as e:
@@ -61,6 +63,8 @@ def exec_source(source: str, path: str) -> dict[str, ComputeFunction]:
                                 hint="the module body runs once on the server at "
                                      "registration; keep it to imports and definitions"
                                 ) from None
+    finally:
+        sys.modules.pop(name, None)
     found = {v.name: v for v in vars(module).values() if isinstance(v, ComputeFunction)
              and getattr(v.fn, "__module__", None) == name}
     if not found:
