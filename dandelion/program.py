@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import attrs
 
 from dandelion.authoring.annotations import View, from_python, to_python
-from dandelion.errors import DandelionError, EncodingError, InputError
+from dandelion.errors import CompositionTypeError, DandelionError, EncodingError, InputError
 from dandelion.ir.nodes import Composition, Module
 from dandelion.items import Item
 
@@ -132,3 +132,31 @@ class Program:
         result_type = self.result_type or collections.namedtuple(
             f"{self.entry}_result", [n for n, _ in self.outputs], rename=True)
         return result_type(*values)
+
+
+def as_program(target: Any) -> Program:
+    """A :class:`Program` for a program, an IR module or a composition function (anything
+    whose ``program`` attribute is a :class:`Program`, as ``@dd.composition`` makes).
+
+    >>> from dandelion.ir import Composition, Module
+    >>> from dandelion.program import as_program
+    >>> as_program(Module([], [Composition("c")])).entry
+    'c'
+
+    Raises:
+        CompositionTypeError: ``target`` is not something that runs as a composition.
+    """
+    if isinstance(target, Program):
+        return target
+    if isinstance(target, Module):
+        return Program.from_module(target)
+    program = getattr(target, "program", None)
+    if isinstance(program, Program):
+        return program
+    from dandelion.authoring.compute import ComputeFunction
+
+    if isinstance(target, ComputeFunction):
+        raise CompositionTypeError(f"'{target.name}' is a compute function; run it by calling "
+                                   "it, or wrap it in a @dd.composition")
+    raise CompositionTypeError(f"cannot run {type(target).__name__}: expected a "
+                               "@dd.composition, a Program or an IR Module")

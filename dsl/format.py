@@ -21,7 +21,6 @@ from dandelion.ir.nodes import (
     ShardingMode,
 )
 from dandelion.ir.types import DataType, ElementType
-from dandelion.ir.verify import callee_signature
 
 _DD_MODES = {ShardingMode.EACH: "each", ShardingMode.KEYED: "each key",
              ShardingMode.ANY_EACH: "any", ShardingMode.ANY_KEYED: "any key"}
@@ -131,7 +130,7 @@ def _dd_composition(module: Module, comp: Composition, header: bool,
     taken = {d.name for d in comp.declarations()}
     for app in comp.applications:
         names = loop_names.get((comp.name, app.span.line, app.span.column), {})
-        text = _dd_application(app, callee_signature(module, app.function), taken, names)
+        text = _dd_application(app, module.callee_signature(app.function), taken, names)
         lines += [indent + line for line in text.split("\n")]
     return lines
 

@@ -318,8 +318,6 @@ def _pure(module: Module) -> bool:
 def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
            inputs: Mapping[str, Items]) -> Submitted:
     """Submit every application of ``plan`` in dependency order; return without waiting."""
-    from dandelion.ir.verify import callee_signature
-
     comp = plan.composition
     sets: dict[str, SetValue] = {d.name: tuple(inputs.get(d.name, ())) for d in comp.inputs}
     produced = {o.target for app in comp.applications for o in app.outputs}
@@ -333,7 +331,7 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
         for index, app in waiting:
             if any(a.source not in sets for a in app.arguments):
                 continue
-            spec = callee_signature(plan.module, app.function)
+            spec = plan.module.callee_signature(app.function)
             if spec is None:  # verify() rejects this before a plan exists
                 raise BackendError(f"function '{app.function}' is not declared")
             results = builder.submit(index, app, spec, sets)

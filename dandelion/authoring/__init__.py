@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 _LAZY = {
     "Json": "annotations", "View": "annotations",
-    "CompositionFunction": "composition", "as_program": "composition",
+    "CompositionFunction": "composition",
     "composition": "composition",
     "ComputeFunction": "compute", "PythonFunction": "compute", "compute": "compute",
     "all_": "tracing", "any_each": "tracing", "any_keyed": "tracing", "each": "tracing",
@@ -20,7 +20,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from dandelion.authoring.annotations import Json, View
-    from dandelion.authoring.composition import CompositionFunction, as_program, composition
+    from dandelion.authoring.composition import CompositionFunction, composition
     from dandelion.authoring.compute import ComputeFunction, PythonFunction, compute
     from dandelion.authoring.tracing import all_, any_each, any_keyed, each, keyed, optional
 
@@ -34,5 +34,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["CompositionFunction", "ComputeFunction", "Json", "PythonFunction", "View",
-           "all_", "any_each", "any_keyed", "as_program", "composition", "compute", "each",
+           "all_", "any_each", "any_keyed", "composition", "compute", "each",
            "keyed", "optional"]

@@ -11,7 +11,6 @@ import attrs
 
 from dandelion.authoring import tracing
 from dandelion.authoring.annotations import View, view_of
-from dandelion.authoring.compute import ComputeFunction
 from dandelion.authoring.tracing import SetRef, Trace
 from dandelion.errors import CompositionTypeError, FunctionTypeError
 from dandelion.ir.nodes import Composition, Module, SetDecl, Span
@@ -198,17 +197,3 @@ def composition(fn: Callable[..., Any] | None = None, *, name: str | None = None
 
     return wrap(fn) if fn is not None else wrap
 
-
-def as_program(target: Any) -> Program:
-    """A :class:`Program` for a composition function, a program, or a module."""
-    if isinstance(target, Program):
-        return target
-    if isinstance(target, CompositionFunction):
-        return target.program
-    if isinstance(target, Module):
-        return Program.from_module(target)
-    if isinstance(target, ComputeFunction):
-        raise CompositionTypeError(f"'{target.name}' is a compute function; run it by calling "
-                                   "it, or wrap it in a @dd.composition")
-    raise CompositionTypeError(f"cannot run {type(target).__name__}: expected a "
-                               "@dd.composition, a Program or an IR Module")

@@ -27,12 +27,12 @@ from dandelion.ir.serialize import (
     to_json,
 )
 from dandelion.ir.types import DataType, ElementType
-from dandelion.ir.verify import Diagnostic, Severity, callee_signature, check, verify
+from dandelion.ir.verify import Diagnostic, Severity, check, verify
 
 __all__ = [
     "FORMAT_VERSION", "NOWHERE", "Application", "Argument", "Composition", "DataType",
     "Diagnostic", "ElementType", "FunctionKind", "FunctionSpec", "Implementation", "Join",
     "JoinKind", "Module", "Output", "Param", "SetDecl", "Severity", "ShardingMode", "Span",
-    "callee_signature", "check", "content_hash", "from_json", "json_schema",
+    "check", "content_hash", "from_json", "json_schema",
     "module_from_data", "module_to_data", "to_json", "verify",
 ]

@@ -256,6 +256,20 @@ class Module:
         """The composition called ``name``, or ``None``."""
         return next((c for c in self.compositions if c.name == name), None)
 
+    def callee_signature(self, name: str) -> FunctionSpec | None:
+        """The signature of the function or composition ``name`` as seen by a caller: a
+        function's spec, or a composition's inputs and outputs as parameters and results.
+
+        >>> from dandelion.ir import Composition, Module, SetDecl
+        >>> Module([], [Composition("c", [SetDecl("a")])]).callee_signature("c").params
+        (Param(name='a', type=DataType(element='any', is_set=True)),)
+        """
+        spec = self.function(name)
+        if spec is not None:
+            return spec
+        comp = self.composition(name)
+        return comp.signature() if comp is not None else None
+
     def merge(self, other: Module) -> Module:
         """This module plus the declarations of ``other`` it does not already have."""
         functions = list(self.functions)

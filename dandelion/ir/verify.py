@@ -76,16 +76,6 @@ def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.5) -> s
     return f"did you mean '{close[0]}'?" if close else ""
 
 
-def callee_signature(module: Module, name: str) -> FunctionSpec | None:
-    """The signature of the function or composition ``name`` as seen by a caller: a
-    function's spec, or a composition's inputs and outputs as parameters and results."""
-    spec = module.function(name)
-    if spec is not None:
-        return spec
-    comp = module.composition(name)
-    return comp.signature() if comp is not None else None
-
-
 class _Checker:
     def __init__(self, module: Module) -> None:
         self.module = module
@@ -150,7 +140,7 @@ class _Checker:
     def check_application(self, comp: Composition, app: Application,
                           declared: dict[str, DataType], producers: dict[str, Application],
                           consumed: set[str]) -> None:
-        spec = callee_signature(self.module, app.function)
+        spec = self.module.callee_signature(app.function)
         if spec is None:
             names = [f.name for f in self.module.functions]
             names += [c.name for c in self.module.compositions]

@@ -9,10 +9,9 @@ import threading
 import weakref
 from typing import Any
 
-from dandelion.authoring.composition import as_program
 from dandelion.planner import Pass, make_plan
 from dandelion.planner.plan import Plan
-from dandelion.program import Program
+from dandelion.program import Program, as_program
 from dandelion.runtime.backend import Backend, check_requirements
 from dandelion.runtime.registry import load_backend
 

@@ -18,7 +18,6 @@ import attrs
 
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
-from dandelion.ir.verify import callee_signature
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.pool import EnginePool, Job
@@ -313,7 +312,7 @@ class _Run:
         """The callee's signature, looked up once per run."""
         spec = self.signatures.get(name)
         if spec is None:
-            spec = callee_signature(self.module, name)
+            spec = self.module.callee_signature(name)
             if spec is None:  # verify() rejects this before a plan exists
                 raise BackendError(f"function '{name}' is not declared")
             self.signatures[name] = spec
