@@ -12,6 +12,7 @@ import json
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -216,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"dandelion {dandelion.__version__}")
     parser.add_argument("--debug", action="store_true",
-                        help="show Python tracebacks of internal errors")
+                        help="show Python tracebacks of internal errors, and Dandelion's "
+                             "frames with a failing function's")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -274,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dandelion: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except DandelionError as e:
+        if args.debug:  # Dandelion's own frames too (the user's are in the message)
+            traceback.print_exception(e)
         print(f"dandelion: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

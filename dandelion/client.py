@@ -92,7 +92,8 @@ def _raise_error(status: int, err: dict[str, Any]) -> None:
     cls = _ERRORS.get(kind)
     if cls is not None and issubclass(cls, errors.FunctionError):
         raise cls(message, hint=hint, function=err.get("function", ""),
-                  instance=err.get("instance"), keys=err.get("keys") or ())
+                  instance=err.get("instance"), keys=err.get("keys") or (),
+                  traceback=str(err.get("traceback") or ""), logs=str(err.get("logs") or ""))
     if cls is not None and issubclass(cls, errors.CompositionError):
         raise cls(message, hint=hint)
     if cls is not None and status != 404:

@@ -65,14 +65,27 @@ class FunctionTypeError(DandelionError, TypeError):
 
 
 class FunctionError(DandelionError, RuntimeError):
-    """A function invocation failed; names the function, the instance and the input keys."""
+    """A function invocation failed; names the function, the instance and the input keys.
+
+    Attributes:
+        traceback: the traceback of the function's own code, as Python formats it (also
+            from inside a sandbox; shown after the message), or ``""``.
+        logs: what the failing instance printed (stdout and stderr), or ``""``.
+    """
 
     def __init__(self, message: str, *, function: str = "", instance: int | None = None,
-                 keys: Sequence[int] = (), **kw: Any) -> None:
+                 keys: Sequence[int] = (), traceback: str = "", logs: str = "",
+                 **kw: Any) -> None:
         self.function = function
         self.instance = instance
         self.keys = tuple(keys)
+        self.traceback = traceback
+        self.logs = logs
         super().__init__(message, **kw)
+
+    def _render(self) -> str:
+        text = super()._render()
+        return f"{text}\n{self.traceback}" if self.traceback else text
 
 
 class FunctionTimeout(FunctionError, TimeoutError):

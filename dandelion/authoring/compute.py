@@ -23,6 +23,7 @@ from dandelion.codec import INT64_RANGE
 from dandelion.errors import DandelionError, FunctionError, FunctionTypeError
 from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param, Span
 from dandelion.items import Item
+from dandelion.runtime.tracebacks import format_traceback, user_frames
 
 #: Name of the one result of a function that returns a single value.
 DEFAULT_RESULT = "result"
@@ -251,5 +252,10 @@ def invoke_python(artifact: PythonFunction, inputs: Sequence[Sequence[Item[Any]]
     except DandelionError:
         raise
     except Exception as e:
+        kind = type(e)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else \
+            f"{kind.__module__}.{kind.__qualname__}"
         raise FunctionError(f"compute function '{artifact.name}' raised "
-                            f"{type(e).__name__}: {e}", function=artifact.name) from e
+                            f"{type(e).__name__}: {e}", function=artifact.name,
+                            traceback=format_traceback(user_frames(e.__traceback__), name,
+                                                       str(e))) from e

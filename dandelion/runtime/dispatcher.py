@@ -67,7 +67,8 @@ def instance_error(spec: FunctionSpec, inst: Instance, n: int, error: BaseExcept
             detail = detail[len(f"{spec.kind} function '{spec.name}' "):]
         try:
             return cls(f"{where}: {detail}", function=spec.name, instance=inst.index,
-                       keys=inst.keys, hint=error.hint)
+                       keys=inst.keys, hint=error.hint, traceback=error.traceback,
+                       logs=error.logs)
         except TypeError:  # a subclass with another constructor
             return error
     if isinstance(error, DandelionError):

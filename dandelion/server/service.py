@@ -106,6 +106,10 @@ def error_body(error: BaseException) -> dict[str, Any]:
         if isinstance(error, FunctionError):
             body.update(function=error.function, instance=error.instance,
                         keys=list(error.keys))
+            if error.traceback:
+                body["traceback"] = error.traceback
+            if error.logs:
+                body["logs"] = error.logs
         diagnostics = getattr(error, "diagnostics", ())
         if diagnostics:
             body["diagnostics"] = [str(d) for d in diagnostics]

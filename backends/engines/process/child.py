@@ -26,7 +26,6 @@ import resource
 import struct
 import sys
 import time
-import types
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -40,6 +39,7 @@ from dandelion.backends.engines.process.layout import (
 )
 from dandelion.items import Item
 from dandelion.runtime import pickling
+from dandelion.runtime.tracebacks import user_frames
 
 CHANNEL_FD = 3
 #: Assignment header: magic, kind (1 python, 2 native), capacity, memory limit,
@@ -213,7 +213,7 @@ def _error_report(e: BaseException) -> bytes:
     return _message({"ok": False, "kind": "error", "type": type(e).__name__,
                      "module": type(e).__module__,
                      "message": getattr(e, "message", None) or str(e),
-                     "hint": getattr(e, "hint", None), "traceback": _traceback(e.__traceback__)})
+                     "hint": getattr(e, "hint", None), "frames": user_frames(e.__traceback__)})
 
 
 def _read_exact(n: int) -> bytes:
@@ -231,16 +231,6 @@ def _message(body: dict[str, Any]) -> bytes:
     """A report of a failed run, as sent on the channel."""
     data = json.dumps(body, default=str).encode()[:MAX_REPORT]
     return DONE.pack(b"DONE", len(data)) + data
-
-
-def _traceback(tb: types.TracebackType | None) -> str:
-    # traceback.format_* would read source files (linecache): not possible in here
-    lines = []
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        lines.append(f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}')
-        tb = tb.tb_next
-    return "\n".join(lines[-20:])
 
 
 def _run_python(ctx: Any, payload: bytes) -> bytes:

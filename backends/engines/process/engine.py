@@ -45,6 +45,7 @@ from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.engine import Context, FunctionCall
 from dandelion.runtime.engine import Engine as EngineBase
+from dandelion.runtime.tracebacks import format_traceback
 
 _GONE = struct.Struct("<4siiiQ")
 _NATV = struct.Struct("<4si")
@@ -307,7 +308,13 @@ def _rebuild(report: dict[str, Any], what: str, name: str) -> errors.DandelionEr
     type_name = str(report.get("type", "Exception"))
     message = str(report.get("message", ""))
     hint = report.get("hint") if isinstance(report.get("hint"), str) else None
-    tb = str(report.get("traceback", ""))
+    frames = report.get("frames")
+    tb = format_traceback(
+        [(str(f[0]), int(f[1]), str(f[2])) for f in frames
+         if isinstance(f, list) and len(f) == 3 and isinstance(f[1], int)]
+        if isinstance(frames, list) else [],
+        type_name if report.get("module") in ("builtins", None)
+        else f"{report.get('module')}.{type_name}", message)
     if report.get("module") == "dandelion.errors":
         cls = getattr(errors, type_name, None)
         if isinstance(cls, type) and issubclass(cls, errors.DandelionError):

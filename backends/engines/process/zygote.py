@@ -45,7 +45,7 @@ MSG = struct.Struct("<cii")
 #: what unpickling a function and its items needs).
 RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyreg",
            "dandelion.authoring.compute", "dandelion.authoring.annotations", "dandelion.codec",
-           "dandelion.runtime.pickling",
+           "dandelion.runtime.pickling", "dandelion.runtime.tracebacks",
            "dandelion.backends.engines.process.layout", "encodings.latin_1", "encodings.ascii",
            "encodings.utf_8", "collections", "functools", "itertools", "math", "operator",
            "re", "typing", "dataclasses", "decimal", "fractions", "statistics", "random",

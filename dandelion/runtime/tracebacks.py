@@ -1,0 +1,82 @@
+"""The user's traceback of a failed function, carried across a sandbox's boundary.
+
+A sandbox cannot read files, so it reports the frames of the user's code alone (file, line,
+function: :func:`user_frames`); the worker formats them (:func:`format_traceback`) the way
+Python does, adding source lines only from the files of modules the worker itself has
+loaded (a script run with ``dd.run``, the user's modules), never from a path a function
+merely names.  Frames of Dandelion's own runtime that lead into the function are left out.
+
+>>> def fail():
+...     raise ValueError("bad")
+>>> try:
+...     fail()
+... except ValueError as e:
+...     frames = user_frames(e.__traceback__)
+>>> [name for _file, _line, name in frames]
+['<module>', 'fail']
+>>> print(format_traceback([("job.py", 3, "f")], "ValueError", "bad"))
+Traceback (most recent call last):
+  File "job.py", line 3, in f
+ValueError: bad
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import types
+from typing import Sequence
+
+import dandelion
+import dandelion.backends
+
+#: How many frames a traceback keeps (the innermost ones).
+MAX_FRAMES = 50
+
+Frame = tuple[str, int, str]  # file, line, function
+
+#: Where Dandelion's own modules are (as imported, and resolved), compared as strings: a
+#: sandbox may not even ``stat`` a path.
+_RUNTIME = tuple({f(os.path.dirname(p)) + os.sep
+                  for p in (dandelion.__file__, getattr(dandelion.backends, "__file__", None))
+                  if p
+                  for f in (os.path.abspath, os.path.realpath)})
+
+
+def user_frames(tb: types.TracebackType | None) -> list[Frame]:
+    """The frames of ``tb`` from the first one outside Dandelion's runtime on (reads no
+    file: it runs inside sandboxes)."""
+    frames: list[Frame] = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if frames or not code.co_filename.startswith(_RUNTIME):
+            frames.append((code.co_filename, tb.tb_lineno or 0, code.co_name))
+        tb = tb.tb_next
+    return frames[-MAX_FRAMES:]
+
+
+def format_traceback(frames: Sequence[Frame], type_name: str, message: str) -> str:
+    """``frames`` and the exception as Python prints them, with the source line of each
+    frame whose file is a module this process has loaded."""
+    if not frames:
+        return ""
+    known = _loaded_files()
+    lines = ["Traceback (most recent call last):"]
+    for filename, lineno, name in frames:
+        lines.append(f'  File "{filename}", line {lineno}, in {name}')
+        if filename in known:
+            source = linecache.getline(filename, lineno).strip()
+            if source:
+                lines.append(f"    {source}")
+    lines.append(f"{type_name}: {message}" if message else type_name)
+    return "\n".join(lines)
+
+
+def _loaded_files() -> set[str]:
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str):
+            files.add(path)
+    return files

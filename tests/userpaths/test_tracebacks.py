@@ -1,0 +1,55 @@
+"""A failing function's own traceback (file:line in the user's code, with source lines where
+the caller has the file) reaches the user from every engine, the command line and a real
+``dandelion serve``; Dandelion's own frames only with ``--debug``."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import dandelion as dd
+from tests.userpaths.conftest import PROGRAMS, dandelion
+from tests.userpaths.programs import failing
+
+FILE = str(PROGRAMS / "failing.py")
+RAISE_LINE = inspect.getsource(failing).splitlines().index(
+    '        raise ValueError(f"too big: {x}")') + 1
+CALL_LINE = inspect.getsource(failing).splitlines().index("    return check(x) * 2") + 1
+FRAMES = (f'  File "{FILE}", line {CALL_LINE}, in guarded\n'
+          f'    return check(x) * 2\n'
+          f'  File "{FILE}", line {RAISE_LINE}, in check\n'
+          f'    raise ValueError(f"too big: {{x}}")\n'
+          f'ValueError: too big: 5')
+
+
+def test_dd_run_shows_the_functions_traceback(engine):
+    with pytest.raises(dd.FunctionError) as e:
+        dd.run(failing.guard, [1, 5], engine=engine)
+    assert e.value.traceback == "Traceback (most recent call last):\n" + FRAMES
+    assert str(e.value).endswith(FRAMES)  # shown with the message, as Ray shows a remote one
+    assert "dandelion/" not in e.value.traceback  # the user's frames only
+
+
+def test_the_command_line_shows_it_and_debug_adds_dandelions_frames(engine):
+    out = dandelion("run", f"{FILE}:guard", "-i", "xs=1", "-i", "xs=5", "--engine", engine)
+    assert out.returncode == 1
+    assert "raised ValueError: too big: 5\nTraceback (most recent call last):\n" + FRAMES \
+        in out.stderr
+    assert "dispatcher.py" not in out.stderr
+    debug = dandelion("--debug", "run", f"{FILE}:guard", "-i", "xs=1", "-i", "xs=5",
+                      "--engine", engine)
+    assert FRAMES in debug.stderr and "dandelion/runtime/pool.py" in debug.stderr
+
+
+def test_a_real_server_returns_it(client):
+    client.register(failing.guard)
+    with pytest.raises(dd.FunctionError, match="raised ValueError: too big: 5") as e:
+        client.invoke(failing.guard, [1, 5])
+    # the worker has not loaded the user's file: frames without source lines
+    assert e.value.traceback == (
+        "Traceback (most recent call last):\n"
+        f'  File "{FILE}", line {CALL_LINE}, in guarded\n'
+        f'  File "{FILE}", line {RAISE_LINE}, in check\n'
+        "ValueError: too big: 5")
+    assert e.value.function == "guarded" and e.value.instance == 1
