@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from dandelion.authoring.annotations import View
-from dandelion.codec import INT64_RANGE
+from dandelion.codec import INT64_RANGE, MAX_JSON_DEPTH
 from dandelion.errors import InputError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -54,7 +54,49 @@ def _convert(raw: bytes, element: ElementType, where: str) -> Any:
             return np.array(json.loads(text))
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"{where}: cannot read it as {element}: {e}") from None
+    except RecursionError:
+        raise InputError(f"{where}: cannot read it as {element}: {_TOO_DEEP}",
+                         hint=f"a json item nests at most {MAX_JSON_DEPTH} levels deep"
+                         ) from None
     raise InputError(f"{where}: unsupported element type {element}")  # pragma: no cover
+
+
+_TOO_DEEP = "it is nested too deeply"
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, at: int) -> int:
+    return _SPACE.match(text, at).end()  # type: ignore[union-attr]  # ``*`` always matches
+
+
+def _too_deep_input(text: str) -> str | None:
+    """Which input of a JSON object of inputs is nested too deeply for ``json`` to read (the
+    object read member by member), if it can be told."""
+    decoder = json.JSONDecoder()
+    at = _skip_space(text, 0)
+    if text[at:at + 1] != "{":
+        return None
+    at += 1
+    try:
+        while True:
+            at = _skip_space(text, at)
+            if text[at:at + 1] != '"':
+                return None
+            name, at = decoder.raw_decode(text, at)
+            at = _skip_space(text, at)
+            if text[at:at + 1] != ":":
+                return None
+            at = _skip_space(text, at + 1)
+            try:
+                _, at = decoder.raw_decode(text, at)
+            except RecursionError:
+                return str(name)
+            at = _skip_space(text, at)
+            if text[at:at + 1] != ",":
+                return None
+            at += 1
+    except ValueError:
+        return None
 
 
 def _read(value: str, where: str) -> list[tuple[str, bytes]]:
@@ -82,10 +124,16 @@ def parse_inputs(args: Iterable[str], views: Mapping[str, View],
     values: dict[str, list[Item[Any]]] = {}
     if json_file is not None:
         try:
-            doc = json.loads(Path(json_file).read_text() if json_file != "-"
-                             else sys.stdin.read())
+            text = Path(json_file).read_text() if json_file != "-" else sys.stdin.read()
+            doc = json.loads(text)
         except (OSError, ValueError) as e:
             raise InputError(f"--inputs {json_file}: {e}") from None
+        except RecursionError:
+            name = _too_deep_input(text)
+            where = f"input '{name}'" if name is not None else "the document"
+            raise InputError(f"--inputs {json_file}: {where} is nested too deeply to read",
+                             hint=f"a json item nests at most {MAX_JSON_DEPTH} levels deep"
+                             ) from None
         if not isinstance(doc, dict):
             raise InputError(f"--inputs {json_file}: expected a JSON object of inputs")
         for name, value in doc.items():

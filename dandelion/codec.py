@@ -32,11 +32,46 @@ from dandelion.ir.types import ElementType
 #: The smallest and largest value an ``int`` item holds (int64).
 INT64_RANGE = (-(2**63), 2**63 - 1)
 
+#: The deepest nesting of lists and objects a ``json`` item holds.  Deeper values are refused
+#: here, on every engine alike, well before Python's recursion limit, which ``json``, ``repr``
+#: and pickling (Ray's cloudpickle takes two frames a level) run into at a depth that depends
+#: on the caller's stack and the Python version.
+MAX_JSON_DEPTH = 256
 
-def _fail(value: Any, element: ElementType, why: str) -> EncodingError:
-    shown = repr(value)
+
+def _fail(value: Any, element: ElementType, why: str, hint: str | None = None
+          ) -> EncodingError:
+    try:
+        shown = repr(value)
+    except RecursionError:
+        shown = f"a {type(value).__name__}"
     shown = shown if len(shown) < 60 else shown[:57] + "..."
-    return EncodingError(f"cannot encode {shown} as {element}: {why}")
+    return EncodingError(f"cannot encode {shown} as {element}: {why}", hint=hint)
+
+
+_TOO_DEEP = f"nested more than {MAX_JSON_DEPTH} levels deep"
+_FLATTEN = "flatten the value, or pass it as str or bytes and parse it inside the function"
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether lists and objects nest in ``value`` more than :data:`MAX_JSON_DEPTH` deep
+    (iteratively, so that any depth can be measured)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list, tuple)):
+                if depth >= MAX_JSON_DEPTH:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def _many_brackets(text: str | bytes) -> bool:
+    """A cheap bound: no more openings than the limit means no deeper nesting."""
+    opening = ("[", "{") if isinstance(text, str) else (b"[", b"{")
+    return text.count(opening[0]) + text.count(opening[1]) > MAX_JSON_DEPTH  # type: ignore[arg-type]
 
 
 def encode(value: Any, element: ElementType) -> bytes:
@@ -73,9 +108,14 @@ def encode(value: Any, element: ElementType) -> bytes:
         return b"\x01" if value else b"\x00"
     if element is ElementType.JSON:
         try:
-            return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+            text = json.dumps(value, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError) as e:
             raise _fail(value, element, str(e)) from None
+        except RecursionError:
+            raise _fail(value, element, _TOO_DEEP, _FLATTEN) from None
+        if _many_brackets(text) and isinstance(value, (dict, list, tuple)) and _too_deep(value):
+            raise _fail(value, element, _TOO_DEEP, _FLATTEN)
+        return text.encode()
     if element is ElementType.NDARRAY:
         try:
             import numpy as np
@@ -110,11 +150,18 @@ def decode(data: bytes | bytearray | memoryview, element: ElementType) -> Any:
                 raise ValueError("a bool is one byte, 0 or 1")
             return data[0] == 1
         if element is ElementType.JSON:
-            return json.loads(bytes(data))
+            raw = bytes(data)
+            value = json.loads(raw)
+            if _many_brackets(raw) and isinstance(value, (dict, list)) and _too_deep(value):
+                raise ValueError(_TOO_DEEP)
+            return value
         if element is ElementType.NDARRAY:
             import numpy as np
 
             return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
     except (ValueError, struct.error, UnicodeDecodeError) as e:
         raise EncodingError(f"{len(data)} bytes are not a valid {element}: {e}") from None
+    except RecursionError:
+        raise EncodingError(f"{len(data)} bytes are not a valid {element}: {_TOO_DEEP}"
+                            ) from None
     raise EncodingError(f"unknown element type {element!r}")  # pragma: no cover

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dandelion.codec import decode, encode
+from dandelion.codec import MAX_JSON_DEPTH, decode, encode
 from dandelion.errors import EncodingError
 from dandelion.ir import ElementType as E
 
@@ -60,3 +60,31 @@ def test_values_that_cannot_be_encoded_say_why(value, element, why):
 def test_invalid_bytes_fail_to_decode(data, element):
     with pytest.raises(EncodingError):
         decode(data, element)
+
+
+def nested(depth: int, inner: object = None) -> object:
+    """``depth`` lists (or, alternately, objects) around ``inner``."""
+    value = inner
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1_000, 100_000])
+def test_json_nested_past_the_limit_is_refused_at_any_depth(depth):
+    with pytest.raises(EncodingError, match=f"nested more than {MAX_JSON_DEPTH} levels deep"):
+        encode(nested(depth), E.JSON)
+
+
+def test_json_nested_up_to_the_limit_round_trips():
+    doc = nested(MAX_JSON_DEPTH, [1, 2])  # the innermost list is one level more
+    with pytest.raises(EncodingError):
+        encode(doc, E.JSON)
+    doc = nested(MAX_JSON_DEPTH - 1, [1, 2])
+    assert decode(encode(doc, E.JSON), E.JSON) == doc
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 100_000])
+def test_json_bytes_nested_past_the_limit_fail_to_decode(depth):
+    with pytest.raises(EncodingError, match="nested"):
+        decode(b"[" * depth + b"]" * depth, E.JSON)

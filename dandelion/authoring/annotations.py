@@ -198,7 +198,7 @@ def _check_encodable(value: Any, element: ElementType, what: str) -> None:
         try:
             encode(value, element)
         except EncodingError as e:
-            raise EncodingError(f"{what}: {e.message}") from None
+            raise EncodingError(f"{what}: {e.message}", hint=e.hint) from None
     elif element is ElementType.NDARRAY and getattr(getattr(value, "dtype", None), "hasobject",
                                                     False):
         raise EncodingError(f"{what}: an array of Python objects (dtype "

@@ -132,6 +132,8 @@ def from_json(text: str | bytes) -> nodes.Module:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise CompositionError(f"IR JSON is malformed: {e}") from None
+    except RecursionError:
+        raise CompositionError("IR JSON is malformed: it is nested too deeply") from None
     return module_from_data(data)
 
 

@@ -134,3 +134,15 @@ def test_ir_of_nested_compositions_checks_without_naming_the_entry(tmp_path, cap
     path.write_text(to_json(funcs.nested_all.module))
     assert main(["check", str(path)]) == 0
     assert "composition 'nested_all'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_json_nested_too_deeply_on_the_command_line_names_the_input(tmp_path, capsys, depth):
+    deep = "[" * depth + "]" * depth
+    (tmp_path / "deep.json").write_text(deep)
+    (tmp_path / "in.json").write_text(f'{{"customers": ["ada"], "orders": [{deep}]}}')
+    for inputs in (["-i", "customers[1]=ada", "-i", f"orders[1]=@{tmp_path / 'deep.json'}"],
+                   ["--inputs", str(tmp_path / "in.json")]):
+        assert main(["run", f"{EX}/keyed_join.py", *inputs]) == 2
+        err = capsys.readouterr().err
+        assert "input 'orders'" in err and "nested too deeply" in err, err

@@ -107,6 +107,33 @@ def negate(b: bool) -> bool:
     return not b
 
 
+@dd.compute
+def json_depth(doc: dd.Json) -> int:
+    depth = 0
+    while isinstance(doc, list):
+        doc = doc[0] if doc else None
+        depth += 1
+    return depth
+
+
+@dd.compute
+def nest(n: int) -> dd.Json:
+    doc: list = []
+    for _ in range(n - 1):
+        doc = [doc]
+    return doc
+
+
+@dd.composition
+def depth_of(doc: dd.Json) -> int:
+    return json_depth(doc)
+
+
+@dd.composition
+def nested_doc(n: int) -> dd.Json:
+    return nest(n)
+
+
 @dd.composition
 def doubles(xs: list[int]) -> list[int]:
     return double(dd.each(xs))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import dandelion as dd
+from dandelion.codec import MAX_JSON_DEPTH
 from tests.conformance import funcs as f
 
 I = dd.Item  # noqa: E741
@@ -188,3 +189,30 @@ def test_several_outputs_come_back_as_the_annotated_named_tuple(runtime):
 def test_closures_with_the_same_code_keep_their_own_values(runtime):
     assert runtime.run(f.adder(1), [1, 2]) == [2, 3]
     assert runtime.run(f.adder(10), [1, 2]) == [11, 12]
+
+
+def _nested_lists(depth: int) -> list:
+    doc: list = []
+    for _ in range(depth - 1):
+        doc = [doc]
+    return doc
+
+
+def test_json_nested_up_to_the_limit_crosses_every_engine_both_ways(runtime):
+    assert runtime.run(f.depth_of, _nested_lists(MAX_JSON_DEPTH)) == MAX_JSON_DEPTH
+    assert runtime.run(f.depth_of, runtime.run(f.nested_doc, MAX_JSON_DEPTH)) == MAX_JSON_DEPTH
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1_000, 50_000])
+def test_json_input_nested_too_deeply_is_an_input_error_naming_it(runtime, depth):
+    with pytest.raises(dd.InputError, match=f"input 'doc': .* nested more than "
+                                            f"{MAX_JSON_DEPTH} levels deep"):
+        runtime.run(f.depth_of, _nested_lists(depth))
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1_000, 50_000])
+def test_json_result_nested_too_deeply_is_a_function_error_naming_it(runtime, depth):
+    with pytest.raises(dd.FunctionError, match="compute function 'nest'.*result 'result' of "
+                                               "'nest'.* nested more than") as caught:
+        runtime.run(f.nested_doc, depth)
+    assert caught.value.function == "nest"

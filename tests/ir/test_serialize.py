@@ -81,6 +81,7 @@ def test_content_hash_ignores_spans_and_sees_changes():
     ('{"format": "dandelion-ir", "version": 1, "functions": [{"name": "f", "kind": "x"}]}',
      "not one of"),
     ('{"format": "dandelion-ir", "version": 1, "bogus": []}', "unknown field"),
+    pytest.param("[" * 100_000 + "]" * 100_000, "nested too deeply", id="nested-100000"),
 ])
 def test_bad_documents_raise_composition_errors(text, message):
     with pytest.raises(CompositionError, match=message):

@@ -148,6 +148,14 @@ def forge_report(x: int) -> int:
 
 
 @dd.compute
+def forge_deep_report(x: int) -> int:
+    body = b"[" * 100_000 + b"]" * 100_000  # deeper than the worker's json can read
+    os.write(3, b"DONE" + len(body).to_bytes(4, "little") + body)
+    while True:
+        pass
+
+
+@dd.compute
 def forge_success(x: int) -> int:
     os.write(3, b"OKAY" + bytes(8))  # "done, in 0 ns" - and then keep the CPU busy
     while True:

@@ -140,6 +140,10 @@ def test_a_forged_report_on_the_channel_is_refused(sandboxed):
     _stopped(sandboxed, h.forge_report, 0, SandboxViolation, "malformed report")
 
 
+def test_a_forged_report_nested_too_deeply_is_refused(sandboxed):
+    _stopped(sandboxed, h.forge_deep_report, 0, SandboxViolation, "malformed report")
+
+
 def test_garbage_on_the_channel_is_refused_and_the_sandbox_killed(sandboxed):
     _stopped(sandboxed, h.garbage_on_channel, 0, SandboxViolation, "outside the protocol")
 

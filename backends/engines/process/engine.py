@@ -229,7 +229,7 @@ class ProcessEngine(EngineBase):
         (_tag, length) = DONE.unpack_from(data)
         try:
             report = json.loads(data[DONE.size:]) if len(data) == DONE.size + length else None
-        except ValueError:
+        except (ValueError, RecursionError):
             report = None
         if not isinstance(report, dict) or report.get("ok"):  # only the sandbox's own
             # runtime reports errors this way; success is an OKAY message
