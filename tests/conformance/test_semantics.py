@@ -204,8 +204,8 @@ def test_json_nested_up_to_the_limit_crosses_every_engine_both_ways(runtime):
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 1_000, 50_000])
-def test_json_input_nested_too_deeply_is_an_input_error_naming_it(runtime, depth):
-    with pytest.raises(dd.InputError, match=f"input 'doc': .* nested more than "
+def test_json_input_nested_too_deeply_is_an_encoding_error_naming_it(runtime, depth):
+    with pytest.raises(dd.EncodingError, match=f"input 'doc': .* nested more than "
                                             f"{MAX_JSON_DEPTH} levels deep"):
         runtime.run(f.depth_of, _nested_lists(depth))
 
