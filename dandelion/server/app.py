@@ -12,19 +12,18 @@ import concurrent.futures
 import functools
 import hmac
 import logging
-import secrets
-import time
 from typing import Any, Awaitable, Callable
 
-import attrs
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 import dandelion
 from dandelion.server import wire
 from dandelion.server.config import ServerConfig
+from dandelion.server.jobs import JobRecord
 from dandelion.server.openapi import openapi_document
+from dandelion.server.protocol import TENANT, refusal_message
 from dandelion.server.service import (
-    Conflict,
     NotFound,
     RequestProblem,
     Service,
@@ -38,21 +37,6 @@ log = logging.getLogger("dandelion.server")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The longest a ``GET /v1/jobs/{id}?wait=`` waits, in seconds.
 MAX_WAIT = 60.0
-
-
-@attrs.define(eq=False)
-class Job:
-    """An asynchronous invocation."""
-
-    id: str
-    kind: str
-    target: str
-    created: float = attrs.field(factory=time.time)
-    status: str = "running"
-    result: Any = None
-    error: BaseException | None = None
-    finished: float | None = None
-    done: asyncio.Event = attrs.field(factory=asyncio.Event)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -131,6 +115,7 @@ class Frontend:
 
     def _tenant(self, request: web.Request) -> Tenant:
         if self.config.open:
+            request[TENANT] = "default"
             return self.service.tenant("default")
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -144,6 +129,7 @@ class Frontend:
                 found = tenant
         if found is None:
             raise Unauthorized("invalid API token")
+        request[TENANT] = found
         return self.service.tenant(found)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -155,6 +141,10 @@ class Frontend:
         except web.HTTPRequestEntityTooLarge:
             raise RequestProblem(f"the body is larger than {self.config.max_body_bytes} bytes",
                                  status=413, hint="send less data per request") from None
+        except RequestPayloadError as e:  # e.g. "gzip" in Content-Encoding, plain bytes sent
+            raise RequestProblem(refusal_message(e), status=400,
+                                 hint="send the body uncompressed, or compressed with gzip "
+                                      "or deflate (and say so in Content-Encoding)") from None
         data = wire.loads(raw, request.content_type)
         if not isinstance(data, dict):
             raise wire.WireError("the body must be an object (a map)")
@@ -281,51 +271,34 @@ class Frontend:
         else:
             self.service.composition(tenant, name)
         inputs = await self._inputs(request)
-        self._expire(tenant)
-        finished = sorted((j for j in tenant.jobs.values() if j.finished is not None),
-                          key=lambda j: j.finished or 0.0)
-        while len(tenant.jobs) >= self.config.max_jobs and finished:
-            tenant.jobs.pop(finished.pop(0).id, None)  # forget the oldest results first
-        running = sum(1 for j in tenant.jobs.values() if j.status == "running")
-        if running >= self.config.max_jobs:
-            raise Conflict(f"{running} jobs are still running; the limit is "
-                           f"{self.config.max_jobs}", hint="wait for some to finish")
-        job = Job(secrets.token_urlsafe(16), kind, name)
-        tenant.jobs[job.id] = job
+        job = tenant.jobs.add(kind, name)
         asyncio.get_running_loop().create_task(self._run_job(tenant, job, inputs))
         return _json({"id": job.id, "status": job.status}, 202)
 
-    async def _run_job(self, tenant: Tenant, job: Job, inputs: Any) -> None:
+    async def _run_job(self, tenant: Tenant, job: JobRecord, inputs: Any) -> None:
         try:
             outputs, decls, _ = await self._work(self.service.invoke, tenant, job.kind,
                                                  job.target, inputs)
-            job.result = (outputs, decls)
-            job.status = "succeeded"
         except Exception as e:
-            job.error, job.status = e, "failed"
-        finally:
-            job.finished = time.time()
-            job.done.set()
+            job.finish(error=e)
+        else:
+            job.finish(result=(outputs, decls))
 
-    def _expire(self, tenant: Tenant) -> None:
-        cutoff = time.time() - self.config.job_ttl
-        for jid, j in list(tenant.jobs.items()):
-            if j.finished is not None and j.finished < cutoff:
-                tenant.jobs.pop(jid, None)
-
-    def _job(self, request: web.Request) -> tuple[Tenant, Job]:
+    def _job(self, request: web.Request) -> tuple[Tenant, JobRecord]:
         tenant = self._tenant(request)
         job = tenant.jobs.get(request.match_info["id"])
         if job is None:
             raise NotFound(f"no job {request.match_info['id']!r}",
-                           hint="jobs are kept for a while after they finish")
+                           hint=f"a job is kept until {self.config.job_ttl:g} s after it "
+                                f"finished, and at most {self.config.max_jobs} per tenant")
         return tenant, job
 
     async def jobs(self, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
-        self._expire(tenant)
+        tenant.jobs.expire()
         return _json({"jobs": [{"id": j.id, "status": j.status, "target": j.target,
-                                "kind": j.kind} for j in tenant.jobs.values()]})
+                                "kind": j.kind, "created": j.created,
+                                "finished": j.finished} for j in tenant.jobs.list()]})
 
     async def job(self, request: web.Request) -> web.Response:
         _, job = self._job(request)
@@ -336,11 +309,7 @@ class Frontend:
                 raise ValueError
         except ValueError:
             raise wire.WireError(f"wait={raw!r} is not a number of seconds") from None
-        if job.status == "running" and wait > 0:
-            try:
-                await asyncio.wait_for(job.done.wait(), min(wait, MAX_WAIT))
-            except asyncio.TimeoutError:
-                pass
+        await job.wait(min(wait, MAX_WAIT))
         binary = self._binary(request)
         doc: dict[str, Any] = {"id": job.id, "status": job.status}
         if job.status == "succeeded":
@@ -357,7 +326,7 @@ class Frontend:
 
     async def forget_job(self, request: web.Request) -> web.Response:
         tenant, job = self._job(request)
-        tenant.jobs.pop(job.id, None)
+        tenant.jobs.forget(job.id)
         return _json({"deleted": job.id})
 
 

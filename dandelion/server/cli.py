@@ -52,10 +52,17 @@ def server_config(args: argparse.Namespace) -> Any:
         tokens = read_tokens(args.tokens) if args.tokens else {}
     except (OSError, ValueError, TypeError) as e:
         raise InputError(str(e)) from None
-    return ServerConfig(host=args.host, port=args.port, engine=args.engine,
-                        workers=args.workers, timeout=args.timeout, tokens=tokens,
-                        max_body_bytes=args.max_body_bytes, hot_functions=args.hot_functions,
-                        result_cache=args.result_cache, state_dir=args.state_dir, io=io)
+    return ServerConfig(host=args.host, port=args.port, backend=args.backend,
+                        address=args.address, engine=args.engine, workers=args.workers,
+                        timeout=args.timeout, tokens=tokens,
+                        max_body_bytes=args.max_body_bytes, body_timeout=args.body_timeout,
+                        header_timeout=args.header_timeout,
+                        keepalive_timeout=args.keepalive_timeout,
+                        access_log=None if args.no_access_log else args.access_log,
+                        hot_functions=args.hot_functions, result_cache=args.result_cache,
+                        max_jobs=args.max_jobs, job_ttl=args.job_ttl,
+                        plan_cache=args.plan_cache, code_ttl=args.code_ttl,
+                        invocations=args.invocations, state_dir=args.state_dir, io=io)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -180,9 +187,19 @@ def _client_options(p: argparse.ArgumentParser) -> None:
 
 def add_server_commands(sub: Any) -> None:
     """Add ``serve``, ``register`` and ``invoke`` to the ``dandelion`` subcommands."""
+    from dandelion.server.config import ServerConfig
+
+    d = ServerConfig()
     p = sub.add_parser("serve", help="run a worker's HTTP frontend")
-    p.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0: any)")
+    p.add_argument("--host", default=d.host, help=f"address (default: {d.host})")
+    p.add_argument("--port", type=int, default=d.port,
+                   help=f"port (default: {d.port}; 0: any)")
+    p.add_argument("--backend", default=d.backend,
+                   help=f"where compositions run: local (this machine, the default) or ray "
+                        f"(a Ray cluster)")
+    p.add_argument("--address", help="the Ray cluster of --backend ray: 'auto' (the cluster "
+                                      "this machine belongs to), HOST:PORT or ray://HOST:PORT "
+                                      "(default: a local Ray instance of its own)")
     p.add_argument("--engine", help="compute engine (default: process, the sandbox, on "
                                     "Linux; inline runs functions in the worker, unisolated)")
     p.add_argument("--workers", type=int, help="compute engines (default: CPUs)")
@@ -190,11 +207,37 @@ def add_server_commands(sub: Any) -> None:
     p.add_argument("--tokens", metavar="FILE",
                    help='JSON {"tenant": "token", …}; without it, one open tenant')
     p.add_argument("--state-dir", help="keep registrations here across restarts")
-    p.add_argument("--max-body-bytes", type=int, default=16 << 20)
-    p.add_argument("--hot-functions", type=int, default=256,
-                   help="loaded functions kept in memory (default: 256)")
-    p.add_argument("--result-cache", type=int, default=1024,
-                   help="cached results per tenant (default: 1024; 0: off)")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help=f"larger bodies are refused with 413 (default: {d.max_body_bytes})")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout,
+                   help=f"seconds to send a body (default: {d.body_timeout:g}; then 408)")
+    p.add_argument("--header-timeout", type=float, default=d.header_timeout,
+                   help=f"seconds to send the request line and headers (default: "
+                        f"{d.header_timeout:g}; then 408)")
+    p.add_argument("--keepalive-timeout", type=float, default=d.keepalive_timeout,
+                   help=f"seconds an idle connection stays open (default: "
+                        f"{d.keepalive_timeout:g})")
+    p.add_argument("--access-log", metavar="FILE", default="-",
+                   help="append one line per request to FILE (default: '-', stderr)")
+    p.add_argument("--no-access-log", action="store_true", help="write no access log")
+    p.add_argument("--invocations", type=int, default=d.invocations,
+                   help=f"invocations running at once; others wait (default: "
+                        f"{d.invocations})")
+    p.add_argument("--hot-functions", type=int, default=d.hot_functions,
+                   help=f"loaded functions kept in memory (default: {d.hot_functions})")
+    p.add_argument("--result-cache", type=int, default=d.result_cache,
+                   help=f"cached results per tenant (default: {d.result_cache}; 0: off)")
+    p.add_argument("--max-jobs", type=int, default=d.max_jobs,
+                   help=f"jobs kept per tenant (default: {d.max_jobs}); when all are "
+                        "running, a new one is refused (429)")
+    p.add_argument("--job-ttl", type=float, default=d.job_ttl,
+                   help=f"seconds a finished job is kept (default: {d.job_ttl:g})")
+    p.add_argument("--plan-cache", type=int, default=d.plan_cache,
+                   help=f"plans of directly invoked functions kept (default: "
+                        f"{d.plan_cache})")
+    p.add_argument("--code-ttl", type=float, default=d.code_ttl,
+                   help=f"seconds code that nothing registered uses stays on disk "
+                        f"(default: {d.code_ttl:g})")
     p.add_argument("--storage-root", help="directory of the object storage functions")
     p.add_argument("--redis-url", help="Redis server of the key-value functions")
     p.add_argument("--allow", action="append", metavar="NET|HOST",

@@ -21,6 +21,11 @@ class ServerConfig:
     Attributes:
         host: address to listen on (loopback by default: expose it deliberately).
         port: TCP port (0: any free port).
+        backend: where compositions run: ``local`` (this machine) or ``ray`` (a Ray
+            cluster).
+        address: the Ray cluster of the ``ray`` backend (``None``: a Ray instance of its
+            own; ``"auto"``: the cluster this machine belongs to; ``"HOST:PORT"`` or
+            ``"ray://HOST:PORT"``).
         engine: compute engine by name (``process``, ``inline`` …; ``None``: the local
             backend's default, the ``process`` sandbox on Linux).
         workers: compute engines in the pool (default: one per CPU).
@@ -28,11 +33,20 @@ class ServerConfig:
         tokens: API token -> tenant name; empty: one open tenant called ``default``.
         max_body_bytes: larger request bodies are refused with 413.
         body_timeout: seconds a client has to send its body (then 408).
+        header_timeout: seconds a client has to send its request line and headers, from
+            their first byte (then 408).
+        keepalive_timeout: seconds an idle kept-alive connection stays open.
+        access_log: where to write one line per request: ``"-"`` for stderr, a file to
+            append to, ``None`` for no access log.
         hot_functions: loaded functions kept in memory; others start cold.
         result_cache: cached results per tenant (cacheable compositions only; 0: off).
         max_jobs: jobs kept per tenant; the oldest finished ones are forgotten first, and
             when all are still running a new one is refused (429).
         job_ttl: seconds a finished job's result is kept.
+        plan_cache: plans of directly invoked functions kept (least recently used first
+            out).
+        code_ttl: seconds registered code that no function or composition uses any more
+            stays in the artifact store on disk.
         invocations: invocations running at once (the rest wait).
         state_dir: where registrations and code are kept (``None``: a temporary directory,
             forgotten at exit).
@@ -41,16 +55,23 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    backend: str = "local"
+    address: str | None = None
     engine: str | None = None
     workers: int | None = None
     timeout: float | None = None
     tokens: Mapping[str, str] = attrs.field(factory=dict, converter=_mapping)
     max_body_bytes: int = 16 * MiB
     body_timeout: float = 30.0
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    access_log: str | None = None
     hot_functions: int = 256
     result_cache: int = 1024
     max_jobs: int = 1000
     job_ttl: float = 3600.0
+    plan_cache: int = 1024
+    code_ttl: float = 3600.0
     invocations: int = 64
     state_dir: str | None = None
     io: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)

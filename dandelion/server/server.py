@@ -10,6 +10,7 @@ from aiohttp import web
 
 from dandelion.server.app import Frontend
 from dandelion.server.config import ServerConfig
+from dandelion.server.protocol import AccessLog, Runner, access_logger
 
 
 class Server:
@@ -30,6 +31,7 @@ class Server:
         self.frontend: Frontend | None = None
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._access_log: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -42,9 +44,14 @@ class Server:
 
     async def start(self) -> None:
         """Start listening (on the running event loop)."""
-        self.frontend = Frontend(self.config)
-        self._runner = web.AppRunner(self.frontend.app(), access_log=None,
-                                     handler_cancellation=True, shutdown_timeout=5)
+        config = self.config
+        self.frontend = Frontend(config)
+        self._access_log = access_logger(config.access_log)
+        self._runner = Runner(self.frontend.app(), metrics=self.frontend.service.metrics,
+                              header_timeout=config.header_timeout,
+                              access_log=self._access_log, access_log_class=AccessLog,
+                              keepalive_timeout=config.keepalive_timeout,
+                              handler_cancellation=True, shutdown_timeout=5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -57,6 +64,10 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._access_log is not None:
+            for handler in self._access_log.handlers:
+                handler.close()
+            self._access_log = None
 
     def serve_forever(self) -> None:
         """Run in the foreground until interrupted (Ctrl-C or SIGTERM)."""

@@ -70,8 +70,11 @@ def loads(data: bytes, content_type: str | None) -> Any:
 
         try:
             return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except msgpack.StackError:
+            raise WireError("the body is not valid msgpack: nested too deeply") from None
         except Exception as e:
-            raise WireError(f"the body is not valid msgpack: {e}") from None
+            raise WireError(f"the body is not valid msgpack: {str(e) or type(e).__name__}"
+                            ) from None
     try:
         return json.loads(data or b"null")
     except RecursionError:

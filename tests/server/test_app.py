@@ -153,7 +153,7 @@ BAD = [
     ("deeply nested JSON", "POST", "/v1/compositions/sum_doubles/invoke", None,
      b"[" * 100000, 400, "nested too deeply"),
     ("deeply nested msgpack", "POST", "/v1/compositions/sum_doubles/invoke", None,
-     b"\x91" * 100000, 400, "not valid msgpack"),
+     b"\x91" * 100000, 400, "not valid msgpack: nested too deeply"),
     ("body not an object", "POST", "/v1/compositions/sum_doubles/invoke", [1], None, 400,
      "must be an object"),
     ("unknown field", "POST", "/v1/compositions/sum_doubles/invoke", {"inputz": {}}, None, 400,
