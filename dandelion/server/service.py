@@ -40,6 +40,7 @@ from dandelion.items import Item
 from dandelion.runtime.artifacts import ArtifactStore as CodeStore
 from dandelion.runtime.artifacts import NativeFunction
 from dandelion.server.config import ServerConfig
+from dandelion.server.jobs import TooManyJobs
 from dandelion.server.loader import RegistrationError, module_source
 from dandelion.server.metrics import Metrics
 from dandelion.server.native import check_name, native_spec, parse_signature
@@ -88,7 +89,7 @@ def status_of(error: BaseException) -> int:
         return 401
     if isinstance(error, NotFound):
         return 404
-    if isinstance(error, Conflict):
+    if isinstance(error, (Conflict, TooManyJobs)):
         return 429
     if isinstance(error, (FunctionError, EncodingError, BackendError)):
         return 422  # the request was fine; running it failed
@@ -168,7 +169,8 @@ class Service:
         with self._lock:
             t = self.tenants.get(name)
             if t is None:
-                t = self.tenants[name] = Tenant(name, self.config.result_cache)
+                t = self.tenants[name] = Tenant(name, self.config.result_cache,
+                                                self.config.max_jobs, self.config.job_ttl)
             return t
 
     def _state_file(self) -> str:

@@ -24,6 +24,7 @@ from dandelion.ir.nodes import Composition, FunctionKind, FunctionSpec, Module
 from dandelion.ir.serialize import content_hash, module_from_data, module_to_data
 from dandelion.ir.types import DataType
 from dandelion.planner import make_plan
+from dandelion.server.jobs import Jobs
 from dandelion.planner.plan import Plan
 from dandelion.server.loader import (
     RegistrationError,
@@ -170,16 +171,19 @@ class Tenant:
     Args:
         name: the tenant's name.
         result_cache: results kept for cacheable compositions (0: none).
+        max_jobs: jobs kept (:class:`~dandelion.server.jobs.Jobs`).
+        job_ttl: seconds a finished job is kept.
     """
 
-    def __init__(self, name: str, result_cache: int = 1024) -> None:
+    def __init__(self, name: str, result_cache: int = 1024, max_jobs: int = 1000,
+                 job_ttl: float = 3600.0) -> None:
         self.name = name
         self.functions: dict[str, FunctionRecord] = {}
         self.versions: dict[str, tuple[str, str]] = {}  # code digest -> (source, name)
         self.compositions: dict[str, CompositionRecord] = {}
         self.result_cache = result_cache
         self.results: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self.jobs: dict[str, Any] = {}
+        self.jobs = Jobs(max_jobs, job_ttl)
         self.lock = threading.RLock()
 
     # -- functions --------------------------------------------------------------------------
