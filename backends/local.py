@@ -50,6 +50,7 @@ class LocalBackend(BackendBase):
         options = dict(engine_options or {})
         self.engine_name = engine_cls.name
         self.pool = EnginePool(lambda: engine_cls(**options), workers or os.cpu_count() or 1)
+        self.engine_kinds = frozenset(self.pool.kinds)
         self.timeouts = dict(timeouts or {})
         if timeout is not None:
             self.timeouts.setdefault("*", timeout)

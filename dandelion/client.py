@@ -122,12 +122,24 @@ def _function_views(fn: Any) -> tuple[tuple[tuple[str, View], ...], tuple[tuple[
 
 
 class Job:
-    """An asynchronous invocation on the server (from :meth:`Client.submit`)."""
+    """An asynchronous invocation on the server (from :meth:`Client.submit` or
+    :meth:`Client.get_job`).
 
-    def __init__(self, client: Client, id: str, unbind: Any) -> None:
+    Attributes:
+        id: the server's job id.
+        target: the composition or function it runs (``None`` if not known).
+    """
+
+    def __init__(self, client: Client, id: str, unbind: Any, target: str | None = None
+                 ) -> None:
         self.client = client
         self.id = id
+        self.target = target
         self._unbind = unbind
+
+    def __repr__(self) -> str:
+        target = f" of {self.target!r}" if self.target else ""
+        return f"<Job {self.id}{target} on {self.client.url}>"
 
     def status(self) -> str:
         """``running``, ``succeeded`` or ``failed``."""
@@ -392,11 +404,40 @@ class Client:
         """Start an asynchronous invocation; :meth:`Job.result` waits for it."""
         path, body, unbind = self._call(target, args, inputs)
         doc = self.request("POST", path + "/jobs", body)
-        return Job(self, doc["id"], unbind)
+        return Job(self, doc["id"], unbind, path.rsplit("/", 1)[1])
 
     def job(self, id: str, wait: float = 0.0) -> dict[str, Any]:
-        """A job's status document, waiting up to ``wait`` seconds for it to finish."""
+        """A job's status document, waiting up to ``wait`` seconds for it to finish:
+        ``id``, ``status`` (``running``, ``succeeded`` or ``failed``), ``kind`` and
+        ``target`` (what it runs), ``created`` and ``finished`` (seconds since the epoch),
+        and ``outputs`` (wire form) or ``error`` once finished.
+
+        Raises:
+            ServerError: there is no such job (status 404; jobs are forgotten a while after
+                they finish).
+        """
         return dict(self.request("GET", f"/v1/jobs/{_quote(id)}?wait={wait:g}"))
+
+    def get_job(self, id: str) -> Job:
+        """The job ``id`` (submitted by anyone of this tenant, e.g. by ``dandelion invoke
+        --submit``), whose :meth:`Job.result` reads its outputs as :meth:`invoke` would.
+
+        Raises:
+            ServerError: there is no such job, or its target is no longer registered.
+        """
+        doc = self.job(id)
+        kind, target = str(doc["kind"]), str(doc["target"])
+        if kind == "function":
+            _, results = _function_views(self.function(target))
+            unbind: Any = functools.partial(_unbind_function, results)
+        else:
+            unbind = functools.partial(_unbind_program, self.program(target))
+        return Job(self, id, unbind, target)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The tenant's jobs, oldest first: ``id``, ``status``, ``kind``, ``target``,
+        ``created`` and ``finished``."""
+        return list(self.request("GET", "/v1/jobs")["jobs"])
 
     # -- namespace --------------------------------------------------------------------------
 

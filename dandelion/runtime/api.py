@@ -7,13 +7,14 @@ import atexit
 import concurrent.futures
 import threading
 import weakref
-from typing import Any
+from typing import Any, Mapping
 
 from dandelion.planner import Pass, make_plan
 from dandelion.planner.plan import Plan
 from dandelion.program import Program, as_program
 from dandelion.runtime.backend import Backend, check_requirements
 from dandelion.runtime.registry import load_backend
+from dandelion.runtime.sharding import Items
 
 
 class Runtime:
@@ -81,6 +82,27 @@ class Runtime:
         plan = self.plan(program)
         outputs = self.backend.run(plan, sets, program.artifacts)
         return program.unbind(outputs)
+
+    def run_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
+                 ) -> dict[str, Items]:
+        """Run a plan on sets of items, for callers that bind inputs themselves (the HTTP
+        frontend decodes them from the wire).
+
+        Args:
+            plan: the plan (from :meth:`plan` or :func:`~dandelion.planner.make_plan`).
+            inputs: every direct input of its composition, as a tuple of items.
+            artifacts: the code of its functions by implementation digest.
+
+        Raises:
+            BackendError: the runtime is closed, or its backend cannot run the plan.
+            FunctionError: a function failed.
+        """
+        if self.closed:
+            from dandelion.errors import BackendError
+
+            raise BackendError("this runtime is closed")
+        check_requirements(plan, self.backend)
+        return self.backend.run(plan, inputs, artifacts)
 
     def submit(self, target: Any, /, *args: Any, **inputs: Any) -> concurrent.futures.Future[Any]:
         """Start :meth:`run` in the background and return its future."""

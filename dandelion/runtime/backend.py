@@ -22,10 +22,14 @@ class Backend(abc.ABC):
         name: registry name.
         capabilities: what the backend supports: ``compute``, ``io``, ``nested``,
             ``timeouts`` …
+        engine_name: the compute engine its functions run on (``process``, ``inline`` …).
+        engine_kinds: the implementation kinds that engine runs (``python``, ``native`` …).
     """
 
     name: ClassVar[str] = "backend"
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    engine_name: str = ""
+    engine_kinds: frozenset[str] = frozenset()
 
     @abc.abstractmethod
     def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]

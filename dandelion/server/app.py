@@ -169,8 +169,9 @@ class Frontend:
     # -- endpoints --------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
+        backend = self.service.runtime.backend
         return _json({"status": "ok", "version": dandelion.__version__,
-                      "engine": self.service.backend.engine_name})
+                      "backend": backend.name, "engine": backend.engine_name})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.service.metrics.render(),
@@ -311,7 +312,9 @@ class Frontend:
             raise wire.WireError(f"wait={raw!r} is not a number of seconds") from None
         await job.wait(min(wait, MAX_WAIT))
         binary = self._binary(request)
-        doc: dict[str, Any] = {"id": job.id, "status": job.status}
+        doc: dict[str, Any] = {"id": job.id, "status": job.status, "kind": job.kind,
+                               "target": job.target, "created": job.created,
+                               "finished": job.finished}
         if job.status == "succeeded":
             try:
                 outputs, decls = job.result

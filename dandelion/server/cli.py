@@ -1,8 +1,8 @@
-"""The ``serve``, ``register`` and ``invoke`` subcommands of ``dandelion``.
+"""The ``serve``, ``register``, ``invoke`` and ``jobs`` subcommands of ``dandelion``.
 
-``dandelion serve`` runs a worker's HTTP frontend; ``register`` and ``invoke`` talk to one
-(``--url``, default ``$DANDELION_URL`` or ``http://127.0.0.1:8080``; ``--token``, default
-``$DANDELION_TOKEN``).
+``dandelion serve`` runs a worker's HTTP frontend; ``register``, ``invoke`` and ``jobs``
+talk to one (``--url``, default ``$DANDELION_URL`` or ``http://127.0.0.1:8080``;
+``--token``, default ``$DANDELION_TOKEN``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,13 +181,54 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _print_result(job: Any, as_json: bool, timeout: float | None) -> int:
+    from dandelion.cli_values import render, to_jsonable
+
+    try:
+        result = job.result(timeout=timeout)
+    except TimeoutError:
+        print(f"job {job.id} is still running", file=sys.stderr)
+        return 1
+    print(json.dumps(to_jsonable(result), indent=2) if as_json else render(result))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """``dandelion jobs list|get|wait``."""
+    client = _client(args)
+    if args.jobs_command == "list":
+        jobs = client.jobs()
+        if args.json:
+            print(json.dumps(jobs, indent=2))
+        elif not jobs:
+            print("no jobs")
+        for j in jobs if not args.json else ():
+            print(f"{j['id']}  {j['status']:<9}  {j['kind']} {j['target']}  "
+                  f"created {_when(j.get('created'))}  finished {_when(j.get('finished'))}")
+        return 0
+    if args.jobs_command == "get":
+        doc = client.job(args.id)
+        if doc["status"] == "running":
+            print(f"job {args.id} ({doc['kind']} {doc['target']}): running")
+            return 0
+        return _print_result(client.get_job(args.id), args.json, 0.0)
+    return _print_result(client.get_job(args.id), args.json, args.timeout)
+
+
 def _client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help=f"the worker (default: $DANDELION_URL or {DEFAULT_URL})")
     p.add_argument("--token", help="API token (default: $DANDELION_TOKEN)")
 
 
 def add_server_commands(sub: Any) -> None:
-    """Add ``serve``, ``register`` and ``invoke`` to the ``dandelion`` subcommands."""
+    """Add ``serve``, ``register``, ``invoke`` and ``jobs`` to the ``dandelion``
+    subcommands."""
     from dandelion.server.config import ServerConfig
 
     d = ServerConfig()
@@ -195,8 +237,8 @@ def add_server_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=d.port,
                    help=f"port (default: {d.port}; 0: any)")
     p.add_argument("--backend", default=d.backend,
-                   help=f"where compositions run: local (this machine, the default) or ray "
-                        f"(a Ray cluster)")
+                   help="where compositions run: local (this machine, the default) or ray "
+                        "(a Ray cluster)")
     p.add_argument("--address", help="the Ray cluster of --backend ray: 'auto' (the cluster "
                                       "this machine belongs to), HOST:PORT or ray://HOST:PORT "
                                       "(default: a local Ray instance of its own)")
@@ -268,6 +310,25 @@ def add_server_commands(sub: Any) -> None:
                    help="an input: NAME=VALUE, NAME[KEY]=VALUE or NAME=@FILE (repeatable)")
     p.add_argument("--inputs", metavar="FILE", help="inputs as a JSON object ('-': stdin)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--submit", action="store_true", help="start a job and print its id")
+    p.add_argument("--submit", action="store_true",
+                   help="start a job and print its id (see `dandelion jobs`)")
     _client_options(p)
     p.set_defaults(func=cmd_invoke)
+
+    p = sub.add_parser("jobs", help="jobs started with `invoke --submit`: list, get, wait")
+    jobs = p.add_subparsers(dest="jobs_command", metavar="COMMAND", required=True)
+    q = jobs.add_parser("list", help="the tenant's jobs, oldest first")
+    q.add_argument("--json", action="store_true", help="print them as JSON")
+    _client_options(q)
+    q.set_defaults(func=cmd_jobs)
+    q = jobs.add_parser("get", help="a job's result if it finished, else its status")
+    q.add_argument("id", metavar="ID")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    _client_options(q)
+    q.set_defaults(func=cmd_jobs)
+    q = jobs.add_parser("wait", help="wait for a job and print its result")
+    q.add_argument("id", metavar="ID")
+    q.add_argument("--timeout", type=float, help="give up after this many seconds (exit 1)")
+    q.add_argument("--json", action="store_true", help="print the result as JSON")
+    _client_options(q)
+    q.set_defaults(func=cmd_jobs)

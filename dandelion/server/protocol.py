@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import abc, web, web_protocol
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_request import BaseRequest
 
 from dandelion.server import wire
@@ -111,7 +112,7 @@ class Connection(web_protocol.RequestHandler):
                    f"{self.header_timeout:g} s")
         error = HeaderTimeout(message=message)
         self._messages.append((web_protocol._ErrInfo(status=408, exc=error, message=message),
-                               web_protocol.EMPTY_PAYLOAD))
+                               EMPTY_PAYLOAD))
         self._request_count += 1
         waiter = self._waiter
         if waiter is not None and not waiter.done():

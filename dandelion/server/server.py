@@ -73,8 +73,9 @@ class Server:
         """Run in the foreground until interrupted (Ctrl-C or SIGTERM)."""
         async def main() -> None:
             await self.start()
-            engine = self.frontend.service.backend.engine_name if self.frontend else "?"
-            print(f"dandelion: serving on {self.url} (engine {engine})", flush=True)
+            backend = self.frontend.service.runtime.backend if self.frontend else None
+            where = f"backend {backend.name}, engine {backend.engine_name}" if backend else "?"
+            print(f"dandelion: serving on {self.url} ({where})", flush=True)
             try:
                 await asyncio.Event().wait()
             finally:

@@ -7,6 +7,7 @@ each one is answered with.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from dandelion.ir.nodes import (
 from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
+from dandelion.runtime.api import Runtime
 from dandelion.runtime.artifacts import ArtifactStore as CodeStore
 from dandelion.runtime.artifacts import NativeFunction
 from dandelion.server.config import ServerConfig
@@ -119,6 +121,24 @@ def error_body(error: BaseException) -> dict[str, Any]:
                       type(error).__name__}}
 
 
+def runtime_of(config: ServerConfig) -> Runtime:
+    """The runtime a worker runs its invocations on: the ``local`` backend, or the
+    ``ray`` backend connected to ``config.address``.
+
+    Raises:
+        InputError: an address for a backend that takes none.
+        BackendError: an unknown backend or engine, or a Ray cluster it cannot reach.
+    """
+    options: dict[str, Any] = {"workers": config.workers, "timeout": config.timeout,
+                               "io": dict(config.io)}
+    if config.address is not None:
+        if config.backend != "ray":
+            raise InputError(f"an address is for the ray backend, not '{config.backend}'",
+                             hint="serve with --backend ray --address ADDR")
+        options["address"] = config.address
+    return Runtime(config.backend, engine=config.engine, **options)
+
+
 def _io_platform() -> dict[str, Any]:
     from dandelion.io import platform_functions
 
@@ -141,8 +161,6 @@ class Service:
     """
 
     def __init__(self, config: ServerConfig) -> None:
-        from dandelion.backends.local import LocalBackend
-
         self.config = config
         self._tmp = None
         state = config.state_dir
@@ -156,9 +174,10 @@ class Service:
         self.metrics = Metrics()
         self.tenants: dict[str, Tenant] = {}
         self._lock = threading.RLock()
-        self._function_plans: dict[tuple[str, Any], CompositionRecord] = {}
-        self.backend = LocalBackend(engine=config.engine, workers=config.workers,
-                                    timeout=config.timeout, io=dict(config.io))
+        #: plans of directly invoked functions, least recently used first
+        self._function_plans: collections.OrderedDict[tuple[str, Any], CompositionRecord] = \
+            collections.OrderedDict()
+        self.runtime = runtime_of(config)
         self.platform = _io_platform()
         self._load_state()
 
@@ -233,9 +252,10 @@ class Service:
             RegistrationError: this worker's engine cannot run native code, a malformed
                 signature, or an image that is not a native function (saying why).
         """
-        if "native" not in self.backend.pool.kinds:
+        backend = self.runtime.backend
+        if "native" not in backend.engine_kinds:
             raise RegistrationError(
-                f"this worker's engine '{self.backend.engine_name}' cannot run native "
+                f"this worker's engine '{backend.engine_name}' cannot run native "
                 "functions", hint="native code runs only in the process sandbox: start "
                 "the worker with `dandelion serve --engine process` (Linux, x86-64)")
         check_name(name, "name")
@@ -422,7 +442,7 @@ class Service:
                                  else self.store.load(*version))
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
-        outputs: Sets = self.backend.run(record.plan, sets, artifacts)
+        outputs: Sets = self.runtime.run_plan(record.plan, sets, artifacts)
         return outputs
 
     def _native(self, digest: str, name: str) -> tuple[NativeFunction, bool]:
@@ -450,6 +470,8 @@ class Service:
         key = (tenant.name, record.spec)
         with self._lock:
             found = self._function_plans.get(key)
+            if found is not None:
+                self._function_plans.move_to_end(key)
         spec = record.spec
         names = ([p.name for p in spec.params], [r.name for r in spec.results])
         if found is None:
@@ -466,6 +488,8 @@ class Service:
             found = planned(module)[0]  # not a named composition of the tenant
             with self._lock:
                 self._function_plans[key] = found
+                while len(self._function_plans) > self.config.plan_cache:
+                    self._function_plans.popitem(last=False)
         return found, names
 
     @staticmethod
@@ -481,6 +505,6 @@ class Service:
 
     def close(self) -> None:
         """Stop the engines; remove the temporary state directory, if any."""
-        self.backend.close()
+        self.runtime.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)

@@ -24,8 +24,8 @@ from dandelion.ir.nodes import Composition, FunctionKind, FunctionSpec, Module
 from dandelion.ir.serialize import content_hash, module_from_data, module_to_data
 from dandelion.ir.types import DataType
 from dandelion.planner import make_plan
-from dandelion.server.jobs import Jobs
 from dandelion.planner.plan import Plan
+from dandelion.server.jobs import Jobs
 from dandelion.server.loader import (
     RegistrationError,
     ShippedFunction,

@@ -80,7 +80,7 @@ def exchange(port: int, data: bytes, wait: float = 10.0) -> bytes:
                 if not chunk:
                     break
                 out += chunk
-        except (socket.timeout, ConnectionResetError):
+        except (TimeoutError, ConnectionResetError):
             pass
     return out
 

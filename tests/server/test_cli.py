@@ -70,6 +70,47 @@ def test_register_then_invoke_from_the_command_line(served, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == 9
 
 
+FAILING = textwrap.dedent('''
+    import dandelion as dd
+
+    @dd.compute
+    def invert(x: int) -> float:
+        return 1 / x
+
+    @dd.composition
+    def inverse(x: int) -> float:
+        return invert(x)
+''')
+
+
+def test_a_submitted_job_is_listed_got_and_waited_for(served, tmp_path, capsys):
+    path = tmp_path / "squares.py"
+    path.write_text(PROGRAM)
+    (tmp_path / "inverse.py").write_text(FAILING)
+    auth = ["--url", served, "--token", "carol-token-0123456789"]
+    assert main(["register", str(path), str(tmp_path / "inverse.py"), *auth]) == 0
+    capsys.readouterr()
+    assert main(["invoke", "sum_squares", "-i", "xs=1", "-i", "xs=2", "--submit", *auth]) == 0
+    job = capsys.readouterr().out.strip()
+    assert main(["jobs", "wait", job, *auth]) == 0
+    assert capsys.readouterr().out.strip() == "5"
+    assert main(["jobs", "get", job, "--json", *auth]) == 0
+    assert json.loads(capsys.readouterr().out) == 5
+    assert main(["jobs", "list", *auth]) == 0
+    listed = capsys.readouterr().out
+    assert job in listed and "succeeded" in listed and "composition sum_squares" in listed
+
+    assert main(["invoke", "inverse", "-i", "x=0", "--submit", *auth]) == 0
+    failed = capsys.readouterr().out.strip()
+    assert main(["jobs", "wait", failed, *auth]) == 1
+    assert "ZeroDivisionError" in capsys.readouterr().err
+    assert main(["jobs", "list", "--json", *auth]) == 0
+    statuses = {j["id"]: j["status"] for j in json.loads(capsys.readouterr().out)}
+    assert statuses[job] == "succeeded" and statuses[failed] == "failed"
+    assert main(["jobs", "get", "no-such-job", *auth]) == 1
+    assert "no job 'no-such-job'" in capsys.readouterr().err
+
+
 def test_command_line_errors_are_clear(served, tmp_path, capsys):
     assert main(["invoke", "nothing", "--url", served, "--token",
                  "carol-token-0123456789"]) == 1

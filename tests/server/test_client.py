@@ -42,6 +42,20 @@ def test_submit_returns_a_job(client):
     assert job.result(timeout=10) == 60 and job.status() == "succeeded"
 
 
+def test_a_job_is_found_again_by_its_id(client):
+    client.register(sum_doubles, double)
+    job = client.submit(sum_doubles, [1, 2])
+    assert repr(job) == f"<Job {job.id} of 'sum_doubles' on {client.url}>"
+    again = client.get_job(job.id)
+    assert again.result(timeout=10) == 6 and again.target == "sum_doubles"
+    direct = client.get_job(client.submit(double, 4).id)
+    assert direct.result(timeout=10) == 8 and direct.target == "double"
+    listed = {j["id"]: j for j in client.jobs()}
+    assert listed[job.id]["status"] == "succeeded" and listed[job.id]["kind"] == "composition"
+    assert listed[direct.id]["kind"] == "function"
+    assert listed[job.id]["created"] <= listed[job.id]["finished"]
+
+
 def test_errors_come_back_as_dandelion_errors(client):
     client.register(explode)
     with pytest.raises(dd.FunctionError, match="bad 3") as e:
