@@ -32,9 +32,10 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import attrs
 
@@ -323,8 +324,10 @@ class ArtifactStore:
             self._hot[digest] = code
             self._hot_size += len(code.data)
             while self._hot_size > self.hot_bytes and len(self._hot) > 1:
-                _, old = self._hot.popitem(last=False)
+                gone, old = self._hot.popitem(last=False)
                 self._hot_size -= len(old.data)
+                # nor keep its artifact alive: a long-running worker sees many versions
+                self._source.pop(gone, None)
 
     def drop_hot(self) -> None:
         """Forget everything in memory: the next load of each digest is cold."""
@@ -338,6 +341,36 @@ class ArtifactStore:
             old = self._hot.pop(digest, None)
             if old is not None:
                 self._hot_size -= len(old.data)
+
+    def sweep(self, keep: Collection[str], older_than: float, now: float | None = None
+              ) -> int:
+        """Delete the code on disk that is not in ``keep`` and was written more than
+        ``older_than`` seconds ago (a grace time for runs that are about to read it);
+        how many were deleted."""
+        cutoff = (time.time() if now is None else now) - older_than
+        removed = 0
+        keep = set(keep)
+        for algo in self.root.iterdir() if self.root.is_dir() else ():
+            for path in algo.glob("*/*"):
+                if path.suffix or f"{algo.name}:{path.name}" in keep:
+                    continue
+                try:
+                    if path.stat().st_mtime >= cutoff:
+                        continue
+                    path.unlink()
+                    path.with_suffix(".json").unlink(missing_ok=True)
+                except FileNotFoundError:
+                    continue
+                try:
+                    path.parent.rmdir()  # when it was the last of its prefix
+                except OSError:
+                    pass
+                removed += 1
+                digest = f"{algo.name}:{path.name}"
+                self.evict(digest)
+                with self._lock:
+                    self._source.pop(digest, None)
+        return removed
 
     def is_hot(self, digest: str) -> bool:
         """Whether ``digest`` is in memory."""

@@ -24,6 +24,7 @@ from dandelion.server.jobs import JobRecord
 from dandelion.server.openapi import openapi_document
 from dandelion.server.protocol import TENANT, refusal_message
 from dandelion.server.service import (
+    SWEEP_EVERY,
     NotFound,
     RequestProblem,
     Service,
@@ -58,6 +59,7 @@ class Frontend:
         self.executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.invocations, thread_name_prefix="dandelion-serve")
         self._tokens = [(t.encode(), tenant) for t, tenant in config.tokens.items()]
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- the application --------------------------------------------------------------------
 
@@ -80,10 +82,26 @@ class Frontend:
         r.add_get("/v1/jobs", self.jobs)
         r.add_get("/v1/jobs/{id}", self.job)
         r.add_delete("/v1/jobs/{id}", self.forget_job)
+        app.on_startup.append(self._start_sweeping)
         app.on_shutdown.append(self._shutdown)
         return app
 
+    async def _start_sweeping(self, _app: web.Application) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        """Every :data:`~dandelion.server.service.SWEEP_EVERY` seconds, forget what the
+        worker no longer needs (:meth:`Service.sweep`)."""
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            try:
+                await self._work(self.service.sweep)
+            except Exception:  # never stop sweeping; a failed sweep is retried next time
+                log.exception("sweeping jobs and code failed")
+
     async def _shutdown(self, _app: web.Application) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self.service.close)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 #: Latency buckets (seconds): from sub-millisecond hot invocations to long compositions.
@@ -30,6 +30,9 @@ class Metrics:
                                   "Invocations failed by a sandbox violation", registry=r)
         self.requests = Counter("dandelion_http_requests", "HTTP requests by status code",
                                 ["code"], registry=r)
+        self.retained = Gauge("dandelion_retained", "What the worker keeps in memory: jobs "
+                              "(of every tenant) and plans (of directly invoked functions)",
+                              ["what"], registry=r)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ from dandelion.items import Item
 from dandelion.runtime.api import Runtime
 from dandelion.runtime.artifacts import ArtifactStore as CodeStore
 from dandelion.runtime.artifacts import NativeFunction
+from dandelion.runtime.registry import load_engine
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
 from dandelion.server.loader import RegistrationError, module_source
@@ -57,6 +59,8 @@ from dandelion.server.tenants import (
 from dandelion.server.wire import decode_sets, dumps, encode_sets
 
 Sets = Mapping[str, tuple[Item[Any], ...]]
+#: Seconds between two sweeps of what a worker no longer needs (:meth:`Service.sweep`).
+SWEEP_EVERY = 60.0
 
 
 class NotFound(DandelionError, LookupError):
@@ -121,9 +125,10 @@ def error_body(error: BaseException) -> dict[str, Any]:
                       type(error).__name__}}
 
 
-def runtime_of(config: ServerConfig) -> Runtime:
+def runtime_of(config: ServerConfig, code_dir: str | None = None) -> Runtime:
     """The runtime a worker runs its invocations on: the ``local`` backend, or the
-    ``ray`` backend connected to ``config.address``.
+    ``ray`` backend connected to ``config.address``.  A local engine that keeps code on
+    disk (``artifact_dir``) keeps it in ``code_dir``.
 
     Raises:
         InputError: an address for a backend that takes none.
@@ -136,6 +141,12 @@ def runtime_of(config: ServerConfig) -> Runtime:
             raise InputError(f"an address is for the ray backend, not '{config.backend}'",
                              hint="serve with --backend ray --address ADDR")
         options["address"] = config.address
+    elif config.backend == "local" and code_dir is not None:
+        from dandelion.backends.local import DEFAULT_ENGINE
+
+        engine = load_engine(config.engine or DEFAULT_ENGINE)
+        if "artifact_dir" in inspect.signature(engine).parameters:
+            options["engine_options"] = {"artifact_dir": code_dir}
     return Runtime(config.backend, engine=config.engine, **options)
 
 
@@ -177,7 +188,12 @@ class Service:
         #: plans of directly invoked functions, least recently used first
         self._function_plans: collections.OrderedDict[tuple[str, Any], CompositionRecord] = \
             collections.OrderedDict()
-        self.runtime = runtime_of(config)
+        #: where engines that keep code on disk keep it for this worker (swept with the rest)
+        self.code_dir = os.path.join(state, "artifacts", "code")
+        self.runtime = runtime_of(config, self.code_dir)
+        self.metrics.retained.labels("plans").set_function(lambda: len(self._function_plans))
+        self.metrics.retained.labels("jobs").set_function(
+            lambda: sum(len(t.jobs) for t in list(self.tenants.values())))
         self.platform = _io_platform()
         self._load_state()
 
@@ -500,6 +516,32 @@ class Service:
             EncodingError: an output item does not fit its declared type.
         """
         return {"outputs": encode_sets(outputs, decls, binary)}
+
+    # -- bounds -----------------------------------------------------------------------------
+
+    def sweep(self, now: float | None = None) -> dict[str, int]:
+        """Forget what a long-running worker no longer needs: finished jobs past their
+        ``job_ttl``, and code that no function or composition uses any more, once it is
+        older than ``code_ttl``.  The frontend calls it every :data:`SWEEP_EVERY` seconds.
+
+        Returns:
+            how many jobs and code files were forgotten.
+        """
+        with self._lock:
+            tenants = list(self.tenants.values())
+        jobs = sum(t.jobs.expire(now) for t in tenants)
+        sources: set[str] = set()
+        digests: set[str] = set()
+        for t in tenants:
+            s, d = t.live_code()
+            sources |= s
+            digests |= d
+        ttl = self.config.code_ttl
+        code = self.store.sweep(sources, ttl, now) + self.native.sweep(digests, ttl, now)
+        if os.path.isdir(self.code_dir):
+            code += CodeStore(self.code_dir).sweep(digests, ttl, now)
+        self._save()
+        return {"jobs": jobs, "code": code}
 
     # -- shutdown ---------------------------------------------------------------------------
 

@@ -147,6 +147,29 @@ class ArtifactStore:
         return artifact, False
 
 
+    def sweep(self, keep: set[str], older_than: float, now: float | None = None) -> int:
+        """Delete the stored sources not in ``keep`` (digests) written more than
+        ``older_than`` seconds ago, and forget their loaded artifacts; how many."""
+        cutoff = (time.time() if now is None else now) - older_than
+        removed = 0
+        folder = os.path.join(self.root, "sources")
+        for entry in os.scandir(folder):
+            digest, suffix = os.path.splitext(entry.name)
+            if suffix not in (".py", ".pickle") or digest in keep:
+                continue
+            try:
+                if entry.stat().st_mtime >= cutoff:
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed += 1
+            with self._lock:
+                for key in [k for k in self._loaded if k[0] == digest]:
+                    del self._loaded[key]
+        return removed
+
+
 def _cacheable(module: Module) -> bool:
     return all(f.cacheable for f in module.functions)
 
@@ -288,6 +311,21 @@ class Tenant:
             if removed:
                 self.results.clear()
             return removed
+
+    def live_code(self) -> tuple[set[str], set[str]]:
+        """The code this tenant still uses, as (source digests, implementation digests): its
+        functions' and the versions its compositions are pinned to.  Versions nothing uses
+        any more are forgotten."""
+        with self.lock:
+            digests = {r.digest for r in self.functions.values()}
+            digests |= {impl.digest for r in self.compositions.values()
+                        for spec in r.module.functions for impl in spec.implementations
+                        if impl.digest}
+            for old in set(self.versions) - digests:
+                del self.versions[old]
+            sources = {self.versions[d][0] for d in digests if d in self.versions}
+            sources |= {r.source for r in self.functions.values()}
+            return sources, digests
 
     # -- cached results ---------------------------------------------------------------------
 

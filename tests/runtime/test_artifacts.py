@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -36,6 +37,29 @@ def test_dropping_the_hot_set_makes_the_next_load_cold_from_disk(tmp_path):
     cold = store.get(digest, h.scaled.artifact)
     assert store.stats["cold"] == 1 and cold.data == stored.data
     assert store.is_hot(digest)
+
+
+def test_a_sweep_deletes_only_old_code_nobody_keeps(tmp_path):
+    store = ArtifactStore(tmp_path)
+    kept, dropped = h.scaled.spec.implementations[0].digest, "sha256:" + "ab" * 32
+    store.get(kept, h.scaled.artifact)
+    store.get(dropped, h.scaled.artifact)
+    assert store.sweep(keep=[kept], older_than=60) == 0  # too young: a run may read it
+    assert store.sweep(keep=[kept], older_than=0, now=time.time() + 1) == 1
+    assert not store.is_hot(dropped) and store.is_hot(kept)
+    with pytest.raises(BackendError, match="no code for"):
+        store.get(dropped)
+    assert store.get(kept).kind == "python"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["sha256", kept[7:9], kept[7:], kept[7:] + ".json"])
+
+
+def test_code_evicted_from_memory_lets_go_of_its_artifact(tmp_path):
+    store = ArtifactStore(tmp_path, hot_bytes=1)
+    first, second = "sha256:" + "01" * 32, "sha256:" + "02" * 32
+    store.get(first, h.scaled.artifact)
+    store.get(second, h.scaled.artifact)  # evicts the first: only one fits
+    assert not store.is_hot(first) and first not in store._source
 
 
 def test_a_digest_without_code_anywhere_is_an_error(tmp_path):
