@@ -194,4 +194,5 @@ def test_the_access_log_has_a_line_per_request_refused_or_not(served):
     assert ("default", "GET", "/v1/functions", "200") in \
         [m.groups()[:4] for m in parsed if m]
     refused = [m for m in parsed if m and m.group(4) == "400" and m.group(1) == "-"]
-    assert refused and int(refused[-1].group(5)) > 0
+    assert refused and refused[-1].group(2, 3) == ("UNKNOWN", "/")
+    assert int(refused[-1].group(5)) > 0
