@@ -293,10 +293,7 @@ class _Builder:
 
     def _nested(self, index: int, app: Application, spec: FunctionSpec, batch: Any,
                 total: Any, route: Route) -> list[Any]:
-        from dandelion.planner import derive_plan
-
-        # the module was verified when the outer plan was made
-        sub_plan = derive_plan(self.plan.module, app.function)
+        sub_plan = self.plan.subplan(app.function)
         n = len(spec.results) + 1
         pure = _pure(sub_plan.module)
         refs = _as_list(_NESTED.options(num_returns=n, max_retries=self.settings.retries

@@ -5,15 +5,18 @@ applications with its sets renamed, so the backend sees one flat DAG.  Calls tha
 their inputs stay as they are (the backend runs the callee once per instance).
 
 >>> from dandelion.ir import *
+>>> from dandelion.planner import Plan, PassContext
 >>> inner = Composition("inner", [SetDecl("a")], [SetDecl("b")], [],
 ...                     [Application("f", [Argument("x", "a")], [Output("y", "b")])])
 >>> outer = Composition("outer", [SetDecl("i")], [SetDecl("o")], [],
 ...                     [Application("inner", [Argument("a", "i")], [Output("b", "o")])])
 >>> m = Module([FunctionSpec("f", [Param("x")], [Param("y")])], [inner, outer])
->>> p = flatten(Plan(m, "outer"))
+>>> p, decisions = flatten(Plan(m, "outer"), PassContext())
 >>> [(a.function, a.arguments[0].source, a.outputs[0].target)
 ...  for a in p.composition.applications]
 [('f', 'i', 'o')]
+>>> [d.message for d in decisions]
+["inlined composition 'inner' called at application 0"]
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from __future__ import annotations
 import attrs
 
 from dandelion.ir.nodes import Application, Composition, Module, SetDecl, ShardingMode
-from dandelion.planner.plan import Plan
+from dandelion.planner.context import PassContext
+from dandelion.planner.plan import Decision, Plan
 
 
 def _inline(module: Module, comp: Composition) -> tuple[Composition, list[str]]:
@@ -57,13 +61,12 @@ def _inline(module: Module, comp: Composition) -> tuple[Composition, list[str]]:
     return attrs.evolve(comp, applications=apps, ephemeral=ephemeral), notes
 
 
-def flatten(plan: Plan) -> Plan:
-    """Inline composition calls whose inputs are all whole sets (a pure ``Plan -> Plan``)."""
+def flatten(plan: Plan, context: PassContext) -> tuple[Plan, list[Decision]]:
+    """Inline composition calls whose inputs are all whole sets (a pure pass; it reads
+    nothing from ``context``)."""
     comp, notes = _inline(plan.module, plan.composition)
     if not notes:
-        return plan
+        return plan, []
     comps = [comp if c.name == plan.entry else c for c in plan.module.compositions]
     result = attrs.evolve(plan, module=attrs.evolve(plan.module, compositions=comps))
-    for note in notes:
-        result = result.decide("flatten", note)
-    return result
+    return result, [Decision("flatten", note) for note in notes]

@@ -6,6 +6,7 @@ from typing import Any, Iterable, Mapping
 
 import attrs
 
+from dandelion.errors import BackendError
 from dandelion.ir.nodes import Composition, Module
 from dandelion.ir.serialize import to_data
 
@@ -23,21 +24,35 @@ def _decisions(decisions: Iterable[Decision]) -> tuple[Decision, ...]:
     return tuple(decisions)
 
 
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(names)
+
+
+def _subplans(subplans: Mapping[str, Plan]) -> Mapping[str, Plan]:
+    return dict(subplans)
+
+
 @attrs.frozen
 class Plan:
-    """A composition ready to run.
+    """A composition ready to run: everything a backend runs, as plain data.
 
     Attributes:
         module: the IR the backend executes (passes may have rewritten it).
         entry: the composition to run.
         decisions: what each pass decided, in order.
         hints: per application index, backend hints (placement, caching …) as plain data.
+        passes: the names of the passes that made this plan, in order.
+        subplans: per composition that the entry applies to sharded inputs (once per
+            shard), its own plan (which holds its own sub-plans): a backend looks them up
+            and never calls the planner while it runs.
     """
 
     module: Module
     entry: str
     decisions: tuple[Decision, ...] = attrs.field(converter=_decisions, default=())
     hints: Mapping[int, Mapping[str, Any]] = attrs.field(factory=dict)
+    passes: tuple[str, ...] = attrs.field(converter=_names, default=())
+    subplans: Mapping[str, Plan] = attrs.field(converter=_subplans, factory=dict)
 
     @property
     def composition(self) -> Composition:
@@ -47,10 +62,19 @@ class Plan:
             raise KeyError(self.entry)
         return comp
 
-    def decide(self, pass_name: str, message: str, application: int | None = None) -> Plan:
-        """This plan with one more decision recorded."""
-        return attrs.evolve(self, decisions=(*self.decisions,
-                                             Decision(pass_name, message, application)))
+    def subplan(self, name: str) -> Plan:
+        """The plan of the composition ``name`` that the entry applies once per shard.
+
+        Raises:
+            BackendError: the planner made no sub-plan for it (a plan made by hand).
+        """
+        sub = self.subplans.get(name)
+        if sub is None:
+            raise BackendError(f"the plan of composition '{self.entry}' has no sub-plan for "
+                               f"composition '{name}'",
+                               hint="make plans with dandelion.planner.make_plan, which plans "
+                                    "nested compositions too")
+        return sub
 
     def describe(self, *, explain: bool = False) -> str:
         """A human-readable listing of the plan (and of the decisions with ``explain``)."""
@@ -68,14 +92,24 @@ class Plan:
             hint = f"  {dict(self.hints[i])}" if i in self.hints else ""
             lines.append(f"  [{i}] {app.function}({args}) => ({outs}){by}{hint}")
         if explain:
-            lines.append("decisions:" if self.decisions else "decisions: (none)")
+            lines.append("decisions:" if self.decisions or self.passes else "decisions: (none)")
             for d in self.decisions:
                 where = f" [{d.application}]" if d.application is not None else ""
                 lines.append(f"  {d.pass_name}{where}: {d.message}")
+            decided = {d.pass_name for d in self.decisions}
+            for name in self.passes:
+                if name not in decided:
+                    lines.append(f"  {name}: (no change)")
+        for name, sub in self.subplans.items():
+            sub_lines = sub.describe(explain=explain).splitlines()
+            sub_lines[0] = f"sub-plan for composition '{name}' (run once per shard)"
+            lines += ["  " + line for line in sub_lines]
         return "\n".join(lines)
 
     def to_data(self) -> dict[str, Any]:
         """Plain JSON-able data for the plan."""
         return {"entry": self.entry, "module": to_data(self.module, spans=False),
                 "decisions": [attrs.asdict(d) for d in self.decisions],
-                "hints": {str(k): dict(v) for k, v in self.hints.items()}}
+                "hints": {str(k): dict(v) for k, v in self.hints.items()},
+                "passes": list(self.passes),
+                "subplans": {k: v.to_data() for k, v in self.subplans.items()}}

@@ -9,7 +9,7 @@ import threading
 import weakref
 from typing import Any, Mapping
 
-from dandelion.planner import Pass, make_plan
+from dandelion.planner import Pass, PassContext, make_plan
 from dandelion.planner.plan import Plan
 from dandelion.program import Program, as_program
 from dandelion.runtime.backend import Backend, check_requirements
@@ -24,6 +24,8 @@ class Runtime:
         backend: the backend's name (``"local"``, ``"ray"`` …).
         engine: the compute engine of the local backend (``"inline"``, ``"process"`` …).
         passes: the planner passes (default: :data:`dandelion.planner.DEFAULT_PASSES`).
+        pass_context: what the passes are given: options, topology, cache (default: none
+            of them).
         **options: passed to the backend (``workers=``, ``timeout=`` …).
 
     Example:
@@ -40,12 +42,14 @@ class Runtime:
     """
 
     def __init__(self, backend: str = "local", engine: str | None = None,
-                 passes: list[Pass] | None = None, **options: Any) -> None:
+                 passes: list[Pass] | None = None, pass_context: PassContext | None = None,
+                 **options: Any) -> None:
         cls = load_backend(backend)
         if engine is not None:
             options["engine"] = engine
         self.backend: Backend = cls(**options)
         self.passes = passes
+        self.pass_context = pass_context
         self._plans: weakref.WeakKeyDictionary[Program, Plan] = weakref.WeakKeyDictionary()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -56,7 +60,7 @@ class Runtime:
         program = as_program(target)
         plan = self._plans.get(program)
         if plan is None:
-            plan = make_plan(program.module, program.entry, self.passes)
+            plan = make_plan(program.module, program.entry, self.passes, self.pass_context)
             check_requirements(plan, self.backend)
             self._plans[program] = plan
         return plan

@@ -323,10 +323,7 @@ class _Run:
         runner = self.d.sub_runner
         if runner is None:
             raise BackendError("this runtime cannot run a composition once per shard")
-        from dandelion.planner import derive_plan
-
-        # the module was verified when the outer plan was made
-        sub_plan = derive_plan(self.plan.module, state.app.function)
+        sub_plan = self.plan.subplan(state.app.function)
         spec = state.spec
 
         def work() -> None:

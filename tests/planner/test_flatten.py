@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dandelion.planner import make_plan
+from dandelion.planner import PassContext, make_plan
 from dandelion.planner.flatten import flatten
 from dandelion.planner.plan import Plan
 from tests.conformance import funcs as f
@@ -16,9 +16,10 @@ def test_whole_set_composition_calls_are_inlined_with_renamed_sets():
 
 
 def test_sharded_composition_calls_are_left_for_the_backend():
-    plan = flatten(Plan(f.nested_each.module, "nested_each"))
+    plan, decisions = flatten(Plan(f.nested_each.module, "nested_each"), PassContext())
     assert [a.function for a in plan.composition.applications] == ["fan_in"]
     assert plan.decisions == ()
+    assert decisions == []
 
 
 def test_explain_lists_the_decisions():
