@@ -1,0 +1,142 @@
+"""The :class:`Cache` a runtime uses: a store seen through a namespace, and single-flight.
+
+``dd.Runtime(cache=...)`` and ``dd.run(..., cache=...)`` accept what :func:`open_cache` does:
+``True`` (a memory store in front of the disk store), ``False``/``None`` (no cache), a
+:class:`~dandelion.cache.store.Store`, a directory, a ``redis://`` URL, ``"memory"``, or a
+list of those (a stack, fastest first).
+
+>>> cache = open_cache("memory")
+>>> cache.put(b"\\x01" * 32, b"entry")
+>>> cache.get_many([b"\\x01" * 32, b"\\x02" * 32])
+[b'entry', None]
+>>> cache.namespaced("tenant-a").get_many([b"\\x01" * 32])
+[None]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Sequence
+
+import attrs
+
+from dandelion.cache.disk import DiskStore
+from dandelion.cache.flight import SingleFlight
+from dandelion.cache.memory import MemoryStore
+from dandelion.cache.store import GuardedStore, StackStore, Store
+from dandelion.errors import DandelionError
+
+#: The namespace of runs that do not name one.
+DEFAULT_NAMESPACE = "default"
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+class CacheConfigError(DandelionError, ValueError):
+    """A cache was configured with something that is not a store, path or URL."""
+
+
+@attrs.frozen(eq=False)
+class Cache:
+    """A store, the namespace its keys live in, and the flights in progress.
+
+    Attributes:
+        store: where entries are kept (each layer guarded: failures are misses).
+        namespace: keeps tenants apart: entries of one namespace are never seen by another.
+        refresh: lookups all miss (everything is recomputed and stored again).
+        flights: identical instances in flight (shared by every namespace of one store).
+    """
+
+    store: Store
+    namespace: str = DEFAULT_NAMESPACE
+    refresh: bool = False
+    flights: SingleFlight = attrs.field(factory=SingleFlight)
+
+    def __attrs_post_init__(self) -> None:
+        if not _NAMESPACE.match(self.namespace) or self.namespace in (".", ".."):
+            raise CacheConfigError(f"cache namespace {self.namespace!r} must be 1 to 128 "
+                                   "letters, digits, '_', '.' or '-'")
+
+    def namespaced(self, namespace: str) -> Cache:
+        """The same store and flights under another namespace."""
+        return attrs.evolve(self, namespace=namespace)
+
+    def refreshing(self, refresh: bool = True) -> Cache:
+        """The same cache, whose lookups miss (``refresh``) or not."""
+        return self if refresh == self.refresh else attrs.evolve(self, refresh=refresh)
+
+    def storage_key(self, key: bytes) -> str:
+        """Where the entry of ``key`` is kept in the store."""
+        return f"{self.namespace}/{key.hex()}"
+
+    def flight_key(self, key: bytes) -> bytes:
+        """The key of ``key`` among the flights (namespaces never wait for each other)."""
+        return self.namespace.encode() + b"/" + key
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The entries of ``keys`` (all ``None`` when refreshing)."""
+        if self.refresh:
+            return [None] * len(keys)
+        ns = self.namespace + "/"
+        return self.store.get_many([ns + k.hex() for k in keys])
+
+    def put(self, key: bytes, entry: bytes) -> None:
+        """Keep ``entry`` under ``key``."""
+        self.store.put(self.storage_key(key), entry)
+
+    def put_many(self, entries: Sequence[tuple[bytes, bytes]]) -> None:
+        """Keep each ``(key, entry)``."""
+        ns = self.namespace + "/"
+        self.store.put_many([(ns + key.hex(), entry) for key, entry in entries])
+
+    def delete(self, key: bytes) -> None:
+        """Forget ``key`` (a corrupt entry)."""
+        self.store.delete(self.storage_key(key))
+
+
+def open_store(spec: Any) -> Store:
+    """A store from a :class:`Store`, ``"memory"``, a ``redis://`` URL, a directory, or a
+    list of those (a :class:`StackStore`).
+
+    Raises:
+        CacheConfigError: ``spec`` is none of these.
+    """
+    if isinstance(spec, Store):
+        return spec
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise CacheConfigError("a cache stack needs at least one store")
+        return StackStore([open_store(s) for s in spec])
+    if spec == "memory":
+        return MemoryStore()
+    if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
+        from dandelion.cache.redis_store import RedisStore
+
+        return RedisStore(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        return DiskStore(spec)
+    raise CacheConfigError(f"cannot make a cache store of {spec!r}",
+                           hint="pass True, False, a Store, a directory, a redis:// URL, "
+                                "'memory', or a list of those")
+
+
+def _guarded(store: Store) -> Store:
+    if isinstance(store, StackStore):
+        return StackStore([_guarded(s) for s in store.stores])
+    return store if isinstance(store, GuardedStore) else GuardedStore(store)
+
+
+def open_cache(spec: Any, namespace: str = DEFAULT_NAMESPACE) -> Cache | None:
+    """The cache ``spec`` describes (see the module's documentation); ``None`` for none.
+
+    Raises:
+        CacheConfigError: ``spec`` describes no store.
+    """
+    if spec is None or spec is False:
+        return None
+    if isinstance(spec, Cache):
+        return spec
+    if spec is True:
+        spec = ["memory", DiskStore()]
+    return Cache(_guarded(open_store(spec)), namespace)

@@ -1,0 +1,166 @@
+"""The canonical content of items: what a cache key sees of a function's data.
+
+An item's *record* is its element code, key, name and value bytes, in the
+:mod:`dandelion.codec` encoding that crosses a sandbox (``.npy`` in C order for arrays), never a
+pickle.  Its *content id* is the record itself when it is short, else a digest of it, so small
+items cost no hash of their own and large ones are hashed once per run.  The element follows
+the value (an ``int`` is an ``int`` whatever set it travels in), which makes the id a function
+of what a sandboxed function can observe of the item, and of nothing else.
+
+>>> from dandelion.items import Item
+>>> content_id(Item(5, key=1, name="a")) == content_id(Item(5, key=1, name="a"))
+True
+>>> content_id(Item(5, key=1)) == content_id(Item(5, key=2))
+False
+>>> content_id(Item(object()))
+Traceback (most recent call last):
+...
+dandelion.cache.content.Uncacheable: an item holds a object, which has no canonical encoding
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from dandelion.cache import hashing
+from dandelion.codec import encode
+from dandelion.errors import EncodingError
+from dandelion.ir.types import ElementType
+from dandelion.items import Item
+
+#: Element codes, as in a sandbox's context layout.
+CODES: dict[ElementType, int] = {
+    ElementType.BYTES: 1, ElementType.STR: 2, ElementType.INT: 3, ElementType.FLOAT: 4,
+    ElementType.BOOL: 5, ElementType.JSON: 6, ElementType.NDARRAY: 7,
+}
+ELEMENTS = {code: element for element, code in CODES.items()}
+
+#: Records up to this many bytes are their own content id; longer ones are digested.
+INLINE_LIMIT = 64
+
+#: element code u8, key i64, name length u32
+HEADER = struct.Struct("<BqI")
+
+_BY_TYPE: dict[type, int] = {bytes: 1, bytearray: 1, memoryview: 1, str: 2, int: 3,
+                             float: 4, bool: 5, dict: 6, list: 6, tuple: 6, type(None): 6}
+_PACK_INT = struct.Struct("<q").pack
+_PACK_FLOAT = struct.Struct("<d").pack
+_INT_RECORD = struct.Struct("<BqIq").pack  # HEADER, then the value
+_INT_ID = struct.Struct("<BBqIq").pack  # 0x00, then an int item's record
+
+
+class Uncacheable(Exception):
+    """A function instance cannot be cached; the message says why."""
+
+
+def value_parts(value: Any) -> tuple[int, list[Any]]:
+    """The element code of ``value`` and its canonical bytes, as buffers to concatenate.
+
+    Raises:
+        Uncacheable: the value has no canonical encoding.
+    """
+    code = _BY_TYPE.get(type(value))
+    if code is None:  # a subclass (an IntEnum, a str enum …) travels as its base type
+        code = next((c for t, c in _BY_TYPE.items() if isinstance(value, t)), None)
+    try:
+        if code == 3:
+            return 3, [_PACK_INT(value)]
+        if code == 1:
+            return 1, [value]
+        if code == 2:
+            return 2, [value.encode("utf-8", "surrogatepass")]
+        if code == 4:
+            return 4, [_PACK_FLOAT(value)]
+        if code == 5:
+            return 5, [b"\x01" if value else b"\x00"]
+        if code == 6:
+            return 6, [encode(value, ElementType.JSON)]
+        if type(value).__name__ == "ndarray" or _is_array(value):
+            return 7, _npy_parts(value)
+    except struct.error:
+        raise Uncacheable(f"an int item ({value}) does not fit in 64 bits") from None
+    except EncodingError as e:
+        raise Uncacheable(f"an item has no canonical encoding: {e.message}") from None
+    raise Uncacheable(f"an item holds a {type(value).__name__}, which has no canonical "
+                      "encoding")
+
+
+def _is_array(value: Any) -> bool:
+    np = _numpy()
+    return np is not None and isinstance(value, np.ndarray)
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy is an optional dependency
+        return None
+    return numpy
+
+
+def npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` 1.0 header :func:`numpy.save` writes for a C-order array."""
+    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
+    total = 10 + len(text) + 1
+    text += " " * ((-total) % 64) + "\n"
+    raw = text.encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(raw)) + raw
+
+
+def _npy_parts(value: Any) -> list[Any]:
+    np = _numpy()
+    if value.dtype.hasobject:
+        raise Uncacheable("an ndarray item holds Python objects, which have no canonical "
+                          "encoding")
+    arr = np.ascontiguousarray(value)
+    header = npy_header(np.lib.format.dtype_to_descr(arr.dtype), tuple(arr.shape))
+    return [header, memoryview(arr.reshape(-1).view(np.uint8))]
+
+
+def record(item: Item[Any]) -> bytes | None:
+    """The record of a small ``int`` item without a name in one step, else ``None``."""
+    value = item.value
+    if type(value) is int and not item.name:
+        try:
+            return _INT_RECORD(3, item.key, 0, value)
+        except struct.error:
+            return None
+    return None
+
+
+def record_parts(item: Item[Any]) -> tuple[int, list[Any]]:
+    """The record of ``item`` as buffers, and its length in bytes.
+
+    Raises:
+        Uncacheable: the key does not fit in 64 bits or the value has no canonical encoding.
+    """
+    code, parts = value_parts(item.value)
+    name = item.name.encode("utf-8", "surrogatepass")
+    try:
+        head = HEADER.pack(code, item.key, len(name))
+    except struct.error:
+        raise Uncacheable(f"an item key ({item.key}) does not fit in 64 bits") from None
+    parts = [head, name, *parts]
+    return sum(len(p) if not isinstance(p, memoryview) else p.nbytes for p in parts), parts
+
+
+def content_id(item: Item[Any]) -> bytes:
+    """The content id of ``item``: ``0x00`` + its record if short, else ``0x01`` + digest.
+
+    Raises:
+        Uncacheable: the item has no canonical encoding.
+    """
+    value = item.value
+    if type(value) is int and not item.name:  # the common case, in one step
+        try:
+            return _INT_ID(0, 3, item.key, 0, value)
+        except struct.error:
+            pass  # the general path says why
+    size, parts = record_parts(item)
+    if size <= INLINE_LIMIT:
+        return b"\x00" + b"".join(parts)
+    h = hashing.new()
+    for p in parts:
+        h.update(p)
+    return b"\x01" + h.digest()

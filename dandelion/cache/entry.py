@@ -1,0 +1,156 @@
+"""A cache entry: the outputs of one function instance, as bytes a store keeps.
+
+Per result, its items; per item, its record (:mod:`dandelion.cache.content`) and, for a long
+record, its digest, so that a hit hands its consumers content ids without hashing again (the
+early cutoff of DESIGN.md §6 costs nothing on a hit).
+
+>>> from dandelion.items import Item
+>>> data, ids = pack([(Item(7, key=2, name="x"),), ()])
+>>> outputs, same = unpack(data)
+>>> outputs, same == ids
+([(Item(value=7, key=2, name='x'),), ()], True)
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import Any, Sequence
+
+from dandelion.cache import hashing
+from dandelion.cache.content import ELEMENTS, HEADER, INLINE_LIMIT, record, record_parts
+from dandelion.codec import decode
+from dandelion.errors import EncodingError
+from dandelion.ir.types import ElementType
+from dandelion.items import Item
+
+MAGIC = b"DDCE1\0"
+_COUNT = struct.Struct("<I")
+_SIZE = struct.Struct("<Q")
+_UNPACK_INT = struct.Struct("<q").unpack_from
+_UNPACK_FLOAT = struct.Struct("<d").unpack_from
+_SMALL = [struct.pack("<Q", n) for n in range(INLINE_LIMIT + 1)]
+_ONE_INT = struct.Struct("<6sIIQBqIq")  # MAGIC, 1 result, 1 item, its size, an int record
+
+Outputs = Sequence[Sequence[Item[Any]]]
+
+
+class CorruptEntry(Exception):
+    """Bytes that are not an entry this module wrote."""
+
+
+def pack(outputs: Outputs) -> tuple[bytes, list[bytes]]:
+    """The bytes of an entry holding ``outputs`` (one item sequence per result), and the
+    content id of each item in order.
+
+    Raises:
+        Uncacheable: an output has no canonical encoding.
+    """
+    chunks: list[Any] = [MAGIC, _COUNT.pack(len(outputs))]
+    ids: list[bytes] = []
+    for items in outputs:
+        chunks.append(_COUNT.pack(len(items)))
+        for item in items:
+            small = record(item)
+            if small is not None:
+                chunks += (_SMALL[len(small)], small)
+                ids.append(b"\x00" + small)
+                continue
+            size, parts = record_parts(item)
+            chunks.append(_SIZE.pack(size))
+            chunks += parts
+            if size <= INLINE_LIMIT:
+                ids.append(b"\x00" + b"".join(parts))
+            else:
+                h = hashing.new()
+                for p in parts:
+                    h.update(p)
+                digest = h.digest()
+                chunks.append(digest)
+                ids.append(b"\x01" + digest)
+    return b"".join(chunks), ids
+
+
+def unpack(data: bytes) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]:
+    """The outputs in an entry and the content id of each item.
+
+    Raises:
+        CorruptEntry: ``data`` is not a well-formed entry.
+    """
+    if len(data) == _ONE_INT.size:  # one int item without a name: the common case
+        magic, n_results, n_items, size, code, key, name_len, value = _ONE_INT.unpack(data)
+        if (magic, n_results, n_items, size, code, name_len) == (MAGIC, 1, 1, 21, 3, 0):
+            return [(Item(value, key),)], [b"\x00" + data[-21:]]
+    try:
+        return _unpack(memoryview(data))
+    except (struct.error, EncodingError, IndexError, ValueError, UnicodeDecodeError) as e:
+        raise CorruptEntry(f"malformed cache entry: {e}") from None
+
+
+def _unpack(view: memoryview) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]:
+    if bytes(view[:len(MAGIC)]) != MAGIC:
+        raise CorruptEntry("not a cache entry (bad magic)")
+    at = len(MAGIC)
+    (n_results,) = _COUNT.unpack_from(view, at)
+    at += 4
+    outputs: list[tuple[Item[Any], ...]] = []
+    ids: list[bytes] = []
+    for _ in range(n_results):
+        (n_items,) = _COUNT.unpack_from(view, at)
+        at += 4
+        items = []
+        for _ in range(n_items):
+            (size,) = _SIZE.unpack_from(view, at)
+            at += 8
+            record = view[at:at + size]
+            if len(record) != size:
+                raise CorruptEntry("truncated cache entry")
+            at += size
+            code, key, name_len = HEADER.unpack_from(record)
+            start = HEADER.size + name_len
+            name = bytes(record[HEADER.size:start]).decode("utf-8", "surrogatepass")
+            items.append(Item(_value(code, record[start:]), key, name))
+            if size <= INLINE_LIMIT:
+                ids.append(b"\x00" + bytes(record))
+            else:
+                digest = bytes(view[at:at + 32])
+                at += 32
+                ids.append(b"\x01" + digest)
+        outputs.append(tuple(items))
+    if at != len(view):
+        raise CorruptEntry("trailing bytes after a cache entry")
+    return outputs, ids
+
+
+_NPY = re.compile(r"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': False, "
+                  r"'shape': \(([\d, ]*)\), \}\s*$")
+
+
+def _value(code: int, data: memoryview) -> Any:
+    if code == 3:
+        return _UNPACK_INT(data)[0]
+    if code == 1:
+        return bytes(data)
+    if code == 4:
+        return _UNPACK_FLOAT(data)[0]
+    if code == 7:
+        return _array(data)
+    element = ELEMENTS.get(code)
+    if element is None:
+        raise CorruptEntry(f"unknown element code {code}")
+    return decode(data, element)
+
+
+def _array(data: memoryview) -> Any:
+    """A writable array from the canonical ``.npy`` bytes (one copy)."""
+    import numpy as np
+
+    (hlen,) = struct.unpack_from("<H", data, 8)
+    match = _NPY.match(bytes(data[10:10 + hlen]).decode("latin1"))
+    if bytes(data[:8]) != b"\x93NUMPY\x01\x00" or match is None:
+        return decode(data, ElementType.NDARRAY)
+    dtype = np.dtype(match.group(1))
+    shape = tuple(int(n) for n in match.group(2).replace(",", " ").split())
+    flat = np.frombuffer(data, dtype=dtype, offset=10 + hlen)
+    return flat.reshape(shape).copy()
+

@@ -1,0 +1,63 @@
+"""Single-flight: identical instances in flight at once are computed once.
+
+The first to :meth:`SingleFlight.join` a key leads: it computes and then
+:meth:`~SingleFlight.land` s the entry (or ``None`` when it failed or was cancelled).  Those
+who join while it is in flight are called back with what it landed, and compute themselves
+when that is ``None``.  Nobody blocks a thread while waiting.
+
+>>> flights, got = SingleFlight(), []
+>>> flights.join(b"k", got.append), flights.join(b"k", got.append)
+(True, False)
+>>> flights.land(b"k", b"entry"); got
+[b'entry']
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Sequence
+
+Callback = Callable[[bytes | None], None]
+
+
+class SingleFlight:
+    """The keys being computed in this process, and who waits for each."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[bytes, list[Callback]] = {}
+        self._lock = threading.Lock()
+
+    def join(self, key: bytes, callback: Callback) -> bool:
+        """``True``: nobody computes ``key``, the caller now leads and must :meth:`land` it;
+        ``False``: ``callback`` will receive what the leader lands."""
+        with self._lock:
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                self._waiting[key] = []
+                return True
+            waiting.append(callback)
+            return False
+
+    def join_many(self, keys: Sequence[bytes], callback: Callable[[int], Callback]
+                  ) -> list[bool]:
+        """:meth:`join` for many keys at once; ``callback(i)`` makes the callback of the
+        ``i``-th key, called only for those that follow."""
+        out = []
+        with self._lock:
+            waiting = self._waiting
+            for i, key in enumerate(keys):
+                followers = waiting.get(key)
+                if followers is None:
+                    waiting[key] = []
+                    out.append(True)
+                else:
+                    followers.append(callback(i))
+                    out.append(False)
+        return out
+
+    def land(self, key: bytes, entry: bytes | None) -> None:
+        """The leader's result for ``key`` (``None``: it has none); wakes the followers."""
+        with self._lock:
+            waiting = self._waiting.pop(key, [])
+        for callback in waiting:
+            callback(entry)

@@ -1,0 +1,89 @@
+"""The key of a function instance (DESIGN.md §6).
+
+``key = H(prefix, content ids of the instance's inputs)``, where the *prefix* of an
+application is ``H(key version, hash algorithm, interpreter major.minor, engine ABI, the
+implementation's identity, the declared signature, each parameter's sharding and optional
+flag, the join)``: computed once per application and run, so an instance costs one hash over
+its inputs' content ids (:mod:`dandelion.cache.content`).
+
+>>> from dandelion.ir import FunctionSpec, Implementation, Param
+>>> spec = FunctionSpec("f", [Param("x")], [Param("y")], implementations=[
+...     Implementation("native", "sha256:00")])
+>>> p = prefix(spec, spec.implementations[0], b"", (("all", False),), None)
+>>> instance_key(p, [[b"\\x00a"]]) != instance_key(p, [[b"\\x00b"]])
+True
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from typing import Any, Sequence
+
+from dandelion.cache import hashing
+from dandelion.cache.content import Uncacheable
+from dandelion.cache.identity import python_identity
+from dandelion.ir.nodes import FunctionSpec, Implementation, Join
+
+#: Bumped whenever what enters a key changes meaning.
+KEY_VERSION = 1
+
+#: The version of the contract between the dispatcher and the engines: the item encoding
+#: (:mod:`dandelion.codec`) and a context's layout.  Changing either changes every key.
+ENGINE_ABI = 1
+
+_SALT = (f"dandelion-cache/{KEY_VERSION}/{hashing.ALGORITHM}/"
+         f"py{sys.version_info.major}.{sys.version_info.minor}/abi{ENGINE_ABI}\0").encode()
+_COUNT = struct.Struct("<I").pack
+_ONE = _COUNT(1)
+
+
+def implementation_identity(implementation: Implementation, artifact: Any) -> bytes:
+    """What identifies the code that runs: for Python, :func:`python_identity` of the
+    function and the views of its parameters and results; otherwise the artifact's digest.
+
+    Raises:
+        Uncacheable: a Python function reaches something that cannot be hashed by value.
+    """
+    fn = getattr(artifact, "fn", None)
+    if implementation.kind == "python" and fn is not None:
+        views = repr([(n, v.type, v.items, repr(v.annotation))
+                      for n, v in (*artifact.params, *artifact.results)])
+        return b"python\0" + python_identity(fn) + views.encode()
+    if not implementation.digest:
+        raise Uncacheable(f"its {implementation.kind} implementation has no content digest")
+    return implementation.kind.encode() + b"\0" + implementation.digest.encode()
+
+
+def prefix(spec: FunctionSpec, implementation: Implementation, identity: bytes,
+           sharding: Sequence[tuple[str, bool]], join: Join | None) -> bytes:
+    """The part of a key that all instances of one application share."""
+    signature = json.dumps(_signature(spec), sort_keys=True)
+    h = hashing.new(_SALT)
+    for part in (signature.encode(), implementation.kind.encode(), identity,
+                 repr(list(sharding)).encode(), str(join or "").encode()):
+        h.update(_COUNT(len(part)))
+        h.update(part)
+    return h.digest()
+
+
+def _signature(spec: FunctionSpec) -> Any:
+    return {"name": spec.name, "kind": str(spec.kind),
+            "params": [[p.name, str(p.type)] for p in spec.params],
+            "results": [[r.name, str(r.type)] for r in spec.results]}
+
+
+def instance_key(prefix: bytes, inputs: Sequence[Sequence[bytes]]) -> bytes:
+    """The key of one instance from its application's prefix and, per parameter, the
+    content ids of its items."""
+    if len(inputs) == 1 and len(inputs[0]) == 1:  # one parameter, one item
+        cid = inputs[0][0]
+        return hashing.digest(prefix + _ONE + _COUNT(len(cid)) + cid)
+    parts = [prefix]
+    for ids in inputs:
+        parts.append(_COUNT(len(ids)))
+        for cid in ids:
+            parts.append(_COUNT(len(cid)))
+            parts.append(cid)
+    return hashing.digest(b"".join(parts))

@@ -1,0 +1,176 @@
+"""What one run of a plan needs of the cache: keys of instances, lookups, stores.
+
+A :class:`RunCache` remembers the content id of every item it has seen in the run (by
+identity; items are immutable and the run keeps them alive), so a set read by several
+applications is encoded once, and the outputs of a hit or of a stored instance come with
+their ids: the keys of what consumes them are built from those ids (early cutoff).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import attrs
+
+from dandelion.cache.cache import Cache
+from dandelion.cache.content import Uncacheable, content_id
+from dandelion.cache.entry import CorruptEntry, pack, unpack
+from dandelion.cache.key import implementation_identity, instance_key, prefix
+from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
+from dandelion.items import Item
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dandelion.runtime.engine import FunctionCall
+    from dandelion.runtime.sharding import Instance
+
+Outputs = list[tuple[Item[Any], ...]]
+
+
+@attrs.define
+class Lookup:
+    """The cache's answer for the instances of one application.
+
+    Attributes:
+        keys: per instance, its key (``None``: uncacheable).
+        hits: per instance, its outputs when the cache had them.
+        reason: why the application or an instance is uncacheable (the first reason).
+        bytes_served: the size of the entries that hit.
+    """
+
+    keys: list[bytes | None]
+    hits: list[Outputs | None]
+    reason: str | None = None
+    bytes_served: int = 0
+
+
+@attrs.frozen
+class CacheReport:
+    """What the cache did for one application of a run.
+
+    Attributes:
+        function: the function applied.
+        application: its index in the composition.
+        instances: how many instances it has.
+        hits: how many the cache served.
+        reason: why it (or one of its instances) was not cached, if so.
+        bytes_served: the size of the entries served.
+    """
+
+    function: str
+    application: int
+    instances: int
+    hits: int
+    reason: str | None = None
+    bytes_served: int = 0
+
+
+def cacheable(spec: FunctionSpec) -> str | None:
+    """Why instances of ``spec`` may not be cached, or ``None`` when they may."""
+    if not spec.cacheable:
+        return "declared cacheable=False" if spec.kind is FunctionKind.COMPUTE else \
+            "an I/O function, not declared cacheable"
+    return None
+
+
+class RunCache:
+    """The cache as seen by one run."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self._ids: dict[int, tuple[Item[Any], bytes]] = {}
+
+    def content_ids(self, items: Sequence[Item[Any]]) -> list[bytes]:
+        """The content id of each item (remembered for the run).
+
+        Raises:
+            Uncacheable: an item has no canonical encoding.
+        """
+        ids = self._ids
+        out = []
+        for item in items:
+            known = ids.get(id(item))
+            if known is None or known[0] is not item:
+                cid = content_id(item)
+                ids[id(item)] = (item, cid)
+                out.append(cid)
+            else:
+                out.append(known[1])
+        return out
+
+    def remember(self, outputs: Sequence[Sequence[Item[Any]]], ids: Sequence[bytes]) -> None:
+        """The content ids of ``outputs`` (as :func:`~dandelion.cache.entry.pack` or
+        :func:`~dandelion.cache.entry.unpack` gave them)."""
+        flat = (item for items in outputs for item in items)
+        self._ids.update((id(item), (item, cid)) for item, cid in zip(flat, ids))
+
+    def lookup(self, app: Application, spec: FunctionSpec, call: FunctionCall,
+               instances: Sequence[Instance]) -> Lookup:
+        """Keys and hits for the instances of ``app``."""
+        n = len(instances)
+        try:
+            identity = implementation_identity(call.implementation, call.artifact)
+        except Uncacheable as e:
+            return Lookup([None] * n, [None] * n, str(e))
+        args = {a.param: a for a in app.arguments}
+        sharding = [(str(args[p.name].mode), args[p.name].optional) if p.name in args
+                    else ("absent", True) for p in spec.params]
+        head = prefix(spec, call.implementation, identity, sharding, app.join)
+        keys: list[bytes | None] = []
+        reason = None
+        for inst in instances:
+            try:
+                keys.append(instance_key(head, [self.content_ids(items)
+                                                for items in inst.inputs]))
+            except Uncacheable as e:
+                keys.append(None)
+                reason = reason or f"instance {inst.index}: {e}"
+        wanted = [k for k in keys if k is not None]
+        found = iter(self.cache.get_many(wanted) if wanted else [])
+        hits: list[Outputs | None] = []
+        served = 0
+        for key in keys:
+            data = next(found) if key is not None else None
+            if data is None:
+                hits.append(None)
+                continue
+            try:
+                outputs, ids = unpack(data)
+            except CorruptEntry:
+                self.cache.delete(key)  # type: ignore[arg-type]
+                hits.append(None)
+                continue
+            if len(outputs) != len(spec.results):
+                hits.append(None)
+                continue
+            self.remember(outputs, ids)
+            hits.append(outputs)
+            served += len(data)
+        return Lookup(keys, hits, reason, served)
+
+    def store(self, keyed: Sequence[tuple[bytes, Sequence[Sequence[Item[Any]]]]]
+              ) -> list[bytes | None]:
+        """Keep the outputs of computed instances, given as ``(key, outputs)``; per
+        instance its entry, or ``None`` when an output has no canonical encoding."""
+        entries: list[bytes | None] = []
+        kept = []
+        for key, outputs in keyed:
+            try:
+                data, ids = pack(outputs)
+            except Uncacheable:
+                entries.append(None)
+                continue
+            self.remember(outputs, ids)
+            entries.append(data)
+            kept.append((key, data))
+        if kept:
+            self.cache.put_many(kept)
+        return entries
+
+    def adopt(self, data: bytes) -> Outputs | None:
+        """The outputs in an entry another instance landed (single-flight)."""
+        try:
+            outputs, ids = unpack(data)
+        except CorruptEntry:  # pragma: no cover - entries landed in-process are whole
+            return None
+        self.remember(outputs, ids)
+        return outputs

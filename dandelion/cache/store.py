@@ -1,0 +1,201 @@
+"""Where cache entries live: the :class:`Store` interface, stacks of stores, and the guard
+that turns a failing store into misses.
+
+A store maps string keys (``<namespace>/<hex digest>``) to bytes.  Stores stack
+(:class:`StackStore`): a read tries each in turn and copies a hit into the stores in front of
+it; a write goes to all.  A store that fails (a full disk, Redis gone) must never fail a
+run: :class:`GuardedStore` answers misses instead, warns once, and tries the store again
+after a pause.
+
+>>> from dandelion.cache.memory import MemoryStore
+>>> front, back = MemoryStore(), MemoryStore()
+>>> stack = StackStore([front, back])
+>>> back.put("ns/ab", b"entry")
+>>> stack.get("ns/ab"), front.get("ns/ab")
+(b'entry', b'entry')
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+import time
+import warnings
+from typing import Any, Sequence
+
+log = logging.getLogger("dandelion.cache")
+
+
+class CacheWarning(RuntimeWarning):
+    """A cache store failed; the run goes on without it (its lookups are misses)."""
+
+
+class Store(abc.ABC):
+    """A place that keeps cache entries (bytes) by key."""
+
+    #: a short name for messages and ``dandelion cache info``
+    kind = "store"
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The entry under ``key``, or ``None``."""
+
+    @abc.abstractmethod
+    def put(self, key: str, value: bytes) -> None:
+        """Keep ``value`` under ``key`` (the store may evict other entries)."""
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The entries under ``keys``, in order (one round trip where the store can)."""
+        return [self.get(k) for k in keys]
+
+    def put_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        """Keep each ``(key, value)`` (one round trip where the store can)."""
+        for key, value in entries:
+            self.put(key, value)
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Forget the entry under ``key`` (if any)."""
+
+    @abc.abstractmethod
+    def clear(self, namespace: str | None = None) -> int:
+        """Forget every entry (of ``namespace`` only, if given); how many were removed."""
+
+    @abc.abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Plain data about the store: its kind, location, entries, bytes and limit."""
+
+    def close(self) -> None:  # noqa: B027 - an optional hook; most stores hold nothing
+        """Release connections and files."""
+
+
+class StackStore(Store):
+    """Stores tried in order (fast and small first): a hit is copied to those in front."""
+
+    kind = "stack"
+
+    def __init__(self, stores: Sequence[Store]) -> None:
+        self.stores = list(stores)
+
+    def get(self, key: str) -> bytes | None:
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        found: list[bytes | None] = [None] * len(keys)
+        missing = list(range(len(keys)))
+        for depth, store in enumerate(self.stores):
+            if not missing:
+                break
+            values = store.get_many([keys[i] for i in missing])
+            still = []
+            for i, value in zip(missing, values):
+                if value is None:
+                    still.append(i)
+                    continue
+                found[i] = value
+                for front in self.stores[:depth]:
+                    front.put(keys[i], value)
+            missing = still
+        return found
+
+    def put(self, key: str, value: bytes) -> None:
+        for store in self.stores:
+            store.put(key, value)
+
+    def put_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        for store in self.stores:
+            store.put_many(entries)
+
+    def delete(self, key: str) -> None:
+        for store in self.stores:
+            store.delete(key)
+
+    def clear(self, namespace: str | None = None) -> int:
+        return sum(store.clear(namespace) for store in self.stores)
+
+    def info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "stores": [store.info() for store in self.stores]}
+
+    def close(self) -> None:
+        for store in self.stores:
+            store.close()
+
+
+class GuardedStore(Store):
+    """A store whose failures become misses: one warning, then retries after ``pause`` s.
+
+    >>> class Broken(Store):
+    ...     def get(self, key): raise OSError("disk on fire")
+    ...     def put(self, key, value): raise OSError("disk on fire")
+    ...     def delete(self, key): pass
+    ...     def clear(self, namespace=None): return 0
+    ...     def info(self): return {"kind": "broken"}
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     guarded = GuardedStore(Broken())
+    ...     guarded.get("ns/a"), guarded.get("ns/b")
+    (None, None)
+    >>> len(caught)
+    1
+    """
+
+    def __init__(self, store: Store, pause: float = 30.0) -> None:
+        self.store = store
+        self.kind = store.kind
+        self.pause = pause
+        self._down_until = 0.0
+        self._warned = False
+        self._lock = threading.Lock()
+
+    def _failed(self, error: BaseException, doing: str) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + self.pause
+            warn = not self._warned
+            self._warned = True
+        message = (f"the {self.kind} cache store failed while {doing} ({type(error).__name__}: "
+                   f"{error}); runs go on without it, recomputing what it would have served")
+        if warn:
+            warnings.warn(message, CacheWarning, stacklevel=3)
+        else:
+            log.debug(message)
+
+    def _up(self) -> bool:
+        return self._down_until == 0.0 or time.monotonic() >= self._down_until
+
+    def get(self, key: str) -> bytes | None:
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if self._up():
+            try:
+                return self.store.get_many(keys)
+            except Exception as e:
+                self._failed(e, "reading")
+        return [None] * len(keys)
+
+    def put(self, key: str, value: bytes) -> None:
+        self.put_many([(key, value)])
+
+    def put_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        if self._up():
+            try:
+                self.store.put_many(entries)
+            except Exception as e:
+                self._failed(e, "writing")
+
+    def delete(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except Exception as e:
+            self._failed(e, "deleting")
+
+    def clear(self, namespace: str | None = None) -> int:
+        return self.store.clear(namespace)
+
+    def info(self) -> dict[str, Any]:
+        return self.store.info()
+
+    def close(self) -> None:
+        self.store.close()

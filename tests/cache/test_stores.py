@@ -1,0 +1,207 @@
+"""The stores: bounded memory, checked disk, real Redis, stacks, and failures as misses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dandelion as dd
+from dandelion.cache import (
+    CacheWarning,
+    DiskStore,
+    GuardedStore,
+    MemoryStore,
+    RedisStore,
+    StackStore,
+    open_cache,
+)
+from dandelion.cache.disk import default_cache_dir
+
+KEY = "ns/" + "ab" * 32
+
+
+def test_memory_store_evicts_the_least_recently_used_beyond_its_bound():
+    store = MemoryStore(max_bytes=30)
+    for k in "abc":
+        store.put(f"ns/{k}", b"x" * 10)
+    assert store.get("ns/a") == b"x" * 10  # a is now the most recently used
+    store.put("ns/d", b"y" * 10)
+    assert store.get("ns/b") is None and store.get("ns/a") is not None
+    assert store.info()["bytes"] <= 30
+    store.put("ns/huge", b"z" * 31)  # larger than the bound: not kept
+    assert store.get("ns/huge") is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 40)), max_size=40))
+def test_memory_store_never_holds_more_than_its_bound(puts):
+    store = MemoryStore(max_bytes=64)
+    for key, size in puts:
+        store.put(f"ns/{key}", bytes(size))
+        assert store.info()["bytes"] <= 64
+    last = {k: size for k, size in puts}
+    for key, size in last.items():
+        value = store.get(f"ns/{key}")
+        assert value is None or value == bytes(size)
+
+
+def test_disk_store_round_trips_and_survives_a_new_store_object(tmp_path):
+    DiskStore(tmp_path).put(KEY, b"entry")
+    assert DiskStore(tmp_path).get(KEY) == b"entry"
+    assert not list(tmp_path.rglob(".tmp-*"))  # the temporary file was renamed
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
+def test_a_corrupt_or_truncated_disk_entry_is_a_miss_and_is_removed(tmp_path, damage):
+    store = DiskStore(tmp_path)
+    store.put(KEY, b"entry" * 100)
+    (path,) = [p for p in tmp_path.rglob("*") if p.is_file()]
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[:-7], "flip": data[:-1] + bytes([data[-1] ^ 1]),
+                      "empty": b""}[damage])
+    assert store.get(KEY) is None
+    assert not path.exists()
+
+
+def test_disk_store_evicts_least_recently_used_entries_beyond_its_bound(tmp_path):
+    store = DiskStore(tmp_path, max_bytes=10_000)
+    for i in range(30):
+        store.put(f"ns/{i:064x}", bytes(1000))
+        os.utime(next(tmp_path.rglob(f"{i:064x}")), (i, i))  # an older use each
+        store.get(f"ns/{0:064x}")  # keeps the first one recently used
+    assert store.info()["bytes"] <= 10_000
+    assert store.get(f"ns/{0:064x}") is not None
+    assert store.get(f"ns/{1:064x}") is None
+
+
+def test_clearing_one_namespace_keeps_the_others(tmp_path):
+    for store in (MemoryStore(), DiskStore(tmp_path)):
+        store.put("a/" + "00" * 32, b"1")
+        store.put("b/" + "00" * 32, b"2")
+        assert store.clear("a") == 1
+        assert store.get("a/" + "00" * 32) is None and store.get("b/" + "00" * 32) == b"2"
+
+
+def test_the_default_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DANDELION_CACHE_DIR", str(tmp_path / "here"))
+    assert default_cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("DANDELION_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if sys.platform.startswith("linux"):
+        assert default_cache_dir() == tmp_path / "xdg" / "dandelion"
+
+
+@pytest.mark.redis
+def test_redis_store_round_trips_in_batches_and_clears_a_namespace(redis_url):
+    store = RedisStore(redis_url, prefix="test-store:")
+    store.put("a/k1", b"one")
+    store.put("b/k1", b"two")
+    assert store.get_many(["a/k1", "a/k2", "b/k1"]) == [b"one", None, b"two"]
+    assert store.clear("a") == 1
+    assert store.get("a/k1") is None and store.get("b/k1") == b"two"
+    store.close()
+
+
+def test_a_stack_fills_the_stores_in_front_of_a_hit(tmp_path):
+    front, back = MemoryStore(), DiskStore(tmp_path)
+    stack = StackStore([front, back])
+    back.put(KEY, b"entry")
+    assert stack.get_many([KEY, "ns/" + "cd" * 32]) == [b"entry", None]
+    assert front.get(KEY) == b"entry"
+    stack.put("ns/" + "ef" * 32, b"both")
+    assert back.get("ns/" + "ef" * 32) == b"both"
+
+
+def test_a_failing_store_is_a_miss_with_one_warning(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache directory should be")
+    store = GuardedStore(DiskStore(blocked / "cache"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store.put(KEY, b"entry")
+        store.put(KEY, b"entry")
+        assert store.get(KEY) is None
+    assert [w.category for w in caught] == [CacheWarning]
+    assert "disk cache store failed" in str(caught[0].message)
+
+
+PROGRAM = """
+    import dandelion as dd
+
+    @dd.compute
+    def square(x: int) -> int:
+        return x * x
+
+    @dd.composition
+    def squares(xs: list[int]) -> list[int]:
+        return square(dd.each(xs))
+"""
+
+RUN = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import dandelion as dd
+import prog
+reports = []
+with dd.Runtime(engine=sys.argv[3], workers=2, cache=sys.argv[2],
+                on_cache=reports.append) as rt:
+    print(rt.run(prog.squares, [1, 2, 3]), sum(r.hits for r in reports))
+"""
+
+
+def _run_in_new_process(tmp_path: Path, cache: str, engine: str) -> str:
+    out = subprocess.run([sys.executable, "-c", RUN, str(tmp_path), cache, engine],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("engine", ["inline", "process"])
+def test_a_new_process_hits_the_disk_store(tmp_path, engine):
+    (tmp_path / "prog.py").write_text(textwrap.dedent(PROGRAM))
+    cache = str(tmp_path / "cache")
+    assert _run_in_new_process(tmp_path, cache, engine) == "[1, 4, 9] 0"
+    assert _run_in_new_process(tmp_path, cache, engine) == "[1, 4, 9] 3"
+
+
+@pytest.mark.redis
+def test_a_new_process_hits_the_redis_store(tmp_path, redis_url):
+    (tmp_path / "prog.py").write_text(textwrap.dedent(PROGRAM))
+    RedisStore(redis_url).clear()
+    assert _run_in_new_process(tmp_path, redis_url, "inline") == "[1, 4, 9] 0"
+    assert _run_in_new_process(tmp_path, redis_url, "process") == "[1, 4, 9] 3"
+
+
+def test_a_run_goes_on_when_redis_is_down(load):
+    from tests.io.servers import free_port
+
+    mod = load(PROGRAM)
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with dd.Runtime(engine="inline", cache=["memory", down]) as rt:
+            assert rt.run(mod.squares, [2, 3]) == [4, 9]
+            assert rt.run(mod.squares, [2, 3]) == [4, 9]  # served by memory
+    assert [w.category for w in caught] == [CacheWarning]
+
+
+def test_a_corrupt_disk_entry_is_recomputed_in_a_run(load, tmp_path):
+    mod = load(PROGRAM)
+    reports: list = []
+    cache = open_cache(tmp_path / "cache")
+    with dd.Runtime(engine="inline", cache=cache, on_cache=reports.append) as rt:
+        rt.run(mod.squares, [5])
+        for path in (tmp_path / "cache").rglob("*"):
+            if path.is_file():
+                path.write_bytes(path.read_bytes()[:-3])
+        assert rt.run(mod.squares, [5]) == [25]
+        assert rt.run(mod.squares, [5]) == [25]
+    assert [r.hits for r in reports] == [0, 0, 1]
