@@ -10,8 +10,9 @@ import os
 import sys
 from typing import Any, Mapping
 
+from dandelion.cache.cache import Cache
 from dandelion.runtime.backend import Backend as BackendBase
-from dandelion.runtime.dispatcher import Dispatcher, ProgressCallback
+from dandelion.runtime.dispatcher import CacheObserver, Dispatcher, ProgressCallback
 from dandelion.runtime.pool import EnginePool
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Items
@@ -37,15 +38,18 @@ class LocalBackend(BackendBase):
             finishes (the CLI draws its progress line with it).
         io: options of the default I/O engine (:class:`~dandelion.io.IoConfig` or a
             mapping: ``timeout``, ``storage_root``, ``redis_url``, ``policy`` …).
+        on_cache: called with a :class:`~dandelion.cache.run.CacheReport` per cacheable
+            application of every run (``dandelion run --stats`` collects them).
     """
 
     name = "local"
-    capabilities = frozenset({"compute", "io", "nested", "timeouts"})
+    capabilities = frozenset({"compute", "io", "nested", "timeouts", "cache"})
 
     def __init__(self, engine: str | None = None, workers: int | None = None,
                  timeout: float | None = None, timeouts: Mapping[str, float] | None = None,
                  engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
-                 progress: ProgressCallback | None = None, io: Any = None) -> None:
+                 progress: ProgressCallback | None = None, io: Any = None,
+                 on_cache: CacheObserver | None = None) -> None:
         engine_cls = load_engine(engine or DEFAULT_ENGINE)
         options = dict(engine_options or {})
         self.engine_name = engine_cls.name
@@ -60,19 +64,22 @@ class LocalBackend(BackendBase):
             io_engine = IoEngine(io)
         self.io_engine = io_engine
         self.progress = progress
+        self.on_cache = on_cache
 
-    def dispatcher(self, artifacts: Mapping[str, Any]) -> Dispatcher:
-        """A dispatcher over this backend's engines for one program's artifacts."""
+    def dispatcher(self, artifacts: Mapping[str, Any], cache: Cache | None = None
+                   ) -> Dispatcher:
+        """A dispatcher over this backend's engines for one program's artifacts, looking up
+        and keeping results in ``cache``."""
         def sub_runner(plan: Any, inputs: Mapping[str, Items]) -> Mapping[str, Items]:
-            return self.dispatcher(artifacts).run(plan, inputs)
+            return self.dispatcher(artifacts, cache).run(plan, inputs)
 
         return Dispatcher(self.pool, artifacts, timeouts=self.timeouts,
                           io_engine=self.io_engine, sub_runner=sub_runner,
-                          progress=self.progress)
+                          progress=self.progress, cache=cache, on_cache=self.on_cache)
 
-    def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
-            ) -> dict[str, Items]:
-        return self.dispatcher(artifacts).run(plan, inputs)
+    def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+            cache: Cache | None = None) -> dict[str, Items]:
+        return self.dispatcher(artifacts, cache).run(plan, inputs)
 
     def close(self) -> None:
         self.pool.close()

@@ -8,12 +8,17 @@ each; combinations that need something absent are skipped with the reason.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
+import tempfile
 from typing import Any, Iterator
 
 import pytest
 
 import dandelion as dd
+
+# Runtimes cache results on disk by default: the suite's go to a directory of its own.
+os.environ["DANDELION_CACHE_DIR"] = tempfile.mkdtemp(prefix="dandelion-test-cache-")
 
 
 def _needs(module: str) -> str | None:

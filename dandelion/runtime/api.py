@@ -9,6 +9,7 @@ import threading
 import weakref
 from typing import Any, Mapping
 
+from dandelion.cache.cache import Cache, open_cache
 from dandelion.planner import Pass, PassContext, make_plan
 from dandelion.planner.plan import Plan
 from dandelion.program import Program, as_program
@@ -26,6 +27,11 @@ class Runtime:
         passes: the planner passes (default: :data:`dandelion.planner.DEFAULT_PASSES`).
         pass_context: what the passes are given: options, topology, cache (default: none
             of them).
+        cache: where results of cacheable functions are kept (``docs/caching.rst``):
+            ``True`` (default: in memory, in front of the disk store in
+            ``$DANDELION_CACHE_DIR`` or the user's cache directory), ``False``, a
+            :class:`~dandelion.cache.Store`, a directory, a ``redis://`` URL, ``"memory"``,
+            or a list of those (a stack, fastest first).
         **options: passed to the backend (``workers=``, ``timeout=`` …).
 
     Example:
@@ -43,10 +49,11 @@ class Runtime:
 
     def __init__(self, backend: str = "local", engine: str | None = None,
                  passes: list[Pass] | None = None, pass_context: PassContext | None = None,
-                 **options: Any) -> None:
+                 cache: Any = True, **options: Any) -> None:
         cls = load_backend(backend)
         if engine is not None:
             options["engine"] = engine
+        self.cache: Cache | None = open_cache(cache)
         self.backend: Backend = cls(**options)
         self.passes = passes
         self.pass_context = pass_context
@@ -77,6 +84,12 @@ class Runtime:
             InputError: missing, unknown or mistyped inputs.
             FunctionError: a function failed (names the function, instance and keys).
         """
+        return self._run(target, args, inputs, True)
+
+    def _run(self, target: Any, args: tuple[Any, ...], inputs: dict[str, Any],
+             cache: bool | str) -> Any:
+        """:meth:`run`, with this run's use of the cache: ``True``, ``False`` or
+        ``"refresh"`` (look nothing up, compute and keep everything)."""
         if self.closed:
             from dandelion.errors import BackendError
 
@@ -84,7 +97,12 @@ class Runtime:
         program = as_program(target)
         sets = program.bind(args, inputs)
         plan = self.plan(program)
-        outputs = self.backend.run(plan, sets, program.artifacts)
+        if "cache" not in self.backend.capabilities:
+            outputs = self.backend.run(plan, sets, program.artifacts)
+        else:
+            using = self._cache_for(cache)
+            outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
+                                       cache=using)
         return program.unbind(outputs)
 
     def run_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
@@ -108,6 +126,17 @@ class Runtime:
         check_requirements(plan, self.backend)
         return self.backend.run(plan, inputs, artifacts)
 
+    def _cache_for(self, mode: bool | str) -> Cache | None:
+        if mode not in (True, False, "refresh"):
+            from dandelion.cache.cache import CacheConfigError
+
+            raise CacheConfigError(f"cache={mode!r}: a run takes cache=True, False or "
+                                   "'refresh'", hint="configure the store with "
+                                                     "dd.Runtime(cache=...)")
+        if mode is False or self.cache is None:
+            return None
+        return self.cache.refreshing(mode == "refresh")
+
     def submit(self, target: Any, /, *args: Any, **inputs: Any) -> concurrent.futures.Future[Any]:
         """Start :meth:`run` in the background and return its future."""
         with self._lock:
@@ -128,6 +157,8 @@ class Runtime:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         self.backend.close()
+        if self.cache is not None:
+            self.cache.store.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -157,10 +188,12 @@ def _close_defaults() -> None:
 
 
 def run(target: Any, /, *args: Any, backend: str | None = None, engine: str | None = None,
-        **inputs: Any) -> Any:
+        cache: bool | str = True, **inputs: Any) -> Any:
     """Run a composition on the default runtime of ``backend`` and ``engine``.
 
-    ``backend`` and ``engine`` are reserved: no composition input may be called so.
+    ``backend``, ``engine`` and ``cache`` are reserved: no composition input may be called
+    so.  ``cache=False`` neither looks up nor keeps results, ``cache="refresh"`` recomputes
+    everything and keeps the new results (``docs/caching.rst``).
 
     Example:
         >>> import dandelion as dd
@@ -173,4 +206,4 @@ def run(target: Any, /, *args: Any, backend: str | None = None, engine: str | No
         >>> dd.run(lengths, ["a", "bb", "ccc"], engine="inline")
         [1, 2, 3]
     """
-    return default_runtime(backend, engine).run(target, *args, **inputs)
+    return default_runtime(backend, engine)._run(target, args, inputs, cache)

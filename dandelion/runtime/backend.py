@@ -34,7 +34,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
             ) -> dict[str, Items]:
-        """Run ``plan`` on its direct inputs; return its direct outputs."""
+        """Run ``plan`` on its direct inputs; return its direct outputs.
+
+        A backend with the ``cache`` capability also takes ``cache=``, a
+        :class:`~dandelion.cache.Cache` (or ``None``) in which to look up and keep the
+        outputs of cacheable instances.
+        """
 
     def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing
         """Release workers, engines and connections."""

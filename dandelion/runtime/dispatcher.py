@@ -9,19 +9,27 @@ before its inputs are complete, and results never depend on scheduling.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import threading
 from collections import defaultdict
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import attrs
 
+from dandelion.cache.run import CacheReport, RunCache, cacheable
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.pool import EnginePool, Job
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dandelion.cache.cache import Cache
+
+log = logging.getLogger("dandelion.cache")
 
 #: Instances per batch are chosen so that each worker gets about this many batches.
 BATCHES_PER_WORKER = 4
@@ -40,6 +48,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+CacheObserver = Callable[[CacheReport], None]
 
 
 @attrs.define(eq=False)
@@ -49,6 +58,8 @@ class _Running:
     instances: list[Instance]
     outputs: list[Any]
     remaining: int
+    #: per instance, its cache key (``None``: not cached)
+    keys: list[bytes | None] | None = None
 
 
 def _describe_instance(inst: Instance, n: int) -> str:
@@ -118,14 +129,21 @@ class Dispatcher:
         io_engine: runs I/O functions (``None``: plans with I/O functions are refused).
         sub_runner: runs a nested composition for sharded composition calls.
         progress: called with a :class:`Progress` whenever work finishes.
+        cache: where the outputs of cacheable instances are looked up and kept
+            (``None``: nothing is cached).
+        on_cache: called with a :class:`~dandelion.cache.run.CacheReport` per cacheable
+            application, once its lookups are done.
     """
 
     def __init__(self, pool: EnginePool, artifacts: Mapping[str, Any], *,
                  timeouts: Mapping[str, float] | None = None, io_engine: Any = None,
                  sub_runner: SubRunner | None = None,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, cache: Cache | None = None,
+                 on_cache: CacheObserver | None = None) -> None:
         self.pool = pool
         self.progress = progress
+        self.cache = cache
+        self.on_cache = on_cache
         self.artifacts = artifacts
         self.timeouts = dict(timeouts or {})
         self.io_engine = io_engine
@@ -148,8 +166,11 @@ class Dispatcher:
                 the rest of the run is cancelled.
         """
         run = _Run(self, plan, inputs)
-        run.begin()
-        run.wait()
+        try:
+            run.begin()
+            run.wait()
+        finally:
+            run.abandon_flights()
         if run.error is not None:
             raise run.error
         return {d.name: run.sets.get(d.name, ()) for d in plan.composition.outputs}
@@ -195,6 +216,9 @@ class _Run:
         self.signatures: dict[str, FunctionSpec] = {}
         self.nested = {c.name for c in self.module.compositions}
         self.counts = [0, len(comp.applications), 0, 0]  # apps done/total, instances too
+        self.cache = RunCache(dispatcher.cache) if dispatcher.cache is not None else None
+        #: flight keys this run computes for others; landed when stored, or abandoned
+        self.leading: dict[bytes, None] = {}
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -231,10 +255,11 @@ class _Run:
     # -- events from workers, nested runs and the I/O engine --------------------------------
 
     def on_job(self, job: Job, failure: tuple[Instance, BaseException] | None) -> None:
+        index, positions = job.tag
+        self._keep(index, positions, job.results)
         with self.lock:
             if self.error is not None:
                 return
-            index, offset = job.tag
             state = self.running[index]
             if failure is not None:
                 inst, error = failure
@@ -242,12 +267,114 @@ class _Run:
                 err.__cause__ = error
                 self._fail(err)
                 return
-            state.outputs[offset:offset + len(job.results)] = job.results
-            self.counts[2] += len(job.results)
-            state.remaining -= 1
-            if state.remaining == 0:
-                self._publish(index, gather(state.outputs, len(state.spec.results)))
-            self._advance()
+            self._fill(index, state, positions, job.results)
+
+    def _fill(self, index: int, state: _Running, positions: Sequence[int],
+              results: Sequence[Any]) -> None:
+        """Outputs of some instances arrived (lock held): publish when the last did."""
+        if isinstance(positions, range):
+            state.outputs[positions.start:positions.start + len(results)] = results
+        else:
+            for pos, result in zip(positions, results):
+                state.outputs[pos] = result
+        self.counts[2] += len(results)
+        state.remaining -= 1
+        if state.remaining == 0:
+            self._publish(index, gather(state.outputs, len(state.spec.results)))
+        self._advance()
+
+    # -- the cache -------------------------------------------------------------------------
+
+    def _keep(self, index: int, positions: Sequence[int], results: Sequence[Any]) -> None:
+        """Store the outputs of computed instances and land their flights (no lock held:
+        a store may be slow, and a follower in this run takes the lock)."""
+        state = self.running.get(index)
+        if self.cache is None or state is None or state.keys is None:
+            return
+        cache = self.cache.cache
+        keys = state.keys
+        done = [(keys[pos], results[j]) for j, pos in enumerate(positions[:len(results)])
+                if keys[pos] is not None]
+        try:
+            entries = self.cache.store(done)  # type: ignore[arg-type]
+        except Exception as e:  # the cache never fails a run
+            log.warning("could not cache instances of '%s': %s", state.spec.name, e)
+            entries = [None] * len(done)
+        landed = dict(zip((k for k, _ in done), entries))
+        for pos in positions:
+            key = keys[pos]
+            if key is not None:
+                flight = cache.flight_key(key)
+                if self.leading.pop(flight, 0) is None:
+                    cache.flights.land(flight, landed.get(key))
+
+    def abandon_flights(self) -> None:
+        """Tell whoever waits on this run's flights that they will not land (they compute
+        themselves)."""
+        if self.cache is not None:
+            for flight in list(self.leading):
+                if self.leading.pop(flight, 0) is None:
+                    self.cache.cache.flights.land(flight, None)
+
+    def _lookup(self, index: int, state: _Running, call: FunctionCall) -> list[int]:
+        """Serve what the cache has; join identical instances in flight; the positions of
+        the instances left to compute (lock held)."""
+        assert self.cache is not None
+        spec = state.spec
+        n = len(state.instances)
+        reason = cacheable(spec)
+        if reason is not None:
+            self._report(index, spec, n, 0, reason, 0)
+            return list(range(n))
+        found = self.cache.lookup(state.app, spec, call, state.instances)
+        state.keys = found.keys
+        cache = self.cache.cache
+        todo = []
+        missed = []
+        outputs = state.outputs
+        for pos, (key, hit) in enumerate(zip(found.keys, found.hits)):
+            if hit is not None:
+                outputs[pos] = hit
+            elif key is None:
+                todo.append(pos)
+            else:
+                missed.append(pos)
+        hits = n - len(todo) - len(missed)
+        if missed:
+            flights = [cache.flight_key(found.keys[pos]) for pos in missed]  # type: ignore[arg-type]
+            leads = cache.flights.join_many(
+                flights, lambda i: functools.partial(self._landed, index, missed[i]))
+            for pos, flight, lead in zip(missed, flights, leads):
+                if lead:
+                    self.leading[flight] = None
+                    todo.append(pos)
+                else:
+                    state.remaining += 1  # a follower: filled when its leader lands
+            todo.sort()
+        self.counts[2] += hits
+        self._report(index, spec, n, hits, found.reason, found.bytes_served)
+        return todo
+
+    def _report(self, index: int, spec: FunctionSpec, n: int, hits: int, reason: str | None,
+                served: int) -> None:
+        if self.d.on_cache is not None:
+            self.d.on_cache(CacheReport(spec.name, index, n, hits, reason, served))
+
+    def _landed(self, index: int, pos: int, entry: bytes | None) -> None:
+        """The leader of an instance this run waits for landed ``entry``."""
+        assert self.cache is not None
+        outputs = self.cache.adopt(entry) if entry is not None else None
+        with self.lock:
+            state = self.running.get(index)
+            if self.error is not None or state is None:
+                return
+            if outputs is None:  # the leader failed: compute it here
+                assert state.keys is not None
+                state.keys[pos] = None
+                state.remaining -= 1
+                self._submit(index, state, [pos])
+                return
+            self._fill(index, state, [pos], [outputs])
 
     def on_whole(self, index: int, outputs: list[Items] | None, error: BaseException | None
                  ) -> None:
@@ -299,15 +426,31 @@ class _Run:
         call = self.calls.get(spec.name)
         if call is None:
             call = self.calls[spec.name] = d.call_for(spec)
-        if spec.kind is FunctionKind.IO:
-            self._start_io(index, state, call)
+        positions: Sequence[int] = range(len(insts))
+        if self.cache is not None:
+            positions = self._lookup(index, state, call)
+            if not positions:  # all served, or waiting for identical instances in flight
+                if state.remaining == 0:
+                    self._publish(index, gather(state.outputs, len(spec.results)))
+                return
+        self._submit(index, state, positions)
+
+    def _submit(self, index: int, state: _Running, positions: Sequence[int]) -> None:
+        """Compute the instances at ``positions`` (lock held)."""
+        call = self.calls[state.spec.name]
+        if state.spec.kind is FunctionKind.IO:
+            state.remaining += 1
+            self._start_io(index, state, call, positions)
             return
-        n = len(insts)
-        size = max(1, math.ceil(n / (d.pool.size * BATCHES_PER_WORKER)))
-        state.remaining = math.ceil(n / size)
-        for start_at in range(0, n, size):
-            d.pool.submit(Job(call, insts[start_at:start_at + size], self.on_job,
-                              self.cancelled, tag=(index, start_at)))
+        n = len(positions)
+        size = max(1, math.ceil(n / (self.d.pool.size * BATCHES_PER_WORKER)))
+        state.remaining += math.ceil(n / size)
+        insts = state.instances
+        for at in range(0, n, size):
+            part = positions[at:at + size]
+            self.d.pool.submit(Job(call, [insts[i] for i in part] if not isinstance(part, range)
+                                   else insts[part.start:part.stop], self.on_job,
+                                   self.cancelled, tag=(index, part)))
 
     def _signature(self, name: str) -> FunctionSpec:
         """The callee's signature, looked up once per run."""
@@ -343,16 +486,21 @@ class _Run:
 
         threading.Thread(target=work, name=f"dandelion-{spec.name}", daemon=True).start()
 
-    def _start_io(self, index: int, state: _Running, call: FunctionCall) -> None:
+    def _start_io(self, index: int, state: _Running, call: FunctionCall,
+                  positions: Sequence[int]) -> None:
         spec = state.spec
 
         def done(results: list[Any] | None, failure: tuple[Instance, BaseException] | None
                  ) -> None:
+            self._keep(index, positions, results or [])
             if failure is not None:
                 inst, error = failure
                 self.on_whole(index, None,
                               instance_error(spec, inst, len(state.instances), error))
-            else:
-                self.on_whole(index, gather(results or [], len(spec.results)), None)
+                return
+            with self.lock:
+                if self.error is None:
+                    self._fill(index, state, positions, results or [])
 
-        self.d.io_engine.submit(call, state.instances, done, self.cancelled)
+        self.d.io_engine.submit(call, [state.instances[i] for i in positions], done,
+                                self.cancelled)

@@ -1,0 +1,154 @@
+"""Result caching (issue 15): what a warm cache saves and what an all-miss run costs.
+
+All numbers are ratios against a baseline measured in the same run (medians over
+repetitions):
+
+1. the paper's matrix composition (128×128 int64 M·Mᵀ) on the ``process`` engine: a rerun
+   with a warm cache against computing it (no cache), with a memory store and a disk store
+   (targets: >= 100x and >= 20x);
+2. the cost of caching when everything misses (new inputs each run, memory store): on the
+   matrix (target <= 5 %) and per application on a 10,000-way no-op fan-out on ``inline``
+   against the dispatcher's own time per application (target <= 20 %);
+3. the cost of a hit per application on that fan-out (memory store; target <= 2x the
+   dispatcher's time per application);
+4. early cutoff: a three-stage pipeline whose input changes without changing stage 1's
+   output recomputes only stage 1.
+
+    python benchmarks/bench_cache.py [--repeat 15] [--fanout 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import dandelion as dd
+from dandelion.cache import CacheReport, DiskStore, MemoryStore, hashing
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from examples.matmul import example_matrix, matmul  # noqa: E402
+
+
+@dd.compute
+def noop(x: int) -> int:
+    return x
+
+
+@dd.composition
+def fan_out(xs: list[int]) -> list[int]:
+    ys = noop(dd.each(xs))
+    return ys
+
+
+@dd.compute
+def parity(x: int) -> int:
+    return x % 2
+
+
+@dd.compute
+def double(x: int) -> int:
+    return 2 * x
+
+
+@dd.compute
+def describe(x: int) -> str:
+    return f"twice the parity is {x}"
+
+
+@dd.composition
+def pipeline(x: int) -> str:
+    return describe(double(parity(x)))
+
+
+def median_time(fn: Callable[[int], Any], repeat: int) -> float:
+    """The median time of ``fn(i)`` over ``repeat`` calls (``i``: the repetition)."""
+    times = []
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matrix(repeat: int) -> dict[str, float]:
+    m = example_matrix()
+    fresh = [example_matrix(seed) for seed in range(1, 2 * repeat + 2)]
+    out: dict[str, float] = {}
+    with dd.Runtime(engine="process", workers=2, cache=False) as rt:
+        for _ in range(3):
+            rt.run(matmul, m)
+        out["compute"] = median_time(lambda i: rt.run(matmul, m), repeat)
+        out["compute, new inputs"] = median_time(lambda i: rt.run(matmul, fresh[i]), repeat)
+    with dd.Runtime(engine="process", workers=2, cache=MemoryStore()) as rt:
+        rt.run(matmul, m)
+        out["warm, memory"] = median_time(lambda i: rt.run(matmul, m), repeat)
+        out["all miss, memory"] = median_time(lambda i: rt.run(matmul, fresh[repeat + i]),
+                                              repeat)
+    with tempfile.TemporaryDirectory() as tmp, \
+            dd.Runtime(engine="process", workers=2, cache=DiskStore(tmp)) as rt:
+        rt.run(matmul, m)
+        out["warm, disk"] = median_time(lambda i: rt.run(matmul, m), repeat)
+    return out
+
+
+def fanout(n: int, repeat: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    inputs = [list(range(i * n, (i + 1) * n)) for i in range(2 * repeat + 1)]
+    with dd.Runtime(engine="inline", workers=2, cache=False) as rt:
+        rt.run(fan_out, inputs[0][:100])
+        out["dispatcher"] = median_time(lambda i: rt.run(fan_out, inputs[i]), repeat) / n
+    with dd.Runtime(engine="inline", workers=2, cache=MemoryStore()) as rt:
+        rt.run(fan_out, inputs[0])
+        out["hit"] = median_time(lambda i: rt.run(fan_out, inputs[0]), repeat) / n
+        out["all miss"] = median_time(lambda i: rt.run(fan_out, inputs[1 + i]), repeat) / n
+    return out
+
+
+def early_cutoff() -> list[int]:
+    reports: list[CacheReport] = []
+    with dd.Runtime(engine="inline", workers=2, cache=MemoryStore(),
+                    on_cache=reports.append) as rt:
+        rt.run(pipeline, 1)
+        reports.clear()
+        rt.run(pipeline, 3)  # parity(3) == parity(1)
+    return [r.instances - r.hits for r in sorted(reports, key=lambda r: r.application)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--fanout", type=int, default=10000)
+    args = ap.parse_args()
+    print(f"hash: {hashing.ALGORITHM}; python {sys.version.split()[0]}; numpy {np.__version__}")
+    mm = matrix(args.repeat)
+    print("\n1. matrix M·Mᵀ (128x128 int64), process engine, 2 workers")
+    for name, t in mm.items():
+        print(f"   {name:22} {t * 1e3:9.3f} ms")
+    print(f"   warm rerun, memory: {mm['compute'] / mm['warm, memory']:7.1f}x faster "
+          "(target >= 100x)")
+    print(f"   warm rerun, disk:   {mm['compute'] / mm['warm, disk']:7.1f}x faster "
+          "(target >= 20x)")
+    cost = mm["all miss, memory"] / mm["compute, new inputs"] - 1
+    print(f"2. all-miss cost, matrix: {cost * 100:+.1f} % (target <= 5 %)")
+    fo = fanout(args.fanout, max(3, args.repeat // 3))
+    print(f"\n   {args.fanout}-way no-op fan-out, inline engine, 2 workers (µs per application)")
+    for name, t in fo.items():
+        print(f"   {name:22} {t * 1e6:9.2f} µs")
+    print(f"   all-miss cost: {(fo['all miss'] - fo['dispatcher']) * 1e6:.2f} µs/app = "
+          f"{(fo['all miss'] / fo['dispatcher'] - 1) * 100:+.1f} % of the dispatcher's "
+          "(target <= 20 %)")
+    print(f"3. hit: {fo['hit'] * 1e6:.2f} µs/app = {fo['hit'] / fo['dispatcher']:.2f}x the "
+          "dispatcher's time per application (target <= 2x)")
+    recomputed = early_cutoff()
+    print(f"4. early cutoff: instances recomputed per stage {recomputed} (target [1, 0, 0])")
+
+
+if __name__ == "__main__":
+    main()

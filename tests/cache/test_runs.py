@@ -1,0 +1,185 @@
+"""Caching as users see it: runs on each local engine hit what they computed before, and
+miss whenever anything a function could observe changed."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import dandelion as dd
+from dandelion.cache import MemoryStore, open_cache
+
+PIPELINE = """
+    import dandelion as dd
+
+    @dd.compute
+    def inc(x: int) -> int:
+        return x + 1
+
+    @dd.compute
+    def parity(x: int) -> int:
+        return x % 2
+
+    @dd.compute
+    def label(x: int) -> str:
+        return "odd" if x else "even"
+
+    @dd.composition
+    def incs(xs: list[int]) -> list[int]:
+        return inc(dd.each(xs))
+
+    @dd.composition
+    def pipeline(x: int) -> str:
+        return label(inc(parity(x)))
+"""
+
+
+def test_a_rerun_hits_every_instance(load, recorder):
+    mod = load(PIPELINE)
+    with recorder.runtime() as rt:
+        assert recorder.run(rt, mod.incs, [1, 2, 3]) == ([2, 3, 4], 0)
+        assert recorder.run(rt, mod.incs, [1, 2, 3]) == ([2, 3, 4], 3)
+        assert recorder.run(rt, mod.incs, [3, 4]) == ([4, 5], 1)
+
+
+def test_a_fresh_load_of_the_same_code_hits(load, recorder):
+    store = MemoryStore()
+    with recorder.runtime(store) as rt:
+        recorder.run(rt, load(PIPELINE).incs, [1, 2])
+        assert recorder.run(rt, load(PIPELINE).incs, [1, 2]) == ([2, 3], 2)
+        edited = PIPELINE.replace("x + 1", "x + 2")
+        assert recorder.run(rt, load(edited).incs, [1, 2]) == ([3, 4], 0)
+
+
+@pytest.mark.parametrize("change", ["value", "key", "name"])
+def test_changing_an_input_items_bytes_key_or_name_misses(load, recorder, change):
+    mod = load(PIPELINE)
+    base = [dd.Item(1, key=1, name="a")]
+    other = {"value": dd.Item(2, key=1, name="a"), "key": dd.Item(1, key=2, name="a"),
+             "name": dd.Item(1, key=1, name="b")}[change]
+    with recorder.runtime() as rt:
+        recorder.run(rt, mod.incs, base)
+        assert recorder.run(rt, mod.incs, base)[1] == 1
+        assert recorder.run(rt, mod.incs, [other])[1] == 0
+
+
+def test_changing_the_sharding_mode_misses(load, recorder):
+    mod = load("""
+        import dandelion as dd
+
+        @dd.compute
+        def count(xs: list[int]) -> list[int]:
+            return [len(xs)]
+
+        @dd.composition
+        def each(xs: list[int]) -> list[int]:
+            return count(dd.each(xs))
+
+        @dd.composition
+        def whole(xs: list[int]) -> list[int]:
+            return count(xs)
+    """)
+    with recorder.runtime() as rt:
+        assert recorder.run(rt, mod.each, [5]) == ([1], 0)
+        assert recorder.run(rt, mod.whole, [5]) == ([1], 0)  # the same item, whole
+        assert recorder.run(rt, mod.whole, [5]) == ([1], 1)
+
+
+def test_early_cutoff_recomputes_only_the_stage_whose_input_changed(load, recorder):
+    mod = load(PIPELINE)
+    with recorder.runtime() as rt:
+        assert recorder.run(rt, mod.pipeline, 1) == ("odd", 0)
+        # 3 is odd like 1: stage 1 runs again, and as its output is the same, the stages
+        # after it hit
+        assert recorder.run(rt, mod.pipeline, 3) == ("odd", 2)
+        assert [r.hits for r in recorder.reports] == [0, 1, 1]
+
+
+def test_a_function_declared_not_cacheable_always_runs(load, recorder):
+    mod = load(PIPELINE.replace("@dd.compute\n    def inc", "@dd.compute(cacheable=False)\n"
+                                "    def inc"))
+    with recorder.runtime() as rt:
+        recorder.run(rt, mod.incs, [1, 2])
+        assert recorder.run(rt, mod.incs, [1, 2]) == ([2, 3], 0)
+        assert recorder.reports[0].reason == "declared cacheable=False"
+
+
+def test_a_raising_instance_is_not_cached_and_runs_again(load, recorder):
+    mod = load("""
+        import dandelion as dd
+
+        @dd.compute
+        def check(x: int) -> int:
+            if x < 0:
+                raise ValueError("negative")
+            return x
+
+        @dd.composition
+        def checks(xs: list[int]) -> list[int]:
+            return check(dd.each(xs))
+    """)
+    with recorder.runtime() as rt:
+        recorder.run(rt, mod.checks, [1])
+        for _ in range(2):  # it raises each time: it ran each time
+            with pytest.raises(dd.FunctionError, match="negative"):
+                recorder.run(rt, mod.checks, [-1])
+            assert sum(r.hits for r in recorder.reports) == 0
+        assert recorder.run(rt, mod.checks, [1, 2]) == ([1, 2], 1)
+
+
+def test_two_namespaces_never_share_an_entry(load, recorder):
+    mod = load(PIPELINE)
+    store = MemoryStore()
+    tenant_a = open_cache(store, namespace="tenant-a")
+    tenant_b = open_cache(store, namespace="tenant-b")
+    with recorder.runtime(tenant_a) as rt_a, recorder.runtime(tenant_b) as rt_b:
+        recorder.run(rt_a, mod.incs, [1, 2])
+        assert recorder.run(rt_b, mod.incs, [1, 2])[1] == 0
+        assert recorder.run(rt_a, mod.incs, [1, 2])[1] == 2
+
+
+def test_cache_false_and_refresh_per_run(load, recorder):
+    mod = load(PIPELINE)
+    with recorder.runtime() as rt:
+        recorder.run(rt, mod.incs, [1])
+        recorder.reports.clear()
+        assert rt._run(mod.incs, ([1],), {}, False) == [2] and recorder.reports == []
+        assert rt._run(mod.incs, ([1],), {}, "refresh") == [2]
+        assert [r.hits for r in recorder.reports] == [0]
+        assert recorder.run(rt, mod.incs, [1])[1] == 1
+        with pytest.raises(dd.DandelionError, match="cache=True, False or 'refresh'"):
+            rt._run(mod.incs, ([1],), {}, "sometimes")
+
+
+def test_concurrent_identical_runs_compute_once(load, recorder):
+    mod = load("""
+        import time
+        import dandelion as dd
+
+        @dd.compute
+        def slow(x: int) -> int:
+            time.sleep(0.5)
+            return x * 10
+
+        @dd.composition
+        def slows(xs: list[int]) -> list[int]:
+            return slow(dd.each(xs))
+    """)
+    with recorder.runtime() as rt:
+        t0 = time.monotonic()
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(rt.run(mod.slows, [4])))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.monotonic() - t0
+        assert results == [[40]] * 4
+        # one computed it: the three others waited for it (no worker was free for them)
+        assert sum(r.hits for r in recorder.reports) == 0
+        assert took < 1.5, took
+    with recorder.runtime() as rt:  # identical instances inside one run, too
+        assert recorder.run(rt, mod.slows, [1, 1, 1, 1]) == ([10] * 4, 0)
