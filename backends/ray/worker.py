@@ -25,7 +25,7 @@ from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
 from dandelion.runtime.dispatcher import instance_error
 from dandelion.runtime.engine import Engine, FunctionCall
-from dandelion.runtime.pool import EnginePool, Job, run_instance, timeout_error
+from dandelion.runtime.pool import EnginePool, Job, first_bad_outputs, run_instance, timeout_error
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
@@ -123,6 +123,10 @@ def run_io(io_engine: Any, call: FunctionCall, insts: list[Instance], total: int
     io_engine.submit(call, insts, done, threading.Event())
     finished.wait()
     results, failure = box[0]
+    if failure is None:  # what the I/O engine returned is checked like any output
+        bad = first_bad_outputs(call.spec, results or [])
+        if bad is not None:
+            failure = (insts[bad[0]], bad[1])
     if failure is not None:
         _raise_failure(call, failure, total)
     return list(results or [])

@@ -23,7 +23,7 @@ from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
-from dandelion.runtime.pool import EnginePool, Job
+from dandelion.runtime.pool import EnginePool, Job, first_bad_outputs
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -492,6 +492,11 @@ class _Run:
 
         def done(results: list[Any] | None, failure: tuple[Instance, BaseException] | None
                  ) -> None:
+            if failure is None:  # what the I/O engine returned is checked like any output
+                bad = first_bad_outputs(spec, results or [])
+                if bad is not None:
+                    failure = (state.instances[positions[bad[0]]], bad[1])
+                    results = (results or [])[:bad[0]]  # those before it are kept
             self._keep(index, positions, results or [])
             if failure is not None:
                 inst, error = failure

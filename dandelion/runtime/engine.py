@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Sequence
 
 import attrs
 
+from dandelion.errors import FunctionTypeError
 from dandelion.ir.nodes import FunctionSpec, Implementation
 from dandelion.items import Item
 
@@ -35,6 +36,26 @@ class FunctionCall:
     implementation: Implementation
     artifact: Any
     timeout: float | None = None
+
+
+def check_outputs(spec: FunctionSpec, outputs: ItemSets) -> None:
+    """Check what one instance left against its declaration: each one-item result holds
+    exactly one item.  Checked where an instance's outputs are gathered, so that a function
+    (a native one, a forged sandbox report, an I/O engine) that leaves none fails instead of
+    handing ``None`` on, and one that leaves two is blamed instead of its consumer.
+
+    Raises:
+        FunctionTypeError: a one-item result with no item or several.
+    """
+    for i, result in enumerate(spec.results):
+        if not result.type.is_set:
+            n = len(outputs[i]) if i < len(outputs) else 0
+            if n != 1:
+                raise FunctionTypeError(
+                    f"returned {'no item' if n == 0 else f'{n} items'} for result "
+                    f"'{result.name}', which is one item ({result.type.element})",
+                    hint="declare the result as a set (list[...]) to return any number "
+                         "of items")
 
 
 class Context(abc.ABC):

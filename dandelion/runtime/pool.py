@@ -5,13 +5,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import attrs
 
-from dandelion.errors import FunctionTimeout
+from dandelion.errors import DandelionError, FunctionTimeout
 from dandelion.ir.nodes import FunctionSpec
-from dandelion.runtime.engine import Engine, FunctionCall
+from dandelion.runtime.engine import Engine, FunctionCall, check_outputs
 from dandelion.runtime.sharding import Instance
 
 
@@ -40,15 +40,30 @@ def timeout_error(spec: FunctionSpec, inst: Instance, limit: float, hint: str
 
 
 def run_instance(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
-    """Run one instance on ``engine`` in a context of its memory domain; its outputs."""
+    """Run one instance on ``engine`` in a context of its memory domain; its outputs,
+    checked against the function's declaration (:func:`check_outputs`)."""
     domain = engine.domain
     context = domain.acquire()
     try:
         context.place(inst.inputs)
         engine.run(context, call)
-        return context.extract()
+        outputs = context.extract()
     finally:
         domain.release(context)
+    check_outputs(call.spec, outputs)
+    return outputs
+
+
+def first_bad_outputs(spec: FunctionSpec, per_instance: Sequence[Any]
+                      ) -> tuple[int, DandelionError] | None:
+    """The position of the first of several instances' outputs (run elsewhere, e.g. by an
+    I/O engine) that fail :func:`check_outputs`, with the error; ``None`` when all pass."""
+    for position, outputs in enumerate(per_instance):
+        try:
+            check_outputs(spec, outputs)
+        except DandelionError as e:
+            return position, e
+    return None
 
 
 class Worker(threading.Thread):

@@ -11,6 +11,7 @@ import time
 from typing import NamedTuple
 
 import dandelion as dd
+from tests.security import hostile as h
 
 
 @dd.compute
@@ -306,3 +307,26 @@ def adder(n: int) -> dd.CompositionFunction:
         return add_n(dd.each(xs))
 
     return add_to_each
+
+
+# -- functions that forge their outputs (tests/security/hostile.py) --------------------------
+
+@dd.composition
+def extra_item_each(xs: list[int]) -> list[int]:
+    return h.forge_extra_item(dd.each(xs))
+
+
+@dd.composition
+def extra_item_consumed(x: int) -> int:
+    y = h.forge_extra_item(x)
+    return inc(y)
+
+
+@dd.composition
+def no_item_each(xs: list[int]) -> list[int]:
+    return h.forge_no_item(dd.each(xs))
+
+
+@dd.composition
+def no_item_returned(x: int) -> int:
+    return h.forge_no_item(x)

@@ -216,3 +216,33 @@ def test_json_result_nested_too_deeply_is_a_function_error_naming_it(runtime, de
                                                "'nest'.* nested more than") as caught:
         runtime.run(f.nested_doc, depth)
     assert caught.value.function == "nest"
+
+
+KEYED_123 = [I(1, key=4), I(2, key=5), I(3, key=6)]
+
+
+def test_a_one_item_result_given_two_items_fails_naming_the_producer_instance_and_key(runtime):
+    assert runtime.run(f.extra_item_each, [1, 3]) == [1, 3]
+    with pytest.raises(dd.FunctionError, match=r"compute function 'forge_extra_item', "
+                       r"instance 1 of 3 \(key 5\): returned 2 items for result 'result', "
+                       r"which is one item") as info:
+        runtime.run(f.extra_item_each, KEYED_123)
+    assert (info.value.function, info.value.instance, info.value.keys) == (
+        "forge_extra_item", 1, (5,))
+
+
+def test_two_items_for_a_one_item_result_blame_the_producer_not_its_consumer(runtime):
+    assert runtime.run(f.extra_item_consumed, 1) == 2
+    with pytest.raises(dd.FunctionError, match="'forge_extra_item'") as info:
+        runtime.run(f.extra_item_consumed, 2)
+    assert info.value.function == "forge_extra_item" and "'inc'" not in str(info.value)
+
+
+def test_a_one_item_result_left_empty_fails_naming_the_producer(runtime):
+    assert runtime.run(f.no_item_returned, 1) == 1
+    with pytest.raises(dd.FunctionError, match="compute function 'forge_no_item', its "
+                       "instance: returned no item for result 'result', which is one item"):
+        runtime.run(f.no_item_returned, 2)
+    with pytest.raises(dd.FunctionError, match=r"'forge_no_item', instance 1 of 3 \(key 5\): "
+                       "returned no item"):
+        runtime.run(f.no_item_each, KEYED_123)

@@ -73,3 +73,27 @@ def test_a_wide_fan_out_is_batched_and_complete():
     with dd.Runtime(engine="inline", workers=2) as rt:
         xs = list(range(5000))
         assert rt.run(f.doubles, xs) == [2 * x for x in xs]
+
+
+def test_an_io_function_that_leaves_its_one_item_result_empty_is_named(monkeypatch):
+    from dandelion.io import functions
+
+    monkeypatch.setattr(functions, "_HANDLERS", dict(functions._HANDLERS))
+    monkeypatch.setattr(functions, "_PLATFORM", dict(functions._PLATFORM))
+
+    @functions.platform_function("first_or_nothing", [("xs", "set[bytes]")],
+                                 [("first", "item[bytes]")])
+    async def first_or_nothing(engine, inputs):  # noqa: ANN001, ANN202 - a platform handler
+        return [inputs[0][:1]]  # nothing when the set is empty
+
+    fetch = functions.platform_functions()["first_or_nothing"]
+
+    @dd.composition
+    def first(xs: list[dd.Item[bytes]]) -> bytes:
+        return fetch(dd.optional(xs))
+
+    with dd.Runtime(engine="inline", workers=1) as rt:
+        assert rt.run(first, [b"a", b"b"]) == b"a"
+        with pytest.raises(dd.FunctionError, match="io function 'first_or_nothing', its "
+                           "instance: returned no item for result 'first', which is one item"):
+            rt.run(first, [])

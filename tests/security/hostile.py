@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any, Callable
 
 import dandelion as dd
 
@@ -182,3 +183,66 @@ def wrap(fn: dd.compute) -> dd.composition:
 
     one.__name__ = f"run_{fn.name}"
     return one
+
+
+def _outputs_frame() -> Any:
+    """The frame that is about to write this invocation's outputs: ``_run_python`` inside a
+    process sandbox (locals ``ctx``, ``artifact``), or the inline engine's ``run`` in the
+    caller's process (local ``context``)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if "ctx" in frame.f_locals and "artifact" in frame.f_locals:
+            return frame
+        if hasattr(frame.f_locals.get("context"), "outputs"):
+            return frame
+        frame = frame.f_back
+    raise RuntimeError("no outputs in reach")
+
+
+def _forge_inline(context: Any, forge: Callable[[list], list]) -> None:
+    """Make the next write of ``context.outputs`` store ``forge(outputs)`` (once)."""
+    base = type(context)
+
+    class Forged(base):  # type: ignore[misc, valid-type]
+        __slots__ = ()
+
+        @property
+        def outputs(self) -> Any:
+            return base.outputs.__get__(self)
+
+        @outputs.setter
+        def outputs(self, value: Any) -> None:
+            self.__class__ = base
+            base.outputs.__set__(self, forge(value))
+
+    context.__class__ = Forged
+
+
+@dd.compute
+def forge_extra_item(x: int) -> int:
+    """Leaves two items for its one-item result when ``x`` is 2 (one written into the
+    sandbox's context behind the runtime's back, or added as the inline engine stores it)."""
+    if x == 2:
+        frame = _outputs_frame()
+        if "ctx" in frame.f_locals:
+            code = frame.f_globals["ELEMENT_CODES"][
+                frame.f_locals["artifact"].results[0][1].type.element]
+            frame.f_globals["add_outputs"](frame.f_locals["ctx"], 0, code, [dd.Item(x)])
+        else:
+            _forge_inline(frame.f_locals["context"], lambda outs: [o + o for o in outs])
+    return x
+
+
+@dd.compute
+def forge_no_item(x: int) -> int:
+    """Leaves no item for its one-item result when ``x`` is 2 (reports success on the
+    sandbox's channel before writing any, or empties what the inline engine stores)."""
+    if x == 2:
+        frame = _outputs_frame()
+        if "ctx" in frame.f_locals:
+            channel, okay = frame.f_globals["CHANNEL_FD"], frame.f_globals["OKAY"]
+            os.write(channel, okay.pack(b"OKAY", 0))
+            while True:
+                pass
+        _forge_inline(frame.f_locals["context"], lambda outs: [() for _ in outs])
+    return x

@@ -48,6 +48,21 @@ SOURCES = {
     "too_much": """
         #include <dandelion.h>
         int dandelion_main(void) { return dd_alloc(1ULL << 40) ? 0 : 9; }""",
+    "no_output": """
+        #include <dandelion.h>
+        int dandelion_main(void) { return 0; }""",
+    "two_outputs": """
+        #include <dandelion.h>
+        #include <stdint.h>
+        int dandelion_main(void) {
+            dd_item in;
+            if (dd_input_item(0, 0, &in) != 0) return 1;
+            int64_t *out = dd_alloc(16);
+            if (!out) return 2;
+            out[0] = out[1] = *(const int64_t *)in.data;
+            if (dd_add_output(0, out, 8, in.key, 0) != 0) return 3;
+            return dd_add_output(0, out + 1, 8, in.key, 0);
+        }""",
 }
 
 
@@ -111,3 +126,34 @@ def _still_serving() -> dd.composition:
         return fine(x)
 
     return ok
+
+
+@pytest.mark.parametrize(("name", "fragment"), [
+    ("no_output", "returned no item for result 'result', which is one item"),
+    ("two_outputs", "returned 2 items for result 'result', which is one item"),
+])
+def test_a_native_function_leaving_the_wrong_number_of_items_is_named(sandboxed, elves, name,
+                                                                     fragment):
+    with pytest.raises(FunctionError, match=f"compute function '{name}', its instance: "
+                                            f"{fragment}") as info:
+        sandboxed.run(_native(name, elves[name]), 1)
+    assert info.value.function == name
+
+
+def test_two_items_from_a_native_producer_blame_it_not_its_consumer(sandboxed, elves):
+    def two_outputs(x: int) -> int:
+        return x
+
+    producer = dd.compute(two_outputs, native=elves["two_outputs"])
+
+    @dd.compute
+    def inc(x: int) -> int:
+        return x + 1
+
+    @dd.composition
+    def consumed(x: int) -> int:
+        return inc(producer(x))
+
+    with pytest.raises(FunctionError, match="compute function 'two_outputs'") as info:
+        sandboxed.run(consumed, 1)
+    assert info.value.function == "two_outputs" and "'inc'" not in str(info.value)
