@@ -147,7 +147,6 @@ class RayBackend(BackendBase):
         self._owns_ray = False
         self._connect(address, num_cpus, object_store_memory, dict(init_options or {}))
         self._actors: dict[str, Any] = {}
-        self._retired: list[Any] = []
         self._lock = threading.Lock()
         self._io_key = uuid.uuid4().hex
         #: Per application index of the last run: the node ids its units ran on.
@@ -211,7 +210,10 @@ class RayBackend(BackendBase):
     def _sync_workers(self, nodes: list[Node]) -> None:
         alive = {n.id for n in nodes}
         for node_id in [k for k in self._actors if k not in alive]:
-            self._retired.append(self._actors.pop(node_id))  # restarted elsewhere by Ray
+            # Ray restarts the worker of a dead node on another node, beside that node's own
+            # worker: stop it (units it ran whose outputs are lost are run again on the
+            # surviving workers, by the driver)
+            _stop(self._actors.pop(node_id))
         new = [n for n in nodes if n.id not in self._actors]
         for attempt in range(5):
             started = {n.id: self._start_worker(n) for n in new}
@@ -271,15 +273,18 @@ class RayBackend(BackendBase):
             return
         self.closed = True
         if ray.is_initialized():
-            for actor in [*self._actors.values(), *self._retired]:
-                try:
-                    ray.kill(actor, no_restart=True)
-                except Exception:  # its node is gone already
-                    pass
+            for actor in self._actors.values():
+                _stop(actor)
         self._actors.clear()
-        self._retired.clear()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
+
+
+def _stop(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # its node is gone already
+        pass
 
 
 Backend = RayBackend

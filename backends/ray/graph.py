@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
@@ -30,6 +31,7 @@ import attrs
 
 from dandelion.backends.ray import worker
 from dandelion.backends.ray.place import Placement, Route
+from dandelion.backends.ray.recovery import Call, Recovery, leave, settle
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.plan import Plan
@@ -49,20 +51,12 @@ class RemoteSet:
 
 
 @attrs.define(eq=False)
-class Status:
-    """What the driver waits on for one unit."""
-
-    index: int
-    spec: FunctionSpec
-    retried: bool
-
-
-@attrs.define(eq=False)
 class Submitted:
-    """A submitted graph: its sets and the statuses of its units."""
+    """A submitted graph: its sets, its calls and the units the driver waits on."""
 
     sets: dict[str, SetValue]
-    statuses: dict[Any, Status]
+    recovery: Recovery
+    waited: list[Call]
     outputs: tuple[str, ...]
 
 
@@ -183,7 +177,8 @@ class _Builder:
         self.settings = settings
         self.plan = plan
         self.calls = calls
-        self.statuses: dict[Any, Status] = {}
+        self.recovery = Recovery(settings.placement)
+        self.waited: list[Call] = []
         self._puts: dict[str, Any] = {}
         _remote_task()
 
@@ -205,16 +200,21 @@ class _Builder:
         settings = self.settings
         n = unit.n_results + 1
         box = list(self.calls[spec.name].box)
-        if settings.isolation == "sandbox":
-            method = route.actor.execute.options(num_returns=n, max_task_retries=retries)
-            refs = _as_list(method.remote(unit, box, *data), n)
-        else:
-            options = route.task_options()
-            io = (settings.io_key, settings.io_factory) if settings.io_factory else None
-            refs = _as_list(_TASK.options(num_returns=n, max_retries=retries, **options)
+        io = (settings.io_key, settings.io_factory) if settings.io_factory else None
+
+        def send(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
+            assert route is not None  # units always have one
+            if settings.isolation == "sandbox":
+                method = route.actor.execute.options(num_returns=n, max_task_retries=retries)
+                return _as_list(method.remote(unit, box, *data), n)
+            return _as_list(_TASK.options(num_returns=n, max_retries=retries,
+                                          **route.task_options())
                             .remote(unit, box, io, *data), n)
-        self.statuses[refs[-1]] = Status(index, spec, retries > 0)
-        return refs[:-1]
+
+        call = self.recovery.add(index, spec, retries, send, route, data)
+        self.waited.append(call)
+        outs: list[Any] = call.refs[:-1]
+        return outs
 
     def _retries(self, index: int, spec: FunctionSpec) -> int:
         if spec.kind is FunctionKind.IO:
@@ -267,8 +267,13 @@ class _Builder:
             params.append((name, mode, optional, len(parts)))
             data += parts
         n = self.settings.batches
-        formed = _as_list(_FORM.options(num_returns=n + 1, max_retries=self.settings.retries)
-                          .remote(tuple(params), app.join, n, *data), n + 1)
+        retries, join = self.settings.retries, app.join
+
+        def form(_route: Route | None, data: tuple[Any, ...]) -> list[Any]:
+            return _as_list(_FORM.options(num_returns=n + 1, max_retries=retries)
+                            .remote(tuple(params), join, n, *data), n + 1)
+
+        formed = self.recovery.add(index, spec, retries, form, None, data).refs
         total = formed[-1]
         return self._batches(index, app, spec, [(b, total) for b in formed[:-1]], hint)
 
@@ -295,13 +300,18 @@ class _Builder:
                 total: Any, route: Route) -> list[Any]:
         sub_plan = self.plan.subplan(app.function)
         n = len(spec.results) + 1
-        pure = _pure(sub_plan.module)
-        refs = _as_list(_NESTED.options(num_returns=n, max_retries=self.settings.retries
-                                        if pure else 0, **route.task_options())
-                        .remote(self.settings, sub_plan, dict(self.calls), spec, batch, total),
-                        n)
-        self.statuses[refs[-1]] = Status(index, spec, pure)
-        return refs[:-1]
+        retries = self.settings.retries if _pure(sub_plan.module) else 0
+        settings, calls = self.settings, dict(self.calls)
+
+        def nest(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
+            options = route.task_options() if route is not None else {}
+            return _as_list(_NESTED.options(num_returns=n, max_retries=retries, **options)
+                            .remote(settings, sub_plan, calls, spec, *data), n)
+
+        call = self.recovery.add(index, spec, retries, nest, route, (batch, total))
+        self.waited.append(call)
+        outs: list[Any] = call.refs[:-1]
+        return outs
 
 
 def _where(index: int, spec: FunctionSpec) -> str:
@@ -340,11 +350,15 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
             raise BackendError(f"composition '{comp.name}' has applications whose inputs are "
                                "never produced")
         waiting = [(i, a) for i, a in waiting if i not in progress]
-    return Submitted(sets, builder.statuses, tuple(d.name for d in comp.outputs))
+    return Submitted(sets, builder.recovery, builder.waited,
+                     tuple(d.name for d in comp.outputs))
 
 
 def wait(submitted: Submitted) -> dict[int, list[str]]:
     """Wait for every unit; return, per application, the node ids its units ran on.
+
+    A unit that fails because a node, a worker or an object was lost is submitted again
+    (:mod:`~dandelion.backends._ray_recovery`); its consumers follow with its new outputs.
 
     Raises:
         FunctionError: a function failed (naming function, instance and keys), or
@@ -356,27 +370,55 @@ def wait(submitted: Submitted) -> dict[int, list[str]]:
             another fails can abort the driver process (a reference-counting check in Ray's
             core worker, seen with Ray 2.60 in this suite).
     """
+    recovery = submitted.recovery
+    nodes, error = _wait(submitted, recovery)
+    if error is None:
+        settle(recovery.spent)
+        return nodes
+    # read the errors nothing else will read, now or when the calls left running finish,
+    # and hold no reference here (Ray prints an error freed unread as "Unhandled error")
+    leave([*recovery.spent, *(c.refs for c in recovery.calls)])
+    submitted.sets.clear()
+    submitted.waited.clear()
+    recovery.calls.clear()
+    recovery.spent.clear()
+    raise error
+
+
+def _wait(submitted: Submitted, recovery: Recovery
+          ) -> tuple[dict[int, list[str]], DandelionError | None]:
     import ray
 
-    pending = dict(submitted.statuses)
+    pending = {c.status: c for c in submitted.waited}
     nodes: dict[int, list[str]] = defaultdict(list)
-    while pending:
+    while pending or recovery.waiting:
+        for call in recovery.resubmit_due():
+            if call in submitted.waited:
+                pending[call.status] = call
+        if not pending:
+            time.sleep(recovery.next_due() or 0.0)
+            continue
         refs = list(pending)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         if not ready:
-            ready, _ = ray.wait(refs, num_returns=1)
+            ready, _ = ray.wait(refs, num_returns=1, timeout=recovery.next_due())
         for ref in ready:
-            status = pending.pop(ref)
+            call = pending.pop(ref)
+            if ref != call.status:
+                continue  # an older generation of a call submitted again
             try:
                 count, node = ray.get(ref)
             except BaseException as e:
-                raise translate(e, status) from None
+                blame = recovery.retry(call, e)
+                if blame is not None:
+                    return nodes, translate(blame[1], blame[0])
+                continue
             if count:
-                nodes[status.index].append(node)
-    return dict(nodes)
+                nodes[call.index].append(node)
+    return dict(nodes), None
 
 
-def translate(error: BaseException, status: Status) -> DandelionError:
+def translate(error: BaseException, call: Call) -> DandelionError:
     """A Ray failure as the Dandelion error it stands for."""
     import ray.exceptions as rex
 
@@ -387,16 +429,16 @@ def translate(error: BaseException, status: Status) -> DandelionError:
         if isinstance(cause, rex.RayError):
             error = cause
         else:
-            spec = status.spec
+            spec = call.spec
             return FunctionError(f"{spec.kind} function '{spec.name}' failed on the Ray "
                                  f"cluster: {type(cause).__name__}: {cause}",
                                  function=spec.name)
-    spec = status.spec
-    retried = ("after its retries" if status.retried else
+    spec = call.spec
+    retried = (f"after {max(0, call.failures - 1)} retries" if call.retries else
                "and was not retried (an I/O function that is not idempotent)"
                if spec.kind is FunctionKind.IO else "and was not retried")
     first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return BackendError(f"{spec.kind} function '{spec.name}' (application {status.index}) "
+    return BackendError(f"{spec.kind} function '{spec.name}' (application {call.index}) "
                         f"could not finish on the Ray cluster {retried}: "
                         f"{type(error).__name__}: {first}",
                         hint="check that the cluster's nodes are alive; raise retries= for "
@@ -411,7 +453,8 @@ def fetch(submitted: Submitted) -> dict[str, Items]:
     for name in submitted.outputs:
         value = submitted.sets.get(name, ())
         if isinstance(value, RemoteSet):
-            out[name] = worker.concat(ray.get(value.parts))
+            parts = [submitted.recovery.resolve(ref) for ref in value.parts]
+            out[name] = worker.concat(ray.get(parts))
         else:
             out[name] = tuple(value)
     return out

@@ -145,6 +145,17 @@ class Placement:
         # round-robin, weighted by CPUs (Ray's own SPREAD is best-effort and may skip nodes)
         return [self._route(self._next()) for _ in range(n)]
 
+    def keep(self, alive: set[str]) -> None:
+        """Forget the nodes (and their workers) whose ids are not in ``alive``."""
+        self.nodes = tuple(n for n in self.nodes if n.id in alive)
+        if self.actors is not None:
+            self.actors = {k: a for k, a in self.actors.items() if k in alive}
+        self._nodes_cycle = None
+
+    def any(self) -> Route:
+        """A route on the next node in turn (a unit whose node died goes there)."""
+        return self._route(self._next())
+
     def _bump(self) -> int:
         self._turn += 1
         return self._turn - 1
