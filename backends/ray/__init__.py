@@ -1,5 +1,6 @@
 """The ``ray`` backend (:mod:`.backend`) and its parts: :mod:`.graph` (the task graph of a
-plan), :mod:`.place` (placement on nodes), :mod:`.worker` (each node's Dandelion worker).
+plan), :mod:`.place` (placement on nodes), :mod:`.worker` (each node's Dandelion worker),
+:mod:`.recovery` (running units again after node and worker failures).
 
 A Ray worker process imports the parts it runs but not the backend, so ``Backend`` is
 imported on first use.

@@ -358,7 +358,7 @@ def wait(submitted: Submitted) -> dict[int, list[str]]:
     """Wait for every unit; return, per application, the node ids its units ran on.
 
     A unit that fails because a node, a worker or an object was lost is submitted again
-    (:mod:`~dandelion.backends._ray_recovery`); its consumers follow with its new outputs.
+    (:mod:`~dandelion.backends.ray.recovery`); its consumers follow with its new outputs.
 
     Raises:
         FunctionError: a function failed (naming function, instance and keys), or
