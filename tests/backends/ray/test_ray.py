@@ -1,8 +1,8 @@
 """The ``ray`` backend on a real three-node Ray cluster on this machine.
 
 Every composition is also run on the local backend (the reference semantics) and the
-results compared; the multi-node tests check where units ran, that intermediate data is
-never deserialized in the driver, and that a node killed mid-composition is survived.
+results compared; the multi-node tests check where units ran and that intermediate data
+is never deserialized in the driver.  Node failures are in ``test_recovery``.
 """
 
 from __future__ import annotations
@@ -45,18 +45,6 @@ def inc(x: int) -> int:
 @dd.compute
 def total(xs: list[int]) -> int:
     return sum(xs)
-
-
-@dd.compute
-def slow_inc(x: int) -> int:
-    time.sleep(0.25)
-    return x + 1
-
-
-@dd.compute
-def lazy_inc(x: int) -> int:
-    time.sleep(2)
-    return x + 1
 
 
 @dd.compute
@@ -143,16 +131,6 @@ def failing(xs: list[int]) -> list[int]:
 @dd.composition
 def sleepy(xs: list[int]) -> list[int]:
     return nap(dd.each(xs))
-
-
-@dd.composition
-def slow_pipeline(xs: list[int]) -> int:
-    return total(slow_inc(dd.each(xs)))
-
-
-@dd.composition
-def lazy_pipeline(xs: list[int]) -> int:
-    return total(lazy_inc(dd.each(xs)))
 
 
 # -- fixtures -----------------------------------------------------------------------------
@@ -308,59 +286,6 @@ def test_intermediate_sets_never_pass_through_the_driver(rt: dd.Runtime,
     items_unpickled_here.clear()
     assert len(rt.run(wide, xs)) == 100
     assert len(items_unpickled_here) == 100
-
-
-def _kill_later(cluster: Any, node: Any, delay: float, log: list[float]) -> threading.Timer:
-    def kill() -> None:
-        cluster.remove_node(node, allow_graceful=False)
-        log.append(time.monotonic())
-
-    timer = threading.Timer(delay, kill)
-    timer.start()
-    return timer
-
-
-def _victim(cluster: Any, label: str) -> Any:
-    node = cluster.add_node(num_cpus=1, object_store_memory=80 * 1024 * 1024,
-                            labels={"dandelion-node": label})
-    cluster.wait_for_nodes()
-    return node
-
-
-@pytest.mark.parametrize("isolation", ["sandbox", "none"])
-def test_a_node_killed_mid_composition_is_survived(ray_cluster: Any, isolation: str) -> None:
-    victim = _victim(ray_cluster, f"victim-{isolation}")
-    with dd.Runtime(backend="ray", isolation=isolation,
-                    passes=hinted({0: {"node": f"victim-{isolation}"}})) as rt:
-        rt.run(slow_pipeline, [0])  # a warm worker on the victim: the kill hits running work
-        killed: list[float] = []
-        timer = _kill_later(ray_cluster, victim, 0.6, killed)
-        try:
-            assert rt.run(slow_pipeline, list(range(8))) == sum(range(8)) + 8
-            finished = time.monotonic()
-        finally:
-            timer.join()
-        assert killed and killed[0] < finished  # the node died while the run was going on
-        assert victim.node_id not in {n.id for n in rt.backend.nodes()}
-        assert set(rt.backend.placements[0]) - {victim.node_id}  # re-run on other nodes
-
-
-@pytest.mark.parametrize("isolation", ["sandbox", "none"])
-def test_exhausted_retries_fail_cleanly_naming_the_function(ray_cluster: Any, isolation: str
-                                                            ) -> None:
-    victim = _victim(ray_cluster, f"doomed-{isolation}")
-    with dd.Runtime(backend="ray", isolation=isolation, retries=0,
-                    passes=hinted({0: {"node": f"doomed-{isolation}"}})) as rt:
-        rt.run(pipeline, [0])  # a warm worker on the doomed node
-        timer = _kill_later(ray_cluster, victim, 1.0, [])
-        try:
-            with pytest.raises(BackendError, match="lazy_inc") as err:
-                rt.run(lazy_pipeline, [1, 2, 3])
-        finally:
-            timer.join()
-        assert "could not finish on the Ray cluster" in str(err.value)
-    with dd.Runtime(backend="ray", isolation=isolation) as rt:
-        assert rt.run(pipeline, [1]) == 3
 
 
 # -- the log-count example ----------------------------------------------------------------
