@@ -371,7 +371,10 @@ def wait(submitted: Submitted) -> dict[int, list[str]]:
             core worker, seen with Ray 2.60 in this suite).
     """
     recovery = submitted.recovery
-    nodes, error = _wait(submitted, recovery)
+    try:
+        nodes, error = _wait(submitted, recovery)
+    except DandelionError as e:  # no node left to run a unit again on
+        nodes, error = {}, e
     if error is None:
         settle(recovery.spent)
         return nodes
