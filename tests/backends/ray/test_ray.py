@@ -149,8 +149,8 @@ def local() -> Iterator[dd.Runtime]:
 
 def hinted(hints: dict[int, dict[str, Any]], entry: str | None = None) -> list[Any]:
     """Planner passes that add placement ``hints`` (to the plans of ``entry``, or all)."""
-    def add_hints(plan: Any) -> Any:
-        return attrs.evolve(plan, hints=hints) if entry in (None, plan.entry) else plan
+    def add_hints(plan: Any, context: Any) -> tuple[Any, list[Any]]:
+        return (attrs.evolve(plan, hints=hints) if entry in (None, plan.entry) else plan), []
 
     return [flatten, add_hints]
 

@@ -120,8 +120,8 @@ def _kill_later(cluster: Any, node: Any, delay: float, log: list[float]) -> thre
 
 def on_node(label: str) -> list[Any]:
     """Planner passes that place the first application on the node labelled ``label``."""
-    def hint(plan: Any) -> Any:
-        return attrs.evolve(plan, hints={0: {"node": label}})
+    def hint(plan: Any, context: Any) -> tuple[Any, list[Any]]:
+        return attrs.evolve(plan, hints={0: {"node": label}}), []
 
     return [flatten, hint]
 
