@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
@@ -51,10 +52,50 @@ class ProgressLine:
             self.stream.flush()
 
 
+#: Hints that name an option of the Python API, in the words of this command's options.
+CLI_HINTS = ((re.compile(r"\(?timeouts=\{name: s\}\)?"), "(--timeout SECONDS)"),
+             (re.compile(r"raise engine_options=\{'(\w+)': (\w+)\}"),
+              lambda m: f"rerun with a larger limit: --engine-option {m[1]}={m[2].upper()}"))
+
+
+def for_the_command_line(error: DandelionError) -> str:
+    """The text of ``error``, its hint saying what to do in this command's own options.
+
+    >>> from dandelion.cli import for_the_command_line
+    >>> from dandelion.errors import FunctionTimeout
+    >>> print(for_the_command_line(FunctionTimeout("'f' ran past its timeout of 1 s",
+    ...     hint="raise the function's timeout (timeouts={name: s})")))
+    'f' ran past its timeout of 1 s
+      hint: raise the function's timeout (--timeout SECONDS)
+    """
+    text = str(error)
+    if error.hint:
+        hint = error.hint
+        for pattern, words in CLI_HINTS:
+            hint = pattern.sub(words, hint)
+        text = text.replace(f"hint: {error.hint}", f"hint: {hint}")
+    return text
+
+
+def _engine_options(pairs: Sequence[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        if not eq or not name.strip():
+            raise InputError(f"--engine-option {pair!r}: expected NAME=VALUE")
+        try:
+            options[name.strip()] = json.loads(value)
+        except ValueError:
+            options[name.strip()] = value
+    return options
+
+
 def _runtime_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {"backend": args.backend}
     if args.engine:
         options["engine"] = args.engine
+    if args.engine_option:
+        options["engine_options"] = _engine_options(args.engine_option)
     if args.workers:
         options["workers"] = args.workers
     if args.timeout:
@@ -199,6 +240,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="inputs as a JSON object of NAME: value (or list of values)")
     p.add_argument("--backend", default="local", help="backend to run on (default: local)")
     p.add_argument("--engine", help="compute engine of the local backend (inline, process…)")
+    p.add_argument("-E", "--engine-option", action="append", metavar="NAME=VALUE",
+                   help="an option of the engine, e.g. -E memory_limit=1073741824 "
+                        "(repeatable)")
     p.add_argument("--workers", type=int, help="number of engines (default: CPUs)")
     p.add_argument("--timeout", type=float, help="seconds any function may run")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -273,12 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except InputError as e:
-        print(f"dandelion: error: {e}", file=sys.stderr)
+        print(f"dandelion: error: {for_the_command_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except DandelionError as e:
         if args.debug:  # Dandelion's own frames too (the user's are in the message)
             traceback.print_exception(e)
-        print(f"dandelion: error: {e}", file=sys.stderr)
+        print(f"dandelion: error: {for_the_command_line(e)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("dandelion: interrupted", file=sys.stderr)

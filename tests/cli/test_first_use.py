@@ -226,3 +226,52 @@ def test_a_file_of_another_kind_is_bad_input(tmp_path: Path, suffix: str) -> Non
     out = dandelion("run", str(path))
     assert out.returncode == 2
     assert "don't know how to read" in out.stderr
+
+
+def test_hints_name_the_options_of_the_command_not_of_python(tmp_path: Path) -> None:
+    slow = write(tmp_path / "slow.py", """\
+        import time
+
+        import dandelion as dd
+
+
+        @dd.compute
+        def slow(x: int) -> int:
+            time.sleep(5)
+            return x
+
+
+        @dd.composition
+        def c(x: int) -> int:
+            return slow(x)
+        """)
+    out = dandelion("run", str(slow), "-i", "x=1", "--timeout", "0.5", "--engine", "process")
+    assert out.returncode == 1
+    assert "ran past its timeout of 0.5 s" in out.stderr
+    assert "hint: raise the function's timeout (--timeout SECONDS)" in out.stderr
+    assert "timeouts=" not in out.stderr
+    big = write(tmp_path / "big.py", """\
+        import dandelion as dd
+
+
+        @dd.compute
+        def big(x: int) -> int:
+            return len(bytearray(300 << 20)) + x
+
+
+        @dd.composition
+        def c(x: int) -> int:
+            return big(x)
+        """)
+    out = dandelion("run", str(big), "-i", "x=1", "--engine", "process",
+                    "-E", f"memory_limit={100 << 20}")
+    assert out.returncode == 1
+    assert "exceeded its memory limit of 100 MiB" in out.stderr
+    assert "hint: rerun with a larger limit: --engine-option memory_limit=BYTES" in out.stderr
+    out = dandelion("run", str(big), "-i", "x=1", "--engine", "process",
+                    "-E", f"memory_limit={1 << 30}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str((300 << 20) + 1)
+    out = dandelion("run", str(big), "-i", "x=1", "-E", "memory_limit")
+    assert out.returncode == 2
+    assert "--engine-option 'memory_limit': expected NAME=VALUE" in out.stderr
