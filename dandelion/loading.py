@@ -198,6 +198,8 @@ def import_error(path: Path, error: BaseException) -> DandelionError:
     """The error of a Python file whose import raised ``error``: where it was raised (the
     innermost frame of the user's code), with the line and a marker under the expression.
 
+    >>> from pathlib import Path
+    >>> from dandelion.loading import import_error
     >>> import_error(Path("app.py"), NameError("name 'x' is not defined")).message
     "app.py: importing it raised NameError: name 'x' is not defined"
     """

@@ -140,7 +140,7 @@ def read_structure(text: str | bytes, filename: str = "<string>",
 
     Example:
         >>> from dandelion.dsl.api import read_structure
-        >>> loaded = read_structure("input set xs\noutput set ys\nys = f(zs)\n", "u.dd")
+        >>> loaded = read_structure("input set xs\\noutput set ys\\nys = f(zs)\\n", "u.dd")
         >>> [a.arguments[0].source for a in loaded.module.compositions[0].applications]
         ['zs']
 

@@ -60,3 +60,21 @@ def test_cli_reference_covers_every_command_and_option() -> None:
                 undocumented += [f"{command} {o}" for a in sub._actions for o in a.option_strings
                                  if o not in ("-h", "--help") and o not in text]
     assert not undocumented, f"docs/cli.rst does not document {undocumented}"
+
+
+def test_the_code_cites_only_documents_that_exist() -> None:
+    """A docstring or page that points the reader to ``NAME.md`` or ``docs/NAME.rst``
+    points to a file of this repository (DESIGN.md, for one, is not in it)."""
+    import re
+
+    root = DOCS.parent
+    sources = [p for folder in ("dandelion", "backends", "dsl", "docs", "examples", "tests")
+               for p in (root / folder).rglob("*") if p.suffix in (".py", ".rst", ".c", ".h")]
+    missing = []
+    for path in sources + [root / "README.md"]:
+        if path == Path(__file__).resolve():
+            continue
+        for name in re.findall(r"\b((?:docs/)?[\w-]+\.(?:md|rst))\b", path.read_text()):
+            if not any((folder / name).is_file() for folder in (root, DOCS, path.parent)):
+                missing.append(f"{path.relative_to(root)}: {name}")
+    assert not missing, missing

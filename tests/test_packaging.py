@@ -1,7 +1,7 @@
 """The distribution: sdist and wheel build, install into a fresh venv, and keep the namespace.
 
 ``dsl/`` and ``backends/`` sit at the top of the repository but must install as
-``dandelion.dsl`` and ``dandelion.backends`` (DESIGN.md §2), never as top-level ``dsl`` or
+``dandelion.dsl`` and ``dandelion.backends`` (README.md, "Layout"), never as top-level ``dsl`` or
 ``backends``. These tests build the sdist, build the wheel *from the sdist* (so a file missing
 from the sdist breaks the wheel), install the wheel into a fresh virtual environment that
 resolves the runtime dependencies from the package index as a user's install would, and use

@@ -22,7 +22,7 @@ from dandelion.ir.types import DataType
 
 
 class ShardingMode(str, enum.Enum):
-    """How a function instance consumes one input set (DESIGN.md §1)."""
+    """How a function instance consumes one input set (see :doc:`/concepts`)."""
 
     ALL = "all"
     EACH = "each"

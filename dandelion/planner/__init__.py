@@ -1,4 +1,4 @@
-"""The planner: an ordered list of pure passes (DESIGN.md §3, §6).
+"""The planner: an ordered list of pure passes.
 
 Each pass is a function ``(Plan, PassContext) -> (Plan, decisions)``
 (:mod:`dandelion.planner.context`); the planner runs them in order, records what each

@@ -1,4 +1,4 @@
-"""The dispatcher: runs one plan on a pool of engines (DESIGN.md §4).
+"""The dispatcher: runs one plan on a pool of engines.
 
 Every application waits in a pool until all the sets it reads exist; then it becomes
 ready, its instances are formed (:mod:`dandelion.runtime.sharding`) and handed to the

@@ -1,4 +1,4 @@
-"""The engine interface: memory domains, contexts and compute engines (DESIGN.md §4).
+"""The engine interface: memory domains, contexts and compute engines.
 
 The dispatcher runs one function instance like this::
 

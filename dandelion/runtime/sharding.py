@@ -1,4 +1,4 @@
-"""Forming the instances of an application from its inputs (DESIGN.md §1).
+"""Forming the instances of an application from its inputs (the rules: :doc:`/concepts`).
 
 :func:`instances` is the whole semantics of sharding, joins and the empty/optional rule, as a
 pure function: given each parameter's set, mode and optional flag, it returns the

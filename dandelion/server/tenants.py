@@ -3,7 +3,7 @@
 Every tenant has its own namespace; nothing is looked up across tenants.  Registered code
 is kept in a content-addressed artifact store on disk, and loaded artifacts in a
 least-recently-used cache: an invocation that finds its code in the cache is *hot*, one
-that loads it from disk is *cold* (DESIGN.md §4).  A composition is pinned, at
+that loads it from disk is *cold* (docs/serve.rst).  A composition is pinned, at
 registration, to the function versions it was checked against.
 """
 

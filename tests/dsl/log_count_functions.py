@@ -1,4 +1,5 @@
-"""The founding example of DSL.md §1 written with decorators, and its functions.
+"""The founding example of the DSL (log_count.dd, docs/dsl.rst) written with decorators, and
+its functions.
 
 ``system_HTTPGet`` is the platform's I/O function; here a compute function stands in for
 it, answering from a dictionary of fake server logs so the test needs no network.
