@@ -63,8 +63,8 @@ def test_cli_reference_covers_every_command_and_option() -> None:
 
 
 def test_the_code_cites_only_documents_that_exist() -> None:
-    """A docstring or page that points the reader to ``NAME.md`` or ``docs/NAME.rst``
-    points to a file of this repository (DESIGN.md, for one, is not in it)."""
+    """A docstring or page that points the reader to ``NAME.md`` points to a file of this
+    repository (DESIGN.md, for one, is not in it)."""
     import re
 
     root = DOCS.parent
@@ -74,7 +74,7 @@ def test_the_code_cites_only_documents_that_exist() -> None:
     for path in sources + [root / "README.md"]:
         if path == Path(__file__).resolve():
             continue
-        for name in re.findall(r"\b((?:docs/)?[\w-]+\.(?:md|rst))\b", path.read_text()):
-            if not any((folder / name).is_file() for folder in (root, DOCS, path.parent)):
+        for name in re.findall(r"\b([\w-]+\.md)\b", path.read_text()):
+            if not any((folder / name).is_file() for folder in (root, path.parent)):
                 missing.append(f"{path.relative_to(root)}: {name}")
     assert not missing, missing

@@ -1,4 +1,4 @@
-"""Sound result caching (DESIGN.md §6, ``docs/caching.rst``).
+"""Sound result caching.
 
 A compute function's outputs are a function of its code and its inputs, so they are
 memoized by default: the key of an instance hashes the function's identity

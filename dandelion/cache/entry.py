@@ -2,7 +2,7 @@
 
 Per result, its items; per item, its record (:mod:`dandelion.cache.content`) and, for a long
 record, its digest, so that a hit hands its consumers content ids without hashing again (the
-early cutoff of DESIGN.md §6 costs nothing on a hit).
+early cutoff costs nothing on a hit).
 
 >>> from dandelion.items import Item
 >>> data, ids = pack([(Item(7, key=2, name="x"),), ()])

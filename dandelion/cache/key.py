@@ -1,4 +1,4 @@
-"""The key of a function instance (DESIGN.md §6).
+"""The key of a function instance.
 
 ``key = H(prefix, content ids of the instance's inputs)``, where the *prefix* of an
 application is ``H(key version, hash algorithm, interpreter major.minor, engine ABI, the
