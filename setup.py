@@ -40,11 +40,14 @@ def packages() -> list[str]:
 ext_modules = []
 if sys.platform.startswith("linux"):
     C = "backends/engines/process/c"
-    ext_modules.append(Extension("dandelion.backends.engines.process._sandboxc",
-                                 [f"{C}/sandboxc.c"],
-                                 include_dirs=["dandelion/sdk"],
-                                 depends=[f"{C}/zygote_loop.h", f"{C}/segments.h",
-                                          "dandelion/sdk/dandelion.h"],
-                                 extra_compile_args=["-O2", "-Wall"]))
+    ext_modules.append(Extension(
+        "dandelion.backends.engines.process._sandboxc",
+        [f"{C}/{name}.c" for name in ("module", "lockdown", "channel", "encode",
+                                      "context_write", "context_read", "memory")],
+        include_dirs=["dandelion/sdk"],
+        depends=[f"{C}/{name}.h" for name in ("sandboxc", "protocol", "sandbox", "segments",
+                                              "zygote_loop")] + ["dandelion/sdk/dandelion.h"],
+        # only PyInit__sandboxc is exported: the files share their functions, no one else
+        extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden"]))
 
 setup(packages=packages(), ext_modules=ext_modules)

@@ -20,7 +20,8 @@ from dandelion.runtime.artifacts import default_root
 SOURCE = Path(__file__).parent / "c" / "native_zygote.c"
 #: What it shares with the Python zygote (the control loop, the loading of segments),
 #: included by ``SOURCE``.
-HEADERS = (SOURCE.with_name("zygote_loop.h"), SOURCE.with_name("segments.h"))
+HEADERS = tuple(SOURCE.with_name(f"{name}.h")
+                for name in ("protocol", "sandbox", "segments", "zygote_loop"))
 _lock = threading.Lock()
 _built: dict[str, Path | None] = {}
 

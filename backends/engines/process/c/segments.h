@@ -1,10 +1,10 @@
 /*
  * Loading a native function's segments into a sandbox.  Shared by the C zygote's sandboxes
- * (native_zygote.c) and the Python zygote's (sandboxc.c: native functions where no C
+ * (native_zygote.c) and the Python zygote's (lockdown.c: native functions where no C
  * compiler built the C zygote), so that both map an ELF the same way.
  *
- * After its assignment header the worker sends the segment table (one struct segment per
- * segment, already validated: page-aligned bounds inside the user range, no two segments
+ * After its assignment header the worker sends the segment table (one struct wire_segment
+ * per segment, already validated: page-aligned bounds inside the user range, no two segments
  * on one page; see dandelion.runtime.artifacts.validate_elf) and then the segments' file
  * bytes one after the other, which are read straight into place.
  */
@@ -15,12 +15,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define MAX_SEGMENTS 64
-
-#pragma pack(push, 1)
-/* vaddr, memsz, prot (PROT_*), offset (in the bytes that follow the table), filesz */
-struct segment { uint64_t vaddr, memsz; int32_t prot; uint64_t offset, filesz; };
-#pragma pack(pop)
+#include "protocol.h"
 
 static int read_all(int fd, void *p, size_t n) {
     char *c = p;
@@ -34,7 +29,7 @@ static int read_all(int fd, void *p, size_t n) {
 }
 
 /* The pages a segment occupies: [*start, *end). */
-static void segment_pages(const struct segment *s, uint64_t *start, uint64_t *end) {
+static void segment_pages(const struct wire_segment *s, uint64_t *start, uint64_t *end) {
     *start = s->vaddr & ~(uint64_t)4095;
     *end = (s->vaddr + s->memsz + 4095) & ~(uint64_t)4095;
 }
@@ -47,11 +42,12 @@ static void segment_pages(const struct segment *s, uint64_t *start, uint64_t *en
  * are not read-write are reprotected: on a VM every mapping call is expensive.
  */
 static int load_segments(int fd, uint32_t n, uint64_t payload_len) {
-    struct segment segs[MAX_SEGMENTS];
-    if (n > MAX_SEGMENTS || read_all(fd, segs, sizeof(struct segment) * n)) return -1;
+    struct wire_segment segs[WIRE_MAX_SEGMENTS];
+    if (n > WIRE_MAX_SEGMENTS || read_all(fd, segs, sizeof(struct wire_segment) * n))
+        return -1;
     uint64_t lo = UINT64_MAX, hi = 0, size = 0, next = 0, start, end;
     for (uint32_t i = 0; i < n; i++) {
-        struct segment *s = &segs[i];
+        struct wire_segment *s = &segs[i];
         segment_pages(s, &start, &end);
         if (s->filesz > s->memsz || s->offset != next) return -1;
         next += s->filesz;
@@ -66,7 +62,7 @@ static int load_segments(int fd, uint32_t n, uint64_t payload_len) {
                         (void *)(uintptr_t)lo)
         return -1;
     for (uint32_t i = 0; i < n; i++) {
-        struct segment *s = &segs[i];
+        struct wire_segment *s = &segs[i];
         segment_pages(s, &start, &end);
         if (!together && mmap((void *)(uintptr_t)start, end - start, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) !=
@@ -75,7 +71,7 @@ static int load_segments(int fd, uint32_t n, uint64_t payload_len) {
         if (read_all(fd, (void *)(uintptr_t)s->vaddr, s->filesz)) return -1;
     }
     for (uint32_t i = 0; i < n; i++) {
-        struct segment *s = &segs[i];
+        struct wire_segment *s = &segs[i];
         segment_pages(s, &start, &end);
         if (s->prot != (PROT_READ | PROT_WRITE) &&
             mprotect((void *)(uintptr_t)start, end - start, s->prot) != 0)

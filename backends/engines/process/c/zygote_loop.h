@@ -1,14 +1,14 @@
 /*
- * The control loop of a zygote, shared by the Python zygote (sandboxc.c, called from
+ * The control loop of a zygote, shared by the Python zygote (lockdown.c, called from
  * zygote.py) and the native one (native_zygote.c).
  *
- * Control messages (SOCK_SEQPACKET, <cii): worker -> zygote 'F' n: fork n sandboxes,
- * 'K' pid: kill it, 'W' pid: report how it ended, 'H' 0/1: whether sandboxes forked from
- * now on warm up (the child reads `warm`; the native zygote ignores it); zygote -> worker
- * 'C' pid + descriptors
- * (the worker's end of the sandbox's channel and, where the kernel has them, a pidfd),
- * 'X' pid status.  Every sandbox that exits is replaced while fewer than `cap` are alive,
- * so a normal invocation costs the worker no control message.
+ * Control messages (protocol.h, struct wire_control): worker -> zygote 'F' n: fork n
+ * sandboxes, 'K' pid: kill it, 'W' pid: report how it ended, 'H' 0/1: whether sandboxes
+ * forked from now on warm up (the child reads `warm`; the native zygote ignores it);
+ * zygote -> worker 'C' pid + descriptors (the worker's end of the sandbox's channel and,
+ * where the kernel has them, a pidfd), 'X' pid status.  Every sandbox that exits is
+ * replaced while fewer than `cap` are alive, so a normal invocation
+ * costs the worker no control message.
  *
  * The loop is C so that, between forks, a zygote writes to nothing but this loop's state:
  * every page it shares copy-on-write with the sandboxes it has forked stays shared (a
@@ -29,6 +29,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "protocol.h"
+
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -37,9 +39,6 @@
 #define ZYGOTE_DONE 1024
 #define ZYGOTE_WANTED 256
 
-#pragma pack(push, 1)
-struct zygote_msg { char op; int32_t a; int32_t b; };
-#pragma pack(pop)
 
 struct zygote {
     int ctrl;               /* the control socket */
@@ -59,7 +58,7 @@ struct zygote {
 
 /* Send a control message with up to two descriptors (fd < 0: none; fd2 < 0: one). */
 static int zygote_send(int ctrl, char op, int32_t a, int32_t b, int fd, int fd2) {
-    struct zygote_msg m = {op, a, b};
+    struct wire_control m = {op, a, b};
     struct iovec iov = {.iov_base = &m, .iov_len = sizeof m};
     char cbuf[CMSG_SPACE(2 * sizeof(int))];
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -106,7 +105,7 @@ static int zygote_fork(struct zygote *z, int n) {
                 z->done_pid[k] = 0;                              /* stale */
         /* a pidfd lets the worker end the sandbox itself after its invocation */
         int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        int sent = zygote_send(z->ctrl, 'C', pid, 0, sv[0], pfd);
+        int sent = zygote_send(z->ctrl, WIRE_FORKED, pid, 0, sv[0], pfd);
         if (pfd >= 0)
             close(pfd);
         close(sv[0]);
@@ -133,7 +132,7 @@ static int zygote_reap(struct zygote *z) {
         for (int i = 0; i < z->n_wanted; i++)
             if (z->wanted[i] == pid) {
                 z->wanted[i] = z->wanted[--z->n_wanted];
-                if (zygote_send(z->ctrl, 'X', pid, status, -1, -1) < 0)
+                if (zygote_send(z->ctrl, WIRE_ENDED, pid, status, -1, -1) < 0)
                     return -1;
                 told = 1;
                 break;
@@ -150,22 +149,23 @@ static int zygote_reap(struct zygote *z) {
 }
 
 /* One control message from the worker. */
-static int zygote_command(struct zygote *z, const struct zygote_msg *m) {
-    if (m->op == 'F')
+static int zygote_command(struct zygote *z, const struct wire_control *m) {
+    if (m->op == WIRE_FORK)
         return zygote_fork(z, m->a);
-    if (m->op == 'H') {
+    if (m->op == WIRE_WARM) {
         z->warm = m->a != 0;
-    } else if (m->op == 'K') {
+    } else if (m->op == WIRE_KILL) {
         for (int i = 0; i < z->n_live; i++)
             if (z->live[i] == m->a) {
                 kill(m->a, SIGKILL);
                 break;
             }
-    } else if (m->op == 'W') {
+    } else if (m->op == WIRE_WAIT) {
         for (unsigned i = 0; i < ZYGOTE_DONE && i < z->n_done; i++)
             if (z->done_pid[i] == m->a) {
                 z->done_pid[i] = 0;
-                return zygote_send(z->ctrl, 'X', m->a, z->done_status[i], -1, -1) < 0 ? -1 : 1;
+                return zygote_send(z->ctrl, WIRE_ENDED, m->a, z->done_status[i], -1, -1) < 0
+                       ? -1 : 1;
             }
         if (z->n_wanted < ZYGOTE_WANTED)
             z->wanted[z->n_wanted++] = m->a;
@@ -195,7 +195,7 @@ static int zygote_run(struct zygote *z) {
             break;
         }
         if (pf[0].revents) {  /* first: what the worker said before it ended a sandbox */
-            struct zygote_msg m;        /* applies to the sandbox that replaces it */
+            struct wire_control m;  /* applies to the sandbox that replaces it */
             if (recv(z->ctrl, &m, sizeof m, 0) != (ssize_t)sizeof m)
                 break;  /* the worker is gone */
             if ((r = zygote_command(z, &m)) <= 0)
