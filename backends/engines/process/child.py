@@ -23,7 +23,6 @@ import json
 import mmap
 import os
 import resource
-import struct
 import sys
 import time
 from collections.abc import Sequence
@@ -37,29 +36,23 @@ from dandelion.backends.engines.process.layout import (
     read_items,
     write_inputs,
 )
+from dandelion.backends.engines.process.protocol import (
+    ASSIGN,
+    ASSIGN_CAPACITY_AT,
+    ASSIGN_LENGTH_AT,
+    CHANNEL_FD,
+    DONE,
+    DONE_TAG,
+    KIND_NATIVE,
+    KIND_PYTHON,
+    MAX_REPORT,
+    OKAY,
+    OKAY_TAG,
+    READY,
+)
 from dandelion.items import Item
 from dandelion.runtime import pickling
 from dandelion.runtime.tracebacks import user_frames
-
-CHANNEL_FD = 3
-#: Assignment header: magic, kind (1 python, 2 native), capacity, memory limit,
-#: payload length, native entry point, native segment count.
-ASSIGN = struct.Struct("<4sIQQQQI")
-KIND_PYTHON, KIND_NATIVE = 1, 2
-#: Native segment (``struct segment`` of ``c/segments.h``): vaddr, memsz, prot, offset in
-#: the bytes that follow the table, filesz.
-SEGMENT = struct.Struct("<QQiQQ")
-#: Report of a Python run: tag b"DONE", length of the JSON body.
-DONE = struct.Struct("<4sI")
-#: Report of a successful Python run: tag b"OKAY", nanoseconds spent in the function.
-OKAY = struct.Struct("<4sq")
-#: Written by a Python sandbox on its channel once it waits for work (locked down, filtered,
-#: warmed up), before anything else.
-READY = b"R"
-#: Largest report body a worker accepts.
-MAX_REPORT = 1 << 20
-#: Offset of the payload length in :data:`ASSIGN`.
-_LENGTH_AT = 24
 
 
 class _Sink(io.TextIOBase):
@@ -166,7 +159,8 @@ def serve_filtered(baseline: int) -> NoReturn:
         # --- no system interface but the channel ---
         os.write(CHANNEL_FD, READY)
         # header, context and code in one call (one message from the worker)
-        msg, view, payload = _sandboxc.receive(CHANNEL_FD, ASSIGN.size, 8, _LENGTH_AT)
+        msg, view, payload = _sandboxc.receive(CHANNEL_FD, ASSIGN.size, ASSIGN_CAPACITY_AT,
+                                                  ASSIGN_LENGTH_AT)
         if view is None or payload is None:
             os._exit(0)  # the worker let this sandbox go unused
         if ASSIGN.unpack(msg)[1] != KIND_PYTHON:
@@ -230,7 +224,8 @@ def _read_exact(n: int) -> bytes:
 def _message(body: dict[str, Any]) -> bytes:
     """A report of a failed run, as sent on the channel."""
     data = json.dumps(body, default=str).encode()[:MAX_REPORT]
-    return DONE.pack(b"DONE", len(data)) + data
+    head: bytes = DONE.pack(DONE_TAG, len(data))
+    return head + data
 
 
 def _run_python(ctx: Any, payload: bytes) -> bytes:
@@ -251,7 +246,8 @@ def _run_python(ctx: Any, payload: bytes) -> bytes:
             add_outputs(ctx, r, ELEMENT_CODES[view.type.element], items)
     except ContextFull as e:
         return _message({"ok": False, "kind": "output", "needed": e.needed, "left": e.left})
-    return OKAY.pack(b"OKAY", elapsed)
+    report: bytes = OKAY.pack(OKAY_TAG, elapsed)
+    return report
 
 
 def _run_native(ctx: mmap.mmap, payload_len: int, entry: int, n_segments: int) -> NoReturn:

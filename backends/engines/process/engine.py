@@ -23,32 +23,36 @@ import collections
 import json
 import os
 import signal
-import struct
 import threading
 from typing import Any
 
 from dandelion import errors
 from dandelion.backends.engines.process import _sandboxc, native, pool
-from dandelion.backends.engines.process.child import (
-    ASSIGN,
-    DONE,
-    KIND_NATIVE,
-    KIND_PYTHON,
-    MAX_REPORT,
-    OKAY,
-    SEGMENT,
-)
 from dandelion.backends.engines.process.filter import syscall_name
 from dandelion.backends.engines.process.layout import ELEMENT_CODES
 from dandelion.backends.engines.process.memory import SharedContext, SharedDomain
+from dandelion.backends.engines.process.protocol import (
+    ASSIGN,
+    ASSIGN_MAGIC,
+    DONE,
+    DONE_TAG,
+    GONE,
+    GONE_TAG,
+    KIND_NATIVE,
+    KIND_PYTHON,
+    MAX_REPORT,
+    NATV,
+    NATV_TAG,
+    OKAY,
+    OKAY_TAG,
+    SEGMENT,
+)
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.engine import Context, FunctionCall
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.tracebacks import format_traceback
 
-_GONE = struct.Struct("<4siiiQ")
-_NATV = struct.Struct("<4si")
 _MIB = 1 << 20
 #: How much of native functions' segments, cut out of their ELFs, the engine keeps.
 CUT_CACHE_BYTES = 64 * _MIB
@@ -192,11 +196,11 @@ class ProcessEngine(EngineBase):
             assert code.native is not None
             cut = self._cut(call.implementation.digest, code)
             payload = cut[1]
-            header = ASSIGN.pack(b"DDGO", KIND_NATIVE, context.capacity, self.memory_limit,
+            header = ASSIGN.pack(ASSIGN_MAGIC, KIND_NATIVE, context.capacity, self.memory_limit,
                                  len(payload), code.native.entry, len(code.native.segments)
                                  ) + cut[0]  # the segment table precedes the segments
         else:
-            header = ASSIGN.pack(b"DDGO", KIND_PYTHON, context.capacity, self.memory_limit,
+            header = ASSIGN.pack(ASSIGN_MAGIC, KIND_PYTHON, context.capacity, self.memory_limit,
                                  len(payload), 0, 0)
         self.last_function_time = None
         try:
@@ -208,19 +212,19 @@ class ProcessEngine(EngineBase):
                                   hint="raise the function's timeout (timeouts={name: s})"
                                   ) from None
         tag, size = data[:4], len(data)
-        if tag == b"OKAY" and size == OKAY.size:
+        if tag == OKAY_TAG and size == OKAY.size:
             self.last_function_time = OKAY.unpack(data)[1] / 1e9
             return
-        if tag == b"NATV" and size == _NATV.size and _NATV.unpack(data)[1] == 0:
+        if tag == NATV_TAG and size == NATV.size and NATV.unpack(data)[1] == 0:
             return
         what = _what(call)  # a failure: say whose
-        if tag == b"DONE" and size >= DONE.size:
+        if tag == DONE_TAG and size >= DONE.size:
             self._python_report(data, what, call)
-        elif tag == b"NATV" and size == _NATV.size:
-            raise FunctionError(f"{what} returned error code {_NATV.unpack(data)[1]}",
+        elif tag == NATV_TAG and size == NATV.size:
+            raise FunctionError(f"{what} returned error code {NATV.unpack(data)[1]}",
                                 function=call.spec.name)
-        elif tag == b"GONE" and size == _GONE.size:
-            raise self._fatal(_GONE.unpack(data), what, call)
+        elif tag == GONE_TAG and size == GONE.size:
+            raise self._fatal(GONE.unpack(data), what, call)
         else:
             raise self._died(zygote, sandbox.pid, what, call, code.kind, tag)
 

@@ -4,7 +4,7 @@ A context is one shared-memory file (a memfd) mapped by the worker and by the sa
 integers are little-endian; offsets are from the start of the context::
 
     0    header (128 bytes)
-           0  magic        8s   b"DDCTX01\\0"
+           0  magic        8s   b"DDCTX01\\0" (protocol.CONTEXT_MAGIC)
            8  capacity     u64  size of the context in bytes
           16  n_in_sets    u32  number of input sets (one per parameter)
           20  n_in_items   u32  number of input items, all sets together
@@ -25,8 +25,9 @@ integers are little-endian; offsets are from the start of the context::
     output item table: grows *down* from ``capacity``; output ``i`` is at
           ``capacity - 48 * (i + 1)``; its data and name live in the heap.
 
-Element codes (:data:`ELEMENT_CODES`): 0 means "as declared", then bytes, str, int, float,
-bool, json, ndarray.  Item data is the :mod:`dandelion.codec` encoding of the value.
+Element codes (:data:`ELEMENT_CODES`, the ``EL_*`` of :mod:`.protocol`): 0 means "as
+declared", then bytes, str, int, float, bool, json, ndarray.  Item data is the
+:mod:`dandelion.codec` encoding of the value.
 Large values (``bytes``, ``ndarray``) are written straight into the context (one copy in)
 and read back from it once (one copy out); inside a Python sandbox an ``ndarray`` input is a
 view of the context, not a copy.
@@ -46,14 +47,25 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dandelion.backends.engines.process import _sandboxc
+from dandelion.backends.engines.process.protocol import (
+    EL_ANY,
+    EL_BOOL,
+    EL_BYTES,
+    EL_FLOAT,
+    EL_INT,
+    EL_JSON,
+    EL_NDARRAY,
+    EL_STR,
+)
 from dandelion.codec import decode, encode
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
 
 ELEMENT_CODES: dict[ElementType, int] = {
-    ElementType.ANY: 0, ElementType.BYTES: 1, ElementType.STR: 2, ElementType.INT: 3,
-    ElementType.FLOAT: 4, ElementType.BOOL: 5, ElementType.JSON: 6, ElementType.NDARRAY: 7,
+    ElementType.ANY: EL_ANY, ElementType.BYTES: EL_BYTES, ElementType.STR: EL_STR,
+    ElementType.INT: EL_INT, ElementType.FLOAT: EL_FLOAT, ElementType.BOOL: EL_BOOL,
+    ElementType.JSON: EL_JSON, ElementType.NDARRAY: EL_NDARRAY,
 }
 CODE_ELEMENTS = {v: k for k, v in ELEMENT_CODES.items()}
 
@@ -166,7 +178,7 @@ def _encode(declared: int, value: Any) -> tuple[int, Any]:
     if element is ElementType.ANY:
         element = infer_element(value)
     if element is ElementType.NDARRAY and type(value).__name__ == "ndarray":
-        return 7, _npy_parts(value)  # a subclass (np.matrix, ...) takes the general path
+        return EL_NDARRAY, _npy_parts(value)  # a subclass (np.matrix, ...) takes the general path
     return ELEMENT_CODES[element], encode(value, element)
 
 
@@ -174,9 +186,9 @@ def _encoding_error(error: Exception, declared: int, items: Iterable[Item[Any]]
                     ) -> EncodingError:
     """The error that says which item could not be encoded and why."""
     for item in items:
-        code, value = _encode(declared, item.value) if declared in (0, 6, 7) else \
-            (declared, item.value)
-        if code not in (6, 7):
+        code, value = _encode(declared, item.value) \
+            if declared in (EL_ANY, EL_JSON, EL_NDARRAY) else (declared, item.value)
+        if code not in (EL_JSON, EL_NDARRAY):
             encode(value, CODE_ELEMENTS[code])  # raises the EncodingError that says why
     return EncodingError(str(error))
 
@@ -201,11 +213,11 @@ def write_inputs(buf: Any, sets: list[tuple[str, int, Sequence[Item[Any]]]],
 
 
 def _decode(code: int, data: memoryview) -> Any:
-    return _decode_npy(data, False) if code == 7 else decode(data, ElementType.JSON)
+    return _decode_npy(data, False) if code == EL_NDARRAY else decode(data, ElementType.JSON)
 
 
 def _decode_copy(code: int, data: memoryview) -> Any:
-    return _decode_npy(data, True) if code == 7 else decode(data, ElementType.JSON)
+    return _decode_npy(data, True) if code == EL_NDARRAY else decode(data, ElementType.JSON)
 
 
 def read_items(buf: Any, capacity: int, outputs: bool, declared: bytes | None, copy: bool

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from dandelion.backends.engines.process import _sandboxc
-from dandelion.backends.engines.process.zygote import MSG
+from dandelion.backends.engines.process.protocol import (
+    CONTROL,
+    ENDED,
+    FORK,
+    FORKED,
+    KILL,
+    STARTED,
+    WAIT,
+    WARM,
+)
 from dandelion.errors import BackendError
 
 #: Environment of a zygote: nothing of the worker's but what locates Python and keeps
@@ -181,14 +190,14 @@ class Zygote:
                 msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1 << 20, 2)
             except OSError:
                 msg, fds = b"", []
-            if len(msg) < MSG.size:
+            if len(msg) < CONTROL.size:
                 with self._cond:
                     self.closed = True
                     self._cond.notify_all()
                 return
-            op, pid, status = MSG.unpack_from(msg)
+            op, pid, status = CONTROL.unpack_from(msg)
             with self._cond:
-                if op == b"C" and fds:
+                if op == FORKED and fds:
                     self._statuses.pop(pid, None)  # a reused pid: the old status is stale
                     self._pending = max(0, self._pending - 1)
                     self._ready.append(Sandbox(pid, fds[0], fds[1] if len(fds) > 1 else -1,
@@ -196,18 +205,18 @@ class Zygote:
                 elif fds:  # descriptors with anything but a fork report: not ours to keep
                     for fd in fds:
                         os.close(fd)
-                elif op == b"X":
+                elif op == ENDED:
                     self._statuses[pid] = status
                     while len(self._statuses) > 4096:
                         self._statuses.popitem(last=False)
-                elif op == b"R":
-                    self.modules = frozenset(msg[MSG.size:].decode().split("\n"))
+                elif op == STARTED:
+                    self.modules = frozenset(msg[CONTROL.size:].decode().split("\n"))
                     self._started = True
                 self._cond.notify_all()
 
     def _send(self, op: bytes, value: int) -> None:
         try:
-            self.ctrl.send(MSG.pack(op, value, 0))
+            self.ctrl.send(CONTROL.pack(op, value, 0))
         except OSError as e:
             raise BackendError(f"the sandbox zygote is gone: {e}") from None
 
@@ -219,7 +228,7 @@ class Zygote:
             if want <= 0:
                 return
             self._pending += want
-        self._send(b"F", want)
+        self._send(FORK, want)
 
     def take(self, timeout: float = 30.0) -> Sandbox:
         """A never used sandbox (forking one now if the pool is empty).
@@ -234,7 +243,7 @@ class Zygote:
         with self._cond:
             sandbox = self._pick()
         if sandbox is None:  # requests outran the pool: fork one for us now
-            self._send(b"F", 1)
+            self._send(FORK, 1)
             with self._cond:
                 if not self._cond.wait_for(lambda: self._ready or self.closed, timeout):
                     raise BackendError(f"no sandbox was forked within {timeout:g} s")
@@ -258,7 +267,7 @@ class Zygote:
         with self._cond:  # sent under the lock: the zygote sees the changes in order
             if want != self.warming:
                 self.warming = want
-                self._send(b"H", int(want))
+                self._send(WARM, int(want))
 
     def _pick(self) -> Sandbox | None:
         """The newest sandbox that waits for work already, else the oldest (the one most
@@ -295,7 +304,7 @@ class Zygote:
 
     def kill(self, pid: int) -> None:
         """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""
-        self._send(b"K", pid)
+        self._send(KILL, pid)
 
     def end(self, sandbox: Sandbox) -> None:
         """SIGKILL a taken sandbox if it still runs and drop the worker's hold on it.
@@ -323,7 +332,7 @@ class Zygote:
 
     def wait_status(self, pid: int, timeout: float = 5.0) -> int | None:
         """The wait status of sandbox ``pid`` once the zygote has reaped it."""
-        self._send(b"W", pid)
+        self._send(WAIT, pid)
         with self._cond:
             self._cond.wait_for(lambda: pid in self._statuses or self.closed, timeout)
             return self._statuses.pop(pid, None)

@@ -16,10 +16,10 @@ entries for its heap rather than thousands.  On Python 3.12 and later it also ma
 object it holds immortal (``_sandboxc.immortalize``, PEP 683), so that a sandbox using an
 inherited object does not write its reference count, which would copy the page it is on.
 
-Control messages (``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n, ``K<pid>`` kill,
-``W<pid>`` report how pid ended, ``H<0|1>`` whether sandboxes forked from now on warm up;
-zygote -> worker ``R`` ready, ``C<pid>`` + descriptors
-(the channel and, where the kernel has them, a pidfd of the sandbox, with which the worker
+Control messages (:mod:`.protocol`, ``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n,
+``K<pid>`` kill, ``W<pid>`` report how pid ended, ``H<0|1>`` whether sandboxes forked from
+now on warm up; zygote -> worker ``R`` ready, ``C<pid>`` + descriptors (the channel and,
+where the kernel has them, a pidfd of the sandbox, with which the worker
 ends it after its invocation), ``X<pid><wait status>``.  The zygote keeps the pool's size
 by itself: every sandbox that exits (after its one invocation) is replaced by a new one, so
 a normal invocation costs the worker no control message at all.
@@ -32,14 +32,12 @@ import importlib
 import os
 import signal
 import socket
-import struct
 import sys
 
 from dandelion.backends.engines.process import _sandboxc, child
 from dandelion.backends.engines.process.filter import build_filter
+from dandelion.backends.engines.process.protocol import CHANNEL_FD, CONTROL, STARTED
 from dandelion.runtime import pickling
-
-MSG = struct.Struct("<cii")
 
 #: Modules every sandbox has loaded before its filter is installed (the trusted runtime and
 #: what unpickling a function and its items needs).
@@ -62,7 +60,7 @@ def main(argv: list[str]) -> None:
     fd, cpu, warm = int(argv[0]), int(argv[1]) or None, argv[2] == "1"
     memory, cap = int(argv[3]) or None, int(argv[4])
     preload(tuple(argv[5:]))
-    program = build_filter(child.CHANNEL_FD)
+    program = build_filter(CHANNEL_FD)
     pickling.warm()  # the globals function pickles name: resolved once, here
     samples = _probe_pickles()
     child.warm_up(samples)
@@ -72,7 +70,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     settle_heap()
     loaded = sorted(sys.modules)  # packages and submodules: a function may need either
-    ctrl.send(MSG.pack(b"R", os.getpid(), 0) + "\n".join(loaded).encode())
+    ctrl.send(CONTROL.pack(STARTED, os.getpid(), 0) + "\n".join(loaded).encode())
     filtered = memory is not None
     # From here on the zygote runs C only, until it returns in a forked sandbox (or the
     # worker has gone away): a Python loop would write to pages every sandbox shares.
