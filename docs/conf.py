@@ -51,7 +51,8 @@ html_theme_options = {"description": "Serverless compositions of pure functions"
 # ``index.rst`` holds the marker below; it becomes a toctree of the feature pages that exist, so
 # the build is -W clean before and after each page arrives, and no page is left out of the tree.
 
-CORE_PAGES = ("index", "idea", "tutorial", "concepts", "examples", "api", "cli")
+CORE_PAGES = ("index", "idea", "tutorial", "concepts", "examples", "api", "cli",
+              "architecture")
 FEATURE_ORDER = ("dsl", "isolation", "serve", "ray")
 MARKER = ".. feature-pages::"
 
