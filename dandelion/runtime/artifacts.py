@@ -310,6 +310,10 @@ class ArtifactStore:
         #: counters: ``hot`` (found in memory), ``cold`` (loaded from disk), ``stored``
         self.stats = collections.Counter[str]()
 
+    def path(self, digest: str) -> Path:
+        """The file that holds (or would hold) the code of ``digest``."""
+        return self._path(digest)
+
     def _path(self, digest: str) -> Path:
         algo, _, hexdigest = digest.partition(":")
         if not hexdigest or not hexdigest.isalnum() or not algo.isalnum():
@@ -432,18 +436,36 @@ class ArtifactStore:
         else:
             data, requires = serialize_python(artifact)
             code = StoredCode("python", data, requires)
+        self._write(digest, code, getattr(artifact, "name", ""))
+        return code
+
+    def _write(self, digest: str, code: StoredCode, name: str) -> None:
         path = self._path(digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"kind": code.kind, "requires": list(code.requires),
-                "sha256": hashlib.sha256(code.data).hexdigest(),
-                "name": getattr(artifact, "name", "")}
+                "sha256": hashlib.sha256(code.data).hexdigest(), "name": name}
         for target, content in ((path, code.data),
                                 (path.with_suffix(".json"), json.dumps(meta).encode())):
+            path.parent.mkdir(parents=True, exist_ok=True)  # (a sweep may have removed it)
             fd, tmp = tempfile.mkstemp(dir=path.parent)
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
             os.replace(tmp, target)
         self.stats["stored"] += 1
+
+    def put(self, digest: str, kind: str, data: bytes, name: str = "") -> StoredCode:
+        """Store ``data`` as it is, under ``digest``: code of another ``kind`` than the
+        engines run (a worker keeps the source text registered with it as ``source``).
+
+        >>> import tempfile
+        >>> store = ArtifactStore(tempfile.mkdtemp())
+        >>> _ = store.put("source:ab12", "source", b"x = 1")
+        >>> store.drop_hot()
+        >>> store.get("source:ab12")
+        StoredCode(kind='source', data=<5 bytes>, requires=(), native=None)
+        """
+        code = StoredCode(kind, data)
+        self._write(digest, code, name)
+        self._remember(digest, code)
         return code
 
     def put_native_bytes(self, name: str, image: bytes) -> NativeFunction:

@@ -40,8 +40,7 @@ from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
 from dandelion.runtime.api import Runtime
-from dandelion.runtime.artifacts import ArtifactStore as CodeStore
-from dandelion.runtime.artifacts import NativeFunction
+from dandelion.runtime.artifacts import ArtifactStore, NativeFunction
 from dandelion.runtime.registry import load_engine
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
@@ -49,9 +48,9 @@ from dandelion.server.loader import RegistrationError, module_source
 from dandelion.server.metrics import Metrics
 from dandelion.server.native import check_name, native_spec, parse_signature
 from dandelion.server.tenants import (
-    ArtifactStore,
     CompositionRecord,
     FunctionRecord,
+    RegisteredCode,
     Tenant,
     planned,
     save_tenants,
@@ -125,10 +124,11 @@ def error_body(error: BaseException) -> dict[str, Any]:
                       type(error).__name__}}
 
 
-def runtime_of(config: ServerConfig, code_dir: str | None = None) -> Runtime:
+def runtime_of(config: ServerConfig, store: ArtifactStore | None = None) -> Runtime:
     """The runtime a worker runs its invocations on: the ``local`` backend, or the
-    ``ray`` backend connected to ``config.address``.  A local engine that keeps code on
-    disk (``artifact_dir``) keeps it in ``code_dir``.
+    ``ray`` backend connected to ``config.address``.  A local engine that keeps code in
+    an artifact store (a ``store`` option, like the ``process`` engine's) keeps it in
+    ``store``, the worker's.
 
     Raises:
         InputError: an address for a backend that takes none.
@@ -141,12 +141,12 @@ def runtime_of(config: ServerConfig, code_dir: str | None = None) -> Runtime:
             raise InputError(f"an address is for the ray backend, not '{config.backend}'",
                              hint="serve with --backend ray --address ADDR")
         options["address"] = config.address
-    elif config.backend == "local" and code_dir is not None:
+    elif config.backend == "local" and store is not None:
         from dandelion.backends.local import DEFAULT_ENGINE
 
         engine = load_engine(config.engine or DEFAULT_ENGINE)
-        if "artifact_dir" in inspect.signature(engine).parameters:
-            options["engine_options"] = {"artifact_dir": code_dir}
+        if "store" in inspect.signature(engine).parameters:
+            options["engine_options"] = {"store": store}
     return Runtime(config.backend, engine=config.engine, **options)
 
 
@@ -179,18 +179,18 @@ class Service:
             state = self._tmp = tempfile.mkdtemp(prefix="dandelion-serve-")
         os.makedirs(state, exist_ok=True)
         self.state_dir = state
-        self.store = ArtifactStore(os.path.join(state, "artifacts"), config.hot_functions)
-        #: native code (ELF images) by content digest; the process engine runs it
-        self.native = CodeStore(os.path.join(state, "artifacts", "native"))
+        #: all the worker's code by digest: what was registered (source text, pickles,
+        #: native ELFs) and what its engines run
+        self.store = ArtifactStore(os.path.join(state, "artifacts"))
+        #: registered Python code, loaded (``--hot-functions`` of it kept in memory)
+        self.code = RegisteredCode(self.store, config.hot_functions)
         self.metrics = Metrics()
         self.tenants: dict[str, Tenant] = {}
         self._lock = threading.RLock()
         #: plans of directly invoked functions, least recently used first
         self._function_plans: collections.OrderedDict[tuple[str, Any], CompositionRecord] = \
             collections.OrderedDict()
-        #: where engines that keep code on disk keep it for this worker (swept with the rest)
-        self.code_dir = os.path.join(state, "artifacts", "code")
-        self.runtime = runtime_of(config, self.code_dir)
+        self.runtime = runtime_of(config, self.store)
         self.metrics.retained.labels("plans").set_function(lambda: len(self._function_plans))
         self.metrics.retained.labels("jobs").set_function(
             lambda: sum(len(t.jobs) for t in list(self.tenants.values())))
@@ -247,7 +247,7 @@ class Service:
             source = module_source(module)
         code = pickle if pickle is not None else source
         assert code is not None
-        digest, functions = self.store.save(code, names)
+        digest, functions = self.code.save(code, names)
         records = tenant.add_functions(digest, functions, names)
         self._save()
         return [self.describe_function(r) for r in records]
@@ -278,7 +278,7 @@ class Service:
         declared_params = parse_signature(params, "params")
         declared_results = parse_signature(results, "results")
         try:
-            fn = self.native.put_native_bytes(name, image)
+            fn = self.store.put_native_bytes(name, image)
         except BackendError as e:
             raise RegistrationError(e.message, hint=e.hint) from None
         spec = native_spec(name, fn.digest, declared_params, declared_results)
@@ -455,7 +455,7 @@ class Service:
                 if version is None:
                     raise RegistrationError(f"the code of '{spec.name}' is not registered")
                 artifact, hot = (self._native(impl.digest, spec.name) if impl.kind == "native"
-                                 else self.store.load(*version))
+                                 else self.code.load(*version))
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
         outputs: Sets = self.runtime.run_plan(record.plan, sets, artifacts)
@@ -464,9 +464,9 @@ class Service:
     def _native(self, digest: str, name: str) -> tuple[NativeFunction, bool]:
         """The ELF of ``digest`` (checked against its digest when read from disk), and
         whether it was in memory."""
-        hot = self.native.is_hot(digest)
+        hot = self.store.is_hot(digest)
         try:
-            code = self.native.get(digest)
+            code = self.store.get(digest)
         except BackendError as e:  # gone, or corrupt: never run what was not registered
             raise RegistrationError(f"the code of '{name}' cannot be loaded: {e.message}",
                                     hint="register the function again") from None
@@ -537,9 +537,8 @@ class Service:
             sources |= s
             digests |= d
         ttl = self.config.code_ttl
-        code = self.store.sweep(sources, ttl, now) + self.native.sweep(digests, ttl, now)
-        if os.path.isdir(self.code_dir):
-            code += CodeStore(self.code_dir).sweep(digests, ttl, now)
+        keep = digests | {key for s in sources for key in RegisteredCode.keys(s)}
+        code = self.store.sweep(keep, ttl, now)
         self._save()
         return {"jobs": jobs, "code": code}
 

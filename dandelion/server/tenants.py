@@ -20,11 +20,13 @@ from typing import Any
 import attrs
 
 from dandelion.authoring.compute import ComputeFunction
+from dandelion.errors import BackendError
 from dandelion.ir.nodes import Composition, FunctionKind, FunctionSpec, Module
 from dandelion.ir.serialize import content_hash, module_from_data, module_to_data
 from dandelion.ir.types import DataType
 from dandelion.planner import make_plan
 from dandelion.planner.plan import Plan
+from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.server.jobs import Jobs
 from dandelion.server.loader import (
     RegistrationError,
@@ -72,24 +74,31 @@ class CompositionRecord:
         return {d.name: d.type for d in self.composition.outputs}
 
 
-class ArtifactStore:
-    """Registered source on disk and an LRU cache of loaded artifacts.
+class RegisteredCode:
+    """Registered Python code: its text in the worker's artifact store, its loaded
+    functions in an LRU cache.
+
+    What was registered is stored as it came, under its content digest: source text as
+    ``source:<sha256>``, a function shipped by value (a pickle) as ``shipped:<sha256>``.
 
     Args:
-        root: directory of the store.
+        store: the worker's artifact store (which also holds its native code, and the code
+            its engines run).
         capacity: loaded artifacts kept in memory.
     """
 
-    def __init__(self, root: str, capacity: int = 256) -> None:
-        self.root = root
+    KINDS = ("source", "shipped")
+
+    def __init__(self, store: ArtifactStore, capacity: int = 256) -> None:
+        self.store = store
         self.capacity = capacity
-        os.makedirs(os.path.join(root, "sources"), exist_ok=True)
         self._loaded: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
-    def path(self, source: str, suffix: str = ".py") -> str:
-        """The file of the source (``.py``) or pickle (``.pickle``) with digest ``source``."""
-        return os.path.join(self.root, "sources", f"{source}{suffix}")
+    @classmethod
+    def keys(cls, source: str) -> list[str]:
+        """The artifact store digests registered code of digest ``source`` may have."""
+        return [f"{kind}:{source}" for kind in cls.KINDS]
 
     def save(self, text: str | bytes, names: list[str] | None = None
              ) -> tuple[str, dict[str, ComputeFunction | ShippedFunction]]:
@@ -97,22 +106,24 @@ class ArtifactStore:
         compute functions."""
         from dandelion.server.loader import source_digest
 
-        digest = (hashlib.sha256(text).hexdigest() if isinstance(text, bytes)
-                  else source_digest(text))
-        path = self.path(digest, ".pickle" if isinstance(text, bytes) else ".py")
-        if not os.path.exists(path):
-            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(text if isinstance(text, bytes)
-                        else text.encode("utf-8", "surrogatepass"))
-            os.replace(tmp, path)
-        functions: dict[str, ComputeFunction | ShippedFunction] = (
-            dict(load_pickle(text, names)) if isinstance(text, bytes)
-            else dict(exec_source(text, path)))
+        shipped = isinstance(text, bytes)
+        data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+        digest = hashlib.sha256(data).hexdigest() if shipped else source_digest(str(text))
+        functions = self._load(data, shipped, digest, names)  # refuse what does not load
+        self.store.put(f"{'shipped' if shipped else 'source'}:{digest}",
+                       "shipped" if shipped else "source", data)
         with self._lock:
             for fn in functions.values():
                 self._remember((digest, fn.name), fn.artifact)
         return digest, functions
+
+    def _load(self, data: bytes, shipped: bool, digest: str, names: list[str] | None = None
+              ) -> dict[str, Any]:
+        if shipped:
+            return dict(load_pickle(data, names))
+        # the stored file is the text itself: tracebacks show its lines
+        return dict(exec_source(data.decode("utf-8", "surrogatepass"),
+                                str(self.store.path(f"source:{digest}"))))
 
     def _remember(self, key: tuple[str, str], artifact: Any) -> None:
         self._loaded[key] = artifact
@@ -128,46 +139,21 @@ class ArtifactStore:
             if artifact is not None:
                 self._loaded.move_to_end(key)
                 return artifact, True
-        path = self.path(source)
-        shipped = self.path(source, ".pickle")
-        try:
-            functions: dict[str, Any]
-            if os.path.exists(shipped):
-                with open(shipped, "rb") as f:
-                    functions = load_pickle(f.read())
-            else:
-                with open(path, encoding="utf-8", errors="surrogatepass") as f:
-                    functions = exec_source(f.read(), path)
-        except FileNotFoundError:
-            raise RegistrationError(f"the code of '{name}' is missing from the artifact "
-                                    "store", hint="register the function again") from None
-        artifact = function_named(functions, name)
-        with self._lock:
-            self._remember(key, artifact)
-        return artifact, False
-
-
-    def sweep(self, keep: set[str], older_than: float, now: float | None = None) -> int:
-        """Delete the stored sources not in ``keep`` (digests) written more than
-        ``older_than`` seconds ago, and forget their loaded artifacts; how many."""
-        cutoff = (time.time() if now is None else now) - older_than
-        removed = 0
-        folder = os.path.join(self.root, "sources")
-        for entry in os.scandir(folder):
-            digest, suffix = os.path.splitext(entry.name)
-            if suffix not in (".py", ".pickle") or digest in keep:
-                continue
+        for digest in self.keys(source):
             try:
-                if entry.stat().st_mtime >= cutoff:
+                code = self.store.get(digest)
+            except BackendError as e:
+                if "no code for" in e.message:
                     continue
-                os.unlink(entry.path)
-            except FileNotFoundError:
-                continue
-            removed += 1
+                raise RegistrationError(f"the code of '{name}' cannot be loaded: "
+                                        f"{e.message}", hint="register it again") from None
+            artifact = function_named(self._load(code.data, code.kind == "shipped", source),
+                                      name)
             with self._lock:
-                for key in [k for k in self._loaded if k[0] == digest]:
-                    del self._loaded[key]
-        return removed
+                self._remember(key, artifact)
+            return artifact, False
+        raise RegistrationError(f"the code of '{name}' is missing from the artifact "
+                                "store", hint="register the function again")
 
 
 def _cacheable(module: Module) -> bool:

@@ -75,14 +75,14 @@ def test_code_nothing_uses_is_swept_after_its_ttl(server: Server, tmp_path: Path
 
     with dd.Client(server.url) as client:
         client.register_source(VERSION.format(factor=2))
-        first = sorted(p.name for p in (tmp_path / "artifacts" / "sources").iterdir())
+        first = _names(tmp_path / "artifacts" / "source")
         client.register_dsl("composition scaled\n    input item[int] x\n"
                             "    output item[int] r\n\n    r = scale(x)\n")
         assert client.invoke("scaled", 5) == 10
         client.register_source(VERSION.format(factor=3))  # scaled keeps the first version
         assert client.invoke(client.function("scale"), 5) == 15
-        code_files = _files(tmp_path / "artifacts" / "code")
-        assert code_files  # the process engine keeps the code it ran in the state directory
+        code_files = _files(tmp_path / "artifacts" / "sha256")
+        assert code_files  # the process engine keeps the code it ran in the worker's store
 
         later = time.time() + 61
         assert service.sweep(now=later)["code"] == 0  # both versions are in use
@@ -90,11 +90,16 @@ def test_code_nothing_uses_is_swept_after_its_ttl(server: Server, tmp_path: Path
         client.delete("composition", "scaled")
         assert service.sweep(now=time.time() + 30)["code"] == 0  # not old enough yet
         assert service.sweep(now=later)["code"] >= 2  # the source and the engine's copy
-        sources = sorted(p.name for p in (tmp_path / "artifacts" / "sources").iterdir())
+        sources = _names(tmp_path / "artifacts" / "source")
         assert first[0] not in sources and len(sources) == 1
-        assert len(_files(tmp_path / "artifacts" / "code")) < len(code_files)
+        assert len(_files(tmp_path / "artifacts" / "sha256")) < len(code_files)
         assert client.invoke(client.function("scale"), 5) == 15
 
 
 def _files(root: Path) -> list[Any]:
     return [p for p in root.rglob("*") if p.is_file()]
+
+
+def _names(root: Path) -> list[str]:
+    """The digests of the code stored under ``root``."""
+    return sorted(p.name for p in _files(root) if not p.suffix)

@@ -254,7 +254,7 @@ def test_a_corrupted_stored_image_is_not_run(tmp_path, elf):
         digest = raw("POST", "/v1/functions", {**GRAM, "image": elf.read_bytes()},
                      content_type="application/msgpack").json["registered"][0]["digest"]
     hexdigest = digest.partition(":")[2]
-    stored = tmp_path / "artifacts" / "native" / "sha256" / hexdigest[:2] / hexdigest
+    stored = tmp_path / "artifacts" / "sha256" / hexdigest[:2] / hexdigest
     image = stored.read_bytes()
     stored.write_bytes(image[:-1] + bytes([image[-1] ^ 0xFF]))
     with process_server(tmp_path) as s:
