@@ -26,6 +26,7 @@ from dandelion.server.protocol import TENANT, refusal_message
 from dandelion.server.service import (
     SWEEP_EVERY,
     NotFound,
+    Overloaded,
     RequestProblem,
     Service,
     Unauthorized,
@@ -60,6 +61,8 @@ class Frontend:
             max_workers=config.invocations, thread_name_prefix="dandelion-serve")
         self._tokens = [(t.encode(), tenant) for t, tenant in config.tokens.items()]
         self._sweeper: asyncio.Task[None] | None = None
+        #: invocations and jobs handed to the executor and not finished (on the loop only)
+        self._pending = 0
 
     # -- the application --------------------------------------------------------------------
 
@@ -126,6 +129,8 @@ class Frontend:
             response = _json(error_body(e), status)
             if isinstance(e, RequestProblem):
                 response.force_close()
+            if isinstance(e, Overloaded):
+                response.headers["Retry-After"] = "1"
         self.service.metrics.requests.labels(str(response.status)).inc()
         return response
 
@@ -179,6 +184,21 @@ class Frontend:
             return web.Response(body=wire.dumps(data, binary=True), status=status,
                                 content_type=wire.MSGPACK)
         return _json(data, status)
+
+    def _admit(self) -> None:
+        """Refuse an invocation when ``max_waiting`` already wait for a free slot."""
+        waiting = self._pending - self.config.invocations
+        if waiting >= self.config.max_waiting:
+            raise Overloaded(f"the worker is overloaded: {waiting} invocations are waiting",
+                             hint="retry in a moment (Retry-After), or add workers")
+
+    async def _invocation(self, *args: Any) -> Any:
+        """Run an invocation on the executor, counted while it waits and runs."""
+        self._pending += 1
+        try:
+            return await self._work(self.service.invoke, *args)
+        finally:
+            self._pending -= 1
 
     async def _work(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -275,8 +295,8 @@ class Frontend:
         tenant = self._tenant(request)
         name = request.match_info["name"]
         inputs = await self._inputs(request)
-        outputs, decls, cached = await self._work(self.service.invoke, tenant, kind, name,
-                                                  inputs)
+        self._admit()
+        outputs, decls, cached = await self._invocation(tenant, kind, name, inputs)
         binary = self._binary(request)
         response = self._respond(self.service.encode_outputs(outputs, decls, binary), binary)
         response.headers["X-Dandelion-Cache"] = "hit" if cached else "miss"
@@ -290,14 +310,14 @@ class Frontend:
         else:
             self.service.composition(tenant, name)
         inputs = await self._inputs(request)
+        self._admit()
         job = tenant.jobs.add(kind, name)
         asyncio.get_running_loop().create_task(self._run_job(tenant, job, inputs))
         return _json({"id": job.id, "status": job.status}, 202)
 
     async def _run_job(self, tenant: Tenant, job: JobRecord, inputs: Any) -> None:
         try:
-            outputs, decls, _ = await self._work(self.service.invoke, tenant, job.kind,
-                                                 job.target, inputs)
+            outputs, decls, _ = await self._invocation(tenant, job.kind, job.target, inputs)
         except Exception as e:
             job.finish(error=e)
         else:

@@ -63,7 +63,8 @@ def server_config(args: argparse.Namespace) -> Any:
                         hot_functions=args.hot_functions, result_cache=args.result_cache,
                         max_jobs=args.max_jobs, job_ttl=args.job_ttl,
                         plan_cache=args.plan_cache, code_ttl=args.code_ttl,
-                        invocations=args.invocations, state_dir=args.state_dir, io=io)
+                        invocations=args.invocations, max_waiting=args.max_waiting,
+                        state_dir=args.state_dir, io=io)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -265,6 +266,9 @@ def add_server_commands(sub: Any) -> None:
     p.add_argument("--invocations", type=int, default=d.invocations,
                    help=f"invocations running at once; others wait (default: "
                         f"{d.invocations})")
+    p.add_argument("--max-waiting", type=int, default=d.max_waiting,
+                   help=f"invocations waiting for those; more are refused with 503 "
+                        f"(default: {d.max_waiting})")
     p.add_argument("--hot-functions", type=int, default=d.hot_functions,
                    help=f"loaded functions kept in memory (default: {d.hot_functions})")
     p.add_argument("--result-cache", type=int, default=d.result_cache,

@@ -48,6 +48,9 @@ class ServerConfig:
         code_ttl: seconds registered code that no function or composition uses any more
             stays in the artifact store on disk.
         invocations: invocations running at once (the rest wait).
+        max_waiting: invocations (and jobs) waiting for one of those; more are refused with
+            503 and ``Retry-After: 1``, so that an overloaded worker answers at once instead
+            of queueing without bound.
         state_dir: where registrations and code are kept (``None``: a temporary directory,
             forgotten at exit).
         io: options of the worker's I/O engine (:class:`~dandelion.io.IoConfig`).
@@ -73,6 +76,7 @@ class ServerConfig:
     plan_cache: int = 1024
     code_ttl: float = 3600.0
     invocations: int = 64
+    max_waiting: int = 1024
     state_dir: str | None = None
     io: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
 

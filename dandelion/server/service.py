@@ -70,6 +70,10 @@ class Conflict(DandelionError):
     """The request conflicts with the tenant's state, e.g. too many open jobs (429)."""
 
 
+class Overloaded(DandelionError):
+    """More invocations are waiting than the worker queues (503, with ``Retry-After``)."""
+
+
 class Unauthorized(DandelionError, PermissionError):
     """No API token, or one the server does not know (401)."""
 
@@ -92,6 +96,8 @@ def status_of(error: BaseException) -> int:
         return error.status
     if isinstance(error, Unauthorized):
         return 401
+    if isinstance(error, Overloaded):
+        return 503
     if isinstance(error, NotFound):
         return 404
     if isinstance(error, (Conflict, TooManyJobs)):

@@ -103,3 +103,44 @@ def _files(root: Path) -> list[Any]:
 def _names(root: Path) -> list[str]:
     """The digests of the code stored under ``root``."""
     return sorted(p.name for p in _files(root) if not p.suffix)
+
+
+SLOW = '''
+import time
+import dandelion as dd
+
+@dd.compute
+def slow(x: int) -> int:
+    time.sleep(x)
+    return x
+'''
+
+
+def test_an_overloaded_worker_refuses_at_once_instead_of_queueing_without_bound(
+        tmp_path: Path) -> None:
+    import threading
+
+    config = ServerConfig(port=0, engine="inline", workers=1, invocations=1, max_waiting=1,
+                          state_dir=str(tmp_path))
+    with Server(config).start_in_thread() as server, dd.Client(server.url) as client:
+        client.register_source(SLOW)
+        slow = client.function("slow")
+        results: list[Any] = []
+        runs = [threading.Thread(target=lambda: results.append(
+            dd.Client(server.url).invoke(slow, 1))) for _ in range(2)]
+        for t in runs:  # one runs, one waits
+            t.start()
+            time.sleep(0.3)
+        start = time.monotonic()
+        answer = Raw(server.url)("POST", "/v1/functions/slow/invoke", {"inputs": {"x": [0]}})
+        assert time.monotonic() - start < 0.5  # refused at once, not after the others
+        assert answer.status == 503 and answer.headers["retry-after"] == "1"
+        assert answer.json["error"]["type"] == "Overloaded"
+        assert "1 invocations are waiting" in answer.json["error"]["message"]
+        with pytest.raises(ServerError, match="overloaded") as e:
+            client.submit(slow, 0)
+        assert e.value.status == 503
+        for t in runs:
+            t.join()
+        assert results == [1, 1]
+        assert client.invoke(slow, 0) == 0  # and serves again once they are done
