@@ -153,7 +153,9 @@ def runtime_of(config: ServerConfig, store: ArtifactStore | None = None) -> Runt
         engine = load_engine(config.engine or DEFAULT_ENGINE)
         if "store" in inspect.signature(engine).parameters:
             options["engine_options"] = {"store": store}
-    return Runtime(config.backend, engine=config.engine, **options)
+    # the worker keeps its own result cache per tenant (``result_cache``); the runtime's
+    # cache of function instances would be shared by every tenant: off here
+    return Runtime(config.backend, engine=config.engine, cache=False, **options)
 
 
 def _io_platform() -> dict[str, Any]:
