@@ -16,7 +16,7 @@ from dandelion.cache.cache import Cache
 from dandelion.cache.content import Uncacheable, content_id
 from dandelion.cache.entry import CorruptEntry, pack, unpack
 from dandelion.cache.key import implementation_identity, instance_key, prefix
-from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
+from dandelion.ir.nodes import Application, FunctionSpec
 from dandelion.items import Item
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,14 +62,6 @@ class CacheReport:
     hits: int
     reason: str | None = None
     bytes_served: int = 0
-
-
-def cacheable(spec: FunctionSpec) -> str | None:
-    """Why instances of ``spec`` may not be cached, or ``None`` when they may."""
-    if not spec.cacheable:
-        return "declared cacheable=False" if spec.kind is FunctionKind.COMPUTE else \
-            "an I/O function, not declared cacheable"
-    return None
 
 
 class RunCache:

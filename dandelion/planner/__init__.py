@@ -18,12 +18,13 @@ import attrs
 
 from dandelion.ir.nodes import Module
 from dandelion.ir.verify import check
+from dandelion.planner.cacheable import cacheable
 from dandelion.planner.context import Pass, PassContext
 from dandelion.planner.flatten import flatten
 from dandelion.planner.plan import Decision, Plan
 
 #: The passes run by default, in order.
-DEFAULT_PASSES: tuple[Pass, ...] = (flatten,)
+DEFAULT_PASSES: tuple[Pass, ...] = (flatten, cacheable)
 
 
 def make_plan(module: Module, entry: str, passes: Sequence[Pass] | None = None,
@@ -68,5 +69,5 @@ def pass_name(run_pass: Pass) -> str:
     return getattr(run_pass, "__name__", type(run_pass).__name__)
 
 
-__all__ = ["DEFAULT_PASSES", "Decision", "Pass", "PassContext", "Plan", "derive_plan",
-           "flatten", "make_plan", "pass_name"]
+__all__ = ["DEFAULT_PASSES", "Decision", "Pass", "PassContext", "Plan", "cacheable",
+           "derive_plan", "flatten", "make_plan", "pass_name"]

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import attrs
 
-from dandelion.cache.run import CacheReport, RunCache, cacheable
+from dandelion.cache.run import CacheReport, RunCache
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
+from dandelion.planner.cacheable import why_not_cacheable
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.pool import EnginePool, Job, first_bad_outputs
@@ -322,7 +323,10 @@ class _Run:
         assert self.cache is not None
         spec = state.spec
         n = len(state.instances)
-        reason = cacheable(spec)
+        hint = self.plan.hints.get(index, {}).get("cacheable")
+        reason = why_not_cacheable(spec)  # the pass's verdict, when a plan lacks its hint
+        if hint is not None:
+            reason = None if hint else (reason or "the plan says so")
         if reason is not None:
             self._report(index, spec, n, 0, reason, 0)
             return list(range(n))
