@@ -1,6 +1,6 @@
 """The ``dandelion`` command.
 
-Subcommands: ``run``, ``check``, ``plan``, ``graph``, ``ir``.  A TARGET is
+Subcommands: ``run``, ``check``, ``plan``, ``graph``, ``ir``, ``cache`` ….  A TARGET is
 ``FILE[:COMPOSITION]`` with FILE a ``.py``, ``.dd``, ``.dcl`` or IR ``.json`` file.
 Exit status: 0 success, 1 the composition failed or has errors, 2 bad usage or input.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import dandelion
+from dandelion.cache import cli as cache_cli
 from dandelion.errors import CompositionError, DandelionError, InputError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -114,14 +115,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if missing:
         raise InputError(f"missing input(s): {', '.join(missing)}",
                          hint="give each with -i NAME=VALUE or -i NAME=@FILE")
-    options = _runtime_options(args)
+    options = {**_runtime_options(args), **cache_cli.runtime_options(args)}
     progress = None
     if sys.stderr.isatty() and not args.quiet and args.backend == "local":
         progress = ProgressLine(sys.stderr)
         options["progress"] = progress
     with dandelion.Runtime(**options) as rt:
         try:
-            result = rt.run(program, **inputs)
+            result = rt._run(program, (), inputs, cache_cli.run_mode(args))
         finally:
             if progress is not None:
                 progress.finish()
@@ -247,6 +248,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, help="seconds any function may run")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    cache_cli.add_run_options(p)
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cflag", action="append", metavar="FLAG",
                    help="an extra compiler flag (repeatable), e.g. --cflag=-O3")
     p.set_defaults(func=cmd_build)
+
+    cache_cli.add_commands(sub)
 
     from dandelion.server.cli import add_server_commands
 
