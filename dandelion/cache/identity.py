@@ -170,7 +170,9 @@ class _Walk:
     def _parts(self, obj: Any) -> bytes:
         d = self.digest
         if isinstance(obj, types.FunctionType):
-            if origin(_module_of(obj)) != ("user",) and obj is not self.root:
+            # a Python function from nowhere (exec'd without a __name__) is user code
+            module = obj.__module__ if isinstance(obj.__module__, str) else "__main__"
+            if origin(module) != ("user",) and obj is not self.root:
                 return b"function\0" + _extern(obj)
             return self._function(obj)
         if isinstance(obj, types.CodeType):
