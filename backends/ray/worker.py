@@ -25,7 +25,7 @@ from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
 from dandelion.runtime.dispatcher import instance_error
 from dandelion.runtime.engine import Engine, FunctionCall
-from dandelion.runtime.pool import EnginePool, Job, first_bad_outputs, run_instance, timeout_error
+from dandelion.runtime.pool import Batch, EnginePool, first_bad_outputs, run_instance, timeout_error
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
@@ -169,22 +169,22 @@ class NodeWorker:
         finished = threading.Event()
         failures: list[tuple[Instance, BaseException]] = []
 
-        def done(_job: Job, failure: tuple[Instance, BaseException] | None) -> None:
+        def done(_batch: Batch, failure: tuple[Instance, BaseException] | None) -> None:
             if failure is not None:
                 failures.append(failure)
             finished.set()
 
-        job = Job(call, insts, done, threading.Event())
-        self.pool.submit(job)
+        batch = Batch(call, insts, done, threading.Event())
+        self.pool.submit(batch)
         watch = call.timeout is not None and not self.pool.enforces_timeout
         while not finished.wait(TIMEOUT_POLL if watch else None):
-            late = self.pool.check_timeouts(job.cancelled)
+            late = self.pool.check_timeouts(batch.cancelled)
             if late is not None:
-                job.cancelled.set()
+                batch.cancelled.set()
                 raise late
         if failures:
             _raise_failure(call, failures[0], total)
-        return _finish(unit, job.results, len(insts))
+        return _finish(unit, batch.results, len(insts))
 
     def close(self) -> None:
         """Stop the engines."""

@@ -24,7 +24,7 @@ from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.cacheable import why_not_cacheable
 from dandelion.planner.plan import Plan
 from dandelion.runtime.engine import FunctionCall
-from dandelion.runtime.pool import EnginePool, Job, first_bad_outputs
+from dandelion.runtime.pool import Batch, EnginePool, first_bad_outputs
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -255,9 +255,9 @@ class _Run:
 
     # -- events from workers, nested runs and the I/O engine --------------------------------
 
-    def on_job(self, job: Job, failure: tuple[Instance, BaseException] | None) -> None:
-        index, positions = job.tag
-        self._keep(index, positions, job.results)
+    def on_batch(self, batch: Batch, failure: tuple[Instance, BaseException] | None) -> None:
+        index, positions = batch.tag
+        self._keep(index, positions, batch.results)
         with self.lock:
             if self.error is not None:
                 return
@@ -268,7 +268,7 @@ class _Run:
                 err.__cause__ = error
                 self._fail(err)
                 return
-            self._fill(index, state, positions, job.results)
+            self._fill(index, state, positions, batch.results)
 
     def _fill(self, index: int, state: _Running, positions: Sequence[int],
               results: Sequence[Any]) -> None:
@@ -452,8 +452,8 @@ class _Run:
         insts = state.instances
         for at in range(0, n, size):
             part = positions[at:at + size]
-            self.d.pool.submit(Job(call, [insts[i] for i in part] if not isinstance(part, range)
-                                   else insts[part.start:part.stop], self.on_job,
+            self.d.pool.submit(Batch(call, [insts[i] for i in part] if not isinstance(part, range)
+                                   else insts[part.start:part.stop], self.on_batch,
                                    self.cancelled, tag=(index, part)))
 
     def _signature(self, name: str) -> FunctionSpec:

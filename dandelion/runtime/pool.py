@@ -16,16 +16,16 @@ from dandelion.runtime.sharding import Instance
 
 
 @attrs.define(eq=False)
-class Job:
+class Batch:
     """A batch of instances of one application, run in order by one worker.
 
     ``results[i]`` receives the outputs of ``instances[i]``; when the batch is done (or one
-    instance fails) the worker calls ``done(job, failure)``.
+    instance fails) the worker calls ``done(batch, failure)``.
     """
 
     call: FunctionCall
     instances: list[Instance]
-    done: Callable[[Job, tuple[Instance, BaseException] | None], None]
+    done: Callable[[Batch, tuple[Instance, BaseException] | None], None]
     cancelled: threading.Event
     results: list[Any] = attrs.field(factory=list)
     tag: Any = None
@@ -74,40 +74,40 @@ class Worker(threading.Thread):
         self.pool = pool
         self.engine = pool.engine_factory()
         self.abandoned = False
-        #: (job, instance, start time) while an instance runs; read by the dispatcher.
-        self.current: tuple[Job, Instance, float] | None = None
+        #: (batch, instance, start time) while an instance runs; read by the dispatcher.
+        self.current: tuple[Batch, Instance, float] | None = None
 
     def run(self) -> None:
         tasks = self.pool.tasks
         engine = self.engine
         while not self.abandoned:
-            job = tasks.get()
-            if job is None:
+            batch = tasks.get()
+            if batch is None:
                 break
             failure = None
-            results = job.results
-            for inst in job.instances:
-                if job.cancelled.is_set():
+            results = batch.results
+            for inst in batch.instances:
+                if batch.cancelled.is_set():
                     break
-                self.current = (job, inst, time.monotonic())
+                self.current = (batch, inst, time.monotonic())
                 try:
-                    results.append(run_instance(engine, job.call, inst))
+                    results.append(run_instance(engine, batch.call, inst))
                 except BaseException as e:  # reported to the dispatcher, never lost
                     failure = (inst, e)
                     break
             self.current = None
             if not self.abandoned:
-                job.done(job, failure)
+                batch.done(batch, failure)
         engine.close()
 
 
 class EnginePool:
-    """``size`` workers sharing one queue of :class:`Job` s."""
+    """``size`` workers sharing one queue of :class:`Batch` s."""
 
     def __init__(self, engine_factory: Callable[[], Engine], size: int) -> None:
         self.engine_factory = engine_factory
         self.size = size
-        self.tasks: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self.tasks: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.workers: list[Worker] = []
         for i in range(size):
@@ -122,9 +122,9 @@ class EnginePool:
         self.workers.append(worker)
         worker.start()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, batch: Batch) -> None:
         """Queue a batch for the next free worker."""
-        self.tasks.put(job)
+        self.tasks.put(batch)
 
     def abandon(self, worker: Worker) -> None:
         """Give up on a worker stuck in a function past its timeout; start a replacement."""
@@ -147,11 +147,11 @@ class EnginePool:
             current = worker.current
             if current is None:
                 continue
-            job, inst, started = current
-            limit = job.call.timeout
-            if job.cancelled is cancelled and limit and now - started > limit:
+            batch, inst, started = current
+            limit = batch.call.timeout
+            if batch.cancelled is cancelled and limit and now - started > limit:
                 self.abandon(worker)
-                return timeout_error(job.call.spec, inst, limit, "raise the timeout, or use "
+                return timeout_error(batch.call.spec, inst, limit, "raise the timeout, or use "
                                      "the process engine, which stops the function")
         return None
 
