@@ -313,7 +313,7 @@ class Frontend:
         self._admit()
         job = tenant.jobs.add(kind, name)
         asyncio.get_running_loop().create_task(self._run_job(tenant, job, inputs))
-        return _json({"id": job.id, "status": job.status}, 202)
+        return self._respond({"id": job.id, "status": job.status}, self._binary(request), 202)
 
     async def _run_job(self, tenant: Tenant, job: JobRecord, inputs: Any) -> None:
         try:

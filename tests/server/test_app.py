@@ -92,6 +92,15 @@ def test_async_job_poll_wait_list_delete(raw):
     assert raw("GET", f"/v1/jobs/{job}").status == 404
 
 
+def test_a_job_submitted_in_msgpack_is_answered_in_msgpack(raw):
+    import msgpack
+
+    a = raw("POST", "/v1/compositions/sum_doubles/jobs", {"inputs": {"xs": [5]}},
+            content_type="application/msgpack")
+    assert a.status == 202 and a.headers["content-type"] == "application/msgpack"
+    assert msgpack.unpackb(a.body)["status"] == "running"
+
+
 def test_failed_job_reports_its_error(raw):
     job = raw("POST", "/v1/compositions/explode/jobs", {"inputs": {"xs": [1]}}).json["id"]
     doc = raw("GET", f"/v1/jobs/{job}?wait=10").json
