@@ -101,6 +101,19 @@ def _raise_error(status: int, err: dict[str, Any]) -> None:
     raise ServerError(message, status=status, type=kind, hint=hint)
 
 
+def _forward_logs(doc: Mapping[str, Any]) -> None:
+    """Hand what the server says function instances printed to the ``dandelion.function``
+    logger, as :func:`dandelion.run` does (see :mod:`dandelion.runtime.logs`)."""
+    from dandelion.runtime import logs
+
+    for entry in doc.get("logs") or ():
+        if isinstance(entry, dict) and entry.get("text"):
+            instance = entry.get("instance")
+            logs.forward(logs.FunctionLog(str(entry.get("function", "")),
+                                          instance if isinstance(instance, int) else None,
+                                          str(entry["text"])), None)
+
+
 class RemoteFunction:
     """A function registered on the server, known by name and signature."""
 
@@ -156,6 +169,8 @@ class Job:
         while True:
             left = 30.0 if deadline is None else max(0.0, deadline - time.monotonic())
             doc = self.client.job(self.id, wait=min(left, 30.0))
+            if doc["status"] != "running":
+                _forward_logs(doc)
             if doc["status"] == "succeeded":
                 return self._unbind(doc["outputs"])
             if doc["status"] == "failed":
@@ -398,7 +413,14 @@ class Client:
             ServerError: the server refused the request.
         """
         path, body, unbind = self._call(target, args, inputs)
-        return unbind(self.request("POST", path + "/invoke", body)["outputs"])
+        try:
+            doc = self.request("POST", path + "/invoke?logs=1", body)
+        except errors.FunctionError as e:  # the failing instance's output, as dd.run does
+            _forward_logs({"logs": [{"function": e.function, "instance": e.instance,
+                                     "text": e.logs}]})
+            raise
+        _forward_logs(doc)
+        return unbind(doc["outputs"])
 
     def submit(self, target: Any, /, *args: Any, **inputs: Any) -> Job:
         """Start an asynchronous invocation; :meth:`Job.result` waits for it."""

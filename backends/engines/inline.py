@@ -8,8 +8,10 @@ sandboxed engine for untrusted code.
 from __future__ import annotations
 
 from dandelion.authoring.compute import invoke_python
+from dandelion.errors import FunctionError
 from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
+from dandelion.runtime.logs import captured
 
 
 class InlineEngine(EngineBase):
@@ -20,7 +22,13 @@ class InlineEngine(EngineBase):
 
     def run(self, context: Context, call: FunctionCall) -> None:
         assert isinstance(context, ObjectContext)
-        context.outputs = invoke_python(call.artifact, context.inputs)
+        with captured() as printed:
+            try:
+                context.outputs = invoke_python(call.artifact, context.inputs)
+            except FunctionError as e:
+                e.logs = printed.text()
+                raise
+        context.logs = printed.text()
 
     def __repr__(self) -> str:
         return "<InlineEngine>"

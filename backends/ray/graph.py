@@ -35,6 +35,7 @@ from dandelion.backends.ray.recovery import Call, Recovery, leave, settle
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.plan import Plan
+from dandelion.runtime import logs
 from dandelion.runtime.dispatcher import choose_call, instance_error
 from dandelion.runtime.sharding import Input, Items, instances
 
@@ -394,6 +395,7 @@ def _wait(submitted: Submitted, recovery: Recovery
 
     pending = {c.status: c for c in submitted.waited}
     nodes: dict[int, list[str]] = defaultdict(list)
+    sink = logs.current_sink()
     while pending or recovery.waiting:
         for call in recovery.resubmit_due():
             if call in submitted.waited:
@@ -410,12 +412,18 @@ def _wait(submitted: Submitted, recovery: Recovery
             if ref != call.status:
                 continue  # an older generation of a call submitted again
             try:
-                count, node = ray.get(ref)
+                count, node, printed = ray.get(ref)
             except BaseException as e:
                 blame = recovery.retry(call, e)
                 if blame is not None:
-                    return nodes, translate(blame[1], blame[0])
+                    error = translate(blame[1], blame[0])
+                    if isinstance(error, FunctionError) and error.logs:
+                        logs.forward(logs.FunctionLog(blame[0].spec.name, error.instance,
+                                                      error.logs), sink)
+                    return nodes, error
                 continue
+            for instance, text in printed:
+                logs.forward(logs.FunctionLog(call.spec.name, instance, text), sink)
             if count:
                 nodes[call.index].append(node)
     return dict(nodes), None
@@ -491,5 +499,5 @@ def run_nested(settings: Settings, plan: Plan, calls: dict[str, CallBox], spec: 
             raise instance_error(spec, inst, total, e) from e
         per_instance.append([outputs.get(r.name, ()) for r in spec.results])
     outs = gather(per_instance, len(spec.results))
-    status = (len(batch), ray.get_runtime_context().get_node_id())
+    status = (len(batch), ray.get_runtime_context().get_node_id(), ())
     return (*outs, status) if outs else status

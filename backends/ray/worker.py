@@ -91,11 +91,15 @@ def _cached_call(cache: dict[str, FunctionCall], unit: UnitSpec, box: Sequence[A
     return call
 
 
-def _finish(unit: UnitSpec, per_instance: list[Any], count: int) -> Any:
+def _finish(unit: UnitSpec, per_instance: list[Any], count: int,
+            printed: Sequence[tuple[Instance, str]] = ()) -> Any:
+    """The unit's outputs and its status: the instance count, the node, and what the
+    instances printed (``(instance index, text)`` pairs, for the driver to forward)."""
     outs = gather(per_instance, unit.n_results)
     import ray
 
-    status = (count, ray.get_runtime_context().get_node_id())
+    status = (count, ray.get_runtime_context().get_node_id(),
+              tuple((inst.index, text) for inst, text in printed))
     return (*outs, status) if outs else status
 
 
@@ -184,7 +188,7 @@ class NodeWorker:
                 raise late
         if failures:
             _raise_failure(call, failures[0], total)
-        return _finish(unit, batch.results, len(insts))
+        return _finish(unit, batch.results, len(insts), batch.logs)
 
     def close(self) -> None:
         """Stop the engines."""
@@ -199,14 +203,15 @@ class _TaskHost:
     calls: dict[str, FunctionCall] = {}
 
 
-def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
+def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance,
+                      printed: list[tuple[Instance, str]]) -> Any:
     """One instance on a helper thread, given up on at the call's timeout (an unsandboxed
     function cannot be stopped: the thread runs on, as with the local inline engine)."""
     box: list[Any] = []
 
     def work() -> None:
         try:
-            box.append((True, run_instance(engine, call, inst)))
+            box.append((True, run_instance(engine, call, inst, printed)))
         except BaseException as e:  # handed to the caller below
             box.append((False, e))
 
@@ -244,15 +249,16 @@ def execute_task(unit: UnitSpec, box: Sequence[Any],
         host.engine = load_engine("inline")()
     engine = host.engine
     results = []
+    printed: list[tuple[Instance, str]] = []
     for inst in insts:
         try:
-            results.append(_run_with_timeout(engine, call, inst) if call.timeout
-                           else run_instance(engine, call, inst))
+            results.append(_run_with_timeout(engine, call, inst, printed) if call.timeout
+                           else run_instance(engine, call, inst, printed))
         except FunctionTimeout:
             raise
         except BaseException as e:
             _raise_failure(call, (inst, e), total)
-    return _finish(unit, results, len(insts))
+    return _finish(unit, results, len(insts), printed)
 
 
 def form_batches(params: tuple[tuple[str, ShardingMode, bool, int], ...], join: Join | None,

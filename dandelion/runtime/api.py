@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextvars
 import threading
 import weakref
 from typing import Any, Mapping
@@ -143,7 +144,9 @@ class Runtime:
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     thread_name_prefix="dandelion-run")
-        return self._executor.submit(self.run, target, *args, **inputs)
+        # in the caller's context (where, e.g., function output is collected)
+        return self._executor.submit(contextvars.copy_context().run, self.run, target, *args,
+                                     **inputs)
 
     async def run_async(self, target: Any, /, *args: Any, **inputs: Any) -> Any:
         """:meth:`run`, awaitable from asyncio code."""

@@ -9,6 +9,7 @@ before its inputs are complete, and results never depend on scheduling.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import math
@@ -23,6 +24,7 @@ from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.cacheable import why_not_cacheable
 from dandelion.planner.plan import Plan
+from dandelion.runtime import logs
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.pool import Batch, EnginePool, first_bad_outputs
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
@@ -220,6 +222,7 @@ class _Run:
         self.cache = RunCache(dispatcher.cache) if dispatcher.cache is not None else None
         #: flight keys this run computes for others; landed when stored, or abandoned
         self.leading: dict[bytes, None] = {}
+        self.sink = logs.current_sink()  # (read on the caller's thread)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -262,8 +265,13 @@ class _Run:
             if self.error is not None:
                 return
             state = self.running[index]
+            name = state.spec.name
+            for inst, text in batch.logs:
+                logs.forward(logs.FunctionLog(name, inst.index, text), self.sink)
             if failure is not None:
                 inst, error = failure
+                if isinstance(error, FunctionError) and error.logs:
+                    logs.forward(logs.FunctionLog(name, inst.index, error.logs), self.sink)
                 err = instance_error(state.spec, inst, len(state.instances), error)
                 err.__cause__ = error
                 self._fail(err)
@@ -488,7 +496,9 @@ class _Run:
                 return
             self.on_whole(index, gather(outs, len(spec.results)), None)
 
-        threading.Thread(target=work, name=f"dandelion-{spec.name}", daemon=True).start()
+        # in the caller's context, where a nested run finds where output is collected
+        threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                         name=f"dandelion-{spec.name}", daemon=True).start()
 
     def _start_io(self, index: int, state: _Running, call: FunctionCall,
                   positions: Sequence[int]) -> None:

@@ -59,7 +59,14 @@ def check_outputs(spec: FunctionSpec, outputs: ItemSets) -> None:
 
 
 class Context(abc.ABC):
-    """The memory a function instance sees: its inputs before, its outputs after."""
+    """The memory a function instance sees: its inputs before, its outputs after.
+
+    Attributes:
+        logs: what the last invocation printed (its stdout and stderr, bounded: see
+            :mod:`dandelion.runtime.logs`), set by the engine that ran it.
+    """
+
+    logs: str = ""
 
     @abc.abstractmethod
     def place(self, inputs: ItemSets) -> None:
@@ -107,11 +114,12 @@ class MemoryDomain(abc.ABC):
 class ObjectContext(Context):
     """A context of Python objects, for engines that share the worker's address space."""
 
-    __slots__ = ("inputs", "outputs")
+    __slots__ = ("inputs", "outputs", "logs")
 
     def __init__(self) -> None:
         self.inputs: ItemSets = ()
         self.outputs: list[tuple[Item[Any], ...]] = []
+        self.logs = ""
 
     def place(self, inputs: ItemSets) -> None:
         self.inputs = inputs
@@ -122,6 +130,7 @@ class ObjectContext(Context):
     def wipe(self) -> None:
         self.inputs = ()
         self.outputs = []
+        self.logs = ""
 
 
 class ObjectDomain(MemoryDomain):
@@ -157,7 +166,8 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def run(self, context: Context, call: FunctionCall) -> None:
-        """Run ``call`` on the inputs placed in ``context``, leaving its outputs there.
+        """Run ``call`` on the inputs placed in ``context``, leaving its outputs there,
+        and what it printed in ``context.logs`` (on failure: in the error's ``logs``).
 
         Raises:
             FunctionError: the function failed (its own exception, a violation, a timeout).

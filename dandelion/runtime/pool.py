@@ -19,8 +19,9 @@ from dandelion.runtime.sharding import Instance
 class Batch:
     """A batch of instances of one application, run in order by one worker.
 
-    ``results[i]`` receives the outputs of ``instances[i]``; when the batch is done (or one
-    instance fails) the worker calls ``done(batch, failure)``.
+    ``results[i]`` receives the outputs of ``instances[i]``, ``logs`` what instances
+    printed; when the batch is done (or one instance fails) the worker calls
+    ``done(batch, failure)``.
     """
 
     call: FunctionCall
@@ -29,6 +30,7 @@ class Batch:
     cancelled: threading.Event
     results: list[Any] = attrs.field(factory=list)
     tag: Any = None
+    logs: list[tuple[Instance, str]] = attrs.field(factory=list)
 
 
 def timeout_error(spec: FunctionSpec, inst: Instance, limit: float, hint: str
@@ -39,15 +41,19 @@ def timeout_error(spec: FunctionSpec, inst: Instance, limit: float, hint: str
         f"{limit:g} s", function=spec.name, instance=inst.index, keys=inst.keys, hint=hint)
 
 
-def run_instance(engine: Engine, call: FunctionCall, inst: Instance) -> Any:
+def run_instance(engine: Engine, call: FunctionCall, inst: Instance,
+                 logs: list[tuple[Instance, str]] | None = None) -> Any:
     """Run one instance on ``engine`` in a context of its memory domain; its outputs,
-    checked against the function's declaration (:func:`check_outputs`)."""
+    checked against the function's declaration (:func:`check_outputs`).  What it printed
+    is added to ``logs`` (or, if it fails, is its error's ``logs``)."""
     domain = engine.domain
     context = domain.acquire()
     try:
         context.place(inst.inputs)
         engine.run(context, call)
         outputs = context.extract()
+        if context.logs and logs is not None:
+            logs.append((inst, context.logs))
     finally:
         domain.release(context)
     check_outputs(call.spec, outputs)
@@ -91,7 +97,7 @@ class Worker(threading.Thread):
                     break
                 self.current = (batch, inst, time.monotonic())
                 try:
-                    results.append(run_instance(engine, batch.call, inst))
+                    results.append(run_instance(engine, batch.call, inst, batch.logs))
                 except BaseException as e:  # reported to the dispatcher, never lost
                     failure = (inst, e)
                     break

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
 import dandelion
+from dandelion.runtime.logs import Collector
 from dandelion.server import wire
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import JobRecord
@@ -296,9 +297,13 @@ class Frontend:
         name = request.match_info["name"]
         inputs = await self._inputs(request)
         self._admit()
-        outputs, decls, cached = await self._invocation(tenant, kind, name, inputs)
+        printed = Collector()
+        outputs, decls, cached = await self._invocation(tenant, kind, name, inputs, printed)
         binary = self._binary(request)
-        response = self._respond(self.service.encode_outputs(outputs, decls, binary), binary)
+        doc = self.service.encode_outputs(outputs, decls, binary)
+        if request.query.get("logs") in ("1", "true"):
+            doc["logs"] = printed.to_data()
+        response = self._respond(doc, binary)
         response.headers["X-Dandelion-Cache"] = "hit" if cached else "miss"
         return response
 
@@ -317,7 +322,8 @@ class Frontend:
 
     async def _run_job(self, tenant: Tenant, job: JobRecord, inputs: Any) -> None:
         try:
-            outputs, decls, _ = await self._invocation(tenant, job.kind, job.target, inputs)
+            outputs, decls, _ = await self._invocation(tenant, job.kind, job.target, inputs,
+                                                       job.logs)
         except Exception as e:
             job.finish(error=e)
         else:
@@ -363,6 +369,8 @@ class Frontend:
             assert job.error is not None
             doc.update(error_body(job.error))
             doc["error"]["status"] = status_of(job.error)
+        if job.logs.logs or job.logs.dropped:
+            doc["logs"] = job.logs.to_data()
         return self._respond(doc, binary)
 
     async def forget_job(self, request: web.Request) -> web.Response:

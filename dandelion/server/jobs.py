@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 
 from dandelion.errors import DandelionError
+from dandelion.runtime.logs import Collector
 
 
 class TooManyJobs(DandelionError):
@@ -48,6 +49,7 @@ class JobRecord:
         result: its outputs and their declared types, once succeeded.
         error: why it failed.
         finished: when it finished.
+        logs: what its function instances printed.
     """
 
     id: str
@@ -59,6 +61,7 @@ class JobRecord:
     error: BaseException | None = None
     finished: float | None = None
     _done: asyncio.Event | None = attrs.field(default=None, repr=False)
+    logs: Collector = attrs.field(factory=Collector, repr=False)
 
     def finish(self, result: Any = None, error: BaseException | None = None,
                now: float | None = None) -> None:

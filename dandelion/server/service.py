@@ -39,6 +39,7 @@ from dandelion.ir.nodes import (
 from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
+from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
 from dandelion.runtime.artifacts import ArtifactStore, NativeFunction
 from dandelion.runtime.registry import load_engine
@@ -410,9 +411,10 @@ class Service:
 
     # -- invocation -------------------------------------------------------------------------
 
-    def invoke(self, tenant: Tenant, kind: str, name: str, inputs: Any
-               ) -> tuple[Sets, dict[str, Any], bool]:
-        """Run a composition (``kind="composition"``) or one function on wire inputs.
+    def invoke(self, tenant: Tenant, kind: str, name: str, inputs: Any,
+               printed: logs.Collector | None = None) -> tuple[Sets, dict[str, Any], bool]:
+        """Run a composition (``kind="composition"``) or one function on wire inputs;
+        what its instances print is collected in ``printed``.
 
         Returns:
             the output sets, their declared types (for :func:`encode_outputs`) and whether
@@ -437,7 +439,8 @@ class Service:
             outputs = tenant.cached(key) if key else None
             cached = outputs is not None
             if outputs is None:
-                outputs = self._run(tenant, record, sets)
+                with logs.collect(printed):
+                    outputs = self._run(tenant, record, sets)
                 if key:
                     tenant.cache(key, outputs)
             out_decls = record.outputs

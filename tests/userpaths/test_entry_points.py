@@ -114,10 +114,7 @@ def test_dd_run_names_the_function_and_its_error(overlimit, engine):
 
 # -- the command line: the .py and its .dd twin --------------------------------------------
 
-@pytest.mark.parametrize("engine", [
-    pytest.param("inline", marks=pytest.mark.xfail(reason="print() in an inline function "
-                                                    "still goes to stdout, into --json")),
-    "process"])
+@pytest.mark.parametrize("engine", ENGINES)  # (what functions print goes to stderr)
 @pytest.mark.parametrize("target", ["pagestats.py:page_stats", "pagestats.dd"])
 def test_dandelion_run(pagestats, engine, target):
     out = dandelion("run", target, *page_args(), "--engine", engine, "--json", "-q")

@@ -18,7 +18,6 @@ Either way the process then exits; it never serves a second invocation.
 
 from __future__ import annotations
 
-import io
 import json
 import mmap
 import os
@@ -52,28 +51,8 @@ from dandelion.backends.engines.process.protocol import (
 )
 from dandelion.items import Item
 from dandelion.runtime import pickling
+from dandelion.runtime.logs import Buffer
 from dandelion.runtime.tracebacks import user_frames
-
-
-class _Sink(io.TextIOBase):
-    """Where ``print`` goes inside a sandbox: a bounded buffer, never a descriptor."""
-
-    def __init__(self, limit: int = 64 * 1024) -> None:
-        self.parts: list[str] = []
-        self.size = 0
-        self.limit = limit
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, s: str) -> int:
-        if self.size < self.limit:
-            self.parts.append(s[: self.limit - self.size])
-            self.size += len(s)
-        return len(s)
-
-    def text(self) -> str:
-        return "".join(self.parts)
 
 
 def prepare(cpu_seconds: int | None) -> None:
@@ -86,12 +65,19 @@ def prepare(cpu_seconds: int | None) -> None:
 
 
 def _quiet() -> None:
-    """Point ``print`` at a bounded buffer; the descriptors behind the old streams are
-    closed.  The old stream objects are kept: tearing them down would flush and free
-    inherited objects (copying their pages) for nothing."""
+    """Point ``print`` at a bounded buffer, whose text goes back with the report; the
+    descriptors behind the old streams are closed.  The old stream objects are kept:
+    tearing them down would flush and free inherited objects (copying their pages) for
+    nothing."""
     _kept.append((sys.stdin, sys.stdout, sys.stderr))
     sys.stdin = None
-    sys.stdout = sys.stderr = _Sink()
+    sys.stdout = sys.stderr = Buffer()
+
+
+def _printed() -> str:
+    """What the function printed (nothing outside a sandbox: the zygote's warm-up)."""
+    out = sys.stdout
+    return out.text() if isinstance(out, Buffer) else ""
 
 
 _kept: list[Any] = []
@@ -207,7 +193,8 @@ def _error_report(e: BaseException) -> bytes:
     return _message({"ok": False, "kind": "error", "type": type(e).__name__,
                      "module": type(e).__module__,
                      "message": getattr(e, "message", None) or str(e),
-                     "hint": getattr(e, "hint", None), "frames": user_frames(e.__traceback__)})
+                     "hint": getattr(e, "hint", None), "frames": user_frames(e.__traceback__),
+                     "logs": _printed()})
 
 
 def _read_exact(n: int) -> bytes:
@@ -222,7 +209,7 @@ def _read_exact(n: int) -> bytes:
 
 
 def _message(body: dict[str, Any]) -> bytes:
-    """A report of a failed run, as sent on the channel."""
+    """A ``DONE`` report (a failed run, or one that printed), as sent on the channel."""
     data = json.dumps(body, default=str).encode()[:MAX_REPORT]
     head: bytes = DONE.pack(DONE_TAG, len(data))
     return head + data
@@ -239,13 +226,17 @@ def _run_python(ctx: Any, payload: bytes) -> bytes:
         outputs = artifact.invoke(inputs)
     except MemoryError:
         del inputs  # room to build the report in
-        return _message({"ok": False, "kind": "memory"})
+        return _message({"ok": False, "kind": "memory", "logs": _printed()})
     elapsed = time.perf_counter_ns() - started
     try:
         for r, ((_name, view), items) in enumerate(zip(artifact.results, outputs, strict=True)):
             add_outputs(ctx, r, ELEMENT_CODES[view.type.element], items)
     except ContextFull as e:
-        return _message({"ok": False, "kind": "output", "needed": e.needed, "left": e.left})
+        return _message({"ok": False, "kind": "output", "needed": e.needed, "left": e.left,
+                         "logs": _printed()})
+    printed = _printed()
+    if printed:  # a success with what the function printed
+        return _message({"ok": True, "elapsed": elapsed, "logs": printed})
     report: bytes = OKAY.pack(OKAY_TAG, elapsed)
     return report
 

@@ -212,14 +212,21 @@ class ProcessEngine(EngineBase):
                                   hint="raise the function's timeout (timeouts={name: s})"
                                   ) from None
         tag, size = data[:4], len(data)
+        context.logs = ""
         if tag == OKAY_TAG and size == OKAY.size:
             self.last_function_time = OKAY.unpack(data)[1] / 1e9
             return
         if tag == NATV_TAG and size == NATV.size and NATV.unpack(data)[1] == 0:
             return
-        what = _what(call)  # a failure: say whose
+        what = _what(call)  # a failure, or a success with what the function printed
         if tag == DONE_TAG and size >= DONE.size:
-            self._python_report(data, what, call)
+            report = self._report(data, what, call)
+            if report.get("ok") is True:
+                context.logs = str(report.get("logs") or "")
+                elapsed = report.get("elapsed")
+                self.last_function_time = elapsed / 1e9 if isinstance(elapsed, int) else None
+                return
+            self._python_error(report, what, call)
         elif tag == NATV_TAG and size == NATV.size:
             raise FunctionError(f"{what} returned error code {NATV.unpack(data)[1]}",
                                 function=call.spec.name)
@@ -228,29 +235,39 @@ class ProcessEngine(EngineBase):
         else:
             raise self._died(zygote, sandbox.pid, what, call, code.kind, tag)
 
-    def _python_report(self, data: bytes, what: str, call: FunctionCall) -> None:
-        """Raise the error a sandbox reported (a ``DONE`` report: its JSON body)."""
+    @staticmethod
+    def _report(data: bytes, what: str, call: FunctionCall) -> dict[str, Any]:
+        """The JSON body of a ``DONE`` report: an error, or a success with what the
+        function printed (a plain success is an ``OKAY`` message)."""
         (_tag, length) = DONE.unpack_from(data)
         try:
             report = json.loads(data[DONE.size:]) if len(data) == DONE.size + length else None
         except (ValueError, RecursionError):
             report = None
-        if not isinstance(report, dict) or report.get("ok"):  # only the sandbox's own
-            # runtime reports errors this way; success is an OKAY message
+        if not isinstance(report, dict):
             raise SandboxViolation(f"{what} wrote a malformed report on its channel",
                                    function=call.spec.name)
+        return report
+
+    def _python_error(self, report: dict[str, Any], what: str, call: FunctionCall) -> None:
+        """Raise the error a sandbox reported, with what the function printed."""
         name = call.spec.name
         kind = report.get("kind")
+        logs = str(report.get("logs") or "")
         if kind == "memory" or report.get("type") == "MemoryError":
             raise SandboxViolation(f"{what} exceeded its memory limit of "
                                    f"{self.memory_limit // _MIB} MiB", function=name,
-                                   hint="raise engine_options={'memory_limit': bytes}")
+                                   hint="raise engine_options={'memory_limit': bytes}",
+                                   logs=logs)
         if kind == "output":
             raise SandboxViolation(
                 f"{what} returned more output than its limit of {self.output_limit // _MIB} "
                 f"MiB (an item of {report.get('needed', 0)} bytes did not fit)",
-                function=name, hint="raise engine_options={'output_limit': bytes}")
-        raise _rebuild(report, what, name)
+                function=name, hint="raise engine_options={'output_limit': bytes}", logs=logs)
+        error = _rebuild(report, what, name)
+        if isinstance(error, FunctionError):
+            error.logs = logs
+        raise error
 
     def _fatal(self, fields: tuple[Any, ...], what: str, call: FunctionCall) -> FunctionError:
         _tag, signo, nr, _code, addr = fields

@@ -20,7 +20,8 @@ native segment count) with the context's memfd attached, then the payload: a Pyt
 function's pickle, or a native function's segment table (:data:`SEGMENT` entries, at most
 :data:`MAX_SEGMENTS`) and segments.  The sandbox answers with one report: :data:`OKAY`
 (nanoseconds in the function; the outputs are in the context), :data:`DONE` (length of the
-JSON body that follows, at most :data:`MAX_REPORT` bytes: a Python function failed),
+JSON body that follows, at most :data:`MAX_REPORT` bytes: a Python function failed, or it
+succeeded and printed something: ``ok``, ``elapsed`` and ``logs``),
 :data:`NATV` (a native function's return code) or :data:`GONE` (signal, system call or -1,
 ``si_code``, address: a fatal signal), each tagged with its ``*_TAG``.
 

@@ -44,6 +44,7 @@ from dandelion.runtime import pickling
 RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyreg",
            "dandelion.authoring.compute", "dandelion.authoring.annotations", "dandelion.codec",
            "dandelion.runtime.pickling", "dandelion.runtime.tracebacks",
+           "dandelion.runtime.logs",
            "dandelion.backends.engines.process.layout", "encodings.latin_1", "encodings.ascii",
            "encodings.utf_8", "collections", "functools", "itertools", "math", "operator",
            "re", "typing", "dataclasses", "decimal", "fractions", "statistics", "random",

@@ -1,0 +1,237 @@
+"""What compute functions print: captured per instance, bounded, forwarded to the caller.
+
+Each instance's ``stdout`` and ``stderr`` (``print``, and ``logging`` records that reach a
+stream) are captured by its engine — inside a sandbox, or per thread for the ``inline``
+engine — up to :data:`LIMIT` characters, after which a visible marker says how much was
+dropped.  The text travels back with the instance's outputs (or with its error) and is
+forwarded by the dispatcher as records of the :data:`LOGGER` logger, one per line,
+prefixed with the function and the instance:
+
+>>> print(truncated("x" * 5, dropped=7))
+xxxxx
+[... 7 more characters of output dropped: an instance keeps 65536]
+>>> log = FunctionLog("parse", 1, "reading\\ndone\\n")
+>>> log.lines()
+['[parse, instance 1] reading', '[parse, instance 1] done']
+
+Where logging is not configured, the records go to ``stderr``; configure logging (e.g.
+``logging.basicConfig(level=logging.INFO)``) to route them like any other, or set the
+``dandelion.function`` logger's level to ``WARNING`` to silence them.  A caller that wants
+the text itself (the server, for its invocation records) collects it with :func:`collect`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import io
+import sys
+import threading
+from typing import Any, Iterator
+
+import attrs
+
+#: Characters of output an instance keeps.
+LIMIT = 64 * 1024
+#: Characters of output a :class:`Collector` keeps, over all instances of its runs.
+COLLECT_LIMIT = 1 << 20
+#: The logger function output is forwarded to.
+LOGGER = "dandelion.function"
+
+
+def truncated(text: str, dropped: int) -> str:
+    """``text`` with the marker saying that ``dropped`` more characters were not kept."""
+    if not dropped:
+        return text
+    sep = "" if text.endswith("\n") or not text else "\n"
+    return f"{text}{sep}[... {dropped} more characters of output dropped: an instance keeps " \
+           f"{LIMIT}]"
+
+
+@attrs.frozen
+class FunctionLog:
+    """What one instance printed.
+
+    Attributes:
+        function: the function's name.
+        instance: the instance's index.
+        text: the captured output (bounded, with the marker if it was cut).
+    """
+
+    function: str
+    instance: int | None
+    text: str
+
+    def lines(self) -> list[str]:
+        """The text's lines, each prefixed with the function and the instance."""
+        where = self.function if self.instance is None else \
+            f"{self.function}, instance {self.instance}"
+        return [f"[{where}] {line}" for line in self.text.splitlines()]
+
+    def to_data(self) -> dict[str, Any]:
+        """As the server returns it."""
+        return {"function": self.function, "instance": self.instance, "text": self.text}
+
+
+# -- capture (the inline engine: per thread) -------------------------------------------------
+
+class Buffer(io.TextIOBase):
+    """Text written by one instance, kept up to :data:`LIMIT` characters."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        room = LIMIT - self.kept
+        if room > 0:
+            self.parts.append(s[:room])
+            self.kept += min(room, len(s))
+        self.dropped += max(0, len(s) - max(room, 0))
+        return len(s)
+
+    def text(self) -> str:
+        """What was kept, with the truncation marker."""
+        return truncated("".join(self.parts), self.dropped)
+
+
+_local = threading.local()
+_route_lock = threading.Lock()
+
+
+class _Router(io.TextIOBase):
+    """A process stream that sends what a capturing thread writes to its buffer, and
+    everything else where it went before."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        buffer = getattr(_local, "buffer", None)
+        if buffer is not None:
+            return int(buffer.write(s))
+        return int(self.target.write(s))
+
+    def flush(self) -> None:
+        if getattr(_local, "buffer", None) is None:
+            self.target.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty …
+        return getattr(self.target, name)
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[Buffer]:
+    """Capture what this thread writes to ``sys.stdout`` and ``sys.stderr``."""
+    with _route_lock:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)
+    buffer = Buffer()
+    _local.buffer = buffer
+    try:
+        yield buffer
+    finally:
+        _local.buffer = None
+
+
+# -- forwarding ------------------------------------------------------------------------------
+
+class Collector:
+    """The output of the instances of some runs, up to ``limit`` characters in all (then
+    a last entry says how much was dropped).
+
+    Attributes:
+        logs: what was kept, in the order instances finished.
+    """
+
+    def __init__(self, limit: int = COLLECT_LIMIT) -> None:
+        self.logs: list[FunctionLog] = []
+        self.limit = limit
+        self.kept = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def add(self, log: FunctionLog) -> None:
+        """Keep ``log`` if there is room."""
+        with self._lock:
+            if self.kept + len(log.text) <= self.limit:
+                self.logs.append(log)
+                self.kept += len(log.text)
+            else:
+                self.dropped += len(log.text)
+
+    def to_data(self) -> list[dict[str, Any]]:
+        """As the server returns them."""
+        with self._lock:
+            data = [log.to_data() for log in self.logs]
+            if self.dropped:
+                data.append({"function": "", "instance": None, "text": f"[... {self.dropped} "
+                             f"more characters of output dropped: a run keeps {self.limit}]"})
+            return data
+
+
+_sink: contextvars.ContextVar[Collector | None] = contextvars.ContextVar(
+    "dandelion_function_logs", default=None)
+
+
+@contextlib.contextmanager
+def collect(collector: Collector | None = None) -> Iterator[Collector]:
+    """Collect the output of every instance of the runs started in this context (besides
+    forwarding it to the logger), in ``collector`` or a new one."""
+    got = collector if collector is not None else Collector()
+    token = _sink.set(got)
+    try:
+        yield got
+    finally:
+        _sink.reset(token)
+
+
+def current_sink() -> Collector | None:
+    """Where :func:`collect` gathers output in this context, if anywhere (a run reads it
+    when it starts, on the caller's thread)."""
+    return _sink.get()
+
+
+_logger: Any = None
+
+
+def forward(log: FunctionLog, sink: Collector | None) -> None:
+    """Hand ``log`` to the :data:`LOGGER` logger and to ``sink``."""
+    global _logger
+    if not log.text:
+        return
+    if sink is not None:
+        sink.add(log)
+    if _logger is None:
+        _logger = _function_logger()
+    extra = {"function": log.function, "instance": log.instance}
+    for line in log.lines():
+        _logger.info(line, extra=extra)
+
+
+def _function_logger() -> Any:
+    import logging
+
+    class Fallback(logging.Handler):
+        """To ``stderr`` while logging is not configured (the root logger has no
+        handler): function output is never silently lost."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if not logging.getLogger().handlers:
+                sys.stderr.write(record.getMessage() + "\n")
+
+    logger = logging.getLogger(LOGGER)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    if not any(type(h).__name__ == "Fallback" for h in logger.handlers):
+        logger.addHandler(Fallback())
+    return logger

@@ -1,0 +1,35 @@
+"""Functions that print and log, the way users debug them."""
+
+import logging
+import sys
+
+import dandelion as dd
+
+log = logging.getLogger(__name__)
+
+
+@dd.compute
+def shout(x: int) -> int:
+    print(f"got {x}")
+    print(f"stderr {x}", file=sys.stderr)
+    log.warning("careful with %d", x)
+    if x == 3:
+        raise ValueError("three")
+    return x * 10
+
+
+@dd.compute
+def chatty(n: int) -> int:
+    for i in range(n):
+        print(f"line {i:06d} " + "x" * 90)
+    return n
+
+
+@dd.composition
+def shout_all(xs: list[int]) -> list[int]:
+    return shout(dd.each(xs))
+
+
+@dd.composition
+def chat(n: int) -> int:
+    return chatty(n)

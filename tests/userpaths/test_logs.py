@@ -1,0 +1,105 @@
+"""What compute functions print (print, stderr, logging) reaches the user from every engine,
+the command line, Ray and a real ``dandelion serve``: as ``dandelion.function`` records
+prefixed with function and instance, bounded with a visible marker, and for a failing
+instance too."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+import dandelion as dd
+from dandelion.runtime.logs import LIMIT
+from tests.userpaths.conftest import PROGRAMS, dandelion
+from tests.userpaths.programs import printing
+
+
+def lines(instance: int, x: int, engine: str = "process") -> list[str]:
+    """What ``shout(x)`` as ``instance`` forwards.  Under pytest logging is configured, so
+    in the worker's own process (inline) its ``logging`` record goes to that configuration
+    directly rather than to a stream; in a sandbox it reaches the sandbox's stderr."""
+    where = f"[shout, instance {instance}]"
+    return [f"{where} got {x}", f"{where} stderr {x}"] + (
+        [f"{where} careful with {x}"] if engine != "inline" else [])
+
+
+def logged(caplog, x: int) -> bool:
+    return any(r.name == printing.__name__ and r.getMessage() == f"careful with {x}"
+               for r in caplog.records)
+
+
+def forwarded(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "dandelion.function"]
+
+
+def test_dd_run_forwards_each_instances_output(engine, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    assert dd.run(printing.shout_all, [1, 2], engine=engine) == [10, 20]
+    got = forwarded(caplog)
+    assert sorted(got) == sorted(lines(0, 1, engine) + lines(1, 2, engine))
+    assert logged(caplog, 1) == (engine == "inline")
+    record = next(r for r in caplog.records if r.name == "dandelion.function")
+    assert record.function == "shout" and record.instance in (0, 1)
+
+
+def test_a_failing_instance_keeps_its_output(engine, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    with pytest.raises(dd.FunctionError, match="raised ValueError: three") as e:
+        dd.run(printing.shout_all, [3], engine=engine)
+    assert e.value.logs == ("got 3\nstderr 3\ncareful with 3\n" if engine != "inline"
+                            else "got 3\nstderr 3\n")
+    assert forwarded(caplog) == lines(0, 3, engine)
+
+
+def test_output_is_bounded_with_a_visible_marker(engine, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    line = len(f"line {0:06d} " + "x" * 90) + 1
+    n = 2 * LIMIT // line
+    assert dd.run(printing.chat, n, engine=engine) == n
+    got = [m.split("] ", 1)[1] for m in forwarded(caplog)]
+    assert got[0] == "line 000000 " + "x" * 90
+    assert got[-1] == (f"[... {n * line - LIMIT} more characters of output dropped: an "
+                       f"instance keeps {LIMIT}]")
+    assert sum(len(text) + 1 for text in got[:-1]) == LIMIT + 1  # (the cut line's "\n")
+
+
+def test_the_command_line_prints_it_to_stderr(engine):
+    out = dandelion("run", f"{PROGRAMS / 'printing.py'}:shout_all", "-i", "xs=1", "-i", "xs=2",
+                    "--engine", engine, "--json", "-q")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [10, 20]
+    assert sorted(out.stderr.splitlines()) == sorted(lines(0, 1) + lines(1, 2))
+
+
+def test_a_real_server_returns_it(client, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    client.register(printing.shout_all)
+    assert client.invoke(printing.shout_all, [1, 2]) == [10, 20]
+    assert sorted(forwarded(caplog)) == sorted(lines(0, 1) + lines(1, 2))
+    caplog.clear()
+    job = client.submit(printing.shout_all, [5])
+    assert job.result(timeout=30) == [50]
+    assert forwarded(caplog) == lines(0, 5)
+    assert client.job(job.id)["logs"] == [
+        {"function": "shout", "instance": 0, "text": "got 5\nstderr 5\ncareful with 5\n"}]
+    caplog.clear()
+    with pytest.raises(dd.FunctionError, match="three") as e:
+        client.invoke(printing.shout_all, [3])
+    assert e.value.logs == "got 3\nstderr 3\ncareful with 3\n"
+    assert forwarded(caplog) == lines(0, 3)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("isolation", ["sandbox", "none"])
+def test_ray_carries_it_back(ray_cluster, isolation, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    with dd.Runtime(backend="ray", isolation=isolation) as rt:
+        assert rt.run(printing.shout_all, [1, 2]) == [10, 20]
+        assert sorted(forwarded(caplog)) == sorted(lines(0, 1) + lines(1, 2))
+        caplog.clear()
+        with pytest.raises(dd.FunctionError, match="three") as e:
+            rt.run(printing.shout_all, [3])
+        assert e.value.logs == "got 3\nstderr 3\ncareful with 3\n"
+        assert forwarded(caplog) == lines(0, 3)
