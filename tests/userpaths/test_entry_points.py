@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -98,18 +99,24 @@ def test_a_raising_script_says_what_the_function_raised():
 # -- in-process dd.run ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_dd_run(pagestats, engine):
-    result = dd.run(pagestats.page_stats, PAGES, engine=engine)
+def test_dd_run(pagestats, engine, caplog):
+    with caplog.at_level(logging.INFO, logger="dandelion.function"):
+        result = dd.run(pagestats.page_stats, PAGES, engine=engine, cache=False)
     assert tuple(result) == tuple(pagestats.expected(PAGES))
     assert result.top == pagestats.expected(PAGES).top
+    printed = sorted(r.getMessage() for r in caplog.records if r.name == "dandelion.function")
+    assert printed == sorted(f"[page_length, instance {i}] page of "
+                             f"{len(pagestats.words(p))} words" for i, p in enumerate(PAGES))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_dd_run_names_the_function_and_its_error(overlimit, engine):
     assert dd.run(overlimit.roots, [4, 9], engine=engine) == [2.0, 3.0]
     with pytest.raises(dd.FunctionError, match="16 is over the limit of 10") as e:
-        dd.run(overlimit.roots, [4, 16], engine=engine)
+        dd.run(overlimit.roots, [4, 16], engine=engine, cache=False)
     assert e.value.function == "root"
+    assert "line 12, in checked_root" in str(e.value)
+    assert "root of 16" in e.value.logs
 
 
 # -- the command line: the .py and its .dd twin --------------------------------------------
@@ -125,9 +132,13 @@ def test_dandelion_run(pagestats, engine, target):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_dandelion_run_reports_a_raising_function(engine):
     out = dandelion("run", "overlimit.py", "-i", "xs=4", "-i", "xs=16", "--engine", engine,
-                    "-q")
+                    "-q", "--no-cache")
     assert out.returncode == 1
     assert "16 is over the limit of 10" in out.stderr and "'root'" in out.stderr
+    # the user's own frames, file:line, and what the failing instance printed
+    assert f'File "{PROGRAMS / "overlimit.py"}", line 12, in checked_root' in out.stderr
+    assert "[root, instance 1] root of 16" in out.stderr
+    assert "dispatcher.py" not in out.stderr  # Dandelion's frames only with --debug
 
 
 # -- dd.Client against a real server --------------------------------------------------------
