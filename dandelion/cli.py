@@ -225,11 +225,16 @@ def cmd_ir(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from dandelion.sdk import build
+    from dandelion.sdk import TARGETS, build, build_wasm
 
-    output = args.output or str(Path(args.sources[0]).with_suffix(".elf"))
-    fn = build(args.sources, output, extra=args.cflag or ())
-    print(f"{output}: native function, {len(fn.image)} bytes, {fn.digest}")
+    targets = TARGETS if args.target == "all" else (args.target,)
+    for target in targets:
+        suffix = ".elf" if target == "native" else f".{target}"
+        output = (args.output if args.output and len(targets) == 1 else
+                  str(Path(args.output or args.sources[0]).with_suffix(suffix)))
+        builder = build if target == "native" else build_wasm
+        fn = builder(args.sources, output, extra=args.cflag or ())
+        print(f"{output}: {target} function, {len(fn.image)} bytes, {fn.digest}")
     return EXIT_OK
 
 
@@ -299,9 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", action="store_true", help="print the IR's JSON Schema instead")
     p.set_defaults(func=cmd_ir)
 
-    p = sub.add_parser("build", help="compile a native compute function (C SDK) to an ELF")
+    p = sub.add_parser("build", help="compile a native compute function (C SDK) to an ELF "
+                                     "or a wasm module")
     p.add_argument("sources", metavar="FILE.c", nargs="+")
-    p.add_argument("-o", "--output", metavar="FILE.elf", help="default: the first FILE.elf")
+    p.add_argument("-o", "--output", metavar="FILE.elf",
+                   help="default: the first FILE with the target's suffix (.elf, .wasm); "
+                        "with --target all, each target's suffix replaces this one's")
+    p.add_argument("--target", choices=("native", "wasm", "all"), default="native",
+                   help="native: a static x86-64 ELF (gcc; the process engine); wasm: a "
+                        "wasm32 module (clang and lld; the wasm engine); all: each")
     p.add_argument("--cflag", action="append", metavar="FLAG",
                    help="an extra compiler flag (repeatable), e.g. --cflag=-O3")
     p.set_defaults(func=cmd_build)

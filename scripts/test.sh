@@ -15,6 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 declare -A SYSTEM_PROGRAMS=(
     [redis-server]=redis-server
     [gcc]=gcc
+    [clang]=clang
+    [wasm-ld]=lld
 )
 
 missing=()

@@ -146,7 +146,8 @@ class ComputeFunction:
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
                  results: Sequence[str] | str | None = None, kind: FunctionKind =
-                 FunctionKind.COMPUTE, cacheable: bool = True, native: Any = None) -> None:
+                 FunctionKind.COMPUTE, cacheable: bool = True, native: Any = None,
+                 wasm: Any = None) -> None:
         if not callable(fn) or inspect.isclass(fn):
             raise FunctionTypeError(f"@dd.compute decorates a function, not {fn!r}")
         functools.update_wrapper(self, fn)
@@ -176,6 +177,12 @@ class ComputeFunction:
                                                             f"{fn.__qualname__}")]
         #: implementation digest -> artifact, the preferred implementation first
         self._artifacts: dict[str, Any] = {digest: self.artifact}
+        if wasm is not None:
+            from dandelion.runtime.artifacts import wasm_artifact
+
+            module = wasm_artifact(wasm, self.name, span.file)
+            implementations.insert(0, Implementation("wasm", module.digest, str(wasm)))
+            self._artifacts = {module.digest: module, **self._artifacts}
         if native is not None:
             from dandelion.runtime.artifacts import native_artifact
 
@@ -212,7 +219,7 @@ class ComputeFunction:
 
 def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
             results: Sequence[str] | str | None = None, cacheable: bool = True,
-            native: Any = None) -> Any:
+            native: Any = None, wasm: Any = None) -> Any:
     """Declare a pure compute function.
 
     Annotations give the types of parameters and results (see
@@ -228,6 +235,10 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
             ``dandelion build``, or a ``.c`` file built on first use; relative paths are
             relative to the function's file).  Engines that run native code (``process``)
             use it; the others run the Python body.  See ``docs/isolation.rst``.
+        wasm: a wasm implementation of the same function (a ``.wasm`` built with
+            ``dandelion build --target wasm``, or a ``.c`` file built on first use); the
+            ``wasm`` engine runs it.  A function may have all three: each engine runs the
+            first implementation it can (native, then wasm, then Python).
 
     Example:
         >>> import dandelion as dd
@@ -239,7 +250,7 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
     """
     def wrap(f: Callable[..., Any]) -> ComputeFunction:
         return ComputeFunction(f, name=name, results=results, cacheable=cacheable,
-                               native=native)
+                               native=native, wasm=wasm)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -156,6 +156,97 @@ def validate_elf(name: str, image: bytes) -> NativeImage:
     return NativeImage(e_entry, tuple(segments))
 
 
+@attrs.frozen(eq=False)
+class WasmFunction:
+    """The artifact of a wasm compute function: a WebAssembly module built from the same C
+    SDK for ``wasm32`` (``dandelion build func.c --target wasm``) that imports nothing and
+    exports ``memory`` and ``dandelion_entry``.
+
+    Attributes:
+        name: the function's name.
+        image: the module's bytes.
+    """
+
+    name: str
+    image: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+
+    @property
+    def digest(self) -> str:
+        """``sha256:`` of the module's bytes."""
+        return "sha256:" + hashlib.sha256(self.image).hexdigest()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], name: str | None = None
+                  ) -> WasmFunction:
+        """Load and validate a ``.wasm`` file.
+
+        Raises:
+            BackendError: the file is missing or is not a module a wasm engine runs.
+        """
+        p = Path(path)
+        try:
+            image = p.read_bytes()
+        except OSError as e:
+            raise BackendError(f"cannot read wasm function {str(p)!r}: {e.strerror}",
+                               hint=f"build it: dandelion build {p.with_suffix('.c').name} "
+                                    f"--target wasm") from None
+        fn = cls(name or p.stem, image)
+        validate_wasm(fn.name, image)
+        return fn
+
+
+def _leb128(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 35:
+            raise ValueError("truncated")
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def validate_wasm(name: str, image: bytes) -> None:
+    """Check that ``image`` is a WebAssembly module that imports nothing: a wasm function
+    computes on its context only, so it has nothing to call (wasmtime checks the rest when
+    it compiles the module).
+
+    >>> validate_wasm("f", b"\\0asm\\1\\0\\0\\0")  # an empty module
+    >>> try:
+    ...     validate_wasm("f", b"\\0asm\\1\\0\\0\\0\\2\\7\\1\\1m\\1f\\0\\0")
+    ... except BackendError as e:
+    ...     print(e.message)
+    wasm function 'f': imports 1 function or value; a wasm function may import nothing
+
+    Raises:
+        BackendError: it is not a module, or it imports something.
+    """
+    def bad(why: str) -> BackendError:
+        return BackendError(f"wasm function '{name}': {why}",
+                            hint="build it with `dandelion build func.c --target wasm` (the "
+                                 "C SDK links no imports)")
+
+    if image[:8] != b"\0asm\1\0\0\0":
+        raise bad("not a WebAssembly module (version 1)")
+    at = 8
+    try:
+        while at < len(image):
+            section = image[at]
+            size, at = _leb128(image, at + 1)
+            if section == 2:  # the import section
+                count, _ = _leb128(image, at)
+                if count:
+                    raise bad(f"imports {count} function{'s' if count > 1 else ''} or "
+                              "value; a wasm function may import nothing")
+            at += size
+    except ValueError:
+        raise bad("malformed (a section is truncated)") from None
+    if at != len(image):
+        raise bad("malformed (a section is truncated)")
+
+
 # --- Python functions ------------------------------------------------------------------
 
 def _library_roots() -> tuple[str, ...]:
@@ -274,8 +365,8 @@ class StoredCode:
     """Code as a sandbox receives it.
 
     Attributes:
-        kind: ``python`` or ``native``.
-        data: the cloudpickle, or the ELF image.
+        kind: ``python``, ``native`` or ``wasm``.
+        data: the cloudpickle, the ELF image or the wasm module.
         requires: libraries a Python function needs preloaded.
         native: the validated image of a native function.
     """
@@ -363,6 +454,8 @@ class ArtifactStore:
                         continue
                     path.unlink()
                     path.with_suffix(".json").unlink(missing_ok=True)
+                    for compiled in path.parent.glob(f"{path.name}.*"):
+                        compiled.unlink(missing_ok=True)
                 except FileNotFoundError:
                     continue
                 try:
@@ -387,7 +480,7 @@ class ArtifactStore:
 
         A Python digest names source code, not captured values, so a file on disk is
         trusted for an artifact object only if this store wrote it from that same object;
-        a native digest is the ELF's own content digest and always trusted.
+        a native or wasm digest is the image's own content digest and always trusted.
 
         Raises:
             BackendError: it is nowhere, or the file on disk is corrupt.
@@ -395,11 +488,11 @@ class ArtifactStore:
         with self._lock:
             code = self._hot.get(digest)
             if code is not None and (artifact is None or self._source.get(digest) is artifact
-                                     or code.kind == "native"):
+                                     or code.kind in ("native", "wasm")):
                 self._hot.move_to_end(digest)
                 self.stats["hot"] += 1
                 return code
-            trusted = (artifact is None or isinstance(artifact, NativeFunction)
+            trusted = (artifact is None or isinstance(artifact, (NativeFunction, WasmFunction))
                        or self._source.get(digest) is artifact)
         code = self._load(digest) if trusted else None
         if code is None:
@@ -433,6 +526,9 @@ class ArtifactStore:
         if isinstance(artifact, NativeFunction):
             code = StoredCode("native", artifact.image, (),
                               validate_elf(artifact.name, artifact.image))
+        elif isinstance(artifact, WasmFunction):
+            validate_wasm(artifact.name, artifact.image)
+            code = StoredCode("wasm", artifact.image)
         else:
             data, requires = serialize_python(artifact)
             code = StoredCode("python", data, requires)
@@ -467,6 +563,33 @@ class ArtifactStore:
         self._write(digest, code, name)
         self._remember(digest, code)
         return code
+
+    def compiled(self, digest: str, tag: str) -> bytes | None:
+        """What an engine compiled from the code of ``digest`` ahead of time and kept with
+        :meth:`keep_compiled` under ``tag`` (which names the compiler and its settings), or
+        ``None``; a file whose checksum does not match is ``None`` too."""
+        path = self._path(digest)
+        path = path.with_name(f"{path.name}.{tag}")
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        body = data[32:]
+        if data[:32] != hashlib.sha256(body).digest():
+            return None
+        self.stats["compiled"] += 1
+        return body
+
+    def keep_compiled(self, digest: str, tag: str, data: bytes | bytearray) -> None:
+        """Keep ``data``, compiled from the code of ``digest``, beside it (checksummed,
+        written atomically, deleted with it by :meth:`sweep`)."""
+        path = self._path(digest)
+        path = path.with_name(f"{path.name}.{tag}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(hashlib.sha256(data).digest() + data)
+        os.replace(tmp, path)
 
     def put_native_bytes(self, name: str, image: bytes) -> NativeFunction:
         """Validate and store an ELF image; returns its artifact."""
@@ -507,25 +630,50 @@ def native_artifact(native: Any, name: str, near: str | None = None) -> NativeFu
         fn = NativeFunction(name, bytes(native))
         validate_elf(name, fn.image)
         return fn
-    path = Path(native)
+    return NativeFunction.from_file(_built(native, near, "native"), name)
+
+
+def wasm_artifact(wasm: Any, name: str, near: str | None = None) -> WasmFunction:
+    """The :class:`WasmFunction` for ``@dd.compute(wasm=...)``: a :class:`WasmFunction`,
+    module bytes, a path to a ``.wasm`` file, or a path to a C file (built with the SDK for
+    wasm on first use into the store's directory); as :func:`native_artifact`.
+
+    Raises:
+        BackendError: the file is missing, does not build, or is not a valid wasm function.
+    """
+    if isinstance(wasm, WasmFunction):
+        return wasm
+    if isinstance(wasm, (bytes, bytearray)):
+        fn = WasmFunction(name, bytes(wasm))
+        validate_wasm(name, fn.image)
+        return fn
+    return WasmFunction.from_file(_built(wasm, near, "wasm"), name)
+
+
+def _built(source: Any, near: str | None, target: str) -> Path:
+    """The file ``source`` names (relative to ``near``'s directory), or, for a C file,
+    what it builds to for ``target`` (built once per content and flags)."""
+    path = Path(source)
     if not path.is_absolute() and near:
         candidate = Path(near).resolve().parent / path
         if candidate.exists() or not path.exists():
             path = candidate
-    if path.suffix == ".c":
-        from dandelion.sdk import FLAGS, build
+    if path.suffix != ".c":
+        return path
+    from dandelion.sdk import FLAGS, WASM_FLAGS, build, build_wasm
 
-        try:
-            source = path.read_bytes()
-        except OSError as e:
-            raise BackendError(f"cannot read native source {str(path)!r}: {e.strerror}"
-                               ) from None
-        key = hashlib.sha256(source + repr(FLAGS).encode()).hexdigest()
-        out = default_root() / "native-build" / f"{path.stem}-{key[:16]}.elf"
-        if not out.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_suffix(f".{os.getpid()}.tmp")
-            build([path], tmp)
-            os.replace(tmp, out)
-        path = out
-    return NativeFunction.from_file(path, name)
+    try:
+        source_bytes = path.read_bytes()
+    except OSError as e:
+        raise BackendError(f"cannot read {target} source {str(path)!r}: {e.strerror}"
+                           ) from None
+    flags = FLAGS if target == "native" else WASM_FLAGS
+    key = hashlib.sha256(source_bytes + repr(flags).encode()).hexdigest()
+    suffix = ".elf" if target == "native" else ".wasm"
+    out = default_root() / f"{target}-build" / f"{path.stem}-{key[:16]}{suffix}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        (build if target == "native" else build_wasm)([path], tmp)
+        os.replace(tmp, out)
+    return out

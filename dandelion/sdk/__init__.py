@@ -4,6 +4,12 @@
 static, freestanding x86-64 ELF linked at
 :data:`~dandelion.runtime.artifacts.NATIVE_BASE`, with no C library, whose entry point
 ``dandelion_entry(void *context)`` the process engine calls under seccomp strict mode.
+
+``dandelion build func.c --target wasm`` (or :func:`build_wasm`) compiles the same source
+with clang for ``wasm32`` into a module that imports nothing and exports its ``memory``,
+``dandelion_entry`` and ``__heap_base`` (where the wasm engine places the context); its
+shadow stack comes first in linear memory, so overflowing it traps instead of overwriting
+data.  ``--target all`` builds both.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dandelion.errors import BackendError
-from dandelion.runtime.artifacts import NATIVE_BASE, NativeFunction
+from dandelion.runtime.artifacts import NATIVE_BASE, NativeFunction, WasmFunction
 
 #: Flags of every native build: freestanding, static, no PIE, no stack protector (it needs
 #: TLS), no unwind tables, and no calls the SDK does not provide.
@@ -25,6 +31,16 @@ FLAGS = ("-O2", "-std=c11", "-ffreestanding", "-fno-builtin", "-nostdlib", "-sta
          "-e", "dandelion_entry", f"-Wl,-Ttext-segment={NATIVE_BASE:#x}",
          "-Wl,-z,max-page-size=4096", "-Wl,-z,separate-code", "-Wl,--build-id=none",
          "-Wl,-z,noexecstack")
+
+
+#: Flags of every wasm build: freestanding wasm32, no C library, no imports (an undefined
+#: symbol is a link error), the stack first and 1 MiB of it.
+WASM_FLAGS = ("--target=wasm32", "-O2", "-std=c11", "-ffreestanding", "-nostdlib",
+              "-Wl,--no-entry", "-Wl,--export=dandelion_entry", "-Wl,--export=__heap_base",
+              "-Wl,--stack-first", "-Wl,-z,stack-size=1048576", "-Wl,--strip-all")
+
+#: What ``dandelion build --target`` builds (``all``: each of them).
+TARGETS = ("native", "wasm")
 
 
 def include_dir() -> Path:
@@ -57,3 +73,32 @@ def build(sources: Sequence[str | os.PathLike[str]], output: str | os.PathLike[s
         raise BackendError(f"building {', '.join(map(str, sources))} failed:\n"
                            f"{proc.stderr.strip()}", hint=" ".join(cmd))
     return NativeFunction.from_file(output)
+
+
+def build_wasm(sources: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
+               cc: str | None = None, extra: Sequence[str] = ()) -> WasmFunction:
+    """Compile C ``sources`` into a wasm function at ``output`` and validate it.
+
+    Args:
+        sources: C files (one of them without ``DANDELION_NO_ENTRY``).
+        output: the ``.wasm`` module to write.
+        cc: the compiler (default ``clang``; it links with ``wasm-ld`` from lld).
+        extra: more compiler flags (``-O3`` …).
+
+    Raises:
+        BackendError: no clang or wasm-ld, a compile or link error (with the compiler's
+            output: a call to anything the SDK does not define is an undefined symbol), or
+            a module the wasm engine cannot run.
+    """
+    compiler = cc or "clang"
+    for program, package in ((compiler, "clang"), ("wasm-ld", "lld")):
+        if shutil.which(program) is None:
+            raise BackendError(f"no '{program}' to build wasm functions",
+                               hint=f"install it (apt-get install {package})")
+    cmd = [compiler, *WASM_FLAGS, *extra, "-I", str(include_dir()), *map(str, sources),
+           "-o", str(output)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BackendError(f"building {', '.join(map(str, sources))} for wasm failed:\n"
+                           f"{proc.stderr.strip()}", hint=" ".join(cmd))
+    return WasmFunction.from_file(output)

@@ -1,0 +1,312 @@
+"""The ``wasm`` engine: every invocation in a fresh instance of its function's module.
+
+A wasm function is the C SDK's function built for ``wasm32``
+(``dandelion build func.c --target wasm``): a module that imports nothing, so there is
+nothing it can call; all it can touch is its own linear memory.  A module is compiled once
+per worker (ahead of time: the compiled code is kept in the artifact store beside the
+module, so a cold worker deserializes it instead of compiling) and **instantiated per
+invocation**: the instance, with a linear memory of its own, is the sandbox, and it is
+dropped when the invocation ends.
+
+The context is laid out in the instance's linear memory at ``__heap_base`` (rounded up to a
+wasm page), at the same layout as the process engine's contexts
+(:mod:`dandelion.backends.engines.process.layout`, the structs of ``dandelion.h``), and
+``dandelion_entry`` is called with its address.  The outputs are read back from there, as
+untrusted data.
+
+Timeouts are enforced with wasmtime's epoch interruption (a clock thread advances the epoch
+every :data:`TICK` seconds while functions run), memory with the store's limit on linear
+memory.  A trap (an access outside linear memory, a stack overflow, ``unreachable`` …) fails
+its invocation with a :class:`~dandelion.errors.SandboxViolation` naming the function and
+the trap.  See ``docs/isolation.rst``.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import hashlib
+import importlib.metadata
+import math
+import threading
+import time
+from typing import Any
+
+import wasmtime
+
+from dandelion.backends.engines.process.layout import ELEMENT_CODES, read_items, write_inputs
+from dandelion.errors import BackendError, FunctionError, FunctionTimeout, SandboxViolation
+from dandelion.runtime.artifacts import ArtifactStore, WasmFunction, default_store
+from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
+from dandelion.runtime.engine import Engine as EngineBase
+
+_MIB = 1 << 20
+_PAGE = 1 << 16  # a wasm page
+#: Seconds between two epochs: the resolution of timeouts.
+TICK = 0.01
+#: How many compiled modules a worker keeps (least recently used first out).
+MODULES = 256
+_TRAPS = {
+    wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS: "read or wrote outside its memory",
+    wasmtime.TrapCode.STACK_OVERFLOW: "exhausted its stack",
+    wasmtime.TrapCode.UNREACHABLE: "reached unreachable code",
+    wasmtime.TrapCode.INTEGER_DIVISION_BY_ZERO: "divided an integer by zero",
+    wasmtime.TrapCode.INTEGER_OVERFLOW: "overflowed an integer division",
+    wasmtime.TrapCode.BAD_CONVERSION_TO_INTEGER: "converted a float out of range to an integer",
+    wasmtime.TrapCode.INDIRECT_CALL_TO_NULL: "called a null function pointer",
+    wasmtime.TrapCode.BAD_SIGNATURE: "called a function pointer of the wrong type",
+    wasmtime.TrapCode.TABLE_OUT_OF_BOUNDS: "called a function pointer out of range",
+}
+
+
+class _Clock:
+    """The wasmtime engine of this process, and the thread that advances its epoch while
+    any function runs (it sleeps while none does)."""
+
+    def __init__(self) -> None:
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        config.cranelift_opt_level = "speed"
+        self.engine = wasmtime.Engine(config)
+        #: names the compiler and its settings for compiled code in the artifact store
+        self.tag = "wasmtime-" + hashlib.sha256(
+            f"{importlib.metadata.version('wasmtime')} epoch speed".encode()).hexdigest()[:16]
+        self._running = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self._running += 1
+            self._wake.set()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._tick, name="dandelion-wasm-epoch",
+                                                daemon=True)
+                self._thread.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        with self._lock:
+            self._running -= 1
+            if not self._running:
+                self._wake.clear()
+
+    def _tick(self) -> None:
+        while self._wake.wait():  # returns at once while anything runs
+            time.sleep(TICK)
+            self.engine.increment_epoch()
+
+
+_clock: _Clock | None = None
+_clock_lock = threading.Lock()
+
+
+def clock() -> _Clock:
+    """The process's wasmtime engine and epoch clock (made on first use)."""
+    global _clock
+    with _clock_lock:
+        if _clock is None:
+            _clock = _Clock()
+        return _clock
+
+
+class _Compiled:
+    """A compiled module and where its instances' context goes."""
+
+    __slots__ = ("module", "base")
+
+    def __init__(self, module: wasmtime.Module) -> None:
+        self.module = module
+        self.base: int | None = None  # __heap_base rounded up to a page, after one instance
+
+
+class WasmEngine(EngineBase):
+    """Runs wasm functions, each invocation in a fresh wasmtime instance.
+
+    Args:
+        memory_limit: bytes of linear memory an instance may have: its stack and data,
+            the context (inputs and ``output_limit``) and anything it grows (default 1 GiB).
+        cpu_limit: seconds a function may run when it has no timeout (default 300).
+        output_limit: bytes of output (heap) a function may write into its context
+            (default 64 MiB).
+        store: the :class:`~dandelion.runtime.artifacts.ArtifactStore` (default: the
+            process-wide one); ``artifact_dir`` makes a store in that directory instead.
+    """
+
+    name = "wasm"
+    kinds = frozenset({"wasm"})
+    isolated = True
+    enforces_timeout = True
+
+    def __init__(self, memory_limit: int = 1 << 30, cpu_limit: float | None = 300,
+                 output_limit: int = 64 * _MIB, store: ArtifactStore | None = None,
+                 artifact_dir: str | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.memory_limit = memory_limit
+        self.cpu_limit = cpu_limit
+        self.output_limit = output_limit
+        self.store = store or (ArtifactStore(artifact_dir) if artifact_dir else default_store())
+        self.clock = clock()
+        self._modules: collections.OrderedDict[str, _Compiled] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def compiled(self, call: FunctionCall) -> _Compiled:
+        """The compiled module of ``call``'s implementation: from memory, else from the
+        code compiled ahead of time in the artifact store, else compiled now (and kept
+        there).
+
+        Raises:
+            BackendError: the module is not a wasm function (saying why).
+        """
+        digest = call.implementation.digest
+        with self._lock:
+            found = self._modules.get(digest)
+            if found is not None:
+                self._modules.move_to_end(digest)
+                return found
+        artifact = call.artifact
+        if artifact is not None and not isinstance(artifact, WasmFunction):
+            # a binding of a .dd file names the module's file
+            artifact = WasmFunction.from_file(artifact.path, call.spec.name)
+        code = self.store.get(digest, artifact, "wasm")
+        engine = self.clock.engine
+        aot = self.store.compiled(digest, self.clock.tag)
+        try:
+            module = wasmtime.Module.deserialize(engine, aot) if aot is not None else None
+        except wasmtime.WasmtimeError:  # compiled by another build of wasmtime: recompile
+            module = None
+        if module is None:
+            try:
+                module = wasmtime.Module(engine, code.data)
+            except wasmtime.WasmtimeError as e:
+                raise BackendError(f"wasm function '{call.spec.name}' does not compile: {e}",
+                                   hint="build it with `dandelion build func.c --target "
+                                        "wasm`") from None
+            self.store.keep_compiled(digest, self.clock.tag, module.serialize())
+        _check_module(call.spec.name, module)
+        compiled = _Compiled(module)
+        with self._lock:
+            self._modules[digest] = compiled
+            while len(self._modules) > MODULES:
+                self._modules.popitem(last=False)
+        return compiled
+
+    def run(self, context: Context, call: FunctionCall) -> None:
+        assert isinstance(context, ObjectContext)
+        compiled = self.compiled(call)
+        spec = call.spec
+        store = wasmtime.Store(self.clock.engine)
+        store.set_limits(memory_size=self.memory_limit)
+        limit = call.timeout or self.cpu_limit
+        store.set_epoch_deadline(math.ceil(limit / TICK) + 1 if limit else 1 << 62)
+        what = f"{spec.kind} function '{spec.name}'"
+        try:
+            instance = wasmtime.Instance(store, compiled.module, [])
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
+            raise SandboxViolation(f"{what} could not be instantiated within its memory "
+                                   f"limit of {self.memory_limit // _MIB} MiB: {e}",
+                                   function=spec.name,
+                                   hint="raise engine_options={'memory_limit': bytes}"
+                                   ) from None
+        exports = instance.exports(store)
+        memory = exports["memory"]
+        entry = exports["dandelion_entry"]
+        assert isinstance(memory, wasmtime.Memory) and isinstance(entry, wasmtime.Func)
+        base = compiled.base
+        if base is None:
+            heap_base = exports["__heap_base"]
+            assert isinstance(heap_base, wasmtime.Global)
+            base = compiled.base = -(-int(heap_base.value(store)) // _PAGE) * _PAGE
+        sets = [(p.name, ELEMENT_CODES[p.type.element],
+                 context.inputs[i] if i < len(context.inputs) else ())
+                for i, p in enumerate(spec.params)]
+        results = [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results]
+        buf = self._grow(store, memory, base + self.output_limit + _MIB, what, spec.name)
+        capacity = write_inputs(buf(base), sets, results, self.output_limit)
+        if capacity < 0:
+            buf = self._grow(store, memory, base - capacity, what, spec.name)
+            capacity = write_inputs(buf(base), sets, results, self.output_limit)
+        try:
+            with self.clock:
+                code = entry(store, base)
+        except wasmtime.Trap as e:
+            raise self._trapped(e, what, call, limit) from None
+        if code != 0:
+            raise FunctionError(f"{what} returned error code {code}", function=spec.name)
+        declared = bytes(code for _, code in results)
+        context.outputs = list(read_items(buf(base), capacity, True, declared, True))
+
+    def _grow(self, store: wasmtime.Store, memory: wasmtime.Memory, size: int, what: str,
+              name: str) -> Any:
+        """Grow ``memory`` to at least ``size`` bytes; a function that makes a view of it
+        from an offset on (valid until it grows again)."""
+        have = memory.data_len(store)
+        if size > have:
+            try:
+                memory.grow(store, -(-(size - have) // _PAGE))
+            except wasmtime.WasmtimeError:
+                raise SandboxViolation(
+                    f"{what}: its context of {size // _MIB} MiB (inputs and the output limit "
+                    f"of {self.output_limit // _MIB} MiB) does not fit in its memory limit "
+                    f"of {self.memory_limit // _MIB} MiB", function=name,
+                    hint="raise engine_options={'memory_limit': bytes}, or lower "
+                         "'output_limit'") from None
+        address = ctypes.addressof(memory.data_ptr(store).contents)
+        length = memory.data_len(store)
+
+        def view(offset: int) -> Any:
+            return (ctypes.c_ubyte * (length - offset)).from_address(address + offset)
+
+        return view
+
+    def _trapped(self, trap: wasmtime.Trap, what: str, call: FunctionCall,
+                 limit: float | None) -> FunctionError:
+        name = call.spec.name
+        code = trap.trap_code
+        if code is wasmtime.TrapCode.INTERRUPT:
+            if call.timeout:
+                return FunctionTimeout(f"{what} ran past its timeout of {call.timeout:g} s "
+                                       "and was stopped", function=name,
+                                       hint="raise the function's timeout (timeouts={name: s})")
+            return FunctionTimeout(f"{what} exceeded its CPU time limit of {limit:g} s and "
+                                   "was stopped", function=name,
+                                   hint="raise engine_options={'cpu_limit': seconds}")
+        why = _TRAPS.get(code, "trapped") if code is not None else "trapped"
+        detail = next((line.strip() for line in trap.message.splitlines()
+                       if line.strip().startswith("wasm trap:")), "wasm trap")
+        return SandboxViolation(f"{what} {why} ({detail})", function=name,
+                                hint="unbounded recursion exhausts the stack this way"
+                                if code is wasmtime.TrapCode.STACK_OVERFLOW
+                                or code is wasmtime.TrapCode.MEMORY_OUT_OF_BOUNDS else None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._modules.clear()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<WasmEngine memory_limit={self.memory_limit}>"
+
+
+def _check_module(name: str, module: wasmtime.Module) -> None:
+    """A wasm function imports nothing and exports its memory and entry point."""
+    def bad(why: str) -> BackendError:
+        return BackendError(f"wasm function '{name}': {why}",
+                            hint="build it with `dandelion build func.c --target wasm`")
+
+    if module.imports:
+        raise bad(f"imports {', '.join(f'{i.module}.{i.name}' for i in module.imports)}; a "
+                  "wasm function may import nothing")
+    exports = {e.name: e.type for e in module.exports}
+    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        raise bad("exports no 'memory'")
+    entry = exports.get("dandelion_entry")
+    if not isinstance(entry, wasmtime.FuncType) or \
+            [str(t) for t in entry.params] != ["i32"] or \
+            [str(t) for t in entry.results] != ["i32"]:
+        raise bad("exports no 'dandelion_entry(i32) -> i32'")
+    if not isinstance(exports.get("__heap_base"), wasmtime.GlobalType):
+        raise bad("exports no '__heap_base'")
+
+
+Engine = WasmEngine

@@ -1,0 +1,174 @@
+"""The wasm engine: the C SDK built for wasm32, a fresh instance per invocation, modules
+compiled once (ahead of time, kept in the artifact store), one source for several engines."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import dandelion as dd
+from dandelion import dsl
+from dandelion.cli import main
+from dandelion.errors import BackendError, SandboxViolation
+from dandelion.runtime.artifacts import ArtifactStore, WasmFunction
+from dandelion.sdk import build, build_wasm
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("clang") is None or shutil.which("wasm-ld") is None,
+                       reason="needs clang and lld (apt-get install clang lld)"),
+    pytest.mark.skipif(importlib.util.find_spec("wasmtime") is None,
+                       reason="needs wasmtime (pip install 'dandelion[wasm]')"),
+]
+REPO = Path(__file__).resolve().parents[4]
+
+#: One source, built for each target; it says which one ran.
+WHICH = """
+#include <dandelion.h>
+#include <stdint.h>
+int dandelion_main(void) {
+    int64_t sum = 0;
+    dd_item it;
+    for (uint32_t i = 0; dd_input_item(0, i, &it) == 0; i++) sum += *(const int64_t *)it.data;
+#ifdef __wasm__
+    sum += 1000;
+#else
+    sum += 2000;
+#endif
+    return dd_add_output(0, &sum, sizeof sum, 0, "total");
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def wasm_rt():
+    with dd.Runtime(engine="wasm", workers=2) as runtime:
+        yield runtime
+
+
+def _total(source: Path, **impls: Path) -> dd.composition:
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    fn = dd.compute(total, **impls)
+
+    @dd.composition
+    def run_total(xs: list[int]) -> int:
+        return fn(xs)
+
+    return run_total
+
+
+def test_matmul_example_runs_on_wasm_and_equals_numpy(wasm_rt):
+    def matmul(m: np.ndarray) -> np.ndarray:
+        return m @ m.T
+
+    fn = dd.compute(matmul, wasm=REPO / "examples" / "matmul.c")
+
+    @dd.composition
+    def square(m: np.ndarray) -> np.ndarray:
+        return fn(m)
+
+    m = np.random.default_rng(7).integers(-1000, 1000, (128, 128), dtype=np.int64)
+    out = wasm_rt.run(square, m)
+    assert out.dtype == np.int64 and np.array_equal(out, m @ m.T)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_one_source_several_engines_each_runs_its_own_implementation(tmp_path, wasm_rt):
+    src = tmp_path / "which.c"
+    src.write_text(WHICH)
+    assert main(["build", str(src), "--target", "all"]) == 0
+    composition = _total(src, native=tmp_path / "which.elf", wasm=tmp_path / "which.wasm")
+    assert wasm_rt.run(composition, [1, 2, 3]) == 1006
+    assert dd.run(composition, [1, 2, 3], engine="process") == 2006
+    assert dd.run(composition, [1, 2, 3], engine="inline") == 6
+
+
+def test_an_engine_without_an_implementation_it_runs_says_which_it_has(wasm_rt):
+    @dd.compute
+    def only_python(x: int) -> int:
+        return x
+
+    @dd.composition
+    def one(x: int) -> int:
+        return only_python(x)
+
+    with pytest.raises(BackendError, match="no implementation of function 'only_python' "
+                                           "runs on engine 'wasm' .it has: python; the "
+                                           "engine runs: wasm."):
+        wasm_rt.run(one, 1)
+
+
+def test_modules_compiled_ahead_of_time_are_kept_in_the_store_and_reused(tmp_path):
+    src = tmp_path / "which.c"
+    src.write_text(WHICH)
+    fn = build_wasm([src], tmp_path / "which.wasm")
+    composition = _total(src, wasm=tmp_path / "which.wasm")
+    store_dir = tmp_path / "store"
+    with dd.Runtime(engine="wasm", workers=1,
+                    engine_options={"artifact_dir": str(store_dir)}) as first:
+        assert first.run(composition, [5]) == 1005
+    compiled = list(store_dir.glob("sha256/*/*.wasmtime-*"))
+    assert [p.name.split(".")[0] for p in compiled] == [fn.digest.split(":")[1]]
+    store = ArtifactStore(store_dir)  # a cold worker: nothing in memory
+    with dd.Runtime(engine="wasm", workers=1, cache=False,
+                    engine_options={"store": store}) as second:
+        assert second.run(composition, [5]) == 1005
+    assert store.stats["compiled"] == 1 and store.stats["cold"] == 1
+    # a damaged file is compiled again, not loaded
+    data = bytearray(compiled[0].read_bytes())
+    data[100] ^= 0xFF
+    compiled[0].write_bytes(bytes(data))
+    assert store.compiled(fn.digest, compiled[0].name.split(".", 1)[1]) is None
+    store.sweep((), 0.0, now=2e10)
+    assert not list(store_dir.glob("sha256/*/*"))
+
+
+def test_inputs_larger_than_the_memory_limit_fail_their_invocation(tmp_path):
+    src = tmp_path / "which.c"
+    src.write_text(WHICH)
+    composition = _total(src, wasm=build_wasm([src], tmp_path / "which.wasm"))
+    with dd.Runtime(engine="wasm", workers=1,
+                    engine_options={"memory_limit": 16 << 20}) as small:
+        with pytest.raises(SandboxViolation, match="'total'.*does not fit in its memory "
+                                                   "limit of 16 MiB"):
+            small.run(composition, [1])
+
+
+def test_a_dd_file_binds_a_wasm_module(tmp_path, wasm_rt):
+    src = tmp_path / "which.c"
+    src.write_text(WHICH)
+    build_wasm([src], tmp_path / "which.wasm")
+    (tmp_path / "w.dd").write_text(
+        'from wasm "which.wasm" import total\n'
+        "function total(set[int] xs) -> item[int]\n"
+        "input set[int] xs\noutput item[int] t\nt = total(xs)\n")
+    program = dsl.load(tmp_path / "w.dd")
+    assert program.module.functions[0].implementations[0].kind == "wasm"
+    assert wasm_rt.run(program, [1, 2]) == 1003
+
+
+def test_a_wasm_artifact_is_content_addressed(tmp_path):
+    src = tmp_path / "which.c"
+    src.write_text(WHICH)
+    fn = build_wasm([src], tmp_path / "a.wasm")
+    again = WasmFunction.from_file(tmp_path / "a.wasm", "other")
+    assert fn.digest == again.digest and fn.digest.startswith("sha256:")
+    with pytest.raises(BackendError, match="'broken': not a WebAssembly module"):
+        dd.compute(lambda x: x, name="broken", wasm=b"\x7fELF")
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_build_all_writes_one_file_per_target(tmp_path, capsys):
+    src = tmp_path / "which.c"
+    src.write_text(WHICH)
+    assert main(["build", str(src), "--target", "all", "-o", str(tmp_path / "out.elf")]) == 0
+    printed = capsys.readouterr().out
+    assert "out.elf: native function" in printed and "out.wasm: wasm function" in printed
+    assert (tmp_path / "out.wasm").read_bytes()[:4] == b"\0asm"
+    assert build([src], tmp_path / "x.elf").digest != \
+        WasmFunction.from_file(tmp_path / "out.wasm").digest
