@@ -57,7 +57,17 @@ class SingleFlight:
 
     def land(self, key: bytes, entry: bytes | None) -> None:
         """The leader's result for ``key`` (``None``: it has none); wakes the followers."""
+        self.land_many([(key, entry)])
+
+    def land_many(self, landings: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """:meth:`land` for many ``(key, entry)`` at once."""
+        woken = []
         with self._lock:
-            waiting = self._waiting.pop(key, [])
-        for callback in waiting:
-            callback(entry)
+            pop = self._waiting.pop
+            for key, entry in landings:
+                waiting = pop(key, None)
+                if waiting:
+                    woken.append((waiting, entry))
+        for waiting, entry in woken:
+            for callback in waiting:
+                callback(entry)

@@ -302,20 +302,25 @@ class _Run:
             return
         cache = self.cache.cache
         keys = state.keys
-        done = [(keys[pos], results[j]) for j, pos in enumerate(positions[:len(results)])
-                if keys[pos] is not None]
+        n = len(results)
+        done = [(key, result) for key, result in zip((keys[p] for p in positions), results)
+                if key is not None]
         try:
-            entries = self.cache.store(done)  # type: ignore[arg-type]
+            entries = iter(self.cache.store(done))  # type: ignore[arg-type]
         except Exception as e:  # the cache never fails a run
             log.warning("could not cache instances of '%s': %s", state.spec.name, e)
-            entries = [None] * len(done)
-        landed = dict(zip((k for k, _ in done), entries))
-        for pos in positions:
+            entries = iter([None] * len(done))
+        prefix = cache.flight_key(b"")
+        leading = self.leading
+        landings = []
+        for j, pos in enumerate(positions):
             key = keys[pos]
             if key is not None:
-                flight = cache.flight_key(key)
-                if self.leading.pop(flight, 0) is None:
-                    cache.flights.land(flight, landed.get(key))
+                entry = next(entries) if j < n else None
+                flight = prefix + key
+                if leading.pop(flight, 0) is None:
+                    landings.append((flight, entry))
+        cache.flights.land_many(landings)
 
     def abandon_flights(self) -> None:
         """Tell whoever waits on this run's flights that they will not land (they compute
