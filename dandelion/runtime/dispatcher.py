@@ -306,7 +306,7 @@ class _Run:
         done = [(key, result) for key, result in zip((keys[p] for p in positions), results)
                 if key is not None]
         try:
-            entries = iter(self.cache.store(done))  # type: ignore[arg-type]
+            entries = iter(self.cache.store(done))
         except Exception as e:  # the cache never fails a run
             log.warning("could not cache instances of '%s': %s", state.spec.name, e)
             entries = iter([None] * len(done))
