@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from dandelion.cache import hashing
 from dandelion.cache.content import Uncacheable
-from dandelion.cache.identity import python_identity
+from dandelion.cache.identity import origin, python_identity
 from dandelion.ir.nodes import FunctionSpec, Implementation, Join
 
 #: Bumped whenever what enters a key changes meaning.
@@ -41,7 +41,8 @@ _ONE = _COUNT(1)
 
 def implementation_identity(implementation: Implementation, artifact: Any) -> bytes:
     """What identifies the code that runs: for Python, :func:`python_identity` of the
-    function and the views of its parameters and results; otherwise the artifact's digest.
+    function and the views of its parameters and results; for a platform I/O function, its
+    entry and Dandelion's version; otherwise the artifact's digest.
 
     Raises:
         Uncacheable: a Python function reaches something that cannot be hashed by value.
@@ -51,6 +52,9 @@ def implementation_identity(implementation: Implementation, artifact: Any) -> by
         views = repr([(n, v.type, v.items, repr(v.annotation))
                       for n, v in (*artifact.params, *artifact.results)])
         return b"python\0" + python_identity(fn) + views.encode()
+    if implementation.kind == "builtin":  # a platform I/O function: the platform's version
+        return ("builtin\0" + implementation.entry + "\0" +
+                "\0".join(origin("dandelion"))).encode()
     if not implementation.digest:
         raise Uncacheable(f"its {implementation.kind} implementation has no content digest")
     return implementation.kind.encode() + b"\0" + implementation.digest.encode()
