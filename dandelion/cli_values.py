@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from dandelion.authoring.annotations import View
-from dandelion.codec import INT64_RANGE, MAX_JSON_DEPTH
+from dandelion.codec import INT64_RANGE, MAX_JSON_DEPTH, too_deep
 from dandelion.errors import InputError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -47,11 +47,11 @@ def _convert(raw: bytes, element: ElementType, where: str) -> Any:
                 raise ValueError(f"{text.strip()!r} is not true or false")
             return word in ("true", "1", "yes")
         if element is ElementType.JSON:
-            return json.loads(text)
+            return _json(text)
         if element is ElementType.NDARRAY:
             import numpy as np
 
-            return np.array(json.loads(text))
+            return np.array(_json(text))
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"{where}: cannot read it as {element}: {e}") from None
     except RecursionError:
@@ -62,6 +62,15 @@ def _convert(raw: bytes, element: ElementType, where: str) -> Any:
 
 
 _TOO_DEEP = "it is nested too deeply"
+
+
+def _json(text: str) -> Any:
+    """``text`` read as JSON; ``RecursionError`` for a value nested deeper than a json item
+    may be, whether or not ``json`` could read it on this stack."""
+    value = json.loads(text)
+    if too_deep(value, text):
+        raise RecursionError(text[:20])
+    return value
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
@@ -136,6 +145,11 @@ def parse_inputs(args: Iterable[str], views: Mapping[str, View],
                              ) from None
         if not isinstance(doc, dict):
             raise InputError(f"--inputs {json_file}: expected a JSON object of inputs")
+        for name, value in doc.items():
+            if too_deep(value):
+                raise InputError(f"--inputs {json_file}: input '{name}' is nested too deeply "
+                                 "to read",
+                                 hint=f"a json item nests at most {MAX_JSON_DEPTH} levels deep")
         for name, value in doc.items():
             view = views.get(name)
             if view is None:

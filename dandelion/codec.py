@@ -68,6 +68,20 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+def too_deep(value: Any, text: str | bytes | None = None) -> bool:
+    """Whether ``value`` (read from ``text``, when given: a cheap bound first) nests lists and
+    objects more than :data:`MAX_JSON_DEPTH` deep.
+
+    >>> too_deep([[1]]), too_deep("[" * 300 + "]" * 300, None)
+    (False, False)
+    >>> import json; too_deep(json.loads("[" * 300 + "]" * 300))
+    True
+    """
+    if text is not None and not _many_brackets(text):
+        return False
+    return isinstance(value, (dict, list, tuple)) and _too_deep(value)
+
+
 def _many_brackets(text: str | bytes) -> bool:
     """A cheap bound: no more openings than the limit means no deeper nesting."""
     opening = ("[", "{") if isinstance(text, str) else (b"[", b"{")
