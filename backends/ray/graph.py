@@ -36,7 +36,7 @@ from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
-from dandelion.runtime.dispatcher import choose_call, instance_error
+from dandelion.runtime.dispatcher import choose_call, instance_error, user_cause
 from dandelion.runtime.sharding import Input, Items, instances
 
 #: A set the driver holds (direct inputs, empty sets) or the parts of a remote one.
@@ -496,7 +496,7 @@ def run_nested(settings: Settings, plan: Plan, calls: dict[str, CallBox], spec: 
         try:
             outputs, _ = run_graph(settings, plan, calls, sets)
         except BaseException as e:
-            raise instance_error(spec, inst, total, e) from e
+            raise instance_error(spec, inst, total, e) from user_cause(e)
         per_instance.append([outputs.get(r.name, ()) for r in spec.results])
     outs = gather(per_instance, len(spec.results))
     status = (len(batch), ray.get_runtime_context().get_node_id(), ())

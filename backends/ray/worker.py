@@ -23,7 +23,7 @@ import attrs
 
 from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
-from dandelion.runtime.dispatcher import instance_error
+from dandelion.runtime.dispatcher import instance_error, user_cause
 from dandelion.runtime.engine import Engine, FunctionCall
 from dandelion.runtime.pool import Batch, EnginePool, first_bad_outputs, run_instance, timeout_error
 from dandelion.runtime.registry import load_engine
@@ -106,7 +106,7 @@ def _finish(unit: UnitSpec, per_instance: list[Any], count: int,
 def _raise_failure(call: FunctionCall, failure: tuple[Instance, BaseException], total: int
                    ) -> None:
     inst, error = failure
-    raise instance_error(call.spec, inst, total, error) from error
+    raise instance_error(call.spec, inst, total, error) from user_cause(error)
 
 
 def run_io(io_engine: Any, call: FunctionCall, insts: list[Instance], total: int

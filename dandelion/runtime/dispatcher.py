@@ -92,6 +92,17 @@ def instance_error(spec: FunctionSpec, inst: Instance, n: int, error: BaseExcept
                          function=spec.name, instance=inst.index, keys=inst.keys)
 
 
+def user_cause(error: BaseException) -> BaseException:
+    """What a run's error names as its cause: the exception the user's function raised when
+    the engine's error carries one (the engine's own error would only repeat the message and
+    the user's frames between Dandelion's), else the engine's error."""
+    cause = error.__cause__
+    if isinstance(error, FunctionError) and cause is not None and \
+            not isinstance(cause, DandelionError):
+        return cause
+    return error
+
+
 def choose_call(spec: FunctionSpec, kinds: frozenset[str], engine_name: str,
                 artifacts: Mapping[str, Any], timeout: float | None,
                 io_kinds: frozenset[str] | None = None) -> FunctionCall:
@@ -273,7 +284,7 @@ class _Run:
                 if isinstance(error, FunctionError) and error.logs:
                     logs.forward(logs.FunctionLog(name, inst.index, error.logs), self.sink)
                 err = instance_error(state.spec, inst, len(state.instances), error)
-                err.__cause__ = error
+                err.__cause__ = user_cause(error)
                 self._fail(err)
                 return
             self._fill(index, state, positions, batch.results)

@@ -39,7 +39,7 @@ def test_the_command_line_shows_it_and_debug_adds_dandelions_frames(engine):
     assert "dispatcher.py" not in out.stderr
     debug = dandelion("--debug", "run", f"{FILE}:guard", "-i", "xs=1", "-i", "xs=5",
                       "--engine", engine)
-    assert FRAMES in debug.stderr and "dandelion/runtime/pool.py" in debug.stderr
+    assert FRAMES in debug.stderr and "dandelion/runtime/dispatcher.py" in debug.stderr
 
 
 def test_a_real_server_returns_it(client):
