@@ -11,7 +11,7 @@ from dandelion.authoring.compute import invoke_python
 from dandelion.errors import FunctionError
 from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
-from dandelion.runtime.logs import captured
+from dandelion.runtime.logs import begin_capture, end_capture
 
 
 class InlineEngine(EngineBase):
@@ -22,13 +22,14 @@ class InlineEngine(EngineBase):
 
     def run(self, context: Context, call: FunctionCall) -> None:
         assert isinstance(context, ObjectContext)
-        with captured() as printed:
-            try:
-                context.outputs = invoke_python(call.artifact, context.inputs)
-            except FunctionError as e:
-                e.logs = printed.text()
-                raise
-        context.logs = printed.text()
+        begin_capture()
+        try:
+            context.outputs = invoke_python(call.artifact, context.inputs)
+        except FunctionError as e:
+            e.logs = end_capture()
+            raise
+        finally:
+            context.logs = end_capture()
 
     def __repr__(self) -> str:
         return "<InlineEngine>"

@@ -114,33 +114,39 @@ class _Router(io.TextIOBase):
         return True
 
     def write(self, s: str) -> int:
-        buffer = getattr(_local, "buffer", None)
-        if buffer is not None:
+        if getattr(_local, "capturing", False):
+            buffer = _local.buffer
+            if buffer is None:  # made on the first write: most functions print nothing
+                buffer = _local.buffer = Buffer()
             return int(buffer.write(s))
         return int(self.target.write(s))
 
     def flush(self) -> None:
-        if getattr(_local, "buffer", None) is None:
+        if not getattr(_local, "capturing", False):
             self.target.flush()
 
     def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty …
         return getattr(self.target, name)
 
 
-@contextlib.contextmanager
-def captured() -> Iterator[Buffer]:
-    """Capture what this thread writes to ``sys.stdout`` and ``sys.stderr``."""
-    with _route_lock:
-        if not isinstance(sys.stdout, _Router):
-            sys.stdout = _Router(sys.stdout)
-        if not isinstance(sys.stderr, _Router):
-            sys.stderr = _Router(sys.stderr)
-    buffer = Buffer()
-    _local.buffer = buffer
-    try:
-        yield buffer
-    finally:
-        _local.buffer = None
+def begin_capture() -> None:
+    """Capture what this thread writes to ``sys.stdout`` and ``sys.stderr`` from now on,
+    until :func:`end_capture` (a microsecond: the inline engine does it per instance)."""
+    if type(sys.stdout) is not _Router or type(sys.stderr) is not _Router:
+        with _route_lock:
+            if type(sys.stdout) is not _Router:
+                sys.stdout = _Router(sys.stdout)
+            if type(sys.stderr) is not _Router:
+                sys.stderr = _Router(sys.stderr)
+    _local.buffer = None
+    _local.capturing = True
+
+
+def end_capture() -> str:
+    """Stop capturing this thread's output; what it wrote (bounded, with the marker)."""
+    _local.capturing = False
+    buffer, _local.buffer = _local.buffer, None
+    return buffer.text() if buffer is not None else ""
 
 
 # -- forwarding ------------------------------------------------------------------------------
