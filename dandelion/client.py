@@ -323,10 +323,14 @@ class Client:
         return list(self.request("POST", "/v1/functions", body)["registered"])
 
     def register_native(self, name: str, image: str | os.PathLike[str] | bytes | Any, *,
-                        params: Signature, results: Signature) -> list[dict[str, Any]]:
-        """Register a native function: a static x86-64 ELF built with the C SDK.
+                        params: Signature, results: Signature, engine_type: str = "process"
+                        ) -> list[dict[str, Any]]:
+        """Register a native function for a named engine: a static x86-64 ELF built with
+        the C SDK for the ``process`` engine, or the same source built as a wasm module for
+        the ``wasm`` engine (``engine_type="wasm"``; a ``.wasm`` path or a
+        :class:`~dandelion.runtime.artifacts.WasmFunction` says so itself).
 
-        The worker must run the ``process`` engine (the only one that runs native code).
+        The worker must run the engine named.
         A native function has no signature of its own, so it is declared here: the names
         of its parameters and results in the order the function reads its input sets and
         writes its output sets (``dd_input_item(0, …)`` is the first parameter), each
@@ -340,6 +344,7 @@ class Client:
             params: ``["m: item[ndarray]"]``, ``{"m": "item[ndarray]"}``, ``"a, b"`` (untyped)
                 or ``[]`` for none.
             results: the results, in the same forms.
+            engine_type: ``process`` (an ELF) or ``wasm`` (a wasm module).
 
         Returns:
             the server's description of the function.
@@ -351,14 +356,18 @@ class Client:
             ServerError: the server refused it (status 400, type ``RegistrationError``: a
                 malformed signature, or a worker whose engine cannot run native code).
         """
-        from dandelion.runtime.artifacts import native_artifact
+        from dandelion.runtime.artifacts import WasmFunction, native_artifact, wasm_artifact
         from dandelion.server.native import signature_entries
 
-        artifact = native_artifact(os.fspath(image) if isinstance(image, os.PathLike)
-                                   else image, name)
+        source = os.fspath(image) if isinstance(image, os.PathLike) else image
+        if isinstance(source, WasmFunction) or (isinstance(source, str)
+                                                and source.endswith(".wasm")):
+            engine_type = "wasm"
+        artifact = (wasm_artifact(source, name) if engine_type == "wasm"
+                    else native_artifact(source, name))
         body = {"kind": "native", "name": name, "image": artifact.image,
                 "params": signature_entries(params, "params"),
-                "results": signature_entries(results, "results")}
+                "results": signature_entries(results, "results"), "engine_type": engine_type}
         return list(self.request("POST", "/v1/functions", body)["registered"])
 
     def register_ir(self, module: Module | dict[str, Any]) -> list[dict[str, Any]]:

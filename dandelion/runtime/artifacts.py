@@ -598,6 +598,13 @@ class ArtifactStore:
         self.get(fn.digest, fn, "native")
         return fn
 
+    def put_wasm_bytes(self, name: str, image: bytes) -> WasmFunction:
+        """Validate and store a wasm module; returns its artifact."""
+        fn = WasmFunction(name, image)
+        validate_wasm(name, image)
+        self.get(fn.digest, fn, "wasm")
+        return fn
+
 
 _default: ArtifactStore | None = None
 _default_lock = threading.Lock()

@@ -240,18 +240,20 @@ class Frontend:
                                  hint=f"allowed: {', '.join(sorted(allowed))}")
         _check_types(body, {"source": str, "module": str, "names": list, "kind": str,
                             "notation": str, "filename": str, "name": str, "params": list,
-                            "results": list})
-        if kind == "function" and body.get("kind") == "native":
-            _only(body, _NATIVE_FIELDS, "native")
+                            "results": list, "engine_type": str})
+        if kind == "function" and body.get("kind") in ("native", "wasm"):
+            _only(body, _NATIVE_FIELDS, body["kind"])
             missing = [f for f in ("name", "image", "params", "results") if f not in body]
             if missing:
                 raise wire.WireError(f"a native function needs {', '.join(missing)}",
                                      hint="send name, image (the ELF), params and results, "
                                           "e.g. \"params\": [\"m: item[ndarray]\"]")
             image = wire.binary_field(body["image"], "image")
+            engine_type = body.get("engine_type") or (
+                "wasm" if body["kind"] == "wasm" else "process")
             done = await self._work(self.service.register_native, tenant, name=body["name"],
                                     image=image, params=body["params"],
-                                    results=body["results"])
+                                    results=body["results"], engine_type=engine_type)
         elif kind == "function":
             if body.get("kind", "python") == "python":
                 _only(body, _PYTHON_FIELDS, "python")
@@ -380,7 +382,7 @@ class Frontend:
 
 
 _PYTHON_FIELDS = frozenset({"source", "module", "pickle", "names", "kind"})
-_NATIVE_FIELDS = frozenset({"kind", "name", "image", "params", "results"})
+_NATIVE_FIELDS = frozenset({"kind", "name", "image", "params", "results", "engine_type"})
 
 
 def _only(body: dict[str, Any], fields: frozenset[str], kind: str) -> None:

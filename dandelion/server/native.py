@@ -98,8 +98,9 @@ def parse_signature(entries: Any, what: str) -> tuple[Param, ...]:
 
 
 def native_spec(name: str, digest: str, params: tuple[Param, ...],
-                results: tuple[Param, ...]) -> FunctionSpec:
-    """The declaration of a registered native function whose ELF has ``digest``.
+                results: tuple[Param, ...], kind: str = "native") -> FunctionSpec:
+    """The declaration of a registered native function whose ELF (``kind`` ``native``)
+    or wasm module (``wasm``) has ``digest``.
 
     Raises:
         RegistrationError: it declares no results.
@@ -108,7 +109,7 @@ def native_spec(name: str, digest: str, params: tuple[Param, ...],
         raise RegistrationError(f"native function '{name}' declares no results",
                                 hint="name at least one, e.g. \"results\": [\"result\"]")
     return FunctionSpec(name, params, results,
-                        implementations=(Implementation("native", digest, name),))
+                        implementations=(Implementation(kind, digest, name),))
 
 
 def signature_entries(signature: Signature, what: str) -> list[Any]:

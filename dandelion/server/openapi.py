@@ -108,7 +108,11 @@ SCHEMAS: dict[str, Any] = {
                        "its 'name', and its signature: 'params' and 'results' in the order "
                        "the function reads and writes them, each a name ('m', a set[any]), "
                        "'m: item[ndarray]' or {\"name\": \"m\", \"type\": \"item[ndarray]\"}. "
-                       "Native functions need a worker running the process engine.",
+                       "'engine_type' names the engine it is built for: 'process' (the "
+                       "default; an ELF, a worker running the process engine) or 'wasm' "
+                       "(the same C built with dandelion build --target wasm, a worker "
+                       "running the wasm engine); kind 'wasm' is kind 'native' with "
+                       "engine_type 'wasm'.",
         "properties": {"source": {"type": "string"}, "module": {"type": "string"},
                        "pickle": {"oneOf": [
                            {"type": "string", "format": "binary",
@@ -118,7 +122,8 @@ SCHEMAS: dict[str, Any] = {
                             "properties": {"base64": {"type": "string",
                                                       "format": "byte"}}}]},
                        "names": {"type": "array", "items": {"type": "string"}},
-                       "kind": {"type": "string", "enum": ["python", "native"]},
+                       "kind": {"type": "string", "enum": ["python", "native", "wasm"]},
+                       "engine_type": {"type": "string", "enum": ["process", "wasm"]},
                        "name": {"type": "string"},
                        "image": {"oneOf": [
                            {"type": "string", "format": "binary",

@@ -41,7 +41,7 @@ from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
 from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
-from dandelion.runtime.artifacts import ArtifactStore, NativeFunction
+from dandelion.runtime.artifacts import ArtifactStore, NativeFunction, WasmFunction
 from dandelion.runtime.registry import load_engine
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
@@ -62,6 +62,9 @@ Sets = Mapping[str, tuple[Item[Any], ...]]
 #: Seconds between two sweeps of what a worker no longer needs (:meth:`Service.sweep`).
 SWEEP_EVERY = 60.0
 
+
+#: engine_type of a native registration -> the implementation kind it registers
+_ENGINE_TYPES = {"process": "native", "wasm": "wasm"}
 
 class NotFound(DandelionError, LookupError):
     """No function, composition or job of that name in the tenant's namespace (404)."""
@@ -248,7 +251,7 @@ class Service:
         if kind != "python":
             raise RegistrationError(f"functions of kind '{kind}' cannot be registered on "
                                     "this worker", hint="'kind' is 'python' (source or "
-                                    "module) or 'native' (an ELF image)")
+                                    "module), 'native' (an ELF image) or 'wasm' (a module)")
         if sum(x is not None for x in (source, module, pickle)) != 1:
             raise RegistrationError("give either 'source' (Python text) or 'module' "
                                     "(an importable module name)")
@@ -262,35 +265,45 @@ class Service:
         return [self.describe_function(r) for r in records]
 
     def register_native(self, tenant: Tenant, *, name: Any, image: bytes, params: Any,
-                        results: Any) -> list[dict[str, Any]]:
-        """Register a native function: an ELF built with the C SDK and its signature.
+                        results: Any, engine_type: str = "process") -> list[dict[str, Any]]:
+        """Register a native function for the engine that runs it: an ELF (``process``) or
+        a wasm module (``wasm``) built with the C SDK, and its signature.
 
         Args:
             tenant: whose namespace it joins (replacing a function of the same name).
             name: the function's name.
-            image: the ELF file's bytes.
+            image: the ELF file's or the module's bytes.
             params: its parameters in order (see
                 :func:`~dandelion.server.native.parse_signature`).
             results: its results in order.
+            engine_type: the engine it is built for (the reference system's
+                ``engine_type``): ``process`` (an ELF) or ``wasm`` (a wasm module).
 
         Raises:
-            RegistrationError: this worker's engine cannot run native code, a malformed
-                signature, or an image that is not a native function (saying why).
+            RegistrationError: an unknown engine type, this worker's engine cannot run it,
+                a malformed signature, or an image that is not such a function (saying why).
         """
+        impl_kind = _ENGINE_TYPES.get(engine_type)
+        if impl_kind is None:
+            raise RegistrationError(f"unknown engine_type {engine_type!r}",
+                                    hint=f"one of: {', '.join(_ENGINE_TYPES)}")
         backend = self.runtime.backend
-        if "native" not in backend.engine_kinds:
+        if impl_kind not in backend.engine_kinds:
             raise RegistrationError(
-                f"this worker's engine '{backend.engine_name}' cannot run native "
-                "functions", hint="native code runs only in the process sandbox: start "
-                "the worker with `dandelion serve --engine process` (Linux, x86-64)")
+                f"this worker's engine '{backend.engine_name}' cannot run {impl_kind} "
+                "functions", hint=f"start the worker with `dandelion serve --engine "
+                f"{engine_type}`" + (" (Linux, x86-64)" if engine_type == "process" else ""))
         check_name(name, "name")
         declared_params = parse_signature(params, "params")
         declared_results = parse_signature(results, "results")
         try:
-            fn = self.store.put_native_bytes(name, image)
+            if impl_kind == "wasm":
+                digest = self.store.put_wasm_bytes(name, image).digest
+            else:
+                digest = self.store.put_native_bytes(name, image).digest
         except BackendError as e:
             raise RegistrationError(e.message, hint=e.hint) from None
-        spec = native_spec(name, fn.digest, declared_params, declared_results)
+        spec = native_spec(name, digest, declared_params, declared_results, impl_kind)
         record = tenant.add_native(spec)
         self._save()
         return [self.describe_function(record)]
@@ -465,23 +478,25 @@ class Service:
                 version = tenant.versions.get(impl.digest)
                 if version is None:
                     raise RegistrationError(f"the code of '{spec.name}' is not registered")
-                artifact, hot = (self._native(impl.digest, spec.name) if impl.kind == "native"
+                artifact, hot = (self._native(impl.digest, spec.name, impl.kind)
+                                 if impl.kind in ("native", "wasm")
                                  else self.code.load(*version))
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
         outputs: Sets = self.runtime.run_plan(record.plan, sets, artifacts)
         return outputs
 
-    def _native(self, digest: str, name: str) -> tuple[NativeFunction, bool]:
-        """The ELF of ``digest`` (checked against its digest when read from disk), and
-        whether it was in memory."""
+    def _native(self, digest: str, name: str, kind: str
+                ) -> tuple[NativeFunction | WasmFunction, bool]:
+        """The ELF or wasm module of ``digest`` (checked against its digest when read from
+        disk), and whether it was in memory."""
         hot = self.store.is_hot(digest)
         try:
             code = self.store.get(digest)
         except BackendError as e:  # gone, or corrupt: never run what was not registered
             raise RegistrationError(f"the code of '{name}' cannot be loaded: {e.message}",
                                     hint="register the function again") from None
-        return NativeFunction(name, code.data), hot
+        return (WasmFunction if kind == "wasm" else NativeFunction)(name, code.data), hot
 
     @staticmethod
     def _cache_key(record: CompositionRecord, sets: Sets) -> str:

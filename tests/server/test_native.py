@@ -179,7 +179,8 @@ def _pie_executable(tmp: Path) -> bytes:
     ({"results": []}, 400, "declares no results"),
     ({"name": "../gram"}, 400, "not a valid name"),
     ({"source": "x = 1"}, 400, "takes no source"),
-    ({"kind": "wasm"}, 400, "kind 'wasm'"),
+    ({"engine_type": "kvm2"}, 400, "unknown engine_type 'kvm2'"),
+    ({"engine_type": "wasm"}, 400, "engine 'process' cannot run wasm functions"),
 ], ids=lambda v: str(v)[:40])
 def test_bad_native_registrations_are_400s_naming_the_problem(raw, elf, change, status,
                                                               message):

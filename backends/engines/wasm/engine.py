@@ -44,6 +44,8 @@ _MIB = 1 << 20
 _PAGE = 1 << 16  # a wasm page
 #: Seconds between two epochs: the resolution of timeouts.
 TICK = 0.01
+#: Ticks without any function running after which the clock thread sleeps.
+IDLE_TICKS = 100
 #: How many compiled modules a worker keeps (least recently used first out).
 MODULES = 256
 _TRAPS = {
@@ -61,7 +63,8 @@ _TRAPS = {
 
 class _Clock:
     """The wasmtime engine of this process, and the thread that advances its epoch while
-    any function runs (it sleeps while none does)."""
+    functions run; it goes to sleep after :data:`IDLE_TICKS` ticks without any, so that a
+    busy worker does not wake it for every invocation."""
 
     def __init__(self) -> None:
         config = wasmtime.Config()
@@ -72,6 +75,7 @@ class _Clock:
         self.tag = "wasmtime-" + hashlib.sha256(
             f"{importlib.metadata.version('wasmtime')} epoch speed".encode()).hexdigest()[:16]
         self._running = 0
+        self._started = 0  # invocations begun, ever: the thread sees whether any did
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,7 +83,9 @@ class _Clock:
     def __enter__(self) -> None:
         with self._lock:
             self._running += 1
-            self._wake.set()
+            self._started += 1
+            if not self._wake.is_set():
+                self._wake.set()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._tick, name="dandelion-wasm-epoch",
                                                 daemon=True)
@@ -88,13 +94,17 @@ class _Clock:
     def __exit__(self, *exc: Any) -> None:
         with self._lock:
             self._running -= 1
-            if not self._running:
-                self._wake.clear()
 
     def _tick(self) -> None:
-        while self._wake.wait():  # returns at once while anything runs
+        idle, seen = 0, -1
+        while self._wake.wait():
             time.sleep(TICK)
             self.engine.increment_epoch()
+            with self._lock:
+                idle = 0 if self._running or self._started != seen else idle + 1
+                seen = self._started
+                if idle >= IDLE_TICKS:
+                    self._wake.clear()
 
 
 _clock: _Clock | None = None
