@@ -1,0 +1,294 @@
+"""The paper's experiment end to end (issue 19): latency against offered load over HTTP.
+
+    python benchmarks/paper/run.py [--quick] [--out benchmarks/results]
+
+Every system answers HTTP requests for the 128×128 int64 M·Mᵀ, driven by one open-loop
+Poisson load generator (``loadgen.py``, a process of its own, whose lateness is reported):
+
+- Dandelion with the ``process`` engine (isolated) and ``inline`` (the no-isolation bound);
+  the result cache is off (``--result-cache 0``: every request computes), the access log
+  is off, and waiting is bounded (``--invocations 16 --max-waiting 16``: excess gets 503);
+- a plain aiohttp server calling the function in its process (the HTTP stack's bound);
+- Ray Serve with one deployment (Serve's defaults otherwise), when ``ray[serve]`` imports;
+- a fresh Python interpreter per request that imports numpy and runs the function;
+- one Ray task per request.
+
+Mixes: 100/95/90% hot requests.  A cold request goes to one of 39 copies of the function
+the Dandelion worker has evicted (``--hot-functions 4``), so its code comes from disk; for
+Ray tasks it defines a new remote function.  The other baselines have no cold functions
+(the fresh interpreter: every request is cold), so they run once, at 100%.  All systems are
+up at once and each round offers the next rate to every system not yet saturated, so they
+share the machine's interference alike; ratios within one run are what counts.  Each sweep
+ends with one level at twice its best throughput (behaviour past saturation).
+
+Writes ``paper.json`` and, through ``report.py``, the table ``paper.txt`` and the figures
+``paper_hot100.png``, ``paper_hot95.png``, ``paper_hot90.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import bench_http  # noqa: E402  (the workload, its copies and the bare reference)
+import report  # noqa: E402
+
+COLD = [f"mmt{i}" for i in range(1, bench_http.COPIES)]
+
+
+@dataclass
+class System:
+    """One system under test: how to reach it and which mixes it runs."""
+
+    name: str
+    label: str
+    isolated: bool
+    url: str
+    body: str
+    headers: dict[str, str]
+    mixes: tuple[float, ...]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    cold: bool = True  # whether it has cold functions to measure
+
+    def stop(self) -> None:
+        """Terminate its processes, last started first."""
+        for proc in reversed(self.procs):
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def loadgen(system: System, **spec: Any) -> dict[str, Any]:
+    """One level (or sequential series) from the load generator's own process."""
+    spec = {"url": system.url, "body": system.body, "headers": system.headers,
+            "hot_name": "mmt0", "cold_names": COLD, **spec}
+    out = subprocess.run([sys.executable, str(HERE / "loadgen.py")], input=json.dumps(spec),
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def wait_ready(system: System, seconds: float = 180) -> None:
+    """Until the system answers a request (Ray takes a while to start)."""
+    deadline = time.monotonic() + seconds
+    body = Path(system.body).read_bytes()
+    while True:
+        try:
+            req = urllib.request.Request(system.url.format(name="mmt0"), data=body,
+                                         headers=system.headers)
+            urllib.request.urlopen(req, timeout=10).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in system.procs):
+                system.stop()
+                raise RuntimeError(f"{system.label} did not start") from None
+            time.sleep(0.5)
+
+
+def start_dandelion(engine: str, workers: int, state: str, bodies: dict[str, str],
+                    mixes: tuple[float, ...]) -> System:
+    """A Dandelion worker with the function and its cold copies registered."""
+    port = bench_http.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dandelion", "serve", "--port", str(port), "--engine", engine,
+         "--workers", str(workers), "--hot-functions", "4", "--result-cache", "0",
+         "--invocations", "16", "--max-waiting", "16", "--no-access-log",
+         "--state-dir", state], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    system = System(f"dandelion-{engine}", f"Dandelion {engine}", engine != "inline",
+                    url + "/v1/functions/{name}/invoke", bodies["msgpack"],
+                    {"Content-Type": "application/msgpack", "Accept": "application/msgpack"},
+                    mixes, [proc])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                system.stop()
+                raise RuntimeError("the Dandelion worker did not start") from None
+            time.sleep(0.2)
+    bench_http.register(url)
+    wait_ready(system)
+    return system
+
+
+def start_baseline(kind: str, label: str, bodies: dict[str, str], mixes: tuple[float, ...],
+                   *extra: str, cold: bool = False) -> System:
+    """One of baselines.py's servers."""
+    port = bench_http.free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "baselines.py"), kind, str(port),
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    system = System(kind, label, False, f"http://127.0.0.1:{port}/invoke/{{name}}",
+                    bodies["npy"], {"Content-Type": "application/octet-stream"}, mixes,
+                    [proc], cold)
+    wait_ready(system)
+    return system
+
+
+class Sweep:
+    """Increasing offered rates for one system and mix, until saturation, then overload."""
+
+    def __init__(self, system: System, hot: float, unloaded: float, factor: float,
+                 max_levels: int) -> None:
+        self.system, self.hot, self.factor, self.max_levels = system, hot, factor, max_levels
+        self.unloaded = unloaded
+        self.rate = max(1.0, 0.15 / unloaded)
+        self.levels: list[dict[str, Any]] = []
+        self.overload: dict[str, Any] | None = None
+        self.done = False
+
+    def step(self, seconds: float, timeout: float) -> None:
+        """Run the next level (long enough for at least 12 requests)."""
+        if self.overload is None and self.levels and self._saturated(self.levels[-1]):
+            rate = 2 * max(lv["achieved"] for lv in self.levels)
+            self.overload = loadgen(self.system, hot=self.hot, rate=rate,
+                                    seconds=max(seconds, 12 / rate), timeout=timeout,
+                                    seed=len(self.levels))
+            self._print(self.overload, "overload")
+            self.done = True
+            return
+        level = loadgen(self.system, hot=self.hot, rate=self.rate,
+                        seconds=max(seconds, 12 / self.rate), timeout=timeout,
+                        seed=len(self.levels))
+        self.levels.append(level)
+        self._print(level, "")
+        self.rate *= self.factor
+        if len(self.levels) >= self.max_levels and not self._saturated(level):
+            self.done = True
+
+    def _saturated(self, lv: dict[str, Any]) -> bool:
+        bad = lv["rejected"] + lv["timeouts"] + lv["failed"]
+        sent_rate = lv["sent"] / lv["seconds"]  # the Poisson draw, not the nominal rate
+        return (lv["achieved"] < 0.85 * sent_rate or bad > 0.01 * lv["sent"]
+                or (lv["p50"] or 0) > 10 * self.unloaded)
+
+    def _print(self, lv: dict[str, Any], tag: str) -> None:
+        def ms(x: float | None) -> str:
+            return "   -   " if x is None else f"{x * 1e3:7.1f}"
+
+        print(f"  {self.system.label:18s} {self.hot:4.0%}  offered {lv['offered']:7.1f}/s  "
+              f"achieved {lv['achieved']:7.1f}/s  p50 {ms(lv['p50'])} p99 {ms(lv['p99'])} ms"
+              f"  rejected {lv['rejected']:4d} timeouts {lv['timeouts']:4d}  "
+              f"gen late p99 {ms(lv['late_p99'])} ms {tag}", flush=True)
+
+    def result(self) -> dict[str, Any]:
+        """What the report needs."""
+        return {"hot": self.hot, "levels": self.levels, "overload": self.overload}
+
+
+def machine() -> dict[str, Any]:
+    """What this machine is and how loaded it was."""
+    return {"cpus": os.cpu_count(), "load_average": os.getloadavg(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer, shorter levels, baselines at 100%% only (a few minutes)")
+    parser.add_argument("--out", default="benchmarks/results", help="where to write results")
+    parser.add_argument("--no-ray", action="store_true", help="skip Ray tasks and Ray Serve")
+    args = parser.parse_args()
+    seconds, factor, max_levels = (2.0, 1.8, 8) if args.quick else (4.0, 1.4, 14)
+    mixes = (1.0, 0.95, 0.90)
+    timeout = 10.0
+
+    payload = bench_http.matrix()
+    m = np.load(io.BytesIO(payload))
+    bare = {"latency": bench_http.bare_latency(m), "peak": bench_http.bare_peak(m, 1)}
+    print(f"bare function: {bare['latency'] * 1e3:.3f} ms, peak {bare['peak']:.0f}/s",
+          flush=True)
+    info = {"before": machine()}
+    cpus = os.cpu_count() or 1
+
+    tmp = tempfile.TemporaryDirectory()
+    bodies = {"npy": f"{tmp.name}/body.npy", "msgpack": f"{tmp.name}/body.msgpack"}
+    Path(bodies["npy"]).write_bytes(payload)
+    Path(bodies["msgpack"]).write_bytes(
+        msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True))
+
+    systems: list[System] = []
+    try:
+        systems.append(start_dandelion("process", cpus, f"{tmp.name}/process", bodies, mixes))
+        systems.append(start_dandelion("inline", 1, f"{tmp.name}/inline", bodies,
+                                       (1.0,) if args.quick else mixes))
+        systems.append(start_baseline("aiohttp", "aiohttp in process", bodies, (1.0,)))
+        systems.append(start_baseline("fresh", "fresh interpreter", bodies, (1.0,)))
+        if not args.no_ray:
+            try:
+                import ray.serve  # noqa: F401
+                serve_port = bench_http.free_port()
+            except ImportError as e:  # Ray tasks only
+                print(f"Ray Serve skipped: {e}", flush=True)
+                serve_port = 0
+            ray_tasks = start_baseline("ray", "Ray tasks", bodies,
+                                       (1.0,) if args.quick else (1.0, 0.95), str(serve_port),
+                                       cold=True)
+            ray_tasks.name = "raytasks"
+            systems.append(ray_tasks)
+            if serve_port:
+                serve = System("rayserve", "Ray Serve", False,
+                               f"http://127.0.0.1:{serve_port}/invoke/{{name}}",
+                               bodies["npy"], ray_tasks.headers, (1.0,), cold=False)
+                wait_ready(serve)
+                systems.append(serve)
+
+        results: dict[str, Any] = {}
+        sweeps: list[Sweep] = []
+        for s in systems:
+            n = 10 if s.name == "fresh" else 40
+            hot = loadgen(s, hot=1.0, sequential=n)
+            cold = loadgen(s, hot=0.0, sequential=20) if s.cold else None
+            results[s.name] = {"label": s.label, "isolated": s.isolated, "unloaded": hot,
+                               "unloaded_cold": cold, "sweeps": []}
+            print(f"{s.label}: unloaded p50 {hot['p50'] * 1e3:.2f} ms, p99 "
+                  f"{hot['p99'] * 1e3:.2f} ms" + (f"; cold p50 {cold['p50'] * 1e3:.2f} ms, "
+                                                  f"p99 {cold['p99'] * 1e3:.2f} ms"
+                                                  if cold else ""), flush=True)
+            sweeps += [Sweep(s, hot_fraction, hot["p50"], factor, max_levels)
+                       for hot_fraction in s.mixes]
+        while any(not sw.done for sw in sweeps):  # one level per system and mix per round
+            for sw in sweeps:
+                if not sw.done:
+                    sw.step(seconds, timeout)
+        for sw in sweeps:
+            results[sw.system.name]["sweeps"].append(sw.result())
+    finally:
+        for s in systems:
+            s.stop()
+        tmp.cleanup()
+    after = bench_http.bare_peak(m, 1)
+    bare["peak"] = max(bare["peak"], after)
+    info["after"] = machine()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"quick": args.quick, "seconds_per_level": seconds, "machine": info, "bare": bare,
+            "systems": results}
+    (out / "paper.json").write_text(json.dumps(data, indent=1))
+    report.write(data, out)
+
+
+if __name__ == "__main__":
+    main()
