@@ -179,9 +179,12 @@ class Sweep:
 
     def _saturated(self, lv: dict[str, Any]) -> bool:
         bad = lv["rejected"] + lv["timeouts"] + lv["failed"]
-        sent_rate = lv["sent"] / lv["seconds"]  # the Poisson draw, not the nominal rate
-        return (lv["achieved"] < 0.85 * sent_rate or bad > 0.01 * lv["sent"]
-                or (lv["p50"] or 0) > 10 * self.unloaded)
+        # not keeping up: fewer answers than requests (the Poisson draw, not the nominal
+        # rate) *and* a queue (the median grows; a tail spike alone is the machine's noise)
+        sent_rate = lv["sent"] / lv["seconds"]
+        p50 = lv["p50"] or float("inf")
+        return ((lv["achieved"] < 0.85 * sent_rate and p50 > 3 * self.unloaded)
+                or bad > 0.01 * lv["sent"] or p50 > 10 * self.unloaded)
 
     def _print(self, lv: dict[str, Any], tag: str) -> None:
         def ms(x: float | None) -> str:
