@@ -210,6 +210,17 @@ def rst(data: dict[str, Any], results: Path, page: Path) -> str:
     m = data["machine"]
     load = (m["before"]["load_average"][0], m["after"]["load_average"][0])
     bare = data["bare"]
+    cpus = m["before"]["cpus"]
+    mode = (f"used ``--quick`` ({data['seconds_per_level']:g} s per load level)"
+            if data["quick"] else f"used {data['seconds_per_level']:g} s per load level")
+    caveat = ("On a machine this loaded, absolute latencies and throughputs are several times "
+              "worse than on a dedicated one, p99 is dominated by scheduling delays (the "
+              "generator's own lateness shows how much), and a system that needs more "
+              "processes per request (the sandbox, Ray) is likely to suffer more than one that "
+              "needs fewer.  Only ratios within one run mean anything, and even those move "
+              "between runs; rerun on a quiet machine before quoting absolute numbers."
+              if max(load) > 2 * cpus else
+              "Two vCPUs bound every system's throughput; compare ratios within one run.")
     rel = Path("/".join([".."] * (len(page.parent.parts) - len(Path().parts))) or ".")
     figures = "\n".join(
         f".. figure:: {(rel / results / figure_name(hot)).as_posix()}\n   :width: 100%\n\n"
@@ -255,14 +266,11 @@ offers the next rate to each system in turn, so they share interference alike.
 The machine
 -----------
 
-{m['before']['cpus']} vCPUs of a nested virtual machine ({m['before']['platform']}), shared
-with other work while this ran: the load average was {load[0]:.1f} before and {load[1]:.1f}
-after (on 2 CPUs: more than ten runnable processes per core).  The bare function took
-{bare['latency'] * 1e3:.2f} ms here (about 1.4 ms on the same machine when idle).  Absolute
-latencies and throughputs are therefore several times worse than on a dedicated machine, and
-p99 is dominated by scheduling delays; a system that uses more processes per request (the
-sandbox) suffers more from an oversubscribed CPU than one that uses fewer.  Only ratios
-within one run mean anything; rerun on a quiet machine before quoting absolute numbers.
+{cpus} vCPUs of a nested virtual machine ({m['before']['platform']}), shared with other
+work while this ran: the load average was {load[0]:.1f} before and {load[1]:.1f} after, about
+{max(load) / cpus:.0f} runnable processes per CPU.  The bare function took
+{bare['latency'] * 1e3:.2f} ms here (about 1.4 ms on the same machine when idle).  This run
+{mode}.  {caveat}
 
 Results
 -------
