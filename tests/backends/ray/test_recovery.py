@@ -186,11 +186,16 @@ def test_exhausted_retries_fail_cleanly_naming_the_function(ray_cluster: Any, is
         rt.run(fan_out, [0])  # a warm worker on the doomed node
         timer = _kill_later(ray_cluster, victim, 1.0, [])
         try:
-            with pytest.raises(BackendError, match="lazy_inc") as err:
+            with pytest.raises(BackendError) as err:
                 rt.run(lazy_pipeline, [1, 2, 3])
         finally:
             timer.join()
-        assert "could not finish on the Ray cluster and was not retried" in str(err.value)
+        # the unit lost with the node: lazy_inc's, or total's where Ray had placed it there
+        # too (it follows its input's data with isolation='none')
+        message = str(err.value)
+        assert ("compute function 'lazy_inc'" in message
+                or "compute function 'total'" in message), message
+        assert "could not finish on the Ray cluster and was not retried" in message
     with dd.Runtime(backend="ray", isolation=isolation) as rt:
         assert rt.run(fan_out, [1]) == 2
 
@@ -251,8 +256,9 @@ def test_a_handled_failure_prints_no_unhandled_error_trace(ray_cluster: Any, tmp
     done = subprocess.run([sys.executable, str(script), isolation], capture_output=True,
                           text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stderr
+    # Ray forwards its processes' logs (a worker's traceback too) to the driver's stdout
     lines = done.stdout.splitlines()
-    assert lines[-1] == "done"
-    assert lines[:2] == ["compute function 'explode', instance 3 of 12 (key 0): raised "
-                         "ValueError: three is not allowed"] * 2
+    assert "done" in lines
+    assert lines.count("compute function 'explode', instance 3 of 12 (key 0): raised "
+                       "ValueError: three is not allowed") == 2
     assert "Unhandled error" not in done.stderr
