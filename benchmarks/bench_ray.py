@@ -122,7 +122,7 @@ def main() -> None:
             name = f"dandelion ray {isolation} ({rt.backend.engine_name})"
             measure("fan-out", name, lambda: rt.run(fan_out, ms))
             measure("chain", name, lambda: rt.run(chain, ms[0]))
-    with dd.Runtime(workers=args.cpus) as local:
+    with dd.Runtime(workers=args.cpus, cache=False) as local:
         local_name = f"dandelion local ({local.backend.engine_name})"
         measure("fan-out", local_name, lambda: local.run(fan_out, ms))
         measure("chain", local_name, lambda: local.run(chain, ms[0]))

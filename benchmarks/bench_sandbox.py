@@ -248,7 +248,7 @@ def throughput(engine: str, fn: Any, matrices: list[np.ndarray], store: Artifact
     def request(m: np.ndarray) -> np.ndarray:
         return fn(m)
 
-    options: dict[str, Any] = {"engine": engine, "workers": 2}
+    options: dict[str, Any] = {"engine": engine, "workers": 2, "cache": False}
     if store is not None:
         options["engine_options"] = {"store": store, **engine_options}
     with dd.Runtime(**options) as rt:
