@@ -40,6 +40,9 @@ class LocalBackend(BackendBase):
             mapping: ``timeout``, ``storage_root``, ``redis_url``, ``policy`` …).
         on_cache: called with a :class:`~dandelion.cache.run.CacheReport` per cacheable
             application of every run (``dandelion run --stats`` collects them).
+        batch: instances per sandbox invocation for every function (``None``: each
+            function's own, else chosen by measurement; ``1``: never batch; see
+            ``docs/fusion.rst``).
     """
 
     name = "local"
@@ -49,7 +52,7 @@ class LocalBackend(BackendBase):
                  timeout: float | None = None, timeouts: Mapping[str, float] | None = None,
                  engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
                  progress: ProgressCallback | None = None, io: Any = None,
-                 on_cache: CacheObserver | None = None) -> None:
+                 on_cache: CacheObserver | None = None, batch: int | None = None) -> None:
         engine_cls = load_engine(engine or DEFAULT_ENGINE)
         options = dict(engine_options or {})
         self.engine_name = engine_cls.name
@@ -65,6 +68,7 @@ class LocalBackend(BackendBase):
         self.io_engine = io_engine
         self.progress = progress
         self.on_cache = on_cache
+        self.batch = batch
 
     def dispatcher(self, artifacts: Mapping[str, Any], cache: Cache | None = None
                    ) -> Dispatcher:
@@ -75,7 +79,8 @@ class LocalBackend(BackendBase):
 
         return Dispatcher(self.pool, artifacts, timeouts=self.timeouts,
                           io_engine=self.io_engine, sub_runner=sub_runner,
-                          progress=self.progress, cache=cache, on_cache=self.on_cache)
+                          progress=self.progress, cache=cache, on_cache=self.on_cache,
+                          batch=self.batch)
 
     def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
             cache: Cache | None = None) -> dict[str, Items]:

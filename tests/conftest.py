@@ -31,6 +31,11 @@ RUNTIMES: dict[str, tuple[dict[str, Any], str | None, tuple[Any, ...]]] = {
     "local-process": ({"backend": "local", "engine": "process", "workers": 2},
                       None if sys.platform.startswith("linux") else "the process engine "
                       "needs Linux (seccomp)", ()),
+    # instances three per sandbox invocation (dandelion.runtime.batch): equal results
+    "local-process-batched": ({"backend": "local", "engine": "process", "workers": 2,
+                               "batch": 3},
+                              None if sys.platform.startswith("linux") else "the process "
+                              "engine needs Linux (seccomp)", ()),
     # on the session's three-node Ray cluster (``ray_cluster``)
     "ray-sandbox": ({"backend": "ray", "isolation": "sandbox"}, _needs("ray"),
                     (pytest.mark.ray,)),

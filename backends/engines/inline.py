@@ -7,9 +7,12 @@ sandboxed engine for untrusted code.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from dandelion.authoring.compute import invoke_python
-from dandelion.errors import FunctionError
-from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
+from dandelion.errors import FunctionError, FunctionTypeError
+from dandelion.runtime.batch import Failed, invoke_many
+from dandelion.runtime.engine import Context, FunctionCall, ItemSets, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.logs import begin_capture, end_capture
 
@@ -30,6 +33,22 @@ class InlineEngine(EngineBase):
             raise
         finally:
             context.logs = end_capture()
+
+    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]
+                  ) -> list[tuple[Any, str]] | None:
+        """A batch runs the function's vectorised implementation (there is no sandbox to
+        save here); without one, or when it raises, the instances run one by one."""
+        if getattr(call.artifact, "vectorised", None) is None:
+            return None
+        with captured() as printed:
+            try:
+                outputs: list[Any] = list(invoke_many(call.artifact, inputs))
+            except FunctionTypeError as e:  # its contract broken: every instance fails
+                outputs = [Failed(e)] * len(inputs)
+            except Exception:  # noqa: BLE001 - found instance by instance
+                return None
+        logs = printed.text()  # printed by all instances together: the first shows it
+        return [(out, logs if i == 0 else "") for i, out in enumerate(outputs)]
 
     def __repr__(self) -> str:
         return "<InlineEngine>"

@@ -53,14 +53,22 @@ class PythonFunction:
     fn: Callable[..., Any]
     params: tuple[tuple[str, View], ...]
     results: tuple[tuple[str, View], ...]
+    #: the implementation over many instances at once (:mod:`dandelion.runtime.batch`)
+    vectorised: Callable[..., Any] | None = None
+    #: instances per sandbox invocation (``None``: chosen by measurement; ``1``: never
+    #: batched)
+    batch: int | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Plain fields, rebuilt by one function: a sandbox unpickles this for every
         # invocation, where each global a pickle names and each object it builds costs
         # microseconds of cold caches; the common views come from the zygote's cache.
-        return _python_function, (self.name, self.fn, tuple(
+        args: tuple[Any, ...] = (self.name, self.fn, tuple(
             (n, v.type.element.value, v.type.is_set, v.items, v.annotation)
             for n, v in self.params + self.results), len(self.params))
+        if self.vectorised is not None:
+            args += (self.vectorised,)
+        return _python_function, args
 
     def invoke(self, inputs: Sequence[Sequence[Item[Any]]]) -> list[tuple[Item[Any], ...]]:
         """Run once on one instance's inputs (one item sequence per parameter, in order)."""
@@ -95,12 +103,12 @@ class PythonFunction:
 
 
 def _python_function(name: str, fn: Callable[..., Any],
-                     views: tuple[tuple[str, str, bool, bool, Any], ...], n_params: int
-                     ) -> PythonFunction:
+                     views: tuple[tuple[str, str, bool, bool, Any], ...], n_params: int,
+                     vectorised: Callable[..., Any] | None = None) -> PythonFunction:
     """A :class:`PythonFunction` from what its ``__reduce__`` gives."""
     built = tuple((n, shared_view(element, is_set, items, annotation))
                   for n, element, is_set, items, annotation in views)
-    return PythonFunction(name, fn, built[:n_params], built[n_params:])
+    return PythonFunction(name, fn, built[:n_params], built[n_params:], vectorised)
 
 
 def _result_views(fn: Callable[..., Any], hints: dict[str, Any],
@@ -147,7 +155,7 @@ class ComputeFunction:
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
                  results: Sequence[str] | str | None = None, kind: FunctionKind =
                  FunctionKind.COMPUTE, cacheable: bool = True, native: Any = None,
-                 wasm: Any = None) -> None:
+                 wasm: Any = None, batch: int | None = None) -> None:
         if not callable(fn) or inspect.isclass(fn):
             raise FunctionTypeError(f"@dd.compute decorates a function, not {fn!r}")
         functools.update_wrapper(self, fn)
@@ -172,7 +180,12 @@ class ComputeFunction:
         result_views = _result_views(fn, hints, names, where)
         self.name = name or fn.__name__
         digest = code_digest(fn)
-        self.artifact = PythonFunction(self.name, fn, tuple(params), result_views)
+        if batch is not None and (not isinstance(batch, int) or batch < 1):
+            raise FunctionTypeError(f"{where}: batch={batch!r} must be a positive int "
+                                    "(1: never batch)")
+        self.artifact = PythonFunction(self.name, fn, tuple(params), result_views,
+                                       batch=batch)
+        self._digest = digest
         implementations = [Implementation("python", digest, f"{fn.__module__}:"
                                                             f"{fn.__qualname__}")]
         #: implementation digest -> artifact, the preferred implementation first
@@ -199,6 +212,29 @@ class ComputeFunction:
             span=span,
         )
 
+    def vectorised(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Give this function an implementation over many instances at once, used when
+        instances run in batches (``docs/fusion.rst``).
+
+        ``fn`` takes, per parameter, the values of all instances of a batch (a list, or
+        one stacked array when every value is an ndarray of one shape and dtype) and
+        returns one value per instance, in order.  Its results must equal the function's.
+
+        Example:
+            >>> import dandelion as dd
+            >>> @dd.compute
+            ... def double(x: int) -> int:
+            ...     return 2 * x
+            >>> @double.vectorised
+            ... def double_many(xs: list[int]) -> list[int]:
+            ...     return [2 * x for x in xs]
+            >>> double.artifact.vectorised is double_many
+            True
+        """
+        self.artifact = attrs.evolve(self.artifact, vectorised=fn)
+        self._artifacts[self._digest] = self.artifact
+        return fn
+
     @property
     def artifacts(self) -> dict[str, Any]:
         """Digest -> artifact for this function's implementations."""
@@ -219,7 +255,7 @@ class ComputeFunction:
 
 def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
             results: Sequence[str] | str | None = None, cacheable: bool = True,
-            native: Any = None, wasm: Any = None) -> Any:
+            native: Any = None, wasm: Any = None, batch: int | None = None) -> Any:
     """Declare a pure compute function.
 
     Annotations give the types of parameters and results (see
@@ -239,6 +275,9 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
             ``dandelion build --target wasm``, or a ``.c`` file built on first use); the
             ``wasm`` engine runs it.  A function may have all three: each engine runs the
             first implementation it can (native, then wasm, then Python).
+        batch: instances per sandbox invocation when its instances run in batches
+            (default: chosen from the measured cost of a sandbox against the function's
+            time; ``1``: one instance per sandbox).  See ``docs/fusion.rst``.
 
     Example:
         >>> import dandelion as dd
@@ -250,7 +289,7 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
     """
     def wrap(f: Callable[..., Any]) -> ComputeFunction:
         return ComputeFunction(f, name=name, results=results, cacheable=cacheable,
-                               native=native, wasm=wasm)
+                               native=native, wasm=wasm, batch=batch)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -147,14 +147,18 @@ class Dispatcher:
             (``None``: nothing is cached).
         on_cache: called with a :class:`~dandelion.cache.run.CacheReport` per cacheable
             application, once its lookups are done.
+        batch: instances per sandbox invocation for every function (``None``: each
+            function's own, else chosen by measurement; ``1``: never batch).  See
+            :mod:`dandelion.runtime.batch`.
     """
 
     def __init__(self, pool: EnginePool, artifacts: Mapping[str, Any], *,
                  timeouts: Mapping[str, float] | None = None, io_engine: Any = None,
                  sub_runner: SubRunner | None = None,
                  progress: ProgressCallback | None = None, cache: Cache | None = None,
-                 on_cache: CacheObserver | None = None) -> None:
+                 on_cache: CacheObserver | None = None, batch: int | None = None) -> None:
         self.pool = pool
+        self.batch = batch
         self.progress = progress
         self.cache = cache
         self.on_cache = on_cache
@@ -478,7 +482,8 @@ class _Run:
             part = positions[at:at + size]
             self.d.pool.submit(Batch(call, [insts[i] for i in part] if not isinstance(part, range)
                                    else insts[part.start:part.stop], self.on_batch,
-                                   self.cancelled, tag=(index, part)))
+                                   self.cancelled, tag=(index, part),
+                                   per_sandbox=self.d.batch))
 
     def _signature(self, name: str) -> FunctionSpec:
         """The callee's signature, looked up once per run."""

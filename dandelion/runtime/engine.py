@@ -173,6 +173,19 @@ class Engine(abc.ABC):
             FunctionError: the function failed (its own exception, a violation, a timeout).
         """
 
+    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]
+                  ) -> list[tuple[Any, str]] | None:
+        """Run several instances of ``call`` (``inputs``: each one's item sets) in one
+        invocation, when this engine can (:mod:`dandelion.runtime.batch`).
+
+        Returns:
+            per instance, its outputs or a :class:`~dandelion.runtime.batch.Failed`, with
+            what it printed; or ``None`` when the batch could not run as a whole (the
+            engine cannot batch this call, or the batch crashed or timed out): the caller
+            then runs the instances one by one, which finds the culprit.
+        """
+        return None
+
     def close(self) -> None:
         """Release the engine's resources."""
         self.domain.close()

@@ -9,8 +9,9 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
-from dandelion.errors import DandelionError, FunctionTimeout
+from dandelion.errors import DandelionError, FunctionError, FunctionTimeout
 from dandelion.ir.nodes import FunctionSpec
+from dandelion.runtime.batch import Failed, batch_size
 from dandelion.runtime.engine import Engine, FunctionCall, check_outputs
 from dandelion.runtime.sharding import Instance
 
@@ -31,6 +32,9 @@ class Batch:
     results: list[Any] = attrs.field(factory=list)
     tag: Any = None
     logs: list[tuple[Instance, str]] = attrs.field(factory=list)
+    #: the run's instances per sandbox invocation (``None``: the function's own, else
+    #: chosen by measurement; :mod:`dandelion.runtime.batch`)
+    per_sandbox: int | None = None
 
 
 def timeout_error(spec: FunctionSpec, inst: Instance, limit: float, hint: str
@@ -90,21 +94,55 @@ class Worker(threading.Thread):
             batch = tasks.get()
             if batch is None:
                 break
-            failure = None
-            results = batch.results
-            for inst in batch.instances:
-                if batch.cancelled.is_set():
-                    break
-                self.current = (batch, inst, time.monotonic())
-                try:
-                    results.append(run_instance(engine, batch.call, inst, batch.logs))
-                except BaseException as e:  # reported to the dispatcher, never lost
-                    failure = (inst, e)
-                    break
+            failure = self._run_batch(batch)
             self.current = None
             if not self.abandoned:
                 batch.done(batch, failure)
         engine.close()
+
+    def _run_batch(self, batch: Batch) -> tuple[Instance, BaseException] | None:
+        """Run the batch's instances in order, ``k`` per sandbox invocation where that pays
+        (:func:`~dandelion.runtime.batch.batch_size`); the first failure, if any."""
+        engine, call, insts, results = self.engine, batch.call, batch.instances, batch.results
+        at = 0
+        while at < len(insts):
+            if batch.cancelled.is_set():
+                return None
+            k = self.pool.batch_size(call, len(insts) - at, batch.per_sandbox)
+            chunk = insts[at:at + k]
+            self.current = (batch, chunk[0], time.monotonic())
+            started = time.perf_counter()
+            outcomes = engine.run_batch(call, [i.inputs for i in chunk]) if k > 1 else None
+            if outcomes is not None:
+                self.pool.measure(call, k, time.perf_counter() - started, engine)
+            else:  # one by one (after a batch that crashed or timed out: finds the culprit)
+                outcomes = []
+                for inst in chunk:
+                    if batch.cancelled.is_set():
+                        return None
+                    self.current = (batch, inst, time.monotonic())
+                    started = time.perf_counter()
+                    try:
+                        outcomes.append((run_instance(engine, call, inst, batch.logs), ""))
+                    except BaseException as e:  # reported to the dispatcher, never lost
+                        outcomes.append((Failed(e), ""))
+                        break
+                    self.pool.measure(call, 1, time.perf_counter() - started, engine)
+            for inst, (outcome, printed) in zip(chunk, outcomes):
+                if isinstance(outcome, Failed):
+                    error = outcome.error
+                    if printed and isinstance(error, FunctionError) and not error.logs:
+                        error.logs = printed
+                    return inst, error
+                if printed:
+                    batch.logs.append((inst, printed))
+                try:
+                    check_outputs(call.spec, outcome)
+                except BaseException as e:
+                    return inst, e
+                results.append(outcome)
+            at += k
+        return None
 
 
 class EnginePool:
@@ -113,6 +151,9 @@ class EnginePool:
     def __init__(self, engine_factory: Callable[[], Engine], size: int) -> None:
         self.engine_factory = engine_factory
         self.size = size
+        #: implementation digest -> (sandbox seconds per invocation, function seconds per
+        #: instance), as measured (a moving average)
+        self.costs: dict[str, tuple[float, float]] = {}
         self.tasks: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self.workers: list[Worker] = []
@@ -127,6 +168,28 @@ class EnginePool:
         worker = Worker(self, index)
         self.workers.append(worker)
         worker.start()
+
+    def batch_size(self, call: FunctionCall, pending: int, override: int | None) -> int:
+        """Instances of ``call`` to run in the next sandbox invocation, of ``pending`` left
+        in a batch: the run's ``override``, else the function's, else from the measured
+        costs."""
+        if override is None:
+            override = getattr(call.artifact, "batch", None)
+        cost = self.costs.get(call.implementation.digest)
+        return batch_size(pending, cost[0] if cost else None, cost[1] if cost else None,
+                          override, getattr(call.artifact, "vectorised", None) is not None)
+
+    def measure(self, call: FunctionCall, k: int, wall: float, engine: Engine) -> None:
+        """Remember what one invocation of ``k`` instances cost (engines that report the
+        time spent in the function itself; for the others a sandbox costs nothing)."""
+        inside = getattr(engine, "last_function_time", None)
+        if inside is None or k < 1:
+            return
+        sample = (max(wall - inside, 0.0), inside / k)
+        digest = call.implementation.digest
+        old = self.costs.get(digest)
+        self.costs[digest] = sample if old is None else (
+            0.7 * old[0] + 0.3 * sample[0], 0.7 * old[1] + 0.3 * sample[1])
 
     def submit(self, batch: Batch) -> None:
         """Queue a batch for the next free worker."""

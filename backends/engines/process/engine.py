@@ -24,7 +24,7 @@ import json
 import os
 import signal
 import threading
-from typing import Any
+from typing import Any, Sequence
 
 from dandelion import errors
 from dandelion.backends.engines.process import _sandboxc, native, pool
@@ -47,9 +47,12 @@ from dandelion.backends.engines.process.protocol import (
     OKAY_TAG,
     SEGMENT,
 )
-from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
+from dandelion.errors import DandelionError, FunctionError, FunctionTimeout, SandboxViolation
+from dandelion.ir.nodes import FunctionSpec, Implementation, Param
+from dandelion.ir.types import DataType, ElementType
 from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
-from dandelion.runtime.engine import Context, FunctionCall
+from dandelion.runtime.batch import BatchedFunction, Failed
+from dandelion.runtime.engine import Context, FunctionCall, ItemSets
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.tracebacks import format_traceback
 
@@ -114,6 +117,9 @@ class ProcessEngine(EngineBase):
         self._shapes: dict[int, tuple[Any, list[Any], list[Any], bytes]] = {}
         #: seconds the last invocation spent in the function itself (Python only)
         self.last_function_time: float | None = None
+        #: (id(spec), k) -> the spec of a batch of k instances; id(artifact) -> its wrapper
+        self._batch_specs: dict[tuple[int, int], tuple[FunctionSpec, FunctionSpec]] = {}
+        self._batched: dict[int, tuple[Any, BatchedFunction]] = {}
 
     def _zygote(self, preload: tuple[str, ...]) -> pool.Zygote:
         return pool.zygote(preload, self.pool_size, self.cpu_limit, self.warm_sandboxes,
@@ -163,6 +169,87 @@ class ProcessEngine(EngineBase):
             # burning CPU: whatever it reported, its sandbox ends with its invocation (a
             # no-op for one that has exited already).
             zygote.end(sandbox)
+
+    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]
+                  ) -> list[tuple[Any, str]] | None:
+        """Run the Python function of ``call`` on several instances in one sandbox (a
+        :class:`~dandelion.runtime.batch.BatchedFunction`), each instance's failure apart;
+        ``None`` when the sandbox failed as a whole (crash, limit, timeout of the batch,
+        which gets the instances' timeouts together)."""
+        spec = call.spec
+        k = len(inputs)
+        if call.implementation.kind != "python" or not spec.params or k < 2:
+            return None
+        n = len(spec.params)
+        flat: list[Any] = []
+        for one in inputs:
+            flat += [one[p] if p < len(one) else () for p in range(n)]
+        bcall = FunctionCall(self._batch_spec(spec, k), Implementation(
+            "python", "batch" + call.implementation.digest, call.implementation.entry),
+            self._batch_artifact(call.artifact),
+            call.timeout * k if call.timeout else None)
+        context = self.domain.acquire()
+        try:
+            context.place(flat)
+            self.run(context, bcall)
+            outputs = context.extract()
+        except DandelionError:
+            return None
+        finally:
+            self.domain.release(context)
+        r = len(spec.results)
+        what = _what(call)
+        outcomes: list[tuple[Any, str]] = []
+        reports = outputs[-1] if outputs else ()
+        for i in range(k):
+            report = reports[i].value if i < len(reports) else "{}"
+            if report == "":
+                outcomes.append((list(outputs[i * r:(i + 1) * r]), ""))
+                continue
+            try:
+                body = json.loads(report)
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                outcomes.append((Failed(SandboxViolation(
+                    f"{what} wrote a malformed report on its channel", function=spec.name)),
+                    ""))
+                continue
+            logs = str(body.get("logs") or "")
+            if body.get("ok") is True:
+                outcomes.append((list(outputs[i * r:(i + 1) * r]), logs))
+            elif body.get("kind") == "memory":
+                outcomes.append((Failed(SandboxViolation(
+                    f"{what} exceeded its memory limit of {self.memory_limit // _MIB} MiB",
+                    function=spec.name, hint="raise engine_options={'memory_limit': bytes}",
+                    logs=logs)), logs))
+            else:
+                outcomes.append((Failed(_rebuild(body, what, spec.name)), logs))
+        return outcomes
+
+    def _batch_spec(self, spec: FunctionSpec, k: int) -> FunctionSpec:
+        """The declaration of a batch of ``k`` instances of ``spec``: each instance's
+        parameters and results in turn, then the outcomes."""
+        key = (id(spec), k)
+        known = self._batch_specs.get(key)
+        if known is not None and known[0] is spec:
+            return known[1]
+        if len(self._batch_specs) > 1024:
+            self._batch_specs.clear()
+        batch = FunctionSpec(
+            spec.name,
+            [Param(f"{p.name}.{i}", p.type) for i in range(k) for p in spec.params],
+            [*(Param(f"{r.name}.{i}", r.type) for i in range(k) for r in spec.results),
+             Param("outcomes", DataType(ElementType.STR, True))], spec.kind)
+        self._batch_specs[key] = (spec, batch)
+        return batch
+
+    def _batch_artifact(self, artifact: Any) -> BatchedFunction:
+        """The one wrapper of ``artifact`` (the artifact store trusts the same object)."""
+        known = self._batched.get(id(artifact))
+        if known is None or known[0] is not artifact:
+            known = self._batched[id(artifact)] = (artifact, BatchedFunction(artifact))
+        return known[1]
 
     def _cut(self, digest: str, code: StoredCode) -> tuple[bytes, bytes]:
         """A native function's segment table and its segments' bytes one after the other,

@@ -1,0 +1,104 @@
+"""Batches: several instances of one application in one sandbox invocation, each with its
+own outcome; vectorised implementations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dandelion as dd
+from dandelion.backends.engines.process import ProcessEngine
+from dandelion.errors import FunctionError, FunctionTimeout, FunctionTypeError
+from dandelion.items import Item
+from dandelion.runtime.batch import Failed
+from dandelion.runtime.engine import FunctionCall
+from tests.runtime import batchfuncs as b
+
+ENGINES = ["inline", "process"]
+
+
+def call_of(fn: dd.compute) -> FunctionCall:
+    return FunctionCall(fn.spec, fn.spec.implementations[0], fn.artifact)
+
+
+def test_a_batch_reports_each_instance_apart_and_one_failure_fails_alone():
+    engine = ProcessEngine()
+    try:
+        outcomes = engine.run_batch(call_of(b.picky), [[(Item(x),)] for x in range(5)])
+    finally:
+        engine.close()
+    assert outcomes is not None and len(outcomes) == 5
+    assert isinstance(outcomes[b.BAD], Failed)
+    assert "raised ValueError: no 2" in str(outcomes[b.BAD].error)
+    assert [o[0][0].value for i, o in enumerate(outcomes) if i != b.BAD] == [0, 10, 30, 40]
+
+
+def test_instances_of_one_job_share_sandboxes_k_at_a_time():
+    # 16 instances on one worker: jobs of 4 (dispatcher.BATCHES_PER_WORKER)
+    with dd.Runtime(engine="process", workers=1, cache=False, batch=3) as rt:
+        assert rt.run(b.tallies, list(range(16))) == [1, 2, 3, 1] * 4
+    with dd.Runtime(engine="process", workers=1, cache=False, batch=1) as rt:
+        assert rt.run(b.tallies, list(range(16))) == [1] * 16
+    with dd.Runtime(engine="process", workers=1, cache=False) as rt:
+        rt.run(b.tallies, list(range(16)))  # measures the sandbox against the function
+        assert max(rt.run(b.tallies, list(range(400)))) == 100  # jobs of 100, one batch
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("batch", [None, 1, 3, 64])
+def test_batched_results_equal_unbatched_and_a_failure_names_its_instance(engine, batch):
+    with dd.Runtime(engine=engine, workers=2, cache=False, batch=batch) as rt:
+        xs = [x for x in range(40) if x != b.BAD]
+        assert rt.run(b.pickies, xs) == [10 * x for x in xs]
+        with pytest.raises(FunctionError, match=r"'picky', instance 2 of 40.*no 2"):
+            rt.run(b.pickies, list(range(40)))
+
+
+def test_a_batch_that_times_out_reruns_its_instances_one_by_one_to_find_the_culprit():
+    with dd.Runtime(engine="process", workers=1, cache=False, batch=4, timeout=0.5) as rt:
+        xs = [x for x in range(17) if x != b.BAD]
+        assert rt.run(b.spinners, xs) == [x + 1 for x in xs]
+        with pytest.raises(FunctionTimeout, match=r"'spinner', instance 2 of 16"):
+            rt.run(b.spinners, list(range(16)))
+
+
+def test_a_batch_whose_sandbox_dies_reruns_its_instances_one_by_one():
+    with dd.Runtime(engine="process", workers=1, cache=False, batch=4) as rt:
+        with pytest.raises(FunctionError, match=r"'snoop', instance 2 of 16.*system call"):
+            rt.run(b.snoops, list(range(16)))
+
+
+def test_the_cache_keeps_batched_instances_one_by_one(tmp_path):
+    with dd.Runtime(engine="process", workers=1, batch=8,
+                    cache=str(tmp_path / "cache")) as rt:
+        assert rt.run(b.pickies, [1, 3, 4]) == [10, 30, 40]
+        reports = []
+        rt.backend.on_cache = reports.append
+        assert rt.run(b.pickies, [1, 3, 4, 5]) == [10, 30, 40, 50]
+    assert [(r.instances, r.hits) for r in reports] == [(4, 3)]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_vectorised_implementation_gives_what_the_function_gives(engine):
+    rng = np.random.default_rng(7)
+    ms = [rng.integers(-9, 9, (16, 16)) for _ in range(12)]
+    with dd.Runtime(engine=engine, workers=2, cache=False) as rt:
+        out = rt.run(b.grams, ms)
+    assert len(out) == len(ms)
+    for got, m in zip(out, ms):
+        assert got.dtype == np.int64 and np.array_equal(got, b.gram(m))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_vectorised_implementation_with_the_wrong_number_of_outputs_is_named(engine):
+    with dd.Runtime(engine=engine, workers=1, cache=False) as rt:
+        with pytest.raises(FunctionError, match="the vectorised implementation of "
+                                                    "'halve' returned 9 outputs for 10"):
+            rt.run(b.halves, list(range(40)))  # jobs of 10 instances
+
+
+def test_batch_must_be_a_positive_int():
+    with pytest.raises(FunctionTypeError, match="batch=0 must be a positive int"):
+        @dd.compute(batch=0)
+        def f(x: int) -> int:
+            return x
