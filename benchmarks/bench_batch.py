@@ -20,6 +20,7 @@ float64 through BLAS, exact because every entry of the products stays below 2**5
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -117,7 +118,7 @@ def main() -> None:
     times: dict[str, float] = {}
     for label, engine, batch, comp in cases:
         with dd.Runtime(engine=engine, workers=args.workers, cache=False, batch=batch) as rt:
-            times[label] = median_time(lambda: rt.run(comp, ms), args.repeat, exact)
+            times[label] = median_time(functools.partial(rt.run, comp, ms), args.repeat, exact)
         print(f"  {label:44s} {times[label]:7.3f} s  "
               f"{args.fanout / times[label]:8.1f} inst/s")
     base = times["inline, per instance"]
@@ -130,7 +131,8 @@ def main() -> None:
     for batch in (1, None):
         with dd.Runtime(engine="process", workers=args.workers, cache=False,
                         batch=batch) as rt:
-            single_times[batch] = median_time(lambda: rt.run(single, m), 20 * args.repeat,
+            single_times[batch] = median_time(functools.partial(rt.run, single, m),
+                                              20 * args.repeat,
                                               lambda out: np.array_equal(out, expected[0]))
     print(f"single application on process: batch=1 {single_times[1] * 1e3:.2f} ms, "
           f"batching on {single_times[None] * 1e3:.2f} ms "

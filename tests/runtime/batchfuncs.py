@@ -14,6 +14,7 @@ BAD = 2
 
 @dd.compute
 def picky(x: int) -> int:
+    print(f"checking {x}")
     if x == BAD:
         raise ValueError(f"no {x}")
     return x * 10

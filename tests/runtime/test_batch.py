@@ -28,9 +28,11 @@ def test_a_batch_reports_each_instance_apart_and_one_failure_fails_alone():
     finally:
         engine.close()
     assert outcomes is not None and len(outcomes) == 5
-    assert isinstance(outcomes[b.BAD], Failed)
-    assert "raised ValueError: no 2" in str(outcomes[b.BAD].error)
-    assert [o[0][0].value for i, o in enumerate(outcomes) if i != b.BAD] == [0, 10, 30, 40]
+    failed, printed = outcomes[b.BAD]
+    assert isinstance(failed, Failed) and printed == "checking 2\n"
+    assert "raised ValueError: no 2" in str(failed.error)
+    assert [o[0][0].value for i, (o, _) in enumerate(outcomes) if i != b.BAD] == [0, 10, 30, 40]
+    assert [p for _, p in outcomes] == [f"checking {x}\n" for x in range(5)]
 
 
 def test_instances_of_one_job_share_sandboxes_k_at_a_time():
@@ -50,8 +52,9 @@ def test_batched_results_equal_unbatched_and_a_failure_names_its_instance(engine
     with dd.Runtime(engine=engine, workers=2, cache=False, batch=batch) as rt:
         xs = [x for x in range(40) if x != b.BAD]
         assert rt.run(b.pickies, xs) == [10 * x for x in xs]
-        with pytest.raises(FunctionError, match=r"'picky', instance 2 of 40.*no 2"):
+        with pytest.raises(FunctionError, match=r"'picky', instance 2 of 40.*no 2") as e:
             rt.run(b.pickies, list(range(40)))
+        assert e.value.logs == "checking 2\n"  # what it printed, not its batch
 
 
 def test_a_batch_that_times_out_reruns_its_instances_one_by_one_to_find_the_culprit():
