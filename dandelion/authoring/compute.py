@@ -66,8 +66,8 @@ class PythonFunction:
         args: tuple[Any, ...] = (self.name, self.fn, tuple(
             (n, v.type.element.value, v.type.is_set, v.items, v.annotation)
             for n, v in self.params + self.results), len(self.params))
-        if self.vectorised is not None:
-            args += (self.vectorised,)
+        if self.vectorised is not None or self.batch is not None:
+            args += (self.vectorised, self.batch)
         return _python_function, args
 
     def invoke(self, inputs: Sequence[Sequence[Item[Any]]]) -> list[tuple[Item[Any], ...]]:
@@ -104,11 +104,12 @@ class PythonFunction:
 
 def _python_function(name: str, fn: Callable[..., Any],
                      views: tuple[tuple[str, str, bool, bool, Any], ...], n_params: int,
-                     vectorised: Callable[..., Any] | None = None) -> PythonFunction:
+                     vectorised: Callable[..., Any] | None = None, batch: int | None = None
+                     ) -> PythonFunction:
     """A :class:`PythonFunction` from what its ``__reduce__`` gives."""
     built = tuple((n, shared_view(element, is_set, items, annotation))
                   for n, element, is_set, items, annotation in views)
-    return PythonFunction(name, fn, built[:n_params], built[n_params:], vectorised)
+    return PythonFunction(name, fn, built[:n_params], built[n_params:], vectorised, batch)
 
 
 def _result_views(fn: Callable[..., Any], hints: dict[str, Any],

@@ -330,3 +330,18 @@ def no_item_each(xs: list[int]) -> list[int]:
 @dd.composition
 def no_item_returned(x: int) -> int:
     return h.forge_no_item(x)
+
+
+_runs = [0]
+
+
+@dd.compute(batch=4, cacheable=False)
+def numbered(x: int) -> tuple[int, int]:
+    """``x`` and how many instances its sandbox ran so far (batches of 4 share one)."""
+    _runs[0] += 1
+    return x, _runs[0]
+
+
+@dd.composition
+def numbered_each(xs: list[int]) -> list[tuple[int, int]]:
+    return numbered(dd.each(xs))

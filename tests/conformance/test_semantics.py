@@ -246,3 +246,13 @@ def test_a_one_item_result_left_empty_fails_naming_the_producer(runtime):
     with pytest.raises(dd.FunctionError, match=r"'forge_no_item', instance 1 of 3 \(key 5\): "
                        "returned no item"):
         runtime.run(f.no_item_each, KEYED_123)
+
+
+def test_instances_batched_per_sandbox_keep_their_inputs_outputs_and_order(runtime):
+    out = runtime.run(f.numbered_each, list(range(48)))
+    assert [x for x, _ in out] == list(range(48))
+    counts = [n for _, n in out]
+    if runtime.test_options.get("engine", "process") == "process" and \
+            runtime.test_options.get("isolation") != "none":  # a sandbox per invocation
+        limit = runtime.test_options.get("batch") or 4  # the run's, else the function's
+        assert max(counts) == limit  # batched, never more per sandbox

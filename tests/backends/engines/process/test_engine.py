@@ -41,10 +41,18 @@ def test_process_is_the_default_engine_on_linux():
     assert DEFAULT_ENGINE == "process"
 
 
-def test_every_invocation_gets_a_fresh_process(rt):
-    pids = rt.run(_each(h.pid), list(range(12)))
+def test_every_invocation_gets_a_fresh_process():
+    with dd.Runtime(engine="process", workers=2, batch=1, cache=False) as one_each:
+        pids = one_each.run(_each(h.pid), list(range(12)))
     assert len(set(pids)) == 12
     assert os.getpid() not in pids
+
+
+def test_a_batch_is_one_invocation_in_one_fresh_process():
+    with dd.Runtime(engine="process", workers=1, batch=3, cache=False) as batched:
+        pids = batched.run(_each(h.pid), list(range(12)))  # batches of 3 instances
+    assert [len(set(pids[i:i + 3])) for i in range(0, 12, 3)] == [1, 1, 1, 1]
+    assert len(set(pids)) == 4 and os.getpid() not in pids
 
 
 def _each(fn):
@@ -55,8 +63,9 @@ def _each(fn):
     return many
 
 
-def test_no_state_survives_from_one_invocation_to_the_next(rt):
-    assert rt.run(_each(h.remember), [1, 2, 3, 4]) == [1, 1, 1, 1]
+def test_no_state_survives_from_one_invocation_to_the_next():
+    with dd.Runtime(engine="process", workers=2, batch=1, cache=False) as one_each:
+        assert one_each.run(_each(h.remember), [1, 2, 3, 4] * 4) == [1] * 16
     assert h.SEEN == []  # nor does it reach the worker
 
 
