@@ -336,12 +336,12 @@ _runs = [0]
 
 
 @dd.compute(batch=4, cacheable=False)
-def numbered(x: int) -> tuple[int, int]:
-    """``x`` and how many instances its sandbox ran so far (batches of 4 share one)."""
+def numbered(x: int) -> str:
+    """``x:n``, ``n`` the instances its sandbox ran so far (batches of 4 share one)."""
     _runs[0] += 1
-    return x, _runs[0]
+    return f"{x}:{_runs[0]}"
 
 
 @dd.composition
-def numbered_each(xs: list[int]) -> list[tuple[int, int]]:
+def numbered_each(xs: list[int]) -> list[str]:
     return numbered(dd.each(xs))
