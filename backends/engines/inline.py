@@ -40,14 +40,15 @@ class InlineEngine(EngineBase):
         save here); without one, or when it raises, the instances run one by one."""
         if getattr(call.artifact, "vectorised", None) is None:
             return None
-        with captured() as printed:
-            try:
-                outputs: list[Any] = list(invoke_many(call.artifact, inputs))
-            except FunctionTypeError as e:  # its contract broken: every instance fails
-                outputs = [Failed(e)] * len(inputs)
-            except Exception:  # noqa: BLE001 - found instance by instance
-                return None
-        logs = printed.text()  # printed by all instances together: the first shows it
+        begin_capture()
+        try:
+            outputs: list[Any] = list(invoke_many(call.artifact, inputs))
+        except FunctionTypeError as e:  # its contract broken: every instance fails with it
+            outputs = [Failed(e)] * len(inputs)
+        except Exception:  # noqa: BLE001 - found instance by instance
+            end_capture()
+            return None
+        logs = end_capture()  # printed by all instances together: the first shows it
         return [(out, logs if i == 0 else "") for i, out in enumerate(outputs)]
 
     def __repr__(self) -> str:

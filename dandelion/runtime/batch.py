@@ -32,7 +32,7 @@ import attrs
 from dandelion.authoring.annotations import View, shared_view
 from dandelion.errors import FunctionTypeError
 from dandelion.items import Item
-from dandelion.runtime.logs import captured
+from dandelion.runtime.logs import begin_capture, end_capture
 from dandelion.runtime.tracebacks import user_frames
 
 #: The largest share of a batch's time that the sandbox itself may take.
@@ -182,34 +182,37 @@ class BatchedFunction:
         outs: list[tuple[Item[Any], ...]] = []
         self.results = inner.results * k + (_OUTCOMES,)
         if getattr(inner, "vectorised", None) is not None:
-            with captured() as printed:
-                try:
-                    done = invoke_many(inner, per)
-                except FunctionTypeError as e:  # a broken contract fails every instance
-                    report = Item(json.dumps(error_report(e), default=str))
-                    return [() for _ in range(r * k)] + [(report,) * k]
-                except Exception:  # noqa: BLE001 - one instance's error: found one by one
-                    done = None
+            begin_capture()
+            try:
+                done = invoke_many(inner, per)
+            except FunctionTypeError as e:  # a broken contract fails every instance
+                body = error_report(e)
+                body["logs"] = end_capture()
+                report = Item(json.dumps(body, default=str))
+                return [() for _ in range(r * k)] + [(report,) * k]
+            except Exception:  # noqa: BLE001 - one instance's error: found one by one
+                done = None
+            logs = end_capture()  # the vectorised call's: shown with the first instance
             if done is not None:
-                logs = printed.text()  # the vectorised call's: shown with the first instance
                 for i, result in enumerate(done):
                     outs.extend(result)
                     outcomes.append(_success(logs if i == 0 else ""))
                 return outs + [tuple(outcomes)]
         for one in per:
-            with captured() as printed:
-                try:
-                    result = inner.invoke(one)
-                except MemoryError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - reported per instance
-                    outs.extend(() for _ in range(r))
-                    body = error_report(e)
-                    body["logs"] = printed.text()
-                    outcomes.append(Item(json.dumps(body, default=str)))
-                    continue
+            begin_capture()
+            try:
+                result = inner.invoke(one)
+            except MemoryError:
+                end_capture()
+                raise
+            except Exception as e:  # noqa: BLE001 - reported per instance
+                outs.extend(() for _ in range(r))
+                body = error_report(e)
+                body["logs"] = end_capture()
+                outcomes.append(Item(json.dumps(body, default=str)))
+                continue
             outs.extend(result)
-            outcomes.append(_success(printed.text()))
+            outcomes.append(_success(end_capture()))
         return outs + [tuple(outcomes)]
 
 
