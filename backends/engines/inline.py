@@ -30,6 +30,7 @@ class InlineEngine(EngineBase):
             raise
         finally:
             context.logs = end_capture()
+        return None
 
     def __repr__(self) -> str:
         return "<InlineEngine>"

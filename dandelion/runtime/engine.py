@@ -165,9 +165,13 @@ class Engine(abc.ABC):
         return implementation.kind in self.kinds
 
     @abc.abstractmethod
-    def run(self, context: Context, call: FunctionCall) -> None:
+    def run(self, context: Context, call: FunctionCall) -> float | None:
         """Run ``call`` on the inputs placed in ``context``, leaving its outputs there,
         and what it printed in ``context.logs`` (on failure: in the error's ``logs``).
+
+        Returns:
+            the seconds the function itself ran, where the engine measures that apart from
+            its own overhead (the event stream reports it), else ``None``.
 
         Raises:
             FunctionError: the function failed (its own exception, a violation, a timeout).

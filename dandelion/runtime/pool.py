@@ -14,6 +14,13 @@ from dandelion.ir.nodes import FunctionSpec
 from dandelion.runtime.engine import Engine, FunctionCall, check_outputs
 from dandelion.runtime.sharding import Instance
 
+#: Told when an instance starts (``end`` is ``None``) and when it ends:
+#: ``watch(instance, start, end, outputs, error, function_seconds)`` with :func:`time.time`
+#: stamps, the outputs (``None`` if it failed), its error, and the time the function itself
+#: ran where the engine measures it.
+Watch = Callable[[Instance, float, "float | None", Any, "BaseException | None",
+                  "float | None"], None]
+
 
 @attrs.define(eq=False)
 class Batch:
@@ -21,7 +28,8 @@ class Batch:
 
     ``results[i]`` receives the outputs of ``instances[i]``, ``logs`` what instances
     printed; when the batch is done (or one instance fails) the worker calls
-    ``done(batch, failure)``.
+    ``done(batch, failure)``.  With ``watch`` the worker reports each instance's start and
+    end to it (no watch, no clock read).
     """
 
     call: FunctionCall
@@ -31,6 +39,7 @@ class Batch:
     results: list[Any] = attrs.field(factory=list)
     tag: Any = None
     logs: list[tuple[Instance, str]] = attrs.field(factory=list)
+    watch: Watch | None = None
 
 
 def timeout_error(spec: FunctionSpec, inst: Instance, limit: float, hint: str
@@ -72,6 +81,30 @@ def first_bad_outputs(spec: FunctionSpec, per_instance: Sequence[Any]
     return None
 
 
+def run_watched(engine: Engine, call: FunctionCall, inst: Instance, watch: Watch,
+                logs: list[tuple[Instance, str]] | None = None) -> Any:
+    """:func:`run_instance`, telling ``watch`` when the instance starts and ends."""
+    start = time.time()
+    watch(inst, start, None, None, None, None)
+    try:
+        domain = engine.domain
+        context = domain.acquire()
+        try:
+            context.place(inst.inputs)
+            seconds = engine.run(context, call)
+            outputs = context.extract()
+            if context.logs and logs is not None:
+                logs.append((inst, context.logs))
+        finally:
+            domain.release(context)
+        check_outputs(call.spec, outputs)
+    except BaseException as e:
+        watch(inst, start, time.time(), None, e, None)
+        raise
+    watch(inst, start, time.time(), outputs, None, seconds)
+    return outputs
+
+
 class Worker(threading.Thread):
     """One thread, one engine."""
 
@@ -92,12 +125,15 @@ class Worker(threading.Thread):
                 break
             failure = None
             results = batch.results
+            watch = batch.watch
             for inst in batch.instances:
                 if batch.cancelled.is_set():
                     break
                 self.current = (batch, inst, time.monotonic())
                 try:
-                    results.append(run_instance(engine, batch.call, inst, batch.logs))
+                    results.append(
+                        run_instance(engine, batch.call, inst, batch.logs) if watch is None
+                        else run_watched(engine, batch.call, inst, watch, batch.logs))
                 except BaseException as e:  # reported to the dispatcher, never lost
                     failure = (inst, e)
                     break
