@@ -13,6 +13,7 @@ from typing import Any, Mapping
 from dandelion.cache.cache import Cache
 from dandelion.runtime.backend import Backend as BackendBase
 from dandelion.runtime.dispatcher import CacheObserver, Dispatcher, ProgressCallback
+from dandelion.runtime.events import Observer
 from dandelion.runtime.pool import EnginePool
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Items
@@ -70,21 +71,21 @@ class LocalBackend(BackendBase):
         self.on_cache = on_cache
         self.batch = batch
 
-    def dispatcher(self, artifacts: Mapping[str, Any], cache: Cache | None = None
-                   ) -> Dispatcher:
+    def dispatcher(self, artifacts: Mapping[str, Any], cache: Cache | None = None,
+                   observe: Observer | None = None) -> Dispatcher:
         """A dispatcher over this backend's engines for one program's artifacts, looking up
-        and keeping results in ``cache``."""
+        and keeping results in ``cache``, telling ``observe`` about every instance."""
         def sub_runner(plan: Any, inputs: Mapping[str, Items]) -> Mapping[str, Items]:
-            return self.dispatcher(artifacts, cache).run(plan, inputs)
+            return self.dispatcher(artifacts, cache, observe).run(plan, inputs)
 
         return Dispatcher(self.pool, artifacts, timeouts=self.timeouts,
                           io_engine=self.io_engine, sub_runner=sub_runner,
                           progress=self.progress, cache=cache, on_cache=self.on_cache,
-                          batch=self.batch)
+                          observe=observe, batch=self.batch)
 
     def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
-            cache: Cache | None = None) -> dict[str, Items]:
-        return self.dispatcher(artifacts, cache).run(plan, inputs)
+            observe: Observer | None = None, cache: Cache | None = None) -> dict[str, Items]:
+        return self.dispatcher(artifacts, cache, observe).run(plan, inputs)
 
     def close(self) -> None:
         self.pool.close()

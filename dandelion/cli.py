@@ -120,12 +120,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sys.stderr.isatty() and not args.quiet and args.backend == "local":
         progress = ProgressLine(sys.stderr)
         options["progress"] = progress
+    events: list[Any] = []
+    if args.stats:
+        options["observers"] = [events.append]
     with dandelion.Runtime(**options) as rt:
         try:
             result = rt._run(program, (), inputs, cache_cli.run_mode(args))
         finally:
             if progress is not None:
                 progress.finish()
+            if args.stats:
+                from dandelion.runtime.events import format_summary, summarize
+
+                print(format_summary(summarize(events)), file=sys.stderr)
     if args.json:
         print(json.dumps(to_jsonable(result), indent=2))
     else:
@@ -254,6 +261,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     cache_cli.add_run_options(p)
+    p.add_argument("--stats", action="store_true",
+                   help="print per application: instances, engine, total and mean time, "
+                        "bytes in and out (to stderr)")
 
 
 Command = Callable[[argparse.Namespace], int]

@@ -20,11 +20,12 @@ the one place that says how each element type is laid out:
 
 from __future__ import annotations
 
-import io
+import ast
 import json
 import math
+import re
 import struct
-from typing import Any
+from typing import Any, Sequence
 
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
@@ -132,14 +133,11 @@ def encode(value: Any, element: ElementType) -> bytes:
         return text.encode()
     if element is ElementType.NDARRAY:
         try:
-            import numpy as np
+            import numpy  # noqa: F401
         except ImportError:  # pragma: no cover - numpy is an optional dependency
             raise _fail(value, element, "numpy is not installed") from None
-        if not isinstance(value, np.ndarray) or value.dtype.hasobject:
-            raise _fail(value, element, "expected a numpy array without Python objects")
-        buf = io.BytesIO()
-        np.save(buf, value, allow_pickle=False)
-        return buf.getvalue()
+        header, data = npy_parts(value)
+        return header + data
     raise _fail(value, element, "unknown element type")  # pragma: no cover
 
 
@@ -170,12 +168,94 @@ def decode(data: bytes | bytearray | memoryview, element: ElementType) -> Any:
                 raise ValueError(_TOO_DEEP)
             return value
         if element is ElementType.NDARRAY:
-            import numpy as np
-
-            return np.load(io.BytesIO(bytes(data)), allow_pickle=False)
+            try:
+                return decode_npy(memoryview(data), True)
+            except EncodingError as e:
+                raise ValueError(e.message) from None
     except (ValueError, struct.error, UnicodeDecodeError) as e:
         raise EncodingError(f"{len(data)} bytes are not a valid {element}: {e}") from None
     except RecursionError:
         raise EncodingError(f"{len(data)} bytes are not a valid {element}: {_TOO_DEEP}"
                             ) from None
     raise EncodingError(f"unknown element type {element!r}")  # pragma: no cover
+
+
+def npy_parts(value: Any) -> tuple[bytes, memoryview]:
+    """The ``.npy`` header of an array and a view of its data, in C order: the one ``.npy``
+    encoding of Dandelion (what crosses a sandbox, what :func:`encode` writes, what the
+    result cache hashes).
+
+    Raises:
+        EncodingError: ``value`` is not an ndarray, or holds Python objects.
+    """
+    import numpy as np
+
+    if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+        raise _fail(value, ElementType.NDARRAY, "expected a numpy array without Python objects")
+    arr = value if type(value) is np.ndarray and value.flags.c_contiguous \
+        else np.ascontiguousarray(value)
+    header = npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape)
+    flat: Any = arr.reshape(-1).view(np.uint8)
+    return header, memoryview(flat)
+
+
+def npy_header(descr: Any, shape: Sequence[int]) -> bytes:
+    """A ``.npy`` version 1.0 header (magic, length, dict, padding to 64 bytes)."""
+    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
+    total = 10 + len(text) + 1
+    text += " " * ((-total) % 64) + "\n"
+    raw = text.encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(raw)) + raw
+
+
+_SIMPLE_NPY = re.compile(r"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': (True|False), "
+                         r"'shape': \(([\d, ]*)\), \}\s*$")
+
+
+def decode_npy(data: memoryview, copy: bool) -> Any:
+    """The array whose ``.npy`` encoding is ``data``: a view of it, or a copy.
+
+    Raises:
+        EncodingError: ``data`` is not a ``.npy`` encoding Dandelion reads (no pickles).
+    """
+    import numpy as np
+
+    raw = bytes(data[:12])
+    if len(raw) < 10 or raw[:6] != b"\x93NUMPY":
+        raise EncodingError("an ndarray item does not start with the .npy magic")
+    major = raw[6]
+    if major == 1:
+        hlen, start = struct.unpack("<H", raw[8:10])[0], 10
+    elif major in (2, 3) and len(raw) >= 12:
+        hlen, start = struct.unpack("<I", raw[8:12])[0], 12
+    else:
+        raise EncodingError(f"unsupported .npy version {major}")
+    if start + hlen > len(data):
+        raise EncodingError("truncated .npy header")
+    text = bytes(data[start:start + hlen]).decode("latin1")
+    try:
+        simple = _SIMPLE_NPY.match(text)
+        if simple:  # the header numpy and the C SDK write: no need for a Python parser
+            dtype = np.dtype(simple.group(1))
+            shape = tuple(int(n) for n in simple.group(3).replace(",", " ").split())
+            order = "F" if simple.group(2) == "True" else "C"
+        else:
+            meta = ast.literal_eval(text)
+            dtype = np.lib.format.descr_to_dtype(meta["descr"])
+            shape = tuple(int(n) for n in meta["shape"])
+            order = "F" if meta["fortran_order"] else "C"
+    except Exception as e:  # malformed header from an untrusted producer
+        raise EncodingError(f"malformed .npy header: {e}") from None
+    if dtype.hasobject:
+        raise EncodingError("an ndarray of Python objects cannot be decoded")
+    count = 1
+    for n in shape:
+        if n < 0:
+            raise EncodingError("negative dimension in .npy header")
+        count *= n
+    offset = start + hlen
+    if offset + count * dtype.itemsize > len(data):
+        raise EncodingError(f"the .npy data is shorter than its shape {shape} needs")
+    flat: Any = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+    arr = flat.reshape(shape, order=order)
+    return arr.copy() if copy else arr

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from dandelion.authoring.compute import invoke_python
 from dandelion.errors import FunctionError, FunctionTypeError
-from dandelion.runtime.batch import Failed, invoke_many
+from dandelion.runtime.batch import BatchRun, Failed, invoke_many
 from dandelion.runtime.engine import Context, FunctionCall, ItemSets, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.logs import begin_capture, end_capture
@@ -33,9 +33,9 @@ class InlineEngine(EngineBase):
             raise
         finally:
             context.logs = end_capture()
+        return None
 
-    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]
-                  ) -> list[tuple[Any, str]] | None:
+    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:
         """A batch runs the function's vectorised implementation (there is no sandbox to
         save here); without one, or when it raises, the instances run one by one."""
         if getattr(call.artifact, "vectorised", None) is None:
@@ -49,7 +49,7 @@ class InlineEngine(EngineBase):
             end_capture()
             return None
         logs = end_capture()  # printed by all instances together: the first shows it
-        return [(out, logs if i == 0 else "") for i, out in enumerate(outputs)]
+        return BatchRun([(out, logs if i == 0 else "") for i, out in enumerate(outputs)])
 
     def __repr__(self) -> str:
         return "<InlineEngine>"

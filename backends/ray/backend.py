@@ -32,6 +32,7 @@ from dandelion.backends.ray.place import NODE_LABEL, Node, Placement
 from dandelion.errors import BackendError
 from dandelion.planner.plan import Plan
 from dandelion.runtime.backend import Backend as BackendBase
+from dandelion.runtime.events import Observer
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Items
 
@@ -149,8 +150,6 @@ class RayBackend(BackendBase):
         self._actors: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._io_key = uuid.uuid4().hex
-        #: Per application index of the last run: the node ids its units ran on.
-        self.placements: dict[int, list[str]] = {}
         self.closed = False
         self.nodes()
 
@@ -242,9 +241,11 @@ class RayBackend(BackendBase):
                  self.io_factory)
 
     # -- running ------------------------------------------------------------------------
-    def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
-            ) -> dict[str, Items]:
-        """Run ``plan`` on the cluster; only the direct outputs come back to this process.
+    def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+            observe: Observer | None = None) -> dict[str, Items]:
+        """Run ``plan`` on the cluster; only the direct outputs come back to this process
+        (and, with ``observe``, the events of every instance, its node included, as the
+        units finish).
 
         Raises:
             FunctionError: a function failed (naming function, instance and keys).
@@ -262,9 +263,9 @@ class RayBackend(BackendBase):
                                     self.engine_name, io_kinds, self.timeouts)
         settings = graph.Settings(self.isolation, placement,
                                   self.batches or BATCHES_PER_CPU * cpus, self.retries,
-                                  self.io_factory, self._io_key)
-        outputs: dict[str, Items]
-        outputs, self.placements = graph.run_graph(settings, plan, calls, inputs)
+                                  self.io_factory, self._io_key, self.engine_name,
+                                  observe is not None)
+        outputs: dict[str, Items] = graph.run_graph(settings, plan, calls, inputs, observe)
         return outputs
 
     def close(self) -> None:

@@ -24,7 +24,6 @@ import hashlib
 import os
 import sys
 import time
-from collections import defaultdict
 from typing import Any, Mapping, Sequence
 
 import attrs
@@ -36,7 +35,9 @@ from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
+from dandelion.runtime.backend import bind, initial_sets, signature
 from dandelion.runtime.dispatcher import choose_call, instance_error, user_cause
+from dandelion.runtime.events import Event, Observer
 from dandelion.runtime.sharding import Input, Items, instances
 
 #: A set the driver holds (direct inputs, empty sets) or the parts of a remote one.
@@ -72,6 +73,8 @@ class Settings:
         retries: re-executions of a pure unit whose node or worker died.
         io_factory: makes a node's I/O engine (``None``: no I/O engine).
         io_key: names this runtime's I/O engine in the Ray worker processes that cache it.
+        engine: the compute engine's name (for events).
+        observe: whether units make events (:mod:`dandelion.runtime.events`).
     """
 
     isolation: str
@@ -80,6 +83,8 @@ class Settings:
     retries: int
     io_factory: Any = None
     io_key: str = ""
+    engine: str = ""
+    observe: bool = False
 
 
 @attrs.frozen
@@ -195,12 +200,25 @@ class _Builder:
             ref = self._puts[name] = ray.put(tuple(value))
         return [ref]
 
+    def _data(self, bound: list[tuple[str, SetValue, ShardingMode, bool]]
+              ) -> tuple[tuple[tuple[str, ShardingMode, bool, int], ...], list[Any]]:
+        """A forming unit's ``params`` and the parts of every bound set, in order."""
+        params, data = [], []
+        for name, value, mode, optional in bound:
+            parts = self.parts(name, value)
+            params.append((name, mode, optional, len(parts)))
+            data += parts
+        return tuple(params), data
+
     # -- units --------------------------------------------------------------------------
     def _unit(self, index: int, spec: FunctionSpec, unit: worker.UnitSpec, route: Route,
               data: Sequence[Any], retries: int) -> list[Any]:
         settings = self.settings
         n = unit.n_results + 1
         box = list(self.calls[spec.name].box)
+        if settings.observe:
+            engine = "io" if spec.kind is FunctionKind.IO else settings.engine
+            unit = attrs.evolve(unit, observe=(self.plan.entry, index, engine))
         io = (settings.io_key, settings.io_factory) if settings.io_factory else None
 
         def send(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
@@ -228,12 +246,7 @@ class _Builder:
     def submit(self, index: int, app: Application, spec: FunctionSpec,
                sets: dict[str, SetValue]) -> list[SetValue]:
         """Submit one application; return its result sets (in result order)."""
-        args = {a.param: a for a in app.arguments}
-        bound = []
-        for p in spec.params:
-            a = args.get(p.name)
-            bound.append((p.name, sets[a.source], a.mode, a.optional) if a is not None
-                         else (p.name, (), ShardingMode.ALL, True))
+        bound = bind(app, spec, sets)
         hint = dict(self.plan.hints.get(index, {}))
         nested = self.plan.module.composition(app.function) is not None
         whole = all(mode is ShardingMode.ALL for _, _, mode, _ in bound)
@@ -250,29 +263,20 @@ class _Builder:
             else:
                 batches = worker.split(insts, min(self.settings.batches, len(insts)))
             return self._batches(index, app, spec, [(b, len(insts)) for b in batches], hint)
+        params, data = self._data(bound)
         if whole and not nested:
-            params, data = [], []
-            for name, value, mode, optional in bound:
-                parts = self.parts(name, value)
-                params.append((name, mode, optional, len(parts)))
-                data += parts
             unit = worker.UnitSpec(self.calls[spec.name].key, spec.name, spec.kind.value,
-                                   n_results, params=tuple(params), join=app.join)
+                                   n_results, params=params, join=app.join)
             homes = [v.home for _, v, _, _ in bound if isinstance(v, RemoteSet)]
             route = self.settings.placement.single(hint, homes, where=_where(index, spec))
             outs = self._unit(index, spec, unit, route, data, self._retries(index, spec))
             return [RemoteSet([ref], route) for ref in outs]
-        params, data = [], []
-        for name, value, mode, optional in bound:
-            parts = self.parts(name, value)
-            params.append((name, mode, optional, len(parts)))
-            data += parts
         n = self.settings.batches
         retries, join = self.settings.retries, app.join
 
         def form(_route: Route | None, data: tuple[Any, ...]) -> list[Any]:
             return _as_list(_FORM.options(num_returns=n + 1, max_retries=retries)
-                            .remote(tuple(params), join, n, *data), n + 1)
+                            .remote(params, join, n, *data), n + 1)
 
         formed = self.recovery.add(index, spec, retries, form, None, data).refs
         total = formed[-1]
@@ -327,11 +331,7 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
            inputs: Mapping[str, Items]) -> Submitted:
     """Submit every application of ``plan`` in dependency order; return without waiting."""
     comp = plan.composition
-    sets: dict[str, SetValue] = {d.name: tuple(inputs.get(d.name, ())) for d in comp.inputs}
-    produced = {o.target for app in comp.applications for o in app.outputs}
-    for decl in comp.declarations():
-        if decl.name not in produced and decl.name not in sets:
-            sets[decl.name] = ()
+    sets: dict[str, SetValue] = dict(initial_sets(comp, inputs))
     builder = _Builder(settings, plan, calls)
     waiting = list(enumerate(comp.applications))
     while waiting:
@@ -339,9 +339,7 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
         for index, app in waiting:
             if any(a.source not in sets for a in app.arguments):
                 continue
-            spec = plan.module.callee_signature(app.function)
-            if spec is None:  # verify() rejects this before a plan exists
-                raise BackendError(f"function '{app.function}' is not declared")
+            spec = signature(plan.module, app.function)
             results = builder.submit(index, app, spec, sets)
             by_result = dict(zip((r.name for r in spec.results), results))
             for out in app.outputs:
@@ -355,8 +353,9 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
                      tuple(d.name for d in comp.outputs))
 
 
-def wait(submitted: Submitted) -> dict[int, list[str]]:
-    """Wait for every unit; return, per application, the node ids its units ran on.
+def wait(submitted: Submitted, observe: Observer | None = None) -> None:
+    """Wait for every unit, handing the events of each (made on its node when the run is
+    observed) to ``observe`` as it completes.
 
     A unit that fails because a node, a worker or an object was lost is submitted again
     (:mod:`~dandelion.backends.ray.recovery`); its consumers follow with its new outputs.
@@ -373,12 +372,12 @@ def wait(submitted: Submitted) -> dict[int, list[str]]:
     """
     recovery = submitted.recovery
     try:
-        nodes, error = _wait(submitted, recovery)
+        error = _wait(submitted, recovery, observe)
     except DandelionError as e:  # no node left to run a unit again on
-        nodes, error = {}, e
+        error = e
     if error is None:
         settle(recovery.spent)
-        return nodes
+        return
     # read the errors nothing else will read, now or when the calls left running finish,
     # and hold no reference here (Ray prints an error freed unread as "Unhandled error")
     leave([*recovery.spent, *(c.refs for c in recovery.calls)])
@@ -389,12 +388,11 @@ def wait(submitted: Submitted) -> dict[int, list[str]]:
     raise error
 
 
-def _wait(submitted: Submitted, recovery: Recovery
-          ) -> tuple[dict[int, list[str]], DandelionError | None]:
+def _wait(submitted: Submitted, recovery: Recovery, observe: Observer | None
+          ) -> DandelionError | None:
     import ray
 
     pending = {c.status: c for c in submitted.waited}
-    nodes: dict[int, list[str]] = defaultdict(list)
     sink = logs.current_sink()
     while pending or recovery.waiting:
         for call in recovery.resubmit_due():
@@ -412,7 +410,7 @@ def _wait(submitted: Submitted, recovery: Recovery
             if ref != call.status:
                 continue  # an older generation of a call submitted again
             try:
-                count, node, printed = ray.get(ref)
+                _count, _node, printed, events = ray.get(ref)
             except BaseException as e:
                 blame = recovery.retry(call, e)
                 if blame is not None:
@@ -420,13 +418,14 @@ def _wait(submitted: Submitted, recovery: Recovery
                     if isinstance(error, FunctionError) and error.logs:
                         logs.forward(logs.FunctionLog(blame[0].spec.name, error.instance,
                                                       error.logs), sink)
-                    return nodes, error
+                    return error
                 continue
             for instance, text in printed:
                 logs.forward(logs.FunctionLog(call.spec.name, instance, text), sink)
-            if count:
-                nodes[call.index].append(node)
-    return dict(nodes), None
+            if observe is not None:
+                for event in events:
+                    observe(event)
+    return None
 
 
 def translate(error: BaseException, call: Call) -> DandelionError:
@@ -472,11 +471,12 @@ def fetch(submitted: Submitted) -> dict[str, Items]:
 
 
 def run_graph(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
-              inputs: Mapping[str, Items]) -> tuple[dict[str, Items], dict[int, list[str]]]:
-    """Submit, wait, fetch: the outputs and where each application ran."""
+              inputs: Mapping[str, Items], observe: Observer | None = None
+              ) -> dict[str, Items]:
+    """Submit, wait (events to ``observe``), fetch: the direct outputs."""
     submitted = submit(settings, plan, calls, inputs)
-    nodes = wait(submitted)
-    return fetch(submitted), nodes
+    wait(submitted, observe)
+    return fetch(submitted)
 
 
 def run_nested(settings: Settings, plan: Plan, calls: dict[str, CallBox], spec: FunctionSpec,
@@ -491,13 +491,15 @@ def run_nested(settings: Settings, plan: Plan, calls: dict[str, CallBox], spec: 
     from dandelion.runtime.sharding import gather
 
     per_instance = []
+    events: list[Event] = []  # of the instances' own units, passed on to the driver
     for inst in batch:
         sets = {p.name: items for p, items in zip(spec.params, inst.inputs)}
         try:
-            outputs, _ = run_graph(settings, plan, calls, sets)
+            outputs = run_graph(settings, plan, calls, sets,
+                                events.append if settings.observe else None)
         except BaseException as e:
             raise instance_error(spec, inst, total, e) from user_cause(e)
         per_instance.append([outputs.get(r.name, ()) for r in spec.results])
     outs = gather(per_instance, len(spec.results))
-    status = (len(batch), ray.get_runtime_context().get_node_id(), ())
+    status = (len(batch), ray.get_runtime_context().get_node_id(), (), tuple(events))
     return (*outs, status) if outs else status

@@ -4,7 +4,8 @@ Both execute *units* of an application: either the single instance of an applica
 inputs are all whole sets (the unit receives the input sets' parts and forms the instance
 itself), or a batch of instances formed elsewhere.  A unit returns one object per declared
 result (the items of its instances for that result, gathered in instance order) and a
-small status ``(instances run, node id)`` that the driver waits on.
+small status ``(instances run, node id, events)`` that the driver waits on (the events
+of its instances when the run is observed, else none).
 
 With ``isolation="sandbox"`` units are calls on :class:`NodeWorker`, one actor per node,
 which hosts a pool of the configured sandboxing engine (the same
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 import attrs
@@ -25,7 +27,16 @@ from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
 from dandelion.runtime.dispatcher import instance_error, user_cause
 from dandelion.runtime.engine import Engine, FunctionCall
-from dandelion.runtime.pool import Batch, EnginePool, first_bad_outputs, run_instance, timeout_error
+from dandelion.runtime.events import Event, watcher
+from dandelion.runtime.pool import (
+    Batch,
+    EnginePool,
+    Watch,
+    first_bad_outputs,
+    run_instance,
+    run_watched,
+    timeout_error,
+)
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
@@ -47,6 +58,9 @@ class UnitSpec:
         params: for a forming unit, per parameter ``(name, mode, optional, parts)``: how
             many of the unit's data arguments are parts of that parameter's set.
         join: the application's join, for a forming unit.
+        observe: ``(composition, application, engine)`` when the run is observed: the
+            unit then makes an :class:`~dandelion.runtime.events.Event` for each instance's
+            start and end, and returns them in its status.
     """
 
     key: str
@@ -56,6 +70,30 @@ class UnitSpec:
     batch: bool = False
     params: tuple[tuple[str, ShardingMode, bool, int], ...] = ()
     join: Join | None = None
+    observe: tuple[str, int, str] | None = None
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+class UnitEvents:
+    """The events of one observed unit's instances, made on the node that ran them."""
+
+    def __init__(self, composition: str, application: int, function: str, engine: str
+                 ) -> None:
+        self.events: list[Event] = []
+        self.watch = watcher(self.events.append, composition, application, function, engine,
+                             _node_id())
+
+
+def _events(unit: UnitSpec) -> UnitEvents | None:
+    if unit.observe is None:
+        return None
+    composition, application, engine = unit.observe
+    return UnitEvents(composition, application, unit.function, engine)
 
 
 def concat(parts: Sequence[Items]) -> Items:
@@ -92,14 +130,14 @@ def _cached_call(cache: dict[str, FunctionCall], unit: UnitSpec, box: Sequence[A
 
 
 def _finish(unit: UnitSpec, per_instance: list[Any], count: int,
-            printed: Sequence[tuple[Instance, str]] = ()) -> Any:
-    """The unit's outputs and its status: the instance count, the node, and what the
-    instances printed (``(instance index, text)`` pairs, for the driver to forward)."""
+            printed: Sequence[tuple[Instance, str]] = (),
+            events: UnitEvents | None = None) -> Any:
+    """The unit's outputs and its status: the instance count, the node, what the
+    instances printed (``(instance index, text)`` pairs, for the driver to forward) and,
+    when the run is observed, their events."""
     outs = gather(per_instance, unit.n_results)
-    import ray
-
-    status = (count, ray.get_runtime_context().get_node_id(),
-              tuple((inst.index, text) for inst, text in printed))
+    status = (count, _node_id(), tuple((inst.index, text) for inst, text in printed),
+              tuple(events.events) if events is not None else ())
     return (*outs, status) if outs else status
 
 
@@ -109,9 +147,10 @@ def _raise_failure(call: FunctionCall, failure: tuple[Instance, BaseException], 
     raise instance_error(call.spec, inst, total, error) from user_cause(error)
 
 
-def run_io(io_engine: Any, call: FunctionCall, insts: list[Instance], total: int
-           ) -> list[Any]:
-    """Run I/O instances on ``io_engine`` (the dispatcher's ``submit`` interface); wait."""
+def run_io(io_engine: Any, call: FunctionCall, insts: list[Instance], total: int,
+           events: UnitEvents | None = None) -> list[Any]:
+    """Run I/O instances on ``io_engine`` (the dispatcher's ``submit`` interface); wait.
+    They run at once: their events (with ``events``) share one span."""
     if io_engine is None:
         raise BackendError(f"I/O function '{call.spec.name}' needs an I/O engine, and this "
                            "Ray node has none", hint="pass io_engine= (a factory) to the "
@@ -124,6 +163,10 @@ def run_io(io_engine: Any, call: FunctionCall, insts: list[Instance], total: int
         box.append((results, failure))
         finished.set()
 
+    start = time.time()
+    if events is not None:
+        for inst in insts:
+            events.watch(inst, start, None, None, None, None)
     io_engine.submit(call, insts, done, threading.Event())
     finished.wait()
     results, failure = box[0]
@@ -133,6 +176,10 @@ def run_io(io_engine: Any, call: FunctionCall, insts: list[Instance], total: int
             failure = (insts[bad[0]], bad[1])
     if failure is not None:
         _raise_failure(call, failure, total)
+    if events is not None:
+        end = time.time()
+        for inst, outputs in zip(insts, results or []):
+            events.watch(inst, start, end, outputs, None, None)
     return list(results or [])
 
 
@@ -168,8 +215,10 @@ class NodeWorker:
         insts, total = unit_instances(unit, data)
         if not insts:
             return _finish(unit, [], 0)
+        events = _events(unit)
         if unit.kind == FunctionKind.IO.value:
-            return _finish(unit, run_io(self.io_engine, call, insts, total), len(insts))
+            return _finish(unit, run_io(self.io_engine, call, insts, total, events),
+                           len(insts), events=events)
         finished = threading.Event()
         failures: list[tuple[Instance, BaseException]] = []
 
@@ -178,7 +227,8 @@ class NodeWorker:
                 failures.append(failure)
             finished.set()
 
-        batch = Batch(call, insts, done, threading.Event())
+        batch = Batch(call, insts, done, threading.Event(),
+                      watch=events.watch if events is not None else None)
         self.pool.submit(batch)
         watch = call.timeout is not None and not self.pool.enforces_timeout
         while not finished.wait(TIMEOUT_POLL if watch else None):
@@ -188,7 +238,7 @@ class NodeWorker:
                 raise late
         if failures:
             _raise_failure(call, failures[0], total)
-        return _finish(unit, batch.results, len(insts), batch.logs)
+        return _finish(unit, batch.results, len(insts), batch.logs, events)
 
     def close(self) -> None:
         """Stop the engines."""
@@ -204,14 +254,14 @@ class _TaskHost:
 
 
 def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance,
-                      printed: list[tuple[Instance, str]]) -> Any:
+                      printed: list[tuple[Instance, str]], watch: Watch | None) -> Any:
     """One instance on a helper thread, given up on at the call's timeout (an unsandboxed
     function cannot be stopped: the thread runs on, as with the local inline engine)."""
     box: list[Any] = []
 
     def work() -> None:
         try:
-            box.append((True, run_instance(engine, call, inst, printed)))
+            box.append((True, _run(engine, call, inst, printed, watch)))
         except BaseException as e:  # handed to the caller below
             box.append((False, e))
 
@@ -237,6 +287,7 @@ def execute_task(unit: UnitSpec, box: Sequence[Any],
     insts, total = unit_instances(unit, data)
     if not insts:
         return _finish(unit, [], 0)
+    events = _events(unit)
     if unit.kind == FunctionKind.IO.value:
         io_engine = None
         if io is not None:
@@ -244,21 +295,29 @@ def execute_task(unit: UnitSpec, box: Sequence[Any],
             io_engine = host.io_engines.get(key)
             if io_engine is None:
                 io_engine = host.io_engines[key] = factory()
-        return _finish(unit, run_io(io_engine, call, insts, total), len(insts))
+        return _finish(unit, run_io(io_engine, call, insts, total, events), len(insts),
+                       events=events)
     if host.engine is None:
         host.engine = load_engine("inline")()
     engine = host.engine
+    watch = events.watch if events is not None else None
     results = []
     printed: list[tuple[Instance, str]] = []
     for inst in insts:
         try:
-            results.append(_run_with_timeout(engine, call, inst, printed) if call.timeout
-                           else run_instance(engine, call, inst, printed))
+            results.append(_run_with_timeout(engine, call, inst, printed, watch)
+                           if call.timeout else _run(engine, call, inst, printed, watch))
         except FunctionTimeout:
             raise
         except BaseException as e:
             _raise_failure(call, (inst, e), total)
-    return _finish(unit, results, len(insts), printed)
+    return _finish(unit, results, len(insts), printed, events)
+
+
+def _run(engine: Engine, call: FunctionCall, inst: Instance,
+         printed: list[tuple[Instance, str]], watch: Watch | None) -> Any:
+    return run_instance(engine, call, inst, printed) if watch is None else \
+        run_watched(engine, call, inst, watch, printed)
 
 
 def form_batches(params: tuple[tuple[str, ShardingMode, bool, int], ...], join: Join | None,

@@ -24,7 +24,7 @@ import struct
 from typing import Any
 
 from dandelion.cache import hashing
-from dandelion.codec import encode
+from dandelion.codec import encode, npy_parts
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -99,23 +99,11 @@ def _numpy() -> Any:
     return numpy
 
 
-def npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
-    """The ``.npy`` 1.0 header :func:`numpy.save` writes for a C-order array."""
-    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
-    total = 10 + len(text) + 1
-    text += " " * ((-total) % 64) + "\n"
-    raw = text.encode("latin1")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(raw)) + raw
-
-
 def _npy_parts(value: Any) -> list[Any]:
-    np = _numpy()
     if value.dtype.hasobject:
         raise Uncacheable("an ndarray item holds Python objects, which have no canonical "
                           "encoding")
-    arr = np.ascontiguousarray(value)
-    header = npy_header(np.lib.format.dtype_to_descr(arr.dtype), tuple(arr.shape))
-    return [header, memoryview(arr.reshape(-1).view(np.uint8))]
+    return list(npy_parts(value))
 
 
 def record(item: Item[Any]) -> bytes | None:

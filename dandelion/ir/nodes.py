@@ -13,15 +13,14 @@ hashing, so the decorator and DSL front ends produce *equal* IR for the same pro
 
 from __future__ import annotations
 
-import enum
 from typing import Any, Iterable, Iterator
 
 import attrs
 
-from dandelion.ir.types import DataType
+from dandelion.ir.types import DataType, NamedEnum
 
 
-class ShardingMode(str, enum.Enum):
+class ShardingMode(NamedEnum):
     """How a function instance consumes one input set (see :doc:`/concepts`)."""
 
     ALL = "all"
@@ -29,12 +28,6 @@ class ShardingMode(str, enum.Enum):
     KEYED = "keyed"
     ANY_EACH = "any_each"
     ANY_KEYED = "any_keyed"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __repr__(self) -> str:
-        return repr(self.value)
 
     @property
     def is_sharded(self) -> bool:
@@ -47,7 +40,7 @@ class ShardingMode(str, enum.Enum):
         return self in (ShardingMode.KEYED, ShardingMode.ANY_KEYED)
 
 
-class JoinKind(str, enum.Enum):
+class JoinKind(NamedEnum):
     """How two keyed inputs are matched up."""
 
     INNER = "inner"
@@ -56,24 +49,12 @@ class JoinKind(str, enum.Enum):
     FULL = "full"
     CROSS = "cross"
 
-    def __str__(self) -> str:
-        return self.value
 
-    def __repr__(self) -> str:
-        return repr(self.value)
-
-
-class FunctionKind(str, enum.Enum):
+class FunctionKind(NamedEnum):
     """Compute functions are pure user code; I/O functions are trusted platform code."""
 
     COMPUTE = "compute"
     IO = "io"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __repr__(self) -> str:
-        return repr(self.value)
 
 
 @attrs.frozen

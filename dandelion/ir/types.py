@@ -18,7 +18,22 @@ import enum
 import attrs
 
 
-class ElementType(str, enum.Enum):
+class NamedEnum(str, enum.Enum):
+    """An enum of strings that prints and shows as its value (``each``, not
+    ``ShardingMode.EACH``), as the IR's JSON and the DSL spell it.
+
+    >>> str(ElementType.INT), repr(ElementType.INT)
+    ('int', "'int'")
+    """
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class ElementType(NamedEnum):
     """What the bytes of one item mean."""
 
     BYTES = "bytes"
@@ -29,12 +44,6 @@ class ElementType(str, enum.Enum):
     JSON = "json"
     NDARRAY = "ndarray"
     ANY = "any"
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __repr__(self) -> str:
-        return repr(self.value)
 
     def compatible(self, other: ElementType) -> bool:
         """Whether a value of ``self`` may flow where ``other`` is expected."""

@@ -8,13 +8,14 @@ import concurrent.futures
 import contextvars
 import threading
 import weakref
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from dandelion.cache.cache import Cache, open_cache
 from dandelion.planner import Pass, PassContext, make_plan
 from dandelion.planner.plan import Plan
 from dandelion.program import Program, as_program
 from dandelion.runtime.backend import Backend, check_requirements
+from dandelion.runtime.events import Observer, fan_out
 from dandelion.runtime.registry import load_backend
 from dandelion.runtime.sharding import Items
 
@@ -33,6 +34,8 @@ class Runtime:
             ``$DANDELION_CACHE_DIR`` or the user's cache directory), ``False``, a
             :class:`~dandelion.cache.Store`, a directory, a ``redis://`` URL, ``"memory"``,
             or a list of those (a stack, fastest first).
+        observers: called with every :class:`~dandelion.runtime.events.Event` of every run
+            (more with :meth:`subscribe`); with none, runs make no events at all.
         **options: passed to the backend (``workers=``, ``timeout=`` …).
 
     Example:
@@ -50,7 +53,8 @@ class Runtime:
 
     def __init__(self, backend: str = "local", engine: str | None = None,
                  passes: list[Pass] | None = None, pass_context: PassContext | None = None,
-                 cache: Any = True, **options: Any) -> None:
+                 cache: Any = True, observers: Sequence[Observer] = (),
+                 **options: Any) -> None:
         cls = load_backend(backend)
         if engine is not None:
             options["engine"] = engine
@@ -58,10 +62,47 @@ class Runtime:
         self.backend: Backend = cls(**options)
         self.passes = passes
         self.pass_context = pass_context
+        self._observers: tuple[Observer, ...] = tuple(observers)
+        self._observe = fan_out(self._observers)
         self._plans: weakref.WeakKeyDictionary[Program, Plan] = weakref.WeakKeyDictionary()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.closed = False
+
+    def subscribe(self, observer: Observer) -> Callable[[], None]:
+        """Call ``observer`` with every event of the runs that start from now on; returns
+        the function that unsubscribes it.
+
+        Example:
+            >>> import dandelion as dd
+            >>> @dd.compute
+            ... def inc(x: int) -> int:
+            ...     return x + 1
+            >>> @dd.composition
+            ... def incs(xs: list[int]) -> list[int]:
+            ...     return inc(dd.each(xs))
+            >>> events = []
+            >>> with dd.Runtime(engine="inline", workers=1) as rt:
+            ...     stop = rt.subscribe(events.append)
+            ...     rt.run(incs, [1, 2])
+            ...     stop()
+            [2, 3]
+            >>> sorted((e.instance, str(e.kind)) for e in events)
+            [(0, 'finished'), (0, 'started'), (1, 'finished'), (1, 'started')]
+        """
+        with self._lock:
+            self._observers = (*self._observers, observer)
+            self._observe = fan_out(self._observers)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                chosen = list(self._observers)
+                if observer in chosen:
+                    chosen.remove(observer)
+                self._observers = tuple(chosen)
+                self._observe = fan_out(self._observers)
+
+        return unsubscribe
 
     def plan(self, target: Any) -> Plan:
         """The plan this runtime runs for ``target`` (cached per program)."""
@@ -99,11 +140,11 @@ class Runtime:
         sets = program.bind(args, inputs)
         plan = self.plan(program)
         if "cache" not in self.backend.capabilities:
-            outputs = self.backend.run(plan, sets, program.artifacts)
+            outputs = self.backend.run(plan, sets, program.artifacts, observe=self._observe)
         else:
             using = self._cache_for(cache)
             outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
-                                       cache=using)
+                                       observe=self._observe, cache=using)
         return program.unbind(outputs)
 
     def run_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
@@ -125,7 +166,7 @@ class Runtime:
 
             raise BackendError("this runtime is closed")
         check_requirements(plan, self.backend)
-        return self.backend.run(plan, inputs, artifacts)
+        return self.backend.run(plan, inputs, artifacts, observe=self._observe)
 
     def _cache_for(self, mode: bool | str) -> Cache | None:
         if mode not in (True, False, "refresh"):

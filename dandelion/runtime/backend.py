@@ -7,12 +7,22 @@ requirement of a plan a backend lacks before anything runs.
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from dandelion.errors import BackendError
-from dandelion.ir.nodes import FunctionKind
+from dandelion.ir.nodes import (
+    Application,
+    Composition,
+    FunctionKind,
+    FunctionSpec,
+    Module,
+    ShardingMode,
+)
 from dandelion.planner.plan import Plan
+from dandelion.runtime.events import Observer
 from dandelion.runtime.sharding import Items
+
+T = TypeVar("T")
 
 
 class Backend(abc.ABC):
@@ -32,17 +42,65 @@ class Backend(abc.ABC):
     engine_kinds: frozenset[str] = frozenset()
 
     @abc.abstractmethod
-    def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
-            ) -> dict[str, Items]:
+    def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+            observe: Observer | None = None) -> dict[str, Items]:
         """Run ``plan`` on its direct inputs; return its direct outputs.
 
-        A backend with the ``cache`` capability also takes ``cache=``, a
-        :class:`~dandelion.cache.Cache` (or ``None``) in which to look up and keep the
-        outputs of cacheable instances.
+        With ``observe``, report every instance's start and end to it
+        (:mod:`dandelion.runtime.events`); without, build no event at all.  A backend with
+        the ``cache`` capability also takes ``cache=``, a :class:`~dandelion.cache.Cache`
+        (or ``None``) in which to look up and keep the outputs of cacheable instances.
         """
 
     def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing
         """Release workers, engines and connections."""
+
+
+def initial_sets(composition: Composition, inputs: Mapping[str, Items]
+                 ) -> dict[str, Items]:
+    """The sets a run of ``composition`` starts with: its direct inputs (one not given is
+    empty) and, empty, every set that no application produces.
+
+    >>> from dandelion.ir import Application, Composition, Output, SetDecl
+    >>> from dandelion.runtime.backend import initial_sets
+    >>> c = Composition("c", [SetDecl("a"), SetDecl("b")], [SetDecl("o"), SetDecl("e")], [],
+    ...                 [Application("f", outputs=[Output("r", "o")])])
+    >>> initial_sets(c, {"a": (1,)})
+    {'a': (1,), 'b': (), 'e': ()}
+    """
+    sets = {d.name: tuple(inputs.get(d.name, ())) for d in composition.inputs}
+    produced = {o.target for app in composition.applications for o in app.outputs}
+    for decl in composition.declarations():
+        if decl.name not in produced and decl.name not in sets:
+            sets[decl.name] = ()
+    return sets
+
+
+def signature(module: Module, name: str) -> FunctionSpec:
+    """The signature of the function or composition an application calls.
+
+    Raises:
+        BackendError: nothing is declared as ``name`` (``verify`` rejects such a module
+            before a plan exists).
+    """
+    spec = module.callee_signature(name)
+    if spec is None:
+        raise BackendError(f"function '{name}' is not declared")
+    return spec
+
+
+def bind(app: Application, spec: FunctionSpec, sets: Mapping[str, T]
+         ) -> list[tuple[str, T | tuple[()], ShardingMode, bool]]:
+    """Per parameter of ``spec``, in order: its name, the set ``app`` binds to it (an
+    unbound parameter gets an empty one, as if optional), the sharding mode and whether it
+    is optional; the sets are whatever the backend holds them as."""
+    args = {a.param: a for a in app.arguments}
+    bound: list[tuple[str, T | tuple[()], ShardingMode, bool]] = []
+    for p in spec.params:
+        a = args.get(p.name)
+        bound.append((p.name, sets[a.source], a.mode, a.optional) if a is not None
+                     else (p.name, (), ShardingMode.ALL, True))
+    return bound
 
 
 def requirements(plan: Plan) -> set[str]:

@@ -52,6 +52,16 @@ class Failed:
     error: BaseException
 
 
+@attrs.frozen
+class BatchRun:
+    """What an engine's ``run_batch`` returns: per instance, its outputs or a
+    :class:`Failed`, with what it printed; and the seconds the function itself ran, all
+    instances together (``None``: not measured)."""
+
+    outcomes: list[tuple[Any, str]]
+    seconds: float | None = None
+
+
 def batch_size(pending: int, overhead: float | None, run_time: float | None,
                override: int | None = None, vectorised: bool = False) -> int:
     """How many of ``pending`` instances to run in the next sandbox invocation.
@@ -221,5 +231,5 @@ def _success(logs: str) -> Item[str]:
     return Item(json.dumps({"ok": True, "logs": logs}) if logs else "")
 
 
-__all__ = ["OVERHEAD_SHARE", "BatchedFunction", "Failed", "batch_size", "error_report",
+__all__ = ["OVERHEAD_SHARE", "BatchRun", "BatchedFunction", "Failed", "batch_size", "error_report",
            "invoke_many"]

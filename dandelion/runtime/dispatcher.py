@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import threading
+import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -25,8 +26,10 @@ from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.cacheable import why_not_cacheable
 from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
+from dandelion.runtime.backend import bind, initial_sets, signature
 from dandelion.runtime.engine import FunctionCall
-from dandelion.runtime.pool import Batch, EnginePool, first_bad_outputs
+from dandelion.runtime.events import Observer, watcher
+from dandelion.runtime.pool import Batch, EnginePool, Watch, first_bad_outputs
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,6 +150,7 @@ class Dispatcher:
             (``None``: nothing is cached).
         on_cache: called with a :class:`~dandelion.cache.run.CacheReport` per cacheable
             application, once its lookups are done.
+        observe: told every instance's start and end (:mod:`dandelion.runtime.events`).
         batch: instances per sandbox invocation for every function (``None``: each
             function's own, else chosen by measurement; ``1``: never batch).  See
             :mod:`dandelion.runtime.batch`.
@@ -156,12 +160,14 @@ class Dispatcher:
                  timeouts: Mapping[str, float] | None = None, io_engine: Any = None,
                  sub_runner: SubRunner | None = None,
                  progress: ProgressCallback | None = None, cache: Cache | None = None,
-                 on_cache: CacheObserver | None = None, batch: int | None = None) -> None:
+                 on_cache: CacheObserver | None = None,
+                 observe: Observer | None = None, batch: int | None = None) -> None:
         self.pool = pool
         self.batch = batch
         self.progress = progress
         self.cache = cache
         self.on_cache = on_cache
+        self.observe = observe
         self.artifacts = artifacts
         self.timeouts = dict(timeouts or {})
         self.io_engine = io_engine
@@ -208,13 +214,7 @@ class _Run:
         self.plan = plan
         self.module, self.comp = plan.module, plan.composition
         comp = self.comp
-        self.sets: dict[str, Items] = {}
-        for decl in comp.inputs:
-            self.sets[decl.name] = tuple(inputs.get(decl.name, ()))
-        produced = {o.target for app in comp.applications for o in app.outputs}
-        for decl in comp.declarations():
-            if decl.name not in produced and decl.name not in self.sets:
-                self.sets[decl.name] = ()
+        self.sets: dict[str, Items] = initial_sets(comp, inputs)
         self.missing: dict[int, set[str]] = {}
         self.consumers: dict[str, list[int]] = defaultdict(list)
         self.ready: list[int] = []
@@ -439,12 +439,7 @@ class _Run:
         d = self.d
         app = self.comp.applications[index]
         spec = self._signature(app.function)
-        args = {a.param: a for a in app.arguments}
-        ins = []
-        for p in spec.params:
-            a = args.get(p.name)
-            ins.append(Input(p.name, self.sets[a.source], a.mode, a.optional) if a
-                       else Input(p.name, (), optional=True))
+        ins = [Input(*bound) for bound in bind(app, spec, self.sets)]
         insts = instances(ins, app.join, d.pool.size)
         state = _Running(app, spec, insts, [None] * len(insts), 0)
         self.running[index] = state
@@ -478,21 +473,25 @@ class _Run:
         size = max(1, math.ceil(n / (self.d.pool.size * BATCHES_PER_WORKER)))
         state.remaining += math.ceil(n / size)
         insts = state.instances
+        observe = self.d.observe
+        watch = None if observe is None else \
+            self._watch(observe, index, state.spec.name, self.d.pool.engine_name)
         for at in range(0, n, size):
             part = positions[at:at + size]
             self.d.pool.submit(Batch(call, [insts[i] for i in part] if not isinstance(part, range)
                                    else insts[part.start:part.stop], self.on_batch,
-                                   self.cancelled, tag=(index, part),
+                                   self.cancelled, tag=(index, part), watch=watch,
                                    per_sandbox=self.d.batch))
+
+    def _watch(self, observe: Observer, index: int, function: str, engine: str) -> Watch:
+        """A pool's watch that tells ``observe`` about the instances of one application."""
+        return watcher(observe, self.plan.entry, index, function, engine)
 
     def _signature(self, name: str) -> FunctionSpec:
         """The callee's signature, looked up once per run."""
         spec = self.signatures.get(name)
         if spec is None:
-            spec = self.module.callee_signature(name)
-            if spec is None:  # verify() rejects this before a plan exists
-                raise BackendError(f"function '{name}' is not declared")
-            self.signatures[name] = spec
+            spec = self.signatures[name] = signature(self.module, name)
         return spec
 
     def _start_nested(self, index: int, state: _Running) -> None:
@@ -524,6 +523,12 @@ class _Run:
     def _start_io(self, index: int, state: _Running, call: FunctionCall,
                   positions: Sequence[int]) -> None:
         spec = state.spec
+        observe = self.d.observe
+        if observe is not None:  # the I/O engine runs them all at once: one span for all
+            watch = self._watch(observe, index, spec.name, "io")
+            start = time.time()
+            for pos in positions:
+                watch(state.instances[pos], start, None, None, None, None)
 
         def done(results: list[Any] | None, failure: tuple[Instance, BaseException] | None
                  ) -> None:
@@ -533,6 +538,14 @@ class _Run:
                     failure = (state.instances[positions[bad[0]]], bad[1])
                     results = (results or [])[:bad[0]]  # those before it are kept
             self._keep(index, positions, results or [])
+            if observe is not None:
+                end = time.time()
+                for n, pos in enumerate(positions):
+                    inst = state.instances[pos]
+                    failed = failure is not None and failure[0] is inst
+                    if n < len(results or []) or failed:
+                        watch(inst, start, end, (results or [])[n] if not failed else None,
+                              failure[1] if failed and failure is not None else None, None)
             if failure is not None:
                 inst, error = failure
                 self.on_whole(index, None,

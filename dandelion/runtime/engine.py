@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import abc
 import threading
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import attrs
 
 from dandelion.errors import FunctionTypeError
 from dandelion.ir.nodes import FunctionSpec, Implementation
 from dandelion.items import Item
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dandelion.runtime.batch import BatchRun
 
 ItemSets = Sequence[Sequence[Item[Any]]]
 
@@ -165,16 +168,19 @@ class Engine(abc.ABC):
         return implementation.kind in self.kinds
 
     @abc.abstractmethod
-    def run(self, context: Context, call: FunctionCall) -> None:
+    def run(self, context: Context, call: FunctionCall) -> float | None:
         """Run ``call`` on the inputs placed in ``context``, leaving its outputs there,
         and what it printed in ``context.logs`` (on failure: in the error's ``logs``).
+
+        Returns:
+            the seconds the function itself ran, where the engine measures that apart from
+            its own overhead (the event stream reports it), else ``None``.
 
         Raises:
             FunctionError: the function failed (its own exception, a violation, a timeout).
         """
 
-    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]
-                  ) -> list[tuple[Any, str]] | None:
+    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:
         """Run several instances of ``call`` (``inputs``: each one's item sets) in one
         invocation, when this engine can (:mod:`dandelion.runtime.batch`).
 

@@ -119,7 +119,8 @@ class _Router(io.TextIOBase):
             if buffer is None:  # made on the first write: most functions print nothing
                 buffer = _local.buffer = Buffer()
             return int(buffer.write(s))
-        return int(self.target.write(s))
+        written = self.target.write(s)  # some streams (Ray's workers') answer None
+        return len(s) if written is None else int(written)
 
     def flush(self) -> None:
         if not getattr(_local, "capturing", False):

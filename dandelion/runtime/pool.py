@@ -15,6 +15,13 @@ from dandelion.runtime.batch import Failed, batch_size
 from dandelion.runtime.engine import Engine, FunctionCall, check_outputs
 from dandelion.runtime.sharding import Instance
 
+#: Told when an instance starts (``end`` is ``None``) and when it ends:
+#: ``watch(instance, start, end, outputs, error, function_seconds)`` with :func:`time.time`
+#: stamps, the outputs (``None`` if it failed), its error, and the time the function itself
+#: ran where the engine measures it.
+Watch = Callable[[Instance, float, "float | None", Any, "BaseException | None",
+                  "float | None"], None]
+
 
 @attrs.define(eq=False)
 class Batch:
@@ -22,7 +29,8 @@ class Batch:
 
     ``results[i]`` receives the outputs of ``instances[i]``, ``logs`` what instances
     printed; when the batch is done (or one instance fails) the worker calls
-    ``done(batch, failure)``.
+    ``done(batch, failure)``.  With ``watch`` the worker reports each instance's start and
+    end to it (no watch, no clock read).
     """
 
     call: FunctionCall
@@ -32,6 +40,7 @@ class Batch:
     results: list[Any] = attrs.field(factory=list)
     tag: Any = None
     logs: list[tuple[Instance, str]] = attrs.field(factory=list)
+    watch: Watch | None = None
     #: the run's instances per sandbox invocation (``None``: the function's own, else
     #: chosen by measurement; :mod:`dandelion.runtime.batch`)
     per_sandbox: int | None = None
@@ -50,18 +59,25 @@ def run_instance(engine: Engine, call: FunctionCall, inst: Instance,
     """Run one instance on ``engine`` in a context of its memory domain; its outputs,
     checked against the function's declaration (:func:`check_outputs`).  What it printed
     is added to ``logs`` (or, if it fails, is its error's ``logs``)."""
+    return invoke(engine, call, inst, logs)[0]
+
+
+def invoke(engine: Engine, call: FunctionCall, inst: Instance,
+           logs: list[tuple[Instance, str]] | None = None) -> tuple[Any, float | None]:
+    """:func:`run_instance`, with the time the function itself ran (where the engine
+    measures it)."""
     domain = engine.domain
     context = domain.acquire()
     try:
         context.place(inst.inputs)
-        engine.run(context, call)
+        seconds = engine.run(context, call)
         outputs = context.extract()
         if context.logs and logs is not None:
             logs.append((inst, context.logs))
     finally:
         domain.release(context)
     check_outputs(call.spec, outputs)
-    return outputs
+    return outputs, seconds
 
 
 def first_bad_outputs(spec: FunctionSpec, per_instance: Sequence[Any]
@@ -74,6 +90,27 @@ def first_bad_outputs(spec: FunctionSpec, per_instance: Sequence[Any]
         except DandelionError as e:
             return position, e
     return None
+
+
+def run_watched(engine: Engine, call: FunctionCall, inst: Instance, watch: Watch,
+                logs: list[tuple[Instance, str]] | None = None) -> Any:
+    """:func:`run_instance`, telling ``watch`` when the instance starts and ends."""
+    return _watched(engine, call, inst, watch, logs)[0]
+
+
+def _watched(engine: Engine, call: FunctionCall, inst: Instance, watch: Watch | None,
+             logs: list[tuple[Instance, str]] | None) -> tuple[Any, float | None]:
+    if watch is None:
+        return invoke(engine, call, inst, logs)
+    start = time.time()
+    watch(inst, start, None, None, None, None)
+    try:
+        outputs, seconds = invoke(engine, call, inst, logs)
+    except BaseException as e:
+        watch(inst, start, time.time(), None, e, None)
+        raise
+    watch(inst, start, time.time(), outputs, None, seconds)
+    return outputs, seconds
 
 
 class Worker(threading.Thread):
@@ -104,6 +141,7 @@ class Worker(threading.Thread):
         """Run the batch's instances in order, ``k`` per sandbox invocation where that pays
         (:func:`~dandelion.runtime.batch.batch_size`); the first failure, if any."""
         engine, call, insts, results = self.engine, batch.call, batch.instances, batch.results
+        watch = batch.watch
         at = 0
         while at < len(insts):
             if batch.cancelled.is_set():
@@ -111,10 +149,20 @@ class Worker(threading.Thread):
             k = self.pool.batch_size(call, len(insts) - at, batch.per_sandbox)
             chunk = insts[at:at + k]
             self.current = (batch, chunk[0], time.monotonic())
-            started = time.perf_counter()
-            outcomes = engine.run_batch(call, [i.inputs for i in chunk]) if k > 1 else None
-            if outcomes is not None:
-                self.pool.measure(call, k, time.perf_counter() - started, engine)
+            started, stamp = time.perf_counter(), time.time()
+            if watch is not None and k > 1:
+                for inst in chunk:
+                    watch(inst, stamp, None, None, None, None)
+            run = engine.run_batch(call, [i.inputs for i in chunk]) if k > 1 else None
+            if run is not None:
+                outcomes = run.outcomes
+                self.pool.measure(call, k, time.perf_counter() - started, run.seconds)
+                if watch is not None:
+                    end, each = time.time(), run.seconds / k if run.seconds else None
+                    for inst, (out, _) in zip(chunk, outcomes):
+                        failed = isinstance(out, Failed)
+                        watch(inst, stamp, end, None if failed else out,
+                              out.error if failed else None, each)
             else:  # one by one (after a batch that crashed or timed out: finds the culprit)
                 outcomes = []
                 for inst in chunk:
@@ -123,11 +171,12 @@ class Worker(threading.Thread):
                     self.current = (batch, inst, time.monotonic())
                     started = time.perf_counter()
                     try:
-                        outcomes.append((run_instance(engine, call, inst, batch.logs), ""))
+                        outputs, seconds = _watched(engine, call, inst, watch, batch.logs)
                     except BaseException as e:  # reported to the dispatcher, never lost
                         outcomes.append((Failed(e), ""))
                         break
-                    self.pool.measure(call, 1, time.perf_counter() - started, engine)
+                    outcomes.append((outputs, ""))
+                    self.pool.measure(call, 1, time.perf_counter() - started, seconds)
             for inst, (outcome, printed) in zip(chunk, outcomes):
                 if isinstance(outcome, Failed):
                     error = outcome.error
@@ -179,10 +228,9 @@ class EnginePool:
         return batch_size(pending, cost[0] if cost else None, cost[1] if cost else None,
                           override, getattr(call.artifact, "vectorised", None) is not None)
 
-    def measure(self, call: FunctionCall, k: int, wall: float, engine: Engine) -> None:
-        """Remember what one invocation of ``k`` instances cost (engines that report the
-        time spent in the function itself; for the others a sandbox costs nothing)."""
-        inside = getattr(engine, "last_function_time", None)
+    def measure(self, call: FunctionCall, k: int, wall: float, inside: float | None) -> None:
+        """Remember what one invocation of ``k`` instances cost, ``inside`` the function
+        (engines that do not measure it: a sandbox costs nothing there)."""
         if inside is None or k < 1:
             return
         sample = (max(wall - inside, 0.0), inside / k)

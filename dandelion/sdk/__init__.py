@@ -33,9 +33,10 @@ FLAGS = ("-O2", "-std=c11", "-ffreestanding", "-fno-builtin", "-nostdlib", "-sta
          "-Wl,-z,noexecstack")
 
 
-#: Flags of every wasm build: freestanding wasm32, no C library, no imports (an undefined
-#: symbol is a link error), the stack first and 1 MiB of it.
-WASM_FLAGS = ("--target=wasm32", "-O2", "-std=c11", "-ffreestanding", "-nostdlib",
+#: Flags of every wasm build: freestanding wasm32 with 128-bit SIMD (which wasmtime compiles
+#: to SSE/AVX: the matrix example runs 2-4x faster with it), no C library, no imports (an
+#: undefined symbol is a link error), the stack first and 1 MiB of it.
+WASM_FLAGS = ("--target=wasm32", "-O3", "-msimd128", "-std=c11", "-ffreestanding", "-nostdlib",
               "-Wl,--no-entry", "-Wl,--export=dandelion_entry", "-Wl,--export=__heap_base",
               "-Wl,--stack-first", "-Wl,-z,stack-size=1048576", "-Wl,--strip-all")
 

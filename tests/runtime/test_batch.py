@@ -24,10 +24,12 @@ def call_of(fn: dd.compute) -> FunctionCall:
 def test_a_batch_reports_each_instance_apart_and_one_failure_fails_alone():
     engine = ProcessEngine()
     try:
-        outcomes = engine.run_batch(call_of(b.picky), [[(Item(x),)] for x in range(5)])
+        run = engine.run_batch(call_of(b.picky), [[(Item(x),)] for x in range(5)])
     finally:
         engine.close()
-    assert outcomes is not None and len(outcomes) == 5
+    assert run is not None and run.seconds is not None and run.seconds > 0
+    outcomes = run.outcomes
+    assert len(outcomes) == 5
     failed, printed = outcomes[b.BAD]
     assert isinstance(failed, Failed) and printed == "checking 2\n"
     assert "raised ValueError: no 2" in str(failed.error)
@@ -105,3 +107,17 @@ def test_batch_must_be_a_positive_int():
         @dd.compute(batch=0)
         def f(x: int) -> int:
             return x
+
+
+def test_the_event_stream_reports_every_instance_of_a_batch():
+    from dandelion.runtime.events import Event, EventKind
+
+    events: list[Event] = []
+    with dd.Runtime(engine="process", workers=1, cache=False, batch=4,
+                    observers=[events.append]) as rt:
+        assert rt.run(b.tallies, list(range(16))) == [1, 2, 3, 4] * 4  # batches of 4
+    finished = sorted(e.instance for e in events if e.kind is EventKind.FINISHED)
+    started = sorted(e.instance for e in events if e.kind is EventKind.STARTED)
+    assert started == finished == list(range(16))
+    assert all(e.outcome == "ok" and e.function_seconds is not None for e in events
+               if e.kind is EventKind.FINISHED)

@@ -3,9 +3,10 @@
 The programs in ``programs/`` import libraries at module level (numpy, json, re, math,
 statistics, colorsys, collections, dataclasses), read module constants, call helpers that call
 helpers, use a closure, a dataclass and NamedTuple results, print, and raise from a helper.
-Each runs as a script, with ``dandelion run`` (the ``.py`` and its ``.dd`` twin), in-process
-with ``dd.run``, with ``dd.Client`` against a real server, with ``dandelion register`` /
-``invoke`` against a real ``dandelion serve``, and on a real Ray cluster — on each engine.
+Each runs as a script, with ``dandelion run`` (the ``.py`` and its ``.dd`` and ``.dcl``
+twins), in-process with ``dd.run``, with ``dd.Client`` against a real server, with
+``dandelion register`` / ``invoke`` against a real ``dandelion serve``, and on a real Ray
+cluster — on each engine.
 
 A suite that tests what we built imports inside test functions; these tests load the
 programs from files, as a user's script or module is loaded, so nothing they name is
@@ -122,7 +123,8 @@ def test_dd_run_names_the_function_and_its_error(overlimit, engine):
 # -- the command line: the .py and its .dd twin --------------------------------------------
 
 @pytest.mark.parametrize("engine", ENGINES)  # (what functions print goes to stderr)
-@pytest.mark.parametrize("target", ["pagestats.py:page_stats", "pagestats.dd"])
+@pytest.mark.parametrize("target", ["pagestats.py:page_stats", "pagestats.dd",
+                                    "pagestats.dcl"])
 def test_dandelion_run(pagestats, engine, target):
     out = dandelion("run", target, *page_args(), "--engine", engine, "--json", "-q")
     assert out.returncode == 0, out.stderr

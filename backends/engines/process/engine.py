@@ -24,7 +24,7 @@ import json
 import os
 import signal
 import threading
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from dandelion import errors
 from dandelion.backends.engines.process import _sandboxc, native, pool
@@ -51,7 +51,7 @@ from dandelion.errors import DandelionError, FunctionError, FunctionTimeout, San
 from dandelion.ir.nodes import FunctionSpec, Implementation, Param
 from dandelion.ir.types import DataType, ElementType
 from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
-from dandelion.runtime.batch import BatchedFunction, Failed
+from dandelion.runtime.batch import BatchedFunction, BatchRun, Failed
 from dandelion.runtime.engine import Context, FunctionCall, ItemSets
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.tracebacks import format_traceback
@@ -115,8 +115,6 @@ class ProcessEngine(EngineBase):
         self._tables_lock = threading.Lock()
         #: id(spec) -> (spec, params, results, declared) as a context's layout takes them
         self._shapes: dict[int, tuple[Any, list[Any], list[Any], bytes]] = {}
-        #: seconds the last invocation spent in the function itself (Python only)
-        self.last_function_time: float | None = None
         #: (id(spec), k) -> the spec of a batch of k instances; id(artifact) -> its wrapper
         self._batch_specs: dict[tuple[int, int], tuple[FunctionSpec, FunctionSpec]] = {}
         self._batched: dict[int, tuple[Any, BatchedFunction]] = {}
@@ -146,7 +144,7 @@ class ProcessEngine(EngineBase):
             z = self._zygotes[code.requires] = self._zygote(missing) if missing else lean
         return z
 
-    def run(self, context: Context, call: FunctionCall) -> None:
+    def run(self, context: Context, call: FunctionCall) -> float | None:
         assert isinstance(context, SharedContext)
         spec = call.spec
         impl = call.implementation
@@ -163,15 +161,14 @@ class ProcessEngine(EngineBase):
         zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
         sandbox = zygote.take()
         try:
-            self._invoke(zygote, sandbox, context, code, call)
+            return self._invoke(zygote, sandbox, context, code, call)
         finally:
             # The report may be forged by the function itself, which could then go on
             # burning CPU: whatever it reported, its sandbox ends with its invocation (a
             # no-op for one that has exited already).
             zygote.end(sandbox)
 
-    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]
-                  ) -> list[tuple[Any, str]] | None:
+    def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:
         """Run the Python function of ``call`` on several instances in one sandbox (a
         :class:`~dandelion.runtime.batch.BatchedFunction`), each instance's failure apart;
         ``None`` when the sandbox failed as a whole (crash, limit, timeout of the batch,
@@ -191,7 +188,7 @@ class ProcessEngine(EngineBase):
         context = self.domain.acquire()
         try:
             context.place(flat)
-            self.run(context, bcall)
+            seconds = self.run(context, bcall)
             outputs = context.extract()
         except DandelionError:
             return None
@@ -225,7 +222,7 @@ class ProcessEngine(EngineBase):
                     logs=logs)), logs))
             else:
                 outcomes.append((Failed(_rebuild(body, what, spec.name)), logs))
-        return outcomes
+        return BatchRun(outcomes, seconds)
 
     def _batch_spec(self, spec: FunctionSpec, k: int) -> FunctionSpec:
         """The declaration of a batch of ``k`` instances of ``spec``: each instance's
@@ -277,7 +274,9 @@ class ProcessEngine(EngineBase):
         return cut
 
     def _invoke(self, zygote: pool.Zygote, sandbox: pool.Sandbox,
-                context: SharedContext, code: StoredCode, call: FunctionCall) -> None:
+                context: SharedContext, code: StoredCode, call: FunctionCall) -> float | None:
+        """Run ``call`` in ``sandbox``; the seconds the function itself ran (a Python
+        function's sandbox measures them), or raise the error it reported."""
         payload = code.data
         if code.kind == "native":
             assert code.native is not None
@@ -289,7 +288,6 @@ class ProcessEngine(EngineBase):
         else:
             header = ASSIGN.pack(ASSIGN_MAGIC, KIND_PYTHON, context.capacity, self.memory_limit,
                                  len(payload), 0, 0)
-        self.last_function_time = None
         try:
             data = _sandboxc.exchange(sandbox.channel, context.fd, header, payload,
                                       call.timeout or 0.0, not sandbox.ready, MAX_REPORT)
@@ -301,18 +299,16 @@ class ProcessEngine(EngineBase):
         tag, size = data[:4], len(data)
         context.logs = ""
         if tag == OKAY_TAG and size == OKAY.size:
-            self.last_function_time = OKAY.unpack(data)[1] / 1e9
-            return
+            return float(OKAY.unpack(data)[1]) / 1e9
         if tag == NATV_TAG and size == NATV.size and NATV.unpack(data)[1] == 0:
-            return
+            return None
         what = _what(call)  # a failure, or a success with what the function printed
         if tag == DONE_TAG and size >= DONE.size:
             report = self._report(data, what, call)
             if report.get("ok") is True:
                 context.logs = str(report.get("logs") or "")
                 elapsed = report.get("elapsed")
-                self.last_function_time = elapsed / 1e9 if isinstance(elapsed, int) else None
-                return
+                return elapsed / 1e9 if isinstance(elapsed, int) else None
             self._python_error(report, what, call)
         elif tag == NATV_TAG and size == NATV.size:
             raise FunctionError(f"{what} returned error code {NATV.unpack(data)[1]}",
@@ -336,7 +332,7 @@ class ProcessEngine(EngineBase):
                                    function=call.spec.name)
         return report
 
-    def _python_error(self, report: dict[str, Any], what: str, call: FunctionCall) -> None:
+    def _python_error(self, report: dict[str, Any], what: str, call: FunctionCall) -> NoReturn:
         """Raise the error a sandbox reported, with what the function printed."""
         name = call.spec.name
         kind = report.get("kind")

@@ -40,9 +40,6 @@ leaves to Python (``json`` and ``ndarray`` items).
 
 from __future__ import annotations
 
-import ast
-import re
-import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -57,7 +54,7 @@ from dandelion.backends.engines.process.protocol import (
     EL_NDARRAY,
     EL_STR,
 )
-from dandelion.codec import decode, encode
+from dandelion.codec import decode, decode_npy, encode, npy_parts
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -100,76 +97,6 @@ def infer_element(value: Any) -> ElementType:
                              "int, float, bool, dict, numpy.ndarray)")
 
 
-def _npy_parts(value: Any) -> tuple[bytes, memoryview]:
-    """The ``.npy`` header of an array and a view of its data (C order)."""
-    import numpy as np
-
-    if type(value).__name__ != "ndarray" or value.dtype.hasobject:
-        encode(value, ElementType.NDARRAY)  # raises the EncodingError that says why
-        raise EncodingError("an ndarray of Python objects cannot be encoded")
-    arr = value if value.flags.c_contiguous else np.ascontiguousarray(value)
-    header = npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape)
-    flat: Any = arr.reshape(-1).view(np.uint8)
-    return header, memoryview(flat)
-
-
-def npy_header(descr: Any, shape: Sequence[int]) -> bytes:
-    """A ``.npy`` version 1.0 header (magic, length, dict, padding to 64 bytes)."""
-    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
-    total = 10 + len(text) + 1
-    text += " " * ((-total) % 64) + "\n"
-    raw = text.encode("latin1")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(raw)) + raw
-
-
-_SIMPLE_NPY = re.compile(r"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': (True|False), "
-                         r"'shape': \(([\d, ]*)\), \}\s*$")
-
-
-def _decode_npy(data: memoryview, copy: bool) -> Any:
-    import numpy as np
-
-    raw = bytes(data[:12])
-    if len(raw) < 10 or raw[:6] != b"\x93NUMPY":
-        raise EncodingError("an ndarray item does not start with the .npy magic")
-    major = raw[6]
-    if major == 1:
-        hlen, start = struct.unpack("<H", raw[8:10])[0], 10
-    elif major in (2, 3) and len(raw) >= 12:
-        hlen, start = struct.unpack("<I", raw[8:12])[0], 12
-    else:
-        raise EncodingError(f"unsupported .npy version {major}")
-    if start + hlen > len(data):
-        raise EncodingError("truncated .npy header")
-    text = bytes(data[start:start + hlen]).decode("latin1")
-    try:
-        simple = _SIMPLE_NPY.match(text)
-        if simple:  # the header numpy and the C SDK write: no need for a Python parser
-            dtype = np.dtype(simple.group(1))
-            shape = tuple(int(n) for n in simple.group(3).replace(",", " ").split())
-            order = "F" if simple.group(2) == "True" else "C"
-        else:
-            meta = ast.literal_eval(text)
-            dtype = np.lib.format.descr_to_dtype(meta["descr"])
-            shape = tuple(int(n) for n in meta["shape"])
-            order = "F" if meta["fortran_order"] else "C"
-    except Exception as e:  # malformed header from an untrusted producer
-        raise EncodingError(f"malformed .npy header: {e}") from None
-    if dtype.hasobject:
-        raise EncodingError("an ndarray of Python objects cannot be decoded")
-    count = 1
-    for n in shape:
-        if n < 0:
-            raise EncodingError("negative dimension in .npy header")
-        count *= n
-    offset = start + hlen
-    if offset + count * dtype.itemsize > len(data):
-        raise EncodingError(f"the .npy data is shorter than its shape {shape} needs")
-    flat: Any = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    arr = flat.reshape(shape, order=order)
-    return arr.copy() if copy else arr
-
-
 def _encode(declared: int, value: Any) -> tuple[int, Any]:
     """What C leaves to Python: the element code and encoding of a ``json`` or ``ndarray``
     value, or of an untyped one that is not a scalar or bytes (the ``.npy`` header and a
@@ -178,7 +105,7 @@ def _encode(declared: int, value: Any) -> tuple[int, Any]:
     if element is ElementType.ANY:
         element = infer_element(value)
     if element is ElementType.NDARRAY and type(value).__name__ == "ndarray":
-        return EL_NDARRAY, _npy_parts(value)  # a subclass (np.matrix, ...) takes the general path
+        return EL_NDARRAY, npy_parts(value)  # a subclass (np.matrix, ...) takes the general path
     return ELEMENT_CODES[element], encode(value, element)
 
 
@@ -213,11 +140,11 @@ def write_inputs(buf: Any, sets: list[tuple[str, int, Sequence[Item[Any]]]],
 
 
 def _decode(code: int, data: memoryview) -> Any:
-    return _decode_npy(data, False) if code == EL_NDARRAY else decode(data, ElementType.JSON)
+    return decode_npy(data, False) if code == EL_NDARRAY else decode(data, ElementType.JSON)
 
 
 def _decode_copy(code: int, data: memoryview) -> Any:
-    return _decode_npy(data, True) if code == EL_NDARRAY else decode(data, ElementType.JSON)
+    return decode_npy(data, True) if code == EL_NDARRAY else decode(data, ElementType.JSON)
 
 
 def read_items(buf: Any, capacity: int, outputs: bool, declared: bytes | None, copy: bool

@@ -25,6 +25,7 @@ from dandelion.ir.nodes import FunctionKind, Implementation
 from dandelion.planner import make_plan
 from dandelion.planner.flatten import flatten
 from dandelion.program import Program
+from tests.backends.ray.placed import run_placed
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dandelion[ray]')")
 
@@ -215,24 +216,26 @@ def test_plain_tasks_fit_beside_the_node_workers_of_another_runtime(ray_cluster:
 # -- the cluster --------------------------------------------------------------------------
 
 def test_a_fan_out_spreads_across_all_nodes(rt: dd.Runtime) -> None:
-    assert rt.run(pipeline, list(range(30))) == sum(range(30)) + 60
+    result, placements = run_placed(rt, pipeline, list(range(30)))
+    assert result == sum(range(30)) + 60
     alive = {n.id for n in rt.backend.nodes()}
     assert len(alive) >= 3
-    assert set(rt.backend.placements[0]) == alive
+    assert set(placements[0]) == alive
 
 
 def test_a_node_hint_by_label_places_the_application_there(ray_cluster: Any) -> None:
     with dd.Runtime(backend="ray", passes=hinted({0: {"node": "n2"}})) as rt:
-        assert rt.run(pipeline, list(range(12))) == sum(range(12)) + 24
+        result, placements = run_placed(rt, pipeline, list(range(12)))
+        assert result == sum(range(12)) + 24
         n2 = next(n.id for n in rt.backend.nodes() if n.label == "n2")
-        assert set(rt.backend.placements[0]) == {n2}
-        assert len(set(rt.backend.placements[1])) > 1
+        assert set(placements[0]) == {n2}
+        assert len(set(placements[1])) > 1
 
 
 def test_a_pack_hint_keeps_all_instances_on_one_node(ray_cluster: Any) -> None:
     with dd.Runtime(backend="ray", passes=hinted({1: {"placement": "pack"}})) as rt:
-        rt.run(pipeline, list(range(12)))
-        assert len(set(rt.backend.placements[1])) == 1
+        _, placements = run_placed(rt, pipeline, list(range(12)))
+        assert len(set(placements[1])) == 1
 
 
 @pytest.mark.parametrize("hint,message", [({"node": "nowhere"}, "matches no alive node"),

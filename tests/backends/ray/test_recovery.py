@@ -19,6 +19,7 @@ import pytest
 import dandelion as dd
 from dandelion.errors import BackendError, FunctionError
 from dandelion.planner.flatten import flatten
+from tests.backends.ray.placed import run_placed
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dandelion[ray]')")
 psutil = pytest.importorskip("psutil", reason="psutil is not installed (Ray ships it)")
@@ -168,13 +169,14 @@ def test_units_hinted_to_a_lost_node_run_on_the_others(ray_cluster: Any, isolati
         killed: list[float] = []
         timer = _kill_later(ray_cluster, victim, 0.6, killed)
         try:
-            assert rt.run(slow_pipeline, list(range(8))) == sum(range(8)) + 8
+            result, placements = run_placed(rt, slow_pipeline, list(range(8)))
+            assert result == sum(range(8)) + 8
             finished = time.monotonic()
         finally:
             timer.join()
         assert killed and killed[0] < finished  # the node died while the run was going on
         assert victim.node_id not in {n.id for n in rt.backend.nodes()}
-        assert set(rt.backend.placements[0]) - {victim.node_id}  # re-run on other nodes
+        assert set(placements[0]) - {victim.node_id}  # re-run on other nodes
 
 
 @pytest.mark.parametrize("isolation", ["sandbox", "none"])
