@@ -48,9 +48,9 @@ from dandelion.backends.engines.process.protocol import (
     SEGMENT,
 )
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
-from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.engine import Context, FunctionCall
 from dandelion.runtime.engine import Engine as EngineBase
+from dandelion.runtime.store import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.tracebacks import format_traceback
 
 _MIB = 1 << 20
@@ -76,7 +76,7 @@ class ProcessEngine(EngineBase):
             (default 64 MiB).
         pool_size: generic sandboxes kept forked ahead of time per zygote (default: two per
             core).
-        store: the :class:`~dandelion.runtime.artifacts.ArtifactStore` (default: the
+        store: the :class:`~dandelion.runtime.store.ArtifactStore` (default: the
             process-wide one); ``artifact_dir`` makes a store in that directory instead.
         warm_sandboxes: run a probe function through each generic sandbox before it
             waits, so that the page faults of the Python path happen off the critical path
