@@ -40,8 +40,8 @@ from dandelion.backends.engines.process import pool
 from dandelion.backends.engines.process.engine import ProcessEngine
 from dandelion.backends.engines.wasm.engine import WasmEngine
 from dandelion.items import Item
-from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.runtime.engine import FunctionCall
+from dandelion.runtime.store import ArtifactStore
 from dandelion.sdk import build, build_wasm
 
 REPO = Path(__file__).resolve().parents[1]

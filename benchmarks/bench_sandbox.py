@@ -51,8 +51,8 @@ from dandelion.backends.engines.process import _sandboxc, pool
 from dandelion.backends.engines.process.engine import ProcessEngine
 from dandelion.backends.engines.process.filter import build_filter
 from dandelion.items import Item
-from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.runtime.engine import FunctionCall
+from dandelion.runtime.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parents[1]
 US = 1e6

@@ -300,7 +300,8 @@ class Client:
     def _register_spec(self, spec: Any, artifacts: Mapping[str, Any]) -> list[dict[str, Any]]:
         """One compute function: its native implementation (the ELF) if it has one, which
         the worker's sandbox prefers, else its Python code by value."""
-        from dandelion.runtime.artifacts import NativeFunction, serialize_python
+        from dandelion.runtime.native import NativeFunction
+        from dandelion.runtime.shipping import serialize_python
 
         for impl in spec.implementations:
             artifact = artifacts.get(impl.digest) if impl.digest else None
@@ -328,7 +329,7 @@ class Client:
         """Register a native function for a named engine: a static x86-64 ELF built with
         the C SDK for the ``process`` engine, or the same source built as a wasm module for
         the ``wasm`` engine (``engine_type="wasm"``; a ``.wasm`` path or a
-        :class:`~dandelion.runtime.artifacts.WasmFunction` says so itself).
+        :class:`~dandelion.runtime.wasm.WasmFunction` says so itself).
 
         The worker must run the engine named.
         A native function has no signature of its own, so it is declared here: the names
@@ -339,7 +340,7 @@ class Client:
         Args:
             name: the function's name on the server (replaces a function of that name).
             image: the ELF: a path, its bytes or a
-                :class:`~dandelion.runtime.artifacts.NativeFunction`; a path to a ``.c``
+                :class:`~dandelion.runtime.native.NativeFunction`; a path to a ``.c``
                 file is built with the SDK first.
             params: ``["m: item[ndarray]"]``, ``{"m": "item[ndarray]"}``, ``"a, b"`` (untyped)
                 or ``[]`` for none.
@@ -356,7 +357,8 @@ class Client:
             ServerError: the server refused it (status 400, type ``RegistrationError``: a
                 malformed signature, or a worker whose engine cannot run native code).
         """
-        from dandelion.runtime.artifacts import WasmFunction, native_artifact, wasm_artifact
+        from dandelion.runtime.wasm import WasmFunction
+        from dandelion.sdk import native_artifact, wasm_artifact
         from dandelion.server.native import signature_entries
 
         source = os.fspath(image) if isinstance(image, os.PathLike) else image

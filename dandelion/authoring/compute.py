@@ -192,13 +192,13 @@ class ComputeFunction:
         #: implementation digest -> artifact, the preferred implementation first
         self._artifacts: dict[str, Any] = {digest: self.artifact}
         if wasm is not None:
-            from dandelion.runtime.artifacts import wasm_artifact
+            from dandelion.sdk import wasm_artifact
 
             module = wasm_artifact(wasm, self.name, span.file)
             implementations.insert(0, Implementation("wasm", module.digest, str(wasm)))
             self._artifacts = {module.digest: module, **self._artifacts}
         if native is not None:
-            from dandelion.runtime.artifacts import native_artifact
+            from dandelion.sdk import native_artifact
 
             elf = native_artifact(native, self.name, span.file)
             implementations.insert(0, Implementation("native", elf.digest, str(native)))

@@ -2,7 +2,7 @@
 
 ``dandelion build func.c -o func.elf`` (or :func:`build`) compiles a native function into a
 static, freestanding x86-64 ELF linked at
-:data:`~dandelion.runtime.artifacts.NATIVE_BASE`, with no C library, whose entry point
+:data:`~dandelion.runtime.native.NATIVE_BASE`, with no C library, whose entry point
 ``dandelion_entry(void *context)`` the process engine calls under seccomp strict mode.
 
 ``dandelion build func.c --target wasm`` (or :func:`build_wasm`) compiles the same source
@@ -14,14 +14,18 @@ data.  ``--target all`` builds both.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dandelion.errors import BackendError
-from dandelion.runtime.artifacts import NATIVE_BASE, NativeFunction, WasmFunction
+from dandelion.runtime.native import NATIVE_BASE, NativeFunction, validate_elf
+from dandelion.runtime.store import default_root
+from dandelion.runtime.wasm import WasmFunction, validate_wasm
 
 #: Flags of every native build: freestanding, static, no PIE, no stack protector (it needs
 #: TLS), no unwind tables, and no calls the SDK does not provide.
@@ -103,3 +107,68 @@ def build_wasm(sources: Sequence[str | os.PathLike[str]], output: str | os.PathL
         raise BackendError(f"building {', '.join(map(str, sources))} for wasm failed:\n"
                            f"{proc.stderr.strip()}", hint=" ".join(cmd))
     return WasmFunction.from_file(output)
+
+
+def native_artifact(native: Any, name: str, near: str | None = None) -> NativeFunction:
+    """The :class:`NativeFunction` for ``@dd.compute(native=...)``.
+
+    Args:
+        native: a :class:`NativeFunction`, ELF bytes, a path to an ELF, or a path to a C
+            file (built with the SDK on first use into the store's directory).
+        name: the function's name.
+        near: a file whose directory relative paths are resolved against.
+
+    Raises:
+        BackendError: the file is missing, does not build, or is not a valid native function.
+    """
+    if isinstance(native, NativeFunction):
+        return native
+    if isinstance(native, (bytes, bytearray)):
+        fn = NativeFunction(name, bytes(native))
+        validate_elf(name, fn.image)
+        return fn
+    return NativeFunction.from_file(_built(native, near, "native"), name)
+
+
+def wasm_artifact(wasm: Any, name: str, near: str | None = None) -> WasmFunction:
+    """The :class:`WasmFunction` for ``@dd.compute(wasm=...)``: a :class:`WasmFunction`,
+    module bytes, a path to a ``.wasm`` file, or a path to a C file (built with the SDK for
+    wasm on first use into the store's directory); as :func:`native_artifact`.
+
+    Raises:
+        BackendError: the file is missing, does not build, or is not a valid wasm function.
+    """
+    if isinstance(wasm, WasmFunction):
+        return wasm
+    if isinstance(wasm, (bytes, bytearray)):
+        fn = WasmFunction(name, bytes(wasm))
+        validate_wasm(name, fn.image)
+        return fn
+    return WasmFunction.from_file(_built(wasm, near, "wasm"), name)
+
+
+def _built(source: Any, near: str | None, target: str) -> Path:
+    """The file ``source`` names (relative to ``near``'s directory), or, for a C file,
+    what it builds to for ``target`` (built once per content and flags)."""
+    path = Path(source)
+    if not path.is_absolute() and near:
+        candidate = Path(near).resolve().parent / path
+        if candidate.exists() or not path.exists():
+            path = candidate
+    if path.suffix != ".c":
+        return path
+    try:
+        source_bytes = path.read_bytes()
+    except OSError as e:
+        raise BackendError(f"cannot read {target} source {str(path)!r}: {e.strerror}"
+                           ) from None
+    flags = FLAGS if target == "native" else WASM_FLAGS
+    key = hashlib.sha256(source_bytes + repr(flags).encode()).hexdigest()
+    suffix = ".elf" if target == "native" else ".wasm"
+    out = default_root() / f"{target}-build" / f"{path.stem}-{key[:16]}{suffix}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        (build if target == "native" else build_wasm)([path], tmp)
+        os.replace(tmp, out)
+    return out

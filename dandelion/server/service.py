@@ -41,8 +41,10 @@ from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
 from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
-from dandelion.runtime.artifacts import ArtifactStore, NativeFunction, WasmFunction
+from dandelion.runtime.native import NativeFunction
 from dandelion.runtime.registry import load_engine
+from dandelion.runtime.store import ArtifactStore
+from dandelion.runtime.wasm import WasmFunction
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
 from dandelion.server.loader import RegistrationError, module_source

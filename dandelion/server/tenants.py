@@ -26,7 +26,7 @@ from dandelion.ir.serialize import content_hash, module_from_data, module_to_dat
 from dandelion.ir.types import DataType
 from dandelion.planner import make_plan
 from dandelion.planner.plan import Plan
-from dandelion.runtime.artifacts import ArtifactStore
+from dandelion.runtime.store import ArtifactStore
 from dandelion.server.jobs import Jobs
 from dandelion.server.loader import (
     RegistrationError,

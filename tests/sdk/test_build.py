@@ -9,7 +9,7 @@ import pytest
 
 from dandelion.cli import main
 from dandelion.errors import BackendError
-from dandelion.runtime.artifacts import NATIVE_BASE, validate_elf
+from dandelion.runtime.native import NATIVE_BASE, validate_elf
 from dandelion.sdk import build, include_dir
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")

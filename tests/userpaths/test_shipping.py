@@ -12,7 +12,7 @@ import pytest
 
 import dandelion as dd
 from dandelion.client import ServerError
-from dandelion.runtime import artifacts
+from dandelion.runtime import shipping as code_shipping
 from tests.userpaths.programs import shipping
 
 CASES = [(shipping.scaled, (4,), 22), (shipping.distance, (2.5, "km"), 2500.0),
@@ -79,7 +79,7 @@ def test_registration_refuses_code_the_worker_cannot_load(client, tmp_path, monk
     lib.mkdir()
     (lib / "clientonlylib.py").write_text("def twice(x):\n    return 2 * x\n")
     monkeypatch.syspath_prepend(str(lib))
-    monkeypatch.setattr(artifacts, "_ROOTS", (*artifacts._ROOTS, f"{lib}/"))
+    monkeypatch.setattr(code_shipping, "_ROOTS", (*code_shipping._ROOTS, f"{lib}/"))
     monkeypatch.delitem(sys.modules, "clientonlylib", raising=False)  # (a former run's)
     uses = _module(tmp_path, "user_uses_lib", '''
         import clientonlylib

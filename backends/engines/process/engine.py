@@ -50,10 +50,10 @@ from dandelion.backends.engines.process.protocol import (
 from dandelion.errors import DandelionError, FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.ir.nodes import FunctionSpec, Implementation, Param
 from dandelion.ir.types import DataType, ElementType
-from dandelion.runtime.artifacts import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.batch import BatchedFunction, BatchRun, Failed
 from dandelion.runtime.engine import Context, FunctionCall, ItemSets
 from dandelion.runtime.engine import Engine as EngineBase
+from dandelion.runtime.store import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.tracebacks import format_traceback
 
 _MIB = 1 << 20
@@ -79,7 +79,7 @@ class ProcessEngine(EngineBase):
             (default 64 MiB).
         pool_size: generic sandboxes kept forked ahead of time per zygote (default: two per
             core).
-        store: the :class:`~dandelion.runtime.artifacts.ArtifactStore` (default: the
+        store: the :class:`~dandelion.runtime.store.ArtifactStore` (default: the
             process-wide one); ``artifact_dir`` makes a store in that directory instead.
         warm_sandboxes: run a probe function through each generic sandbox before it
             waits, so that the page faults of the Python path happen off the critical path

@@ -15,7 +15,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from dandelion.runtime.artifacts import default_root
+from dandelion.runtime.store import default_root
 
 SOURCE = Path(__file__).parent / "c" / "native_zygote.c"
 #: What it shares with the Python zygote (the control loop, the loading of segments),

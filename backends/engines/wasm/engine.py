@@ -36,9 +36,10 @@ import wasmtime
 
 from dandelion.backends.engines.process.layout import ELEMENT_CODES, read_items, write_inputs
 from dandelion.errors import BackendError, FunctionError, FunctionTimeout, SandboxViolation
-from dandelion.runtime.artifacts import ArtifactStore, WasmFunction, default_store
 from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
+from dandelion.runtime.store import ArtifactStore, default_store
+from dandelion.runtime.wasm import WasmFunction
 
 _MIB = 1 << 20
 _PAGE = 1 << 16  # a wasm page
@@ -139,7 +140,7 @@ class WasmEngine(EngineBase):
         cpu_limit: seconds a function may run when it has no timeout (default 300).
         output_limit: bytes of output (heap) a function may write into its context
             (default 64 MiB).
-        store: the :class:`~dandelion.runtime.artifacts.ArtifactStore` (default: the
+        store: the :class:`~dandelion.runtime.store.ArtifactStore` (default: the
             process-wide one); ``artifact_dir`` makes a store in that directory instead.
     """
 

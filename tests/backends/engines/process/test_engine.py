@@ -15,8 +15,8 @@ import dandelion as dd
 from dandelion.backends.engines.process import pool
 from dandelion.backends.engines.process.engine import ProcessEngine
 from dandelion.backends.local import DEFAULT_ENGINE
-from dandelion.runtime.artifacts import ArtifactStore
 from dandelion.runtime.registry import available, load_engine
+from dandelion.runtime.store import ArtifactStore
 from tests.backends import helpers as h
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs Linux")

@@ -14,7 +14,8 @@ import dandelion as dd
 from dandelion import dsl
 from dandelion.cli import main
 from dandelion.errors import BackendError, SandboxViolation
-from dandelion.runtime.artifacts import ArtifactStore, WasmFunction
+from dandelion.runtime.store import ArtifactStore
+from dandelion.runtime.wasm import WasmFunction
 from dandelion.sdk import build, build_wasm
 
 pytestmark = [

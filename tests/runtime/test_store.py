@@ -1,4 +1,5 @@
-"""The artifact store: code by digest on disk (cold) and in memory (hot)."""
+"""The artifact store: code by digest on disk (cold) and in memory (hot), with the code
+shipping and native validation it stores."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ import pytest
 
 from dandelion.errors import BackendError
 from dandelion.runtime import pickling
-from dandelion.runtime.artifacts import (
-    ArtifactStore,
-    NativeFunction,
-    is_library,
-    serialize_python,
-    validate_elf,
-)
+from dandelion.runtime.native import NativeFunction, validate_elf
+from dandelion.runtime.shipping import is_library, serialize_python
+from dandelion.runtime.store import ArtifactStore
 from tests.backends import helpers as h
 
 

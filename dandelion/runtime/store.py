@@ -1,0 +1,299 @@
+"""The artifact store: function code by content digest, on disk (cold) and in memory (hot).
+
+An *artifact* is what an engine runs for one implementation: a
+:class:`~dandelion.authoring.compute.PythonFunction` (stored as the pickle
+:mod:`~dandelion.runtime.shipping` makes), a :class:`~dandelion.runtime.native.NativeFunction`
+(a static x86-64 ELF) or a :class:`~dandelion.runtime.wasm.WasmFunction`.  A **cold**
+invocation loads the code from the store's directory and checks its digest; a **hot** one
+finds it in memory.  Sandboxes are never specific to a function: the code travels to a fresh
+sandbox on every invocation.
+
+>>> import tempfile
+>>> from dandelion.errors import BackendError
+>>> from dandelion.runtime.store import ArtifactStore
+>>> store = ArtifactStore(tempfile.mkdtemp())
+>>> try:
+...     store.put_native_bytes("noop", b"not an elf")
+... except BackendError as e:
+...     print(e.message)
+native function 'noop': not an ELF file
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Collection
+
+import attrs
+
+from dandelion.errors import BackendError
+from dandelion.runtime.native import NativeFunction, NativeImage, validate_elf
+from dandelion.runtime.shipping import serialize_python
+from dandelion.runtime.wasm import WasmFunction, validate_wasm
+
+
+@attrs.frozen
+class StoredCode:
+    """Code as a sandbox receives it.
+
+    Attributes:
+        kind: ``python``, ``native`` or ``wasm``.
+        data: the cloudpickle, the ELF image or the wasm module.
+        requires: libraries a Python function needs preloaded.
+        native: the validated image of a native function.
+    """
+
+    kind: str
+    data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
+    requires: tuple[str, ...] = ()
+    native: NativeImage | None = None
+
+
+def default_root() -> Path:
+    """The default store directory (per user, under the temporary directory)."""
+    return Path(tempfile.gettempdir()) / f"dandelion-artifacts-{os.getuid()}"
+
+
+class ArtifactStore:
+    """Code by digest: files under ``root`` (cold), an LRU in memory (hot).
+
+    Args:
+        root: the directory (default :func:`default_root`).
+        hot_bytes: how much code to keep in memory.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None,
+                 hot_bytes: int = 256 << 20) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.hot_bytes = hot_bytes
+        self._hot: collections.OrderedDict[str, StoredCode] = collections.OrderedDict()
+        self._hot_size = 0
+        self._lock = threading.Lock()
+        self._source: dict[str, Any] = {}  # digest -> the artifact object it was written from
+        #: counters: ``hot`` (found in memory), ``cold`` (loaded from disk), ``stored``
+        self.stats = collections.Counter[str]()
+
+    def path(self, digest: str) -> Path:
+        """The file that holds (or would hold) the code of ``digest``."""
+        return self._path(digest)
+
+    def _path(self, digest: str) -> Path:
+        algo, _, hexdigest = digest.partition(":")
+        if not hexdigest or not hexdigest.isalnum() or not algo.isalnum():
+            raise BackendError(f"malformed artifact digest {digest!r}")
+        return self.root / algo / hexdigest[:2] / hexdigest
+
+    def _remember(self, digest: str, code: StoredCode) -> None:
+        with self._lock:
+            old = self._hot.pop(digest, None)
+            if old is not None:
+                self._hot_size -= len(old.data)
+            self._hot[digest] = code
+            self._hot_size += len(code.data)
+            while self._hot_size > self.hot_bytes and len(self._hot) > 1:
+                gone, old = self._hot.popitem(last=False)
+                self._hot_size -= len(old.data)
+                # nor keep its artifact alive: a long-running worker sees many versions
+                self._source.pop(gone, None)
+
+    def drop_hot(self) -> None:
+        """Forget everything in memory: the next load of each digest is cold."""
+        with self._lock:
+            self._hot.clear()
+            self._hot_size = 0
+
+    def evict(self, digest: str) -> None:
+        """Forget ``digest`` in memory: its next load is cold."""
+        with self._lock:
+            old = self._hot.pop(digest, None)
+            if old is not None:
+                self._hot_size -= len(old.data)
+
+    def sweep(self, keep: Collection[str], older_than: float, now: float | None = None
+              ) -> int:
+        """Delete the code on disk that is not in ``keep`` and was written more than
+        ``older_than`` seconds ago (a grace time for runs that are about to read it);
+        how many were deleted."""
+        cutoff = (time.time() if now is None else now) - older_than
+        removed = 0
+        keep = set(keep)
+        for algo in self.root.iterdir() if self.root.is_dir() else ():
+            for path in algo.glob("*/*"):
+                if path.suffix or f"{algo.name}:{path.name}" in keep:
+                    continue
+                try:
+                    if path.stat().st_mtime >= cutoff:
+                        continue
+                    path.unlink()
+                    path.with_suffix(".json").unlink(missing_ok=True)
+                    for compiled in path.parent.glob(f"{path.name}.*"):
+                        compiled.unlink(missing_ok=True)
+                except FileNotFoundError:
+                    continue
+                try:
+                    path.parent.rmdir()  # when it was the last of its prefix
+                except OSError:
+                    pass
+                removed += 1
+                digest = f"{algo.name}:{path.name}"
+                self.evict(digest)
+                with self._lock:
+                    self._source.pop(digest, None)
+        return removed
+
+    def is_hot(self, digest: str) -> bool:
+        """Whether ``digest`` is in memory."""
+        with self._lock:
+            return digest in self._hot
+
+    def get(self, digest: str, artifact: Any = None, kind: str = "python") -> StoredCode:
+        """The code of ``digest``: hot from memory, else cold from disk, else (when the
+        caller has the ``artifact``) serialized now and written to disk.
+
+        A Python digest names source code, not captured values, so a file on disk is
+        trusted for an artifact object only if this store wrote it from that same object;
+        a native or wasm digest is the image's own content digest and always trusted.
+
+        Raises:
+            BackendError: it is nowhere, or the file on disk is corrupt.
+        """
+        with self._lock:
+            code = self._hot.get(digest)
+            if code is not None and (artifact is None or self._source.get(digest) is artifact
+                                     or code.kind in ("native", "wasm")):
+                self._hot.move_to_end(digest)
+                self.stats["hot"] += 1
+                return code
+            trusted = (artifact is None or isinstance(artifact, (NativeFunction, WasmFunction))
+                       or self._source.get(digest) is artifact)
+        code = self._load(digest) if trusted else None
+        if code is None:
+            if artifact is None:
+                raise BackendError(f"no code for {digest} in the artifact store {self.root}")
+            code = self._store(digest, artifact, kind)
+        with self._lock:
+            if artifact is not None:
+                self._source[digest] = artifact
+        self._remember(digest, code)
+        return code
+
+    def _load(self, digest: str) -> StoredCode | None:
+        path = self._path(digest)
+        try:
+            data = path.read_bytes()
+            meta = json.loads(path.with_suffix(".json").read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise BackendError(f"artifact {digest} in {path.parent} is unreadable: {e}") from e
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise BackendError(f"artifact {digest} in {path.parent} is corrupt (its content "
+                               "digest does not match)", hint="delete the file; it is "
+                                                               "rewritten on the next run")
+        self.stats["cold"] += 1
+        native = validate_elf(meta.get("name", "?"), data) if meta["kind"] == "native" else None
+        return StoredCode(meta["kind"], data, tuple(meta.get("requires", ())), native)
+
+    def _store(self, digest: str, artifact: Any, kind: str) -> StoredCode:
+        if isinstance(artifact, NativeFunction):
+            code = StoredCode("native", artifact.image, (),
+                              validate_elf(artifact.name, artifact.image))
+        elif isinstance(artifact, WasmFunction):
+            validate_wasm(artifact.name, artifact.image)
+            code = StoredCode("wasm", artifact.image)
+        else:
+            data, requires = serialize_python(artifact)
+            code = StoredCode("python", data, requires)
+        self._write(digest, code, getattr(artifact, "name", ""))
+        return code
+
+    def _write(self, digest: str, code: StoredCode, name: str) -> None:
+        path = self._path(digest)
+        meta = {"kind": code.kind, "requires": list(code.requires),
+                "sha256": hashlib.sha256(code.data).hexdigest(), "name": name}
+        for target, content in ((path, code.data),
+                                (path.with_suffix(".json"), json.dumps(meta).encode())):
+            path.parent.mkdir(parents=True, exist_ok=True)  # (a sweep may have removed it)
+            fd, tmp = tempfile.mkstemp(dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            os.replace(tmp, target)
+        self.stats["stored"] += 1
+
+    def put(self, digest: str, kind: str, data: bytes, name: str = "") -> StoredCode:
+        """Store ``data`` as it is, under ``digest``: code of another ``kind`` than the
+        engines run (a worker keeps the source text registered with it as ``source``).
+
+        >>> import tempfile
+        >>> from dandelion.runtime.store import ArtifactStore
+        >>> store = ArtifactStore(tempfile.mkdtemp())
+        >>> _ = store.put("source:ab12", "source", b"x = 1")
+        >>> store.drop_hot()
+        >>> store.get("source:ab12")
+        StoredCode(kind='source', data=<5 bytes>, requires=(), native=None)
+        """
+        code = StoredCode(kind, data)
+        self._write(digest, code, name)
+        self._remember(digest, code)
+        return code
+
+    def compiled(self, digest: str, tag: str) -> bytes | None:
+        """What an engine compiled from the code of ``digest`` ahead of time and kept with
+        :meth:`keep_compiled` under ``tag`` (which names the compiler and its settings), or
+        ``None``; a file whose checksum does not match is ``None`` too."""
+        path = self._path(digest)
+        path = path.with_name(f"{path.name}.{tag}")
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        body = data[32:]
+        if data[:32] != hashlib.sha256(body).digest():
+            return None
+        self.stats["compiled"] += 1
+        return body
+
+    def keep_compiled(self, digest: str, tag: str, data: bytes | bytearray) -> None:
+        """Keep ``data``, compiled from the code of ``digest``, beside it (checksummed,
+        written atomically, deleted with it by :meth:`sweep`)."""
+        path = self._path(digest)
+        path = path.with_name(f"{path.name}.{tag}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(hashlib.sha256(data).digest() + data)
+        os.replace(tmp, path)
+
+    def put_native_bytes(self, name: str, image: bytes) -> NativeFunction:
+        """Validate and store an ELF image; returns its artifact."""
+        fn = NativeFunction(name, image)
+        validate_elf(name, image)
+        self.get(fn.digest, fn, "native")
+        return fn
+
+    def put_wasm_bytes(self, name: str, image: bytes) -> WasmFunction:
+        """Validate and store a wasm module; returns its artifact."""
+        fn = WasmFunction(name, image)
+        validate_wasm(name, image)
+        self.get(fn.digest, fn, "wasm")
+        return fn
+
+
+_default: ArtifactStore | None = None
+_default_lock = threading.Lock()
+
+
+def default_store() -> ArtifactStore:
+    """The process-wide store in :func:`default_root`."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ArtifactStore()
+        return _default
