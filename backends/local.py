@@ -7,21 +7,16 @@ I/O engine when the plan uses I/O functions.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Mapping
 
 from dandelion.cache.cache import Cache
+from dandelion.runtime.backend import DEFAULT_ENGINE as DEFAULT_ENGINE  # re-exported
 from dandelion.runtime.backend import Backend as BackendBase
+from dandelion.runtime.backend import ComputeOptions
 from dandelion.runtime.dispatcher import CacheObserver, Dispatcher, ProgressCallback
 from dandelion.runtime.events import Observer
 from dandelion.runtime.pool import EnginePool
-from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Items
-
-#: The engine used when none is named: the sandboxing ``process`` engine on Linux (its
-#: seccomp filter and C primitives are Linux-only), ``inline`` elsewhere.  Pass
-#: ``engine="inline"`` to debug functions in the worker's own process.
-DEFAULT_ENGINE = "process" if sys.platform.startswith("linux") else "inline"
 
 
 class LocalBackend(BackendBase):
@@ -54,14 +49,12 @@ class LocalBackend(BackendBase):
                  engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
                  progress: ProgressCallback | None = None, io: Any = None,
                  on_cache: CacheObserver | None = None, batch: int | None = None) -> None:
-        engine_cls = load_engine(engine or DEFAULT_ENGINE)
-        options = dict(engine_options or {})
-        self.engine_name = engine_cls.name
+        compute = ComputeOptions.read(engine, timeout, timeouts, engine_options)
+        engine_cls, options = compute.engine_class, compute.engine_options
+        self.engine_name = compute.engine_name
         self.pool = EnginePool(lambda: engine_cls(**options), workers or os.cpu_count() or 1)
         self.engine_kinds = frozenset(self.pool.kinds)
-        self.timeouts = dict(timeouts or {})
-        if timeout is not None:
-            self.timeouts.setdefault("*", timeout)
+        self.timeouts = compute.timeouts
         if io_engine is None:
             from dandelion.io.engine import IoEngine
 

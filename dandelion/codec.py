@@ -73,9 +73,11 @@ def too_deep(value: Any, text: str | bytes | None = None) -> bool:
     """Whether ``value`` (read from ``text``, when given: a cheap bound first) nests lists and
     objects more than :data:`MAX_JSON_DEPTH` deep.
 
+    >>> import json
+    >>> from dandelion.codec import too_deep
     >>> too_deep([[1]]), too_deep("[" * 300 + "]" * 300, None)
     (False, False)
-    >>> import json; too_deep(json.loads("[" * 300 + "]" * 300))
+    >>> too_deep(json.loads("[" * 300 + "]" * 300))
     True
     """
     if text is not None and not _many_brackets(text):

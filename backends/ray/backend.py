@@ -32,8 +32,8 @@ from dandelion.backends.ray.place import NODE_LABEL, Node, Placement
 from dandelion.errors import BackendError
 from dandelion.planner.plan import Plan
 from dandelion.runtime.backend import Backend as BackendBase
+from dandelion.runtime.backend import ComputeOptions
 from dandelion.runtime.events import Observer
-from dandelion.runtime.registry import load_engine
 from dandelion.runtime.sharding import Items
 
 #: Units per sharded application, per CPU of the cluster.
@@ -131,16 +131,14 @@ class RayBackend(BackendBase):
             raise BackendError(f"isolation='none' runs functions as plain Ray tasks, not on "
                                f"engine '{engine}'", hint="drop engine=, or use "
                                "isolation='sandbox' to keep the engine's isolation")
-        from dandelion.backends.local import DEFAULT_ENGINE
-
+        compute = ComputeOptions.read(engine if isolation == "sandbox" else "inline", timeout,
+                                      timeouts, engine_options)
         self.isolation = isolation
-        self.engine_name = (engine or DEFAULT_ENGINE) if isolation == "sandbox" else "inline"
-        self.engine_kinds = frozenset(load_engine(self.engine_name).kinds)
-        self.engine_options = dict(engine_options or {})
+        self.engine_name = compute.engine_name
+        self.engine_kinds = compute.engine_kinds
+        self.engine_options = compute.engine_options
         self.workers = workers
-        self.timeouts = dict(timeouts or {})
-        if timeout is not None:
-            self.timeouts.setdefault("*", timeout)
+        self.timeouts = compute.timeouts
         self.io_factory = (self._io_factory(io_engine) if io_engine is not None
                            else default_io_engine(io))
         self.retries = max(0, int(retries))

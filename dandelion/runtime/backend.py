@@ -7,7 +7,10 @@ requirement of a plan a backend lacks before anything runs.
 from __future__ import annotations
 
 import abc
+import sys
 from typing import Any, ClassVar, Mapping, TypeVar
+
+import attrs
 
 from dandelion.errors import BackendError
 from dandelion.ir.nodes import (
@@ -54,6 +57,55 @@ class Backend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing
         """Release workers, engines and connections."""
+
+
+#: The engine used when none is named: the sandboxing ``process`` engine on Linux (its
+#: seccomp filter and C primitives are Linux-only), ``inline`` elsewhere.  Pass
+#: ``engine="inline"`` to debug functions in the worker's own process.
+DEFAULT_ENGINE = "process" if sys.platform.startswith("linux") else "inline"
+
+
+@attrs.frozen
+class ComputeOptions:
+    """The compute options every backend takes, read once: which engine (its class, name and
+    the implementation kinds it runs), the options its constructor gets, and the time limits.
+
+    >>> from dandelion.runtime.backend import ComputeOptions
+    >>> o = ComputeOptions.read("inline", timeout=2.0, timeouts={"slow": 60.0})
+    >>> o.engine_name, sorted(o.engine_kinds), o.timeouts
+    ('inline', ['python'], {'slow': 60.0, '*': 2.0})
+    """
+
+    engine_class: Any
+    engine_options: dict[str, Any]
+    timeouts: dict[str, float]
+
+    @property
+    def engine_name(self) -> str:
+        """The engine's registry name."""
+        return str(self.engine_class.name)
+
+    @property
+    def engine_kinds(self) -> frozenset[str]:
+        """The implementation kinds the engine runs."""
+        return frozenset(self.engine_class.kinds)
+
+    @classmethod
+    def read(cls, engine: str | None = None, timeout: float | None = None,
+             timeouts: Mapping[str, float] | None = None,
+             engine_options: Mapping[str, Any] | None = None) -> ComputeOptions:
+        """The options of ``engine`` (default :data:`DEFAULT_ENGINE`); ``timeout`` applies
+        to every function without one of its own in ``timeouts``.
+
+        Raises:
+            BackendError: an unknown engine.
+        """
+        from dandelion.runtime.registry import load_engine
+
+        limits = dict(timeouts or {})
+        if timeout is not None:
+            limits.setdefault("*", timeout)
+        return cls(load_engine(engine or DEFAULT_ENGINE), dict(engine_options or {}), limits)
 
 
 def initial_sets(composition: Composition, inputs: Mapping[str, Items]
