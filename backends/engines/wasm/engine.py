@@ -62,6 +62,24 @@ _TRAPS = {
 }
 
 
+def _explicit_traps(config: Any) -> None:
+    """Compile bounds checks into the code instead of catching faults with signal handlers.
+
+    wasmtime installs its SIGSEGV/SIGILL handlers once per process; a library that installs
+    its own afterwards (Ray's driver does, at ``ray.init``) takes the signal from it, and a
+    function reading outside its memory then crashes the whole worker instead of failing
+    its invocation.  The Python binding has no setter for this, so the C API's is called.
+    """
+    from wasmtime import _bindings
+
+    setter = getattr(_bindings.dll, "wasmtime_config_signals_based_traps_set", None)
+    if setter is None:  # pragma: no cover - older wasmtime: signals it is
+        return
+    setter.restype = None
+    setter.argtypes = [ctypes.c_void_p, ctypes.c_bool]
+    setter(ctypes.cast(config.ptr(), ctypes.c_void_p), False)
+
+
 class _Clock:
     """The wasmtime engine of this process, and the thread that advances its epoch while
     functions run; it goes to sleep after :data:`IDLE_TICKS` ticks without any, so that a
@@ -71,10 +89,12 @@ class _Clock:
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.cranelift_opt_level = "speed"
+        _explicit_traps(config)
         self.engine = wasmtime.Engine(config)
         #: names the compiler and its settings for compiled code in the artifact store
         self.tag = "wasmtime-" + hashlib.sha256(
-            f"{importlib.metadata.version('wasmtime')} epoch speed".encode()).hexdigest()[:16]
+            f"{importlib.metadata.version('wasmtime')} epoch speed explicit-traps".encode()
+        ).hexdigest()[:16]
         self._running = 0
         self._started = 0  # invocations begun, ever: the thread sees whether any did
         self._lock = threading.Lock()
