@@ -72,7 +72,8 @@ def _explicit_traps(config: Any) -> None:
     """
     from wasmtime import _bindings
 
-    setter = getattr(_bindings.dll, "wasmtime_config_signals_based_traps_set", None)
+    dll = getattr(_bindings, "dll", None)
+    setter = getattr(dll, "wasmtime_config_signals_based_traps_set", None)
     if setter is None:  # pragma: no cover - older wasmtime: signals it is
         return
     setter.restype = None
