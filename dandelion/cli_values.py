@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from dandelion.authoring.annotations import View
 from dandelion.codec import INT64_RANGE, MAX_JSON_DEPTH, too_deep
 from dandelion.errors import InputError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
+from dandelion.runtime.views import View
 
 _ARG = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(\[(?P<key>-?\d+)\])?=(?P<value>.*)$",
                   re.DOTALL)

@@ -32,7 +32,6 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from dandelion import errors
-from dandelion.authoring.annotations import View, to_python
 from dandelion.authoring.composition import CompositionFunction
 from dandelion.authoring.compute import ComputeFunction
 from dandelion.ir.nodes import Module
@@ -40,6 +39,7 @@ from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.types import DataType
 from dandelion.items import Item
 from dandelion.program import Program
+from dandelion.runtime.views import View, to_python
 
 if TYPE_CHECKING:
     from dandelion.server.native import Signature

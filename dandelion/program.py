@@ -7,10 +7,10 @@ from typing import Any, Mapping
 
 import attrs
 
-from dandelion.authoring.annotations import View, from_python, to_python
 from dandelion.errors import CompositionTypeError, DandelionError, EncodingError, InputError
 from dandelion.ir.nodes import Composition, Module
 from dandelion.items import Item
+from dandelion.runtime.views import View, from_python, to_python
 
 Sets = Mapping[str, tuple[Item[Any], ...]]
 

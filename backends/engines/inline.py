@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from dandelion.authoring.compute import invoke_python
 from dandelion.errors import FunctionError, FunctionTypeError
 from dandelion.runtime.batch import BatchRun, Failed, invoke_many
 from dandelion.runtime.engine import Context, FunctionCall, ItemSets, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.logs import begin_capture, end_capture
+from dandelion.runtime.python_function import invoke_python
 
 
 class InlineEngine(EngineBase):
-    """Calls :class:`~dandelion.authoring.PythonFunction` artifacts directly."""
+    """Calls :class:`~dandelion.runtime.python_function.PythonFunction` artifacts directly."""
 
     name = "inline"
     kinds = frozenset({"python"})

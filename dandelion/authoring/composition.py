@@ -10,12 +10,13 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from dandelion.authoring import tracing
-from dandelion.authoring.annotations import View, view_of
+from dandelion.authoring.annotations import view_of
 from dandelion.authoring.tracing import SetRef, Trace
 from dandelion.errors import CompositionTypeError, FunctionTypeError
 from dandelion.ir.nodes import Composition, Module, SetDecl, Span
 from dandelion.ir.verify import check
 from dandelion.program import Program
+from dandelion.runtime.views import View
 
 #: Name of the single output of a composition whose result is not assigned a name.
 DEFAULT_OUTPUT = "result"

@@ -12,18 +12,12 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from dandelion.authoring import tracing
-from dandelion.authoring.annotations import (
-    View,
-    from_python,
-    shared_view,
-    to_python,
-    view_of,
-)
-from dandelion.codec import INT64_RANGE
-from dandelion.errors import DandelionError, FunctionError, FunctionTypeError
+from dandelion.authoring.annotations import view_of
+from dandelion.errors import DandelionError, FunctionTypeError
 from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param, Span
-from dandelion.items import Item
-from dandelion.runtime.tracebacks import format_traceback, user_frames
+from dandelion.runtime.python_function import PythonFunction as PythonFunction  # public here
+from dandelion.runtime.python_function import _python_function as _python_function  # old pickles
+from dandelion.runtime.views import View
 
 #: Name of the one result of a function that returns a single value.
 DEFAULT_RESULT = "result"
@@ -38,78 +32,6 @@ def code_digest(fn: Callable[..., Any]) -> str:
     except (OSError, TypeError):
         h.update(marshal.dumps(fn.__code__))
     return "sha256:" + h.hexdigest()
-
-
-@attrs.frozen(eq=False)
-class PythonFunction:
-    """The code artifact of a Python compute function, as engines run it.
-
-    ``invoke`` turns the items of each parameter into Python arguments, calls the function
-    and turns what it returns into items, checking both against the annotations.  It is
-    what a sandbox deserializes and runs, so it holds only picklable data.
-    """
-
-    name: str
-    fn: Callable[..., Any]
-    params: tuple[tuple[str, View], ...]
-    results: tuple[tuple[str, View], ...]
-    #: the implementation over many instances at once (:mod:`dandelion.runtime.batch`)
-    vectorised: Callable[..., Any] | None = None
-    #: instances per sandbox invocation (``None``: chosen by measurement; ``1``: never
-    #: batched)
-    batch: int | None = None
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Plain fields, rebuilt by one function: a sandbox unpickles this for every
-        # invocation, where each global a pickle names and each object it builds costs
-        # microseconds of cold caches; the common views come from the zygote's cache.
-        args: tuple[Any, ...] = (self.name, self.fn, tuple(
-            (n, v.type.element.value, v.type.is_set, v.items, v.annotation)
-            for n, v in self.params + self.results), len(self.params))
-        if self.vectorised is not None or self.batch is not None:
-            args += (self.vectorised, self.batch)
-        return _python_function, args
-
-    def invoke(self, inputs: Sequence[Sequence[Item[Any]]]) -> list[tuple[Item[Any], ...]]:
-        """Run once on one instance's inputs (one item sequence per parameter, in order)."""
-        args = []
-        for (p, view), items in zip(self.params, inputs):
-            # one plain value of exactly its annotated class: nothing to check or convert
-            if view.plain is not None and len(items) == 1 and \
-                    type(items[0].value) is view.plain:
-                args.append(items[0].value)
-            else:
-                args.append(to_python(items, view, f"parameter '{p}' of '{self.name}'"))
-        value = self.fn(*args)
-        if not self.results:
-            return []
-        if len(self.results) == 1:
-            values: Sequence[Any] = (value,)
-        else:
-            if not isinstance(value, tuple) or len(value) != len(self.results):
-                raise FunctionTypeError(
-                    f"'{self.name}' must return a tuple of {len(self.results)} values "
-                    f"({', '.join(r for r, _ in self.results)}), got {type(value).__name__}")
-            values = value
-        out: list[tuple[Item[Any], ...]] = []
-        for (r, view), v in zip(self.results, values):
-            plain = view.plain
-            if plain is not None and type(v) is plain and (
-                    plain is not int or INT64_RANGE[0] <= v <= INT64_RANGE[1]):
-                out.append((Item(v),))
-            else:
-                out.append(from_python(v, view, f"result '{r}' of '{self.name}'"))
-        return out
-
-
-def _python_function(name: str, fn: Callable[..., Any],
-                     views: tuple[tuple[str, str, bool, bool, Any], ...], n_params: int,
-                     vectorised: Callable[..., Any] | None = None, batch: int | None = None
-                     ) -> PythonFunction:
-    """A :class:`PythonFunction` from what its ``__reduce__`` gives."""
-    built = tuple((n, shared_view(element, is_set, items, annotation))
-                  for n, element, is_set, items, annotation in views)
-    return PythonFunction(name, fn, built[:n_params], built[n_params:], vectorised, batch)
 
 
 def _result_views(fn: Callable[..., Any], hints: dict[str, Any],
@@ -293,20 +215,3 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
                                native=native, wasm=wasm, batch=batch)
 
     return wrap(fn) if fn is not None else wrap
-
-
-def invoke_python(artifact: PythonFunction, inputs: Sequence[Sequence[Item[Any]]],
-                  ) -> list[tuple[Item[Any], ...]]:
-    """Run a Python artifact, wrapping unexpected exceptions as :class:`FunctionError`."""
-    try:
-        return artifact.invoke(inputs)
-    except DandelionError:
-        raise
-    except Exception as e:
-        kind = type(e)
-        name = kind.__qualname__ if kind.__module__ == "builtins" else \
-            f"{kind.__module__}.{kind.__qualname__}"
-        raise FunctionError(f"compute function '{artifact.name}' raised "
-                            f"{type(e).__name__}: {e}", function=artifact.name,
-                            traceback=format_traceback(user_frames(e.__traceback__), name,
-                                                       str(e))) from e

@@ -29,11 +29,11 @@ from typing import Any, Sequence
 
 import attrs
 
-from dandelion.authoring.annotations import View, shared_view
 from dandelion.errors import FunctionTypeError
 from dandelion.items import Item
 from dandelion.runtime.logs import begin_capture, end_capture
 from dandelion.runtime.tracebacks import user_frames
+from dandelion.runtime.views import View, shared_view
 
 #: The largest share of a batch's time that the sandbox itself may take.
 OVERHEAD_SHARE = 0.05
@@ -134,7 +134,7 @@ def invoke_many(artifact: Any, inputs: Sequence[ItemSets]) -> list[Outputs]:
         FunctionTypeError: it returned another number of values than instances.
         Exception: whatever it raised.
     """
-    from dandelion.authoring.annotations import from_python, to_python
+    from dandelion.runtime.views import from_python, to_python
 
     name = artifact.name
     columns = []

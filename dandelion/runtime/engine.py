@@ -33,7 +33,8 @@ ItemSets = Sequence[Sequence[Item[Any]]]
 @attrs.frozen(eq=False)
 class FunctionCall:
     """What an engine needs to run one function: declaration, chosen implementation and the
-    loaded artifact (for a Python function, a :class:`~dandelion.authoring.PythonFunction`)."""
+    loaded artifact (for a Python function, a
+    :class:`~dandelion.runtime.python_function.PythonFunction`)."""
 
     spec: FunctionSpec
     implementation: Implementation

@@ -25,7 +25,7 @@ from typing import Any
 
 #: The globals named by most function pickles; a persistent id is an index into this.
 KNOWN = (
-    ("dandelion.authoring.compute", "_python_function"),
+    ("dandelion.runtime.python_function", "_python_function"),
     ("cloudpickle.cloudpickle", "_make_function"),
     ("cloudpickle.cloudpickle", "_function_setstate"),
     ("cloudpickle.cloudpickle", "_make_empty_cell"),

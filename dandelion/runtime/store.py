@@ -1,7 +1,7 @@
 """The artifact store: function code by content digest, on disk (cold) and in memory (hot).
 
 An *artifact* is what an engine runs for one implementation: a
-:class:`~dandelion.authoring.compute.PythonFunction` (stored as the pickle
+:class:`~dandelion.runtime.python_function.PythonFunction` (stored as the pickle
 :mod:`~dandelion.runtime.shipping` makes), a :class:`~dandelion.runtime.native.NativeFunction`
 (a static x86-64 ELF) or a :class:`~dandelion.runtime.wasm.WasmFunction`.  A **cold**
 invocation loads the code from the store's directory and checks its digest; a **hot** one

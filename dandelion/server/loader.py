@@ -24,9 +24,10 @@ from typing import Any
 
 import attrs
 
-from dandelion.authoring.compute import ComputeFunction, PythonFunction
+from dandelion.authoring.compute import ComputeFunction
 from dandelion.errors import DandelionError, InputError
 from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Span
+from dandelion.runtime.python_function import PythonFunction
 
 
 class RegistrationError(InputError):

@@ -33,6 +33,7 @@ import os
 import signal
 import socket
 import sys
+from typing import Any
 
 from dandelion.backends.engines.process import _sandboxc, child
 from dandelion.backends.engines.process.filter import build_filter
@@ -42,7 +43,7 @@ from dandelion.runtime import pickling
 #: Modules every sandbox has loaded before its filter is installed (the trusted runtime and
 #: what unpickling a function and its items needs).
 RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyreg",
-           "dandelion.authoring.compute", "dandelion.authoring.annotations", "dandelion.codec",
+           "dandelion.runtime.python_function", "dandelion.runtime.views", "dandelion.codec",
            "dandelion.runtime.pickling", "dandelion.runtime.tracebacks",
            "dandelion.runtime.logs",
            "dandelion.backends.engines.process.layout", "encodings.latin_1", "encodings.ascii",
@@ -127,14 +128,21 @@ def _probe_pickles() -> tuple[bytes, ...]:
     """Pickles of the runtime's probe functions (:func:`.child.warm_up`)."""
     import cloudpickle
 
-    from dandelion.authoring.compute import ComputeFunction
+    from dandelion.runtime.python_function import PythonFunction
+    from dandelion.runtime.views import shared_view
 
-    fns = [child.probe]
+    def artifact(fn: Any, element: str, annotation: Any) -> PythonFunction:
+        # what @dd.compute makes of it, without loading the front end into every sandbox
+        view = shared_view(element, False, False, annotation)
+        return PythonFunction(fn.__name__, fn, ((fn.__code__.co_varnames[0], view),),
+                              (("result", view),))
+
+    artifacts = [artifact(child.probe, "int", int)]
     if "numpy" in sys.modules:
-        fns.append(child.probe_matrix())
+        artifacts.append(artifact(child.probe_matrix(), "ndarray", sys.modules["numpy"].ndarray))
     cloudpickle.register_pickle_by_value(child)
     try:
-        return tuple(pickling.dumps(ComputeFunction(fn).artifact) for fn in fns)
+        return tuple(pickling.dumps(a) for a in artifacts)
     finally:
         cloudpickle.unregister_pickle_by_value(child)
 

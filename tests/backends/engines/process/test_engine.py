@@ -290,3 +290,22 @@ def test_native_segment_cache_is_bounded_by_bytes_and_keeps_the_newest(tmp_path,
             assert engine._tables_size == sum(map(len, engine._tables[impl.digest]))
     finally:
         engine.close()
+
+
+@dd.compute
+def dandelion_modules(x: int) -> str:
+    return " ".join(sorted(m for m in sys.modules if m.startswith("dandelion")))
+
+
+@dd.composition
+def sandbox_modules(x: int) -> str:
+    return dandelion_modules(x)
+
+
+def test_a_sandbox_loads_the_runtime_not_the_front_end(rt):
+    """What every sandbox runs (the function's artifact, the view conversions) lives in
+    ``dandelion.runtime``: the zygote does not preload the authoring package."""
+    loaded = rt.run(sandbox_modules, 1).split()
+    assert "dandelion.runtime.python_function" in loaded
+    assert "dandelion.runtime.views" in loaded
+    assert [m for m in loaded if m.startswith("dandelion.authoring")] == []
