@@ -22,7 +22,7 @@ from dandelion.runtime.views import View
 DEFAULT_OUTPUT = "result"
 
 
-class CompositionFunction:
+class CompositionFunction(tracing.Applicable):
     """A composition defined in Python.
 
     Calling it inside another composition records a nested application; calling it
@@ -155,12 +155,8 @@ class CompositionFunction:
                 views.append((name, view_of(ann, f"{where} output '{name}'")))
         return views
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from dandelion.authoring import tracing
-
-        trace = tracing.current()
-        if trace is not None:
-            return trace.apply(self, args, kwargs)
+    def call_outside(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Runs the composition (:func:`dandelion.run`)."""
         from dandelion.runtime.api import run
 
         return run(self, *args, **kwargs)

@@ -66,7 +66,7 @@ def _where(fn: Callable[..., Any]) -> tuple[str, Span]:
     return f"{fn.__qualname__} ({span})", span
 
 
-class ComputeFunction:
+class ComputeFunction(tracing.Applicable):
     """A compute function: plain Python when called directly, an application when called
     inside a ``@dd.composition``.
 
@@ -163,14 +163,12 @@ class ComputeFunction:
         """Digest -> artifact for this function's implementations."""
         return dict(self._artifacts)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        trace = tracing.current()
-        if trace is None:
-            if tracing.contains_set_refs(args, kwargs):
-                raise DandelionError(f"'{self.name}' got a set of a composition outside of "
-                                     "a composition's definition")
-            return self.fn(*args, **kwargs)
-        return trace.apply(self, args, kwargs)
+    def call_outside(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Plain Python: the function itself."""
+        if tracing.contains_set_refs(args, kwargs):
+            raise DandelionError(f"'{self.name}' got a set of a composition outside of "
+                                 "a composition's definition")
+        return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<dd.compute {self.name}>"

@@ -178,6 +178,25 @@ def optional(s: Any) -> Sharded:
     return attrs.evolve(s, optional=True)
 
 
+class Applicable:
+    """What a composition's body can apply: a compute, I/O or composition function.
+
+    Called while a composition is being defined, it records an application of itself on
+    the trace; called anywhere else it does what :meth:`call_outside` says.  The one
+    "am I being traced?" check of the three kinds of function.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        trace = current()
+        if trace is not None:
+            return trace.apply(self, args, kwargs)
+        return self.call_outside(args, kwargs)
+
+    def call_outside(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """What calling it outside a composition's definition does."""
+        raise NotImplementedError  # pragma: no cover - each kind says
+
+
 def contains_set_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether any argument is a composition placeholder."""
     return any(isinstance(a, (SetRef, Sharded)) for a in (*args, *kwargs.values()))

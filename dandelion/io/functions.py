@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable, Sequence
 
+from dandelion.authoring.tracing import Applicable
 from dandelion.errors import BackendError, DandelionError
 from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param
 from dandelion.ir.types import DataType
@@ -23,7 +24,7 @@ _HANDLERS: dict[str, Handler] = {}
 _PLATFORM: dict[str, IoFunction] = {}
 
 
-class IoFunction:
+class IoFunction(Applicable):
     """A trusted platform I/O function.
 
     Attributes:
@@ -64,14 +65,10 @@ class IoFunction:
                             cacheable=spec.cacheable if cacheable is None else cacheable)
         return IoFunction(spec, self.__doc__ or "")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from dandelion.authoring import tracing
-
-        trace = tracing.current()
-        if trace is None:
-            raise DandelionError(f"I/O function '{self.name}' runs only inside a composition",
-                                 hint="call it in the body of a @dd.composition")
-        return trace.apply(self, args, kwargs)
+    def call_outside(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Refused: an I/O function runs only as a step of a composition."""
+        raise DandelionError(f"I/O function '{self.name}' runs only inside a composition",
+                             hint="call it in the body of a @dd.composition")
 
     def __repr__(self) -> str:
         return f"<dd.io {self.name}>"
