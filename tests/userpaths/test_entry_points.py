@@ -19,11 +19,8 @@ import importlib.util
 import itertools
 import json
 import logging
-import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
@@ -32,7 +29,6 @@ import pytest
 
 import dandelion as dd
 from dandelion.server import Server, ServerConfig
-from tests.io.servers import free_port
 
 PROGRAMS = Path(__file__).parent / "programs"
 ENGINES = ["inline", "process"]
@@ -172,42 +168,30 @@ def test_client_reports_a_raising_function(server, overlimit):
 
 # -- dandelion register / invoke against dandelion serve -----------------------------------
 
+TOKEN = "user-token-0123456789"  # the tenant of conftest's ``serve``
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: Any) -> Iterator[str]:
-    state = tmp_path_factory.mktemp("served")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dandelion", "serve", "--port", str(port),
-                             "--workers", "2", "--state-dir", str(state)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"dandelion serve did not start: {proc.stdout.read()!r}")
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+def served(serve: Any) -> str:
+    """A real ``dandelion serve`` on the default engine (conftest's ``serve``)."""
+    return str(serve("process"))
 
 
 def test_dandelion_register_and_invoke(served, pagestats):
-    out = dandelion("register", "pagestats.py", "--url", served)
+    out = dandelion("register", "pagestats.py", "--url", served, "--token", TOKEN)
     assert out.returncode == 0, out.stderr
     assert "registered composition page_stats" in out.stdout
-    out = dandelion("invoke", "page_stats", *page_args(), "--json", "--url", served)
+    out = dandelion("invoke", "page_stats", *page_args(), "--json", "--url", served,
+                    "--token", TOKEN)
     assert out.returncode == 0, out.stderr
     assert values(json.loads(out.stdout)) == values(pagestats.expected(PAGES)._asdict())
 
 
 def test_dandelion_invoke_reports_a_raising_function(served):
-    assert dandelion("register", "overlimit.py", "--url", served).returncode == 0
-    out = dandelion("invoke", "roots", "-i", "xs=4", "-i", "xs=16", "--url", served)
+    assert dandelion("register", "overlimit.py", "--url", served, "--token", TOKEN
+                     ).returncode == 0
+    out = dandelion("invoke", "roots", "-i", "xs=4", "-i", "xs=16", "--url", served,
+                    "--token", TOKEN)
     assert out.returncode == 1
     assert "16 is over the limit of 10" in out.stderr
 
