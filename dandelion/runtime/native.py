@@ -19,6 +19,7 @@ import hashlib
 import os
 import struct
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import attrs
 
@@ -45,41 +46,73 @@ class NativeImage:
 
 
 @attrs.frozen(eq=False)
-class NativeFunction:
-    """The artifact of a native compute function: a static freestanding x86-64 ELF built
-    with the C SDK (``dandelion build func.c -o func.elf``).
+class BuiltFunction:
+    """A function built with the C SDK: its name and the bytes an engine loads.  Each kind
+    (:class:`NativeFunction`, :class:`~dandelion.runtime.wasm.WasmFunction`) says what it is
+    called, how it is built and how its bytes are checked.
 
     Attributes:
         name: the function's name.
-        image: the ELF file's bytes.
+        image: the built file's bytes.
     """
+
+    #: what the kind is called in messages
+    kind: ClassVar[str] = "built"
 
     name: str
     image: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
 
     @property
     def digest(self) -> str:
-        """``sha256:`` of the ELF bytes."""
+        """``sha256:`` of the image's bytes."""
         return "sha256:" + hashlib.sha256(self.image).hexdigest()
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], name: str | None = None
-                  ) -> NativeFunction:
-        """Load and validate an ELF file.
+    def build_command(cls, path: Path) -> str:
+        """The command that builds the file at ``path`` from its C source."""
+        raise NotImplementedError  # pragma: no cover - each kind says
+
+    @classmethod
+    def validate(cls, name: str, image: bytes) -> object:
+        """Check the bytes; raise :class:`BackendError` saying why they are unfit."""
+        raise NotImplementedError  # pragma: no cover - each kind says
+
+    @classmethod
+    def from_file(cls: type[_Built], path: str | os.PathLike[str], name: str | None = None
+                  ) -> _Built:
+        """Load and validate a built file.
 
         Raises:
-            BackendError: the file is missing or is not a valid native function.
+            BackendError: the file is missing or is not a valid function of this kind.
         """
         p = Path(path)
         try:
             image = p.read_bytes()
         except OSError as e:
-            raise BackendError(f"cannot read native function {str(p)!r}: {e.strerror}",
-                               hint=f"build it: dandelion build {p.with_suffix('.c').name} "
-                                    f"-o {p.name}") from None
+            raise BackendError(f"cannot read {cls.kind} function {str(p)!r}: {e.strerror}",
+                               hint=f"build it: {cls.build_command(p)}") from None
         fn = cls(name or p.stem, image)
-        validate_elf(fn.name, image)
+        cls.validate(fn.name, image)
         return fn
+
+
+_Built = TypeVar("_Built", bound=BuiltFunction)
+
+
+@attrs.frozen(eq=False)
+class NativeFunction(BuiltFunction):
+    """The artifact of a native compute function: a static freestanding x86-64 ELF built
+    with the C SDK (``dandelion build func.c -o func.elf``)."""
+
+    kind: ClassVar[str] = "native"
+
+    @classmethod
+    def build_command(cls, path: Path) -> str:
+        return f"dandelion build {path.with_suffix('.c').name} -o {path.name}"
+
+    @classmethod
+    def validate(cls, name: str, image: bytes) -> NativeImage:
+        return validate_elf(name, image)
 
 
 def validate_elf(name: str, image: bytes) -> NativeImage:

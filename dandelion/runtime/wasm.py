@@ -3,52 +3,30 @@ compiles them (:func:`validate_wasm`: a module that imports nothing)."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
+from typing import ClassVar
 
 import attrs
 
 from dandelion.errors import BackendError
+from dandelion.runtime.native import BuiltFunction
 
 
 @attrs.frozen(eq=False)
-class WasmFunction:
+class WasmFunction(BuiltFunction):
     """The artifact of a wasm compute function: a WebAssembly module built from the same C
     SDK for ``wasm32`` (``dandelion build func.c --target wasm``) that imports nothing and
-    exports ``memory`` and ``dandelion_entry``.
+    exports ``memory`` and ``dandelion_entry``."""
 
-    Attributes:
-        name: the function's name.
-        image: the module's bytes.
-    """
-
-    name: str
-    image: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
-
-    @property
-    def digest(self) -> str:
-        """``sha256:`` of the module's bytes."""
-        return "sha256:" + hashlib.sha256(self.image).hexdigest()
+    kind: ClassVar[str] = "wasm"
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], name: str | None = None
-                  ) -> WasmFunction:
-        """Load and validate a ``.wasm`` file.
+    def build_command(cls, path: Path) -> str:
+        return f"dandelion build {path.with_suffix('.c').name} --target wasm"
 
-        Raises:
-            BackendError: the file is missing or is not a module a wasm engine runs.
-        """
-        p = Path(path)
-        try:
-            image = p.read_bytes()
-        except OSError as e:
-            raise BackendError(f"cannot read wasm function {str(p)!r}: {e.strerror}",
-                               hint=f"build it: dandelion build {p.with_suffix('.c').name} "
-                                    f"--target wasm") from None
-        fn = cls(name or p.stem, image)
-        validate_wasm(fn.name, image)
-        return fn
+    @classmethod
+    def validate(cls, name: str, image: bytes) -> None:
+        validate_wasm(name, image)
 
 
 def _leb128(data: bytes, at: int) -> tuple[int, int]:
