@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
@@ -125,3 +127,28 @@ def redis_fixture(tmp_path_factory: Any) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def start_serve(*args: str, timeout: float = 60.0, **popen: Any
+                ) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``dandelion serve ARGS`` on a free port, started as a user starts it, once its
+    ``/health`` answers: the process and its URL (its output is piped unless ``stdout=``)."""
+    import pytest
+
+    port = free_port()
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "dandelion", "serve", "--port", str(port),
+                             *args], **popen)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            return proc, url
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                output = proc.stdout.read() if proc.stdout else b"(see its log)"
+                pytest.fail(f"dandelion serve did not start: {output!r}")
+            time.sleep(0.1)

@@ -8,8 +8,6 @@ import gzip
 import json
 import re
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.io.servers import free_port
+from tests.io.servers import start_serve
 
 HEAD = b"POST /v1/functions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 DEEP = b"\x91" * 10000 + b"\xc0"
@@ -97,21 +95,9 @@ def parse(answer: bytes) -> tuple[int, dict[str, str], Any]:
 def served(tmp_path_factory: Any) -> Iterator[tuple[int, Path]]:
     state = tmp_path_factory.mktemp("bad-requests")
     log = state / "access.log"
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dandelion", "serve", "--port", str(port),
-                             "--engine", "inline", "--workers", "1", "--header-timeout", "1",
-                             "--body-timeout", "1", "--access-log", str(log)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"dandelion serve did not start: {proc.stdout.read()!r}")
-            time.sleep(0.1)
+    proc, url = start_serve("--engine", "inline", "--workers", "1", "--header-timeout", "1",
+                            "--body-timeout", "1", "--access-log", str(log), timeout=30)
+    port = int(url.rsplit(":", 1)[1])
     yield port, log
     proc.terminate()
     output = proc.communicate(timeout=10)[0].decode()

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
-import time
-import urllib.request
 
 import pytest
 
 from dandelion.cli import main
-from tests.io.servers import free_port
+from tests.io.servers import start_serve
 
 PROGRAM = textwrap.dedent('''
     import dandelion as dd
@@ -36,22 +32,8 @@ def served(tmp_path_factory):
     state = tmp_path_factory.mktemp("cli-state")
     tokens = state / "tokens.json"
     tokens.write_text(json.dumps({"carol": "carol-token-0123456789"}))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dandelion", "serve", "--port", str(port),
-                             "--workers", "1", "--tokens", str(tokens),
-                             "--state-dir", str(state)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"dandelion serve did not start: {proc.stdout.read()!r}")
-            time.sleep(0.1)
+    proc, url = start_serve("--workers", "1", "--tokens", str(tokens), "--state-dir", str(state),
+                            timeout=30)
     yield url
     proc.terminate()
     proc.wait(timeout=10)

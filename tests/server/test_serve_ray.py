@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 import urllib.request
 from typing import Any, Iterator
 
@@ -15,29 +13,15 @@ import pytest
 
 import dandelion as dd
 from dandelion.cli import main
-from tests.io.servers import free_port
+from tests.io.servers import start_serve
 from tests.server.funcs import double, explode, sum_doubles
 
 
 @pytest.fixture(scope="module")
 def served_on_ray(ray_cluster: Any, tmp_path_factory: Any) -> Iterator[str]:
     state = tmp_path_factory.mktemp("ray-serve")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dandelion", "serve", "--port", str(port),
-                             "--backend", "ray", "--address", ray_cluster.address,
-                             "--workers", "1", "--state-dir", str(state), "--no-access-log"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"dandelion serve did not start: {proc.stdout.read()!r}")
-            time.sleep(0.2)
+    proc, url = start_serve("--backend", "ray", "--address", ray_cluster.address, "--workers",
+                            "1", "--state-dir", str(state), "--no-access-log", timeout=120)
     yield url
     proc.terminate()
     try:

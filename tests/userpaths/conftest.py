@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 import dandelion as dd
-from tests.io.servers import free_port
+from tests.io.servers import start_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -48,24 +46,9 @@ def serve(tmp_path_factory: Any) -> Iterator[Any]:
         state = tmp_path_factory.mktemp(f"serve-{engine}")
         tokens = state / "tokens.json"
         tokens.write_text(json.dumps({"user": "user-token-0123456789"}))
-        port = free_port()
         log = open(state / "serve.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "dandelion", "serve", "--port",
-                                 str(port), "--workers", "2", "--engine", engine,
-                                 "--tokens", str(tokens), "--state-dir", str(state)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    proc.kill()
-                    pytest.fail("dandelion serve did not start: "
-                                f"{(state / 'serve.log').read_text()!r}")
-                time.sleep(0.1)
+        proc, url = start_serve("--workers", "2", "--engine", engine, "--tokens", str(tokens),
+                                "--state-dir", str(state), stdout=log, cwd=ROOT)
         started[engine] = (proc, url)
         return url
 
