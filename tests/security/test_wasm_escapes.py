@@ -89,6 +89,18 @@ SOURCES = {
             long long found = secret;
             return dd_add_output(0, &found, 8, in.key, 0);
         }""",
+    "peek_then_leave": """
+        #include <dandelion.h>
+        static volatile long long secret;
+        int dandelion_main(void) {
+            dd_item in;
+            if (dd_input_item(0, 0, &in) != 0) return 1;
+            long long seen = secret;  /* what an earlier instance of this module left */
+            char *h = dd_alloc(1 << 16);
+            for (int i = 0; h && i < (1 << 16); i++) { seen += h[i]; h[i] = 0x5e; }
+            secret = 0x5ec2e7;
+            return dd_add_output(0, &seen, 8, in.key, 0);
+        }""",
     "look_for_secret": """
         #include <dandelion.h>
         static volatile long long secret;
@@ -174,6 +186,12 @@ def test_nothing_an_invocation_leaves_in_its_memory_reaches_the_next(wasm_runtim
     for _ in range(3):
         assert wasm_runtime.run(leave, 1) == 0x5ec2e7
         assert wasm_runtime.run(look, 1) == 0
+
+
+def test_an_instance_sees_nothing_an_earlier_instance_of_its_module_left(wasm_runtime, modules):
+    # instances come from a pool of memory slots, reused for the same module first
+    peek = _wasm("peek_then_leave", modules["peek_then_leave"])
+    assert [wasm_runtime.run(peek, i) for i in range(5)] == [0] * 5  # no cache hits
 
 
 def test_a_module_that_imports_anything_is_refused(tmp_path):

@@ -35,7 +35,9 @@ from typing import Any
 import wasmtime
 
 from dandelion.backends.engines.process.layout import ELEMENT_CODES, read_items, write_inputs
+from dandelion.backends.engines.wasm import capi
 from dandelion.errors import BackendError, FunctionError, FunctionTimeout, SandboxViolation
+from dandelion.ir.nodes import FunctionSpec
 from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.store import ArtifactStore, default_store
@@ -91,10 +93,12 @@ class _Clock:
         config.epoch_interruption = True
         config.cranelift_opt_level = "speed"
         _explicit_traps(config)
+        capi.pooled(config)
         self.engine = wasmtime.Engine(config)
         #: names the compiler and its settings for compiled code in the artifact store
         self.tag = "wasmtime-" + hashlib.sha256(
-            f"{importlib.metadata.version('wasmtime')} epoch speed explicit-traps".encode()
+            f"{importlib.metadata.version('wasmtime')} epoch speed explicit-traps pooling"
+            .encode()
         ).hexdigest()[:16]
         self._running = 0
         self._started = 0  # invocations begun, ever: the thread sees whether any did
@@ -143,12 +147,13 @@ def clock() -> _Clock:
 
 
 class _Compiled:
-    """A compiled module and where its instances' context goes."""
+    """A compiled module, ready to instantiate, and where its instances' context goes."""
 
-    __slots__ = ("module", "base")
+    __slots__ = ("module", "pre", "base")
 
-    def __init__(self, module: wasmtime.Module) -> None:
+    def __init__(self, engine: wasmtime.Engine, module: wasmtime.Module) -> None:
         self.module = module
+        self.pre = capi.Pre(engine, module)
         self.base: int | None = None  # __heap_base rounded up to a page, after one instance
 
 
@@ -216,7 +221,7 @@ class WasmEngine(EngineBase):
                                         "wasm`") from None
             self.store.keep_compiled(digest, self.clock.tag, module.serialize())
         _check_module(call.spec.name, module)
-        compiled = _Compiled(module)
+        compiled = _Compiled(engine, module)
         with self._lock:
             self._modules[digest] = compiled
             while len(self._modules) > MODULES:
@@ -227,72 +232,59 @@ class WasmEngine(EngineBase):
         assert isinstance(context, ObjectContext)
         compiled = self.compiled(call)
         spec = call.spec
-        store = wasmtime.Store(self.clock.engine)
-        store.set_limits(memory_size=self.memory_limit)
         limit = call.timeout or self.cpu_limit
-        store.set_epoch_deadline(math.ceil(limit / TICK) + 1 if limit else 1 << 62)
-        what = f"{spec.kind} function '{spec.name}'"
         try:
-            instance = wasmtime.Instance(store, compiled.module, [])
+            instance = capi.Instance(compiled.pre, self.memory_limit,
+                                     math.ceil(limit / TICK) + 1 if limit else 1 << 62)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
-            raise SandboxViolation(f"{what} could not be instantiated within its memory "
+            raise SandboxViolation(f"{_what(spec)} could not be instantiated within its memory "
                                    f"limit of {self.memory_limit // _MIB} MiB: {e}",
                                    function=spec.name,
                                    hint="raise engine_options={'memory_limit': bytes}"
                                    ) from None
-        exports = instance.exports(store)
-        memory = exports["memory"]
-        entry = exports["dandelion_entry"]
-        assert isinstance(memory, wasmtime.Memory) and isinstance(entry, wasmtime.Func)
-        base = compiled.base
-        if base is None:
-            heap_base = exports["__heap_base"]
-            assert isinstance(heap_base, wasmtime.Global)
-            base = compiled.base = -(-int(heap_base.value(store)) // _PAGE) * _PAGE
-        sets = [(p.name, ELEMENT_CODES[p.type.element],
-                 context.inputs[i] if i < len(context.inputs) else ())
-                for i, p in enumerate(spec.params)]
-        results = [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results]
-        buf = self._grow(store, memory, base + self.output_limit + _MIB, what, spec.name)
-        capacity = write_inputs(buf(base), sets, results, self.output_limit)
-        if capacity < 0:
-            buf = self._grow(store, memory, base - capacity, what, spec.name)
-            capacity = write_inputs(buf(base), sets, results, self.output_limit)
         try:
-            with self.clock:
-                code = entry(store, base)
-        except wasmtime.Trap as e:
-            raise self._trapped(e, what, call, limit) from None
-        if code != 0:
-            raise FunctionError(f"{what} returned error code {code}", function=spec.name)
-        declared = bytes(code for _, code in results)
-        context.outputs = list(read_items(buf(base), capacity, True, declared, True))
+            base = compiled.base
+            if base is None:
+                base = compiled.base = -(-instance.global_i32(b"__heap_base") // _PAGE) * _PAGE
+            sets = [(p.name, ELEMENT_CODES[p.type.element],
+                     context.inputs[i] if i < len(context.inputs) else ())
+                    for i, p in enumerate(spec.params)]
+            results = [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results]
+            self._grow(instance, base + self.output_limit + _MIB, spec)
+            capacity = write_inputs(instance.view(base), sets, results, self.output_limit)
+            if capacity < 0:
+                self._grow(instance, base - capacity, spec)
+                capacity = write_inputs(instance.view(base), sets, results, self.output_limit)
+            try:
+                with self.clock:
+                    code = instance.call(base)
+            except wasmtime.Trap as e:
+                raise self._trapped(e, call, limit) from None
+            if code != 0:
+                raise FunctionError(f"{_what(spec)} returned error code {code}", function=spec.name)
+            declared = bytes(code for _, code in results)
+            context.outputs = list(read_items(instance.view(base), capacity, True, declared,
+                                              True))
+        finally:
+            instance.close()
 
-    def _grow(self, store: wasmtime.Store, memory: wasmtime.Memory, size: int, what: str,
-              name: str) -> Any:
-        """Grow ``memory`` to at least ``size`` bytes; a function that makes a view of it
-        from an offset on (valid until it grows again)."""
-        have = memory.data_len(store)
+    def _grow(self, instance: capi.Instance, size: int, spec: FunctionSpec) -> None:
+        """Grow the instance's memory to at least ``size`` bytes."""
+        have = instance.size()
         if size > have:
             try:
-                memory.grow(store, -(-(size - have) // _PAGE))
+                instance.grow(-(-(size - have) // _PAGE))
             except wasmtime.WasmtimeError:
                 raise SandboxViolation(
-                    f"{what}: its context of {size // _MIB} MiB (inputs and the output limit "
-                    f"of {self.output_limit // _MIB} MiB) does not fit in its memory limit "
-                    f"of {self.memory_limit // _MIB} MiB", function=name,
+                    f"{_what(spec)}: its context of {size // _MIB} MiB (inputs and the output "
+                    f"limit of {self.output_limit // _MIB} MiB) does not fit in its memory limit "
+                    f"of {self.memory_limit // _MIB} MiB", function=spec.name,
                     hint="raise engine_options={'memory_limit': bytes}, or lower "
                          "'output_limit'") from None
-        address = ctypes.addressof(memory.data_ptr(store).contents)
-        length = memory.data_len(store)
 
-        def view(offset: int) -> Any:
-            return (ctypes.c_ubyte * (length - offset)).from_address(address + offset)
-
-        return view
-
-    def _trapped(self, trap: wasmtime.Trap, what: str, call: FunctionCall,
+    def _trapped(self, trap: wasmtime.Trap, call: FunctionCall,
                  limit: float | None) -> FunctionError:
+        what = _what(call.spec)
         name = call.spec.name
         code = trap.trap_code
         if code is wasmtime.TrapCode.INTERRUPT:
@@ -318,6 +310,10 @@ class WasmEngine(EngineBase):
 
     def __repr__(self) -> str:
         return f"<WasmEngine memory_limit={self.memory_limit}>"
+
+
+def _what(spec: FunctionSpec) -> str:
+    return f"{spec.kind} function '{spec.name}'"
 
 
 def _check_module(name: str, module: wasmtime.Module) -> None:
