@@ -13,7 +13,7 @@ from dandelion.cache.cache import Cache
 from dandelion.runtime.backend import DEFAULT_ENGINE as DEFAULT_ENGINE  # re-exported
 from dandelion.runtime.backend import Backend as BackendBase
 from dandelion.runtime.backend import ComputeOptions
-from dandelion.runtime.dispatcher import CacheObserver, Dispatcher, ProgressCallback
+from dandelion.runtime.dispatcher import Dispatcher, ProgressCallback
 from dandelion.runtime.events import Observer
 from dandelion.runtime.pool import EnginePool
 from dandelion.runtime.sharding import Items
@@ -34,8 +34,6 @@ class LocalBackend(BackendBase):
             finishes (the CLI draws its progress line with it).
         io: options of the default I/O engine (:class:`~dandelion.io.IoConfig` or a
             mapping: ``timeout``, ``storage_root``, ``redis_url``, ``policy`` …).
-        on_cache: called with a :class:`~dandelion.cache.run.CacheReport` per cacheable
-            application of every run (``dandelion run --stats`` collects them).
         batch: instances per sandbox invocation for every function (``None``: each
             function's own, else chosen by measurement; ``1``: never batch; see
             ``docs/fusion.rst``).
@@ -48,7 +46,7 @@ class LocalBackend(BackendBase):
                  timeout: float | None = None, timeouts: Mapping[str, float] | None = None,
                  engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
                  progress: ProgressCallback | None = None, io: Any = None,
-                 on_cache: CacheObserver | None = None, batch: int | None = None) -> None:
+                 batch: int | None = None) -> None:
         compute = ComputeOptions.read(engine, timeout, timeouts, engine_options)
         engine_cls, options = compute.engine_class, compute.engine_options
         self.engine_name = compute.engine_name
@@ -61,7 +59,6 @@ class LocalBackend(BackendBase):
             io_engine = IoEngine(io)
         self.io_engine = io_engine
         self.progress = progress
-        self.on_cache = on_cache
         self.batch = batch
 
     def dispatcher(self, artifacts: Mapping[str, Any], cache: Cache | None = None,
@@ -73,7 +70,7 @@ class LocalBackend(BackendBase):
 
         return Dispatcher(self.pool, artifacts, timeouts=self.timeouts,
                           io_engine=self.io_engine, sub_runner=sub_runner,
-                          progress=self.progress, cache=cache, on_cache=self.on_cache,
+                          progress=self.progress, cache=cache,
                           observe=observe, batch=self.batch)
 
     def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],

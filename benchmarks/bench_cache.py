@@ -31,7 +31,8 @@ from typing import Any, Callable
 import numpy as np
 
 import dandelion as dd
-from dandelion.cache import CacheReport, DiskStore, MemoryStore, hashing
+from dandelion.cache import DiskStore, MemoryStore, hashing
+from dandelion.runtime.events import Event, EventKind
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from examples.matmul import example_matrix, matmul  # noqa: E402
@@ -118,13 +119,15 @@ def fanout(n: int, repeat: int) -> dict[str, float]:
 
 
 def early_cutoff() -> list[int]:
-    reports: list[CacheReport] = []
+    events: list[Event] = []
     with dd.Runtime(engine="inline", workers=2, cache=MemoryStore(),
-                    on_cache=reports.append) as rt:
+                    observers=[events.append]) as rt:
         rt.run(pipeline, 1)
-        reports.clear()
+        events.clear()
         rt.run(pipeline, 3)  # parity(3) == parity(1)
-    return [r.instances - r.hits for r in sorted(reports, key=lambda r: r.application)]
+    cached = sorted((e for e in events if e.kind is EventKind.CACHED),
+                    key=lambda e: e.application)
+    return [e.misses or 0 for e in cached]
 
 
 def main() -> None:

@@ -15,9 +15,8 @@ from dandelion.cache.content import Uncacheable
 from dandelion.cache.disk import DiskStore, default_cache_dir
 from dandelion.cache.memory import MemoryStore
 from dandelion.cache.redis_store import RedisStore
-from dandelion.cache.run import CacheReport
 from dandelion.cache.store import CacheWarning, GuardedStore, StackStore, Store
 
-__all__ = ["Cache", "CacheConfigError", "CacheReport", "CacheWarning", "DiskStore",
+__all__ = ["Cache", "CacheConfigError", "CacheWarning", "DiskStore",
            "GuardedStore", "MemoryStore", "RedisStore", "StackStore", "Store", "Uncacheable",
            "default_cache_dir", "open_cache", "open_store"]

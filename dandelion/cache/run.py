@@ -43,27 +43,6 @@ class Lookup:
     bytes_served: int = 0
 
 
-@attrs.frozen
-class CacheReport:
-    """What the cache did for one application of a run.
-
-    Attributes:
-        function: the function applied.
-        application: its index in the composition.
-        instances: how many instances it has.
-        hits: how many the cache served.
-        reason: why it (or one of its instances) was not cached, if so.
-        bytes_served: the size of the entries served.
-    """
-
-    function: str
-    application: int
-    instances: int
-    hits: int
-    reason: str | None = None
-    bytes_served: int = 0
-
-
 class RunCache:
     """The cache as seen by one run."""
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import attrs
 
-from dandelion.cache.run import CacheReport, RunCache
+from dandelion.cache.run import RunCache
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.cacheable import why_not_cacheable
@@ -28,7 +28,7 @@ from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
 from dandelion.runtime.backend import bind, initial_sets, signature
 from dandelion.runtime.engine import FunctionCall
-from dandelion.runtime.events import Observer, watcher
+from dandelion.runtime.events import Event, EventKind, Observer, watcher
 from dandelion.runtime.pool import Batch, EnginePool, Watch, first_bad_outputs
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
@@ -54,7 +54,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-CacheObserver = Callable[[CacheReport], None]
 
 
 @attrs.define(eq=False)
@@ -148,9 +147,8 @@ class Dispatcher:
         progress: called with a :class:`Progress` whenever work finishes.
         cache: where the outputs of cacheable instances are looked up and kept
             (``None``: nothing is cached).
-        on_cache: called with a :class:`~dandelion.cache.run.CacheReport` per cacheable
-            application, once its lookups are done.
-        observe: told every instance's start and end (:mod:`dandelion.runtime.events`).
+        observe: told every instance's start and end, and what the cache did for each
+            application (:mod:`dandelion.runtime.events`).
         batch: instances per sandbox invocation for every function (``None``: each
             function's own, else chosen by measurement; ``1``: never batch).  See
             :mod:`dandelion.runtime.batch`.
@@ -160,13 +158,11 @@ class Dispatcher:
                  timeouts: Mapping[str, float] | None = None, io_engine: Any = None,
                  sub_runner: SubRunner | None = None,
                  progress: ProgressCallback | None = None, cache: Cache | None = None,
-                 on_cache: CacheObserver | None = None,
                  observe: Observer | None = None, batch: int | None = None) -> None:
         self.pool = pool
         self.batch = batch
         self.progress = progress
         self.cache = cache
-        self.on_cache = on_cache
         self.observe = observe
         self.artifacts = artifacts
         self.timeouts = dict(timeouts or {})
@@ -355,8 +351,11 @@ class _Run:
         reason = why_not_cacheable(spec)  # the pass's verdict, when a plan lacks its hint
         if hint is not None:
             reason = None if hint else (reason or "the plan says so")
+        observe = self.d.observe
+        start = time.time() if observe is not None else 0.0
         if reason is not None:
-            self._report(index, spec, n, 0, reason, 0)
+            if observe is not None:
+                self._report(observe, index, spec, start, 0, 0, reason, 0)
             return list(range(n))
         found = self.cache.lookup(state.app, spec, call, state.instances)
         state.keys = found.keys
@@ -384,13 +383,18 @@ class _Run:
                     state.remaining += 1  # a follower: filled when its leader lands
             todo.sort()
         self.counts[2] += hits
-        self._report(index, spec, n, hits, found.reason, found.bytes_served)
+        if observe is not None:
+            self._report(observe, index, spec, start, hits, len(missed), found.reason,
+                         found.bytes_served)
         return todo
 
-    def _report(self, index: int, spec: FunctionSpec, n: int, hits: int, reason: str | None,
-                served: int) -> None:
-        if self.d.on_cache is not None:
-            self.d.on_cache(CacheReport(spec.name, index, n, hits, reason, served))
+    def _report(self, observe: Observer, index: int, spec: FunctionSpec, start: float,
+                hits: int, misses: int, reason: str | None, served: int) -> None:
+        """Tell ``observe`` what the cache did for the application at ``index``."""
+        engine = "io" if spec.kind is FunctionKind.IO else self.d.pool.engine_name
+        observe(Event(EventKind.CACHED, self.plan.entry, index, spec.name, -1, engine, None,
+                      start, time.time(), hits=hits, misses=misses, bytes_served=served,
+                      reason=reason))
 
     def _landed(self, index: int, pos: int, entry: bytes | None) -> None:
         """The leader of an instance this run waits for landed ``entry``."""

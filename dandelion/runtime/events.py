@@ -1,12 +1,13 @@
 """The event stream of a run: what each function instance did, for whoever observes.
 
 A backend that is given an observer (a callable taking an :class:`Event`) reports every
-instance it runs twice: ``started`` and ``finished`` (with its outcome, times and bytes).
+instance it runs twice: ``started`` and ``finished`` (with its outcome, times and bytes),
+and, for every application it looks up in the result cache, one ``cached`` event (its hits,
+misses and the bytes served; instances served from the cache do not start or finish).
 Benchmarks, tests, the CLI's ``--stats`` and run records subscribe
 (``dd.Runtime(observers=[...])`` or :meth:`~dandelion.runtime.api.Runtime.subscribe`)
 instead of reading attributes of the product; a run nobody observes builds no event at all.
-New kinds (a cache hit, …) are new :class:`EventKind` members: observers ignore kinds they
-do not know.
+New kinds are new :class:`EventKind` members: observers ignore kinds they do not know.
 
 >>> from dandelion.runtime.events import Event, EventKind, summarize
 >>> e = Event(EventKind.FINISHED, "c", 0, "f", 0, "inline", None, 1.0, 1.5, 8, 8, "ok")
@@ -27,15 +28,18 @@ from dandelion.runtime.sharding import Instance
 
 
 class EventKind(NamedEnum):
-    """What happened to an instance."""
+    """What happened to an instance (or, for ``cached``, to an application)."""
 
     STARTED = "started"
     FINISHED = "finished"
+    #: the result cache's lookups for the instances of one application
+    CACHED = "cached"
 
 
 @attrs.frozen(slots=True)
 class Event:
-    """One instance of one application, started or finished.
+    """One instance of one application, started or finished; or what the result cache did
+    for one application (``cached``).
 
     Attributes:
         kind: :class:`EventKind`.
@@ -43,17 +47,26 @@ class Event:
             own name for the instances of its applications).
         application: the application's index in that composition.
         function: the function's name.
-        instance: the instance's index among the application's instances.
+        instance: the instance's index among the application's instances (``-1`` for
+            ``cached``, which is about all of them).
         engine: the engine that ran it (``io`` for I/O functions).
         node: where it ran: a Ray node id, ``None`` for this process.
         start: when it started (seconds since the epoch, :func:`time.time`).
-        end: when it finished (``None`` for ``started``).
+        end: when it finished (``None`` for ``started``; for ``cached``, when the lookups
+            were done).
         bytes_in: bytes of its inputs' values, as they are encoded to cross a sandbox
             (``None`` for ``started``).
         bytes_out: bytes of its outputs' values (``None`` unless it finished ``ok``).
         outcome: ``ok`` or ``failed`` for ``finished``, else ``None``.
         function_seconds: the time the function itself ran, where its engine measures it
             apart from the engine's own overhead (the ``process`` engine), else ``None``.
+        hits: for ``cached``: the instances the cache served.
+        misses: for ``cached``: the instances looked up and not found (computed, or
+            waiting for an identical instance in flight).  Instances that are neither hits
+            nor misses were not looked up: ``reason`` says why.
+        bytes_served: for ``cached``: the size of the entries that hit.
+        reason: for ``cached``: why the application, or one of its instances, was not
+            looked up (``None`` when all were).
     """
 
     kind: EventKind
@@ -69,6 +82,10 @@ class Event:
     bytes_out: int | None = None
     outcome: str | None = None
     function_seconds: float | None = None
+    hits: int | None = None
+    misses: int | None = None
+    bytes_served: int | None = None
+    reason: str | None = None
 
 
 #: Something that observes a run: called with each event, from the thread that made it
@@ -150,6 +167,10 @@ class Summary:
     seconds: float = 0.0
     bytes_in: int = 0
     bytes_out: int = 0
+    hits: int = 0
+    misses: int = 0
+    bytes_served: int = 0
+    reasons: list[str] = attrs.field(factory=list)
 
     @property
     def mean_seconds(self) -> float:
@@ -158,16 +179,32 @@ class Summary:
 
 
 def summarize(events: Iterable[Event]) -> list[Summary]:
-    """Per application (in order of its first finished instance), the totals of its
-    finished instances."""
+    """Per application (in order of its first finished instance or cache lookup), the
+    totals of its finished instances and of its cache lookups.
+
+    >>> from dandelion.runtime.events import Event, EventKind, summarize
+    >>> c = Event(EventKind.CACHED, "c", 0, "f", -1, "inline", None, 1.0, 1.0,
+    ...           hits=3, misses=1, bytes_served=96)
+    >>> e = Event(EventKind.FINISHED, "c", 0, "f", 3, "inline", None, 1.0, 1.5, 8, 8, "ok")
+    >>> s, = summarize([c, e])
+    >>> s.instances, s.hits, s.misses, s.bytes_served
+    (1, 3, 1, 96)
+    """
     out: dict[tuple[str, int], Summary] = {}
     for e in events:
-        if e.kind is not EventKind.FINISHED:
+        if e.kind is not EventKind.FINISHED and e.kind is not EventKind.CACHED:
             continue
         s = out.get((e.composition, e.application))
         if s is None:
             s = out[e.composition, e.application] = Summary(e.composition, e.application,
                                                             e.function)
+        if e.kind is EventKind.CACHED:
+            s.hits += e.hits or 0
+            s.misses += e.misses or 0
+            s.bytes_served += e.bytes_served or 0
+            if e.reason is not None and e.reason not in s.reasons:
+                s.reasons.append(e.reason)
+            continue
         s.engines.add(e.engine)
         s.nodes.add(e.node)
         s.instances += 1
@@ -179,20 +216,29 @@ def summarize(events: Iterable[Event]) -> list[Summary]:
 
 
 def format_summary(summaries: Sequence[Summary]) -> str:
-    """A table of :func:`summarize`'s result, one row per application.
+    """A table of :func:`summarize`'s result, one row per application: the instances that
+    ran (those served from the cache did not), then the cache's hits, misses and bytes
+    served.
 
     >>> from dandelion.runtime.events import Event, EventKind, format_summary, summarize
+    >>> c = Event(EventKind.CACHED, "c", 0, "f", -1, "inline", None, 1.0, 1.0,
+    ...           hits=2, misses=1, bytes_served=64)
     >>> e = Event(EventKind.FINISHED, "c", 0, "f", 0, "inline", None, 1.0, 1.5, 8, 8, "ok")
-    >>> print(format_summary(summarize([e])))
+    >>> print(format_summary(summarize([c, e])))  # doctest: +NORMALIZE_WHITESPACE
     application           instances engine        total s   mean ms   bytes in  bytes out
+      hits misses   served
     c[0] f                        1 inline         0.5000   500.000          8          8
+         2      1       64
     """
     rows = [f"{'application':<21} {'instances':>9} {'engine':<10} {'total s':>10} "
-            f"{'mean ms':>9} {'bytes in':>10} {'bytes out':>10}"]
+            f"{'mean ms':>9} {'bytes in':>10} {'bytes out':>10} {'hits':>6} {'misses':>6} "
+            f"{'served':>8}"]
     for s in summaries:
-        failed = f" ({s.failed} failed)" if s.failed else ""
+        notes = [f"{s.failed} failed"] if s.failed else []
+        notes += [f"not cached: {r}" for r in s.reasons]
+        note = f" ({'; '.join(notes)})" if notes else ""
         name = f"{s.composition}[{s.application}] {s.function}"
-        rows.append(f"{name:<21} {s.instances:>9} {','.join(sorted(s.engines)):<10} "
+        rows.append(f"{name:<21} {s.instances:>9} {','.join(sorted(s.engines)) or '-':<10} "
                     f"{s.seconds:>10.4f} {s.mean_seconds * 1e3:>9.3f} {s.bytes_in:>10} "
-                    f"{s.bytes_out:>10}{failed}")
+                    f"{s.bytes_out:>10} {s.hits:>6} {s.misses:>6} {s.bytes_served:>8}{note}")
     return "\n".join(rows)

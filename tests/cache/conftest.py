@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import dandelion as dd
-from dandelion.cache import CacheReport, MemoryStore
+from dandelion.cache import MemoryStore
+from dandelion.runtime.events import Event, EventKind
 from tests.conftest import RUNTIMES
 from tests.io.servers import redis_fixture
 
@@ -45,22 +46,28 @@ def load(tmp_path: Path) -> Iterator[Loader]:
 
 
 class Recorder:
-    """Runs compositions on a runtime kind with a cache, recording the cache's reports."""
+    """Runs compositions on a runtime kind with a cache, recording the ``cached`` events of
+    the event stream (what the cache did per application)."""
 
     def __init__(self, options: dict[str, Any]) -> None:
         self.options = options
-        self.reports: list[CacheReport] = []
+        self.reports: list[Event] = []
+
+    def observe(self, event: Event) -> None:
+        """Keep the ``cached`` events."""
+        if event.kind is EventKind.CACHED:
+            self.reports.append(event)
 
     def runtime(self, cache: Any = None) -> dd.Runtime:
         """A runtime of this kind using ``cache`` (default: a fresh memory store)."""
         return dd.Runtime(**self.options, cache=MemoryStore() if cache is None else cache,
-                          on_cache=self.reports.append)
+                          observers=[self.observe])
 
     def run(self, rt: dd.Runtime, target: Any, *args: Any, **kw: Any) -> tuple[Any, int]:
         """The result of a run and how many instances the cache served."""
         self.reports.clear()
         result = rt.run(target, *args, **kw)
-        return result, sum(r.hits for r in self.reports)
+        return result, sum(r.hits or 0 for r in self.reports)
 
 
 @pytest.fixture(params=CACHED_RUNTIMES)

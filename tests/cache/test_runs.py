@@ -183,3 +183,34 @@ def test_concurrent_identical_runs_compute_once(load, recorder):
         assert took < 1.5, took
     with recorder.runtime() as rt:  # identical instances inside one run, too
         assert recorder.run(rt, mod.slows, [1, 1, 1, 1]) == ([10] * 4, 0)
+
+
+def test_the_event_stream_says_each_application_s_hits_misses_and_bytes_served(load,
+                                                                               recorder):
+    mod = load(PIPELINE)
+    store = MemoryStore()
+    with recorder.runtime(store) as rt:
+        recorder.run(rt, mod.incs, [1, 2])
+        first, = recorder.reports
+        stored = store.info()["bytes"]
+        recorder.run(rt, mod.incs, [1, 2, 3])
+        second, = recorder.reports
+    assert (first.hits, first.misses, first.bytes_served) == (0, 2, 0)
+    assert (second.hits, second.misses, second.bytes_served) == (2, 1, stored)
+    assert (second.function, second.application, second.instance) == ("inc", 0, -1)
+
+
+def test_cli_stats_shows_the_cache_s_hits_per_application(load, capsys, tmp_path):
+    from dandelion.cli import main
+
+    load(PIPELINE, "stats_mod")
+    target = f"{tmp_path}/stats_mod.py:incs"
+    cache = str(tmp_path / "cache")
+    for _ in range(2):
+        assert main(["run", target, "-i", "xs=1", "-i", "xs=2", "--engine", "inline",
+                     "--cache", cache, "--stats"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].split()[-3:] == ["hits", "misses", "served"]
+    first, second = lines[1].split(), lines[3].split()
+    assert first[:3] == ["incs[0]", "inc", "2"] and first[-3:-1] == ["0", "2"]
+    assert second[:4] == ["incs[0]", "inc", "0", "-"] and second[-3:-1] == ["2", "0"]

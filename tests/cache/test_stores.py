@@ -24,6 +24,7 @@ from dandelion.cache import (
     open_cache,
 )
 from dandelion.cache.disk import default_cache_dir
+from dandelion.runtime.events import EventKind
 
 KEY = "ns/" + "ab" * 32
 
@@ -150,10 +151,10 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import dandelion as dd
 import prog
-reports = []
+events = []
 with dd.Runtime(engine=sys.argv[3], workers=2, cache=sys.argv[2],
-                on_cache=reports.append) as rt:
-    print(rt.run(prog.squares, [1, 2, 3]), sum(r.hits for r in reports))
+                observers=[events.append]) as rt:
+    print(rt.run(prog.squares, [1, 2, 3]), sum(e.hits or 0 for e in events))
 """
 
 
@@ -195,13 +196,13 @@ def test_a_run_goes_on_when_redis_is_down(load):
 
 def test_a_corrupt_disk_entry_is_recomputed_in_a_run(load, tmp_path):
     mod = load(PROGRAM)
-    reports: list = []
+    events: list = []
     cache = open_cache(tmp_path / "cache")
-    with dd.Runtime(engine="inline", cache=cache, on_cache=reports.append) as rt:
+    with dd.Runtime(engine="inline", cache=cache, observers=[events.append]) as rt:
         rt.run(mod.squares, [5])
         for path in (tmp_path / "cache").rglob("*"):
             if path.is_file():
                 path.write_bytes(path.read_bytes()[:-3])
         assert rt.run(mod.squares, [5]) == [25]
         assert rt.run(mod.squares, [5]) == [25]
-    assert [r.hits for r in reports] == [0, 0, 1]
+    assert [e.hits for e in events if e.kind is EventKind.CACHED] == [0, 0, 1]

@@ -12,6 +12,7 @@ from dandelion.errors import FunctionError, FunctionTimeout, FunctionTypeError
 from dandelion.items import Item
 from dandelion.runtime.batch import Failed
 from dandelion.runtime.engine import FunctionCall
+from dandelion.runtime.events import EventKind
 from tests.runtime import batchfuncs as b
 
 ENGINES = ["inline", "process"]
@@ -77,10 +78,11 @@ def test_the_cache_keeps_batched_instances_one_by_one(tmp_path):
     with dd.Runtime(engine="process", workers=1, batch=8,
                     cache=str(tmp_path / "cache")) as rt:
         assert rt.run(b.pickies, [1, 3, 4]) == [10, 30, 40]
-        reports = []
-        rt.backend.on_cache = reports.append
+        events: list = []
+        rt.subscribe(events.append)
         assert rt.run(b.pickies, [1, 3, 4, 5]) == [10, 30, 40, 50]
-    assert [(r.instances, r.hits) for r in reports] == [(4, 3)]
+    assert [(e.hits, e.misses) for e in events if e.kind is EventKind.CACHED] == [(3, 1)]
+    assert [e.instance for e in events if e.kind is EventKind.FINISHED] == [3]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -110,7 +112,7 @@ def test_batch_must_be_a_positive_int():
 
 
 def test_the_event_stream_reports_every_instance_of_a_batch():
-    from dandelion.runtime.events import Event, EventKind
+    from dandelion.runtime.events import Event
 
     events: list[Event] = []
     with dd.Runtime(engine="process", workers=1, cache=False, batch=4,
