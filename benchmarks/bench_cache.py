@@ -13,14 +13,19 @@ repetitions):
 3. the cost of a hit per application on that fan-out (memory store; target <= 2x the
    dispatcher's time per application);
 4. early cutoff: a three-stage pipeline whose input changes without changing stage 1's
-   output recomputes only stage 1.
+   output recomputes only stage 1;
+5. the server (its service, without HTTP; ``inline``, memory store): a repeated
+   invocation of a 16-way composition served by the whole-composition fast path
+   (``--result-cache``), by per-instance hits alone, and computed without a cache.
 
-    python benchmarks/bench_cache.py [--repeat 15] [--fanout 10000]
+    python benchmarks/bench_cache.py [--repeat 15] [--fanout 10000] [--only N]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import statistics
 import sys
 import tempfile
@@ -130,12 +135,65 @@ def early_cutoff() -> list[int]:
     return [e.misses or 0 for e in cached]
 
 
+def server(repeat: int) -> dict[str, float]:
+    """Seconds per invocation of the server's service (no HTTP) of a 16-way composition
+    with the same inputs: served whole, served per instance, and computed."""
+    from dandelion.ir import module_to_data
+    from dandelion.server.config import ServerConfig
+    from dandelion.server.service import Service
+    from tests.server.funcs import SOURCE, sum_doubles
+
+    out: dict[str, float] = {}
+    inputs = {"xs": list(range(16))}
+    for name, options in (("fast path", {"result_cache": 1024}),
+                          ("instances only", {"result_cache": 0}),
+                          ("no cache", {"result_cache": 0, "cache": None})):
+        with tempfile.TemporaryDirectory() as tmp:
+            service = Service(ServerConfig(engine="inline", workers=2, state_dir=tmp,
+                                           **options))
+            try:
+                tenant = service.tenant("bench")
+                service.register_functions(tenant, source=SOURCE)
+                service.register_compositions(tenant, ir=module_to_data(sum_doubles.module))
+                for _ in range(3):
+                    service.invoke(tenant, "composition", "sum_doubles", inputs)
+                invoke = functools.partial(service.invoke, tenant, "composition",
+                                           "sum_doubles", inputs)
+                out[name] = median_time(lambda i: invoke(), repeat * 10)  # noqa: B023
+            finally:
+                service.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--fanout", type=int, default=10000)
+    ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5),
+                    help="only this part (1 and the matrix half of 2 go together, as do "
+                         "the fan-out half of 2 and 3)")
     args = ap.parse_args()
-    print(f"hash: {hashing.ALGORITHM}; python {sys.version.split()[0]}; numpy {np.__version__}")
+    print(f"hash: {hashing.ALGORITHM}; python {sys.version.split()[0]}; numpy {np.__version__}"
+          f"; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.only in (None, 1):
+        matrix_part(args)
+    if args.only in (None, 2, 3):
+        fanout_part(args)
+    if args.only in (None, 4):
+        recomputed = early_cutoff()
+        print(f"4. early cutoff: instances recomputed per stage {recomputed} "
+              "(target [1, 0, 0])")
+    if args.only in (None, 5):
+        sv = server(args.repeat)
+        print("\n5. server service, 16-way sum_doubles, same inputs, inline, 2 workers "
+              "(ms per invocation)")
+        for name, t in sv.items():
+            print(f"   {name:22} {t * 1e3:9.3f} ms")
+        print(f"   the fast path pays: {sv['instances only'] / sv['fast path']:.1f}x faster "
+              "than per-instance hits alone")
+
+
+def matrix_part(args: argparse.Namespace) -> None:
     mm = matrix(args.repeat)
     print("\n1. matrix M·Mᵀ (128x128 int64), process engine, 2 workers")
     for name, t in mm.items():
@@ -146,6 +204,9 @@ def main() -> None:
           "(target >= 20x)")
     cost = mm["all miss, memory"] / mm["compute, new inputs"] - 1
     print(f"2. all-miss cost, matrix: {cost * 100:+.1f} % (target <= 5 %)")
+
+
+def fanout_part(args: argparse.Namespace) -> None:
     fo = fanout(args.fanout, max(3, args.repeat // 3))
     print(f"\n   {args.fanout}-way no-op fan-out, inline engine, 2 workers "
           "(CPU µs of this process per application)")
@@ -156,8 +217,6 @@ def main() -> None:
           "(target <= 20 %)")
     print(f"3. hit: {fo['hit'] * 1e6:.2f} µs/app = {fo['hit'] / fo['dispatcher']:.2f}x the "
           "dispatcher's time per application (target <= 2x)")
-    recomputed = early_cutoff()
-    print(f"4. early cutoff: instances recomputed per stage {recomputed} (target [1, 0, 0])")
 
 
 if __name__ == "__main__":

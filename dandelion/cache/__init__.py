@@ -10,7 +10,7 @@ memoized by default: the key of an instance hashes the function's identity
 :class:`~dandelion.cache.run.RunCache`.
 """
 
-from dandelion.cache.cache import Cache, CacheConfigError, open_cache, open_store
+from dandelion.cache.cache import Cache, CacheConfigError, namespace_of, open_cache, open_store
 from dandelion.cache.content import Uncacheable
 from dandelion.cache.disk import DiskStore, default_cache_dir
 from dandelion.cache.memory import MemoryStore
@@ -19,4 +19,4 @@ from dandelion.cache.store import CacheWarning, GuardedStore, StackStore, Store
 
 __all__ = ["Cache", "CacheConfigError", "CacheWarning", "DiskStore",
            "GuardedStore", "MemoryStore", "RedisStore", "StackStore", "Store", "Uncacheable",
-           "default_cache_dir", "open_cache", "open_store"]
+           "default_cache_dir", "namespace_of", "open_cache", "open_store"]

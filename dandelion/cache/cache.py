@@ -15,6 +15,7 @@ list of those (a stack, fastest first).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from typing import Any, Sequence
@@ -93,6 +94,19 @@ class Cache:
     def delete(self, key: bytes) -> None:
         """Forget ``key`` (a corrupt entry)."""
         self.store.delete(self.storage_key(key))
+
+
+def namespace_of(name: str) -> str:
+    """A namespace for any name (a tenant's): the name itself where it is a valid namespace,
+    else a digest of it (so two names never share a namespace).
+
+    >>> namespace_of("alice"), namespace_of("bob@example.org")[:10]
+    ('alice', 'n-3e6f684c')
+    """
+    if _NAMESPACE.match(name) and name not in (".", "..") and not name.startswith("n-"):
+        return name
+    return "n-" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"),
+                                  digest_size=24).hexdigest()
 
 
 def open_store(spec: Any) -> Store:

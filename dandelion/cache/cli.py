@@ -1,4 +1,5 @@
-"""``dandelion cache info | clear`` and the cache options of ``dandelion run``."""
+"""``dandelion cache info | clear`` and the cache options of ``dandelion run`` and
+``dandelion serve``."""
 
 from __future__ import annotations
 
@@ -32,6 +33,24 @@ def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.cache_location:
         return {"cache": ["memory", args.cache_location]}
     return {}
+
+
+def add_serve_option(p: argparse.ArgumentParser) -> None:
+    """``--cache`` of ``dandelion serve``."""
+    p.add_argument("--cache", metavar="memory|DIR|URL|off", dest="cache_location",
+                   default="memory",
+                   help="where the results of function instances are kept, a namespace per "
+                        "tenant: 'memory' (the default), a directory or a redis:// URL "
+                        "(with memory in front), or 'off'")
+
+
+def serve_cache(args: argparse.Namespace) -> Any:
+    """The ``cache`` of the :class:`~dandelion.server.ServerConfig` ``dandelion serve``
+    makes."""
+    where = args.cache_location
+    if where == "off":
+        return None
+    return where if where == "memory" else ["memory", where]
 
 
 def run_mode(args: argparse.Namespace) -> bool | str:

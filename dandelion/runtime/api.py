@@ -147,7 +147,8 @@ class Runtime:
                                        observe=self._observe, cache=using)
         return program.unbind(outputs)
 
-    def run_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any]
+    def run_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+                 cache: Cache | None = None, observe: Observer | None = None
                  ) -> dict[str, Items]:
         """Run a plan on sets of items, for callers that bind inputs themselves (the HTTP
         frontend decodes them from the wire).
@@ -156,6 +157,10 @@ class Runtime:
             plan: the plan (from :meth:`plan` or :func:`~dandelion.planner.make_plan`).
             inputs: every direct input of its composition, as a tuple of items.
             artifacts: the code of its functions by implementation digest.
+            cache: the cache this run looks results up in and keeps them in (``None``:
+                none; the server passes its tenant's namespace of :attr:`cache`); ignored
+                by a backend that does not cache.
+            observe: told this run's events, besides the runtime's observers.
 
         Raises:
             BackendError: the runtime is closed, or its backend cannot run the plan.
@@ -166,7 +171,11 @@ class Runtime:
 
             raise BackendError("this runtime is closed")
         check_requirements(plan, self.backend)
-        return self.backend.run(plan, inputs, artifacts, observe=self._observe)
+        chosen = fan_out([o for o in (self._observe, observe) if o is not None])
+        if cache is None or "cache" not in self.backend.capabilities:
+            return self.backend.run(plan, inputs, artifacts, observe=chosen)
+        return self.backend.run(plan, inputs, artifacts,  # type: ignore[call-arg]
+                                observe=chosen, cache=cache)
 
     def _cache_for(self, mode: bool | str) -> Cache | None:
         if mode not in (True, False, "refresh"):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dandelion.cache import cli as cache_cli
 from dandelion.errors import InputError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -60,7 +61,8 @@ def server_config(args: argparse.Namespace) -> Any:
                         header_timeout=args.header_timeout,
                         keepalive_timeout=args.keepalive_timeout,
                         access_log=None if args.no_access_log else args.access_log,
-                        hot_functions=args.hot_functions, result_cache=args.result_cache,
+                        hot_functions=args.hot_functions, cache=cache_cli.serve_cache(args),
+                        result_cache=args.result_cache,
                         max_jobs=args.max_jobs, job_ttl=args.job_ttl,
                         plan_cache=args.plan_cache, code_ttl=args.code_ttl,
                         invocations=args.invocations, max_waiting=args.max_waiting,
@@ -271,8 +273,10 @@ def add_server_commands(sub: Any) -> None:
                         f"(default: {d.max_waiting})")
     p.add_argument("--hot-functions", type=int, default=d.hot_functions,
                    help=f"loaded functions kept in memory (default: {d.hot_functions})")
+    cache_cli.add_serve_option(p)
     p.add_argument("--result-cache", type=int, default=d.result_cache,
-                   help=f"cached results per tenant (default: {d.result_cache}; 0: off)")
+                   help=f"whole results of compositions kept per tenant in front of the "
+                        f"cache (default: {d.result_cache}; 0: off)")
     p.add_argument("--max-jobs", type=int, default=d.max_jobs,
                    help=f"jobs kept per tenant (default: {d.max_jobs}); when all are "
                         "running, a new one is refused (429)")

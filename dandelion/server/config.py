@@ -39,7 +39,12 @@ class ServerConfig:
         access_log: where to write one line per request: ``"-"`` for stderr, a file to
             append to, ``None`` for no access log.
         hot_functions: loaded functions kept in memory; others start cold.
-        result_cache: cached results per tenant (cacheable compositions only; 0: off).
+        cache: where the results of function instances are kept, in a namespace per tenant
+            (no tenant ever sees another's): ``"memory"`` (the default), a directory, a
+            ``redis://`` URL, a list of those (a stack, fastest first), or ``None``
+            (off); see ``docs/caching.rst``.
+        result_cache: whole results of cacheable compositions kept per tenant in front of
+            ``cache`` (0: none).
         max_jobs: jobs kept per tenant; the oldest finished ones are forgotten first, and
             when all are still running a new one is refused (429).
         job_ttl: seconds a finished job's result is kept.
@@ -70,6 +75,7 @@ class ServerConfig:
     keepalive_timeout: float = 75.0
     access_log: str | None = None
     hot_functions: int = 256
+    cache: Any = "memory"
     result_cache: int = 1024
     max_jobs: int = 1000
     job_ttl: float = 3600.0

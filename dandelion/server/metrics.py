@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from dandelion.runtime.events import Event, EventKind
 
 #: Latency buckets (seconds): from sub-millisecond hot invocations to long compositions.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
@@ -30,6 +34,13 @@ class Metrics:
                                   "Invocations failed by a sandbox violation", registry=r)
         self.requests = Counter("dandelion_http_requests", "HTTP requests by status code",
                                 ["code"], registry=r)
+        self.cache_lookups = Counter("dandelion_cache_lookups",
+                                     "Function instances looked up in the result cache: "
+                                     "hit (served) or miss (computed)", ["outcome"],
+                                     registry=r)
+        self.cache_served = Counter("dandelion_cache_served_bytes",
+                                    "Bytes of the result cache's entries that hit",
+                                    registry=r)
         self.retained = Gauge("dandelion_retained", "What the worker keeps in memory: jobs "
                               "(of every tenant) and plans (of directly invoked functions)",
                               ["what"], registry=r)
@@ -37,3 +48,36 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+class CacheTally:
+    """An observer of one invocation's events: what the result cache served, and whether
+    anything ran."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.bytes_served = 0
+        self.ran = 0
+        self._lock = threading.Lock()  # events come from the engines' threads
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is EventKind.CACHED:
+            with self._lock:
+                self.hits += event.hits or 0
+                self.misses += event.misses or 0
+                self.bytes_served += event.bytes_served or 0
+        elif event.kind is EventKind.FINISHED:
+            with self._lock:
+                self.ran += 1
+
+    @property
+    def served_all(self) -> bool:
+        """Whether the cache served the invocation: something hit and nothing ran."""
+        return self.hits > 0 and self.ran == 0
+
+    def count(self, metrics: Metrics) -> None:
+        """Add what the cache did to ``metrics``."""
+        metrics.cache_lookups.labels("hit").inc(self.hits)
+        metrics.cache_lookups.labels("miss").inc(self.misses)
+        metrics.cache_served.inc(self.bytes_served)

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any, Mapping
 
+from dandelion.cache.cache import Cache, namespace_of
 from dandelion.errors import (
     BackendError,
     CompositionError,
@@ -48,7 +49,7 @@ from dandelion.runtime.wasm import WasmFunction
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
 from dandelion.server.loader import RegistrationError, module_source
-from dandelion.server.metrics import Metrics
+from dandelion.server.metrics import CacheTally, Metrics
 from dandelion.server.native import check_name, native_spec, parse_signature
 from dandelion.server.tenants import (
     CompositionRecord,
@@ -159,9 +160,10 @@ def runtime_of(config: ServerConfig, store: ArtifactStore | None = None) -> Runt
         engine = load_engine(config.engine or DEFAULT_ENGINE)
         if "store" in inspect.signature(engine).parameters:
             options["engine_options"] = {"store": store}
-    # the worker keeps its own result cache per tenant (``result_cache``); the runtime's
-    # cache of function instances would be shared by every tenant: off here
-    return Runtime(config.backend, engine=config.engine, cache=False, **options)
+    # results are kept per function instance in config.cache; every invocation sees it
+    # through its tenant's namespace (Service.invoke), never the runtime's default one
+    return Runtime(config.backend, engine=config.engine,
+                   cache=False if config.cache is None else config.cache, **options)
 
 
 def _io_platform() -> dict[str, Any]:
@@ -449,13 +451,20 @@ class Service:
             sets = decode_sets(inputs, decls)
             if rename is not None:
                 sets = {f"in.{p}": s for p, s in sets.items()}
+            # whole results of the tenant's cacheable compositions, in front of the cache of
+            # function instances: a hit skips planning and dispatch altogether
             caching = record.cacheable and tenant.result_cache > 0
             key = self._cache_key(record, sets) if caching else None
             outputs = tenant.cached(key) if key else None
             cached = outputs is not None
             if outputs is None:
-                with logs.collect(printed):
-                    outputs = self._run(tenant, record, sets)
+                tally = CacheTally()
+                try:
+                    with logs.collect(printed):
+                        outputs = self._run(tenant, record, sets, tally)
+                finally:
+                    tally.count(self.metrics)
+                cached = tally.served_all
                 if key:
                     tenant.cache(key, outputs)
             out_decls = record.outputs
@@ -471,7 +480,14 @@ class Service:
             self.metrics.invocations.labels(kind, outcome).inc()
             self.metrics.latency.labels(kind).observe(time.perf_counter() - start)
 
-    def _run(self, tenant: Tenant, record: CompositionRecord, sets: Sets) -> Sets:
+    def cache_of(self, tenant: Tenant) -> Cache | None:
+        """The result cache as ``tenant`` sees it: its own namespace, which no other
+        tenant's invocations read (``None`` when the worker caches nothing)."""
+        cache = self.runtime.cache
+        return None if cache is None else cache.namespaced(namespace_of(tenant.name))
+
+    def _run(self, tenant: Tenant, record: CompositionRecord, sets: Sets,
+             tally: CacheTally) -> Sets:
         artifacts = {}
         for spec in record.plan.module.functions:
             if spec.kind is FunctionKind.IO:
@@ -485,7 +501,8 @@ class Service:
                                  else self.code.load(*version))
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
-        outputs: Sets = self.runtime.run_plan(record.plan, sets, artifacts)
+        outputs: Sets = self.runtime.run_plan(record.plan, sets, artifacts,
+                                              cache=self.cache_of(tenant), observe=tally)
         return outputs
 
     def _native(self, digest: str, name: str, kind: str

@@ -126,6 +126,24 @@ def test_results_of_cacheable_compositions_are_cached_per_tenant(raw):
     assert second.headers["x-dandelion-cache"] == "hit" and second.json == first.json
 
 
+HIT = 'dandelion_cache_lookups_total{outcome="hit"}'
+MISS = 'dandelion_cache_lookups_total{outcome="miss"}'
+SERVED = "dandelion_cache_served_bytes_total"
+
+
+def test_an_invocation_hits_per_function_instance_not_only_per_composition(raw):
+    before = {m: _metric(raw, m) for m in (HIT, MISS, SERVED)}
+    raw("POST", "/v1/compositions/sum_doubles/invoke", {"inputs": {"xs": [11, 12]}})
+    after_first = {m: _metric(raw, m) for m in (HIT, MISS, SERVED)}
+    assert after_first[HIT] == before[HIT] and after_first[MISS] == before[MISS] + 3
+    a = raw("POST", "/v1/compositions/sum_doubles/invoke", {"inputs": {"xs": [11, 12, 13]}})
+    assert a.json["outputs"]["result"][0]["value"] == 72
+    assert a.headers["x-dandelion-cache"] == "miss"  # double(13) and the total ran
+    assert _metric(raw, HIT) == before[HIT] + 2  # double(11) and double(12)
+    assert _metric(raw, MISS) == after_first[MISS] + 2
+    assert _metric(raw, SERVED) > after_first[SERVED]
+
+
 def test_metrics_count_invocations_latency_and_cold_hot_loads(raw):
     raw("POST", "/v1/compositions/sum_doubles/invoke", {"inputs": {"xs": [9, 9, 9]}})
     text = raw("GET", "/metrics", token=None).body.decode()

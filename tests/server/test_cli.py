@@ -107,3 +107,28 @@ def test_command_line_errors_are_clear(served, tmp_path, capsys):
 def test_serve_refuses_an_unknown_engine(capsys):
     assert main(["serve", "--engine", "warp", "--port", "0"]) == 1
     assert "unknown engine 'warp'" in capsys.readouterr().err
+
+
+def test_serve_cache_dir_keeps_instance_results_across_a_restart(tmp_path, capsys):
+    from tests.server.conftest import Raw
+
+    path = tmp_path / "squares.py"
+    path.write_text(PROGRAM)
+    args = ("--workers", "1", "--state-dir", str(tmp_path / "state"), "--cache",
+            str(tmp_path / "cache"), "--result-cache", "0")
+    answers = []
+    for _ in range(2):
+        proc, url = start_serve(*args, timeout=30)
+        try:
+            assert main(["register", str(path), "--url", url]) == 0
+            a = Raw(url)("POST", "/v1/compositions/sum_squares/invoke",
+                         {"inputs": {"xs": [2, 3]}}, token=None)
+            answers.append((a.json["outputs"]["result"][0]["value"],
+                            a.headers["x-dandelion-cache"]))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    # the second worker computed nothing: every instance came from the disk store
+    assert answers == [(13, "miss"), (13, "hit")]
+    # in the open tenant's namespace
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["default"]

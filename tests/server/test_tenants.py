@@ -50,6 +50,32 @@ def test_same_names_in_two_tenants_run_their_own_code(raw):
     assert again.json["outputs"]["result"][0]["value"] == -999  # never alice's cached result
 
 
+SHARED_SRC = ("import dandelion as dd\n@dd.compute\ndef shared(x: int) -> int:\n"
+              "    return x * 7\n")
+HIT = 'dandelion_cache_lookups_total{outcome="hit"}'
+
+
+def _metric(raw, line: str) -> float:
+    for row in raw("GET", "/metrics", token=None).body.decode().splitlines():
+        if row.startswith(line + " "):
+            return float(row.split()[-1])
+    return 0.0
+
+
+def test_two_tenants_with_the_same_function_and_inputs_never_share_a_result(raw):
+    for token in (ALICE, BOB):
+        assert raw("POST", "/v1/functions", {"source": SHARED_SRC}, token=token).status == 201
+    body = {"inputs": {"x": [6]}}
+    hits = _metric(raw, HIT)
+    a = raw("POST", "/v1/functions/shared/invoke", body, token=ALICE)
+    b = raw("POST", "/v1/functions/shared/invoke", body, token=BOB)
+    assert a.json == b.json and b.json["outputs"]["result"][0]["value"] == 42
+    # bob's instance has alice's key but lives in another namespace: computed again
+    assert b.headers["x-dandelion-cache"] == "miss" and _metric(raw, HIT) == hits
+    assert raw("POST", "/v1/functions/shared/invoke", body,
+               token=BOB).headers["x-dandelion-cache"] == "hit"
+
+
 def test_jobs_are_private_to_their_tenant(raw):
     raw("POST", "/v1/functions", {"source": ALICE_SRC}, token=ALICE)
     job = raw("POST", "/v1/functions/secret/jobs", {"inputs": {"x": [1]}},
