@@ -10,6 +10,9 @@ is a package, and a new subpackage needs no edit of any list.
 ``backends/engines/process/c/``) holds the sandbox primitives of the ``process`` engine:
 seccomp, fatal-signal reports, forking locked-down sandboxes, native code in strict mode.
 Building it needs a C compiler and the Python headers.
+
+``dandelion.backends.engines.kvm._kvmc`` (Linux only, ``backends/engines/kvm/c/kvmc.c``)
+drives the ``kvm`` engine's virtual machines through ``/dev/kvm`` ioctls.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ if sys.platform.startswith("linux"):
         depends=[f"{C}/{name}.h" for name in ("sandboxc", "protocol", "sandbox", "segments",
                                               "zygote_loop")] + ["dandelion/sdk/dandelion.h"],
         # only PyInit__sandboxc is exported: the files share their functions, no one else
+        extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden"]))
+    ext_modules.append(Extension(
+        "dandelion.backends.engines.kvm._kvmc", ["backends/engines/kvm/c/kvmc.c"],
         extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden"]))
 
 setup(packages=packages(), ext_modules=ext_modules)

@@ -327,8 +327,9 @@ class Client:
                         params: Signature, results: Signature, engine_type: str = "process"
                         ) -> list[dict[str, Any]]:
         """Register a native function for a named engine: a static x86-64 ELF built with
-        the C SDK for the ``process`` engine, or the same source built as a wasm module for
-        the ``wasm`` engine (``engine_type="wasm"``; a ``.wasm`` path or a
+        the C SDK for the ``process`` or ``kvm`` engine (``engine_type="kvm"``), or the
+        same source built as a wasm module for the ``wasm`` engine
+        (``engine_type="wasm"``; a ``.wasm`` path or a
         :class:`~dandelion.runtime.wasm.WasmFunction` says so itself).
 
         The worker must run the engine named.
@@ -345,7 +346,7 @@ class Client:
             params: ``["m: item[ndarray]"]``, ``{"m": "item[ndarray]"}``, ``"a, b"`` (untyped)
                 or ``[]`` for none.
             results: the results, in the same forms.
-            engine_type: ``process`` (an ELF) or ``wasm`` (a wasm module).
+            engine_type: ``process`` or ``kvm`` (an ELF) or ``wasm`` (a wasm module).
 
         Returns:
             the server's description of the function.

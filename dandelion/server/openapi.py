@@ -109,7 +109,8 @@ SCHEMAS: dict[str, Any] = {
                        "the function reads and writes them, each a name ('m', a set[any]), "
                        "'m: item[ndarray]' or {\"name\": \"m\", \"type\": \"item[ndarray]\"}. "
                        "'engine_type' names the engine it is built for: 'process' (the "
-                       "default; an ELF, a worker running the process engine) or 'wasm' "
+                       "default; an ELF, a worker running the process engine), 'kvm' (the "
+                       "same ELF, a worker running the kvm engine) or 'wasm' "
                        "(the same C built with dandelion build --target wasm, a worker "
                        "running the wasm engine); kind 'wasm' is kind 'native' with "
                        "engine_type 'wasm'.",
@@ -123,7 +124,7 @@ SCHEMAS: dict[str, Any] = {
                                                       "format": "byte"}}}]},
                        "names": {"type": "array", "items": {"type": "string"}},
                        "kind": {"type": "string", "enum": ["python", "native", "wasm"]},
-                       "engine_type": {"type": "string", "enum": ["process", "wasm"]},
+                       "engine_type": {"type": "string", "enum": ["process", "kvm", "wasm"]},
                        "name": {"type": "string"},
                        "image": {"oneOf": [
                            {"type": "string", "format": "binary",

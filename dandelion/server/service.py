@@ -67,7 +67,7 @@ SWEEP_EVERY = 60.0
 
 
 #: engine_type of a native registration -> the implementation kind it registers
-_ENGINE_TYPES = {"process": "native", "wasm": "wasm"}
+_ENGINE_TYPES = {"process": "native", "kvm": "native", "wasm": "wasm"}
 
 class NotFound(DandelionError, LookupError):
     """No function, composition or job of that name in the tenant's namespace (404)."""
@@ -270,8 +270,9 @@ class Service:
 
     def register_native(self, tenant: Tenant, *, name: Any, image: bytes, params: Any,
                         results: Any, engine_type: str = "process") -> list[dict[str, Any]]:
-        """Register a native function for the engine that runs it: an ELF (``process``) or
-        a wasm module (``wasm``) built with the C SDK, and its signature.
+        """Register a native function for the engine that runs it: an ELF (``process`` or
+        ``kvm``, which run the same ELF) or a wasm module (``wasm``) built with the C SDK,
+        and its signature.
 
         Args:
             tenant: whose namespace it joins (replacing a function of the same name).
@@ -281,7 +282,8 @@ class Service:
                 :func:`~dandelion.server.native.parse_signature`).
             results: its results in order.
             engine_type: the engine it is built for (the reference system's
-                ``engine_type``): ``process`` (an ELF) or ``wasm`` (a wasm module).
+                ``engine_type``): ``process`` or ``kvm`` (an ELF) or ``wasm`` (a wasm
+                module).
 
         Raises:
             RegistrationError: an unknown engine type, this worker's engine cannot run it,
@@ -296,7 +298,7 @@ class Service:
             raise RegistrationError(
                 f"this worker's engine '{backend.engine_name}' cannot run {impl_kind} "
                 "functions", hint=f"start the worker with `dandelion serve --engine "
-                f"{engine_type}`" + (" (Linux, x86-64)" if engine_type == "process" else ""))
+                f"{engine_type}`" + (" (Linux, x86-64)" if impl_kind == "native" else ""))
         check_name(name, "name")
         declared_params = parse_signature(params, "params")
         declared_results = parse_signature(results, "results")
