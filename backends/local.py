@@ -6,6 +6,7 @@ I/O engine when the plan uses I/O functions.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 from typing import Any, Mapping
 
@@ -76,6 +77,11 @@ class LocalBackend(BackendBase):
     def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
             observe: Observer | None = None, cache: Cache | None = None) -> dict[str, Items]:
         return self.dispatcher(artifacts, cache, observe).run(plan, inputs)
+
+    def start(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+              observe: Observer | None = None
+              ) -> concurrent.futures.Future[dict[str, Items]] | None:
+        return self.dispatcher(artifacts, None, observe).start(plan, inputs)
 
     def close(self) -> None:
         self.pool.close()

@@ -166,16 +166,38 @@ class Runtime:
             BackendError: the runtime is closed, or its backend cannot run the plan.
             FunctionError: a function failed.
         """
-        if self.closed:
-            from dandelion.errors import BackendError
-
-            raise BackendError("this runtime is closed")
-        check_requirements(plan, self.backend)
+        self._check_runnable(plan)
         chosen = fan_out([o for o in (self._observe, observe) if o is not None])
         if cache is None or "cache" not in self.backend.capabilities:
             return self.backend.run(plan, inputs, artifacts, observe=chosen)
         return self.backend.run(plan, inputs, artifacts,  # type: ignore[call-arg]
                                 observe=chosen, cache=cache)
+
+    def start_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+                   cache: Cache | None = None, observe: Observer | None = None
+                   ) -> concurrent.futures.Future[dict[str, Items]] | None:
+        """:meth:`run_plan` without blocking: a future of its outputs, resolved by the
+        thread that finishes the run's last piece of work; or ``None`` (nothing started)
+        where the run needs a waiting thread: a run with a ``cache`` (keeping results
+        happens after the run), or one the backend cannot start so (see
+        :meth:`Backend.start <dandelion.runtime.backend.Backend.start>`).  Then call
+        :meth:`run_plan` on a thread.
+
+        Raises:
+            BackendError: the runtime is closed, or its backend cannot run the plan.
+        """
+        self._check_runnable(plan)
+        if cache is not None and "cache" in self.backend.capabilities:
+            return None
+        chosen = fan_out([o for o in (self._observe, observe) if o is not None])
+        return self.backend.start(plan, inputs, artifacts, observe=chosen)
+
+    def _check_runnable(self, plan: Plan) -> None:
+        if self.closed:
+            from dandelion.errors import BackendError
+
+            raise BackendError("this runtime is closed")
+        check_requirements(plan, self.backend)
 
     def _cache_for(self, mode: bool | str) -> Cache | None:
         if mode not in (True, False, "refresh"):

@@ -7,6 +7,7 @@ requirement of a plan a backend lacks before anything runs.
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import sys
 from typing import Any, ClassVar, Mapping, TypeVar
 
@@ -54,6 +55,16 @@ class Backend(abc.ABC):
         the ``cache`` capability also takes ``cache=``, a :class:`~dandelion.cache.Cache`
         (or ``None``) in which to look up and keep the outputs of cacheable instances.
         """
+
+    def start(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+              observe: Observer | None = None
+              ) -> concurrent.futures.Future[dict[str, Items]] | None:
+        """Start :meth:`run` without a thread waiting for it: a future of its outputs, or
+        ``None`` where this backend needs a waiting thread for this run (the default; the
+        caller then calls :meth:`run` on a thread of its own).  An HTTP frontend starts
+        invocations from its event loop this way, with no thread hand-off on either side.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing
         """Release workers, engines and connections."""

@@ -9,6 +9,7 @@ before its inputs are complete, and results never depend on scheduling.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextvars
 import functools
 import logging
@@ -193,7 +194,38 @@ class Dispatcher:
             run.abandon_flights()
         if run.error is not None:
             raise run.error
-        return {d.name: run.sets.get(d.name, ()) for d in plan.composition.outputs}
+        return run.outputs()
+
+    def start(self, plan: Plan, inputs: Mapping[str, Items]
+              ) -> concurrent.futures.Future[dict[str, Items]] | None:
+        """Start running ``plan`` without waiting for it: a future of what :meth:`run`
+        returns or raises, resolved by whichever thread finishes the run's last piece of
+        work (a worker, the I/O engine), so that no thread waits for the run.  Cancelling
+        the future cancels the run's instances that have not started.
+
+        ``None`` where a run needs a waiting thread: a dispatcher with a cache (storing
+        and landing identical instances happens after the run, off its lock), or time
+        limits on engines that cannot stop a function themselves (the waiting thread
+        watches the clock).
+        """
+        if self.cache is not None or (self.timeouts and not self.pool.enforces_timeout):
+            return None
+        future: concurrent.futures.Future[dict[str, Items]] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        run = _Run(self, plan, inputs, then=functools.partial(_resolve, future))
+        future.add_done_callback(lambda f: run.cancelled.set() if f.cancelled() else None)
+        run.begin()
+        return future
+
+
+def _resolve(future: concurrent.futures.Future[dict[str, Items]], run: _Run) -> None:
+    """Hand the outcome of a started run to its future (unless it was cancelled)."""
+    if future.done():
+        return
+    if run.error is not None:
+        future.set_exception(run.error)
+    else:
+        future.set_result(run.outputs())
 
 
 class _Run:
@@ -205,8 +237,11 @@ class _Run:
     application; the caller only waits for the end.
     """
 
-    def __init__(self, dispatcher: Dispatcher, plan: Plan, inputs: Mapping[str, Items]) -> None:
+    def __init__(self, dispatcher: Dispatcher, plan: Plan, inputs: Mapping[str, Items],
+                 then: Callable[[_Run], None] | None = None) -> None:
         self.d = dispatcher
+        #: called once the run finished (lock held), on the thread that finished it
+        self.then = then
         self.plan = plan
         self.module, self.comp = plan.module, plan.composition
         comp = self.comp
@@ -259,13 +294,25 @@ class _Run:
         if self.d.progress is not None and self.error is None:
             self.d.progress(Progress(*self.counts))
         if not self.running or self.error is not None:
-            self.finished.set()
+            self._finish()
 
     def _fail(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
         self.cancelled.set()
+        self._finish()
+
+    def _finish(self) -> None:
+        """The run is over (lock held): wake the waiting thread, or call ``then``."""
+        if self.finished.is_set():
+            return
         self.finished.set()
+        if self.then is not None:
+            self.then(self)
+
+    def outputs(self) -> dict[str, Items]:
+        """The direct outputs of a run that finished without error."""
+        return {d.name: self.sets.get(d.name, ()) for d in self.comp.outputs}
 
     # -- events from workers, nested runs and the I/O engine --------------------------------
 

@@ -13,6 +13,7 @@ any filter is installed (importing inside a sandbox needs system calls it may no
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pickletools
@@ -56,6 +57,14 @@ def is_library(module_name: str) -> bool:
             return True
     if path is None:
         return mod is not None and not hasattr(mod, "__path__")  # builtin or frozen
+    return _installed(path)
+
+
+@functools.lru_cache(maxsize=8192)
+def _installed(path: str) -> bool:
+    """Whether the module file ``path`` lies below an installation root.  Remembered: a
+    function shipped by value asks about every module loaded, and resolving each path
+    takes system calls (a worker with a thousand modules spent ~12 ms per function)."""
     return bool(os.path.realpath(path).startswith(_ROOTS))
 
 

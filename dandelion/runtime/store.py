@@ -77,6 +77,10 @@ class ArtifactStore:
         self._hot_size = 0
         self._lock = threading.Lock()
         self._source: dict[str, Any] = {}  # digest -> the artifact object it was written from
+        #: digest -> the sha256 of what this store last wrote for it (a Python function
+        #: loaded again, e.g. by a worker that evicted it, serializes to the same bytes:
+        #: its file is not written again)
+        self._written: dict[str, str] = {}
         #: counters: ``hot`` (found in memory), ``cold`` (loaded from disk), ``stored``
         self.stats = collections.Counter[str]()
 
@@ -146,6 +150,7 @@ class ArtifactStore:
                 self.evict(digest)
                 with self._lock:
                     self._source.pop(digest, None)
+                    self._written.pop(digest, None)
         return removed
 
     def is_hot(self, digest: str) -> bool:
@@ -216,8 +221,11 @@ class ArtifactStore:
 
     def _write(self, digest: str, code: StoredCode, name: str) -> None:
         path = self._path(digest)
-        meta = {"kind": code.kind, "requires": list(code.requires),
-                "sha256": hashlib.sha256(code.data).hexdigest(), "name": name}
+        sha = hashlib.sha256(code.data).hexdigest()
+        if self._written.get(digest) == sha and path.exists():
+            return  # the same bytes as this store wrote last (a sweep forgets what it deletes)
+        meta = {"kind": code.kind, "requires": list(code.requires), "sha256": sha,
+                "name": name}
         for target, content in ((path, code.data),
                                 (path.with_suffix(".json"), json.dumps(meta).encode())):
             path.parent.mkdir(parents=True, exist_ok=True)  # (a sweep may have removed it)
@@ -225,6 +233,8 @@ class ArtifactStore:
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
             os.replace(tmp, target)
+        with self._lock:
+            self._written[digest] = sha
         self.stats["stored"] += 1
 
     def put(self, digest: str, kind: str, data: bytes, name: str = "") -> StoredCode:

@@ -1,8 +1,10 @@
 """The HTTP frontend of a worker: an aiohttp application over a :class:`Service`.
 
 Every answer that is not a success is a JSON document ``{"error": {"type", "message",
-"hint"?, …}}`` with a 4xx status (a 5xx only for a bug).  Work runs on a thread pool, so a
-slow invocation never blocks the event loop, health checks or other tenants.
+"hint"?, …}}`` with a 4xx status (a 5xx only for a bug).  An invocation whose code is in
+memory is started from the event loop and resolved by the engine worker that finishes it, so
+no thread waits for it; other work (registration, invocations that load code from disk) runs
+on a thread pool, so it never blocks the event loop, health checks or other tenants.
 """
 
 from __future__ import annotations
@@ -193,11 +195,18 @@ class Frontend:
             raise Overloaded(f"the worker is overloaded: {waiting} invocations are waiting",
                              hint="retry in a moment (Retry-After), or add workers")
 
-    async def _invocation(self, *args: Any) -> Any:
-        """Run an invocation on the executor, counted while it waits and runs."""
+    async def _invocation(self, tenant: Tenant, kind: str, name: str, inputs: Any,
+                          printed: Collector) -> Any:
+        """Run an invocation, counted while it waits and runs: started from the loop when
+        its code is in memory (no thread waits for it), else on the executor (a cold
+        invocation loads code from disk there, never on the loop)."""
         self._pending += 1
         try:
-            return await self._work(self.service.invoke, *args)
+            args = (tenant, kind, name, inputs, printed)
+            done = await self.service.invoke_here(*args, executor=self.executor)
+            if done is None:
+                done = await self._work(self.service.invoke, *args)
+            return done
         finally:
             self._pending -= 1
 

@@ -266,7 +266,8 @@ def add_server_commands(sub: Any) -> None:
                    help="append one line per request to FILE (default: '-', stderr)")
     p.add_argument("--no-access-log", action="store_true", help="write no access log")
     p.add_argument("--invocations", type=int, default=d.invocations,
-                   help=f"invocations running at once; others wait (default: "
+                   help=f"cold invocations (code from disk) running at once on threads; "
+                        f"others wait; hot ones start from the event loop (default: "
                         f"{d.invocations})")
     p.add_argument("--max-waiting", type=int, default=d.max_waiting,
                    help=f"invocations waiting for those; more are refused with 503 "

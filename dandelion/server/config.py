@@ -52,8 +52,10 @@ class ServerConfig:
             out).
         code_ttl: seconds registered code that no function or composition uses any more
             stays in the artifact store on disk.
-        invocations: invocations running at once (the rest wait).
-        max_waiting: invocations (and jobs) waiting for one of those; more are refused with
+        invocations: invocations running at once on the frontend's threads (the rest wait):
+            those that load code from disk; one whose code is in memory starts from the
+            event loop and waits on no thread.  Admission counts every invocation.
+        max_waiting: invocations (and jobs) beyond ``invocations`` admitted; more are refused with
             503 and ``Retry-After: 1``, so that an overloaded worker answers at once instead
             of queueing without bound.
         state_dir: where registrations and code are kept (``None``: a temporary directory,

@@ -7,7 +7,11 @@ each one is answered with.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
+import contextlib
+import contextvars
 import hashlib
 import inspect
 import json
@@ -16,7 +20,9 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
+
+import attrs
 
 from dandelion.cache.cache import Cache, namespace_of
 from dandelion.errors import (
@@ -172,6 +178,25 @@ def _io_platform() -> dict[str, Any]:
     return {f.entry: f for f in platform_functions().values()}
 
 
+@attrs.frozen
+class Target:
+    """What an invocation runs, planned: a registered composition, or a function alone
+    (kept per function, so that its invocations plan nothing).
+
+    Attributes:
+        record: the planned composition.
+        inputs: the declared types of the inputs, by the names the request uses.
+        outputs: the declared types of the outputs, by the names the answer uses.
+        rename: for a function, its parameters' and results' names (the composition's
+            sets are ``in.<param>`` and ``out.<result>``).
+    """
+
+    record: CompositionRecord
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    rename: tuple[list[str], list[str]] | None = None
+
+
 class _SpecOnly:
     """A registered function as the DSL binds it: declaration only, code on the server."""
 
@@ -203,8 +228,8 @@ class Service:
         self.metrics = Metrics()
         self.tenants: dict[str, Tenant] = {}
         self._lock = threading.RLock()
-        #: plans of directly invoked functions, least recently used first
-        self._function_plans: collections.OrderedDict[tuple[str, Any], CompositionRecord] = \
+        #: calls of directly invoked functions (planned), least recently used first
+        self._function_plans: collections.OrderedDict[tuple[str, Any], Target] = \
             collections.OrderedDict()
         self.runtime = runtime_of(config, self.store)
         self.metrics.retained.labels("plans").set_function(lambda: len(self._function_plans))
@@ -443,43 +468,70 @@ class Service:
             NotFound, WireError: a bad request (4xx).
             FunctionError: the invocation failed (its error names function and instance).
         """
-        start = time.perf_counter()
-        outcome = "error"
+        with self._counted(kind) as outcome:
+            target = self._target(tenant, kind, name)
+            sets, key, outputs = self._decode(tenant, target, inputs)
+            if outputs is not None:
+                return self._end(tenant, target, outputs, None, outcome, cached=True)
+            artifacts = self._artifacts(tenant, target.record, cold=True)
+            assert artifacts is not None
+            tally = CacheTally()
+            try:
+                with logs.collect(printed):
+                    outputs = self.runtime.run_plan(target.record.plan, sets, artifacts,
+                                                    cache=self.cache_of(tenant),
+                                                    observe=tally)
+            finally:
+                tally.count(self.metrics)
+            return self._end(tenant, target, outputs, key, outcome, tally.served_all)
+
+    async def invoke_here(self, tenant: Tenant, kind: str, name: str, inputs: Any,
+                          printed: logs.Collector | None = None,
+                          executor: concurrent.futures.Executor | None = None
+                          ) -> tuple[Sets, dict[str, Any], bool] | None:
+        """:meth:`invoke` from the event loop, without a thread waiting for it
+        (:meth:`~dandelion.runtime.api.Runtime.start_plan`; a run the backend cannot start
+        so waits on ``executor``), where that costs the loop nothing noticeable: every
+        function's code is in memory.  ``None`` for a cold invocation (it loads code from
+        disk): then call :meth:`invoke` on a thread (nothing was done or counted yet).
+        """
         try:
-            record, rename = (self._function_record(tenant, name) if kind == "function"
-                              else (self.composition(tenant, name), None))
-            decls = record.inputs if rename is None else {p: record.inputs[f"in.{p}"]
-                                                          for p in rename[0]}
-            sets = decode_sets(inputs, decls)
-            if rename is not None:
-                sets = {f"in.{p}": s for p, s in sets.items()}
-            # whole results of the tenant's cacheable compositions, in front of the cache of
-            # function instances: a hit skips planning and dispatch altogether
-            caching = record.cacheable and tenant.result_cache > 0
-            key = self._cache_key(record, sets) if caching else None
-            outputs = tenant.cached(key) if key else None
-            cached = outputs is not None
-            if outputs is None:
-                tally = CacheTally()
-                try:
-                    with logs.collect(printed):
-                        outputs = self._run(tenant, record, sets, tally)
-                finally:
-                    tally.count(self.metrics)
-                cached = tally.served_all
-                if key:
-                    tenant.cache(key, outputs)
-            out_decls = record.outputs
-            if rename is not None:
-                outputs = {r: outputs.get(f"out.{r}", ()) for r in rename[1]}
-                out_decls = {r: out_decls[f"out.{r}"] for r in rename[1]}
-            outcome = "cached" if cached else "ok"
-            return outputs, out_decls, cached
+            target = self._target(tenant, kind, name)
+            artifacts = self._artifacts(tenant, target.record, cold=False)
+        except DandelionError:
+            return None  # invoke raises it, counted
+        if artifacts is None:
+            return None
+        with self._counted(kind) as outcome:
+            sets, key, outputs = self._decode(tenant, target, inputs)
+            if outputs is not None:
+                return self._end(tenant, target, outputs, None, outcome, cached=True)
+            plan, cache, tally = target.record.plan, self.cache_of(tenant), CacheTally()
+            try:
+                with logs.collect(printed):
+                    started = self.runtime.start_plan(plan, sets, artifacts, cache, tally)
+                    waiting = asyncio.wrap_future(started) if started is not None else \
+                        asyncio.get_running_loop().run_in_executor(  # a run that needs a
+                            executor, contextvars.copy_context().run,  # waiting thread
+                            self.runtime.run_plan, plan, sets, artifacts, cache, tally)
+                computed: Sets = await waiting
+            finally:
+                tally.count(self.metrics)
+            return self._end(tenant, target, computed, key, outcome, tally.served_all)
+
+    @contextlib.contextmanager
+    def _counted(self, kind: str) -> Iterator[list[str]]:
+        """Count an invocation and its latency with the outcome it sets (``["error"]`` if
+        it raises)."""
+        start = time.perf_counter()
+        outcome = ["error"]
+        try:
+            yield outcome
         except SandboxViolation:
             self.metrics.violations.inc()
             raise
         finally:
-            self.metrics.invocations.labels(kind, outcome).inc()
+            self.metrics.invocations.labels(kind, outcome[0]).inc()
             self.metrics.latency.labels(kind).observe(time.perf_counter() - start)
 
     def cache_of(self, tenant: Tenant) -> Cache | None:
@@ -488,8 +540,43 @@ class Service:
         cache = self.runtime.cache
         return None if cache is None else cache.namespaced(namespace_of(tenant.name))
 
-    def _run(self, tenant: Tenant, record: CompositionRecord, sets: Sets,
-             tally: CacheTally) -> Sets:
+    def _target(self, tenant: Tenant, kind: str, name: str) -> Target:
+        if kind == "function":
+            return self._function_target(tenant, name)
+        record = self.composition(tenant, name)
+        return Target(record, record.inputs, record.outputs)
+
+    def _decode(self, tenant: Tenant, target: Target, inputs: Any
+                ) -> tuple[Sets, str | None, Sets | None]:
+        """The input sets of an invocation, its result cache key (``None``: not cached)
+        and the outputs the cache holds for it."""
+        sets = decode_sets(inputs, target.inputs)
+        if target.rename is not None:
+            sets = {f"in.{p}": s for p, s in sets.items()}
+        record = target.record
+        if not (record.cacheable and tenant.result_cache > 0):
+            return sets, None, None
+        h = hashlib.sha256(f"{record.digest}\0{record.name}\0".encode())
+        h.update(dumps(encode_sets(sets, record.inputs, binary=True), binary=True))
+        key = h.hexdigest()
+        return sets, key, tenant.cached(key)
+
+    @staticmethod
+    def _end(tenant: Tenant, target: Target, outputs: Sets, key: str | None,
+             outcome: list[str], cached: bool = False) -> tuple[Sets, dict[str, Any], bool]:
+        """What :meth:`invoke` returns for ``outputs``: computed (kept in the result cache
+        under ``key``, if any), or ``cached``."""
+        if key is not None:
+            tenant.cache(key, outputs)
+        if target.rename is not None:
+            outputs = {r: outputs.get(f"out.{r}", ()) for r in target.rename[1]}
+        outcome[0] = "cached" if cached else "ok"
+        return outputs, target.outputs, cached
+
+    def _artifacts(self, tenant: Tenant, record: CompositionRecord, cold: bool
+                   ) -> dict[str, Any] | None:
+        """The code of every function of ``record`` by digest; ``None`` if some of it is
+        not in memory, unless ``cold`` (then it is loaded from disk)."""
         artifacts = {}
         for spec in record.plan.module.functions:
             if spec.kind is FunctionKind.IO:
@@ -498,14 +585,17 @@ class Service:
                 version = tenant.versions.get(impl.digest)
                 if version is None:
                     raise RegistrationError(f"the code of '{spec.name}' is not registered")
-                artifact, hot = (self._native(impl.digest, spec.name, impl.kind)
-                                 if impl.kind in ("native", "wasm")
-                                 else self.code.load(*version))
+                if impl.kind in ("native", "wasm"):
+                    if not cold and not self.store.is_hot(impl.digest):
+                        return None
+                    artifact, hot = self._native(impl.digest, spec.name, impl.kind)
+                else:
+                    artifact, hot = self.code.load(*version, cold=cold)
+                    if artifact is None:
+                        return None
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
-        outputs: Sets = self.runtime.run_plan(record.plan, sets, artifacts,
-                                              cache=self.cache_of(tenant), observe=tally)
-        return outputs
+        return artifacts
 
     def _native(self, digest: str, name: str, kind: str
                 ) -> tuple[NativeFunction | WasmFunction, bool]:
@@ -519,15 +609,9 @@ class Service:
                                     hint="register the function again") from None
         return (WasmFunction if kind == "wasm" else NativeFunction)(name, code.data), hot
 
-    @staticmethod
-    def _cache_key(record: CompositionRecord, sets: Sets) -> str:
-        decls = record.inputs
-        h = hashlib.sha256(f"{record.digest}\0{record.name}\0".encode())
-        h.update(dumps(encode_sets(sets, decls, binary=True), binary=True))
-        return h.hexdigest()
-
-    def _function_record(self, tenant: Tenant, name: str
-                         ) -> tuple[CompositionRecord, tuple[list[str], list[str]]]:
+    def _function_target(self, tenant: Tenant, name: str) -> Target:
+        """The call of function ``name`` alone: a one-application composition, planned
+        once per function and kept (at most ``plan_cache`` of them)."""
         record = self.function(tenant, name)
         # the spec, not only the code: one ELF may be registered under several signatures
         key = (tenant.name, record.spec)
@@ -535,25 +619,27 @@ class Service:
             found = self._function_plans.get(key)
             if found is not None:
                 self._function_plans.move_to_end(key)
+                return found
         spec = record.spec
-        names = ([p.name for p in spec.params], [r.name for r in spec.results])
-        if found is None:
-            comp = Composition(
-                f"invoke.{name}",
-                inputs=[SetDecl(f"in.{p.name}", p.type) for p in spec.params],
-                outputs=[SetDecl(f"out.{r.name}", r.type) for r in spec.results],
-                applications=[Application(name, [Argument(p.name, f"in.{p.name}")
-                                                 for p in spec.params],
-                                          [Output(r.name, f"out.{r.name}")
-                                           for r in spec.results])])
-            module = Module([spec], [comp])
-            check(module)
-            found = planned(module)[0]  # not a named composition of the tenant
-            with self._lock:
-                self._function_plans[key] = found
-                while len(self._function_plans) > self.config.plan_cache:
-                    self._function_plans.popitem(last=False)
-        return found, names
+        comp = Composition(
+            f"invoke.{name}",
+            inputs=[SetDecl(f"in.{p.name}", p.type) for p in spec.params],
+            outputs=[SetDecl(f"out.{r.name}", r.type) for r in spec.results],
+            applications=[Application(name, [Argument(p.name, f"in.{p.name}")
+                                             for p in spec.params],
+                                      [Output(r.name, f"out.{r.name}")
+                                       for r in spec.results])])
+        module = Module([spec], [comp])
+        check(module)
+        planned_record = planned(module)[0]  # not a named composition of the tenant
+        found = Target(planned_record, {p.name: p.type for p in spec.params},
+                     {r.name: r.type for r in spec.results},
+                     ([p.name for p in spec.params], [r.name for r in spec.results]))
+        with self._lock:
+            self._function_plans[key] = found
+            while len(self._function_plans) > self.config.plan_cache:
+                self._function_plans.popitem(last=False)
+        return found
 
     @staticmethod
     def encode_outputs(outputs: Sets, decls: dict[str, Any], binary: bool) -> dict[str, Any]:

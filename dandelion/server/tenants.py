@@ -131,14 +131,18 @@ class RegisteredCode:
         while len(self._loaded) > self.capacity:
             self._loaded.popitem(last=False)
 
-    def load(self, source: str, name: str) -> tuple[Any, bool]:
-        """The artifact of function ``name`` of source ``source``, and whether it was hot."""
+    def load(self, source: str, name: str, cold: bool = True) -> tuple[Any, bool]:
+        """The artifact of function ``name`` of source ``source``, and whether it was hot
+        (in memory); ``(None, False)`` if it was not, unless ``cold`` (then it is loaded
+        from disk)."""
         key = (source, name)
         with self._lock:
             artifact = self._loaded.get(key)
             if artifact is not None:
                 self._loaded.move_to_end(key)
                 return artifact, True
+        if not cold:
+            return None, False
         for digest in self.keys(source):
             try:
                 code = self.store.get(digest)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
 import pytest
 
 import dandelion as dd
+from dandelion.program import as_program
 from tests.conformance import funcs as f
 
 calls: list[int] = []
@@ -97,3 +99,35 @@ def test_an_io_function_that_leaves_its_one_item_result_empty_is_named(monkeypat
         with pytest.raises(dd.FunctionError, match="io function 'first_or_nothing', its "
                            "instance: returned no item for result 'first', which is one item"):
             rt.run(first, [])
+
+
+@pytest.mark.parametrize("engine", ["inline", "process"])
+def test_a_started_run_resolves_its_future_like_run_returns(engine):
+    """Runtime.start_plan: no thread waits for the run; its future holds what run_plan
+    returns, or raises the same named error."""
+    if engine == "process" and not sys.platform.startswith("linux"):
+        pytest.skip("the process engine is Linux-only")
+    program = as_program(f.fan_in)
+    with dd.Runtime(engine=engine, workers=2) as rt:
+        plan = rt.plan(program)
+        sets = program.bind(([1, 2, 3],), {})
+        future = rt.start_plan(plan, sets, program.artifacts)
+        assert future is not None
+        assert program.unbind(future.result(timeout=60)) == \
+            program.unbind(rt.run_plan(plan, sets, program.artifacts))
+        failing = as_program(f.failing)
+        started = rt.start_plan(rt.plan(failing), failing.bind(([1, 3],), {}),
+                                failing.artifacts)
+        assert started is not None
+        with pytest.raises(dd.FunctionError, match="fail_on_three") as info:
+            started.result(timeout=60)
+        assert info.value.instance == 1
+
+
+def test_a_run_whose_timeouts_need_a_watching_thread_is_not_started():
+    """The inline engine cannot stop a function: a run with time limits needs a thread
+    that watches the clock, so start_plan declines (the caller uses run_plan)."""
+    program = as_program(f.fan_in)
+    with dd.Runtime(engine="inline", workers=1, timeout=5.0) as rt:
+        assert rt.start_plan(rt.plan(program), program.bind(([1],), {}),
+                             program.artifacts) is None

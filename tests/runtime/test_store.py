@@ -85,6 +85,25 @@ def test_another_object_with_the_same_digest_is_reserialized_not_served_stale(tm
     assert store.stats["stored"] == 2
 
 
+def test_the_same_function_loaded_again_is_reserialized_but_not_rewritten(tmp_path):
+    """A worker that evicted a function loads it again as a new object: the store pickles
+    it (it cannot trust the file for another object) but writes nothing when the bytes are
+    those it wrote; changed bytes are written."""
+    import copy
+
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    first = store.get(digest, h.scaled.artifact)
+    path = store.path(digest)
+    written = path.stat().st_mtime_ns
+    store.drop_hot()
+    again = store.get(digest, copy.copy(h.scaled.artifact))  # another object, same code
+    assert again.data == first.data
+    assert store.stats["stored"] == 1 and path.stat().st_mtime_ns == written
+    store.get(digest, h.pid.artifact)  # other bytes under the same digest
+    assert store.stats["stored"] == 2
+
+
 def test_user_modules_are_pickled_by_value_and_libraries_recorded():
     data, requires = serialize_python(h.gram.artifact)
     assert "numpy" in requires
