@@ -79,9 +79,9 @@ class LocalBackend(BackendBase):
         return self.dispatcher(artifacts, cache, observe).run(plan, inputs)
 
     def start(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
-              observe: Observer | None = None
+              observe: Observer | None = None, cache: Cache | None = None
               ) -> concurrent.futures.Future[dict[str, Items]] | None:
-        return self.dispatcher(artifacts, None, observe).start(plan, inputs)
+        return self.dispatcher(artifacts, cache, observe).start(plan, inputs)
 
     def close(self) -> None:
         self.pool.close()

@@ -178,19 +178,19 @@ class Runtime:
                    ) -> concurrent.futures.Future[dict[str, Items]] | None:
         """:meth:`run_plan` without blocking: a future of its outputs, resolved by the
         thread that finishes the run's last piece of work; or ``None`` (nothing started)
-        where the run needs a waiting thread: a run with a ``cache`` (keeping results
-        happens after the run), or one the backend cannot start so (see
-        :meth:`Backend.start <dandelion.runtime.backend.Backend.start>`).  Then call
-        :meth:`run_plan` on a thread.
+        where the backend needs a waiting thread for the run (see :meth:`Backend.start
+        <dandelion.runtime.backend.Backend.start>`): then call :meth:`run_plan` on a
+        thread.  The ``cache`` is looked up on the calling thread.
 
         Raises:
             BackendError: the runtime is closed, or its backend cannot run the plan.
         """
         self._check_runnable(plan)
-        if cache is not None and "cache" in self.backend.capabilities:
-            return None
         chosen = fan_out([o for o in (self._observe, observe) if o is not None])
-        return self.backend.start(plan, inputs, artifacts, observe=chosen)
+        if cache is None or "cache" not in self.backend.capabilities:
+            return self.backend.start(plan, inputs, artifacts, observe=chosen)
+        return self.backend.start(plan, inputs, artifacts,  # type: ignore[call-arg]
+                                  observe=chosen, cache=cache)
 
     def _check_runnable(self, plan: Plan) -> None:
         if self.closed:

@@ -63,6 +63,7 @@ class Backend(abc.ABC):
         ``None`` where this backend needs a waiting thread for this run (the default; the
         caller then calls :meth:`run` on a thread of its own).  An HTTP frontend starts
         invocations from its event loop this way, with no thread hand-off on either side.
+        A backend with the ``cache`` capability also takes ``cache=`` (see :meth:`run`).
         """
         return None
 

@@ -203,12 +203,11 @@ class Dispatcher:
         work (a worker, the I/O engine), so that no thread waits for the run.  Cancelling
         the future cancels the run's instances that have not started.
 
-        ``None`` where a run needs a waiting thread: a dispatcher with a cache (storing
-        and landing identical instances happens after the run, off its lock), or time
-        limits on engines that cannot stop a function themselves (the waiting thread
-        watches the clock).
+        ``None`` where a run needs a waiting thread: time limits on engines that cannot
+        stop a function themselves (the waiting thread watches the clock).  The cache's
+        lookups happen here, on the calling thread (its stores happen on the workers).
         """
-        if self.cache is not None or (self.timeouts and not self.pool.enforces_timeout):
+        if self.timeouts and not self.pool.enforces_timeout:
             return None
         future: concurrent.futures.Future[dict[str, Items]] = concurrent.futures.Future()
         future.set_running_or_notify_cancel()
@@ -220,6 +219,8 @@ class Dispatcher:
 
 def _resolve(future: concurrent.futures.Future[dict[str, Items]], run: _Run) -> None:
     """Hand the outcome of a started run to its future (unless it was cancelled)."""
+    if run.leading:  # a failed run's flights: landed off its lock (they take other runs')
+        threading.Thread(target=run.abandon_flights, name="dandelion-flights").start()
     if future.done():
         return
     if run.error is not None:

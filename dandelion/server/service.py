@@ -492,9 +492,12 @@ class Service:
         """:meth:`invoke` from the event loop, without a thread waiting for it
         (:meth:`~dandelion.runtime.api.Runtime.start_plan`; a run the backend cannot start
         so waits on ``executor``), where that costs the loop nothing noticeable: every
-        function's code is in memory.  ``None`` for a cold invocation (it loads code from
-        disk): then call :meth:`invoke` on a thread (nothing was done or counted yet).
+        function's code is in memory, and so is the result cache (looked up on the loop).
+        ``None`` for a cold invocation (it loads code from disk) or a cache on disk or in
+        Redis: then call :meth:`invoke` on a thread (nothing was done or counted yet).
         """
+        if self.config.cache not in (None, "memory"):
+            return None
         try:
             target = self._target(tenant, kind, name)
             artifacts = self._artifacts(tenant, target.record, cold=False)
