@@ -36,6 +36,11 @@ RUNTIMES: dict[str, tuple[dict[str, Any], str | None, tuple[Any, ...]]] = {
                                "batch": 3},
                               None if sys.platform.startswith("linux") else "the process "
                               "engine needs Linux (seccomp)", ()),
+    # every function in a sandbox of its own (dandelion.planner.fuse off): equal results
+    "local-process-unfused": ({"backend": "local", "engine": "process", "workers": 2,
+                               "fuse": False},
+                              None if sys.platform.startswith("linux") else "the process "
+                              "engine needs Linux (seccomp)", ()),
     # on the session's three-node Ray cluster (``ray_cluster``)
     "ray-sandbox": ({"backend": "ray", "isolation": "sandbox"}, _needs("ray"),
                     (pytest.mark.ray,)),

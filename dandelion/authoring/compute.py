@@ -78,7 +78,7 @@ class ComputeFunction(tracing.Applicable):
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
                  results: Sequence[str] | str | None = None, kind: FunctionKind =
                  FunctionKind.COMPUTE, cacheable: bool = True, native: Any = None,
-                 wasm: Any = None, batch: int | None = None) -> None:
+                 wasm: Any = None, batch: int | None = None, fuse: bool = True) -> None:
         if not callable(fn) or inspect.isclass(fn):
             raise FunctionTypeError(f"@dd.compute decorates a function, not {fn!r}")
         functools.update_wrapper(self, fn)
@@ -132,6 +132,7 @@ class ComputeFunction(tracing.Applicable):
             kind=kind,
             implementations=implementations,
             cacheable=cacheable,
+            fusable=fuse,
             span=span,
         )
 
@@ -176,7 +177,8 @@ class ComputeFunction(tracing.Applicable):
 
 def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
             results: Sequence[str] | str | None = None, cacheable: bool = True,
-            native: Any = None, wasm: Any = None, batch: int | None = None) -> Any:
+            native: Any = None, wasm: Any = None, batch: int | None = None,
+            fuse: bool = True) -> Any:
     """Declare a pure compute function.
 
     Annotations give the types of parameters and results (see
@@ -199,6 +201,9 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
         batch: instances per sandbox invocation when its instances run in batches
             (default: chosen from the measured cost of a sandbox against the function's
             time; ``1``: one instance per sandbox).  See ``docs/fusion.rst``.
+        fuse: whether it may share a sandbox invocation with the functions it is chained
+            to 1:1 (default ``True``; ``False``: it always runs in a sandbox of its own).
+            See ``docs/fusion.rst``.
 
     Example:
         >>> import dandelion as dd
@@ -210,6 +215,6 @@ def compute(fn: Callable[..., Any] | None = None, *, name: str | None = None,
     """
     def wrap(f: Callable[..., Any]) -> ComputeFunction:
         return ComputeFunction(f, name=name, results=results, cacheable=cacheable,
-                               native=native, wasm=wasm, batch=batch)
+                               native=native, wasm=wasm, batch=batch, fuse=fuse)
 
     return wrap(fn) if fn is not None else wrap

@@ -48,6 +48,11 @@ def implementation_identity(implementation: Implementation, artifact: Any) -> by
         Uncacheable: a Python function reaches something that cannot be hashed by value.
     """
     fn = getattr(artifact, "fn", None)
+    members = getattr(artifact, "members", None)
+    if implementation.kind == "python" and members is not None:
+        # a fused chain (dandelion.runtime.fused): each member's code and how they connect
+        parts = [implementation_identity(implementation, m) for m in members]
+        return b"fused\0" + b"\0".join(parts) + repr((artifact.wiring, artifact.picks)).encode()
     if implementation.kind == "python" and fn is not None:
         views = repr([(n, v.type, v.items, repr(v.annotation))
                       for n, v in (*artifact.params, *artifact.results)])

@@ -125,6 +125,9 @@ class FunctionSpec:
     kind: FunctionKind = attrs.field(converter=FunctionKind, default=FunctionKind.COMPUTE)
     implementations: tuple[Implementation, ...] = attrs.field(converter=_tuple, default=())
     cacheable: bool = True
+    #: whether it may share a sandbox invocation with the functions it is chained to
+    #: (:mod:`dandelion.planner.fuse`)
+    fusable: bool = True
     span: Span = _span_field()
 
     def param(self, name: str) -> Param | None:

@@ -21,10 +21,11 @@ from dandelion.ir.verify import check
 from dandelion.planner.cacheable import cacheable
 from dandelion.planner.context import Pass, PassContext
 from dandelion.planner.flatten import flatten
+from dandelion.planner.fuse import can_fuse, fuse
 from dandelion.planner.plan import Decision, Plan
 
 #: The passes run by default, in order.
-DEFAULT_PASSES: tuple[Pass, ...] = (flatten, cacheable)
+DEFAULT_PASSES: tuple[Pass, ...] = (flatten, cacheable, fuse)
 
 
 def make_plan(module: Module, entry: str, passes: Sequence[Pass] | None = None,
@@ -70,4 +71,4 @@ def pass_name(run_pass: Pass) -> str:
 
 
 __all__ = ["DEFAULT_PASSES", "Decision", "Pass", "PassContext", "Plan", "cacheable",
-           "derive_plan", "flatten", "make_plan", "pass_name"]
+           "can_fuse", "derive_plan", "flatten", "fuse", "make_plan", "pass_name"]

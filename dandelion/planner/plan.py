@@ -32,6 +32,10 @@ def _subplans(subplans: Mapping[str, Plan]) -> Mapping[str, Plan]:
     return dict(subplans)
 
 
+def _chains(chains: Iterable[Iterable[int]]) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(chain) for chain in chains)
+
+
 @attrs.frozen
 class Plan:
     """A composition ready to run: everything a backend runs, as plain data.
@@ -45,6 +49,9 @@ class Plan:
         subplans: per composition that the entry applies to sharded inputs (once per
             shard), its own plan (which holds its own sub-plans): a backend looks them up
             and never calls the planner while it runs.
+        chains: fused chains (:mod:`dandelion.planner.fuse`): the indices of applications
+            linked 1:1, producer first, each run as one unit in one sandbox invocation per
+            instance.
     """
 
     module: Module
@@ -53,6 +60,7 @@ class Plan:
     hints: Mapping[int, Mapping[str, Any]] = attrs.field(factory=dict)
     passes: tuple[str, ...] = attrs.field(converter=_names, default=())
     subplans: Mapping[str, Plan] = attrs.field(converter=_subplans, factory=dict)
+    chains: tuple[tuple[int, ...], ...] = attrs.field(converter=_chains, default=())
 
     @property
     def composition(self) -> Composition:
@@ -91,6 +99,9 @@ class Plan:
             by = f" by {app.join}" if app.join else ""
             hint = f"  {dict(self.hints[i])}" if i in self.hints else ""
             lines.append(f"  [{i}] {app.function}({args}) => ({outs}){by}{hint}")
+        for chain in self.chains:
+            lines.append("  fused: " + " -> ".join(
+                f"[{i}] {comp.applications[i].function}" for i in chain))
         if explain:
             lines.append("decisions:" if self.decisions or self.passes else "decisions: (none)")
             for d in self.decisions:
@@ -111,5 +122,5 @@ class Plan:
         return {"entry": self.entry, "module": to_data(self.module, spans=False),
                 "decisions": [attrs.asdict(d) for d in self.decisions],
                 "hints": {str(k): dict(v) for k, v in self.hints.items()},
-                "passes": list(self.passes),
+                "passes": list(self.passes), "chains": [list(c) for c in self.chains],
                 "subplans": {k: v.to_data() for k, v in self.subplans.items()}}

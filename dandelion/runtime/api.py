@@ -10,6 +10,8 @@ import threading
 import weakref
 from typing import Any, Callable, Mapping, Sequence
 
+import attrs
+
 from dandelion.cache.cache import Cache, open_cache
 from dandelion.planner import Pass, PassContext, make_plan
 from dandelion.planner.plan import Plan
@@ -36,6 +38,9 @@ class Runtime:
             or a list of those (a stack, fastest first).
         observers: called with every :class:`~dandelion.runtime.events.Event` of every run
             (more with :meth:`subscribe`); with none, runs make no events at all.
+        fuse: run chains of functions linked 1:1 in one sandbox invocation per instance
+            (default ``True``; ``False`` sets the ``fuse`` option of the passes' context:
+            every function in a sandbox of its own; ``docs/fusion.rst``).
         **options: passed to the backend (``workers=``, ``timeout=`` …).
 
     Example:
@@ -53,9 +58,12 @@ class Runtime:
 
     def __init__(self, backend: str = "local", engine: str | None = None,
                  passes: list[Pass] | None = None, pass_context: PassContext | None = None,
-                 cache: Any = True, observers: Sequence[Observer] = (),
+                 cache: Any = True, observers: Sequence[Observer] = (), fuse: bool = True,
                  **options: Any) -> None:
         cls = load_backend(backend)
+        if not fuse:
+            context = pass_context or PassContext()
+            pass_context = attrs.evolve(context, options={**context.options, "fuse": False})
         if engine is not None:
             options["engine"] = engine
         self.cache: Cache | None = open_cache(cache)

@@ -14,6 +14,7 @@ import contextvars
 import functools
 import logging
 import math
+import queue
 import threading
 import time
 from collections import defaultdict
@@ -30,6 +31,7 @@ from dandelion.runtime import logs
 from dandelion.runtime.backend import bind, initial_sets, signature
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.events import Event, EventKind, Observer, watcher
+from dandelion.runtime.fused import FusedUnit, fused_unit, member_watch
 from dandelion.runtime.pool import Batch, EnginePool, Watch, first_bad_outputs
 from dandelion.runtime.sharding import Input, Instance, Items, gather, instances
 
@@ -250,7 +252,20 @@ class _Run:
         self.missing: dict[int, set[str]] = {}
         self.consumers: dict[str, list[int]] = defaultdict(list)
         self.ready: list[int] = []
-        for i, app in enumerate(comp.applications):
+        self.calls: dict[str, FunctionCall] = {}
+        self.signatures: dict[str, FunctionSpec] = {}
+        #: the applications as this run runs them: a fused chain is one unit, at its head
+        self.apps: dict[int, Application] = dict(enumerate(comp.applications))
+        #: head index -> its fused chain, with the unit's call
+        self.units: dict[int, tuple[FusedUnit, FunctionCall]] = {}
+        for chain in plan.chains:
+            fused = self._fuse(chain)
+            if fused is not None:
+                self.units[chain[0]] = fused
+                self.apps[chain[0]] = fused[0].app
+                for member in chain[1:]:
+                    del self.apps[member]
+        for i, app in self.apps.items():
             needs = {a.source for a in app.arguments if a.source not in self.sets}
             self.missing[i] = needs
             for name in needs:
@@ -262,14 +277,37 @@ class _Run:
         self.cancelled = threading.Event()
         self.error: BaseException | None = None
         self.running: dict[int, _Running] = {}
-        self.calls: dict[str, FunctionCall] = {}
-        self.signatures: dict[str, FunctionSpec] = {}
         self.nested = {c.name for c in self.module.compositions}
-        self.counts = [0, len(comp.applications), 0, 0]  # apps done/total, instances too
+        self.counts = [0, len(self.apps), 0, 0]  # apps done/total, instances too
         self.cache = RunCache(dispatcher.cache) if dispatcher.cache is not None else None
         #: flight keys this run computes for others; landed when stored, or abandoned
         self.leading: dict[bytes, None] = {}
         self.sink = logs.current_sink()  # (read on the caller's thread)
+
+    def _fuse(self, chain: Sequence[int]) -> tuple[FusedUnit, FunctionCall] | None:
+        """The unit that runs ``chain`` here, with its call; ``None`` when its members run
+        apart here: one has no Python implementation this engine runs, or a time limit
+        that this engine cannot enforce inside a chain (it would name the chain, not the
+        member)."""
+        d = self.d
+        calls = []
+        for i in chain:
+            spec = self._signature(self.comp.applications[i].function)
+            try:
+                call = d.call_for(spec)
+            except DandelionError:
+                return None
+            if call.implementation.kind != "python" or call.artifact is None or \
+                    (call.timeout and not d.pool.enforces_timeout):
+                return None
+            calls.append(call)
+            self.calls.setdefault(spec.name, call)
+        unit = fused_unit(self.plan, chain, [c.artifact for c in calls],
+                          [c.implementation for c in calls])
+        limits = [c.timeout for c in calls]
+        timeout = sum(t for t in limits if t) if all(limits) else None
+        return unit, FunctionCall(unit.spec, unit.spec.implementations[0], unit.artifact,
+                                  timeout)
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -329,6 +367,9 @@ class _Run:
                 logs.forward(logs.FunctionLog(name, inst.index, text), self.sink)
             if failure is not None:
                 inst, error = failure
+                if index in self.units:  # which member failed: run them one by one
+                    self._find_member(index, state, inst, error)
+                    return
                 if isinstance(error, FunctionError) and error.logs:
                     logs.forward(logs.FunctionLog(name, inst.index, error.logs), self.sink)
                 err = instance_error(state.spec, inst, len(state.instances), error)
@@ -350,6 +391,51 @@ class _Run:
         if state.remaining == 0:
             self._publish(index, gather(state.outputs, len(state.spec.results)))
         self._advance()
+
+    def _find_member(self, index: int, state: _Running, inst: Instance,
+                     error: BaseException) -> None:
+        """A fused chain's instance failed: run it again member by member, each in its own
+        sandbox with its own time limit, and fail the run with the error of the member
+        that fails (functions are pure: running one again is safe).  Should all succeed
+        this time, the chain's own error stands."""
+        unit = self.units[index][0]
+        n = len(state.instances)
+        observe = self.d.observe
+
+        replies: queue.SimpleQueue[tuple[Batch, Any]] = queue.SimpleQueue()
+
+        def done(batch: Batch, failure: tuple[Instance, BaseException] | None) -> None:
+            replies.put((batch, failure))
+
+        def search() -> None:
+            previous: Sequence[Items] = ()
+            for m, (i, spec) in enumerate(zip(unit.chain, unit.specs)):
+                args = unit.member_inputs(m, inst.inputs, previous)
+                if args is None:
+                    previous = [() for _ in spec.results]
+                    continue
+                member = Instance(inst.index, args, inst.keys)
+                watch = None if observe is None else \
+                    self._watch(observe, i, spec.name, self.d.pool.engine_name)
+                self.d.pool.submit(Batch(self.calls[spec.name], [member], done,
+                                         self.cancelled, watch=watch, per_sandbox=1))
+                batch, failure = replies.get()
+                if self.cancelled.is_set():
+                    return
+                if failure is not None:
+                    err = instance_error(spec, member, n, failure[1])
+                    err.__cause__ = user_cause(failure[1])
+                    with self.lock:
+                        self._fail(err)
+                    return
+                previous = batch.results[0]
+            err = instance_error(unit.spec, inst, n, error)
+            err.__cause__ = user_cause(error)
+            with self.lock:
+                self._fail(err)
+
+        threading.Thread(target=contextvars.copy_context().run, args=(search,),
+                         name=f"dandelion-{unit.spec.name}", daemon=True).start()
 
     # -- the cache -------------------------------------------------------------------------
 
@@ -395,10 +481,10 @@ class _Run:
         assert self.cache is not None
         spec = state.spec
         n = len(state.instances)
-        hint = self.plan.hints.get(index, {}).get("cacheable")
-        reason = why_not_cacheable(spec)  # the pass's verdict, when a plan lacks its hint
-        if hint is not None:
-            reason = None if hint else (reason or "the plan says so")
+        members = self.units[index][0].chain if index in self.units else (index,)
+        reason = None
+        for i in members:
+            reason = reason or self._why_not_cached(i)
         observe = self.d.observe
         start = time.time() if observe is not None else 0.0
         if reason is not None:
@@ -435,6 +521,18 @@ class _Run:
             self._report(observe, index, spec, start, hits, len(missed), found.reason,
                          found.bytes_served)
         return todo
+
+    def _why_not_cached(self, index: int) -> str | None:
+        """Why the instances of application ``index`` are not cached (``None``: they
+        are)."""
+        spec = self._signature(self.comp.applications[index].function)
+        hint = self.plan.hints.get(index, {}).get("cacheable")
+        reason = why_not_cacheable(spec)  # the pass's verdict, when a plan lacks its hint
+        if hint is not None:
+            reason = None if hint else (reason or "the plan says so")
+        if reason is not None and spec.name != self.apps[index].function:
+            reason = f"'{spec.name}': {reason}"  # a member of a fused chain
+        return reason
 
     def _report(self, observe: Observer, index: int, spec: FunctionSpec, start: float,
                 hits: int, misses: int, reason: str | None, served: int) -> None:
@@ -475,7 +573,7 @@ class _Run:
     # -- the semantics ---------------------------------------------------------------------
 
     def _publish(self, index: int, outputs: list[Items]) -> None:
-        app = self.comp.applications[index]
+        app = self.apps[index]
         state = self.running.pop(index)
         by_result = dict(zip((r.name for r in state.spec.results), outputs))
         for out in app.outputs:
@@ -489,8 +587,9 @@ class _Run:
 
     def _start(self, index: int) -> None:
         d = self.d
-        app = self.comp.applications[index]
-        spec = self._signature(app.function)
+        app = self.apps[index]
+        spec = self.units[index][0].spec if index in self.units else \
+            self._signature(app.function)
         ins = [Input(*bound) for bound in bind(app, spec, self.sets)]
         insts = instances(ins, app.join, d.pool.size)
         state = _Running(app, spec, insts, [None] * len(insts), 0)
@@ -502,9 +601,7 @@ class _Run:
         if app.function in self.nested:
             self._start_nested(index, state)
             return
-        call = self.calls.get(spec.name)
-        if call is None:
-            call = self.calls[spec.name] = d.call_for(spec)
+        call = self._call(index, spec)
         positions: Sequence[int] = range(len(insts))
         if self.cache is not None:
             positions = self._lookup(index, state, call)
@@ -516,7 +613,7 @@ class _Run:
 
     def _submit(self, index: int, state: _Running, positions: Sequence[int]) -> None:
         """Compute the instances at ``positions`` (lock held)."""
-        call = self.calls[state.spec.name]
+        call = self._call(index, state.spec)
         if state.spec.kind is FunctionKind.IO:
             state.remaining += 1
             self._start_io(index, state, call, positions)
@@ -528,6 +625,9 @@ class _Run:
         observe = self.d.observe
         watch = None if observe is None else \
             self._watch(observe, index, state.spec.name, self.d.pool.engine_name)
+        if observe is not None and index in self.units:  # each member's instances
+            watch = member_watch(observe, self.plan.entry, self.units[index][0],
+                                 self.d.pool.engine_name)
         for at in range(0, n, size):
             part = positions[at:at + size]
             self.d.pool.submit(Batch(call, [insts[i] for i in part] if not isinstance(part, range)
@@ -538,6 +638,15 @@ class _Run:
     def _watch(self, observe: Observer, index: int, function: str, engine: str) -> Watch:
         """A pool's watch that tells ``observe`` about the instances of one application."""
         return watcher(observe, self.plan.entry, index, function, engine)
+
+    def _call(self, index: int, spec: FunctionSpec) -> FunctionCall:
+        """The call that runs application ``index`` (a fused chain's: its unit's)."""
+        if index in self.units:
+            return self.units[index][1]
+        call = self.calls.get(spec.name)
+        if call is None:
+            call = self.calls[spec.name] = self.d.call_for(spec)
+        return call
 
     def _signature(self, name: str) -> FunctionSpec:
         """The callee's signature, looked up once per run."""

@@ -51,6 +51,7 @@ from dandelion.backends.engines.process.protocol import (
 )
 from dandelion.items import Item
 from dandelion.runtime import batch as _batch  # noqa: F401 - batches unpickle it, offline
+from dandelion.runtime import fused as _fused  # noqa: F401 - chains unpickle it, offline
 from dandelion.runtime import pickling
 from dandelion.runtime.logs import Buffer
 from dandelion.runtime.tracebacks import user_frames
