@@ -144,6 +144,8 @@ def fuse(plan: Plan, context: PassContext) -> tuple[Plan, list[Decision]]:
         reason = why_not_fused(plan, a, b)
         if reason is None and (a in after or b in before):
             reason = "a chain takes one producer and one consumer per function"
+        if reason is None and _reads_own(apps, unit, a, b):
+            reason = f"'{apps[b].function}' reads another set of the chain it would join"
         if reason is None and _cycle(edges, unit, a, b):
             reason = (f"'{apps[b].function}' also waits for work that waits for "
                       f"'{apps[a].function}'")
@@ -177,6 +179,15 @@ def _how(plan: Plan, producer: int, consumer: int) -> str:
     arg = next(a for a in plan.composition.applications[consumer].arguments
                if a.source == link)
     return f"{arg.mode} over '{link}'"
+
+
+def _reads_own(apps: list[Application], unit: list[int], a: int, b: int) -> bool:
+    """Whether a member of the merged unit of ``a`` and ``b`` reads a set that another
+    member makes, other than through its link (the unit would wait for itself)."""
+    members = [i for i, u in enumerate(unit) if u in (unit[a], unit[b])]
+    made = {o.target: i for i in members for o in apps[i].outputs}
+    return sum(1 for i in members for arg in apps[i].arguments
+               if arg.source in made) > len(members) - 1
 
 
 def _cycle(edges: list[tuple[int, int]], unit: list[int], a: int, b: int) -> bool:

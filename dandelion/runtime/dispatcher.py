@@ -288,7 +288,8 @@ class _Run:
         """The unit that runs ``chain`` here, with its call; ``None`` when its members run
         apart here: one has no Python implementation this engine runs, or a time limit
         that this engine cannot enforce inside a chain (it would name the chain, not the
-        member)."""
+        member), or some have a time limit and others none.  The chain's limit is the sum
+        of its members'."""
         d = self.d
         calls = []
         for i in chain:
@@ -305,6 +306,8 @@ class _Run:
         unit = fused_unit(self.plan, chain, [c.artifact for c in calls],
                           [c.implementation for c in calls])
         limits = [c.timeout for c in calls]
+        if any(limits) and not all(limits):  # the chain's limit would not be the member's
+            return None
         timeout = sum(t for t in limits if t) if all(limits) else None
         return unit, FunctionCall(unit.spec, unit.spec.implementations[0], unit.artifact,
                                   timeout)

@@ -194,8 +194,13 @@ def fused_unit(plan: Plan, chain: Sequence[int], artifacts: Sequence[Any],
     # a member after one with a required input of its own may have no instance in a chain
     # instance: its results are sets in the unit; the others' keep their shape, which a
     # worker checks (a member that leaves a wrong number of items is then found apart)
-    skippable = [any(required for w in wiring[1:m + 1] for (kind, _), required in w
-                     if kind == "in") for m in range(len(apps))]
+    # (or after one whose set result it reads whole: that set may be empty)
+    skippable = [False]
+    for m in range(1, len(apps)):
+        own = any(required for (kind, _), required in wiring[m] if kind == "in")
+        whole = any(specs[m - 1].results[r].type.is_set
+                    for (kind, r), _ in wiring[m] if kind == "link")
+        skippable.append(skippable[-1] or own or whole)
     for m, (app, spec) in enumerate(zip(apps, specs)):
         names = [r.name for r in spec.results]
         for out in app.outputs:

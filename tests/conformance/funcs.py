@@ -345,3 +345,84 @@ def numbered(x: int) -> str:
 @dd.composition
 def numbered_each(xs: list[int]) -> list[str]:
     return numbered(dd.each(xs))
+
+
+# -- chains the planner fuses (dandelion.planner.fuse): equal results fused or not --------
+
+@dd.compute
+def add_all(x: int, extra: list[int]) -> int:
+    return x + sum(extra)
+
+
+@dd.compute
+def evens(xs: list[int]) -> list[int]:
+    return [x for x in xs if x % 2 == 0]
+
+
+class Parts(NamedTuple):
+    half: int
+    odd: int
+
+
+@dd.compute
+def split(x: int) -> Parts:
+    return Parts(x // 2, x % 2)
+
+
+@dd.composition
+def rekeyed_chain(xs: list[int]) -> list[str]:
+    echoed = jitter_echo(dd.each(rekey(dd.each(xs))))  # fused: keys travel inside
+    return listing(dd.keyed(echoed))
+
+
+@dd.composition
+def chain_with_extra(xs: list[int], extra: list[int]) -> list[int]:
+    return add_all(dd.each(double(dd.each(xs))), extra)
+
+
+@dd.composition
+def chain_with_optional_extra(xs: list[int], extra: list[int]) -> list[int]:
+    return add_all(dd.each(double(dd.each(xs))), dd.optional(extra))
+
+
+@dd.composition
+def sum_of_evens(xs: list[int]) -> int:
+    return total(evens(xs))  # whole set to whole set: one instance each
+
+
+class HalvesAndOdds(NamedTuple):
+    halves: list[int]
+    odds: list[int]
+
+
+@dd.composition
+def split_chain(xs: list[int]) -> HalvesAndOdds:
+    half, odd = split(dd.each(xs))  # 'odd' leaves the chain, 'half' stays inside
+    return HalvesAndOdds(inc(dd.each(half)), odd)
+
+
+@dd.composition
+def inner_chain(x: int) -> int:
+    return inc(double(x))
+
+
+@dd.composition
+def nested_chain(xs: list[dd.Item[int]]) -> list[int]:
+    return inner_chain(dd.each(xs))
+
+
+@dd.composition
+def joined_chain(users: list[dd.Item[str]], orders: list[dd.Item[str]], mark: str
+                 ) -> list[str]:
+    paired = pair(dd.keyed(users), dd.keyed(orders), by="a inner b")
+    return combine(dd.each(paired), mark)
+
+
+@dd.composition
+def failing_chain(xs: list[dd.Item[int]]) -> list[int]:
+    return fail_on_three(dd.each(inc(dd.each(xs))))
+
+
+@dd.composition
+def slow_chain(x: float) -> float:
+    return sleepy(halve(x))

@@ -257,3 +257,53 @@ def test_instances_batched_per_sandbox_keep_their_inputs_outputs_and_order(runti
             runtime.test_options.get("isolation") != "none":  # a sandbox per invocation
         limit = runtime.test_options.get("batch") or 4  # the run's, else the function's
         assert max(counts) == limit  # batched, never more per sandbox
+
+
+# -- fused chains (dandelion.planner.fuse; the "-unfused" runtime runs them apart) ---------
+
+def test_a_fused_chain_keeps_each_items_key_and_order(runtime):
+    assert runtime.run(f.rekeyed_chain, list(range(1, 7))) == ["0:3,0:6", "1:1,1:4", "2:2,2:5"]
+
+
+def test_a_fused_member_with_a_whole_input_of_its_own_sees_it_and_its_emptiness(runtime):
+    assert runtime.run(f.chain_with_extra, [1, 2], [10, 20]) == [32, 34]
+    assert runtime.run(f.chain_with_extra, [1, 2], []) == []  # required and empty: skipped
+    assert runtime.run(f.chain_with_optional_extra, [1, 2], []) == [2, 4]
+    assert runtime.run(f.chain_with_extra, [], [1]) == []
+
+
+def test_a_fused_chain_of_whole_sets_skips_a_member_whose_set_is_empty(runtime):
+    assert runtime.run(f.sum_of_evens, [1, 2, 3, 4]) == 6
+    assert runtime.run(f.sum_of_evens, [1, 3]) is None  # no even number: 'total' skipped
+    assert runtime.run(f.sum_of_evens, []) is None
+
+
+def test_a_fused_member_result_that_leaves_the_chain_is_published(runtime):
+    assert runtime.run(f.split_chain, [4, 5, 7]) == ([3, 3, 4], [0, 1, 1])
+
+
+def test_a_chain_inside_a_composition_called_per_item_is_fused_there(runtime):
+    assert runtime.run(f.nested_chain, [I(1), I(5)]) == [3, 11]
+
+
+def test_a_chain_whose_head_joins_runs_once_per_joined_key(runtime):
+    users = [I("ann", key=1), I("bob", key=2)]
+    orders = [I("tea", key=2), I("pie", key=1), I("jam", key=3)]
+    assert runtime.run(f.joined_chain, users, orders, "!") == ["ann|pie!", "bob|tea!"]
+
+
+def test_a_failure_inside_a_fused_chain_names_the_member_and_its_instance(runtime):
+    with pytest.raises(dd.FunctionError, match="three is not allowed") as info:
+        runtime.run(f.failing_chain, [I(0), I(2), I(5)])
+    err = info.value
+    assert (err.function, err.instance) == ("fail_on_three", 1)
+    assert "'fail_on_three'" in str(err) and "'inc'" not in str(err)
+
+
+def test_a_timeout_inside_a_fused_chain_names_the_member(runtime):
+    options = {**runtime.test_options, "workers": 1, "timeout": 0.3}  # every member
+    with dd.Runtime(**options) as rt:
+        assert rt.run(f.slow_chain, 0.1) == 0.05
+        with pytest.raises(dd.FunctionTimeout, match="'sleepy'") as info:
+            rt.run(f.slow_chain, 10.0)
+        assert info.value.function == "sleepy"

@@ -1,0 +1,51 @@
+"""Fused chains at run time: one sandbox per chain instance, each member still reported,
+results cached per chain, batches of chains."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import dandelion as dd
+from tests.runtime import fusedfuncs as fz
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the process engine needs Linux (seccomp)")
+
+
+def test_a_fused_chain_instance_runs_in_one_sandbox_and_unfused_in_two():
+    for fuse, noted in ((True, 1000), (False, 0)):
+        with dd.Runtime(engine="process", workers=2, cache=False, fuse=fuse, batch=1) as rt:
+            assert rt.run(fz.noted, [1, 2, 3]) == [noted + 1, noted + 2, noted + 3]
+
+
+def test_a_batch_of_fused_chains_keeps_each_instance_apart():
+    with dd.Runtime(engine="process", workers=1, cache=False, batch=3) as rt:
+        # three chain instances per sandbox (12 instances, 4 batches for one worker): the
+        # n-th chain of a sandbox sees its own 'note' and those of the chains before it
+        assert rt.run(fz.noted, list(range(12))) == [(i % 3 + 1) * 1000 + i
+                                                      for i in range(12)]
+        assert rt.run(fz.arithmetic, list(range(7))) == [2 * x + 1 for x in range(7)]
+
+
+def test_every_member_of_a_fused_chain_is_reported_per_instance():
+    events: list[dd.Event] = []
+    with dd.Runtime(engine="process", workers=2, cache=False, observers=[events.append]) \
+            as rt:
+        assert rt.run(fz.arithmetic, [1, 2]) == [3, 5]
+    finished = sorted((e.application, e.function, e.instance, e.outcome) for e in events
+                      if str(e.kind) == "finished")
+    assert finished == [(0, "double", 0, "ok"), (0, "double", 1, "ok"),
+                        (1, "inc", 0, "ok"), (1, "inc", 1, "ok")]
+
+
+def test_a_fused_chain_is_cached_as_one_and_keyed_by_its_members_and_inputs():
+    reports: list[dd.cache.CacheReport] = []
+    with dd.Runtime(engine="process", workers=1, cache="memory", on_cache=reports.append) \
+            as rt:
+        assert rt.run(fz.arithmetic, [1, 2]) == [3, 5]
+        assert rt.run(fz.arithmetic, [1, 2]) == [3, 5]
+        assert rt.run(fz.arithmetic, [2, 3]) == [5, 7]
+    assert [(r.function, r.instances, r.hits) for r in reports] == [
+        ("double+inc", 2, 0), ("double+inc", 2, 2), ("double+inc", 2, 1)]
