@@ -58,10 +58,10 @@ class Recorder:
         if event.kind is EventKind.CACHED:
             self.reports.append(event)
 
-    def runtime(self, cache: Any = None) -> dd.Runtime:
+    def runtime(self, cache: Any = None, fuse: bool = True) -> dd.Runtime:
         """A runtime of this kind using ``cache`` (default: a fresh memory store)."""
         return dd.Runtime(**self.options, cache=MemoryStore() if cache is None else cache,
-                          observers=[self.observe])
+                          observers=[self.observe], fuse=fuse)
 
     def run(self, rt: dd.Runtime, target: Any, *args: Any, **kw: Any) -> tuple[Any, int]:
         """The result of a run and how many instances the cache served."""

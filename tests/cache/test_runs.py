@@ -89,12 +89,19 @@ def test_changing_the_sharding_mode_misses(load, recorder):
 
 def test_early_cutoff_recomputes_only_the_stage_whose_input_changed(load, recorder):
     mod = load(PIPELINE)
-    with recorder.runtime() as rt:
+    # unfused: a fused chain is cached as one (docs/fusion.rst), its stages' outputs
+    # never leave its sandbox to be compared
+    with recorder.runtime(fuse=False) as rt:
         assert recorder.run(rt, mod.pipeline, 1) == ("odd", 0)
         # 3 is odd like 1: stage 1 runs again, and as its output is the same, the stages
         # after it hit
         assert recorder.run(rt, mod.pipeline, 3) == ("odd", 2)
         assert [r.hits for r in recorder.reports] == [0, 1, 1]
+    with recorder.runtime() as rt:  # fused: one key for the chain, of its inputs
+        assert recorder.run(rt, mod.pipeline, 1) == ("odd", 0)
+        assert recorder.run(rt, mod.pipeline, 3) == ("odd", 0)
+        assert recorder.run(rt, mod.pipeline, 3) == ("odd", 1)
+        assert [r.function for r in recorder.reports] == ["parity+inc+label"]
 
 
 def test_a_function_declared_not_cacheable_always_runs(load, recorder):
