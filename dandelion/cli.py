@@ -210,10 +210,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_graph(args: argparse.Namespace) -> int:
     from dandelion.graph import to_dot, to_mermaid
     from dandelion.loading import load_program
+    from dandelion.planner import make_plan
 
     program = load_program(args.target)
     draw = to_dot if args.format == "dot" else to_mermaid
-    print(draw(program.composition))
+    chains = make_plan(program.module, program.entry).chains  # fused chains: one box each
+    print(draw(program.composition, chains))
     return EXIT_OK
 
 
