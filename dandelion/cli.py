@@ -204,7 +204,32 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(plan.to_data(), indent=2))
     else:
         print(plan.describe(explain=args.explain))
+        if args.explain:
+            print("\n".join(_batching(plan, program.artifacts)))
     return EXIT_OK
+
+
+def _batching(plan: Any, artifacts: Any) -> list[str]:
+    """What ``plan --explain`` says of batch sizes: per Python compute application (a
+    fused chain: per chain instance, as its first member's), how many instances share a
+    sandbox, and why."""
+    from dandelion.ir.nodes import FunctionKind
+    from dandelion.runtime.batch import batching_of
+
+    lines = ["batching (per sandbox invocation; a run's batch= overrides):"]
+    inner = {i for chain in plan.chains for i in chain[1:]}
+    for i, app in enumerate(plan.composition.applications):
+        spec = plan.module.function(app.function)
+        if i in inner or spec is None or spec.kind is not FunctionKind.COMPUTE:
+            continue
+        artifact = next((artifacts.get(m.digest) for m in spec.implementations
+                         if m.kind == "python"), None)
+        chain = next((c for c in plan.chains if c[0] == i), None)
+        name = app.function if chain is None else "+".join(
+            plan.composition.applications[j].function for j in chain) + " (fused)"
+        if artifact is not None:
+            lines.append(f"  [{i}] {name}: {batching_of(artifact)}")
+    return lines
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

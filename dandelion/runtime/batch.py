@@ -99,6 +99,29 @@ def batch_size(pending: int, overhead: float | None, run_time: float | None,
     return max(1, min(pending, math.ceil(overhead / (OVERHEAD_SHARE * run_time))))
 
 
+def batching_of(artifact: Any) -> str:
+    """How the instances of a function with this artifact are batched, and why (what
+    ``dandelion plan --explain`` prints).
+
+    >>> from dandelion.runtime.batch import batching_of
+    >>> class Artifact:
+    ...     batch, vectorised = None, None
+    >>> batching_of(Artifact())
+    'k chosen at run time from measured costs (a sandbox at most 5% of a batch)'
+    """
+    if getattr(artifact, "vectorised", None) is not None and \
+            getattr(artifact, "batch", None) is None:
+        return (f"whole jobs, up to {VECTOR_BATCH} instances per call of its vectorised "
+                "implementation")
+    batch = getattr(artifact, "batch", None)
+    if batch == 1:
+        return "one instance per sandbox (declared batch=1)"
+    if batch is not None:
+        return f"{batch} instances per sandbox (declared batch={batch})"
+    return (f"k chosen at run time from measured costs (a sandbox at most "
+            f"{OVERHEAD_SHARE:.0%} of a batch)")
+
+
 def error_report(e: BaseException) -> dict[str, Any]:
     """What a sandbox reports of an exception an instance raised (JSON-able)."""
     return {"ok": False, "kind": "memory" if isinstance(e, MemoryError) else "error",
@@ -231,5 +254,5 @@ def _success(logs: str) -> Item[str]:
     return Item(json.dumps({"ok": True, "logs": logs}) if logs else "")
 
 
-__all__ = ["OVERHEAD_SHARE", "BatchRun", "BatchedFunction", "Failed", "batch_size", "error_report",
-           "invoke_many"]
+__all__ = ["OVERHEAD_SHARE", "BatchRun", "BatchedFunction", "Failed", "batch_size", "batching_of",
+           "error_report", "invoke_many"]

@@ -146,3 +146,45 @@ def test_json_nested_too_deeply_on_the_command_line_names_the_input(tmp_path, ca
         assert main(["run", f"{EX}/keyed_join.py", *inputs]) == 2
         err = capsys.readouterr().err
         assert "input 'orders'" in err and "nested too deeply" in err, err
+
+
+FUSABLE = '''
+import dandelion as dd
+
+@dd.compute
+def inc(x: int) -> int:
+    return x + 1
+
+@dd.compute(batch=8)
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+@dd.composition
+def pipe(xs: list[int]) -> int:
+    return total(inc(dd.each(inc(dd.each(xs)))))
+'''
+
+
+def test_plan_explain_shows_fused_chains_and_batch_sizes_with_reasons(tmp_path, capsys):
+    (tmp_path / "pipe.py").write_text(FUSABLE)
+    assert main(["plan", "--explain", str(tmp_path / "pipe.py")]) == 0
+    out = capsys.readouterr().out
+    assert "fused: [0] inc -> [1] inc" in out
+    assert "fuse [0]: fused 'inc' -> 'inc' (each over 'inc_result'): one sandbox per " \
+           "instance" in out
+    assert "'inc' -> 'total' not fused: 'inc' has many instances and 'total' takes them " \
+           "all" in out
+    assert "[0] inc+inc (fused): k chosen at run time from measured costs" in out
+    assert "[2] total: 8 instances per sandbox (declared batch=8)" in out
+
+
+def test_graph_draws_a_fused_chain_as_one_box(tmp_path, capsys):
+    (tmp_path / "pipe.py").write_text(FUSABLE)
+    assert main(["graph", str(tmp_path / "pipe.py"), "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    cluster = dot[dot.index('subgraph "cluster_fused0"'):]
+    cluster = cluster[:cluster.index("}")]
+    assert '"a0"' in cluster and '"a1"' in cluster and '"s_inc_result"' in cluster
+    assert '"a2"' not in cluster
+    assert main(["graph", str(tmp_path / "pipe.py"), "--format", "mermaid"]) == 0
+    assert 'subgraph fused0 ["fused: inc → inc"]' in capsys.readouterr().out
