@@ -1,0 +1,116 @@
+"""Fusion (issue 16): a chain of functions linked 1:1 in one sandbox invocation per instance.
+
+All numbers are wall times relative to a baseline measured in the same run (medians over
+repetitions, one warm-up each), with the result cache off so that every run computes, on
+the local backend with the ``process`` engine:
+
+1. a ``--length`` (100) long chain, fused (the default) against ``fuse=False`` (every member
+   in a sandbox of its own; target: fused >= 5x faster), for two functions: the paper's
+   128x128 int64 M·Mᵀ, and ``x + 1`` (where the sandbox is all of the cost);
+2. the same chain repeated over ``--width`` (8) items (``each`` -> ``each``), fused and not,
+   so that both workers are busy;
+3. a composition that cannot be fused (one application, a ``--fanout``-way fan-out of
+   M·Mᵀ): fusion on against off (target: unchanged within noise).
+
+    python benchmarks/bench_fuse.py [--length 100] [--repeat 3] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import dandelion as dd
+
+
+@dd.compute
+def mmt(m: np.ndarray) -> np.ndarray:
+    return m @ m.T
+
+
+@dd.compute
+def inc(x: int) -> int:
+    return x + 1
+
+
+def chain_of(fn: Any, annotation: Any, length: int, each: bool) -> Any:
+    """A composition applying ``fn`` ``length`` times in a row, to one item or to each item
+    of a set."""
+    def chain(x: Any) -> Any:
+        for _ in range(length):
+            x = fn(dd.each(x)) if each else fn(x)
+        return x
+
+    chain.__name__ = f"{fn.name}_chain{'_each' if each else ''}"
+    chain.__annotations__ = ({"x": list[annotation], "return": list[annotation]} if each
+                             else {"x": annotation, "return": annotation})
+    return dd.composition(chain)
+
+
+@dd.composition
+def fan_out(ms: list[np.ndarray]) -> list[np.ndarray]:
+    return mmt(dd.each(ms))
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Median seconds of ``repeat`` runs after one warm-up, and the last result."""
+    result = fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return bool(np.array_equal(a, b))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--length", type=int, default=100)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--fanout", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    m = rng.integers(0, 10, (128, 128), dtype=np.int64)
+    ms = [rng.integers(0, 10, (128, 128), dtype=np.int64) for _ in range(args.fanout)]
+    cases: list[tuple[str, Any, tuple[Any, ...]]] = [
+        (f"{args.length}-long chain of M@M.T", chain_of(mmt, np.ndarray, args.length, False),
+         (m,)),
+        (f"{args.length}-long chain of x+1", chain_of(inc, int, args.length, False), (1,)),
+        (f"{args.length}-long chain of M@M.T over {args.width} items (each)",
+         chain_of(mmt, np.ndarray, args.length, True), (ms[:args.width],)),
+        (f"{args.fanout}-way fan-out of M@M.T (nothing to fuse)", fan_out, (ms,)),
+    ]
+    print(f"local backend, process engine, {args.workers} workers, cache off, median of "
+          f"{args.repeat}; load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'composition':52s} {'unfused s':>10s} {'fused s':>8s} {'speed-up':>9s}")
+    for name, comp, inputs in cases:
+        seconds = {}
+        results = {}
+        for fuse in (False, True):
+            with dd.Runtime(engine="process", workers=args.workers, cache=False,
+                            fuse=fuse) as rt:
+                seconds[fuse], results[fuse] = timed(lambda: rt.run(comp, *inputs),
+                                                     args.repeat)
+        if not same(results[True], results[False]):
+            raise SystemExit(f"{name}: fused and unfused results differ")
+        print(f"  {name:52s} {seconds[False]:10.3f} {seconds[True]:8.3f} "
+              f"{seconds[False] / seconds[True]:8.2f}x")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
