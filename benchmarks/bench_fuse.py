@@ -18,6 +18,7 @@ the local backend with the ``process`` engine:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -103,8 +104,8 @@ def main() -> None:
         for fuse in (False, True):
             with dd.Runtime(engine="process", workers=args.workers, cache=False,
                             fuse=fuse) as rt:
-                seconds[fuse], results[fuse] = timed(lambda: rt.run(comp, *inputs),
-                                                     args.repeat)
+                run = functools.partial(rt.run, comp, *inputs)
+                seconds[fuse], results[fuse] = timed(run, args.repeat)
         if not same(results[True], results[False]):
             raise SystemExit(f"{name}: fused and unfused results differ")
         print(f"  {name:52s} {seconds[False]:10.3f} {seconds[True]:8.3f} "
