@@ -100,5 +100,10 @@ class BackendError(DandelionError, RuntimeError):
     """A backend or engine is unknown, unavailable or lacks a capability the plan needs."""
 
 
+class TopologyError(DandelionError, ValueError):
+    """A topology (which nodes are near which storage) is malformed or names no node of the
+    cluster."""
+
+
 class InputError(DandelionError, ValueError):
     """The inputs given to a run do not match the composition's direct inputs."""

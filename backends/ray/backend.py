@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from dandelion.backends.ray import graph, worker
+from dandelion.backends.ray import graph, locality, worker
 from dandelion.backends.ray.place import NODE_LABEL, Node, Placement
 from dandelion.errors import BackendError
 from dandelion.planner.plan import Plan
@@ -109,9 +109,14 @@ class RayBackend(BackendBase):
         num_cpus: CPUs of a local Ray instance this backend starts.
         object_store_memory: object store bytes of such an instance.
         init_options: more keyword arguments for :func:`ray.init`.
+        topology: which node is near which storage (:mod:`dandelion.planner.topology`:
+            a :class:`~dandelion.planner.topology.Topology`, its data or a JSON file;
+            default: the file ``$DANDELION_TOPOLOGY`` names, if set); see
+            ``docs/placement.rst``.
 
     Raises:
         BackendError: an unknown isolation or engine, or an engine with ``isolation="none"``.
+        TopologyError: the topology is malformed or names a node the cluster lacks.
     """
 
     name = "ray"
@@ -123,7 +128,11 @@ class RayBackend(BackendBase):
                  engine_options: Mapping[str, Any] | None = None, io_engine: Any = None,
                  retries: int = 3, batches: int | None = None, num_cpus: int | None = None,
                  object_store_memory: int | None = None,
-                 init_options: Mapping[str, Any] | None = None, io: Any = None) -> None:
+                 init_options: Mapping[str, Any] | None = None, io: Any = None,
+                 topology: Any = None) -> None:
+        from dandelion.planner.topology import topology as read_topology
+
+        self.topology = read_topology(topology)
         if isolation not in ISOLATIONS:
             raise BackendError(f"unknown isolation {isolation!r} for the ray backend",
                                hint=f"use one of: {', '.join(ISOLATIONS)}")
@@ -141,6 +150,7 @@ class RayBackend(BackendBase):
         self.timeouts = compute.timeouts
         self.io_factory = (self._io_factory(io_engine) if io_engine is not None
                            else default_io_engine(io))
+        self.io_config = locality.io_config(io)
         self.retries = max(0, int(retries))
         self.batches = batches
         self._owns_ray = False
@@ -149,7 +159,7 @@ class RayBackend(BackendBase):
         self._lock = threading.Lock()
         self._io_key = uuid.uuid4().hex
         self.closed = False
-        self.nodes()
+        locality.resolve(self.topology, self.nodes())  # a bad topology fails here, at start
 
     @staticmethod
     def _io_factory(io_engine: Any) -> Any:
@@ -255,7 +265,8 @@ class RayBackend(BackendBase):
         nodes = self.nodes()
         cpus = sum(n.cpus for n in nodes) or 1
         placement = Placement(tuple(nodes), dict(self._actors)
-                              if self.isolation == "sandbox" else None)
+                              if self.isolation == "sandbox" else None, self.topology,
+                              locality.resolve(self.topology, nodes), self.io_config)
         io_kinds = frozenset(self.io_factory.kinds) if self.io_factory is not None else None
         calls = graph.prepare_calls(plan.module, artifacts, self.engine_kinds,
                                     self.engine_name, io_kinds, self.timeouts)

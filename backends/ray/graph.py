@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
-from dandelion.backends.ray import worker
+from dandelion.backends.ray import locality, worker
 from dandelion.backends.ray.place import Placement, Route
 from dandelion.backends.ray.recovery import Call, Recovery, leave, settle
 from dandelion.errors import BackendError, DandelionError, FunctionError
@@ -50,6 +50,8 @@ class RemoteSet:
 
     parts: list[Any]
     home: Route | None = None
+    #: where each part was made (``None`` where unknown)
+    routes: list[Route | None] | None = None
 
 
 @attrs.define(eq=False)
@@ -186,6 +188,8 @@ class _Builder:
         self.recovery = Recovery(settings.placement)
         self.waited: list[Call] = []
         self._puts: dict[str, Any] = {}
+        #: units that did not follow their input's part, its node having its share
+        self.spilled = 0
         _remote_task()
 
     # -- data ---------------------------------------------------------------------------
@@ -252,12 +256,29 @@ class _Builder:
         whole = all(mode is ShardingMode.ALL for _, _, mode, _ in bound)
         held = all(not isinstance(value, RemoteSet) for _, value, _, _ in bound)
         n_results = len(spec.results)
+        near = (hint.get("near_storage") and spec.kind is FunctionKind.IO and not nested
+                and self.settings.placement.topology is not None)
+        if near and not held:  # the requests decide the nodes: the driver reads them
+            bound = self._read(bound)
+            held = True
+        if hint.get("follow") and not held and not nested:
+            followed = self._follow(index, app, spec, bound)
+            if followed is not None:
+                return followed
         if held:
             ins = [Input(name, tuple(value), mode, optional)
                    for name, value, mode, optional in bound]
             insts = instances(ins, app.join, self.settings.batches)
             if not insts:
                 return [() for _ in spec.results]
+            if near:
+                most = max(1, -(-len(insts) // self.settings.batches))
+                runs = locality.near_storage(self.settings.placement, spec_entry(spec),
+                                             insts, most)
+                routes = [self.settings.placement.on(node) if node is not None else None
+                          for _, node in runs]
+                return self._batches(index, app, spec, [(r, len(insts)) for r, _ in runs],
+                                     hint, routes)
             if whole and not nested:
                 batches = [insts]
             else:
@@ -282,9 +303,52 @@ class _Builder:
         total = formed[-1]
         return self._batches(index, app, spec, [(b, total) for b in formed[:-1]], hint)
 
+    def _read(self, bound: list[tuple[str, SetValue, ShardingMode, bool]]
+              ) -> list[tuple[str, SetValue, ShardingMode, bool]]:
+        """``bound`` with every remote set read into the driver."""
+        import ray
+
+        out = []
+        for name, value, mode, optional in bound:
+            if isinstance(value, RemoteSet):
+                parts = [self.recovery.resolve(ref) for ref in value.parts]
+                value = worker.concat(ray.get(parts))
+            out.append((name, value, mode, optional))
+        return out
+
+    def _follow(self, index: int, app: Application, spec: FunctionSpec,
+                bound: list[tuple[str, SetValue, ShardingMode, bool]]
+                ) -> list[SetValue] | None:
+        """One unit per part of the set the application shards, on that part's node
+        (:func:`~dandelion.backends.ray.locality.follow`); ``None`` where the parts' nodes
+        are not known."""
+        each = [v for _, v, mode, _ in bound if mode is ShardingMode.EACH]
+        if len(each) != 1 or not isinstance(each[0], RemoteSet) or each[0].routes is None:
+            return None
+        followed = each[0]
+        assert followed.routes is not None
+        routes, spilled = locality.follow(self.settings.placement, followed.routes)
+        self.spilled += spilled
+        per_result: list[list[Any]] = [[] for _ in spec.results]
+        for part, route in zip(followed.parts, routes):
+            params, data = [], []
+            for name, value, mode, optional in bound:
+                parts = [part] if value is followed else self.parts(name, value)
+                params.append((name, mode, optional, len(parts)))
+                data += parts
+            unit = worker.UnitSpec(self.calls[spec.name].key, spec.name, spec.kind.value,
+                                   len(spec.results), params=tuple(params), join=app.join)
+            outs = self._unit(index, spec, unit, route, data, self._retries(index, spec))
+            for i, ref in enumerate(outs):
+                per_result[i].append(ref)
+        return [RemoteSet(parts, None, list(routes)) for parts in per_result]
+
     def _batches(self, index: int, app: Application, spec: FunctionSpec,
-                 batches: list[tuple[Any, Any]], hint: dict[str, Any]) -> list[SetValue]:
-        routes = self.settings.placement.spread(hint, len(batches), where=_where(index, spec))
+                 batches: list[tuple[Any, Any]], hint: dict[str, Any],
+                 chosen: list[Route | None] | None = None) -> list[SetValue]:
+        spread = self.settings.placement.spread(hint, len(batches), where=_where(index, spec))
+        routes = spread if chosen is None else [c if c is not None else r
+                                                for c, r in zip(chosen, spread)]
         per_result: list[list[Any]] = [[] for _ in spec.results]
         nested = self.plan.module.composition(app.function) is not None
         for (batch, total), route in zip(batches, routes):
@@ -299,7 +363,8 @@ class _Builder:
                 per_result[i].append(ref)
         nodes = {r.node.id if r.node is not None else None for r in routes}
         home = routes[0] if len(nodes) == 1 and None not in nodes else None
-        return [RemoteSet(parts, home) for parts in per_result]
+        known: list[Route | None] = [r if r.node is not None else None for r in routes]
+        return [RemoteSet(parts, home, known) for parts in per_result]
 
     def _nested(self, index: int, app: Application, spec: FunctionSpec, batch: Any,
                 total: Any, route: Route) -> list[Any]:
@@ -317,6 +382,11 @@ class _Builder:
         self.waited.append(call)
         outs: list[Any] = call.refs[:-1]
         return outs
+
+
+def spec_entry(spec: FunctionSpec) -> str:
+    """The entry of a function's (first) implementation: an I/O function's platform name."""
+    return spec.implementations[0].entry if spec.implementations else spec.name
 
 
 def _where(index: int, spec: FunctionSpec) -> str:

@@ -15,6 +15,9 @@ backend reads these keys (others are left to other backends):
 ``idempotent``
     for an I/O function: whether it may be run again after its node died (default: the
     function's ``cacheable`` flag).
+``near_storage``, ``follow``
+    set by the planner's placement passes (:mod:`dandelion.planner.placement`), followed by
+    :mod:`dandelion.backends.ray.locality`.
 """
 
 from __future__ import annotations
@@ -76,6 +79,11 @@ class Placement:
 
     nodes: tuple[Node, ...]
     actors: Mapping[str, Any] | None = None
+    #: the topology (:mod:`dandelion.planner.topology`) and the nodes its names designate
+    topology: Any = None
+    near_nodes: Mapping[str, Node] = attrs.field(factory=dict)
+    #: the I/O options, to tell which storage a request addresses
+    io_config: Any = None
     _turn: int = 0
     _nodes_cycle: list[Node] | None = None
 
@@ -151,6 +159,10 @@ class Placement:
         if self.actors is not None:
             self.actors = {k: a for k, a in self.actors.items() if k in alive}
         self._nodes_cycle = None
+
+    def on(self, node: Node) -> Route:
+        """The route onto ``node``."""
+        return self._route(node)
 
     def any(self) -> Route:
         """A route on the next node in turn (a unit whose node died goes there)."""

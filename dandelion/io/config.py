@@ -40,6 +40,8 @@ class IoConfig:
         policy: the :class:`~dandelion.io.policy.OutboundPolicy` (a mapping is accepted).
         storage_root: the directory of the object storage functions (``None``: disabled).
         redis_url: the Redis server of the key-value functions.
+        stores: more Redis servers (``redis://`` URLs) and storage roots (directories) by
+            name; a key ``@name/key`` addresses one of them (:mod:`dandelion.io.stores`).
     """
 
     max_concurrency: int = attrs.field(default=64, validator=_positive)
@@ -53,6 +55,7 @@ class IoConfig:
     policy: OutboundPolicy = attrs.field(factory=OutboundPolicy, converter=_policy)
     storage_root: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    stores: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
 
     @classmethod
     def from_options(cls, options: IoConfig | Mapping[str, Any] | None) -> IoConfig:

@@ -98,7 +98,7 @@ class IoEngine:
         self._thread: threading.Thread | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._session: Any = None
-        self._redis: Any = None
+        self._redis: dict[str, Any] = {}
         self.closed = False
 
     # -- the loop ---------------------------------------------------------------------------
@@ -290,25 +290,28 @@ class IoEngine:
 
     # -- Redis ------------------------------------------------------------------------------
 
-    async def redis(self) -> Any:
-        """The engine's Redis client (``redis.asyncio``), connected on first use."""
-        if self._redis is None:
+    async def redis(self, url: str | None = None) -> Any:
+        """The engine's Redis client (``redis.asyncio``) of ``url`` (default: the
+        configured ``redis_url``), connected on first use."""
+        url = url or self.config.redis_url
+        client = self._redis.get(url)
+        if client is None:
             try:
                 import redis.asyncio as aioredis
             except ImportError:  # pragma: no cover - redis is a dependency of dandelion.io
                 raise IoError("the key-value functions need the 'redis' package") from None
-            self._redis = aioredis.from_url(self.config.redis_url,
-                                            socket_timeout=self.config.timeout,
-                                            socket_connect_timeout=self.config.timeout)
-        return self._redis
+            client = self._redis[url] = aioredis.from_url(
+                url, socket_timeout=self.config.timeout,
+                socket_connect_timeout=self.config.timeout)
+        return client
 
     # -- shutdown ---------------------------------------------------------------------------
 
     async def _aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-        if self._redis is not None:
-            await self._redis.aclose()
+        for client in self._redis.values():
+            await client.aclose()
 
     def close(self) -> None:
         """Close connections and stop the loop; the engine cannot be used afterwards."""

@@ -11,7 +11,9 @@ function        takes                                 gives
 ``kv_delete``   ``keys``                              ``deleted``: 1 or 0 per key
 ==============  ====================================  =====================================
 
-Outputs keep the item key of their input, so they can be joined with ``keyed``.
+Outputs keep the item key of their input, so they can be joined with ``keyed``.  A key
+``@name/key`` addresses ``key`` on the Redis server the I/O option ``stores`` names ``name``
+(:mod:`dandelion.io.stores`); outputs are named after the key as it was given.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 from dandelion.io.engine import IoEngine, item_like
 from dandelion.io.errors import IoError
 from dandelion.io.functions import Items, platform_function
+from dandelion.io.stores import address
 from dandelion.items import Item
 
 
@@ -46,16 +49,37 @@ def _bytes(item: Item[Any]) -> bytes:
                   f"not {type(value).__name__}")
 
 
-async def _call(engine: IoEngine, what: str, op: Any) -> Any:
+async def _call(engine: IoEngine, what: str, op: Any, url: str | None = None) -> Any:
+    url = url or engine.config.redis_url
     try:
-        client = await engine.redis()
+        client = await engine.redis(url)
         async with engine.semaphore:
             return await op(client)
     except IoError:
         raise
     except Exception as e:
-        raise IoError(f"{what} failed on {engine.config.redis_url}: {type(e).__name__}: {e}",
+        raise IoError(f"{what} failed on {url}: {type(e).__name__}: {e}",
                       hint="is the Redis server running? (I/O option redis_url)") from None
+
+
+def _by_server(engine: IoEngine, keys: Sequence[str]) -> dict[str, list[int]]:
+    """Server URL -> the positions of the keys it holds."""
+    out: dict[str, list[int]] = {}
+    for at, key in enumerate(keys):
+        url, _ = address(engine.config, "redis", key)
+        out.setdefault(url or engine.config.redis_url, []).append(at)
+    return out
+
+
+async def _per_server(engine: IoEngine, what: str, keys: Sequence[str], op: Any) -> list[Any]:
+    """``op(client, keys within the server)`` for each server, its answers in key order."""
+    answers: list[Any] = [None] * len(keys)
+    for url, ats in _by_server(engine, keys).items():
+        local = [address(engine.config, "redis", keys[at])[1] for at in ats]
+        got = await _call(engine, what, lambda c, local=local: op(c, local), url)
+        for at, value in zip(ats, got):
+            answers[at] = value
+    return answers
 
 
 @platform_function("kv_get", params=[("keys", "set[any]")], results=[("values", "set[bytes]")])
@@ -65,7 +89,7 @@ async def kv_get(engine: IoEngine, inputs: Sequence[Items]) -> list[Items]:
     if not items:
         return [()]
     keys = [_key(i, "kv_get") for i in items]
-    values = await _call(engine, "kv_get", lambda c: c.mget(keys))
+    values = await _per_server(engine, "kv_get", keys, lambda c, ks: c.mget(ks))
     return [tuple(Item(v, key=i.key, name=k) for i, k, v in zip(items, keys, values)
                   if v is not None)]
 
@@ -82,7 +106,11 @@ async def kv_set(engine: IoEngine, inputs: Sequence[Items]) -> list[Items]:
             raise IoError(f"kv_set: entry with key {item.key} has no name",
                           hint="name each entry after the Redis key: dd.Item(value, name=key)")
         mapping[item.name] = _bytes(item)
-    await _call(engine, "kv_set", lambda c: c.mset(mapping))
+    names = list(mapping)
+    for url, ats in _by_server(engine, names).items():
+        chunk = {address(engine.config, "redis", names[at])[1]: mapping[names[at]]
+                 for at in ats}
+        await _call(engine, "kv_set", lambda c, chunk=chunk: c.mset(chunk), url)
     return [tuple(Item(i.name, key=i.key, name=i.name) for i in items)]
 
 
@@ -92,11 +120,11 @@ async def kv_delete(engine: IoEngine, inputs: Sequence[Items]) -> list[Items]:
     items = inputs[0]
     keys = [_key(i, "kv_delete") for i in items]
 
-    async def delete(client: Any) -> list[int]:
+    async def delete(client: Any, local: list[str]) -> list[int]:
         async with client.pipeline(transaction=False) as pipe:
-            for k in keys:
+            for k in local:
                 pipe.delete(k)
             return list(await pipe.execute())
 
-    counts = await _call(engine, "kv_delete", delete) if keys else []
+    counts = await _per_server(engine, "kv_delete", keys, delete) if keys else []
     return [tuple(item_like(i, int(n)) for i, n in zip(items, counts))]

@@ -14,6 +14,9 @@ function           takes                                   gives
                    key, holding the content
 ``storage_delete`` ``keys``                                ``deleted``: 1 or 0 per key
 =================  ======================================  ===============================
+
+A key ``@name/key`` addresses object ``key`` under the root the I/O option ``stores`` names
+``name`` (:mod:`dandelion.io.stores`); outputs are named after the key as it was given.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Sequence
 from dandelion.io.engine import IoEngine, item_like
 from dandelion.io.errors import IoError, OutboundPolicyError
 from dandelion.io.functions import Items, platform_function
+from dandelion.io.stores import address
 from dandelion.items import Item
 
 _MAX_KEY = 1024
@@ -68,15 +72,25 @@ def object_path(root: str, key: Any) -> str:
     return path
 
 
-def _root(engine: IoEngine) -> str:
-    root = engine.config.storage_root
+def _located(config: Any, root: str | None, key: Any) -> tuple[str, Any]:
+    """The root and key within it of ``key`` (``@name/key`` names a store's root)."""
+    if isinstance(key, (bytes, bytearray)):
+        try:
+            key = bytes(key).decode()
+        except UnicodeDecodeError:
+            raise IoError("an object key is UTF-8 text") from None
+    if isinstance(key, str) and key.startswith("@"):
+        where, key = address(config, "root", key)
+        assert where is not None  # a configured store
+        return where, key
     if not root:
         raise IoError("object storage is not configured on this worker",
                       hint="set the I/O option storage_root to a directory")
-    return root
+    return root, key
 
 
-def _read(root: str, key: Any) -> bytes | None:
+def _read(config: Any, root: str | None, key: Any) -> bytes | None:
+    root, key = _located(config, root, key)
     path = object_path(root, key)
     try:
         with open(path, "rb") as f:
@@ -85,7 +99,8 @@ def _read(root: str, key: Any) -> bytes | None:
         return None
 
 
-def _write(root: str, key: str, data: bytes) -> None:
+def _write(config: Any, root: str | None, key: str, data: bytes) -> None:
+    root, key = _located(config, root, key)
     path = object_path(root, key)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     object_path(root, key)  # the directories just made must not lead outside either
@@ -99,7 +114,8 @@ def _write(root: str, key: str, data: bytes) -> None:
         raise
 
 
-def _delete(root: str, key: Any) -> int:
+def _delete(config: Any, root: str | None, key: Any) -> int:
+    root, key = _located(config, root, key)
     path = object_path(root, key)
     try:
         os.unlink(path)
@@ -127,8 +143,10 @@ def _key_text(item: Item[Any]) -> str:
                    results=[("objects", "set[bytes]")])
 async def storage_read(engine: IoEngine, inputs: Sequence[Items]) -> list[Items]:
     """Read every object; a missing object fails the instance."""
-    root, items = _root(engine), inputs[0]
-    datas = await asyncio.gather(*(_each(engine, _read, root, i.value) for i in items))
+    config, items = engine.config, inputs[0]
+    root = config.storage_root
+    datas = await asyncio.gather(*(_each(engine, _read, config, root, i.value)
+                                   for i in items))
     for item, data in zip(items, datas):
         if data is None:
             raise IoError(f"storage_read: no object {_key_text(item)!r}")
@@ -139,7 +157,8 @@ async def storage_read(engine: IoEngine, inputs: Sequence[Items]) -> list[Items]
                    results=[("keys", "set[str]")])
 async def storage_write(engine: IoEngine, inputs: Sequence[Items]) -> list[Items]:
     """Write every object under its item name (replacing it atomically)."""
-    root, items = _root(engine), inputs[0]
+    config, items = engine.config, inputs[0]
+    root = config.storage_root
     for item in items:
         if not item.name:
             raise IoError(f"storage_write: object with key {item.key} has no name",
@@ -148,7 +167,7 @@ async def storage_write(engine: IoEngine, inputs: Sequence[Items]) -> list[Items
             raise IoError(f"storage_write: object '{item.name}' must be bytes or str")
     def write_all() -> None:  # in item order, so a key written twice ends as the last
         for i in items:
-            _write(root, i.name, i.value.encode() if isinstance(i.value, str)
+            _write(config, root, i.name, i.value.encode() if isinstance(i.value, str)
                    else bytes(i.value))
 
     await _each(engine, write_all)
@@ -159,6 +178,7 @@ async def storage_write(engine: IoEngine, inputs: Sequence[Items]) -> list[Items
                    results=[("deleted", "set[int]")])
 async def storage_delete(engine: IoEngine, inputs: Sequence[Items]) -> list[Items]:
     """Delete every object; each output is 1 if it existed, else 0."""
-    root, items = _root(engine), inputs[0]
-    counts = await _each(engine, lambda: [_delete(root, i.value) for i in items])
+    config, items = engine.config, inputs[0]
+    root = config.storage_root
+    counts = await _each(engine, lambda: [_delete(config, root, i.value) for i in items])
     return [tuple(item_like(i, n) for i, n in zip(items, counts))]

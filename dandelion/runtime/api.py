@@ -15,6 +15,7 @@ import attrs
 from dandelion.cache.cache import Cache, open_cache
 from dandelion.planner import Pass, PassContext, make_plan
 from dandelion.planner.plan import Plan
+from dandelion.planner.topology import topology as read_topology
 from dandelion.program import Program, as_program
 from dandelion.runtime.backend import Backend, check_requirements
 from dandelion.runtime.events import Observer, fan_out
@@ -41,6 +42,10 @@ class Runtime:
         fuse: run chains of functions linked 1:1 in one sandbox invocation per instance
             (default ``True``; ``False`` sets the ``fuse`` option of the passes' context:
             every function in a sandbox of its own; ``docs/fusion.rst``).
+        topology: which nodes are near which storage (``docs/placement.rst``): a
+            :class:`~dandelion.planner.topology.Topology`, its plain data or a JSON file
+            (default: the file ``$DANDELION_TOPOLOGY`` names, if set); given to the passes
+            and to a backend with the ``placement`` capability.
         **options: passed to the backend (``workers=``, ``timeout=`` …).
 
     Example:
@@ -59,13 +64,18 @@ class Runtime:
     def __init__(self, backend: str = "local", engine: str | None = None,
                  passes: list[Pass] | None = None, pass_context: PassContext | None = None,
                  cache: Any = True, observers: Sequence[Observer] = (), fuse: bool = True,
-                 **options: Any) -> None:
+                 topology: Any = None, **options: Any) -> None:
         cls = load_backend(backend)
         if not fuse:
             context = pass_context or PassContext()
             pass_context = attrs.evolve(context, options={**context.options, "fuse": False})
         if engine is not None:
             options["engine"] = engine
+        found = read_topology(topology)
+        if found is not None:
+            pass_context = attrs.evolve(pass_context or PassContext(), topology=found)
+            if "placement" in cls.capabilities:
+                options["topology"] = found
         self.cache: Cache | None = open_cache(cache)
         self.backend: Backend = cls(**options)
         self.passes = passes

@@ -51,3 +51,23 @@ def test_unreachable_redis_is_a_clear_error():
     with dd.Runtime(engine="inline", io={"redis_url": url, "timeout": 1}) as rt:
         with pytest.raises(IoError, match="is the Redis server running"):
             rt.run(fetch, [dd.Item("k")])
+
+
+def test_a_key_names_its_store(redis_url, tmp_path):
+    from tests.io.servers import start_redis
+
+    proc, other = start_redis(str(tmp_path))
+    try:
+        io = {"redis_url": redis_url, "stores": {"two": other}}
+        with dd.Runtime(engine="inline", io=io, cache=False) as rt:
+            assert rt.run(put, [dd.Item(b"a", name="@two/k"), dd.Item(b"b", name="k")]) \
+                == ["@two/k", "k"]
+            got = rt.run(fetch, ["@two/k", "k", "@two/missing"])
+            assert [(i.value, i.name) for i in got] == [(b"a", "@two/k"), (b"b", "k")]
+            with dd.Runtime(engine="inline", io={"redis_url": other}, cache=False) as alone:
+                assert [i.value for i in alone.run(fetch, ["k"])] == [b"a"]
+            with pytest.raises(IoError, match="names no configured store 'three'"):
+                rt.run(fetch, ["@three/k"])
+    finally:
+        proc.terminate()
+        proc.wait()

@@ -63,3 +63,21 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
 def test_storage_needs_a_configured_root():
     with dd.Runtime(engine="inline") as rt, pytest.raises(IoError, match="not configured"):
         rt.run(read, ["a"])
+
+
+def test_a_key_names_its_store(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    io = {"storage_root": str(tmp_path / "a"), "stores": {"b": str(tmp_path / "b")}}
+    with dd.Runtime(engine="inline", io=io, cache=False) as rt:
+        assert rt.run(write, [dd.Item(b"1", name="@b/x/y"), dd.Item(b"2", name="x/y")]) \
+            == ["@b/x/y", "x/y"]
+        assert (tmp_path / "b" / "x" / "y").read_bytes() == b"1"
+        assert [(i.value, i.name) for i in rt.run(read, ["@b/x/y", "x/y"])] == [
+            (b"1", "@b/x/y"), (b"2", "x/y")]
+        with pytest.raises(dd.DandelionError, match="escape|may not contain"):
+            rt.run(read, ["@b/../a/x/y"])
+    io["stores"]["r"] = "redis://127.0.0.1:1/0"
+    with dd.Runtime(engine="inline", io=io, cache=False) as rt:
+        with pytest.raises(dd.DandelionError, match="not a storage root"):
+            rt.run(read, ["@r/k"])

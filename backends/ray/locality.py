@@ -1,0 +1,121 @@
+"""Near-storage and locality placement on a Ray cluster, decided as the graph is submitted.
+
+The planner marks applications (:mod:`dandelion.planner.placement`); this module picks their
+nodes:
+
+* an I/O application marked ``near_storage`` has its instances cut into contiguous runs
+  whose requests address storage near the same node (:func:`near_storage`), each run one
+  unit on that node; runs of requests whose storage the topology does not know are spread
+  as before (locality's fallback, never an error);
+* an application marked ``follow`` gets one unit per part of the set it shards, on the
+  node that produced that part (:func:`follow`), unless that would put more than the node's
+  share of the application (by CPUs) there: then the unit spills to the least-loaded node,
+  and the spill is reported.
+
+Placement is soft (``NodeAffinitySchedulingStrategy(soft=True)`` for tasks, node workers
+restarted elsewhere by the recovery): a dead or full node never blocks a run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from dandelion.backends.ray.place import Node, Placement, Route
+from dandelion.errors import TopologyError
+from dandelion.planner.topology import Topology
+from dandelion.runtime.sharding import Instance
+
+
+def resolve(topology: Topology | None, nodes: Sequence[Node]) -> dict[str, Node]:
+    """Topology node name -> the alive node it names.
+
+    Raises:
+        TopologyError: a name matches no alive node, or more than one.
+    """
+    if topology is None:
+        return {}
+    out = {}
+    known = ", ".join(n.label or n.id[:12] for n in nodes)
+    for name in topology.nodes:
+        found = [n for n in nodes if n.matches(name)]
+        if len(found) != 1:
+            what = "no alive node" if not found else f"{len(found)} nodes"
+            raise TopologyError(f"{topology.source}: node '{name}' matches {what} of the Ray "
+                                "cluster", hint=f"name nodes by Ray node id, by their "
+                                f"'dandelion-node' label or by a custom resource; nodes: "
+                                f"{known}")
+        out[name] = found[0]
+    return out
+
+
+def _near(placement: Placement, entry: str, inst: Instance) -> Node | None:
+    from dandelion.io.stores import target
+
+    topology = placement.topology
+    if topology is None:
+        return None
+    votes: dict[str, int] = {}
+    for items in inst.inputs:
+        for item in items:
+            where = target(entry, placement.io_config, item)
+            name = topology.near(*where) if where is not None else None
+            if name is not None:
+                votes[name] = votes.get(name, 0) + 1
+    if not votes:
+        return None
+    return placement.near_nodes.get(max(votes, key=lambda n: votes[n]))
+
+
+def near_storage(placement: Placement, entry: str, insts: Sequence[Instance], most: int
+                 ) -> list[tuple[list[Instance], Node | None]]:
+    """``insts`` cut, in order, into runs whose requests address storage near one node
+    (``None``: storage the topology does not know), each run at most ``most`` long."""
+    runs: list[tuple[list[Instance], Node | None]] = []
+    for inst in insts:
+        node = _near(placement, entry, inst)
+        if runs and runs[-1][1] == node and len(runs[-1][0]) < most:
+            runs[-1][0].append(inst)
+        else:
+            runs.append(([inst], node))
+    return runs
+
+
+def follow(placement: Placement, homes: Sequence[Route | None]) -> tuple[list[Route], int]:
+    """One route per part: the node that holds it, unless that node already has its share
+    of the parts (``parts * cpus / all cpus``, rounded up): then the least-loaded node.
+    Returns the routes and how many units spilled."""
+    nodes = placement.nodes
+    cpus = sum(max(1, n.cpus) for n in nodes) or 1
+    share = {n.id: math.ceil(len(homes) * max(1, n.cpus) / cpus) for n in nodes}
+    load: dict[str, int] = {n.id: 0 for n in nodes}
+    routes, spilled = [], 0
+    for home in homes:
+        node = home.node if home is not None else None
+        if node is None or node.id not in load:
+            route = placement.any()
+        elif load[node.id] < share[node.id]:
+            route = home
+        else:
+            least = min(nodes, key=lambda n: (load[n.id] / max(1, n.cpus), n.id))
+            route = placement.on(least)
+            spilled += 1
+        assert route is not None
+        if route.node is not None and route.node.id in load:
+            load[route.node.id] += 1
+        routes.append(route)
+    return routes, spilled
+
+
+def io_config(options: Any) -> Any:
+    """The I/O options as an :class:`~dandelion.io.IoConfig` (``None`` without the I/O
+    library or with options it refuses)."""
+    try:
+        from dandelion.io.config import IoConfig
+    except ImportError:  # pragma: no cover - the I/O library is part of dandelion
+        return None
+    try:
+        return IoConfig.from_options(options if not isinstance(options, Mapping)
+                                     else dict(options))
+    except (TypeError, ValueError):
+        return None

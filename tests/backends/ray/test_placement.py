@@ -1,0 +1,191 @@
+"""Near-storage and locality placement on the session's three-node Ray cluster, where each
+node has its own storage root and its own redis-server (started here)."""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+import dandelion as dd
+from dandelion.errors import TopologyError
+from dandelion.io import kv_get, kv_set, storage_read, storage_write
+from dandelion.planner import flatten
+from dandelion.planner.cacheable import cacheable
+from tests.backends.ray.placed import run_placed
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'dandelion[ray]')")
+pytestmark = pytest.mark.ray
+
+NODES = ("n0", "n1", "n2")
+#: passes without placement: the backend's round-robin, as before
+OFF = [flatten, cacheable]
+
+
+@dd.compute
+def size(obj: bytes) -> int:
+    return len(obj)
+
+
+@dd.compute
+def add(ns: list[int]) -> int:
+    return sum(ns)
+
+
+@dd.compute
+def double(x: int) -> int:
+    return 2 * x
+
+
+@dd.compute
+def halve(x: int) -> int:
+    return x // 2
+
+
+@dd.composition
+def scan(keys: list[str]) -> int:
+    return add(size(dd.each(storage_read(dd.each(keys)))))
+
+
+@dd.composition
+def chain(xs: list[int]) -> list[int]:
+    return halve(dd.each(double(dd.each(xs))))
+
+
+@dd.composition
+def put(objects: list[dd.Item[bytes]]) -> list[str]:
+    return storage_write(objects)
+
+
+@dd.composition
+def kv_scan(keys: list[str]) -> int:
+    return add(size(dd.each(kv_get(dd.each(keys)))))
+
+
+@dd.composition
+def kv_put(entries: list[dd.Item[bytes]]) -> list[str]:
+    return kv_set(entries)
+
+
+@pytest.fixture(scope="module")
+def stores(ray_cluster: Any, tmp_path_factory: Any) -> Iterator[dict[str, Any]]:
+    """Per node: a storage root, a redis-server; the I/O options and the topology."""
+    from tests.io.servers import REDIS, start_redis
+
+    if REDIS is None:
+        pytest.skip("redis-server is not installed")
+    base = tmp_path_factory.mktemp("placement")
+    procs, io_stores, topology = [], {}, {}
+    for name in NODES:
+        root = base / name
+        root.mkdir()
+        proc, url = start_redis(str(root))
+        procs.append(proc)
+        io_stores[f"s{name}"] = str(root)
+        io_stores[f"r{name}"] = url
+        topology[name] = {"roots": str(root), "redis": url}
+    (base / "default").mkdir()
+    try:
+        yield {"io": {"stores": io_stores, "storage_root": str(base / "default")},
+               "topology": {"nodes": topology}}
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+
+
+def node_ids() -> dict[str, str]:
+    return {n["Labels"]["dandelion-node"]: n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+
+def runtime(stores: dict[str, Any], placement: bool = True) -> dd.Runtime:
+    return dd.Runtime(backend="ray", io=stores["io"], topology=stores["topology"],
+                      passes=None if placement else OFF, cache=False)
+
+
+def test_scan_reads_each_object_on_its_storage_node_and_reduces_it_there(stores: Any) -> None:
+    keys = [f"@s{n}/obj{i}" for n in NODES for i in range(3)] + ["plain"]
+    with runtime(stores) as rt:
+        rt.run(put, [dd.Item(bytes(100 * (i + 1)), name=k) for i, k in enumerate(keys)])
+        total, placed = run_placed(rt, scan, keys)
+        ids = node_ids()
+        expected = [ids[k[2:4]] for k in keys[:-1]]
+        # every object near a node is read on it; the one in the default root (unknown to
+        # the topology) is read somewhere: locality's fallback, not an error
+        assert len(placed[0]) == len(keys)
+        assert _by_key(rt, keys, ids) == expected
+        # each size follows its object
+        assert collections.Counter(placed[1]) == collections.Counter(placed[0])
+    with runtime(stores, placement=False) as off:
+        assert off.run(scan, keys) == total == sum(100 * (i + 1) for i in range(len(keys)))
+
+
+def _by_key(rt: dd.Runtime, keys: list[str], ids: dict[str, str]) -> list[str]:
+    """The node each near key's read ran on (events of the read application, by instance)."""
+    from dandelion.runtime.events import EventKind
+
+    where: dict[int, str] = {}
+
+    def observe(event: Any) -> None:
+        if event.kind is EventKind.FINISHED and event.application == 0 \
+                and event.composition == "scan":
+            where[event.instance] = event.node
+
+    stop = rt.subscribe(observe)
+    try:
+        rt.run(scan, keys)
+    finally:
+        stop()
+    return [where[i] for i in range(len(keys) - 1)]
+
+
+def test_a_chain_stays_together(stores: Any) -> None:
+    with runtime(stores) as rt:
+        result, placed = run_placed(rt, chain, list(range(12)))
+        assert result == list(range(12))
+        assert collections.Counter(placed[1]) == collections.Counter(placed[0])
+        assert len(set(placed[0])) == 3
+
+
+def test_join_shape_reads_from_each_redis_near_it(stores: Any) -> None:
+    keys = [f"@r{n}/k{i}" for n in NODES for i in range(2)]
+    with runtime(stores) as rt:
+        rt.run(kv_put, [dd.Item(b"x" * (i + 1), name=k) for i, k in enumerate(keys)])
+        total, placed = run_placed(rt, kv_scan, keys)
+        ids = node_ids()
+        assert sorted(placed[0]) == sorted(ids[k[2:4]] for k in keys)
+    with runtime(stores, placement=False) as off:
+        assert off.run(kv_scan, keys) == total == sum(range(1, 7))
+
+
+def test_plan_explain_lists_the_placement_decisions(stores: Any) -> None:
+    with runtime(stores) as rt:
+        text = rt.plan(scan).describe(explain=True)
+    assert "near_storage [0]: 'storage_read' runs on the node near the storage" in text
+    assert "locality [1]: 'size' follows the parts of" in text
+
+
+@pytest.mark.parametrize("topology, message", [
+    ({"nodes": {"n9": {}}}, "node 'n9' matches no alive node"),
+    ({"nodes": {"n0": {"disks": "/x"}}}, "unknown storage kind 'disks'"),
+    ({"hosts": []}, "a topology is a mapping with one key"),
+])
+def test_a_bad_topology_is_a_clear_error_at_start(ray_cluster: Any, topology: Any,
+                                                  message: str) -> None:
+    with pytest.raises(TopologyError, match=message):
+        dd.Runtime(backend="ray", topology=topology)
+
+
+def test_a_topology_file_named_by_the_environment(ray_cluster: Any, tmp_path: Path,
+                                                  monkeypatch: Any) -> None:
+    path = tmp_path / "topology.json"
+    path.write_text('{"nodes": {"n1": {"hosts": "*.example"}}}')
+    monkeypatch.setenv("DANDELION_TOPOLOGY", str(path))
+    with dd.Runtime(backend="ray") as rt:
+        assert rt.pass_context is not None
+        assert rt.pass_context.topology.near("http", "a.example:80") == "n1"
+    path.write_text("{nodes")
+    with pytest.raises(TopologyError, match="is not JSON"):
+        dd.Runtime(backend="ray")
