@@ -266,7 +266,8 @@ class RayBackend(BackendBase):
         cpus = sum(n.cpus for n in nodes) or 1
         placement = Placement(tuple(nodes), dict(self._actors)
                               if self.isolation == "sandbox" else None, self.topology,
-                              locality.resolve(self.topology, nodes), self.io_config)
+                              locality.resolve(self.topology, nodes, strict=False),
+                              self.io_config)
         io_kinds = frozenset(self.io_factory.kinds) if self.io_factory is not None else None
         calls = graph.prepare_calls(plan.module, artifacts, self.engine_kinds,
                                     self.engine_name, io_kinds, self.timeouts)

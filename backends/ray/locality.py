@@ -27,8 +27,11 @@ from dandelion.planner.topology import Topology
 from dandelion.runtime.sharding import Instance
 
 
-def resolve(topology: Topology | None, nodes: Sequence[Node]) -> dict[str, Node]:
-    """Topology node name -> the alive node it names.
+def resolve(topology: Topology | None, nodes: Sequence[Node], strict: bool = True
+            ) -> dict[str, Node]:
+    """Topology node name -> the alive node it names (with ``strict=False``, a name that
+    matches no alive node, one that died since the start, is left out: its storage is then
+    unknown, and the requests to it fall back to locality).
 
     Raises:
         TopologyError: a name matches no alive node, or more than one.
@@ -39,6 +42,8 @@ def resolve(topology: Topology | None, nodes: Sequence[Node]) -> dict[str, Node]
     known = ", ".join(n.label or n.id[:12] for n in nodes)
     for name in topology.nodes:
         found = [n for n in nodes if n.matches(name)]
+        if not found and not strict:
+            continue
         if len(found) != 1:
             what = "no alive node" if not found else f"{len(found)} nodes"
             raise TopologyError(f"{topology.source}: node '{name}' matches {what} of the Ray "

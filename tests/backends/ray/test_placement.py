@@ -189,3 +189,40 @@ def test_a_topology_file_named_by_the_environment(ray_cluster: Any, tmp_path: Pa
     path.write_text("{nodes")
     with pytest.raises(TopologyError, match="is not JSON"):
         dd.Runtime(backend="ray")
+
+
+@dd.compute
+def slow_double(x: int) -> int:
+    import time
+
+    time.sleep(0.25)
+    return 2 * x
+
+
+@pytest.mark.slow
+def test_a_node_lost_mid_run_still_completes(ray_cluster: Any, stores: Any,
+                                             tmp_path: Path) -> None:
+    from tests.backends.ray.test_recovery import _kill_later, _victim
+
+    victim = _victim(ray_cluster, "near-victim")
+    (tmp_path / "o").write_bytes(b"y" * 1000)
+    io = {**stores["io"], "stores": {**stores["io"]["stores"], "v": str(tmp_path)}}
+    topology = {"nodes": {**stores["topology"]["nodes"],
+                          "near-victim": {"roots": str(tmp_path)}}}
+    keys = ["@v/o"] * 6 + [f"@s{n}/obj0" for n in NODES]
+
+    @dd.composition
+    def pipeline(keys: list[str]) -> list[int]:
+        return slow_double(dd.each(size(dd.each(storage_read(dd.each(keys))))))
+
+    with dd.Runtime(backend="ray", io=io, topology=topology, cache=False, retries=1) as rt:
+        rt.run(put, [dd.Item(b"z" * 10, name=f"@s{n}/obj0") for n in NODES])
+        killed: list[float] = []
+        timer = _kill_later(ray_cluster, victim, 0.8, killed)
+        try:
+            result = rt.run(pipeline, keys)
+        finally:
+            timer.join()
+        assert killed
+        assert result == [2000] * 6 + [20] * 3
+        assert rt.run(pipeline, keys[-3:]) == [20] * 3  # and the next run starts
