@@ -2,18 +2,23 @@
 
 1. hot no-op invocation, median and p99, end to end (acquire a context, place, run, extract,
    release), one at a time, variants interleaved: the inline engine (Python, no isolation),
-   the process engine (native ELF, and Python), the wasm engine (the same C built for
-   wasm32); the inline and wasm engines again back to back; and a raw ``fork`` +
+   the process engine (native ELF, and Python), the kvm engine (the same ELF in a reset
+   KVM virtual machine), the wasm engine (the same C built for wasm32); the inline, kvm
+   and wasm engines again back to back; and a raw ``fork`` +
    ``_exit`` + ``waitpid`` of this process, back to back before them (not interleaved:
    after a fork, the parent's next invocation pays copy-on-write faults on every page it
    touches; measured: a wasm no-op 121 us back to back, 830 us right after a fork);
 2. cold invocation: the code loaded from the artifact store on disk (process: the ELF;
    wasm: a fresh engine, as on a new worker, deserializing the module compiled ahead of
-   time — and, separately, compiling it because nothing compiled is kept);
+   time — and, separately, compiling it because nothing compiled is kept; kvm: a fresh
+   engine with one VM, as on a new worker, creating its VM and reading the ELF);
 3. the matrix workload (128x128 int64 M.M^T, ``examples/matmul.c``), 95 % hot, on 2
-   workers, result cache off: throughput of wasm and of the process engine's native code
-   against the inline engine's numpy in the same run;
-4. memory: what an idle wasm instance holds (instantiated, its context laid out, waiting).
+   workers, result cache off: throughput of wasm, kvm and of the process engine's native
+   code against the inline engine's numpy in the same run;
+4. memory: what an idle wasm instance holds (instantiated, its context laid out, waiting),
+   and what an idle pre-created KVM VM holds (reset after an invocation, waiting).
+
+Without a usable ``/dev/kvm`` the kvm rows are left out, saying why.
 
     python benchmarks/bench_engines.py [--quick]
 
@@ -36,6 +41,7 @@ import numpy as np
 
 import dandelion as dd
 from dandelion.backends.engines.inline import InlineEngine
+from dandelion.backends.engines.kvm.engine import KvmEngine, unavailable_reason
 from dandelion.backends.engines.process import pool
 from dandelion.backends.engines.process.engine import ProcessEngine
 from dandelion.backends.engines.wasm.engine import WasmEngine
@@ -45,6 +51,8 @@ from dandelion.runtime.store import ArtifactStore
 from dandelion.sdk import build, build_wasm
 
 REPO = Path(__file__).resolve().parents[1]
+#: why the kvm engine cannot run here (its rows are left out), or None
+KVM = unavailable_reason()
 US = 1e6
 NOOP_C = ("#include <dandelion.h>\nint dandelion_main(void) {\n"
           "  dd_item in; if (dd_input_item(0, 0, &in)) return 1;\n"
@@ -102,6 +110,9 @@ def latency(n: int, tmp: Path) -> None:
         ("process engine, Python", process, "python"),
         ("wasm engine", wasm, "wasm"),
     ]
+    kvm = KvmEngine(store=store) if KVM is None else None
+    if kvm is not None:
+        variants.append(("kvm engine, native", kvm, "native"))
     inputs = [[Item(7)]]
     times: dict[str, list[float]] = {"raw fork of this process (back to back)":
                                      [raw_fork() for _ in range(n)]}
@@ -115,7 +126,7 @@ def latency(n: int, tmp: Path) -> None:
                 times[label].append(took)
     # the in-process engines again, back to back: nothing else runs in between (the
     # interleaved loop refills the process engine's pools before each invocation)
-    for label, engine, kind in (variants[0], variants[3]):
+    for label, engine, kind in (variants[0], variants[3], *variants[4:]):
         times[f"{label}, back to back"] = [invoke(engine, calls[kind], inputs)
                                            for _ in range(n)]
     print(f"\n1. hot no-op, end to end, one at a time, interleaved ({n} rounds)")
@@ -125,11 +136,19 @@ def latency(n: int, tmp: Path) -> None:
     w, p = statistics.median(times["wasm engine"]), \
         statistics.median(times["process engine, native"])
     print(f"  wasm / process native, interleaved: {w / p:.3f}x   (target: wasm <= 50 us)")
+    if kvm is not None:
+        k = statistics.median(times["kvm engine, native"])
+        print(f"  kvm / process native, interleaved: {k / p:.3f}x   (target: <= 1, "
+              "stretch: kvm <= 100 us)")
+    else:
+        print(f"  (no kvm engine: {KVM})")
 
     print(f"\n2. cold no-op (code from the artifact store on disk), {max(n // 10, 10)} each")
     cold: dict[str, list[float]] = {"process engine, native (ELF from disk)": [],
                                     "wasm engine, new worker (compiled code from disk)": [],
                                     "wasm engine, new worker (compiling the module)": []}
+    if kvm is not None:
+        cold["kvm engine, new worker (its VM created, ELF from disk)"] = []
     for _ in range(max(n // 10, 10)):
         for zygote in pool.running():
             zygote.settle()
@@ -148,11 +167,22 @@ def latency(n: int, tmp: Path) -> None:
         cold["wasm engine, new worker (compiling the module)"].append(
             invoke(fresh, calls["wasm"], inputs))
         fresh.close()
+        if kvm is not None:
+            store.evict(elf.digest)
+            t = time.perf_counter()
+            new = KvmEngine(store=store, pool_size=1)
+            took = invoke(new, calls["native"], inputs)
+            cold["kvm engine, new worker (its VM created, ELF from disk)"].append(
+                time.perf_counter() - t)
+            new.close()
+            del took
     for label, xs in cold.items():
         print(f"  {label:<50} median {statistics.median(xs) * US:8.0f} us   "
               f"p99 {pct(xs, .99) * US:8.0f} us")
     process.close()
     wasm.close()
+    if kvm is not None:
+        kvm.close()
 
 
 def throughput(requests: int) -> None:
@@ -162,6 +192,8 @@ def throughput(requests: int) -> None:
     variants = {"inline engine, numpy": ("inline", dd.compute(matmul)),
                 "process engine, native C": ("process", dd.compute(matmul, native=source)),
                 "wasm engine, C": ("wasm", dd.compute(matmul, wasm=source))}
+    if KVM is None:
+        variants["kvm engine, native C"] = ("kvm", dd.compute(matmul, native=source))
     rates: dict[str, list[float]] = {label: [] for label in variants}
     for _ in range(3):  # alternate the variants, take the median: the machine is shared
         for label, (engine, fn) in variants.items():
@@ -172,7 +204,7 @@ def throughput(requests: int) -> None:
     for label, xs in rates.items():
         rate = statistics.median(xs)
         print(f"  {label:<28} {rate:8.0f} requests/s   {rate / base:5.2f}x inline")
-    print("  (targets: wasm >= 0.6x inline)")
+    print("  (targets: wasm >= 0.6x inline, kvm >= 0.8x inline)")
 
 
 def _rate(engine: str, fn: Any, matrices: list[np.ndarray], requests: int) -> float:
@@ -228,6 +260,27 @@ def memory(tmp: Path, count: int = 200) -> None:
     print(f"\n4. memory: an idle wasm instance (its store, instance and linear memory with "
           f"a context laid out) holds {per / 1024:.0f} KiB of resident memory "
           f"({count} held; linear memory is reserved, not resident, beyond what is written)")
+    engine.close()
+    if KVM is None:
+        _kvm_memory(tmp, count // 10)
+
+
+def _kvm_memory(tmp: Path, count: int) -> None:
+    """What ``count`` idle VMs hold, each reset after a no-op, as the engine keeps them."""
+    elf = build([tmp / "noop.c"], tmp / "noop-mem.elf")
+    call = FunctionCall(noop.spec, type(noop.spec.implementations[0])("native", elf.digest, ""),
+                        elf)
+    before = _rss()
+    engine = KvmEngine(store=ArtifactStore(tmp / "kvm-mem-store"), pool_size=count)
+    created = _rss()
+    threads = [concurrent.futures.ThreadPoolExecutor(count)]
+    with threads[0] as executor:  # one invocation per VM: all of them at once
+        list(executor.map(lambda _: invoke(engine, call, [[Item(7)]]), range(count)))
+    after = _rss()
+    print(f"  an idle KVM VM (reset after a no-op: system pages, the image's code) holds "
+          f"{(after - before) / count / 1024:.0f} KiB of the worker's resident memory "
+          f"({(created - before) / count / 1024:.0f} KiB before its first invocation; "
+          f"{count} held; the kernel's own vCPU and page-table memory is not counted)")
     engine.close()
 
 

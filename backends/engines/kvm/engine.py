@@ -12,10 +12,10 @@ context's address, and its return leads to an exit stub that hands the return va
 host.  The outputs are read back from the guest's memory, as untrusted data.
 
 VMs are created ahead of time (one per core, more on demand) and **reset between
-invocations**: every page the function could have written is dropped (the next invocation
-reads zeros there; the image's data is copied in again), registers, FPU/SSE/AVX state and,
-after a failure, the segment and control registers are set anew.  Only the image's
-read-only pages stay, which the function cannot write.
+invocations**: every page the function wrote (KVM's dirty log says which) and the inputs are
+restored — zeros, or the image's bytes for its data — and the general registers and the
+FPU/SSE/AVX state are set anew; a VM whose invocation failed is closed and replaced.  Only
+the image's read-only pages stay, which the function cannot write.
 
 Anything but returning fails the invocation with a :class:`~dandelion.errors.SandboxViolation`
 naming the function and what it did: an exception (a page fault outside its memory, a write
@@ -182,6 +182,7 @@ class KvmEngine(EngineBase):
         if vm is None:
             vm = self._new_vm()
         keep = False
+        capacity = 0
         try:
             try:
                 vm.load(call.implementation.digest, image.segments)
@@ -218,11 +219,10 @@ class KvmEngine(EngineBase):
                                     function=spec.name)
             declared = bytes(code for _, code in results)
             with memoryview(vm) as view:
-                context.outputs = list(read_items(view[:capacity], capacity, True, declared,
-                                                  True))
+                context.outputs = list(read_items(view, capacity, True, declared, True))
         finally:
             if keep:
-                vm.reset()
+                vm.reset(max(capacity - self.output_limit, 0))
                 with self._lock:
                     self._free.append(vm)
             else:  # its state is unknown: a fresh VM takes its place

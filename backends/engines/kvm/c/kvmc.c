@@ -13,10 +13,17 @@
  *
  * The function's memory is one slot at guest-physical = guest-virtual USER_BASE (where
  * `dandelion build` links): the image's pages with their ELF permissions (W^X, NX), then
- * the context, then its stack at the top below a guard, everything else not present.  After
- * an invocation `reset` drops every page it could have written (madvise MADV_DONTNEED on
- * the private anonymous slot: they read as zeros again); the image's read-only pages, which
- * the guest cannot write, stay for the next invocation of the same function.
+ * the context, then its stack at the top below a guard, everything else not present.
+ *
+ * After an invocation `reset` restores every page the guest wrote, as KVM's dirty log of
+ * the slot says, and the inputs the host wrote: zeros, or the image's bytes for its data.
+ * On nested KVM the write fault that logs a page costs ~25 us, so with manual protection
+ * (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) pages written again and again are left writable
+ * ("hot": they stay logged as dirty, so every reset restores them) and only the others are
+ * write-protected again.  Long dirty runs are dropped (MADV_DONTNEED on the private
+ * anonymous slot: they read as zeros again).  Without a dirty log, everything writable is
+ * dropped.  The image's read-only pages, which the guest cannot write, stay for the next
+ * invocation of the same function; loading another image protects every page again.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -88,7 +95,14 @@ typedef struct {
     int n_writable;
     int stale;            /* the writable segments were reset: copy them in again */
     int broken;           /* the vCPU's state is unknown: sregs and events are reset */
-    int exports;
+    uint64_t *bitmap;     /* KVM's dirty log of the user slot, or NULL: no logging */
+    int manual;           /* the log is write-protected again only where reset says */
+    uint64_t *protect;    /* the pages reset write-protects again (KVM_CLEAR_DIRTY_LOG) */
+    uint64_t *hot;        /* pages left writable: restored at every reset, no fault */
+    uint8_t *idle;        /* per hot page: resets since it was last found written */
+    int n_hot;
+    int exports;          /* buffers of its memory alive: close waits for them */
+    int closing;
 } Vm;
 
 static __thread volatile sig_atomic_t timed_out;
@@ -295,7 +309,13 @@ static void vm_free(Vm *v) {
     if (v->sys) munmap(v->sys, SYS_SIZE);
     if (v->user) munmap(v->user, v->memory);
     free(v->xsave);
-    v->run = NULL; v->sys = v->user = NULL; v->xsave = NULL;
+    free(v->bitmap);
+    free(v->protect);
+    free(v->hot);
+    free(v->idle);
+    v->protect = v->hot = NULL;
+    v->idle = NULL;
+    v->run = NULL; v->sys = v->user = NULL; v->xsave = NULL; v->bitmap = NULL;
     v->vcpu = v->vm = -1;
 }
 
@@ -325,10 +345,30 @@ static int vm_init(Vm *v, PyObject *args, PyObject *kw) {
     }
     build_system(v);
     struct kvm_userspace_memory_region r0 = {0, 0, 0, SYS_SIZE, (uint64_t)(uintptr_t)v->sys};
-    struct kvm_userspace_memory_region r1 = {1, 0, USER_BASE, memory, (uint64_t)(uintptr_t)v->user};
+    struct kvm_userspace_memory_region r1 = {1, KVM_MEM_LOG_DIRTY_PAGES, USER_BASE, memory,
+                                             (uint64_t)(uintptr_t)v->user};
     const char *what = NULL;
+    struct kvm_enable_cap cap;
+    memset(&cap, 0, sizeof cap);
+    cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
+    cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
+    v->manual = ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) > 0 &&
+                ioctl(v->vm, KVM_ENABLE_CAP, &cap) == 0;
+    v->bitmap = calloc(1, memory / PAGE / 8);
+    if (v->manual) {
+        v->protect = calloc(1, memory / PAGE / 8);
+        v->hot = calloc(1, memory / PAGE / 8);
+        v->idle = calloc(1, memory / PAGE);
+        if (!v->protect || !v->hot || !v->idle) v->manual = 0;
+    }
+    if (v->bitmap && ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &r1) < 0) {
+        free(v->bitmap);  /* no dirty log: reset drops everything writable */
+        v->bitmap = NULL;
+    }
+    r1.flags = 0;
     if (ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &r0) < 0 ||
-        ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &r1) < 0) what = "KVM_SET_USER_MEMORY_REGION";
+        (!v->bitmap && ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &r1) < 0))
+        what = "KVM_SET_USER_MEMORY_REGION";
     else if ((v->vcpu = ioctl(v->vm, KVM_CREATE_VCPU, 0)) < 0) what = "KVM_CREATE_VCPU";
     else if ((v->run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->vcpu, 0)) ==
              MAP_FAILED) {
@@ -366,14 +406,23 @@ static void map_huge(Vm *v, uint64_t lo, uint64_t hi, uint64_t flags) {
 static PyObject *vm_load(Vm *v, PyObject *args) {
     PyObject *key, *segs;
     if (!PyArg_ParseTuple(args, "OO!", &key, &PyTuple_Type, &segs)) return NULL;
-    if (v->exports) {
-        PyErr_SetString(PyExc_BufferError, "the VM's memory is exported");
-        return NULL;
-    }
     if (v->loaded && PyObject_RichCompareBool(v->loaded, key, Py_EQ) == 1) goto done;
     /* forget the old image: its pages and page tables */
     if (v->image_end > USER_BASE) {
         madvise(v->user, v->image_end - USER_BASE, MADV_DONTNEED);
+        if (v->manual) {  /* nothing is dirty now (reset ran): protect every page again */
+            uint64_t pages = v->memory / PAGE;
+            memset(v->protect, 0xff, pages / 8);
+            struct kvm_clear_dirty_log clear;
+            memset(&clear, 0, sizeof clear);
+            clear.slot = 1;
+            clear.num_pages = (uint32_t)pages;
+            clear.dirty_bitmap = v->protect;
+            ioctl(v->vm, KVM_CLEAR_DIRTY_LOG, &clear);
+            memset(v->protect, 0, pages / 8);
+            memset(v->hot, 0, pages / 8);
+            v->n_hot = 0;
+        }
         uint64_t *pd = pte(v, PD_ADDR);
         for (uint64_t a = USER_BASE; a < v->stack_top; a += HUGE) pd[a / HUGE] = 0;
         memset(v->sys + PT_IMAGE, 0, SYS_SIZE - PT_IMAGE);
@@ -594,24 +643,152 @@ static PyObject *vm_run(Vm *v, PyObject *args) {
     return Py_BuildValue("iKKKK", outcome, a, b, c, d);
 }
 
-/* reset(): every page the guest could have written reads as zeros again. */
-static PyObject *vm_reset(Vm *v, PyObject *unused) {
-    (void)unused;
-    if (v->exports) {
-        PyErr_SetString(PyExc_BufferError, "the VM's memory is exported");
-        return NULL;
+/* The page at guest address a as the image has it: zeros, and any writable segment's bytes. */
+static void restore_page(Vm *v, uint64_t a) {
+    memset(v->user + (a - USER_BASE), 0, PAGE);
+    for (int i = 0; i < v->n_writable; i++) {
+        uint64_t lo = v->writable[i].vaddr, n = (uint64_t)PyBytes_GET_SIZE(v->writable[i].data);
+        uint64_t from = a > lo ? a : lo, to = a + PAGE < lo + n ? a + PAGE : lo + n;
+        if (from < to)
+            memcpy(v->user + (from - USER_BASE),
+                   PyBytes_AS_STRING(v->writable[i].data) + (from - lo), to - from);
     }
-    if (!v->loaded) Py_RETURN_NONE;
-    Py_BEGIN_ALLOW_THREADS
-    uint64_t lo = v->ctx_base - HUGE;  /* the guard page: nothing there */
-    madvise(v->user + (lo - USER_BASE), v->stack_top - lo, MADV_DONTNEED);
-    Py_END_ALLOW_THREADS
-    /* the image's writable pages (data, bss): the next load copies their bytes again */
+}
+
+static int in_image(Vm *v, uint64_t lo, uint64_t hi) {
     for (int i = 0; i < v->n_writable; i++)
-        madvise(v->user + (v->writable[i].lo - USER_BASE), v->writable[i].hi - v->writable[i].lo,
-                MADV_DONTNEED);
-    v->stale = v->n_writable > 0;
+        if (lo < v->writable[i].hi && v->writable[i].lo < hi) return 1;
+    return 0;
+}
+
+/* Dirty runs up to this many pages are zeroed in place (they stay mapped, in the host and in
+ * KVM); longer ones are dropped (MADV_DONTNEED), giving their memory back. */
+#define ZERO_RUN 512
+/* Pages a VM leaves writable (hot): on nested KVM the write fault that logs a page costs
+ * ~25 us, zeroing it ~0.3 us, so pages written again and again stay writable and are
+ * restored at every reset; one found unwritten for HOT_IDLE resets is protected again. */
+#define HOT_MAX 512
+#define HOT_IDLE 8
+
+static int page_is_zero(const uint8_t *p) {
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t any = 0;
+    for (size_t i = 0; i < PAGE / 8; i++) any |= w[i];
+    return any == 0;
+}
+
+/* Restore one dirty page at guest address a (page number p); with a manual log, decide
+ * whether it stays writable (hot) or is write-protected again. */
+static void restore_dirty(Vm *v, uint64_t p, uint64_t a) {
+    uint8_t *host = v->user + (a - USER_BASE);
+    int image = in_image(v, a, a + PAGE);
+    if (!v->manual) {
+        if (image) restore_page(v, a);
+        else memset(host, 0, PAGE);
+        return;
+    }
+    uint64_t bit = 1ULL << (p % 64);
+    if (v->hot[p / 64] & bit) {
+        if (image) {
+            restore_page(v, a);
+        } else if (!page_is_zero(host)) {
+            memset(host, 0, PAGE);
+            v->idle[p] = 0;
+        } else if (++v->idle[p] >= HOT_IDLE) {  /* unwritten for a while: protect it */
+            v->hot[p / 64] &= ~bit;
+            v->n_hot--;
+            v->protect[p / 64] |= bit;
+        }
+        return;
+    }
+    if (image) restore_page(v, a);
+    else memset(host, 0, PAGE);
+    if (v->n_hot < HOT_MAX) {
+        v->hot[p / 64] |= bit;
+        v->n_hot++;
+        v->idle[p] = 0;
+    } else {
+        v->protect[p / 64] |= bit;
+    }
+}
+
+/*
+ * reset(written): every page the guest could have written reads as it did before the run:
+ * the image's data as the image has it, everything else zeros.  `written`: bytes of the
+ * context the host wrote (the inputs), which KVM's dirty log does not see.  With a dirty
+ * log, only the pages the guest wrote are restored; without, everything writable is dropped.
+ */
+static PyObject *vm_reset(Vm *v, PyObject *args) {
+    unsigned long long written = 0;
+    if (!PyArg_ParseTuple(args, "|K", &written)) return NULL;
+    if (!v->loaded) Py_RETURN_NONE;
+    int logged = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct kvm_dirty_log log;
+    memset(&log, 0, sizeof log);
+    log.slot = 1;
+    log.dirty_bitmap = v->bitmap;
+    if (v->bitmap && ioctl(v->vm, KVM_GET_DIRTY_LOG, &log) == 0) {
+        logged = 1;
+        if (written > v->ctx_end - v->ctx_base) written = v->ctx_end - v->ctx_base;
+        memset(v->user + (v->ctx_base - USER_BASE), 0, written);
+        uint64_t pages = v->memory / PAGE, run = 0;
+        for (uint64_t p = 0; p <= pages; p++) {
+            int dirty = p < pages && (v->bitmap[p / 64] >> (p % 64) & 1);
+            if (dirty) {
+                run++;
+                continue;
+            }
+            if (!run) {
+                if (p % 64 == 0 && p + 64 <= pages && v->bitmap[p / 64] == 0) p += 63;
+                continue;
+            }
+            uint64_t lo = USER_BASE + (p - run) * PAGE, hi = USER_BASE + p * PAGE;
+            if (run <= ZERO_RUN || in_image(v, lo, hi)) {
+                for (uint64_t q = p - run, a = lo; a < hi; q++, a += PAGE) restore_dirty(v, q, a);
+            } else {
+                madvise(v->user + (lo - USER_BASE), hi - lo, MADV_DONTNEED);
+                for (uint64_t q = p - run; q < p; q++) {
+                    uint64_t bit = 1ULL << (q % 64);
+                    if (v->manual && (v->hot[q / 64] & bit)) {
+                        v->hot[q / 64] &= ~bit;
+                        v->n_hot--;
+                    }
+                    if (v->manual) v->protect[q / 64] |= bit;
+                }
+            }
+            run = 0;
+        }
+        if (v->manual) {  /* write-protect again what is not left writable */
+            struct kvm_clear_dirty_log clear;
+            memset(&clear, 0, sizeof clear);
+            clear.slot = 1;
+            clear.first_page = 0;
+            clear.num_pages = (uint32_t)pages;
+            clear.dirty_bitmap = v->protect;
+            int any = 0;
+            for (uint64_t w = 0; w < pages / 64 && !any; w++) any = v->protect[w] != 0;
+            /* should this fail, the pages stay logged as dirty: restored at every reset */
+            if (any) ioctl(v->vm, KVM_CLEAR_DIRTY_LOG, &clear);
+            memset(v->protect, 0, pages / 8);
+        }
+    } else {
+        uint64_t lo = v->ctx_base - HUGE;  /* the guard page: nothing there */
+        madvise(v->user + (lo - USER_BASE), v->stack_top - lo, MADV_DONTNEED);
+    }
+    Py_END_ALLOW_THREADS
+    if (!logged) {  /* the image's writable pages: the next load copies their bytes again */
+        for (int i = 0; i < v->n_writable; i++)
+            madvise(v->user + (v->writable[i].lo - USER_BASE),
+                    v->writable[i].hi - v->writable[i].lo, MADV_DONTNEED);
+        v->stale = v->n_writable > 0;
+    }
     Py_RETURN_NONE;
+}
+
+static PyObject *vm_logged(Vm *v, PyObject *unused) {
+    (void)unused;
+    return PyBool_FromLong(v->bitmap != NULL);
 }
 
 /* read(address, size) -> bytes of guest memory (for messages: the faulting instruction). */
@@ -632,7 +809,7 @@ static PyObject *vm_stack_guard(Vm *v, PyObject *arg) {
 }
 
 static int vm_getbuffer(Vm *v, Py_buffer *view, int flags) {
-    if (!v->loaded) {
+    if (!v->loaded || !v->user || v->closing) {
         PyErr_SetString(PyExc_BufferError, "no image loaded");
         return -1;
     }
@@ -644,18 +821,15 @@ static int vm_getbuffer(Vm *v, Py_buffer *view, int flags) {
 
 static void vm_releasebuffer(Vm *v, Py_buffer *view) {
     (void)view;
-    v->exports--;
+    if (--v->exports == 0 && v->closing) vm_free(v);
 }
 
 static PyBufferProcs vm_buffer = {(getbufferproc)vm_getbuffer, (releasebufferproc)vm_releasebuffer};
 
 static PyObject *vm_close(Vm *v, PyObject *unused) {
     (void)unused;
-    if (v->exports) {
-        PyErr_SetString(PyExc_BufferError, "the VM's memory is exported");
-        return NULL;
-    }
-    vm_free(v);
+    if (v->exports) v->closing = 1;  /* freed when the last buffer is released */
+    else vm_free(v);
     Py_CLEAR(v->loaded);
     Py_RETURN_NONE;
 }
@@ -678,8 +852,11 @@ static PyMethodDef vm_methods[] = {
      "load(key, segments) -> (context address, room): map an image (kept while key is)."},
     {"run", (PyCFunction)vm_run, METH_VARARGS,
      "run(entry, timeout) -> (outcome, a, b, c, d): run the loaded image once."},
-    {"reset", (PyCFunction)vm_reset, METH_NOARGS,
-     "reset(): forget everything the last run wrote."},
+    {"reset", (PyCFunction)vm_reset, METH_VARARGS,
+     "reset(written): forget everything the last run and the host's `written` bytes of "
+     "inputs wrote."},
+    {"logged", (PyCFunction)vm_logged, METH_NOARGS,
+     "logged() -> whether KVM logs the pages the guest writes (reset restores only those)."},
     {"read", (PyCFunction)vm_read, METH_VARARGS, "read(address, size) -> bytes of guest memory."},
     {"resident", (PyCFunction)vm_resident, METH_NOARGS,
      "resident() -> bytes of the VM's memory resident now."},

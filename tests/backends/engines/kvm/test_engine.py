@@ -176,3 +176,46 @@ def test_a_matmul_registered_for_the_kvm_engine_equals_numpy(kvm_server, tmp_pat
                                   results=["result: item[ndarray]"], engine_type="kvm")
     assert d["implementation"] == "native"
     assert np.array_equal(client.invoke(client.function("gram_kvm"), m), m @ m.T)
+
+
+ECHO = """
+#include <dandelion.h>
+int dandelion_main(void) {  /* no constants: its data page is where others keep theirs */
+    dd_item in;
+    if (dd_input_item(0, 0, &in)) return 1;
+    return dd_add_output(0, in.data, in.size, in.key, 0);
+}
+"""
+
+
+def test_one_vm_alternating_between_functions_runs_each_as_built(tmp_path):
+    # a VM keeps the pages a function writes again and again writable; another image
+    # loaded into it must find none of them (its code and constants lie there now)
+    (tmp_path / "echo.c").write_text(ECHO)
+    def body(x: int) -> int:
+        return x
+
+    echo = dd.compute(body, name="echo", native=build([tmp_path / "echo.c"],
+                                                      tmp_path / "echo.elf"))
+
+    @dd.composition
+    def one(x: int) -> int:
+        return echo(x)
+
+    def matmul(m: np.ndarray) -> np.ndarray:
+        return m @ m.T
+
+    fn = dd.compute(matmul, native=REPO / "examples" / "matmul.c")
+
+    @dd.composition
+    def square(m: np.ndarray) -> np.ndarray:
+        return fn(m)
+
+    m = np.random.default_rng(1).integers(-1000, 1000, (64, 64), dtype=np.int64)
+    with dd.Runtime(engine="kvm", workers=1, cache=False,
+                    engine_options={"pool_size": 1, "memory_limit": 64 << 20,
+                                    "output_limit": 1 << 20}) as rt:
+        for i in range(3):
+            assert [rt.run(one, i) for _ in range(10)] == [i] * 10
+            for _ in range(2):
+                assert np.array_equal(rt.run(square, m), m @ m.T)
