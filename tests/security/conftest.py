@@ -1,5 +1,6 @@
-"""One sandboxed runtime for the whole security suite, with tight limits so that the
-hostile functions fail fast."""
+"""One sandboxed runtime per engine for the whole security suite, with tight limits so that
+the hostile functions fail fast: ``sandboxed`` (process), ``kvm_sandboxed`` (kvm, skipped
+where KVM is unusable) and ``native_runtime``, each engine that runs native functions."""
 
 from __future__ import annotations
 
@@ -26,3 +27,33 @@ def sandboxed() -> Iterator[dd.Runtime]:
         yield rt
     finally:
         rt.close()
+
+
+@pytest.fixture(scope="package")
+def kvm_sandboxed() -> Iterator[dd.Runtime]:
+    """A kvm-engine runtime with the same limits (skipped where KVM is unusable)."""
+    from dandelion.backends.engines.kvm.engine import unavailable_reason
+
+    why = unavailable_reason()
+    if why is not None:
+        pytest.skip(f"needs KVM: {why}")
+    rt = dd.Runtime(engine="kvm", workers=2, timeout=3.0, cache=False,
+                    engine_options={"memory_limit": MEMORY_LIMIT, "output_limit": OUTPUT_LIMIT})
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture(params=["process", "kvm"])
+def native_engine(request: pytest.FixtureRequest) -> str:
+    """Each engine that runs native ELFs, by name."""
+    return str(request.param)
+
+
+@pytest.fixture
+def native_runtime(request: pytest.FixtureRequest, native_engine: str) -> dd.Runtime:
+    """The runtime of ``native_engine``, with the suite's limits."""
+    runtime: dd.Runtime = request.getfixturevalue(
+        "sandboxed" if native_engine == "process" else "kvm_sandboxed")
+    return runtime

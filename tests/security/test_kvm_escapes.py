@@ -7,7 +7,6 @@ one invocation leaves in the VM's memory or registers reaches the next."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from dandelion.backends.engines.kvm.engine import unavailable_reason
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.sdk import build
 
-from .conftest import MEMORY_LIMIT, OUTPUT_LIMIT
+from .conftest import MEMORY_LIMIT
 
 _WHY = unavailable_reason()
 pytestmark = [
@@ -132,15 +131,10 @@ def elves(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(scope="module")
-def kvm_runtime() -> Iterator[dd.Runtime]:
-    """A kvm-engine runtime with the security suite's limits (3 s, 256 MiB, 8 MiB)."""
-    rt = dd.Runtime(engine="kvm", workers=2, timeout=3.0, cache=False,
-                    engine_options={"memory_limit": MEMORY_LIMIT, "output_limit": OUTPUT_LIMIT})
-    try:
-        yield rt
-    finally:
-        rt.close()
+@pytest.fixture
+def kvm_runtime(kvm_sandboxed: dd.Runtime) -> dd.Runtime:
+    """The kvm-engine runtime with the security suite's limits (3 s, 256 MiB, 8 MiB)."""
+    return kvm_sandboxed
 
 
 def _native(name: str, elf: Path) -> dd.composition:
