@@ -1,4 +1,4 @@
-"""Latency against offered load over HTTP, like the paper's Figures 4-5 (issue 5).
+"""Latency against offered load over HTTP, like the paper's Figures 4-5 (issues 5 and 19).
 
 A worker (``dandelion serve``, its own process) runs the 128×128 int64 M·Mᵀ function; an
 open-loop generator sends requests at a fixed rate with Poisson arrivals (each request is
@@ -6,16 +6,21 @@ sent at its arrival time whether or not earlier ones have finished) and measures
 from arrival to response.  Three mixes: 100%, 95% and 90% *hot* requests; a cold request
 goes to one of many copies of the function that the worker has evicted from memory, so
 its code is loaded from the artifact store on disk (``--hot-functions`` keeps only a few).
+Caching is off (``--cache off --result-cache 0``): every request computes.
 
-The reference is the bare function called in-process: its latency, and its peak
-throughput with as many threads as the worker has engines, measured in the same run.
-Reported: for each mix, the peak throughput at which p99 stays under 10× the unloaded
-latency (of hot requests over HTTP, one bound for all mixes), its ratio to the bare peak,
-and the saturation throughput.  On a shared 2-core machine p99 is noisy: compare ratios
-from the same run only.
+The references, measured in the same run: the bare function called in-process (its
+latency, and its peak throughput with as many threads as the worker has engines), and a
+plain aiohttp server calling the function in its process (``paper/baselines.py aiohttp``:
+the HTTP stack's bound, no isolation), at 100% hot.  ``--before PYTHON`` also runs a worker
+with another interpreter (e.g. the virtualenv of a checkout before a change), side by side.
+Unloaded latencies are measured interleaved, one request to each system in turn.
+Reported: for each system and mix, the peak throughput at which p99 stays under 10× the
+unloaded latency (of hot requests, one bound per system) and under 50 ms, their ratios to
+the bare peak and to aiohttp's, and the saturation throughput.  On a shared 2-core machine
+p99 is noisy: compare ratios from the same run only.
 
     python benchmarks/bench_http.py [--seconds 3] [--workers 1] [--engine process|inline]
-                                    [--out benchmarks/results]
+                                    [--before PYTHON] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -32,6 +38,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -71,24 +78,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_worker(workers: int, state: str, engine: str | None
+def start_worker(workers: int, state: str, engine: str | None, python: str = sys.executable
                  ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dandelion", "serve", "--port", str(port), "--workers",
-         str(workers), "--hot-functions", "4", "--result-cache", "0", "--state-dir", state,
-         *(["--engine", engine] if engine else [])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [python, "-m", "dandelion", "serve", "--port", str(port), "--workers",
+         str(workers), "--hot-functions", "4", "--cache", "off", "--result-cache", "0",
+         "--no-access-log", "--state-dir", state, *(["--engine", engine] if engine else [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    wait_for(f"{url}/health", proc, "the worker")
+    return proc, url
+
+
+def start_aiohttp() -> tuple[subprocess.Popen[bytes], str]:
+    """The plain aiohttp server of the paper's baselines (the function in its process)."""
+    port = free_port()
+    script = Path(__file__).resolve().parent / "paper" / "baselines.py"
+    proc = subprocess.Popen([sys.executable, str(script), "aiohttp", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/invoke/mmt0", proc, "the aiohttp server", data=matrix())
+    return proc, url
+
+
+def wait_for(url: str, proc: subprocess.Popen[bytes], what: str, data: bytes | None = None
+             ) -> None:
+    deadline = time.monotonic() + 60
     while True:
         try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            return proc, url
+            urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=1)
+            return
         except OSError:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                raise RuntimeError("the worker did not start") from None
+                raise RuntimeError(f"{what} did not start") from None
             time.sleep(0.1)
 
 
@@ -154,12 +178,39 @@ class Mix:
         return name
 
 
-async def run_level(url: str, payload: bytes, rate: float, seconds: float, mix: Mix
+class System:
+    """A server under test: where to send a call of function ``name`` and what; ``pid``:
+    its process, whose CPU time per request is measured."""
+
+    def __init__(self, label: str, url: str, payload: bytes, dandelion: bool, pid: int
+                 ) -> None:
+        self.label = label
+        self.dandelion = dandelion
+        self.pid = pid
+        if dandelion:
+            self.template = url + "/v1/functions/{name}/invoke"
+            self.body = msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True)
+            self.headers = {"Content-Type": "application/msgpack",
+                            "Accept": "application/msgpack"}
+        else:  # the baseline takes and returns raw .npy bytes; it has no cold functions
+            self.template = url + "/invoke/{name}"
+            self.body = payload
+            self.headers = {"Content-Type": "application/octet-stream"}
+
+    def cpu(self) -> float:
+        """Seconds of CPU its process has used so far (user + system, all threads; not
+        its sandboxes, which are other processes)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def url(self, name: str) -> str:
+        return self.template.format(name=name)
+
+
+async def run_level(system: System, rate: float, seconds: float, mix: Mix
                     ) -> dict[str, float]:
     import aiohttp
 
-    body = msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True)
-    headers = {"Content-Type": "application/msgpack", "Accept": "application/msgpack"}
     latencies: list[float] = []
     errors = 0
     rng = random.Random(int(rate * 1000))
@@ -168,8 +219,8 @@ async def run_level(url: str, payload: bytes, rate: float, seconds: float, mix: 
         async def one(arrival: float, name: str) -> None:
             nonlocal errors
             try:
-                async with session.post(f"{url}/v1/functions/{name}/invoke", data=body,
-                                        headers=headers) as resp:
+                async with session.post(system.url(name), data=system.body,
+                                        headers=system.headers) as resp:
                     await resp.read()
                     if resp.status != 200:
                         errors += 1
@@ -199,47 +250,67 @@ async def run_level(url: str, payload: bytes, rate: float, seconds: float, mix: 
             "p99": latencies[min(n - 1, int(n * 0.99))] if n else float("nan")}
 
 
-async def unloaded(url: str, payload: bytes, mix: Mix, n: int = 60) -> float:
-    """The median latency of requests sent one at a time."""
+async def unloaded(systems: list[System], n: int = 100
+                   ) -> tuple[dict[str, float], dict[str, float]]:
+    """The median latency of hot requests sent one at a time, to each system in turn (so
+    that the machine's interference falls on all alike), and the CPU time each server's
+    process spent per request (which the machine's load hardly changes)."""
     import aiohttp
 
-    body = msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True)
-    headers = {"Content-Type": "application/msgpack", "Accept": "application/msgpack"}
-    times = []
+    times: dict[str, list[float]] = {s.label: [] for s in systems}
+    cpu: dict[str, float] = {}
     async with aiohttp.ClientSession() as session:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            async with session.post(f"{url}/v1/functions/{mix.target()}/invoke", data=body,
-                                    headers=headers) as resp:
-                await resp.read()
-                assert resp.status == 200, await resp.text()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for i in range(n + 5):
+            if i == 5:  # after the connections and the function are warm
+                cpu = {s.label: s.cpu() for s in systems}
+            for s in systems:
+                t0 = time.perf_counter()
+                async with session.post(s.url("mmt0"), data=s.body, headers=s.headers) as resp:
+                    await resp.read()
+                    assert resp.status == 200, await resp.text()
+                if i >= 5:
+                    times[s.label].append(time.perf_counter() - t0)
+    per_request = {s.label: (s.cpu() - cpu[s.label]) / n for s in systems}
+    return {label: statistics.median(ts) for label, ts in times.items()}, per_request
 
 
-async def sweep(url: str, payload: bytes, hot: float, seconds: float, bare_peak_rps: float,
-                base: float) -> dict[str, object]:
-    """Offered load up to saturation for one mix; ``base``: the unloaded latency bound."""
-    mix = Mix(hot, seed=int(hot * 100))
-    levels = []
-    rate = max(10.0, 0.05 * bare_peak_rps)
-    while True:
-        r = await run_level(url, payload, rate, seconds, mix)
-        levels.append(r)
-        print(f"  hot {hot:4.0%}  offered {rate:7.1f}/s  achieved {r['achieved']:7.1f}/s  "
-              f"p50 {r['p50'] * 1e3:7.2f} ms  p99 {r['p99'] * 1e3:8.2f} ms", flush=True)
-        if r["p50"] > 10 * base or r["achieved"] < 0.7 * rate or len(levels) >= 12:
-            break  # saturated: the median is over the bound, or it is not keeping up
-        rate *= 1.4
-    ok = [lv for lv in levels if lv["p99"] < 10 * base and not lv["errors"]]
-    peak = max((lv["achieved"] for lv in ok), default=0.0)
-    saturation = max(lv["achieved"] for lv in levels)
-    return {"hot": hot, "unloaded": base, "levels": levels, "peak": peak,
-            "ratio_to_bare": peak / bare_peak_rps, "saturation": saturation,
-            "saturation_ratio": saturation / bare_peak_rps}
+#: The latency bound of the issue's throughput targets (p99, seconds).
+P99_BOUND = 0.050
 
 
-def plot(results: list[dict[str, object]], bare: dict[str, float], path: Path) -> None:
+class Sweep:
+    """Increasing offered rates for one system and mix, until saturation."""
+
+    def __init__(self, system: System, hot: float, rate: float, base: float) -> None:
+        self.system, self.hot, self.rate, self.base = system, hot, rate, base
+        self.mix = Mix(hot, seed=int(hot * 100))
+        self.levels: list[dict[str, float]] = []
+        self.done = False
+
+    def step(self, seconds: float) -> None:
+        r = asyncio.run(run_level(self.system, self.rate, seconds, self.mix))
+        self.levels.append(r)
+        print(f"  {self.system.label:18s} hot {self.hot:4.0%}  offered {self.rate:7.1f}/s  "
+              f"achieved {r['achieved']:7.1f}/s  p50 {r['p50'] * 1e3:7.2f} ms  p99 "
+              f"{r['p99'] * 1e3:8.2f} ms", flush=True)
+        # saturated: the median is over the bound, or it is not keeping up
+        self.done = (r["p50"] > 10 * self.base or r["achieved"] < 0.7 * self.rate
+                     or len(self.levels) >= 14)
+        self.rate *= 1.4
+
+    def result(self) -> dict[str, Any]:
+        def peak(bound: float) -> float:
+            ok = [lv["achieved"] for lv in self.levels
+                  if lv["p99"] < bound and not lv["errors"]]
+            return max(ok, default=0.0)
+
+        return {"system": self.system.label, "hot": self.hot, "unloaded": self.base,
+                "levels": self.levels, "peak": peak(10 * self.base),
+                "peak_50ms": peak(P99_BOUND),
+                "saturation": max(lv["achieved"] for lv in self.levels)}
+
+
+def plot(results: list[dict[str, Any]], bare: dict[str, float], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,24 +319,26 @@ def plot(results: list[dict[str, object]], bare: dict[str, float], path: Path) -
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for ax, key in zip(axes, ("p50", "p99")):
         for r in results:
-            levels = r["levels"]  # type: ignore[assignment]
+            levels = r["levels"]
             ax.plot([lv["achieved"] for lv in levels], [lv[key] * 1e3 for lv in levels],
-                    marker="o", label=f"HTTP, {r['hot']:.0%} hot")
+                    marker="o", label=f"{r['system']}, {r['hot']:.0%} hot")
         ax.axhline(bare["latency"] * 1e3, color="k", ls="--", lw=1,
                    label="bare function latency")
         ax.axvline(bare["peak"], color="k", ls=":", lw=1, label="bare function peak")
         if key == "p99":
-            base = results[0]["unloaded"]  # type: ignore[operator]
-            ax.axhline(10 * base * 1e3, color="gray", ls="-.", lw=1,  # type: ignore[operator]
-                       label="10× unloaded (100% hot)")
+            ax.axhline(P99_BOUND * 1e3, color="gray", ls="-.", lw=1, label="50 ms")
         ax.set_yscale("log")
         ax.set_xlabel("throughput (requests/s)")
         ax.set_ylabel(f"{key} latency (ms)")
         ax.set_title(f"{key} latency vs load: 128×128 int64 M·Mᵀ")
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "-"
 
 
 def main() -> None:
@@ -277,6 +350,9 @@ def main() -> None:
                              "on 2 cores only contend)")
     parser.add_argument("--engine", help="the worker's compute engine (default: the "
                         "platform's, the process sandbox on Linux)")
+    parser.add_argument("--before", metavar="PYTHON",
+                        help="also run a worker with this interpreter (a checkout's "
+                             "virtualenv before a change), side by side")
     parser.add_argument("--out", default="benchmarks/results", help="where to write results")
     args = parser.parse_args()
 
@@ -285,37 +361,63 @@ def main() -> None:
     bare = {"latency": bare_latency(m), "peak": bare_peak(m, args.workers)}
     print(f"bare function: {bare['latency'] * 1e3:.3f} ms, peak {bare['peak']:.0f}/s "
           f"with {args.workers} thread(s)", flush=True)
+    load_before = os.getloadavg()
 
+    procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as state:
-        proc, url = start_worker(args.workers, state, args.engine)
         try:
-            register(url)
-            # one bound for every mix: 10x the unloaded latency of hot requests
-            base = asyncio.run(unloaded(url, payload, Mix(1.0, 0)))
-            print(f"unloaded latency over HTTP (hot): {base * 1e3:.2f} ms", flush=True)
-            results = [asyncio.run(sweep(url, payload, hot, args.seconds, bare["peak"], base))
-                       for hot in (1.0, 0.95, 0.90)]
+            systems = []
+            for label, python in (("Dandelion", sys.executable), ("Dandelion before",
+                                                                  args.before)):
+                if python is None:
+                    continue
+                proc, url = start_worker(args.workers, f"{state}/{len(procs)}", args.engine,
+                                         python)
+                procs.append(proc)
+                register(url)
+                systems.append(System(label, url, payload, True, proc.pid))
+            proc, url = start_aiohttp()
+            procs.append(proc)
+            systems.append(System("aiohttp", url, payload, False, proc.pid))
+            base, cpu = asyncio.run(unloaded(systems))
+            for label, lat in base.items():
+                print(f"unloaded latency over HTTP (hot), {label}: {lat * 1e3:.2f} ms, "
+                      f"{cpu[label] * 1e3:.2f} ms CPU per request", flush=True)
+            start_rate = max(10.0, 0.05 * bare["peak"])
+            sweeps = [Sweep(s, hot, start_rate, base[s.label]) for s in systems
+                      for hot in ((1.0, 0.95, 0.90) if s.dandelion else (1.0,))]
+            while any(not sw.done for sw in sweeps):  # rounds: the same interference for all
+                for sw in sweeps:
+                    if not sw.done:
+                        sw.step(args.seconds)
+            results = [sw.result() for sw in sweeps]
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    after = bare_peak(m, args.workers)  # again, and keep the best: the same cores, same run
-    if after > bare["peak"]:
-        bare["peak"] = after
-        for r in results:
-            r["ratio_to_bare"] = r["peak"] / after  # type: ignore[operator]
-            r["saturation_ratio"] = r["saturation"] / after  # type: ignore[operator]
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=10)
+    bare["peak"] = max(bare["peak"], bare_peak(m, args.workers))  # the same cores, again
+    load_after = os.getloadavg()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_http.json").write_text(json.dumps({"bare": bare, "engine": args.engine
-                                                     or "default", "results": results},
-                                                    indent=2))
+    (out / "bench_http.json").write_text(json.dumps(
+        {"bare": bare, "engine": args.engine or "default", "unloaded": base,
+         "cpu_per_request": cpu,
+         "load_average": [load_before, load_after], "results": results}, indent=2))
     plot(results, bare, out / "bench_http.png")
-    print(f"\nbare in-process peak: {bare['peak']:.0f} req/s ({args.workers} thread(s))")
+    aio = next(r for r in results if r["system"] == "aiohttp")
+    print(f"\nload average {load_before[0]:.1f} before, {load_after[0]:.1f} after; bare "
+          f"in-process peak: {bare['peak']:.0f} req/s ({args.workers} thread(s))")
+    for label, lat in base.items():
+        print(f"unloaded {label}: {lat * 1e3:.2f} ms = aiohttp "
+              f"{(lat - base['aiohttp']) * 1e3:+.2f} ms; server CPU per request "
+              f"{cpu[label] * 1e3:.2f} ms")
     for r in results:
-        print(f"{r['hot']:4.0%} hot: peak with p99 < 10x unloaded ({r['unloaded'] * 1e3:.2f} ms):"
-              f" {r['peak']:.0f} req/s = {r['ratio_to_bare']:.3f} x bare; saturation "
-              f"{r['saturation']:.0f} req/s = {r['saturation_ratio']:.3f} x bare")
+        print(f"{r['system']:18s} {r['hot']:4.0%} hot: peak with p99 < 10x unloaded "
+              f"({r['unloaded'] * 1e3:.2f} ms) {r['peak']:.0f} req/s = "
+              f"{r['peak'] / bare['peak']:.3f} x bare; with p99 <= 50 ms "
+              f"{r['peak_50ms']:.0f} req/s = {ratio(r['peak_50ms'], aio['peak_50ms'])} x aiohttp; "
+              f"saturation {r['saturation']:.0f} req/s")
     print(f"plot: {out / 'bench_http.png'}")
 
 

@@ -6,7 +6,7 @@ Every system answers HTTP requests for the 128×128 int64 M·Mᵀ, driven by one
 Poisson load generator (``loadgen.py``, a process of its own, whose lateness is reported):
 
 - Dandelion with the ``process`` engine (isolated) and ``inline`` (the no-isolation bound);
-  the result cache is off (``--result-cache 0``: every request computes), the access log
+  caching is off (``--cache off --result-cache 0``: every request computes), the access log
   is off, and waiting is bounded (``--invocations 16 --max-waiting 16``: excess gets 503);
 - a plain aiohttp server calling the function in its process (the HTTP stack's bound);
 - Ray Serve with one deployment (Serve's defaults otherwise), when ``ray[serve]`` imports;
@@ -110,9 +110,10 @@ def start_dandelion(engine: str, workers: int, state: str, bodies: dict[str, str
     port = bench_http.free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dandelion", "serve", "--port", str(port), "--engine", engine,
-         "--workers", str(workers), "--hot-functions", "4", "--result-cache", "0",
-         "--invocations", "16", "--max-waiting", "16", "--no-access-log",
-         "--state-dir", state], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--workers", str(workers), "--hot-functions", "4", "--cache", "off",
+         "--result-cache", "0", "--invocations", "16", "--max-waiting", "16",
+         "--no-access-log", "--state-dir", state],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     system = System(f"dandelion-{engine}", f"Dandelion {engine}", engine != "inline",
                     url + "/v1/functions/{name}/invoke", bodies["msgpack"],
