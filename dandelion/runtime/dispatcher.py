@@ -212,9 +212,8 @@ class Dispatcher:
         if self.timeouts and not self.pool.enforces_timeout:
             return None
         future: concurrent.futures.Future[dict[str, Items]] = concurrent.futures.Future()
-        future.set_running_or_notify_cancel()
         run = _Run(self, plan, inputs, then=functools.partial(_resolve, future))
-        future.add_done_callback(lambda f: run.cancelled.set() if f.cancelled() else None)
+        future.add_done_callback(run.cancel_with)
         run.begin()
         return future
 
@@ -223,12 +222,13 @@ def _resolve(future: concurrent.futures.Future[dict[str, Items]], run: _Run) -> 
     """Hand the outcome of a started run to its future (unless it was cancelled)."""
     if run.leading:  # a failed run's flights: landed off its lock (they take other runs')
         threading.Thread(target=run.abandon_flights, name="dandelion-flights").start()
-    if future.done():
-        return
-    if run.error is not None:
-        future.set_exception(run.error)
-    else:
-        future.set_result(run.outputs())
+    try:
+        if run.error is not None:
+            future.set_exception(run.error)
+        else:
+            future.set_result(run.outputs())
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled meanwhile: nobody waits for the outcome
 
 
 class _Run:
@@ -343,6 +343,12 @@ class _Run:
             self.error = error
         self.cancelled.set()
         self._finish()
+
+    def cancel_with(self, future: concurrent.futures.Future[Any]) -> None:
+        """End the run once its ``future`` is cancelled: what has not started is skipped."""
+        if future.cancelled():
+            with self.lock:
+                self._fail(concurrent.futures.CancelledError())
 
     def _finish(self) -> None:
         """The run is over (lock held): wake the waiting thread, or call ``then``."""

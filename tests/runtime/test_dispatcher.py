@@ -131,3 +131,17 @@ def test_a_run_whose_timeouts_need_a_watching_thread_is_not_started():
     with dd.Runtime(engine="inline", workers=1, timeout=5.0) as rt:
         assert rt.start_plan(rt.plan(program), program.bind(([1],), {}),
                              program.artifacts) is None
+
+
+def test_cancelling_a_started_run_skips_its_instances_not_yet_run():
+    calls.clear()
+    program = as_program(recorded)
+    with dd.Runtime(engine="inline", workers=1) as rt:
+        future = rt.start_plan(rt.plan(program), program.bind((list(range(1, 200)),), {}),
+                               program.artifacts)
+        assert future is not None
+        time.sleep(0.05)
+        assert future.cancel()
+        time.sleep(0.3)
+        assert len(calls) < 100  # 199 instances of 10 ms each, one worker
+        assert rt.run(f.doubles, [4]) == [8]  # the pool goes on
