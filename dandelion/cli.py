@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the first FILE with the target's suffix (.elf, .wasm); "
                         "with --target all, each target's suffix replaces this one's")
     p.add_argument("--target", choices=("native", "wasm", "all"), default="native",
-                   help="native: a static x86-64 ELF (gcc; the process engine); wasm: a "
+                   help="native: a static x86-64 ELF (gcc; the process and kvm engines); wasm: a "
                         "wasm32 module (clang and lld; the wasm engine); all: each")
     p.add_argument("--cflag", action="append", metavar="FLAG",
                    help="an extra compiler flag (repeatable), e.g. --cflag=-O3")

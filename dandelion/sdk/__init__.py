@@ -3,7 +3,9 @@
 ``dandelion build func.c -o func.elf`` (or :func:`build`) compiles a native function into a
 static, freestanding x86-64 ELF linked at
 :data:`~dandelion.runtime.native.NATIVE_BASE`, with no C library, whose entry point
-``dandelion_entry(void *context)`` the process engine calls under seccomp strict mode.
+``dandelion_entry(void *context)`` the process engine calls under seccomp strict mode.  The
+kvm engine runs the same ELF as it is, in a KVM virtual machine at CPL3: there is no
+separate ``kvm`` target.
 
 ``dandelion build func.c --target wasm`` (or :func:`build_wasm`) compiles the same source
 with clang for ``wasm32`` into a module that imports nothing and exports its ``memory``,
