@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import threading
 import time
@@ -27,8 +28,9 @@ from typing import Any, Mapping
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from dandelion.backends.ray import graph, locality, worker
+from dandelion.backends.ray import caching, graph, locality, worker
 from dandelion.backends.ray.place import NODE_LABEL, Node, Placement
+from dandelion.cache.cache import Cache
 from dandelion.errors import BackendError
 from dandelion.planner.plan import Plan
 from dandelion.runtime.backend import Backend as BackendBase
@@ -120,7 +122,7 @@ class RayBackend(BackendBase):
     """
 
     name = "ray"
-    capabilities = frozenset({"compute", "io", "nested", "timeouts", "placement"})
+    capabilities = frozenset({"compute", "io", "nested", "timeouts", "placement", "cache"})
 
     def __init__(self, address: str | None = None, isolation: str = "sandbox",
                  engine: str | None = None, workers: int | None = None,
@@ -250,10 +252,11 @@ class RayBackend(BackendBase):
 
     # -- running ------------------------------------------------------------------------
     def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
-            observe: Observer | None = None) -> dict[str, Items]:
+            observe: Observer | None = None, cache: Cache | None = None) -> dict[str, Items]:
         """Run ``plan`` on the cluster; only the direct outputs come back to this process
         (and, with ``observe``, the events of every instance, its node included, as the
-        units finish).
+        units finish).  With ``cache``, the units look their instances up in it and keep
+        their outputs, on their nodes (:mod:`~dandelion.backends.ray.caching`).
 
         Raises:
             FunctionError: a function failed (naming function, instance and keys).
@@ -274,9 +277,16 @@ class RayBackend(BackendBase):
         settings = graph.Settings(self.isolation, placement,
                                   self.batches or BATCHES_PER_CPU * cpus, self.retries,
                                   self.io_factory, self._io_key, self.engine_name,
-                                  observe is not None)
+                                  observe is not None,
+                                  cache=caching.node_cache(cache) if cache is not None else None)
         outputs: dict[str, Items] = graph.run_graph(settings, plan, calls, inputs, observe)
         return outputs
+
+    def start(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+              observe: Observer | None = None, cache: Cache | None = None
+              ) -> concurrent.futures.Future[dict[str, Items]] | None:
+        """``None``: a run on Ray needs a thread that waits for its units (:meth:`run`)."""
+        return None
 
     def close(self) -> None:
         """Stop the node workers, and the Ray instance if this backend started it."""

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
-from dandelion.backends.ray import locality, worker
+from dandelion.backends.ray import caching, locality, worker
 from dandelion.backends.ray.place import Placement, Route
 from dandelion.backends.ray.recovery import Call, Recovery, leave, settle
 from dandelion.errors import BackendError, DandelionError, FunctionError
@@ -77,6 +77,7 @@ class Settings:
         io_key: names this runtime's I/O engine in the Ray worker processes that cache it.
         engine: the compute engine's name (for events).
         observe: whether units make events (:mod:`dandelion.runtime.events`).
+        cache: how units reopen the result cache (``None``: not cached).
     """
 
     isolation: str
@@ -87,6 +88,7 @@ class Settings:
     io_key: str = ""
     engine: str = ""
     observe: bool = False
+    cache: caching.NodeCache | None = None
 
 
 @attrs.frozen
@@ -223,6 +225,9 @@ class _Builder:
         if settings.observe:
             engine = "io" if spec.kind is FunctionKind.IO else settings.engine
             unit = attrs.evolve(unit, observe=(self.plan.entry, index, engine))
+        if settings.cache is not None:
+            unit = attrs.evolve(unit, cache=caching.for_unit(settings.cache, self.plan, index,
+                                                             spec))
         io = (settings.io_key, settings.io_factory) if settings.io_factory else None
 
         def send(route: Route | None, data: tuple[Any, ...]) -> list[Any]:

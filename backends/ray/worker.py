@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
+from dandelion.backends.ray import caching
 from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
 from dandelion.runtime.dispatcher import instance_error, user_cause
@@ -61,6 +62,8 @@ class UnitSpec:
         observe: ``(composition, application, engine)`` when the run is observed: the
             unit then makes an :class:`~dandelion.runtime.events.Event` for each instance's
             start and end, and returns them in its status.
+        cache: where the unit looks its instances up and keeps their outputs
+            (:mod:`~dandelion.backends.ray.caching`; ``None``: not cached).
     """
 
     key: str
@@ -71,6 +74,7 @@ class UnitSpec:
     params: tuple[tuple[str, ShardingMode, bool, int], ...] = ()
     join: Join | None = None
     observe: tuple[str, int, str] | None = None
+    cache: caching.UnitCache | None = None
 
 
 def _node_id() -> str:
@@ -85,8 +89,9 @@ class UnitEvents:
     def __init__(self, composition: str, application: int, function: str, engine: str
                  ) -> None:
         self.events: list[Event] = []
+        self.node = _node_id()
         self.watch = watcher(self.events.append, composition, application, function, engine,
-                             _node_id())
+                             self.node)
 
 
 def _events(unit: UnitSpec) -> UnitEvents | None:
@@ -216,9 +221,20 @@ class NodeWorker:
         if not insts:
             return _finish(unit, [], 0)
         events = _events(unit)
-        if unit.kind == FunctionKind.IO.value:
-            return _finish(unit, run_io(self.io_engine, call, insts, total, events),
-                           len(insts), events=events)
+        printed: list[tuple[Instance, str]] = []
+
+        def compute(todo: list[Instance]) -> list[Any]:
+            if unit.kind == FunctionKind.IO.value:
+                return run_io(self.io_engine, call, todo, total, events)
+            return self._compute(call, todo, total, events, printed)
+
+        results = caching.run_cached(unit, call, insts, compute, events)
+        return _finish(unit, results, len(insts), printed, events)
+
+    def _compute(self, call: FunctionCall, insts: list[Instance], total: int,
+                 events: UnitEvents | None, printed: list[tuple[Instance, str]]
+                 ) -> list[Any]:
+        """Run compute instances on the node's engines; wait."""
         finished = threading.Event()
         failures: list[tuple[Instance, BaseException]] = []
 
@@ -238,7 +254,8 @@ class NodeWorker:
                 raise late
         if failures:
             _raise_failure(call, failures[0], total)
-        return _finish(unit, batch.results, len(insts), batch.logs, events)
+        printed.extend(batch.logs)
+        return list(batch.results)
 
     def close(self) -> None:
         """Stop the engines."""
@@ -288,29 +305,33 @@ def execute_task(unit: UnitSpec, box: Sequence[Any],
     if not insts:
         return _finish(unit, [], 0)
     events = _events(unit)
-    if unit.kind == FunctionKind.IO.value:
-        io_engine = None
-        if io is not None:
-            key, factory = io
-            io_engine = host.io_engines.get(key)
-            if io_engine is None:
-                io_engine = host.io_engines[key] = factory()
-        return _finish(unit, run_io(io_engine, call, insts, total, events), len(insts),
-                       events=events)
-    if host.engine is None:
-        host.engine = load_engine("inline")()
-    engine = host.engine
-    watch = events.watch if events is not None else None
-    results = []
     printed: list[tuple[Instance, str]] = []
-    for inst in insts:
-        try:
-            results.append(_run_with_timeout(engine, call, inst, printed, watch)
-                           if call.timeout else _run(engine, call, inst, printed, watch))
-        except FunctionTimeout:
-            raise
-        except BaseException as e:
-            _raise_failure(call, (inst, e), total)
+
+    def compute(todo: list[Instance]) -> list[Any]:
+        if unit.kind == FunctionKind.IO.value:
+            io_engine = None
+            if io is not None:
+                key, factory = io
+                io_engine = host.io_engines.get(key)
+                if io_engine is None:
+                    io_engine = host.io_engines[key] = factory()
+            return run_io(io_engine, call, todo, total, events)
+        if host.engine is None:
+            host.engine = load_engine("inline")()
+        engine = host.engine
+        watch = events.watch if events is not None else None
+        results = []
+        for inst in todo:
+            try:
+                results.append(_run_with_timeout(engine, call, inst, printed, watch)
+                               if call.timeout else _run(engine, call, inst, printed, watch))
+            except FunctionTimeout:
+                raise
+            except BaseException as e:
+                _raise_failure(call, (inst, e), total)
+        return results
+
+    results = caching.run_cached(unit, call, insts, compute, events)
     return _finish(unit, results, len(insts), printed, events)
 
 

@@ -15,13 +15,14 @@ entries used least recently (by modification time, which a hit refreshes) are re
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dandelion.cache import hashing
 from dandelion.cache.store import Store
@@ -163,3 +164,6 @@ class DiskStore(Store):
         entries = self._entries()
         return {"kind": self.kind, "location": str(self.root), "entries": len(entries),
                 "bytes": sum(size for _, size, _ in entries), "max_bytes": self.max_bytes}
+
+    def reopener(self) -> Callable[[], Store] | None:
+        return functools.partial(DiskStore, str(self.root), self.max_bytes)

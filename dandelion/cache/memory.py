@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from dandelion.cache.store import Store
 
@@ -81,3 +82,6 @@ class MemoryStore(Store):
         with self._lock:
             return {"kind": self.kind, "entries": len(self._entries), "bytes": self._bytes,
                     "max_bytes": self.max_bytes}
+
+    def reopener(self) -> Callable[[], Store] | None:
+        return functools.partial(MemoryStore, self.max_bytes)

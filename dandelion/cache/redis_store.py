@@ -8,7 +8,8 @@ least recently used entries), or give entries a ``ttl``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+from typing import Any, Callable, Sequence
 
 from dandelion.cache.store import Store
 
@@ -35,6 +36,7 @@ class RedisStore(Store):
         self.url = url
         self.prefix = prefix
         self.ttl = ttl
+        self.timeout = timeout
         self.client = redis.Redis.from_url(url, socket_timeout=timeout,
                                            socket_connect_timeout=timeout)
 
@@ -83,3 +85,6 @@ class RedisStore(Store):
 
     def close(self) -> None:
         self.client.close()
+
+    def reopener(self) -> Callable[[], Store] | None:
+        return functools.partial(RedisStore, self.url, self.prefix, self.ttl, self.timeout)

@@ -18,11 +18,12 @@ after a pause.
 from __future__ import annotations
 
 import abc
+import functools
 import logging
 import threading
 import time
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 log = logging.getLogger("dandelion.cache")
 
@@ -68,6 +69,20 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook; most stores hold nothing
         """Release connections and files."""
+
+    def reopener(self) -> Callable[[], Store] | None:
+        """A picklable callable that opens this store again in another process (a Ray
+        node's): the same directory or server; a memory store opens as a new, empty one of
+        that process.  ``None``: this store cannot be opened elsewhere."""
+        return None
+
+
+def _stack(openers: Sequence[Callable[[], Store]]) -> Store:
+    return StackStore([open_() for open_ in openers])
+
+
+def _guard(opener: Callable[[], Store], pause: float) -> Store:
+    return GuardedStore(opener(), pause)
 
 
 class StackStore(Store):
@@ -120,6 +135,12 @@ class StackStore(Store):
     def close(self) -> None:
         for store in self.stores:
             store.close()
+
+    def reopener(self) -> Callable[[], Store] | None:
+        openers = [o for o in (s.reopener() for s in self.stores) if o is not None]
+        if len(openers) < len(self.stores):
+            return None
+        return functools.partial(_stack, tuple(openers))
 
 
 class GuardedStore(Store):
@@ -199,3 +220,7 @@ class GuardedStore(Store):
 
     def close(self) -> None:
         self.store.close()
+
+    def reopener(self) -> Callable[[], Store] | None:
+        opener = self.store.reopener()
+        return None if opener is None else functools.partial(_guard, opener, self.pause)

@@ -43,6 +43,17 @@ def why_not_cacheable(spec: FunctionSpec | None) -> str | None:
     return None if spec.cacheable else "declared cacheable=False"
 
 
+def not_cached_because(plan: Plan, index: int, spec: FunctionSpec) -> str | None:
+    """Why a backend does not cache the application at ``index`` of ``plan`` (``None``:
+    it does): the pass's verdict in the plan's hints, else the function's declaration (a
+    plan made without this pass)."""
+    hint = plan.hints.get(index, {}).get("cacheable")
+    reason = why_not_cacheable(spec)
+    if hint is not None:
+        return None if hint else (reason or "the plan says so")
+    return reason
+
+
 def cacheable(plan: Plan, context: PassContext) -> tuple[Plan, list[Decision]]:
     """Mark each application of the entry composition cacheable or not (a pure pass)."""
     hints: dict[int, dict[str, Any]] = {i: dict(h) for i, h in plan.hints.items()}

@@ -25,7 +25,7 @@ import attrs
 from dandelion.cache.run import RunCache
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
-from dandelion.planner.cacheable import why_not_cacheable
+from dandelion.planner.cacheable import not_cached_because
 from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
 from dandelion.runtime.backend import bind, initial_sets, signature
@@ -535,10 +535,7 @@ class _Run:
         """Why the instances of application ``index`` are not cached (``None``: they
         are)."""
         spec = self._signature(self.comp.applications[index].function)
-        hint = self.plan.hints.get(index, {}).get("cacheable")
-        reason = why_not_cacheable(spec)  # the pass's verdict, when a plan lacks its hint
-        if hint is not None:
-            reason = None if hint else (reason or "the plan says so")
+        reason = not_cached_because(self.plan, index, spec)
         if reason is not None and spec.name != self.apps[index].function:
             reason = f"'{spec.name}': {reason}"  # a member of a fused chain
         return reason

@@ -6,21 +6,23 @@ from __future__ import annotations
 import importlib
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 import dandelion as dd
-from dandelion.cache import MemoryStore
+from dandelion.cache import MemoryStore, RedisStore, Store
 from dandelion.runtime.events import Event, EventKind
 from tests.conftest import RUNTIMES
 from tests.io.servers import redis_fixture
 
 Loader = Callable[..., Any]
 
-#: The runtimes every cache test runs on (Ray joins when its backend caches).
-CACHED_RUNTIMES = ["local-inline", "local-process"]
+#: The runtimes every cache test runs on.  On Ray the store is a real Redis server that
+#: every node reaches (a memory store would be one per process).
+CACHED_RUNTIMES = ["local-inline", "local-process", "ray-sandbox", "ray-none"]
 
 
 @pytest.fixture
@@ -49,9 +51,22 @@ class Recorder:
     """Runs compositions on a runtime kind with a cache, recording the ``cached`` events of
     the event stream (what the cache did per application)."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], redis_url: str | None = None) -> None:
         self.options = options
+        self.redis_url = redis_url
         self.reports: list[Event] = []
+
+    @property
+    def ray(self) -> bool:
+        """Whether this runtime kind runs on the Ray cluster."""
+        return self.options.get("backend") == "ray"
+
+    def store(self) -> Store:
+        """A fresh, empty store every process of this runtime kind reaches: in memory, or
+        on Ray keys of their own in the session's Redis server."""
+        if self.redis_url is None:
+            return MemoryStore()
+        return RedisStore(self.redis_url, prefix=f"test-{uuid.uuid4().hex}:")
 
     def observe(self, event: Event) -> None:
         """Keep the ``cached`` events."""
@@ -60,7 +75,7 @@ class Recorder:
 
     def runtime(self, cache: Any = None, fuse: bool = True) -> dd.Runtime:
         """A runtime of this kind using ``cache`` (default: a fresh memory store)."""
-        return dd.Runtime(**self.options, cache=MemoryStore() if cache is None else cache,
+        return dd.Runtime(**self.options, cache=self.store() if cache is None else cache,
                           observers=[self.observe], fuse=fuse)
 
     def run(self, rt: dd.Runtime, target: Any, *args: Any, **kw: Any) -> tuple[Any, int]:
@@ -70,12 +85,16 @@ class Recorder:
         return result, sum(r.hits or 0 for r in self.reports)
 
 
-@pytest.fixture(params=CACHED_RUNTIMES)
+@pytest.fixture(params=[pytest.param(name, marks=RUNTIMES[name][2])
+                        for name in CACHED_RUNTIMES])
 def recorder(request: pytest.FixtureRequest) -> Recorder:
     """A :class:`Recorder` for each runtime kind that caches."""
     options, skip, _marks = RUNTIMES[request.param]
     if skip:
         pytest.skip(skip)
+    if options.get("backend") == "ray":
+        request.getfixturevalue("ray_cluster")
+        return Recorder(dict(options), request.getfixturevalue("redis_url"))
     return Recorder(dict(options))
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import dandelion as dd
-from dandelion.cache import MemoryStore, open_cache
+from dandelion.cache import open_cache
 
 PIPELINE = """
     import dandelion as dd
@@ -45,8 +45,7 @@ def test_a_rerun_hits_every_instance(load, recorder):
 
 
 def test_a_fresh_load_of_the_same_code_hits(load, recorder):
-    store = MemoryStore()
-    with recorder.runtime(store) as rt:
+    with recorder.runtime() as rt:
         recorder.run(rt, load(PIPELINE).incs, [1, 2])
         assert recorder.run(rt, load(PIPELINE).incs, [1, 2]) == ([2, 3], 2)
         edited = PIPELINE.replace("x + 1", "x + 2")
@@ -138,7 +137,7 @@ def test_a_raising_instance_is_not_cached_and_runs_again(load, recorder):
 
 def test_two_namespaces_never_share_an_entry(load, recorder):
     mod = load(PIPELINE)
-    store = MemoryStore()
+    store = recorder.store()
     tenant_a = open_cache(store, namespace="tenant-a")
     tenant_b = open_cache(store, namespace="tenant-b")
     with recorder.runtime(tenant_a) as rt_a, recorder.runtime(tenant_b) as rt_b:
@@ -161,6 +160,9 @@ def test_cache_false_and_refresh_per_run(load, recorder):
 
 
 def test_concurrent_identical_runs_compute_once(load, recorder):
+    if recorder.ray:
+        pytest.skip("single-flight holds within one process: on Ray, identical instances "
+                    "of units in flight at once are each computed")
     mod = load("""
         import time
         import dandelion as dd
@@ -195,16 +197,20 @@ def test_concurrent_identical_runs_compute_once(load, recorder):
 def test_the_event_stream_says_each_application_s_hits_misses_and_bytes_served(load,
                                                                                recorder):
     mod = load(PIPELINE)
-    store = MemoryStore()
-    with recorder.runtime(store) as rt:
-        recorder.run(rt, mod.incs, [1, 2])
-        first, = recorder.reports
-        stored = store.info()["bytes"]
-        recorder.run(rt, mod.incs, [1, 2, 3])
-        second, = recorder.reports
-    assert (first.hits, first.misses, first.bytes_served) == (0, 2, 0)
-    assert (second.hits, second.misses, second.bytes_served) == (2, 1, stored)
-    assert (second.function, second.application, second.instance) == ("inc", 0, -1)
+
+    def run(xs: list[int]) -> tuple[int, int, int]:
+        recorder.run(rt, mod.incs, xs)  # (on Ray, one event per unit of the application)
+        assert {(r.function, r.application, r.instance) for r in recorder.reports} == \
+            {("inc", 0, -1)}
+        return (sum(r.hits or 0 for r in recorder.reports),
+                sum(r.misses or 0 for r in recorder.reports),
+                sum(r.bytes_served or 0 for r in recorder.reports))
+
+    with recorder.runtime() as rt:
+        assert run([1, 2]) == (0, 2, 0)
+        hits, misses, served = run([1, 2, 3])
+        assert (hits, misses) == (2, 1) and served > 0
+        assert run([1, 2, 1, 2]) == (4, 0, 2 * served)
 
 
 def test_cli_stats_shows_the_cache_s_hits_per_application(load, capsys, tmp_path):

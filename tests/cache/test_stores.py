@@ -206,3 +206,22 @@ def test_a_corrupt_disk_entry_is_recomputed_in_a_run(load, tmp_path):
         assert rt.run(mod.squares, [5]) == [25]
         assert rt.run(mod.squares, [5]) == [25]
     assert [e.hits for e in events if e.kind is EventKind.CACHED] == [0, 0, 1]
+
+
+def test_a_store_reopened_in_another_process_sees_the_same_entries(tmp_path, redis_url):
+    import pickle
+
+    stack = open_cache(["memory", str(tmp_path / "disk"), redis_url]).store
+    stack.clear()
+    stack.put(KEY, b"entry")
+    opener = stack.reopener()
+    assert opener is not None
+    again = pickle.loads(pickle.dumps(opener))()  # as a Ray node unpickles it
+    kinds = [s.kind for s in again.stores]
+    assert kinds == ["memory", "disk", "redis"] and again.get(KEY) == b"entry"
+    assert again.stores[0].get(KEY) == b"entry"  # copied into the new memory store
+    memory = MemoryStore(max_bytes=99)
+    memory.put(KEY, b"entry")
+    fresh = memory.reopener()()
+    assert fresh.get(KEY) is None and fresh.max_bytes == 99  # a memory store of its own
+    stack.clear()

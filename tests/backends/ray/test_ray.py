@@ -138,7 +138,7 @@ def sleepy(xs: list[int]) -> list[int]:
 
 @pytest.fixture(scope="module", params=["sandbox", "none"])
 def rt(request: pytest.FixtureRequest, ray_cluster: Any) -> Iterator[dd.Runtime]:
-    with dd.Runtime(backend="ray", isolation=request.param) as runtime:
+    with dd.Runtime(backend="ray", cache=False, isolation=request.param) as runtime:
         yield runtime
 
 
@@ -196,7 +196,7 @@ def test_the_runtime_keeps_working_after_a_failure(rt: dd.Runtime) -> None:
 
 @pytest.mark.parametrize("isolation", ["sandbox", "none"])
 def test_a_function_past_its_timeout_fails_the_run(ray_cluster: Any, isolation: str) -> None:
-    with dd.Runtime(backend="ray", isolation=isolation, timeout=0.5) as rt:
+    with dd.Runtime(backend="ray", cache=False, isolation=isolation, timeout=0.5) as rt:
         start = time.monotonic()
         with pytest.raises(FunctionTimeout) as err:
             rt.run(sleepy, [1])
@@ -207,9 +207,9 @@ def test_a_function_past_its_timeout_fails_the_run(ray_cluster: Any, isolation: 
 
 def test_plain_tasks_fit_beside_the_node_workers_of_another_runtime(ray_cluster: Any) -> None:
     # every node of the session cluster has 1 CPU: a node worker must not take any of it
-    with dd.Runtime(backend="ray", isolation="sandbox") as sandboxed:
+    with dd.Runtime(backend="ray", cache=False, isolation="sandbox") as sandboxed:
         assert sandboxed.run(pipeline, [1]) == 3
-        with dd.Runtime(backend="ray", isolation="none") as plain:
+        with dd.Runtime(backend="ray", cache=False, isolation="none") as plain:
             assert plain.submit(pipeline, list(range(6))).result(timeout=60) == 27
 
 
@@ -224,7 +224,7 @@ def test_a_fan_out_spreads_across_all_nodes(rt: dd.Runtime) -> None:
 
 
 def test_a_node_hint_by_label_places_the_application_there(ray_cluster: Any) -> None:
-    with dd.Runtime(backend="ray", passes=hinted({0: {"node": "n2"}})) as rt:
+    with dd.Runtime(backend="ray", cache=False, passes=hinted({0: {"node": "n2"}})) as rt:
         result, placements = run_placed(rt, pipeline, list(range(12)))
         assert result == sum(range(12)) + 24
         n2 = next(n.id for n in rt.backend.nodes() if n.label == "n2")
@@ -233,7 +233,7 @@ def test_a_node_hint_by_label_places_the_application_there(ray_cluster: Any) -> 
 
 
 def test_a_pack_hint_keeps_all_instances_on_one_node(ray_cluster: Any) -> None:
-    with dd.Runtime(backend="ray", passes=hinted({1: {"placement": "pack"}})) as rt:
+    with dd.Runtime(backend="ray", cache=False, passes=hinted({1: {"placement": "pack"}})) as rt:
         _, placements = run_placed(rt, pipeline, list(range(12)))
         assert len(set(placements[1])) == 1
 
@@ -242,7 +242,7 @@ def test_a_pack_hint_keeps_all_instances_on_one_node(ray_cluster: Any) -> None:
                                           ({"placement": "sideways"}, "unknown placement")])
 def test_a_bad_hint_is_a_clear_error(ray_cluster: Any, hint: dict[str, str], message: str
                                      ) -> None:
-    with dd.Runtime(backend="ray", passes=hinted({0: hint})) as rt:
+    with dd.Runtime(backend="ray", cache=False, passes=hinted({0: hint})) as rt:
         with pytest.raises(BackendError, match=message) as err:
             rt.run(pipeline, [1])
         assert "application 0" in str(err.value) and "inc" in str(err.value)
@@ -384,7 +384,7 @@ def test_the_log_count_example_runs_with_system_HTTPGet(ray_cluster: Any) -> Non
         where = " ".join(f"127.0.0.1:{s.server_address[1]}" for s in servers)
         expected = sum(body.count(b"ERROR") for body in logs)
         for isolation in ("sandbox", "none"):
-            with dd.Runtime(backend="ray", isolation=isolation) as rt:
+            with dd.Runtime(backend="ray", cache=False, isolation=isolation) as rt:
                 assert rt.run(logCount, "ERROR", where) == expected
         assert all(s.hits == 2 for s in servers)
     finally:
@@ -451,7 +451,8 @@ def test_io_functions_run_on_the_nodes_io_engine(ray_cluster: Any, tmp_path: Pat
         expected = local.run(program, paths)
     assert expected == 1060
     for isolation in ("sandbox", "none"):
-        with dd.Runtime(backend="ray", isolation=isolation, io_engine=FileEngine) as rt:
+        with dd.Runtime(backend="ray", cache=False, isolation=isolation,
+                        io_engine=FileEngine) as rt:
             assert rt.run(program, paths) == expected
             with pytest.raises(FunctionError, match="read_file") as err:
                 rt.run(program, [*paths, str(tmp_path / "missing")])
@@ -459,7 +460,7 @@ def test_io_functions_run_on_the_nodes_io_engine(ray_cluster: Any, tmp_path: Pat
 
 
 def test_io_functions_no_io_engine_runs_are_refused(ray_cluster: Any) -> None:
-    with dd.Runtime(backend="ray") as rt:  # no engine of the nodes runs 'file' I/O
+    with dd.Runtime(backend="ray", cache=False) as rt:  # no engine of the nodes runs 'file' I/O
         with pytest.raises(BackendError, match="read_file"):
             rt.run(with_io_function(file_sizes, "read_file"), ["x"])
 
@@ -499,12 +500,12 @@ def test_dandelion_run_backend_ray_uses_the_cluster_in_ray_address(ray_cluster: 
 
 def test_an_unknown_isolation_is_refused(ray_cluster: Any) -> None:
     with pytest.raises(BackendError, match="unknown isolation"):
-        dd.Runtime(backend="ray", isolation="partial")
+        dd.Runtime(backend="ray", cache=False, isolation="partial")
 
 
 def test_an_engine_without_isolation_is_refused(ray_cluster: Any) -> None:
     with pytest.raises(BackendError, match="plain Ray tasks"):
-        dd.Runtime(backend="ray", isolation="none", engine="inline2")
+        dd.Runtime(backend="ray", cache=False, isolation="none", engine="inline2")
 
 
 def test_an_unknown_engine_is_refused(ray_cluster: Any) -> None:

@@ -137,7 +137,7 @@ def test_a_node_lost_mid_fan_out_costs_time_not_the_result(ray_cluster: Any, iso
     # units again on the other nodes (with the default 3 this failed only on a loaded
     # machine).  Plain tasks keep the default: Ray reschedules them on other nodes itself.
     retries = 1 if isolation == "sandbox" else 3
-    with dd.Runtime(backend="ray", isolation=isolation, retries=retries) as rt:
+    with dd.Runtime(backend="ray", cache=False, isolation=isolation, retries=retries) as rt:
         assert rt.run(fan_out, xs[:8]) == 56  # warm: a worker (and its zygote) on each node
         worker_pid = None
         if isolation == "sandbox":
@@ -163,7 +163,7 @@ def test_a_node_lost_mid_fan_out_costs_time_not_the_result(ray_cluster: Any, iso
 def test_units_hinted_to_a_lost_node_run_on_the_others(ray_cluster: Any, isolation: str
                                                        ) -> None:
     victim = _victim(ray_cluster, f"victim-{isolation}")
-    with dd.Runtime(backend="ray", isolation=isolation,
+    with dd.Runtime(backend="ray", cache=False, isolation=isolation,
                     passes=on_node(f"victim-{isolation}")) as rt:
         rt.run(slow_pipeline, [0])  # a warm worker on the victim: the kill hits running work
         killed: list[float] = []
@@ -183,7 +183,7 @@ def test_units_hinted_to_a_lost_node_run_on_the_others(ray_cluster: Any, isolati
 def test_exhausted_retries_fail_cleanly_naming_the_function(ray_cluster: Any, isolation: str
                                                             ) -> None:
     victim = _victim(ray_cluster, f"doomed-{isolation}")
-    with dd.Runtime(backend="ray", isolation=isolation, retries=0,
+    with dd.Runtime(backend="ray", cache=False, isolation=isolation, retries=0,
                     passes=on_node(f"doomed-{isolation}")) as rt:
         rt.run(fan_out, [0])  # a warm worker on the doomed node
         timer = _kill_later(ray_cluster, victim, 1.0, [])
@@ -198,7 +198,7 @@ def test_exhausted_retries_fail_cleanly_naming_the_function(ray_cluster: Any, is
         assert ("compute function 'lazy_inc'" in message
                 or "compute function 'total'" in message), message
         assert "could not finish on the Ray cluster and was not retried" in message
-    with dd.Runtime(backend="ray", isolation=isolation) as rt:
+    with dd.Runtime(backend="ray", cache=False, isolation=isolation) as rt:
         assert rt.run(fan_out, [1]) == 2
 
 
@@ -208,7 +208,7 @@ def test_a_function_that_raises_runs_once_and_fails_the_run(ray_cluster: Any, tm
                                                              engine: str | None) -> None:
     # the inline engine: the function leaves its marker from the node worker's process
     markers = [str(tmp_path / f"m-{i}") for i in range(8)]
-    with dd.Runtime(backend="ray", isolation=isolation, engine=engine) as rt:
+    with dd.Runtime(backend="ray", cache=False, isolation=isolation, engine=engine) as rt:
         with pytest.raises(FunctionError) as err:
             rt.run(counted_sum, markers)
     assert err.value.function == "counted"
@@ -235,7 +235,7 @@ def total(xs: list[int]) -> int:
 def boom(xs: list[int]) -> int:
     return total(explode(dd.each(xs)))
 
-with dd.Runtime(backend="ray", isolation=sys.argv[1]) as rt:
+with dd.Runtime(backend="ray", cache=False, isolation=sys.argv[1]) as rt:
     for _ in range(2):
         try:
             rt.run(boom, list(range(12)))
