@@ -96,6 +96,8 @@ def test_early_cutoff_recomputes_only_the_stage_whose_input_changed(load, record
         # after it hit
         assert recorder.run(rt, mod.pipeline, 3) == ("odd", 2)
         assert [r.hits for r in recorder.reports] == [0, 1, 1]
+    if recorder.ray:
+        return  # the Ray backend runs a chain's applications as units of their own
     with recorder.runtime() as rt:  # fused: one key for the chain, of its inputs
         assert recorder.run(rt, mod.pipeline, 1) == ("odd", 0)
         assert recorder.run(rt, mod.pipeline, 3) == ("odd", 0)
