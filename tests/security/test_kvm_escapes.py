@@ -39,6 +39,8 @@ SOURCES = {
     "port_out": _asm('__asm__ volatile ("outb %%al, %%dx" :: "a"(65), "d"(0x3f8)); return 0;'),
     "port_in": _asm('unsigned char v; __asm__ volatile ("inb %%dx, %%al" : "=a"(v) : '
                     '"d"(0x60)); return v;'),
+    "port_out16": _asm('__asm__ volatile ("outw %%ax, %%dx" :: "a"(65), "d"(0x3f8)); return 0;'),
+    "cli": _asm('__asm__ volatile ("cli"); for (;;) {} return 0;'),
     "read_outside": _asm("return *(volatile int *)0xfffffff0u;"),
     "write_outside": _asm("*(volatile int *)0x7ffffff0u = 1; return 0;"),
     "segfault": _asm("*(volatile int *)0xdeadbeef000 = 1; return 0;"),
@@ -162,6 +164,8 @@ def _still_serving(rt: dd.Runtime, elves: dict[str, Path]) -> None:
     ("halt", SandboxViolation, "attempted hlt"),
     ("port_out", SandboxViolation, "attempted port I/O"),
     ("port_in", SandboxViolation, "attempted port I/O"),
+    ("port_out16", SandboxViolation, "attempted port I/O"),
+    ("cli", SandboxViolation, "attempted cli"),
     ("read_outside", SandboxViolation, "read outside its memory (page fault at 0xfffffff0"),
     ("write_outside", SandboxViolation, "wrote outside its memory (page fault at 0x7ffffff0"),
     ("segfault", SandboxViolation, "wrote outside its memory (page fault at 0xdeadbeef000"),

@@ -53,8 +53,8 @@ _VECTORS = {0: "divided by zero (#DE)", 1: "hit a debug trap (#DB)", 3: "hit a b
             18: "raised a machine check (#MC)", 19: "raised a SIMD floating-point error (#XM)"}
 #: instructions a function may try in order to leave its sandbox, by their first bytes
 _INSTRUCTIONS = {b"\x0f\x05": "a system call (syscall)", b"\x0f\x34": "a system call (sysenter)",
-                 b"\xcd\x80": "a system call (int 0x80)", b"\xf4": "hlt",
-                 b"\x0f\x01\xc1": "vmcall", b"\x0f\x01\xd9": "vmmcall"}
+                 b"\xcd\x80": "a system call (int 0x80)", b"\xf4": "hlt", b"\xfa": "cli",
+                 b"\xfb": "sti", b"\x0f\x01\xc1": "vmcall", b"\x0f\x01\xd9": "vmmcall"}
 _PORT_IO = {0xE4, 0xE5, 0xE6, 0xE7, 0xEC, 0xED, 0xEE, 0xEF, 0x6C, 0x6D, 0x6E, 0x6F}
 _HINT_SYSCALL = ("a native function runs without a system interface: no system calls, "
                  "interrupts or I/O ports; it computes on its context and returns")
@@ -266,7 +266,7 @@ class KvmEngine(EngineBase):
                                     f"({'syscall' if vector == 32 else 'sysenter'}){where}, "
                                     "which a sandboxed function cannot do", function=name,
                                     hint=_HINT_SYSCALL)
-        insn = vm.read(rip, 3)
+        insn = vm.read(rip, 8).lstrip(b"\x66\xf2\xf3")  # operand-size and rep prefixes
         tried = next((t for b, t in _INSTRUCTIONS.items() if insn.startswith(b)), None)
         if tried is None and insn[:1] and insn[0] in _PORT_IO and vector == 13:
             tried = "port I/O"

@@ -189,7 +189,7 @@ static void build_system(Vm *v) {
     uint8_t *tss = m + TSS_ADDR;
     memset(tss, 0, 104);
     *(uint64_t *)(tss + 4) = KSTACK_TOP;  /* rsp0 */
-    *(uint16_t *)(tss + 102) = 104;       /* no I/O bitmap: IOPL decides */
+    *(uint16_t *)(tss + 102) = 104;       /* no I/O bitmap: port I/O at CPL3 is #GP */
     /* IDT: vectors 0-31 to the stubs, kernel code, DPL0 (an `int n` from CPL3 is #GP) */
     uint64_t *idt = (uint64_t *)(m + IDT_ADDR);
     memset(idt, 0, 4096);
@@ -541,7 +541,7 @@ static PyObject *vm_run(Vm *v, PyObject *args) {
     regs.rip = entry;
     regs.rsp = v->stack_top - 8;
     regs.rdi = v->ctx_base;
-    regs.rflags = 0x3002;  /* IOPL 3: port I/O exits to the host, which checks the port */
+    regs.rflags = 0x2;  /* IOPL 0: port I/O, cli and sti are #GP at CPL3 */
     *(uint64_t *)(v->user + (regs.rsp - USER_BASE)) = EXIT_STUB;
     int outcome = OTHER;
     unsigned long long a = 0, b = 0, c = 0, d = 0;
