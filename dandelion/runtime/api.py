@@ -100,7 +100,7 @@ class Runtime:
             ... def incs(xs: list[int]) -> list[int]:
             ...     return inc(dd.each(xs))
             >>> events = []
-            >>> with dd.Runtime(engine="inline", workers=1) as rt:
+            >>> with dd.Runtime(engine="inline", workers=1, cache=False) as rt:
             ...     stop = rt.subscribe(events.append)
             ...     rt.run(incs, [1, 2])
             ...     stop()
