@@ -25,17 +25,18 @@ import time
 import uuid
 from typing import Any, Mapping
 
+import attrs
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from dandelion.backends.ray import caching, graph, locality, worker
 from dandelion.backends.ray.place import NODE_LABEL, Node, Placement
 from dandelion.cache.cache import Cache
-from dandelion.errors import BackendError
+from dandelion.errors import BackendError, FunctionError
 from dandelion.planner.plan import Plan
 from dandelion.runtime.backend import Backend as BackendBase
 from dandelion.runtime.backend import ComputeOptions
-from dandelion.runtime.events import Observer
+from dandelion.runtime.events import Event, EventKind, Observer
 from dandelion.runtime.sharding import Items
 
 #: Units per sharded application, per CPU of the cluster.
@@ -273,13 +274,26 @@ class RayBackend(BackendBase):
                               self.io_config)
         io_kinds = frozenset(self.io_factory.kinds) if self.io_factory is not None else None
         calls = graph.prepare_calls(plan.module, artifacts, self.engine_kinds,
-                                    self.engine_name, io_kinds, self.timeouts)
+                                    self.engine_name, io_kinds, self.timeouts, plan)
         settings = graph.Settings(self.isolation, placement,
                                   self.batches or BATCHES_PER_CPU * cpus, self.retries,
                                   self.io_factory, self._io_key, self.engine_name,
                                   observe is not None,
                                   cache=caching.node_cache(cache) if cache is not None else None)
-        outputs: dict[str, Items] = graph.run_graph(settings, plan, calls, inputs, observe)
+        units = [box.unit for box in calls.values() if box.unit is not None]
+        if observe is not None and units:
+            observe = member_events(observe, calls)
+        try:
+            outputs: dict[str, Items] = graph.run_graph(settings, plan, calls, inputs,
+                                                        observe)
+        except FunctionError as e:
+            # A fused chain failed: which member?  Functions are pure, so the run is
+            # repeated with every member apart, whose error names it (a composition that
+            # does I/O is not repeated: its error names the chain).
+            names = [f"'{u.spec.name}'" for u in units]
+            if not any(name in str(e) for name in names) or not graph.pure(plan.module):
+                raise
+            outputs = graph.run_graph(settings, unfused(plan), calls, inputs, observe)
         return outputs
 
     def start(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
@@ -299,6 +313,40 @@ class RayBackend(BackendBase):
         self._actors.clear()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
+
+
+def unfused(plan: Plan) -> Plan:
+    """``plan`` with no fused chain, its sub-plans' neither."""
+    return attrs.evolve(plan, chains=(),
+                        subplans={k: unfused(v) for k, v in plan.subplans.items()})
+
+
+def member_events(observe: Observer, calls: Mapping[str, graph.CallBox]) -> Observer:
+    """``observe`` told of each member's instance where a fused chain's unit reports one
+    (:func:`dandelion.runtime.fused.member_watch` does the same for the local backend)."""
+    chains = {}
+    for key, box in calls.items():
+        if box.unit is not None:
+            composition, _, head = key.rpartition("#")
+            chains[(composition, int(head))] = box.unit
+
+    def tell(event: Event) -> None:
+        unit = chains.get((event.composition, event.application))
+        if unit is None or event.function != unit.spec.name or \
+                event.kind is EventKind.CACHED:
+            observe(event)
+            return
+        last = len(unit.chain) - 1
+        each = None if event.function_seconds is None else \
+            event.function_seconds / len(unit.chain)
+        for m, (i, spec) in enumerate(zip(unit.chain, unit.specs)):
+            observe(attrs.evolve(event, application=i, function=spec.name,
+                                 bytes_in=event.bytes_in if m == 0 else 0,
+                                 bytes_out=event.bytes_out if m == last or
+                                 event.bytes_out is None else 0,
+                                 function_seconds=each))
+
+    return tell
 
 
 def _stop(actor: Any) -> None:

@@ -37,7 +37,9 @@ from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
 from dandelion.runtime.backend import bind, initial_sets, signature
 from dandelion.runtime.dispatcher import choose_call, instance_error, user_cause
+from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.events import Event, Observer
+from dandelion.runtime.fused import fused_unit
 from dandelion.runtime.sharding import Input, Items, instances
 
 #: A set the driver holds (direct inputs, empty sets) or the parts of a remote one.
@@ -93,10 +95,15 @@ class Settings:
 
 @attrs.frozen
 class CallBox:
-    """A function call put in the object store once per run; workers cache it by key."""
+    """A function call put in the object store once per run; workers cache it by key.
+
+    ``unit``: for the call of a fused chain (:mod:`dandelion.runtime.fused`), the unit
+    (its application and declaration) that runs in the chain's place.
+    """
 
     key: str
     box: tuple[Any, ...]
+    unit: Any = None
 
 
 def _installed(path: str) -> bool:
@@ -129,34 +136,67 @@ def ship_code(obj: Any) -> None:
         ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call,unused-ignore]
 
 
-def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: frozenset[str],
-                  engine_name: str, io_kinds: frozenset[str] | None,
-                  timeouts: Mapping[str, float]) -> dict[str, CallBox]:
-    """One :class:`CallBox` per function the module's compositions apply.
-
-    The implementation is chosen as the local dispatcher chooses it, with the same errors
-    for missing code or an engine that runs none of the implementations.
-    """
+def _box(name: str, call: FunctionCall, unit: Any = None) -> CallBox:
     import ray
     import ray.cloudpickle
 
+    # Workers cache calls by this key, so it must name the content: a code digest covers
+    # only the source, and two closures of one factory share it but not their values.
+    # The call is pickled once, by the pickler that ships it (its by-value modules
+    # included), and the key is that pickle's digest.
+    data = ray.cloudpickle.dumps(call)  # type: ignore[no-untyped-call,unused-ignore]
+    key = f"{name}:{hashlib.sha256(data).hexdigest()}"
+    return CallBox(key, (ray.put(data),), unit)
+
+
+def unit_key(plan: Plan, head: int) -> str:
+    """Under which name the call of the fused chain starting at application ``head`` of
+    ``plan``'s entry is boxed."""
+    return f"{plan.entry}#{head}"
+
+
+def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: frozenset[str],
+                  engine_name: str, io_kinds: frozenset[str] | None,
+                  timeouts: Mapping[str, float], plan: Plan | None = None
+                  ) -> dict[str, CallBox]:
+    """One :class:`CallBox` per function the module's compositions apply, and one per fused
+    chain of ``plan`` and its sub-plans (under :func:`unit_key`).
+
+    The implementation is chosen as the local dispatcher chooses it, with the same errors
+    for missing code or an engine that runs none of the implementations.  A chain runs
+    fused only where the local dispatcher fuses it: every member's chosen implementation
+    is Python, and either every member has a time limit (the chain's is their sum) or none.
+    """
     names = {a.function for c in module.compositions for a in c.applications}
     boxes = {}
+    calls = {}
     for name in sorted(names):
         spec = module.function(name)
         if spec is None:
             continue
         timeout = timeouts.get(name, timeouts.get("*"))
         # the local backend's choice and errors
-        call = choose_call(spec, engine_kinds, engine_name, artifacts, timeout, io_kinds)
+        call = calls[name] = choose_call(spec, engine_kinds, engine_name, artifacts, timeout,
+                                         io_kinds)
         ship_code(call.artifact)
-        # Workers cache calls by this key, so it must name the content: a code digest covers
-        # only the source, and two closures of one factory share it but not their values.
-        # The call is pickled once, by the pickler that ships it (its by-value modules
-        # included), and the key is that pickle's digest.
-        data = ray.cloudpickle.dumps(call)  # type: ignore[no-untyped-call,unused-ignore]
-        key = f"{name}:{hashlib.sha256(data).hexdigest()}"
-        boxes[name] = CallBox(key, (ray.put(data),))
+        boxes[name] = _box(name, call)
+    todo = [plan] if plan is not None else []
+    while todo:
+        p = todo.pop()
+        todo += p.subplans.values()
+        for chain in p.chains:
+            members = [calls.get(p.composition.applications[i].function) for i in chain]
+            if any(c is None or c.implementation.kind != "python" for c in members):
+                continue
+            limits = [c.timeout for c in members if c is not None]
+            if any(limits) and not all(limits):
+                continue
+            unit = fused_unit(p, chain, [c.artifact for c in members if c is not None],
+                              [c.implementation for c in members if c is not None])
+            timeout = sum(t for t in limits if t) if all(limits) else None
+            call = FunctionCall(unit.spec, unit.spec.implementations[0], unit.artifact,
+                                timeout)
+            boxes[unit_key(p, chain[0])] = _box(unit.spec.name, call, unit)
     return boxes
 
 
@@ -192,7 +232,14 @@ class _Builder:
         self._puts: dict[str, Any] = {}
         #: units that did not follow their input's part, its node having its share
         self.spilled = 0
+        #: application index -> the key of its call, where it is not its function's name
+        #: (a fused chain's unit, at its head)
+        self.keys: dict[int, str] = {}
         _remote_task()
+
+    def key(self, index: int, spec: FunctionSpec) -> str:
+        """The key of the call that runs application ``index``."""
+        return self.keys.get(index, spec.name)
 
     # -- data ---------------------------------------------------------------------------
     def parts(self, name: str, value: SetValue) -> list[Any]:
@@ -221,7 +268,7 @@ class _Builder:
               data: Sequence[Any], retries: int) -> list[Any]:
         settings = self.settings
         n = unit.n_results + 1
-        box = list(self.calls[spec.name].box)
+        box = list(self.calls[self.key(index, spec)].box)
         if settings.observe:
             engine = "io" if spec.kind is FunctionKind.IO else settings.engine
             unit = attrs.evolve(unit, observe=(self.plan.entry, index, engine))
@@ -291,8 +338,8 @@ class _Builder:
             return self._batches(index, app, spec, [(b, len(insts)) for b in batches], hint)
         params, data = self._data(bound)
         if whole and not nested:
-            unit = worker.UnitSpec(self.calls[spec.name].key, spec.name, spec.kind.value,
-                                   n_results, params=params, join=app.join)
+            unit = worker.UnitSpec(self.calls[self.key(index, spec)].key, spec.name,
+                                   spec.kind.value, n_results, params=params, join=app.join)
             homes = [v.home for _, v, _, _ in bound if isinstance(v, RemoteSet)]
             route = self.settings.placement.single(hint, homes, where=_where(index, spec))
             outs = self._unit(index, spec, unit, route, data, self._retries(index, spec))
@@ -360,8 +407,8 @@ class _Builder:
             if nested:
                 outs = self._nested(index, app, spec, batch, total, route)
             else:
-                unit = worker.UnitSpec(self.calls[spec.name].key, spec.name, spec.kind.value,
-                                       len(spec.results), batch=True)
+                unit = worker.UnitSpec(self.calls[self.key(index, spec)].key, spec.name,
+                                       spec.kind.value, len(spec.results), batch=True)
                 outs = self._unit(index, spec, unit, route, (batch, total),
                                   self._retries(index, spec))
             for i, ref in enumerate(outs):
@@ -375,7 +422,7 @@ class _Builder:
                 total: Any, route: Route) -> list[Any]:
         sub_plan = self.plan.subplan(app.function)
         n = len(spec.results) + 1
-        retries = self.settings.retries if _pure(sub_plan.module) else 0
+        retries = self.settings.retries if pure(sub_plan.module) else 0
         settings, calls = self.settings, dict(self.calls)
 
         def nest(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
@@ -398,7 +445,8 @@ def _where(index: int, spec: FunctionSpec) -> str:
     return f"application {index} ({spec.kind} function '{spec.name}')"
 
 
-def _pure(module: Module) -> bool:
+def pure(module: Module) -> bool:
+    """Whether every function of ``module`` is a compute function (safe to run again)."""
     return all(f.kind is FunctionKind.COMPUTE for f in module.functions)
 
 
@@ -409,12 +457,21 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
     sets: dict[str, SetValue] = dict(initial_sets(comp, inputs))
     builder = _Builder(settings, plan, calls)
     waiting = list(enumerate(comp.applications))
+    units: dict[int, Any] = {}  # head -> the unit of a fused chain, run in its place
+    for chain in plan.chains:
+        box = calls.get(unit_key(plan, chain[0]))
+        if box is not None and box.unit is not None:
+            units[chain[0]] = box.unit
+            builder.keys[chain[0]] = unit_key(plan, chain[0])
+            waiting = [(i, box.unit.app if i == chain[0] else a) for i, a in waiting
+                       if i not in chain[1:]]
     while waiting:
         progress = []
         for index, app in waiting:
             if any(a.source not in sets for a in app.arguments):
                 continue
-            spec = signature(plan.module, app.function)
+            spec = units[index].spec if index in units else signature(plan.module,
+                                                                        app.function)
             results = builder.submit(index, app, spec, sets)
             by_result = dict(zip((r.name for r in spec.results), results))
             for out in app.outputs:

@@ -544,3 +544,30 @@ def test_a_node_is_named_by_id_prefix_label_or_resource() -> None:
     assert all(node.matches(name) for name in ("0123456789abcdef", "012345", "edge",
                                                 "storage"))
     assert not node.matches("0123") and not node.matches("core")
+
+
+# -- fused chains (dandelion.planner.fuse) ------------------------------------------------
+
+def test_a_fused_chain_is_one_unit_in_one_sandbox_on_ray(ray_cluster: Any) -> None:
+    from tests.runtime import fusedfuncs as fz
+
+    for fuse in (True, False):
+        events: list[dd.Event] = []
+        with dd.Runtime(backend="ray", isolation="sandbox", fuse=fuse,
+                        observers=[events.append]) as rt:
+            out = rt.run(fz.noted, [1, 2, 3])
+        # 'seen' counts the notes its sandbox made (more than one: chains batched together)
+        assert [x % 1000 for x in out] == [1, 2, 3]
+        assert all(x >= 1000 for x in out) if fuse else out == [1, 2, 3]
+        finished = sorted((e.application, e.function, e.instance) for e in events
+                          if str(e.kind) == "finished")
+        assert finished == [(0, "note", i) for i in range(3)] + \
+            [(1, "seen", i) for i in range(3)]  # each member reported, fused or not
+
+
+def test_a_failure_in_a_fused_chain_on_ray_names_the_member(rt: dd.Runtime) -> None:
+    from tests.conformance import funcs as f
+
+    with pytest.raises(FunctionError) as err:
+        rt.run(f.failing_chain, [dd.Item(0), dd.Item(2), dd.Item(5)])
+    assert (err.value.function, err.value.instance) == ("fail_on_three", 1)
