@@ -388,8 +388,9 @@ class _Builder:
                 parts = [part] if value is followed else self.parts(name, value)
                 params.append((name, mode, optional, len(parts)))
                 data += parts
-            unit = worker.UnitSpec(self.calls[spec.name].key, spec.name, spec.kind.value,
-                                   len(spec.results), params=tuple(params), join=app.join)
+            unit = worker.UnitSpec(self.calls[self.key(index, spec)].key, spec.name,
+                                   spec.kind.value, len(spec.results), params=tuple(params),
+                                   join=app.join)
             outs = self._unit(index, spec, unit, route, data, self._retries(index, spec))
             for i, ref in enumerate(outs):
                 per_result[i].append(ref)
