@@ -33,6 +33,7 @@ from dandelion.backends.ray.place import Placement, Route
 from dandelion.backends.ray.recovery import Call, Recovery, leave, settle
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
+from dandelion.planner.cacheable import not_cached_because
 from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
 from dandelion.runtime.backend import bind, initial_sets, signature
@@ -273,8 +274,15 @@ class _Builder:
             engine = "io" if spec.kind is FunctionKind.IO else settings.engine
             unit = attrs.evolve(unit, observe=(self.plan.entry, index, engine))
         if settings.cache is not None:
-            unit = attrs.evolve(unit, cache=caching.for_unit(settings.cache, self.plan, index,
-                                                             spec))
+            fused = self.calls[self.key(index, spec)].unit
+            if fused is None:
+                cache = caching.for_unit(settings.cache, self.plan, index, spec)
+            else:  # a fused chain: cached as one, if every member may be
+                reasons = [not_cached_because(self.plan, i, s)
+                           for i, s in zip(fused.chain, fused.specs)]
+                cache = caching.UnitCache(settings.cache, fused.app,
+                                          next((r for r in reasons if r), None))
+            unit = attrs.evolve(unit, cache=cache)
         io = (settings.io_key, settings.io_factory) if settings.io_factory else None
 
         def send(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
