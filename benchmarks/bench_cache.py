@@ -16,7 +16,11 @@ repetitions):
    output recomputes only stage 1;
 5. the server (its service, without HTTP; ``inline``, memory store): a repeated
    invocation of a 16-way composition served by the whole-composition fast path
-   (``--result-cache``), by per-instance hits alone, and computed without a cache.
+   (``--result-cache``), by per-instance hits alone, and computed without a cache;
+6. the cache's own work per instance when all miss, on one thread (the fastest of
+   ``--repeat`` rounds over the fan-out's 10,000 instances, memory store): keys and lookups,
+   joining the flights, keeping the outputs, landing the flights.  A profile of part 2's
+   overhead that other processes on a loaded machine disturb less.
 
     python benchmarks/bench_cache.py [--repeat 15] [--fanout 10000] [--only N]
 """
@@ -165,11 +169,52 @@ def server(repeat: int) -> dict[str, float]:
     return out
 
 
+def cache_parts(n: int, repeat: int) -> dict[str, float]:
+    """CPU seconds per instance of each step of the cache's work on an all-miss run of the
+    fan-out's application (the fastest of ``repeat`` rounds)."""
+    from dandelion.cache import open_cache
+    from dandelion.cache.run import RunCache
+    from dandelion.items import Item
+    from dandelion.program import as_program
+    from dandelion.runtime.backend import bind, initial_sets, signature
+    from dandelion.runtime.sharding import Input, instances
+
+    with dd.Runtime(engine="inline", workers=1, cache=False) as rt:
+        plan = rt.plan(fan_out)
+        app = plan.composition.applications[0]
+        spec = signature(plan.module, app.function)
+        call = rt.backend.dispatcher(as_program(fan_out).artifacts).call_for(spec)
+    cache = open_cache(MemoryStore())
+    assert cache is not None
+    cpu = time.process_time
+    rounds: list[list[float]] = []
+    for r in range(repeat + 3):
+        sets = initial_sets(plan.composition, {"xs": tuple(
+            Item(x, key=i) for i, x in enumerate(range(r * n, (r + 1) * n)))})
+        insts = instances([Input(*b) for b in bind(app, spec, sets)], app.join, 2)
+        outputs = [((Item(i.inputs[0][0].value, key=i.inputs[0][0].key),),) for i in insts]
+        t0 = cpu()
+        run = RunCache(cache)
+        found = run.lookup(app, spec, call, insts)
+        t1 = cpu()
+        flights = list(found.keys)
+        cache.flights.join_many(flights, lambda i: lambda entry: None)
+        t2 = cpu()
+        entries = run.store(list(zip(found.keys, outputs)))  # type: ignore[arg-type]
+        t3 = cpu()
+        cache.flights.land_many(list(zip(flights, entries)))
+        t4 = cpu()
+        rounds.append([(t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n, (t4 - t3) / n])
+    best = min(rounds[3:], key=sum)
+    return dict(zip(("keys and lookups", "join flights", "keep outputs", "land flights"),
+                    best))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--fanout", type=int, default=10000)
-    ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5),
+    ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6),
                     help="only this part (1 and the matrix half of 2 go together, as do "
                          "the fan-out half of 2 and 3)")
     args = ap.parse_args()
@@ -191,6 +236,13 @@ def main() -> None:
             print(f"   {name:22} {t * 1e3:9.3f} ms")
         print(f"   the fast path pays: {sv['instances only'] / sv['fast path']:.1f}x faster "
               "than per-instance hits alone")
+    if args.only in (None, 6):
+        parts = cache_parts(args.fanout, args.repeat)
+        print(f"\n6. the cache's own work per instance, all miss, one thread, {args.fanout} "
+              "instances (CPU µs, the fastest round)")
+        for name, t in parts.items():
+            print(f"   {name:22} {t * 1e6:9.3f} µs")
+        print(f"   {'total':22} {sum(parts.values()) * 1e6:9.3f} µs")
 
 
 def matrix_part(args: argparse.Namespace) -> None:

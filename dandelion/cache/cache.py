@@ -68,19 +68,20 @@ class Cache:
         return self if refresh == self.refresh else attrs.evolve(self, refresh=refresh)
 
     def storage_key(self, key: bytes) -> str:
-        """Where the entry of ``key`` is kept in the store."""
+        """Where the entry of ``key`` is kept in the store; also its flight's key
+        (namespaces never wait for each other)."""
         return f"{self.namespace}/{key.hex()}"
 
-    def flight_key(self, key: bytes) -> bytes:
-        """The key of ``key`` among the flights (namespaces never wait for each other)."""
-        return self.namespace.encode() + b"/" + key
+    def get_stored(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The entries under storage ``keys`` (all ``None`` when refreshing)."""
+        if self.refresh:
+            return [None] * len(keys)
+        return self.store.get_many(keys)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """The entries of ``keys`` (all ``None`` when refreshing)."""
-        if self.refresh:
-            return [None] * len(keys)
         ns = self.namespace + "/"
-        return self.store.get_many([ns + k.hex() for k in keys])
+        return self.get_stored([ns + k.hex() for k in keys])
 
     def put(self, key: bytes, entry: bytes) -> None:
         """Keep ``entry`` under ``key``."""

@@ -31,6 +31,7 @@ _UNPACK_INT = struct.Struct("<q").unpack_from
 _UNPACK_FLOAT = struct.Struct("<d").unpack_from
 _SMALL = [struct.pack("<Q", n) for n in range(INLINE_LIMIT + 1)]
 _ONE_INT = struct.Struct("<6sIIQBqIq")  # MAGIC, 1 result, 1 item, its size, an int record
+_ONE_HEAD = struct.pack("<IIQ", 1, 1, struct.calcsize("<BqIq"))
 
 Outputs = Sequence[Sequence[Item[Any]]]
 
@@ -46,6 +47,10 @@ def pack(outputs: Outputs) -> tuple[bytes, list[bytes]]:
     Raises:
         Uncacheable: an output has no canonical encoding.
     """
+    if len(outputs) == 1 and len(outputs[0]) == 1:  # one int item without a name
+        small = record(outputs[0][0])
+        if small is not None:
+            return MAGIC + _ONE_HEAD + small, [b"\x00" + small]
     chunks: list[Any] = [MAGIC, _COUNT.pack(len(outputs))]
     ids: list[bytes] = []
     for items in outputs:

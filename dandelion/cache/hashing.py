@@ -33,11 +33,15 @@ try:
 
     new = _blake3
     ALGORITHM = "blake3"
+
+    def digest(data: Any) -> bytes:
+        """The 32-byte digest of ``data`` (bytes or any buffer)."""
+        return _blake3(data).digest()  # type: ignore[no-any-return]
 except ImportError:  # pragma: no cover - depends on the installed extras
     new = _blake2b
     ALGORITHM = "blake2b"
+    _new_blake2b = hashlib.blake2b
 
-
-def digest(data: Any) -> bytes:
-    """The 32-byte digest of ``data`` (bytes or any buffer)."""
-    return new(data).digest()
+    def digest(data: Any) -> bytes:
+        """The 32-byte digest of ``data`` (bytes or any buffer)."""
+        return _new_blake2b(data, digest_size=32).digest()

@@ -36,7 +36,8 @@ ENGINE_ABI = 1
 _SALT = (f"dandelion-cache/{KEY_VERSION}/{hashing.ALGORITHM}/"
          f"py{sys.version_info.major}.{sys.version_info.minor}/abi{ENGINE_ABI}\0").encode()
 _COUNT = struct.Struct("<I").pack
-_ONE = _COUNT(1)
+#: what follows a prefix in the key of an instance with one parameter of one item
+ONE = _COUNT(1)
 
 
 def implementation_identity(implementation: Implementation, artifact: Any) -> bytes:
@@ -88,7 +89,7 @@ def instance_key(prefix: bytes, inputs: Sequence[Sequence[bytes]]) -> bytes:
     content ids of its items."""
     if len(inputs) == 1 and len(inputs[0]) == 1:  # one parameter, one item
         cid = inputs[0][0]
-        return hashing.digest(prefix + _ONE + _COUNT(len(cid)) + cid)
+        return hashing.digest(prefix + ONE + _COUNT(len(cid)) + cid)
     parts = [prefix]
     for ids in inputs:
         parts.append(_COUNT(len(ids)))

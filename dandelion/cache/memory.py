@@ -41,9 +41,10 @@ class MemoryStore(Store):
         entries = self._entries
         with self._lock:
             out = [entries.get(k) for k in keys]
-            for k, v in zip(keys, out):
-                if v is not None:
-                    entries.move_to_end(k)
+            if out.count(None) < len(out):  # some hit: they are the most recently used
+                for k, v in zip(keys, out):
+                    if v is not None:
+                        entries.move_to_end(k)
             return out
 
     def put(self, key: str, value: bytes) -> None:
@@ -51,7 +52,15 @@ class MemoryStore(Store):
 
     def put_many(self, entries: Any) -> None:
         stored = self._entries
+        entries = list(entries)
+        fresh = dict(entries)
+        size = sum(map(len, fresh.values()))
         with self._lock:
+            if size <= self.max_bytes and len(fresh) == len(entries) and \
+                    stored.keys().isdisjoint(fresh):  # new keys, none too large: at once
+                stored.update(fresh)
+                self._bytes += size
+                entries = ()
             for key, value in entries:
                 if len(value) > self.max_bytes:
                     continue

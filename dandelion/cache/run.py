@@ -8,6 +8,7 @@ their ids: the keys of what consumes them are built from those ids (early cutoff
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any, Sequence
 
 import attrs
@@ -15,7 +16,8 @@ import attrs
 from dandelion.cache.cache import Cache
 from dandelion.cache.content import Uncacheable, content_id
 from dandelion.cache.entry import CorruptEntry, pack, unpack
-from dandelion.cache.key import implementation_identity, instance_key, prefix
+from dandelion.cache.hashing import digest
+from dandelion.cache.key import ONE, implementation_identity, instance_key, prefix
 from dandelion.ir.nodes import Application, FunctionSpec
 from dandelion.items import Item
 
@@ -25,22 +27,28 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Outputs = list[tuple[Item[Any], ...]]
 
+_COUNT = struct.Struct("<I").pack
+
 
 @attrs.define
 class Lookup:
     """The cache's answer for the instances of one application.
 
     Attributes:
-        keys: per instance, its key (``None``: uncacheable).
+        keys: per instance, where its entry is kept in the store, which is also the key of
+            its flight (:meth:`~dandelion.cache.cache.Cache.storage_key`; ``None``:
+            uncacheable).
         hits: per instance, its outputs when the cache had them.
         reason: why the application or an instance is uncacheable (the first reason).
         bytes_served: the size of the entries that hit.
+        hit_count: how many instances hit.
     """
 
-    keys: list[bytes | None]
+    keys: list[str | None]
     hits: list[Outputs | None]
     reason: str | None = None
     bytes_served: int = 0
+    hit_count: int = 0
 
 
 class RunCache:
@@ -86,17 +94,39 @@ class RunCache:
         sharding = [(str(args[p.name].mode), args[p.name].optional) if p.name in args
                     else ("absent", True) for p in spec.params]
         head = prefix(spec, call.implementation, identity, sharding, app.join)
-        keys: list[bytes | None] = []
+        ns = self.cache.namespace + "/"
+        keys: list[str | None] = []
         reason = None
+        one = head + ONE  # one parameter with one item: instance_key's fast path, inline
+        known = self._ids
         for inst in instances:
+            inputs = inst.inputs
+            if len(inputs) == 1 and len(inputs[0]) == 1:
+                item = inputs[0][0]
+                seen = known.get(id(item))
+                if seen is not None and seen[0] is item:
+                    cid = seen[1]
+                else:
+                    try:
+                        cid = content_id(item)
+                    except Uncacheable as e:
+                        keys.append(None)
+                        reason = reason or f"instance {inst.index}: {e}"
+                        continue
+                    known[id(item)] = (item, cid)
+                keys.append(ns + digest(one + _COUNT(len(cid)) + cid).hex())
+                continue
             try:
-                keys.append(instance_key(head, [self.content_ids(items)
-                                                for items in inst.inputs]))
+                keys.append(ns + instance_key(head, [self.content_ids(items)
+                                                     for items in inputs]).hex())
             except Uncacheable as e:
                 keys.append(None)
                 reason = reason or f"instance {inst.index}: {e}"
-        wanted = [k for k in keys if k is not None]
-        found = iter(self.cache.get_many(wanted) if wanted else [])
+        wanted = [k for k in keys if k is not None] if reason is not None else keys
+        values = self.cache.get_stored(wanted) if wanted else []  # type: ignore[arg-type]
+        if values.count(None) == len(values):  # all missed
+            return Lookup(keys, [None] * n, reason)
+        found = iter(values)
         hits: list[Outputs | None] = []
         served = 0
         for key in keys:
@@ -107,7 +137,7 @@ class RunCache:
             try:
                 outputs, ids = unpack(data)
             except CorruptEntry:
-                self.cache.delete(key)  # type: ignore[arg-type]
+                self.cache.store.delete(key)  # type: ignore[arg-type]
                 hits.append(None)
                 continue
             if len(outputs) != len(spec.results):
@@ -116,25 +146,31 @@ class RunCache:
             self.remember(outputs, ids)
             hits.append(outputs)
             served += len(data)
-        return Lookup(keys, hits, reason, served)
+        return Lookup(keys, hits, reason, served, sum(h is not None for h in hits))
 
-    def store(self, keyed: Sequence[tuple[bytes, Sequence[Sequence[Item[Any]]]]]
+    def store(self, keyed: Sequence[tuple[str, Sequence[Sequence[Item[Any]]]]]
               ) -> list[bytes | None]:
-        """Keep the outputs of computed instances, given as ``(key, outputs)``; per
-        instance its entry, or ``None`` when an output has no canonical encoding."""
+        """Keep the outputs of computed instances, given as ``(key, outputs)`` with the
+        keys of a :class:`Lookup`; per instance its entry, or ``None`` when an output has
+        no canonical encoding."""
         entries: list[bytes | None] = []
         kept = []
+        known = self._ids
         for key, outputs in keyed:
             try:
                 data, ids = pack(outputs)
             except Uncacheable:
                 entries.append(None)
                 continue
-            self.remember(outputs, ids)
+            if len(ids) == 1 and len(outputs) == 1:  # one result of one item
+                item = outputs[0][0]
+                known[id(item)] = (item, ids[0])
+            else:
+                self.remember(outputs, ids)
             entries.append(data)
             kept.append((key, data))
         if kept:
-            self.cache.put_many(kept)
+            self.cache.store.put_many(kept)
         return entries
 
     def adopt(self, data: bytes) -> Outputs | None:

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 import attrs
 
@@ -66,8 +66,8 @@ class _Running:
     instances: list[Instance]
     outputs: list[Any]
     remaining: int
-    #: per instance, its cache key (``None``: not cached)
-    keys: list[bytes | None] | None = None
+    #: per instance, its storage (and flight) key in the cache (``None``: not cached)
+    keys: list[str | None] | None = None
 
 
 def _describe_instance(inst: Instance, n: int) -> str:
@@ -281,7 +281,7 @@ class _Run:
         self.counts = [0, len(self.apps), 0, 0]  # apps done/total, instances too
         self.cache = RunCache(dispatcher.cache) if dispatcher.cache is not None else None
         #: flight keys this run computes for others; landed when stored, or abandoned
-        self.leading: dict[bytes, None] = {}
+        self.leading: dict[str, None] = {}
         self.sink = logs.current_sink()  # (read on the caller's thread)
 
     def _fuse(self, chain: Sequence[int]) -> tuple[FusedUnit, FunctionCall] | None:
@@ -464,16 +464,18 @@ class _Run:
         except Exception as e:  # the cache never fails a run
             log.warning("could not cache instances of '%s': %s", state.spec.name, e)
             entries = iter([None] * len(done))
-        prefix = cache.flight_key(b"")
         leading = self.leading
-        landings = []
-        for j, pos in enumerate(positions):
-            key = keys[pos]
-            if key is not None:
-                entry = next(entries) if j < n else None
-                flight = prefix + key
-                if leading.pop(flight, 0) is None:
-                    landings.append((flight, entry))
+        if len(done) == len(positions):  # every instance keyed and computed: the usual
+            landings = [(key, entry) for (key, _), entry in zip(done, entries)
+                        if leading.pop(key, 0) is None]
+        else:
+            landings = []
+            for j, pos in enumerate(positions):
+                key = keys[pos]  # also its flight's key
+                if key is not None:
+                    entry = next(entries) if j < n else None
+                    if leading.pop(key, 0) is None:
+                        landings.append((key, entry))
         cache.flights.land_many(landings)
 
     def abandon_flights(self) -> None:
@@ -503,28 +505,35 @@ class _Run:
         found = self.cache.lookup(state.app, spec, call, state.instances)
         state.keys = found.keys
         cache = self.cache.cache
-        todo = []
-        missed = []
+        todo: list[int] = []
+        missed: list[int] = []
         outputs = state.outputs
-        for pos, (key, hit) in enumerate(zip(found.keys, found.hits)):
-            if hit is not None:
-                outputs[pos] = hit
-            elif key is None:
-                todo.append(pos)
-            else:
-                missed.append(pos)
-        hits = n - len(todo) - len(missed)
-        if missed:
-            flights = [cache.flight_key(found.keys[pos]) for pos in missed]  # type: ignore[arg-type]
-            leads = cache.flights.join_many(
-                flights, lambda i: functools.partial(self._landed, index, missed[i]))
-            for pos, flight, lead in zip(missed, flights, leads):
-                if lead:
-                    self.leading[flight] = None
+        if found.hit_count == 0 and found.reason is None:  # all looked up, none hit
+            missed = list(range(n))
+        else:
+            for pos, (key, hit) in enumerate(zip(found.keys, found.hits)):
+                if hit is not None:
+                    outputs[pos] = hit
+                elif key is None:
                     todo.append(pos)
                 else:
-                    state.remaining += 1  # a follower: filled when its leader lands
-            todo.sort()
+                    missed.append(pos)
+        hits = n - len(todo) - len(missed)
+        if missed:
+            flights = cast("list[str]", [found.keys[pos] for pos in missed])  # missed: keyed
+            leads = cache.flights.join_many(
+                flights, lambda i: functools.partial(self._landed, index, missed[i]))
+            if all(leads) and not todo:  # the common case: nothing of it in flight
+                self.leading.update(dict.fromkeys(flights))
+                todo = missed
+            else:
+                for pos, flight, lead in zip(missed, flights, leads):
+                    if lead:
+                        self.leading[flight] = None
+                        todo.append(pos)
+                    else:
+                        state.remaining += 1  # a follower: filled when its leader lands
+                todo.sort()
         self.counts[2] += hits
         if observe is not None:
             self._report(observe, index, spec, start, hits, len(missed), found.reason,
