@@ -189,7 +189,8 @@ class Frontend:
         return _json(data, status)
 
     def _admit(self) -> None:
-        """Refuse an invocation when ``max_waiting`` already wait for a free slot."""
+        """Refuse an invocation when ``max_waiting`` already wait for a free slot (before
+        its body is read and decoded: refusing costs the loop next to nothing)."""
         waiting = self._pending - self.config.invocations
         if waiting >= self.config.max_waiting:
             raise Overloaded(f"the worker is overloaded: {waiting} invocations are waiting",
@@ -306,8 +307,8 @@ class Frontend:
     async def invoke(self, kind: str, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
         name = request.match_info["name"]
+        self._admit()  # before reading the body: an overloaded worker refuses at once
         inputs = await self._inputs(request)
-        self._admit()
         printed = Collector()
         outputs, decls, cached = await self._invocation(tenant, kind, name, inputs, printed)
         binary = self._binary(request)
@@ -325,8 +326,8 @@ class Frontend:
             self.service.function(tenant, name)
         else:
             self.service.composition(tenant, name)
-        inputs = await self._inputs(request)
         self._admit()
+        inputs = await self._inputs(request)
         job = tenant.jobs.add(kind, name)
         asyncio.get_running_loop().create_task(self._run_job(tenant, job, inputs))
         return self._respond({"id": job.id, "status": job.status}, self._binary(request), 202)

@@ -144,3 +144,30 @@ def test_an_overloaded_worker_refuses_at_once_instead_of_queueing_without_bound(
             t.join()
         assert results == [1, 1]
         assert client.invoke(slow, 0) == 0  # and serves again once they are done
+
+
+def test_an_overloaded_worker_refuses_before_reading_the_body(tmp_path: Path) -> None:
+    """Refusing costs the loop next to nothing: the 503 comes before the body is sent."""
+    import socket
+    import threading
+
+    config = ServerConfig(port=0, engine="inline", workers=1, invocations=1, max_waiting=1,
+                          state_dir=str(tmp_path), body_timeout=20.0)
+    with Server(config).start_in_thread() as server, dd.Client(server.url) as client:
+        client.register_source(SLOW)
+        slow = client.function("slow")
+        results: list[Any] = []
+        runs = [threading.Thread(target=lambda: results.append(
+            dd.Client(server.url).invoke(slow, 2))) for _ in range(2)]
+        for t in runs:  # one runs, one waits
+            t.start()
+            time.sleep(0.3)
+        assert server.port is not None
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"POST /v1/functions/slow/invoke HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+            answer = s.recv(4096)  # no body sent: a worker that reads it first waits 20 s
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
+        for t in runs:
+            t.join()
+        assert results == [2, 2]
