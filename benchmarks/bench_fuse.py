@@ -1,7 +1,8 @@
 """Fusion (issue 16): a chain of functions linked 1:1 in one sandbox invocation per instance.
 
 All numbers are wall times relative to a baseline measured in the same run (medians over
-repetitions, one warm-up each), with the result cache off so that every run computes, on
+repetitions, one warm-up each; the fused and unfused runtimes alive together, taking
+turns, their order alternating), with the result cache off so that every run computes, on
 the local backend with the ``process`` engine:
 
 1. a ``--length`` (100) long chain, fused (the default) against ``fuse=False`` (every member
@@ -12,17 +13,16 @@ the local backend with the ``process`` engine:
 3. a composition that cannot be fused (one application, a ``--fanout``-way fan-out of
    M·Mᵀ): fusion on against off (target: unchanged within noise).
 
-    python benchmarks/bench_fuse.py [--length 100] [--repeat 3] [--workers 2]
+    python benchmarks/bench_fuse.py [--length 100] [--repeat 4] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,17 +58,6 @@ def fan_out(ms: list[np.ndarray]) -> list[np.ndarray]:
     return mmt(dd.each(ms))
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Median seconds of ``repeat`` runs after one warm-up, and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def same(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
@@ -80,7 +69,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--fanout", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
@@ -99,15 +88,24 @@ def main() -> None:
           f"{args.repeat}; load average {os.getloadavg()[0]:.1f}")
     print(f"  {'composition':52s} {'unfused s':>10s} {'fused s':>8s} {'speed-up':>9s}")
     for name, comp, inputs in cases:
-        seconds = {}
-        results = {}
-        for fuse in (False, True):
-            with dd.Runtime(engine="process", workers=args.workers, cache=False,
-                            fuse=fuse) as rt:
-                run = functools.partial(rt.run, comp, *inputs)
-                seconds[fuse], results[fuse] = timed(run, args.repeat)
+        # both runtimes alive, the order alternating: a run's pool forks its next
+        # sandboxes in the background, which would slow whichever runs right after it
+        rts = {fuse: dd.Runtime(engine="process", workers=args.workers, cache=False,
+                                fuse=fuse) for fuse in (False, True)}
+        try:
+            results = {fuse: rt.run(comp, *inputs) for fuse, rt in rts.items()}  # warm-up
+            times: dict[bool, list[float]] = {False: [], True: []}
+            for rep in range(args.repeat):
+                for fuse in ((False, True) if rep % 2 else (True, False)):
+                    start = time.perf_counter()
+                    results[fuse] = rts[fuse].run(comp, *inputs)
+                    times[fuse].append(time.perf_counter() - start)
+        finally:
+            for rt in rts.values():
+                rt.close()
         if not same(results[True], results[False]):
             raise SystemExit(f"{name}: fused and unfused results differ")
+        seconds = {fuse: statistics.median(t) for fuse, t in times.items()}
         print(f"  {name:52s} {seconds[False]:10.3f} {seconds[True]:8.3f} "
               f"{seconds[False] / seconds[True]:8.2f}x")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
