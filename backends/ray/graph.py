@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import attrs
 
-from dandelion.backends.ray import caching, locality, worker
+from dandelion.backends.ray import caching, locality, traffic, worker
 from dandelion.backends.ray.place import Placement, Route
 from dandelion.backends.ray.recovery import Call, Recovery, leave, settle
 from dandelion.errors import BackendError, DandelionError, FunctionError
@@ -39,7 +39,7 @@ from dandelion.runtime import logs
 from dandelion.runtime.backend import bind, initial_sets, signature
 from dandelion.runtime.dispatcher import choose_call, instance_error, user_cause
 from dandelion.runtime.engine import FunctionCall
-from dandelion.runtime.events import Event, Observer
+from dandelion.runtime.events import Event, Observer, items_bytes
 from dandelion.runtime.fused import fused_unit
 from dandelion.runtime.sharding import Input, Items, instances
 
@@ -65,6 +65,15 @@ class Submitted:
     recovery: Recovery
     waited: list[Call]
     outputs: tuple[str, ...]
+    #: what the run's accounting of bytes moved needs (observed runs)
+    entry: str = ""
+    names: tuple[str, ...] = ()
+    forms: list[Call] = attrs.field(factory=list)
+    put_sizes: dict[Any, int] = attrs.field(factory=dict)
+    reports: dict[int, traffic.Report] = attrs.field(factory=dict)
+    storage_nodes: dict[tuple[int, int], str] = attrs.field(factory=dict)
+    #: application -> bytes its I/O instances read from storage near another node
+    remote_reads: dict[int, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -236,6 +245,12 @@ class _Builder:
         #: application index -> the key of its call, where it is not its function's name
         #: (a fused chain's unit, at its head)
         self.keys: dict[int, str] = {}
+        #: the forming tasks (their statuses: node and batch sizes)
+        self.forms: list[Call] = []
+        #: the sets the driver put: ref -> bytes (observed runs)
+        self.put_sizes: dict[Any, int] = {}
+        #: (application, instance) -> the node near the storage an I/O request addresses
+        self.storage_nodes: dict[tuple[int, int], str] = {}
         _remote_task()
 
     def key(self, index: int, spec: FunctionSpec) -> str:
@@ -252,6 +267,8 @@ class _Builder:
         ref = self._puts.get(name)
         if ref is None:
             ref = self._puts[name] = ray.put(tuple(value))
+            if self.settings.observe:
+                self.put_sizes[ref] = items_bytes([value])
         return [ref]
 
     def _data(self, bound: list[tuple[str, SetValue, ShardingMode, bool]]
@@ -331,6 +348,11 @@ class _Builder:
             insts = instances(ins, app.join, self.settings.batches)
             if not insts:
                 return [() for _ in spec.results]
+            if self.settings.observe and spec.kind is FunctionKind.IO:
+                for inst in insts:  # to count reads of storage near another node as moved
+                    node = locality.near_node(self.settings.placement, spec_entry(spec), inst)
+                    if node is not None:
+                        self.storage_nodes[index, inst.index] = node.id
             if near:
                 most = max(1, -(-len(insts) // self.settings.batches))
                 runs = locality.near_storage(self.settings.placement, spec_entry(spec),
@@ -355,13 +377,17 @@ class _Builder:
         n = self.settings.batches
         retries, join = self.settings.retries, app.join
 
-        def form(_route: Route | None, data: tuple[Any, ...]) -> list[Any]:
-            return _as_list(_FORM.options(num_returns=n + 1, max_retries=retries)
-                            .remote(params, join, n, *data), n + 1)
+        measure = self.settings.observe
 
-        formed = self.recovery.add(index, spec, retries, form, None, data).refs
-        total = formed[-1]
-        return self._batches(index, app, spec, [(b, total) for b in formed[:-1]], hint)
+        def form(_route: Route | None, data: tuple[Any, ...]) -> list[Any]:
+            return _as_list(_FORM.options(num_returns=n + 2, max_retries=retries)
+                            .remote(params, join, n, measure, *data), n + 2)
+
+        forming = self.recovery.add(index, spec, retries, form, None, data)
+        self.forms.append(forming)
+        formed = forming.refs
+        total = formed[-2]
+        return self._batches(index, app, spec, [(b, total) for b in formed[:-2]], hint)
 
     def _read(self, bound: list[tuple[str, SetValue, ShardingMode, bool]]
               ) -> list[tuple[str, SetValue, ShardingMode, bool]]:
@@ -491,7 +517,9 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
                                "never produced")
         waiting = [(i, a) for i, a in waiting if i not in progress]
     return Submitted(sets, builder.recovery, builder.waited,
-                     tuple(d.name for d in comp.outputs))
+                     tuple(d.name for d in comp.outputs), plan.entry,
+                     tuple(a.function for a in comp.applications), builder.forms,
+                     builder.put_sizes, storage_nodes=builder.storage_nodes)
 
 
 def wait(submitted: Submitted, observe: Observer | None = None) -> None:
@@ -518,6 +546,8 @@ def wait(submitted: Submitted, observe: Observer | None = None) -> None:
         error = e
     if error is None:
         settle(recovery.spent)
+        if observe is not None:
+            _account(submitted, observe)
         return
     # read the errors nothing else will read, now or when the calls left running finish,
     # and hold no reference here (Ray prints an error freed unread as "Unhandled error")
@@ -551,7 +581,11 @@ def _wait(submitted: Submitted, recovery: Recovery, observe: Observer | None
             if ref != call.status:
                 continue  # an older generation of a call submitted again
             try:
-                _count, _node, printed, events = ray.get(ref)
+                status = ray.get(ref)
+                printed, events = status[2], status[3]
+                report = traffic.status_report(call, status)
+                if report is not None:
+                    submitted.reports[call.seq] = report
             except BaseException as e:
                 blame = recovery.retry(call, e)
                 if blame is not None:
@@ -565,8 +599,25 @@ def _wait(submitted: Submitted, recovery: Recovery, observe: Observer | None
                 logs.forward(logs.FunctionLog(call.spec.name, instance, text), sink)
             if observe is not None:
                 for event in events:
+                    traffic.remote_read(submitted.storage_nodes, submitted.remote_reads,
+                                        event)
                     observe(event)
     return None
+
+
+def _account(submitted: Submitted, observe: Observer) -> None:
+    """Tell ``observe`` the bytes each application read from other nodes."""
+    import ray
+
+    forms = [c for c in submitted.forms if c in submitted.recovery.calls]
+    for call, (node, sizes) in zip(forms, ray.get([c.status for c in forms])):
+        submitted.reports[call.seq] = (node, sizes)
+    driver = str(ray.get_runtime_context().get_node_id())
+    sources = {ref: (driver, size) for ref, size in submitted.put_sizes.items()}
+    per_application = traffic.moved(submitted.recovery, submitted.reports, sources, driver)
+    for index, size in submitted.remote_reads.items():
+        per_application[index] = per_application.get(index, 0) + size
+    traffic.report_moved(observe, submitted.entry, submitted.names, per_application)
 
 
 def translate(error: BaseException, call: Call) -> DandelionError:

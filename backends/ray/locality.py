@@ -54,7 +54,9 @@ def resolve(topology: Topology | None, nodes: Sequence[Node], strict: bool = Tru
     return out
 
 
-def _near(placement: Placement, entry: str, inst: Instance) -> Node | None:
+def near_node(placement: Placement, entry: str, inst: Instance) -> Node | None:
+    """The node near the storage most of the instance's requests address (``None``: none
+    the topology knows)."""
     from dandelion.io.stores import target
 
     topology = placement.topology
@@ -78,7 +80,7 @@ def near_storage(placement: Placement, entry: str, insts: Sequence[Instance], mo
     (``None``: storage the topology does not know), each run at most ``most`` long."""
     runs: list[tuple[list[Instance], Node | None]] = []
     for inst in insts:
-        node = _near(placement, entry, inst)
+        node = near_node(placement, entry, inst)
         if runs and runs[-1][1] == node and len(runs[-1][0]) < most:
             runs[-1][0].append(inst)
         else:

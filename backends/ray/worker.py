@@ -28,7 +28,7 @@ from dandelion.errors import BackendError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
 from dandelion.runtime.dispatcher import instance_error, user_cause
 from dandelion.runtime.engine import Engine, FunctionCall
-from dandelion.runtime.events import Event, watcher
+from dandelion.runtime.events import Event, items_bytes, watcher
 from dandelion.runtime.pool import (
     Batch,
     EnginePool,
@@ -139,10 +139,15 @@ def _finish(unit: UnitSpec, per_instance: list[Any], count: int,
             events: UnitEvents | None = None) -> Any:
     """The unit's outputs and its status: the instance count, the node, what the
     instances printed (``(instance index, text)`` pairs, for the driver to forward) and,
-    when the run is observed, their events."""
+    when the run is observed, their events and the bytes of each output
+    (:mod:`~dandelion.backends.ray.traffic`)."""
     outs = gather(per_instance, unit.n_results)
-    status = (count, _node_id(), tuple((inst.index, text) for inst, text in printed),
-              tuple(events.events) if events is not None else ())
+    status: tuple[Any, ...] = (count, _node_id(),
+                               tuple((inst.index, text) for inst, text in printed),
+                               tuple(events.events) if events is not None else ())
+    if unit.observe is not None:
+        status += (tuple(items_bytes([out]) for out in outs)
+                   if outs else (0,) * unit.n_results,)
     return (*outs, status) if outs else status
 
 
@@ -342,16 +347,19 @@ def _run(engine: Engine, call: FunctionCall, inst: Instance,
 
 
 def form_batches(params: tuple[tuple[str, ShardingMode, bool, int], ...], join: Join | None,
-                 n_batches: int, *parts: Items) -> tuple[Any, ...]:
+                 n_batches: int, measure: bool, *parts: Items) -> tuple[Any, ...]:
     """Form an application's instances where its inputs are and cut them into
-    ``n_batches`` contiguous batches (some possibly empty); returns the batches and, last,
-    the instance count.  Pure platform code, run as a plain Ray task."""
+    ``n_batches`` contiguous batches (some possibly empty); returns the batches, the
+    instance count and, last, this node's id and (with ``measure``) each batch's bytes.
+    Pure platform code, run as a plain Ray task."""
     ins, at = [], 0
     for name, mode, optional, n_parts in params:
         ins.append(Input(name, concat(parts[at:at + n_parts]), mode, optional))
         at += n_parts
     insts = instances(ins, join, n_batches)
-    return (*split(insts, n_batches), len(insts))
+    batches = split(insts, n_batches)
+    sizes = tuple(sum(items_bytes(i.inputs) for i in b) for b in batches) if measure else None
+    return (*batches, len(insts), (_node_id(), sizes))
 
 
 def split(insts: list[Instance], n_batches: int) -> list[list[Instance]]:

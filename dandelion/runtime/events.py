@@ -34,6 +34,9 @@ class EventKind(NamedEnum):
     FINISHED = "finished"
     #: the result cache's lookups for the instances of one application
     CACHED = "cached"
+    #: the bytes one application's units read from other nodes (``bytes_in``), once per run
+    #: on a multi-node backend (:mod:`dandelion.backends.ray.traffic`)
+    MOVED = "moved"
 
 
 @attrs.frozen(slots=True)
@@ -171,6 +174,8 @@ class Summary:
     misses: int = 0
     bytes_served: int = 0
     reasons: list[str] = attrs.field(factory=list)
+    #: bytes its units read from other nodes (``None``: not reported, one node)
+    moved: int | None = None
 
     @property
     def mean_seconds(self) -> float:
@@ -192,12 +197,15 @@ def summarize(events: Iterable[Event]) -> list[Summary]:
     """
     out: dict[tuple[str, int], Summary] = {}
     for e in events:
-        if e.kind is not EventKind.FINISHED and e.kind is not EventKind.CACHED:
+        if e.kind not in (EventKind.FINISHED, EventKind.CACHED, EventKind.MOVED):
             continue
         s = out.get((e.composition, e.application))
         if s is None:
             s = out[e.composition, e.application] = Summary(e.composition, e.application,
                                                             e.function)
+        if e.kind is EventKind.MOVED:
+            s.moved = (s.moved or 0) + (e.bytes_in or 0)
+            continue
         if e.kind is EventKind.CACHED:
             s.hits += e.hits or 0
             s.misses += e.misses or 0
@@ -218,7 +226,8 @@ def summarize(events: Iterable[Event]) -> list[Summary]:
 def format_summary(summaries: Sequence[Summary]) -> str:
     """A table of :func:`summarize`'s result, one row per application: the instances that
     ran (those served from the cache did not), then the cache's hits, misses and bytes
-    served.
+    served; on a multi-node backend, the bytes each application read from other nodes and
+    their total.
 
     >>> from dandelion.runtime.events import Event, EventKind, format_summary, summarize
     >>> c = Event(EventKind.CACHED, "c", 0, "f", -1, "inline", None, 1.0, 1.0,
@@ -236,9 +245,14 @@ def format_summary(summaries: Sequence[Summary]) -> str:
     for s in summaries:
         notes = [f"{s.failed} failed"] if s.failed else []
         notes += [f"not cached: {r}" for r in s.reasons]
+        if s.moved:
+            notes.append(f"{s.moved} bytes from other nodes")
         note = f" ({'; '.join(notes)})" if notes else ""
         name = f"{s.composition}[{s.application}] {s.function}"
         rows.append(f"{name:<21} {s.instances:>9} {','.join(sorted(s.engines)) or '-':<10} "
                     f"{s.seconds:>10.4f} {s.mean_seconds * 1e3:>9.3f} {s.bytes_in:>10} "
                     f"{s.bytes_out:>10} {s.hits:>6} {s.misses:>6} {s.bytes_served:>8}{note}")
+    reported = [s.moved for s in summaries if s.moved is not None]
+    if reported:
+        rows.append(f"bytes moved between nodes: {sum(reported)}")
     return "\n".join(rows)
