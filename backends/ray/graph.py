@@ -74,6 +74,8 @@ class Submitted:
     storage_nodes: dict[tuple[int, int], str] = attrs.field(factory=dict)
     #: application -> bytes its I/O instances read from storage near another node
     remote_reads: dict[int, int] = attrs.field(factory=dict)
+    #: application -> units that spilled off the node of their input's part
+    spilled: dict[int, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -213,16 +215,18 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
 def _remote_task() -> Any:
     import ray
 
-    global _TASK, _FORM, _NESTED
+    global _TASK, _FORM, _NESTED, _COUNT
     if _TASK is None:
         _TASK = ray.remote(worker.execute_task)
         _FORM = ray.remote(num_cpus=0)(worker.form_batches)
+        _COUNT = ray.remote(num_cpus=0)(worker.count_items)
         _NESTED = ray.remote(num_cpus=0)(run_nested)
     return _TASK
 
 
 _TASK: Any = None
 _FORM: Any = None
+_COUNT: Any = None
 _NESTED: Any = None
 
 
@@ -240,8 +244,9 @@ class _Builder:
         self.recovery = Recovery(settings.placement)
         self.waited: list[Call] = []
         self._puts: dict[str, Any] = {}
-        #: units that did not follow their input's part, its node having its share
-        self.spilled = 0
+        #: per application, units that did not follow their input's part, its node having
+        #: its share already
+        self.spilled: dict[int, int] = {}
         #: application index -> the key of its call, where it is not its function's name
         #: (a fused chain's unit, at its head)
         self.keys: dict[int, str] = {}
@@ -414,17 +419,27 @@ class _Builder:
         followed = each[0]
         assert followed.routes is not None
         routes, spilled = locality.follow(self.settings.placement, followed.routes)
-        self.spilled += spilled
+        if spilled:
+            self.spilled[index] = self.spilled.get(index, 0) + spilled
+        retries = self.settings.retries
+
+        def count(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
+            options = route.task_options() if route is not None else {}
+            return [_COUNT.options(max_retries=retries, **options).remote(*data)]
+
+        counts = [self.recovery.add(index, spec, retries, count, home, (part,)).refs[0]
+                  for part, home in zip(followed.parts, followed.routes)]
         per_result: list[list[Any]] = [[] for _ in spec.results]
-        for part, route in zip(followed.parts, routes):
+        for at, (part, route) in enumerate(zip(followed.parts, routes)):
             params, data = [], []
             for name, value, mode, optional in bound:
                 parts = [part] if value is followed else self.parts(name, value)
                 params.append((name, mode, optional, len(parts)))
                 data += parts
+            data += counts
             unit = worker.UnitSpec(self.calls[self.key(index, spec)].key, spec.name,
-                                   spec.kind.value, len(spec.results), params=tuple(params),
-                                   join=app.join)
+                                   spec.kind.value, len(spec.results), params=tuple(params), join=app.join,
+                                   part=(at, len(counts)))
             outs = self._unit(index, spec, unit, route, data, self._retries(index, spec))
             for i, ref in enumerate(outs):
                 per_result[i].append(ref)
@@ -519,7 +534,8 @@ def submit(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
     return Submitted(sets, builder.recovery, builder.waited,
                      tuple(d.name for d in comp.outputs), plan.entry,
                      tuple(a.function for a in comp.applications), builder.forms,
-                     builder.put_sizes, storage_nodes=builder.storage_nodes)
+                     builder.put_sizes, storage_nodes=builder.storage_nodes,
+                     spilled=builder.spilled)
 
 
 def wait(submitted: Submitted, observe: Observer | None = None) -> None:
@@ -617,7 +633,8 @@ def _account(submitted: Submitted, observe: Observer) -> None:
     per_application = traffic.moved(submitted.recovery, submitted.reports, sources, driver)
     for index, size in submitted.remote_reads.items():
         per_application[index] = per_application.get(index, 0) + size
-    traffic.report_moved(observe, submitted.entry, submitted.names, per_application)
+    traffic.report_moved(observe, submitted.entry, submitted.names, per_application,
+                         submitted.spilled)
 
 
 def translate(error: BaseException, call: Call) -> DandelionError:

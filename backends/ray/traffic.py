@@ -85,12 +85,17 @@ def _hashable(value: Any) -> bool:
 
 
 def report_moved(observe: Observer, composition: str, names: Sequence[str],
-                 per_application: Mapping[int, int]) -> None:
-    """One ``moved`` event per application of ``composition`` (zero bytes included)."""
+                 per_application: Mapping[int, int], spilled: Mapping[int, int]) -> None:
+    """One ``moved`` event per application of ``composition`` (zero bytes included); its
+    ``reason`` says how many units spilled off the node of their input
+    (:func:`~dandelion.backends.ray.locality.follow`)."""
     now = time.time()
     for index, name in enumerate(names):
+        n = spilled.get(index, 0)
+        reason = (f"{n} unit(s) spilled to the least-loaded node: the node of their input "
+                  "had its share of the application's units") if n else None
         observe(Event(EventKind.MOVED, composition, index, name, -1, "ray", None, now, now,
-                      bytes_in=per_application.get(index, 0)))
+                      bytes_in=per_application.get(index, 0), reason=reason))
 
 
 def status_report(call: Call, status: Any) -> Report | None:

@@ -75,6 +75,11 @@ class UnitSpec:
     join: Join | None = None
     observe: tuple[str, int, str] | None = None
     cache: caching.UnitCache | None = None
+    #: for a unit that forms the instances of one part of a sharded set (locality), its
+    #: part's position among the set's ``n`` parts: ``(position, n)``; the last ``n``
+    #: data arguments are then the parts' item counts (:func:`count_items`), which give its
+    #: instances their indices in the whole application and the application's count
+    part: tuple[int, int] | None = None
 
 
 def _node_id() -> str:
@@ -115,12 +120,24 @@ def unit_instances(unit: UnitSpec, data: Sequence[Any]) -> tuple[list[Instance],
     """
     if unit.batch:
         return list(data[0]), int(data[1])
+    counts: Sequence[int] = ()
+    if unit.part is not None:
+        counts = data[len(data) - unit.part[1]:]
+        data = data[:len(data) - unit.part[1]]
     ins, at = [], 0
     for name, mode, optional, n_parts in unit.params:
         ins.append(Input(name, concat(data[at:at + n_parts]), mode, optional))
         at += n_parts
     insts = instances(ins, unit.join, 1)
-    return insts, len(insts)
+    if unit.part is None:
+        return insts, len(insts)
+    offset = sum(counts[:unit.part[0]])
+    return [attrs.evolve(i, index=i.index + offset) for i in insts], sum(counts)
+
+
+def count_items(part: Items) -> int:
+    """The number of items of one part of a set (a platform task next to the part)."""
+    return len(part)
 
 
 def _cached_call(cache: dict[str, FunctionCall], unit: UnitSpec, box: Sequence[Any]

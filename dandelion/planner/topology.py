@@ -78,7 +78,7 @@ class Topology:
     """
 
     nodes: Mapping[str, NodeStorage] = attrs.field(factory=dict)
-    source: str = "topology"
+    source: str = attrs.field(default="topology", eq=False)
 
     @classmethod
     def from_data(cls, data: Any, source: str = "topology") -> Topology:

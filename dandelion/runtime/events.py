@@ -176,6 +176,8 @@ class Summary:
     reasons: list[str] = attrs.field(factory=list)
     #: bytes its units read from other nodes (``None``: not reported, one node)
     moved: int | None = None
+    #: what placement says about the application's units (spills)
+    placement: list[str] = attrs.field(factory=list)
 
     @property
     def mean_seconds(self) -> float:
@@ -205,6 +207,8 @@ def summarize(events: Iterable[Event]) -> list[Summary]:
                                                             e.function)
         if e.kind is EventKind.MOVED:
             s.moved = (s.moved or 0) + (e.bytes_in or 0)
+            if e.reason is not None and e.reason not in s.placement:
+                s.placement.append(e.reason)
             continue
         if e.kind is EventKind.CACHED:
             s.hits += e.hits or 0
@@ -247,6 +251,7 @@ def format_summary(summaries: Sequence[Summary]) -> str:
         notes += [f"not cached: {r}" for r in s.reasons]
         if s.moved:
             notes.append(f"{s.moved} bytes from other nodes")
+        notes += s.placement
         note = f" ({'; '.join(notes)})" if notes else ""
         name = f"{s.composition}[{s.application}] {s.function}"
         rows.append(f"{name:<21} {s.instances:>9} {','.join(sorted(s.engines)) or '-':<10} "

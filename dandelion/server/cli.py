@@ -66,7 +66,7 @@ def server_config(args: argparse.Namespace) -> Any:
                         max_jobs=args.max_jobs, job_ttl=args.job_ttl,
                         plan_cache=args.plan_cache, code_ttl=args.code_ttl,
                         invocations=args.invocations, max_waiting=args.max_waiting,
-                        state_dir=args.state_dir, io=io)
+                        state_dir=args.state_dir, io=io, topology=args.topology)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -289,6 +289,8 @@ def add_server_commands(sub: Any) -> None:
     p.add_argument("--code-ttl", type=float, default=d.code_ttl,
                    help=f"seconds code that nothing registered uses stays on disk "
                         f"(default: {d.code_ttl:g})")
+    p.add_argument("--topology", metavar="FILE", help="which node is near which storage "
+                   "(JSON, docs/placement.rst; default: $DANDELION_TOPOLOGY)")
     p.add_argument("--storage-root", help="directory of the object storage functions")
     p.add_argument("--redis-url", help="Redis server of the key-value functions")
     p.add_argument("--allow", action="append", metavar="NET|HOST",

@@ -61,6 +61,8 @@ class ServerConfig:
         state_dir: where registrations and code are kept (``None``: a temporary directory,
             forgotten at exit).
         io: options of the worker's I/O engine (:class:`~dandelion.io.IoConfig`).
+        topology: a JSON file saying which node of the Ray cluster is near which storage
+            (``docs/placement.rst``; ``None``: ``$DANDELION_TOPOLOGY``, if set).
     """
 
     host: str = "127.0.0.1"
@@ -87,6 +89,7 @@ class ServerConfig:
     max_waiting: int = 1024
     state_dir: str | None = None
     io: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
+    topology: str | None = None
 
     @property
     def open(self) -> bool:

@@ -169,7 +169,8 @@ def runtime_of(config: ServerConfig, store: ArtifactStore | None = None) -> Runt
     # results are kept per function instance in config.cache; every invocation sees it
     # through its tenant's namespace (Service.invoke), never the runtime's default one
     return Runtime(config.backend, engine=config.engine,
-                   cache=False if config.cache is None else config.cache, **options)
+                   cache=False if config.cache is None else config.cache,
+                   topology=config.topology, **options)
 
 
 def _io_platform() -> dict[str, Any]:
@@ -246,7 +247,8 @@ class Service:
             t = self.tenants.get(name)
             if t is None:
                 t = self.tenants[name] = Tenant(name, self.config.result_cache,
-                                                self.config.max_jobs, self.config.job_ttl)
+                                                self.config.max_jobs, self.config.job_ttl,
+                                                self.runtime.pass_context)
             return t
 
     def _state_file(self) -> str:
@@ -634,7 +636,8 @@ class Service:
                                        for r in spec.results])])
         module = Module([spec], [comp])
         check(module)
-        planned_record = planned(module)[0]  # not a named composition of the tenant
+        # not a named composition of the tenant
+        planned_record = planned(module, context=self.runtime.pass_context)[0]
         found = Target(planned_record, {p.name: p.type for p in spec.params},
                      {r.name: r.type for r in spec.results},
                      ([p.name for p in spec.params], [r.name for r in spec.results]))

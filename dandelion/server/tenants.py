@@ -24,7 +24,7 @@ from dandelion.errors import BackendError
 from dandelion.ir.nodes import Composition, FunctionKind, FunctionSpec, Module
 from dandelion.ir.serialize import content_hash, module_from_data, module_to_data
 from dandelion.ir.types import DataType
-from dandelion.planner import make_plan
+from dandelion.planner import PassContext, make_plan
 from dandelion.planner.plan import Plan
 from dandelion.runtime.store import ArtifactStore
 from dandelion.server.jobs import Jobs
@@ -164,15 +164,17 @@ def _cacheable(module: Module) -> bool:
     return all(f.cacheable for f in module.functions)
 
 
-def planned(module: Module, only: str | None = None) -> list[CompositionRecord]:
+def planned(module: Module, only: str | None = None, context: PassContext | None = None
+            ) -> list[CompositionRecord]:
     """A record, with its plan, for every composition of a resolved, checked module (or
-    only for the one called ``only``)."""
+    only for the one called ``only``), made with the passes' ``context`` (the worker's
+    topology)."""
     digest = content_hash(module)
     records = []
     for comp in module.compositions:
         if only is not None and comp.name != only:
             continue
-        plan = make_plan(module, comp.name)
+        plan = make_plan(module, comp.name, context=context)
         records.append(CompositionRecord(comp.name, module, plan, _cacheable(plan.module),
                                          digest))
     return records
@@ -186,11 +188,13 @@ class Tenant:
         result_cache: results kept for cacheable compositions (0: none).
         max_jobs: jobs kept (:class:`~dandelion.server.jobs.Jobs`).
         job_ttl: seconds a finished job is kept.
+        context: what the planner's passes are given (the worker's topology).
     """
 
     def __init__(self, name: str, result_cache: int = 1024, max_jobs: int = 1000,
-                 job_ttl: float = 3600.0) -> None:
+                 job_ttl: float = 3600.0, context: PassContext | None = None) -> None:
         self.name = name
+        self.context = context
         self.functions: dict[str, FunctionRecord] = {}
         self.versions: dict[str, tuple[str, str]] = {}  # code digest -> (source, name)
         self.compositions: dict[str, CompositionRecord] = {}
@@ -289,7 +293,7 @@ class Tenant:
 
     def add_compositions(self, module: Module) -> list[CompositionRecord]:
         """Register every composition of a resolved, checked module."""
-        records = planned(module)
+        records = planned(module, context=self.context)
         with self.lock:
             for r in records:
                 self.compositions[r.name] = r
@@ -355,7 +359,7 @@ class Tenant:
         for name, m in data.get("compositions", {}).items():
             # each entry saves its record's whole module: restore just that composition,
             # so a module registered with several keeps all of them
-            for r in planned(module_from_data(m), only=name):
+            for r in planned(module_from_data(m), only=name, context=self.context):
                 self.compositions[r.name] = r
 
 

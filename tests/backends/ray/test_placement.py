@@ -283,11 +283,43 @@ def test_bytes_moved_agree_with_rays_object_locations(stores: Any, monkeypatch: 
 
 def test_placement_moves_far_fewer_bytes(stores: Any) -> None:
     keys = [f"@s{n}/big{i}" for n in NODES for i in range(3)]
+    from dandelion.runtime.events import format_summary, summarize
+
     with runtime(stores) as rt:
         rt.run(put, [dd.Item(bytes(200_000), name=k) for k in keys])
         on, moved_on, per = moved_bytes(rt, scan, keys)
+        events: list[Any] = []
+        stop = rt.subscribe(events.append)
+        rt.run(scan, keys)
+        stop()
+        table = format_summary(summarize(e for e in events if e.composition == "scan"))
+        assert table.splitlines()[-1] == f"bytes moved between nodes: {moved_on}"
     with runtime(stores, placement=False) as off:
         result, moved_off, _ = moved_bytes(off, scan, keys)
     assert result == on == 9 * 200_000
     assert moved_on < 1000 and moved_off > 10 * 200_000, (moved_on, moved_off)
     assert set(per) == {0, 1, 2}  # one report per application
+
+
+def test_following_past_a_nodes_share_spills_and_says_so(stores: Any) -> None:
+    import attrs
+
+    from dandelion.planner import locality
+    from dandelion.runtime.events import EventKind
+
+    def on_n2(plan: Any, context: Any) -> tuple[Any, list[Any]]:
+        return attrs.evolve(plan, hints={0: {"node": "n2"}}), []
+
+    reasons: list[str] = []
+
+    def observe(event: Any) -> None:
+        if event.kind is EventKind.MOVED and event.application == 1 and event.reason:
+            reasons.append(event.reason)
+
+    with dd.Runtime(backend="ray", passes=[flatten, on_n2, locality], cache=False,
+                    observers=[observe]) as rt:
+        result, placed = run_placed(rt, chain, list(range(12)))
+    assert result == list(range(12))
+    assert set(placed[0]) == {node_ids()["n2"]}
+    assert len(set(placed[1])) == 3  # a third stays on n2, the rest spills
+    assert reasons and "spilled to the least-loaded node" in reasons[0]
