@@ -186,11 +186,11 @@ def main() -> None:
             assert len({r[2] for r in rows}) == 1, rows  # the same result everywhere
             on_moved = rows[0][3]
             print(f"\n{name} ({half * 2 if name == 'join' else len(keys)} objects)")
-            print(f"{'':<14} {'wall s':>8} {'MiB moved':>10} {'moved / on':>11} "
+            print(f"{'':<14} {'wall s':>8} {'bytes moved':>12} {'moved / on':>11} "
                   f"{'time / on':>10}")
             for label, seconds, _, moved in rows:
                 ratio = moved / on_moved if on_moved else float("inf") if moved else 1.0
-                print(f"{label:<14} {seconds:>8.3f} {moved / 2**20:>10.1f} {ratio:>11.1f} "
+                print(f"{label:<14} {seconds:>8.3f} {moved:>12} {ratio:>11.0f} "
                       f"{seconds / rows[0][1]:>10.2f}")
     finally:
         ray.shutdown()

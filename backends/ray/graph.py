@@ -215,18 +215,16 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
 def _remote_task() -> Any:
     import ray
 
-    global _TASK, _FORM, _NESTED, _COUNT
+    global _TASK, _FORM, _NESTED
     if _TASK is None:
         _TASK = ray.remote(worker.execute_task)
         _FORM = ray.remote(num_cpus=0)(worker.form_batches)
-        _COUNT = ray.remote(num_cpus=0)(worker.count_items)
         _NESTED = ray.remote(num_cpus=0)(run_nested)
     return _TASK
 
 
 _TASK: Any = None
 _FORM: Any = None
-_COUNT: Any = None
 _NESTED: Any = None
 
 
@@ -421,14 +419,15 @@ class _Builder:
         routes, spilled = locality.follow(self.settings.placement, followed.routes)
         if spilled:
             self.spilled[index] = self.spilled.get(index, 0) + spilled
-        retries = self.settings.retries
-
-        def count(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
-            options = route.task_options() if route is not None else {}
-            return [_COUNT.options(max_retries=retries, **options).remote(*data)]
-
-        counts = [self.recovery.add(index, spec, retries, count, home, (part,)).refs[0]
-                  for part, home in zip(followed.parts, followed.routes)]
+        statuses, results = [], set()
+        for ref in followed.parts:
+            producer = self.recovery.producer(ref)
+            if producer is None or self.plan.module.composition(producer.spec.name):
+                return None  # put by the driver, or made by a nested composition's run
+            statuses.append(producer.status)
+            results.add(producer.refs.index(ref))
+        if len(results) != 1:
+            return None
         per_result: list[list[Any]] = [[] for _ in spec.results]
         for at, (part, route) in enumerate(zip(followed.parts, routes)):
             params, data = [], []
@@ -436,10 +435,11 @@ class _Builder:
                 parts = [part] if value is followed else self.parts(name, value)
                 params.append((name, mode, optional, len(parts)))
                 data += parts
-            data += counts
+            data += statuses
             unit = worker.UnitSpec(self.calls[self.key(index, spec)].key, spec.name,
-                                   spec.kind.value, len(spec.results), params=tuple(params), join=app.join,
-                                   part=(at, len(counts)))
+                                   spec.kind.value, len(spec.results), params=tuple(params),
+                                   join=app.join,
+                                   part=(at, len(statuses), next(iter(results))))
             outs = self._unit(index, spec, unit, route, data, self._retries(index, spec))
             for i, ref in enumerate(outs):
                 per_result[i].append(ref)

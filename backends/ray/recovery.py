@@ -125,6 +125,10 @@ class Recovery:
             self._producers[ref] = call
         return call
 
+    def producer(self, ref: Any) -> Call | None:
+        """The call that made ``ref`` (``None``: the driver put it)."""
+        return self._producers.get(ref)
+
     def resolve(self, ref: Any) -> Any:
         """The newest generation of ``ref`` (itself if its call was never resubmitted)."""
         while _is_ref(ref) and ref in self._replaced:

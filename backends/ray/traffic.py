@@ -101,6 +101,6 @@ def report_moved(observe: Observer, composition: str, names: Sequence[str],
 def status_report(call: Call, status: Any) -> Report | None:
     """A unit's node and output sizes from its status (``None``: a nested composition's
     status, which has no sizes)."""
-    if isinstance(status, tuple) and len(status) > 4:
+    if isinstance(status, tuple) and len(status) > 4 and status[4] is not None:
         return str(status[1]), status[4]
     return None

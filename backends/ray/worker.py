@@ -76,10 +76,11 @@ class UnitSpec:
     observe: tuple[str, int, str] | None = None
     cache: caching.UnitCache | None = None
     #: for a unit that forms the instances of one part of a sharded set (locality), its
-    #: part's position among the set's ``n`` parts: ``(position, n)``; the last ``n``
-    #: data arguments are then the parts' item counts (:func:`count_items`), which give its
-    #: instances their indices in the whole application and the application's count
-    part: tuple[int, int] | None = None
+    #: part's position among the set's ``n`` parts and the producers' result it is:
+    #: ``(position, n, result)``; the last ``n`` data arguments are then the statuses of
+    #: the parts' producers, whose item counts give its instances their indices in the
+    #: whole application and the application's count
+    part: tuple[int, int, int] | None = None
 
 
 def _node_id() -> str:
@@ -122,8 +123,9 @@ def unit_instances(unit: UnitSpec, data: Sequence[Any]) -> tuple[list[Instance],
         return list(data[0]), int(data[1])
     counts: Sequence[int] = ()
     if unit.part is not None:
-        counts = data[len(data) - unit.part[1]:]
-        data = data[:len(data) - unit.part[1]]
+        _, n, result = unit.part
+        counts = [status[5][result] for status in data[len(data) - n:]]
+        data = data[:len(data) - n]
     ins, at = [], 0
     for name, mode, optional, n_parts in unit.params:
         ins.append(Input(name, concat(data[at:at + n_parts]), mode, optional))
@@ -134,10 +136,6 @@ def unit_instances(unit: UnitSpec, data: Sequence[Any]) -> tuple[list[Instance],
     offset = sum(counts[:unit.part[0]])
     return [attrs.evolve(i, index=i.index + offset) for i in insts], sum(counts)
 
-
-def count_items(part: Items) -> int:
-    """The number of items of one part of a set (a platform task next to the part)."""
-    return len(part)
 
 
 def _cached_call(cache: dict[str, FunctionCall], unit: UnitSpec, box: Sequence[Any]
@@ -156,15 +154,17 @@ def _finish(unit: UnitSpec, per_instance: list[Any], count: int,
             events: UnitEvents | None = None) -> Any:
     """The unit's outputs and its status: the instance count, the node, what the
     instances printed (``(instance index, text)`` pairs, for the driver to forward) and,
-    when the run is observed, their events and the bytes of each output
-    (:mod:`~dandelion.backends.ray.traffic`)."""
+    when the run is observed, their events; then the bytes of each output when observed
+    (:mod:`~dandelion.backends.ray.traffic`), else ``None``; and each output's item count."""
     outs = gather(per_instance, unit.n_results)
     status: tuple[Any, ...] = (count, _node_id(),
                                tuple((inst.index, text) for inst, text in printed),
                                tuple(events.events) if events is not None else ())
+    sizes = None
     if unit.observe is not None:
-        status += (tuple(items_bytes([out]) for out in outs)
-                   if outs else (0,) * unit.n_results,)
+        sizes = tuple(items_bytes([out]) for out in outs) if outs else (0,) * unit.n_results
+    lengths = tuple(len(out) for out in outs) if outs else (0,) * unit.n_results
+    status += (sizes, lengths)
     return (*outs, status) if outs else status
 
 
