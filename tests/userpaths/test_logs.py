@@ -106,7 +106,7 @@ def test_a_real_server_returns_it(client, caplog):
 @pytest.mark.parametrize("isolation", ["sandbox", "none"])
 def test_ray_carries_it_back(ray_cluster, isolation, caplog):
     caplog.set_level(logging.INFO, "dandelion.function")
-    with dd.Runtime(backend="ray", isolation=isolation) as rt:
+    with dd.Runtime(backend="ray", isolation=isolation, cache=False) as rt:
         assert rt.run(printing.shout_all, [1, 2]) == [10, 20]
         assert sorted(forwarded(caplog)) == sorted(lines(0, 1) + lines(1, 2))
         caplog.clear()
