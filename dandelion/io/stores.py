@@ -9,6 +9,7 @@ reads the same addresses to run an I/O function near its storage
 (:mod:`dandelion.planner.topology`).
 
 >>> from dandelion.io import IoConfig
+>>> from dandelion.io.stores import address
 >>> config = IoConfig(stores={"n1": "/srv/n1", "c1": "redis://10.0.0.2:6379/0"})
 >>> address(config, "redis", "@c1/user:7")
 ('redis://10.0.0.2:6379/0', 'user:7')
@@ -70,6 +71,7 @@ def target(entry: str, config: object, item: object) -> tuple[str, str] | None:
 
     >>> from dandelion.io import IoConfig
     >>> from dandelion.items import Item
+    >>> from dandelion.io.stores import target
     >>> config = IoConfig(stores={"n1": "/srv/n1"})
     >>> target("storage_read", config, Item("@n1/a")), target("http", config, Item("http://h:81/x"))
     (('root', '/srv/n1'), ('http', 'h:81'))

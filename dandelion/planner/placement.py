@@ -19,6 +19,7 @@ go to the node holding most of their input bytes (the backend sees the producers
 >>> from dandelion.ir import *
 >>> from dandelion.planner import Plan, PassContext
 >>> from dandelion.planner.topology import Topology
+>>> from dandelion.planner.placement import locality, near_storage
 >>> m = Module([FunctionSpec("storage_read", [Param("keys")], [Param("objects")],
 ...                          kind=FunctionKind.IO,
 ...                          implementations=[Implementation("builtin", "", "storage_read")]),

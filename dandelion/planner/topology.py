@@ -26,6 +26,7 @@ read the topology (:mod:`dandelion.planner.placement`), and the Ray backend plac
 with it (:mod:`dandelion.backends.ray.place`); the backend checks at start that every node
 it names is a node of the cluster.
 
+>>> from dandelion.planner.topology import Topology
 >>> t = Topology.from_data({"nodes": {"n0": {"roots": "/srv/a"},
 ...                                   "n1": {"hosts": "*.b.example"}}})
 >>> t.near("root", "/srv/a"), t.near("http", "api.b.example:443"), t.near("root", "/x")
