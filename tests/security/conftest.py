@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,19 @@ def native_runtime(request: pytest.FixtureRequest, native_engine: str) -> dd.Run
     runtime: dd.Runtime = request.getfixturevalue(
         "sandboxed" if native_engine == "process" else "kvm_sandboxed")
     return runtime
+
+
+def one_call(name: str, **built: Path) -> dd.composition:
+    """A composition applying, once, the built function ``name`` (``native=elf`` or
+    ``wasm=module``) declared as taking and returning an int."""
+    def body(x: int) -> int:
+        return x
+
+    body.__name__ = body.__qualname__ = name
+    fn = dd.compute(body, **built)  # type: ignore[arg-type]
+
+    @dd.composition
+    def one(x: int) -> int:
+        return fn(x)
+
+    return one

@@ -16,7 +16,7 @@ from dandelion.backends.engines.kvm.engine import unavailable_reason
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.sdk import build
 
-from .conftest import MEMORY_LIMIT
+from .conftest import MEMORY_LIMIT, one_call
 
 _WHY = unavailable_reason()
 pytestmark = [
@@ -139,22 +139,9 @@ def kvm_runtime(kvm_sandboxed: dd.Runtime) -> dd.Runtime:
     return kvm_sandboxed
 
 
-def _native(name: str, elf: Path) -> dd.composition:
-    def body(x: int) -> int:
-        return x
-
-    body.__name__ = body.__qualname__ = name
-    fn = dd.compute(body, native=elf)
-
-    @dd.composition
-    def one(x: int) -> int:
-        return fn(x)
-
-    return one
-
 
 def _still_serving(rt: dd.Runtime, elves: dict[str, Path]) -> None:
-    assert rt.run(_native("look_for_secret", elves["look_for_secret"]), 5) == 0
+    assert rt.run(one_call("look_for_secret", native=elves["look_for_secret"]), 5) == 0
 
 
 @pytest.mark.parametrize(("name", "error", "fragment"), [
@@ -182,7 +169,7 @@ def _still_serving(rt: dd.Runtime, elves: dict[str, Path]) -> None:
 def test_kvm_failures_are_reported_and_the_engine_goes_on(kvm_runtime, elves, name, error,
                                                           fragment):
     with pytest.raises(error) as info:
-        kvm_runtime.run(_native(name, elves[name]), 1)
+        kvm_runtime.run(one_call(name, native=elves[name]), 1)
     assert f"compute function '{name}'" in str(info.value)
     assert fragment in str(info.value)
     assert info.value.function == name
@@ -190,8 +177,8 @@ def test_kvm_failures_are_reported_and_the_engine_goes_on(kvm_runtime, elves, na
 
 
 def test_nothing_an_invocation_leaves_in_its_vm_reaches_the_next(kvm_runtime, elves):
-    leave = _native("leave_secret", elves["leave_secret"])
-    look = _native("look_for_secret", elves["look_for_secret"])
+    leave = one_call("leave_secret", native=elves["leave_secret"])
+    look = one_call("look_for_secret", native=elves["look_for_secret"])
     for _ in range(3):
         assert kvm_runtime.run(leave, 1) == 0x5ec2e7
         assert kvm_runtime.run(look, 1) == 0
@@ -201,5 +188,5 @@ def test_an_invocation_sees_nothing_an_earlier_one_of_the_same_function_left(elv
     # one VM, so that the second invocation surely runs where the first one did
     with dd.Runtime(engine="kvm", workers=1, cache=False,
                     engine_options={"pool_size": 1, "memory_limit": MEMORY_LIMIT}) as rt:
-        peek = _native("peek_then_leave", elves["peek_then_leave"])
+        peek = one_call("peek_then_leave", native=elves["peek_then_leave"])
         assert [rt.run(peek, i) for i in range(4)] == [1] * 4

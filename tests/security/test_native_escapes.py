@@ -13,6 +13,8 @@ import dandelion as dd
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.sdk import build
 
+from .conftest import one_call
+
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
 SOURCES = {
@@ -86,24 +88,11 @@ def elves(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def _native(name: str, elf: Path) -> dd.composition:
-    def body(x: int) -> int:
-        return x
-
-    body.__name__ = body.__qualname__ = name
-    fn = dd.compute(body, native=elf)
-
-    @dd.composition
-    def one(x: int) -> int:
-        return fn(x)
-
-    return one
-
 
 @pytest.mark.parametrize("name", ["getpid", "open_file"])
 def test_any_system_call_kills_a_native_function(sandboxed, elves, name):
     with pytest.raises(SandboxViolation, match=f"'{name}'.*seccomp strict mode"):
-        sandboxed.run(_native(name, elves[name]), 1)
+        sandboxed.run(one_call(name, native=elves[name]), 1)
     assert sandboxed.run(_still_serving(), 5) == 5
 
 
@@ -126,11 +115,11 @@ CRASHES = {
 def test_native_failures_are_reported_and_the_worker_goes_on(native_engine, native_runtime,
                                                               elves, name, error, fragment):
     with pytest.raises(error) as info:
-        native_runtime.run(_native(name, elves[name]), 1)
+        native_runtime.run(one_call(name, native=elves[name]), 1)
     assert f"'{name}'" in str(info.value)
     assert (fragment or CRASHES[native_engine][name]) in str(info.value)
     assert info.value.function == name
-    assert native_runtime.run(_native("echo", elves["echo"]), 5) == 5
+    assert native_runtime.run(one_call("echo", native=elves["echo"]), 5) == 5
 
 
 def _still_serving() -> dd.composition:
@@ -153,7 +142,7 @@ def test_a_native_function_leaving_the_wrong_number_of_items_is_named(native_run
                                                                      name, fragment):
     with pytest.raises(FunctionError, match=f"compute function '{name}', its instance: "
                                             f"{fragment}") as info:
-        native_runtime.run(_native(name, elves[name]), 1)
+        native_runtime.run(one_call(name, native=elves[name]), 1)
     assert info.value.function == name
 
 

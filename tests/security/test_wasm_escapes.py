@@ -16,7 +16,7 @@ import dandelion as dd
 from dandelion.errors import BackendError, FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.sdk import build_wasm
 
-from .conftest import MEMORY_LIMIT, OUTPUT_LIMIT
+from .conftest import MEMORY_LIMIT, OUTPUT_LIMIT, one_call
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("clang") is None or shutil.which("wasm-ld") is None,
@@ -140,22 +140,9 @@ def wasm_runtime() -> Iterator[dd.Runtime]:
         rt.close()
 
 
-def _wasm(name: str, module: Path) -> dd.composition:
-    def body(x: int) -> int:
-        return x
-
-    body.__name__ = body.__qualname__ = name
-    fn = dd.compute(body, wasm=module)
-
-    @dd.composition
-    def one(x: int) -> int:
-        return fn(x)
-
-    return one
-
 
 def _still_serving(rt: dd.Runtime, modules: dict[str, Path]) -> None:
-    assert rt.run(_wasm("look_for_secret", modules["look_for_secret"]), 5) == 0
+    assert rt.run(one_call("look_for_secret", wasm=modules["look_for_secret"]), 5) == 0
 
 
 @pytest.mark.parametrize(("name", "error", "fragment"), [
@@ -173,7 +160,7 @@ def _still_serving(rt: dd.Runtime, modules: dict[str, Path]) -> None:
 def test_wasm_failures_are_reported_and_the_worker_goes_on(wasm_runtime, modules, name,
                                                             error, fragment):
     with pytest.raises(error) as info:
-        wasm_runtime.run(_wasm(name, modules[name]), 1)
+        wasm_runtime.run(one_call(name, wasm=modules[name]), 1)
     assert f"compute function '{name}'" in str(info.value)
     assert fragment in str(info.value)
     assert info.value.function == name
@@ -181,8 +168,8 @@ def test_wasm_failures_are_reported_and_the_worker_goes_on(wasm_runtime, modules
 
 
 def test_nothing_an_invocation_leaves_in_its_memory_reaches_the_next(wasm_runtime, modules):
-    leave = _wasm("leave_secret", modules["leave_secret"])
-    look = _wasm("look_for_secret", modules["look_for_secret"])
+    leave = one_call("leave_secret", wasm=modules["leave_secret"])
+    look = one_call("look_for_secret", wasm=modules["look_for_secret"])
     for _ in range(3):
         assert wasm_runtime.run(leave, 1) == 0x5ec2e7
         assert wasm_runtime.run(look, 1) == 0
@@ -190,7 +177,7 @@ def test_nothing_an_invocation_leaves_in_its_memory_reaches_the_next(wasm_runtim
 
 def test_an_instance_sees_nothing_an_earlier_instance_of_its_module_left(wasm_runtime, modules):
     # instances come from a pool of memory slots, reused for the same module first
-    peek = _wasm("peek_then_leave", modules["peek_then_leave"])
+    peek = one_call("peek_then_leave", wasm=modules["peek_then_leave"])
     assert [wasm_runtime.run(peek, i) for i in range(5)] == [0] * 5  # no cache hits
 
 

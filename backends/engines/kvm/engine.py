@@ -32,7 +32,7 @@ import os
 import threading
 from typing import Any
 
-from dandelion.backends.engines.process.layout import ELEMENT_CODES, read_items, write_inputs
+from dandelion.backends.engines.process.layout import invocation, read_items, write_inputs
 from dandelion.errors import BackendError, FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.ir.nodes import FunctionSpec
 from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
@@ -192,10 +192,7 @@ class KvmEngine(EngineBase):
                                        function=spec.name,
                                        hint="raise engine_options={'memory_limit': bytes}"
                                        ) from None
-            sets = [(p.name, ELEMENT_CODES[p.type.element],
-                     context.inputs[i] if i < len(context.inputs) else ())
-                    for i, p in enumerate(spec.params)]
-            results = [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results]
+            sets, results = invocation(spec, context.inputs)
             with memoryview(vm) as view:
                 capacity = write_inputs(view, sets, results, self.output_limit)
             if capacity < 0:

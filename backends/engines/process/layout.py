@@ -41,7 +41,7 @@ leaves to Python (``json`` and ``ndarray`` items).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dandelion.backends.engines.process import _sandboxc
 from dandelion.backends.engines.process.protocol import (
@@ -58,6 +58,9 @@ from dandelion.codec import decode, decode_npy, encode, npy_parts
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
+
+if TYPE_CHECKING:  # pragma: no cover - a sandbox loads no IR
+    from dandelion.ir.nodes import FunctionSpec
 
 ELEMENT_CODES: dict[ElementType, int] = {
     ElementType.ANY: EL_ANY, ElementType.BYTES: EL_BYTES, ElementType.STR: EL_STR,
@@ -118,6 +121,16 @@ def _encoding_error(error: Exception, declared: int, items: Iterable[Item[Any]]
         if code not in (EL_JSON, EL_NDARRAY):
             encode(value, CODE_ELEMENTS[code])  # raises the EncodingError that says why
     return EncodingError(str(error))
+
+
+def invocation(spec: FunctionSpec, inputs: Sequence[Sequence[Item[Any]]]
+               ) -> tuple[list[tuple[str, int, Sequence[Item[Any]]]], list[tuple[str, int]]]:
+    """One invocation of ``spec`` on ``inputs`` as :func:`write_inputs` takes it: per
+    parameter its name, element code and items (none for an input not given), and per
+    result its name and element code."""
+    sets = [(p.name, ELEMENT_CODES[p.type.element], inputs[i] if i < len(inputs) else ())
+            for i, p in enumerate(spec.params)]
+    return sets, [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results]
 
 
 def write_inputs(buf: Any, sets: list[tuple[str, int, Sequence[Item[Any]]]],

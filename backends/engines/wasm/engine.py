@@ -34,7 +34,7 @@ from typing import Any
 
 import wasmtime
 
-from dandelion.backends.engines.process.layout import ELEMENT_CODES, read_items, write_inputs
+from dandelion.backends.engines.process.layout import invocation, read_items, write_inputs
 from dandelion.backends.engines.wasm import capi
 from dandelion.errors import BackendError, FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.ir.nodes import FunctionSpec
@@ -246,10 +246,7 @@ class WasmEngine(EngineBase):
             base = compiled.base
             if base is None:
                 base = compiled.base = -(-instance.global_i32(b"__heap_base") // _PAGE) * _PAGE
-            sets = [(p.name, ELEMENT_CODES[p.type.element],
-                     context.inputs[i] if i < len(context.inputs) else ())
-                    for i, p in enumerate(spec.params)]
-            results = [(r.name, ELEMENT_CODES[r.type.element]) for r in spec.results]
+            sets, results = invocation(spec, context.inputs)
             self._grow(instance, base + self.output_limit + _MIB, spec)
             capacity = write_inputs(instance.view(base), sets, results, self.output_limit)
             if capacity < 0:
