@@ -5,7 +5,7 @@ where KVM is unusable) and ``native_runtime``, each engine that runs native func
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -74,3 +74,16 @@ def one_call(name: str, **built: Path) -> dd.composition:
         return fn(x)
 
     return one
+
+
+def build_each(sources: Mapping[str, str], root: Path, suffix: str,
+               build: Callable[..., object]) -> dict[str, Path]:
+    """Each C source in ``sources`` (by name) written into ``root`` and built there with
+    ``build`` (``dandelion.sdk.build`` or ``build_wasm``) into ``name + suffix``."""
+    out = {}
+    for name, code in sources.items():
+        src = root / f"{name}.c"
+        src.write_text(code)
+        build([src], root / f"{name}{suffix}")
+        out[name] = root / f"{name}{suffix}"
+    return out

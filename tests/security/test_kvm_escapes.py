@@ -16,7 +16,7 @@ from dandelion.backends.engines.kvm.engine import unavailable_reason
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.sdk import build
 
-from .conftest import MEMORY_LIMIT, one_call
+from .conftest import MEMORY_LIMIT, build_each, one_call
 
 _WHY = unavailable_reason()
 pytestmark = [
@@ -123,14 +123,7 @@ SOURCES = {
 
 @pytest.fixture(scope="module")
 def elves(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("kvm")
-    out = {}
-    for name, code in SOURCES.items():
-        src = root / f"{name}.c"
-        src.write_text(code)
-        build([src], root / f"{name}.elf")
-        out[name] = root / f"{name}.elf"
-    return out
+    return build_each(SOURCES, tmp_path_factory.mktemp("kvm"), ".elf", build)
 
 
 @pytest.fixture

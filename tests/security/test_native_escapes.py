@@ -13,7 +13,7 @@ import dandelion as dd
 from dandelion.errors import FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.sdk import build
 
-from .conftest import one_call
+from .conftest import build_each, one_call
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -78,14 +78,7 @@ SOURCES = {
 
 @pytest.fixture(scope="module")
 def elves(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("native")
-    out = {}
-    for name, code in SOURCES.items():
-        src = root / f"{name}.c"
-        src.write_text(code)
-        build([src], root / f"{name}.elf")
-        out[name] = root / f"{name}.elf"
-    return out
+    return build_each(SOURCES, tmp_path_factory.mktemp("native"), ".elf", build)
 
 
 

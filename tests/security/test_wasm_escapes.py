@@ -16,7 +16,7 @@ import dandelion as dd
 from dandelion.errors import BackendError, FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.sdk import build_wasm
 
-from .conftest import MEMORY_LIMIT, OUTPUT_LIMIT, one_call
+from .conftest import MEMORY_LIMIT, OUTPUT_LIMIT, build_each, one_call
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("clang") is None or shutil.which("wasm-ld") is None,
@@ -119,14 +119,7 @@ SOURCES = {
 
 @pytest.fixture(scope="module")
 def modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("wasm")
-    out = {}
-    for name, code in SOURCES.items():
-        src = root / f"{name}.c"
-        src.write_text(code)
-        build_wasm([src], root / f"{name}.wasm")
-        out[name] = root / f"{name}.wasm"
-    return out
+    return build_each(SOURCES, tmp_path_factory.mktemp("wasm"), ".wasm", build_wasm)
 
 
 @pytest.fixture(scope="module")
