@@ -22,12 +22,14 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dandelion.errors import BackendError
-from dandelion.runtime.native import NATIVE_BASE, NativeFunction, validate_elf
+from dandelion.runtime.native import NATIVE_BASE, BuiltFunction, NativeFunction
 from dandelion.runtime.store import default_root
-from dandelion.runtime.wasm import WasmFunction, validate_wasm
+from dandelion.runtime.wasm import WasmFunction
+
+_Built = TypeVar("_Built", bound=BuiltFunction)
 
 #: Flags of every native build: freestanding, static, no PIE, no stack protector (it needs
 #: TLS), no unwind tables, and no calls the SDK does not provide.
@@ -123,13 +125,7 @@ def native_artifact(native: Any, name: str, near: str | None = None) -> NativeFu
     Raises:
         BackendError: the file is missing, does not build, or is not a valid native function.
     """
-    if isinstance(native, NativeFunction):
-        return native
-    if isinstance(native, (bytes, bytearray)):
-        fn = NativeFunction(name, bytes(native))
-        validate_elf(name, fn.image)
-        return fn
-    return NativeFunction.from_file(_built(native, near, "native"), name)
+    return built_artifact(NativeFunction, native, name, near)
 
 
 def wasm_artifact(wasm: Any, name: str, near: str | None = None) -> WasmFunction:
@@ -140,13 +136,21 @@ def wasm_artifact(wasm: Any, name: str, near: str | None = None) -> WasmFunction
     Raises:
         BackendError: the file is missing, does not build, or is not a valid wasm function.
     """
-    if isinstance(wasm, WasmFunction):
-        return wasm
-    if isinstance(wasm, (bytes, bytearray)):
-        fn = WasmFunction(name, bytes(wasm))
-        validate_wasm(name, fn.image)
+    return built_artifact(WasmFunction, wasm, name, near)
+
+
+def built_artifact(kind: type[_Built], source: Any, name: str, near: str | None = None
+                   ) -> _Built:
+    """The artifact of ``kind`` (a :class:`~dandelion.runtime.native.BuiltFunction`) that
+    ``source`` gives: one already, its bytes (checked), or a path to the built file or to
+    its C source (built for ``kind`` on first use)."""
+    if isinstance(source, kind):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        fn = kind(name, bytes(source))
+        kind.validate(name, fn.image)
         return fn
-    return WasmFunction.from_file(_built(wasm, near, "wasm"), name)
+    return kind.from_file(_built(source, near, kind.kind), name)
 
 
 def _built(source: Any, near: str | None, target: str) -> Path:
