@@ -431,7 +431,12 @@ class _Run:
                 batch, failure = replies.get()
                 if self.cancelled.is_set():
                     return
+                for one, text in batch.logs:  # under the member's name: it printed them
+                    logs.forward(logs.FunctionLog(spec.name, one.index, text), self.sink)
                 if failure is not None:
+                    if isinstance(failure[1], FunctionError) and failure[1].logs:
+                        logs.forward(logs.FunctionLog(spec.name, member.index,
+                                                      failure[1].logs), self.sink)
                     err = instance_error(spec, member, n, failure[1])
                     err.__cause__ = user_cause(failure[1])
                     with self.lock:

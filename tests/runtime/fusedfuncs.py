@@ -38,3 +38,21 @@ def noted(xs: list[int]) -> list[int]:
 @dd.composition
 def arithmetic(xs: list[int]) -> list[int]:
     return inc(dd.each(double(dd.each(xs))))
+
+
+@dd.compute
+def shout(x: int) -> int:
+    print("got", x)
+    return x
+
+
+@dd.compute
+def no_threes(x: int) -> int:
+    if x == 3:
+        raise ValueError("no threes")
+    return x
+
+
+@dd.composition
+def shouted(xs: list[int]) -> list[int]:
+    return no_threes(dd.each(shout(dd.each(xs))))

@@ -3,6 +3,7 @@ results cached per chain, batches of chains."""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import pytest
@@ -49,3 +50,14 @@ def test_a_fused_chain_is_cached_as_one_and_keyed_by_its_members_and_inputs():
         assert rt.run(fz.arithmetic, [2, 3]) == [5, 7]
     assert [(e.function, e.hits, e.misses) for e in events if str(e.kind) == "cached"] == [
         ("double+inc", 0, 2), ("double+inc", 2, 0), ("double+inc", 1, 1)]
+
+
+@pytest.mark.parametrize("engine", ["process", "inline"])
+def test_what_a_failed_chain_printed_is_shown_under_its_members(engine, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    with dd.Runtime(engine=engine, workers=1, cache=False) as rt:
+        with pytest.raises(dd.FunctionError, match="no threes") as info:
+            rt.run(fz.shouted, [1, 3])
+    assert info.value.function == "no_threes"
+    printed = [r.getMessage() for r in caplog.records if "got 3" in r.getMessage()]
+    assert printed and all("shout" in line for line in printed), printed
