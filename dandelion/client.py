@@ -39,6 +39,7 @@ from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.types import DataType
 from dandelion.items import Item
 from dandelion.program import Program
+from dandelion.runtime.tracebacks import with_sources
 from dandelion.runtime.views import View, to_python
 
 if TYPE_CHECKING:
@@ -93,7 +94,8 @@ def _raise_error(status: int, err: dict[str, Any]) -> None:
     if cls is not None and issubclass(cls, errors.FunctionError):
         raise cls(message, hint=hint, function=err.get("function", ""),
                   instance=err.get("instance"), keys=err.get("keys") or (),
-                  traceback=str(err.get("traceback") or ""), logs=str(err.get("logs") or ""))
+                  traceback=with_sources(str(err.get("traceback") or "")),
+                  logs=str(err.get("logs") or ""))
     if cls is not None and issubclass(cls, errors.CompositionError):
         raise cls(message, hint=hint)
     if cls is not None and status != 404:

@@ -87,6 +87,11 @@ class FunctionError(DandelionError, RuntimeError):
         text = super()._render()
         return f"{text}\n{self.traceback}" if self.traceback else text
 
+    def set_traceback(self, traceback: str) -> None:
+        """Replace the function's traceback, and the message that shows it."""
+        self.traceback = traceback
+        self.args = (self._render(),)
+
 
 class FunctionTimeout(FunctionError, TimeoutError):
     """A function ran past its time limit."""

@@ -42,6 +42,7 @@ from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.events import Event, Observer, items_bytes
 from dandelion.runtime.fused import fused_unit
 from dandelion.runtime.sharding import Input, Items, instances
+from dandelion.runtime.tracebacks import with_sources
 
 #: A set the driver holds (direct inputs, empty sets) or the parts of a remote one.
 SetValue = Any
@@ -643,6 +644,8 @@ def translate(error: BaseException, call: Call) -> DandelionError:
 
     if isinstance(error, rex.RayTaskError):
         cause = error.cause
+        if isinstance(cause, FunctionError):
+            cause.set_traceback(with_sources(cause.traceback))  # the driver has the files
         if isinstance(cause, DandelionError):
             return cause
         if isinstance(cause, rex.RayError):

@@ -5,6 +5,9 @@ function: :func:`user_frames`); the worker formats them (:func:`format_traceback
 Python does, adding source lines only from the files of modules the worker itself has
 loaded (a script run with ``dd.run``, the user's modules), never from a path a function
 merely names.  Frames of Dandelion's own runtime that lead into the function are left out.
+Where the error reaches the caller from another process (a Ray worker, a server that never
+loaded the user's script), the caller adds the source lines of its own files
+(:func:`with_sources`).
 
 >>> def fail():
 ...     raise ValueError("bad")
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import linecache
 import os
+import re
 import sys
 import types
 from typing import Sequence
@@ -71,6 +75,36 @@ def format_traceback(frames: Sequence[Frame], type_name: str, message: str) -> s
                 lines.append(f"    {source}")
     lines.append(f"{type_name}: {message}" if message else type_name)
     return "\n".join(lines)
+
+
+_FRAME = re.compile(r'  File "(.*)", line (\d+), in .*')
+
+
+def with_sources(traceback: str) -> str:
+    """``traceback`` (as :func:`format_traceback` writes it) with a source line added under
+    each frame that has none and whose file is a module this process has loaded: an error
+    formatted where the user's files were not loaded gets its lines where they are.
+
+    >>> import doctest
+    >>> frames = ["Traceback (most recent call last):",
+    ...           f'  File "{doctest.__file__}", line 1, in m', "E: e"]
+    >>> print(with_sources(chr(10).join(frames)).splitlines()[2])
+        # Module doctest.
+    """
+    lines = traceback.splitlines()
+    if not lines:
+        return traceback
+    known = _loaded_files()
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        frame = _FRAME.fullmatch(line)
+        has_source = i + 1 < len(lines) and lines[i + 1].startswith("    ")
+        if frame is not None and not has_source and frame.group(1) in known:
+            source = linecache.getline(frame.group(1), int(frame.group(2))).strip()
+            if source:
+                out.append(f"    {source}")
+    return "\n".join(out)
 
 
 def _loaded_files() -> set[str]:

@@ -1,6 +1,6 @@
 """A failing function's own traceback (file:line in the user's code, with source lines where
 the caller has the file) reaches the user from every engine, the command line and a real
-``dandelion serve``; Dandelion's own frames only with ``--debug``."""
+``dandelion serve`` and Ray; Dandelion's own frames only with ``--debug``."""
 
 from __future__ import annotations
 
@@ -46,10 +46,16 @@ def test_a_real_server_returns_it(client):
     client.register(failing.guard)
     with pytest.raises(dd.FunctionError, match="raised ValueError: too big: 5") as e:
         client.invoke(failing.guard, [1, 5])
-    # the worker has not loaded the user's file: frames without source lines
-    assert e.value.traceback == (
-        "Traceback (most recent call last):\n"
-        f'  File "{FILE}", line {CALL_LINE}, in guarded\n'
-        f'  File "{FILE}", line {RAISE_LINE}, in check\n'
-        "ValueError: too big: 5")
+    # the worker has not loaded the user's file, the client has: it adds the source lines
+    assert e.value.traceback == "Traceback (most recent call last):\n" + FRAMES
     assert e.value.function == "guarded" and e.value.instance == 1
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("isolation", ["sandbox", "none"])
+def test_ray_shows_it_with_the_drivers_source_lines(ray_cluster, isolation):
+    with dd.Runtime(backend="ray", isolation=isolation, cache=False) as rt:
+        with pytest.raises(dd.FunctionError) as e:
+            rt.run(failing.guard, [1, 5])
+    assert e.value.traceback == "Traceback (most recent call last):\n" + FRAMES
+    assert str(e.value).endswith(FRAMES)
