@@ -97,7 +97,7 @@ class _Clock:
         self.engine = wasmtime.Engine(config)
         #: names the compiler and its settings for compiled code in the artifact store
         self.tag = "wasmtime-" + hashlib.sha256(
-            f"{importlib.metadata.version('wasmtime')} epoch speed explicit-traps pooling"
+            f"{importlib.metadata.version('wasmtime')} epoch speed explicit-traps pooling no-guard"
             .encode()
         ).hexdigest()[:16]
         self._running = 0
@@ -186,6 +186,9 @@ class WasmEngine(EngineBase):
         self.clock = clock()
         self._modules: collections.OrderedDict[str, _Compiled] = collections.OrderedDict()
         self._lock = threading.Lock()
+        #: sandboxes not in use, each reused (a worker's engine runs one invocation at a
+        #: time; one called from several threads makes one per invocation at once)
+        self._idle: list[capi.Instance] = []
 
     def compiled(self, call: FunctionCall) -> _Compiled:
         """The compiled module of ``call``'s implementation: from memory, else from the
@@ -234,9 +237,14 @@ class WasmEngine(EngineBase):
         spec = call.spec
         limit = call.timeout or self.cpu_limit
         try:
-            instance = capi.Instance(compiled.pre, self.memory_limit,
-                                     math.ceil(limit / TICK) + 1 if limit else 1 << 62)
+            instance = self._idle.pop()
+        except IndexError:
+            instance = capi.Instance()
+        try:
+            instance.open(compiled.pre, self.memory_limit,
+                          math.ceil(limit / TICK) + 1 if limit else 1 << 62)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as e:
+            self._idle.append(instance)
             raise SandboxViolation(f"{_what(spec)} could not be instantiated within its memory "
                                    f"limit of {self.memory_limit // _MIB} MiB: {e}",
                                    function=spec.name,
@@ -248,10 +256,12 @@ class WasmEngine(EngineBase):
                 base = compiled.base = -(-instance.global_i32(b"__heap_base") // _PAGE) * _PAGE
             sets, results = invocation(spec, context.inputs)
             self._grow(instance, base + self.output_limit + _MIB, spec)
-            capacity = write_inputs(instance.view(base), sets, results, self.output_limit)
+            view = instance.view(base)
+            capacity = write_inputs(view, sets, results, self.output_limit)
             if capacity < 0:
                 self._grow(instance, base - capacity, spec)
-                capacity = write_inputs(instance.view(base), sets, results, self.output_limit)
+                view = instance.view(base)
+                capacity = write_inputs(view, sets, results, self.output_limit)
             try:
                 with self.clock:
                     code = instance.call(base)
@@ -260,24 +270,22 @@ class WasmEngine(EngineBase):
             if code != 0:
                 raise FunctionError(f"{_what(spec)} returned error code {code}", function=spec.name)
             declared = bytes(code for _, code in results)
-            context.outputs = list(read_items(instance.view(base), capacity, True, declared,
-                                              True))
+            context.outputs = list(read_items(view, capacity, True, declared, True))
         finally:
             instance.close()
+            self._idle.append(instance)
 
     def _grow(self, instance: capi.Instance, size: int, spec: FunctionSpec) -> None:
         """Grow the instance's memory to at least ``size`` bytes."""
-        have = instance.size()
-        if size > have:
-            try:
-                instance.grow(-(-(size - have) // _PAGE))
-            except wasmtime.WasmtimeError:
-                raise SandboxViolation(
-                    f"{_what(spec)}: its context of {size // _MIB} MiB (inputs and the output "
-                    f"limit of {self.output_limit // _MIB} MiB) does not fit in its memory limit "
-                    f"of {self.memory_limit // _MIB} MiB", function=spec.name,
-                    hint="raise engine_options={'memory_limit': bytes}, or lower "
-                         "'output_limit'") from None
+        try:
+            instance.grow_to(size)
+        except wasmtime.WasmtimeError:
+            raise SandboxViolation(
+                f"{_what(spec)}: its context of {size // _MIB} MiB (inputs and the output "
+                f"limit of {self.output_limit // _MIB} MiB) does not fit in its memory limit "
+                f"of {self.memory_limit // _MIB} MiB", function=spec.name,
+                hint="raise engine_options={'memory_limit': bytes}, or lower "
+                     "'output_limit'") from None
 
     def _trapped(self, trap: wasmtime.Trap, call: FunctionCall,
                  limit: float | None) -> FunctionError:
