@@ -11,6 +11,9 @@ is a package, and a new subpackage needs no edit of any list.
 seccomp, fatal-signal reports, forking locked-down sandboxes, native code in strict mode.
 Building it needs a C compiler and the Python headers.
 
+``dandelion.cache._keysc`` (every platform, ``dandelion/cache/c/keysc.c``) makes the cache
+keys of all instances of an application in one call; without it, :mod:`hashlib` does.
+
 ``dandelion.backends.engines.kvm._kvmc`` (Linux only, ``backends/engines/kvm/c/kvmc.c``)
 drives the ``kvm`` engine's virtual machines through ``/dev/kvm`` ioctls.
 """
@@ -40,7 +43,10 @@ def packages() -> list[str]:
     return found
 
 
-ext_modules = []
+#: portable C: the cache keys of many instances in one call (dandelion/cache/key.py)
+ext_modules = [Extension("dandelion.cache._keysc", ["dandelion/cache/c/keysc.c"],
+                         extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden"]
+                         if sys.platform != "win32" else [])]
 if sys.platform.startswith("linux"):
     C = "backends/engines/process/c"
     ext_modules.append(Extension(

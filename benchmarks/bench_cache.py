@@ -200,7 +200,7 @@ def cache_parts(n: int, repeat: int) -> dict[str, float]:
         flights = list(found.keys)
         cache.flights.join_many(flights, lambda i: lambda entry: None)
         t2 = cpu()
-        entries = run.store(list(zip(found.keys, outputs)))  # type: ignore[arg-type]
+        entries = run.store(found.keys, outputs)
         t3 = cpu()
         cache.flights.land_many(list(zip(flights, entries)))
         t4 = cpu()

@@ -131,9 +131,8 @@ def run_cached(unit: UnitSpec, call: FunctionCall, insts: Sequence[Instance],
     if todo:
         for i, out in zip(todo, compute([insts[i] for i in todo])):
             outputs[i] = out
-        keyed = [(key, outputs[i]) for i in todo if (key := found.keys[i]) is not None]
         try:
-            run.store(keyed)
+            run.store([found.keys[i] for i in todo], [outputs[i] for i in todo])
         except Exception as e:  # the cache never fails a run
             log.warning("could not cache instances of '%s': %s", call.spec.name, e)
     misses = sum(found.keys[i] is not None for i in todo)

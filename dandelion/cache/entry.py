@@ -76,6 +76,25 @@ def pack(outputs: Outputs) -> tuple[bytes, list[bytes]]:
     return b"".join(chunks), ids
 
 
+def pack_ints(outputs: Sequence[Outputs]) -> list[bytes] | None:
+    """The entries of many instances' outputs in one step when each is one result of one
+    ``int`` item without a name (as :func:`pack` makes them), else ``None``.
+
+    >>> pack_ints([[(Item(7, key=2),)]]) == [pack([(Item(7, key=2),)])[0]]
+    True
+    >>> pack_ints([[(Item(True),)]]) is None
+    True
+    """
+    one = _ONE_INT.pack
+    try:
+        entries = [one(MAGIC, 1, 1, 21, 3, item.key, 0, value) for out in outputs
+                   if len(out) == 1 and len(out[0]) == 1
+                   and type(value := (item := out[0][0]).value) is int and not item.name]
+    except struct.error:  # an int beyond 64 bits
+        return None
+    return entries if len(entries) == len(outputs) else None
+
+
 def unpack(data: bytes) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]:
     """The outputs in an entry and the content id of each item.
 

@@ -4,13 +4,18 @@
 application is ``H(key version, hash algorithm, interpreter major.minor, engine ABI, the
 implementation's identity, the declared signature, each parameter's sharding and optional
 flag, the join)``: computed once per application and run, so an instance costs one hash over
-its inputs' content ids (:mod:`dandelion.cache.content`).
+its inputs' content ids (:mod:`dandelion.cache.content`), encoded as its :func:`tail`.
+:func:`storage_keys` makes the keys of all instances of an application in one call (in C,
+where the C extension ``_keysc`` is built and the hash is BLAKE2b).
 
 >>> from dandelion.ir import FunctionSpec, Implementation, Param
 >>> spec = FunctionSpec("f", [Param("x")], [Param("y")], implementations=[
 ...     Implementation("native", "sha256:00")])
 >>> p = prefix(spec, spec.implementations[0], b"", (("all", False),), None)
 >>> instance_key(p, [[b"\\x00a"]]) != instance_key(p, [[b"\\x00b"]])
+True
+>>> storage_keys(p, "ns", [tail([[b"\\x00a"]]), None]) == \\
+...     ["ns/" + instance_key(p, [[b"\\x00a"]]).hex(), None]
 True
 """
 
@@ -25,6 +30,11 @@ from dandelion.cache import hashing
 from dandelion.cache.content import Uncacheable
 from dandelion.cache.identity import origin, python_identity
 from dandelion.ir.nodes import FunctionSpec, Implementation, Join
+
+try:
+    from dandelion.cache import _keysc
+except ImportError:  # pragma: no cover - built without a C compiler: hashlib does it
+    _keysc = None  # type: ignore[assignment]
 
 #: Bumped whenever what enters a key changes meaning.
 KEY_VERSION = 1
@@ -84,16 +94,35 @@ def _signature(spec: FunctionSpec) -> Any:
             "results": [[r.name, str(r.type)] for r in spec.results]}
 
 
-def instance_key(prefix: bytes, inputs: Sequence[Sequence[bytes]]) -> bytes:
-    """The key of one instance from its application's prefix and, per parameter, the
-    content ids of its items."""
+def tail(inputs: Sequence[Sequence[bytes]]) -> bytes:
+    """What follows the prefix in the key of an instance, from the content ids of its items
+    per parameter: per parameter the number of its items, per item its id's length and the
+    id."""
     if len(inputs) == 1 and len(inputs[0]) == 1:  # one parameter, one item
         cid = inputs[0][0]
-        return hashing.digest(prefix + ONE + _COUNT(len(cid)) + cid)
-    parts = [prefix]
+        return ONE + _COUNT(len(cid)) + cid
+    parts = []
     for ids in inputs:
         parts.append(_COUNT(len(ids)))
         for cid in ids:
             parts.append(_COUNT(len(cid)))
             parts.append(cid)
-    return hashing.digest(b"".join(parts))
+    return b"".join(parts)
+
+
+def instance_key(prefix: bytes, inputs: Sequence[Sequence[bytes]]) -> bytes:
+    """The key of one instance from its application's prefix and, per parameter, the
+    content ids of its items."""
+    return hashing.digest(prefix + tail(inputs))
+
+
+def storage_keys(prefix: bytes, namespace: str, tails: Sequence[bytes | None]
+                 ) -> list[str | None]:
+    """Where the entry of each instance is kept (``<namespace>/<hex key>``) from its
+    application's prefix and its :func:`tail` (``None``, for an uncacheable instance, stays
+    ``None``): the keys of all instances of an application in one call."""
+    if _keysc is not None and hashing.ALGORITHM == "blake2b":
+        return _keysc.storage_keys(prefix, namespace, tails)
+    ns = namespace + "/"
+    digest = hashing.digest
+    return [None if t is None else ns + digest(prefix + t).hex() for t in tails]

@@ -9,11 +9,14 @@
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 from collections import OrderedDict
 from typing import Any, Callable
 
 from dandelion.cache.store import Store
+
+_VALUE = operator.itemgetter(1)
 
 #: The default bound of a memory store.
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
@@ -40,7 +43,7 @@ class MemoryStore(Store):
     def get_many(self, keys: Any) -> list[bytes | None]:
         entries = self._entries
         with self._lock:
-            out = [entries.get(k) for k in keys]
+            out = list(map(entries.get, keys))
             if out.count(None) < len(out):  # some hit: they are the most recently used
                 for k, v in zip(keys, out):
                     if v is not None:
@@ -52,26 +55,36 @@ class MemoryStore(Store):
 
     def put_many(self, entries: Any) -> None:
         stored = self._entries
-        entries = list(entries)
-        fresh = dict(entries)
-        size = sum(map(len, fresh.values()))
+        entries = entries if isinstance(entries, list) else list(entries)
+        size = sum(map(len, map(_VALUE, entries)))
         with self._lock:
-            if size <= self.max_bytes and len(fresh) == len(entries) and \
-                    stored.keys().isdisjoint(fresh):  # new keys, none too large: at once
-                stored.update(fresh)
-                self._bytes += size
-                entries = ()
-            for key, value in entries:
-                if len(value) > self.max_bytes:
-                    continue
-                old = stored.pop(key, None)
-                if old is not None:
-                    self._bytes -= len(old)
-                stored[key] = value
-                self._bytes += len(value)
-            while self._bytes > self.max_bytes:
-                _, evicted = stored.popitem(last=False)
-                self._bytes -= len(evicted)
+            if size <= self.max_bytes:  # each fits: at once
+                before = len(stored)
+                stored.update(entries)
+                if len(stored) - before == len(entries):  # all new: the usual
+                    self._bytes += size
+                else:  # some replaced (a refresh): they are the most recent, count again
+                    for key, _ in entries:
+                        stored.move_to_end(key)
+                    self._bytes = sum(map(len, stored.values()))
+            else:
+                for key, value in entries:
+                    if len(value) > self.max_bytes:
+                        continue
+                    old = stored.pop(key, None)
+                    if old is not None:
+                        self._bytes -= len(old)
+                    stored[key] = value
+                    self._bytes += len(value)
+                    self._evict()
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used entries beyond the bound (lock held)."""
+        stored = self._entries
+        while self._bytes > self.max_bytes:
+            _, evicted = stored.popitem(last=False)
+            self._bytes -= len(evicted)
 
     def delete(self, key: str) -> None:
         with self._lock:

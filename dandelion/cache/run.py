@@ -15,9 +15,8 @@ import attrs
 
 from dandelion.cache.cache import Cache
 from dandelion.cache.content import Uncacheable, content_id
-from dandelion.cache.entry import CorruptEntry, pack, unpack
-from dandelion.cache.hashing import digest
-from dandelion.cache.key import ONE, implementation_identity, instance_key, prefix
+from dandelion.cache.entry import CorruptEntry, pack, pack_ints, unpack
+from dandelion.cache.key import implementation_identity, prefix, storage_keys, tail
 from dandelion.ir.nodes import Application, FunctionSpec
 from dandelion.items import Item
 
@@ -27,7 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Outputs = list[tuple[Item[Any], ...]]
 
-_COUNT = struct.Struct("<I").pack
+#: the tail of a key whose instance has one parameter of one int item without a name:
+#: ``tail([[content_id(item)]])`` in one step (1 parameter, 1 item, the id's length, then
+#: the id: 0x00 and the item's record)
+_ONE_INT_TAIL = struct.Struct("<IIBBqIq").pack
+_INT_ID_SIZE = struct.calcsize("<BBqIq")
 
 
 @attrs.define
@@ -82,6 +85,30 @@ class RunCache:
         flat = (item for items in outputs for item in items)
         self._ids.update((id(item), (item, cid)) for item, cid in zip(flat, ids))
 
+    def tails(self, instances: Sequence[Instance]) -> tuple[list[bytes | None], str | None]:
+        """Per instance the :func:`~dandelion.cache.key.tail` of its key (``None``:
+        uncacheable), and the first reason one is not."""
+        tails: list[bytes | None] = []
+        reason = None
+        one_int = _ONE_INT_TAIL
+        for inst in instances:
+            inputs = inst.inputs
+            if len(inputs) == 1 and len(inputs[0]) == 1:
+                item = inputs[0][0]
+                value = item.value
+                if type(value) is int and not item.name:  # the common case, in one step
+                    try:
+                        tails.append(one_int(1, _INT_ID_SIZE, 0, 3, item.key, 0, value))
+                        continue
+                    except struct.error:
+                        pass  # the general path says why
+            try:
+                tails.append(tail([self.content_ids(items) for items in inputs]))
+            except Uncacheable as e:
+                tails.append(None)
+                reason = reason or f"instance {inst.index}: {e}"
+        return tails, reason
+
     def lookup(self, app: Application, spec: FunctionSpec, call: FunctionCall,
                instances: Sequence[Instance]) -> Lookup:
         """Keys and hits for the instances of ``app``."""
@@ -94,34 +121,8 @@ class RunCache:
         sharding = [(str(args[p.name].mode), args[p.name].optional) if p.name in args
                     else ("absent", True) for p in spec.params]
         head = prefix(spec, call.implementation, identity, sharding, app.join)
-        ns = self.cache.namespace + "/"
-        keys: list[str | None] = []
-        reason = None
-        one = head + ONE  # one parameter with one item: instance_key's fast path, inline
-        known = self._ids
-        for inst in instances:
-            inputs = inst.inputs
-            if len(inputs) == 1 and len(inputs[0]) == 1:
-                item = inputs[0][0]
-                seen = known.get(id(item))
-                if seen is not None and seen[0] is item:
-                    cid = seen[1]
-                else:
-                    try:
-                        cid = content_id(item)
-                    except Uncacheable as e:
-                        keys.append(None)
-                        reason = reason or f"instance {inst.index}: {e}"
-                        continue
-                    known[id(item)] = (item, cid)
-                keys.append(ns + digest(one + _COUNT(len(cid)) + cid).hex())
-                continue
-            try:
-                keys.append(ns + instance_key(head, [self.content_ids(items)
-                                                     for items in inputs]).hex())
-            except Uncacheable as e:
-                keys.append(None)
-                reason = reason or f"instance {inst.index}: {e}"
+        tails, reason = self.tails(instances)
+        keys = storage_keys(head, self.cache.namespace, tails)
         wanted = [k for k in keys if k is not None] if reason is not None else keys
         values = self.cache.get_stored(wanted) if wanted else []  # type: ignore[arg-type]
         if values.count(None) == len(values):  # all missed
@@ -148,27 +149,24 @@ class RunCache:
             served += len(data)
         return Lookup(keys, hits, reason, served, sum(h is not None for h in hits))
 
-    def store(self, keyed: Sequence[tuple[str, Sequence[Sequence[Item[Any]]]]]
+    def store(self, keys: Sequence[str | None], outputs: Sequence[Sequence[Sequence[Item[Any]]]]
               ) -> list[bytes | None]:
-        """Keep the outputs of computed instances, given as ``(key, outputs)`` with the
-        keys of a :class:`Lookup`; per instance its entry, or ``None`` when an output has
-        no canonical encoding."""
-        entries: list[bytes | None] = []
-        kept = []
-        known = self._ids
-        for key, outputs in keyed:
-            try:
-                data, ids = pack(outputs)
-            except Uncacheable:
-                entries.append(None)
-                continue
-            if len(ids) == 1 and len(outputs) == 1:  # one result of one item
-                item = outputs[0][0]
-                known[id(item)] = (item, ids[0])
-            else:
-                self.remember(outputs, ids)
-            entries.append(data)
-            kept.append((key, data))
+        """Keep the ``outputs`` of computed instances under their ``keys`` (those of a
+        :class:`Lookup`; ``None``: not kept); per instance its entry, or ``None`` when an
+        output has no canonical encoding."""
+        entries: list[bytes | None] | None = pack_ints(outputs)  # type: ignore[assignment]
+        if entries is None:  # not all one int each: one by one, remembering their ids
+            entries = []
+            for out in outputs:
+                try:
+                    data, ids = pack(out)
+                except Uncacheable:
+                    entries.append(None)
+                    continue
+                self.remember(out, ids)
+                entries.append(data)
+        kept = [(key, data) for key, data in zip(keys, entries)
+                if key is not None and data is not None]
         if kept:
             self.cache.store.put_many(kept)
         return entries

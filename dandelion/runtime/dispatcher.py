@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
 
 import attrs
 
-from dandelion.cache.run import RunCache
+from dandelion.cache.run import Lookup, RunCache
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.cacheable import not_cached_because
@@ -459,29 +459,19 @@ class _Run:
         state = self.running.get(index)
         if self.cache is None or state is None or state.keys is None:
             return
-        cache = self.cache.cache
-        keys = state.keys
         n = len(results)
-        done = [(key, result) for key, result in zip((keys[p] for p in positions), results)
-                if key is not None]
+        keys = state.keys[positions.start:positions.start + len(positions)] \
+            if isinstance(positions, range) else [state.keys[p] for p in positions]
         try:
-            entries = iter(self.cache.store(done))
+            entries = self.cache.store(keys[:n], results)
         except Exception as e:  # the cache never fails a run
             log.warning("could not cache instances of '%s': %s", state.spec.name, e)
-            entries = iter([None] * len(done))
-        leading = self.leading
-        if len(done) == len(positions):  # every instance keyed and computed: the usual
-            landings = [(key, entry) for (key, _), entry in zip(done, entries)
-                        if leading.pop(key, 0) is None]
-        else:
-            landings = []
-            for j, pos in enumerate(positions):
-                key = keys[pos]  # also its flight's key
-                if key is not None:
-                    entry = next(entries) if j < n else None
-                    if leading.pop(key, 0) is None:
-                        landings.append((key, entry))
-        cache.flights.land_many(landings)
+            entries = [None] * n
+        if len(entries) < len(keys):  # the rest failed: their followers compute themselves
+            entries += [None] * (len(keys) - len(entries))
+        pop = self.leading.pop  # a key (also its flight's) this run leads maps to None
+        self.cache.cache.flights.land_many([(key, entry) for key, entry in zip(keys, entries)
+                                            if pop(key, 0) is None])  # type: ignore[arg-type]
 
     def abandon_flights(self) -> None:
         """Tell whoever waits on this run's flights that they will not land (they compute
@@ -491,7 +481,7 @@ class _Run:
                 if self.leading.pop(flight, 0) is None:
                     self.cache.cache.flights.land(flight, None)
 
-    def _lookup(self, index: int, state: _Running, call: FunctionCall) -> list[int]:
+    def _lookup(self, index: int, state: _Running, call: FunctionCall) -> Sequence[int]:
         """Serve what the cache has; join identical instances in flight; the positions of
         the instances left to compute (lock held)."""
         assert self.cache is not None
@@ -511,11 +501,12 @@ class _Run:
         state.keys = found.keys
         cache = self.cache.cache
         todo: list[int] = []
-        missed: list[int] = []
+        missed: Sequence[int] = []
         outputs = state.outputs
         if found.hit_count == 0 and found.reason is None:  # all looked up, none hit
-            missed = list(range(n))
+            missed = range(n)
         else:
+            missed = []
             for pos, (key, hit) in enumerate(zip(found.keys, found.hits)):
                 if hit is not None:
                     outputs[pos] = hit
@@ -525,12 +516,13 @@ class _Run:
                     missed.append(pos)
         hits = n - len(todo) - len(missed)
         if missed:
-            flights = cast("list[str]", [found.keys[pos] for pos in missed])  # missed: keyed
+            flights = cast("list[str]", found.keys if isinstance(missed, range) else
+                           [found.keys[pos] for pos in missed])  # missed: keyed
             leads = cache.flights.join_many(
                 flights, lambda i: functools.partial(self._landed, index, missed[i]))
             if all(leads) and not todo:  # the common case: nothing of it in flight
                 self.leading.update(dict.fromkeys(flights))
-                todo = missed
+                return self._looked_up(index, spec, start, hits, missed, found)
             else:
                 for pos, flight, lead in zip(missed, flights, leads):
                     if lead:
@@ -539,11 +531,18 @@ class _Run:
                     else:
                         state.remaining += 1  # a follower: filled when its leader lands
                 todo.sort()
+        return self._looked_up(index, spec, start, hits, missed, found, todo)
+
+    def _looked_up(self, index: int, spec: FunctionSpec, start: float, hits: int,
+                   missed: Sequence[int], found: Lookup, todo: Sequence[int] | None = None
+                   ) -> Sequence[int]:
+        """Count and report a lookup; the positions to compute (default: ``missed``)."""
         self.counts[2] += hits
+        observe = self.d.observe
         if observe is not None:
             self._report(observe, index, spec, start, hits, len(missed), found.reason,
                          found.bytes_served)
-        return todo
+        return missed if todo is None else todo
 
     def _why_not_cached(self, index: int) -> str | None:
         """Why the instances of application ``index`` are not cached (``None``: they

@@ -1,0 +1,7 @@
+"""The C extension of :mod:`dandelion.cache.key` (``c/keysc.c``)."""
+
+from typing import Sequence
+
+def storage_keys(prefix: bytes, namespace: str, tails: Sequence[bytes | None]
+                 ) -> list[str | None]: ...
+def digest(data: bytes) -> bytes: ...
