@@ -14,6 +14,7 @@ import concurrent.futures
 import functools
 import hmac
 import logging
+import os
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from aiohttp.web_protocol import RequestPayloadError
 import dandelion
 from dandelion.runtime.logs import Collector
 from dandelion.server import wire
+from dandelion.server.admission import Admission, Overloaded
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import JobRecord
 from dandelion.server.openapi import openapi_document
@@ -29,7 +31,6 @@ from dandelion.server.protocol import TENANT, refusal_message
 from dandelion.server.service import (
     SWEEP_EVERY,
     NotFound,
-    Overloaded,
     RequestProblem,
     Service,
     Unauthorized,
@@ -64,8 +65,12 @@ class Frontend:
             max_workers=config.invocations, thread_name_prefix="dandelion-serve")
         self._tokens = [(t.encode(), tenant) for t, tenant in config.tokens.items()]
         self._sweeper: asyncio.Task[None] | None = None
-        #: invocations and jobs handed to the executor and not finished (on the loop only)
-        self._pending = 0
+        #: invocations and jobs admitted and not finished (used on the loop only)
+        self.admission = Admission(config.workers or os.cpu_count() or 1,
+                                   config.max_waiting, config.max_wait)
+        metrics = self.service.metrics
+        metrics.admitted.set_function(lambda: self.admission.admitted)
+        metrics.expected_wait.set_function(self.admission.expected_wait)
 
     # -- the application --------------------------------------------------------------------
 
@@ -127,13 +132,13 @@ class Frontend:
             raise
         except Exception as e:
             status = status_of(e)
-            if status >= 500:
+            if status == 500:  # a bug (an overloaded worker's 503 is none, and frequent)
                 log.exception("internal error on %s %s", request.method, request.path)
             response = _json(error_body(e), status)
             if isinstance(e, RequestProblem):
                 response.force_close()
             if isinstance(e, Overloaded):
-                response.headers["Retry-After"] = "1"
+                response.headers["Retry-After"] = str(e.retry_after)
         self.service.metrics.requests.labels(str(response.status)).inc()
         return response
 
@@ -189,19 +194,20 @@ class Frontend:
         return _json(data, status)
 
     def _admit(self) -> None:
-        """Refuse an invocation when ``max_waiting`` already wait for a free slot (before
-        its body is read and decoded: refusing costs the loop next to nothing)."""
-        waiting = self._pending - self.config.invocations
-        if waiting >= self.config.max_waiting:
-            raise Overloaded(f"the worker is overloaded: {waiting} invocations are waiting",
-                             hint="retry in a moment (Retry-After), or add workers")
+        """Refuse an invocation the worker has no room for (:mod:`.admission`), before its
+        body is read and decoded: refusing costs the loop next to nothing."""
+        refusal = self.admission.refusal()
+        if refusal is not None:
+            self.service.metrics.refused.labels(refusal.reason).inc()
+            raise refusal
 
     async def _invocation(self, tenant: Tenant, kind: str, name: str, inputs: Any,
                           printed: Collector) -> Any:
-        """Run an invocation, counted while it waits and runs: started from the loop when
+        """Run an invocation, admitted while it waits and runs: started from the loop when
         its code is in memory (no thread waits for it), else on the executor (a cold
         invocation loads code from disk there, never on the loop)."""
-        self._pending += 1
+        loop = asyncio.get_running_loop()
+        self.admission.enter(loop.time())
         try:
             args = (tenant, kind, name, inputs, printed)
             done = await self.service.invoke_here(*args, executor=self.executor)
@@ -209,7 +215,7 @@ class Frontend:
                 done = await self._work(self.service.invoke, *args)
             return done
         finally:
-            self._pending -= 1
+            self.admission.leave(loop.time())
 
     async def _work(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

@@ -66,6 +66,7 @@ def server_config(args: argparse.Namespace) -> Any:
                         max_jobs=args.max_jobs, job_ttl=args.job_ttl,
                         plan_cache=args.plan_cache, code_ttl=args.code_ttl,
                         invocations=args.invocations, max_waiting=args.max_waiting,
+                        max_wait=args.max_wait,
                         state_dir=args.state_dir, io=io, topology=args.topology)
 
 
@@ -270,8 +271,11 @@ def add_server_commands(sub: Any) -> None:
                         f"others wait; hot ones start from the event loop (default: "
                         f"{d.invocations})")
     p.add_argument("--max-waiting", type=int, default=d.max_waiting,
-                   help=f"invocations waiting for those; more are refused with 503 "
-                        f"(default: {d.max_waiting})")
+                   help=f"invocations waiting for an engine at most; more are refused with "
+                        f"503 (default: {d.max_waiting})")
+    p.add_argument("--max-wait", type=float, default=d.max_wait, metavar="SECONDS",
+                   help=f"refuse (503) a new invocation expected to wait longer than this "
+                        f"for an engine (measured; default: {d.max_wait:g})")
     p.add_argument("--hot-functions", type=int, default=d.hot_functions,
                    help=f"loaded functions kept in memory (default: {d.hot_functions})")
     cache_cli.add_serve_option(p)

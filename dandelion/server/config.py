@@ -54,10 +54,14 @@ class ServerConfig:
             stays in the artifact store on disk.
         invocations: invocations running at once on the frontend's threads (the rest wait):
             those that load code from disk; one whose code is in memory starts from the
-            event loop and waits on no thread.  Admission counts every invocation.
-        max_waiting: invocations (and jobs) beyond ``invocations`` admitted; more are refused with
-            503 and ``Retry-After: 1``, so that an overloaded worker answers at once instead
-            of queueing without bound.
+            event loop and waits on no thread.
+        max_waiting: invocations (and jobs) admitted beyond one per engine (``workers``) at
+            most; more are refused at once with 503 and ``Retry-After``.
+        max_wait: seconds an admitted invocation may be expected to wait for an engine:
+            once more than one per engine waits, a new one whose expected wait (its place
+            in the queue times the measured time between completions) is longer is refused
+            with 503, so that an overloaded worker keeps its throughput and answers the
+            excess at once instead of queueing it (``dandelion.server.admission``).
         state_dir: where registrations and code are kept (``None``: a temporary directory,
             forgotten at exit).
         io: options of the worker's I/O engine (:class:`~dandelion.io.IoConfig`).
@@ -87,6 +91,7 @@ class ServerConfig:
     code_ttl: float = 3600.0
     invocations: int = 64
     max_waiting: int = 1024
+    max_wait: float = 0.25
     state_dir: str | None = None
     io: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
     topology: str | None = None

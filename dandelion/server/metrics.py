@@ -41,6 +41,16 @@ class Metrics:
         self.cache_served = Counter("dandelion_cache_served_bytes",
                                     "Bytes of the result cache's entries that hit",
                                     registry=r)
+        self.refused = Counter("dandelion_refused", "Invocations refused (503) by admission "
+                               "control: queue (--max-waiting wait) or wait (the expected "
+                               "wait is over --max-wait)", ["reason"], registry=r)
+        for reason in ("queue", "wait"):
+            self.refused.labels(reason)  # shown from the start, at 0
+        self.admitted = Gauge("dandelion_admitted", "Invocations admitted and not done "
+                              "(running or waiting)", registry=r)
+        self.expected_wait = Gauge("dandelion_expected_wait_seconds", "How long an "
+                                   "invocation admitted now is expected to wait",
+                                   registry=r)
         self.retained = Gauge("dandelion_retained", "What the worker keeps in memory: jobs "
                               "(of every tenant) and plans (of directly invoked functions)",
                               ["what"], registry=r)

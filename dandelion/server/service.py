@@ -52,6 +52,7 @@ from dandelion.runtime.native import NativeFunction
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.store import ArtifactStore
 from dandelion.runtime.wasm import WasmFunction
+from dandelion.server.admission import Overloaded
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
 from dandelion.server.loader import RegistrationError, module_source
@@ -81,10 +82,6 @@ class NotFound(DandelionError, LookupError):
 
 class Conflict(DandelionError):
     """The request conflicts with the tenant's state, e.g. too many open jobs (429)."""
-
-
-class Overloaded(DandelionError):
-    """More invocations are waiting than the worker queues (503, with ``Retry-After``)."""
 
 
 class Unauthorized(DandelionError, PermissionError):
