@@ -252,7 +252,8 @@ Each system is offered increasing rates until it saturates, then twice its best 
 - **Dandelion** ``process`` (each function in a sandbox) and ``inline`` (no isolation, the
   bound), one worker (``dandelion serve``, one engine per CPU) with caching off (``--cache
   off --result-cache 0``: every request computes, with the same input), no access log, and
-  waiting bounded (``--invocations 16 --max-waiting 16``: past that, a fast 503);
+  the default admission control (what would wait more than ``--max-wait 0.25`` s for an
+  engine gets a fast 503, see :doc:`serve`);
 - **aiohttp in process**: a plain aiohttp server calling the function on its event loop (no
   isolation: the HTTP stack's upper bound);
 - **Ray Serve** with one deployment of the function (one replica, Serve's defaults);

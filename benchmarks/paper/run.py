@@ -7,7 +7,8 @@ Poisson load generator (``loadgen.py``, a process of its own, whose lateness is 
 
 - Dandelion with the ``process`` engine (isolated) and ``inline`` (the no-isolation bound);
   caching is off (``--cache off --result-cache 0``: every request computes), the access log
-  is off, and waiting is bounded (``--invocations 16 --max-waiting 16``: excess gets 503);
+  is off, and its admission control is the default one (``--max-wait 0.25``: what would
+  wait longer for an engine gets a fast 503);
 - a plain aiohttp server calling the function in its process (the HTTP stack's bound);
 - Ray Serve with one deployment (Serve's defaults otherwise), when ``ray[serve]`` imports;
 - a fresh Python interpreter per request that imports numpy and runs the function;
@@ -111,8 +112,7 @@ def start_dandelion(engine: str, workers: int, state: str, bodies: dict[str, str
     proc = subprocess.Popen(
         [sys.executable, "-m", "dandelion", "serve", "--port", str(port), "--engine", engine,
          "--workers", str(workers), "--hot-functions", "4", "--cache", "off",
-         "--result-cache", "0", "--invocations", "16", "--max-waiting", "16",
-         "--no-access-log", "--state-dir", state],
+         "--result-cache", "0", "--no-access-log", "--state-dir", state],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     system = System(f"dandelion-{engine}", f"Dandelion {engine}", engine != "inline",
