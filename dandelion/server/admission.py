@@ -17,6 +17,7 @@ before it reads the body), and the answer says when to retry.
 
 Example (two engines, at most 200 ms of waiting):
 
+    >>> from dandelion.server.admission import Admission
     >>> a = Admission(slots=2, max_waiting=100, max_wait=0.2)
     >>> for _ in range(4):                     # two run, two wait: always admitted
     ...     a.enter(now=0.0)
