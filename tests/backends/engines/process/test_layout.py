@@ -129,9 +129,14 @@ def test_a_forged_header_item_count_or_result_index_is_rejected():
         read_items(buf, capacity, True, _codes(E.BYTES), True)
 
 
-def test_a_wiped_context_reads_as_zeros_and_is_reused():
+@pytest.mark.parametrize("in_place", [True, False], ids=["zeroed in place", "punched out"])
+def test_a_wiped_context_reads_as_zeros_and_is_reused(monkeypatch, in_place):
+    from dandelion.backends.engines.process import memory
+
+    if not in_place:  # more written than a wipe zeroes in place: the file is punched out
+        monkeypatch.setattr(memory, "WIPE_IN_PLACE", 4096)
     ctx = SharedContext()
-    ctx.place([[Item(b"secret" * 100)]])
+    ctx.place([[Item(b"secret" * 2000)]])
     ctx.layout([("x", 1)], [("r", 1)], b"\x01", 1 << 20)
     assert b"secret" in ctx.mm[:ctx.capacity]
     ctx.mm[ctx.capacity - 10:ctx.capacity] = b"scribbled!"  # as a sandbox could
