@@ -8,6 +8,10 @@
    ``_exit`` + ``waitpid`` of this process, back to back before them (not interleaved:
    after a fork, the parent's next invocation pays copy-on-write faults on every page it
    touches; measured: a wasm no-op 121 us back to back, 830 us right after a fork);
+   and the floor under the wasm engine: its sequence of wasmtime C calls in a tight C loop
+   (``wasm_floor.c``, built with the C compiler and run on the engine's own wasmtime engine,
+   pool and module), whole, without the call, and only a store and instance made and
+   dropped;
 2. cold invocation: the code loaded from the artifact store on disk (process: the ELF;
    wasm: a fresh engine, as on a new worker, deserializing the module compiled ahead of
    time — and, separately, compiling it because nothing compiled is kept; kvm: a fresh
@@ -92,6 +96,55 @@ def raw_fork() -> float:
     return time.perf_counter() - t
 
 
+def wasm_floor(engine: WasmEngine, call: FunctionCall, inputs: list[list[Item[Any]]], n: int,
+               tmp: Path) -> dict[str, list[float]]:
+    """The wasm engine's sequence of wasmtime C calls for one invocation, in a tight C loop
+    (``wasm_floor.c``) on the engine's own wasmtime engine, pool and module: what remains
+    of an invocation without the engine's Python.  Nothing when there is no C compiler."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from dandelion.backends.engines.process.layout import invocation as shape
+    from dandelion.backends.engines.process.layout import write_inputs
+    from dandelion.backends.engines.wasm import capi
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return {}
+    library = tmp / "wasm_floor.so"
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(library),
+                    str(REPO / "benchmarks" / "wasm_floor.c")], check=True)
+    floor = ctypes.CDLL(str(library))
+    compiled = engine.compiled(call)
+    base = compiled.base
+    assert base is not None  # an invocation ran
+    context = bytearray(engine.output_limit + (1 << 20))
+    write_inputs(context, *shape(call.spec, inputs), engine.output_limit)
+    used = int.from_bytes(context[56:64], "little")  # heap_cur: what the inputs take
+    names = ("store_new", "store_context", "store_limiter", "context_set_epoch_deadline",
+             "instance_pre_instantiate", "instance_export_get", "memory_grow", "memory_data",
+             "func_call_unchecked", "store_delete")
+    api = (ctypes.c_void_p * len(names))(*(
+        ctypes.cast(capi.capi.dll[f"wasmtime_{name}"], ctypes.c_void_p).value  # type: ignore[attr-defined]
+        for name in names))
+    pages = -(-(base + engine.output_limit + (1 << 20) - compiled.pre.initial) // capi.PAGE)
+    ns = (ctypes.c_uint64 * n)()
+    floor.floor_loop.argtypes = [ctypes.c_void_p] * 3 + [
+        ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t,
+        ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+    rows = {}
+    for mode, label in ((0, "wasmtime C API alone: an invocation's calls in C"),
+                        (2, "wasmtime C API alone: the same without the call"),
+                        (1, "wasmtime C API alone: store and instance made, dropped")):
+        failed = floor.floor_loop(api, compiled.pre.engine, compiled.pre.address,
+                                  engine.memory_limit, pages, base, bytes(context[:used]), used,
+                                  capi.capi.wasmtime_extern_t.of.offset, n, mode, ns)
+        assert failed == 0, f"{failed} of the C loop's invocations failed"
+        rows[f"{label} (back to back)"] = [t / 1e9 for t in ns]
+    return rows
+
+
 def latency(n: int, tmp: Path) -> None:
     store = ArtifactStore(tmp / "store")
     src = tmp / "noop.c"
@@ -129,6 +182,7 @@ def latency(n: int, tmp: Path) -> None:
     for label, engine, kind in (variants[0], variants[3], *variants[4:]):
         times[f"{label}, back to back"] = [invoke(engine, calls[kind], inputs)
                                            for _ in range(n)]
+    times.update(wasm_floor(wasm, calls["wasm"], inputs, n, tmp))
     print(f"\n1. hot no-op, end to end, one at a time, interleaved ({n} rounds)")
     for label, xs in times.items():
         print(f"  {label:<50} median {statistics.median(xs) * US:8.1f} us   "
