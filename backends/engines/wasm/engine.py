@@ -100,37 +100,40 @@ class _Clock:
             f"{importlib.metadata.version('wasmtime')} epoch speed explicit-traps pooling no-guard"
             .encode()
         ).hexdigest()[:16]
-        self._running = 0
-        self._started = 0  # invocations begun, ever: the thread sees whether any did
+        #: one entry per invocation running (list.append and pop are atomic: no lock)
+        self._running: list[None] = []
+        self._started = 0  # invocations begun (about: unlocked), the thread sees if any did
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> None:
-        with self._lock:
-            self._running += 1
-            self._started += 1
-            if not self._wake.is_set():
-                self._wake.set()
+        self._running.append(None)
+        self._started += 1
+        if not self._wake.is_set():
+            self._wake.set()
             if self._thread is None:
-                self._thread = threading.Thread(target=self._tick, name="dandelion-wasm-epoch",
-                                                daemon=True)
-                self._thread.start()
+                with self._lock:
+                    if self._thread is None:
+                        self._thread = threading.Thread(target=self._tick, daemon=True,
+                                                        name="dandelion-wasm-epoch")
+                        self._thread.start()
 
     def __exit__(self, *exc: Any) -> None:
-        with self._lock:
-            self._running -= 1
+        self._running.pop()
 
     def _tick(self) -> None:
         idle, seen = 0, -1
         while self._wake.wait():
             time.sleep(TICK)
             self.engine.increment_epoch()
-            with self._lock:
-                idle = 0 if self._running or self._started != seen else idle + 1
-                seen = self._started
-                if idle >= IDLE_TICKS:
-                    self._wake.clear()
+            idle = 0 if self._running or self._started != seen else idle + 1
+            seen = self._started
+            if idle >= IDLE_TICKS:
+                self._wake.clear()
+                # an invocation that began as it went to sleep has seen it awake: wake it
+                if self._running or self._started != seen:
+                    self._wake.set()
 
 
 _clock: _Clock | None = None
