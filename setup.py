@@ -16,6 +16,10 @@ keys of all instances of an application in one call; without it, :mod:`hashlib` 
 
 ``dandelion.backends.engines.kvm._kvmc`` (Linux only, ``backends/engines/kvm/c/kvmc.c``)
 drives the ``kvm`` engine's virtual machines through ``/dev/kvm`` ioctls.
+
+``dandelion.backends.engines.wasm._wasmc`` (``backends/engines/wasm/c/wasmc.c``) makes the
+``wasm`` engine's calls of wasmtime's C API for an invocation; it links nothing: the
+wasmtime package's library is found at run time.
 """
 
 from __future__ import annotations
@@ -61,5 +65,8 @@ if sys.platform.startswith("linux"):
     ext_modules.append(Extension(
         "dandelion.backends.engines.kvm._kvmc", ["backends/engines/kvm/c/kvmc.c"],
         extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden"]))
+ext_modules.append(Extension(  # portable C, on every platform
+    "dandelion.backends.engines.wasm._wasmc", ["backends/engines/wasm/c/wasmc.c"],
+    extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden"]))
 
 setup(packages=packages(), ext_modules=ext_modules)

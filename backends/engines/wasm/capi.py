@@ -3,13 +3,15 @@
 The ``wasmtime`` package's Python classes wrap every call of the C API in a few layers of
 Python: type checks, value conversion, a wrapper object per export.  For a function that
 runs for microseconds those layers cost more than the sandbox itself (measured: a no-op
-invocation 127 us through the classes, of which ~60 us Python), so an invocation here calls
-the C functions directly, from the library and with the structures the package declares
-(``wasmtime._bindings``; the package's version range is pinned in ``pyproject.toml``).
-Those calls are declared again here with plain addresses for pointers, and what they write
-goes into buffers made once per sandbox (:class:`Instance`), so that an invocation makes
-no ctypes objects (measured: a no-op 37 -> 26 us).  Compiling, checking and serializing
-modules stay on the package's public classes.
+invocation 127 us through the classes, of which ~60 us Python), and so does ctypes' own
+argument conversion (0.5-1.3 us a call, eleven calls an invocation).  An invocation's calls
+of the C API are therefore made in C, by the extension ``_wasmc`` (``c/wasmc.c``, a
+reused :class:`Instance`: open, grow, call, close), on the functions of the library the
+package loaded and the structure layout it declares (``wasmtime._bindings``; the
+package's version range is pinned in ``pyproject.toml``), handed over once by address
+when this module is imported.  Measured, a no-op: 43 us through ctypes, 37 us without
+guard pages, 26 us with its calls declared by address into buffers made once, 19 us in C.
+Compiling, checking and serializing modules stay on the package's public classes.
 
 Instances come from wasmtime's **pooling allocator** (:func:`pooled`): linear memories
 live in slots of address space reserved once per process, so that instantiating and
@@ -25,10 +27,11 @@ from __future__ import annotations
 import ctypes
 import queue
 from ctypes import POINTER, byref
-from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as capi
+
+from dandelion.backends.engines.wasm import _wasmc
 
 #: Instances (and linear memories) that may exist at once in this process: slots of
 #: address space (4 GiB each) reserved when the engine is made, none resident.
@@ -103,65 +106,31 @@ class Pre:
             capi._wasmtime_instance_pre_delete(self.ptr)
 
 
-class _Scratch(ctypes.Structure):
-    """What the C API writes for an invocation: allocated once per :class:`Instance`."""
-
-    _fields_ = [("instance", capi.wasmtime_instance_t), ("memory", capi.wasmtime_extern_t),
-                ("entry", capi.wasmtime_extern_t), ("trap", ctypes.c_void_p),
-                ("value", ctypes.c_uint64 * 2), ("pages", ctypes.c_uint64)]
-
-
-def _function(name: str, restype: Any, *argtypes: Any) -> Any:
-    """The C function ``name``, declared with plain addresses (``c_void_p``) for its
-    pointers: a call then converts Python integers, not ctypes objects made per call.  A
-    fresh function object, so the package's own declaration stays as it is."""
-    function = capi.dll[name]  # type: ignore[attr-defined]
-    function.restype = restype
-    function.argtypes = argtypes
-    return function
+def _failure(error: int, trap: int) -> Exception:
+    """The exception of a wasmtime error or trap (addresses; 0: none), which it takes."""
+    if trap:
+        return wasmtime.Trap._from_ptr(ctypes.cast(trap, POINTER(capi.wasm_trap_t)))
+    return wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, POINTER(capi.wasmtime_error_t)))
 
 
-_P, _U64, _I64 = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_int64
-_store_new = _function("wasmtime_store_new", _P, _P, _P, _P)
-_store_context = _function("wasmtime_store_context", _P, _P)
-_store_limiter = _function("wasmtime_store_limiter", None, _P, _I64, _I64, _I64, _I64, _I64)
-_set_deadline = _function("wasmtime_context_set_epoch_deadline", None, _P, _U64)
-_instantiate = _function("wasmtime_instance_pre_instantiate", _P, _P, _P, _P, _P)
-_export = _function("wasmtime_instance_export_get", ctypes.c_bool, _P, _P, ctypes.c_char_p,
-                    ctypes.c_size_t, _P)
-_grow = _function("wasmtime_memory_grow", _P, _P, _P, _U64, _P)
-_data = _function("wasmtime_memory_data", _P, _P, _P)
-_call = _function("wasmtime_func_call_unchecked", _P, _P, _P, _P, ctypes.c_size_t, _P)
-_global_get = _function("wasmtime_global_get", None, _P, _P, _P)
-_store_delete = _function("wasmtime_store_delete", None, _P)
-_OF = capi.wasmtime_extern_t.of.offset  # where an extern's memory or function starts
+_wasmc.bind(tuple(ctypes.cast(capi.dll[f"wasmtime_{name}"],  # type: ignore[attr-defined]
+                              ctypes.c_void_p).value for name in _wasmc.FUNCTIONS.split()),
+            capi.wasmtime_extern_t.of.offset, capi.wasmtime_val_t.of.offset, _failure)
 
 
-class Instance:
+class Instance(_wasmc.Sandbox):  # type: ignore[misc]
     """The sandbox of one invocation at a time: :meth:`open` instantiates a module in a
     store of its own, :meth:`close` drops the store, and with it the instance and its
-    memory.  The object is reused (an engine runs one invocation at a time); what the C API
-    writes goes into buffers made once, passed by address.
+    memory.  The object is reused; its calls of the C API are made in C (``_wasmc``).
 
-    Attributes:
-        address: where the instance's linear memory starts in this process.
-        size: bytes of linear memory the instance has (after :meth:`grow_to`).
+    Inherited from ``_wasmc.Sandbox``: ``grow_to(size)`` (raises
+    ``wasmtime.WasmtimeError`` beyond the memory limit), ``view(offset)`` (a memoryview of
+    the linear memory from ``offset`` on, valid until :meth:`close`: pooled memories do
+    not move), ``call(argument)`` (``dandelion_entry``'s result; raises ``wasmtime.Trap``),
+    ``global_i32(name)``, and the attributes ``address`` and ``size`` of the memory.
     """
 
-    __slots__ = ("store", "context", "address", "size", "_scratch", "_instance", "_memory",
-                 "_entry", "_trap", "_value", "_pages")
-
-    def __init__(self) -> None:
-        self.store: int | None = None
-        self.context = self.address = self.size = 0
-        scratch = self._scratch = _Scratch()
-        at = ctypes.addressof(scratch)
-        self._instance = at + _Scratch.instance.offset
-        self._memory = at + _Scratch.memory.offset  # the extern; its memory at + _OF
-        self._entry = at + _Scratch.entry.offset
-        self._trap = at + _Scratch.trap.offset
-        self._value = at + _Scratch.value.offset
-        self._pages = at + _Scratch.pages.offset
+    __slots__ = ()
 
     def open(self, pre: Pre, memory_limit: int, deadline: int) -> None:
         """A fresh instance of ``pre``'s module, in a fresh store whose linear memory may
@@ -173,76 +142,15 @@ class Instance:
             wasmtime.Trap: its start function trapped.
         """
         _free.get()
-        store = self.store = _store_new(pre.engine, None, None)
-        context = self.context = _store_context(store)
-        _store_limiter(store, memory_limit, -1, -1, -1, -1)
-        _set_deadline(context, deadline)
-        scratch = self._scratch
-        scratch.trap = None
-        error = _instantiate(pre.address, context, self._instance, self._trap)
-        if error or scratch.trap:
-            trap = scratch.trap
-            self.close()
-            _raise(error, trap)
-        _export(context, self._instance, b"memory", 6, self._memory)
-        _export(context, self._instance, b"dandelion_entry", 15, self._entry)
-        self.address = _data(context, self._memory + _OF)
-        self.size = pre.initial
-
-    def global_i32(self, name: bytes) -> int:
-        """The value of the exported i32 global ``name``."""
-        found, value = capi.wasmtime_extern_t(), capi.wasmtime_val_t()
-        _export(self.context, self._instance, name, len(name), ctypes.addressof(found))
-        _global_get(self.context, ctypes.addressof(found) + _OF, ctypes.addressof(value))
-        return int(value.of.i32)
-
-    def grow_to(self, size: int) -> None:
-        """Grow the linear memory to at least ``size`` bytes (whole wasm pages).
-
-        Raises:
-            wasmtime.WasmtimeError: beyond the memory limit.
-        """
-        if size > self.size:
-            pages = -(-(size - self.size) // PAGE)
-            error = _grow(self.context, self._memory + _OF, pages, self._pages)
-            if error:
-                _raise(error, None)
-            self.size = (self._scratch.pages + pages) * PAGE
-
-    def view(self, offset: int) -> Any:
-        """The linear memory from ``offset`` to :attr:`size`, as a ctypes byte array (valid
-        until the instance is closed: pooled memories do not move when they grow)."""
-        return (ctypes.c_ubyte * (self.size - offset)).from_address(self.address + offset)
-
-    def call(self, argument: int) -> int:
-        """Call ``dandelion_entry(argument)`` (checked to be ``(i32) -> i32`` when the
-        module was loaded) and return what it returns.
-
-        Raises:
-            wasmtime.Trap: the function trapped (or ran past its epoch deadline).
-        """
-        scratch = self._scratch
-        scratch.value[0] = argument
-        scratch.trap = None
-        error = _call(self.context, self._entry + _OF, self._value, 1, self._trap)
-        if error or scratch.trap:
-            _raise(error, scratch.trap)
-        return ctypes.c_int32(scratch.value[0]).value
+        try:
+            _wasmc.Sandbox.open(self, pre.engine, pre.address, memory_limit, deadline)
+        except BaseException:
+            _free.put(None)
+            raise
 
     def close(self) -> None:
         """Drop the store: the instance and its memory (its pool slot is wiped)."""
-        if self.store:
-            _store_delete(self.store)
-            self.store = None
+        if _wasmc.Sandbox.close(self):
             _free.put(None)
 
 
-def _pointer(address: int, kind: Any) -> Any:
-    return ctypes.cast(address, ctypes.POINTER(kind))
-
-
-def _raise(error: int | None, trap: int | None) -> None:
-    if trap:
-        raise wasmtime.Trap._from_ptr(_pointer(trap, capi.wasm_trap_t))
-    assert error is not None
-    raise wasmtime.WasmtimeError._from_ptr(_pointer(error, capi.wasmtime_error_t))
