@@ -78,13 +78,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_worker(workers: int, state: str, engine: str | None, python: str = sys.executable
-                 ) -> tuple[subprocess.Popen[bytes], str]:
+def start_worker(workers: int, state: str, engine: str | None, python: str = sys.executable,
+                 extra: list[str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [python, "-m", "dandelion", "serve", "--port", str(port), "--workers",
          str(workers), "--hot-functions", "4", "--cache", "off", "--result-cache", "0",
-         "--no-access-log", "--state-dir", state, *(["--engine", engine] if engine else [])],
+         "--no-access-log", "--state-dir", state, *(["--engine", engine] if engine else []),
+         *(extra or [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tempfile.gettempdir())
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/health", proc, "the worker")

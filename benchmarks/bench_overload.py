@@ -1,0 +1,129 @@
+"""Past saturation (issue 19): does a worker keep its throughput and refuse the excess fast?
+
+A worker (``dandelion serve``, the ``process`` engine, 2 engines, caching off) runs the
+128×128 int64 M·Mᵀ, 100 % hot; the open-loop Poisson generator of the paper's experiment
+(``paper/loadgen.py``, its own process) offers it increasing rates until the achieved
+throughput stops growing (its *peak*), then 1×, 1.5×, 2× and 3× that peak.  Reported per
+level: achieved throughput and its share of the peak (the target: ≥ 90 % at 2×), the share
+refused with 503/429 and their p99 latency (a fast refusal: milliseconds), the p99 of the
+answered requests, time-outs, the generator's own lateness (if its p99 is more than a few
+ms, the generator was a bottleneck) and the worker process's CPU time per request (the
+sandboxes, forked by the zygote, are not in it).  ``--before PYTHON`` runs a second worker
+with another interpreter (e.g. the virtualenv of a checkout before a change) on the same
+levels, alternating level by level; ``--worker-args`` are added to every worker's command
+line (e.g. ``--max-wait 0.1``).
+
+    python benchmarks/bench_overload.py [--seconds 4] [--before PYTHON]
+                                        [--worker-args "--max-wait 0.1"]
+
+On a shared 2-core machine the generator, the worker and its sandboxes share the CPUs with
+everything else: say the load average with every number, and compare the two workers of
+one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_http  # noqa: E402
+
+LOADGEN = Path(__file__).resolve().parent / "paper" / "loadgen.py"
+LEVELS = (1.0, 1.5, 2.0, 3.0)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def level(proc: subprocess.Popen[bytes], url: str, body: str, rate: float, seconds: float
+          ) -> dict[str, Any]:
+    """One load level against one worker, with the worker's CPU time per request."""
+    spec = {"url": url + "/v1/functions/{name}/invoke", "body": body,
+            "headers": {"Content-Type": "application/msgpack",
+                        "Accept": "application/msgpack"},
+            "hot_name": "mmt0", "hot": 1.0, "rate": rate, "seconds": seconds,
+            "timeout": 10.0, "seed": 1}
+    before = cpu_seconds(proc.pid)
+    out = subprocess.run([sys.executable, str(LOADGEN)], input=json.dumps(spec),
+                         capture_output=True, text=True, check=True)
+    result: dict[str, Any] = json.loads(out.stdout)
+    result["cpu_per_request"] = (cpu_seconds(proc.pid) - before) / max(1, result["sent"])
+    result["load"] = os.getloadavg()[0]
+    return result
+
+
+def ms(x: float | None) -> str:
+    return "-" if x is None else f"{x * 1e3:.0f}"
+
+
+def show(name: str, r: dict[str, Any], peak: float | None = None) -> None:
+    share = f"{r['achieved'] / peak:5.0%}" if peak else "     "
+    print(f"{name:7s} offered {r['offered']:6.0f} achieved {r['achieved']:6.1f} {share} "
+          f"p99 {ms(r['p99']):>5s} ms  refused {r['rejected'] / max(1, r['sent']):4.0%} "
+          f"(p99 {ms(r['rejected_p99']):>4s} ms)  t/o {r['timeouts']:3d}  "
+          f"gen.late {ms(r['late_p99']):>4s} ms  worker CPU "
+          f"{r['cpu_per_request'] * 1e3:.2f} ms/req  load {r['load']:.1f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="per level")
+    parser.add_argument("--before", metavar="PYTHON", help="also run a worker with this "
+                        "interpreter, level by level in turn")
+    parser.add_argument("--worker-args", default="", help="added to each worker's command")
+    args = parser.parse_args()
+    extra = shlex.split(args.worker_args)
+    pythons = {"after": sys.executable, **({"before": args.before} if args.before else {})}
+    with tempfile.TemporaryDirectory() as state:
+        body = os.path.join(state, "body")
+        Path(body).write_bytes(msgpack.packb({"inputs": {"m": [bench_http.matrix()]}},
+                                             use_bin_type=True))
+        workers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        try:
+            for name, python in pythons.items():
+                proc, url = bench_http.start_worker(2, os.path.join(state, name), "process",
+                                                    python, extra)
+                bench_http.register(url)
+                workers[name] = proc, url
+                level(proc, url, body, 20, 2)  # warm-up: the zygote, numpy, the code
+            peaks: dict[str, float] = {}  # the best throughput, once it stops growing
+            best = {name: 0.0 for name in workers}
+            rate = 50.0
+            while len(peaks) < len(workers):
+                for name, (proc, url) in workers.items():
+                    if name in peaks:
+                        continue
+                    r = level(proc, url, body, rate, args.seconds)
+                    show(name, r)
+                    if r["achieved"] < 0.9 * rate or r["achieved"] <= best[name]:
+                        peaks[name] = max(best[name], r["achieved"])
+                    best[name] = max(best[name], r["achieved"])
+                rate *= 1.5
+            print(f"peaks: {', '.join(f'{n} {p:.0f} req/s' for n, p in peaks.items())}")
+            for factor in LEVELS:
+                for name, (proc, url) in workers.items():
+                    r = level(proc, url, body, factor * peaks[name], args.seconds)
+                    print(f"{factor:3.1f}x ", end="")
+                    show(name, r, peaks[name])
+        finally:
+            for proc, _ in workers.values():
+                proc.terminate()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    main()
