@@ -189,6 +189,20 @@ class ArtifactStore:
         self._remember(digest, code)
         return code
 
+    def adopt(self, digest: str, artifact: Any) -> None:
+        """Trust the Python code this store wrote for ``digest`` for ``artifact`` too.
+
+        For an object loaded again from the very code that the stored copy was serialized
+        from: a worker's registered source (its digest covers the whole text) or shipped
+        pickle, executed anew after it was evicted from memory.  Running it then reads
+        that copy (from memory, else from disk) instead of serializing the function again,
+        which costs a cold invocation more than reading it.  Nothing is trusted where this
+        store did not write ``digest`` itself.
+        """
+        with self._lock:
+            if digest in self._written:
+                self._source[digest] = artifact
+
     def _load(self, digest: str) -> StoredCode | None:
         path = self._path(digest)
         try:

@@ -595,6 +595,8 @@ class Service:
                     artifact, hot = self.code.load(*version, cold=cold)
                     if artifact is None:
                         return None
+                    if not hot:  # loaded again from the registered code: the engines'
+                        self.store.adopt(impl.digest, artifact)  # copy of it still holds
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
         return artifacts

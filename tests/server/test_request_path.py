@@ -12,6 +12,7 @@ import pytest
 
 import dandelion as dd
 from dandelion.server import Server, ServerConfig
+from tests.server.conftest import Raw
 
 FUNCTIONS = "import dandelion as dd\n" + "".join(
     f"@dd.compute\ndef f{i}(x: int) -> int:\n    return x + {i}\n" for i in range(2))
@@ -40,3 +41,51 @@ def test_a_hot_invocation_waits_for_no_executor_thread_and_a_cold_one_does_not_s
                 assert cold.result(timeout=20) == 5
         finally:
             gate.set()
+
+
+HELPED = '''
+import dandelion as dd
+
+FACTOR = 3
+
+def scaled(x: int) -> int:
+    return x * FACTOR
+
+@dd.compute
+def g0(x: int) -> int:
+    return scaled(x)
+
+@dd.compute
+def g1(x: int) -> int:
+    return scaled(x) + 1
+'''
+
+
+def test_a_cold_invocation_runs_the_stored_code_without_serializing_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evicted code is loaded again from what was registered; the sandbox then runs the
+    copy the engine stored the first time (serializing the function anew cost a cold
+    invocation more than reading it)."""
+    from dandelion.runtime import store
+
+    serialized: list[str] = []
+    serialize = store.serialize_python
+
+    def counted(artifact: object) -> tuple[bytes, tuple[str, ...]]:
+        serialized.append(getattr(artifact, "name", "?"))
+        return serialize(artifact)
+
+    monkeypatch.setattr(store, "serialize_python", counted)
+    config = ServerConfig(port=0, engine="process", workers=1, hot_functions=1, cache=None,
+                          state_dir=str(tmp_path), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        client.register_source(HELPED)
+        g0, g1 = client.function("g0"), client.function("g1")
+        assert [client.invoke(g0, 2), client.invoke(g1, 2)] == [6, 7]  # g0 cold, then g1
+        assert sorted(serialized) == ["g0", "g1"]
+        assert client.invoke(g0, 5) == 15  # cold again: g1 evicted it
+        assert client.invoke(g1, 5) == 16
+        assert sorted(serialized) == ["g0", "g1"]  # each serialized once
+        text = Raw(server.url)("GET", "/metrics").body.decode()
+        assert 'dandelion_function_loads_total{temperature="cold"} 4.0' in text, text
