@@ -104,6 +104,27 @@ def test_the_same_function_loaded_again_is_reserialized_but_not_rewritten(tmp_pa
     assert store.stats["stored"] == 2
 
 
+def test_an_adopted_object_is_served_the_stored_copy_and_nothing_else_is(tmp_path):
+    """``adopt`` vouches that another object is the same code (a worker loaded its
+    registered source again): it gets what was stored for the digest, from disk once
+    evicted; a digest this store never wrote is not trusted for it."""
+    import copy
+
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    first = store.get(digest, h.scaled.artifact)
+    store.drop_hot()
+    stand_in = h.pid.artifact  # were it not adopted, it would be serialized (as "pid")
+    store.adopt(digest, stand_in)
+    assert store.get(digest, stand_in).data == first.data
+    assert store.stats["cold"] == 1 and store.stats["stored"] == 1
+    other = h.gram.spec.implementations[0].digest
+    store.adopt(other, copy.copy(h.gram.artifact))  # never written here: no trust
+    assert other not in store._source
+    store.get(other, h.gram.artifact)
+    assert store.stats["stored"] == 2
+
+
 def test_user_modules_are_pickled_by_value_and_libraries_recorded():
     data, requires = serialize_python(h.gram.artifact)
     assert "numpy" in requires
