@@ -203,6 +203,11 @@ class RayBackend(BackendBase):
         with self._lock:
             return self._discover()
 
+    def node_cpus(self) -> dict[str, int]:
+        """The alive nodes by their ``dandelion-node`` label (else their id), with their
+        CPUs: the nodes the ``partition`` pass splits a composition over."""
+        return {n.label or n.id: n.cpus for n in self.nodes()}
+
     def _discover(self) -> list[Node]:
         nodes = []
         for info in ray.nodes():  # type: ignore[no-untyped-call,unused-ignore]

@@ -34,6 +34,7 @@ from dandelion.backends.ray.recovery import Call, Recovery, leave, settle
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Module, ShardingMode
 from dandelion.planner.cacheable import not_cached_because
+from dandelion.planner.placement import estimated_bytes
 from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
 from dandelion.runtime.backend import bind, initial_sets, signature
@@ -371,11 +372,12 @@ class _Builder:
                 batches = worker.split(insts, min(self.settings.batches, len(insts)))
             return self._batches(index, app, spec, [(b, len(insts)) for b in batches], hint)
         params, data = self._data(bound)
+        where = _where(index, spec)
         if whole and not nested:
             unit = worker.UnitSpec(self.calls[self.key(index, spec)].key, spec.name,
                                    spec.kind.value, n_results, params=params, join=app.join)
-            homes = [v.home for _, v, _, _ in bound if isinstance(v, RemoteSet)]
-            route = self.settings.placement.single(hint, homes, where=_where(index, spec))
+            route = self.settings.placement.single(hint, [self._most_bytes(bound, spec)],
+                                                   where=where)
             outs = self._unit(index, spec, unit, route, data, self._retries(index, spec))
             return [RemoteSet([ref], route) for ref in outs]
         n = self.settings.batches
@@ -383,15 +385,55 @@ class _Builder:
 
         measure = self.settings.observe
 
-        def form(_route: Route | None, data: tuple[Any, ...]) -> list[Any]:
-            return _as_list(_FORM.options(num_returns=n + 2, max_retries=retries)
+        def form(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
+            options = route.task_options() if route is not None else {}
+            return _as_list(_FORM.options(num_returns=n + 2, max_retries=retries, **options)
                             .remote(params, join, n, measure, *data), n + 2)
 
-        forming = self.recovery.add(index, spec, retries, form, None, data)
+        # on its partition's node, else where Ray's locality-aware scheduling puts a plain
+        # task: on the node holding most of its arguments' bytes, as they are when ready
+        named = self.settings.placement.named(hint, where)
+        near = self.settings.placement.on(named[0]) if named else None
+        forming = self.recovery.add(index, spec, retries, form, near, data)
         self.forms.append(forming)
         formed = forming.refs
         total = formed[-2]
         return self._batches(index, app, spec, [(b, total) for b in formed[:-2]], hint)
+
+    def _most_bytes(self, bound: list[tuple[str, SetValue, ShardingMode, bool]],
+                    spec: FunctionSpec) -> Route | None:
+        """The route onto the node holding the largest share of the bytes of the remote
+        sets in ``bound`` (:func:`~dandelion.backends.ray.locality.most_bytes`): each
+        part's size and node as observed where its producer has finished, else its
+        planned node and the size its parameter's type suggests
+        (:func:`~dandelion.planner.placement.estimated_bytes`, one item per part)."""
+        import ray
+
+        types = {p.name: p.type for p in spec.params}
+        parts: list[tuple[Any, Route | None, int]] = []
+        for name, value, _, _ in bound:
+            if isinstance(value, RemoteSet):
+                routes = value.routes or [value.home] * len(value.parts)
+                guess = estimated_bytes(types[name]) if name in types else 0
+                parts += [(ref, route, guess) for ref, route in zip(value.parts, routes)]
+        producers = {ref: self.recovery.producer(ref) for ref, _, _ in parts}
+        statuses = list({c.status: c for c in producers.values() if c is not None})
+        done: dict[Any, Any] = {}
+        if statuses:
+            ready, _ = ray.wait(statuses, num_returns=len(statuses), timeout=0)
+            done = dict(zip(ready, ray.get(ready))) if ready else {}
+        shares: list[tuple[str | None, int]] = []
+        for ref, route, guess in parts:
+            call = producers[ref]
+            status = done.get(call.status) if call is not None else None
+            node = route.node.id if route is not None and route.node is not None else None
+            if isinstance(status, tuple) and len(status) > 5 and call is not None:
+                at = call.refs.index(ref)  # a unit's: (count, node, printed, events, ...)
+                sizes, lengths = status[4], status[5]
+                node = str(status[1])
+                guess = sizes[at] if sizes is not None else lengths[at] * guess
+            shares.append((node, guess))
+        return locality.most_bytes(self.settings.placement, shares)
 
     def _read(self, bound: list[tuple[str, SetValue, ShardingMode, bool]]
               ) -> list[tuple[str, SetValue, ShardingMode, bool]]:

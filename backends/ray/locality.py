@@ -10,7 +10,14 @@ nodes:
 * an application marked ``follow`` gets one unit per part of the set it shards, on the
   node that produced that part (:func:`follow`), unless that would put more than the node's
   share of the application (by CPUs) there: then the unit spills to the least-loaded node,
-  and the spill is reported.
+  and the spill is reported;
+* a consumer of whole sets on the node workers goes to the node holding the largest share
+  of its input bytes (:func:`most_bytes`: observed where the producers have finished,
+  else estimated from the types).  A plain Ray task, which is how the instances of a
+  sharded application are formed (a join's, a keyed one's) and how a consumer of whole
+  sets runs with ``isolation="none"``, is left to Ray's locality-aware scheduling, which
+  sends it to the node holding most of its arguments' bytes as they are when they are
+  ready (a test checks both).
 
 Placement is soft (``NodeAffinitySchedulingStrategy(soft=True)`` for tasks, node workers
 restarted elsewhere by the recovery): a dead or full node never blocks a run.
@@ -112,6 +119,21 @@ def follow(placement: Placement, homes: Sequence[Route | None]) -> tuple[list[Ro
             load[route.node.id] += 1
         routes.append(route)
     return routes, spilled
+
+
+def most_bytes(placement: Placement, shares: Sequence[tuple[str | None, int]]
+               ) -> Route | None:
+    """The route onto the alive node that holds the most bytes among ``shares`` (per input
+    part: the id of the node that holds it, ``None`` where unknown, and its bytes);
+    ``None`` where no part's node is known.  Ties go to the node listed first."""
+    held: dict[str, int] = {}
+    for node, size in shares:
+        if node is not None:
+            held[node] = held.get(node, 0) + size
+    alive = [n for n in placement.nodes if n.id in held]
+    if not alive:
+        return None
+    return placement.on(max(alive, key=lambda n: held[n.id]))
 
 
 def io_config(options: Any) -> Any:

@@ -18,6 +18,10 @@ backend reads these keys (others are left to other backends):
 ``near_storage``, ``follow``
     set by the planner's placement passes (:mod:`dandelion.planner.placement`), followed by
     :mod:`dandelion.backends.ray.locality`.
+``partition``
+    set by the ``partition`` pass (:mod:`dandelion.planner.partition`): a node, as for
+    ``node``, but a node that is gone is no error (the units go where they would without
+    the hint).
 """
 
 from __future__ import annotations
@@ -107,10 +111,13 @@ class Placement:
         return node
 
     def named(self, hint: Mapping[str, Any], where: str) -> list[Node] | None:
-        """The nodes a ``node`` hint designates (``None`` without one)."""
+        """The nodes a ``node`` hint designates, else those a ``partition`` hint does
+        (``None`` without either, or where the partition's node is gone)."""
         name = hint.get("node")
         if name is None:
-            return None
+            soft = hint.get("partition")
+            found = [n for n in self.nodes if soft is not None and n.matches(str(soft))]
+            return found or None
         found = [n for n in self.nodes if n.matches(str(name))]
         if not found:
             known = ", ".join(n.label or n.id[:12] for n in self.nodes)

@@ -22,11 +22,13 @@ from dandelion.planner.cacheable import cacheable
 from dandelion.planner.context import Pass, PassContext
 from dandelion.planner.flatten import flatten
 from dandelion.planner.fuse import can_fuse, fuse
+from dandelion.planner.partition import partition
 from dandelion.planner.placement import locality, near_storage
 from dandelion.planner.plan import Decision, Plan
 
 #: The passes run by default, in order.
-DEFAULT_PASSES: tuple[Pass, ...] = (flatten, cacheable, fuse, near_storage, locality)
+DEFAULT_PASSES: tuple[Pass, ...] = (flatten, cacheable, fuse, near_storage, locality,
+                                    partition)
 
 
 def make_plan(module: Module, entry: str, passes: Sequence[Pass] | None = None,
@@ -73,4 +75,4 @@ def pass_name(run_pass: Pass) -> str:
 
 __all__ = ["DEFAULT_PASSES", "Decision", "Pass", "PassContext", "Plan", "cacheable",
            "can_fuse", "derive_plan", "flatten", "fuse", "locality", "make_plan",
-           "near_storage", "pass_name"]
+           "near_storage", "partition", "pass_name"]

@@ -34,11 +34,15 @@ class PassContext:
         topology: the cluster's nodes and where storage lives (``None``: one node, nothing
             known about storage).
         cache: a handle on the result cache (``None``: no cache).
+        nodes: the nodes a multi-node backend runs on, by the names placement hints use
+            (a ``dandelion-node`` label, else the Ray node id), with their CPUs (empty:
+            not known; the passes then use the topology's node names, one CPU each).
     """
 
     options: Mapping[str, Any] = attrs.field(converter=_options, factory=dict)
     topology: Any = None
     cache: Any = None
+    nodes: Mapping[str, int] = attrs.field(converter=_options, factory=dict)
 
     def option(self, name: str, default: Any = None) -> Any:
         """The tunable ``name``, or ``default`` when it is not given."""

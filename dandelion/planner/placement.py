@@ -45,8 +45,28 @@ from typing import Any
 import attrs
 
 from dandelion.ir.nodes import FunctionKind, ShardingMode
+from dandelion.ir.types import DataType, ElementType
 from dandelion.planner.context import PassContext
 from dandelion.planner.plan import Decision, Plan
+
+#: The bytes one item of each element type is guessed to hold, before anything was
+#: observed: only their order of magnitude matters (bytes and arrays are large, numbers
+#: small), to compare sets of different types.
+ITEM_BYTES: dict[ElementType, int] = {
+    ElementType.BYTES: 1 << 20, ElementType.NDARRAY: 1 << 20, ElementType.JSON: 4096,
+    ElementType.ANY: 4096, ElementType.STR: 256, ElementType.INT: 8, ElementType.FLOAT: 8,
+    ElementType.BOOL: 1}
+
+
+def estimated_bytes(data_type: DataType) -> int:
+    """The bytes one item of ``data_type`` is guessed to hold (:data:`ITEM_BYTES`).
+
+    >>> from dandelion.ir.types import DataType
+    >>> from dandelion.planner.placement import estimated_bytes
+    >>> estimated_bytes(DataType.parse("set[bytes]")), estimated_bytes(DataType.parse("item[int]"))
+    (1048576, 8)
+    """
+    return ITEM_BYTES.get(data_type.element, ITEM_BYTES[ElementType.ANY])
 
 
 def near_storage(plan: Plan, context: PassContext) -> tuple[Plan, list[Decision]]:
@@ -93,4 +113,4 @@ def locality(plan: Plan, context: PassContext) -> tuple[Plan, list[Decision]]:
     return attrs.evolve(plan, hints=hints), decisions
 
 
-__all__ = ["locality", "near_storage"]
+__all__ = ["ITEM_BYTES", "estimated_bytes", "locality", "near_storage"]

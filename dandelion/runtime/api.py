@@ -78,6 +78,9 @@ class Runtime:
                 options["topology"] = found
         self.cache: Cache | None = open_cache(cache)
         self.backend: Backend = cls(**options)
+        nodes = self.backend.node_cpus() if "placement" in cls.capabilities else {}
+        if nodes:
+            pass_context = attrs.evolve(pass_context or PassContext(), nodes=nodes)
         self.passes = passes
         self.pass_context = pass_context
         self._observers: tuple[Observer, ...] = tuple(observers)

@@ -67,6 +67,12 @@ class Backend(abc.ABC):
         """
         return None
 
+    def node_cpus(self) -> dict[str, int]:
+        """The nodes a backend with the ``placement`` capability runs on, by the names its
+        placement hints take, with their CPUs; the planner's placement passes read them
+        (``PassContext.nodes``).  Empty (the default): one node, nothing to place."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - an optional hook; most backends hold nothing
         """Release workers, engines and connections."""
 

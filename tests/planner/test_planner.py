@@ -47,7 +47,7 @@ def test_sub_plans_of_nested_sharded_compositions_are_planned_up_front():
     assert middle.entry == "middle" and list(middle.subplans) == ["inner"]
     assert middle.subplan("inner").subplans == {}
     assert middle.passes == ("flatten", "cacheable", "fuse", "near_storage",
-                            "locality")
+                            "locality", "partition")
 
 
 def test_whole_set_calls_are_inlined_so_they_need_no_sub_plan():

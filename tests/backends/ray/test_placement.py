@@ -323,3 +323,118 @@ def test_following_past_a_nodes_share_spills_and_says_so(stores: Any) -> None:
     assert set(placed[0]) == {node_ids()["n2"]}
     assert len(set(placed[1])) == 3  # a third stays on n2, the rest spills
     assert reasons and "spilled to the least-loaded node" in reasons[0]
+
+
+@dd.compute
+def measure(bs: list[bytes]) -> int:
+    return sum(len(b) for b in bs)
+
+
+@dd.compute
+def difference(a: int, b: int) -> int:
+    return a - b
+
+
+@dd.composition
+def branches(xs: list[int], ys: list[int]) -> int:
+    return difference(measure(blob(dd.each(xs))), measure(blob(dd.each(ys))))
+
+
+def test_partition_keeps_each_wide_branch_on_one_node(stores: Any) -> None:
+    """Two branches, each a fan-out of blobs gathered whole: each branch on a node of its
+    own, so that only the two counts cross nodes."""
+    with runtime(stores) as rt:
+        text = rt.plan(branches).describe(explain=True)
+        result, placed = run_placed(rt, branches, list(range(6)), list(range(3)))
+        _, moved_on, _ = moved_bytes(rt, branches, list(range(6)), list(range(3)))
+    assert "partition: 2 groups over 3 nodes by CPUs" in text
+    assert "cut: 2 small edges" in text
+    assert "partition [1]: 'measure' runs on node 'n0' with group 0" in text
+    ids = node_ids()
+    assert set(placed[0]) == set(placed[1]) == {ids["n0"]}  # blob(xs), measure: n0
+    assert set(placed[2]) == set(placed[3]) == {ids["n1"]}  # blob(ys), measure: n1
+    with runtime(stores, placement=False) as off:
+        assert off.run(branches, list(range(6)), list(range(3))) == result == 3 * 300_000
+        _, moved_off, _ = moved_bytes(off, branches, list(range(6)), list(range(3)))
+    assert moved_on < 1000 and moved_off > 3 * 300_000, (moved_on, moved_off)
+
+
+@dd.compute
+def tag(x: int) -> str:
+    return str(x)
+
+
+@dd.compute
+def keyed_blob(x: int) -> dd.Item[bytes]:
+    return dd.Item(bytes(200_000), key=x % 3)
+
+
+@dd.compute
+def keyed_tag(x: int) -> dd.Item[int]:
+    return dd.Item(x, key=x % 3)
+
+
+@dd.compute
+def pair_sizes(a: list[bytes], b: list[int]) -> int:
+    return sum(len(x) for x in a) + sum(b)
+
+
+@dd.compute
+def small_then_big(small: list[str], big: list[bytes]) -> int:
+    return len(small) + sum(len(b) for b in big)
+
+
+@dd.composition
+def lopsided(xs: list[int]) -> int:
+    return small_then_big(tag(dd.each(xs)), blob(dd.each(xs)))
+
+
+@dd.composition
+def keyed_join(xs: list[int]) -> list[int]:
+    return pair_sizes(dd.keyed(keyed_blob(dd.each(xs))), dd.keyed(keyed_tag(dd.each(xs))),
+                      by="a inner b")
+
+
+def _pinned(**nodes: str) -> Any:
+    """A pass that puts applications (by index) on nodes, as a user's hints do."""
+    import attrs
+
+    def pin(plan: Any, context: Any) -> tuple[Any, list[Any]]:
+        return attrs.evolve(plan, hints={int(i[1:]): {"node": n}
+                                         for i, n in nodes.items()}), []
+
+    return pin
+
+
+@pytest.mark.parametrize("isolation", ["sandbox", "none"])
+def test_a_whole_set_consumer_goes_where_most_of_its_input_bytes_are(
+        ray_cluster: Any, isolation: str) -> None:
+    """Its small input comes first and from n2, its large one from n1: it runs on n1."""
+    passes = [flatten, cacheable, _pinned(a0="n2", a1="n1")]
+    with dd.Runtime(backend="ray", passes=passes, cache=False, isolation=isolation) as rt:
+        result, placed = run_placed(rt, lopsided, list(range(6)))
+    assert result == 6 + 6 * 300_000
+    ids = node_ids()
+    assert set(placed[0]) == {ids["n2"]} and set(placed[1]) == {ids["n1"]}
+    assert placed[2] == [ids["n1"]]
+
+
+def test_a_joins_instances_are_formed_where_most_of_its_input_bytes_are(
+        ray_cluster: Any, monkeypatch: Any) -> None:
+    from dandelion.backends.ray import graph
+
+    forms: list[Any] = []
+    submit = graph.submit
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        submitted = submit(*args, **kwargs)
+        forms.extend(submitted.forms)
+        return submitted
+
+    monkeypatch.setattr(graph, "submit", keep)
+    passes = [flatten, cacheable, _pinned(a0="n1", a1="n2")]
+    with dd.Runtime(backend="ray", passes=passes, cache=False) as rt:
+        result = rt.run(keyed_join, list(range(6)))
+        nodes = [ray.get(f.status)[0] for f in forms]
+    assert sorted(result) == [400_000 + 0 + 3, 400_000 + 1 + 4, 400_000 + 2 + 5]
+    assert nodes == [node_ids()["n1"]]
