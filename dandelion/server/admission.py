@@ -9,7 +9,8 @@ when
 - more than one per slot waits and the new one's *expected wait* is over ``max_wait``
   seconds: its place in the queue times the measured time between two completions while
   every slot is busy (an exponentially weighted mean, so it follows the functions being
-  run and the CPU the worker actually gets).
+  run and the CPU the worker actually gets), or the time since the last completion if
+  that is longer (so a function much slower than those before shows at once).
 
 A queue of one invocation per slot is always admitted: a slow function's next call waits for
 it rather than being refused.  Refusing needs only the request's head (the frontend asks
@@ -21,22 +22,25 @@ Example (two engines, at most 200 ms of waiting):
     >>> a = Admission(slots=2, max_waiting=100, max_wait=0.2)
     >>> for _ in range(4):                     # two run, two wait: always admitted
     ...     a.enter(now=0.0)
-    >>> a.refusal() is None                    # no completion seen yet: nothing to go by
+    >>> a.refusal(now=0.01) is None            # no completion yet, and none due
     True
     >>> a.leave(now=0.05); a.enter(now=0.05)   # all busy: a completion every 50 ms
-    >>> round(a.expected_wait(), 3)            # the next one is third in line
+    >>> round(a.expected_wait(now=0.05), 3)    # the next one is third in line
     0.15
-    >>> while a.refusal() is None:
+    >>> while a.refusal(now=0.05) is None:
     ...     a.enter(now=0.05)
-    >>> a.admitted, round(a.expected_wait(), 3)
+    >>> a.admitted, round(a.expected_wait(now=0.05), 3)
     (6, 0.25)
-    >>> print(a.refusal().message)
+    >>> print(a.refusal(now=0.05).message)
     the worker is overloaded: 4 invocations are waiting, about 250 ms of work
+    >>> round(a.expected_wait(now=0.15), 3)    # 100 ms without a completion: 5 × 100 ms
+    0.5
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from dandelion.errors import DandelionError
@@ -85,22 +89,28 @@ class Admission:
         self.interval: float | None = None
         self._since: float | None = None  # the last completion, or when all became busy
 
-    def expected_wait(self) -> float:
-        """Seconds an invocation admitted now is expected to wait for a slot."""
+    def expected_wait(self, now: float | None = None) -> float:
+        """Seconds an invocation admitted at time ``now`` (default: now, on
+        :func:`time.monotonic`) is expected to wait for a slot: its place in the queue
+        times the interval between completions, or the time since the last one if that is
+        longer (a function much slower than those before shows at once)."""
         ahead = self.admitted - self.slots + 1
-        if ahead <= 0 or self.interval is None:
+        if ahead <= 0:
             return 0.0
-        return ahead * self.interval
+        interval = self.interval or 0.0
+        if self._since is not None:
+            interval = max(interval, (time.monotonic() if now is None else now) - self._since)
+        return ahead * interval
 
-    def refusal(self) -> Overloaded | None:
-        """Why a new invocation is refused now (``None``: it is admitted)."""
+    def refusal(self, now: float | None = None) -> Overloaded | None:
+        """Why a new invocation is refused at time ``now`` (``None``: it is admitted)."""
         waiting = self.admitted - self.slots
         if waiting >= self.max_waiting:
             return Overloaded(f"the worker is overloaded: {waiting} invocations are waiting",
                               reason="queue", hint=_HINT)
         if waiting < self.slots:
             return None
-        wait = self.expected_wait()
+        wait = self.expected_wait(now)
         if wait <= self.max_wait:
             return None
         return Overloaded(f"the worker is overloaded: {waiting} invocations are waiting, "
@@ -108,7 +118,7 @@ class Admission:
                           retry_after=max(1, math.ceil(wait - self.max_wait)))
 
     def enter(self, now: float) -> None:
-        """An invocation was admitted at time ``now`` (seconds, any monotonic clock)."""
+        """An invocation was admitted at time ``now`` (seconds, :func:`time.monotonic`)."""
         self.admitted += 1
         if self.admitted == self.slots:
             self._since = now

@@ -15,6 +15,7 @@ import functools
 import hmac
 import logging
 import os
+import time
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
@@ -196,7 +197,7 @@ class Frontend:
     def _admit(self) -> None:
         """Refuse an invocation the worker has no room for (:mod:`.admission`), before its
         body is read and decoded: refusing costs the loop next to nothing."""
-        refusal = self.admission.refusal()
+        refusal = self.admission.refusal(time.monotonic())
         if refusal is not None:
             self.service.metrics.refused.labels(refusal.reason).inc()
             raise refusal
@@ -206,8 +207,7 @@ class Frontend:
         """Run an invocation, admitted while it waits and runs: started from the loop when
         its code is in memory (no thread waits for it), else on the executor (a cold
         invocation loads code from disk there, never on the loop)."""
-        loop = asyncio.get_running_loop()
-        self.admission.enter(loop.time())
+        self.admission.enter(time.monotonic())
         try:
             args = (tenant, kind, name, inputs, printed)
             done = await self.service.invoke_here(*args, executor=self.executor)
@@ -215,7 +215,7 @@ class Frontend:
                 done = await self._work(self.service.invoke, *args)
             return done
         finally:
-            self.admission.leave(loop.time())
+            self.admission.leave(time.monotonic())
 
     async def _work(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()

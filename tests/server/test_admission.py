@@ -88,3 +88,27 @@ def test_a_worker_admits_a_queue_within_max_wait(tmp_path: Path) -> None:
             t.join()
         assert results == [0.5, 0.5, 0.5]
         assert metric(server, 'dandelion_refused_total{reason="wait"}') == 0
+
+
+def test_a_much_slower_function_is_refused_before_its_interval_is_measured(
+        tmp_path: Path) -> None:
+    """The interval measured on fast calls would admit a long queue of slow ones: the time
+    since the last completion counts as soon as it is longer."""
+    config = ServerConfig(port=0, engine="inline", workers=1, max_wait=0.3,
+                          state_dir=str(tmp_path))
+    with Server(config).start_in_thread() as server, dd.Client(server.url) as client:
+        client.register_source(SLOW)
+        slow = client.function("slow")
+        for _ in range(5):  # one completes every few milliseconds
+            assert client.invoke(slow, 0.001) == 0.001
+        results: list[Any] = []
+        runs = [threading.Thread(target=lambda: results.append(
+            dd.Client(server.url).invoke(slow, 1.0))) for _ in range(2)]
+        for t in runs:
+            t.start()
+            time.sleep(0.3)
+        answer = Raw(server.url)("POST", "/v1/functions/slow/invoke", {"inputs": {"x": [0]}})
+        assert answer.status == 503, answer.json
+        for t in runs:
+            t.join()
+        assert results == [1.0, 1.0]
