@@ -31,7 +31,14 @@ from ctypes import POINTER, byref
 import wasmtime
 from wasmtime import _bindings as capi
 
-from dandelion.backends.engines.wasm import _wasmc
+from dandelion.errors import BackendError
+
+try:
+    from dandelion.backends.engines.wasm import _wasmc
+except ImportError:  # pragma: no cover - setup.py builds it
+    raise BackendError("the wasm engine's C extension (_wasmc) is not built",
+                       hint="install dandelion again (pip install -e .), which builds it; "
+                            "it needs a C compiler and the Python headers") from None
 
 #: Instances (and linear memories) that may exist at once in this process: slots of
 #: address space (4 GiB each) reserved when the engine is made, none resident.

@@ -3,8 +3,11 @@ compiled once (ahead of time, kept in the artifact store), one source for severa
 
 from __future__ import annotations
 
+import concurrent.futures
+import importlib
 import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,8 @@ import dandelion as dd
 from dandelion import dsl
 from dandelion.cli import main
 from dandelion.errors import BackendError, SandboxViolation
+from dandelion.items import Item
+from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.store import ArtifactStore
 from dandelion.runtime.wasm import WasmFunction
 from dandelion.sdk import build, build_wasm
@@ -173,3 +178,45 @@ def test_build_all_writes_one_file_per_target(tmp_path, capsys):
     assert (tmp_path / "out.wasm").read_bytes()[:4] == b"\0asm"
     assert build([src], tmp_path / "x.elf").digest != \
         WasmFunction.from_file(tmp_path / "out.wasm").digest
+
+
+def test_one_engine_called_from_several_threads_runs_each_invocation_in_its_own_instance(
+        tmp_path):
+    # a worker's engine runs one invocation at a time and reuses its sandbox; called from
+    # several threads at once, each invocation still gets a store and an instance of its own
+    src = tmp_path / "which.c"
+    src.write_text(WHICH)
+    from dandelion.backends.engines.wasm.engine import WasmEngine
+
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    build_wasm([src], tmp_path / "which.wasm")
+    engine = WasmEngine(store=ArtifactStore(tmp_path / "store"))
+    fn = dd.compute(total, wasm=tmp_path / "which.wasm")
+    impl = next(i for i in fn.spec.implementations if i.kind == "wasm")
+    call = FunctionCall(fn.spec, impl, fn.artifacts[impl.digest])
+
+    def one(x: int) -> int:
+        context = engine.domain.acquire()
+        context.place([[Item(x)]])
+        engine.run(context, call)
+        [(out,)] = context.extract()
+        engine.domain.release(context)
+        return out.value
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, range(400))) == [x + 1000 for x in range(400)]
+    engine.close()
+
+
+def test_without_its_c_extension_the_wasm_engine_says_how_to_build_it(monkeypatch):
+    package = importlib.import_module("dandelion.backends.engines.wasm")
+    for name in ("capi", "engine"):  # imported again, as in a process that did not yet
+        monkeypatch.delitem(sys.modules, f"{package.__name__}.{name}", raising=False)
+        monkeypatch.delattr(package, name, raising=False)
+    monkeypatch.setitem(sys.modules, f"{package.__name__}._wasmc", None)  # not built
+    monkeypatch.delattr(package, "_wasmc", raising=False)
+    with pytest.raises(BackendError, match="the wasm engine's C extension .*_wasmc.* is not "
+                                           "built"):
+        importlib.import_module(f"{package.__name__}.engine")
