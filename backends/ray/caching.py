@@ -10,17 +10,24 @@ through the driver only when it is a direct output of the composition.  An entry
 unit on one node serves units on every node that reaches the same store (Redis, or a
 directory the nodes share).
 
-Identical instances in flight on different units at once are each computed (single-flight
-holds within one process, on the local backend).
+Identical instances in flight on different units at once, on any node, are computed once
+when the store is shared and has leases (Redis): a unit leases the keys it misses
+(:meth:`~dandelion.cache.store.Store.lease`), computes those it holds while renewing their
+leases, and waits for the entries of the others, polling the store with a doubling pause; a
+lease whose holder died expires after the store's ``lease_seconds``, and the waiter computes
+the instance itself.  With a store that has no leases every unit computes its misses.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
+import socket
 import threading
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attrs
@@ -110,6 +117,11 @@ def _open(node: NodeCache) -> Cache:
 
 Compute = Callable[[list["Instance"]], list[Any]]
 
+#: seconds between a waiter's first looks for an entry another unit computes; doubling up to
+FIRST_POLL = 0.005
+#: seconds
+MAX_POLL = 0.25
+
 
 def run_cached(unit: UnitSpec, call: FunctionCall, insts: Sequence[Instance],
                compute: Compute, events: UnitEvents | None) -> list[Any]:
@@ -128,17 +140,90 @@ def run_cached(unit: UnitSpec, call: FunctionCall, insts: Sequence[Instance],
     found = run.lookup(cache.app, call.spec, call, insts)
     outputs = list(found.hits)
     todo = [i for i, hit in enumerate(found.hits) if hit is None]
-    if todo:
-        for i, out in zip(todo, compute([insts[i] for i in todo])):
-            outputs[i] = out
-        try:
-            run.store([found.keys[i] for i in todo], [outputs[i] for i in todo])
-        except Exception as e:  # the cache never fails a run
-            log.warning("could not cache instances of '%s': %s", call.spec.name, e)
     misses = sum(found.keys[i] is not None for i in todo)
+    if todo:
+        if cache.node.refresh:  # everything is computed again: nobody waits for anyone
+            _compute_and_keep(run, call, insts, todo, found.keys, outputs, compute)
+        else:
+            _single_flight(run, call, insts, todo, found.keys, outputs, compute)
     _report(unit, events, start, len(insts) - len(todo), misses, found.bytes_served,
             found.reason)
     return outputs
+
+
+def _compute_and_keep(run: RunCache, call: FunctionCall, insts: Sequence[Instance],
+                      todo: Sequence[int], keys: Sequence[str | None], outputs: list[Any],
+                      compute: Compute) -> None:
+    """Compute the instances at positions ``todo`` into ``outputs`` and keep them."""
+    for i, out in zip(todo, compute([insts[i] for i in todo])):
+        outputs[i] = out
+    try:
+        run.store([keys[i] for i in todo], [outputs[i] for i in todo])
+    except Exception as e:  # the cache never fails a run
+        log.warning("could not cache instances of '%s': %s", call.spec.name, e)
+
+
+def _single_flight(run: RunCache, call: FunctionCall, insts: Sequence[Instance],
+                   todo: Sequence[int], keys: Sequence[str | None], outputs: list[Any],
+                   compute: Compute) -> None:
+    """Compute the instances at positions ``todo`` once across the cluster: lease their
+    keys in the shared store, compute and keep those this unit holds, and wait for the
+    entries of those another unit holds, computing any whose lease ends without one (its
+    holder failed or died).  A store without leases (memory only): compute them all."""
+    store = run.cache.store
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    waiting = [i for i in todo if keys[i] is not None]
+    mine = [i for i in todo if keys[i] is None]  # uncacheable: nobody else computes them
+    pause = FIRST_POLL
+    while True:
+        held = store.lease([keys[i] for i in waiting], holder) if waiting else []  # type: ignore[misc]
+        if held is None:  # no leases: compute them all
+            mine += waiting
+            waiting = []
+        else:
+            mine += [i for i, h in zip(waiting, held) if h]
+            waiting = [i for i, h in zip(waiting, held) if not h]
+        if mine:
+            _compute_held(run, call, insts, sorted(mine), keys, outputs, compute, holder)
+            mine = []
+            pause = FIRST_POLL
+        if not waiting:
+            return
+        time.sleep(pause)
+        pause = min(2 * pause, MAX_POLL)
+        entries = store.get_many([keys[i] for i in waiting])  # type: ignore[misc]
+        still = []
+        for i, data in zip(waiting, entries):
+            served = run.adopt(data) if data is not None else None
+            if served is None:
+                still.append(i)
+            else:
+                outputs[i] = served
+        waiting = still
+
+
+def _compute_held(run: RunCache, call: FunctionCall, insts: Sequence[Instance],
+                  todo: Sequence[int], keys: Sequence[str | None], outputs: list[Any],
+                  compute: Compute, holder: str) -> None:
+    """Compute and keep the instances at ``todo``, renewing this unit's leases of their keys
+    while they run, and release them (kept or failed: waiters then take over)."""
+    store = run.cache.store
+    leased = [k for i in todo if (k := keys[i]) is not None]
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(store.lease_seconds / 3):
+            store.renew(leased, holder)
+
+    renewer = threading.Thread(target=renew, name="dandelion-lease", daemon=True)
+    if leased:
+        renewer.start()
+    try:
+        _compute_and_keep(run, call, insts, todo, keys, outputs, compute)
+    finally:
+        done.set()
+        if leased:
+            store.release(leased, holder)
 
 
 def _report(unit: UnitSpec, events: UnitEvents | None, start: float, hits: int, misses: int,

@@ -70,6 +70,24 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - an optional hook; most stores hold nothing
         """Release connections and files."""
 
+    def lease(self, keys: Sequence[str], holder: str) -> list[bool] | None:
+        """Claim the computing of the entries of ``keys`` for ``holder`` (a token unique to
+        the caller), across every process that reaches this store: per key ``True``, the
+        caller now holds its lease and computes it; ``False``, another holder does (wait
+        for its entry, or for its lease to end).  A lease ends when released, or when its
+        holder stops renewing it (it died): after :attr:`lease_seconds`.  ``None``: this
+        store has no leases (every caller computes)."""
+        return None
+
+    def renew(self, keys: Sequence[str], holder: str) -> None:  # noqa: B027 - optional
+        """Keep ``holder``'s leases of ``keys`` for another :attr:`lease_seconds`."""
+
+    def release(self, keys: Sequence[str], holder: str) -> None:  # noqa: B027 - optional
+        """End ``holder``'s leases of ``keys`` (those of another holder stay)."""
+
+    #: how long a lease lasts unless renewed: how long waiters wait for a holder that died
+    lease_seconds: float = 10.0
+
     def reopener(self) -> Callable[[], Store] | None:
         """A picklable callable that opens this store again in another process (a Ray
         node's): the same directory or server; a memory store opens as a new, empty one of
@@ -92,6 +110,7 @@ class StackStore(Store):
 
     def __init__(self, stores: Sequence[Store]) -> None:
         self.stores = list(stores)
+        self.lease_seconds = min(s.lease_seconds for s in self.stores)  # renewed in time
 
     def get(self, key: str) -> bytes | None:
         return self.get_many([key])[0]
@@ -136,6 +155,22 @@ class StackStore(Store):
         for store in self.stores:
             store.close()
 
+    def lease(self, keys: Sequence[str], holder: str) -> list[bool] | None:
+        """The leases of the deepest store that has them (the one that is shared)."""
+        for store in reversed(self.stores):
+            held = store.lease(keys, holder)
+            if held is not None:
+                return held
+        return None
+
+    def renew(self, keys: Sequence[str], holder: str) -> None:
+        for store in self.stores:
+            store.renew(keys, holder)
+
+    def release(self, keys: Sequence[str], holder: str) -> None:
+        for store in self.stores:
+            store.release(keys, holder)
+
     def reopener(self) -> Callable[[], Store] | None:
         openers = [o for o in (s.reopener() for s in self.stores) if o is not None]
         if len(openers) < len(self.stores):
@@ -165,6 +200,7 @@ class GuardedStore(Store):
     def __init__(self, store: Store, pause: float = 30.0) -> None:
         self.store = store
         self.kind = store.kind
+        self.lease_seconds = store.lease_seconds
         self.pause = pause
         self._down_until = 0.0
         self._warned = False
@@ -220,6 +256,28 @@ class GuardedStore(Store):
 
     def close(self) -> None:
         self.store.close()
+
+    def lease(self, keys: Sequence[str], holder: str) -> list[bool] | None:
+        if not self._up():
+            return None
+        try:
+            held = self.store.lease(keys, holder)
+        except Exception as e:  # no leases: everyone computes
+            self._failed(e, "leasing")
+            return None
+        return held
+
+    def renew(self, keys: Sequence[str], holder: str) -> None:
+        try:
+            self.store.renew(keys, holder)
+        except Exception as e:
+            self._failed(e, "renewing leases")
+
+    def release(self, keys: Sequence[str], holder: str) -> None:
+        try:
+            self.store.release(keys, holder)
+        except Exception as e:  # the lease ends by itself
+            self._failed(e, "releasing leases")
 
     def reopener(self) -> Callable[[], Store] | None:
         opener = self.store.reopener()

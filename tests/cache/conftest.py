@@ -55,6 +55,8 @@ class Recorder:
         self.options = options
         self.redis_url = redis_url
         self.reports: list[Event] = []
+        #: the instances that ran (their ``finished`` events)
+        self.computed: list[Event] = []
 
     @property
     def ray(self) -> bool:
@@ -69,9 +71,11 @@ class Recorder:
         return RedisStore(self.redis_url, prefix=f"test-{uuid.uuid4().hex}:")
 
     def observe(self, event: Event) -> None:
-        """Keep the ``cached`` events."""
+        """Keep the ``cached`` and ``finished`` events."""
         if event.kind is EventKind.CACHED:
             self.reports.append(event)
+        elif event.kind is EventKind.FINISHED:
+            self.computed.append(event)
 
     def runtime(self, cache: Any = None, fuse: bool = True) -> dd.Runtime:
         """A runtime of this kind using ``cache`` (default: a fresh memory store)."""

@@ -3,6 +3,10 @@ every node reaches (a real Redis server), so what one node kept serves every nod
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -61,3 +65,88 @@ def test_an_entry_kept_on_one_node_serves_another_node(ray_cluster, redis_url, l
     assert len(computed_on) == 1 and len(served_on) == 1 and computed_on != served_on
     assert sum(e.hits or 0 for e in cached) == 4
     assert not [e for e in second if e.kind is EventKind.FINISHED]  # nothing ran again
+
+
+SLOW = """
+    import os
+    import time
+    import dandelion as dd
+
+    FLAG = {flag!r}
+
+    @dd.compute
+    def slow(x: int) -> int:
+        time.sleep(1.0)
+        while os.path.exists(FLAG):  # (isolation="none": the test holds it here)
+            time.sleep(0.05)
+        return x * 10
+
+    @dd.composition
+    def slows(xs: list[int]) -> list[int]:
+        return slow(dd.each(xs))
+"""
+
+
+def test_identical_instances_in_flight_on_two_nodes_are_computed_once(ray_cluster, redis_url,
+                                                                      load, tmp_path):
+    mod = load(SLOW.format(flag=str(tmp_path / "none")), "slow_two_nodes")
+    store = RedisStore(redis_url, prefix=f"test-{uuid.uuid4().hex}:")
+    events: dict[str, list[Event]] = {"n1": [], "n2": []}
+    results: dict[str, Any] = {}
+
+    def run(label: str) -> None:
+        with dd.Runtime(backend="ray", isolation="none", cache=store,
+                        passes=on_node(label), observers=[events[label].append]) as rt:
+            results[label] = rt.run(mod.slows, [1, 2, 3])
+
+    threads = [threading.Thread(target=run, args=(label,)) for label in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"n1": [10, 20, 30], "n2": [10, 20, 30]}
+    finished = [e for run in events.values() for e in run if e.kind is EventKind.FINISHED]
+    assert sorted(e.instance for e in finished) == [0, 1, 2]  # each computed once
+    cached = [e for run in events.values() for e in run if e.kind is EventKind.CACHED]
+    assert sum(e.hits or 0 for e in cached) == 0  # in flight at once: the waiters missed
+
+
+def test_a_lease_whose_holder_was_killed_expires_and_a_waiter_computes(ray_cluster,
+                                                                       redis_url, load,
+                                                                       tmp_path):
+    flag = tmp_path / "hold"
+    flag.touch()
+    mod = load(SLOW.format(flag=str(flag)), "slow_killed")
+    prefix = f"test-{uuid.uuid4().hex}:"
+    store = RedisStore(redis_url, prefix=prefix, lease_seconds=1.0)
+    client = store.client
+    outcome: dict[str, Any] = {}
+
+    def run(label: str) -> None:
+        try:
+            with dd.Runtime(backend="ray", isolation="none", cache=store,
+                            passes=on_node(label)) as rt:
+                outcome[label] = rt.run(mod.slows, [7])
+        except dd.DandelionError as e:  # the holder's own run may fail with its worker
+            outcome[label] = e
+
+    holder = threading.Thread(target=run, args=("n1",), daemon=True)
+    holder.start()
+    deadline = time.monotonic() + 60
+    leases: list[bytes] = []
+    while not leases and time.monotonic() < deadline:
+        leases = client.keys(prefix + "lease:*")
+        time.sleep(0.05)
+    assert leases, "the holder never leased its instance"
+    token = client.get(leases[0]).decode()
+    os.kill(int(token.split(":")[1]), signal.SIGKILL)  # the holder dies, lease and all
+    flag.unlink()  # from now on slow(7) is quick: whoever computes it next finishes
+
+    waiter = threading.Thread(target=run, args=("n2",), daemon=True)
+    waiter.start()
+    waiter.join(60)
+    assert not waiter.is_alive(), "the waiter was blocked by a dead holder's lease"
+    assert outcome["n2"] == [70]
+    holder.join(60)
+    assert not holder.is_alive()
+    assert outcome["n1"] == [70] or isinstance(outcome["n1"], dd.DandelionError)

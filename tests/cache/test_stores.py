@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
 import warnings
 from pathlib import Path
 
@@ -174,6 +176,33 @@ def test_a_new_process_hits_the_disk_store(tmp_path, engine):
 
 
 @pytest.mark.redis
+def test_a_redis_lease_has_one_holder_until_released_or_expired(redis_url):
+    store = RedisStore(redis_url, prefix=f"test-lease-{uuid.uuid4().hex}:", lease_seconds=0.3)
+    assert store.lease(["ns/a", "ns/b"], "alice") == [True, True]
+    assert store.lease(["ns/a", "ns/c"], "bob") == [False, True]
+    store.release(["ns/a", "ns/c"], "bob")  # bob's release leaves alice's lease
+    assert store.lease(["ns/a", "ns/c"], "carol") == [False, True]
+    store.release(["ns/a"], "alice")
+    assert store.lease(["ns/a"], "bob") == [True]
+    for _ in range(3):  # renewed by its holder, alice's lease of b outlives lease_seconds
+        time.sleep(0.15)
+        store.renew(["ns/b"], "alice")
+        store.renew(["ns/b"], "bob")  # (not bob's: no effect)
+    assert store.lease(["ns/b"], "bob") == [False]
+    time.sleep(0.4)  # no longer renewed: it expires
+    assert store.lease(["ns/b"], "bob") == [True]
+
+
+def test_stores_without_leases_and_stacks_lease_in_their_shared_store(redis_url):
+    assert MemoryStore().lease(["ns/a"], "alice") is None
+    shared = RedisStore(redis_url, prefix=f"test-lease-{uuid.uuid4().hex}:")
+    stack = open_cache(["memory", shared]).store
+    assert stack.lease(["ns/a"], "alice") == [True]
+    assert shared.lease(["ns/a"], "bob") == [False]
+    stack.release(["ns/a"], "alice")
+    assert shared.lease(["ns/a"], "bob") == [True]
+
+
 def test_a_new_process_hits_the_redis_store(tmp_path, redis_url):
     (tmp_path / "prog.py").write_text(textwrap.dedent(PROGRAM))
     RedisStore(redis_url).clear()
