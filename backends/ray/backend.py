@@ -32,7 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from dandelion.backends.ray import caching, graph, locality, worker
 from dandelion.backends.ray.place import NODE_LABEL, Node, Placement
 from dandelion.cache.cache import Cache
-from dandelion.errors import BackendError, FunctionError
+from dandelion.errors import BackendError
 from dandelion.planner.plan import Plan
 from dandelion.runtime.backend import Backend as BackendBase
 from dandelion.runtime.backend import ComputeOptions
@@ -285,20 +285,11 @@ class RayBackend(BackendBase):
                                   self.io_factory, self._io_key, self.engine_name,
                                   observe is not None,
                                   cache=caching.node_cache(cache) if cache is not None else None)
-        units = [box.unit for box in calls.values() if box.unit is not None]
-        if observe is not None and units:
+        if observe is not None and any(box.unit is not None for box in calls.values()):
             observe = member_events(observe, calls)
-        try:
-            outputs: dict[str, Items] = graph.run_graph(settings, plan, calls, inputs,
-                                                        observe)
-        except FunctionError as e:
-            # A fused chain failed: which member?  Functions are pure, so the run is
-            # repeated with every member apart, whose error names it (a composition that
-            # does I/O is not repeated: its error names the chain).
-            names = [f"'{u.spec.name}'" for u in units]
-            if not any(name in str(e) for name in names) or not graph.pure(plan.module):
-                raise
-            outputs = graph.run_graph(settings, unfused(plan), calls, inputs, observe)
+        # a fused chain's failed instance is run again member by member by its unit, whose
+        # error then names the member (worker.blame_member)
+        outputs: dict[str, Items] = graph.run_graph(settings, plan, calls, inputs, observe)
         return outputs
 
     def start(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
@@ -318,12 +309,6 @@ class RayBackend(BackendBase):
         self._actors.clear()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
-
-
-def unfused(plan: Plan) -> Plan:
-    """``plan`` with no fused chain, its sub-plans' neither."""
-    return attrs.evolve(plan, chains=(),
-                        subplans={k: unfused(v) for k, v in plan.subplans.items()})
 
 
 def member_events(observe: Observer, calls: Mapping[str, graph.CallBox]) -> Observer:

@@ -150,15 +150,16 @@ def ship_code(obj: Any) -> None:
         ray.cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call,unused-ignore]
 
 
-def _box(name: str, call: FunctionCall, unit: Any = None) -> CallBox:
+def _box(name: str, call: FunctionCall, unit: Any = None,
+         chain: worker.ChainCalls | None = None) -> CallBox:
     import ray
     import ray.cloudpickle
 
     # Workers cache calls by this key, so it must name the content: a code digest covers
     # only the source, and two closures of one factory share it but not their values.
-    # The call is pickled once, by the pickler that ships it (its by-value modules
-    # included), and the key is that pickle's digest.
-    data = ray.cloudpickle.dumps(call)  # type: ignore[no-untyped-call,unused-ignore]
+    # The call (with a fused chain's member calls) is pickled once, by the pickler that
+    # ships it (its by-value modules included), and the key is that pickle's digest.
+    data = ray.cloudpickle.dumps((call, chain))  # type: ignore[no-untyped-call,unused-ignore]
     key = f"{name}:{hashlib.sha256(data).hexdigest()}"
     return CallBox(key, (ray.put(data),), unit)
 
@@ -210,7 +211,9 @@ def prepare_calls(module: Module, artifacts: Mapping[str, Any], engine_kinds: fr
             timeout = sum(t for t in limits if t) if all(limits) else None
             call = FunctionCall(unit.spec, unit.spec.implementations[0], unit.artifact,
                                 timeout)
-            boxes[unit_key(p, chain[0])] = _box(unit.spec.name, call, unit)
+            boxes[unit_key(p, chain[0])] = _box(
+                unit.spec.name, call, unit,
+                worker.ChainCalls(unit, tuple(c for c in members if c is not None)))
     return boxes
 
 
@@ -649,9 +652,14 @@ def _wait(submitted: Submitted, recovery: Recovery, observe: Observer | None
                 blame = recovery.retry(call, e)
                 if blame is not None:
                     error = translate(blame[1], blame[0])
+                    # a fused chain's members' output before the one that failed (found
+                    # by its unit: worker.blame_member), then the failing one's, each
+                    # under the function that printed it
+                    for function, instance, text in getattr(error, worker.CHAIN_PRINTED, ()):
+                        logs.forward(logs.FunctionLog(function, instance, text), sink)
                     if isinstance(error, FunctionError) and error.logs:
-                        logs.forward(logs.FunctionLog(blame[0].spec.name, error.instance,
-                                                      error.logs), sink)
+                        logs.forward(logs.FunctionLog(error.function or blame[0].spec.name,
+                                                      error.instance, error.logs), sink)
                     return error
                 continue
             for instance, text in printed:

@@ -12,6 +12,11 @@ which hosts a pool of the configured sandboxing engine (the same
 :class:`~dandelion.runtime.pool.EnginePool` as the local backend) and the node's I/O engine.
 With ``isolation="none"`` they are plain Ray tasks running :func:`execute_task` with the
 ``inline`` engine in the Ray worker process.
+
+A unit of a fused chain (:mod:`dandelion.runtime.fused`) whose instance fails runs that
+instance again member by member, each member as its own invocation (:func:`blame_member`),
+as the local dispatcher does: its error names the member that failed, and what each member
+printed is shown under that member's name.
 """
 
 from __future__ import annotations
@@ -24,11 +29,12 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from dandelion.backends.ray import caching
-from dandelion.errors import BackendError, FunctionTimeout
+from dandelion.errors import BackendError, FunctionError, FunctionTimeout
 from dandelion.ir.nodes import FunctionKind, Join, ShardingMode
 from dandelion.runtime.dispatcher import instance_error, user_cause
 from dandelion.runtime.engine import Engine, FunctionCall
 from dandelion.runtime.events import Event, items_bytes, watcher
+from dandelion.runtime.fused import FusedUnit
 from dandelion.runtime.pool import (
     Batch,
     EnginePool,
@@ -81,6 +87,47 @@ class UnitSpec:
     #: the parts' producers, whose item counts give its instances their indices in the
     #: whole application and the application's count
     part: tuple[int, int, int] | None = None
+
+
+@attrs.frozen
+class ChainCalls:
+    """What the unit of a fused chain needs to find the member of a failed instance: the
+    chain (:class:`~dandelion.runtime.fused.FusedUnit`) and each member's own call."""
+
+    unit: FusedUnit
+    calls: tuple[FunctionCall, ...]
+
+
+#: Where a chain's failure carries what its members printed before it, for the driver to
+#: show under their names: ``(function, instance, text)`` triples.
+CHAIN_PRINTED = "_dandelion_chain_printed"
+
+#: Runs one member's instance and returns its outputs, adding what it printed to the list;
+#: raises the member's error (named with :func:`instance_error`).
+RunMember = Callable[[FunctionCall, Instance, list[tuple[Instance, str]]], Any]
+
+
+def blame_member(chain: ChainCalls, inst: Instance, run: RunMember) -> None:
+    """Run the failed chain instance ``inst`` again member by member (``run``: one
+    invocation each, with the member's own time limit) and raise the error of the member
+    that fails, carrying what the members before it printed (:data:`CHAIN_PRINTED`).
+    Returns when every member succeeds this time: the chain's own error then stands.
+    Functions are pure, so running them again is safe."""
+    printed: list[tuple[str, int, str]] = []
+    previous: Sequence[Items] = ()
+    for m, call in enumerate(chain.calls):
+        args = chain.unit.member_inputs(m, inst.inputs, previous)
+        if args is None:  # no instance of this member here
+            previous = [() for _ in call.spec.results]
+            continue
+        mine: list[tuple[Instance, str]] = []
+        try:
+            outputs = run(call, Instance(inst.index, args, inst.keys), mine)
+        except FunctionError as e:
+            setattr(e, CHAIN_PRINTED, tuple(printed))
+            raise
+        printed += [(call.spec.name, one.index, text) for one, text in mine]
+        previous = outputs
 
 
 def _node_id() -> str:
@@ -138,15 +185,18 @@ def unit_instances(unit: UnitSpec, data: Sequence[Any]) -> tuple[list[Instance],
 
 
 
-def _cached_call(cache: dict[str, FunctionCall], unit: UnitSpec, box: Sequence[Any]
-                 ) -> FunctionCall:
-    call = cache.get(unit.key)
-    if call is None:
+Boxed = tuple[FunctionCall, "ChainCalls | None"]
+
+
+def _cached_call(cache: dict[str, Boxed], unit: UnitSpec, box: Sequence[Any]) -> Boxed:
+    """The unit's call and, for a fused chain, its members' (cached by key)."""
+    boxed = cache.get(unit.key)
+    if boxed is None:
         import ray
         import ray.cloudpickle
 
-        call = cache[unit.key] = ray.cloudpickle.loads(ray.get(box[0]))
-    return call
+        boxed = cache[unit.key] = ray.cloudpickle.loads(ray.get(box[0]))
+    return boxed
 
 
 def _finish(unit: UnitSpec, per_instance: list[Any], count: int,
@@ -228,7 +278,7 @@ class NodeWorker:
         cls = load_engine(engine)
         self.pool = EnginePool(lambda: cls(**engine_options), max(1, workers))
         self.io_engine = io_engine() if io_engine is not None else None
-        self.calls: dict[str, FunctionCall] = {}
+        self.calls: dict[str, Boxed] = {}
 
     def node(self) -> tuple[str, int]:
         """This worker's Ray node id and process id."""
@@ -238,7 +288,7 @@ class NodeWorker:
 
     def execute(self, unit: UnitSpec, box: Sequence[Any], *data: Any) -> Any:
         """Run one unit; return its outputs and status (see the module docstring)."""
-        call = _cached_call(self.calls, unit, box)
+        call, chain = _cached_call(self.calls, unit, box)
         insts, total = unit_instances(unit, data)
         if not insts:
             return _finish(unit, [], 0)
@@ -248,15 +298,16 @@ class NodeWorker:
         def compute(todo: list[Instance]) -> list[Any]:
             if unit.kind == FunctionKind.IO.value:
                 return run_io(self.io_engine, call, todo, total, events)
-            return self._compute(call, todo, total, events, printed)
+            return self._compute(call, todo, total, events, printed, chain)
 
         results = caching.run_cached(unit, call, insts, compute, events)
         return _finish(unit, results, len(insts), printed, events)
 
     def _compute(self, call: FunctionCall, insts: list[Instance], total: int,
-                 events: UnitEvents | None, printed: list[tuple[Instance, str]]
-                 ) -> list[Any]:
-        """Run compute instances on the node's engines; wait."""
+                 events: UnitEvents | None, printed: list[tuple[Instance, str]],
+                 chain: ChainCalls | None = None) -> list[Any]:
+        """Run compute instances on the node's engines; wait.  A fused chain's failed
+        instance is run again member by member (:func:`blame_member`)."""
         finished = threading.Event()
         failures: list[tuple[Instance, BaseException]] = []
 
@@ -273,8 +324,15 @@ class NodeWorker:
             late = self.pool.check_timeouts(batch.cancelled)
             if late is not None:
                 batch.cancelled.set()
+                stuck = [i for i in insts if i.index == late.instance]
+                if chain is not None and stuck:
+                    blame_member(chain, stuck[0], lambda c, i, p: self._compute(
+                        c, [i], total, None, p)[0])
                 raise late
         if failures:
+            if chain is not None:
+                blame_member(chain, failures[0][0], lambda c, i, p: self._compute(
+                    c, [i], total, None, p)[0])
             _raise_failure(call, failures[0], total)
         printed.extend(batch.logs)
         return list(batch.results)
@@ -289,7 +347,7 @@ class _TaskHost:
 
     engine: Engine | None = None
     io_engines: dict[str, Any] = {}  # by the key of the runtime that made them
-    calls: dict[str, FunctionCall] = {}
+    calls: dict[str, Boxed] = {}
 
 
 def _run_with_timeout(engine: Engine, call: FunctionCall, inst: Instance,
@@ -322,7 +380,7 @@ def execute_task(unit: UnitSpec, box: Sequence[Any],
     """A unit as a plain Ray task: the ``inline`` engine in this Ray worker process, and
     for I/O the engine ``io`` (a key naming the runtime's engine and its factory) makes."""
     host = _TaskHost
-    call = _cached_call(host.calls, unit, box)
+    call, chain = _cached_call(host.calls, unit, box)
     insts, total = unit_instances(unit, data)
     if not insts:
         return _finish(unit, [], 0)
@@ -342,16 +400,21 @@ def execute_task(unit: UnitSpec, box: Sequence[Any],
             host.engine = load_engine("inline")()
         engine = host.engine
         watch = events.watch if events is not None else None
-        results = []
-        for inst in todo:
+
+        def one(call: FunctionCall, inst: Instance, printed: list[tuple[Instance, str]],
+                watch: Watch | None = None) -> Any:
             try:
-                results.append(_run_with_timeout(engine, call, inst, printed, watch)
-                               if call.timeout else _run(engine, call, inst, printed, watch))
-            except FunctionTimeout:
-                raise
+                return _run_with_timeout(engine, call, inst, printed, watch) \
+                    if call.timeout else _run(engine, call, inst, printed, watch)
             except BaseException as e:
+                if chain is not None and call is chain_call:
+                    blame_member(chain, inst, one)
+                if isinstance(e, FunctionTimeout):
+                    raise
                 _raise_failure(call, (inst, e), total)
-        return results
+
+        chain_call = call
+        return [one(call, inst, printed, watch) for inst in todo]
 
     results = caching.run_cached(unit, call, insts, compute, events)
     return _finish(unit, results, len(insts), printed, events)

@@ -56,3 +56,15 @@ def no_threes(x: int) -> int:
 @dd.composition
 def shouted(xs: list[int]) -> list[int]:
     return no_threes(dd.each(shout(dd.each(xs))))
+
+
+@dd.compute
+def announce(xs: list[int]) -> list[int]:
+    print("announcing", len(xs))
+    return xs
+
+
+@dd.composition
+def announced(xs: list[int]) -> list[int]:
+    # announce takes the whole set: not fused with the chain shout+no_threes after it
+    return no_threes(dd.each(shout(dd.each(announce(xs)))))

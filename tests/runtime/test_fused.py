@@ -60,4 +60,15 @@ def test_what_a_failed_chain_printed_is_shown_under_its_members(engine, caplog):
             rt.run(fz.shouted, [1, 3])
     assert info.value.function == "no_threes"
     printed = [r.getMessage() for r in caplog.records if "got 3" in r.getMessage()]
-    assert printed and all("shout" in line for line in printed), printed
+    assert printed == ["[shout, instance 1] got 3"]
+
+
+@pytest.mark.parametrize("engine", ["process", "inline"])
+def test_a_failed_chain_runs_again_alone(engine, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    with dd.Runtime(engine=engine, workers=1, cache=False) as rt:
+        with pytest.raises(dd.FunctionError, match="no threes") as info:
+            rt.run(fz.announced, [3])
+    assert info.value.function == "no_threes"
+    assert [r.getMessage() for r in caplog.records] == [
+        "[announce, instance 0] announcing 1", "[shout, instance 0] got 3"]

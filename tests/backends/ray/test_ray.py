@@ -572,3 +572,24 @@ def test_a_failure_in_a_fused_chain_on_ray_names_the_member(rt: dd.Runtime) -> N
     with pytest.raises(FunctionError) as err:
         rt.run(f.failing_chain, [dd.Item(0), dd.Item(2), dd.Item(5)])
     assert err.value.function == "fail_on_three"
+
+
+def test_a_failed_chain_on_ray_runs_again_alone_and_shows_prints_under_members(
+        rt: dd.Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from tests.runtime import fusedfuncs as fz
+
+    plan = rt.plan(fz.announced)
+    assert [[plan.composition.applications[i].function for i in c] for c in plan.chains] == \
+        [["shout", "no_threes"]]
+    caplog.set_level(logging.INFO, "dandelion.function")
+    with pytest.raises(FunctionError, match="no threes") as err:
+        rt.run(fz.announced, [3])
+    assert err.value.function == "no_threes"
+    printed = [r.getMessage() for r in caplog.records]
+    # the chain's unit ran its instance again member by member, not the composition: what
+    # came before the chain ran once; the member's print is under the member's name
+    assert [line for line in printed if "announcing" in line] == [
+        "[announce, instance 0] announcing 1"]
+    assert [line for line in printed if "got 3" in line] == ["[shout, instance 0] got 3"]
