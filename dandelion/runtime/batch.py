@@ -130,9 +130,12 @@ def error_report(e: BaseException) -> dict[str, Any]:
             "hint": getattr(e, "hint", None), "frames": user_frames(e.__traceback__)}
 
 
-def _stack(values: list[Any]) -> Any:
+def _stack(values: list[Any], in_place: bool = False) -> Any:
     """``values`` as one stacked array when each is an ndarray of one shape and dtype, else
-    as they are (a list)."""
+    as they are (a list).  With ``in_place`` (the values are views of memory that outlives
+    the call: a sandbox's context), arrays that lie at equal distances one after another,
+    as a context lays out the inputs of a batch, are stacked as a view of them rather than
+    a copy (:func:`_strided`)."""
     if not values or type(values[0]).__module__ != "numpy":
         return values
     import numpy as np
@@ -141,14 +144,38 @@ def _stack(values: list[Any]) -> Any:
     if not all(type(v) is np.ndarray and v.shape == first.shape and v.dtype == first.dtype
                for v in values):
         return values
-    return np.stack(values)
+    view = _strided(values) if in_place else None
+    return view if view is not None else np.stack(values)
 
 
-def invoke_many(artifact: Any, inputs: Sequence[ItemSets]) -> list[Outputs]:
+def _strided(values: list[Any]) -> Any:
+    """One array over ``values`` (ndarrays of one shape and dtype) without copying them,
+    when each is C-contiguous and starts ``step >= nbytes`` bytes after the one before;
+    else ``None``.  It reads only their own bytes (the gaps between them are strided over),
+    so it is valid as long as they are."""
+    from numpy.lib.stride_tricks import as_strided
+
+    first = values[0]
+    if len(values) < 2 or not first.flags.c_contiguous:
+        return None
+    at = first.__array_interface__["data"][0]
+    step = values[1].__array_interface__["data"][0] - at
+    if step < max(first.nbytes, 1):
+        return None
+    for i, v in enumerate(values):
+        if not v.flags.c_contiguous or v.__array_interface__["data"][0] != at + i * step:
+            return None
+    return as_strided(first, (len(values), *first.shape), (step, *first.strides))
+
+
+def invoke_many(artifact: Any, inputs: Sequence[ItemSets], in_place: bool = False
+                ) -> list[Outputs]:
     """Run ``artifact``'s vectorised implementation on the inputs of many instances.
 
     Each parameter is given as one list of the instances' values, in instance order, or as
-    one stacked array when every value is an ndarray of one shape and dtype.  It returns
+    one stacked array when every value is an ndarray of one shape and dtype (with
+    ``in_place``, inside a sandbox, a view of the inputs where the context's layout allows,
+    else a copy).  It returns
     one value per instance (a sequence, or an array stacked along its first axis; for
     several results, a tuple per instance), turned into items as the function's own
     results are.
@@ -164,7 +191,7 @@ def invoke_many(artifact: Any, inputs: Sequence[ItemSets]) -> list[Outputs]:
     for p, (pname, view) in enumerate(artifact.params):
         where = f"parameter '{pname}' of '{name}'"
         columns.append(_stack([to_python(inst[p] if p < len(inst) else (), view, where)
-                               for inst in inputs]))
+                               for inst in inputs], in_place))
     values = artifact.vectorised(*columns)
     try:
         count = len(values)
@@ -217,7 +244,7 @@ class BatchedFunction:
         if getattr(inner, "vectorised", None) is not None:
             begin_capture()
             try:
-                done = invoke_many(inner, per)
+                done = invoke_many(inner, per, in_place=True)  # views of the context
             except FunctionTypeError as e:  # a broken contract fails every instance
                 body = error_report(e)
                 body["logs"] = end_capture()

@@ -123,3 +123,23 @@ def test_the_event_stream_reports_every_instance_of_a_batch():
     assert started == finished == list(range(16))
     assert all(e.outcome == "ok" and e.function_seconds is not None for e in events
                if e.kind is EventKind.FINISHED)
+
+
+def test_a_sandbox_stacks_the_arrays_of_a_batch_in_place_in_its_context():
+    from dandelion.backends.engines.process.layout import read_items, write_inputs
+    from dandelion.items import Item
+    from dandelion.runtime.batch import _stack
+
+    ms = [np.arange(12).reshape(3, 4) * i for i in range(12)]
+    context = bytearray(1 << 16)
+    capacity = write_inputs(context, [(f"m.{i}", 7, [Item(m)]) for i, m in enumerate(ms)],
+                            [], 1024)
+    values = [s[0].value for s in read_items(context, capacity, False, None, False)]
+    memory = np.frombuffer(context, np.uint8)
+    stacked = _stack(values, in_place=True)  # as a sandbox stacks them: a view
+    assert np.array_equal(stacked, np.stack(ms)) and np.shares_memory(stacked, memory)
+    copied = _stack(values)  # as the inline engine does: the caller's arrays, copied
+    assert np.array_equal(copied, np.stack(ms)) and not np.shares_memory(copied, memory)
+    # arrays not laid out one after another at equal distances are copied
+    assert not np.shares_memory(_stack(values[::-1], in_place=True), memory)
+    assert not np.shares_memory(_stack(values[:5] + values[6:], in_place=True), memory)
