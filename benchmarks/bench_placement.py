@@ -15,15 +15,21 @@ the topology says which node each root is near, and the object keys name their s
 
 Bytes moved are Dandelion's own accounting (``moved`` events: objects read on another node
 than the one that made them, and reads of storage near another node); for the Ray tasks
-the same rule from where each task ran.  The result cache is off.
+the same rule from where each task ran.  The result cache is off.  The configurations run
+in turn, round by round (``--repeat`` rounds, medians); besides wall time each row gives
+the CPU seconds that all of the cluster's processes spent on one run, steadier than wall
+time on a loaded machine.  With sandboxes, a row ``on, no sandbox`` runs the same placement
+with the node workers' ``inline`` engine: its difference to ``placement on`` is the
+sandbox's own cost (copying each object into a sandbox), not placement's.
 
     python benchmarks/bench_placement.py [--objects 30] [--mib 4] [--repeat 3]
-                                         [--isolation sandbox|none]
+                                         [--isolation sandbox|none] [--engine inline]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import tempfile
@@ -36,6 +42,8 @@ from dandelion.planner import cacheable, flatten, fuse
 from dandelion.runtime.events import Event, EventKind
 
 NODES = ("n0", "n1", "n2")
+#: the passes without placement: units spread round-robin
+OFF = [flatten, cacheable, fuse]
 
 
 @dd.compute
@@ -64,37 +72,62 @@ def join(left: list[str], right: list[str]) -> int:
                     count(dd.each(storage_read(dd.each(right)))))
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    fn()  # warm-up
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+#: clock ticks per second, for the CPU times in /proc
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def dandelion_run(rt: dd.Runtime, target: Any, args: tuple[Any, ...], repeat: int
-                  ) -> tuple[float, Any, int]:
+def cluster_cpu() -> float:
+    """CPU seconds spent so far by this process and all its descendants: the three nodes'
+    raylets, object stores, Ray workers, node workers and their sandboxes (reaped children
+    included).  Under a loaded machine this is steadier than wall time."""
+    procs: dict[int, tuple[int, int]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        procs[int(pid)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        total += procs.get(pid, (0, 0))[1]
+        todo += children.get(pid, [])
+    return total / _TICK
+
+
+def measure(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """One call of ``fn``: its wall seconds, the cluster's CPU seconds and its result."""
+    c0, t0 = cluster_cpu(), time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, cluster_cpu() - c0, out
+
+
+def moved_by(rt: dd.Runtime, target: Any, args: tuple[Any, ...]) -> tuple[Any, int]:
+    """One observed run: its result and the bytes its ``moved`` events report."""
     moved: list[int] = []
 
     def observe(e: Event) -> None:
         if e.kind is EventKind.MOVED and e.composition == target.name:
             moved.append(e.bytes_in or 0)
 
-    seconds, out = timed(lambda: rt.run(target, *args), repeat)
     stop = rt.subscribe(observe)
     try:
-        assert rt.run(target, *args) == out
+        return rt.run(target, *args), sum(moved)
     finally:
         stop()
-    return seconds, out, sum(moved)
 
 
-def ray_tasks(ray: Any, roots: dict[str, str], near: dict[str, str], keys: list[list[str]],
-              repeat: int) -> tuple[float, Any, int]:
-    """The same graph as hand-written Ray tasks with default scheduling; bytes moved by the
-    same rule (each task reports its node)."""
+def ray_tasks(ray: Any, roots: dict[str, str], near: dict[str, str], keys: list[list[str]]
+              ) -> tuple[Callable[[], Any], Callable[[], int]]:
+    """The same graph as hand-written Ray tasks with default scheduling: a function that
+    runs it, and one that says the bytes its last run moved, by the same rule (each task
+    reports its node)."""
     @ray.remote(num_returns=2)
     def read(path: str) -> tuple[bytes, str]:
         with open(path, "rb") as f:
@@ -125,14 +158,16 @@ def ray_tasks(ray: Any, roots: dict[str, str], near: dict[str, str], keys: list[
         values = ray.get(sides)
         return values[0] if len(values) == 1 else values[0] - values[1]
 
-    seconds, out = timed(run, repeat)
-    moved = 0
-    size = os.path.getsize(path(keys[0][0]))
-    for key, (_, read_node), (_, reduce_node) in state["pairs"]:
-        where = ray.get(read_node)
-        moved += size if where != near[key[1:].split("/")[0]] else 0  # remote storage
-        moved += size if ray.get(reduce_node) != where else 0
-    return seconds, out, moved
+    def moved() -> int:
+        out = 0
+        size = os.path.getsize(path(keys[0][0]))
+        for key, (_, read_node), (_, reduce_node) in state["pairs"]:
+            where = ray.get(read_node)
+            out += size if where != near[key[1:].split("/")[0]] else 0  # remote storage
+            out += size if ray.get(reduce_node) != where else 0
+        return out
+
+    return run, moved
 
 
 def main() -> None:
@@ -143,7 +178,11 @@ def main() -> None:
     parser.add_argument("--isolation", choices=("sandbox", "none"), default="sandbox",
                         help="sandbox: functions in the process engine on node workers; "
                              "none: plain Ray tasks, as the hand-written baseline")
+    parser.add_argument("--engine", default=None,
+                        help="the node workers' engine with --isolation sandbox (default: "
+                             "process; inline: no sandbox, to see what the sandbox costs)")
     args = parser.parse_args()
+    engine = {"engine": args.engine} if args.engine else {}
 
     import ray
     from ray.cluster_utils import Cluster
@@ -170,28 +209,57 @@ def main() -> None:
             keys.append(f"@{store}/obj{i}")
         topology = {"nodes": {n: {"roots": roots[f"s{n}"]} for n in NODES}}
         io = {"stores": roots}
-        half = len(keys) // 2
         left, right = keys[0::2], keys[1::2]
         print(f"{args.objects} objects of {args.mib} MiB over {len(NODES)} nodes "
-              f"(2 CPUs each), isolation={args.isolation}, median of {args.repeat}")
-        for name, target, inputs, sides in [("scan", scan, (keys,), [keys]),
-                                            ("join", join, (left, right), [left, right])]:
-            rows = []
-            for label, passes in [("placement on", None),
-                                  ("placement off", [flatten, cacheable, fuse])]:
-                with dd.Runtime(backend="ray", io=io, topology=topology, passes=passes,
-                                cache=False, isolation=args.isolation) as rt:
-                    rows.append((label, *dandelion_run(rt, target, inputs, args.repeat)))
-            rows.append(("ray tasks", *ray_tasks(ray, roots, near, sides, args.repeat)))
-            assert len({r[2] for r in rows}) == 1, rows  # the same result everywhere
-            on_moved = rows[0][3]
-            print(f"\n{name} ({half * 2 if name == 'join' else len(keys)} objects)")
-            print(f"{'':<14} {'wall s':>8} {'bytes moved':>12} {'moved / on':>11} "
-                  f"{'time / on':>10}")
-            for label, seconds, _, moved in rows:
-                ratio = moved / on_moved if on_moved else float("inf") if moved else 1.0
-                print(f"{label:<14} {seconds:>8.3f} {moved:>12} {ratio:>11.0f} "
-                      f"{seconds / rows[0][1]:>10.2f}")
+              f"(2 CPUs each), isolation={args.isolation}"
+              f"{', engine=' + args.engine if args.engine else ''}, median of {args.repeat}, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        configs = [("placement on", None, engine), ("placement off", OFF, engine)]
+        if args.isolation == "sandbox" and not args.engine:  # the sandbox's own cost
+            configs.append(("on, no sandbox", None, {"engine": "inline"}))
+        runtimes = {label: dd.Runtime(backend="ray", io=io, topology=topology, passes=passes,
+                                      cache=False, isolation=args.isolation, **options)
+                    for label, passes, options in configs}
+        try:
+            for name, target, inputs, sides in [("scan", scan, (keys,), [keys]),
+                                                ("join", join, (left, right),
+                                                 [left, right])]:
+                run_tasks, tasks_moved = ray_tasks(ray, roots, near, sides)
+                runs: dict[str, Callable[[], Any]] = {
+                    label: functools.partial(rt.run, target, *inputs)
+                    for label, rt in runtimes.items()}
+                runs["ray tasks"] = run_tasks
+                for run in runs.values():
+                    run()  # warm-up
+                times: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+                outs = set()
+                for _ in range(args.repeat):  # configurations alternate, round by round
+                    for label, run in runs.items():
+                        seconds, cpu, out = measure(run)
+                        times[label].append((seconds, cpu))
+                        outs.add(out)
+                moved = {}
+                for label, rt in runtimes.items():
+                    out, moved[label] = moved_by(rt, target, inputs)
+                    outs.add(out)
+                moved["ray tasks"] = tasks_moved()
+                assert len(outs) == 1, outs  # the same result everywhere
+                on_wall = statistics.median(t for t, _ in times["placement on"])
+                on_moved = moved["placement on"]
+                print(f"\n{name} ({len(keys)} objects), load average "
+                      f"{os.getloadavg()[0]:.1f}")
+                print(f"{'':<15} {'wall s':>7} {'cpu s':>7} {'bytes moved':>12} "
+                      f"{'moved / on':>11} {'time / on':>10}")
+                for label in runs:
+                    wall = statistics.median(t for t, _ in times[label])
+                    cpu = statistics.median(c for _, c in times[label])
+                    m = moved[label]
+                    ratio = m / on_moved if on_moved else float("inf") if m else 1.0
+                    print(f"{label:<15} {wall:>7.3f} {cpu:>7.2f} {m:>12} {ratio:>11.0f} "
+                          f"{wall / on_wall:>10.2f}")
+        finally:
+            for rt in runtimes.values():
+                rt.close()
     finally:
         ray.shutdown()
         cluster.shutdown()
