@@ -128,7 +128,9 @@ def wasm_floor(engine: WasmEngine, call: FunctionCall, inputs: list[list[Item[An
     api = (ctypes.c_void_p * len(names))(*(
         ctypes.cast(capi.capi.dll[f"wasmtime_{name}"], ctypes.c_void_p).value  # type: ignore[attr-defined]
         for name in names))
-    pages = -(-(base + engine.output_limit + (1 << 20) - compiled.pre.initial) // capi.PAGE)
+    memory = next(e.type for e in compiled.module.exports if e.name == "memory")
+    initial = memory.limits.min << 16
+    pages = -(-(base + engine.output_limit + (1 << 20) - initial) >> 16)
     ns = (ctypes.c_uint64 * n)()
     floor.floor_loop.argtypes = [ctypes.c_void_p] * 3 + [
         ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t,

@@ -52,8 +52,6 @@ KEEP_RESIDENT = 0
 #: The most linear memory an instance can ever have (wasm32: 4 GiB); an engine's
 #: ``memory_limit`` is enforced below it, per store.
 MAX_MEMORY = 4 << 30
-#: Bytes of a wasm page.
-PAGE = 1 << 16
 _free: queue.SimpleQueue[None] = queue.SimpleQueue()  # a token per free slot: beyond the
 for _ in range(SLOTS):                                  # pool, an instance waits for one
     _free.put(None)
@@ -87,19 +85,12 @@ def pooled(config: wasmtime.Config) -> None:
 
 class Pre:
     """A module ready to instantiate: imports resolved (there are none) and its types
-    checked once, not at every instantiation.
-
-    Attributes:
-        initial: bytes of linear memory a new instance has (the module's minimum).
-    """
+    checked once, not at every instantiation."""
 
     def __init__(self, engine: wasmtime.Engine, module: wasmtime.Module) -> None:
         self.module = module  # the pre-instance refers to it
         self.engine = ctypes.cast(engine.ptr(), ctypes.c_void_p).value
         self._engine = engine  # and the engine
-        memory = next(e.type for e in module.exports if e.name == "memory")
-        assert isinstance(memory, wasmtime.MemoryType)
-        self.initial = memory.limits.min * PAGE
         linker = wasmtime.Linker(engine)
         self.ptr = POINTER(capi.wasmtime_instance_pre_t)()
         error = capi._wasmtime_linker_instantiate_pre(linker.ptr(), module.ptr(),
