@@ -13,7 +13,8 @@ repetitions):
 3. the cost of a hit per application on that fan-out (memory store; target <= 2x the
    dispatcher's time per application);
 4. early cutoff: a three-stage pipeline whose input changes without changing stage 1's
-   output recomputes only stage 1;
+   output recomputes only stage 1 (with ``fuse=False``: fused, the three stages are one
+   chain, cached as one);
 5. the server (its service, without HTTP; ``inline``, memory store): a repeated
    invocation of a 16-way composition served by the whole-composition fast path
    (``--result-cache``), by per-instance hits alone, and computed without a cache;
@@ -127,9 +128,11 @@ def fanout(n: int, repeat: int) -> dict[str, float]:
     return out
 
 
-def early_cutoff() -> list[int]:
+def early_cutoff(fuse: bool = False) -> list[int]:
+    """Instances recomputed per stage of the pipeline; fused (``fuse=True``), its three
+    stages are one chain, cached as one, with no early cutoff inside (docs/fusion.rst)."""
     events: list[Event] = []
-    with dd.Runtime(engine="inline", workers=2, cache=MemoryStore(),
+    with dd.Runtime(engine="inline", workers=2, cache=MemoryStore(), fuse=fuse,
                     observers=[events.append]) as rt:
         rt.run(pipeline, 1)
         events.clear()
@@ -227,7 +230,7 @@ def main() -> None:
     if args.only in (None, 4):
         recomputed = early_cutoff()
         print(f"4. early cutoff: instances recomputed per stage {recomputed} "
-              "(target [1, 0, 0])")
+              f"(target [1, 0, 0]); fused into one chain: {early_cutoff(fuse=True)}")
     if args.only in (None, 5):
         sv = server(args.repeat)
         print("\n5. server service, 16-way sum_doubles, same inputs, inline, 2 workers "
