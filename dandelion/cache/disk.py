@@ -6,6 +6,14 @@ digest of its payload and the payload.  Writes go to a temporary file renamed in
 or corrupt file is a miss and is removed.  When the store grows past ``max_bytes``, the
 entries used least recently (by modification time, which a hit refreshes) are removed.
 
+Leases (:meth:`~dandelion.cache.store.Store.lease`), for nodes that share the directory, are
+files ``.lease-<key>`` beside the entry, created with ``O_EXCL`` and holding the holder's
+token; the holder renews one by touching it, and one not touched for ``lease_seconds`` (its
+holder died) is broken by the next taker.  Two takers breaking the same dead lease at once
+may both compute the entry, which is harmless: they keep the same bytes.  Expiry compares
+modification times with this machine's clock, so the nodes' clocks must agree to well under
+``lease_seconds``.
+
 >>> import tempfile
 >>> store = DiskStore(tempfile.mkdtemp())
 >>> store.put("ns/00ff", b"entry")
@@ -21,8 +29,9 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from dandelion.cache import hashing
 from dandelion.cache.store import Store
@@ -57,9 +66,10 @@ class DiskStore(Store):
     kind = "disk"
 
     def __init__(self, root: str | os.PathLike[str] | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, lease_seconds: float = 10.0) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.max_bytes = max_bytes
+        self.lease_seconds = lease_seconds
         self._bytes: int | None = None  # this process's estimate, from a scan
         self._lock = threading.Lock()
 
@@ -114,7 +124,7 @@ class DiskStore(Store):
         top = self.root / namespace if namespace else self.root
         for dirpath, _dirs, files in os.walk(top):
             for name in files:
-                if name.startswith(".tmp-"):
+                if name.startswith((".tmp-", ".lease-")):
                     continue
                 path = Path(dirpath) / name
                 try:
@@ -165,5 +175,55 @@ class DiskStore(Store):
         return {"kind": self.kind, "location": str(self.root), "entries": len(entries),
                 "bytes": sum(size for _, size, _ in entries), "max_bytes": self.max_bytes}
 
+    def _lease_path(self, key: str) -> Path:
+        path = self._path(key)
+        return path.with_name(".lease-" + path.name)
+
+    def lease(self, keys: Sequence[str], holder: str) -> list[bool] | None:
+        return [self._take(self._lease_path(key), holder) for key in keys]
+
+    def _take(self, path: Path, holder: str) -> bool:
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            except FileExistsError:
+                try:
+                    if time.time() - path.stat().st_mtime <= self.lease_seconds:
+                        return False  # held
+                except FileNotFoundError:
+                    continue  # released meanwhile
+                self._remove(path)  # not renewed in time: its holder died
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(holder)
+            return True
+        return False
+
+    def _held(self, key: str, holder: str) -> Path | None:
+        path = self._lease_path(key)
+        try:
+            return path if path.read_text() == holder else None
+        except (FileNotFoundError, UnicodeDecodeError):
+            return None
+
+    def renew(self, keys: Sequence[str], holder: str) -> None:
+        for key in keys:
+            path = self._held(key, holder)
+            if path is not None:
+                try:
+                    os.utime(path)
+                except FileNotFoundError:  # broken by a taker: it was not renewed in time
+                    pass
+
+    def release(self, keys: Sequence[str], holder: str) -> None:
+        for key in keys:
+            path = self._held(key, holder)
+            if path is not None:
+                self._remove(path)
+
     def reopener(self) -> Callable[[], Store] | None:
-        return functools.partial(DiskStore, str(self.root), self.max_bytes)
+        return functools.partial(DiskStore, str(self.root), self.max_bytes,
+                                 self.lease_seconds)

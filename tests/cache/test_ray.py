@@ -14,7 +14,7 @@ import attrs
 import pytest
 
 import dandelion as dd
-from dandelion.cache import RedisStore
+from dandelion.cache import DiskStore, RedisStore
 from dandelion.planner.flatten import flatten
 from dandelion.runtime.events import Event, EventKind
 
@@ -87,10 +87,13 @@ SLOW = """
 """
 
 
+@pytest.mark.parametrize("kind", ["redis", "disk"])
 def test_identical_instances_in_flight_on_two_nodes_are_computed_once(ray_cluster, redis_url,
-                                                                      load, tmp_path):
-    mod = load(SLOW.format(flag=str(tmp_path / "none")), "slow_two_nodes")
-    store = RedisStore(redis_url, prefix=f"test-{uuid.uuid4().hex}:")
+                                                                      load, tmp_path, kind):
+    # leases in Redis, or lock files in a directory the nodes share
+    mod = load(SLOW.format(flag=str(tmp_path / "none")), f"slow_two_nodes_{kind}")
+    store = RedisStore(redis_url, prefix=f"test-{uuid.uuid4().hex}:") if kind == "redis" \
+        else DiskStore(tmp_path / "shared")
     events: dict[str, list[Event]] = {"n1": [], "n2": []}
     results: dict[str, Any] = {}
 

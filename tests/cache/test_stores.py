@@ -176,8 +176,18 @@ def test_a_new_process_hits_the_disk_store(tmp_path, engine):
 
 
 @pytest.mark.redis
-def test_a_redis_lease_has_one_holder_until_released_or_expired(redis_url):
-    store = RedisStore(redis_url, prefix=f"test-lease-{uuid.uuid4().hex}:", lease_seconds=0.3)
+def leasing_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                  lease_seconds: float) -> RedisStore | DiskStore:
+    """A fresh store of ``kind`` that has leases: Redis (a real server) or a directory."""
+    if kind == "redis":
+        return RedisStore(request.getfixturevalue("redis_url"), lease_seconds=lease_seconds,
+                          prefix=f"test-lease-{uuid.uuid4().hex}:")
+    return DiskStore(tmp_path / "shared", lease_seconds=lease_seconds)
+
+
+@pytest.mark.parametrize("kind", ["redis", "disk"])
+def test_a_lease_has_one_holder_until_released_or_expired(kind, request, tmp_path):
+    store = leasing_store(kind, request, tmp_path, lease_seconds=0.3)
     assert store.lease(["ns/a", "ns/b"], "alice") == [True, True]
     assert store.lease(["ns/a", "ns/c"], "bob") == [False, True]
     store.release(["ns/a", "ns/c"], "bob")  # bob's release leaves alice's lease
@@ -191,6 +201,40 @@ def test_a_redis_lease_has_one_holder_until_released_or_expired(redis_url):
     assert store.lease(["ns/b"], "bob") == [False]
     time.sleep(0.4)  # no longer renewed: it expires
     assert store.lease(["ns/b"], "bob") == [True]
+
+
+HOLD = """
+import sys, time
+from dandelion.cache import DiskStore, RedisStore
+kind, where = sys.argv[1], sys.argv[2]
+store = RedisStore(where, prefix=sys.argv[3], lease_seconds=0.5) if kind == "redis" else \\
+    DiskStore(where, lease_seconds=0.5)
+assert store.lease(["ns/k"], "doomed") == [True]
+print("held", flush=True)
+while True:  # renews until killed
+    store.renew(["ns/k"], "doomed")
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("kind", ["redis", "disk"])
+def test_the_lease_of_a_killed_holder_expires(kind, request, tmp_path):
+    store = leasing_store(kind, request, tmp_path, lease_seconds=0.5)
+    where = store.url if isinstance(store, RedisStore) else str(store.root)
+    prefix = store.prefix if isinstance(store, RedisStore) else ""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, kind, where, prefix],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        time.sleep(1.0)  # twice lease_seconds: renewed, it still holds
+        assert store.lease(["ns/k"], "waiter") == [False]
+    finally:
+        holder.kill()  # SIGKILL: it releases nothing
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while store.lease(["ns/k"], "waiter") != [True]:
+        assert time.monotonic() < deadline, "a dead holder's lease never expired"
+        time.sleep(0.05)
 
 
 def test_stores_without_leases_and_stacks_lease_in_their_shared_store(redis_url):
