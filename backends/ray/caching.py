@@ -11,11 +11,12 @@ unit on one node serves units on every node that reaches the same store (Redis, 
 directory the nodes share).
 
 Identical instances in flight on different units at once, on any node, are computed once
-when the store is shared and has leases (Redis): a unit leases the keys it misses
-(:meth:`~dandelion.cache.store.Store.lease`), computes those it holds while renewing their
-leases, and waits for the entries of the others, polling the store with a doubling pause; a
-lease whose holder died expires after the store's ``lease_seconds``, and the waiter computes
-the instance itself.  With a store that has no leases every unit computes its misses.
+when the store is shared and has leases (Redis, a directory the nodes share): a unit leases
+the keys it misses (:meth:`~dandelion.cache.store.Store.lease`), computes those it holds
+while renewing their leases, and waits for the entries of the others, polling the store with
+a doubling pause; a lease whose holder died expires after the store's ``lease_seconds``, and
+the waiter computes the instance itself.  With a store that has no leases every unit
+computes its misses.
 """
 
 from __future__ import annotations
