@@ -305,6 +305,14 @@ server (unloaded latencies interleaved, the server's CPU time per request) and, 
 ``--before PYTHON``, against another checkout of Dandelion in the same run; its last results
 are in ``benchmarks/results/bench_http.txt``.
 
+Past saturation, the worker refuses what it has no room for (:doc:`serve`, admission
+control): an invocation expected to wait longer than ``--max-wait`` (0.25 s) for an engine
+gets a 503 with ``Retry-After`` from the request's head, before its body is read, so the
+engines stay busy with the admitted ones and the excess is answered at once.
+``benchmarks/bench_overload.py`` offers a worker 1×, 1.5×, 2× and 3× its measured peak and
+reports the throughput kept, the share refused and how fast, and the worker's CPU time per
+request (``--before PYTHON`` runs another checkout alongside).
+
 Reproduce
 ---------
 
