@@ -196,10 +196,13 @@ def _check_dsl(target: str, path: Path, name: str | None) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from dandelion.loading import load_program
-    from dandelion.planner import make_plan
+    from dandelion.planner import PassContext, make_plan
+    from dandelion.planner.topology import topology
 
     program = load_program(args.target)
-    plan = make_plan(program.module, program.entry)
+    found = topology(args.topology)  # placement decisions name its nodes
+    plan = make_plan(program.module, program.entry,
+                     context=PassContext(topology=found) if found is not None else None)
     if args.json:
         print(json.dumps(plan.to_data(), indent=2))
     else:
@@ -323,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="TARGET")
     p.add_argument("--explain", action="store_true", help="say what each pass decided")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--topology", metavar="FILE", default=None,
+                   help="plan for the cluster this topology describes (default: the file "
+                        "$DANDELION_TOPOLOGY names): near-storage and partition decisions "
+                        "name its nodes")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("graph", help="draw the composition as dot or mermaid text")

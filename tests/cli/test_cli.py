@@ -188,3 +188,43 @@ def test_graph_draws_a_fused_chain_as_one_box(tmp_path, capsys):
     assert '"a2"' not in cluster
     assert main(["graph", str(tmp_path / "pipe.py"), "--format", "mermaid"]) == 0
     assert 'subgraph fused0 ["fused: inc → inc"]' in capsys.readouterr().out
+
+
+BRANCHES = '''
+import dandelion as dd
+
+@dd.compute
+def blob(x: int) -> bytes:
+    return bytes(x)
+
+@dd.compute
+def measure(bs: list[bytes]) -> int:
+    return sum(len(b) for b in bs)
+
+@dd.compute
+def difference(a: int, b: int) -> int:
+    return a - b
+
+@dd.composition
+def branches(xs: list[int], ys: list[int]) -> int:
+    return difference(measure(blob(dd.each(xs))), measure(blob(dd.each(ys))))
+'''
+
+
+def test_plan_explain_with_a_topology_shows_the_partition(tmp_path, capsys, monkeypatch):
+    (tmp_path / "branches.py").write_text(BRANCHES)
+    (tmp_path / "topology.json").write_text('{"nodes": {"a": {}, "b": {}}}')
+    assert main(["plan", "--explain", str(tmp_path / "branches.py")]) == 0
+    assert "partition: (no change)" in capsys.readouterr().out  # one machine
+    assert main(["plan", "--explain", str(tmp_path / "branches.py"),
+                 "--topology", str(tmp_path / "topology.json")]) == 0
+    out = capsys.readouterr().out
+    assert "partition: 2 groups over 2 nodes by CPUs (a: 2 applications / 1 CPU, " \
+           "b: 2 / 1)" in out
+    assert "partition [2]: 'blob' runs on node 'b' with group 1" in out
+    monkeypatch.setenv("DANDELION_TOPOLOGY", str(tmp_path / "topology.json"))
+    assert main(["plan", "--explain", str(tmp_path / "branches.py")]) == 0
+    assert "partition: 2 groups over 2 nodes" in capsys.readouterr().out
+    assert main(["plan", str(tmp_path / "branches.py"), "--topology",
+                 str(tmp_path / "missing.json")]) != 0
+    assert "cannot read the topology file" in capsys.readouterr().err
