@@ -424,7 +424,11 @@ class _Builder:
         done: dict[Any, Any] = {}
         if statuses:
             ready, _ = ray.wait(statuses, num_returns=len(statuses), timeout=0)
-            done = dict(zip(ready, ray.get(ready))) if ready else {}
+            for ref in ready:
+                try:
+                    done[ref] = ray.get(ref)
+                except Exception:  # a failed producer: wait() reports it, as a run error
+                    continue
         shares: list[tuple[str | None, int]] = []
         for ref, route, guess in parts:
             call = producers[ref]

@@ -438,3 +438,42 @@ def test_a_joins_instances_are_formed_where_most_of_its_input_bytes_are(
         nodes = [ray.get(f.status)[0] for f in forms]
     assert sorted(result) == [400_000 + 0 + 3, 400_000 + 1 + 4, 400_000 + 2 + 5]
     assert nodes == [node_ids()["n1"]]
+
+
+@dd.compute
+def fail_at_once(x: int) -> bytes:
+    raise ValueError(f"no blob for {x}")
+
+
+@dd.compute
+def slow_name(key: str) -> str:
+    import time
+
+    time.sleep(0.5)
+    return key
+
+
+@dd.compute
+def sizes_of(blobs: list[bytes], objects: list[bytes]) -> int:
+    return sum(map(len, blobs)) + sum(map(len, objects))
+
+
+@dd.composition
+def fails_before_its_consumer(xs: list[int], keys: list[str]) -> int:
+    return sizes_of(fail_at_once(dd.each(xs)), storage_read(dd.each(slow_name(dd.each(keys)))))
+
+
+def test_a_producer_that_failed_before_its_consumer_was_placed_is_a_function_error(
+        stores: Any) -> None:
+    """The driver reads the names for the near-storage read (half a second), by which time
+    the first function has failed: placing ``sizes_of`` by its inputs' bytes must not raise
+    Ray's error in place of the run's."""
+    from dandelion.errors import FunctionError
+
+    with runtime(stores) as rt:
+        rt.run(put, [dd.Item(b"o", name="@sn0/o")])
+        with pytest.raises(FunctionError) as caught:
+            rt.run(fails_before_its_consumer, [1], ["@sn0/o"])
+    assert not isinstance(caught.value, ray.exceptions.RayError)
+    assert "compute function 'fail_at_once', its instance (key 0): raised ValueError" \
+        in str(caught.value)
