@@ -69,8 +69,8 @@ class Overloaded(DandelionError):
 class Admission:
     """The invocations a worker admitted, and whether it admits another one.
 
-    Used from one thread (the frontend's event loop): :meth:`refusal` before reading a
-    request's body, :meth:`enter` when its invocation is admitted, :meth:`leave` when it is
+    Used from one thread (the frontend's event loop): :meth:`refusal` and, if ``None``,
+    :meth:`enter` from a request's head (before its body is read), :meth:`leave` when it is
     done.
 
     Args:
@@ -123,9 +123,10 @@ class Admission:
         if self.admitted == self.slots:
             self._since = now
 
-    def leave(self, now: float) -> None:
-        """An admitted invocation is done at time ``now``."""
-        if self.admitted >= self.slots and self._since is not None:
+    def leave(self, now: float, ran: bool = True) -> None:
+        """An admitted invocation is done at time ``now``; ``ran``: it was run (only then
+        is its end a completion that tells how fast the slots drain)."""
+        if ran and self.admitted >= self.slots and self._since is not None:
             sample = now - self._since
             self.interval = sample if self.interval is None else \
                 self.interval + WEIGHT * (sample - self.interval)

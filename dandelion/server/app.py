@@ -195,27 +195,33 @@ class Frontend:
         return _json(data, status)
 
     def _admit(self) -> None:
-        """Refuse an invocation the worker has no room for (:mod:`.admission`), before its
-        body is read and decoded: refusing costs the loop next to nothing."""
-        refusal = self.admission.refusal(time.monotonic())
+        """Admit an invocation, or refuse it if the worker has no room for it
+        (:mod:`.admission`): from the request's head, before its body is read and decoded
+        (refusing costs the loop next to nothing), and counted from then on, so that a
+        burst whose bodies are still arriving cannot overshoot the bound.  Each admission
+        ends with one :meth:`_release`."""
+        now = time.monotonic()
+        refusal = self.admission.refusal(now)
         if refusal is not None:
             self.service.metrics.refused.labels(refusal.reason).inc()
             raise refusal
+        self.admission.enter(now)
+
+    def _release(self, ran: bool) -> None:
+        """An admitted invocation is done; ``ran``: it got as far as the engines (else its
+        end says nothing about how fast they complete)."""
+        self.admission.leave(time.monotonic(), ran)
 
     async def _invocation(self, tenant: Tenant, kind: str, name: str, inputs: Any,
                           printed: Collector) -> Any:
-        """Run an invocation, admitted while it waits and runs: started from the loop when
-        its code is in memory (no thread waits for it), else on the executor (a cold
-        invocation loads code from disk there, never on the loop)."""
-        self.admission.enter(time.monotonic())
-        try:
-            args = (tenant, kind, name, inputs, printed)
-            done = await self.service.invoke_here(*args, executor=self.executor)
-            if done is None:
-                done = await self._work(self.service.invoke, *args)
-            return done
-        finally:
-            self.admission.leave(time.monotonic())
+        """Run an admitted invocation: started from the loop when its code is in memory (no
+        thread waits for it), else on the executor (a cold invocation loads code from disk
+        there, never on the loop)."""
+        args = (tenant, kind, name, inputs, printed)
+        done = await self.service.invoke_here(*args, executor=self.executor)
+        if done is None:
+            done = await self._work(self.service.invoke, *args)
+        return done
 
     async def _work(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -314,9 +320,15 @@ class Frontend:
         tenant = self._tenant(request)
         name = request.match_info["name"]
         self._admit()  # before reading the body: an overloaded worker refuses at once
-        inputs = await self._inputs(request)
-        printed = Collector()
-        outputs, decls, cached = await self._invocation(tenant, kind, name, inputs, printed)
+        ran = False
+        try:
+            inputs = await self._inputs(request)
+            printed = Collector()
+            ran = True
+            outputs, decls, cached = await self._invocation(tenant, kind, name, inputs,
+                                                            printed)
+        finally:
+            self._release(ran)
         binary = self._binary(request)
         doc = self.service.encode_outputs(outputs, decls, binary)
         if request.query.get("logs") in ("1", "true"):
@@ -333,8 +345,13 @@ class Frontend:
         else:
             self.service.composition(tenant, name)
         self._admit()
-        inputs = await self._inputs(request)
-        job = tenant.jobs.add(kind, name)
+        try:
+            inputs = await self._inputs(request)
+            job = tenant.jobs.add(kind, name)
+        except BaseException:
+            self._release(False)
+            raise
+        # admitted until the job ends (_run_job releases it)
         asyncio.get_running_loop().create_task(self._run_job(tenant, job, inputs))
         return self._respond({"id": job.id, "status": job.status}, self._binary(request), 202)
 
@@ -346,6 +363,8 @@ class Frontend:
             job.finish(error=e)
         else:
             job.finish(result=(outputs, decls))
+        finally:
+            self._release(True)
 
     def _job(self, request: web.Request) -> tuple[Tenant, JobRecord]:
         tenant = self._tenant(request)

@@ -112,3 +112,42 @@ def test_a_much_slower_function_is_refused_before_its_interval_is_measured(
         for t in runs:
             t.join()
         assert results == [1.0, 1.0]
+
+
+def test_requests_whose_bodies_are_still_arriving_count_as_admitted(tmp_path: Path) -> None:
+    """Admission is decided and counted from a request's head: a burst whose bodies have
+    not arrived yet cannot slip past the bound."""
+    import socket
+
+    config = ServerConfig(port=0, engine="inline", workers=1, max_waiting=1,
+                          state_dir=str(tmp_path))
+    with Server(config).start_in_thread() as server, dd.Client(server.url) as client:
+        client.register_source(SLOW)
+        assert server.port is not None
+        body = b'{"inputs": {"x": [0.1]}}'
+        head = (b"POST /v1/functions/slow/invoke HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        pending = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                   for _ in range(2)]
+        try:
+            for s in pending:  # two heads, no bodies yet: one to run, one to wait
+                s.sendall(head)
+            deadline = time.monotonic() + 5
+            while metric(server, "dandelion_admitted") < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert metric(server, "dandelion_admitted") == 2
+            answer = Raw(server.url)("POST", "/v1/functions/slow/invoke",
+                                     {"inputs": {"x": [0]}})
+            assert answer.status == 503, answer.json
+            assert metric(server, 'dandelion_refused_total{reason="queue"}') == 1
+            for s in pending:  # the bodies arrive: both run
+                s.sendall(body)
+            for s in pending:
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        finally:
+            for s in pending:
+                s.close()
+        deadline = time.monotonic() + 5
+        while metric(server, "dandelion_admitted") > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert metric(server, "dandelion_admitted") == 0
