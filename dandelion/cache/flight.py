@@ -15,7 +15,7 @@ when that is ``None``.  Nobody blocks a thread while waiting.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Hashable, Iterable, Sequence
 
 Callback = Callable[[bytes | None], None]
 
@@ -62,7 +62,7 @@ class SingleFlight:
         """The leader's result for ``key`` (``None``: it has none); wakes the followers."""
         self.land_many([(key, entry)])
 
-    def land_many(self, landings: Sequence[tuple[Hashable, bytes | None]]) -> None:
+    def land_many(self, landings: Iterable[tuple[Hashable, bytes | None]]) -> None:
         """:meth:`land` for many ``(key, entry)`` at once."""
         woken = []
         with self._lock:
