@@ -79,6 +79,23 @@ class MemoryStore(Store):
                     self._evict()
             self._evict()
 
+    def put_all(self, keys: Any, values: Any) -> None:
+        size = sum(map(len, values))
+        if size > self.max_bytes or len(keys) != len(values):
+            self.put_many(list(zip(keys, values)))
+            return
+        stored = self._entries
+        with self._lock:
+            before = len(stored)
+            stored.update(zip(keys, values))  # (zip makes no pair per entry)
+            if len(stored) - before == len(keys):  # all new: the usual
+                self._bytes += size
+            else:  # some replaced (a refresh): they are the most recent, count again
+                for key in keys:
+                    stored.move_to_end(key)
+                self._bytes = sum(map(len, stored.values()))
+            self._evict()
+
     def _evict(self) -> None:
         """Drop the least recently used entries beyond the bound (lock held)."""
         stored = self._entries

@@ -165,10 +165,14 @@ class RunCache:
                     continue
                 self.remember(out, ids)
                 entries.append(data)
-        kept = [(key, data) for key, data in zip(keys, entries)
-                if key is not None and data is not None]
-        if kept:
-            self.cache.store.put_many(kept)
+        if None not in keys and None not in entries:  # all kept: keys and entries apart
+            if keys:
+                self.cache.store.put_all(keys, entries)  # type: ignore[arg-type]
+        else:
+            kept = [(key, data) for key, data in zip(keys, entries)
+                    if key is not None and data is not None]
+            if kept:
+                self.cache.store.put_many(kept)
         return entries
 
     def adopt(self, data: bytes) -> Outputs | None:

@@ -55,6 +55,10 @@ class Store(abc.ABC):
         for key, value in entries:
             self.put(key, value)
 
+    def put_all(self, keys: Sequence[str], values: Sequence[bytes]) -> None:
+        """:meth:`put_many` with the keys and values apart (no pair per entry)."""
+        self.put_many(list(zip(keys, values)))
+
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Forget the entry under ``key`` (if any)."""
@@ -140,6 +144,10 @@ class StackStore(Store):
     def put_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         for store in self.stores:
             store.put_many(entries)
+
+    def put_all(self, keys: Sequence[str], values: Sequence[bytes]) -> None:
+        for store in self.stores:
+            store.put_all(keys, values)
 
     def delete(self, key: str) -> None:
         for store in self.stores:
@@ -239,6 +247,13 @@ class GuardedStore(Store):
         if self._up():
             try:
                 self.store.put_many(entries)
+            except Exception as e:
+                self._failed(e, "writing")
+
+    def put_all(self, keys: Sequence[str], values: Sequence[bytes]) -> None:
+        if self._up():
+            try:
+                self.store.put_all(keys, values)
             except Exception as e:
                 self._failed(e, "writing")
 

@@ -56,6 +56,20 @@ def test_memory_store_never_holds_more_than_its_bound(puts):
         assert value is None or value == bytes(size)
 
 
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from("abcdefgh"), st.integers(0, 40)),
+                         max_size=6), max_size=8))
+def test_put_all_keeps_what_put_many_keeps(batches):
+    apart, paired = MemoryStore(max_bytes=64), MemoryStore(max_bytes=64)
+    for batch in batches:
+        entries = [(f"ns/{key}", bytes(size)) for key, size in batch]
+        apart.put_all([k for k, _ in entries], [v for _, v in entries])
+        paired.put_many(entries)
+        assert apart.info() == paired.info() and apart.info()["bytes"] <= 64
+    keys = [f"ns/{k}" for k in "abcdefgh"]
+    assert apart.get_many(keys) == paired.get_many(keys)
+
+
 def test_disk_store_round_trips_and_survives_a_new_store_object(tmp_path):
     DiskStore(tmp_path).put(KEY, b"entry")
     assert DiskStore(tmp_path).get(KEY) == b"entry"
