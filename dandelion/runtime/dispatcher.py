@@ -80,6 +80,7 @@ def instance_error(spec: FunctionSpec, inst: Instance, n: int, error: BaseExcept
     """``error`` re-raised with the function, the instance and its input keys."""
     where = f"{spec.kind} function '{spec.name}', {_describe_instance(inst, n)}"
     if isinstance(error, FunctionError):
+        error.logs = logs.plain(error.logs)  # a fused chain's marks: not for the user
         cls: type[FunctionError] = type(error)
         detail = error.message
         if detail.startswith(f"{spec.kind} function '{spec.name}' "):

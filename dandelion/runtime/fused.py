@@ -6,9 +6,11 @@ its parameters are the head's arguments followed by every other member's whole i
 results what leaves the chain (each member's outputs but the set the next member reads),
 its instances the head's.  Its artifact, a :class:`FusedFunction`, calls the members one
 after the other inside the sandbox, each on the outputs of the one before: intermediate
-sets never leave it.  Because the chain is made of pure functions, a failed invocation
-is simply run again member by member (:meth:`FusedUnit.member_inputs`), which finds and
-names the member that failed.
+sets never leave it.  The members print into one capture, and a mark ends each member's
+text there (:func:`dandelion.runtime.logs.end_member`), so that what a member printed is
+shown under its name (:func:`dandelion.runtime.logs.split`).  Because the chain is made of
+pure functions, a failed invocation is simply run again member by member
+(:meth:`FusedUnit.member_inputs`), which finds and names the member that failed.
 
 Results are cached per chain, keyed soundly by every member's identity, the chain's
 wiring and the chain instance's inputs (:func:`dandelion.cache.key.implementation_identity`);
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import attrs
 
 from dandelion.items import Item
+from dandelion.runtime.logs import end_member
 
 if TYPE_CHECKING:  # pragma: no cover - a sandbox loads only what FusedFunction needs
     from dandelion.ir.nodes import Application, FunctionSpec, Implementation
@@ -54,6 +57,7 @@ class FusedFunction:
             checks an instance's outputs).
         params: the views of the unit's parameters, ``results`` of its results (as a
             sandbox reads and writes them).
+        names: the members' function names (what they print is shown under them).
     """
 
     batch: int | None = None
@@ -62,8 +66,10 @@ class FusedFunction:
     def __init__(self, name: str, members: Sequence[Any],
                  wiring: Sequence[Sequence[tuple[Source, bool]]],
                  picks: Sequence[tuple[int, int]], params: Sequence[tuple[str, Any]],
-                 singles: Sequence[Sequence[int]]) -> None:
+                 singles: Sequence[Sequence[int]], names: Sequence[str] | None = None
+                 ) -> None:
         self.name = name
+        self.names = tuple(names) if names is not None else tuple(m.name for m in members)
         self.members = tuple(members)
         self.wiring = tuple(tuple(w) for w in wiring)
         self.picks = tuple(picks)
@@ -74,18 +80,22 @@ class FusedFunction:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return FusedFunction, (self.name, self.members, self.wiring, self.picks, self.params,
-                               self.singles)
+                               self.singles, self.names)
 
     def invoke(self, inputs: ItemSets) -> list[tuple[Item[Any], ...]]:
         """Run the chain on one instance's inputs; the unit's results."""
         outputs: list[list[tuple[Item[Any], ...]]] = []
         previous: Sequence[Sequence[Item[Any]]] = ()
-        for member, wiring, singles in zip(self.members, self.wiring, self.singles):
+        for member, wiring, singles, name in zip(self.members, self.wiring, self.singles,
+                                                 self.names):
             args = [_source(src, inputs, previous) for src, _ in wiring]
             if any(required and not items for (_, required), items in zip(wiring, args)):
                 done: list[tuple[Item[Any], ...]] = [() for _ in member.results]
             else:
-                done = member.invoke(args)
+                try:
+                    done = member.invoke(args)
+                finally:  # what it printed shows under its name, even when it raised
+                    end_member(name)
                 for r in singles:  # what a worker checks of each instance's outputs
                     if r >= len(done) or len(done[r]) != 1:
                         raise ValueError(f"'{member.name}' returned another number of "
@@ -225,7 +235,8 @@ def fused_unit(plan: Plan, chain: Sequence[int], artifacts: Sequence[Any],
                         cacheable=all(s.cacheable for s in specs))
     app = Application(name, arguments, outputs, join=join, span=head.span)
     return FusedUnit(tuple(chain), app, spec, tuple(specs),
-                     _artifact(digest, name, artifacts, wiring, picks, views, singles))
+                     _artifact(digest, name, artifacts, wiring, picks, views, singles,
+                               [s.name for s in specs]))
 
 
 _artifacts: dict[str, FusedFunction] = {}
@@ -234,7 +245,8 @@ _lock = threading.Lock()
 
 def _artifact(digest: str, name: str, members: Sequence[Any],
               wiring: list[list[tuple[Source, bool]]], picks: list[tuple[int, int]],
-              views: list[tuple[str, Any]], singles: list[list[int]]) -> FusedFunction:
+              views: list[tuple[str, Any]], singles: list[list[int]], names: list[str]
+              ) -> FusedFunction:
     """The one :class:`FusedFunction` of these members and wiring (the artifact store and
     the engines trust the same object: a sandbox's code is serialized once)."""
     with _lock:
@@ -244,7 +256,7 @@ def _artifact(digest: str, name: str, members: Sequence[Any],
         if len(_artifacts) > 1024:
             _artifacts.clear()
         made = _artifacts[digest] = FusedFunction(name, members, wiring, picks, views,
-                                                  singles)
+                                                  singles, names)
         return made
 
 

@@ -7,12 +7,24 @@ dropped.  The text travels back with the instance's outputs (or with its error) 
 forwarded by the dispatcher as records of the :data:`LOGGER` logger, one per line,
 prefixed with the function and the instance:
 
+>>> from dandelion.runtime.logs import MARK, FunctionLog, plain, split, truncated
 >>> print(truncated("x" * 5, dropped=7))
 xxxxx
 [... 7 more characters of output dropped: an instance keeps 65536]
 >>> log = FunctionLog("parse", 1, "reading\\ndone\\n")
 >>> log.lines()
 ['[parse, instance 1] reading', '[parse, instance 1] done']
+
+The members of a fused chain (:mod:`dandelion.runtime.fused`) print into one capture; a
+mark (:func:`end_member`) ends each member's text there, and :func:`forward` shows each
+member's text under its own name, as an unfused run would (the marks never reach the
+caller; :func:`plain` drops them where text is not forwarded):
+
+>>> text = "a\\n" + MARK.format("prep") + "b\\n" + MARK.format("total")
+>>> split("prep+total", text)
+[('prep', 'a\\n'), ('total', 'b\\n')]
+>>> plain(text)
+'a\\nb\\n'
 
 Where logging is not configured, the records go to ``stderr``; configure logging (e.g.
 ``logging.basicConfig(level=logging.INFO)``) to route them like any other, or set the
@@ -37,6 +49,10 @@ LIMIT = 64 * 1024
 COLLECT_LIMIT = 1 << 20
 #: The logger function output is forwarded to.
 LOGGER = "dandelion.function"
+#: What ends the output of one member of a fused chain (its name in the braces) in the
+#: captured text: control characters that printed text does not plausibly hold.
+MARK = "\x1e\x1fend of {}\x1f\x1e"
+_MARK_OPEN, _MARK_CLOSE = MARK.split("{}")
 
 
 def truncated(text: str, dropped: int) -> str:
@@ -82,6 +98,15 @@ class Buffer(io.TextIOBase):
         self.parts: list[str] = []
         self.kept = 0
         self.dropped = 0
+        self.marked = 0  # characters written when the last mark was made
+
+    def mark(self, name: str) -> None:
+        """End member ``name``'s output here, if anything was written since the last mark
+        (outside the bound: a mark is never cut, and only kept characters count)."""
+        written = self.kept + self.dropped
+        if written > self.marked:
+            self.parts.append(MARK.format(name))
+            self.marked = written
 
     def writable(self) -> bool:
         return True
@@ -150,6 +175,52 @@ def end_capture() -> str:
     return buffer.text() if buffer is not None else ""
 
 
+def end_member(name: str) -> None:
+    """Mark the end of what the fused chain's member ``name`` printed in the capture it
+    runs under (the inline engine's, or a sandbox's streams), if it printed anything."""
+    if getattr(_local, "capturing", False):
+        buffer = _local.buffer
+    else:
+        buffer = sys.stdout
+    if isinstance(buffer, Buffer):
+        buffer.mark(name)
+
+
+def split(function: str, text: str) -> list[tuple[str, str]]:
+    """``text`` captured from a unit of ``function`` as ``(function, text)`` pairs, one per
+    member of a fused chain that printed (:func:`end_member`), or the whole under
+    ``function``.  Text after the last mark (a truncation notice) goes to the last member."""
+    if _MARK_OPEN not in text:
+        return [(function, text)]
+    pieces: list[tuple[str, str]] = []
+    name, at = function, 0
+    while (start := text.find(_MARK_OPEN, at)) >= 0:
+        end = text.find(_MARK_CLOSE, start + len(_MARK_OPEN))
+        if end < 0:
+            break
+        name = text[start + len(_MARK_OPEN):end]
+        _add(pieces, name, text[at:start])
+        at = end + len(_MARK_CLOSE)
+    _add(pieces, name, text[at:])
+    return pieces
+
+
+def _add(pieces: list[tuple[str, str]], name: str, text: str) -> None:
+    if not text:
+        return
+    if pieces and pieces[-1][0] == name:
+        pieces[-1] = (name, pieces[-1][1] + text)
+    else:
+        pieces.append((name, text))
+
+
+def plain(text: str) -> str:
+    """``text`` without the marks of :func:`end_member` (as a user reads it)."""
+    if _MARK_OPEN not in text:
+        return text
+    return "".join(piece for _, piece in split("", text))
+
+
 # -- forwarding ------------------------------------------------------------------------------
 
 class Collector:
@@ -212,9 +283,14 @@ _logger: Any = None
 
 
 def forward(log: FunctionLog, sink: Collector | None) -> None:
-    """Hand ``log`` to the :data:`LOGGER` logger and to ``sink``."""
+    """Hand ``log`` to the :data:`LOGGER` logger and to ``sink``; what each member of a
+    fused chain printed under that member's name (:func:`split`)."""
     global _logger
     if not log.text:
+        return
+    if _MARK_OPEN in log.text:
+        for function, text in split(log.function, log.text):
+            forward(FunctionLog(function, log.instance, text), sink)
         return
     if sink is not None:
         sink.add(log)

@@ -114,3 +114,73 @@ def test_ray_carries_it_back(ray_cluster, isolation, caplog):
             rt.run(printing.shout_all, [3])
         assert e.value.logs == "got 3\nstderr 3\ncareful with 3\n"
         assert forwarded(caplog) == lines(0, 3)
+
+
+# -- a fused chain: each member's output under its own name, as when it is not fused -----
+
+def by_member(got: list[str]) -> list[str]:
+    """The lines grouped by function and instance, each group in the order printed (a
+    fused and an unfused run interleave their instances differently)."""
+    return sorted(got, key=lambda line: line.split("]", 1)[0])
+
+
+def pipeline_lines(caplog, run) -> list[str]:
+    caplog.clear()
+    xs = [1, 2]
+    assert run(printing.pipeline, xs) == [(x + 1) * 20 for x in xs]
+    return by_member(forwarded(caplog))
+
+
+def unfused_lines(caplog) -> list[str]:
+    with dd.Runtime(engine="inline", cache=False, fuse=False) as rt:
+        return pipeline_lines(caplog, rt.run)
+
+
+def expected_pipeline() -> list[str]:
+    return by_member([f"[{name}, instance {i}] step {stage}: {x}"
+                      for i, x in enumerate([1, 2])
+                      for name, stage, x in (("prep", "prep", x),
+                                             ("prep", "prep, on stderr", x),
+                                             ("total", "total", 2 * (x + 1)))])
+
+
+def test_a_fused_chain_shows_what_each_member_printed_under_its_name(engine, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    unfused = unfused_lines(caplog)
+    assert unfused == expected_pipeline()
+    for fuse in (True, False):
+        with dd.Runtime(engine=engine, cache=False, fuse=fuse) as rt:
+            assert pipeline_lines(caplog, rt.run) == unfused, fuse
+
+
+def test_a_fused_chain_cut_at_the_capture_bound_shows_no_mark(engine, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    with dd.Runtime(engine=engine, cache=False) as rt:
+        assert rt.run(printing.chat_then_total, 2 * LIMIT // 100) == 2 * LIMIT // 100 * 10
+    got = forwarded(caplog)
+    assert all("\x1e" not in line and "\x1f" not in line for line in got)
+    assert {line.split("]", 1)[0] + "]" for line in got} == {"[chatty, instance 0]",
+                                                             "[total, instance 0]"}
+    assert got[-1].startswith("[total, instance 0] [... ")  # printed while cut off
+
+
+def test_a_real_server_shows_each_members_output_under_its_name(client, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    unfused = unfused_lines(caplog)
+    client.register(printing.pipeline)
+    assert pipeline_lines(caplog, client.invoke) == unfused
+    caplog.clear()
+    job = client.submit(printing.pipeline, [7])
+    assert job.result(timeout=30) == [160]
+    assert sorted((e["function"], e["text"]) for e in client.job(job.id)["logs"]) == [
+        ("prep", "step prep: 7\nstep prep, on stderr: 7\n"), ("total", "step total: 16\n")]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("isolation", ["sandbox", "none"])
+def test_ray_shows_each_fused_members_output_under_its_name(ray_cluster, isolation, caplog):
+    caplog.set_level(logging.INFO, "dandelion.function")
+    unfused = unfused_lines(caplog)
+    for fuse in (True, False):
+        with dd.Runtime(backend="ray", isolation=isolation, cache=False, fuse=fuse) as rt:
+            assert pipeline_lines(caplog, rt.run) == unfused, fuse
