@@ -148,9 +148,9 @@ def test_a_fused_chain_shows_what_each_member_printed_under_its_name(engine, cap
     caplog.set_level(logging.INFO, "dandelion.function")
     unfused = unfused_lines(caplog)
     assert unfused == expected_pipeline()
-    for fuse in (True, False):
-        with dd.Runtime(engine=engine, cache=False, fuse=fuse) as rt:
-            assert pipeline_lines(caplog, rt.run) == unfused, fuse
+    for fuse, batch in ((True, None), (True, 2), (False, None)):  # 2: a batch of chains
+        with dd.Runtime(engine=engine, cache=False, fuse=fuse, batch=batch) as rt:
+            assert pipeline_lines(caplog, rt.run) == unfused, (fuse, batch)
 
 
 def test_a_fused_chain_cut_at_the_capture_bound_shows_no_mark(engine, caplog):
