@@ -178,11 +178,10 @@ def end_capture() -> str:
 def end_member(name: str) -> None:
     """Mark the end of what the fused chain's member ``name`` printed in the capture it
     runs under (the inline engine's, or a sandbox's streams), if it printed anything."""
-    if getattr(_local, "capturing", False):
-        buffer = _local.buffer
-    else:
-        buffer = sys.stdout
-    if isinstance(buffer, Buffer):
+    # the inline engine's buffer (made on the first write), else a sandbox's streams; a
+    # member that printed nothing costs this look only (chains run many tiny members)
+    buffer = getattr(_local, "buffer", None) or sys.stdout
+    if type(buffer) is Buffer and buffer.kept + buffer.dropped > buffer.marked:
         buffer.mark(name)
 
 
