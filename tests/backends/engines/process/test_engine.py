@@ -130,6 +130,24 @@ def test_large_inputs_grow_the_context_and_small_ones_reuse_it(rt):
         assert rt.run(h.single(h.reverse), data) == data[::-1]
 
 
+@dd.compute
+def _bytes_digest(data: bytes) -> str:
+    import hashlib
+
+    return f"{type(data).__name__} {len(data)} {hashlib.sha256(data).hexdigest()}"
+
+
+def test_a_large_input_arrives_whole_as_bytes(rt):
+    # copied in the sandbox into memory asked to be backed by huge pages: every byte, on
+    # either side of each 2 MiB boundary, is the worker's, and the function gets bytes
+    import hashlib
+
+    for n in (2 << 20, (5 << 20) + 4097):
+        data = os.urandom(n)
+        assert rt.run(h.single(_bytes_digest), data) == \
+            f"bytes {n} {hashlib.sha256(data).hexdigest()}"
+
+
 def test_contexts_and_sandboxes_come_and_go_without_leaking_descriptors(rt):
     counts = []
     for _ in range(40):
