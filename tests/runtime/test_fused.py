@@ -72,3 +72,31 @@ def test_a_failed_chain_runs_again_alone(engine, caplog):
     assert info.value.function == "no_threes"
     assert [r.getMessage() for r in caplog.records] == [
         "[announce, instance 0] announcing 1", "[shout, instance 0] got 3"]
+
+
+def test_the_error_of_a_fused_chain_shows_its_output_without_marks():
+    """A chain instance's own error (it stands when every member succeeds alone) carries
+    what the chain printed, as the inline engine captured it: marks and all, until the
+    dispatcher names the instance."""
+    from dandelion.items import Item
+    from dandelion.runtime import logs
+    from dandelion.runtime.dispatcher import instance_error
+    from dandelion.runtime.fused import FusedFunction
+    from dandelion.runtime.python_function import invoke_python
+    from dandelion.runtime.sharding import Instance
+
+    chain = FusedFunction("shout+no_threes", [fz.shout.artifact, fz.no_threes.artifact],
+                          [[(("in", 0), True)], [(("link", 0), True)]], [(1, 0)],
+                          fz.shout.artifact.params, [[0], [0]])
+    logs.begin_capture()
+    try:
+        with pytest.raises(dd.FunctionError) as info:
+            invoke_python(chain, [[Item(3)]])
+    finally:
+        info.value.logs = logs.end_capture()
+    assert info.value.logs != "got 3\n"  # marked where 'shout' ended
+    with dd.Runtime(engine="inline") as rt:
+        spec = rt.plan(fz.shouted).module.function("no_threes")
+    assert spec is not None
+    error = instance_error(spec, Instance(0, ()), 1, info.value)
+    assert error.logs == "got 3\n"
