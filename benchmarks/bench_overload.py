@@ -7,7 +7,8 @@ throughput stops growing (its *peak*), then 1×, 1.5×, 2× and 3× that peak.  
 level: achieved throughput and its share of the peak (the target: ≥ 90 % at 2×), the share
 refused with 503/429 and their p99 latency (a fast refusal: milliseconds), the p99 of the
 answered requests, time-outs, the generator's own lateness (if its p99 is more than a few
-ms, the generator was a bottleneck) and the worker process's CPU time per request (the
+ms, the generator was a bottleneck: such a level is marked ``GENERATOR-BOUND``, and it
+measures bursts, not the offered rate) and the worker process's CPU time per request (the
 sandboxes, forked by the zygote, are not in it).  ``--before PYTHON`` runs a second worker
 with another interpreter (e.g. the virtualenv of a checkout before a change) on the same
 levels, alternating level by level; ``--worker-args`` are added to every worker's command
@@ -40,6 +41,9 @@ import bench_http  # noqa: E402
 
 LOADGEN = Path(__file__).resolve().parent / "paper" / "loadgen.py"
 LEVELS = (1.0, 1.5, 2.0, 3.0)
+#: A level whose generator sent its p99 request later than this (seconds) measured the
+#: generator: it sent in bursts, not at the offered rate (marked GENERATOR-BOUND).
+LATE = 0.010
 
 
 def cpu_seconds(pid: int) -> float:
@@ -76,7 +80,8 @@ def show(name: str, r: dict[str, Any], peak: float | None = None) -> None:
           f"p99 {ms(r['p99']):>5s} ms  refused {r['rejected'] / max(1, r['sent']):4.0%} "
           f"(p99 {ms(r['rejected_p99']):>4s} ms)  t/o {r['timeouts']:3d}  "
           f"gen.late {ms(r['late_p99']):>4s} ms  worker CPU "
-          f"{r['cpu_per_request'] * 1e3:.2f} ms/req  load {r['load']:.1f}", flush=True)
+          f"{r['cpu_per_request'] * 1e3:.2f} ms/req  load {r['load']:.1f}"
+          f"{'  GENERATOR-BOUND' if (r['late_p99'] or 0) > LATE else ''}", flush=True)
 
 
 def main() -> None:
