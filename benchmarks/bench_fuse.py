@@ -15,7 +15,12 @@ the local backend with the ``process`` engine:
 2. the same chain repeated over ``--width`` (8) items (``each`` -> ``each``), fused and not,
    so that both workers are busy;
 3. a composition that cannot be fused (one application, a ``--fanout``-way fan-out of
-   M·Mᵀ): fusion on against off (target: unchanged within noise).
+   M·Mᵀ): fusion on against off (target: unchanged within noise);
+4. what marking each member's end in the captured output costs a chain whose members print
+   nothing (:func:`dandelion.runtime.logs.end_member`, so that what a member prints is shown
+   under its name): the ``--length``-long ``x + 1`` chain's
+   :meth:`~dandelion.runtime.fused.FusedFunction.invoke` under the inline engine's capture,
+   against the same with a no-op in its place, alternating.
 
     python benchmarks/bench_fuse.py [--length 100] [--repeat 4] [--workers 2]
 """
@@ -66,6 +71,34 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     return bool(np.array_equal(a, b))
+
+
+def marks_cost(length: int, rounds: int = 10, reps: int = 2000) -> dict[str, float]:
+    """Part 4: seconds per chain instance (median of ``rounds``), with the member marks
+    and with a no-op in their place."""
+    from dandelion.items import Item
+    from dandelion.runtime import fused, logs
+
+    artifact = inc.artifact
+    chain = fused.FusedFunction("inc_chain", [artifact] * length,
+                                [[(("in", 0), True)]] + [[(("link", 0), True)]] * (length - 1),
+                                [(length - 1, 0)], artifact.params, [[0]] * length)
+    inputs = [[Item(1)]]
+    real = fused.end_member
+    times: dict[str, list[float]] = {"marks": [], "no-op": []}
+    try:
+        for r in range(rounds):
+            for name in (("marks", "no-op") if r % 2 else ("no-op", "marks")):
+                fused.end_member = real if name == "marks" else (lambda name: None)
+                logs.begin_capture()
+                start = time.perf_counter()
+                for _ in range(reps):
+                    chain.invoke(inputs)
+                times[name].append((time.perf_counter() - start) / reps)
+                logs.end_capture()
+    finally:
+        fused.end_member = real
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -122,6 +155,10 @@ def main() -> None:
             verdict = ""
         print(f"  {name:52s} {seconds[False]:10.3f} {seconds[True]:8.3f} "
               f"{speedup:8.2f}x  {verdict}")
+    cost = marks_cost(args.length)
+    print(f"  member marks, {args.length}-long chain of x+1 printing nothing, in-process: "
+          f"{1e6 * cost['no-op']:.1f} -> {1e6 * cost['marks']:.1f} us per chain instance "
+          f"({1e6 * (cost['marks'] - cost['no-op']) / args.length:.2f} us per member)")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
