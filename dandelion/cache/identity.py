@@ -342,8 +342,11 @@ def _is_mutable(obj: Any) -> bool:
 
 
 def _is_array(obj: Any) -> bool:
-    numpy = sys.modules.get("numpy")
-    return numpy is not None and isinstance(obj, numpy.ndarray)
+    # numpy as far as it is imported: another thread may be importing it right now (a Ray
+    # node worker unpickles one function while it keys another), and a numpy half imported
+    # has no ``ndarray`` attribute yet (so nothing keyed here was made by it).
+    ndarray = getattr(sys.modules.get("numpy"), "ndarray", None)
+    return ndarray is not None and isinstance(obj, ndarray)
 
 
 def _atom(obj: Any) -> bytes:

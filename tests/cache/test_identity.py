@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,15 @@ def test_identity_is_safe_to_compute_from_many_threads(load):
     for t in threads:
         t.join()
     assert len(set(results)) == 1
+
+
+def test_identity_is_made_while_another_thread_is_still_importing_numpy(load, monkeypatch):
+    # A Ray node worker keys one function while another thread imports numpy for the first
+    # time (unpickling a function whose module imports it): ``sys.modules`` then holds numpy
+    # half initialized, without ``ndarray`` yet.  Keying must not trip over it.
+    source = BASE.replace("import user_helpers", "").replace(" + user_helpers.g(x)", "")
+    mod = load(source)
+    monkeypatch.setitem(sys.modules, "numpy", types.ModuleType("numpy"))  # half imported
+    during = python_identity(mod.f)  # not: AttributeError: module 'numpy' has no 'ndarray'
+    monkeypatch.undo()
+    assert during == python_identity(load(source).f)
