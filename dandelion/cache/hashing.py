@@ -36,7 +36,7 @@ try:
 
     def digest(data: Any) -> bytes:
         """The 32-byte digest of ``data`` (bytes or any buffer)."""
-        return _blake3(data).digest()  # type: ignore[no-any-return]
+        return _blake3(data).digest()  # type: ignore[no-any-return,unused-ignore]
 except ImportError:  # pragma: no cover - depends on the installed extras
     new = _blake2b
     ALGORITHM = "blake2b"
