@@ -114,20 +114,19 @@ def blame_member(chain: ChainCalls, inst: Instance, run: RunMember) -> None:
     Returns when every member succeeds this time: the chain's own error then stands.
     Functions are pure, so running them again is safe."""
     printed: list[tuple[str, int, str]] = []
-    previous: Sequence[Items] = ()
-    for m, call in enumerate(chain.calls):
-        args = chain.unit.member_inputs(m, inst.inputs, previous)
-        if args is None:  # no instance of this member here
-            previous = [() for _ in call.spec.results]
-            continue
+
+    def one(m: int, member: Instance) -> Any:
+        call = chain.calls[m]
         mine: list[tuple[Instance, str]] = []
         try:
-            outputs = run(call, Instance(inst.index, args, inst.keys), mine)
+            outputs = run(call, member, mine)
         except FunctionError as e:
             setattr(e, CHAIN_PRINTED, tuple(printed))
             raise
-        printed += [(call.spec.name, one.index, text) for one, text in mine]
-        previous = outputs
+        printed.extend((call.spec.name, done.index, text) for done, text in mine)
+        return outputs
+
+    chain.unit.run_members(inst, one)
 
 
 def _node_id() -> str:

@@ -417,33 +417,32 @@ class _Run:
         def done(batch: Batch, failure: tuple[Instance, BaseException] | None) -> None:
             replies.put((batch, failure))
 
+        def run(m: int, member: Instance) -> Sequence[Items] | None:
+            i, spec = unit.chain[m], unit.specs[m]
+            watch = None if observe is None else \
+                self._watch(observe, i, spec.name, self.d.pool.engine_name)
+            self.d.pool.submit(Batch(self.calls[spec.name], [member], done,
+                                     self.cancelled, watch=watch, per_sandbox=1))
+            batch, failure = replies.get()
+            if self.cancelled.is_set():
+                return None
+            for one, text in batch.logs:  # under the member's name: it printed them
+                logs.forward(logs.FunctionLog(spec.name, one.index, text), self.sink)
+            if failure is not None:
+                if isinstance(failure[1], FunctionError) and failure[1].logs:
+                    logs.forward(logs.FunctionLog(spec.name, member.index,
+                                                  failure[1].logs), self.sink)
+                err = instance_error(spec, member, n, failure[1])
+                err.__cause__ = user_cause(failure[1])
+                with self.lock:
+                    self._fail(err)
+                return None
+            results: Sequence[Items] = batch.results[0]
+            return results
+
         def search() -> None:
-            previous: Sequence[Items] = ()
-            for m, (i, spec) in enumerate(zip(unit.chain, unit.specs)):
-                args = unit.member_inputs(m, inst.inputs, previous)
-                if args is None:
-                    previous = [() for _ in spec.results]
-                    continue
-                member = Instance(inst.index, args, inst.keys)
-                watch = None if observe is None else \
-                    self._watch(observe, i, spec.name, self.d.pool.engine_name)
-                self.d.pool.submit(Batch(self.calls[spec.name], [member], done,
-                                         self.cancelled, watch=watch, per_sandbox=1))
-                batch, failure = replies.get()
-                if self.cancelled.is_set():
-                    return
-                for one, text in batch.logs:  # under the member's name: it printed them
-                    logs.forward(logs.FunctionLog(spec.name, one.index, text), self.sink)
-                if failure is not None:
-                    if isinstance(failure[1], FunctionError) and failure[1].logs:
-                        logs.forward(logs.FunctionLog(spec.name, member.index,
-                                                      failure[1].logs), self.sink)
-                    err = instance_error(spec, member, n, failure[1])
-                    err.__cause__ = user_cause(failure[1])
-                    with self.lock:
-                        self._fail(err)
-                    return
-                previous = batch.results[0]
+            if not unit.run_members(inst, run):
+                return
             err = instance_error(unit.spec, inst, n, error)
             err.__cause__ = user_cause(error)
             with self.lock:

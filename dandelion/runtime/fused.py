@@ -10,7 +10,7 @@ sets never leave it.  The members print into one capture, and a mark ends each m
 text there (:func:`dandelion.runtime.logs.end_member`), so that what a member printed is
 shown under its name (:func:`dandelion.runtime.logs.split`).  Because the chain is made of
 pure functions, a failed invocation is simply run again member by member
-(:meth:`FusedUnit.member_inputs`), which finds and names the member that failed.
+(:meth:`FusedUnit.run_members`), which finds and names the member that failed.
 
 Results are cached per chain, keyed soundly by every member's identity, the chain's
 wiring and the chain instance's inputs (:func:`dandelion.cache.key.implementation_identity`);
@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attrs
 
@@ -147,6 +147,27 @@ class FusedUnit:
         if any(required and not items for (_, required), items in zip(wiring, args)):
             return None
         return args
+
+    def run_members(self, inst: Instance,
+                    run: Callable[[int, Instance], Sequence[Sequence[Item[Any]]] | None]
+                    ) -> bool:
+        """Run the chain instance ``inst`` again member by member: ``run(m, instance)``
+        runs member ``m`` on its own instance and returns its outputs, or ``None`` to stop
+        (it failed, or the run was cancelled); a member with no instance here is skipped.
+        Whether every member ran (then the chain's own error stands)."""
+        from dandelion.runtime.sharding import Instance
+
+        previous: ItemSets = ()
+        for m, spec in enumerate(self.specs):
+            args = self.member_inputs(m, inst.inputs, previous)
+            if args is None:  # no instance of this member here
+                previous = [() for _ in spec.results]
+                continue
+            outputs = run(m, Instance(inst.index, args, inst.keys))
+            if outputs is None:
+                return False
+            previous = outputs
+        return True
 
 
 def fused_unit(plan: Plan, chain: Sequence[int], artifacts: Sequence[Any],
