@@ -286,8 +286,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-E", "--engine-option", action="append", metavar="NAME=VALUE",
                    help="an option of the engine, e.g. -E memory_limit=1073741824 "
                         "(repeatable)")
-    p.add_argument("--workers", type=int, help="number of engines (default: CPUs)")
-    p.add_argument("--timeout", type=float, help="seconds any function may run")
+    p.add_argument("--workers", type=positive(int), help="number of engines (default: CPUs)")
+    p.add_argument("--timeout", type=positive(float), help="seconds any function may run")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     cache_cli.add_run_options(p)
@@ -297,6 +297,37 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 Command = Callable[[argparse.Namespace], int]
+
+
+def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type``: a number of ``kind`` (``int``, ``float``) above 0, so that a
+    bad number is refused with the option's name before anything starts.
+
+    >>> positive(int)("4")
+    4
+    >>> positive(float)("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be above 0, not 0
+    """
+    return _bounded(kind, lambda v: v > 0, "above 0")
+
+
+def non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type``: a number of ``kind`` (``int``, ``float``) of at least 0."""
+    return _bounded(kind, lambda v: v >= 0, "at least 0")
+
+
+def _bounded(kind: Callable[[str], Any], ok: Callable[[Any], bool], what: str
+             ) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+        return value
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dandelion.cache import cli as cache_cli
+from dandelion.cli import non_negative, positive
 from dandelion.errors import InputError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -248,8 +249,8 @@ def add_server_commands(sub: Any) -> None:
                                       "(default: a local Ray instance of its own)")
     p.add_argument("--engine", help="compute engine (default: process, the sandbox, on "
                                     "Linux; inline runs functions in the worker, unisolated)")
-    p.add_argument("--workers", type=int, help="compute engines (default: CPUs)")
-    p.add_argument("--timeout", type=float, help="seconds any function may run")
+    p.add_argument("--workers", type=positive(int), help="compute engines (default: CPUs)")
+    p.add_argument("--timeout", type=positive(float), help="seconds any function may run")
     p.add_argument("--tokens", metavar="FILE",
                    help='JSON {"tenant": "token", …}; without it, one open tenant')
     p.add_argument("--state-dir", help="keep registrations here across restarts")
@@ -266,14 +267,14 @@ def add_server_commands(sub: Any) -> None:
     p.add_argument("--access-log", metavar="FILE", default="-",
                    help="append one line per request to FILE (default: '-', stderr)")
     p.add_argument("--no-access-log", action="store_true", help="write no access log")
-    p.add_argument("--invocations", type=int, default=d.invocations,
+    p.add_argument("--invocations", type=positive(int), default=d.invocations,
                    help=f"cold invocations (code from disk) running at once on threads; "
                         f"others wait; hot ones start from the event loop (default: "
                         f"{d.invocations})")
-    p.add_argument("--max-waiting", type=int, default=d.max_waiting,
+    p.add_argument("--max-waiting", type=non_negative(int), default=d.max_waiting,
                    help=f"invocations waiting for an engine at most; more are refused with "
                         f"503 (default: {d.max_waiting})")
-    p.add_argument("--max-wait", type=float, default=d.max_wait, metavar="SECONDS",
+    p.add_argument("--max-wait", type=non_negative(float), default=d.max_wait, metavar="SECONDS",
                    help=f"refuse (503) a new invocation expected to wait longer than this "
                         f"for an engine (measured; default: {d.max_wait:g})")
     p.add_argument("--hot-functions", type=int, default=d.hot_functions,

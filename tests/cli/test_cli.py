@@ -228,3 +228,17 @@ def test_plan_explain_with_a_topology_shows_the_partition(tmp_path, capsys, monk
     assert main(["plan", str(tmp_path / "branches.py"), "--topology",
                  str(tmp_path / "missing.json")]) != 0
     assert "cannot read the topology file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", f"{EX}/wordcount.py", "-i", "pages=x", "--workers", "0"],
+     "argument --workers: must be above 0, not 0"),
+    (["run", f"{EX}/wordcount.py", "-i", "pages=x", "--timeout", "-1"],
+     "argument --timeout: must be above 0, not -1"),
+    (["serve", "--max-wait", "-0.5"], "argument --max-wait: must be at least 0, not -0.5"),
+    (["serve", "--max-waiting", "many"], "argument --max-waiting: not a number: 'many'"),
+])
+def test_a_bad_number_for_an_option_is_refused_before_anything_starts(args, message):
+    out = dandelion(*args)  # a server would start (and never return) if it were taken
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr.decode()
