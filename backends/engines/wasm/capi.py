@@ -106,12 +106,16 @@ class Pre:
 
 def _failure(error: int, trap: int) -> Exception:
     """The exception of a wasmtime error or trap (addresses; 0: none), which it takes."""
+    failure: Exception  # typed here: wasmtime's stubs are absent where it is not installed
     if trap:
-        return wasmtime.Trap._from_ptr(ctypes.cast(trap, POINTER(capi.wasm_trap_t)))
-    return wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, POINTER(capi.wasmtime_error_t)))
+        failure = wasmtime.Trap._from_ptr(ctypes.cast(trap, POINTER(capi.wasm_trap_t)))
+    else:
+        failure = wasmtime.WasmtimeError._from_ptr(
+            ctypes.cast(error, POINTER(capi.wasmtime_error_t)))
+    return failure
 
 
-_wasmc.bind(tuple(ctypes.cast(capi.dll[f"wasmtime_{name}"],  # type: ignore[attr-defined]
+_wasmc.bind(tuple(ctypes.cast(capi.dll[f"wasmtime_{name}"],  # type: ignore[attr-defined,unused-ignore]
                               ctypes.c_void_p).value for name in _wasmc.FUNCTIONS.split()),
             capi.wasmtime_extern_t.of.offset, capi.wasmtime_val_t.of.offset, _failure)
 
