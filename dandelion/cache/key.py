@@ -6,7 +6,7 @@ implementation's identity, the declared signature, each parameter's sharding and
 flag, the join)``: computed once per application and run, so an instance costs one hash over
 its inputs' content ids (:mod:`dandelion.cache.content`), encoded as its :func:`tail`.
 :func:`storage_keys` makes the keys of all instances of an application in one call (in C,
-where the C extension ``_keysc`` is built and the hash is BLAKE2b).
+where the C extension ``_keysc`` is built: BLAKE3 and BLAKE2b are written there).
 
 >>> from dandelion.ir import FunctionSpec, Implementation, Param
 >>> spec = FunctionSpec("f", [Param("x")], [Param("y")], implementations=[
@@ -121,8 +121,8 @@ def storage_keys(prefix: bytes, namespace: str, tails: Sequence[bytes | None]
     """Where the entry of each instance is kept (``<namespace>/<hex key>``) from its
     application's prefix and its :func:`tail` (``None``, for an uncacheable instance, stays
     ``None``): the keys of all instances of an application in one call."""
-    if _keysc is not None and hashing.ALGORITHM == "blake2b":
-        return _keysc.storage_keys(prefix, namespace, tails)
+    if _keysc is not None:
+        return _keysc.storage_keys(prefix, namespace, tails, hashing.ALGORITHM)
     ns = namespace + "/"
     digest = hashing.digest
     return [None if t is None else ns + digest(prefix + t).hex() for t in tails]

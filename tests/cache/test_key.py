@@ -1,6 +1,6 @@
-"""The keys of instances: made in one call per application (in C), they are the BLAKE2b keys
-the definition in ``dandelion.cache.key`` gives, and the one-step path for an ``int`` item
-gives the same key as the general one."""
+"""The keys of instances: made in one call per application (in C), they are the BLAKE3 or
+BLAKE2b keys the definition in ``dandelion.cache.key`` gives, and the one-step path for an
+``int`` item gives the same key as the general one."""
 
 from __future__ import annotations
 
@@ -19,23 +19,58 @@ from dandelion.runtime.sharding import Instance
 
 _keysc = pytest.importorskip("dandelion.cache._keysc")
 
-#: messages of either side of BLAKE2b's 128-byte blocks
+#: messages of either side of BLAKE2b's 128-byte blocks and BLAKE3's 64-byte ones
 BLOCKS = st.binary(max_size=300)
 
+#: BLAKE3 of the inputs of its official test vectors (byte i is i % 251), one chunk or
+#: several (1024 bytes each: a tree of parent nodes), from the reference implementation
+BLAKE3_VECTORS = {
+    0: "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+    1: "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213",
+    64: "4eed7141ea4a5cd4b788606bd23f46e212af9cacebacdc7d1f4c6dc7f2511b98",
+    65: "de1e5fa0be70df6d2be8fffd0e99ceaa8eb6e8c93a63f2d8d1c30ecb6b263dee",
+    1024: "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7",
+    1025: "d00278ae47eb27b34faecf67b4fe263f82d5412916c1ffd97c8cb7fb814b8444",
+    2049: "5f4d72f40d7a5f82b15ca2b2e44b1de3c2ef86c426c95c1af0b6879522563030",
+    8193: "bab6c09cb8ce8cf459261398d2e7aef35700bf488116ceb94a36d0f5f1b7bc3b",
+}
 
+
+def _reference(algorithm: str, data: bytes) -> bytes:
+    if algorithm == "blake2b":
+        return hashlib.blake2b(data, digest_size=32).digest()
+    blake3 = pytest.importorskip("blake3")
+    return blake3.blake3(data).digest()  # type: ignore[no-any-return,unused-ignore]
+
+
+@pytest.mark.parametrize("algorithm", ["blake3", "blake2b"])
 @settings(max_examples=200, deadline=None)
-@given(BLOCKS, st.lists(st.one_of(st.none(), BLOCKS), max_size=6))
-def test_keys_made_in_c_are_the_blake2b_digests_of_hashlib(prefix, tails):
+@given(prefix=BLOCKS, tails=st.lists(st.one_of(st.none(), BLOCKS), max_size=6))
+def test_keys_made_in_c_are_the_digests_of_the_reference_implementations(
+        algorithm, prefix, tails):
     expected = [None if t is None else
-                "ns-1/" + hashlib.blake2b(prefix + t, digest_size=32).hexdigest()
-                for t in tails]
-    assert _keysc.storage_keys(prefix, "ns-1", tails) == expected
+                "ns-1/" + _reference(algorithm, prefix + t).hex() for t in tails]
+    assert _keysc.storage_keys(prefix, "ns-1", tails, algorithm) == expected
 
 
+@pytest.mark.parametrize("algorithm", ["blake3", "blake2b"])
 @settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=300))
-def test_the_c_digest_is_blake2b_256(data):
-    assert _keysc.digest(data) == hashlib.blake2b(data, digest_size=32).digest()
+@given(data=st.one_of(st.binary(max_size=300), st.binary(min_size=1000, max_size=9000)))
+def test_the_c_digest_is_that_of_the_reference_implementations(algorithm, data):
+    assert _keysc.digest(data, algorithm) == _reference(algorithm, data)
+
+
+@pytest.mark.parametrize("length, expected", BLAKE3_VECTORS.items())
+def test_the_c_blake3_gives_the_official_test_vectors(length, expected):
+    data = bytes(i % 251 for i in range(length))
+    assert _keysc.digest(data, "blake3").hex() == expected
+    tail = data[min(length, 40):]  # a key's message in two parts, a copy of it past 512
+    assert _keysc.storage_keys(data[:40], "ns", [tail], "blake3") == [f"ns/{expected}"]
+
+
+def test_the_c_extension_refuses_an_unknown_hash():
+    with pytest.raises(ValueError, match="unknown hash algorithm 'md5'"):
+        _keysc.storage_keys(b"", "ns", [b""], "md5")
 
 
 def test_storage_keys_are_the_namespaced_instance_keys():

@@ -1,12 +1,15 @@
 /*
  * _keysc: the cache keys of many function instances in one call (dandelion/cache/key.py).
  *
- * The key of an instance is BLAKE2b-256(prefix || tail): the prefix is its application's
- * (key.prefix), the tail encodes the content ids of the instance's inputs (key.tail).  From
- * Python, hashlib makes one hash object per key, which costs more than the hash itself on
- * the short messages of a fan-out; here one call makes the storage keys of all instances of
- * an application, "<namespace>/<hex digest>", with the same digests as hashlib.blake2b(...,
- * digest_size=32).  BLAKE2b is written from RFC 7693 (unkeyed, 32-byte digests only).
+ * The key of an instance is H(prefix || tail): the prefix is its application's (key.prefix),
+ * the tail encodes the content ids of the instance's inputs (key.tail), H is the hash of
+ * dandelion.cache.hashing (BLAKE3, or BLAKE2b where the blake3 package is not installed).
+ * From Python, a hash object per key costs more than the hash itself on the short messages
+ * of a fan-out; here one call makes the storage keys of all instances of an application,
+ * "<namespace>/<hex digest>", with the same 32-byte digests as hashlib.blake2b(...,
+ * digest_size=32) and blake3.blake3(...).digest().  BLAKE2b is written from RFC 7693
+ * (unkeyed, 32-byte digests only), BLAKE3 from its specification (the hash mode, 32-byte
+ * digests only; the reference implementation's structure, without SIMD).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -60,6 +63,20 @@ static inline uint64_t load64(const uint8_t *p) {
         v[b] = rotr(v[b] ^ v[c], 63);      \
     } while (0)
 
+/* One round, written out (r constant: the compiler keeps the words in registers). */
+#define ROUND(r)                                                                \
+    do {                                                                        \
+        const uint8_t *s = SIGMA[r];                                            \
+        G(0, 4, 8, 12, m[s[0]], m[s[1]]);                                       \
+        G(1, 5, 9, 13, m[s[2]], m[s[3]]);                                       \
+        G(2, 6, 10, 14, m[s[4]], m[s[5]]);                                      \
+        G(3, 7, 11, 15, m[s[6]], m[s[7]]);                                      \
+        G(0, 5, 10, 15, m[s[8]], m[s[9]]);                                      \
+        G(1, 6, 11, 12, m[s[10]], m[s[11]]);                                    \
+        G(2, 7, 8, 13, m[s[12]], m[s[13]]);                                     \
+        G(3, 4, 9, 14, m[s[14]], m[s[15]]);                                     \
+    } while (0)
+
 /* RFC 7693 section 3.2: compress one block into h; t bytes hashed so far, last block? */
 static void compress(uint64_t h[8], const uint8_t block[BLOCK], uint64_t t, int last) {
     uint64_t v[16], m[16];
@@ -72,17 +89,18 @@ static void compress(uint64_t h[8], const uint8_t block[BLOCK], uint64_t t, int 
     v[12] ^= t; /* messages here are far shorter than 2**64 bytes: the high word stays 0 */
     if (last)
         v[14] = ~v[14];
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *s = SIGMA[r];
-        G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-        G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-        G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-        G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-        G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-        G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-        G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-        G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-    }
+    ROUND(0);
+    ROUND(1);
+    ROUND(2);
+    ROUND(3);
+    ROUND(4);
+    ROUND(5);
+    ROUND(6);
+    ROUND(7);
+    ROUND(8);
+    ROUND(9);
+    ROUND(10);
+    ROUND(11);
     for (int i = 0; i < 8; i++)
         h[i] ^= v[i] ^ v[i + 8];
 }
@@ -120,16 +138,221 @@ static void blake2b_256(const uint8_t *a, size_t na, const uint8_t *b, size_t nb
         out[i] = (uint8_t)(h[i / 8] >> (8 * (i % 8)));
 }
 
+/* ---- BLAKE3 (https://github.com/BLAKE3-team/BLAKE3-specs, the hash mode) ---------------- */
+
+#define CHUNK 1024
+#define BLOCK3 64
+enum { CHUNK_START = 1, CHUNK_END = 2, PARENT = 4, ROOT = 8 };
+
+static const uint32_t IV3[8] = {
+    0x6A09E667UL, 0xBB67AE85UL, 0x3C6EF372UL, 0xA54FF53AUL,
+    0x510E527FUL, 0x9B05688CUL, 0x1F83D9ABUL, 0x5BE0CD19UL,
+};
+
+/* The message words each of the 7 rounds takes, in order: round r + 1 takes those of round r
+ * permuted by (2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8). */
+static const uint8_t SCHEDULE[7][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8},
+    {3, 4, 10, 12, 13, 2, 7, 14, 6, 5, 9, 0, 11, 15, 8, 1},
+    {10, 7, 12, 9, 14, 3, 13, 15, 4, 0, 11, 2, 5, 8, 1, 6},
+    {12, 13, 9, 11, 15, 10, 14, 8, 7, 2, 5, 3, 0, 1, 6, 4},
+    {9, 14, 11, 5, 8, 12, 15, 1, 13, 3, 0, 10, 2, 6, 4, 7},
+    {11, 15, 5, 0, 1, 9, 8, 6, 14, 10, 2, 12, 3, 4, 7, 13},
+};
+
+static inline uint32_t rotr32(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+static inline uint32_t load32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+#define G3(a, b, c, d, x, y)               \
+    do {                                   \
+        s[a] = s[a] + s[b] + (x);          \
+        s[d] = rotr32(s[d] ^ s[a], 16);    \
+        s[c] = s[c] + s[d];                \
+        s[b] = rotr32(s[b] ^ s[c], 12);    \
+        s[a] = s[a] + s[b] + (y);          \
+        s[d] = rotr32(s[d] ^ s[a], 8);     \
+        s[c] = s[c] + s[d];                \
+        s[b] = rotr32(s[b] ^ s[c], 7);     \
+    } while (0)
+
+/* One round, written out (r constant: the compiler keeps the words in registers). */
+#define ROUND3(r)                                                               \
+    do {                                                                        \
+        const uint8_t *w = SCHEDULE[r];                                         \
+        G3(0, 4, 8, 12, m[w[0]], m[w[1]]);                                      \
+        G3(1, 5, 9, 13, m[w[2]], m[w[3]]);                                      \
+        G3(2, 6, 10, 14, m[w[4]], m[w[5]]);                                     \
+        G3(3, 7, 11, 15, m[w[6]], m[w[7]]);                                     \
+        G3(0, 5, 10, 15, m[w[8]], m[w[9]]);                                     \
+        G3(1, 6, 11, 12, m[w[10]], m[w[11]]);                                   \
+        G3(2, 7, 8, 13, m[w[12]], m[w[13]]);                                    \
+        G3(3, 4, 9, 14, m[w[14]], m[w[15]]);                                    \
+    } while (0)
+
+/* The compression function: the 16 words of its output. */
+static void compress3(const uint32_t cv[8], const uint32_t m[16], uint64_t counter,
+                      uint32_t block_len, uint32_t flags, uint32_t out[16]) {
+    uint32_t s[16];
+    for (int i = 0; i < 8; i++)
+        s[i] = cv[i];
+    for (int i = 0; i < 4; i++)
+        s[8 + i] = IV3[i];
+    s[12] = (uint32_t)counter;
+    s[13] = (uint32_t)(counter >> 32);
+    s[14] = block_len;
+    s[15] = flags;
+    ROUND3(0);
+    ROUND3(1);
+    ROUND3(2);
+    ROUND3(3);
+    ROUND3(4);
+    ROUND3(5);
+    ROUND3(6);
+    for (int i = 0; i < 8; i++) {
+        out[i] = s[i] ^ s[i + 8];
+        out[i + 8] = s[i + 8] ^ cv[i];
+    }
+}
+
+/* What a chunk or a parent node gives: compressed without ROOT, its chaining value; with
+ * ROOT, the hash. */
+typedef struct {
+    uint32_t cv[8];
+    uint32_t block[16];
+    uint64_t counter;
+    uint32_t block_len;
+    uint32_t flags;
+} output3;
+
+static void chaining_value(const output3 *o, uint32_t cv[8]) {
+    uint32_t out[16];
+    compress3(o->cv, o->block, o->counter, o->block_len, o->flags, out);
+    memcpy(cv, out, 8 * sizeof(uint32_t));
+}
+
+static void parent_output(const uint32_t left[8], const uint32_t right[8], output3 *o) {
+    memcpy(o->cv, IV3, sizeof o->cv);
+    memcpy(o->block, left, 8 * sizeof(uint32_t));
+    memcpy(o->block + 8, right, 8 * sizeof(uint32_t));
+    o->counter = 0;
+    o->block_len = BLOCK3;
+    o->flags = PARENT;
+}
+
+/* The output of chunk number `counter`, whose n bytes (1 to CHUNK; 0 only for an empty
+ * message) are at p. */
+static void chunk_output(const uint8_t *p, size_t n, uint64_t counter, output3 *o) {
+    uint32_t cv[8], out[16];
+    memcpy(cv, IV3, sizeof cv);
+    uint32_t start = CHUNK_START;
+    while (n > BLOCK3) { /* every block but the last */
+        for (int i = 0; i < 16; i++)
+            o->block[i] = load32(p + 4 * i);
+        compress3(cv, o->block, counter, BLOCK3, start, out);
+        memcpy(cv, out, sizeof cv);
+        start = 0;
+        p += BLOCK3;
+        n -= BLOCK3;
+    }
+    uint8_t last[BLOCK3] = {0};
+    memcpy(last, p, n);
+    for (int i = 0; i < 16; i++)
+        o->block[i] = load32(last + 4 * i);
+    memcpy(o->cv, cv, sizeof cv);
+    o->counter = counter;
+    o->block_len = (uint32_t)n;
+    o->flags = start | CHUNK_END;
+}
+
+/* BLAKE3 (32-byte digest) of the n bytes at p. */
+static void blake3_256(const uint8_t *p, size_t n, uint8_t digest[OUT]) {
+    uint32_t stack[54][8]; /* the chaining values of complete subtrees: 2**54 chunks */
+    int depth = 0;
+    uint64_t chunks = 0;
+    output3 o;
+    while (n > CHUNK) { /* every chunk but the last: merged as the tree fills */
+        uint32_t cv[8];
+        chunk_output(p, CHUNK, chunks, &o);
+        chaining_value(&o, cv);
+        p += CHUNK;
+        n -= CHUNK;
+        chunks++;
+        for (uint64_t total = chunks; (total & 1) == 0; total >>= 1) {
+            parent_output(stack[--depth], cv, &o);
+            chaining_value(&o, cv);
+        }
+        memcpy(stack[depth++], cv, sizeof cv);
+    }
+    chunk_output(p, n, chunks, &o);
+    while (depth > 0) { /* the last chunk joins the subtrees on the stack, right to left */
+        uint32_t cv[8];
+        chaining_value(&o, cv);
+        parent_output(stack[--depth], cv, &o);
+    }
+    uint32_t out[16];
+    compress3(o.cv, o.block, 0, o.block_len, o.flags | ROOT, out);
+    for (int i = 0; i < OUT; i++)
+        digest[i] = (uint8_t)(out[i / 4] >> (8 * (i % 4)));
+}
+
 static const char HEX[] = "0123456789abcdef";
 
-/* storage_keys(prefix, namespace, tails) -> list of "<namespace>/<hex digest>", one per
- * tail, the digest being BLAKE2b-256(prefix || tail); a tail None gives None. */
+/* The hash of a key, of the message prefix || tail (a copy of it, for BLAKE3, in `scratch`
+ * when it fits); -1 when out of memory. */
+typedef int (*hash_fn)(const uint8_t *prefix, size_t np, const uint8_t *tail, size_t nt,
+                       uint8_t *scratch, size_t room, uint8_t digest[OUT]);
+
+static int hash_blake2b(const uint8_t *prefix, size_t np, const uint8_t *tail, size_t nt,
+                        uint8_t *scratch, size_t room, uint8_t digest[OUT]) {
+    blake2b_256(prefix, np, tail, nt, digest);
+    return 0;
+}
+
+static int hash_blake3(const uint8_t *prefix, size_t np, const uint8_t *tail, size_t nt,
+                       uint8_t *scratch, size_t room, uint8_t digest[OUT]) {
+    if (nt == 0) {
+        blake3_256(prefix, np, digest);
+        return 0;
+    }
+    uint8_t *message = np + nt <= room ? scratch : PyMem_Malloc(np + nt);
+    if (message == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(message, prefix, np);
+    memcpy(message + np, tail, nt);
+    blake3_256(message, np + nt, digest);
+    if (message != scratch)
+        PyMem_Free(message);
+    return 0;
+}
+
+/* The hash named `algorithm` ("blake3" or "blake2b"); NULL with ValueError for another. */
+static hash_fn hash_named(const char *algorithm) {
+    if (strcmp(algorithm, "blake3") == 0)
+        return hash_blake3;
+    if (strcmp(algorithm, "blake2b") == 0)
+        return hash_blake2b;
+    PyErr_Format(PyExc_ValueError, "unknown hash algorithm '%s' (blake3 or blake2b)",
+                 algorithm);
+    return NULL;
+}
+
+/* storage_keys(prefix, namespace, tails, algorithm) -> list of "<namespace>/<hex digest>",
+ * one per tail, the digest being H(prefix || tail); a tail None gives None. */
 static PyObject *storage_keys(PyObject *self, PyObject *args) {
     Py_buffer prefix;
     PyObject *ns, *tails;
-    if (!PyArg_ParseTuple(args, "y*UO", &prefix, &ns, &tails))
+    const char *algorithm;
+    if (!PyArg_ParseTuple(args, "y*UOs", &prefix, &ns, &tails, &algorithm))
         return NULL;
-    PyObject *seq = PySequence_Fast(tails, "tails must be a sequence of bytes");
+    hash_fn hash = hash_named(algorithm);
+    PyObject *seq = hash == NULL ? NULL :
+        PySequence_Fast(tails, "tails must be a sequence of bytes");
     PyObject *out = NULL;
     Py_ssize_t nslen;
     const char *nsutf = seq == NULL ? NULL : PyUnicode_AsUTF8AndSize(ns, &nslen);
@@ -144,6 +367,7 @@ static PyObject *storage_keys(PyObject *self, PyObject *args) {
     if (out == NULL)
         goto done;
     PyObject **items = PySequence_Fast_ITEMS(seq);
+    uint8_t scratch[512];
     for (Py_ssize_t i = 0; i < n; i++) {
         if (items[i] == Py_None) { /* an uncacheable instance: no key */
             Py_INCREF(Py_None);
@@ -152,13 +376,13 @@ static PyObject *storage_keys(PyObject *self, PyObject *args) {
         }
         char *tail;
         Py_ssize_t tlen;
-        if (PyBytes_AsStringAndSize(items[i], &tail, &tlen) < 0) {
+        uint8_t digest[OUT];
+        if (PyBytes_AsStringAndSize(items[i], &tail, &tlen) < 0 ||
+            hash(prefix.buf, (size_t)prefix.len, (const uint8_t *)tail, (size_t)tlen,
+                 scratch, sizeof scratch, digest) < 0) {
             Py_CLEAR(out);
             goto done;
         }
-        uint8_t digest[OUT];
-        blake2b_256(prefix.buf, (size_t)prefix.len, (const uint8_t *)tail, (size_t)tlen,
-                    digest);
         PyObject *key = PyUnicode_New(nslen + 1 + 2 * OUT, 127);
         if (key == NULL) {
             Py_CLEAR(out);
@@ -179,28 +403,33 @@ done:
     return out;
 }
 
-/* digest(data) -> bytes: BLAKE2b-256 of data (to check this against hashlib). */
+/* digest(data, algorithm) -> bytes: the 32-byte digest of data (to check this against
+ * hashlib and blake3). */
 static PyObject *digest(PyObject *self, PyObject *args) {
     Py_buffer data;
-    if (!PyArg_ParseTuple(args, "y*", &data))
+    const char *algorithm;
+    if (!PyArg_ParseTuple(args, "y*s", &data, &algorithm))
         return NULL;
+    hash_fn hash = hash_named(algorithm);
     uint8_t out[OUT];
-    blake2b_256(data.buf, (size_t)data.len, NULL, 0, out);
+    int failed = hash == NULL || hash(data.buf, (size_t)data.len, NULL, 0, NULL, 0, out) < 0;
     PyBuffer_Release(&data);
-    return PyBytes_FromStringAndSize((const char *)out, OUT);
+    return failed ? NULL : PyBytes_FromStringAndSize((const char *)out, OUT);
 }
 
 static PyMethodDef methods[] = {
     {"storage_keys", storage_keys, METH_VARARGS,
-     "storage_keys(prefix, namespace, tails) -> ['<namespace>/<hex BLAKE2b-256(prefix || "
-     "tail)>' for each tail; None for a tail None]."},
-    {"digest", digest, METH_VARARGS, "digest(data) -> BLAKE2b-256 of data (32 bytes)."},
+     "storage_keys(prefix, namespace, tails, algorithm) -> ['<namespace>/<hex "
+     "H(prefix || tail)>' for each tail; None for a tail None], H: 'blake3' or 'blake2b' "
+     "(32-byte digests)."},
+    {"digest", digest, METH_VARARGS,
+     "digest(data, algorithm) -> the 32-byte 'blake3' or 'blake2b' digest of data."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_keysc",
-    "The cache keys of many function instances in one call (BLAKE2b-256, RFC 7693).", -1,
+    "The cache keys of many function instances in one call (BLAKE3 or BLAKE2b-256).", -1,
     methods,
 };
 
