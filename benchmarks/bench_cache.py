@@ -9,9 +9,12 @@ repetitions):
 2. the cost of caching when everything misses (new inputs each run, memory store): on the
    matrix (target <= 5 %) and per application on a 10,000-way no-op fan-out on ``inline``
    against the dispatcher's own time per application (target <= 20 %; the fan-out is timed
-   in CPU seconds of this process, which other processes on a loaded machine do not inflate);
+   in CPU seconds of this process, which other processes on a loaded machine inflate less
+   than wall time; the runs without a cache, with all missing and with all hitting take
+   turns, ``--repeat`` rounds: the cost is the median of the rounds' ratios, with its
+   spread);
 3. the cost of a hit per application on that fan-out (memory store; target <= 2x the
-   dispatcher's time per application);
+   dispatcher's time per application, the median of the rounds' ratios);
 4. early cutoff: a three-stage pipeline whose input changes without changing stage 1's
    output recomputes only stage 1 (with ``fuse=False``: fused, the three stages are one
    chain, cached as one);
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import os
 import statistics
 import sys
@@ -111,20 +115,31 @@ def matrix(repeat: int) -> dict[str, float]:
     return out
 
 
-def fanout(n: int, repeat: int) -> dict[str, float]:
-    """Per application, in CPU seconds of this process: on ``inline`` all the work is here,
-    and CPU time is not inflated by other processes on a loaded machine."""
-    out: dict[str, float] = {}
-    inputs = [list(range(i * n, (i + 1) * n)) for i in range(2 * repeat + 1)]
+def fanout(n: int, repeat: int) -> dict[str, list[float]]:
+    """Per application, in CPU seconds of this process, per round: on ``inline`` all the
+    work is here, and CPU time is inflated less than wall time by other processes.
+
+    The three runtimes take turns in each round (which goes first alternates), so that a
+    change in the machine's speed during the run weighs on all of them alike: the
+    dispatcher alone (no cache), a rerun with a warm cache (hit), and new inputs (all
+    miss; each round's inputs are new to the cache)."""
+    out: dict[str, list[float]] = {"dispatcher": [], "hit": [], "all miss": []}
+    inputs = [list(range(i * n, (i + 1) * n)) for i in range(repeat + 2)]
     cpu = time.process_time
-    with dd.Runtime(engine="inline", workers=2, cache=False) as rt:
-        rt.run(fan_out, inputs[0][:100])
-        out["dispatcher"] = median_time(lambda i: rt.run(fan_out, inputs[i]), repeat, cpu) / n
-    with dd.Runtime(engine="inline", workers=2, cache=MemoryStore()) as rt:
-        rt.run(fan_out, inputs[0])
-        out["hit"] = median_time(lambda i: rt.run(fan_out, inputs[0]), repeat, cpu) / n
-        out["all miss"] = median_time(lambda i: rt.run(fan_out, inputs[1 + i]), repeat,
-                                      cpu) / n
+    with dd.Runtime(engine="inline", workers=2, cache=False) as off, \
+            dd.Runtime(engine="inline", workers=2, cache=MemoryStore()) as on:
+        off.run(fan_out, inputs[0])
+        on.run(fan_out, inputs[0])  # warm: inputs[0] hits from now on
+        runs: list[tuple[str, Callable[[int], Any]]] = [
+            ("dispatcher", lambda i: off.run(fan_out, inputs[i])),
+            ("all miss", lambda i: on.run(fan_out, inputs[i])),
+            ("hit", lambda i: on.run(fan_out, inputs[0]))]
+        for r in range(repeat):
+            for name, fn in runs if r % 2 == 0 else runs[::-1]:
+                gc.collect()  # each starts from the same state (not from another's garbage)
+                t0 = cpu()
+                fn(r + 1)
+                out[name].append((cpu() - t0) / n)
     return out
 
 
@@ -262,17 +277,22 @@ def matrix_part(args: argparse.Namespace) -> None:
 
 
 def fanout_part(args: argparse.Namespace) -> None:
-    fo = fanout(args.fanout, max(3, args.repeat // 3))
-    print(f"\n   {args.fanout}-way no-op fan-out, inline engine, 2 workers "
-          "(CPU µs of this process per application)")
-    for name, t in fo.items():
-        print(f"   {name:22} {t * 1e6:9.2f} µs")
-    print(f"   all-miss cost: {(fo['all miss'] - fo['dispatcher']) * 1e6:.2f} µs/app = "
-          f"{(fo['all miss'] / fo['dispatcher'] - 1) * 100:+.1f} % of the dispatcher's "
-          "(target <= 20 %)")
-    print(f"3. hit: {fo['hit'] * 1e6:.2f} µs/app = {fo['hit'] / fo['dispatcher']:.2f}x the "
-          "dispatcher's time per application (target <= 2x)")
-
+    fo = fanout(args.fanout, args.repeat)
+    print(f"\n   {args.fanout}-way no-op fan-out, inline engine, 2 workers, {args.repeat} "
+          "rounds, taking turns (CPU µs of this process per application: median "
+          "[min–max])")
+    for name, ts in fo.items():
+        print(f"   {name:22} {statistics.median(ts) * 1e6:9.2f} µs  "
+              f"[{min(ts) * 1e6:.2f}–{max(ts) * 1e6:.2f}]")
+    base = statistics.median(fo["dispatcher"])
+    cost = [miss / off - 1 for miss, off in zip(fo["all miss"], fo["dispatcher"])]
+    print(f"   all-miss cost: {(statistics.median(fo['all miss']) - base) * 1e6:.2f} µs/app "
+          f"= {statistics.median(cost) * 100:+.1f} % of the dispatcher's (median of the "
+          f"rounds' ratios [{min(cost) * 100:+.1f}–{max(cost) * 100:+.1f}]; target <= 20 %)")
+    hit = [h / off for h, off in zip(fo["hit"], fo["dispatcher"])]
+    print(f"3. hit: {statistics.median(fo['hit']) * 1e6:.2f} µs/app = "
+          f"{statistics.median(hit):.2f}x the dispatcher's time per application "
+          f"[{min(hit):.2f}–{max(hit):.2f}] (target <= 2x)")
 
 if __name__ == "__main__":
     main()
