@@ -2,6 +2,9 @@
 
 from typing import Sequence
 
+ALGORITHMS: tuple[str, ...]
+
+
 def storage_keys(prefix: bytes, namespace: str, tails: Sequence[bytes | None],
                  algorithm: str) -> list[str | None]: ...
 def digest(data: bytes, algorithm: str) -> bytes: ...

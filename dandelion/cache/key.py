@@ -121,7 +121,7 @@ def storage_keys(prefix: bytes, namespace: str, tails: Sequence[bytes | None]
     """Where the entry of each instance is kept (``<namespace>/<hex key>``) from its
     application's prefix and its :func:`tail` (``None``, for an uncacheable instance, stays
     ``None``): the keys of all instances of an application in one call."""
-    if _keysc is not None:
+    if _keysc is not None and hashing.ALGORITHM in getattr(_keysc, "ALGORITHMS", ()):
         return _keysc.storage_keys(prefix, namespace, tails, hashing.ALGORITHM)
     ns = namespace + "/"
     digest = hashing.digest

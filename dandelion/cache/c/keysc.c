@@ -433,4 +433,12 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__keysc(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__keysc(void) {
+    PyObject *m = PyModule_Create(&module);
+    /* the hashes storage_keys makes (a build of an older keysc.c has fewer, or none) */
+    PyObject *algorithms = m == NULL ? NULL : Py_BuildValue("(ss)", "blake3", "blake2b");
+    if (algorithms == NULL || PyModule_AddObjectRef(m, "ALGORITHMS", algorithms) < 0)
+        Py_CLEAR(m);
+    Py_XDECREF(algorithms);
+    return m;
+}
