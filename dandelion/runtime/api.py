@@ -20,6 +20,7 @@ from dandelion.program import Program, as_program
 from dandelion.runtime.backend import Backend, check_requirements
 from dandelion.runtime.events import Observer, fan_out
 from dandelion.runtime.registry import load_backend
+from dandelion.runtime.run_memo import RunMemo
 from dandelion.runtime.sharding import Items
 
 
@@ -86,6 +87,9 @@ class Runtime:
         self._observers: tuple[Observer, ...] = tuple(observers)
         self._observe = fan_out(self._observers)
         self._plans: weakref.WeakKeyDictionary[Program, Plan] = weakref.WeakKeyDictionary()
+        #: per program, its plan's whole-run memo (``None``: its runs are not memoized whole)
+        self._memos: weakref.WeakKeyDictionary[Program, RunMemo | None] = \
+            weakref.WeakKeyDictionary()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.closed = False
@@ -162,11 +166,35 @@ class Runtime:
         plan = self.plan(program)
         if "cache" not in self.backend.capabilities:
             outputs = self.backend.run(plan, sets, program.artifacts, observe=self._observe)
-        else:
-            using = self._cache_for(cache)
-            outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
-                                       observe=self._observe, cache=using)
+            return program.unbind(outputs)
+        using = self._cache_for(cache)
+        # the whole run in one lookup (dandelion.runtime.run_memo); a run that is watched
+        # (observers, a backend's progress display) goes through the dispatcher, which
+        # reports each application's hits and instances
+        watched = self._observe is not None or \
+            getattr(self.backend, "progress", None) is not None
+        memo = self._memo(program, plan) if using is not None and not watched else None
+        key = None
+        if memo is not None and using is not None:
+            key = memo.storage_key(using, sets)
+            if key is not None and not using.refresh:
+                served = memo.serve(using, key)
+                if served is not None:
+                    return program.unbind(served)
+        outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
+                                   observe=self._observe, cache=using)
+        if memo is not None and using is not None and key is not None:
+            memo.keep(using, key, outputs)
         return program.unbind(outputs)
+
+    def _memo(self, program: Program, plan: Plan) -> RunMemo | None:
+        """The whole-run memo of ``program``'s plan, made once."""
+        try:
+            return self._memos[program]
+        except KeyError:
+            memo = self._memos[program] = RunMemo.of(plan, program.artifacts,
+                                                     self.backend.engine_kinds)
+            return memo
 
     def run_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
                  cache: Cache | None = None, observe: Observer | None = None

@@ -1,0 +1,230 @@
+"""The whole-run memo: a rerun of a composition on the same inputs, served in one lookup.
+
+A warm rerun that goes through the dispatcher pays for the run's fixed path (its state, a
+lookup per application, publishing every set) although nothing runs.  Before that path,
+:meth:`~dandelion.runtime.api.Runtime.run` asks the cache once for the whole run: under the
+*run key*
+
+``H(run salt, the composition's structure, the key prefix of each application, the
+content ids of the direct inputs)``
+
+it keeps the run's direct outputs (a :func:`~dandelion.cache.entry.pack`-ed entry, in the
+same store and namespace as the instances' entries).  Each application's key prefix
+(:func:`~dandelion.cache.key.prefix`) is the one its instances' keys start with: the
+function's identity (for Python re-checked on every run, so a changed helper or constant
+misses), its signature, sharding and join, the interpreter and the engine ABI.  The
+structure (:func:`~dandelion.ir.serialize.content_hash` of the planned composition) says
+which application reads and writes which set, and the inputs are hashed from their
+canonical content, as an instance's inputs are.  So a run key is equal only when every
+instance of the run would have the key it had, and the outputs it serves are those the
+per-instance entries would give.
+
+What depends only on the plan (the structure, which implementation each function runs,
+its views, the prefixes) is computed once per plan and runtime; a run pays for the
+identities' check, the hash of its inputs and one lookup.  A run without a memo is one that
+the per-instance path must see: an application that is not cacheable, an I/O function, a
+composition applied per shard, a function with no implementation this backend runs.
+
+>>> import dandelion as dd
+>>> from dandelion.cache import MemoryStore
+>>> @dd.compute
+... def double(x: int) -> int:
+...     return 2 * x
+>>> @dd.composition
+... def twice(x: int) -> int:
+...     return double(x)
+>>> with dd.Runtime(engine="inline", workers=1, cache=MemoryStore()) as rt:
+...     memo = RunMemo.of(rt.plan(twice), twice.program.artifacts, rt.backend.engine_kinds)
+...     inputs = twice.program.bind((21,), {})
+...     memo.key(inputs) == memo.key(twice.program.bind((21,), {}))
+True
+>>> memo.key(inputs) == memo.key(twice.program.bind((22,), {}))
+False
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any, Callable, Mapping
+
+from dandelion.cache import hashing
+from dandelion.cache.cache import Cache
+from dandelion.cache.content import Uncacheable, content_id
+from dandelion.cache.entry import CorruptEntry, pack, unpack
+from dandelion.cache.identity import python_identity
+from dandelion.cache.key import implementation_identity, prefix, tail
+from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Implementation
+from dandelion.ir.serialize import content_hash
+from dandelion.items import Item
+from dandelion.planner.cacheable import not_cached_because
+from dandelion.planner.plan import Plan
+from dandelion.runtime.sharding import Items
+
+log = logging.getLogger("dandelion.cache")
+
+#: Bumped whenever what enters a run key changes meaning (the prefixes carry the
+#: instance keys' own version).
+RUN_KEY_VERSION = 1
+
+_SALT = f"dandelion-run/{RUN_KEY_VERSION}\0".encode()
+_COUNT = struct.Struct("<I").pack
+
+
+class _Application:
+    """One application's part of the run key: its key prefix, remade when the identity of
+    its Python function changed since (a helper redefined, a constant changed)."""
+
+    __slots__ = ("spec", "implementation", "artifact", "sharding", "join", "fn", "known")
+
+    def __init__(self, app: Application, spec: FunctionSpec, implementation: Implementation,
+                 artifact: Any) -> None:
+        self.spec = spec
+        self.implementation = implementation
+        self.artifact = artifact
+        args = {a.param: a for a in app.arguments}
+        self.sharding = [(str(args[p.name].mode), args[p.name].optional) if p.name in args
+                         else ("absent", True) for p in spec.params]
+        self.join = app.join
+        #: the Python function whose identity is checked on every run (``None``: the
+        #: implementation's identity is its digest, fixed)
+        self.fn: Callable[..., Any] | None = \
+            artifact.fn if implementation.kind == "python" else None
+        #: (python_identity(fn) when the prefix was made, the prefix): one tuple, replaced
+        #: whole, so that concurrent runs never see one without the other
+        self.known = (b"", self._prefix())
+
+    def _prefix(self) -> bytes:
+        identity = implementation_identity(self.implementation, self.artifact)
+        return prefix(self.spec, self.implementation, identity, self.sharding, self.join)
+
+    def current(self) -> bytes:
+        """The prefix as the function is now.
+
+        Raises:
+            Uncacheable: the function now reaches something that cannot be hashed.
+        """
+        if self.fn is None:
+            return self.known[1]
+        seen = python_identity(self.fn)
+        known = self.known
+        if known[0] == seen:
+            return known[1]
+        identity = implementation_identity(self.implementation, self.artifact)
+        made = prefix(self.spec, self.implementation, identity, self.sharding, self.join)
+        if seen in identity:  # (else the function changed meanwhile: used, not kept)
+            self.known = (seen, made)
+        return made
+
+
+class RunMemo:
+    """What the run key of one plan needs, computed once (see the module's documentation).
+
+    Use :meth:`of`, which answers ``None`` for a plan whose runs are not memoized whole.
+    """
+
+    def __init__(self, plan: Plan, structure: bytes, parts: list[_Application]) -> None:
+        self.plan = plan
+        self.inputs = [d.name for d in plan.composition.inputs]
+        self.outputs = [d.name for d in plan.composition.outputs]
+        self._structure = structure
+        self._parts = parts
+
+    @classmethod
+    def of(cls, plan: Plan, artifacts: Mapping[str, Any], engine_kinds: frozenset[str]
+           ) -> RunMemo | None:
+        """The memo of ``plan`` when run with ``artifacts`` on engines running
+        ``engine_kinds``; ``None`` when its runs must go through the per-instance path: an
+        application not cached, an I/O function or a composition applied per shard, or a
+        function with no implementation those engines run (the run reports why)."""
+        module = plan.module
+        parts = []
+        for index, app in enumerate(plan.composition.applications):
+            spec = module.function(app.function)
+            if spec is None or spec.kind is FunctionKind.IO or \
+                    not_cached_because(plan, index, spec) is not None:
+                return None
+            chosen = _implementation(spec, artifacts, engine_kinds)
+            if chosen is None or (chosen[0].kind == "python" and
+                                  getattr(chosen[1], "fn", None) is None):
+                return None
+            try:
+                parts.append(_Application(app, spec, *chosen))
+            except Uncacheable:
+                return None
+        structure = content_hash(plan.composition).encode()
+        return cls(plan, structure, parts)
+
+    def key(self, inputs: Mapping[str, Items]) -> bytes:
+        """The run key of a run on the direct ``inputs`` (those :meth:`Program.bind
+        <dandelion.program.Program.bind>` made).
+
+        Raises:
+            Uncacheable: an input has no canonical encoding, or a function reaches
+                something that cannot be hashed.
+        """
+        h = hashing.new(_SALT)
+        h.update(_COUNT(len(self._structure)))
+        h.update(self._structure)
+        for part in self._parts:
+            h.update(part.current())
+        h.update(tail([[content_id(item) for item in inputs.get(name, ())]
+                       for name in self.inputs]))
+        return h.digest()
+
+    def storage_key(self, cache: Cache, inputs: Mapping[str, Items]) -> str | None:
+        """Where ``cache`` keeps the outputs of a run on ``inputs`` (``None``: the run
+        cannot be keyed, its inputs or a function cannot be hashed; the per-instance path
+        says why)."""
+        try:
+            return cache.storage_key(self.key(inputs))
+        except Uncacheable:
+            return None
+
+    def serve(self, cache: Cache, key: str) -> dict[str, tuple[Item[Any], ...]] | None:
+        """The direct outputs ``cache`` keeps under ``key``; ``None`` for a miss (an entry
+        that is not whole is removed)."""
+        try:
+            data = cache.store.get(key)
+        except Exception as e:  # the cache never fails a run
+            log.warning("could not look up a whole run of '%s': %s", self.plan.entry, e)
+            return None
+        if data is None:
+            return None
+        try:
+            outputs, _ids = unpack(data)
+        except CorruptEntry:
+            outputs = []
+        if len(outputs) != len(self.outputs):
+            try:
+                cache.store.delete(key)
+            except Exception as e:
+                log.warning("could not remove a broken whole-run entry: %s", e)
+            return None
+        return dict(zip(self.outputs, outputs))
+
+    def keep(self, cache: Cache, key: str, outputs: Mapping[str, Items]) -> None:
+        """Keep a run's direct ``outputs`` under ``key`` (not when one has no canonical
+        encoding; a store that fails has warned and stays a miss)."""
+        try:
+            data, _ids = pack([tuple(outputs.get(name, ())) for name in self.outputs])
+        except Uncacheable:
+            return
+        try:
+            cache.store.put(key, data)
+        except Exception as e:  # the cache never fails a run
+            log.warning("could not keep a whole run of '%s': %s", self.plan.entry, e)
+
+
+def _implementation(spec: FunctionSpec, artifacts: Mapping[str, Any],
+                    kinds: frozenset[str]) -> tuple[Implementation, Any] | None:
+    """The implementation of ``spec`` that engines running ``kinds`` run, with its artifact
+    (the dispatcher's choice: :func:`~dandelion.runtime.dispatcher.choose_call`)."""
+    for impl in spec.implementations:
+        if impl.kind in kinds:
+            artifact = artifacts.get(impl.digest) if impl.digest else None
+            if impl.digest and artifact is None:
+                continue
+            return impl, artifact
+    return None
+

@@ -1,0 +1,254 @@
+"""The whole-run memo (:mod:`dandelion.runtime.run_memo`): a rerun on the same inputs is
+served in one lookup, and misses whenever a per-instance key would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any, Sequence
+
+import numpy as np
+import pytest
+
+import dandelion as dd
+from dandelion.cache import DiskStore, MemoryStore, Store, open_cache
+from dandelion.runtime.run_memo import RunMemo
+
+#: the runtimes a plain ``Runtime.run`` memoizes whole on (it is above the backend)
+ENGINES = ["inline", "process"]
+
+GRAM = """
+    import numpy as np
+    import dandelion as dd
+
+    SCALE = 1
+
+    def scaled(m):
+        return m * SCALE
+
+    @dd.compute
+    def gram(m: np.ndarray) -> np.ndarray:
+        return scaled(m) @ m.T
+
+    @dd.compute
+    def total(p: np.ndarray) -> int:
+        if p[0, 0] < 0:
+            raise ValueError("a negative corner")
+        return int(p.sum())
+
+    @dd.composition
+    def product(m: np.ndarray) -> np.ndarray:
+        return gram(m)
+
+    @dd.composition
+    def summed(m: np.ndarray) -> int:
+        return total(gram(m))
+"""
+
+
+class Recording(Store):
+    """A store that records the keys read and written through it."""
+
+    kind = "recording"
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.reads: list[str] = []
+        self.writes: list[str] = []
+
+    def clear_log(self) -> None:
+        self.reads.clear()
+        self.writes.clear()
+
+    def get(self, key: str) -> bytes | None:
+        self.reads.append(key)
+        return self.inner.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self.reads.extend(keys)
+        return self.inner.get_many(keys)
+
+    def put(self, key: str, value: bytes) -> None:
+        self.writes.append(key)
+        self.inner.put(key, value)
+
+    def put_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        self.writes.extend(k for k, _ in entries)
+        self.inner.put_many(entries)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def clear(self, namespace: str | None = None) -> int:
+        return self.inner.clear(namespace)
+
+    def info(self) -> dict[str, Any]:
+        return self.inner.info()
+
+
+def _matrix(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-9, 10, size=(16, 16), dtype=np.int64)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_a_rerun_is_served_whole_with_equal_outputs(load, engine):
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    m = _matrix()
+    with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
+        first = rt.run(mod.product, m)
+        assert len(store.writes) == 2  # the instance's entry and the run's
+        store.clear_log()
+        again = rt.run(mod.product, m)
+        assert (again == m @ m.T).all() and (again == first).all()
+        assert len(store.reads) == 1 and store.writes == []  # one lookup, nothing ran
+        again[0, 0] += 1  # a served result is the caller's own, writable copy
+        assert (rt.run(mod.product, m) == first).all()
+
+
+def test_a_changed_input_byte_misses(load, engine):
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    m = _matrix()
+    with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
+        rt.run(mod.product, m)
+        changed = m.copy()
+        changed[7, 3] += 1
+        store.clear_log()
+        assert (rt.run(mod.product, changed) == changed @ changed.T).all()
+        assert len(store.reads) == 2 and len(store.writes) == 2  # run and instance, missed
+        m[7, 3] += 1  # the same array object, changed in place, misses too
+        store.clear_log()
+        assert (rt.run(mod.product, m) == m @ m.T).all()
+        assert len(store.reads) == 1  # (and it is the run just computed)
+
+
+def test_a_changed_helper_or_constant_misses(load):
+    # inline: the process engine keeps running the copy of a function it was first
+    # shipped, whatever the caller rebinds later (with or without a cache)
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    m = _matrix()
+    with dd.Runtime(engine="inline", workers=1, cache=store) as rt:
+        rt.run(mod.product, m)
+        mod.SCALE = 2  # a module constant the helper reads
+        store.clear_log()
+        assert (rt.run(mod.product, m) == 2 * m @ m.T).all()
+        assert len(store.writes) == 2
+        mod.scaled = lambda x: x * 3  # the helper itself
+        store.clear_log()
+        assert (rt.run(mod.product, m) == 3 * m @ m.T).all()
+        assert len(store.writes) == 2
+        mod.SCALE = 1
+        mod.scaled = lambda x: x * mod.SCALE
+        store.clear_log()
+        assert (rt.run(mod.product, m) == m @ m.T).all()
+
+
+def test_another_tenant_misses(load):
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    m = _matrix()
+    tenant_a = open_cache(store, namespace="tenant-a")
+    tenant_b = open_cache(store, namespace="tenant-b")
+    with dd.Runtime(engine="inline", workers=1, cache=tenant_a) as rt_a, \
+            dd.Runtime(engine="inline", workers=1, cache=tenant_b) as rt_b:
+        rt_a.run(mod.product, m)
+        store.clear_log()
+        assert (rt_b.run(mod.product, m) == m @ m.T).all()
+        assert len(store.writes) == 2 and all(k.startswith("tenant-b/") for k in store.reads)
+        store.clear_log()
+        rt_a.run(mod.product, m)
+        assert len(store.reads) == 1 and store.reads[0].startswith("tenant-a/")
+
+
+def test_refresh_bypasses_the_memo_and_keeps_the_new_run(load, engine):
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    m = _matrix()
+    with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
+        rt.run(mod.product, m)
+        store.clear_log()
+        assert (rt._run(mod.product, (m,), {}, "refresh") == m @ m.T).all()
+        assert store.reads == [] and len(store.writes) == 2  # computed, kept again
+        store.clear_log()
+        assert (rt._run(mod.product, (m,), {}, False) == m @ m.T).all()
+        assert store.reads == store.writes == []
+
+
+def test_a_raising_run_keeps_no_run_entry_and_raises_again(load):
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    m = _matrix()
+    with dd.Runtime(engine="inline", workers=1, cache=store, fuse=False) as rt:
+        assert rt.run(mod.summed, m) == int((m @ m.T).sum())
+        mod.SCALE = -1  # gram now gives a negative corner: total raises
+        for attempt in range(2):
+            store.clear_log()
+            with pytest.raises(dd.FunctionError, match="a negative corner"):
+                rt.run(mod.summed, m)
+            # gram's new instance is kept the first time; the run never is: the second
+            # time it is looked up, misses, and total runs (and raises) again
+            assert len(store.writes) == (1 if attempt == 0 else 0)
+            assert len(store.reads) == 3
+        mod.SCALE = 1
+        store.clear_log()
+        assert rt.run(mod.summed, m) == int((m @ m.T).sum())
+        assert len(store.reads) == 1
+
+
+def test_a_broken_run_entry_is_a_miss_and_is_replaced(load):
+    mod = load(GRAM)
+    store = MemoryStore()
+    cache = open_cache(store)
+    assert cache is not None
+    m = _matrix()
+    with dd.Runtime(engine="inline", workers=1, cache=cache) as rt:
+        rt.run(mod.product, m)
+        memo = RunMemo.of(rt.plan(mod.product), mod.product.program.artifacts,
+                          rt.backend.engine_kinds)
+        assert memo is not None
+        key = memo.storage_key(cache, mod.product.program.bind((m,), {}))
+        assert key is not None and store.get(key) is not None
+        store.put(key, b"not an entry")
+        assert (rt.run(mod.product, m) == m @ m.T).all()
+        assert memo.serve(cache, key) is not None  # kept again, whole
+
+
+def test_a_run_with_observers_is_reported_per_application(load):
+    mod = load(GRAM)
+    events: list[Any] = []
+    m = _matrix()
+    with dd.Runtime(engine="inline", workers=1, cache=MemoryStore(),
+                    observers=[events.append]) as rt:
+        rt.run(mod.product, m)
+        events.clear()
+        rt.run(mod.product, m)
+    assert [(e.function, e.hits) for e in events if e.kind == "cached"] == [("gram", 1)]
+
+
+def test_a_run_kept_by_another_process_is_served_whole(load, tmp_path):
+    mod = load(GRAM)
+    cache_dir = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import numpy as np
+        import dandelion as dd
+        from dandelion.cache import DiskStore
+        import user_mod
+        m = np.random.default_rng(0).integers(-9, 10, size=(16, 16), dtype=np.int64)
+        with dd.Runtime(engine="inline", workers=1, cache=DiskStore({str(cache_dir)!r})) as rt:
+            rt.run(user_mod.product, m)
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    store = Recording(DiskStore(cache_dir))
+    m = _matrix()
+    with dd.Runtime(engine="inline", workers=1, cache=store) as rt:
+        assert (rt.run(mod.product, m) == m @ m.T).all()
+    assert len(store.reads) == 1 and store.writes == []
