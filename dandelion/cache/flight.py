@@ -14,8 +14,9 @@ when that is ``None``.  Nobody blocks a thread while waiting.
 
 from __future__ import annotations
 
+import itertools
 import threading
-from typing import Callable, Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Sequence
 
 Callback = Callable[[bytes | None], None]
 
@@ -42,9 +43,13 @@ class SingleFlight:
         fresh = dict.fromkeys(keys, _ALONE)
         with self._lock:
             waiting = self._waiting
-            if len(fresh) == len(keys) and waiting.keys().isdisjoint(fresh):
-                waiting.update(fresh)  # the common case: nothing in flight, no repeats
-                return [True] * len(keys)
+            if len(fresh) == len(keys):  # no repeats: the common case
+                if not waiting:  # nothing in flight: these are all that is
+                    self._waiting = fresh
+                    return [True] * len(keys)
+                if waiting.keys().isdisjoint(fresh):
+                    waiting.update(fresh)
+                    return [True] * len(keys)
             out = []
             for i, key in enumerate(keys):
                 followers = waiting.get(key)
@@ -60,17 +65,14 @@ class SingleFlight:
 
     def land(self, key: Hashable, entry: bytes | None) -> None:
         """The leader's result for ``key`` (``None``: it has none); wakes the followers."""
-        self.land_many([(key, entry)])
+        self.land_all([key], [entry])
 
-    def land_many(self, landings: Iterable[tuple[Hashable, bytes | None]]) -> None:
-        """:meth:`land` for many ``(key, entry)`` at once."""
-        woken = []
+    def land_all(self, keys: Sequence[Hashable], entries: Sequence[bytes | None]) -> None:
+        """:meth:`land` each of ``keys`` with the entry at the same place in ``entries``
+        (a key that is not in flight, ``None`` included, is skipped)."""
         with self._lock:
-            pop = self._waiting.pop
-            for key, entry in landings:
-                waiting = pop(key, None)
-                if waiting:
-                    woken.append((waiting, entry))
-        for waiting, entry in woken:
-            for callback in waiting:
-                callback(entry)
+            followers = list(map(self._waiting.pop, keys, itertools.repeat(None)))
+        if any(followers):  # somebody waits (nobody, usually: one pass over the keys)
+            for waiting, entry in zip(followers, entries):
+                for callback in waiting or ():
+                    callback(entry)

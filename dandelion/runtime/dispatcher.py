@@ -281,8 +281,9 @@ class _Run:
         self.nested = {c.name for c in self.module.compositions}
         self.counts = [0, len(self.apps), 0, 0]  # apps done/total, instances too
         self.cache = RunCache(dispatcher.cache) if dispatcher.cache is not None else None
-        #: flight keys this run computes for others; landed when stored, or abandoned
-        self.leading: dict[str, None] = {}
+        #: per application still computing, the keys of the flights it leads (it lands them
+        #: as it stores their outputs; a failed run abandons what is left)
+        self.leading: dict[int, list[str]] = {}
         self.sink = logs.current_sink()  # (read on the caller's thread)
 
     def _fuse(self, chain: Sequence[int]) -> tuple[FusedUnit, FunctionCall] | None:
@@ -469,20 +470,18 @@ class _Run:
             entries = [None] * n
         if len(entries) < len(keys):  # the rest failed: their followers compute themselves
             entries += [None] * (len(keys) - len(entries))
-        pop = self.leading.pop  # a key (also its flight's) this run leads maps to None
-        led = [pop(key, 0) is None for key in keys]  # type: ignore[arg-type]
-        # (zip makes no tuple per instance: fewer objects for the garbage collector)
-        self.cache.cache.flights.land_many(
-            zip(keys, entries) if all(led) else
-            [(key, entry) for key, entry, lead in zip(keys, entries, led) if lead])
+        # each key is a flight this run leads: those of followers, whose leader failed, and
+        # of uncacheable instances are None (landing is idempotent; should this run have
+        # been abandoned and another lead the key since, the entry is as good as theirs)
+        self.cache.cache.flights.land_all(keys, entries)
 
     def abandon_flights(self) -> None:
         """Tell whoever waits on this run's flights that they will not land (they compute
         themselves)."""
         if self.cache is not None:
-            for flight in list(self.leading):
-                if self.leading.pop(flight, 0) is None:
-                    self.cache.cache.flights.land(flight, None)
+            while self.leading:
+                _, flights = self.leading.popitem()
+                self.cache.cache.flights.land_all(flights, [None] * len(flights))
 
     def _lookup(self, index: int, state: _Running, call: FunctionCall) -> Sequence[int]:
         """Serve what the cache has; join identical instances in flight; the positions of
@@ -524,12 +523,13 @@ class _Run:
             leads = cache.flights.join_many(
                 flights, lambda i: functools.partial(self._landed, index, missed[i]))
             if all(leads) and not todo:  # the common case: nothing of it in flight
-                self.leading.update(dict.fromkeys(flights))
+                self.leading[index] = flights
                 return self._looked_up(index, spec, start, hits, missed, found)
             else:
+                led = self.leading[index] = []
                 for pos, flight, lead in zip(missed, flights, leads):
                     if lead:
-                        self.leading[flight] = None
+                        led.append(flight)
                         todo.append(pos)
                     else:
                         state.remaining += 1  # a follower: filled when its leader lands
@@ -597,6 +597,7 @@ class _Run:
     def _publish(self, index: int, outputs: list[Items]) -> None:
         app = self.apps[index]
         state = self.running.pop(index)
+        self.leading.pop(index, None)  # its flights have all landed
         by_result = dict(zip((r.name for r in state.spec.results), outputs))
         for out in app.outputs:
             self.sets[out.target] = by_result.get(out.result, ())

@@ -9,7 +9,8 @@ import time
 import pytest
 
 import dandelion as dd
-from dandelion.cache import open_cache
+from dandelion.cache import MemoryStore, open_cache
+from dandelion.runtime.events import Event, EventKind
 
 PIPELINE = """
     import dandelion as dd
@@ -235,3 +236,52 @@ def test_cli_stats_shows_the_cache_s_hits_per_application(load, capsys, tmp_path
     first, second = lines[1].split(), lines[3].split()
     assert first[:3] == ["incs[0]", "inc", "2"] and first[-3:-1] == ["0", "2"]
     assert second[:4] == ["incs[0]", "inc", "0", "-"] and second[-3:-1] == ["2", "0"]
+
+
+@pytest.mark.parametrize("engine", ["inline", "process"])
+def test_a_run_waiting_on_a_failed_run_s_instance_computes_it_itself(load, engine):
+    # run A leads the flight of step(7) and fails before computing it (one worker: its
+    # failing instance runs first, step(7) is skipped); run B, started meanwhile, waits on
+    # that flight, and must compute step(7) itself
+    mod = load("""
+        import time
+        import dandelion as dd
+
+        @dd.compute
+        def step(x: int) -> int:
+            time.sleep(0.6)
+            if x < 0:
+                raise ValueError("negative")
+            return x * 10
+
+        @dd.composition
+        def steps(xs: list[int]) -> list[int]:
+            return step(dd.each(xs))
+    """)
+    events: list[Event] = []
+    with dd.Runtime(engine=engine, workers=1, cache=MemoryStore(), fuse=False,
+                    observers=[events.append]) as rt:
+        first: list[BaseException] = []
+
+        def run_a() -> None:
+            try:
+                rt.run(mod.steps, [-1, 7])
+            except dd.DandelionError as e:
+                first.append(e)
+
+        second: list[list[int]] = []
+        a = threading.Thread(target=run_a, daemon=True)
+        a.start()
+        time.sleep(0.3)  # A has looked up and leads both flights; -1 runs
+        b = threading.Thread(target=lambda: second.append(rt.run(mod.steps, [7])),
+                             daemon=True)
+        b.start()
+        a.join(30)
+        b.join(30)
+        assert not b.is_alive(), "run B still waits for the flight of a failed run"
+    assert second == [[70]]
+    assert first and "negative" in str(first[0])
+    cached = [e for e in events if e.kind is EventKind.CACHED]
+    assert [(e.hits, e.misses) for e in cached] == [(0, 2), (0, 1)]
+    ran = [e.outcome for e in events if e.kind is EventKind.FINISHED]
+    assert ran == ["failed", "ok"]  # step(-1) by A, step(7) by B: A was cancelled before
