@@ -6,6 +6,7 @@ I/O engine when the plan uses I/O functions.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 from typing import Any, Mapping
@@ -79,9 +80,10 @@ class LocalBackend(BackendBase):
         return self.dispatcher(artifacts, cache, observe).run(plan, inputs)
 
     def start(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
-              observe: Observer | None = None, cache: Cache | None = None
+              observe: Observer | None = None, loop: asyncio.AbstractEventLoop | None = None,
+              cache: Cache | None = None
               ) -> concurrent.futures.Future[dict[str, Items]] | None:
-        return self.dispatcher(artifacts, cache, observe).start(plan, inputs)
+        return self.dispatcher(artifacts, cache, observe).start(plan, inputs, loop)
 
     def close(self) -> None:
         self.pool.close()

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import threading
@@ -293,7 +294,8 @@ class RayBackend(BackendBase):
         return outputs
 
     def start(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
-              observe: Observer | None = None, cache: Cache | None = None
+              observe: Observer | None = None, loop: asyncio.AbstractEventLoop | None = None,
+              cache: Cache | None = None
               ) -> concurrent.futures.Future[dict[str, Items]] | None:
         """``None``: a run on Ray needs a thread that waits for its units (:meth:`run`)."""
         return None

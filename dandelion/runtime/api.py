@@ -223,13 +223,17 @@ class Runtime:
                                 observe=chosen, cache=cache)
 
     def start_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
-                   cache: Cache | None = None, observe: Observer | None = None
+                   cache: Cache | None = None, observe: Observer | None = None,
+                   loop: asyncio.AbstractEventLoop | None = None
                    ) -> concurrent.futures.Future[dict[str, Items]] | None:
         """:meth:`run_plan` without blocking: a future of its outputs, resolved by the
         thread that finishes the run's last piece of work; or ``None`` (nothing started)
         where the backend needs a waiting thread for the run (see :meth:`Backend.start
         <dandelion.runtime.backend.Backend.start>`): then call :meth:`run_plan` on a
-        thread.  The ``cache`` is looked up on the calling thread.
+        thread.  The ``cache`` is looked up on the calling thread.  Called from a
+        coroutine on ``loop`` (and given it), the run's functions may be driven from that
+        loop, with no thread between it and the sandboxes; never block the loop on the
+        future then (await it: ``asyncio.wrap_future``).
 
         Raises:
             BackendError: the runtime is closed, or its backend cannot run the plan.
@@ -237,9 +241,9 @@ class Runtime:
         self._check_runnable(plan)
         chosen = fan_out([o for o in (self._observe, observe) if o is not None])
         if cache is None or "cache" not in self.backend.capabilities:
-            return self.backend.start(plan, inputs, artifacts, observe=chosen)
+            return self.backend.start(plan, inputs, artifacts, observe=chosen, loop=loop)
         return self.backend.start(plan, inputs, artifacts,  # type: ignore[call-arg]
-                                  observe=chosen, cache=cache)
+                                  observe=chosen, loop=loop, cache=cache)
 
     def _check_runnable(self, plan: Plan) -> None:
         if self.closed:

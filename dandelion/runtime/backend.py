@@ -7,6 +7,7 @@ requirement of a plan a backend lacks before anything runs.
 from __future__ import annotations
 
 import abc
+import asyncio
 import concurrent.futures
 import sys
 from typing import Any, ClassVar, Mapping, TypeVar
@@ -57,12 +58,14 @@ class Backend(abc.ABC):
         """
 
     def start(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
-              observe: Observer | None = None
+              observe: Observer | None = None, loop: asyncio.AbstractEventLoop | None = None
               ) -> concurrent.futures.Future[dict[str, Items]] | None:
         """Start :meth:`run` without a thread waiting for it: a future of its outputs, or
         ``None`` where this backend needs a waiting thread for this run (the default; the
         caller then calls :meth:`run` on a thread of its own).  An HTTP frontend starts
-        invocations from its event loop this way, with no thread hand-off on either side.
+        invocations from its event loop this way, with no thread hand-off on either side:
+        called on a running event ``loop`` and given it, a backend may drive the run's
+        functions from that loop (see :mod:`dandelion.runtime.handoff`).
         A backend with the ``cache`` capability also takes ``cache=`` (see :meth:`run`).
         """
         return None

@@ -9,6 +9,7 @@ before its inputs are complete, and results never depend on scheduling.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextvars
 import functools
@@ -199,12 +200,15 @@ class Dispatcher:
             raise run.error
         return run.outputs()
 
-    def start(self, plan: Plan, inputs: Mapping[str, Items]
+    def start(self, plan: Plan, inputs: Mapping[str, Items],
+              loop: asyncio.AbstractEventLoop | None = None
               ) -> concurrent.futures.Future[dict[str, Items]] | None:
         """Start running ``plan`` without waiting for it: a future of what :meth:`run`
         returns or raises, resolved by whichever thread finishes the run's last piece of
         work (a worker, the I/O engine), so that no thread waits for the run.  Cancelling
-        the future cancels the run's instances that have not started.
+        the future cancels the run's instances that have not started.  Called on a running
+        event ``loop`` (and given it), the instances that the run starts there are driven
+        from the loop, where the engine can (:mod:`dandelion.runtime.handoff`).
 
         ``None`` where a run needs a waiting thread: time limits on engines that cannot
         stop a function themselves (the waiting thread watches the clock).  The cache's
@@ -213,7 +217,7 @@ class Dispatcher:
         if self.timeouts and not self.pool.enforces_timeout:
             return None
         future: concurrent.futures.Future[dict[str, Items]] = concurrent.futures.Future()
-        run = _Run(self, plan, inputs, then=functools.partial(_resolve, future))
+        run = _Run(self, plan, inputs, then=functools.partial(_resolve, future), loop=loop)
         future.add_done_callback(run.cancel_with)
         run.begin()
         return future
@@ -242,8 +246,11 @@ class _Run:
     """
 
     def __init__(self, dispatcher: Dispatcher, plan: Plan, inputs: Mapping[str, Items],
-                 then: Callable[[_Run], None] | None = None) -> None:
+                 then: Callable[[_Run], None] | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.d = dispatcher
+        #: the event loop that may drive this run's instances (EnginePool.submit)
+        self.loop = loop
         #: called once the run finished (lock held), on the thread that finished it
         self.then = then
         self.plan = plan
@@ -656,7 +663,7 @@ class _Run:
             self.d.pool.submit(Batch(call, [insts[i] for i in part] if not isinstance(part, range)
                                    else insts[part.start:part.stop], self.on_batch,
                                    self.cancelled, tag=(index, part), watch=watch,
-                                   per_sandbox=self.d.batch))
+                                   per_sandbox=self.d.batch), self.loop)
 
     def _watch(self, observe: Observer, index: int, function: str, engine: str) -> Watch:
         """A pool's watch that tells ``observe`` about the instances of one application."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import attrs
 
-from dandelion.errors import FunctionTypeError
+from dandelion.errors import DandelionError, FunctionTypeError
 from dandelion.ir.nodes import FunctionSpec, Implementation
 from dandelion.items import Item
 
@@ -144,6 +144,45 @@ class ObjectDomain(MemoryDomain):
         return ObjectContext()
 
 
+class Invocation(abc.ABC):
+    """A function started by :meth:`Engine.begin` that nobody waits for: whoever drives it
+    (an event loop, :mod:`dandelion.runtime.handoff`) watches :attr:`fd` and calls
+    :meth:`feed` whenever it is readable, until that says the invocation ended; then
+    :meth:`outcome` (on a thread of its own where :meth:`needs_thread` says so).  Each
+    invocation ends with one :meth:`end`, whatever happened.
+
+    Attributes:
+        fd: a descriptor that becomes readable when the engine has news of the invocation.
+        timeout: its time limit in seconds (``None``: none), enforced by the driver, which
+            then calls :meth:`end` and fails it with :meth:`timed_out`.
+    """
+
+    fd: int
+    timeout: float | None
+
+    @abc.abstractmethod
+    def feed(self) -> bool:
+        """Take what arrived on :attr:`fd` (never blocks); whether the invocation ended."""
+
+    def needs_thread(self) -> bool:
+        """Whether :meth:`outcome` may block (e.g. to learn how a sandbox died), so that an
+        event loop must call it on another thread."""
+        return False
+
+    @abc.abstractmethod
+    def outcome(self) -> float | None:
+        """What :meth:`Engine.run` returns or raises for the ended invocation; its
+        outputs are in the context, what it printed in ``context.logs``."""
+
+    @abc.abstractmethod
+    def timed_out(self) -> DandelionError:
+        """The error of the invocation once it ran past :attr:`timeout`."""
+
+    @abc.abstractmethod
+    def end(self) -> None:
+        """Stop what is left of the invocation and release it (idempotent)."""
+
+
 class Engine(abc.ABC):
     """Runs functions of certain implementation kinds to completion, one at a time.
 
@@ -180,6 +219,15 @@ class Engine(abc.ABC):
         Raises:
             FunctionError: the function failed (its own exception, a violation, a timeout).
         """
+
+    def begin(self, context: Context, call: FunctionCall) -> Invocation | None:
+        """Start ``call`` on the inputs placed in ``context`` without waiting for it: an
+        :class:`Invocation` that an event loop drives to its end, with no thread between
+        the loop and the function; several may be under way on one engine.  ``None``
+        where this engine cannot start it so without blocking (the default): then call
+        :meth:`run` on a thread.
+        """
+        return None
 
     def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:
         """Run several instances of ``call`` (``inputs``: each one's item sets) in one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -13,6 +14,7 @@ from dandelion.errors import DandelionError, FunctionError, FunctionTimeout
 from dandelion.ir.nodes import FunctionSpec
 from dandelion.runtime.batch import Failed, batch_size
 from dandelion.runtime.engine import Engine, FunctionCall, check_outputs
+from dandelion.runtime.handoff import Handoff, on_loop
 from dandelion.runtime.sharding import Instance
 
 #: Told when an instance starts (``end`` is ``None``) and when it ends:
@@ -121,6 +123,8 @@ class Worker(threading.Thread):
         self.pool = pool
         self.engine = pool.engine_factory()
         self.abandoned = False
+        #: whether it holds one of the pool's engines (:meth:`EnginePool.take_engine`)
+        self.holds_engine = False
         #: (batch, instance, start time) while an instance runs; read by the dispatcher.
         self.current: tuple[Batch, Instance, float] | None = None
 
@@ -131,10 +135,15 @@ class Worker(threading.Thread):
             batch = tasks.get()
             if batch is None:
                 break
-            failure = self._run_batch(batch)
-            self.current = None
-            if not self.abandoned:
-                batch.done(batch, failure)
+            self.pool.take_engine()
+            self.holds_engine = True
+            try:
+                failure = self._run_batch(batch)
+                self.current = None
+                if not self.abandoned:
+                    batch.done(batch, failure)
+            finally:
+                self.pool.give_engine(self)
         engine.close()
 
     def _run_batch(self, batch: Batch) -> tuple[Instance, BaseException] | None:
@@ -205,6 +214,13 @@ class EnginePool:
         self.costs: dict[str, tuple[float, float]] = {}
         self.tasks: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        #: engines free to run a batch (of ``size``): a worker thread takes one for each
+        #: batch, and so does an invocation driven from an event loop (:meth:`submit`)
+        self._free = size
+        self._engines = threading.Condition()
+        self._threads_waiting = 0
+        #: per event loop that submitted batches, what drives them there
+        self._handoffs: dict[asyncio.AbstractEventLoop, Handoff] = {}
         self.workers: list[Worker] = []
         for i in range(size):
             self._spawn(i)
@@ -239,9 +255,50 @@ class EnginePool:
         self.costs[digest] = sample if old is None else (
             0.7 * old[0] + 0.3 * sample[0], 0.7 * old[1] + 0.3 * sample[1])
 
-    def submit(self, batch: Batch) -> None:
-        """Queue a batch for the next free worker."""
+    def submit(self, batch: Batch, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Queue a batch for the next free worker; or, submitted from a running event
+        ``loop``, run a one-instance batch from the loop itself where the engine can
+        (:mod:`dandelion.runtime.handoff`), with no thread in between."""
+        if loop is not None and len(batch.instances) == 1 and on_loop(loop):
+            handoff = self._handoffs.get(loop)
+            if handoff is None:
+                with self._lock:
+                    handoff = self._handoffs.get(loop)
+                    if handoff is None:
+                        handoff = self._handoffs[loop] = Handoff(self, loop)
+            handoff.submit(batch)
+            return
         self.tasks.put(batch)
+
+    def take_engine(self, here: bool = False) -> bool:
+        """Take one of the ``size`` engines for a batch: a worker thread waits until one
+        is free; a batch driven from an event loop (``here``) does not wait, and lets the
+        worker threads that wait go first (``False``: none for it now)."""
+        with self._engines:
+            if here:
+                if self._free <= 0 or self._threads_waiting:
+                    return False
+            else:
+                self._threads_waiting += 1
+                while self._free <= 0:
+                    self._engines.wait()
+                self._threads_waiting -= 1
+            self._free -= 1
+            return True
+
+    def give_engine(self, worker: Worker | None = None) -> None:
+        """An engine taken with :meth:`take_engine` is free again (``worker``: the one
+        that worker holds, if it still does)."""
+        with self._engines:
+            if worker is not None:
+                if not worker.holds_engine:
+                    return
+                worker.holds_engine = False
+            self._free += 1
+            self._engines.notify()
+            handoffs = list(self._handoffs.values()) if not self._threads_waiting else []
+        for handoff in handoffs:
+            handoff.wake()
 
     def abandon(self, worker: Worker) -> None:
         """Give up on a worker stuck in a function past its timeout; start a replacement."""
@@ -251,6 +308,7 @@ class EnginePool:
             worker.abandoned = True
             self.workers.remove(worker)
             self._spawn(len(self.workers) + 1)
+        self.give_engine(worker)  # its replacement runs in its place
 
     def check_timeouts(self, cancelled: threading.Event) -> FunctionTimeout | None:
         """A timeout error for an instance of the run that ``cancelled`` belongs to, stuck
@@ -278,3 +336,5 @@ class EnginePool:
             self.tasks.put(None)
         for w in self.workers:
             w.join(timeout=5)
+        for handoff in self._handoffs.values():
+            handoff.close()

@@ -48,6 +48,7 @@ from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
 from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
+from dandelion.runtime.handoff import awaitable
 from dandelion.runtime.native import NativeFunction
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.store import ArtifactStore
@@ -511,10 +512,12 @@ class Service:
             plan, cache, tally = target.record.plan, self.cache_of(tenant), CacheTally()
             try:
                 with logs.collect(printed):
-                    started = self.runtime.start_plan(plan, sets, artifacts, cache, tally)
-                    waiting = asyncio.wrap_future(started) if started is not None else \
-                        asyncio.get_running_loop().run_in_executor(  # a run that needs a
-                            executor, contextvars.copy_context().run,  # waiting thread
+                    loop = asyncio.get_running_loop()
+                    started = self.runtime.start_plan(plan, sets, artifacts, cache, tally,
+                                                      loop)
+                    waiting = awaitable(started, loop) if started is not None else \
+                        loop.run_in_executor(  # a run that needs a waiting thread
+                            executor, contextvars.copy_context().run,
                             self.runtime.run_plan, plan, sets, artifacts, cache, tally)
                 computed: Sets = await waiting
             finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,76 @@ def test_a_cold_invocation_runs_the_stored_code_without_serializing_it_again(
         assert sorted(serialized) == ["g0", "g1"]  # each serialized once
         text = Raw(server.url)("GET", "/metrics").body.decode()
         assert 'dandelion_function_loads_total{temperature="cold"} 4.0' in text, text
+
+
+MISBEHAVING = '''
+import ctypes
+
+import dandelion as dd
+
+@dd.compute
+def shout(x: int) -> int:
+    print("got", x)
+    return x * 2
+
+@dd.compute
+def crash(x: int) -> int:
+    ctypes.string_at(0)
+    return x
+
+@dd.compute
+def spin(x: int) -> int:
+    while True:
+        x += 1
+'''
+
+
+def test_hot_invocations_on_the_process_engine_are_driven_by_the_event_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hot invocations are handed from the event loop to their sandboxes and awaited there
+    (no worker thread in between): what a function prints comes back, a crash and a
+    timeout fail their own invocation only (the worker goes on), many invocations at once
+    each get their own answer, and the metrics count them all."""
+    from dandelion.backends.engines.process.engine import ProcessEngine
+
+    ran = {"begin": 0, "run": 0}
+
+    def counting(name: str) -> Any:
+        real = getattr(ProcessEngine, name)
+
+        def counted(self: ProcessEngine, *args: object) -> Any:
+            ran[name] += 1
+            return real(self, *args)
+
+        return counted
+
+    for method in ran:
+        monkeypatch.setattr(ProcessEngine, method, counting(method))
+    config = ServerConfig(port=0, engine="process", workers=2, state_dir=str(tmp_path),
+                          result_cache=0, cache=None, timeout=1.0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=30) as client:
+        client.register_source(MISBEHAVING)
+        shout, crash, spin = (client.function(n) for n in ("shout", "crash", "spin"))
+        raw = Raw(server.url)
+        answer = raw("POST", "/v1/functions/shout/invoke?logs=1", {"inputs": {"x": [4]}},
+                     token=None)
+        assert answer.status == 200, answer.body
+        assert answer.json["outputs"] == {"result": [{"key": 0, "name": "", "value": 8}]}
+        assert answer.json["logs"] == [{"function": "shout", "instance": 0, "text": "got 4\n"}]
+        with pytest.raises(dd.SandboxViolation, match="crashed with SIGSEGV"):
+            client.invoke(crash, 1)
+        with pytest.raises(dd.FunctionTimeout, match="ran past its timeout of 1 s"):
+            client.invoke(spin, 1)
+        assert ran == {"begin": 3, "run": 0}  # from the loop, none on a worker thread
+        # a burst may outrun the sandboxes forked ahead: those that find none wait for a
+        # fork on a worker thread
+        with concurrent.futures.ThreadPoolExecutor(8) as many:
+            assert list(many.map(lambda x: client.invoke(shout, x), range(40))) == \
+                [2 * x for x in range(40)]
+        assert ran["begin"] == 43
+        text = raw("GET", "/metrics", token=None).body.decode()
+        assert 'dandelion_invocations_total{kind="function",outcome="ok"} 41.0' in text
+        assert 'dandelion_invocations_total{kind="function",outcome="error"} 2.0' in text
+        assert "dandelion_admitted 0" in text
+

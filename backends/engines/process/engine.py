@@ -45,18 +45,22 @@ from dandelion.backends.engines.process.protocol import (
     NATV_TAG,
     OKAY,
     OKAY_TAG,
+    READY,
     SEGMENT,
 )
 from dandelion.errors import DandelionError, FunctionError, FunctionTimeout, SandboxViolation
 from dandelion.ir.nodes import FunctionSpec, Implementation, Param
 from dandelion.ir.types import DataType, ElementType
 from dandelion.runtime.batch import BatchedFunction, BatchRun, Failed
-from dandelion.runtime.engine import Context, FunctionCall, ItemSets
+from dandelion.runtime.engine import Context, FunctionCall, Invocation, ItemSets
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.store import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.tracebacks import format_traceback
 
 _MIB = 1 << 20
+#: The largest code :meth:`ProcessEngine.begin` hands to a sandbox: well inside what a
+#: channel's buffer takes at once, so that handing it over never waits for the sandbox.
+BEGIN_MAX_PAYLOAD = 64 * 1024
 #: How much of native functions' segments, cut out of their ELFs, the engine keeps.
 CUT_CACHE_BYTES = 64 * _MIB
 _SIGNALS = {signal.SIGSEGV: "invalid memory access", signal.SIGBUS: "bus error",
@@ -146,6 +150,39 @@ class ProcessEngine(EngineBase):
 
     def run(self, context: Context, call: FunctionCall) -> float | None:
         assert isinstance(context, SharedContext)
+        code = self._lay_out(context, call)
+        zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
+        sandbox = zygote.take()
+        try:
+            return self._invoke(zygote, sandbox, context, code, call)
+        finally:
+            # The report may be forged by the function itself, which could then go on
+            # burning CPU: whatever it reported, its sandbox ends with its invocation (a
+            # no-op for one that has exited already).
+            zygote.end(sandbox)
+
+    def begin(self, context: Context, call: FunctionCall) -> Started | None:
+        """Hand ``call`` to a sandbox that is forked already, and return without waiting
+        for its report (see :class:`Started`); ``None`` when no sandbox is forked, or the
+        code is larger than :data:`BEGIN_MAX_PAYLOAD` (then :meth:`run` it on a thread)."""
+        assert isinstance(context, SharedContext)
+        code = self._lay_out(context, call)
+        header, payload = self._assignment(context, code, call)
+        if len(payload) > BEGIN_MAX_PAYLOAD:
+            return None
+        zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
+        sandbox = zygote.take_forked()
+        if sandbox is None:
+            return None
+        try:
+            _sandboxc.assign(sandbox.channel, context.fd, header, payload, call.timeout or 0.0)
+        except BaseException:
+            zygote.end(sandbox)
+            raise
+        return Started(self, zygote, sandbox, context, code, call)
+
+    def _lay_out(self, context: SharedContext, call: FunctionCall) -> StoredCode:
+        """Lay ``context`` out for the results of ``call``; the code it runs."""
         spec = call.spec
         impl = call.implementation
         code = self.store.get(impl.digest, call.artifact, impl.kind)
@@ -158,15 +195,7 @@ class ProcessEngine(EngineBase):
                 spec, [(p.name, ELEMENT_CODES[p.type.element]) for p in spec.params], results,
                 bytes([code for _, code in results]))
         context.layout(shape[1], shape[2], shape[3], self.output_limit)
-        zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
-        sandbox = zygote.take()
-        try:
-            return self._invoke(zygote, sandbox, context, code, call)
-        finally:
-            # The report may be forged by the function itself, which could then go on
-            # burning CPU: whatever it reported, its sandbox ends with its invocation (a
-            # no-op for one that has exited already).
-            zygote.end(sandbox)
+        return code
 
     def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:
         """Run the Python function of ``call`` on several instances in one sandbox (a
@@ -273,10 +302,9 @@ class ProcessEngine(EngineBase):
                 self._tables_size -= len(old[0]) + len(old[1])
         return cut
 
-    def _invoke(self, zygote: pool.Zygote, sandbox: pool.Sandbox,
-                context: SharedContext, code: StoredCode, call: FunctionCall) -> float | None:
-        """Run ``call`` in ``sandbox``; the seconds the function itself ran (a Python
-        function's sandbox measures them), or raise the error it reported."""
+    def _assignment(self, context: SharedContext, code: StoredCode, call: FunctionCall
+                    ) -> tuple[bytes, bytes]:
+        """The header and payload that hand ``call`` to a sandbox."""
         payload = code.data
         if code.kind == "native":
             assert code.native is not None
@@ -288,14 +316,25 @@ class ProcessEngine(EngineBase):
         else:
             header = ASSIGN.pack(ASSIGN_MAGIC, KIND_PYTHON, context.capacity, self.memory_limit,
                                  len(payload), 0, 0)
+        return header, payload
+
+    def _invoke(self, zygote: pool.Zygote, sandbox: pool.Sandbox,
+                context: SharedContext, code: StoredCode, call: FunctionCall) -> float | None:
+        """Run ``call`` in ``sandbox``; the seconds the function itself ran (a Python
+        function's sandbox measures them), or raise the error it reported."""
+        header, payload = self._assignment(context, code, call)
         try:
             data = _sandboxc.exchange(sandbox.channel, context.fd, header, payload,
                                       call.timeout or 0.0, not sandbox.ready, MAX_REPORT)
         except TimeoutError:  # run()'s finally ends (kills) the sandbox
-            raise FunctionTimeout(f"{_what(call)} ran past its timeout of {call.timeout:g} s "
-                                  "and was killed", function=call.spec.name,
-                                  hint="raise the function's timeout (timeouts={name: s})"
-                                  ) from None
+            raise _timeout(call) from None
+        return self._outcome(zygote, sandbox, context, code, call, data)
+
+    def _outcome(self, zygote: pool.Zygote, sandbox: pool.Sandbox, context: SharedContext,
+                 code: StoredCode, call: FunctionCall, data: bytes) -> float | None:
+        """What the sandbox's report ``data`` says: the seconds the function ran, or the
+        error it failed with (asking the zygote how the sandbox ended, if it ended without
+        a report)."""
         tag, size = data[:4], len(data)
         context.logs = ""
         if tag == OKAY_TAG and size == OKAY.size:
@@ -400,6 +439,64 @@ class ProcessEngine(EngineBase):
 
     def __repr__(self) -> str:
         return f"<ProcessEngine pool={self.pool_size} memory_limit={self.memory_limit}>"
+
+
+class Started(Invocation):
+    """An invocation handed to a sandbox by :meth:`ProcessEngine.begin`: its report is read
+    from the sandbox's channel as it arrives, exactly as :meth:`ProcessEngine.run` reads it
+    (a leading ``READY`` dropped, at most :data:`~.protocol.MAX_REPORT` bytes of body)."""
+
+    def __init__(self, engine: ProcessEngine, zygote: pool.Zygote, sandbox: pool.Sandbox,
+                 context: SharedContext, code: StoredCode, call: FunctionCall) -> None:
+        self.engine, self.zygote, self.sandbox = engine, zygote, sandbox
+        self.context, self.code, self.call = context, code, call
+        self.fd = sandbox.channel
+        self.timeout = call.timeout
+        self._skip_ready = not sandbox.ready
+        self._data = bytearray()
+        self._report = b""
+
+    def feed(self) -> bool:
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return False
+        except OSError:  # reset: whatever arrived is the report
+            chunk = b""
+        if not chunk:
+            self._report = bytes(self._data)
+            return True
+        if self._skip_ready and not self._data and chunk[:1] == READY:
+            chunk = chunk[1:]
+        self._skip_ready = False
+        self._data += chunk
+        size = _sandboxc.report_size(self._data, MAX_REPORT)
+        if size and len(self._data) >= size:
+            self._report = bytes(self._data[:size])
+            return True
+        return False
+
+    def needs_thread(self) -> bool:
+        # no report, or not one of the protocol's: how the sandbox ended is asked of its
+        # zygote, which answers from another process
+        return self._report[:4] not in (OKAY_TAG, DONE_TAG, NATV_TAG, GONE_TAG)
+
+    def outcome(self) -> float | None:
+        return self.engine._outcome(self.zygote, self.sandbox, self.context, self.code,
+                                    self.call, self._report)
+
+    def timed_out(self) -> DandelionError:
+        return _timeout(self.call)
+
+    def end(self) -> None:
+        self.zygote.end(self.sandbox)
+
+
+def _timeout(call: FunctionCall) -> FunctionTimeout:
+    """The error of ``call`` once it ran past its timeout."""
+    return FunctionTimeout(f"{_what(call)} ran past its timeout of {call.timeout:g} s and "
+                           "was killed", function=call.spec.name,
+                           hint="raise the function's timeout (timeouts={name: s})")
 
 
 def _what(call: FunctionCall) -> str:

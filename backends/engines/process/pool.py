@@ -239,9 +239,7 @@ class Zygote:
         sandbox that waited tens of milliseconds runs several times slower than that of one
         that waited a few.  If none is done warming up yet (the pool is being outrun), the
         oldest, which will be first."""
-        self._adapt()
-        with self._cond:
-            sandbox = self._pick()
+        sandbox = self.take_forked()
         if sandbox is None:  # requests outran the pool: fork one for us now
             self._send(FORK, 1)
             with self._cond:
@@ -252,6 +250,13 @@ class Zygote:
                                        hint="see the worker's stderr for why")
                 sandbox = self._ready.popleft()
         return sandbox  # the zygote replaces it when it exits
+
+    def take_forked(self) -> Sandbox | None:
+        """:meth:`take`'s choice among the sandboxes forked already, without waiting for
+        one (``None``: there is none)."""
+        self._adapt()
+        with self._cond:
+            return self._pick()
 
     def _adapt(self) -> None:
         """Turn the warm-up of the sandboxes forked from now on off while the CPUs are busy

@@ -2,7 +2,8 @@
  * The channel between the worker and a sandbox (protocol.h): the sandbox waits for its
  * assignment and maps the context it carries (wait_assignment, receive), reports and
  * waits to be ended (finish); the worker hands a sandbox its assignment and waits for the
- * report (exchange), and polls whether a sandbox is ready (ready).
+ * report (exchange; or assign, then report_size as the report arrives), and polls whether a
+ * sandbox is ready (ready).
  */
 #include "sandboxc.h"
 
@@ -328,6 +329,47 @@ PyObject *exchange(PyObject *self, PyObject *args) {
             r.buf, (Py_ssize_t)(r.want && r.got > r.want ? r.want : r.got));
     free(r.big);
     return result;
+}
+
+/*
+ * assign(channel, memfd, header, payload, timeout): exchange()'s first half, for a worker
+ * that waits for the report itself (an event loop watching the channel): send the header
+ * and `payload` with memfd attached.  It blocks only while the channel's buffer is full,
+ * with the GIL released; `timeout` <= 0: no limit; past it, TimeoutError.  A sandbox that
+ * is gone is no error here: its report (or its absence) is read from the channel.
+ */
+PyObject *assign(PyObject *self, PyObject *args) {
+    int fd, memfd;
+    Py_buffer head, payload;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "iiy*y*d", &fd, &memfd, &head, &payload, &timeout))
+        return NULL;
+    double deadline = timeout > 0 ? now_s() + timeout : 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = send_assignment(fd, memfd, &head, &payload, deadline);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&payload);
+    if (rc > 0) {
+        PyErr_SetString(PyExc_TimeoutError, "the sandbox did not take its assignment in time");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/*
+ * report_size(data, max_body) -> bytes the report that begins with `data` has in all (0:
+ * not known yet), as exchange() reads it: for a worker that reads a report as it arrives.
+ */
+PyObject *py_report_size(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    Py_ssize_t max_body;
+    if (!PyArg_ParseTuple(args, "y*n", &data, &max_body))
+        return NULL;
+    size_t n = report_size(data.buf, (size_t)data.len, (size_t)max_body);
+    PyBuffer_Release(&data);
+    return PyLong_FromSize_t(n);
 }
 
 /*

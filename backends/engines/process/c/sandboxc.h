@@ -41,6 +41,8 @@ PyObject *address_of(PyObject *self, PyObject *args);
 PyObject *wait_assignment(PyObject *self, PyObject *args);
 PyObject *receive(PyObject *self, PyObject *args);
 PyObject *exchange(PyObject *self, PyObject *args);
+PyObject *assign(PyObject *self, PyObject *args);
+PyObject *py_report_size(PyObject *self, PyObject *args);
 PyObject *finish(PyObject *self, PyObject *args);
 PyObject *ready(PyObject *self, PyObject *args);
 

@@ -1,0 +1,230 @@
+"""The hand-off from an event loop to an engine: instances started and awaited by the loop
+itself, with no thread between the loop and the function.
+
+An HTTP frontend starts a hot invocation from its event loop.  Through a worker thread,
+that wakes four times: the loop hands the batch to a worker, the worker to the sandbox, the
+sandbox reports to the worker, the worker resolves the loop's future.  Here, for an engine
+that can :meth:`~dandelion.runtime.engine.Engine.begin` a function without waiting for it
+(the ``process`` engine), the loop places the inputs, hands the function to a sandbox and
+watches the sandbox's channel (``loop.add_reader``) for its report: two wake-ups.  The time
+limit is a timer of the loop; an outcome that may block (a sandbox that died without a
+report, whose zygote is asked how) is read on a thread of its own.
+
+The pool's bound holds: an invocation driven here takes one of the pool's ``size`` engines
+while it runs, like a worker thread does; one that finds none free waits in this
+:class:`Handoff`'s queue, in order, and one the engine cannot begin without blocking (no
+sandbox forked, large code) goes to the worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import threading
+import time
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dandelion.runtime.engine import Context, Invocation, check_outputs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dandelion.runtime.pool import Batch, EnginePool
+
+T = TypeVar("T")
+
+
+def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is running ``loop`` (so its callbacks may be added)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def awaitable(future: concurrent.futures.Future[T], loop: asyncio.AbstractEventLoop
+              ) -> asyncio.Future[T]:
+    """``asyncio.wrap_future(future)`` for a coroutine on ``loop``, without its wake-up
+    when ``future`` is resolved on the loop itself (by an instance driven there): the
+    outcome is handed over at once, not through the loop's self-pipe and another turn.
+    Cancelling the awaitable cancels ``future``."""
+    waiting: asyncio.Future[T] = loop.create_future()
+
+    def settle(done: concurrent.futures.Future[T]) -> None:
+        if waiting.done():  # cancelled meanwhile
+            return
+        if done.cancelled():
+            waiting.cancel()
+        elif done.exception() is not None:
+            waiting.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            waiting.set_result(done.result())
+
+    def handed(done: concurrent.futures.Future[T]) -> None:
+        if on_loop(loop):
+            settle(done)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(settle, done)
+
+    def cancelled(w: asyncio.Future[T]) -> None:
+        if w.cancelled():
+            future.cancel()
+
+    waiting.add_done_callback(cancelled)
+    future.add_done_callback(handed)
+    return waiting
+
+
+class _Driven:
+    """One instance under way: its batch, context, invocation and timer."""
+
+    __slots__ = ("batch", "context", "invocation", "timer", "started", "stamp")
+
+    def __init__(self, batch: Batch, context: Context, invocation: Invocation) -> None:
+        self.batch = batch
+        self.context = context
+        self.invocation = invocation
+        self.timer: asyncio.TimerHandle | None = None
+        self.started = time.perf_counter()
+        self.stamp = time.time() if batch.watch is not None else 0.0
+
+
+class Handoff:
+    """Runs a pool's one-instance batches from ``loop``, on an engine of its own.
+
+    Args:
+        pool: whose engines (its bound on invocations at once) it shares.
+        loop: the event loop that drives the invocations; every method but
+            :meth:`wake` and :meth:`close` is called on it.
+    """
+
+    def __init__(self, pool: EnginePool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.engine = pool.engine_factory()
+        #: batches waiting for a free engine, first come first started
+        self.waiting: collections.deque[Batch] = collections.deque()
+        self._draining = False
+
+    def submit(self, batch: Batch) -> None:
+        """Run ``batch`` (one instance) as soon as one of the pool's engines is free."""
+        self.waiting.append(batch)
+        self.drain()
+
+    def drain(self) -> None:
+        """Start the waiting batches that the pool's free engines allow."""
+        if self._draining:  # a batch that ended as it started: the loop below goes on
+            return
+        self._draining = True
+        try:
+            while self.waiting and self.pool.take_engine(here=True):
+                batch = self.waiting.popleft()
+                if not self._start(batch):  # the engine cannot begin it: a worker runs it
+                    self.pool.give_engine()
+                    self.pool.tasks.put(batch)
+        finally:
+            self._draining = False
+
+    def wake(self) -> None:
+        """From another thread: an engine became free; start what waits (on the loop)."""
+        if self.waiting and not self.loop.is_closed() and not on_loop(self.loop):
+            try:
+                self.loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop closed meanwhile: nothing runs there any more
+                pass
+
+    def _start(self, batch: Batch) -> bool:
+        """Begin the batch's instance; ``False`` if the engine cannot without blocking."""
+        inst = batch.instances[0]
+        if batch.cancelled.is_set():
+            self._done(batch, None)
+            return True
+        domain = self.engine.domain
+        context = domain.acquire()
+        try:
+            context.place(inst.inputs)
+            invocation = self.engine.begin(context, batch.call)
+        except BaseException as e:  # reported to the dispatcher, never lost
+            domain.release(context)
+            self._done(batch, e)
+            return True
+        if invocation is None:
+            domain.release(context)
+            return False
+        driven = _Driven(batch, context, invocation)
+        if batch.watch is not None:
+            batch.watch(inst, driven.stamp, None, None, None, None)
+        self.loop.add_reader(invocation.fd, self._readable, driven)
+        if invocation.timeout:
+            driven.timer = self.loop.call_later(invocation.timeout, self._expire, driven)
+        return True
+
+    def _readable(self, driven: _Driven) -> None:
+        invocation = driven.invocation
+        if not invocation.feed():
+            return
+        self.loop.remove_reader(invocation.fd)
+        if driven.timer is not None:
+            driven.timer.cancel()
+        if invocation.needs_thread():
+            threading.Thread(target=self._conclude, args=(driven,), daemon=True,
+                             name="dandelion-handoff").start()
+        else:
+            self._conclude(driven)
+
+    def _expire(self, driven: _Driven) -> None:
+        """The instance ran past its time limit: stop it and fail it."""
+        invocation = driven.invocation
+        self.loop.remove_reader(invocation.fd)
+        invocation.end()
+        self._finish(driven, None, invocation.timed_out(), None)
+
+    def _conclude(self, driven: _Driven) -> None:
+        """Read the ended invocation's outputs (on the loop, or on a thread of its own)."""
+        batch, context = driven.batch, driven.context
+        outputs: Any = None
+        error: BaseException | None = None
+        seconds = None
+        try:
+            seconds = driven.invocation.outcome()
+            outputs = context.extract()
+            if context.logs:
+                batch.logs.append((batch.instances[0], context.logs))
+            check_outputs(batch.call.spec, outputs)
+        except BaseException as e:  # reported to the dispatcher, never lost
+            error, outputs = e, None
+        self._finish(driven, outputs, error, seconds)
+
+    def _finish(self, driven: _Driven, outputs: Any, error: BaseException | None,
+                seconds: float | None) -> None:
+        batch = driven.batch
+        if error is None:
+            self.pool.measure(batch.call, 1, time.perf_counter() - driven.started, seconds)
+            batch.results.append(outputs)
+        if batch.watch is not None:
+            batch.watch(batch.instances[0], driven.stamp, time.time(), outputs, error,
+                        seconds)
+        self._done(batch, error)
+        if on_loop(self.loop):
+            # Ending the sandbox (a signal that wakes it to exit, and its exit) and wiping
+            # the context are off the request's critical path: they come after the
+            # callbacks that the outcome scheduled (the awaiting task's next step, which
+            # answers the request), still before the loop waits for anything else.
+            self.loop.call_soon(self.loop.call_soon, self._release, driven)
+        else:
+            self._release(driven)
+
+    def _release(self, driven: _Driven) -> None:
+        """End the invocation's sandbox (whatever it reported) and wipe its context."""
+        driven.invocation.end()
+        self.engine.domain.release(driven.context)
+
+    def _done(self, batch: Batch, error: BaseException | None) -> None:
+        """Free the engine, tell the batch's owner, start what waits."""
+        self.pool.give_engine()
+        batch.done(batch, None if error is None else (batch.instances[0], error))
+        if on_loop(self.loop):
+            self.drain()
+
+    def close(self) -> None:
+        """Release the engine (invocations under way still end, on the loop)."""
+        self.engine.close()

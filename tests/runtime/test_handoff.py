@@ -1,0 +1,138 @@
+"""The hand-off from an event loop to the process engine: a run started on a loop is
+driven by the loop itself (no worker thread between it and the sandbox), with the same
+outputs, output capture, errors, time limits and bound on invocations at once."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+import dandelion as dd
+from dandelion.program import as_program
+from dandelion.runtime import logs
+from dandelion.runtime.events import Event, EventKind
+from dandelion.runtime.handoff import awaitable
+from tests.runtime import handofffuncs as h
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="the process engine is Linux-only")
+
+
+class Threads:
+    """An observer that notes the thread each instance's events were told on, and how
+    many instances ran at once at most."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.running = 0
+        self.most = 0
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is EventKind.CACHED:
+            return
+        self.names.add(threading.current_thread().name)
+        self.running += 1 if event.kind is EventKind.STARTED else -1
+        self.most = max(self.most, self.running)
+
+
+async def _run(rt: dd.Runtime, target: Any, x: Any, observe: Any = None,
+               printed: logs.Collector | None = None) -> Any:
+    program = as_program(target)
+    with logs.collect(printed):
+        future = rt.start_plan(rt.plan(program), program.bind((x,), {}), program.artifacts,
+                               observe=observe, loop=asyncio.get_running_loop())
+    assert future is not None
+    return program.unbind(await asyncio.wrap_future(future))
+
+
+def test_a_run_started_on_a_loop_runs_its_instance_from_the_loop_with_its_output() -> None:
+    threads = Threads()
+    printed = logs.Collector()
+    with dd.Runtime(engine="process", workers=1, cache=False) as rt:
+        async def main() -> Any:
+            return await _run(rt, h.tag, 7, threads, printed)
+
+        assert asyncio.run(main()) == 7001
+    assert threads.names == {threading.current_thread().name}  # the loop's, no worker's
+    assert [(log.function, log.text) for log in printed.logs] == \
+        [("tagged", "tagged 7, seen 1\n")]
+
+
+def test_without_a_loop_the_same_run_goes_through_a_worker_thread() -> None:
+    threads = Threads()
+    with dd.Runtime(engine="process", workers=1, cache=False) as rt:
+        program = as_program(h.tag)
+        future = rt.start_plan(rt.plan(program), program.bind((7,), {}), program.artifacts,
+                               observe=threads)
+        assert future is not None
+        assert program.unbind(future.result(timeout=60)) == 7001
+    assert threads.names == {"dandelion-worker-0"}
+
+
+def test_many_runs_at_once_keep_their_own_results_and_the_pool_bound() -> None:
+    threads = Threads()
+    printed = logs.Collector()
+    with dd.Runtime(engine="process", workers=2, cache=False) as rt:
+        async def main() -> list[Any]:
+            return await asyncio.gather(*(_run(rt, h.tag, x, threads, printed)
+                                          for x in range(40)))
+
+        results = asyncio.run(main())
+    assert results == [x * 1000 + 1 for x in range(40)]  # each in a fresh sandbox
+    assert threads.most <= 2  # never more invocations at once than engines
+    assert sorted(log.text for log in printed.logs) == \
+        sorted(f"tagged {x}, seen 1\n" for x in range(40))
+
+
+def test_a_crash_a_timeout_and_an_exit_fail_their_own_runs_only() -> None:
+    with dd.Runtime(engine="process", workers=2, cache=False,
+                    timeouts={"spinning": 0.5}) as rt:
+        async def main() -> list[Any]:
+            return await asyncio.gather(
+                _run(rt, h.crash, 1), _run(rt, h.tag, 1), _run(rt, h.spin, 1),
+                _run(rt, h.tag, 2), _run(rt, h.exit_, 1), _run(rt, h.tag, 3),
+                return_exceptions=True)
+
+        crashed, one, spun, two, exited, three = asyncio.run(main())
+    assert (one, two, three) == (1001, 2001, 3001)
+    assert isinstance(crashed, dd.SandboxViolation)
+    assert "crashed with SIGSEGV" in crashed.message and crashed.function == "crashing"
+    assert isinstance(spun, dd.FunctionTimeout)
+    assert "ran past its timeout of 0.5 s and was killed" in spun.message
+    assert isinstance(exited, dd.SandboxViolation)
+    assert "exited (status 3) without returning its outputs" in exited.message
+
+
+def test_code_too_large_to_hand_over_from_the_loop_runs_on_a_worker() -> None:
+    threads = Threads()
+    with dd.Runtime(engine="process", workers=1, cache=False) as rt:
+        async def main() -> Any:
+            return await _run(rt, h.size, 1, threads)
+
+        assert asyncio.run(main()) == 1 + len(h.BIG)
+    assert threads.names == {"dandelion-worker-0"}
+
+
+def test_awaitable_hands_over_an_outcome_from_the_loop_or_another_thread() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        here: concurrent.futures.Future[int] = concurrent.futures.Future()
+        waiting = awaitable(here, loop)
+        here.set_result(1)  # on the loop: handed over at once
+        assert waiting.done() and waiting.result() == 1
+        there: concurrent.futures.Future[int] = concurrent.futures.Future()
+        waiting = awaitable(there, loop)
+        threading.Thread(target=there.set_exception, args=(ValueError("no"),)).start()
+        with pytest.raises(ValueError, match="no"):
+            await waiting
+        cancelled: concurrent.futures.Future[int] = concurrent.futures.Future()
+        awaitable(cancelled, loop).cancel()
+        await asyncio.sleep(0)
+        assert cancelled.cancelled()  # the run it stands for is cancelled too
+
+    asyncio.run(main())
