@@ -21,6 +21,7 @@ the one place that says how each element type is laid out:
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
@@ -196,7 +197,9 @@ def npy_parts(value: Any) -> tuple[bytes, memoryview]:
         raise _fail(value, ElementType.NDARRAY, "expected a numpy array without Python objects")
     arr = value if type(value) is np.ndarray and value.flags.c_contiguous \
         else np.ascontiguousarray(value)
-    header = npy_header(np.lib.format.dtype_to_descr(arr.dtype), arr.shape)
+    descr: Any = np.lib.format.dtype_to_descr(arr.dtype)  # (a list for a record dtype)
+    header = _npy_header(descr, arr.shape) if type(descr) is str else \
+        npy_header(descr, arr.shape)
     flat: Any = arr.reshape(-1).view(np.uint8)
     return header, memoryview(flat)
 
@@ -208,6 +211,10 @@ def npy_header(descr: Any, shape: Sequence[int]) -> bytes:
     text += " " * ((-total) % 64) + "\n"
     raw = text.encode("latin1")
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(raw)) + raw
+
+
+#: the headers of the arrays seen last (a plain dtype and a shape: often the same each run)
+_npy_header = functools.lru_cache(maxsize=256)(npy_header)
 
 
 _SIMPLE_NPY = re.compile(r"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': (True|False), "

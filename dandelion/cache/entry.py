@@ -17,8 +17,14 @@ import re
 import struct
 from typing import Any, Sequence
 
-from dandelion.cache import hashing
-from dandelion.cache.content import ELEMENTS, HEADER, INLINE_LIMIT, record, record_parts
+from dandelion.cache.content import (
+    ELEMENTS,
+    HEADER,
+    INLINE_LIMIT,
+    long_digest,
+    record,
+    record_parts,
+)
 from dandelion.codec import decode
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
@@ -67,10 +73,7 @@ def pack(outputs: Outputs) -> tuple[bytes, list[bytes]]:
             if size <= INLINE_LIMIT:
                 ids.append(b"\x00" + b"".join(parts))
             else:
-                h = hashing.new()
-                for p in parts:
-                    h.update(p)
-                digest = h.digest()
+                digest = long_digest(parts)
                 chunks.append(digest)
                 ids.append(b"\x01" + digest)
     return b"".join(chunks), ids
@@ -170,11 +173,22 @@ def _array(data: memoryview) -> Any:
     import numpy as np
 
     (hlen,) = struct.unpack_from("<H", data, 8)
-    match = _NPY.match(bytes(data[10:10 + hlen]).decode("latin1"))
-    if bytes(data[:8]) != b"\x93NUMPY\x01\x00" or match is None:
-        return decode(data, ElementType.NDARRAY)
-    dtype = np.dtype(match.group(1))
-    shape = tuple(int(n) for n in match.group(2).replace(",", " ").split())
+    head = bytes(data[:10 + hlen])
+    known = _ARRAYS.get(head)
+    if known is None:
+        match = _NPY.match(head[10:].decode("latin1"))
+        if head[:8] != b"\x93NUMPY\x01\x00" or match is None:
+            return decode(data, ElementType.NDARRAY)
+        known = (np.dtype(match.group(1)),
+                 tuple(int(n) for n in match.group(2).replace(",", " ").split()))
+        if len(_ARRAYS) >= 256:
+            _ARRAYS.clear()
+        _ARRAYS[head] = known
+    dtype, shape = known
     flat = np.frombuffer(data, dtype=dtype, offset=10 + hlen)
     return flat.reshape(shape).copy()
+
+
+#: the dtype and shape of the ``.npy`` headers seen last (often the same each run)
+_ARRAYS: dict[bytes, tuple[Any, tuple[int, ...]]] = {}
 

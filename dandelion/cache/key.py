@@ -36,8 +36,9 @@ try:
 except ImportError:  # pragma: no cover - built without a C compiler: hashlib does it
     _keysc = None  # type: ignore[assignment]
 
-#: Bumped whenever what enters a key changes meaning.
-KEY_VERSION = 1
+#: Bumped whenever what enters a key changes meaning (2: the content id of a long record
+#: hashes its bulk apart, :func:`~dandelion.cache.content.long_digest`).
+KEY_VERSION = 2
 
 #: The version of the contract between the dispatcher and the engines: the item encoding
 #: (:mod:`dandelion.codec`) and a context's layout.  Changing either changes every key.

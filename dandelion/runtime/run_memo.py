@@ -127,7 +127,8 @@ class RunMemo:
         self.plan = plan
         self.inputs = [d.name for d in plan.composition.inputs]
         self.outputs = [d.name for d in plan.composition.outputs]
-        self._structure = structure
+        #: what every key starts with: the salt and the structure
+        self._head = _SALT + _COUNT(len(structure)) + structure
         self._parts = parts
 
     @classmethod
@@ -163,14 +164,9 @@ class RunMemo:
             Uncacheable: an input has no canonical encoding, or a function reaches
                 something that cannot be hashed.
         """
-        h = hashing.new(_SALT)
-        h.update(_COUNT(len(self._structure)))
-        h.update(self._structure)
-        for part in self._parts:
-            h.update(part.current())
-        h.update(tail([[content_id(item) for item in inputs.get(name, ())]
-                       for name in self.inputs]))
-        return h.digest()
+        ids = [[content_id(item) for item in inputs.get(name, ())] for name in self.inputs]
+        return hashing.digest(b"".join([self._head, *[p.current() for p in self._parts],
+                                        tail(ids)]))
 
     def storage_key(self, cache: Cache, inputs: Mapping[str, Items]) -> str | None:
         """Where ``cache`` keeps the outputs of a run on ``inputs`` (``None``: the run

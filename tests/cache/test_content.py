@@ -1,0 +1,40 @@
+"""The content id of an item covers every byte of its record, short or long."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import dandelion as dd
+from dandelion.cache.content import content_id
+from dandelion.cache.entry import pack, unpack
+
+
+def _array() -> np.ndarray:
+    return np.arange(64 * 64, dtype=np.int64).reshape(64, 64)
+
+
+def test_a_long_record_changes_its_id_with_any_part_of_it():
+    a = _array()
+    base = content_id(dd.Item(a, key=1, name="m"))
+    assert base[:1] == b"\x01" and len(base) == 33  # long: a digest
+    changed = a.copy()
+    changed[63, 63] += 1  # the last byte of the bulk
+    others = [dd.Item(changed, key=1, name="m"), dd.Item(a, key=2, name="m"),
+              dd.Item(a, key=1, name="n"), dd.Item(a.astype(np.int32), key=1, name="m"),
+              dd.Item(a.reshape(32, 128), key=1, name="m"),  # the same bytes, reshaped
+              dd.Item(a.tobytes(), key=1, name="m")]  # the same bytes, not an array
+    ids = [content_id(item) for item in others]
+    assert base not in ids and len(set(ids)) == len(ids)
+    # the same content is the same id: another object, a strided view of equal values
+    assert content_id(dd.Item(a.copy(), key=1, name="m")) == base
+    wide = np.zeros((64, 128), dtype=np.int64)
+    wide[:, ::2] = a
+    assert content_id(dd.Item(wide[:, ::2], key=1, name="m")) == base
+
+
+def test_an_entry_gives_its_outputs_the_ids_content_id_gives():
+    outputs = [(dd.Item(_array(), key=3, name="m"), dd.Item("x" * 200)), (dd.Item(5),)]
+    data, ids = pack(outputs)
+    assert ids == [content_id(item) for items in outputs for item in items]
+    served, same = unpack(data)
+    assert same == ids and (served[0][0].value == _array()).all()
