@@ -104,6 +104,7 @@ class Handoff:
         #: batches waiting for a free engine, first come first started
         self.waiting: collections.deque[Batch] = collections.deque()
         self._draining = False
+        self._closed = False
 
     def submit(self, batch: Batch) -> None:
         """Run ``batch`` (one instance) as soon as one of the pool's engines is free."""
@@ -214,9 +215,11 @@ class Handoff:
             self._release(driven)
 
     def _release(self, driven: _Driven) -> None:
-        """End the invocation's sandbox (whatever it reported) and wipe its context."""
+        """End the invocation's sandbox (whatever it reported) and wipe its context (a
+        closed engine's contexts are gone already)."""
         driven.invocation.end()
-        self.engine.domain.release(driven.context)
+        if not self._closed:
+            self.engine.domain.release(driven.context)
 
     def _done(self, batch: Batch, error: BaseException | None) -> None:
         """Free the engine, tell the batch's owner, start what waits."""
@@ -227,4 +230,5 @@ class Handoff:
 
     def close(self) -> None:
         """Release the engine (invocations under way still end, on the loop)."""
+        self._closed = True
         self.engine.close()

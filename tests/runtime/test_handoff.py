@@ -17,6 +17,7 @@ from dandelion.program import as_program
 from dandelion.runtime import logs
 from dandelion.runtime.events import Event, EventKind
 from dandelion.runtime.handoff import awaitable
+from tests.conformance import funcs as f
 from tests.runtime import handofffuncs as h
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -136,3 +137,25 @@ def test_awaitable_hands_over_an_outcome_from_the_loop_or_another_thread() -> No
         assert cancelled.cancelled()  # the run it stands for is cancelled too
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("target", "x"), [(f.fan_in, [1, 2, 3]), (f.chain3, 4),
+                                           (f.doubles, list(range(7)))])
+def test_compositions_started_on_a_loop_give_what_run_gives(target: Any, x: Any) -> None:
+    """Fan-outs, chains and gathers: every instance driven from the loop, the next
+    application started from the loop as the last one ends."""
+    with dd.Runtime(engine="process", workers=2, cache=False) as rt:
+        async def main() -> Any:
+            return await _run(rt, target, x)
+
+        assert asyncio.run(main()) == rt.run(target, x)
+
+
+def test_a_failing_instance_fails_the_run_started_on_a_loop_with_its_name() -> None:
+    with dd.Runtime(engine="process", workers=2, cache=False) as rt:
+        async def main() -> Any:
+            return await _run(rt, f.failing_chain, [1, 2, 5])
+
+        with pytest.raises(dd.FunctionError, match="fail_on_three") as info:
+            asyncio.run(main())
+    assert info.value.function == "fail_on_three"
