@@ -1,6 +1,6 @@
 """The C extension of :mod:`dandelion.cache.key` (``c/keysc.c``)."""
 
-from typing import Sequence
+from typing import Any, Sequence
 
 ALGORITHMS: tuple[str, ...]
 
@@ -8,3 +8,5 @@ ALGORITHMS: tuple[str, ...]
 def storage_keys(prefix: bytes, namespace: str, tails: Sequence[bytes | None],
                  algorithm: str) -> list[str | None]: ...
 def digest(data: bytes, algorithm: str) -> bytes: ...
+def int_tails(instances: Sequence[Any]) -> list[bytes | None]: ...
+def int_entries(outputs: Sequence[Sequence[Sequence[Any]]]) -> list[bytes] | None: ...

@@ -30,6 +30,11 @@ from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
 
+try:  # the C extension: the entries of instances of one int item in one call
+    from dandelion.cache._keysc import int_entries as _int_entries
+except ImportError:  # pragma: no cover - built without a C compiler, or an older build
+    _int_entries = None  # type: ignore[assignment]
+
 MAGIC = b"DDCE1\0"
 _COUNT = struct.Struct("<I")
 _SIZE = struct.Struct("<Q")
@@ -88,6 +93,8 @@ def pack_ints(outputs: Sequence[Outputs]) -> list[bytes] | None:
     >>> pack_ints([[(Item(True),)]]) is None
     True
     """
+    if _int_entries is not None:
+        return _int_entries(outputs)
     one = _ONE_INT.pack
     try:
         entries = [one(MAGIC, 1, 1, 21, 3, item.key, 0, value) for out in outputs

@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Outputs = list[tuple[Item[Any], ...]]
 
+try:  # the C extension: the tails of instances of one int item in one call
+    from dandelion.cache._keysc import int_tails as _int_tails
+except ImportError:  # pragma: no cover - built without a C compiler, or an older build
+    _int_tails = None  # type: ignore[assignment]
+
 #: the tail of a key whose instance has one parameter of one int item without a name:
 #: ``tail([[content_id(item)]])`` in one step (1 parameter, 1 item, the id's length, then
 #: the id: 0x00 and the item's record)
@@ -88,7 +93,19 @@ class RunCache:
     def tails(self, instances: Sequence[Instance]) -> tuple[list[bytes | None], str | None]:
         """Per instance the :func:`~dandelion.cache.key.tail` of its key (``None``:
         uncacheable), and the first reason one is not."""
-        tails: list[bytes | None] = []
+        if _int_tails is not None:  # those of one int item in C, in one call
+            tails = _int_tails(instances)
+            if None not in tails:
+                return tails, None
+            reason = None
+            for at, inst in enumerate(instances):
+                if tails[at] is None:
+                    try:
+                        tails[at] = tail([self.content_ids(items) for items in inst.inputs])
+                    except Uncacheable as e:
+                        reason = reason or f"instance {inst.index}: {e}"
+            return tails, reason
+        tails = []
         reason = None
         one_int = _ONE_INT_TAIL
         for inst in instances:

@@ -5,13 +5,16 @@ BLAKE2b keys the definition in ``dandelion.cache.key`` gives, and the one-step p
 from __future__ import annotations
 
 import hashlib
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dandelion.cache import entry as entry_module
 from dandelion.cache import hashing, open_cache
-from dandelion.cache.content import content_id
+from dandelion.cache import run as run_module
+from dandelion.cache.content import INLINE_LIMIT, Uncacheable, content_id, record_parts
 from dandelion.cache.key import instance_key, storage_keys, tail
 from dandelion.cache.run import RunCache
 from dandelion.items import Item
@@ -109,3 +112,51 @@ def test_an_int_beyond_64_bits_makes_its_instance_uncacheable_and_says_why():
                                Instance(1, ((Item(2**64),),), ())])
     assert tails[0] is not None and tails[1] is None
     assert reason == f"instance 1: an int item ({2**64}) does not fit in 64 bits"
+
+
+#: items of every kind the one-step paths take or must leave to the general one
+ITEMS = st.builds(
+    Item,
+    st.one_of(st.integers(-2**64, 2**64), st.booleans(), st.floats(allow_nan=False),
+              st.text(max_size=3), st.binary(max_size=3)),
+    key=st.one_of(INTS, st.integers(2**63, 2**64)),
+    name=st.sampled_from(["", "a"]))
+
+
+def _general_tail(items: tuple[Item, ...]) -> bytes | None:
+    """The tail from the general encoding (content.record_parts), or None: uncacheable."""
+    try:
+        records = [b"".join(record_parts(item)[1]) for item in items]
+    except Uncacheable:
+        return None
+    return tail([[b"\x00" + r if len(r) <= INLINE_LIMIT else b"\x01" + hashing.digest(r)
+                  for r in records]])
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.lists(ITEMS, min_size=1, max_size=2).map(tuple), max_size=5))
+def test_the_tails_of_a_run_are_those_of_the_general_encoding(in_c, items):
+    instances = [Instance(i, (its,), ()) for i, its in enumerate(items)]
+    with mock.patch.object(run_module, "_int_tails", run_module._int_tails if in_c else None):
+        tails, reason = RunCache(open_cache("memory")).tails(instances)
+    assert tails == [_general_tail(its) for its in items]
+    assert (reason is None) == (None not in tails)
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(ITEMS, max_size=5))
+def test_int_entries_in_one_step_are_those_pack_makes(in_c, items):
+    outputs = [[(item,)] for item in items]
+    try:
+        packed = [entry_module.pack(out)[0] for out in outputs]
+    except Uncacheable:
+        packed = None
+    with mock.patch.object(entry_module, "_int_entries",
+                           entry_module._int_entries if in_c else None):
+        one_step = entry_module.pack_ints(outputs)
+    one_int = all(type(i.value) is int and not i.name and -2**63 <= i.value < 2**63
+                  and -2**63 <= i.key < 2**63 for i in items)
+    assert one_step == (packed if one_int else None)
+    assert entry_module.pack_ints([[(Item(1), Item(2))]]) is None  # two items: not one step

@@ -1,5 +1,7 @@
 /*
- * _keysc: the cache keys of many function instances in one call (dandelion/cache/key.py).
+ * _keysc: the cache keys of many function instances in one call (dandelion/cache/key.py),
+ * and, for instances of one int item, the tails of their keys and their entries
+ * (dandelion/cache/run.py, entry.py).
  *
  * The key of an instance is H(prefix || tail): the prefix is its application's (key.prefix),
  * the tail encodes the content ids of the instance's inputs (key.tail), H is the hash of
@@ -417,6 +419,143 @@ static PyObject *digest(PyObject *self, PyObject *args) {
     return failed ? NULL : PyBytes_FromStringAndSize((const char *)out, OUT);
 }
 
+/* ---- int items in one step (dandelion/cache/run.py, entry.py) ------------------------- */
+
+static PyObject *S_INPUTS, *S_VALUE, *S_KEY, *S_NAME;
+
+static inline void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void put64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* The only element of a tuple or list of one, else NULL (borrowed; no error set). */
+static PyObject *only(PyObject *seq) {
+    if (PyTuple_CheckExact(seq))
+        return PyTuple_GET_SIZE(seq) == 1 ? PyTuple_GET_ITEM(seq, 0) : NULL;
+    if (PyList_CheckExact(seq))
+        return PyList_GET_SIZE(seq) == 1 ? PyList_GET_ITEM(seq, 0) : NULL;
+    return NULL;
+}
+
+/* An item's int record (element 3, key, no name, value: content.py's <BqIq>) at p when the
+ * item's value is an int (not a subclass), its name empty, and key and value fit in 64
+ * bits: 1; else 0; -1 with an exception set. */
+static int int_record(PyObject *item, uint8_t *p) {
+    PyObject *value = PyObject_GetAttr(item, S_VALUE);
+    if (value == NULL)
+        return -1;
+    int fits = 0;
+    if (PyLong_CheckExact(value)) {
+        PyObject *name = PyObject_GetAttr(item, S_NAME);
+        PyObject *key = name == NULL ? NULL : PyObject_GetAttr(item, S_KEY);
+        if (key == NULL) {
+            Py_XDECREF(name);
+            Py_DECREF(value);
+            return -1;
+        }
+        if (PyUnicode_Check(name) && PyUnicode_GET_LENGTH(name) == 0 && PyLong_Check(key)) {
+            int over_key, over_value;
+            long long k = PyLong_AsLongLongAndOverflow(key, &over_key);
+            long long v = PyLong_AsLongLongAndOverflow(value, &over_value);
+            if ((k == -1 || v == -1) && PyErr_Occurred())
+                fits = -1;
+            else if (!over_key && !over_value) {
+                p[0] = 3;
+                put64(p + 1, (uint64_t)k);
+                put32(p + 9, 0);
+                put64(p + 13, (uint64_t)v);
+                fits = 1;
+            }
+        }
+        Py_DECREF(name);
+        Py_DECREF(key);
+    }
+    Py_DECREF(value);
+    return fits;
+}
+
+#define RECORD 21 /* an int record: element u8, key i64, name length u32, value i64 */
+
+/* int_tails(instances) -> per instance, the tail of its key (key.py's tail of one parameter
+ * of one item whose content id is 0x00 + its int record) when its inputs are one parameter
+ * of one int item without a name, else None. */
+static PyObject *int_tails(PyObject *self, PyObject *instances) {
+    PyObject *seq = PySequence_Fast(instances, "instances must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    PyObject **insts = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *inputs = PyObject_GetAttr(insts[i], S_INPUTS);
+        if (inputs == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyObject *items = only(inputs), *item = items == NULL ? NULL : only(items);
+        uint8_t tail[4 + 4 + 1 + RECORD]; /* 1 parameter, 1 item, the id's length, the id */
+        int fits = item == NULL ? 0 : int_record(item, tail + 9);
+        Py_DECREF(inputs);
+        PyObject *made = NULL;
+        if (fits == 1) {
+            put32(tail, 1);
+            put32(tail + 4, 1 + RECORD);
+            tail[8] = 0;
+            made = PyBytes_FromStringAndSize((const char *)tail, sizeof tail);
+        } else if (fits == 0) {
+            made = Py_NewRef(Py_None);
+        }
+        if (made == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, made);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
+static const char MAGIC[6] = {'D', 'D', 'C', 'E', '1', 0}; /* entry.py's MAGIC */
+
+/* int_entries(outputs) -> the entries (entry.py's pack) of many instances' outputs when
+ * each is one result of one int item without a name, else None. */
+static PyObject *int_entries(PyObject *self, PyObject *outputs) {
+    PyObject *seq = PySequence_Fast(outputs, "outputs must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = PyList_New(n);
+    PyObject **outs = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *items = only(outs[i]), *item = items == NULL ? NULL : only(items);
+        uint8_t entry[6 + 4 + 4 + 8 + RECORD]; /* magic, 1 result, 1 item, its size */
+        int fits = item == NULL ? 0 : int_record(item, entry + 22);
+        if (fits != 1) {
+            Py_CLEAR(out);
+            if (fits == 0)
+                out = Py_NewRef(Py_None);
+            break;
+        }
+        memcpy(entry, MAGIC, 6);
+        put32(entry + 6, 1);
+        put32(entry + 10, 1);
+        put64(entry + 14, RECORD);
+        PyObject *made = PyBytes_FromStringAndSize((const char *)entry, sizeof entry);
+        if (made == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, made);
+    }
+    Py_DECREF(seq);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"storage_keys", storage_keys, METH_VARARGS,
      "storage_keys(prefix, namespace, tails, algorithm) -> ['<namespace>/<hex "
@@ -424,6 +563,12 @@ static PyMethodDef methods[] = {
      "(32-byte digests)."},
     {"digest", digest, METH_VARARGS,
      "digest(data, algorithm) -> the 32-byte 'blake3' or 'blake2b' digest of data."},
+    {"int_tails", int_tails, METH_O,
+     "int_tails(instances) -> per instance, the tail of its key when its inputs are one "
+     "parameter of one int item without a name, else None."},
+    {"int_entries", int_entries, METH_O,
+     "int_entries(outputs) -> the entries of many instances' outputs when each is one result "
+     "of one int item without a name, else None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -434,6 +579,11 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__keysc(void) {
+    if ((S_INPUTS = PyUnicode_InternFromString("inputs")) == NULL ||
+        (S_VALUE = PyUnicode_InternFromString("value")) == NULL ||
+        (S_KEY = PyUnicode_InternFromString("key")) == NULL ||
+        (S_NAME = PyUnicode_InternFromString("name")) == NULL)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
     /* the hashes storage_keys makes (a build of an older keysc.c has fewer, or none) */
     PyObject *algorithms = m == NULL ? NULL : Py_BuildValue("(ss)", "blake3", "blake2b");
