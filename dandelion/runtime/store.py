@@ -34,6 +34,7 @@ from typing import Any, Collection
 import attrs
 
 from dandelion.errors import BackendError
+from dandelion.runtime import pickling
 from dandelion.runtime.native import NativeFunction, NativeImage, validate_elf
 from dandelion.runtime.shipping import serialize_python
 from dandelion.runtime.wasm import WasmFunction, validate_wasm
@@ -189,19 +190,40 @@ class ArtifactStore:
         self._remember(digest, code)
         return code
 
-    def adopt(self, digest: str, artifact: Any) -> None:
-        """Trust the Python code this store wrote for ``digest`` for ``artifact`` too.
+    def stored_artifact(self, digest: str) -> Any:
+        """The Python artifact decoded from the code this store wrote for ``digest`` (read
+        from memory, else from disk and checked against its content digest), which
+        :meth:`get` then serves that very code; ``None`` where this store wrote no Python
+        code for ``digest``, or it no longer decodes.
 
-        For an object loaded again from the very code that the stored copy was serialized
-        from: a worker's registered source (its digest covers the whole text) or shipped
-        pickle, executed anew after it was evicted from memory.  Running it then reads
-        that copy (from memory, else from disk) instead of serializing the function again,
-        which costs a cold invocation more than reading it.  Nothing is trusted where this
-        store did not write ``digest`` itself.
+        For a worker's evicted code (docs/serve.rst, "Cold invocations"): decoding the
+        stored pickle takes tens of microseconds, where loading the function again from
+        its source (running its module and ``@dd.compute``'s inspection of it) takes about
+        a millisecond.  A digest names the code the store wrote, so the copy is that code:
+        what a changed registration runs has another digest.
+
+        Raises:
+            BackendError: the file on disk is corrupt or unreadable.
         """
         with self._lock:
-            if digest in self._written:
-                self._source[digest] = artifact
+            written = self._written.get(digest)
+        if written is None:
+            return None
+        try:
+            code = self.get(digest)
+        except BackendError as e:
+            if "no code for" in e.message:  # deleted (by a sweep or by hand)
+                return None
+            raise
+        if code.kind != "python" or hashlib.sha256(code.data).hexdigest() != written:
+            return None  # rewritten by someone else since: not what this store vouches for
+        try:
+            artifact = pickling.loads(code.data)
+        except Exception:  # a library gone since: loading the source says what is wrong
+            return None
+        with self._lock:
+            self._source[digest] = artifact
+        return artifact
 
     def _load(self, digest: str) -> StoredCode | None:
         path = self._path(digest)

@@ -595,11 +595,9 @@ class Service:
                         return None
                     artifact, hot = self._native(impl.digest, spec.name, impl.kind)
                 else:
-                    artifact, hot = self.code.load(*version, cold=cold)
+                    artifact, hot = self.code.load(*version, impl.digest, cold=cold)
                     if artifact is None:
                         return None
-                    if not hot:  # loaded again from the registered code: the engines'
-                        self.store.adopt(impl.digest, artifact)  # copy of it still holds
                 self.metrics.loads.labels("hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
         return artifacts

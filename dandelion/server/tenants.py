@@ -112,10 +112,25 @@ class RegisteredCode:
         functions = self._load(data, shipped, digest, names)  # refuse what does not load
         self.store.put(f"{'shipped' if shipped else 'source'}:{digest}",
                        "shipped" if shipped else "source", data)
+        self._store_runnable(functions)
         with self._lock:
             for fn in functions.values():
                 self._remember((digest, fn.name), fn.artifact)
         return digest, functions
+
+    def _store_runnable(self, functions: dict[str, Any]) -> None:
+        """Store the code the engines run for each Python function now, so that a cold load
+        decodes it rather than running the registered module again."""
+        for fn in functions.values():
+            for impl in fn.spec.implementations:
+                if impl.kind == "python":
+                    self._store_copy(impl.digest, fn.artifact)
+
+    def _store_copy(self, digest: str, artifact: Any) -> None:
+        try:
+            self.store.get(digest, artifact)
+        except Exception:  # it captures what cannot be pickled (a lock …): an engine that
+            pass  # needs a copy says so when it runs; in-process ones need none
 
     def _load(self, data: bytes, shipped: bool, digest: str, names: list[str] | None = None
               ) -> dict[str, Any]:
@@ -131,10 +146,20 @@ class RegisteredCode:
         while len(self._loaded) > self.capacity:
             self._loaded.popitem(last=False)
 
-    def load(self, source: str, name: str, cold: bool = True) -> tuple[Any, bool]:
-        """The artifact of function ``name`` of source ``source``, and whether it was hot
-        (in memory); ``(None, False)`` if it was not, unless ``cold`` (then it is loaded
-        from disk)."""
+    def load(self, source: str, name: str, digest: str, cold: bool = True
+             ) -> tuple[Any, bool]:
+        """The artifact of function ``name`` (code digest ``digest``) of registered code
+        ``source``, and whether it was hot (in memory); ``(None, False)`` if it was not,
+        unless ``cold``.
+
+        A cold load decodes the code stored for ``digest`` at registration
+        (:meth:`~dandelion.runtime.store.ArtifactStore.stored_artifact`); where there is
+        none that this worker wrote (it restarted since), it loads the registered code again
+        (running the module) and stores the function's copy anew.
+
+        Raises:
+            RegistrationError: the code is missing or corrupt.
+        """
         key = (source, name)
         with self._lock:
             artifact = self._loaded.get(key)
@@ -143,19 +168,29 @@ class RegisteredCode:
                 return artifact, True
         if not cold:
             return None, False
+        try:
+            artifact = self.store.stored_artifact(digest)
+            if artifact is None:
+                artifact = self._load_again(source, name)
+                self._store_copy(digest, artifact)
+        except BackendError as e:
+            raise RegistrationError(f"the code of '{name}' cannot be loaded: {e.message}",
+                                    hint="register it again") from None
+        with self._lock:
+            self._remember(key, artifact)
+        return artifact, False
+
+    def _load_again(self, source: str, name: str) -> Any:
+        """Function ``name`` of the registered code ``source``, loaded from its text or
+        pickle in the store."""
         for digest in self.keys(source):
             try:
                 code = self.store.get(digest)
             except BackendError as e:
                 if "no code for" in e.message:
                     continue
-                raise RegistrationError(f"the code of '{name}' cannot be loaded: "
-                                        f"{e.message}", hint="register it again") from None
-            artifact = function_named(self._load(code.data, code.kind == "shipped", source),
-                                      name)
-            with self._lock:
-                self._remember(key, artifact)
-            return artifact, False
+                raise
+            return function_named(self._load(code.data, code.kind == "shipped", source), name)
         raise RegistrationError(f"the code of '{name}' is missing from the artifact "
                                 "store", hint="register the function again")
 

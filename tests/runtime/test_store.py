@@ -104,25 +104,42 @@ def test_the_same_function_loaded_again_is_reserialized_but_not_rewritten(tmp_pa
     assert store.stats["stored"] == 2
 
 
-def test_an_adopted_object_is_served_the_stored_copy_and_nothing_else_is(tmp_path):
-    """``adopt`` vouches that another object is the same code (a worker loaded its
-    registered source again): it gets what was stored for the digest, from disk once
-    evicted; a digest this store never wrote is not trusted for it."""
-    import copy
-
+def test_the_stored_artifact_is_a_working_copy_served_the_stored_code(tmp_path):
+    """A worker revives evicted code by decoding what it stored: the copy computes what the
+    original does, and is served the stored bytes (nothing is serialized again), from disk
+    once the store dropped them from memory."""
     store = ArtifactStore(tmp_path)
     digest = h.scaled.spec.implementations[0].digest
     first = store.get(digest, h.scaled.artifact)
     store.drop_hot()
-    stand_in = h.pid.artifact  # were it not adopted, it would be serialized (as "pid")
-    store.adopt(digest, stand_in)
-    assert store.get(digest, stand_in).data == first.data
+    copy = store.stored_artifact(digest)
+    assert copy is not h.scaled.artifact
+    assert copy.fn(4) == h.scaled.fn(4) == 12
+    assert store.get(digest, copy).data == first.data
     assert store.stats["cold"] == 1 and store.stats["stored"] == 1
-    other = h.gram.spec.implementations[0].digest
-    store.adopt(other, copy.copy(h.gram.artifact))  # never written here: no trust
-    assert other not in store._source
-    store.get(other, h.gram.artifact)
-    assert store.stats["stored"] == 2
+
+
+def test_only_code_this_store_wrote_and_still_holds_is_revived(tmp_path):
+    """Another store on the same directory (a restarted worker) vouches for nothing it did
+    not write; bytes replaced behind the store's back are not what it wrote; a deleted file
+    is nothing to revive; a corrupt one is an error."""
+    digest = h.scaled.spec.implementations[0].digest
+    ArtifactStore(tmp_path).get(digest, h.scaled.artifact)
+    store = ArtifactStore(tmp_path)
+    assert store.stored_artifact(digest) is None
+    assert store.stored_artifact("sha256:" + "ab" * 32) is None
+    store.get(digest, h.scaled.artifact)
+    other = ArtifactStore(tmp_path)
+    other.get(digest, h.pid.artifact)  # other bytes under the same digest, checksummed
+    store.drop_hot()
+    assert store.stored_artifact(digest) is None
+    path = store.path(digest)
+    path.write_bytes(path.read_bytes()[:-1] + b"!")
+    store.drop_hot()
+    with pytest.raises(BackendError, match="corrupt"):
+        store.stored_artifact(digest)
+    path.unlink()
+    assert store.stored_artifact(digest) is None
 
 
 def test_user_modules_are_pickled_by_value_and_libraries_recorded():

@@ -163,3 +163,113 @@ def test_hot_invocations_on_the_process_engine_are_driven_by_the_event_loop(
         assert 'dandelion_invocations_total{kind="function",outcome="error"} 2.0' in text
         assert "dandelion_admitted 0" in text
 
+
+LOGGED = '''
+import dandelion as dd
+
+with open({log!r}, "a") as f:  # the module body: runs once, at registration
+    f.write("loaded\\n")
+
+STEP = {step}
+
+@dd.compute
+def h0(x: int) -> int:
+    return x + STEP
+
+@dd.compute
+def h1(x: int) -> int:
+    return x - STEP
+'''
+
+
+def _loads(log: Path) -> int:
+    return log.read_text().count("loaded")
+
+
+@pytest.mark.parametrize("engine", ["inline", "process"])
+def test_a_cold_invocation_decodes_the_stored_code_and_runs_no_module_again(
+        tmp_path: Path, engine: str) -> None:
+    """Evicted code comes back from the copy stored at registration: the registered module
+    (whose body logs each run here) is not run again, on any engine."""
+    log = tmp_path / "log"
+    config = ServerConfig(port=0, engine=engine, workers=1, hot_functions=1, cache=None,
+                          state_dir=str(tmp_path / "state"), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        client.register_source(LOGGED.format(log=str(log), step=10))
+        h0, h1 = client.function("h0"), client.function("h1")
+        for x in range(3):  # each evicts the other: every invocation is cold
+            assert [client.invoke(h0, x), client.invoke(h1, x)] == [x + 10, x - 10]
+        text = Raw(server.url)("GET", "/metrics").body.decode()
+        assert 'dandelion_function_loads_total{temperature="cold"} 6.0' in text, text
+    assert _loads(log) == 1
+
+
+def test_a_changed_registration_never_runs_the_old_code_cold(tmp_path: Path) -> None:
+    """The same names registered again with another constant: cold loads, before and after
+    a restart of the worker, run the new code."""
+    log = tmp_path / "log"
+    config = ServerConfig(port=0, engine="process", workers=1, hot_functions=1, cache=None,
+                          state_dir=str(tmp_path / "state"), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        client.register_source(LOGGED.format(log=str(log), step=10))
+        h0, h1 = client.function("h0"), client.function("h1")
+        assert [client.invoke(h0, 1), client.invoke(h1, 1)] == [11, -9]
+        client.register_source(LOGGED.format(log=str(log), step=20))
+        h0, h1 = client.function("h0"), client.function("h1")
+        for _ in range(2):
+            assert [client.invoke(h0, 1), client.invoke(h1, 1)] == [21, -19]
+    assert _loads(log) == 2
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        h0, h1 = client.function("h0"), client.function("h1")
+        for _ in range(2):  # nothing this worker wrote: the source is run again, once
+            assert [client.invoke(h0, 2), client.invoke(h1, 2)] == [22, -18]  # per function
+    assert _loads(log) == 4
+
+
+def test_a_corrupt_stored_copy_is_refused_not_run(tmp_path: Path) -> None:
+    """The stored copy is checked against its content digest when read from disk."""
+    config = ServerConfig(port=0, engine="process", workers=1, hot_functions=1, cache=None,
+                          state_dir=str(tmp_path / "state"), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        client.register_source(FUNCTIONS)  # f1 in memory, f0 evicted
+        f0, f1 = client.function("f0"), client.function("f1")
+        assert server.frontend is not None
+        service = server.frontend.service
+        store, (tenant,) = service.store, service.tenants.values()
+        path = store.path(tenant.functions["f0"].digest)
+        path.write_bytes(path.read_bytes().replace(b"f0", b"f9"))
+        store.drop_hot()  # the next load reads the disk
+        with pytest.raises(dd.errors.DandelionError, match="cannot be loaded.*corrupt"):
+            client.invoke(f0, 1)
+        assert client.invoke(f1, 1) == 2
+
+
+UNPICKLABLE = '''
+import threading
+import dandelion as dd
+
+LOCK = threading.Lock()
+
+@dd.compute
+def guarded(x: int) -> int:
+    with LOCK:
+        return x * 2
+'''
+
+
+def test_code_the_engines_cannot_copy_still_registers_and_runs_in_process(
+        tmp_path: Path) -> None:
+    """A function that captures a lock cannot be pickled: registration stores no copy of
+    it, and an in-process engine runs it, hot and cold (loaded from its source)."""
+    config = ServerConfig(port=0, engine="inline", workers=1, hot_functions=1, cache=None,
+                          state_dir=str(tmp_path), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        client.register_source(UNPICKLABLE)
+        client.register_source(FUNCTIONS)  # evicts guarded
+        guarded = client.function("guarded")
+        assert [client.invoke(guarded, 4), client.invoke(guarded, 5)] == [8, 10]

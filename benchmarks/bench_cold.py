@@ -1,0 +1,195 @@
+"""One cold request at a time over HTTP, against a fresh interpreter per request (issue 19).
+
+A worker (``dandelion serve --hot-functions 4``, caching off) has the 128×128 int64 M·Mᵀ of
+``bench_http.py`` registered 40 times.  One request at a time, interleaved round by round
+(one request of each kind to each system in turn, so that they share the machine's
+interference alike), it measures:
+
+- ``hot``: the function whose code is in memory;
+- ``evicted``: one of the 39 copies, taken in turn, each evicted from memory by the others
+  since its last request (a cold start: its code is loaded from the artifact store);
+- ``first``: a copy registered just before, invoked for the first time;
+- ``fresh``: the baseline, a fresh Python interpreter per request that imports numpy and runs
+  the function (``paper/baselines.py fresh``: what a container or microVM cold start costs at
+  the least).
+
+Reported: p50 and p99 of each, and the fresh interpreter's p99 over each kind's p99 (issue
+19's target: ≥ 25× for cold requests).  ``--before PYTHON`` runs a second worker with
+another interpreter (a checkout's virtualenv before a change), interleaved with the first.
+On a shared 2-core machine compare within one run only, and give the load average.
+
+    python benchmarks/bench_cold.py [--rounds 200] [--engine process] [--before PYTHON]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_http  # noqa: E402  (the workload, its copies and the worker's command line)
+
+
+class Endpoint:
+    """A keep-alive HTTP connection to one system, timing one request at a time."""
+
+    def __init__(self, url: str, body: bytes, headers: dict[str, str], path: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.body, self.headers, self.path = body, headers, path
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        self.conn.request("POST", path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        if resp.status not in (200, 201):
+            raise RuntimeError(f"{path}: {resp.status} {data[:200]!r}")
+        return data
+
+    def invoke(self, name: str) -> float:
+        """Seconds for one invocation of ``name``, from sending to the last byte back."""
+        start = time.perf_counter()
+        self.post(self.path.format(name=name), self.body, self.headers)
+        return time.perf_counter() - start
+
+
+class Worker(Endpoint):
+    """A Dandelion worker with the function's copies registered."""
+
+    def __init__(self, label: str, python: str, state: str, engine: str, workers: int,
+                 payload: bytes) -> None:
+        self.label = label
+        self.proc, url = bench_http.start_worker(workers, state, engine, python)
+        body = msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True)
+        super().__init__(url, body, {"Content-Type": "application/msgpack",
+                                     "Accept": "application/msgpack"},
+                         "/v1/functions/{name}/invoke")
+        bench_http.register(url)
+        self.registered = 0
+
+    def register_new(self) -> str:
+        """Register one more copy of the function; its name."""
+        self.registered += 1
+        name = f"new{self.registered}"
+        source = bench_http.SOURCE.format(name=name, index=1000 + self.registered)
+        self.post("/v1/functions", json.dumps({"source": source}).encode(),
+                  {"Content-Type": "application/json"})
+        return name
+
+    def cold_loads(self) -> float:
+        """How many loads the worker counted as cold so far (its /metrics)."""
+        self.conn.request("GET", "/metrics")
+        for row in self.conn.getresponse().read().decode().splitlines():
+            if row.startswith('dandelion_function_loads_total{temperature="cold"}'):
+                return float(row.split()[-1])
+        return 0.0
+
+
+def quantile(xs: list[float], q: float) -> float:
+    """The q-quantile (nearest rank)."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+
+
+def start_fresh(payload: bytes) -> tuple[subprocess.Popen[bytes], Endpoint]:
+    """The fresh-interpreter baseline of the paper's experiment."""
+    port = bench_http.free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "paper" / "baselines.py"), "fresh",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    bench_http.wait_for(f"{url}/invoke/mmt0", proc, "the fresh-interpreter server",
+                        data=payload)
+    return proc, Endpoint(url, payload, {"Content-Type": "application/octet-stream"},
+                          "/invoke/{name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=200,
+                        help="requests of each kind to each worker (default 200)")
+    parser.add_argument("--fresh-every", type=int, default=4,
+                        help="one fresh-interpreter request every this many rounds")
+    parser.add_argument("--engine", default="process", help="the workers' engine")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="engines per worker (default: one per CPU, as paper/run.py)")
+    parser.add_argument("--before", metavar="PYTHON",
+                        help="also run a worker with this interpreter, interleaved")
+    parser.add_argument("--out", default="benchmarks/results", help="where to write results")
+    args = parser.parse_args()
+
+    payload = bench_http.matrix()
+    load_before = os.getloadavg()
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as state:
+        try:
+            workers = []
+            for label, python in (("after", sys.executable), ("before", args.before)):
+                if python:
+                    w = Worker(label, python, f"{state}/{label}", args.engine, args.workers,
+                               payload)
+                    procs.append(w.proc)
+                    workers.append(w)
+            fresh_proc, fresh = start_fresh(payload)
+            procs.append(fresh_proc)
+            copies = [f"mmt{i}" for i in range(1, bench_http.COPIES)]
+            times: dict[str, dict[str, list[float]]] = {
+                w.label: {"hot": [], "evicted": [], "first": []} for w in workers}
+            times["fresh"] = {"fresh": []}
+            loads = {w.label: w.cold_loads() for w in workers}
+            for w in workers:  # warm: the engines' zygotes, the hot function
+                for _ in range(5):
+                    w.invoke("mmt0")
+            for r in range(args.rounds):
+                for w in workers:
+                    times[w.label]["hot"].append(w.invoke("mmt0"))
+                for w in workers:
+                    times[w.label]["evicted"].append(w.invoke(copies[r % len(copies)]))
+                for w in workers:
+                    name = w.register_new()
+                    times[w.label]["first"].append(w.invoke(name))
+                if r % args.fresh_every == 0:
+                    times["fresh"]["fresh"].append(fresh.invoke("mmt0"))
+            cold = {w.label: w.cold_loads() - loads[w.label] for w in workers}
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=30)
+    load_after = os.getloadavg()
+
+    summary: dict[str, Any] = {}
+    for system, kinds in times.items():
+        for kind, xs in kinds.items():
+            summary[f"{system} {kind}"] = {"n": len(xs), "p50": quantile(xs, 0.5),
+                                           "p99": quantile(xs, 0.99)}
+    fresh_p99 = summary["fresh fresh"]["p99"]
+    print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
+          f"engine {args.engine}, {args.workers} engine(s) per worker; one request at a time")
+    for key, s in summary.items():
+        ratio = "" if key == "fresh fresh" else f"   fresh p99 / p99 = {fresh_p99 / s['p99']:5.1f}"
+        print(f"  {key:16s} n={s['n']:4d}  p50 {s['p50'] * 1e3:7.2f} ms  "
+              f"p99 {s['p99'] * 1e3:7.2f} ms{ratio}")
+    for label, n in cold.items():
+        print(f"  {label}: {n:.0f} cold loads counted by the worker "
+              f"({args.rounds} evicted requests)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_cold.json").write_text(json.dumps(
+        {"engine": args.engine, "workers": args.workers, "rounds": args.rounds,
+         "load_average": [load_before, load_after], "summary": summary,
+         "cold_loads": cold}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
