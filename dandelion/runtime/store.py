@@ -25,6 +25,7 @@ import collections
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -55,6 +56,11 @@ class StoredCode:
     data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     requires: tuple[str, ...] = ()
     native: NativeImage | None = None
+
+
+#: The largest stored code :meth:`ArtifactStore.stored_artifact` decodes ``quick``ly (a
+#: small function's pickle is well under 1 KiB; one that captures large values is not quick)
+QUICK_BYTES = 64 << 10
 
 
 def default_root() -> Path:
@@ -190,7 +196,7 @@ class ArtifactStore:
         self._remember(digest, code)
         return code
 
-    def stored_artifact(self, digest: str) -> Any:
+    def stored_artifact(self, digest: str, quick: bool = False) -> Any:
         """The Python artifact decoded from the code this store wrote for ``digest`` (read
         from memory, else from disk and checked against its content digest), which
         :meth:`get` then serves that very code; ``None`` where this store wrote no Python
@@ -202,19 +208,31 @@ class ArtifactStore:
         a millisecond.  A digest names the code the store wrote, so the copy is that code:
         what a changed registration runs has another digest.
 
+        Args:
+            digest: the code's digest.
+            quick: only where decoding costs next to nothing (``None`` otherwise): the code
+                is in memory, at most :data:`QUICK_BYTES` long, and every library it needs
+                is imported already — no disk, no import, no large object to rebuild.
+
         Raises:
             BackendError: the file on disk is corrupt or unreadable.
         """
         with self._lock:
             written = self._written.get(digest)
+            code = self._hot.get(digest)
         if written is None:
             return None
-        try:
-            code = self.get(digest)
-        except BackendError as e:
-            if "no code for" in e.message:  # deleted (by a sweep or by hand)
+        if quick:
+            if code is None or len(code.data) > QUICK_BYTES or \
+                    not all(r in sys.modules for r in code.requires):
                 return None
-            raise
+        else:
+            try:
+                code = self.get(digest)
+            except BackendError as e:
+                if "no code for" in e.message:  # deleted (by a sweep or by hand)
+                    return None
+                raise
         if code.kind != "python" or hashlib.sha256(code.data).hexdigest() != written:
             return None  # rewritten by someone else since: not what this store vouches for
         try:

@@ -492,9 +492,11 @@ class Service:
         """:meth:`invoke` from the event loop, without a thread waiting for it
         (:meth:`~dandelion.runtime.api.Runtime.start_plan`; a run the backend cannot start
         so waits on ``executor``), where that costs the loop nothing noticeable: every
-        function's code is in memory, and so is the result cache (looked up on the loop).
-        ``None`` for a cold invocation (it loads code from disk) or a cache on disk or in
-        Redis: then call :meth:`invoke` on a thread (nothing was done or counted yet).
+        function's code is loaded, or its stored copy decodes at once (a small copy in
+        memory, its libraries imported: a cold start at the cost of a hot one), and the
+        result cache is in memory (looked up on the loop).  ``None`` for code that must be
+        read from disk or loaded from its source, or a cache on disk or in Redis: then call
+        :meth:`invoke` on a thread (nothing was done or counted yet).
         """
         if self.config.cache not in (None, "memory"):
             return None
@@ -580,8 +582,9 @@ class Service:
 
     def _artifacts(self, tenant: Tenant, record: CompositionRecord, cold: bool
                    ) -> dict[str, Any] | None:
-        """The code of every function of ``record`` by digest; ``None`` if some of it is
-        not in memory, unless ``cold`` (then it is loaded from disk)."""
+        """The code of every function of ``record`` by digest; ``None`` if some of it does
+        not load at once, unless ``cold`` (then it is loaded from disk or from its source:
+        :meth:`RegisteredCode.load <dandelion.server.tenants.RegisteredCode.load>`)."""
         artifacts = {}
         for spec in record.plan.module.functions:
             if spec.kind is FunctionKind.IO:

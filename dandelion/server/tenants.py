@@ -149,13 +149,14 @@ class RegisteredCode:
     def load(self, source: str, name: str, digest: str, cold: bool = True
              ) -> tuple[Any, bool]:
         """The artifact of function ``name`` (code digest ``digest``) of registered code
-        ``source``, and whether it was hot (in memory); ``(None, False)`` if it was not,
-        unless ``cold``.
+        ``source``, and whether it was hot (loaded already).
 
-        A cold load decodes the code stored for ``digest`` at registration
+        Otherwise it is loaded: its code stored at registration is decoded
         (:meth:`~dandelion.runtime.store.ArtifactStore.stored_artifact`); where there is
-        none that this worker wrote (it restarted since), it loads the registered code again
-        (running the module) and stores the function's copy anew.
+        none that this worker wrote (it restarted since), the registered code is loaded
+        again (running the module) and the function's copy stored anew.  Unless ``cold``,
+        only what decodes at once is loaded (``(None, False)`` otherwise): a caller that
+        must not wait for a disk, an import or a module (the event loop) says so.
 
         Raises:
             RegistrationError: the code is missing or corrupt.
@@ -166,11 +167,11 @@ class RegisteredCode:
             if artifact is not None:
                 self._loaded.move_to_end(key)
                 return artifact, True
-        if not cold:
-            return None, False
         try:
-            artifact = self.store.stored_artifact(digest)
+            artifact = self.store.stored_artifact(digest, quick=not cold)
             if artifact is None:
+                if not cold:
+                    return None, False
                 artifact = self._load_again(source, name)
                 self._store_copy(digest, artifact)
         except BackendError as e:

@@ -1,6 +1,7 @@
-"""The short request path: an invocation whose code is in memory is started from the event
-loop, so no thread of the executor stands between it and the engines; an invocation that
-loads its code from disk (cold) goes through the executor and never stalls a hot one."""
+"""The short request path: an invocation whose code is in memory (loaded, or a stored copy
+that decodes at once) is started from the event loop, so no thread of the executor stands
+between it and the engines; an invocation that loads its code from disk goes through the
+executor and never stalls a hot one."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def test_a_hot_invocation_waits_for_no_executor_thread_and_a_cold_one_does_not_s
         assert client.invoke(f1, 1) == 2
         gate = threading.Event()
         assert server.frontend is not None
+        server.frontend.service.store.drop_hot()  # f0's code is on disk only
         server.frontend.executor.submit(gate.wait, 30)  # its only thread is busy
         try:
             with concurrent.futures.ThreadPoolExecutor(1) as other:
@@ -42,6 +44,28 @@ def test_a_hot_invocation_waits_for_no_executor_thread_and_a_cold_one_does_not_s
                 assert cold.result(timeout=20) == 5
         finally:
             gate.set()
+
+
+def test_a_cold_invocation_whose_stored_copy_is_in_memory_needs_no_executor_thread(
+        tmp_path: Path) -> None:
+    """Evicted from the loaded functions, but its stored copy is small and in memory: it is
+    decoded on the loop and started from there like a hot one."""
+    config = ServerConfig(port=0, engine="process", workers=1, invocations=1,
+                          hot_functions=1, state_dir=str(tmp_path), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        client.register_source(FUNCTIONS)
+        f0, f1 = client.function("f0"), client.function("f1")
+        gate = threading.Event()
+        assert server.frontend is not None
+        server.frontend.executor.submit(gate.wait, 30)  # its only thread is busy
+        try:
+            for x in range(3):  # each evicts the other
+                assert [client.invoke(f0, x), client.invoke(f1, x)] == [x, x + 1]
+        finally:
+            gate.set()
+        text = Raw(server.url)("GET", "/metrics").body.decode()
+        assert 'dandelion_function_loads_total{temperature="cold"} 6.0' in text, text
 
 
 HELPED = '''
