@@ -295,15 +295,23 @@ fast they were refused, and how many timed out (10 s).
 The request path
 ----------------
 
-A hot request to the worker crosses one thread boundary each way: the event loop reads and
-decodes it, finds the function's plan (made once per registered function and kept) and its
-code (kept in memory), and hands the instance to an engine thread; that thread runs it in a
-sandbox and resolves the request's future, which the loop answers.  A cold request loads its
-code from disk on a thread of the frontend's pool, so it never holds up the loop or a hot
-request.  ``benchmarks/bench_http.py`` measures this path side by side with the aiohttp
-server (unloaded latencies interleaved, the server's CPU time per request) and, with
-``--before PYTHON``, against another checkout of Dandelion in the same run; its last results
-are in ``benchmarks/results/bench_http.txt``.
+A hot request to the worker crosses no thread boundary: the event loop reads and decodes
+it, finds the function's plan (made once per registered function and kept) and its code
+(kept in memory), lays the inputs out in a shared-memory context, hands the function to a
+sandbox forked ahead and waits for the sandbox's report on its channel itself
+(:mod:`dandelion.runtime.handoff`); then it reads the outputs and answers.  Two wake-ups
+(loop → sandbox → loop) where an engine thread in between made four; the sandbox is ended
+and its context wiped after the answer is sent.  The pool's bound holds: no more
+invocations run at once than ``--workers``, and the others wait on the loop, in order.  A
+request that finds no sandbox forked (a burst that outruns the pool) runs on an engine
+thread, which waits for the fork.  A cold request decodes the copy of its code that
+registration stored: on the loop like a hot one when that copy is small and in memory, else
+on a thread of the frontend's pool, so it never holds up the loop or a hot request
+(:doc:`serve`, cold invocations; ``benchmarks/bench_cold.py`` measures one at a time against
+the fresh interpreter).  ``benchmarks/bench_http.py`` measures this path side by side with
+the aiohttp server (unloaded latencies interleaved, the server's CPU time per request) and,
+with ``--before PYTHON``, against another checkout of Dandelion in the same run; its last
+results are in ``benchmarks/results/bench_http.txt``.
 
 Past saturation, the worker refuses what it has no room for (:doc:`serve`, admission
 control): an invocation expected to wait longer than ``--max-wait`` (0.25 s) for an engine
