@@ -58,8 +58,9 @@ class StoredCode:
     native: NativeImage | None = None
 
 
-#: The largest stored code :meth:`ArtifactStore.stored_artifact` decodes ``quick``ly (a
-#: small function's pickle is well under 1 KiB; one that captures large values is not quick)
+#: The largest stored code :meth:`ArtifactStore.stored_artifact` decodes with
+#: ``quick=True`` (a small function's pickle is well under 1 KiB; one that captures large
+#: values is not quick to decode)
 QUICK_BYTES = 64 << 10
 
 
