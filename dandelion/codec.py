@@ -197,7 +197,9 @@ def npy_parts(value: Any) -> tuple[bytes, memoryview]:
         raise _fail(value, ElementType.NDARRAY, "expected a numpy array without Python objects")
     arr = value if type(value) is np.ndarray and value.flags.c_contiguous \
         else np.ascontiguousarray(value)
-    descr: Any = np.lib.format.dtype_to_descr(arr.dtype)  # (a list for a record dtype)
+    dtype = arr.dtype
+    # a plain type in native byte order: its str is its descr (a record dtype's is a list)
+    descr: Any = dtype.str if dtype.isbuiltin == 1 else np.lib.format.dtype_to_descr(dtype)
     header = _npy_header(descr, arr.shape) if type(descr) is str else \
         npy_header(descr, arr.shape)
     flat: Any = arr.reshape(-1).view(np.uint8)

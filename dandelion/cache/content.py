@@ -131,8 +131,9 @@ def record_parts(item: Item[Any]) -> tuple[int, list[Any]]:
         head = HEADER.pack(code, item.key, len(name))
     except struct.error:
         raise Uncacheable(f"an item key ({item.key}) does not fit in 64 bits") from None
-    parts = [head, name, *parts]
-    return sum(len(p) if not isinstance(p, memoryview) else p.nbytes for p in parts), parts
+    size = len(head) + len(name) + sum(
+        p.nbytes if type(p) is memoryview else len(p) for p in parts)
+    return size, [head, name, *parts]
 
 
 def content_id(item: Item[Any]) -> bytes:

@@ -142,7 +142,8 @@ def _unpack(view: memoryview) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]
             at += size
             code, key, name_len = HEADER.unpack_from(record)
             start = HEADER.size + name_len
-            name = bytes(record[HEADER.size:start]).decode("utf-8", "surrogatepass")
+            name = str(record[HEADER.size:start], "utf-8", "surrogatepass") if name_len \
+                else ""
             items.append(Item(_value(code, record[start:]), key, name))
             if size <= INLINE_LIMIT:
                 ids.append(b"\x00" + bytes(record))

@@ -230,7 +230,12 @@ class GuardedStore(Store):
         return self._down_until == 0.0 or time.monotonic() >= self._down_until
 
     def get(self, key: str) -> bytes | None:
-        return self.get_many([key])[0]
+        if self._up():
+            try:
+                return self.store.get(key)
+            except Exception as e:
+                self._failed(e, "reading")
+        return None
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if self._up():
