@@ -179,6 +179,7 @@ class ProcessEngine(EngineBase):
         except BaseException:
             zygote.end(sandbox)
             raise
+        zygote.adapt()  # (reads the CPUs' idle time now and then: not before the hand-over)
         return Started(self, zygote, sandbox, context, code, call)
 
     def _lay_out(self, context: SharedContext, call: FunctionCall) -> StoredCode:

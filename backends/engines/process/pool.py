@@ -144,7 +144,7 @@ class Zygote:
         self.preload = preload
         self.native = native
         self.warm = warm
-        #: whether the zygote's sandboxes warm up now (see :meth:`_adapt`)
+        #: whether the zygote's sandboxes warm up now (see :meth:`adapt`)
         self.warming = warm and native is None
         self.pool_size = max(0, pool_size)
         #: sandboxes alive (waiting or running) up to which the zygote replaces exited ones
@@ -239,6 +239,7 @@ class Zygote:
         sandbox that waited tens of milliseconds runs several times slower than that of one
         that waited a few.  If none is done warming up yet (the pool is being outrun), the
         oldest, which will be first."""
+        self.adapt()
         sandbox = self.take_forked()
         if sandbox is None:  # requests outran the pool: fork one for us now
             self._send(FORK, 1)
@@ -253,12 +254,12 @@ class Zygote:
 
     def take_forked(self) -> Sandbox | None:
         """:meth:`take`'s choice among the sandboxes forked already, without waiting for
-        one (``None``: there is none)."""
-        self._adapt()
+        one (``None``: there is none).  The caller calls :meth:`adapt` (once the sandbox
+        has its work: only the sandboxes forked later depend on it)."""
         with self._cond:
             return self._pick()
 
-    def _adapt(self) -> None:
+    def adapt(self) -> None:
         """Turn the warm-up of the sandboxes forked from now on off while the CPUs are busy
         and on again once they idle (one control message per change)."""
         if not self.warm or self.native is not None or self.closed:
@@ -295,7 +296,7 @@ class Zygote:
         an invocation to meet a quiet node.  ``False`` if that takes longer than
         ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        self._adapt()
+        self.adapt()
         with self._cond:
             while not self.closed:
                 waiting = sum(_waiting(s) == 1 for s in self._ready)
