@@ -15,8 +15,9 @@ import functools
 import hmac
 import logging
 import os
+import sys
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -41,9 +42,20 @@ from dandelion.server.service import (
 from dandelion.server.tenants import Tenant
 
 log = logging.getLogger("dandelion.server")
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The longest a ``GET /v1/jobs/{id}?wait=`` waits, in seconds.
 MAX_WAIT = 60.0
+
+
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``await awaitable``, raising :class:`asyncio.TimeoutError` past ``seconds``: in the
+    awaiting task itself where Python has ``asyncio.timeout`` (3.11; ``asyncio.wait_for``
+    runs it as a task of its own, a few loop turns and ~15 µs more on every request)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -166,7 +178,7 @@ class Frontend:
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
-            raw = await asyncio.wait_for(request.read(), self.config.body_timeout)
+            raw = await _within(request.read(), self.config.body_timeout)
         except asyncio.TimeoutError:
             raise RequestProblem(f"the body did not arrive within {self.config.body_timeout:g} "
                                  "s", status=408) from None
