@@ -39,6 +39,9 @@ from dandelion.cache.store import Store
 MAGIC = b"DDCD1\0\0\0"
 _HEAD = len(MAGIC) + 32
 
+#: whether a file's times can be set through its descriptor (not on Windows)
+_UTIME_FD = os.utime in os.supports_fd
+
 #: The default bound of a disk store.
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024 * 1024
 
@@ -68,30 +71,39 @@ class DiskStore(Store):
     def __init__(self, root: str | os.PathLike[str] | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES, lease_seconds: float = 10.0) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._root = str(self.root)
         self.max_bytes = max_bytes
         self.lease_seconds = lease_seconds
         self._bytes: int | None = None  # this process's estimate, from a scan
         self._lock = threading.Lock()
 
-    def _path(self, key: str) -> Path:
+    def _file(self, key: str) -> str:
         namespace, _, digest = key.rpartition("/")
-        return self.root / namespace / digest[:2] / digest
+        return os.path.join(self._root, namespace, digest[:2], digest)
+
+    def _path(self, key: str) -> Path:
+        return Path(self._file(key))
 
     def get(self, key: str) -> bytes | None:
-        path = self._path(key)
+        # one unbuffered open file: the head and the payload each read once into bytes of
+        # their own (no copy of the payload out of the whole file), its time of use set
+        path = self._file(key)
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            f = open(path, "rb", buffering=0)
         except FileNotFoundError:
             return None
-        payload = data[_HEAD:]
-        if data[:len(MAGIC)] != MAGIC or hashing.digest(payload) != data[len(MAGIC):_HEAD]:
-            self._remove(path)  # truncated or corrupt: a miss, and gone
+        with f:
+            head = f.read(_HEAD)
+            payload = f.read()
+            whole = head[:len(MAGIC)] == MAGIC and hashing.digest(payload) == head[len(MAGIC):]
+            if whole:
+                try:  # recently used
+                    os.utime(f.fileno() if _UTIME_FD else path)
+                except OSError:
+                    pass
+        if not whole:  # truncated or corrupt: a miss, and gone
+            self._remove(Path(path))
             return None
-        try:
-            os.utime(path)  # recently used
-        except OSError:
-            pass
         return payload
 
     def put(self, key: str, value: bytes) -> None:
