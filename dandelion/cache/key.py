@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import weakref
 from typing import Any, Sequence
 
 from dandelion.cache import hashing
@@ -66,9 +67,7 @@ def implementation_identity(implementation: Implementation, artifact: Any) -> by
         parts = [implementation_identity(implementation, m) for m in members]
         return b"fused\0" + b"\0".join(parts) + repr((artifact.wiring, artifact.picks)).encode()
     if implementation.kind == "python" and fn is not None:
-        views = repr([(n, v.type, v.items, repr(v.annotation))
-                      for n, v in (*artifact.params, *artifact.results)])
-        return b"python\0" + python_identity(fn) + views.encode()
+        return b"python\0" + python_identity(fn) + _views(artifact)
     if implementation.kind == "builtin":  # a platform I/O function: the platform's version
         return ("builtin\0" + implementation.entry + "\0" +
                 "\0".join(origin("dandelion"))).encode()
@@ -77,9 +76,56 @@ def implementation_identity(implementation: Implementation, artifact: Any) -> by
     return implementation.kind.encode() + b"\0" + implementation.digest.encode()
 
 
+def _views(artifact: Any) -> bytes:
+    """How a Python function sees its parameters and results (memoized: an artifact's views
+    are fixed)."""
+    known = _artifact_views.get(id(artifact))
+    if known is not None and known[0]() is artifact:
+        return known[1]
+    made = repr([(n, v.type, v.items, repr(v.annotation))
+                 for n, v in (*artifact.params, *artifact.results)]).encode()
+    _remember(_artifact_views, id(artifact), (artifact,), made)
+    return made
+
+
+#: _views' memo: id of the artifact -> (a weak reference to it, its views)
+_artifact_views: dict[int, tuple[Any, bytes]] = {}
+
+
+def _remember(memo: dict[Any, Any], key: Any, objects: tuple[Any, ...], made: bytes) -> None:
+    """Keep ``made`` in ``memo`` under ``key``, with weak references to the ``objects`` whose
+    ids the key holds (an id is reused once its object is gone: the reference then says
+    so); a bounded memo, emptied when full."""
+    try:
+        refs = tuple(weakref.ref(o) for o in objects)
+    except TypeError:  # pragma: no cover - an object without weak references: not kept
+        return
+    if len(memo) >= 4096:
+        memo.clear()
+    memo[key] = (*refs, made)
+
+
 def prefix(spec: FunctionSpec, implementation: Implementation, identity: bytes,
            sharding: Sequence[tuple[str, bool]], join: Join | None) -> bytes:
-    """The part of a key that all instances of one application share."""
+    """The part of a key that all instances of one application share (memoized: the same
+    signature and implementation objects, identity, sharding and join give the same
+    prefix, made once)."""
+    memo = (id(spec), id(implementation), identity, tuple(sharding), join)
+    known = _prefixes.get(memo)
+    if known is not None and known[0]() is spec and known[1]() is implementation:
+        return known[2]  # type: ignore[no-any-return]
+    made = _prefix(spec, implementation, identity, sharding, join)
+    _remember(_prefixes, memo, (spec, implementation), made)
+    return made
+
+
+#: prefix's memo (the IR is frozen: a signature object describes one function for good):
+#: -> (weak references to the signature and the implementation, the prefix)
+_prefixes: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _prefix(spec: FunctionSpec, implementation: Implementation, identity: bytes,
+            sharding: Sequence[tuple[str, bool]], join: Join | None) -> bytes:
     signature = json.dumps(_signature(spec), sort_keys=True)
     h = hashing.new(_SALT)
     for part in (signature.encode(), implementation.kind.encode(), identity,
