@@ -85,6 +85,10 @@ class LocalBackend(BackendBase):
               ) -> concurrent.futures.Future[dict[str, Items]] | None:
         return self.dispatcher(artifacts, cache, observe).start(plan, inputs, loop)
 
+    def prepare(self, spec: Any, artifacts: Mapping[str, Any]) -> None:
+        call = self.dispatcher(artifacts).call_for(spec)
+        self.pool.workers[0].engine.prepare(call)
+
     def close(self) -> None:
         self.pool.close()
         if self.io_engine is not None and hasattr(self.io_engine, "close"):

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import attrs
 
 from dandelion.cache.cache import Cache, open_cache
+from dandelion.ir.nodes import FunctionSpec
 from dandelion.planner import Pass, PassContext, make_plan
 from dandelion.planner.plan import Plan
 from dandelion.planner.topology import topology as read_topology
@@ -244,6 +245,17 @@ class Runtime:
             return self.backend.start(plan, inputs, artifacts, observe=chosen, loop=loop)
         return self.backend.start(plan, inputs, artifacts,  # type: ignore[call-arg]
                                   observe=chosen, loop=loop, cache=cache)
+
+    def prepare(self, spec: FunctionSpec, artifacts: Mapping[str, Any]) -> None:
+        """Get the backend's engines ready to run function ``spec`` (its code in
+        ``artifacts``) soon, e.g. when it is registered with a worker, so that its first
+        invocation does not start what its sandboxes fork from (:meth:`Backend.prepare
+        <dandelion.runtime.backend.Backend.prepare>`).  May block for a while.
+
+        Raises:
+            BackendError: no engine of this runtime runs ``spec``, or it cannot prepare.
+        """
+        self.backend.prepare(spec, artifacts)
 
     def _check_runnable(self, plan: Plan) -> None:
         if self.closed:

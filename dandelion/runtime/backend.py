@@ -70,6 +70,11 @@ class Backend(abc.ABC):
         """
         return None
 
+    def prepare(self, spec: FunctionSpec, artifacts: Mapping[str, Any]) -> None:  # noqa: B027
+        """Get the engines ready to run function ``spec`` (its code in ``artifacts``) soon
+        (:meth:`Engine.prepare <dandelion.runtime.engine.Engine.prepare>`); may block.  The
+        default: nothing to do."""
+
     def node_cpus(self) -> dict[str, int]:
         """The nodes a backend with the ``placement`` capability runs on, by the names its
         placement hints take, with their CPUs; the planner's placement passes read them

@@ -229,6 +229,12 @@ class Engine(abc.ABC):
         """
         return None
 
+    def prepare(self, call: FunctionCall) -> None:  # noqa: B027 - optional, most need none
+        """Get ready to run ``call`` soon, so that its first invocation does not wait for
+        what the engine would set up then (the ``process`` engine starts the zygote that
+        has the function's libraries imported).  May block; called off the request path.
+        The default: nothing to do."""
+
     def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:
         """Run several instances of ``call`` (``inputs``: each one's item sets) in one
         invocation, when this engine can (:mod:`dandelion.runtime.batch`).

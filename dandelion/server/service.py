@@ -24,6 +24,7 @@ from typing import Any, Iterator, Mapping
 
 import attrs
 
+from dandelion.authoring.compute import ComputeFunction
 from dandelion.cache.cache import Cache, namespace_of
 from dandelion.errors import (
     BackendError,
@@ -56,7 +57,7 @@ from dandelion.runtime.wasm import WasmFunction
 from dandelion.server.admission import Overloaded
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
-from dandelion.server.loader import RegistrationError, module_source
+from dandelion.server.loader import RegistrationError, ShippedFunction, module_source
 from dandelion.server.metrics import CacheTally, Metrics
 from dandelion.server.native import check_name, native_spec, parse_signature
 from dandelion.server.tenants import (
@@ -291,7 +292,22 @@ class Service:
         digest, functions = self.code.save(code, names)
         records = tenant.add_functions(digest, functions, names)
         self._save()
+        threading.Thread(target=self._prepare, args=([functions[r.spec.name] for r in records],),
+                         name="dandelion-prepare", daemon=True).start()
         return [self.describe_function(r) for r in records]
+
+    def _prepare(self, functions: list[ComputeFunction | ShippedFunction]) -> None:
+        """Get the engines ready for newly registered functions (:meth:`Runtime.prepare
+        <dandelion.runtime.api.Runtime.prepare>`), on a thread of its own: starting a
+        zygote for libraries no sandbox has imported yet takes a while, which their first
+        invocation no longer waits for."""
+        for fn in functions:
+            artifacts = fn.artifacts if isinstance(fn, ComputeFunction) else \
+                {impl.digest: fn.artifact for impl in fn.spec.implementations}
+            try:
+                self.runtime.prepare(fn.spec, artifacts)
+            except Exception:  # noqa: BLE001 - its invocation says what is wrong, if anything
+                pass
 
     def register_native(self, tenant: Tenant, *, name: Any, image: bytes, params: Any,
                         results: Any, engine_type: str = "process") -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,38 @@ def test_code_the_engines_cannot_copy_still_registers_and_runs_in_process(
         client.register_source(FUNCTIONS)  # evicts guarded
         guarded = client.function("guarded")
         assert [client.invoke(guarded, 4), client.invoke(guarded, 5)] == [8, 10]
+
+
+PREPARED = '''
+import colorsys
+
+import dandelion as dd
+
+@dd.compute
+def brightness(x: int) -> float:
+    return colorsys.rgb_to_hsv(x / 255, 0.0, 0.0)[2]
+'''
+
+
+def test_registering_starts_the_zygote_its_functions_sandboxes_fork_from(
+        tmp_path: Path) -> None:
+    """A function needing a library no sandbox has imported: registering it starts the
+    zygote with that library (in the background), so its first invocation does not."""
+    from dandelion.backends.engines.process import pool
+
+    def forking() -> list[pool.Zygote]:
+        return [z for z in pool.running() if "colorsys" in z.preload]
+
+    config = ServerConfig(port=0, engine="process", workers=1, state_dir=str(tmp_path),
+                          result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        assert not forking()
+        client.register_source(PREPARED)
+        deadline = time.monotonic() + 30
+        while not forking():
+            assert time.monotonic() < deadline, "registering started no zygote"
+            time.sleep(0.05)
+        started = forking()
+        assert client.invoke(client.function("brightness"), 255) == 1.0
+        assert forking() == started
