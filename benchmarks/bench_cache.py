@@ -11,10 +11,10 @@ repetitions):
    against the dispatcher's own time per application (target <= 20 %; the fan-out is timed
    in CPU seconds of this process, which other processes on a loaded machine inflate less
    than wall time; the runs without a cache, with all missing and with all hitting take
-   turns, ``--repeat`` rounds: the cost is the median of the rounds' ratios, with its
-   spread);
+   turns, ``--rounds`` rounds: the cost is the ratio of the medians, printed with the
+   quartiles of the rounds' own ratios);
 3. the cost of a hit per application on that fan-out (memory store; target <= 2x the
-   dispatcher's time per application, the median of the rounds' ratios);
+   dispatcher's time per application, ratio of the medians as in 2);
 4. early cutoff: a three-stage pipeline whose input changes without changing stage 1's
    output recomputes only stage 1 (with ``fuse=False``: fused, the three stages are one
    chain, cached as one);
@@ -26,7 +26,7 @@ repetitions):
    joining the flights, keeping the outputs, landing the flights.  A profile of part 2's
    overhead that other processes on a loaded machine disturb less.
 
-    python benchmarks/bench_cache.py [--repeat 15] [--fanout 10000] [--only N]
+    python benchmarks/bench_cache.py [--repeat 15] [--rounds 31] [--fanout 10000] [--only N]
 """
 
 from __future__ import annotations
@@ -231,6 +231,9 @@ def cache_parts(n: int, repeat: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--rounds", type=int, default=31,
+                    help="rounds of the fan-out (parts 2 and 3): a run of it varies by a "
+                         "fifth on a busy machine, its median needs many")
     ap.add_argument("--fanout", type=int, default=10000)
     ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6),
                     help="only this part (1 and the matrix half of 2 go together, as do "
@@ -277,22 +280,28 @@ def matrix_part(args: argparse.Namespace) -> None:
 
 
 def fanout_part(args: argparse.Namespace) -> None:
-    fo = fanout(args.fanout, args.repeat)
-    print(f"\n   {args.fanout}-way no-op fan-out, inline engine, 2 workers, {args.repeat} "
-          "rounds, taking turns (CPU µs of this process per application: median "
-          "[min–max])")
+    fo = fanout(args.fanout, args.rounds)
+    print(f"\n   {args.fanout}-way no-op fan-out, inline engine, 2 workers, {args.rounds} "
+          "rounds taking turns (CPU µs of this process per application: median "
+          "[quartiles])")
     for name, ts in fo.items():
         print(f"   {name:22} {statistics.median(ts) * 1e6:9.2f} µs  "
-              f"[{min(ts) * 1e6:.2f}–{max(ts) * 1e6:.2f}]")
+              f"[{_quartiles(ts, 1e6, '.2f')}]")
     base = statistics.median(fo["dispatcher"])
-    cost = [miss / off - 1 for miss, off in zip(fo["all miss"], fo["dispatcher"])]
-    print(f"   all-miss cost: {(statistics.median(fo['all miss']) - base) * 1e6:.2f} µs/app "
-          f"= {statistics.median(cost) * 100:+.1f} % of the dispatcher's (median of the "
-          f"rounds' ratios [{min(cost) * 100:+.1f}–{max(cost) * 100:+.1f}]; target <= 20 %)")
-    hit = [h / off for h, off in zip(fo["hit"], fo["dispatcher"])]
-    print(f"3. hit: {statistics.median(fo['hit']) * 1e6:.2f} µs/app = "
-          f"{statistics.median(hit):.2f}x the dispatcher's time per application "
-          f"[{min(hit):.2f}–{max(hit):.2f}] (target <= 2x)")
+    miss = statistics.median(fo["all miss"])
+    cost = [m / off - 1 for m, off in zip(fo["all miss"], fo["dispatcher"])]
+    print(f"   all-miss cost: {(miss - base) * 1e6:.2f} µs/app = {(miss / base - 1) * 100:+.1f} % "
+          f"of the dispatcher's (the rounds' own: [{_quartiles(cost, 100, '+.1f')}] %; "
+          "target <= 20 %)")
+    hit = statistics.median(fo["hit"])
+    hits = [h / off for h, off in zip(fo["hit"], fo["dispatcher"])]
+    print(f"3. hit: {hit * 1e6:.2f} µs/app = {hit / base:.2f}x the dispatcher's time per "
+          f"application (the rounds' own: [{_quartiles(hits, 1, '.2f')}]; target <= 2x)")
+
+
+def _quartiles(values: list[float], scale: float, spec: str) -> str:
+    q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return f"{q1 * scale:{spec}}–{q3 * scale:{spec}}"
 
 if __name__ == "__main__":
     main()

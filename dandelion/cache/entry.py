@@ -30,10 +30,11 @@ from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
 
-try:  # the C extension: the entries of instances of one int item in one call
+try:  # the C extension: entries of int items in one call
     from dandelion.cache._keysc import int_entries as _int_entries
+    from dandelion.cache._keysc import int_result as _int_result
 except ImportError:  # pragma: no cover - built without a C compiler, or an older build
-    _int_entries = None  # type: ignore[assignment]
+    _int_entries = _int_result = None  # type: ignore[assignment]
 
 MAGIC = b"DDCE1\0"
 _COUNT = struct.Struct("<I")
@@ -65,6 +66,11 @@ def pack(outputs: Outputs) -> tuple[bytes, list[bytes]]:
     chunks: list[Any] = [MAGIC, _COUNT.pack(len(outputs))]
     ids: list[bytes] = []
     for items in outputs:
+        made = _int_result(items) if _int_result is not None else None
+        if made is not None:  # all int items without a name: in one C call
+            chunks.append(made[0])
+            ids += made[1]
+            continue
         chunks.append(_COUNT.pack(len(items)))
         for item in items:
             small = record(item)

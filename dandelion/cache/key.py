@@ -25,17 +25,21 @@ import json
 import struct
 import sys
 import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from dandelion.cache import hashing
-from dandelion.cache.content import Uncacheable
+from dandelion.cache.content import Uncacheable, content_id
 from dandelion.cache.identity import origin, python_identity
 from dandelion.ir.nodes import FunctionSpec, Implementation, Join
+from dandelion.items import Item
 
 try:
     from dandelion.cache import _keysc
 except ImportError:  # pragma: no cover - built without a C compiler: hashlib does it
     _keysc = None  # type: ignore[assignment]
+#: the tail of int items in one step (None: built without it, or an older build)
+_int_tail: Callable[[Sequence[Sequence[Any]]], bytes | None] | None = \
+    getattr(_keysc, "int_tail", None)
 
 #: Bumped whenever what enters a key changes meaning (2: the content id of a long record
 #: hashes its bulk apart, :func:`~dandelion.cache.content.long_digest`).
@@ -155,6 +159,23 @@ def tail(inputs: Sequence[Sequence[bytes]]) -> bytes:
             parts.append(_COUNT(len(cid)))
             parts.append(cid)
     return b"".join(parts)
+
+
+def items_tail(inputs: Sequence[Sequence[Item[Any]]]) -> bytes:
+    """:func:`tail` of the content ids of ``inputs`` (per parameter, its items): in one C
+    call when they are all ``int`` items without a name.
+
+    >>> items_tail([[Item(1), Item(2, key=1)]]) == tail([[content_id(Item(1)),
+    ...                                                  content_id(Item(2, key=1))]])
+    True
+
+    Raises:
+        Uncacheable: an item has no canonical encoding.
+    """
+    made = _int_tail(inputs) if _int_tail is not None else None
+    if made is not None:
+        return made
+    return tail([[content_id(item) for item in items] for items in inputs])
 
 
 def instance_key(prefix: bytes, inputs: Sequence[Sequence[bytes]]) -> bytes:

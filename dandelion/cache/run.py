@@ -26,10 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Outputs = list[tuple[Item[Any], ...]]
 
-try:  # the C extension: the tails of instances of one int item in one call
+try:  # the C extension: the tails of instances of int items, many in one call
+    from dandelion.cache._keysc import int_tail as _int_tail
     from dandelion.cache._keysc import int_tails as _int_tails
 except ImportError:  # pragma: no cover - built without a C compiler, or an older build
-    _int_tails = None  # type: ignore[assignment]
+    _int_tail = _int_tails = None  # type: ignore[assignment]
 
 #: the tail of a key whose instance has one parameter of one int item without a name:
 #: ``tail([[content_id(item)]])`` in one step (1 parameter, 1 item, the id's length, then
@@ -101,7 +102,8 @@ class RunCache:
             for at, inst in enumerate(instances):
                 if tails[at] is None:
                     try:
-                        tails[at] = tail([self.content_ids(items) for items in inst.inputs])
+                        tails[at] = _int_tail(inst.inputs) or \
+                            tail([self.content_ids(items) for items in inst.inputs])
                     except Uncacheable as e:
                         reason = reason or f"instance {inst.index}: {e}"
             return tails, reason

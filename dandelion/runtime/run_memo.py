@@ -50,10 +50,10 @@ from typing import Any, Callable, Mapping
 
 from dandelion.cache import hashing
 from dandelion.cache.cache import Cache
-from dandelion.cache.content import Uncacheable, content_id
+from dandelion.cache.content import Uncacheable
 from dandelion.cache.entry import CorruptEntry, pack, unpack
 from dandelion.cache.identity import python_identity
-from dandelion.cache.key import implementation_identity, prefix, tail
+from dandelion.cache.key import implementation_identity, items_tail, prefix
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Implementation
 from dandelion.ir.serialize import content_hash
 from dandelion.items import Item
@@ -164,9 +164,9 @@ class RunMemo:
             Uncacheable: an input has no canonical encoding, or a function reaches
                 something that cannot be hashed.
         """
-        ids = [[content_id(item) for item in inputs.get(name, ())] for name in self.inputs]
         return hashing.digest(b"".join([self._head, *[p.current() for p in self._parts],
-                                        tail(ids)]))
+                                        items_tail([inputs.get(name, ())
+                                                    for name in self.inputs])]))
 
     def storage_key(self, cache: Cache, inputs: Mapping[str, Items]) -> str | None:
         """Where ``cache`` keeps the outputs of a run on ``inputs`` (``None``: the run

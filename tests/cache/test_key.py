@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from dandelion.cache import entry as entry_module
 from dandelion.cache import hashing, open_cache
+from dandelion.cache import key as key_module
 from dandelion.cache import run as run_module
 from dandelion.cache.content import INLINE_LIMIT, Uncacheable, content_id, record_parts
 from dandelion.cache.key import instance_key, storage_keys, tail
@@ -123,14 +124,18 @@ ITEMS = st.builds(
     name=st.sampled_from(["", "a"]))
 
 
+def _general_id(item: Item) -> bytes:
+    """The content id from the general encoding (content.record_parts)."""
+    record = b"".join(record_parts(item)[1])
+    return b"\x00" + record if len(record) <= INLINE_LIMIT else content_id(item)
+
+
 def _general_tail(items: tuple[Item, ...]) -> bytes | None:
-    """The tail from the general encoding (content.record_parts), or None: uncacheable."""
+    """The tail from the general encoding, or None: uncacheable."""
     try:
-        records = [b"".join(record_parts(item)[1]) for item in items]
+        return tail([[_general_id(item) for item in items]])
     except Uncacheable:
         return None
-    return tail([[b"\x00" + r if len(r) <= INLINE_LIMIT else b"\x01" + hashing.digest(r)
-                  for r in records]])
 
 
 @pytest.mark.parametrize("in_c", [True, False])
@@ -160,3 +165,42 @@ def test_int_entries_in_one_step_are_those_pack_makes(in_c, items):
                   and -2**63 <= i.key < 2**63 for i in items)
     assert one_step == (packed if one_int else None)
     assert entry_module.pack_ints([[(Item(1), Item(2))]]) is None  # two items: not one step
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+@settings(max_examples=200, deadline=None)
+@given(inputs=st.lists(st.one_of(st.lists(ITEMS, max_size=4), st.lists(ITEMS, max_size=4)
+                                 .map(tuple)), max_size=3))
+def test_the_tail_of_items_is_that_of_the_general_encoding(in_c, inputs):
+    try:
+        expected: bytes | None = tail([[_general_id(item) for item in items]
+                                      for items in inputs])
+    except Uncacheable:
+        expected = None
+    with mock.patch.object(key_module, "_int_tail", key_module._int_tail if in_c else None):
+        try:
+            made: bytes | None = key_module.items_tail(inputs)
+        except Uncacheable:
+            made = None
+    assert made == expected
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+@settings(max_examples=200, deadline=None)
+@given(outputs=st.lists(st.lists(ITEMS, max_size=4).map(tuple), max_size=3))
+def test_entries_of_int_items_packed_in_c_are_those_of_the_general_encoding(in_c, outputs):
+    def packed() -> tuple[bytes, list[bytes]] | None:
+        try:
+            return entry_module.pack(outputs)
+        except Uncacheable:
+            return None
+
+    with mock.patch.object(entry_module, "_int_result", None), \
+            mock.patch.object(entry_module, "record", lambda item: None):
+        general = packed()  # item by item, from record_parts
+    with mock.patch.object(entry_module, "_int_result",
+                           entry_module._int_result if in_c else None):
+        assert packed() == general
+    if general is not None:
+        assert entry_module.unpack(general[0]) == (
+            [tuple(items) for items in outputs], general[1])

@@ -556,6 +556,100 @@ static PyObject *int_entries(PyObject *self, PyObject *outputs) {
     return out;
 }
 
+/* The items of a tuple or list as an array (borrowed) and their number; NULL for another
+ * type (no error set). */
+static PyObject **items_of(PyObject *seq, Py_ssize_t *n) {
+    if (PyTuple_CheckExact(seq)) {
+        *n = PyTuple_GET_SIZE(seq);
+        return ((PyTupleObject *)seq)->ob_item;
+    }
+    static PyObject *none[1]; /* where an empty list's items are (its own may be NULL) */
+    if (PyList_CheckExact(seq)) {
+        *n = PyList_GET_SIZE(seq);
+        return *n ? ((PyListObject *)seq)->ob_item : none;
+    }
+    return NULL;
+}
+
+/* int_tail(inputs) -> the tail of a key (key.py's tail of the items' content ids) when the
+ * inputs (per parameter, a tuple or list of items) are all int items without a name, else
+ * None. */
+static PyObject *int_tail(PyObject *self, PyObject *inputs) {
+    Py_ssize_t n_params, total = 0;
+    PyObject **params = items_of(inputs, &n_params);
+    if (params == NULL)
+        Py_RETURN_NONE;
+    for (Py_ssize_t p = 0; p < n_params; p++) {
+        Py_ssize_t n;
+        if (items_of(params[p], &n) == NULL)
+            Py_RETURN_NONE;
+        total += 4 + n * (4 + 1 + RECORD);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    uint8_t *at = (uint8_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t p = 0; p < n_params; p++) {
+        Py_ssize_t n;
+        PyObject **items = items_of(params[p], &n);
+        put32(at, (uint32_t)n);
+        at += 4;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int fits = int_record(items[i], at + 5);
+            if (fits != 1) {
+                Py_DECREF(out);
+                if (fits < 0)
+                    return NULL;
+                Py_RETURN_NONE;
+            }
+            put32(at, 1 + RECORD);
+            at[4] = 0;
+            at += 4 + 1 + RECORD;
+        }
+    }
+    return out;
+}
+
+/* int_result(items) -> (the bytes of one result in an entry: entry.py's pack of its items,
+ * the content id of each item) when the items (a tuple or list) are all int items without
+ * a name, else None. */
+static PyObject *int_result(PyObject *self, PyObject *seq) {
+    Py_ssize_t n;
+    PyObject **items = items_of(seq, &n);
+    if (items == NULL)
+        Py_RETURN_NONE;
+    PyObject *chunk = PyBytes_FromStringAndSize(NULL, 4 + n * (8 + RECORD));
+    PyObject *ids = chunk == NULL ? NULL : PyList_New(n);
+    if (ids == NULL) {
+        Py_XDECREF(chunk);
+        return NULL;
+    }
+    uint8_t *at = (uint8_t *)PyBytes_AS_STRING(chunk);
+    put32(at, (uint32_t)n);
+    at += 4;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int fits = int_record(items[i], at + 8);
+        PyObject *id = NULL;
+        if (fits == 1 && (id = PyBytes_FromStringAndSize(NULL, 1 + RECORD)) != NULL) {
+            PyBytes_AS_STRING(id)[0] = 0;
+            memcpy(PyBytes_AS_STRING(id) + 1, at + 8, RECORD);
+            PyList_SET_ITEM(ids, i, id);
+            put64(at, RECORD);
+            at += 8 + RECORD;
+            continue;
+        }
+        Py_DECREF(chunk);
+        Py_DECREF(ids);
+        if (fits == 0)
+            Py_RETURN_NONE;
+        return NULL;
+    }
+    PyObject *out = PyTuple_Pack(2, chunk, ids);
+    Py_DECREF(chunk);
+    Py_DECREF(ids);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"storage_keys", storage_keys, METH_VARARGS,
      "storage_keys(prefix, namespace, tails, algorithm) -> ['<namespace>/<hex "
@@ -566,6 +660,12 @@ static PyMethodDef methods[] = {
     {"int_tails", int_tails, METH_O,
      "int_tails(instances) -> per instance, the tail of its key when its inputs are one "
      "parameter of one int item without a name, else None."},
+    {"int_tail", int_tail, METH_O,
+     "int_tail(inputs) -> the tail of a key when the inputs (per parameter, its items) are "
+     "all int items without a name, else None."},
+    {"int_result", int_result, METH_O,
+     "int_result(items) -> (the bytes of one result in an entry, the content id of each "
+     "item) when the items are all int items without a name, else None."},
     {"int_entries", int_entries, METH_O,
      "int_entries(outputs) -> the entries of many instances' outputs when each is one result "
      "of one int item without a name, else None."},
