@@ -47,12 +47,18 @@ class Cache:
         namespace: keeps tenants apart: entries of one namespace are never seen by another.
         refresh: lookups all miss (everything is recomputed and stored again).
         flights: identical instances in flight (shared by every namespace of one store).
+        ids: the content ids one run already knows, by item identity (each value the item
+            and its id): given by the whole-run memo, which hashed the run's inputs for its
+            key, to the run's lookups, which then need not hash them again, and filled with
+            the ids of the outputs they keep, which the memo keeps whole after the run
+            (``None``: a run keeps its own).
     """
 
     store: Store
     namespace: str = DEFAULT_NAMESPACE
     refresh: bool = False
     flights: SingleFlight = attrs.field(factory=SingleFlight)
+    ids: dict[int, tuple[Any, bytes]] | None = None
 
     def __attrs_post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace) or self.namespace in (".", ".."):
@@ -62,6 +68,10 @@ class Cache:
     def namespaced(self, namespace: str) -> Cache:
         """The same store and flights under another namespace."""
         return attrs.evolve(self, namespace=namespace)
+
+    def knowing(self, ids: dict[int, tuple[Any, bytes]]) -> Cache:
+        """The same cache, for one run that shares the content ids in ``ids``."""
+        return attrs.evolve(self, ids=ids)
 
     def refreshing(self, refresh: bool = True) -> Cache:
         """The same cache, whose lookups miss (``refresh``) or not."""

@@ -52,9 +52,11 @@ class CorruptEntry(Exception):
     """Bytes that are not an entry this module wrote."""
 
 
-def pack(outputs: Outputs) -> tuple[bytes, list[bytes]]:
+def pack(outputs: Outputs, known: dict[int, tuple[Any, bytes]] | None = None
+         ) -> tuple[bytes, list[bytes]]:
     """The bytes of an entry holding ``outputs`` (one item sequence per result), and the
-    content id of each item in order.
+    content id of each item in order (those in ``known``, by item identity, as they are
+    there: a long one is not hashed again).
 
     Raises:
         Uncacheable: an output has no canonical encoding.
@@ -84,7 +86,9 @@ def pack(outputs: Outputs) -> tuple[bytes, list[bytes]]:
             if size <= INLINE_LIMIT:
                 ids.append(b"\x00" + b"".join(parts))
             else:
-                digest = long_digest(parts)
+                seen = known.get(id(item)) if known is not None else None
+                digest = seen[1][1:] if seen is not None and seen[0] is item else \
+                    long_digest(parts)
                 chunks.append(digest)
                 ids.append(b"\x01" + digest)
     return b"".join(chunks), ids

@@ -161,9 +161,11 @@ def tail(inputs: Sequence[Sequence[bytes]]) -> bytes:
     return b"".join(parts)
 
 
-def items_tail(inputs: Sequence[Sequence[Item[Any]]]) -> bytes:
+def items_tail(inputs: Sequence[Sequence[Item[Any]]],
+               ids: dict[int, tuple[Any, bytes]] | None = None) -> bytes:
     """:func:`tail` of the content ids of ``inputs`` (per parameter, its items): in one C
-    call when they are all ``int`` items without a name.
+    call when they are all ``int`` items without a name; else each id made is added to
+    ``ids`` (by item identity: the item and its id), where given.
 
     >>> items_tail([[Item(1), Item(2, key=1)]]) == tail([[content_id(Item(1)),
     ...                                                  content_id(Item(2, key=1))]])
@@ -175,7 +177,11 @@ def items_tail(inputs: Sequence[Sequence[Item[Any]]]) -> bytes:
     made = _int_tail(inputs) if _int_tail is not None else None
     if made is not None:
         return made
-    return tail([[content_id(item) for item in items] for items in inputs])
+    content = [[content_id(item) for item in items] for items in inputs]
+    if ids is not None:
+        for items, cids in zip(inputs, content):
+            ids.update((id(item), (item, cid)) for item, cid in zip(items, cids))
+    return tail(content)
 
 
 def instance_key(prefix: bytes, inputs: Sequence[Sequence[bytes]]) -> bytes:

@@ -65,7 +65,8 @@ class RunCache:
 
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
-        self._ids: dict[int, tuple[Item[Any], bytes]] = {}
+        self._ids: dict[int, tuple[Item[Any], bytes]] = cache.ids if cache.ids is not None \
+            else {}
 
     def content_ids(self, items: Sequence[Item[Any]]) -> list[bytes]:
         """The content id of each item (remembered for the run).

@@ -177,11 +177,14 @@ class Runtime:
         memo = self._memo(program, plan) if using is not None and not watched else None
         key = None
         if memo is not None and using is not None:
-            key = memo.storage_key(using, sets)
+            ids: dict[int, tuple[Any, bytes]] = {}
+            key = memo.storage_key(using, sets, ids)
             if key is not None and not using.refresh:
                 served = memo.serve(using, key)
                 if served is not None:
                     return program.unbind(served)
+            if key is not None:  # the run's lookups reuse the inputs' ids, keep its outputs'
+                using = using.knowing(ids)
         outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
                                    observe=self._observe, cache=using)
         if memo is not None and using is not None and key is not None:

@@ -156,9 +156,12 @@ class RunMemo:
         structure = content_hash(plan.composition).encode()
         return cls(plan, structure, parts)
 
-    def key(self, inputs: Mapping[str, Items]) -> bytes:
+    def key(self, inputs: Mapping[str, Items],
+            ids: dict[int, tuple[Any, bytes]] | None = None) -> bytes:
         """The run key of a run on the direct ``inputs`` (those :meth:`Program.bind
-        <dandelion.program.Program.bind>` made).
+        <dandelion.program.Program.bind>` made); the content ids of the inputs are added to
+        ``ids`` (by item identity, as :attr:`Cache.ids <dandelion.cache.Cache.ids>`
+        keeps them) where given.
 
         Raises:
             Uncacheable: an input has no canonical encoding, or a function reaches
@@ -166,14 +169,15 @@ class RunMemo:
         """
         return hashing.digest(b"".join([self._head, *[p.current() for p in self._parts],
                                         items_tail([inputs.get(name, ())
-                                                    for name in self.inputs])]))
+                                                    for name in self.inputs], ids)]))
 
-    def storage_key(self, cache: Cache, inputs: Mapping[str, Items]) -> str | None:
+    def storage_key(self, cache: Cache, inputs: Mapping[str, Items],
+                    ids: dict[int, tuple[Any, bytes]] | None = None) -> str | None:
         """Where ``cache`` keeps the outputs of a run on ``inputs`` (``None``: the run
         cannot be keyed, its inputs or a function cannot be hashed; the per-instance path
-        says why)."""
+        says why); the inputs' content ids are added to ``ids`` as by :meth:`key`."""
         try:
-            return cache.storage_key(self.key(inputs))
+            return cache.storage_key(self.key(inputs, ids))
         except Uncacheable:
             return None
 
@@ -203,7 +207,8 @@ class RunMemo:
         """Keep a run's direct ``outputs`` under ``key`` (not when one has no canonical
         encoding; a store that fails has warned and stays a miss)."""
         try:
-            data, _ids = pack([tuple(outputs.get(name, ())) for name in self.outputs])
+            data, _ids = pack([tuple(outputs.get(name, ())) for name in self.outputs],
+                              cache.ids)
         except Uncacheable:
             return
         try:

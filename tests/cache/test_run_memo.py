@@ -252,3 +252,24 @@ def test_a_run_kept_by_another_process_is_served_whole(load, tmp_path):
     with dd.Runtime(engine="inline", workers=1, cache=store) as rt:
         assert (rt.run(mod.product, m) == m @ m.T).all()
     assert len(store.reads) == 1 and store.writes == []
+
+
+def test_a_run_through_the_memo_keeps_the_entries_a_watched_run_hits(load):
+    # the memo hands the inputs' content ids to the run's lookups, and keeps the run with
+    # the outputs' ids its lookups made: each instance's key and entry is as a run without
+    # the memo makes it
+    mod = load(GRAM)
+    store = MemoryStore()
+    events: list[Any] = []
+    m = _matrix()
+    with dd.Runtime(engine="inline", workers=1, cache=store, fuse=False) as rt, \
+            dd.Runtime(engine="inline", workers=1, cache=store, fuse=False,
+                       observers=[events.append]) as watched:
+        assert rt.run(mod.summed, m) == int((m @ m.T).sum())
+        assert watched.run(mod.summed, m) == int((m @ m.T).sum())
+        assert [(e.hits, e.misses) for e in events if e.kind == "cached"] == [(1, 0), (1, 0)]
+        other = _matrix(1)
+        events.clear()
+        assert watched.run(mod.summed, other) == int((other @ other.T).sum())
+        assert [(e.hits, e.misses) for e in events if e.kind == "cached"] == [(0, 1), (0, 1)]
+        assert rt.run(mod.summed, other) == int((other @ other.T).sum())  # served whole
