@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import attrs
 
@@ -234,6 +234,13 @@ class Engine(abc.ABC):
         what the engine would set up then (the ``process`` engine starts the zygote that
         has the function's libraries imported).  May block; called off the request path.
         The default: nothing to do."""
+
+    def wake_when_ready(self, call: FunctionCall, wake: Callable[[], None]) -> bool:
+        """After :meth:`begin` returned ``None`` for ``call``: arrange for ``wake`` to be
+        called once (from any thread) when beginning it again may succeed (e.g. a sandbox
+        was forked), and say so; ``False`` (the default) where it never will (then
+        :meth:`run` it on a thread)."""
+        return False
 
     def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:
         """Run several instances of ``call`` (``inputs``: each one's item sets) in one

@@ -12,8 +12,11 @@ report, whose zygote is asked how) is read on a thread of its own.
 
 The pool's bound holds: an invocation driven here takes one of the pool's ``size`` engines
 while it runs, like a worker thread does; one that finds none free waits in this
-:class:`Handoff`'s queue, in order, and one the engine cannot begin without blocking (no
-sandbox forked, large code) goes to the worker threads.
+:class:`Handoff`'s queue, in order.  When the engine cannot begin the first of them
+without blocking because it has nothing ready (no sandbox forked: a burst outran the
+pool), the queue waits until the engine wakes the loop
+(:meth:`~dandelion.runtime.engine.Engine.wake_when_ready`); what it can never begin from a
+loop (code over 64 KiB, another engine) goes to the worker threads.
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ class Handoff:
         #: batches waiting for a free engine, first come first started
         self.waiting: collections.deque[Batch] = collections.deque()
         self._draining = False
+        #: the first waiting batch could not begin yet: the engine wakes the loop when it can
+        self._parked = False
         self._closed = False
 
     def submit(self, batch: Batch) -> None:
@@ -117,13 +122,30 @@ class Handoff:
             return
         self._draining = True
         try:
-            while self.waiting and self.pool.take_engine(here=True):
+            while self.waiting and not self._parked and self.pool.take_engine(here=True):
                 batch = self.waiting.popleft()
-                if not self._start(batch):  # the engine cannot begin it: a worker runs it
-                    self.pool.give_engine()
+                if self._start(batch):
+                    continue
+                self.pool.give_engine()
+                self._parked = True  # until the engine says to try again
+                if self.engine.wake_when_ready(batch.call, self._unpark_soon):
+                    self.waiting.appendleft(batch)  # first again, once it can begin
+                else:  # it never can: a worker runs it
+                    self._parked = False
                     self.pool.tasks.put(batch)
         finally:
             self._draining = False
+
+    def _unpark_soon(self) -> None:
+        """From any thread: the engine may begin what waits now."""
+        try:
+            self.loop.call_soon_threadsafe(self._unpark)
+        except RuntimeError:  # the loop closed: nothing runs there any more
+            pass
+
+    def _unpark(self) -> None:
+        self._parked = False
+        self.drain()
 
     def wake(self) -> None:
         """From another thread: an engine became free; start what waits (on the loop)."""

@@ -176,13 +176,13 @@ def test_hot_invocations_on_the_process_engine_are_driven_by_the_event_loop(
             client.invoke(crash, 1)
         with pytest.raises(dd.FunctionTimeout, match="ran past its timeout of 1 s"):
             client.invoke(spin, 1)
-        assert ran == {"begin": 3, "run": 0}  # from the loop, none on a worker thread
-        # a burst may outrun the sandboxes forked ahead: those that find none wait for a
-        # fork on a worker thread
+        assert ran["run"] == 0  # from the loop, none on a worker thread
+        assert ran["begin"] >= 3  # (again once a sandbox was forked, if none was yet)
+        # a burst that outruns the sandboxes forked ahead waits for forks on the loop too
         with concurrent.futures.ThreadPoolExecutor(8) as many:
             assert list(many.map(lambda x: client.invoke(shout, x), range(40))) == \
                 [2 * x for x in range(40)]
-        assert ran["begin"] == 43
+        assert ran["run"] == 0 and ran["begin"] >= 43
         text = raw("GET", "/metrics", token=None).body.decode()
         assert 'dandelion_invocations_total{kind="function",outcome="ok"} 41.0' in text
         assert 'dandelion_invocations_total{kind="function",outcome="error"} 2.0' in text

@@ -24,7 +24,7 @@ import json
 import os
 import signal
 import threading
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from dandelion import errors
 from dandelion.backends.engines.process import _sandboxc, native, pool
@@ -161,7 +161,7 @@ class ProcessEngine(EngineBase):
     def run(self, context: Context, call: FunctionCall) -> float | None:
         assert isinstance(context, SharedContext)
         code = self._lay_out(context, call)
-        zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
+        zygote = self._zygote_of(code)
         sandbox = zygote.take()
         try:
             return self._invoke(zygote, sandbox, context, code, call)
@@ -180,7 +180,7 @@ class ProcessEngine(EngineBase):
         header, payload = self._assignment(context, code, call)
         if len(payload) > BEGIN_MAX_PAYLOAD:
             return None
-        zygote = self.zygote_for(code) if code.kind == "python" else self.native_zygote()
+        zygote = self._zygote_of(code)
         sandbox = zygote.take_forked()
         if sandbox is None:
             return None
@@ -191,6 +191,22 @@ class ProcessEngine(EngineBase):
             raise
         zygote.adapt()  # (reads the CPUs' idle time now and then: not before the hand-over)
         return Started(self, zygote, sandbox, context, code, call)
+
+    def wake_when_ready(self, call: FunctionCall, wake: Callable[[], None]) -> bool:
+        """After :meth:`begin` found no sandbox forked: ``wake`` once one is (its zygote
+        forks one now); ``False`` for code too large to begin from a loop at all."""
+        code = self.store.get(call.implementation.digest, call.artifact,
+                              call.implementation.kind)
+        payload = code.data if code.kind != "native" else \
+            self._cut(call.implementation.digest, code)[1]
+        if len(payload) > BEGIN_MAX_PAYLOAD:
+            return False
+        self._zygote_of(code).when_forked(wake)
+        return True
+
+    def _zygote_of(self, code: StoredCode) -> pool.Zygote:
+        """The zygote whose sandboxes run ``code``."""
+        return self.zygote_for(code) if code.kind == "python" else self.native_zygote()
 
     def _lay_out(self, context: SharedContext, call: FunctionCall) -> StoredCode:
         """Lay ``context`` out for the results of ``call``; the code it runs."""

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dandelion.backends.engines.process import _sandboxc
 from dandelion.backends.engines.process.protocol import (
@@ -168,6 +168,8 @@ class Zygote:
         self._ready: collections.deque[Sandbox] = collections.deque()
         self._pending = 0
         self._statuses: collections.OrderedDict[int, int] = collections.OrderedDict()
+        #: called once the next sandbox is forked (or the zygote is gone): when_forked
+        self._waiters: list[Callable[[], None]] = []
         self._started = False
         self.closed = False
         #: modules loaded in the zygote (and so in every sandbox it forks)
@@ -194,14 +196,19 @@ class Zygote:
                 with self._cond:
                     self.closed = True
                     self._cond.notify_all()
+                    waiters, self._waiters = self._waiters, []
+                for callback in waiters:
+                    callback()
                 return
             op, pid, status = CONTROL.unpack_from(msg)
+            waiters = []
             with self._cond:
                 if op == FORKED and fds:
                     self._statuses.pop(pid, None)  # a reused pid: the old status is stale
                     self._pending = max(0, self._pending - 1)
                     self._ready.append(Sandbox(pid, fds[0], fds[1] if len(fds) > 1 else -1,
                                                self.native is not None))
+                    waiters, self._waiters = self._waiters, []
                 elif fds:  # descriptors with anything but a fork report: not ours to keep
                     for fd in fds:
                         os.close(fd)
@@ -213,6 +220,8 @@ class Zygote:
                     self.modules = frozenset(msg[CONTROL.size:].decode().split("\n"))
                     self._started = True
                 self._cond.notify_all()
+            for callback in waiters:
+                callback()
 
     def _send(self, op: bytes, value: int) -> None:
         try:
@@ -258,6 +267,19 @@ class Zygote:
         has its work: only the sandboxes forked later depend on it)."""
         with self._cond:
             return self._pick()
+
+    def when_forked(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once a sandbox is forked (forking one now, as :meth:`take`
+        does when the pool is empty), or the zygote is gone: from the thread that learns
+        it, or at once if a sandbox is forked already."""
+        with self._cond:
+            now = bool(self._ready) or self.closed
+            if not now:
+                self._waiters.append(callback)
+        if now:
+            callback()
+        else:
+            self._send(FORK, 1)
 
     def adapt(self) -> None:
         """Turn the warm-up of the sandboxes forked from now on off while the CPUs are busy
