@@ -303,8 +303,8 @@ sandbox forked ahead and waits for the sandbox's report on its channel itself
 (loop → sandbox → loop) where an engine thread in between made four; the sandbox is ended
 and its context wiped after the answer is sent.  The pool's bound holds: no more
 invocations run at once than ``--workers``, and the others wait on the loop, in order.  A
-request that finds no sandbox forked (a burst that outruns the pool) runs on an engine
-thread, which waits for the fork.  A cold request decodes the copy of its code that
+burst that outruns the sandboxes forked ahead waits on the loop, in order, for the next
+fork.  A cold request decodes the copy of its code that
 registration stored: on the loop like a hot one when that copy is small and in memory, else
 on a thread of the frontend's pool, so it never holds up the loop or a hot request
 (:doc:`serve`, cold invocations; ``benchmarks/bench_cold.py`` measures one at a time against
