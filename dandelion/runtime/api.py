@@ -176,11 +176,12 @@ class Runtime:
             getattr(self.backend, "progress", None) is not None
         memo = self._memo(program, plan) if using is not None and not watched else None
         key = None
+        seen = True  # (a refreshed run is kept whole)
         if memo is not None and using is not None:
             ids: dict[int, tuple[Any, bytes]] = {}
             key = memo.storage_key(using, sets, ids)
             if key is not None and not using.refresh:
-                served = memo.serve(using, key)
+                served, seen = memo.serve(using, key)
                 if served is not None:
                     return program.unbind(served)
             if key is not None:  # the run's lookups reuse the inputs' ids, keep its outputs'
@@ -188,7 +189,7 @@ class Runtime:
         outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
                                    observe=self._observe, cache=using)
         if memo is not None and using is not None and key is not None:
-            memo.keep(using, key, outputs)
+            memo.keep(using, key, outputs, whole=seen)  # whole from its second run on
         return program.unbind(outputs)
 
     def _memo(self, program: Program, plan: Plan) -> RunMemo | None:

@@ -9,7 +9,13 @@ lookup per application, publishing every set) although nothing runs.  Before tha
 content ids of the direct inputs)``
 
 it keeps the run's direct outputs (a :func:`~dandelion.cache.entry.pack`-ed entry, in the
-same store and namespace as the instances' entries).  Each application's key prefix
+same store and namespace as the instances' entries) from the second time the run is seen:
+the first time it keeps only a mark (:data:`SEEN`), so that a run on new inputs, which may
+never come again, keeps its outputs once (in its instances' entries), not twice.  The run
+hands the content ids it made for the key to the run's lookups (:attr:`Cache.ids
+<dandelion.cache.Cache.ids>`), which do not hash the inputs again and give back the
+outputs' ids, so that keeping the run whole hashes nothing again either.  Each
+application's key prefix
 (:func:`~dandelion.cache.key.prefix`) is the one its instances' keys start with: the
 function's identity (for Python re-checked on every run, so a changed helper or constant
 misses), its signature, sharding and join, the interpreter and the engine ABI.  The
@@ -68,6 +74,12 @@ log = logging.getLogger("dandelion.cache")
 RUN_KEY_VERSION = 1
 
 _SALT = f"dandelion-run/{RUN_KEY_VERSION}\0".encode()
+
+#: What a run's first run keeps under its key: it was seen (its outputs are kept whole
+#: when it comes again, so that a run on new inputs, which may never come again, does not
+#: keep its outputs twice, once per instance and once whole).  Not an entry
+#: (:mod:`dandelion.cache.entry`), whose magic differs.
+SEEN = b"DDRS1\0"
 _COUNT = struct.Struct("<I").pack
 
 
@@ -181,16 +193,19 @@ class RunMemo:
         except Uncacheable:
             return None
 
-    def serve(self, cache: Cache, key: str) -> dict[str, tuple[Item[Any], ...]] | None:
-        """The direct outputs ``cache`` keeps under ``key``; ``None`` for a miss (an entry
-        that is not whole is removed)."""
+    def serve(self, cache: Cache, key: str
+              ) -> tuple[dict[str, tuple[Item[Any], ...]] | None, bool]:
+        """The direct outputs ``cache`` keeps under ``key`` (``None``: a miss), and whether
+        the run was seen before (its mark, or a broken entry, which is removed)."""
         try:
             data = cache.store.get(key)
         except Exception as e:  # the cache never fails a run
             log.warning("could not look up a whole run of '%s': %s", self.plan.entry, e)
-            return None
+            return None, False
         if data is None:
-            return None
+            return None, False
+        if data == SEEN:
+            return None, True
         try:
             outputs, _ids = unpack(data)
         except CorruptEntry:
@@ -200,17 +215,20 @@ class RunMemo:
                 cache.store.delete(key)
             except Exception as e:
                 log.warning("could not remove a broken whole-run entry: %s", e)
-            return None
-        return dict(zip(self.outputs, outputs))
+            return None, True
+        return dict(zip(self.outputs, outputs)), True
 
-    def keep(self, cache: Cache, key: str, outputs: Mapping[str, Items]) -> None:
-        """Keep a run's direct ``outputs`` under ``key`` (not when one has no canonical
-        encoding; a store that fails has warned and stays a miss)."""
-        try:
-            data, _ids = pack([tuple(outputs.get(name, ())) for name in self.outputs],
-                              cache.ids)
-        except Uncacheable:
-            return
+    def keep(self, cache: Cache, key: str, outputs: Mapping[str, Items], whole: bool) -> None:
+        """Keep a run's direct ``outputs`` under ``key`` when ``whole`` (not when one has no
+        canonical encoding), else only the mark that it was seen; a store that fails has
+        warned and stays a miss."""
+        data = SEEN
+        if whole:
+            try:
+                data, _ids = pack([tuple(outputs.get(name, ())) for name in self.outputs],
+                                  cache.ids)
+            except Uncacheable:
+                return
         try:
             cache.store.put(key, data)
         except Exception as e:  # the cache never fails a run

@@ -102,13 +102,29 @@ def test_a_rerun_is_served_whole_with_equal_outputs(load, engine):
     m = _matrix()
     with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
         first = rt.run(mod.product, m)
-        assert len(store.writes) == 2  # the instance's entry and the run's
+        assert len(store.writes) == 2  # the instance's entry, and the mark of the run
+        run_key = store.reads[0]
+        store.clear_log()
+        assert (rt.run(mod.product, m) == first).all()  # seen: kept whole
+        assert store.reads == [run_key, store.reads[1]] and store.writes == [run_key]
         store.clear_log()
         again = rt.run(mod.product, m)
         assert (again == m @ m.T).all() and (again == first).all()
-        assert len(store.reads) == 1 and store.writes == []  # one lookup, nothing ran
+        assert store.reads == [run_key] and store.writes == []  # one lookup, nothing ran
         again[0, 0] += 1  # a served result is the caller's own, writable copy
         assert (rt.run(mod.product, m) == first).all()
+
+
+def test_a_run_on_new_inputs_keeps_its_outputs_once(load):
+    mod = load(GRAM)
+    store = MemoryStore()
+    m = _matrix()
+    with dd.Runtime(engine="inline", workers=1, cache=store) as rt:
+        rt.run(mod.product, m)
+        once = store.info()["bytes"]
+        assert once < 1.1 * m.nbytes + 1000  # the instance's entry and a mark
+        rt.run(mod.product, m)
+        assert store.info()["bytes"] > 2 * m.nbytes  # seen again: kept whole too
 
 
 def test_a_changed_input_byte_misses(load, engine):
@@ -117,15 +133,17 @@ def test_a_changed_input_byte_misses(load, engine):
     m = _matrix()
     with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
         rt.run(mod.product, m)
+        rt.run(mod.product, m)  # kept whole
         changed = m.copy()
         changed[7, 3] += 1
         store.clear_log()
         assert (rt.run(mod.product, changed) == changed @ changed.T).all()
         assert len(store.reads) == 2 and len(store.writes) == 2  # run and instance, missed
+        changed_key = store.reads[0]
         m[7, 3] += 1  # the same array object, changed in place, misses too
         store.clear_log()
         assert (rt.run(mod.product, m) == m @ m.T).all()
-        assert len(store.reads) == 1  # (and it is the run just computed)
+        assert store.reads[0] == changed_key  # the run of the changed content, seen
 
 
 def test_a_changed_helper_or_constant_misses(load):
@@ -159,6 +177,7 @@ def test_another_tenant_misses(load):
     with dd.Runtime(engine="inline", workers=1, cache=tenant_a) as rt_a, \
             dd.Runtime(engine="inline", workers=1, cache=tenant_b) as rt_b:
         rt_a.run(mod.product, m)
+        rt_a.run(mod.product, m)  # kept whole
         store.clear_log()
         assert (rt_b.run(mod.product, m) == m @ m.T).all()
         assert len(store.writes) == 2 and all(k.startswith("tenant-b/") for k in store.reads)
@@ -179,6 +198,8 @@ def test_refresh_bypasses_the_memo_and_keeps_the_new_run(load, engine):
         store.clear_log()
         assert (rt._run(mod.product, (m,), {}, False) == m @ m.T).all()
         assert store.reads == store.writes == []
+        assert (rt.run(mod.product, m) == m @ m.T).all()  # the refreshed run, kept whole
+        assert len(store.reads) == 1 and store.writes == []
 
 
 def test_a_raising_run_keeps_no_run_entry_and_raises_again(load):
@@ -197,6 +218,9 @@ def test_a_raising_run_keeps_no_run_entry_and_raises_again(load):
             assert len(store.writes) == (1 if attempt == 0 else 0)
             assert len(store.reads) == 3
         mod.SCALE = 1
+        store.clear_log()
+        assert rt.run(mod.summed, m) == int((m @ m.T).sum())  # seen: hits, kept whole
+        assert len(store.reads) == 3 and len(store.writes) == 1
         store.clear_log()
         assert rt.run(mod.summed, m) == int((m @ m.T).sum())
         assert len(store.reads) == 1
@@ -217,7 +241,8 @@ def test_a_broken_run_entry_is_a_miss_and_is_replaced(load):
         assert key is not None and store.get(key) is not None
         store.put(key, b"not an entry")
         assert (rt.run(mod.product, m) == m @ m.T).all()
-        assert memo.serve(cache, key) is not None  # kept again, whole
+        served, seen = memo.serve(cache, key)
+        assert served is not None and seen  # kept again, whole
 
 
 def test_a_run_with_observers_is_reported_per_application(load):
@@ -245,6 +270,7 @@ def test_a_run_kept_by_another_process_is_served_whole(load, tmp_path):
         m = np.random.default_rng(0).integers(-9, 10, size=(16, 16), dtype=np.int64)
         with dd.Runtime(engine="inline", workers=1, cache=DiskStore({str(cache_dir)!r})) as rt:
             rt.run(user_mod.product, m)
+            rt.run(user_mod.product, m)  # kept whole
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     store = Recording(DiskStore(cache_dir))
@@ -272,4 +298,5 @@ def test_a_run_through_the_memo_keeps_the_entries_a_watched_run_hits(load):
         events.clear()
         assert watched.run(mod.summed, other) == int((other @ other.T).sum())
         assert [(e.hits, e.misses) for e in events if e.kind == "cached"] == [(0, 1), (0, 1)]
-        assert rt.run(mod.summed, other) == int((other @ other.T).sum())  # served whole
+        assert rt.run(mod.summed, other) == int((other @ other.T).sum())
+        assert rt.run(mod.summed, other) == int((other @ other.T).sum())
