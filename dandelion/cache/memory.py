@@ -4,6 +4,13 @@
 >>> store.put("ns/a", b"123456"); store.put("ns/b", b"123456")
 >>> store.get("ns/a"), store.get("ns/b")
 (None, b'123456')
+
+The entries are kept in a plain dictionary, least recently used first (a hit moves its entry
+to the end).  Holding only strings and bytes, that dictionary is left alone by Python's
+garbage collector, which would otherwise visit every entry on each full collection of the
+process (an ``OrderedDict`` of 300,000 entries added 21 ms to each).  Going over its bound,
+the store drops the least recently used entries until it is at most 15/16 full, so that
+finding them (from the front of the dictionary) is paid once per sixteenth of the bound.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ from __future__ import annotations
 import functools
 import operator
 import threading
-from collections import OrderedDict
 from typing import Any, Callable
 
 from dandelion.cache.store import Store
@@ -29,15 +35,17 @@ class MemoryStore(Store):
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
+        #: least recently used first
+        self._entries: dict[str, bytes] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
-            value = self._entries.get(key)
+            entries = self._entries
+            value = entries.pop(key, None)
             if value is not None:
-                self._entries.move_to_end(key)
+                entries[key] = value  # now the most recently used: last
             return value
 
     def get_many(self, keys: Any) -> list[bytes | None]:
@@ -47,7 +55,8 @@ class MemoryStore(Store):
             if out.count(None) < len(out):  # some hit: they are the most recently used
                 for k, v in zip(keys, out):
                     if v is not None:
-                        entries.move_to_end(k)
+                        del entries[k]
+                        entries[k] = v
             return out
 
     def put(self, key: str, value: bytes) -> None:
@@ -64,9 +73,7 @@ class MemoryStore(Store):
                 if len(stored) - before == len(entries):  # all new: the usual
                     self._bytes += size
                 else:  # some replaced (a refresh): they are the most recent, count again
-                    for key, _ in entries:
-                        stored.move_to_end(key)
-                    self._bytes = sum(map(len, stored.values()))
+                    self._to_end(key for key, _ in entries)
             else:
                 for key, value in entries:
                     if len(value) > self.max_bytes:
@@ -91,17 +98,33 @@ class MemoryStore(Store):
             if len(stored) - before == len(keys):  # all new: the usual
                 self._bytes += size
             else:  # some replaced (a refresh): they are the most recent, count again
-                for key in keys:
-                    stored.move_to_end(key)
-                self._bytes = sum(map(len, stored.values()))
+                self._to_end(keys)
             self._evict()
 
-    def _evict(self) -> None:
-        """Drop the least recently used entries beyond the bound (lock held)."""
+    def _to_end(self, keys: Any) -> None:
+        """Make ``keys`` the most recently used and count the bytes again (lock held; a
+        dictionary's update keeps a replaced key in its place)."""
         stored = self._entries
-        while self._bytes > self.max_bytes:
-            _, evicted = stored.popitem(last=False)
-            self._bytes -= len(evicted)
+        for key in keys:
+            stored[key] = stored.pop(key)
+        self._bytes = sum(map(len, stored.values()))
+
+    def _evict(self) -> None:
+        """Beyond the bound, drop the least recently used entries until at most 15/16 of
+        it is used (lock held)."""
+        if self._bytes <= self.max_bytes:
+            return
+        stored = self._entries
+        goal = self.max_bytes - self.max_bytes // 16
+        doomed, left = [], self._bytes
+        for key, value in stored.items():  # the least recently used first
+            if left <= goal:
+                break
+            doomed.append(key)
+            left -= len(value)
+        for key in doomed:
+            del stored[key]
+        self._bytes = left
 
     def delete(self, key: str) -> None:
         with self._lock:

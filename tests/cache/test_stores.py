@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -41,6 +42,28 @@ def test_memory_store_evicts_the_least_recently_used_beyond_its_bound():
     assert store.info()["bytes"] <= 30
     store.put("ns/huge", b"z" * 31)  # larger than the bound: not kept
     assert store.get("ns/huge") is None
+
+
+def test_memory_store_over_its_bound_drops_the_least_recently_used_to_15_16_of_it():
+    store = MemoryStore(max_bytes=160)
+    keys = [f"ns/{i:02}" for i in range(16)]
+    store.put_all(keys, [bytes(10)] * 16)  # full
+    store.get_many(keys[:3])  # 0, 1 and 2 are now the most recently used
+    store.put("ns/new", bytes(10))  # 170: down to 150
+    assert store.info()["bytes"] == 150
+    assert [k for k, v in zip(keys, store.get_many(keys)) if v is None] == keys[3:5]
+
+
+def test_the_garbage_collector_does_not_visit_a_memory_store_s_entries():
+    # each full collection of the process would visit them all (21 ms at 300,000 entries)
+    store = MemoryStore()
+    keys = [f"ns/{i}" for i in range(1000)]
+    values = [f"entry {i}".encode() for i in range(1000)]
+    store.put_all(keys, values)
+    store.get_many(keys[:10])
+    store.put("ns/one more", b"entry")
+    gc.collect()
+    assert gc.get_referrers(values[500]) == [values]  # only this test's list holds it
 
 
 @settings(max_examples=50, deadline=None)
