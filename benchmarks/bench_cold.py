@@ -9,6 +9,8 @@ interference alike), it measures:
 - ``evicted``: one of the 39 copies, taken in turn, each evicted from memory by the others
   since its last request (a cold start: its code is loaded from the artifact store);
 - ``first``: a copy registered just before, invoked for the first time;
+- ``new worker``: the first invocation on a worker started afresh, a second after the
+  function was registered there (``--new-workers`` of them, after the rest);
 - ``fresh``: the baseline, a fresh Python interpreter per request that imports numpy and runs
   the function (``paper/baselines.py fresh``: what a container or microVM cold start costs at
   the least).
@@ -70,7 +72,7 @@ class Worker(Endpoint):
 
     def __init__(self, label: str, python: str, state: str, engine: str, workers: int,
                  payload: bytes) -> None:
-        self.label = label
+        self.label, self.python = label, python
         self.proc, url = bench_http.start_worker(workers, state, engine, python)
         body = msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True)
         super().__init__(url, body, {"Content-Type": "application/msgpack",
@@ -95,6 +97,26 @@ class Worker(Endpoint):
             if row.startswith('dandelion_function_loads_total{temperature="cold"}'):
                 return float(row.split()[-1])
         return 0.0
+
+
+def on_new_worker(python: str, state: str, engine: str, workers: int, payload: bytes,
+                  settle: float) -> float:
+    """Seconds for the first invocation of a function on a worker just started, ``settle``
+    seconds after registering it (nothing of it, nor its libraries, was loaded before)."""
+    proc, url = bench_http.start_worker(workers, state, engine, python)
+    try:
+        body = msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True)
+        endpoint = Endpoint(url, body, {"Content-Type": "application/msgpack",
+                                        "Accept": "application/msgpack"},
+                            "/v1/functions/{name}/invoke")
+        source = bench_http.SOURCE.format(name="mmt0", index=0)
+        endpoint.post("/v1/functions", json.dumps({"source": source}).encode(),
+                      {"Content-Type": "application/json"})
+        time.sleep(settle)
+        return endpoint.invoke("mmt0")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -126,6 +148,10 @@ def main() -> None:
                         help="engines per worker (default: one per CPU, as paper/run.py)")
     parser.add_argument("--before", metavar="PYTHON",
                         help="also run a worker with this interpreter, interleaved")
+    parser.add_argument("--new-workers", type=int, default=5,
+                        help="workers started afresh for the 'new worker' kind (default 5)")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="seconds between registering and invoking on a new worker")
     parser.add_argument("--out", default="benchmarks/results", help="where to write results")
     args = parser.parse_args()
 
@@ -166,6 +192,11 @@ def main() -> None:
             for proc in procs:
                 proc.terminate()
                 proc.wait(timeout=30)
+        for i in range(args.new_workers):  # alone on the machine: the others are stopped
+            for w in workers:
+                times[w.label].setdefault("new worker", []).append(on_new_worker(
+                    w.python, f"{state}/new-{w.label}-{i}", args.engine, args.workers,
+                    payload, args.settle))
     load_after = os.getloadavg()
 
     summary: dict[str, Any] = {}
@@ -178,7 +209,7 @@ def main() -> None:
           f"engine {args.engine}, {args.workers} engine(s) per worker; one request at a time")
     for key, s in summary.items():
         ratio = "" if key == "fresh fresh" else f"   fresh p99 / p99 = {fresh_p99 / s['p99']:5.1f}"
-        print(f"  {key:16s} n={s['n']:4d}  p50 {s['p50'] * 1e3:7.2f} ms  "
+        print(f"  {key:18s} n={s['n']:4d}  p50 {s['p50'] * 1e3:7.2f} ms  "
               f"p99 {s['p99'] * 1e3:7.2f} ms{ratio}")
     for label, n in cold.items():
         print(f"  {label}: {n:.0f} cold loads counted by the worker "
