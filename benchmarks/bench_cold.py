@@ -205,17 +205,19 @@ def main() -> None:
             summary[f"{system} {kind}"] = {"n": len(xs), "p50": quantile(xs, 0.5),
                                            "p99": quantile(xs, 0.99)}
     fresh_p99 = summary["fresh fresh"]["p99"]
-    print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; "
-          f"engine {args.engine}, {args.workers} engine(s) per worker; one request at a time")
+    lines = [f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; engine "
+             f"{args.engine}, {args.workers} engine(s) per worker; one request at a time"]
     for key, s in summary.items():
         ratio = "" if key == "fresh fresh" else f"   fresh p99 / p99 = {fresh_p99 / s['p99']:5.1f}"
-        print(f"  {key:18s} n={s['n']:4d}  p50 {s['p50'] * 1e3:7.2f} ms  "
-              f"p99 {s['p99'] * 1e3:7.2f} ms{ratio}")
+        lines.append(f"  {key:18s} n={s['n']:4d}  p50 {s['p50'] * 1e3:7.2f} ms  "
+                     f"p99 {s['p99'] * 1e3:7.2f} ms{ratio}")
     for label, n in cold.items():
-        print(f"  {label}: {n:.0f} cold loads counted by the worker "
-              f"({args.rounds} evicted requests)")
+        lines.append(f"  {label}: {n:.0f} cold loads counted by the worker "
+                     f"({args.rounds} evicted requests)")
+    print("\n".join(lines))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_cold.txt").write_text("\n".join(lines) + "\n")
     (out / "bench_cold.json").write_text(json.dumps(
         {"engine": args.engine, "workers": args.workers, "rounds": args.rounds,
          "load_average": [load_before, load_after], "summary": summary,
