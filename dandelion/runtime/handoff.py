@@ -128,7 +128,11 @@ class Handoff:
                     continue
                 self.pool.give_engine()
                 self._parked = True  # until the engine says to try again
-                if self.engine.wake_when_ready(batch.call, self._unpark_soon):
+                try:
+                    later = self.engine.wake_when_ready(batch.call, self._unpark_soon)
+                except Exception:  # e.g. its zygote is gone: a worker's run says so
+                    later = False
+                if later:
                     self.waiting.appendleft(batch)  # first again, once it can begin
                 else:  # it never can: a worker runs it
                     self._parked = False
