@@ -5,6 +5,8 @@ BLAKE2b keys the definition in ``dandelion.cache.key`` gives, and the one-step p
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from unittest import mock
 
 import pytest
@@ -204,3 +206,42 @@ def test_entries_of_int_items_packed_in_c_are_those_of_the_general_encoding(in_c
     if general is not None:
         assert entry_module.unpack(general[0]) == (
             [tuple(items) for items in outputs], general[1])
+
+
+SNEAKY = """
+from dandelion.cache import entry, key
+from dandelion.cache.content import content_id
+from dandelion.items import Item
+
+_slot = Item.__dict__["value"]
+
+
+class Sneaky(Item):
+    __slots__ = ()
+
+    @property
+    def value(self):
+        HOLDER.clear()  # as another thread might, while the C code reads the list
+        return _slot.__get__(self)
+
+    @value.setter
+    def value(self, v):
+        _slot.__set__(self, v)
+
+
+HOLDER = []
+for _ in range(50):
+    HOLDER[:] = [Sneaky(i) for i in range(200)]
+    before = list(HOLDER)
+    assert key.items_tail([HOLDER]) == key.tail([[content_id(i) for i in before]])
+    HOLDER[:] = before
+    assert entry.pack([HOLDER]) == entry.pack([before])
+"""
+
+
+def test_a_list_of_items_emptied_while_it_is_encoded_is_encoded_as_it_was():
+    # the C code read a list's items through a pointer that emptying the list freed: it
+    # crashed the interpreter (in a child here, so that a crash fails only this test)
+    done = subprocess.run([sys.executable, "-c", SNEAKY], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -442,10 +442,7 @@ static PyObject *only(PyObject *seq) {
     return NULL;
 }
 
-/* An item's int record (element 3, key, no name, value: content.py's <BqIq>) at p when the
- * item's value is an int (not a subclass), its name empty, and key and value fit in 64
- * bits: 1; else 0; -1 with an exception set. */
-static int int_record(PyObject *item, uint8_t *p) {
+static int int_record_of(PyObject *item, uint8_t *p) {
     PyObject *value = PyObject_GetAttr(item, S_VALUE);
     if (value == NULL)
         return -1;
@@ -479,18 +476,40 @@ static int int_record(PyObject *item, uint8_t *p) {
     return fits;
 }
 
+/* An item's int record (element 3, key, no name, value: content.py's <BqIq>) at p when the
+ * item's value is an int (not a subclass), its name empty, and key and value fit in 64
+ * bits: 1; else 0; -1 with an exception set.  (The item is held meanwhile: it may be
+ * borrowed from a list.) */
+static int int_record(PyObject *item, uint8_t *p) {
+    Py_INCREF(item);
+    int fits = int_record_of(item, p);
+    Py_DECREF(item);
+    return fits;
+}
+
+/* seq as a tuple (a new reference: itself, or a list's items as they are now: what C code
+ * reads is not changed under it), else NULL, with an exception set or, for another type,
+ * none. */
+static PyObject *as_tuple(PyObject *seq) {
+    if (PyTuple_CheckExact(seq))
+        return Py_NewRef(seq);
+    if (PyList_CheckExact(seq))
+        return PyList_AsTuple(seq);
+    return NULL;
+}
+
 #define RECORD 21 /* an int record: element u8, key i64, name length u32, value i64 */
 
 /* int_tails(instances) -> per instance, the tail of its key (key.py's tail of one parameter
  * of one item whose content id is 0x00 + its int record) when its inputs are one parameter
  * of one int item without a name, else None. */
 static PyObject *int_tails(PyObject *self, PyObject *instances) {
-    PyObject *seq = PySequence_Fast(instances, "instances must be a sequence");
+    PyObject *seq = PySequence_Tuple(instances);
     if (seq == NULL)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     PyObject *out = PyList_New(n);
-    PyObject **insts = PySequence_Fast_ITEMS(seq);
+    PyObject **insts = ((PyTupleObject *)seq)->ob_item;
     for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
         PyObject *inputs = PyObject_GetAttr(insts[i], S_INPUTS);
         if (inputs == NULL) {
@@ -525,12 +544,12 @@ static const char MAGIC[6] = {'D', 'D', 'C', 'E', '1', 0}; /* entry.py's MAGIC *
 /* int_entries(outputs) -> the entries (entry.py's pack) of many instances' outputs when
  * each is one result of one int item without a name, else None. */
 static PyObject *int_entries(PyObject *self, PyObject *outputs) {
-    PyObject *seq = PySequence_Fast(outputs, "outputs must be a sequence");
+    PyObject *seq = PySequence_Tuple(outputs);
     if (seq == NULL)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     PyObject *out = PyList_New(n);
-    PyObject **outs = PySequence_Fast_ITEMS(seq);
+    PyObject **outs = ((PyTupleObject *)seq)->ob_item;
     for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
         PyObject *items = only(outs[i]), *item = items == NULL ? NULL : only(items);
         uint8_t entry[6 + 4 + 4 + 8 + RECORD]; /* magic, 1 result, 1 item, its size */
@@ -556,57 +575,56 @@ static PyObject *int_entries(PyObject *self, PyObject *outputs) {
     return out;
 }
 
-/* The items of a tuple or list as an array (borrowed) and their number; NULL for another
- * type (no error set). */
-static PyObject **items_of(PyObject *seq, Py_ssize_t *n) {
-    if (PyTuple_CheckExact(seq)) {
-        *n = PyTuple_GET_SIZE(seq);
-        return ((PyTupleObject *)seq)->ob_item;
-    }
-    static PyObject *none[1]; /* where an empty list's items are (its own may be NULL) */
-    if (PyList_CheckExact(seq)) {
-        *n = PyList_GET_SIZE(seq);
-        return *n ? ((PyListObject *)seq)->ob_item : none;
-    }
-    return NULL;
-}
-
 /* int_tail(inputs) -> the tail of a key (key.py's tail of the items' content ids) when the
  * inputs (per parameter, a tuple or list of items) are all int items without a name, else
  * None. */
 static PyObject *int_tail(PyObject *self, PyObject *inputs) {
-    Py_ssize_t n_params, total = 0;
-    PyObject **params = items_of(inputs, &n_params);
-    if (params == NULL)
+    PyObject *given = as_tuple(inputs);
+    if (given == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
         Py_RETURN_NONE;
-    for (Py_ssize_t p = 0; p < n_params; p++) {
-        Py_ssize_t n;
-        if (items_of(params[p], &n) == NULL)
-            Py_RETURN_NONE;
-        total += 4 + n * (4 + 1 + RECORD);
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
-    if (out == NULL)
-        return NULL;
-    uint8_t *at = (uint8_t *)PyBytes_AS_STRING(out);
-    for (Py_ssize_t p = 0; p < n_params; p++) {
-        Py_ssize_t n;
-        PyObject **items = items_of(params[p], &n);
+    Py_ssize_t n_params = PyTuple_GET_SIZE(given), total = 0;
+    PyObject *params = PyTuple_New(n_params), *out = NULL;
+    for (Py_ssize_t p = 0; params != NULL && p < n_params; p++) {
+        PyObject *items = as_tuple(PyTuple_GET_ITEM(given, p));
+        if (items == NULL) {
+            Py_CLEAR(params);
+            break;
+        }
+        PyTuple_SET_ITEM(params, p, items);
+        total += 4 + PyTuple_GET_SIZE(items) * (4 + 1 + RECORD);
+    }
+    Py_DECREF(given);
+    if (params == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    uint8_t *at = out == NULL ? NULL : (uint8_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t p = 0; out != NULL && p < n_params; p++) {
+        PyObject *items = PyTuple_GET_ITEM(params, p);
+        Py_ssize_t n = PyTuple_GET_SIZE(items);
         put32(at, (uint32_t)n);
         at += 4;
         for (Py_ssize_t i = 0; i < n; i++) {
-            int fits = int_record(items[i], at + 5);
+            int fits = int_record(PyTuple_GET_ITEM(items, i), at + 5);
             if (fits != 1) {
-                Py_DECREF(out);
-                if (fits < 0)
-                    return NULL;
-                Py_RETURN_NONE;
+                Py_CLEAR(out);
+                if (fits == 0)
+                    out = Py_NewRef(Py_None);
+                break;
             }
             put32(at, 1 + RECORD);
             at[4] = 0;
             at += 4 + 1 + RECORD;
         }
+        if (out == Py_None)
+            break;
     }
+    Py_DECREF(params);
     return out;
 }
 
@@ -614,39 +632,40 @@ static PyObject *int_tail(PyObject *self, PyObject *inputs) {
  * the content id of each item) when the items (a tuple or list) are all int items without
  * a name, else None. */
 static PyObject *int_result(PyObject *self, PyObject *seq) {
-    Py_ssize_t n;
-    PyObject **items = items_of(seq, &n);
-    if (items == NULL)
+    PyObject *items = as_tuple(seq);
+    if (items == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
         Py_RETURN_NONE;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
     PyObject *chunk = PyBytes_FromStringAndSize(NULL, 4 + n * (8 + RECORD));
     PyObject *ids = chunk == NULL ? NULL : PyList_New(n);
-    if (ids == NULL) {
-        Py_XDECREF(chunk);
-        return NULL;
-    }
+    PyObject *out = NULL;
+    if (ids == NULL)
+        goto done;
     uint8_t *at = (uint8_t *)PyBytes_AS_STRING(chunk);
     put32(at, (uint32_t)n);
     at += 4;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int fits = int_record(items[i], at + 8);
+        int fits = int_record(PyTuple_GET_ITEM(items, i), at + 8);
         PyObject *id = NULL;
-        if (fits == 1 && (id = PyBytes_FromStringAndSize(NULL, 1 + RECORD)) != NULL) {
-            PyBytes_AS_STRING(id)[0] = 0;
-            memcpy(PyBytes_AS_STRING(id) + 1, at + 8, RECORD);
-            PyList_SET_ITEM(ids, i, id);
-            put64(at, RECORD);
-            at += 8 + RECORD;
-            continue;
+        if (fits != 1 || (id = PyBytes_FromStringAndSize(NULL, 1 + RECORD)) == NULL) {
+            if (fits == 0)
+                out = Py_NewRef(Py_None);
+            goto done;
         }
-        Py_DECREF(chunk);
-        Py_DECREF(ids);
-        if (fits == 0)
-            Py_RETURN_NONE;
-        return NULL;
+        PyBytes_AS_STRING(id)[0] = 0;
+        memcpy(PyBytes_AS_STRING(id) + 1, at + 8, RECORD);
+        PyList_SET_ITEM(ids, i, id);
+        put64(at, RECORD);
+        at += 8 + RECORD;
     }
-    PyObject *out = PyTuple_Pack(2, chunk, ids);
-    Py_DECREF(chunk);
-    Py_DECREF(ids);
+    out = PyTuple_Pack(2, chunk, ids);
+done:
+    Py_DECREF(items);
+    Py_XDECREF(chunk);
+    Py_XDECREF(ids);
     return out;
 }
 
