@@ -26,7 +26,7 @@ repetitions):
    joining the flights, keeping the outputs, landing the flights.  A profile of part 2's
    overhead that other processes on a loaded machine disturb less.
 
-    python benchmarks/bench_cache.py [--repeat 15] [--rounds 31] [--fanout 10000] [--only N]
+    python benchmarks/bench_cache.py [--repeat 15] [--rounds 61] [--fanout 10000] [--only N]
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def cache_parts(n: int, repeat: int) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--rounds", type=int, default=31,
+    ap.add_argument("--rounds", type=int, default=61,
                     help="rounds of the fan-out (parts 2 and 3): a run of it varies by a "
                          "fifth on a busy machine, its median needs many")
     ap.add_argument("--fanout", type=int, default=10000)
