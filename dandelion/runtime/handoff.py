@@ -162,8 +162,11 @@ class Handoff:
     def _start(self, batch: Batch) -> bool:
         """Begin the batch's instance; ``False`` if the engine cannot without blocking."""
         inst = batch.instances[0]
+        # An instance that ends as it starts is reported on the loop's next turn, never
+        # from here: the dispatcher submits while it holds its run's lock, which reporting
+        # takes (a failure to begin deadlocked the worker's event loop)
         if batch.cancelled.is_set():
-            self._done(batch, None)
+            self.loop.call_soon(self._done, batch, None)
             return True
         domain = self.engine.domain
         context = domain.acquire()
@@ -172,7 +175,7 @@ class Handoff:
             invocation = self.engine.begin(context, batch.call)
         except BaseException as e:  # reported to the dispatcher, never lost
             domain.release(context)
-            self._done(batch, e)
+            self.loop.call_soon(self._done, batch, e)
             return True
         if invocation is None:
             domain.release(context)

@@ -66,3 +66,13 @@ def exit_(x: int) -> int:
 @dd.composition
 def size(x: int) -> int:
     return sized(x)
+
+
+@dd.compute
+def untyped(x) -> int:  # type: ignore[no-untyped-def]
+    return 1
+
+
+@dd.composition
+def untyped_run(x) -> int:  # type: ignore[no-untyped-def]
+    return untyped(x)

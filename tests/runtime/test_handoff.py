@@ -159,3 +159,28 @@ def test_a_failing_instance_fails_the_run_started_on_a_loop_with_its_name() -> N
         with pytest.raises(dd.FunctionError, match="fail_on_three") as info:
             asyncio.run(main())
     assert info.value.function == "fail_on_three"
+
+
+class Opaque:
+    """A value with no encoding across the sandbox boundary."""
+
+
+def test_an_instance_that_cannot_begin_fails_its_run_and_never_blocks_the_loop() -> None:
+    # laying out its inputs fails before any sandbox runs: reported from inside the
+    # dispatcher's submit, this deadlocked the event loop (the run's lock, held there)
+    outcome: list[Any] = []
+    with dd.Runtime(engine="process", workers=1, cache=False) as rt:
+        async def main() -> Any:
+            try:
+                await _run(rt, h.untyped_run, Opaque())
+            except dd.FunctionError as e:
+                outcome.append(e)
+            outcome.append(await _run(rt, h.tag, 3))  # the loop and the engine go on
+
+        loop_thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        loop_thread.start()
+        loop_thread.join(timeout=60)
+        assert not loop_thread.is_alive(), "the event loop is blocked"
+    error, after = outcome
+    assert "cannot cross a sandbox boundary untyped" in error.message
+    assert after == 3001
