@@ -9,7 +9,9 @@ finds it in memory.  Sandboxes are never specific to a function: the code travel
 sandbox on every invocation.
 
 >>> import tempfile
->>> from dandelion.errors import BackendError
+>>> from dandelion.cache.content import Uncacheable
+from dandelion.cache.identity import python_identity
+from dandelion.errors import BackendError
 >>> from dandelion.runtime.store import ArtifactStore
 >>> store = ArtifactStore(tempfile.mkdtemp())
 >>> try:
@@ -34,11 +36,37 @@ from typing import Any, Collection
 
 import attrs
 
+from dandelion.cache.content import Uncacheable
+from dandelion.cache.identity import python_identity
 from dandelion.errors import BackendError
 from dandelion.runtime import pickling
 from dandelion.runtime.native import NativeFunction, NativeImage, validate_elf
 from dandelion.runtime.shipping import serialize_python
 from dandelion.runtime.wasm import WasmFunction, validate_wasm
+
+
+def fingerprint(artifact: Any) -> bytes | None:
+    """What the serialized copy of a Python ``artifact`` depends on beyond its source: its
+    function's identity (:func:`~dandelion.cache.identity.python_identity`: the values of
+    the constants, helpers and closure cells it reaches, which its pickle captures by value).
+
+    A digest names a function's source, so a module constant rebound after the function
+    first ran (``m.SCALE = 2``) keeps the digest; the store then serializes the function
+    again instead of serving the copy that captured the old value, and a sandbox computes
+    what an in-process call computes.  ``None`` (not checked: the first copy is served)
+    for what is not a Python function, or reaches something that cannot be hashed by value
+    (then neither can its results be cached).
+
+    The identity is memoized while what the function reads stays the same object, so the
+    check costs about a microsecond per invocation.
+    """
+    fn = getattr(artifact, "fn", None)
+    if fn is None or isinstance(artifact, (NativeFunction, WasmFunction)):
+        return None
+    try:
+        return python_identity(fn)
+    except Uncacheable:
+        return None
 
 
 @attrs.frozen
@@ -84,7 +112,9 @@ class ArtifactStore:
         self._hot: collections.OrderedDict[str, StoredCode] = collections.OrderedDict()
         self._hot_size = 0
         self._lock = threading.Lock()
-        self._source: dict[str, Any] = {}  # digest -> the artifact object it was written from
+        #: digest -> (the artifact object it was written from, that object's fingerprint
+        #: then: see :func:`fingerprint`)
+        self._source: dict[str, tuple[Any, bytes | None]] = {}
         #: digest -> the sha256 of what this store last wrote for it (a Python function
         #: loaded again, e.g. by a worker that evicted it, serializes to the same bytes:
         #: its file is not written again)
@@ -177,23 +207,23 @@ class ArtifactStore:
         Raises:
             BackendError: it is nowhere, or the file on disk is corrupt.
         """
+        version = fingerprint(artifact)
         with self._lock:
             code = self._hot.get(digest)
-            if code is not None and (artifact is None or self._source.get(digest) is artifact
-                                     or code.kind in ("native", "wasm")):
+            if code is not None and (artifact is None or code.kind in ("native", "wasm")
+                                     or self._source.get(digest) == (artifact, version)):
                 self._hot.move_to_end(digest)
                 self.stats["hot"] += 1
                 return code
             trusted = (artifact is None or isinstance(artifact, (NativeFunction, WasmFunction))
-                       or self._source.get(digest) is artifact)
+                       or self._source.get(digest) == (artifact, version))
         code = self._load(digest) if trusted else None
         if code is None:
             if artifact is None:
                 raise BackendError(f"no code for {digest} in the artifact store {self.root}")
-            code = self._store(digest, artifact, kind)
-        with self._lock:
-            if artifact is not None:
-                self._source[digest] = artifact
+            code = self._store(digest, artifact, kind)  # (a change since `version` was
+            with self._lock:  # taken is serialized again next time)
+                self._source[digest] = (artifact, version)
         self._remember(digest, code)
         return code
 
@@ -240,8 +270,9 @@ class ArtifactStore:
             artifact = pickling.loads(code.data)
         except Exception:  # a library gone since: loading the source says what is wrong
             return None
+        version = fingerprint(artifact)
         with self._lock:
-            self._source[digest] = artifact
+            self._source[digest] = (artifact, version)
         return artifact
 
     def _load(self, digest: str) -> StoredCode | None:

@@ -146,13 +146,12 @@ def test_a_changed_input_byte_misses(load, engine):
         assert store.reads[0] == changed_key  # the run of the changed content, seen
 
 
-def test_a_changed_helper_or_constant_misses(load):
-    # inline: the process engine keeps running the copy of a function it was first
-    # shipped, whatever the caller rebinds later (with or without a cache)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_changed_helper_or_constant_misses(load, engine):
     mod = load(GRAM)
     store = Recording(MemoryStore())
     m = _matrix()
-    with dd.Runtime(engine="inline", workers=1, cache=store) as rt:
+    with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
         rt.run(mod.product, m)
         mod.SCALE = 2  # a module constant the helper reads
         store.clear_log()

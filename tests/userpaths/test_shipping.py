@@ -73,6 +73,20 @@ def test_a_composition_keeps_the_function_version_it_was_registered_with(client,
         client.invoke(client.function("rescale"), 2) == 6
 
 
+def test_a_run_after_a_constant_is_rebound_sees_the_new_value(engine, tmp_path):
+    # the same function object, run again after its module's constant was rebound, computes
+    # what a call in this process computes: the process engine used to keep running the
+    # copy it first shipped (FACTOR captured by value), and a result cache then filed that
+    # stale result under the new code's key, for a new process to be served
+    mod = _module(tmp_path, "rebound", VERSION.format(factor=2, composition="rebound"))
+    with dd.Runtime(engine=engine, workers=1, cache=False) as rt:
+        assert rt.run(mod.rebound, 5) == 10
+        mod.FACTOR = 3
+        assert rt.run(mod.rebound, 5) == 15
+        mod.helper = lambda x: -x  # the helper itself
+        assert rt.run(mod.rebound, 5) == -5
+
+
 def test_registration_refuses_code_the_worker_cannot_load(client, tmp_path, monkeypatch):
     # a library installed where the client runs, but not on the worker
     lib = tmp_path / "lib"
