@@ -54,6 +54,10 @@ class Metrics:
         self.retained = Gauge("dandelion_retained", "What the worker keeps in memory: jobs "
                               "(of every tenant) and plans (of directly invoked functions)",
                               ["what"], registry=r)
+        self.frozen = Gauge("dandelion_heap_frozen_objects", "Objects the worker held once "
+                            "started (modules, libraries, restored registrations), moved out "
+                            "of the garbage collector's full collections (gc.freeze)",
+                            registry=r)
 
     def render(self) -> bytes:
         """The text exposition format."""

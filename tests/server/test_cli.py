@@ -132,3 +132,15 @@ def test_serve_cache_dir_keeps_instance_results_across_a_restart(tmp_path, capsy
     assert answers == [(13, "miss"), (13, "hit")]
     # in the open tenant's namespace
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["default"]
+
+
+def test_a_started_worker_keeps_its_heap_out_of_full_collections(served):
+    # a full collection over the worker's ~50,000 start-up objects took 40-100 ms here and
+    # landed on whichever request ran; `dandelion serve` freezes them once started
+    import urllib.request
+
+    with urllib.request.urlopen(f"{served}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    frozen = [line for line in text.splitlines()
+              if line.startswith("dandelion_heap_frozen_objects ")]
+    assert frozen and float(frozen[0].split()[1]) > 10_000
