@@ -9,9 +9,7 @@ finds it in memory.  Sandboxes are never specific to a function: the code travel
 sandbox on every invocation.
 
 >>> import tempfile
->>> from dandelion.cache.content import Uncacheable
-from dandelion.cache.identity import python_identity
-from dandelion.errors import BackendError
+>>> from dandelion.errors import BackendError
 >>> from dandelion.runtime.store import ArtifactStore
 >>> store = ArtifactStore(tempfile.mkdtemp())
 >>> try:
