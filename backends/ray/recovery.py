@@ -341,8 +341,8 @@ class _Reaper:
             try:
                 ray.wait([g[-1] for g in groups], num_returns=1, timeout=1.0)
                 left = settle(groups)
-            except Exception:  # Ray was shut down: nothing left to print either
-                left = []
+            except (Exception, SystemExit):  # Ray was shut down (its wait raises
+                left = []  # SystemExit in this thread then): nothing left to print either
             with self._lock:
                 self._groups = left + self._groups
 
