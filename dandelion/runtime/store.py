@@ -209,12 +209,12 @@ class ArtifactStore:
         with self._lock:
             code = self._hot.get(digest)
             if code is not None and (artifact is None or code.kind in ("native", "wasm")
-                                     or self._source.get(digest) == (artifact, version)):
+                                     or self._wrote(digest, artifact, version)):
                 self._hot.move_to_end(digest)
                 self.stats["hot"] += 1
                 return code
             trusted = (artifact is None or isinstance(artifact, (NativeFunction, WasmFunction))
-                       or self._source.get(digest) == (artifact, version))
+                       or self._wrote(digest, artifact, version))
         code = self._load(digest) if trusted else None
         if code is None:
             if artifact is None:
@@ -224,6 +224,12 @@ class ArtifactStore:
                 self._source[digest] = (artifact, version)
         self._remember(digest, code)
         return code
+
+    def _wrote(self, digest: str, artifact: Any, version: bytes | None) -> bool:
+        """Whether the code of ``digest`` is what this store serialized from ``artifact``
+        when its fingerprint was ``version`` (call with the lock held)."""
+        source = self._source.get(digest)
+        return source is not None and source[0] is artifact and source[1] == version
 
     def stored_artifact(self, digest: str, quick: bool = False) -> Any:
         """The Python artifact decoded from the code this store wrote for ``digest`` (read

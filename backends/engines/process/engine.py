@@ -177,9 +177,9 @@ class ProcessEngine(EngineBase):
         code is larger than :data:`BEGIN_MAX_PAYLOAD` (then :meth:`run` it on a thread)."""
         assert isinstance(context, SharedContext)
         code = self._lay_out(context, call)
-        header, payload = self._assignment(context, code, call)
-        if len(payload) > BEGIN_MAX_PAYLOAD:
+        if not self._fits_a_hand_over(call, code):
             return None
+        header, payload = self._assignment(context, code, call)
         zygote = self._zygote_of(code)
         sandbox = zygote.take_forked()
         if sandbox is None:
@@ -197,12 +197,21 @@ class ProcessEngine(EngineBase):
         forks one now); ``False`` for code too large to begin from a loop at all."""
         code = self.store.get(call.implementation.digest, call.artifact,
                               call.implementation.kind)
-        payload = code.data if code.kind != "native" else \
-            self._cut(call.implementation.digest, code)[1]
-        if len(payload) > BEGIN_MAX_PAYLOAD:
+        if not self._fits_a_hand_over(call, code):
             return False
         self._zygote_of(code).when_forked(wake)
         return True
+
+    def _payload(self, call: FunctionCall, code: StoredCode) -> bytes:
+        """The code a sandbox receives for ``call``: a native function's segments one
+        after the other, else the stored code itself."""
+        return self._cut(call.implementation.digest, code)[1] if code.kind == "native" \
+            else code.data
+
+    def _fits_a_hand_over(self, call: FunctionCall, code: StoredCode) -> bool:
+        """Whether the code of ``call`` is small enough for :meth:`begin` to hand over
+        (:data:`BEGIN_MAX_PAYLOAD`)."""
+        return len(self._payload(call, code)) <= BEGIN_MAX_PAYLOAD
 
     def _zygote_of(self, code: StoredCode) -> pool.Zygote:
         """The zygote whose sandboxes run ``code``."""
