@@ -364,8 +364,12 @@ class _Run:
         if self.finished.is_set():
             return
         self.finished.set()
-        if self.then is not None:
-            self.then(self)
+        # Let go of ``then``: a started run's holds its future, whose callbacks hold the run
+        # (cancel_with), and that cycle kept each request's objects (some 66) for the
+        # garbage collector, whose collections then came on the requests' path
+        then, self.then = self.then, None
+        if then is not None:
+            then(self)
 
     def outputs(self) -> dict[str, Items]:
         """The direct outputs of a run that finished without error."""
