@@ -1,14 +1,24 @@
 """A cache entry: the outputs of one function instance, as bytes a store keeps.
 
 Per result, its items; per item, its record (:mod:`dandelion.cache.content`) and, for a long
-record, its digest, so that a hit hands its consumers content ids without hashing again (the
-early cutoff costs nothing on a hit).
+record whose content id was known when the entry was made, its digest, so that a hit hands
+its consumers that id without hashing again.  A long record's id is not made for the entry:
+an output is hashed only when something needs its id (a cached consumer's key), which a run
+that keeps an output nobody reads (the matrix's product) does not pay for; a hit on an entry
+without it leaves the id to be made by the consumer that needs it.
 
 >>> from dandelion.items import Item
 >>> data, ids = pack([(Item(7, key=2, name="x"),), ()])
 >>> outputs, same = unpack(data)
 >>> outputs, same == ids
 ([(Item(value=7, key=2, name='x'),), ()], True)
+>>> long = Item(b"x" * 100)
+>>> pack([(long,)])[1], unpack(pack([(long,)])[0])[1]
+([None], [None])
+>>> from dandelion.cache.content import content_id
+>>> known = {id(long): (long, content_id(long))}
+>>> unpack(pack([(long,)], known)[0])[1] == [content_id(long)]
+True
 """
 
 from __future__ import annotations
@@ -21,7 +31,6 @@ from dandelion.cache.content import (
     ELEMENTS,
     HEADER,
     INLINE_LIMIT,
-    long_digest,
     record,
     record_parts,
 )
@@ -39,6 +48,8 @@ except ImportError:  # pragma: no cover - built without a C compiler, or an olde
 MAGIC = b"DDCE1\0"
 _COUNT = struct.Struct("<I")
 _SIZE = struct.Struct("<Q")
+#: set in the size of a long record that is not followed by its digest (its id was not known)
+_BARE = 1 << 63
 _UNPACK_INT = struct.Struct("<q").unpack_from
 _UNPACK_FLOAT = struct.Struct("<d").unpack_from
 _SMALL = [struct.pack("<Q", n) for n in range(INLINE_LIMIT + 1)]
@@ -53,10 +64,11 @@ class CorruptEntry(Exception):
 
 
 def pack(outputs: Outputs, known: dict[int, tuple[Any, bytes]] | None = None
-         ) -> tuple[bytes, list[bytes]]:
+         ) -> tuple[bytes, list[bytes | None]]:
     """The bytes of an entry holding ``outputs`` (one item sequence per result), and the
-    content id of each item in order (those in ``known``, by item identity, as they are
-    there: a long one is not hashed again).
+    content id of each item in order: a short record's, and a long one's where ``known`` has
+    it (by item identity; else ``None``: nothing is hashed here, see the module's
+    documentation).
 
     Raises:
         Uncacheable: an output has no canonical encoding.
@@ -66,7 +78,7 @@ def pack(outputs: Outputs, known: dict[int, tuple[Any, bytes]] | None = None
         if small is not None:
             return MAGIC + _ONE_HEAD + small, [b"\x00" + small]
     chunks: list[Any] = [MAGIC, _COUNT.pack(len(outputs))]
-    ids: list[bytes] = []
+    ids: list[bytes | None] = []
     for items in outputs:
         made = _int_result(items) if _int_result is not None else None
         if made is not None:  # all int items without a name: in one C call
@@ -81,16 +93,21 @@ def pack(outputs: Outputs, known: dict[int, tuple[Any, bytes]] | None = None
                 ids.append(b"\x00" + small)
                 continue
             size, parts = record_parts(item)
-            chunks.append(_SIZE.pack(size))
-            chunks += parts
             if size <= INLINE_LIMIT:
+                chunks.append(_SIZE.pack(size))
+                chunks += parts
                 ids.append(b"\x00" + b"".join(parts))
+                continue
+            seen = known.get(id(item)) if known is not None else None
+            if seen is not None and seen[0] is item:
+                chunks.append(_SIZE.pack(size))
+                chunks += parts
+                chunks.append(seen[1][1:])
+                ids.append(seen[1])
             else:
-                seen = known.get(id(item)) if known is not None else None
-                digest = seen[1][1:] if seen is not None and seen[0] is item else \
-                    long_digest(parts)
-                chunks.append(digest)
-                ids.append(b"\x01" + digest)
+                chunks.append(_SIZE.pack(size | _BARE))
+                chunks += parts
+                ids.append(None)
     return b"".join(chunks), ids
 
 
@@ -115,8 +132,9 @@ def pack_ints(outputs: Sequence[Outputs]) -> list[bytes] | None:
     return entries if len(entries) == len(outputs) else None
 
 
-def unpack(data: bytes) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]:
-    """The outputs in an entry and the content id of each item.
+def unpack(data: bytes) -> tuple[list[tuple[Item[Any], ...]], list[bytes | None]]:
+    """The outputs in an entry and the content id of each item (``None``: a long one the
+    entry does not know).
 
     Raises:
         CorruptEntry: ``data`` is not a well-formed entry.
@@ -131,14 +149,14 @@ def unpack(data: bytes) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]:
         raise CorruptEntry(f"malformed cache entry: {e}") from None
 
 
-def _unpack(view: memoryview) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]:
+def _unpack(view: memoryview) -> tuple[list[tuple[Item[Any], ...]], list[bytes | None]]:
     if bytes(view[:len(MAGIC)]) != MAGIC:
         raise CorruptEntry("not a cache entry (bad magic)")
     at = len(MAGIC)
     (n_results,) = _COUNT.unpack_from(view, at)
     at += 4
     outputs: list[tuple[Item[Any], ...]] = []
-    ids: list[bytes] = []
+    ids: list[bytes | None] = []
     for _ in range(n_results):
         (n_items,) = _COUNT.unpack_from(view, at)
         at += 4
@@ -146,6 +164,10 @@ def _unpack(view: memoryview) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]
         for _ in range(n_items):
             (size,) = _SIZE.unpack_from(view, at)
             at += 8
+            bare = size & _BARE
+            size ^= bare
+            if bare and size <= INLINE_LIMIT:
+                raise CorruptEntry("a short record without its id")
             record = view[at:at + size]
             if len(record) != size:
                 raise CorruptEntry("truncated cache entry")
@@ -157,6 +179,8 @@ def _unpack(view: memoryview) -> tuple[list[tuple[Item[Any], ...]], list[bytes]]
             items.append(Item(_value(code, record[start:]), key, name))
             if size <= INLINE_LIMIT:
                 ids.append(b"\x00" + bytes(record))
+            elif bare:
+                ids.append(None)
             else:
                 digest = bytes(view[at:at + 32])
                 at += 32

@@ -86,11 +86,14 @@ class RunCache:
                 out.append(known[1])
         return out
 
-    def remember(self, outputs: Sequence[Sequence[Item[Any]]], ids: Sequence[bytes]) -> None:
+    def remember(self, outputs: Sequence[Sequence[Item[Any]]],
+                 ids: Sequence[bytes | None]) -> None:
         """The content ids of ``outputs`` (as :func:`~dandelion.cache.entry.pack` or
-        :func:`~dandelion.cache.entry.unpack` gave them)."""
+        :func:`~dandelion.cache.entry.unpack` gave them; ``None``: not known, made by
+        :meth:`content_ids` if a consumer's key needs it)."""
         flat = (item for items in outputs for item in items)
-        self._ids.update((id(item), (item, cid)) for item, cid in zip(flat, ids))
+        self._ids.update((id(item), (item, cid)) for item, cid in zip(flat, ids)
+                         if cid is not None)
 
     def tails(self, instances: Sequence[Instance]) -> tuple[list[bytes | None], str | None]:
         """Per instance the :func:`~dandelion.cache.key.tail` of its key (``None``:
@@ -179,7 +182,7 @@ class RunCache:
             entries = []
             for out in outputs:
                 try:
-                    data, ids = pack(out)
+                    data, ids = pack(out, self._ids)
                 except Uncacheable:
                     entries.append(None)
                     continue

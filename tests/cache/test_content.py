@@ -34,7 +34,24 @@ def test_a_long_record_changes_its_id_with_any_part_of_it():
 
 def test_an_entry_gives_its_outputs_the_ids_content_id_gives():
     outputs = [(dd.Item(_array(), key=3, name="m"), dd.Item("x" * 200)), (dd.Item(5),)]
-    data, ids = pack(outputs)
-    assert ids == [content_id(item) for items in outputs for item in items]
+    expected = [content_id(item) for items in outputs for item in items]
+    known = {id(item): (item, cid)
+             for item, cid in zip([i for items in outputs for i in items], expected)}
+    data, ids = pack(outputs, known)
+    assert ids == expected
     served, same = unpack(data)
     assert same == ids and (served[0][0].value == _array()).all()
+    assert served[0][1:] == outputs[0][1:] and served[1] == outputs[1]
+
+
+def test_an_entry_hashes_no_long_output_whose_id_is_not_known():
+    outputs = [(dd.Item(_array(), key=3, name="m"), dd.Item("x" * 200)), (dd.Item(5),)]
+    data, ids = pack(outputs)
+    assert ids == [None, None, content_id(dd.Item(5))]  # the short one is its own id
+    served, same = unpack(data)
+    assert same == ids and (served[0][0].value == _array()).all()
+    assert served[0][0].key == 3 and served[0][0].name == "m"
+    assert served[0][1:] == outputs[0][1:] and served[1] == outputs[1]
+    # what a hit serves still hashes to the id the computed output has
+    assert [content_id(item) for items in served for item in items] == \
+        [content_id(item) for items in outputs for item in items]
