@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import dandelion as dd
-from dandelion.cache.content import content_id
+from dandelion.cache.content import content_id, long_digest, record_parts
 from dandelion.cache.entry import pack, unpack
 
 
@@ -55,3 +56,19 @@ def test_an_entry_hashes_no_long_output_whose_id_is_not_known():
     # what a hit serves still hashes to the id the computed output has
     assert [content_id(item) for items in served for item in items] == \
         [content_id(item) for items in outputs for item in items]
+
+
+@pytest.mark.parametrize("value", [
+    np.arange(12, dtype=np.int64).reshape(3, 4), np.arange(12, dtype=np.int64).reshape(4, 3),
+    np.arange(12, dtype=np.int64).reshape(3, 4).T,  # Fortran order: not the plain path
+    np.arange(12, dtype=">i8"), np.arange(12, dtype=np.int32), np.ones(5, dtype=np.bool_),
+    np.arange(6, dtype=np.float16), np.arange(6, dtype=np.complex128), np.array(7),
+    np.zeros((0, 3)), np.array(["ab", "c"]), np.arange(24, dtype=np.uint8)[::2],
+])
+@pytest.mark.parametrize(("key", "name"), [(0, ""), (5, "m"), (-(2 ** 63), "é")])
+def test_an_array_id_is_that_of_its_record_whatever_path_makes_it(value, key, name):
+    item = dd.Item(value, key=key, name=name)
+    size, parts = record_parts(item)
+    assert size > 64 and content_id(item) == b"\x01" + long_digest(parts)
+    again = dd.Item(value.copy(), key=key, name=name)  # the remembered head, another array
+    assert content_id(again) == content_id(item)
