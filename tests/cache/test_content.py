@@ -7,7 +7,7 @@ import pytest
 
 import dandelion as dd
 from dandelion.cache.content import content_id, long_digest, record_parts
-from dandelion.cache.entry import pack, unpack
+from dandelion.cache.entry import MAGIC, CorruptEntry, pack, unpack
 
 
 def _array() -> np.ndarray:
@@ -72,3 +72,19 @@ def test_an_array_id_is_that_of_its_record_whatever_path_makes_it(value, key, na
     assert size > 64 and content_id(item) == b"\x01" + long_digest(parts)
     again = dd.Item(value.copy(), key=key, name=name)  # the remembered head, another array
     assert content_id(again) == content_id(item)
+
+
+def test_an_entry_whose_sizes_say_what_it_lacks_wrongly_is_corrupt():
+    long, short = dd.Item(b"x" * 100), dd.Item(b"y")
+    data = bytearray(pack([(long, short)])[0])
+    at = len(MAGIC) + 8  # the long record's size, which says: no digest follows
+    with pytest.raises(CorruptEntry):
+        unpack(bytes(data[:-1]))  # truncated
+    data[at + 7] &= 0x7F  # now it says a digest follows: the short record is read as one
+    with pytest.raises(CorruptEntry):
+        unpack(bytes(data))
+    short_at = at + 8 + 100 + 13
+    data[at + 7] |= 0x80
+    data[short_at + 7] |= 0x80  # a short record without its id
+    with pytest.raises(CorruptEntry):
+        unpack(bytes(data))
