@@ -15,12 +15,17 @@ interference alike), it measures:
   the function (``paper/baselines.py fresh``: what a container or microVM cold start costs at
   the least).
 
-Reported: p50 and p99 of each, and the fresh interpreter's p99 over each kind's p99 (issue
-19's target: ≥ 25× for cold requests).  ``--before PYTHON`` runs a second worker with
-another interpreter (a checkout's virtualenv before a change), interleaved with the first.
-On a shared 2-core machine compare within one run only, and give the load average.
+Reported: p50 and p99 (nearest rank) of each, with the p99's 95 % confidence interval
+(``quantiles.bounds``: of fewer than 367 requests a p99 has no upper bound, of fewer than 100
+it is their slowest), and the fresh interpreter's p99 over each kind's p99 (issue 19's
+target: ≥ 25× for cold requests) with the ratio's lower bound (the fresh interpreter's lower
+bound over the kind's upper one).  The defaults (400 rounds, a fresh-interpreter request
+every second round) give 400 requests of each kind and 200 of the fresh interpreter.
+``--before PYTHON`` runs a second worker with another interpreter (a checkout's virtualenv
+before a change), interleaved with the first.  On a shared 2-core machine compare within
+one run only, and give the load average.
 
-    python benchmarks/bench_cold.py [--rounds 200] [--engine process] [--before PYTHON]
+    python benchmarks/bench_cold.py [--rounds 400] [--engine process] [--before PYTHON]
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_http  # noqa: E402  (the workload, its copies and the worker's command line)
+from quantiles import bounds, quantile  # noqa: E402
 
 
 class Endpoint:
@@ -119,12 +125,6 @@ def on_new_worker(python: str, state: str, engine: str, workers: int, payload: b
         proc.wait(timeout=30)
 
 
-def quantile(xs: list[float], q: float) -> float:
-    """The q-quantile (nearest rank)."""
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * q))]
-
-
 def start_fresh(payload: bytes) -> tuple[subprocess.Popen[bytes], Endpoint]:
     """The fresh-interpreter baseline of the paper's experiment."""
     port = bench_http.free_port()
@@ -139,9 +139,9 @@ def start_fresh(payload: bytes) -> tuple[subprocess.Popen[bytes], Endpoint]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=200,
-                        help="requests of each kind to each worker (default 200)")
-    parser.add_argument("--fresh-every", type=int, default=4,
+    parser.add_argument("--rounds", type=int, default=400,
+                        help="requests of each kind to each worker (default 400)")
+    parser.add_argument("--fresh-every", type=int, default=2,
                         help="one fresh-interpreter request every this many rounds")
     parser.add_argument("--engine", default="process", help="the workers' engine")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -202,15 +202,21 @@ def main() -> None:
     summary: dict[str, Any] = {}
     for system, kinds in times.items():
         for kind, xs in kinds.items():
+            lower, upper = bounds(xs, 0.99)
             summary[f"{system} {kind}"] = {"n": len(xs), "p50": quantile(xs, 0.5),
-                                           "p99": quantile(xs, 0.99)}
+                                           "p99": quantile(xs, 0.99),
+                                           "p99_bounds": [lower, upper]}
     fresh_p99 = summary["fresh fresh"]["p99"]
+    fresh_lower = summary["fresh fresh"]["p99_bounds"][0]
     lines = [f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; engine "
              f"{args.engine}, {args.workers} engine(s) per worker; one request at a time"]
     for key, s in summary.items():
-        ratio = "" if key == "fresh fresh" else f"   fresh p99 / p99 = {fresh_p99 / s['p99']:5.1f}"
+        lower, upper = s["p99_bounds"]
+        ratio = "" if key == "fresh fresh" else \
+            f"   fresh p99 / p99 = {fresh_p99 / s['p99']:5.1f} (>= {fresh_lower / upper:5.1f})"
         lines.append(f"  {key:18s} n={s['n']:4d}  p50 {s['p50'] * 1e3:7.2f} ms  "
-                     f"p99 {s['p99'] * 1e3:7.2f} ms{ratio}")
+                     f"p99 {s['p99'] * 1e3:7.2f} ms [{lower * 1e3:7.2f}, {upper * 1e3:7.2f}]"
+                     f"{ratio}")
     for label, n in cold.items():
         lines.append(f"  {label}: {n:.0f} cold loads counted by the worker "
                      f"({args.rounds} evicted requests)")

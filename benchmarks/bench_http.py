@@ -17,7 +17,9 @@ Unloaded latencies are measured interleaved, one request to each system in turn.
 Reported: for each system and mix, the peak throughput at which p99 stays under 10× the
 unloaded latency (of hot requests, one bound per system) and under 50 ms, their ratios to
 the bare peak and to aiohttp's, and the saturation throughput.  On a shared 2-core machine
-p99 is noisy: compare ratios from the same run only.
+p99 is noisy: compare ratios from the same run only.  A level lasts ``--seconds`` or as long
+as ``--min-requests`` arrivals take at its rate, whichever is longer: of fewer than 100
+requests the nearest-rank p99 is the slowest one (``quantiles.py``).
 
     python benchmarks/bench_http.py [--seconds 3] [--workers 1] [--engine process|inline]
                                     [--before PYTHON] [--out benchmarks/results]
@@ -42,6 +44,9 @@ from typing import Any
 
 import msgpack
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quantiles import quantile  # noqa: E402
 
 N = 128
 COPIES = 40  # distinct cold functions (far more than the worker keeps hot)
@@ -244,12 +249,10 @@ async def run_level(system: System, rate: float, seconds: float, mix: Mix
             tasks.append(asyncio.ensure_future(one(start + t, mix.target())))
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
         elapsed = time.perf_counter() - start
-    latencies.sort()
     n = len(latencies)
     return {"offered": rate, "achieved": n / elapsed, "requests": n, "errors": errors,
             "sent_rate": len(tasks) / seconds,
-            "p50": latencies[n // 2] if n else float("nan"),
-            "p99": latencies[min(n - 1, int(n * 0.99))] if n else float("nan")}
+            "p50": quantile(latencies, 0.5), "p99": quantile(latencies, 0.99)}
 
 
 async def unloaded(systems: list[System], n: int = 100
@@ -289,12 +292,13 @@ class Sweep:
         self.levels: list[dict[str, float]] = []
         self.done = False
 
-    def step(self, seconds: float) -> None:
+    def step(self, seconds: float, min_requests: int = 0) -> None:
+        seconds = max(seconds, min_requests / self.rate)
         r = asyncio.run(run_level(self.system, self.rate, seconds, self.mix))
         self.levels.append(r)
         print(f"  {self.system.label:18s} hot {self.hot:4.0%}  offered {self.rate:7.1f}/s  "
               f"achieved {r['achieved']:7.1f}/s  p50 {r['p50'] * 1e3:7.2f} ms  p99 "
-              f"{r['p99'] * 1e3:8.2f} ms", flush=True)
+              f"{r['p99'] * 1e3:8.2f} ms  n={r['requests']:.0f}", flush=True)
         # saturated: the median is over the bound, or it is not keeping up with what was
         # sent (the Poisson draw, not the nominal rate) and a queue builds up
         self.done = (r["p50"] > 10 * self.base or len(self.levels) >= 14
@@ -347,6 +351,9 @@ def ratio(a: float, b: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per load level")
+    parser.add_argument("--min-requests", type=int, default=300,
+                        help="arrivals per load level at least (a level at a low rate "
+                             "lasts longer; default 300)")
     parser.add_argument("--workers", type=int, default=1,
                         help="compute engines of the worker and threads of the bare peak "
                              "(default 1: int64 matmul holds the GIL, so more inline engines "
@@ -392,7 +399,7 @@ def main() -> None:
             while any(not sw.done for sw in sweeps):  # rounds: the same interference for all
                 for sw in sweeps:
                     if not sw.done:
-                        sw.step(args.seconds)
+                        sw.step(args.seconds, args.min_requests)
             results = [sw.result() for sw in sweeps]
         finally:
             for proc in procs:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 import sys
 import time
@@ -27,11 +28,12 @@ import aiohttp
 
 
 def quantile(xs: list[float], q: float) -> float | None:
-    """The q-quantile of ``xs`` (nearest rank), None when empty."""
+    """The q-quantile of ``xs`` (nearest rank: the ``ceil(q·n)``-th smallest, as
+    ``benchmarks/quantiles.py``), None when empty."""
     if not xs:
         return None
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * q))]
+    return xs[max(0, min(len(xs), math.ceil(q * len(xs) - 1e-9)) - 1)]
 
 
 def summary(records: list[tuple[bool, int, float]], late: list[float], elapsed: float,
