@@ -99,7 +99,7 @@ def table(data: dict[str, Any]) -> str:
         ratio = (f"  = {c['p99'] / ours['p99']:.1f}x Dandelion process's"
                  if ours and name != "dandelion-process" else "")
         lines.append(f"  {data['systems'][name]['label']:20s} p50 {fmt(c['p50'], 1e3):>7s} ms"
-                     f"  p99 {fmt(c['p99'], 1e3):>7s} ms{ratio}")
+                     f"  p99 {fmt(c['p99'], 1e3):>7s} ms  n={c['ok']:<4d}{ratio}".rstrip())
     lines += ["", "targets of issue 19 (ratios within this run):"]
     lines += [f"  {'MET ' if ok else 'NOT '} {text}" for ok, text in targets(mt, cold)]
     return "\n".join(lines) + "\n"
@@ -286,7 +286,10 @@ Results
 thread; ``/aiohttp``: against the aiohttp server's ``peak@50ms``; ``satur.``: the best
 throughput at any latency; ``overload``, ``503/429``, ``rej.p99``, ``t/o``: at twice that
 rate, the throughput achieved as a fraction of the best, the share of requests refused, how
-fast they were refused, and how many timed out (10 s).
+fast they were refused, and how many timed out (10 s).  Every p99 is nearest-rank (the
+``ceil(0.99·n)``-th smallest of n, ``benchmarks/quantiles.py``): of fewer than 100 requests it
+is their slowest, so ``run.py`` sends 200 requests in each series whose p99 the cold-start
+ratio compares, the cold one and the fresh interpreter's (``n``: how many the table's had).
 
 .. code-block:: text
 
@@ -301,7 +304,10 @@ it, finds the function's plan (made once per registered function and kept) and i
 sandbox forked ahead and waits for the sandbox's report on its channel itself
 (:mod:`dandelion.runtime.handoff`); then it reads the outputs and answers.  Two wake-ups
 (loop → sandbox → loop) where an engine thread in between made four; the sandbox is ended
-and its context wiped after the answer is sent.  The pool's bound holds: no more
+and its context wiped after the answer is sent.  What the request allocated is freed then
+by reference counting, none of it left in cycles for the garbage collector, whose
+collections would come on the path of whichever request is running (:doc:`serve`, the hot
+path).  The pool's bound holds: no more
 invocations run at once than ``--workers``, and the others wait on the loop, in order.  A
 burst that outruns the sandboxes forked ahead waits on the loop, in order, for the next
 fork.  A cold request decodes the copy of its code that
