@@ -317,7 +317,10 @@ on a thread of the frontend's pool, so it never holds up the loop or a hot reque
 the fresh interpreter).  ``benchmarks/bench_http.py`` measures this path side by side with
 the aiohttp server (unloaded latencies interleaved, the server's CPU time per request) and,
 with ``--before PYTHON``, against another checkout of Dandelion in the same run; its last
-results are in ``benchmarks/results/bench_http.txt``.
+results are in ``benchmarks/results/bench_http.txt``.  ``benchmarks/bench_tail.py`` stamps
+each request at every stage of this path (one at a time, or at a given rate) and compares
+the slowest 2 % with the median, with the garbage collections and sandbox forks that
+overlapped them.
 
 Past saturation, the worker refuses what it has no room for (:doc:`serve`, admission
 control): an invocation expected to wait longer than ``--max-wait`` (0.25 s) for an engine
