@@ -144,29 +144,35 @@ def content_id(item: Item[Any]) -> bytes:
         Uncacheable: the item has no canonical encoding.
     """
     value = item.value
-    kind = type(value)
-    if kind is int and not item.name:  # the common case, in one step
+    if type(value) is int and not item.name:  # the common case, in one step
         try:
             return _INT_ID(0, 3, item.key, 0, value)
         except struct.error:
             pass  # the general path says why
-    np = sys.modules.get("numpy")  # (no array can exist before numpy is imported)
-    if np is not None and kind is np.ndarray:
-        made = _array_id(item, value)
-        if made is not None:
-            return made
+    made = array_record(item)
+    if made is not None:  # a plain array: its bulk hashed from its own buffer
+        digest = hashing.digest
+        return b"\x01" + digest(made[0] + digest(made[1]))
     size, parts = record_parts(item)
     if size <= INLINE_LIMIT:
         return b"\x00" + b"".join(parts)
     return b"\x01" + long_digest(parts)
 
 
-def _array_id(item: Item[Any], value: Any) -> bytes | None:
-    """The content id of a plain array item (C-contiguous, a builtin dtype in native byte
-    order, not empty) without going through its parts (``None`` for another array): the
-    record before the bulk depends only on the dtype, shape, key and name, so it is made
-    once for them (:data:`_ARRAY_HEADS`), and the bulk is hashed from the array's own
-    buffer.  The same id :func:`long_digest` gives the record's parts."""
+def array_record(item: Item[Any]) -> tuple[bytes, memoryview] | None:
+    """The record of a plain array item (C-contiguous, a builtin dtype in native byte
+    order, not empty) as its part before the bulk and a view of the bulk, without going
+    through :func:`record_parts` (``None`` for any other item): the part before the bulk
+    depends only on the dtype, shape, key and name, so it is made once for them
+    (:data:`_ARRAY_HEADS`).  The same bytes :func:`record_parts` gives, so the same id.
+
+    Raises:
+        Uncacheable: the key does not fit in 64 bits.
+    """
+    value = item.value
+    np = sys.modules.get("numpy")  # (no array can exist before numpy is imported)
+    if np is None or type(value) is not np.ndarray:
+        return None
     dtype = value.dtype
     if dtype.isbuiltin != 1 or dtype.hasobject or not value.size or \
             not value.flags.c_contiguous:
@@ -179,8 +185,7 @@ def _array_id(item: Item[Any], value: Any) -> bytes | None:
         if len(_ARRAY_HEADS) >= 256:
             _ARRAY_HEADS.clear()
         _ARRAY_HEADS[memo] = head
-    digest = hashing.digest
-    return b"\x01" + digest(head + digest(memoryview(value).cast("B")))
+    return head, memoryview(value).cast("B")
 
 
 #: the record of an array item up to its bulk (its header, name and ``.npy`` header), by

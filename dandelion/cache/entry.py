@@ -31,6 +31,7 @@ from dandelion.cache.content import (
     ELEMENTS,
     HEADER,
     INLINE_LIMIT,
+    array_record,
     record,
     record_parts,
 )
@@ -55,6 +56,7 @@ _UNPACK_FLOAT = struct.Struct("<d").unpack_from
 _SMALL = [struct.pack("<Q", n) for n in range(INLINE_LIMIT + 1)]
 _ONE_INT = struct.Struct("<6sIIQBqIq")  # MAGIC, 1 result, 1 item, its size, an int record
 _ONE_HEAD = struct.pack("<IIQ", 1, 1, struct.calcsize("<BqIq"))
+_ONE_ONE = struct.pack("<II", 1, 1)  # 1 result, 1 item
 
 Outputs = Sequence[Sequence[Item[Any]]]
 
@@ -74,9 +76,19 @@ def pack(outputs: Outputs, known: dict[int, tuple[Any, bytes]] | None = None
         Uncacheable: an output has no canonical encoding.
     """
     if len(outputs) == 1 and len(outputs[0]) == 1:  # one int item without a name
-        small = record(outputs[0][0])
+        item = outputs[0][0]
+        small = record(item)
         if small is not None:
             return MAGIC + _ONE_HEAD + small, [b"\x00" + small]
+        array = array_record(item)
+        if array is not None:  # one plain array (a matrix's product): in one join
+            head, bulk = array
+            size = len(head) + bulk.nbytes
+            seen = known.get(id(item)) if known is not None else None
+            if seen is not None and seen[0] is item:
+                return b"".join([MAGIC, _ONE_ONE, _SIZE.pack(size), head, bulk,
+                                 seen[1][1:]]), [seen[1]]
+            return b"".join([MAGIC, _ONE_ONE, _SIZE.pack(size | _BARE), head, bulk]), [None]
     chunks: list[Any] = [MAGIC, _COUNT.pack(len(outputs))]
     ids: list[bytes | None] = []
     for items in outputs:

@@ -88,3 +88,16 @@ def test_an_entry_whose_sizes_say_what_it_lacks_wrongly_is_corrupt():
     data[short_at + 7] |= 0x80  # a short record without its id
     with pytest.raises(CorruptEntry):
         unpack(bytes(data))
+
+
+@pytest.mark.parametrize("known", [False, True])
+def test_an_entry_of_one_plain_array_is_the_one_its_general_path_makes(known):
+    a = np.arange(12 * 12, dtype=np.int64).reshape(12, 12)
+    plain, other = dd.Item(a, key=4, name="p"), dd.Item(np.asfortranarray(a), key=4, name="p")
+    assert not other.value.flags.c_contiguous  # packed through record_parts
+    ids = {id(i): (i, content_id(i)) for i in (plain, other)} if known else None
+    data, plain_ids = pack([(plain,)], ids)
+    assert (data, plain_ids) == pack([(other,)], ids)
+    assert plain_ids == ([content_id(plain)] if known else [None])
+    served, served_ids = unpack(data)
+    assert (served[0][0].value == a).all() and served[0][0].name == "p" and served_ids == plain_ids
