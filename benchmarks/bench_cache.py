@@ -25,6 +25,10 @@ repetitions):
    ``--repeat`` rounds over the fan-out's 10,000 instances, memory store): keys and lookups,
    joining the flights, keeping the outputs, landing the flights.  A profile of part 2's
    overhead that other processes on a loaded machine disturb less.
+7. the cache's own work on one all-miss run of the matrix, on one thread (CPU µs, the
+   median of ``--repeat`` runs, each on a new matrix and keeping a new product, memory
+   store): the run key (hashing the input), its lookup, the instance's lookup, its flight,
+   keeping its output, the run's mark.  Part 1's all-miss cost, piece by piece.
 
     python benchmarks/bench_cache.py [--repeat 15] [--rounds 61] [--fanout 10000] [--only N]
 """
@@ -248,6 +252,62 @@ def cache_parts(n: int, repeat: int) -> dict[str, float]:
                     best))
 
 
+def matrix_parts(repeat: int) -> dict[str, float]:
+    """CPU seconds of each step of the cache's work on an all-miss run of the matrix
+    composition (the median of ``repeat`` runs, each on a new matrix and keeping a new
+    product, as part 1's all-miss runs do), on this thread."""
+    from dandelion.cache import open_cache
+    from dandelion.cache.run import RunCache
+    from dandelion.items import Item
+    from dandelion.program import as_program
+    from dandelion.runtime.backend import bind, signature
+    from dandelion.runtime.run_memo import RunMemo
+    from dandelion.runtime.sharding import Input, instances
+
+    program = as_program(matmul)
+    with dd.Runtime(engine="inline", workers=1, cache=False) as rt:
+        plan = rt.plan(program)
+        app = plan.composition.applications[0]
+        spec = signature(plan.module, app.function)
+        call = rt.backend.dispatcher(program.artifacts).call_for(spec)
+        memo = RunMemo.of(plan, program.artifacts, rt.backend.engine_kinds)
+    assert memo is not None
+    cache = open_cache(MemoryStore())
+    assert cache is not None
+    inputs = [example_matrix(seed) for seed in range(1000, 1000 + repeat + 3)]
+    products = [m @ m.T for m in inputs]
+    cpu = time.thread_time
+    rounds: list[list[float]] = []
+    for m, product in zip(inputs, products):
+        sets = program.bind((m,), {})
+        t0 = cpu()
+        ids: dict[int, tuple[Any, bytes]] = {}
+        key = memo.storage_key(cache, sets, ids)
+        assert key is not None
+        t1 = cpu()
+        served, seen = memo.serve(cache, key)
+        assert served is None and not seen
+        using = cache.knowing(ids)
+        t2 = cpu()
+        insts = instances([Input(*b) for b in bind(app, spec, sets)], app.join, 1)
+        t3 = cpu()
+        run = RunCache(using)
+        found = run.lookup(app, spec, call, insts)
+        t4 = cpu()
+        flights = list(found.keys)
+        cache.flights.join_many(flights, lambda i: lambda entry: None)
+        t5 = cpu()
+        entries = run.store(found.keys, [[(Item(product),)]])
+        t6 = cpu()
+        cache.flights.land_all(flights, entries)
+        memo.keep(using, key, {memo.outputs[0]: (Item(product),)}, whole=False)
+        t7 = cpu()
+        rounds.append([t1 - t0, t2 - t1, t4 - t3, t5 - t4, t6 - t5, t7 - t6])
+    names = ("run key (hash input)", "run lookup", "instance lookup", "join flight",
+             "keep output", "land flight, mark")
+    return {name: statistics.median(r[i] for r in rounds[3:]) for i, name in enumerate(names)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeat", type=int, default=15)
@@ -255,7 +315,7 @@ def main() -> None:
                     help="rounds of the fan-out (parts 2 and 3): a run of it varies by a "
                          "fifth on a busy machine, its median needs many")
     ap.add_argument("--fanout", type=int, default=10000)
-    ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6),
+    ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6, 7),
                     help="only this part (1 and the matrix half of 2 go together, as do "
                          "the fan-out half of 2 and 3)")
     args = ap.parse_args()
@@ -284,6 +344,13 @@ def main() -> None:
         for name, t in parts.items():
             print(f"   {name:22} {t * 1e6:9.3f} µs")
         print(f"   {'total':22} {sum(parts.values()) * 1e6:9.3f} µs")
+    if args.only in (None, 7):
+        parts = matrix_parts(args.repeat)
+        print(f"\n7. the cache's own work on an all-miss run of the matrix, one thread (CPU µs, "
+              f"the median of {args.repeat} runs on new inputs)")
+        for name, t in parts.items():
+            print(f"   {name:22} {t * 1e6:9.1f} µs")
+        print(f"   {'total':22} {sum(parts.values()) * 1e6:9.1f} µs")
 
 
 def matrix_part(args: argparse.Namespace) -> None:
