@@ -38,6 +38,8 @@ class Metrics:
                                      "Function instances looked up in the result cache: "
                                      "hit (served) or miss (computed)", ["outcome"],
                                      registry=r)
+        for outcome in ("hit", "miss"):
+            self.cache_lookups.labels(outcome)  # shown from the start, at 0
         self.cache_served = Counter("dandelion_cache_served_bytes",
                                     "Bytes of the result cache's entries that hit",
                                     registry=r)
@@ -92,6 +94,9 @@ class CacheTally:
 
     def count(self, metrics: Metrics) -> None:
         """Add what the cache did to ``metrics``."""
-        metrics.cache_lookups.labels("hit").inc(self.hits)
-        metrics.cache_lookups.labels("miss").inc(self.misses)
-        metrics.cache_served.inc(self.bytes_served)
+        if self.hits:
+            metrics.cache_lookups.labels("hit").inc(self.hits)
+        if self.misses:
+            metrics.cache_lookups.labels("miss").inc(self.misses)
+        if self.bytes_served:
+            metrics.cache_served.inc(self.bytes_served)

@@ -172,6 +172,14 @@ def runtime_of(config: ServerConfig, store: ArtifactStore | None = None) -> Runt
                    topology=config.topology, **options)
 
 
+def _tally(cache: Cache | None) -> CacheTally | None:
+    """The observer of an invocation's events that tells what the result ``cache`` served;
+    ``None`` without a cache, which serves nothing: the run is then observed by nobody, and
+    its engines build no events for it (two per function instance, with the sizes of its
+    inputs and outputs)."""
+    return None if cache is None else CacheTally()
+
+
 def _io_platform() -> dict[str, Any]:
     from dandelion.io import platform_functions
 
@@ -491,15 +499,17 @@ class Service:
                 return self._end(tenant, target, outputs, None, outcome, cached=True)
             artifacts = self._artifacts(tenant, target.record, cold=True)
             assert artifacts is not None
-            tally = CacheTally()
+            cache = self.cache_of(tenant)
+            tally = _tally(cache)
             try:
                 with logs.collect(printed):
                     outputs = self.runtime.run_plan(target.record.plan, sets, artifacts,
-                                                    cache=self.cache_of(tenant),
-                                                    observe=tally)
+                                                    cache=cache, observe=tally)
             finally:
-                tally.count(self.metrics)
-            return self._end(tenant, target, outputs, key, outcome, tally.served_all)
+                if tally is not None:
+                    tally.count(self.metrics)
+            return self._end(tenant, target, outputs, key, outcome,
+                             tally is not None and tally.served_all)
 
     async def invoke_here(self, tenant: Tenant, kind: str, name: str, inputs: Any,
                           printed: logs.Collector | None = None,
@@ -527,7 +537,8 @@ class Service:
             sets, key, outputs = self._decode(tenant, target, inputs)
             if outputs is not None:
                 return self._end(tenant, target, outputs, None, outcome, cached=True)
-            plan, cache, tally = target.record.plan, self.cache_of(tenant), CacheTally()
+            plan, cache = target.record.plan, self.cache_of(tenant)
+            tally = _tally(cache)
             try:
                 with logs.collect(printed):
                     loop = asyncio.get_running_loop()
@@ -539,8 +550,10 @@ class Service:
                             self.runtime.run_plan, plan, sets, artifacts, cache, tally)
                 computed: Sets = await waiting
             finally:
-                tally.count(self.metrics)
-            return self._end(tenant, target, computed, key, outcome, tally.served_all)
+                if tally is not None:
+                    tally.count(self.metrics)
+            return self._end(tenant, target, computed, key, outcome,
+                             tally is not None and tally.served_all)
 
     @contextlib.contextmanager
     def _counted(self, kind: str) -> Iterator[list[str]]:

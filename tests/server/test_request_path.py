@@ -370,3 +370,36 @@ def test_an_invocation_leaves_nothing_for_the_garbage_collector(tmp_path: Path,
             gc.garbage.clear()
         ours = [name for name in left if name.startswith("dandelion.")]
         assert ours == [], f"{len(left)} objects in cycles, of dandelion's: {sorted(set(ours))}"
+
+
+MATRIX = ("import numpy as np\nimport dandelion as dd\n@dd.compute\n"
+          "def gram(m: np.ndarray) -> np.ndarray:\n    return m @ m.T\n")
+
+
+def _lookups(text: str) -> dict[str, float]:
+    return {row.split('"')[1]: float(row.split()[-1]) for row in text.splitlines()
+            if row.startswith("dandelion_cache_lookups_total{")}
+
+
+@pytest.mark.parametrize("engine", ["inline", "process"])
+def test_a_worker_without_a_result_cache_counts_no_lookups_and_says_miss(
+        tmp_path: Path, engine: str) -> None:
+    """Without a cache nothing observes a run (nothing can be served): the answers and the
+    metrics are those of a worker whose cache missed, and the lookup counters are shown at
+    0 from the start."""
+    np = pytest.importorskip("numpy")
+    config = ServerConfig(port=0, engine=engine, workers=1, state_dir=str(tmp_path),
+                          cache=None, result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        metrics = Raw(server.url)
+        assert _lookups(metrics("GET", "/metrics").body.decode()) == {"hit": 0.0, "miss": 0.0}
+        client.register_source(MATRIX)
+        gram = client.function("gram")
+        m = np.arange(12, dtype=np.int64).reshape(3, 4)
+        for _ in range(3):
+            assert (client.invoke(gram, m) == m @ m.T).all()
+        text = metrics("GET", "/metrics").body.decode()
+        assert _lookups(text) == {"hit": 0.0, "miss": 0.0}
+        assert 'dandelion_invocations_total{kind="function",outcome="ok"} 3.0' in text
+        assert "dandelion_cache_served_bytes_total 0.0" in text
