@@ -259,7 +259,10 @@ async def unloaded(systems: list[System], n: int = 100
                    ) -> tuple[dict[str, float], dict[str, float]]:
     """The median latency of hot requests sent one at a time, to each system in turn (so
     that the machine's interference falls on all alike), and the CPU time each server's
-    process spent per request (which the machine's load hardly changes)."""
+    process spent per request (which the machine's load hardly changes).  The turn starts
+    with another system each time: what a Dandelion worker does after its answer (ending
+    the sandbox, forking and warming up the next) runs on while the system after it is
+    measured, so in a fixed order the same system would always pay for it."""
     import aiohttp
 
     times: dict[str, list[float]] = {s.label: [] for s in systems}
@@ -268,7 +271,7 @@ async def unloaded(systems: list[System], n: int = 100
         for i in range(n + 5):
             if i == 5:  # after the connections and the function are warm
                 cpu = {s.label: s.cpu() for s in systems}
-            for s in systems:
+            for s in systems[i % len(systems):] + systems[:i % len(systems)]:
                 t0 = time.perf_counter()
                 async with session.post(s.url("mmt0"), data=s.body, headers=s.headers) as resp:
                     await resp.read()
