@@ -134,16 +134,25 @@ class RunCache:
 
     def lookup(self, app: Application, spec: FunctionSpec, call: FunctionCall,
                instances: Sequence[Instance]) -> Lookup:
-        """Keys and hits for the instances of ``app``."""
+        """Keys and hits for the instances of ``app`` (its key prefix: the one the whole-run
+        memo made for this run where :attr:`Cache.prefixes
+        <dandelion.cache.cache.Cache.prefixes>` has it for the same application, signature,
+        implementation and artifact, else made here)."""
         n = len(instances)
-        try:
-            identity = implementation_identity(call.implementation, call.artifact)
-        except Uncacheable as e:
-            return Lookup([None] * n, [None] * n, str(e))
-        args = {a.param: a for a in app.arguments}
-        sharding = [(str(args[p.name].mode), args[p.name].optional) if p.name in args
-                    else ("absent", True) for p in spec.params]
-        head = prefix(spec, call.implementation, identity, sharding, app.join)
+        prefixes = self.cache.prefixes
+        known = prefixes.get(id(app)) if prefixes is not None else None
+        if known is not None and known[0] is app and known[1] is spec and \
+                known[2] is call.implementation and known[3] is call.artifact:
+            head = known[4]  # the whole-run memo made it for this run's key
+        else:
+            try:
+                identity = implementation_identity(call.implementation, call.artifact)
+            except Uncacheable as e:
+                return Lookup([None] * n, [None] * n, str(e))
+            args = {a.param: a for a in app.arguments}
+            sharding = [(str(args[p.name].mode), args[p.name].optional) if p.name in args
+                        else ("absent", True) for p in spec.params]
+            head = prefix(spec, call.implementation, identity, sharding, app.join)
         tails, reason = self.tails(instances)
         keys = storage_keys(head, self.cache.namespace, tails)
         wanted = [k for k in keys if k is not None] if reason is not None else keys

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 
-from dandelion.cache.cache import Cache, open_cache
+from dandelion.cache.cache import Cache, KnownPrefix, open_cache
 from dandelion.ir.nodes import FunctionSpec
 from dandelion.planner import Pass, PassContext, make_plan
 from dandelion.planner.plan import Plan
@@ -179,13 +179,14 @@ class Runtime:
         seen = True  # (a refreshed run is kept whole)
         if memo is not None and using is not None:
             ids: dict[int, tuple[Any, bytes]] = {}
-            key = memo.storage_key(using, sets, ids)
+            prefixes: dict[int, KnownPrefix] = {}
+            key = memo.storage_key(using, sets, ids, prefixes)
             if key is not None and not using.refresh:
                 served, seen = memo.serve(using, key)
                 if served is not None:
                     return program.unbind(served)
-            if key is not None:  # the run's lookups reuse the inputs' ids, keep its outputs'
-                using = using.knowing(ids)
+            if key is not None:  # the run's lookups reuse the inputs' ids and the prefixes,
+                using = using.knowing(ids, prefixes)  # and keep the outputs' ids
         outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
                                    observe=self._observe, cache=using)
         if memo is not None and using is not None and key is not None:

@@ -14,7 +14,9 @@ the first time it keeps only a mark (:data:`SEEN`), so that a run on new inputs,
 never come again, keeps its outputs once (in its instances' entries), not twice.  The run
 hands the content ids it made for the key to the run's lookups (:attr:`Cache.ids
 <dandelion.cache.Cache.ids>`), which do not hash the inputs again and give back the
-outputs' ids, so that keeping the run whole hashes nothing again either.  Each
+outputs' ids, so that keeping the run whole hashes nothing again either; and the key
+prefixes it made (:attr:`Cache.prefixes <dandelion.cache.Cache.prefixes>`), which the
+lookups then need not make again.  Each
 application's key prefix
 (:func:`~dandelion.cache.key.prefix`) is the one its instances' keys start with: the
 function's identity (for Python re-checked on every run, so a changed helper or constant
@@ -55,7 +57,7 @@ import struct
 from typing import Any, Callable, Mapping
 
 from dandelion.cache import hashing
-from dandelion.cache.cache import Cache
+from dandelion.cache.cache import Cache, KnownPrefix
 from dandelion.cache.content import Uncacheable
 from dandelion.cache.entry import CorruptEntry, pack, unpack
 from dandelion.cache.identity import python_identity
@@ -87,10 +89,12 @@ class _Application:
     """One application's part of the run key: its key prefix, remade when the identity of
     its Python function changed since (a helper redefined, a constant changed)."""
 
-    __slots__ = ("spec", "implementation", "artifact", "sharding", "join", "fn", "known")
+    __slots__ = ("app", "spec", "implementation", "artifact", "sharding", "join", "fn",
+                 "known")
 
     def __init__(self, app: Application, spec: FunctionSpec, implementation: Implementation,
                  artifact: Any) -> None:
+        self.app = app
         self.spec = spec
         self.implementation = implementation
         self.artifact = artifact
@@ -169,27 +173,35 @@ class RunMemo:
         return cls(plan, structure, parts)
 
     def key(self, inputs: Mapping[str, Items],
-            ids: dict[int, tuple[Any, bytes]] | None = None) -> bytes:
+            ids: dict[int, tuple[Any, bytes]] | None = None,
+            prefixes: dict[int, KnownPrefix] | None = None) -> bytes:
         """The run key of a run on the direct ``inputs`` (those :meth:`Program.bind
         <dandelion.program.Program.bind>` made); the content ids of the inputs are added to
         ``ids`` (by item identity, as :attr:`Cache.ids <dandelion.cache.Cache.ids>`
-        keeps them) where given.
+        keeps them) and the applications' key prefixes to ``prefixes`` (as
+        :attr:`Cache.prefixes <dandelion.cache.Cache.prefixes>` keeps them), where given.
 
         Raises:
             Uncacheable: an input has no canonical encoding, or a function reaches
                 something that cannot be hashed.
         """
-        return hashing.digest(b"".join([self._head, *[p.current() for p in self._parts],
+        heads = [p.current() for p in self._parts]
+        if prefixes is not None:
+            for p, head in zip(self._parts, heads):
+                prefixes[id(p.app)] = (p.app, p.spec, p.implementation, p.artifact, head)
+        return hashing.digest(b"".join([self._head, *heads,
                                         items_tail([inputs.get(name, ())
                                                     for name in self.inputs], ids)]))
 
     def storage_key(self, cache: Cache, inputs: Mapping[str, Items],
-                    ids: dict[int, tuple[Any, bytes]] | None = None) -> str | None:
+                    ids: dict[int, tuple[Any, bytes]] | None = None,
+                    prefixes: dict[int, KnownPrefix] | None = None) -> str | None:
         """Where ``cache`` keeps the outputs of a run on ``inputs`` (``None``: the run
         cannot be keyed, its inputs or a function cannot be hashed; the per-instance path
-        says why); the inputs' content ids are added to ``ids`` as by :meth:`key`."""
+        says why); the inputs' content ids and the prefixes are added to ``ids`` and
+        ``prefixes`` as by :meth:`key`."""
         try:
-            return cache.storage_key(self.key(inputs, ids))
+            return cache.storage_key(self.key(inputs, ids, prefixes))
         except Uncacheable:
             return None
 

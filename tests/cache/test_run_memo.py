@@ -280,9 +280,10 @@ def test_a_run_kept_by_another_process_is_served_whole(load, tmp_path):
 
 
 def test_a_run_through_the_memo_keeps_the_entries_a_watched_run_hits(load):
-    # the memo hands the inputs' content ids to the run's lookups, and keeps the run with
-    # the outputs' ids its lookups made: each instance's key and entry is as a run without
-    # the memo makes it
+    # the memo hands the inputs' content ids and the applications' key prefixes to the
+    # run's lookups, and keeps the run with the outputs' ids its lookups made: each
+    # instance's key and entry is as a run without the memo makes it (two applications of
+    # two functions: a prefix handed to the wrong one misses here)
     mod = load(GRAM)
     store = MemoryStore()
     events: list[Any] = []
