@@ -152,7 +152,8 @@ class Frontend:
                 response.force_close()
             if isinstance(e, Overloaded):
                 response.headers["Retry-After"] = str(e.retry_after)
-        self.service.metrics.requests.labels(str(response.status)).inc()
+        metrics = self.service.metrics
+        metrics.labelled(metrics.requests, str(response.status)).inc()
         return response
 
     # -- plumbing ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -21,6 +22,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.invocations = Counter("dandelion_invocations", "Invocations by outcome",
                                    ["kind", "outcome"], registry=r)
@@ -60,6 +62,16 @@ class Metrics:
                             "started (modules, libraries, restored registrations), moved out "
                             "of the garbage collector's full collections (gc.freeze)",
                             registry=r)
+
+    def labelled(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once: ``labels`` builds a key and takes a
+        lock each time, several times on every request.  The label values of the metrics
+        counted per request (status codes, kinds, outcomes, temperatures) are few."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -567,8 +567,9 @@ class Service:
             self.metrics.violations.inc()
             raise
         finally:
-            self.metrics.invocations.labels(kind, outcome[0]).inc()
-            self.metrics.latency.labels(kind).observe(time.perf_counter() - start)
+            metrics = self.metrics
+            metrics.labelled(metrics.invocations, kind, outcome[0]).inc()
+            metrics.labelled(metrics.latency, kind).observe(time.perf_counter() - start)
 
     def cache_of(self, tenant: Tenant) -> Cache | None:
         """The result cache as ``tenant`` sees it: its own namespace, which no other
@@ -630,7 +631,7 @@ class Service:
                     artifact, hot = self.code.load(*version, impl.digest, cold=cold)
                     if artifact is None:
                         return None
-                self.metrics.loads.labels("hot" if hot else "cold").inc()
+                self.metrics.labelled(self.metrics.loads, "hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
         return artifacts
 
