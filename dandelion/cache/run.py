@@ -186,8 +186,10 @@ class RunCache:
         """Keep the ``outputs`` of computed instances under their ``keys`` (those of a
         :class:`Lookup`; ``None``: not kept); per instance its entry, or ``None`` when an
         output has no canonical encoding."""
-        entries: list[bytes | None] | None = pack_ints(outputs)  # type: ignore[assignment]
-        if entries is None:  # not all one int each: one by one, remembering their ids
+        entries: list[bytes | None] | None = None
+        if len(outputs) > 1:  # many instances of one int each: in one step
+            entries = pack_ints(outputs)  # type: ignore[assignment]
+        if entries is None:  # one by one, remembering the ids they know
             entries = []
             for out in outputs:
                 try:
@@ -195,7 +197,8 @@ class RunCache:
                 except Uncacheable:
                     entries.append(None)
                     continue
-                self.remember(out, ids)
+                if any(ids):  # (a long output's id is not made here: see pack)
+                    self.remember(out, ids)
                 entries.append(data)
         if None not in keys and None not in entries:  # all kept: keys and entries apart
             if keys:
