@@ -13,9 +13,13 @@
    (one per CPU) that hold what a numpy zygote holds and compute the product in a freshly
    forked child each time (no sandbox, no runtime, no messages), against the same two
    processes computing it in place;
-5. memory: the worker's peak RSS under load and what idle generic sandboxes hold.
+5. memory: the worker's peak RSS under load and what idle generic sandboxes hold;
+6. CPU time per invocation of the matrix workload, by process: the caller (this process),
+   the zygotes (forking) and the sandboxes (user and system time, minor page faults), with
+   warm-ups on and off, against the inline engine: what a request costs the machine, which
+   bounds throughput however the latency is spent.
 
-    python benchmarks/bench_sandbox.py [--quick] [--only latency|throughput]
+    python benchmarks/bench_sandbox.py [--quick] [--only latency|throughput|cpu]
 
 Latencies are measured one invocation at a time: before each, every pool of generic
 sandboxes is refilled and then the node idles for a short pause (a request that meets a
@@ -400,18 +404,81 @@ def throughput_sections(requests: int) -> None:
               f"{statistics.mean(s[1] for s in sizes) / 1024 if sizes else 0:5.2f} MiB each")
 
 
+def _proc_stat(pid: int) -> list[int]:
+    """utime, stime, cutime, cstime (clock ticks), minflt, cminflt of process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return [int(fields[i]) for i in (11, 12, 13, 14, 7, 8)]
+
+
+def _zygotes_stat() -> list[int]:
+    """:func:`_proc_stat` summed over this process's zygotes (the sandboxes each has
+    reaped are in its cutime, cstime and cminflt)."""
+    total = [0] * 6
+    for z in pool.running():
+        for i, v in enumerate(_proc_stat(z.process.pid)):
+            total[i] += v
+    return total
+
+
+def cpu_section(n: int) -> None:
+    """Section 6: CPU time per invocation, by process."""
+    print(f"\n6. CPU time per invocation of the matrix workload, by process ({n} "
+          "invocations one after another, 2 ms apart; ms per invocation)")
+    m = np.random.default_rng(0).integers(-100, 100, (128, 128), dtype=np.int64)
+    from examples.matmul import gram
+
+    @dd.composition
+    def request(m: np.ndarray) -> np.ndarray:
+        return gram(m)
+
+    tick = os.sysconf("SC_CLK_TCK")
+    print("  engine                     all    caller  zygotes  sandbox user  sandbox sys  "
+          "faults/sandbox")
+    for label, engine, options in (("inline", "inline", {}),
+                                   ("process, warm-ups on", "process", {}),
+                                   ("process, warm-ups off", "process",
+                                    {"warm_sandboxes": False})):
+        pool.shutdown()  # each variant with zygotes of its own
+        with dd.Runtime(engine=engine, cache=False, engine_options=options) as rt:
+            for _ in range(50):
+                rt.run(request, m)
+            time.sleep(0.5)  # forks ahead done
+            z0, r0 = _zygotes_stat(), resource.getrusage(resource.RUSAGE_SELF)
+            for _ in range(n):
+                rt.run(request, m)
+                time.sleep(0.002)
+            time.sleep(0.5)  # the last sandboxes reaped
+            z1, r1 = _zygotes_stat(), resource.getrusage(resource.RUSAGE_SELF)
+        d = [(b - a) for a, b in zip(z0, z1, strict=True)]
+        caller = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / n * 1e3
+        zyg, s_user, s_sys = (d[0] + d[1]) / tick / n * 1e3, d[2] / tick / n * 1e3, \
+            d[3] / tick / n * 1e3
+        print(f"  {label:22s} {caller + zyg + s_user + s_sys:8.2f} {caller:8.2f} {zyg:8.2f} "
+              f"{s_user:12.2f} {s_sys:12.2f} {d[5] / n:12.0f}")
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        gram.fn(m)
+        times.append(time.perf_counter() - t)
+    print(f"  (the function alone, in this process: {statistics.median(times) * 1e3:.2f} ms "
+          "median)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
-    ap.add_argument("--only", choices=("latency", "throughput"),
-                    help="sections 1-3 (latency) or 4-5 (throughput, memory) only")
+    ap.add_argument("--only", choices=("latency", "throughput", "cpu"),
+                    help="sections 1-3 (latency), 4-5 (throughput, memory) or 6 (CPU by "
+                         "process) only")
     args = ap.parse_args()
     print(f"bench_sandbox: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
           f"numpy {np.__version__}")
-    if args.only != "throughput":
+    if args.only in (None, "latency"):
         latency_sections(100 if args.quick else 300)
-    if args.only != "latency":
+    if args.only in (None, "throughput"):
         throughput_sections(150 if args.quick else 400)
+    if args.only in (None, "cpu"):
+        cpu_section(150 if args.quick else 500)
 
 
 if __name__ == "__main__":
