@@ -300,3 +300,18 @@ def test_a_run_through_the_memo_keeps_the_entries_a_watched_run_hits(load):
         assert [(e.hits, e.misses) for e in events if e.kind == "cached"] == [(0, 1), (0, 1)]
         assert rt.run(mod.summed, other) == int((other @ other.T).sum())
         assert rt.run(mod.summed, other) == int((other @ other.T).sum())
+
+
+def test_a_fused_chain_run_through_the_memo_keeps_the_entry_a_watched_run_hits(load):
+    # fused, the two applications run as one unit with its own key prefix: the prefixes the
+    # memo made for its key (one per application) are not the unit's, and must not be used
+    mod = load(GRAM)
+    store = MemoryStore()
+    events: list[Any] = []
+    m = _matrix(2)
+    with dd.Runtime(engine="inline", workers=1, cache=store) as rt, \
+            dd.Runtime(engine="inline", workers=1, cache=store,
+                       observers=[events.append]) as watched:
+        assert rt.run(mod.summed, m) == int((m @ m.T).sum())
+        assert watched.run(mod.summed, m) == int((m @ m.T).sum())
+        assert [(e.hits, e.misses) for e in events if e.kind == "cached"] == [(1, 0)]
