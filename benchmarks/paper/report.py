@@ -334,8 +334,8 @@ encoding in the aiohttp server.  Each step is short in itself (the same unpickli
 7 µs in a warm process, decoding the array 7 µs): what costs is running each the first time
 in a fresh process, and in a worker whose caches the sandboxes and the client share on two
 cores, so what shortens the path is touching less code and data per request.  A sandbox
-that warmed up takes about 15 page faults on the path; one forked while the CPUs were busy
-(no warm-up) about 330, some 0.9 ms here.
+that warmed up takes about 15 page faults on the path; one forked while every CPU ran an
+invocation (no warm-up) about 330, some 0.9 ms here.
 
 Past saturation, the worker refuses what it has no room for (:doc:`serve`, admission
 control): an invocation expected to wait longer than ``--max-wait`` (0.25 s) for an engine

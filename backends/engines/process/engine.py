@@ -189,7 +189,7 @@ class ProcessEngine(EngineBase):
         except BaseException:
             zygote.end(sandbox)
             raise
-        zygote.adapt()  # (reads the CPUs' idle time now and then: not before the hand-over)
+        zygote.adapt()  # (after the hand-over: it counts this invocation as running)
         return Started(self, zygote, sandbox, context, code, call)
 
     def wake_when_ready(self, call: FunctionCall, wake: Callable[[], None]) -> bool:

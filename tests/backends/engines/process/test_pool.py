@@ -139,64 +139,43 @@ def test_immortalize_reaches_what_tracked_objects_hold_and_stops_their_counts():
     assert out.stdout.split() == ["True", "True"]
 
 
-def test_the_idle_meter_reads_the_share_of_idle_cpu_time(tmp_path):
-    stat = tmp_path / "stat"
-
-    def write(idle: int, iowait: int, busy: int) -> None:
-        stat.write_text(f"cpu  {busy} 0 0 {idle} {iowait} 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8\n")
-
-    write(100, 0, 100)
-    meter = pool.IdleMeter(window=0, path=str(stat))
-    assert meter.share() is None  # nothing has passed yet
-    write(130, 10, 160)  # +40 idle (iowait counts), +60 busy
-    assert meter.share() == pytest.approx(0.4)
-    assert meter.share() == pytest.approx(0.4)  # no time passed: the last window stands
-    assert pool.IdleMeter(path=str(tmp_path / "absent")).share() is None
-    real = pool.IdleMeter(window=0)
-    time.sleep(0.05)
-    share = real.share()
-    assert share is not None and 0.0 <= share <= 1.0
-
-
 def _private_kib(pid: int) -> int:
     with open(f"/proc/{pid}/smaps_rollup") as f:
         return sum(int(line.split()[1]) for line in f if line.startswith("Private_"))
 
 
-def test_sandboxes_forked_while_the_cpus_are_busy_skip_the_warm_up(tmp_path, monkeypatch):
-    stat = tmp_path / "stat"
-    ticks = {"idle": 0, "busy": 0}
+def _ready_pids(z: pool.Zygote, n: int) -> list[int]:
+    """The pids of ``z``'s pooled sandboxes once ``n`` of them wait for work (warmed up)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with z._cond:
+            ready = [s.pid for s in z._ready if pool._waiting(s) == 1]
+        if len(ready) >= n or time.monotonic() > deadline:
+            return ready
+        time.sleep(0.01)
 
-    def passes(idle: int, busy: int) -> None:  # CPU time passes on the simulated machine
-        ticks["idle"] += idle
-        ticks["busy"] += busy
-        stat.write_text(f"cpu  {ticks['busy']} 0 0 {ticks['idle']} 0 0 0 0 0 0\n")
 
-    passes(0, 0)
-    monkeypatch.setattr(pool, "_idle", pool.IdleMeter(0, str(stat)))
+def test_sandboxes_forked_while_every_cpu_runs_an_invocation_skip_the_warm_up(monkeypatch):
+    monkeypatch.setattr(pool, "_CPUS", 2)
     z = pool.Zygote((), 2, 10, warm=True, memory_limit=1 << 30)
     try:
-        passes(90, 10)
         assert z.settle(30) and z.warming
         # a warmed-up sandbox has run the probe: it holds copies of the pages that touched
         warm = min(_private_kib(pid) for pid in z.idle_pids())
-
-        def cycle() -> list[int]:  # replace every pooled sandbox, return the new ones
-            for sandbox in [z.take(), z.take()]:
-                z.end(sandbox)
-            assert z.settle(30)
-            return z.idle_pids()
-
-        passes(5, 95)  # busy: 5 % idle
-        cool = cycle()
-        assert not z.warming
-        assert max(_private_kib(pid) for pid in cool) < warm - 256, warm
-        passes(25, 75)  # between the thresholds: as it was
-        cycle()
-        assert not z.warming
-        passes(80, 20)  # idle again: warm-ups resume
-        warmed = cycle()
-        assert z.warming
-        assert min(_private_kib(pid) for pid in warmed) > warm - 256
+        running = [z.take(), z.take(), z.take()]  # three invocations on two CPUs
+        assert z.running == 3 and not z.warming
+        z.end(running.pop())  # two still run: its replacement is forked without a warm-up
+        assert z.running == 2 and not z.warming
+        cool = _ready_pids(z, 1)
+        assert len(cool) == 1 and _private_kib(cool[0]) < warm - 256, warm
+        z.end(running.pop())  # one runs: a CPU is free, warm-ups resume
+        assert z.running == 1 and z.warming
+        both = sorted(_private_kib(pid) for pid in _ready_pids(z, 2))  # the cool one, and
+        assert len(both) == 2 and both[0] < warm - 256 < both[1], (both, warm)  # a warm one
+        last = running.pop()
+        z.end(last)
+        z.end(last)  # ending one again changes nothing
+        assert z.running == 0 and z.warming
     finally:
         z.close()
+
