@@ -254,6 +254,11 @@ Each system is offered increasing rates until it saturates, then twice its best 
   off --result-cache 0``: every request computes, with the same input), no access log, and
   the default admission control (what would wait more than ``--max-wait 0.25`` s for an
   engine gets a fast 503, see :doc:`serve`);
+- **Dandelion** ``process C``, ``kvm C`` and ``wasm C``: the same worker running the
+  function's C implementation (``examples/matmul.c``, built by the C SDK: an ELF in a
+  process sandbox or a virtual machine, or WebAssembly; the paper's functions are compiled
+  code), 100% hot; the issue's targets are checked on ``process`` running the Python
+  function, the harder case;
 - **aiohttp in process**: a plain aiohttp server calling the function on its event loop (no
   isolation: the HTTP stack's upper bound);
 - **Ray Serve** with one deployment of the function (one replica, Serve's defaults);

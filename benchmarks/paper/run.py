@@ -6,6 +6,9 @@ Every system answers HTTP requests for the 128×128 int64 M·Mᵀ, driven by one
 Poisson load generator (``loadgen.py``, a process of its own, whose lateness is reported):
 
 - Dandelion with the ``process`` engine (isolated) and ``inline`` (the no-isolation bound);
+- Dandelion running the function's C implementation (``examples/matmul.c``, built by the
+  C SDK; the paper's functions are compiled code) on the ``process``, ``kvm`` and ``wasm``
+  engines (``--native``), 100 % hot;
   caching is off (``--cache off --result-cache 0``: every request computes), the access log
   is off, and its admission control is the default one (``--max-wait 0.25``: what would
   wait longer for an engine gets a fast 503);
@@ -105,9 +108,9 @@ def wait_ready(system: System, seconds: float = 180) -> None:
             time.sleep(0.5)
 
 
-def start_dandelion(engine: str, workers: int, state: str, bodies: dict[str, str],
-                    mixes: tuple[float, ...]) -> System:
-    """A Dandelion worker with the function and its cold copies registered."""
+def _serve(engine: str, workers: int, state: str, name: str, label: str,
+           bodies: dict[str, str], mixes: tuple[float, ...], cold: bool = True) -> System:
+    """A Dandelion worker on ``engine``, up (nothing registered yet)."""
     port = bench_http.free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "dandelion", "serve", "--port", str(port), "--engine", engine,
@@ -115,21 +118,48 @@ def start_dandelion(engine: str, workers: int, state: str, bodies: dict[str, str
          "--result-cache", "0", "--no-access-log", "--state-dir", state],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    system = System(f"dandelion-{engine}", f"Dandelion {engine}", engine != "inline",
-                    url + "/v1/functions/{name}/invoke", bodies["msgpack"],
+    system = System(name, label, engine != "inline", url + "/v1/functions/{name}/invoke",
+                    bodies["msgpack"],
                     {"Content-Type": "application/msgpack", "Accept": "application/msgpack"},
-                    mixes, [proc])
+                    mixes, [proc], cold=cold)
     deadline = time.monotonic() + 60
     while True:
         try:
             urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
+            return system
         except OSError:
             if time.monotonic() > deadline:
                 system.stop()
                 raise RuntimeError("the Dandelion worker did not start") from None
             time.sleep(0.2)
-    bench_http.register(url)
+
+
+def start_dandelion(engine: str, workers: int, state: str, bodies: dict[str, str],
+                    mixes: tuple[float, ...]) -> System:
+    """A Dandelion worker with the function and its cold copies registered."""
+    system = _serve(engine, workers, state, f"dandelion-{engine}", f"Dandelion {engine}",
+                    bodies, mixes)
+    bench_http.register(system.url.split("/v1/")[0])
+    wait_ready(system)
+    return system
+
+
+#: The function in C (the paper's functions are compiled code): built by the C SDK for the
+#: process and kvm engines (an ELF) or for wasm
+MATMUL_C = HERE.parents[1] / "examples" / "matmul.c"
+
+
+def start_native(engine: str, workers: int, state: str, bodies: dict[str, str]) -> System:
+    """A Dandelion worker running the C implementation of the function on ``engine``
+    (``process``: the ELF in a process sandbox; ``kvm``: in a virtual machine; ``wasm``:
+    built for WebAssembly); 100 % hot (one image: no cold copies)."""
+    import dandelion as dd
+
+    system = _serve(engine, workers, state, f"dandelion-{engine}-c", f"Dandelion {engine} C",
+                    bodies, (1.0,), cold=False)
+    with dd.Client(system.url.split("/v1/")[0]) as client:
+        client.register_native("mmt0", MATMUL_C, params={"m": "item[ndarray]"},
+                               results={"result": "item[ndarray]"}, engine_type=engine)
     wait_ready(system)
     return system
 
@@ -214,6 +244,11 @@ def main() -> None:
                         help="fewer, shorter levels, baselines at 100%% only (a few minutes)")
     parser.add_argument("--out", default="benchmarks/results", help="where to write results")
     parser.add_argument("--no-ray", action="store_true", help="skip Ray tasks and Ray Serve")
+    parser.add_argument("--native", nargs="*", default=["process", "kvm", "wasm"],
+                        metavar="ENGINE",
+                        help="engines that also run the function's C implementation "
+                             "(examples/matmul.c; default: process kvm wasm; none: no "
+                             "C systems)")
     args = parser.parse_args()
     seconds, factor, max_levels = (2.0, 1.8, 8) if args.quick else (4.0, 1.4, 14)
     mixes = (1.0, 0.95, 0.90)
@@ -238,6 +273,8 @@ def main() -> None:
         systems.append(start_dandelion("process", cpus, f"{tmp.name}/process", bodies, mixes))
         systems.append(start_dandelion("inline", 1, f"{tmp.name}/inline", bodies,
                                        (1.0,) if args.quick else mixes))
+        for engine in args.native:
+            systems.append(start_native(engine, cpus, f"{tmp.name}/{engine}-c", bodies))
         systems.append(start_baseline("aiohttp", "aiohttp in process", bodies, (1.0,)))
         systems.append(start_baseline("fresh", "fresh interpreter", bodies, (1.0,)))
         if not args.no_ray:
