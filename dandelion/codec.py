@@ -52,6 +52,11 @@ def _fail(value: Any, element: ElementType, why: str, hint: str | None = None
 
 
 _TOO_DEEP = f"nested more than {MAX_JSON_DEPTH} levels deep"
+#: The hint where raw bytes reach a typed parameter (a .npy file given to an untyped input)
+RAW_BYTES_HINT = ("bytes reach a function's typed parameter as they are, e.g. a file given "
+                  "to an untyped composition input (dandelion run ... -i NAME=@FILE.npy): "
+                  "declare the input's type (NAME: np.ndarray) so that the file is decoded, "
+                  "or pass a value of that type (np.load(FILE))")
 _FLATTEN = "flatten the value, or pass it as str or bytes and parse it inside the function"
 
 
@@ -194,7 +199,8 @@ def npy_parts(value: Any) -> tuple[bytes, memoryview]:
     import numpy as np
 
     if not isinstance(value, np.ndarray) or value.dtype.hasobject:
-        raise _fail(value, ElementType.NDARRAY, "expected a numpy array without Python objects")
+        raise _fail(value, ElementType.NDARRAY, "expected a numpy array without Python objects",
+                    RAW_BYTES_HINT if isinstance(value, (bytes, bytearray, memoryview)) else None)
     arr = value if type(value) is np.ndarray and value.flags.c_contiguous \
         else np.ascontiguousarray(value)
     dtype = arr.dtype

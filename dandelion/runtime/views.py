@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import attrs
 
-from dandelion.codec import INT64_RANGE
+from dandelion.codec import INT64_RANGE, RAW_BYTES_HINT
 from dandelion.errors import EncodingError, FunctionError, FunctionTypeError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -101,7 +101,8 @@ def _check(value: Any, annotation: Any, what: str) -> None:
     try:
         check_type(value, annotation)
     except TypeCheckError as e:
-        raise FunctionTypeError(f"{what}: {e}") from None
+        raw = isinstance(value, (bytes, bytearray, memoryview))
+        raise FunctionTypeError(f"{what}: {e}", hint=RAW_BYTES_HINT if raw else None) from None
 
 
 def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:

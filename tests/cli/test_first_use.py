@@ -275,3 +275,43 @@ def test_hints_name_the_options_of_the_command_not_of_python(tmp_path: Path) -> 
     out = dandelion("run", str(big), "-i", "x=1", "-E", "memory_limit")
     assert out.returncode == 2
     assert "--engine-option 'memory_limit': expected NAME=VALUE" in out.stderr
+
+
+MEAN = """\
+    import numpy as np
+
+    import dandelion as dd
+
+    SCALE = 3
+
+
+    @dd.compute
+    def mean_scaled(xs: np.ndarray) -> float:
+        return float(np.mean(xs * SCALE))
+
+
+    @dd.composition
+    def pipeline(xs{annotation}):
+        return mean_scaled(xs)
+    """
+
+
+@pytest.mark.parametrize("engine", ["process", "inline"])
+def test_a_npy_file_for_an_untyped_input_says_to_declare_its_type(tmp_path: Path,
+                                                                  engine: str) -> None:
+    import numpy as np
+
+    np.save(tmp_path / "xs.npy", np.arange(10.0))
+    untyped = write(tmp_path / "untyped.py", MEAN.format(annotation=""))
+    out = dandelion("run", f"{untyped}:pipeline", "-i", f"xs=@{tmp_path / 'xs.npy'}",
+                    "--engine", engine, "--no-cache")
+    assert out.returncode == 1, out.stderr
+    assert "mean_scaled" in out.stderr and "ndarray" in out.stderr, out.stderr
+    assert "hint: bytes reach a function's typed parameter as they are" in out.stderr, \
+        out.stderr
+    assert "declare the input's type (NAME: np.ndarray)" in out.stderr, out.stderr
+    typed = write(tmp_path / "typed.py", MEAN.format(annotation=": np.ndarray"))
+    out = dandelion("run", f"{typed}:pipeline", "-i", f"xs=@{tmp_path / 'xs.npy'}",
+                    "--engine", engine, "--no-cache")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "13.5"
