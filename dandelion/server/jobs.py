@@ -84,6 +84,17 @@ class JobRecord:
             pass
 
 
+def new_id() -> str:
+    """A new job id: 128 random bits in hex, which a command line takes as an argument as it
+    is (a URL-safe base64 id starts with ``-`` once in 64 jobs, and ``dandelion jobs wait
+    -Xy…`` then reads it as an option).
+
+    >>> len(new_id()), set(new_id()) <= set("0123456789abcdef")
+    (32, True)
+    """
+    return secrets.token_hex(16)
+
+
 class Jobs:
     """One tenant's jobs.
 
@@ -114,7 +125,7 @@ class Jobs:
             if len(self._jobs) >= self.limit:
                 raise TooManyJobs(f"{len(self._jobs)} jobs are still running; the limit is "
                                   f"{self.limit}", hint="wait for some to finish")
-            job = JobRecord(secrets.token_urlsafe(16), kind, target, now)
+            job = JobRecord(new_id(), kind, target, now)
             self._jobs[job.id] = job
             return job
 

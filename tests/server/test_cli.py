@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -144,3 +145,14 @@ def test_a_started_worker_keeps_its_heap_out_of_full_collections(served):
     frozen = [line for line in text.splitlines()
               if line.startswith("dandelion_heap_frozen_objects ")]
     assert frozen and float(frozen[0].split()[1]) > 10_000
+
+
+def test_job_ids_are_taken_by_the_command_line_as_they_are():
+    # a URL-safe base64 id started with "-" once in 64 jobs, and `dandelion jobs wait -Xy…`
+    # then failed with "the following arguments are required: ID" (seen in CI)
+    from dandelion.server.jobs import Jobs
+
+    jobs = Jobs(limit=5000)
+    ids = [jobs.add("composition", "sum_squares").id for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
