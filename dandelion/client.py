@@ -129,6 +129,13 @@ class RemoteFunction:
         return f"<remote function {self.name}>"
 
 
+def function_program(fn: ComputeFunction | RemoteFunction) -> Program:
+    """A :class:`~dandelion.program.Program` that binds a function's inputs and reads its
+    outputs as a composition's would."""
+    params, results = _function_views(fn)
+    return Program(Module(), fn.name, {}, params, results)
+
+
 def _function_views(fn: Any) -> tuple[tuple[tuple[str, View], ...], tuple[tuple[str, View], ...]]:
     if isinstance(fn, ComputeFunction):
         return tuple(fn.artifact.params), tuple(fn.artifact.results)
@@ -205,6 +212,7 @@ class Client:
         self.timeout = timeout
         self._local = threading.local()
         self._programs: dict[str, Program] = {}
+        self._functions: dict[str, RemoteFunction] = {}  # names that call a function
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -400,13 +408,39 @@ class Client:
             self._programs[name] = program
         return program
 
+    def named(self, name: str) -> Program | RemoteFunction:
+        """What a registered ``name`` calls: the composition of that name (its
+        :class:`~dandelion.program.Program`), else the function of that name.
+
+        Raises:
+            ServerError: neither is registered (``404``: no composition called so).
+        """
+        known = self._functions.get(name)
+        if known is not None:
+            return known
+        try:
+            return self.program(name)
+        except ServerError as e:
+            if e.status != 404:
+                raise
+            try:
+                function = self._functions[name] = self.function(name)
+                return function
+            except ServerError as f:
+                if f.status != 404:
+                    raise
+                raise e from None
+
     def _call(self, target: Any, args: tuple[Any, ...], inputs: dict[str, Any]
               ) -> tuple[str, dict[str, Any], Any]:
         from dandelion.server.wire import encode_sets
 
+        if isinstance(target, str) and target not in self._programs:  # a name: which kind
+            named = self.named(target)
+            target = named if isinstance(named, RemoteFunction) else target
         if isinstance(target, (ComputeFunction, RemoteFunction)):
+            program = function_program(target)
             params, results = _function_views(target)
-            program = Program(Module(), target.name, {}, params, results)
             path = f"/v1/functions/{_quote(target.name)}"
             unbind = functools.partial(_unbind_function, results)
         else:
@@ -418,8 +452,8 @@ class Client:
         return path, {"inputs": wire}, unbind
 
     def invoke(self, target: Any, /, *args: Any, **inputs: Any) -> Any:
-        """Invoke a composition (the object, or its name) or a compute function on the
-        server, and return what ``dd.run`` would.
+        """Invoke a composition or a compute function on the server (the object, or the
+        name it is registered under), and return what ``dd.run`` would.
 
         Raises:
             InputError: missing, unknown or mistyped inputs.

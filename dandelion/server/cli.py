@@ -173,9 +173,12 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 def cmd_invoke(args: argparse.Namespace) -> int:
     from dandelion.cli_values import parse_inputs, render, to_jsonable
+    from dandelion.client import function_program
+    from dandelion.program import Program
 
     client = _client(args)
-    program = client.program(args.name)
+    named = client.named(args.name)  # a composition, else a function of that name
+    program = named if isinstance(named, Program) else function_program(named)
     inputs = parse_inputs(args.input or [], dict(program.inputs), args.inputs)
     if args.submit:
         job = client.submit(args.name, **inputs)

@@ -34,6 +34,22 @@ def test_invoke_a_function_directly(client):
     client.register(double)
     assert client.invoke(double, 21) == 42
     assert client.invoke(client.function("double"), x=5) == 10
+    # by the name it is registered under, as a composition's: it answered "no composition
+    # called 'double'" with the hint to register it
+    assert client.invoke("double", 6) == client.invoke("double", x=6) == 12
+    assert client.submit("double", 7).result(timeout=10) == 14
+
+
+def test_the_command_line_invokes_a_function_by_name(server, capsys):
+    from dandelion.cli import main
+
+    with dd.Client(server.url, ALICE) as c:
+        c.register(double)
+    auth = ["--url", server.url, "--token", ALICE]
+    assert main(["invoke", "double", "-i", "x=21", *auth]) == 0
+    assert capsys.readouterr().out.strip() == "42"
+    assert main(["invoke", "nothing", "-i", "x=1", *auth]) == 1
+    assert "no composition called 'nothing'" in capsys.readouterr().err
 
 
 def test_submit_returns_a_job(client):
