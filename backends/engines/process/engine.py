@@ -177,9 +177,9 @@ class ProcessEngine(EngineBase):
         code is larger than :data:`BEGIN_MAX_PAYLOAD` (then :meth:`run` it on a thread)."""
         assert isinstance(context, SharedContext)
         code = self._lay_out(context, call)
-        if not self._fits_a_hand_over(call, code):
-            return None
         header, payload = self._assignment(context, code, call)
+        if len(payload) > BEGIN_MAX_PAYLOAD:
+            return None
         zygote = self._zygote_of(code)
         sandbox = zygote.take_forked()
         if sandbox is None:
@@ -197,7 +197,7 @@ class ProcessEngine(EngineBase):
         forks one now); ``False`` for code too large to begin from a loop at all."""
         code = self.store.get(call.implementation.digest, call.artifact,
                               call.implementation.kind)
-        if not self._fits_a_hand_over(call, code):
+        if len(self._payload(call, code)) > BEGIN_MAX_PAYLOAD:
             return False
         self._zygote_of(code).when_forked(wake)
         return True
@@ -207,11 +207,6 @@ class ProcessEngine(EngineBase):
         after the other, else the stored code itself."""
         return self._cut(call.implementation.digest, code)[1] if code.kind == "native" \
             else code.data
-
-    def _fits_a_hand_over(self, call: FunctionCall, code: StoredCode) -> bool:
-        """Whether the code of ``call`` is small enough for :meth:`begin` to hand over
-        (:data:`BEGIN_MAX_PAYLOAD`)."""
-        return len(self._payload(call, code)) <= BEGIN_MAX_PAYLOAD
 
     def _zygote_of(self, code: StoredCode) -> pool.Zygote:
         """The zygote whose sandboxes run ``code``."""
@@ -341,15 +336,14 @@ class ProcessEngine(EngineBase):
     def _assignment(self, context: SharedContext, code: StoredCode, call: FunctionCall
                     ) -> tuple[bytes, bytes]:
         """The header and payload that hand ``call`` to a sandbox."""
-        payload = code.data
         if code.kind == "native":
             assert code.native is not None
-            cut = self._cut(call.implementation.digest, code)
-            payload = cut[1]
+            table, payload = self._cut(call.implementation.digest, code)
             header = ASSIGN.pack(ASSIGN_MAGIC, KIND_NATIVE, context.capacity, self.memory_limit,
                                  len(payload), code.native.entry, len(code.native.segments)
-                                 ) + cut[0]  # the segment table precedes the segments
+                                 ) + table  # the segment table precedes the segments
         else:
+            payload = code.data
             header = ASSIGN.pack(ASSIGN_MAGIC, KIND_PYTHON, context.capacity, self.memory_limit,
                                  len(payload), 0, 0)
         return header, payload
