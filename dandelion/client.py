@@ -435,16 +435,14 @@ class Client:
               ) -> tuple[str, dict[str, Any], Any]:
         from dandelion.server.wire import encode_sets
 
-        if isinstance(target, str) and target not in self._programs:  # a name: which kind
-            named = self.named(target)
-            target = named if isinstance(named, RemoteFunction) else target
+        if isinstance(target, str):  # a name: a composition's, else a function's
+            target = self.named(target)
         if isinstance(target, (ComputeFunction, RemoteFunction)):
             program = function_program(target)
-            params, results = _function_views(target)
             path = f"/v1/functions/{_quote(target.name)}"
-            unbind = functools.partial(_unbind_function, results)
+            unbind = functools.partial(_unbind_function, program.outputs)
         else:
-            program = self.program(target)
+            program = target if isinstance(target, Program) else self.program(target)
             path = f"/v1/compositions/{_quote(program.entry)}"
             unbind = functools.partial(_unbind_program, program)
         sets = program.bind(args, inputs)
