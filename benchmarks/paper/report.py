@@ -356,6 +356,17 @@ cores, so what shortens the path is touching less code and data per request.  A 
 that warmed up takes about 15 page faults on the path; one forked while every CPU ran an
 invocation (no warm-up) about 330, some 0.9 ms here.
 
+What bounds the throughput of ``process`` with a Python function is the CPU time each
+request costs the machine, sandbox included: ``bench_http.py`` reports it for each server's
+whole process tree beside the server process's own, and ``python benchmarks/bench_sandbox.py
+--only cpu`` splits one invocation's by process (the caller, the zygote's fork, the sandbox's
+user and system time and its page faults; ``benchmarks/results/bench_sandbox_cpu.txt``).
+Here a request on ``process`` costs 6-9 ms of CPU against 2-2.3 ms for the aiohttp server:
+a fork of the numpy zygote, some 550 page faults in the sandbox and about 1 ms of Python
+around the function.  The C implementation's sandboxes cost far less (a small C process,
+a reset VM or a wasm instance: ``process C``, ``kvm C``,
+``wasm C`` above).
+
 Past saturation, the worker refuses what it has no room for (:doc:`serve`, admission
 control): an invocation expected to wait longer than ``--max-wait`` (0.25 s) for an engine
 gets a 503 with ``Retry-After`` from the request's head, before its body is read, so the
@@ -371,6 +382,7 @@ Reproduce
 
    $ pip install -e '.[bench]'     # matplotlib and ray[serve]
    $ python benchmarks/paper/run.py --quick   # a few minutes; without --quick, longer levels
+   $ #  (--native process kvm wasm: the engines that also run the C implementation; --no-ray)
    $ python benchmarks/paper/report.py benchmarks/results/paper.json --rst docs/performance.rst
 
 ``run.py`` writes ``benchmarks/results/paper.json``, ``paper.txt`` and the figures;

@@ -323,8 +323,10 @@ def add_server_commands(sub: Any) -> None:
     _client_options(p)
     p.set_defaults(func=cmd_register)
 
-    p = sub.add_parser("invoke", help="invoke a composition registered on a worker")
-    p.add_argument("name", metavar="COMPOSITION")
+    p = sub.add_parser("invoke", help="invoke a composition or function registered on a "
+                                      "worker")
+    p.add_argument("name", metavar="NAME",
+                   help="a composition's name, else a function's")
     p.add_argument("-i", "--input", action="append", metavar="NAME=VALUE",
                    help="an input: NAME=VALUE, NAME[KEY]=VALUE or NAME=@FILE (repeatable)")
     p.add_argument("--inputs", metavar="FILE", help="inputs as a JSON object ('-': stdin)")
