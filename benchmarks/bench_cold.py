@@ -3,7 +3,9 @@
 A worker (``dandelion serve --hot-functions 4``, caching off) has the 128×128 int64 M·Mᵀ of
 ``bench_http.py`` registered 40 times.  One request at a time, interleaved round by round
 (one request of each kind to each system in turn, so that they share the machine's
-interference alike), it measures:
+interference alike), each request at rest (``--rest``, 30 ms after the previous request or
+registration, so that none pays for the teardown, fork and warm-up another left behind), it
+measures:
 
 - ``hot``: the function whose code is in memory;
 - ``evicted``: one of the 39 copies, taken in turn, each evicted from memory by the others
@@ -26,6 +28,7 @@ before a change), interleaved with the first.  On a shared 2-core machine compar
 one run only, and give the load average.
 
     python benchmarks/bench_cold.py [--rounds 400] [--engine process] [--before PYTHON]
+                                    [--rest 0.03]
 """
 
 from __future__ import annotations
@@ -49,9 +52,17 @@ sys.path.insert(0, str(HERE))
 import bench_http  # noqa: E402  (the workload, its copies and the worker's command line)
 from quantiles import bounds, quantile  # noqa: E402
 
+#: Seconds of rest before each timed request (``--rest``), for every system alike: the work
+#: the previous request (to any system) or registration left behind is done by then
+#: (``paper/rest.py``: a forking worker keeps using CPU for up to about 23 ms after an
+#: answer), so no request pays for another's teardown, fork or warm-up.
+REST = 0.030
+
 
 class Endpoint:
     """A keep-alive HTTP connection to one system, timing one request at a time."""
+
+    rest = REST  # seconds of rest before each request (``--rest``)
 
     def __init__(self, url: str, body: bytes, headers: dict[str, str], path: str) -> None:
         host, port = url.removeprefix("http://").split(":")
@@ -67,7 +78,9 @@ class Endpoint:
         return data
 
     def invoke(self, name: str) -> float:
-        """Seconds for one invocation of ``name``, from sending to the last byte back."""
+        """Seconds for one invocation of ``name``, from sending to the last byte back, sent
+        ``rest`` seconds after whatever this benchmark did before (at rest)."""
+        time.sleep(self.rest)
         start = time.perf_counter()
         self.post(self.path.format(name=name), self.body, self.headers)
         return time.perf_counter() - start
@@ -152,8 +165,12 @@ def main() -> None:
                         help="workers started afresh for the 'new worker' kind (default 5)")
     parser.add_argument("--settle", type=float, default=1.0,
                         help="seconds between registering and invoking on a new worker")
+    parser.add_argument("--rest", type=float, default=REST, metavar="SECONDS",
+                        help=f"pause before each timed request (default {REST:g}: at rest; "
+                             "0: back to back)")
     parser.add_argument("--out", default="benchmarks/results", help="where to write results")
     args = parser.parse_args()
+    Endpoint.rest = args.rest
 
     payload = bench_http.matrix()
     load_before = os.getloadavg()
@@ -209,7 +226,8 @@ def main() -> None:
     fresh_p99 = summary["fresh fresh"]["p99"]
     fresh_lower = summary["fresh fresh"]["p99_bounds"][0]
     lines = [f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; engine "
-             f"{args.engine}, {args.workers} engine(s) per worker; one request at a time"]
+             f"{args.engine}, {args.workers} engine(s) per worker; one request at a time, "
+             f"{args.rest * 1e3:g} ms of rest before each"]
     for key, s in summary.items():
         lower, upper = s["p99_bounds"]
         ratio = "" if key == "fresh fresh" else \
@@ -226,6 +244,7 @@ def main() -> None:
     (out / "bench_cold.txt").write_text("\n".join(lines) + "\n")
     (out / "bench_cold.json").write_text(json.dumps(
         {"engine": args.engine, "workers": args.workers, "rounds": args.rounds,
+         "rest": args.rest,
          "load_average": [load_before, load_after], "summary": summary,
          "cold_loads": cold}, indent=1))
 

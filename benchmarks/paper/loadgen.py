@@ -11,7 +11,9 @@ finished, and its latency is measured from that *scheduled* arrival (so a late g
 shows up as latency, never hides it).  The generator's own lateness (send time minus arrival
 time) is reported separately: if its p99 is more than a few milliseconds, the generator, not
 the system, was the bottleneck at that rate.  ``"sequential": N`` instead sends N requests one
-at a time (the unloaded latency).
+at a time (the unloaded latency), each ``"pause"`` seconds (default 0: back to back) after
+the previous one's answer: with a pause, each request finds the system at rest, the work a
+previous request left behind (a sandbox's teardown, its replacement's fork) done.
 """
 
 from __future__ import annotations
@@ -91,9 +93,13 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
         start = time.perf_counter()
         if "sequential" in spec:
-            for _ in range(spec["sequential"]):
+            pause = spec.get("pause", 0.0)
+            for i in range(spec["sequential"]):
+                if pause and i:
+                    await asyncio.sleep(pause)
                 await one(time.perf_counter(), *target())
-            return summary(records, late, time.perf_counter() - start, spec)
+            elapsed = time.perf_counter() - start - pause * (spec["sequential"] - 1)
+            return summary(records, late, elapsed, spec)
         tasks = []
         t = 0.0
         while True:

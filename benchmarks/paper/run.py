@@ -17,13 +17,20 @@ Poisson load generator (``loadgen.py``, a process of its own, whose lateness is 
 - a fresh Python interpreter per request that imports numpy and runs the function;
 - one Ray task per request.
 
+Unloaded latency: requests one at a time, each at rest: ``--rest`` (30 ms) after the previous
+answer, for every system alike, so that it does not compete with the work the previous one
+left behind (``rest.py`` measures how long that lasts); the same requests back to back are
+reported beside it, for information.
+
 Mixes: 100/95/90% hot requests.  A cold request goes to one of 39 copies of the function
 the Dandelion worker has evicted (``--hot-functions 4``), so its code comes from disk; for
 Ray tasks it defines a new remote function.  The other baselines have no cold functions
 (the fresh interpreter: every request is cold), so they run once, at 100%.  All systems are
 up at once and each round offers the next rate to every system not yet saturated, so they
 share the machine's interference alike; ratios within one run are what counts.  Each sweep
-ends with one level at twice its best throughput (behaviour past saturation).
+ends with one level at twice its best throughput (behaviour past saturation).  A level lasts
+2 s (``--quick``) or 4 s, longer at low rates: at least 200 requests where that takes at most
+four times as long (the p99 of fewer than 100 requests is their slowest).
 
 Writes ``paper.json`` and, through ``report.py``, the table ``paper.txt`` and the figures
 ``paper_hot100.png``, ``paper_hot95.png``, ``paper_hot90.png``.
@@ -56,6 +63,14 @@ import bench_http  # noqa: E402  (the workload, its copies and the bare referenc
 import report  # noqa: E402
 
 COLD = [f"mmt{i}" for i in range(1, bench_http.COPIES)]
+#: Seconds between an answer and the next request in the unloaded series, for every system:
+#: long enough for the work a request leaves behind to be done.  A forking worker
+#: (``process``) kept using CPU for 8-16 ms (median) and up to 23 ms after an answer (the
+#: sandbox's teardown, the replacement's fork and warm-up; ``rest.py``, load 1.0-1.3), the
+#: aiohttp server and the fresh interpreter's for 0 ms (median), up to 14 ms.
+REST = 0.030
+#: Requests a load level sends at least, where that takes at most four times its seconds
+MIN_REQUESTS = 200
 
 
 @dataclass
@@ -199,9 +214,12 @@ class Sweep:
             self._print(self.overload, "overload")
             self.done = True
             return
+        # at least MIN_REQUESTS where that takes at most 4 levels' time: the p99 of fewer
+        # than 100 requests is their slowest, one busy moment of the machine
         level = loadgen(self.system, hot=self.hot, rate=self.rate,
-                        seconds=max(seconds, 12 / self.rate), timeout=timeout,
-                        seed=len(self.levels))
+                        seconds=max(seconds, 12 / self.rate,
+                                    min(MIN_REQUESTS / self.rate, 4 * seconds)),
+                        timeout=timeout, seed=len(self.levels))
         self.levels.append(level)
         self._print(level, "")
         self.rate *= self.factor
@@ -249,6 +267,9 @@ def main() -> None:
                         help="engines that also run the function's C implementation "
                              "(examples/matmul.c; default: process kvm wasm; none: no "
                              "C systems)")
+    parser.add_argument("--rest", type=float, default=REST, metavar="SECONDS",
+                        help="pause between an answer and the next request of the unloaded "
+                             f"series (default {REST:g}: each request at rest)")
     args = parser.parse_args()
     seconds, factor, max_levels = (2.0, 1.8, 8) if args.quick else (4.0, 1.4, 14)
     mixes = (1.0, 0.95, 0.90)
@@ -299,19 +320,25 @@ def main() -> None:
         results: dict[str, Any] = {}
         sweeps: list[Sweep] = []
         for s in systems:
-            # one at a time.  The p99 (nearest rank) of fewer than 100 requests is their
-            # slowest, one hiccup of the machine: the series whose p99s the issue's
+            # one at a time, each request at rest (args.rest after the previous answer, the
+            # same for every system).  The p99 (nearest rank) of fewer than 100 requests is
+            # their slowest, one hiccup of the machine: the series whose p99s the issue's
             # cold-start ratio compares are 200 long, the cold one and the fresh
             # interpreter's (every request of which is cold; it was 40: its p99 was its
             # slowest); the other hot series, whose p50 only is used, 40
-            hot = loadgen(s, hot=1.0, sequential=200 if s.name == "fresh" else 40)
-            cold = loadgen(s, hot=0.0, sequential=200) if s.cold else None
+            hot = loadgen(s, hot=1.0, sequential=200 if s.name == "fresh" else 40,
+                          pause=args.rest)
+            # informational: the same requests back to back, each overlapping the work the
+            # previous one left behind (for a forking worker: its sandbox's teardown and the
+            # replacement's fork and warm-up)
+            b2b = loadgen(s, hot=1.0, sequential=40)
+            cold = loadgen(s, hot=0.0, sequential=200, pause=args.rest) if s.cold else None
             results[s.name] = {"label": s.label, "isolated": s.isolated, "unloaded": hot,
-                               "unloaded_cold": cold, "sweeps": []}
+                               "unloaded_b2b": b2b, "unloaded_cold": cold, "sweeps": []}
             print(f"{s.label}: unloaded p50 {hot['p50'] * 1e3:.2f} ms, p99 "
-                  f"{hot['p99'] * 1e3:.2f} ms" + (f"; cold p50 {cold['p50'] * 1e3:.2f} ms, "
-                                                  f"p99 {cold['p99'] * 1e3:.2f} ms"
-                                                  if cold else ""), flush=True)
+                  f"{hot['p99'] * 1e3:.2f} ms (back to back: p50 {b2b['p50'] * 1e3:.2f} ms)"
+                  + (f"; cold p50 {cold['p50'] * 1e3:.2f} ms, p99 {cold['p99'] * 1e3:.2f} ms"
+                     if cold else ""), flush=True)
             sweeps += [Sweep(s, hot_fraction, hot["p50"], factor, max_levels)
                        for hot_fraction in s.mixes]
         while any(not sw.done for sw in sweeps):  # one level per system and mix per round
@@ -329,8 +356,8 @@ def main() -> None:
     info["after"] = machine()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = {"quick": args.quick, "seconds_per_level": seconds, "machine": info, "bare": bare,
-            "systems": results}
+    data = {"quick": args.quick, "seconds_per_level": seconds, "rest": args.rest,
+            "machine": info, "bare": bare, "systems": results}
     (out / "paper.json").write_text(json.dumps(data, indent=1))
     report.write(data, out)
 

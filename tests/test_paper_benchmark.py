@@ -1,0 +1,72 @@
+"""The paper experiment's measuring tools (benchmarks/paper): how the load generator sends an
+unloaded series and how the report reads a peak (the benchmarks themselves are run, not
+tested: only ratios within one run mean anything)."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+PAPER = Path(__file__).resolve().parents[1] / "benchmarks" / "paper"
+sys.path.insert(0, str(PAPER))
+
+import loadgen  # noqa: E402
+import report  # noqa: E402
+
+
+async def _series(tmp_path: Path, pause: float) -> tuple[dict[str, Any], list[float]]:
+    """A sequential series of 5 requests against a real HTTP server; the server's times
+    between answering one request and receiving the next."""
+    gaps: list[float] = []
+    answered: list[float] = []
+
+    async def invoke(request: web.Request) -> web.Response:
+        await request.read()
+        if answered:
+            gaps.append(time.perf_counter() - answered[-1])
+        answered.append(time.perf_counter())
+        return web.Response(body=b"ok")
+
+    app = web.Application()
+    app.router.add_post("/invoke/{name}", invoke)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    body = tmp_path / "body"
+    body.write_bytes(b"x" * 1000)
+    try:
+        result = await loadgen.run({"url": f"http://127.0.0.1:{port}/invoke/{{name}}",
+                                    "body": str(body), "hot_name": "f", "sequential": 5,
+                                    "pause": pause})
+    finally:
+        await runner.cleanup()
+    return result, gaps
+
+
+def test_an_unloaded_series_rests_between_an_answer_and_the_next_request(tmp_path: Path
+                                                                          ) -> None:
+    result, gaps = asyncio.run(_series(tmp_path, 0.2))
+    assert result["ok"] == 5 and len(gaps) == 4
+    assert min(gaps) >= 0.2  # each request at rest: the pause after the previous answer
+    # latency is the request's own, from sending it: the pauses are not in it
+    assert result["p50"] < 0.2
+
+
+def test_back_to_back_without_a_pause(tmp_path: Path) -> None:
+    result, gaps = asyncio.run(_series(tmp_path, 0.0))
+    assert result["ok"] == 5 and len(gaps) == 4
+    assert max(gaps) < 0.2
+
+
+def test_the_reports_doctests() -> None:
+    """The peak is read below the first failing level (report.peak's examples)."""
+    failures, tried = doctest.testmod(report)
+    assert tried > 0 and failures == 0
