@@ -8,11 +8,11 @@ level: achieved throughput and its share of the peak (the target: â‰¥ 90 % at 2Ã
 refused with 503/429 and their p99 latency (a fast refusal: milliseconds), the p99 of the
 answered requests, time-outs, the generator's own lateness (if its p99 is more than a few
 ms, the generator was a bottleneck: such a level is marked ``GENERATOR-BOUND``, and it
-measures bursts, not the offered rate) and the worker process's CPU time per request (the
-sandboxes, forked by the zygote, are not in it).  ``--before PYTHON`` runs a second worker
-with another interpreter (e.g. the virtualenv of a checkout before a change) on the same
-levels, alternating level by level; ``--worker-args`` are added to every worker's command
-line (e.g. ``--max-wait 0.1``).
+measures bursts, not the offered rate), the worker process's CPU time per request (the
+sandboxes, forked by the zygote, are not in it) and the generator's own.  ``--before PYTHON``
+runs a second worker with another interpreter (e.g. the virtualenv of a checkout before a
+change) on the same levels, alternating level by level; ``--worker-args`` are added to every
+worker's command line (e.g. ``--max-wait 0.1``).
 
     python benchmarks/bench_overload.py [--seconds 4] [--before PYTHON]
                                         [--worker-args "--max-wait 0.1"]
@@ -65,6 +65,7 @@ def level(proc: subprocess.Popen[bytes], url: str, body: str, rate: float, secon
     out = subprocess.run([sys.executable, str(LOADGEN)], input=json.dumps(spec),
                          capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(out.stdout)
+    result["generator_cpu_per_request"] = result.get("cpu_per_request", 0.0)  # its own
     result["cpu_per_request"] = (cpu_seconds(proc.pid) - before) / max(1, result["sent"])
     result["load"] = os.getloadavg()[0]
     return result
@@ -80,7 +81,8 @@ def show(name: str, r: dict[str, Any], peak: float | None = None) -> None:
           f"p99 {ms(r['p99']):>5s} ms  refused {r['rejected'] / max(1, r['sent']):4.0%} "
           f"(p99 {ms(r['rejected_p99']):>4s} ms)  t/o {r['timeouts']:3d}  "
           f"gen.late {ms(r['late_p99']):>4s} ms  worker CPU "
-          f"{r['cpu_per_request'] * 1e3:.2f} ms/req  load {r['load']:.1f}"
+          f"{r['cpu_per_request'] * 1e3:.2f} ms/req  generator CPU "
+          f"{r['generator_cpu_per_request'] * 1e3:.2f} ms/req  load {r['load']:.1f}"
           f"{'  GENERATOR-BOUND' if (r['late_p99'] or 0) > LATE else ''}", flush=True)
 
 

@@ -66,6 +66,51 @@ def test_back_to_back_without_a_pause(tmp_path: Path) -> None:
     assert max(gaps) < 0.2
 
 
+def test_the_generator_reads_refusals_and_chunked_answers_on_kept_connections(
+        tmp_path: Path) -> None:
+    """Open loop against a real server that refuses half the requests from their head (503,
+    the body unread, as an overloaded worker does) and streams the others' answers in
+    chunks: every answer is read in full, nothing fails or times out."""
+
+    async def invoke(request: web.Request) -> web.StreamResponse:
+        if request.match_info["name"] != "hot":
+            return web.Response(status=503, body=b"overloaded")
+        body = await request.read()
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(0, len(body), 4096):
+            await response.write(body[i:i + 4096])
+        await response.write_eof()
+        return response
+
+    async def level() -> dict[str, Any]:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_post("/invoke/{name}", invoke)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        body = tmp_path / "body"
+        body.write_bytes(bytes(range(256)) * 512)  # 128 KiB, as the experiment's
+        try:
+            return await loadgen.run({"url": f"http://127.0.0.1:{port}/invoke/{{name}}",
+                                      "body": str(body), "hot_name": "hot",
+                                      "cold_names": ["cold"], "hot": 0.5, "rate": 200,
+                                      "seconds": 1.0, "timeout": 10.0, "seed": 3})
+        finally:
+            await runner.cleanup()
+
+    result = asyncio.run(level())
+    assert result["sent"] > 100
+    assert result["timeouts"] == result["failed"] == 0
+    assert result["ok"] > 0 and result["rejected"] > 0
+    assert result["ok"] + result["rejected"] == result["sent"]
+    assert result["cold_n"] == 0  # the refused ones have no latency among the answered
+    assert result["cpu_per_request"] > 0
+
+
 def test_the_reports_doctests() -> None:
     """The peak is read below the first failing level (report.peak's examples)."""
     failures, tried = doctest.testmod(report)

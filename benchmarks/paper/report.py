@@ -77,6 +77,10 @@ def metrics(data: dict[str, Any]) -> dict[tuple[str, float], dict[str, Any]]:
                 "overload_rejected": ov["rejected"] / ov["sent"] if ov else None,
                 "overload_rejected_p99": ov["rejected_p99"] if ov else None,
                 "overload_timeouts": ov["timeouts"] if ov else None,
+                # the share of the machine's CPUs the generator itself used at that level
+                "overload_generator": (ov["cpu_per_request"] * ov["sent"] / ov["seconds"]
+                                       / data["machine"]["before"]["cpus"])
+                if ov and "cpu_per_request" in ov else None,
                 "late_p99": max((lv["late_p99"] or 0) for lv in levels + ([ov] if ov else [])),
             }
     return out
@@ -187,7 +191,9 @@ def targets(mt: dict[tuple[str, float], dict[str, Any]], cold: dict[str, Any],
                         f"{p100['overload_ratio']:.0%} of its best, "
                         f"{p100['overload_rejected']:.0%} refused with 503 (p99 "
                         f"{fmt(p100['overload_rejected_p99'], 1e3)} ms), "
-                        f"{p100['overload_timeouts']} time-outs (>= 90%, no time-outs)"))
+                        f"{p100['overload_timeouts']} time-outs (>= 90%, no time-outs)"
+                        + (f"; the load generator used {p100['overload_generator']:.0%} of "
+                           "the CPUs" if p100["overload_generator"] is not None else "")))
     ours, fresh = cold.get(name), cold.get("fresh")
     if ours and fresh:
         x = fresh["p99"] / ours["p99"]
