@@ -57,6 +57,10 @@ _SMALL = [struct.pack("<Q", n) for n in range(INLINE_LIMIT + 1)]
 _ONE_INT = struct.Struct("<6sIIQBqIq")  # MAGIC, 1 result, 1 item, its size, an int record
 _ONE_HEAD = struct.pack("<IIQ", 1, 1, struct.calcsize("<BqIq"))
 _ONE_ONE = struct.pack("<II", 1, 1)  # 1 result, 1 item
+#: how an entry of one result of one item starts; where its size and its record are
+_ONE_ENTRY = MAGIC + _ONE_ONE
+_ONE_SIZE_AT = len(_ONE_ENTRY)
+_ONE_RECORD_AT = _ONE_SIZE_AT + _SIZE.size
 
 Outputs = Sequence[Sequence[Item[Any]]]
 
@@ -156,9 +160,47 @@ def unpack(data: bytes) -> tuple[list[tuple[Item[Any], ...]], list[bytes | None]
         if (magic, n_results, n_items, size, code, name_len) == (MAGIC, 1, 1, 21, 3, 0):
             return [(Item(value, key),)], [b"\x00" + data[-21:]]
     try:
+        if data.startswith(_ONE_ENTRY):  # one plain array (a matrix's product): at once
+            made = _one_array(data)
+            if made is not None:
+                return made
         return _unpack(memoryview(data))
-    except (struct.error, EncodingError, IndexError, ValueError, UnicodeDecodeError) as e:
+    except (struct.error, EncodingError, IndexError, ValueError, TypeError,
+            UnicodeDecodeError) as e:  # (TypeError: numpy, of a dtype it does not know)
         raise CorruptEntry(f"malformed cache entry: {e}") from None
+
+
+def _one_array(data: bytes) -> tuple[list[tuple[Item[Any], ...]], list[bytes | None]] | None:
+    """The output of an entry of one result of one plain array item, as :func:`pack` writes
+    it, without going over the entry's parts one by one (``None``: another entry, or a
+    malformed one: :func:`_unpack` reads it, or says what is wrong)."""
+    (size,) = _SIZE.unpack_from(data, _ONE_SIZE_AT)
+    bare = size & _BARE
+    size ^= bare
+    end = _ONE_RECORD_AT + size
+    if size <= INLINE_LIMIT or len(data) != (end if bare else end + 32):
+        return None
+    code, key, name_len = HEADER.unpack_from(data, _ONE_RECORD_AT)
+    start = _ONE_RECORD_AT + HEADER.size + name_len
+    if code != 7 or start + 10 > end:
+        return None
+    layout = _layout(data[start:start + 10 + _NPY_HLEN(data, start + 8)[0]])
+    if layout is None:
+        return None
+    dtype, shape, head_size = layout
+    bulk = end - start - head_size
+    count = bulk // dtype.itemsize
+    if count <= 0 or count * dtype.itemsize != bulk:
+        return None
+    import numpy as np  # (imported already: the layout is known)
+
+    try:
+        value = np.frombuffer(data, dtype, count, start + head_size).reshape(shape).copy()
+    except ValueError:  # the shape does not match the bulk
+        return None
+    name = str(data[_ONE_RECORD_AT + HEADER.size:start], "utf-8", "surrogatepass") \
+        if name_len else ""
+    return [(Item(value, key, name),)], [None if bare else b"\x01" + data[end:]]
 
 
 def _unpack(view: memoryview) -> tuple[list[tuple[Item[Any], ...]], list[bytes | None]]:
@@ -226,23 +268,35 @@ def _array(data: memoryview) -> Any:
     """A writable array from the canonical ``.npy`` bytes (one copy)."""
     import numpy as np
 
-    (hlen,) = struct.unpack_from("<H", data, 8)
-    head = bytes(data[:10 + hlen])
-    known = _ARRAYS.get(head)
-    if known is None:
-        match = _NPY.match(head[10:].decode("latin1"))
-        if head[:8] != b"\x93NUMPY\x01\x00" or match is None:
-            return decode(data, ElementType.NDARRAY)
-        known = (np.dtype(match.group(1)),
-                 tuple(int(n) for n in match.group(2).replace(",", " ").split()))
-        if len(_ARRAYS) >= 256:
-            _ARRAYS.clear()
-        _ARRAYS[head] = known
-    dtype, shape = known
-    flat = np.frombuffer(data, dtype=dtype, offset=10 + hlen)
+    (hlen,) = _NPY_HLEN(data, 8)
+    layout = _layout(bytes(data[:10 + hlen]))
+    if layout is None:
+        return decode(data, ElementType.NDARRAY)
+    dtype, shape, head_size = layout
+    flat = np.frombuffer(data, dtype=dtype, offset=head_size)
     return flat.reshape(shape).copy()
 
 
-#: the dtype and shape of the ``.npy`` headers seen last (often the same each run)
-_ARRAYS: dict[bytes, tuple[Any, tuple[int, ...]]] = {}
+def _layout(head: bytes) -> tuple[Any, tuple[int, ...], int] | None:
+    """The dtype, shape and length of a canonical ``.npy`` header ``head`` (``None``:
+    another header, which :func:`~dandelion.codec.decode` reads)."""
+    known = _ARRAYS.get(head)
+    if known is None:
+        import numpy as np
+
+        match = _NPY.match(head[10:].decode("latin1"))
+        if head[:8] != b"\x93NUMPY\x01\x00" or match is None:
+            return None
+        known = (np.dtype(match.group(1)),
+                 tuple(int(n) for n in match.group(2).replace(",", " ").split()), len(head))
+        if len(_ARRAYS) >= 256:
+            _ARRAYS.clear()
+        _ARRAYS[head] = known
+    return known
+
+
+#: the dtype, shape and header length of the ``.npy`` headers seen last (often the same
+#: each run)
+_ARRAYS: dict[bytes, tuple[Any, tuple[int, ...], int]] = {}
+_NPY_HLEN = struct.Struct("<H").unpack_from
 
