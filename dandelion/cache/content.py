@@ -149,14 +149,27 @@ def content_id(item: Item[Any]) -> bytes:
             return _INT_ID(0, 3, item.key, 0, value)
         except struct.error:
             pass  # the general path says why
-    made = array_record(item)
+    made = array_id(item)
     if made is not None:  # a plain array: its bulk hashed from its own buffer
-        digest = hashing.digest
-        return b"\x01" + digest(made[0] + digest(made[1]))
+        return made
     size, parts = record_parts(item)
     if size <= INLINE_LIMIT:
         return b"\x00" + b"".join(parts)
     return b"\x01" + long_digest(parts)
+
+
+def array_id(item: Item[Any]) -> bytes | None:
+    """:func:`content_id` of a plain array item (see :func:`array_record`), made from its
+    record's parts without joining them (``None`` for any other item).
+
+    Raises:
+        Uncacheable: the key does not fit in 64 bits.
+    """
+    made = array_record(item)
+    if made is None:
+        return None
+    digest = hashing.digest
+    return b"\x01" + digest(made[0] + digest(made[1]))
 
 
 def array_record(item: Item[Any]) -> tuple[bytes, memoryview] | None:

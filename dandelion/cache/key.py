@@ -28,7 +28,7 @@ import weakref
 from typing import Any, Callable, Sequence
 
 from dandelion.cache import hashing
-from dandelion.cache.content import Uncacheable, content_id
+from dandelion.cache.content import Uncacheable, array_id, content_id
 from dandelion.cache.identity import origin, python_identity
 from dandelion.ir.nodes import FunctionSpec, Implementation, Join
 from dandelion.items import Item
@@ -54,6 +54,8 @@ _SALT = (f"dandelion-cache/{KEY_VERSION}/{hashing.ALGORITHM}/"
 _COUNT = struct.Struct("<I").pack
 #: what follows a prefix in the key of an instance with one parameter of one item
 ONE = _COUNT(1)
+#: ... and then the length of a long item's content id (``0x01`` and a 32-byte digest)
+_ONE_ID = ONE + _COUNT(33)
 
 
 def implementation_identity(implementation: Implementation, artifact: Any) -> bytes:
@@ -174,6 +176,13 @@ def items_tail(inputs: Sequence[Sequence[Item[Any]]],
     Raises:
         Uncacheable: an item has no canonical encoding.
     """
+    if len(inputs) == 1 and len(inputs[0]) == 1:  # one parameter, one item
+        item = inputs[0][0]
+        cid = array_id(item)
+        if cid is not None:  # a plain array (the matrix): its id in one step
+            if ids is not None:
+                ids[id(item)] = (item, cid)
+            return _ONE_ID + cid
     made = _int_tail(inputs) if _int_tail is not None else None
     if made is not None:
         return made
