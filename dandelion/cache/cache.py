@@ -60,6 +60,8 @@ class Cache:
         prefixes: the key prefixes one run already knows, by application (given by the
             whole-run memo, which made them for its key, to the run's lookups: see
             :meth:`RunCache.lookup <dandelion.cache.run.RunCache.lookup>`; ``None``: none).
+            The memo makes them only for a run whose every application is cached, so the
+            run's lookups do not ask again whether one is.
     """
 
     store: Store

@@ -569,8 +569,15 @@ class _Run:
 
     def _why_not_cached(self, index: int) -> str | None:
         """Why the instances of application ``index`` are not cached (``None``: they
-        are)."""
-        spec = self._signature(self.comp.applications[index].function)
+        are; so for an application whose key prefix the whole-run memo made, which it
+        makes only where every application is cached: :attr:`Cache.prefixes
+        <dandelion.cache.Cache.prefixes>`)."""
+        app = self.comp.applications[index]
+        prefixes = self.cache.cache.prefixes if self.cache is not None else None
+        known = prefixes.get(id(app)) if prefixes is not None else None
+        if known is not None and known[0] is app:
+            return None
+        spec = self._signature(app.function)
         reason = not_cached_because(self.plan, index, spec)
         if reason is not None and spec.name != self.apps[index].function:
             reason = f"'{spec.name}': {reason}"  # a member of a fused chain
