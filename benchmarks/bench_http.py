@@ -23,6 +23,7 @@ requests the nearest-rank p99 is the slowest one (``quantiles.py``).
 
     python benchmarks/bench_http.py [--seconds 3] [--workers 1] [--engine process|inline]
                                     [--before PYTHON] [--out benchmarks/results]
+                                    [--unloaded-only N]
 """
 
 from __future__ import annotations
@@ -406,6 +407,9 @@ def main() -> None:
                         help="also run a worker with this interpreter (a checkout's "
                              "virtualenv before a change), side by side")
     parser.add_argument("--out", default="benchmarks/results", help="where to write results")
+    parser.add_argument("--unloaded-only", type=int, metavar="N", default=0,
+                        help="measure only the interleaved unloaded latencies, over N "
+                             "requests to each system (no load levels, nothing written)")
     args = parser.parse_args()
 
     payload = matrix()
@@ -431,11 +435,18 @@ def main() -> None:
             proc, url = start_aiohttp()
             procs.append(proc)
             systems.append(System("aiohttp", url, payload, False, proc.pid))
-            base, cpu, tree = asyncio.run(unloaded(systems))
+            base, cpu, tree = asyncio.run(unloaded(systems, args.unloaded_only or 100))
             for label, lat in base.items():
                 print(f"unloaded latency over HTTP (hot), {label}: {lat * 1e3:.2f} ms, "
                       f"{cpu[label] * 1e3:.2f} ms CPU per request in the server process, "
                       f"{tree[label] * 1e3:.2f} ms in all its processes", flush=True)
+            if args.unloaded_only:
+                after = os.getloadavg()
+                print(f"\nload average {load_before[0]:.1f} before, {after[0]:.1f} after")
+                for label, lat in base.items():
+                    print(f"unloaded {label}: {lat * 1e3:.2f} ms = aiohttp "
+                          f"{(lat - base['aiohttp']) * 1e3:+.2f} ms")
+                return
             start_rate = max(10.0, 0.05 * bare["peak"])
             sweeps = [Sweep(s, hot, start_rate, base[s.label]) for s in systems
                       for hot in ((1.0, 0.95, 0.90) if s.dandelion else (1.0,))]

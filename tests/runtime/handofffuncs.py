@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import dandelion as dd
 
 #: what a sandbox's copy of this module has seen (a fresh sandbox: nothing)
@@ -76,3 +79,48 @@ def untyped(x) -> int:  # type: ignore[no-untyped-def]
 @dd.composition
 def untyped_run(x) -> int:  # type: ignore[no-untyped-def]
     return untyped(x)
+
+
+class UnpickledAt:
+    """Wherever it is unpickled, it becomes the time it was (``time.perf_counter()``)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (time.perf_counter, ())
+
+
+#: in a sandbox: when the function's code was unpickled there
+UNPICKLED_AT: Any = UnpickledAt()
+
+
+@dd.compute
+def loaded(x: int) -> float:
+    return time.perf_counter() - UNPICKLED_AT
+
+
+@dd.composition
+def loaded_run(x: int) -> float:
+    return loaded(x)
+
+
+@dd.compute
+def negated(x: int) -> int:
+    SEEN.append(x)
+    return -(x * 1000 + len(SEEN))
+
+
+@dd.composition
+def negate(x: int) -> int:
+    return negated(x)
+
+
+def adding(k: int) -> Any:
+    """A composition of a function that adds ``k``: the same source (and digest) for every
+    ``k``, with another captured value."""
+    @dd.compute(name="add_k")
+    def add_k(x: int) -> int:
+        return x + k
+
+    @dd.composition(name="add")
+    def add(x: int) -> int:
+        return add_k(x)
+    return add

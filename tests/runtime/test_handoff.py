@@ -184,3 +184,51 @@ def test_an_instance_that_cannot_begin_fails_its_run_and_never_blocks_the_loop()
     error, after = outcome
     assert "cannot cross a sandbox boundary untyped" in error.message
     assert after == 3001
+
+
+def test_a_function_invoked_again_finds_a_fresh_sandbox_that_has_its_code_already() -> None:
+    """After a repeated function's answer, a sandbox unpickles its code ahead of the next
+    invocation (:mod:`~dandelion.backends.engines.process.ahead`): the next one runs code
+    unpickled before it came, still in a sandbox that ran nothing before."""
+    with dd.Runtime(engine="process", workers=1, cache=False,
+                    engine_options={"ready_functions": 2}) as rt:
+        async def main() -> list[Any]:
+            ages, tags = [], []
+            for i in range(4):
+                ages.append(await _run(rt, h.loaded_run, i))
+                tags.append(await _run(rt, h.tag, i))  # a fresh sandbox each time
+                await asyncio.sleep(0.3)
+            return [ages, tags]
+
+        ages, tags = asyncio.run(main())
+    assert all(age < 0.25 for age in ages[:2]), ages  # unpickled on the request's path
+    assert all(age >= 0.25 for age in ages[2:]), ages  # unpickled before the request
+    assert tags == [i * 1000 + 1 for i in range(4)]
+
+
+def test_a_sandbox_made_ready_for_one_function_never_runs_another() -> None:
+    with dd.Runtime(engine="process", workers=1, cache=False,
+                    engine_options={"ready_functions": 2}) as rt:
+        async def main() -> list[int]:
+            out = []
+            for i in range(6):
+                out += [await _run(rt, h.tag, i), await _run(rt, h.negate, i)]
+                await asyncio.sleep(0.02)
+            return out
+
+        assert asyncio.run(main()) == [v for i in range(6) for v in (i * 1000 + 1,
+                                                                      -(i * 1000 + 1))]
+
+
+def test_code_of_the_same_digest_with_other_captured_values_never_runs_old_code() -> None:
+    """The same source (digest) with another captured value is other code: the sandbox made
+    ready with the first pickle is not used for the second."""
+    with dd.Runtime(engine="process", workers=1, cache=False) as rt:
+        async def main() -> list[int]:
+            out = []
+            for k in (1, 1, 1, 50, 50, 1):
+                out.append(await _run(rt, h.adding(k), 10))
+                await asyncio.sleep(0.05)
+            return out
+
+        assert asyncio.run(main()) == [11, 11, 11, 60, 60, 11]

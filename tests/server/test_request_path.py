@@ -15,7 +15,7 @@ import pytest
 
 import dandelion as dd
 from dandelion.server import Server, ServerConfig
-from tests.server.conftest import Raw
+from tests.server.conftest import ALICE, BOB, TOKENS, Raw
 
 FUNCTIONS = "import dandelion as dd\n" + "".join(
     f"@dd.compute\ndef f{i}(x: int) -> int:\n    return x + {i}\n" for i in range(2))
@@ -403,3 +403,31 @@ def test_a_worker_without_a_result_cache_counts_no_lookups_and_says_miss(
         assert _lookups(text) == {"hit": 0.0, "miss": 0.0}
         assert 'dandelion_invocations_total{kind="function",outcome="ok"} 3.0' in text
         assert "dandelion_cache_served_bytes_total 0.0" in text
+
+
+STEPPED = "import dandelion as dd\n\n@dd.compute\ndef stepped(x: int) -> int:\n" \
+          "    return x + {step}\n"
+
+
+def test_a_function_registered_again_never_runs_its_old_code_from_a_ready_sandbox(
+        tmp_path: Path) -> None:
+    """A function invoked again has a sandbox made ready with its code (unpickled ahead of
+    the next request): registering new code under the same name, or another tenant's
+    function of the same name, never gets the old code's answer from it."""
+    config = ServerConfig(port=0, engine="process", workers=1, tokens=TOKENS,
+                          state_dir=str(tmp_path), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, token=ALICE, timeout=20) as alice, \
+            dd.Client(server.url, token=BOB, timeout=20) as bob:
+        alice.register_source(STEPPED.format(step=1))
+        bob.register_source(STEPPED.format(step=1000))
+        answers = []
+        for step in (1, 2, 3):
+            if step > 1:
+                alice.register_source(STEPPED.format(step=step))  # the same name, new code
+            # from the second on, sandboxes made ready (the new code's once the old one's
+            # has left the latest invocations)
+            answers.append([alice.invoke(alice.function("stepped"), x) for x in range(12)])
+            answers.append([bob.invoke(bob.function("stepped"), 0)])
+    assert answers == [list(range(1, 13)), [1000], list(range(2, 14)), [1000],
+                       list(range(3, 15)), [1000]]

@@ -149,11 +149,21 @@ def serve_filtered(baseline: int) -> NoReturn:
         # header, context and code in one call (one message from the worker)
         msg, view, payload = _sandboxc.receive(CHANNEL_FD, ASSIGN.size, ASSIGN_CAPACITY_AT,
                                                   ASSIGN_LENGTH_AT)
-        if view is None or payload is None:
+        if payload is None:
             os._exit(0)  # the worker let this sandbox go unused
         if ASSIGN.unpack(msg)[1] != KIND_PYTHON:
             raise RuntimeError("a filtered sandbox runs only Python functions")
-        report = _run_python(view, payload)
+        if view is None:  # the code ahead of its invocation: made ready while none waits
+            ahead = _ahead(payload)
+            msg, view, payload = _sandboxc.receive(CHANNEL_FD, ASSIGN.size,
+                                                      ASSIGN_CAPACITY_AT, ASSIGN_LENGTH_AT)
+            if view is None or payload is None or payload:
+                os._exit(0)  # let go unused, or a second payload: not the protocol
+            if isinstance(ahead, BaseException):
+                raise ahead  # reported as the invocation's, as if unpickled now
+            report = _run_python(view, ahead)
+        else:
+            report = _run_python(view, payload)
     except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
         report = _error_report(e)
     _sandboxc.finish(CHANNEL_FD, report)
@@ -217,11 +227,21 @@ def _message(body: dict[str, Any]) -> bytes:
     return head + data
 
 
-def _run_python(ctx: Any, payload: bytes) -> bytes:
-    """Unpickle the function, run it on the inputs in ``ctx`` (a writable buffer as long as
-    the context's capacity), write its outputs there; the message to report (``OKAY`` and
-    the function's time, or a ``DONE`` report)."""
-    artifact = pickling.loads(payload)
+def _ahead(payload: bytes) -> Any:
+    """The function of code sent ahead of its invocation, unpickled while the sandbox
+    waits; what unpickling it raised, to be reported when the invocation comes."""
+    try:
+        return pickling.loads(payload)
+    except BaseException as e:  # noqa: BLE001 - the invocation reports it
+        return e
+
+
+def _run_python(ctx: Any, payload: bytes | Any) -> bytes:
+    """Unpickle the function (``payload``: its pickle, or the function unpickled ahead),
+    run it on the inputs in ``ctx`` (a writable buffer as long as the context's capacity),
+    write its outputs there; the message to report (``OKAY`` and the function's time, or a
+    ``DONE`` report)."""
+    artifact = pickling.loads(payload) if isinstance(payload, bytes) else payload
     inputs = read_items(ctx, len(ctx), False, None, False)  # as declared in the set table
     started = time.perf_counter_ns()
     try:

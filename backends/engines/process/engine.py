@@ -28,6 +28,7 @@ from typing import Any, Callable, NoReturn, Sequence
 
 from dandelion import errors
 from dandelion.backends.engines.process import _sandboxc, native, pool
+from dandelion.backends.engines.process.ahead import Ahead
 from dandelion.backends.engines.process.filter import syscall_name
 from dandelion.backends.engines.process.layout import ELEMENT_CODES
 from dandelion.backends.engines.process.memory import SharedContext, SharedDomain
@@ -90,6 +91,10 @@ class ProcessEngine(EngineBase):
             (halves the latency of a small function at some CPU per sandbox).  Only while
             the machine has idle CPU: sandboxes forked while less than 15 % of it is idle
             skip the warm-up, until more than 35 % is idle again.
+        ready_functions: Python functions at most (the most recently invoked ones that
+            repeat) whose next invocation started from an event loop (:meth:`begin`) finds
+            a sandbox given its code ahead, unpickled already (:mod:`.ahead`; default: a
+            quarter of ``pool_size``, at least 1; 0: none).
     """
 
     name = "process"
@@ -100,7 +105,8 @@ class ProcessEngine(EngineBase):
     def __init__(self, memory_limit: int = 1 << 30, cpu_limit: int | None = 300,
                  output_limit: int = 64 * _MIB, pool_size: int | None = None,
                  store: ArtifactStore | None = None, artifact_dir: str | None = None,
-                 warm_sandboxes: bool = True, **options: Any) -> None:
+                 warm_sandboxes: bool = True, ready_functions: int | None = None,
+                 **options: Any) -> None:
         super().__init__(**options)
         self.memory_limit = memory_limit
         self.cpu_limit = cpu_limit
@@ -109,6 +115,8 @@ class ProcessEngine(EngineBase):
         self.warm_sandboxes = warm_sandboxes
         self.store = store or (ArtifactStore(artifact_dir) if artifact_dir else default_store())
         self.domain = SharedDomain()
+        self.ahead = Ahead(max(1, self.pool_size // 4) if ready_functions is None
+                           else ready_functions, memory_limit)
         self.lean = self._zygote(())
         self._zygotes: dict[Any, pool.Zygote] = {}  # requires -> zygote
         #: native digest -> (segment table, the segments' bytes) as a sandbox takes them;
@@ -177,20 +185,29 @@ class ProcessEngine(EngineBase):
         code is larger than :data:`BEGIN_MAX_PAYLOAD` (then :meth:`run` it on a thread)."""
         assert isinstance(context, SharedContext)
         code = self._lay_out(context, call)
-        header, payload = self._assignment(context, code, call)
-        if len(payload) > BEGIN_MAX_PAYLOAD:
-            return None
         zygote = self._zygote_of(code)
-        sandbox = zygote.take_forked()
-        if sandbox is None:
-            return None
+        digest = call.implementation.digest
+        sandbox = self.ahead.take(digest, code.data, zygote) if code.kind == "python" \
+            else None
+        if sandbox is not None:  # given this very code ahead: only the context goes now
+            header, payload = ASSIGN.pack(ASSIGN_MAGIC, KIND_PYTHON, context.capacity,
+                                          self.memory_limit, 0, 0, 0), b""
+        else:
+            header, payload = self._assignment(context, code, call)
+            if len(payload) > BEGIN_MAX_PAYLOAD:
+                return None
+            sandbox = zygote.take_forked()
+            if sandbox is None:
+                return None
         try:
             _sandboxc.assign(sandbox.channel, context.fd, header, payload, call.timeout or 0.0)
         except BaseException:
             zygote.end(sandbox)
             raise
         zygote.adapt()  # (after the hand-over: it counts this invocation as running)
-        return Started(self, zygote, sandbox, context, code, call)
+        started = Started(self, zygote, sandbox, context, code, call)
+        started.again = code.kind == "python" and self.ahead.seen(digest)
+        return started
 
     def wake_when_ready(self, call: FunctionCall, wake: Callable[[], None]) -> bool:
         """After :meth:`begin` found no sandbox forked: ``wake`` once one is (its zygote
@@ -467,6 +484,11 @@ class ProcessEngine(EngineBase):
                                 hint="a compute function returns its results; it does not "
                                      "exit the process")
 
+    def close(self) -> None:
+        """End the sandboxes made ready for functions, and release the contexts."""
+        self.ahead.close()
+        super().close()
+
     def __repr__(self) -> str:
         return f"<ProcessEngine pool={self.pool_size} memory_limit={self.memory_limit}>"
 
@@ -485,6 +507,10 @@ class Started(Invocation):
         self._skip_ready = not sandbox.ready
         self._data = bytearray()
         self._report = b""
+        #: the function repeats (:meth:`.Ahead.seen`): once this invocation succeeded, its
+        #: next one gets a sandbox made ready for it
+        self.again = False
+        self._succeeded = False
 
     def feed(self) -> bool:
         try:
@@ -512,14 +538,23 @@ class Started(Invocation):
         return self._report[:4] not in (OKAY_TAG, DONE_TAG, NATV_TAG, GONE_TAG)
 
     def outcome(self) -> float | None:
-        return self.engine._outcome(self.zygote, self.sandbox, self.context, self.code,
-                                    self.call, self._report)
+        seconds = self.engine._outcome(self.zygote, self.sandbox, self.context, self.code,
+                                       self.call, self._report)
+        self._succeeded = True
+        return seconds
 
     def timed_out(self) -> DandelionError:
         return _timeout(self.call)
 
     def end(self) -> None:
+        """End the sandbox and, after a success of a function that repeats, make a
+        sandbox ready for its next invocation (the caller ends an invocation after
+        answering it: this is off the request's path)."""
         self.zygote.end(self.sandbox)
+        if self.again and self._succeeded:
+            self.again = False
+            self.engine.ahead.make_ready(self.call.implementation.digest, self.code.data,
+                                         self.zygote)
 
 
 def _timeout(call: FunctionCall) -> FunctionTimeout:

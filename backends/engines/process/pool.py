@@ -105,6 +105,8 @@ class Zygote:
         self.warming = warm and native is None
         #: sandboxes taken and not yet ended: invocations running (see :meth:`adapt`)
         self.running = 0
+        #: sandboxes taken and set aside for a later invocation (:meth:`set_aside`)
+        self.aside = 0
         self.pool_size = max(0, pool_size)
         #: sandboxes alive (waiting or running) up to which the zygote replaces exited ones
         self.cap = 2 * self.pool_size
@@ -241,6 +243,21 @@ class Zygote:
         else:
             self._send(FORK, 1)
 
+    def set_aside(self, sandbox: Sandbox) -> None:
+        """A taken sandbox waits for a later invocation (given its function's code
+        ahead): it does not count as running (:meth:`adapt`) until :meth:`resume`."""
+        with self._cond:
+            self.running -= 1
+            self.aside += 1
+        self.adapt()
+
+    def resume(self, sandbox: Sandbox) -> None:
+        """A sandbox set aside is taken again (to run, or to be ended): running again.
+        The caller calls :meth:`adapt` or :meth:`end`."""
+        with self._cond:
+            self.running += 1
+            self.aside -= 1
+
     def adapt(self) -> None:
         """Turn the warm-up of the sandboxes forked from now on off while as many of this
         zygote's invocations run as there are CPUs, and on again once fewer do (one
@@ -287,14 +304,14 @@ class Zygote:
 
     def settle(self, timeout: float = 10.0) -> bool:
         """Wait until the pool is full of sandboxes that wait for work (forked, locked down
-        and warmed up), so that no refill is running: for benchmarks and tests that want
-        an invocation to meet a quiet node.  ``False`` if that takes longer than
-        ``timeout`` seconds."""
+        and warmed up, or set aside for a function), so that no refill is running: for
+        benchmarks and tests that want an invocation to meet a quiet node.  ``False`` if
+        that takes longer than ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         self.adapt()
         with self._cond:
             while not self.closed:
-                waiting = sum(_waiting(s) == 1 for s in self._ready)
+                waiting = sum(_waiting(s) == 1 for s in self._ready) + self.aside
                 if waiting >= self.pool_size and self._pending == 0:
                     return True
                 left = deadline - time.monotonic()

@@ -99,8 +99,10 @@ static PyObject *map_context(PyObject *self, PyObject *args) {
  * None, payload bytes or None): map_context(), then read the payload that follows the
  * header on the channel (its length is the u64 at `length_offset` of the header) into one
  * bytes object.  The worker sends header and payload in one message, so this is one wake-up
- * and no Python between the two reads.  Works under the sandbox's filter (read on the
- * channel).
+ * and no Python between the two reads.  A whole header that carries no context (the
+ * function's code sent ahead of its invocation) gives (header, None, payload); a short one
+ * (the worker let the sandbox go) (header, None, None).  Works under the sandbox's filter
+ * (read on the channel).
  */
 PyObject *receive(PyObject *self, PyObject *args) {
     int fd;
@@ -116,7 +118,9 @@ PyObject *receive(PyObject *self, PyObject *args) {
         return NULL;
     PyObject *head = PyTuple_GET_ITEM(t, 0);
     PyObject *view = PyTuple_GET_ITEM(t, 1);
-    if (view == Py_None || len_off < 0 || len_off + 8 > PyBytes_GET_SIZE(head)) {
+    /* a short header (the worker let the sandbox go) has no payload; a whole one has, with
+     * or without a context (without: the function's code sent ahead of its invocation) */
+    if (PyBytes_GET_SIZE(head) != size || len_off < 0 || len_off + 8 > size) {
         PyObject *r = Py_BuildValue("(OOO)", head, view, Py_None);
         Py_DECREF(t);
         return r;
@@ -203,8 +207,9 @@ static size_t report_size(const char *p, size_t have, size_t max_body) {
     return have;
 }
 
-/* Send the header and payload, with memfd attached to the first message; 0 sent (or the
- * sandbox is gone: what it wrote is still readable), 1 timed out.  Without the GIL. */
+/* Send the header and payload, with memfd attached to the first message (none if memfd
+ * < 0); 0 sent (or the sandbox is gone: what it wrote is still readable), 1 timed out.
+ * Without the GIL. */
 static int send_assignment(int fd, int memfd, const Py_buffer *head, const Py_buffer *payload,
                            double deadline) {
     struct iovec iov[2] = {{head->buf, (size_t)head->len}, {payload->buf, (size_t)payload->len}};
@@ -212,11 +217,16 @@ static int send_assignment(int fd, int memfd, const Py_buffer *head, const Py_bu
     memset(cbuf, 0, sizeof cbuf);
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = cbuf,
                         .msg_controllen = sizeof cbuf};
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &memfd, sizeof(int));
+    if (memfd >= 0) {
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &memfd, sizeof(int));
+    } else {  /* code ahead of its context: no descriptor */
+        mh.msg_control = NULL;
+        mh.msg_controllen = 0;
+    }
     size_t head_len = (size_t)head->len, total = head_len + (size_t)payload->len, sent = 0;
     while (sent < total) {
         ssize_t n;
@@ -334,8 +344,9 @@ PyObject *exchange(PyObject *self, PyObject *args) {
 /*
  * assign(channel, memfd, header, payload, timeout): exchange()'s first half, for a worker
  * that waits for the report itself (an event loop watching the channel): send the header
- * and `payload` with memfd attached.  It blocks only while the channel's buffer is full,
- * with the GIL released; `timeout` <= 0: no limit; past it, TimeoutError.  A sandbox that
+ * and `payload` with memfd attached (memfd -1: none, for a function's code sent ahead of
+ * the assignment that brings its context).  It blocks only while the channel's buffer is
+ * full, with the GIL released; `timeout` <= 0: no limit; past it, TimeoutError.  A sandbox that
  * is gone is no error here: its report (or its absence) is read from the channel.
  */
 PyObject *assign(PyObject *self, PyObject *args) {
