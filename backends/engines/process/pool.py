@@ -37,13 +37,19 @@ from dandelion.errors import BackendError
 #: numerical libraries single-threaded (a sandbox cannot create threads).
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TMPDIR")
 
-#: How a Python zygote starts: its arenas follow one another from the first import on
-#: (``_sandboxc.heap_arenas``), so that huge pages can back them.
-_BOOT = ("import sys\n"
-         "from dandelion.backends.engines.process import _sandboxc\n"
-         "_sandboxc.heap_arenas()\n"
-         "from dandelion.backends.engines.process.zygote import main\n"
-         "main(sys.argv[1:])\n")
+#: How a Python zygote starts, before it imports anything: its arenas follow one another
+#: from then on (``_sandboxc.heap_arenas``), so that huge pages can back them.  The
+#: extension is loaded from its file, ahead of its package: importing ``dandelion`` first
+#: (attrs, the items) left some 4 MiB of arenas where no huge page could back them, each of
+#: their 4 KiB pages a page-table entry that every fork copies.
+_ARENAS = ("import sys\n"
+           "from importlib.util import module_from_spec, spec_from_file_location\n"
+           f"spec = spec_from_file_location({_sandboxc.__name__!r}, {_sandboxc.__file__!r})\n"
+           "sys.modules[spec.name] = module = module_from_spec(spec)\n"
+           "spec.loader.exec_module(module)\n"
+           "module.heap_arenas()\n")
+_BOOT = _ARENAS + ("from dandelion.backends.engines.process.zygote import main\n"
+                   "main(sys.argv[1:])\n")
 
 
 #: CPUs this process may run on: while as many of a zygote's invocations run, the sandboxes

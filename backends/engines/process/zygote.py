@@ -15,6 +15,9 @@ before it forks (``_sandboxc.huge_pages``): a fork then copies a few dozen page-
 entries for its heap rather than thousands.  On Python 3.12 and later it also makes every
 object it holds immortal (``_sandboxc.immortalize``, PEP 683), so that a sandbox using an
 inherited object does not write its reference count, which would copy the page it is on.
+For the same reason it points ``print`` at the empty, bounded buffer of
+:mod:`dandelion.runtime.logs` before it forks (:func:`.child.quiet`): each sandbox starts
+with its own copy of it rather than making one.
 
 Control messages (:mod:`.protocol`, ``SOCK_SEQPACKET``): worker -> zygote ``F<n>`` fork n,
 ``K<pid>`` kill, ``W<pid>`` report how pid ended, ``H<0|1>`` whether sandboxes forked from
@@ -76,8 +79,13 @@ def main(argv: list[str]) -> None:
     filtered = memory is not None
     # From here on the zygote runs C only, until it returns in a forked sandbox (or the
     # worker has gone away): a Python loop would write to pages every sandbox shares.
-    forked = _sandboxc.zygote_loop(ctrl.fileno(), cap, cpu or 0, memory or 0,
-                                   program if filtered else None, warm)
+    child.quiet()  # the streams every sandbox starts with, made once
+    try:
+        forked = _sandboxc.zygote_loop(ctrl.fileno(), cap, cpu or 0, memory or 0,
+                                       program if filtered else None, warm)
+    except BaseException:
+        child.speak()
+        raise
     if forked is None:
         os._exit(0)  # the worker is gone; the sandboxes are killed
     baseline, warmed = forked  # the worker turns warm-ups off while CPUs are busy

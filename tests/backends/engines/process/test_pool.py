@@ -95,6 +95,19 @@ def test_the_zygotes_heap_is_in_huge_pages_so_that_a_fork_copies_few_page_tables
     assert fields["AnonHugePages"] >= fields["Anonymous"] // 3, fields
 
 
+def test_a_zygote_lays_its_arenas_out_before_it_imports_anything():
+    # arenas allocated before heap_arenas() (importing the dandelion package, attrs)
+    # would lie where no huge page can back them
+    code = pool._ARENAS + textwrap.dedent("""
+        print(sorted(m for m in sys.modules
+                     if m.partition(".")[0] in ("dandelion", "attr", "attrs", "numpy")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['dandelion.backends.engines.process._sandboxc']"
+
+
 def test_arenas_laid_out_one_after_another_serve_allocation_churn():
     code = textwrap.dedent("""
         from dandelion.backends.engines.process import _sandboxc
