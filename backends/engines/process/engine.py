@@ -89,8 +89,8 @@ class ProcessEngine(EngineBase):
         warm_sandboxes: run a probe function through each generic sandbox before it
             waits, so that the page faults of the Python path happen off the critical path
             (halves the latency of a small function at some CPU per sandbox).  Only while
-            the machine has idle CPU: sandboxes forked while less than 15 % of it is idle
-            skip the warm-up, until more than 35 % is idle again.
+            fewer of the zygote's invocations run than there are CPUs: sandboxes forked
+            while every CPU runs one skip the warm-up (:meth:`.pool.Zygote.adapt`).
         ready_functions: Python functions at most (the most recently invoked ones that
             repeat) whose next invocation started from an event loop (:meth:`begin`) finds
             a sandbox given its code ahead, unpickled already (:mod:`.ahead`; default: a
