@@ -39,6 +39,7 @@ import threading
 
 from dandelion.backends.engines.process import _sandboxc, pool
 from dandelion.backends.engines.process.protocol import ASSIGN, ASSIGN_MAGIC, KIND_PYTHON
+from dandelion.errors import BackendError
 
 #: How many of the latest invocations a function must be among to count as repeating.
 RECENT = 8
@@ -104,7 +105,7 @@ class Ahead:
         pickle), to wait for the function's next invocation; nothing if one is ready for
         ``digest`` already, or no generic sandbox is forked now."""
         with self._lock:
-            if self._closed:
+            if self._closed or not self.limit:
                 return
             if digest in self._ready:
                 self._ready.move_to_end(digest)
@@ -115,15 +116,20 @@ class Ahead:
         if sandbox is None:
             return
         header = ASSIGN.pack(ASSIGN_MAGIC, KIND_PYTHON, 0, self.memory_limit, len(code), 0, 0)
+        readied = _Readied(code, zygote, sandbox)
         try:
             _sandboxc.assign(sandbox.channel, -1, header, code, _SEND_SECONDS)
-        except (OSError, TimeoutError):  # no room on its channel: it stays generic, ended
-            zygote.end(sandbox)
+        except (OSError, TimeoutError):  # no room on its channel: none made ready
+            _kill(zygote, sandbox)
             return
-        zygote.set_aside(sandbox)
+        try:
+            zygote.set_aside(sandbox)
+        except BackendError:  # its zygote is gone
+            self._end(readied)
+            return
         with self._lock:
             old = self._ready.pop(digest, None)
-            self._ready[digest] = _Readied(code, zygote, sandbox)
+            self._ready[digest] = readied
             out = [old] if old is not None else []
             while len(self._ready) > (0 if self._closed else self.limit):
                 out.append(self._ready.popitem(last=False)[1])
@@ -133,7 +139,7 @@ class Ahead:
     @staticmethod
     def _end(readied: _Readied) -> None:
         readied.zygote.resume(readied.sandbox)
-        readied.zygote.end(readied.sandbox)
+        _kill(readied.zygote, readied.sandbox)
 
     def close(self) -> None:
         """End every ready sandbox."""
@@ -143,3 +149,11 @@ class Ahead:
             self._ready.clear()
         for readied in out:
             self._end(readied)
+
+
+def _kill(zygote: pool.Zygote, sandbox: pool.Sandbox) -> None:
+    """End a taken sandbox (counted as running)."""
+    try:
+        zygote.end(sandbox)
+    except BackendError:  # its zygote is gone, and killed its sandboxes with it
+        pass
