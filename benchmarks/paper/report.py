@@ -413,7 +413,12 @@ encoding in the aiohttp server.  Each step is short in itself (the same unpickli
 in a fresh process, and in a worker whose caches the sandboxes and the client share on two
 cores, so what shortens the path is touching less code and data per request.  A sandbox
 that warmed up takes about 15 page faults on the path; one forked while every CPU ran an
-invocation (no warm-up) about 330, some 0.9 ms here.
+invocation (no warm-up) about 330, some 0.9 ms here.  Since then the unpickling step has
+left the path of a function invoked again: after its previous answer, a sandbox is made
+ready for it, which unpickles its code while no request waits (:doc:`serve`, the hot path;
+up to 0.4 ms in a sandbox that has not run it).  ``python benchmarks/bench_http.py
+--unloaded-only 200 --before PYTHON`` measures only the interleaved unloaded latencies,
+against another checkout, in a few seconds.
 
 What bounds the throughput of ``process`` with a Python function is the CPU time each
 request costs the machine, sandbox included: ``bench_http.py`` reports it for each server's
