@@ -111,6 +111,40 @@ def test_the_generator_reads_refusals_and_chunked_answers_on_kept_connections(
     assert result["cpu_per_request"] > 0
 
 
+def test_two_runs_of_a_level_pool_into_one(tmp_path: Path) -> None:
+    """A level repeated at the edge is read over the requests of both runs."""
+
+    async def invoke(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b"ok")
+
+    async def two() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        app = web.Application()
+        app.router.add_post("/invoke/{name}", invoke)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        body = tmp_path / "body"
+        body.write_bytes(b"x" * 100)
+        spec = {"url": f"http://127.0.0.1:{port}/invoke/{{name}}", "body": str(body),
+                "hot_name": "f", "rate": 200, "seconds": 0.3, "records": True}
+        try:
+            a = await loadgen.run({**spec, "seed": 1})
+            b = await loadgen.run({**spec, "seed": 2})
+        finally:
+            await runner.cleanup()
+        return a, b, loadgen.pooled(a, b, spec)
+
+    a, b, both = asyncio.run(two())
+    assert both["sent"] == a["sent"] + b["sent"] and both["ok"] == a["ok"] + b["ok"]
+    assert both["seconds"] == 0.6
+    latencies = [lat for _, _, lat in a["records"] + b["records"]]
+    assert both["p99"] == loadgen.quantile(latencies, 0.99)
+    assert min(a["p50"], b["p50"]) <= both["p50"] <= max(a["p50"], b["p50"])
+
+
 def test_the_reports_doctests() -> None:
     """The peak is read below the first failing level (report.peak's examples)."""
     failures, tried = doctest.testmod(report)

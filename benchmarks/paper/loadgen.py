@@ -14,6 +14,8 @@ the system, was the bottleneck at that rate.  ``"sequential": N`` instead sends 
 at a time (the unloaded latency), each ``"pause"`` seconds (default 0: back to back) after
 the previous one's answer: with a pause, each request finds the system at rest, the work a
 previous request left behind (a sandbox's teardown, its replacement's fork) done.
+``"records": true`` adds each request's record, so that :func:`pooled` can join two runs
+of one level.
 
 The generator shares the machine with the systems it measures, so it does as little as it
 can per request: HTTP/1.1 on keep-alive connections with each request's bytes prepared once
@@ -183,6 +185,20 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         connections.close()
     result = summary(records, late, elapsed, spec)
     result["cpu_per_request"] = time.process_time() / max(1, len(records))
+    if spec.get("records"):  # to pool with another run of the same level (pooled())
+        result.update(records=records, late=late, elapsed=elapsed)
+    return result
+
+
+def pooled(a: dict[str, Any], b: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Two runs of one level (both with ``"records"``) as one twice as long: its quantiles
+    over the requests of both."""
+    result = summary(a["records"] + b["records"], a["late"] + b["late"],
+                     a["elapsed"] + b["elapsed"],
+                     {**spec, "seconds": a["seconds"] + b["seconds"]})
+    result["cpu_per_request"] = ((a["cpu_per_request"] * a["sent"]
+                                  + b["cpu_per_request"] * b["sent"])
+                                 / max(1, a["sent"] + b["sent"]))
     return result
 
 

@@ -357,17 +357,18 @@ sent as soon as the previous answer arrived, for information only (the issue's t
 levels are taken in increasing offered rate, and the peak is the best achieved throughput
 before the first level that fails the bound (or refuses, times out or fails more than 1 % of
 its requests); a level that passes above a failed one does not count, so one quiet moment
-past the edge cannot raise a peak.  A busy moment below the edge can lower one, so a level
+past the edge cannot raise a peak.  A busy moment below the edge could lower one, so a level
 sends at least 200 requests where that takes at most four times its time (the p99 of fewer
-than 100 requests is their slowest); ratios still move between runs.  ``/bare``: against the
-bare function's peak in one thread; ``/aiohttp``: against the aiohttp server's
-``peak@50ms``; ``satur.``: the best throughput at any latency; ``overload``, ``503/429``,
-``rej.p99``, ``t/o``: at twice that rate, the throughput achieved as a fraction of the best,
-the share of requests refused, how fast they were refused, and how many timed out (10
-s).  Every p99 is nearest-rank (the ``ceil(0.99·n)``-th smallest of n,
-``benchmarks/quantiles.py``): of fewer than 100 requests it is their slowest, so ``run.py``
-sends 200 requests in each series whose p99 the cold-start ratio compares, the cold one and
-the fresh interpreter's (``n``: how many the table's had).
+than 100 requests is their slowest), and a level that fails a bound short of saturation is
+run a second time and read as one level over the requests of both; ratios still move between
+runs.  ``/bare``: against the bare function's peak in one thread; ``/aiohttp``: against the
+aiohttp server's ``peak@50ms``; ``satur.``: the best throughput at any latency;
+``overload``, ``503/429``, ``rej.p99``, ``t/o``: at twice that rate, the throughput achieved
+as a fraction of the best, the share of requests refused, how fast they were refused, and
+how many timed out (10 s).  Every p99 is nearest-rank (the ``ceil(0.99·n)``-th smallest of
+n, ``benchmarks/quantiles.py``): of fewer than 100 requests it is their slowest, so
+``run.py`` sends 200 requests in each series whose p99 the cold-start ratio compares, the
+cold one and the fresh interpreter's (``n``: how many the table's had).
 
 .. code-block:: text
 
