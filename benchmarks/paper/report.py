@@ -351,7 +351,11 @@ warm-up: ``benchmarks/paper/rest.py`` samples each system's process tree after e
 the aiohttp server and the fresh interpreter for 0 ms in the median; on 2 vCPUs a request
 sent at once shares the CPUs with that work.  ``b2b``: the same requests back to back, each
 sent as soon as the previous answer arrived, for information only (the issue's targets use
-``unloaded``); the cold series and the fresh interpreter's are sent at rest too.
+``unloaded``); the cold series and the fresh interpreter's are sent at rest too.  Resting
+has a cost of its own, the same for every system: a request that finds the CPUs idle waits
+for them to wake, on this nested VM about 1 ms (the aiohttp server's p50 was 2.7 ms back to
+back and 3.6 ms after 20-50 ms of rest at load 1.5; 2.0 against 3.2 ms in a run at load 5-7,
+where the C systems read 0.6-1.3 ms more at rest and process 4.9 against 8.4 ms).
 ``peak@10x``: the best throughput with p99 within 10× the system's unloaded latency;
 ``peak@50ms``: with p99 within 50 ms.  A peak is read the same way for every system: the
 levels are taken in increasing offered rate, and the peak is the best achieved throughput
@@ -437,8 +441,25 @@ control): an invocation expected to wait longer than ``--max-wait`` (0.25 s) for
 gets a 503 with ``Retry-After`` from the request's head, before its body is read, so the
 engines stay busy with the admitted ones and the excess is answered at once.
 ``benchmarks/bench_overload.py`` offers a worker 1×, 1.5×, 2× and 3× its measured peak and
-reports the throughput kept, the share refused and how fast, and the worker's CPU time per
-request (``--before PYTHON`` runs another checkout alongside).
+reports the throughput kept, the share refused and how fast, and the worker's and the
+generator's CPU time per request (``--before PYTHON`` runs another checkout alongside).
+
+What past saturation costs on 2 vCPUs (issue 19, process running the Python function, whose
+requests cost some 7 ms of CPU each): a refused request costs the worker 0.4-0.55 ms of CPU,
+what a bare aiohttp application answering 503 without reading the body costs for the same
+131 KB requests (0.42-0.44 ms: receiving the body, which must be read for the connection to
+be kept), so each refusal takes about 6 % of a served request's CPU; and the load
+generator's CPU comes from the same two CPUs.  With aiohttp's client the generator took
+0.9-1.2 ms per request, at twice process's saturation (some 560 requests/s) a quarter of
+the machine; with its own HTTP/1.1 client (``loadgen.py``) it takes about half
+(0.44-0.64 ms; the table's past-saturation line gives its share).  By these costs (an
+estimate, not a measurement), at twice its saturation process keeps about 80 % of its best
+with aiohttp's client (runs read 71-89 %) and about 85 % with the new one.  A
+server in one process, like the aiohttp baseline, never uses the second CPU, so what the
+generator takes costs it nothing; the C systems' requests cost far less CPU than process's,
+so a refusal is a smaller share of one.  Refusals are decided on the event loop, which waits
+for a CPU like the sandboxes do: on a busy machine a 503 takes as long as the loop takes to
+get one (the ``rej.p99`` column).
 
 Reproduce
 ---------
