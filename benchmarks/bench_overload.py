@@ -12,9 +12,11 @@ measures bursts, not the offered rate), the worker process's CPU time per reques
 sandboxes, forked by the zygote, are not in it) and the generator's own.  ``--before PYTHON``
 runs a second worker with another interpreter (e.g. the virtualenv of a checkout before a
 change) on the same levels, alternating level by level; ``--worker-args`` are added to every
-worker's command line (e.g. ``--max-wait 0.1``).
+worker's command line (e.g. ``--max-wait 0.1``); ``--before-generator`` drives the second
+worker with another load generator (a checkout's ``paper/loadgen.py`` before a change to it).
 
     python benchmarks/bench_overload.py [--seconds 4] [--before PYTHON]
+                                        [--before-generator LOADGEN]
                                         [--worker-args "--max-wait 0.1"]
 
 On a shared 2-core machine the generator, the worker and its sandboxes share the CPUs with
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -53,19 +56,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def level(proc: subprocess.Popen[bytes], url: str, body: str, rate: float, seconds: float
-          ) -> dict[str, Any]:
-    """One load level against one worker, with the worker's CPU time per request."""
+def level(proc: subprocess.Popen[bytes], url: str, body: str, rate: float, seconds: float,
+          generator: Path = LOADGEN) -> dict[str, Any]:
+    """One load level against one worker, with the worker's and the generator's CPU time
+    per request."""
     spec = {"url": url + "/v1/functions/{name}/invoke", "body": body,
             "headers": {"Content-Type": "application/msgpack",
                         "Accept": "application/msgpack"},
             "hot_name": "mmt0", "hot": 1.0, "rate": rate, "seconds": seconds,
             "timeout": 10.0, "seed": 1}
     before = cpu_seconds(proc.pid)
-    out = subprocess.run([sys.executable, str(LOADGEN)], input=json.dumps(spec),
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the generators that ended
+    out = subprocess.run([sys.executable, str(generator)], input=json.dumps(spec),
                          capture_output=True, text=True, check=True)
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
     result: dict[str, Any] = json.loads(out.stdout)
-    result["generator_cpu_per_request"] = result.get("cpu_per_request", 0.0)  # its own
+    result["generator_cpu_per_request"] = (done.ru_utime + done.ru_stime - children.ru_utime
+                                           - children.ru_stime) / max(1, result["sent"])
     result["cpu_per_request"] = (cpu_seconds(proc.pid) - before) / max(1, result["sent"])
     result["load"] = os.getloadavg()[0]
     return result
@@ -92,9 +99,13 @@ def main() -> None:
     parser.add_argument("--before", metavar="PYTHON", help="also run a worker with this "
                         "interpreter, level by level in turn")
     parser.add_argument("--worker-args", default="", help="added to each worker's command")
+    parser.add_argument("--before-generator", metavar="LOADGEN", type=Path,
+                        help="drive the --before worker with this load generator (e.g. a "
+                             "checkout's benchmarks/paper/loadgen.py before a change)")
     args = parser.parse_args()
     extra = shlex.split(args.worker_args)
     pythons = {"after": sys.executable, **({"before": args.before} if args.before else {})}
+    generators = {"after": LOADGEN, "before": args.before_generator or LOADGEN}
     with tempfile.TemporaryDirectory() as state:
         body = os.path.join(state, "body")
         Path(body).write_bytes(msgpack.packb({"inputs": {"m": [bench_http.matrix()]}},
@@ -106,7 +117,7 @@ def main() -> None:
                                                     python, extra)
                 bench_http.register(url)
                 workers[name] = proc, url
-                level(proc, url, body, 20, 2)  # warm-up: the zygote, numpy, the code
+                level(proc, url, body, 20, 2, generators[name])  # warm-up: zygote, numpy, code
             peaks: dict[str, float] = {}  # the best throughput, once it stops growing
             best = {name: 0.0 for name in workers}
             rate = 50.0
@@ -114,7 +125,7 @@ def main() -> None:
                 for name, (proc, url) in workers.items():
                     if name in peaks:
                         continue
-                    r = level(proc, url, body, rate, args.seconds)
+                    r = level(proc, url, body, rate, args.seconds, generators[name])
                     show(name, r)
                     if r["achieved"] < 0.9 * rate or r["achieved"] <= best[name]:
                         peaks[name] = max(best[name], r["achieved"])
@@ -123,7 +134,8 @@ def main() -> None:
             print(f"peaks: {', '.join(f'{n} {p:.0f} req/s' for n, p in peaks.items())}")
             for factor in LEVELS:
                 for name, (proc, url) in workers.items():
-                    r = level(proc, url, body, factor * peaks[name], args.seconds)
+                    r = level(proc, url, body, factor * peaks[name], args.seconds,
+                              generators[name])
                     print(f"{factor:3.1f}x ", end="")
                     show(name, r, peaks[name])
         finally:
