@@ -17,7 +17,9 @@
 6. CPU time per invocation of the matrix workload, by process: the caller (this process),
    the zygotes (forking) and the sandboxes (user and system time, minor page faults), with
    warm-ups on and off, against the inline engine: what a request costs the machine, which
-   bounds throughput however the latency is spent.
+   bounds throughput however the latency is spent; and what a numpy sandbox ended unused
+   costs (fork, lockdown, warm-up, exit: the part of each invocation that is the sandbox
+   alone).
 
     python benchmarks/bench_sandbox.py [--quick] [--only latency|throughput|cpu]
 
@@ -462,6 +464,31 @@ def cpu_section(n: int) -> None:
         times.append(time.perf_counter() - t)
     print(f"  (the function alone, in this process: {statistics.median(times) * 1e3:.2f} ms "
           "median)")
+    unused_sandboxes(n)
+
+
+def unused_sandboxes(n: int) -> None:
+    """What a numpy sandbox costs before it is given any work: the zygote's fork, the
+    sandbox's lockdown (and warm-up), its wait and its exit, each sandbox ended unused
+    right after it said it was ready.  The part of every invocation that is the sandbox
+    alone; with warm-ups on, what a warm-up costs the CPU."""
+    tick = os.sysconf("SC_CLK_TCK")
+    print("  a numpy sandbox forked and ended unused:    zygote  sandbox  faults/sandbox")
+    pool.shutdown()
+    for label, warm in (("warm-ups off", False), ("warm-ups on", True)):
+        z = pool.Zygote(("numpy",), 2, 300, warm=warm, memory_limit=1 << 30)
+        try:
+            z.settle(30)
+            before = _proc_stat(z.process.pid)
+            for _ in range(n):
+                z.end(z.take())
+                z.settle(10)  # one at a time: its replacement forked and ready
+            time.sleep(0.3)
+            d = [b - a for a, b in zip(before, _proc_stat(z.process.pid), strict=True)]
+        finally:
+            z.close()
+        print(f"    {label:40s} {(d[0] + d[1]) / tick / n * 1e3:6.2f} "
+              f"{(d[2] + d[3]) / tick / n * 1e3:8.2f} {d[5] / n:15.0f}")
 
 
 def main() -> None:

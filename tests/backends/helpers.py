@@ -52,6 +52,14 @@ def gram(m: np.ndarray) -> np.ndarray:
 
 
 @dd.compute
+def hold(mib: int) -> int:
+    """Allocate ``mib`` MiB and write to every page of it."""
+    block = bytearray(mib << 20)
+    block[::4096] = b"x" * len(range(0, len(block), 4096))
+    return len(block) >> 20
+
+
+@dd.compute
 def labelled(xs: list[dd.Item[bytes]]) -> list[dd.Item[bytes]]:
     return [dd.Item(x.value.upper(), key=x.key * 10, name=x.name + "!") for x in xs]
 

@@ -46,36 +46,34 @@ PyObject *install_filter(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* The alternate stack fatal signals are handled on (allocated once per process). */
+/* The alternate stack fatal signals are handled on: mapped once per process.  A zygote maps
+ * it before it forks, so that its sandboxes inherit the (untouched) mapping instead of each
+ * making one; each sandbox writes only its own copy. */
+#define ALT_STACK_SIZE (256 * 1024)
 static char *alt_stack = NULL;
+
+static int map_alt_stack(void) {
+    if (alt_stack == NULL) {
+        char *p = mmap(NULL, ALT_STACK_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return -1;
+        alt_stack = p;
+    }
+    return 0;
+}
 
 /* Report fatal signals on fd, on an alternate stack: 0, or -1 with errno set. */
 static int fatal_handlers(int fd) {
-    size_t stack_size = 256 * 1024;
-    void *stack = NULL;
-    if (alt_stack == NULL) {
-        alt_stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (alt_stack == MAP_FAILED) {
-            alt_stack = NULL;
-            sandbox_report_fd = fd;
-            return -1;
-        }
-        stack = alt_stack;
+    if (map_alt_stack() != 0) {
+        sandbox_report_fd = fd;
+        return -1;
     }
-    return sandbox_report_fatal(fd, stack, stack_size);
+    return sandbox_report_fatal(fd, alt_stack, ALT_STACK_SIZE);
 }
 
-/*
- * prepare_fd(channel, cpu_seconds) -> address-space bytes in use, or -1 with errno set:
- * everything a sandbox does before it waits, in C so that it touches no Python objects:
- * close every descriptor but the channel, report fatal signals on it, RLIMIT_CORE/FSIZE/
- * NPROC = 0, RLIMIT_CPU, no_new_privs.
- */
-static long long prepare_fd(int fd, int cpu) {
-    if (sandbox_close_all_but(fd) != 0 || fatal_handlers(fd) != 0 || sandbox_limit(cpu) != 0)
-        return -1;
-    /* address space in use, from /proc/self/statm (first field, pages) */
+/* Address-space bytes in use, from /proc/self/statm (first field, pages); 0 if unknown. */
+static long long address_space(void) {
     long long vm = 0;
     int sfd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (sfd >= 0) {
@@ -90,12 +88,25 @@ static long long prepare_fd(int fd, int cpu) {
     return vm;
 }
 
+/*
+ * prepare_fd(channel, cpu_seconds, vm) -> address-space bytes in use, or -1 with errno set:
+ * everything a sandbox does before it waits, in C so that it touches no Python objects:
+ * close every descriptor but the channel, report fatal signals on it, RLIMIT_CORE/FSIZE/
+ * NPROC = 0, RLIMIT_CPU, no_new_privs.  `vm` > 0 is the address space in use, known
+ * already (see zygote_loop()); otherwise it is read from /proc.
+ */
+static long long prepare_fd(int fd, int cpu, long long vm) {
+    if (sandbox_close_all_but(fd) != 0 || fatal_handlers(fd) != 0 || sandbox_limit(cpu) != 0)
+        return -1;
+    return vm > 0 ? vm : address_space();
+}
+
 /* prepare(channel, cpu_seconds) -> address-space bytes in use (see prepare_fd()). */
 PyObject *prepare(PyObject *self, PyObject *args) {
     int fd, cpu;
     if (!PyArg_ParseTuple(args, "ii", &fd, &cpu))
         return NULL;
-    long long vm = prepare_fd(fd, cpu);
+    long long vm = prepare_fd(fd, cpu, 0);
     return vm < 0 ? PyErr_SetFromErrno(PyExc_OSError) : PyLong_FromLongLong(vm);
 }
 
@@ -106,8 +117,9 @@ PyObject *prepare(PyObject *self, PyObject *args) {
  * `prog`.  Doing this in C keeps the child from touching (and so copying) Python objects.
  * Returns the baseline; exits the process on failure.
  */
-static long long lock_down(int cpu, long long memory, const Py_buffer *prog, int warm) {
-    long long baseline = prepare_fd(WIRE_CHANNEL_FD, cpu);
+static long long lock_down(int cpu, long long memory, const Py_buffer *prog, int warm,
+                           long long vm) {
+    long long baseline = prepare_fd(WIRE_CHANNEL_FD, cpu, vm);
     if (baseline < 0)
         _exit(1);
     if (!warm && prog->len > 0) {
@@ -148,6 +160,11 @@ PyObject *zygote_loop(PyObject *self, PyObject *args) {
     z.ctrl = ctrl;
     z.cap = cap;
     z.warm = warm;
+    /* What a sandbox's lockdown needs to know of its address space, found once here: the
+     * zygote's, with the alternate signal stack mapped already (the loop maps nothing, and
+     * a sandbox maps nothing before it is locked down), instead of each sandbox opening
+     * /proc (some 40 us of path walk and procfs inodes in each). */
+    long long vm = map_alt_stack() == 0 ? address_space() : 0;
     if (zygote_run(&z) < 0) {
         PyBuffer_Release(&prog);
         Py_RETURN_NONE;
@@ -155,7 +172,7 @@ PyObject *zygote_loop(PyObject *self, PyObject *args) {
     /* a sandbox (its other descriptors are closed by prepare_fd(), here or once assigned) */
     if (z.channel != WIRE_CHANNEL_FD && dup2(z.channel, WIRE_CHANNEL_FD) != WIRE_CHANNEL_FD)
         _exit(1);
-    long long baseline = prog.buf != NULL ? lock_down(cpu, memory, &prog, z.warm) : 0;
+    long long baseline = prog.buf != NULL ? lock_down(cpu, memory, &prog, z.warm, vm) : 0;
     PyBuffer_Release(&prog);
     return Py_BuildValue("(Li)", baseline, z.warm);
 }

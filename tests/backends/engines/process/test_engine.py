@@ -86,6 +86,17 @@ def test_the_sandbox_sees_none_of_the_workers_environment(rt, monkeypatch):
     env = rt.run(h.single(h.environment), 0)
     assert "DANDELION_TEST_SECRET" not in env
     assert env.get("OPENBLAS_NUM_THREADS") == "1"
+    assert env.get("LD_BIND_NOW") == "1"  # symbols resolved in the zygote, not per sandbox
+
+
+def test_the_memory_limit_counts_from_what_the_runtime_maps():
+    # the address space a sandbox starts with is the zygote's, learned once: a function
+    # gets its memory_limit less the context (64 MiB here), neither more nor much less
+    with dd.Runtime(engine="process", workers=1, cache=False,
+                    engine_options={"memory_limit": 256 << 20}) as limited:
+        assert limited.run(h.single(h.hold), 160) == 160
+        with pytest.raises(dd.SandboxViolation, match="memory limit of 256 MiB"):
+            limited.run(h.single(h.hold), 208)
 
 
 def test_numpy_results_equal_the_inline_engine(rt):
