@@ -98,6 +98,7 @@ def test_a_ready_sandbox_serves_its_own_code_only_once(tmp_path: Path) -> None:
         aside = zygote.aside  # (the zygote is shared: other engines may have some)
         engine.ahead.make_ready(impl.digest, code.data, zygote)
         assert zygote.aside == aside + 1
+        assert zygote.settle(10)  # the pool counts it: it is not replaced while it waits
         sandbox = engine.ahead.take(impl.digest, code.data, zygote)
         assert zygote.aside == aside
         assert sandbox is not None and sandbox.pid not in zygote.idle_pids()
