@@ -59,7 +59,8 @@ class _Readied:
 
 class Ahead:
     """Per-function ready sandboxes of one engine: at most one for each of at most ``limit``
-    functions (keyed by digest), the most recently made ready kept.
+    functions (keyed by digest), pushed out in the order they were made ready, and only once
+    their function has left the latest invocations.
 
     Args:
         limit: functions with a ready sandbox at once (0: none is made ready).
@@ -133,8 +134,8 @@ class Ahead:
             out = [old] if old is not None else []
             while len(self._ready) > (0 if self._closed else self.limit):
                 out.append(self._ready.popitem(last=False)[1])
-        for readied in out:
-            self._end(readied)
+        for gone in out:
+            self._end(gone)
 
     @staticmethod
     def _end(readied: _Readied) -> None:
