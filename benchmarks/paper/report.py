@@ -395,8 +395,9 @@ invocations run at once than ``--workers``, and the others wait on the loop, in 
 burst that outruns the sandboxes forked ahead waits on the loop, in order, for the next
 fork.  A cold request decodes the copy of its code that
 registration stored: on the loop like a hot one when that copy is small and in memory, else
-on a thread of the frontend's pool, so it never holds up the loop or a hot request
-(:doc:`serve`, cold invocations; ``benchmarks/bench_cold.py`` measures one at a time against
+on a thread of the frontend's pool, so it never holds up the loop or a hot request, and
+then run from the loop like a hot one, with no thread waiting for it (:doc:`serve`, cold
+invocations; ``benchmarks/bench_cold.py`` measures one at a time against
 the fresh interpreter).  ``benchmarks/bench_http.py`` measures this path side by side with
 the aiohttp server (unloaded latencies interleaved, the server's CPU time per request) and,
 with ``--before PYTHON``, against another checkout of Dandelion in the same run; its last

@@ -227,9 +227,10 @@ class Frontend:
 
     async def _invocation(self, tenant: Tenant, kind: str, name: str, inputs: Any,
                           printed: Collector) -> Any:
-        """Run an admitted invocation: started from the loop when its code is in memory (no
-        thread waits for it), else on the executor (a cold invocation loads code from disk
-        there, never on the loop)."""
+        """Run an admitted invocation, started from the loop (no thread waits for it); a
+        cold invocation loads its code from disk on the executor first, never on the loop.
+        With a result cache on disk or in Redis the whole invocation runs on the
+        executor."""
         args = (tenant, kind, name, inputs, printed)
         done = await self.service.invoke_here(*args, executor=self.executor)
         if done is None:

@@ -517,12 +517,14 @@ class Service:
                           ) -> tuple[Sets, dict[str, Any], bool] | None:
         """:meth:`invoke` from the event loop, without a thread waiting for it
         (:meth:`~dandelion.runtime.api.Runtime.start_plan`; a run the backend cannot start
-        so waits on ``executor``), where that costs the loop nothing noticeable: every
-        function's code is loaded, or its stored copy decodes at once (a small copy in
-        memory, its libraries imported: a cold start at the cost of a hot one), and the
-        result cache is in memory (looked up on the loop).  ``None`` for code that must be
-        read from disk or loaded from its source, or a cache on disk or in Redis: then call
-        :meth:`invoke` on a thread (nothing was done or counted yet).
+        so waits on ``executor``), where the result cache is in memory (looked up on the
+        loop).  Code in memory, or whose stored copy decodes at once (a small copy in
+        memory, its libraries imported: a cold start at the cost of a hot one), is taken
+        on the loop; code that must be read from disk or loaded from its source is loaded
+        on ``executor``, and the run is then started from the loop like a hot one (no
+        thread waits for the run itself).  ``None`` for a cache on disk or in Redis, or a
+        request naming nothing registered: then call :meth:`invoke` on a thread (nothing
+        was done or counted yet).
         """
         if self.config.cache not in (None, "memory"):
             return None
@@ -531,17 +533,20 @@ class Service:
             artifacts = self._artifacts(tenant, target.record, cold=False)
         except DandelionError:
             return None  # invoke raises it, counted
-        if artifacts is None:
-            return None
         with self._counted(kind) as outcome:
             sets, key, outputs = self._decode(tenant, target, inputs)
             if outputs is not None:
                 return self._end(tenant, target, outputs, None, outcome, cached=True)
+            loop = asyncio.get_running_loop()
+            if artifacts is None:  # cold: its code is loaded on a thread, never the loop
+                artifacts = await loop.run_in_executor(
+                    executor, contextvars.copy_context().run, self._artifacts, tenant,
+                    target.record, True)
+                assert artifacts is not None
             plan, cache = target.record.plan, self.cache_of(tenant)
             tally = _tally(cache)
             try:
                 with logs.collect(printed):
-                    loop = asyncio.get_running_loop()
                     started = self.runtime.start_plan(plan, sets, artifacts, cache, tally,
                                                       loop)
                     waiting = awaitable(started, loop) if started is not None else \

@@ -431,3 +431,35 @@ def test_a_function_registered_again_never_runs_its_old_code_from_a_ready_sandbo
             answers.append([bob.invoke(bob.function("stepped"), 0)])
     assert answers == [list(range(1, 13)), [1000], list(range(2, 14)), [1000],
                        list(range(3, 15)), [1000]]
+
+
+def test_a_cold_invocation_loads_its_code_on_a_thread_and_runs_from_the_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Code read from disk is loaded on the frontend's thread pool; the run itself is then
+    handed from the event loop to its sandbox like a hot one (no engine thread waits for
+    it)."""
+    from dandelion.backends.engines.process.engine import ProcessEngine
+
+    ran = {"run": 0}
+    real_run = ProcessEngine.run
+
+    def run(self: ProcessEngine, *args: Any) -> Any:
+        ran["run"] += 1
+        return real_run(self, *args)
+
+    monkeypatch.setattr(ProcessEngine, "run", run)
+    config = ServerConfig(port=0, engine="process", workers=1, hot_functions=1,
+                          state_dir=str(tmp_path), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        client.register_source(FUNCTIONS)
+        f0, f1 = client.function("f0"), client.function("f1")
+        assert server.frontend is not None
+        answers = []
+        for x in range(3):
+            server.frontend.service.store.drop_hot()  # each reads its code from disk
+            answers += [client.invoke(f0, x), client.invoke(f1, x)]
+        assert answers == [v for x in range(3) for v in (x, x + 1)]
+        assert ran["run"] == 0
+        text = Raw(server.url)("GET", "/metrics").body.decode()
+        assert 'dandelion_function_loads_total{temperature="cold"} 6.0' in text, text
