@@ -62,6 +62,11 @@ class Cache:
             :meth:`RunCache.lookup <dandelion.cache.run.RunCache.lookup>`; ``None``: none).
             The memo makes them only for a run whose every application is cached, so the
             run's lookups do not ask again whether one is.
+        marks: entries the run's first :meth:`RunCache.store
+            <dandelion.cache.run.RunCache.store>` keeps along with its own, in the same call
+            to the store, and takes from this list (the whole-run memo's mark that a run of
+            one application was seen: see :meth:`RunMemo.marks
+            <dandelion.runtime.run_memo.RunMemo.marks>`; ``None``: none).
     """
 
     store: Store
@@ -70,6 +75,7 @@ class Cache:
     flights: SingleFlight = attrs.field(factory=SingleFlight)
     ids: dict[int, tuple[Any, bytes]] | None = None
     prefixes: Mapping[int, KnownPrefix] | None = None
+    marks: list[tuple[str, bytes]] | None = None
 
     def __attrs_post_init__(self) -> None:
         if not _NAMESPACE.match(self.namespace) or self.namespace in (".", ".."):
@@ -81,10 +87,13 @@ class Cache:
         return attrs.evolve(self, namespace=namespace)
 
     def knowing(self, ids: dict[int, tuple[Any, bytes]],
-                prefixes: Mapping[int, KnownPrefix] | None = None) -> Cache:
-        """The same cache, for one run that shares the content ids in ``ids`` and the key
-        ``prefixes`` (made directly: :func:`attrs.evolve` took some 15 µs of every run)."""
-        return Cache(self.store, self.namespace, self.refresh, self.flights, ids, prefixes)
+                prefixes: Mapping[int, KnownPrefix] | None = None,
+                marks: list[tuple[str, bytes]] | None = None) -> Cache:
+        """The same cache, for one run that shares the content ids in ``ids``, the key
+        ``prefixes`` and the ``marks`` (made directly: :func:`attrs.evolve` took some 15 µs
+        of every run)."""
+        return Cache(self.store, self.namespace, self.refresh, self.flights, ids, prefixes,
+                     marks)
 
     def refreshing(self, refresh: bool = True) -> Cache:
         """The same cache, whose lookups miss (``refresh``) or not."""

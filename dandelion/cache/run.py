@@ -184,8 +184,9 @@ class RunCache:
     def store(self, keys: Sequence[str | None], outputs: Sequence[Sequence[Sequence[Item[Any]]]]
               ) -> list[bytes | None]:
         """Keep the ``outputs`` of computed instances under their ``keys`` (those of a
-        :class:`Lookup`; ``None``: not kept); per instance its entry, or ``None`` when an
-        output has no canonical encoding."""
+        :class:`Lookup`; ``None``: not kept), and in the same call to the store the first
+        of :attr:`Cache.marks <dandelion.cache.cache.Cache.marks>`; per instance its entry,
+        or ``None`` when an output has no canonical encoding."""
         entries: list[bytes | None] | None = None
         if len(outputs) > 1:  # many instances of one int each: in one step
             entries = pack_ints(outputs)  # type: ignore[assignment]
@@ -200,12 +201,22 @@ class RunCache:
                 if any(ids):  # (a long output's id is not made here: see pack)
                     self.remember(out, ids)
                 entries.append(data)
+        mark = None
+        if self.cache.marks:  # kept once: the first store takes it
+            try:
+                mark = self.cache.marks.pop()
+            except IndexError:  # another batch of the run took it meanwhile
+                pass
         if None not in keys and None not in entries:  # all kept: keys and entries apart
-            if keys:
+            if mark is not None:
+                self.cache.store.put_all([*keys, mark[0]], [*entries, mark[1]])  # type: ignore[list-item]
+            elif keys:
                 self.cache.store.put_all(keys, entries)  # type: ignore[arg-type]
         else:
             kept = [(key, data) for key, data in zip(keys, entries)
                     if key is not None and data is not None]
+            if mark is not None:
+                kept.append(mark)
             if kept:
                 self.cache.store.put_many(kept)
         return entries

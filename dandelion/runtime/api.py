@@ -186,7 +186,8 @@ class Runtime:
                 if served is not None:
                     return program.unbind(served)
             if key is not None:  # the run's lookups reuse the inputs' ids and the prefixes,
-                using = using.knowing(ids, prefixes)  # and keep the outputs' ids
+                # and keep the outputs' ids (and, the first time, the run's mark)
+                using = using.knowing(ids, prefixes, None if seen else memo.marks(key))
         outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
                                    observe=self._observe, cache=using)
         if memo is not None and using is not None and key is not None:

@@ -230,10 +230,22 @@ class RunMemo:
             return None, True
         return dict(zip(self.outputs, outputs)), True
 
+    def marks(self, key: str) -> list[tuple[str, bytes]] | None:
+        """The mark that the run under ``key`` was seen, for its first instance's entries to
+        keep in the same call to the store (:attr:`Cache.marks
+        <dandelion.cache.Cache.marks>`), where the plan has one application: its instances
+        are all the run computes, so a run that fails fails one of them (or after them, as
+        a run of several does after its mark too, :meth:`keep`); ``None`` for a plan of
+        several applications, whose first instances may be kept by a run that fails in a
+        later one: :meth:`keep` marks it after the run."""
+        return [(key, SEEN)] if len(self._parts) == 1 else None
+
     def keep(self, cache: Cache, key: str, outputs: Mapping[str, Items], whole: bool) -> None:
         """Keep a run's direct ``outputs`` under ``key`` when ``whole`` (not when one has no
-        canonical encoding), else only the mark that it was seen; a store that fails has
-        warned and stays a miss."""
+        canonical encoding), else only the mark that it was seen, unless the run's first
+        entries kept it (:meth:`marks`); a store that fails has warned and stays a miss."""
+        if not whole and cache.marks == []:  # taken: kept with the run's first entries
+            return
         data = SEEN
         if whole:
             try:

@@ -56,10 +56,12 @@ class Recording(Store):
         self.inner = inner
         self.reads: list[str] = []
         self.writes: list[str] = []
+        self.calls = 0  # to write
 
     def clear_log(self) -> None:
         self.reads.clear()
         self.writes.clear()
+        self.calls = 0
 
     def get(self, key: str) -> bytes | None:
         self.reads.append(key)
@@ -71,10 +73,12 @@ class Recording(Store):
 
     def put(self, key: str, value: bytes) -> None:
         self.writes.append(key)
+        self.calls += 1
         self.inner.put(key, value)
 
     def put_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         self.writes.extend(k for k, _ in entries)
+        self.calls += 1
         self.inner.put_many(entries)
 
     def delete(self, key: str) -> None:
@@ -102,8 +106,9 @@ def test_a_rerun_is_served_whole_with_equal_outputs(load, engine):
     m = _matrix()
     with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
         first = rt.run(mod.product, m)
-        assert len(store.writes) == 2  # the instance's entry, and the mark of the run
         run_key = store.reads[0]
+        # the instance's entry, and the mark of the run, in one call
+        assert len(store.writes) == 2 and store.writes[1] == run_key and store.calls == 1
         store.clear_log()
         assert (rt.run(mod.product, m) == first).all()  # seen: kept whole
         assert store.reads == [run_key, store.reads[1]] and store.writes == [run_key]
