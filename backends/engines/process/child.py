@@ -49,6 +49,7 @@ from dandelion.backends.engines.process.protocol import (
     OKAY_TAG,
     READY,
 )
+from dandelion.ir.types import ElementType
 from dandelion.items import Item
 from dandelion.runtime import batch as _batch  # noqa: F401 - batches unpickle it, offline
 from dandelion.runtime import fused as _fused  # noqa: F401 - chains unpickle it, offline
@@ -114,10 +115,10 @@ def warm_up(samples: Sequence[bytes]) -> None:
     sandbox) and in each sandbox before it waits (the copy-on-write faults of the paths an
     invocation touches are taken off the critical path, and the interpreter's inline caches
     of those paths are warm).  Nothing here is specific to any user function: ``samples``
-    are the pickles of :func:`probe` and, where numpy is loaded, of a matrix product.
+    are the pickles of :func:`probe` and, where numpy is loaded, of a matrix product.  The
+    path of a report with text (what a function printed, an error) is left out: the zygote
+    builds one once (:func:`warm_reports`), a sandbox only for an invocation that needs it.
     """
-    from dandelion.ir.types import ElementType
-
     for sample in samples:
         artifact = pickling.loads(sample)
         (pname, pview), = artifact.params
@@ -129,6 +130,12 @@ def warm_up(samples: Sequence[bytes]) -> None:
                                            [Item(value)])],
                                 [(rname, ELEMENT_CODES[rview.type.element])], 16 * 1024)
         _run_python(memoryview(scratch)[:capacity], sample)
+
+
+def warm_reports() -> None:
+    """In the zygote: build a report with text once (the JSON encoder's one-time setup).
+    Not in each sandbox's warm-up, where it copied 25-40 pages for the invocations that
+    print or fail."""
     _message({"ok": False, "kind": "error", "message": "probe"})
 
 

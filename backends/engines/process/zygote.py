@@ -69,6 +69,7 @@ def main(argv: list[str]) -> None:
     pickling.warm()  # the globals function pickles name: resolved once, here
     samples = _probe_pickles()
     child.warm_up(samples)
+    child.warm_reports()
     if "numpy" in sys.modules:
         _warm_numpy()
     ctrl = socket.socket(fileno=fd)
