@@ -62,11 +62,12 @@ class Cache:
             :meth:`RunCache.lookup <dandelion.cache.run.RunCache.lookup>`; ``None``: none).
             The memo makes them only for a run whose every application is cached, so the
             run's lookups do not ask again whether one is.
-        marks: entries the run's first :meth:`RunCache.store
-            <dandelion.cache.run.RunCache.store>` keeps along with its own, in the same call
-            to the store, and takes from this list (the whole-run memo's mark that a run of
-            one application was seen: see :meth:`RunMemo.marks
-            <dandelion.runtime.run_memo.RunMemo.marks>`; ``None``: none).
+        marks: entries that the first :meth:`RunCache.store
+            <dandelion.cache.run.RunCache.store>` of the run keeping an entry keeps along
+            with its own, in the same call to the store, taking them from this list (the
+            whole-run memo's mark that a run of one application was seen: see
+            :meth:`RunMemo.marks <dandelion.runtime.run_memo.RunMemo.marks>`; ``None``:
+            none).
     """
 
     store: Store

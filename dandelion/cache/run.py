@@ -185,8 +185,8 @@ class RunCache:
               ) -> list[bytes | None]:
         """Keep the ``outputs`` of computed instances under their ``keys`` (those of a
         :class:`Lookup`; ``None``: not kept), and in the same call to the store the first
-        of :attr:`Cache.marks <dandelion.cache.cache.Cache.marks>`; per instance its entry,
-        or ``None`` when an output has no canonical encoding."""
+        of :attr:`Cache.marks <dandelion.cache.cache.Cache.marks>` where one is kept; per
+        instance its entry, or ``None`` when an output has no canonical encoding."""
         entries: list[bytes | None] | None = None
         if len(outputs) > 1:  # many instances of one int each: in one step
             entries = pack_ints(outputs)  # type: ignore[assignment]
@@ -201,25 +201,34 @@ class RunCache:
                 if any(ids):  # (a long output's id is not made here: see pack)
                     self.remember(out, ids)
                 entries.append(data)
-        mark = None
-        if self.cache.marks:  # kept once: the first store takes it
-            try:
-                mark = self.cache.marks.pop()
-            except IndexError:  # another batch of the run took it meanwhile
-                pass
         if None not in keys and None not in entries:  # all kept: keys and entries apart
-            if mark is not None:
-                self.cache.store.put_all([*keys, mark[0]], [*entries, mark[1]])  # type: ignore[list-item]
-            elif keys:
-                self.cache.store.put_all(keys, entries)  # type: ignore[arg-type]
+            if keys:
+                mark = self._mark()
+                if mark is not None:
+                    self.cache.store.put_all([*keys, mark[0]], [*entries, mark[1]])  # type: ignore[list-item]
+                else:
+                    self.cache.store.put_all(keys, entries)  # type: ignore[arg-type]
         else:
             kept = [(key, data) for key, data in zip(keys, entries)
                     if key is not None and data is not None]
-            if mark is not None:
-                kept.append(mark)
             if kept:
+                mark = self._mark()
+                if mark is not None:
+                    kept.append(mark)
                 self.cache.store.put_many(kept)
         return entries
+
+    def _mark(self) -> tuple[str, bytes] | None:
+        """The first of :attr:`Cache.marks <dandelion.cache.cache.Cache.marks>`, taken (kept
+        by the first store that keeps an entry: a run whose instances all failed keeps
+        none)."""
+        marks = self.cache.marks
+        if marks:
+            try:
+                return marks.pop()
+            except IndexError:  # another batch of the run took it meanwhile
+                pass
+        return None
 
     def adopt(self, data: bytes) -> Outputs | None:
         """The outputs in an entry another instance landed (single-flight)."""

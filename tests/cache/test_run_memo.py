@@ -44,6 +44,10 @@ GRAM = """
     @dd.composition
     def summed(m: np.ndarray) -> int:
         return total(gram(m))
+
+    @dd.composition
+    def checked(p: np.ndarray) -> int:
+        return total(p)
 """
 
 
@@ -228,6 +232,31 @@ def test_a_raising_run_keeps_no_run_entry_and_raises_again(load):
         store.clear_log()
         assert rt.run(mod.summed, m) == int((m @ m.T).sum())
         assert len(store.reads) == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_raising_run_of_one_application_keeps_no_mark_and_raises_again(load, engine):
+    # one application: the run's mark goes with its instance's entry, so a run whose
+    # instance raises keeps neither, and the next run on those inputs runs it again
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    bad, good = -_matrix(1) ** 2 - 1, _matrix(2)
+    with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
+        for _ in range(2):
+            store.clear_log()
+            with pytest.raises(dd.FunctionError, match="a negative corner"):
+                rt.run(mod.checked, bad)
+            assert store.writes == [] and len(store.reads) == 2  # the run's, the instance's
+        store.clear_log()
+        assert rt.run(mod.checked, good) == int(good.sum())
+        run_key = store.reads[0]
+        assert store.writes[1:] == [run_key] and store.calls == 1  # entry and mark at once
+        store.clear_log()
+        assert rt.run(mod.checked, good) == int(good.sum())  # seen: kept whole
+        assert store.writes == [run_key]
+        store.clear_log()
+        assert rt.run(mod.checked, good) == int(good.sum())
+        assert store.reads == [run_key] and store.writes == []  # served whole
 
 
 def test_a_broken_run_entry_is_a_miss_and_is_replaced(load):
