@@ -355,7 +355,9 @@ sent as soon as the previous answer arrived, for information only (the issue's t
 has a cost of its own, the same for every system: a request that finds the CPUs idle waits
 for them to wake, on this nested VM about 1 ms (the aiohttp server's p50 was 2.7 ms back to
 back and 3.6 ms after 20-50 ms of rest at load 1.5; 2.0 against 3.2 ms in a run at load 5-7,
-where the C systems read 0.6-1.3 ms more at rest and process 4.9 against 8.4 ms).
+where the C systems read 0.6-1.3 ms more at rest and process 4.9 against 8.4 ms; with the
+CPUs kept busy by other work, at load 5-14, aiohttp read 2.9 ms back to back and 2.6 ms at
+rest).
 ``peak@10x``: the best throughput with p99 within 10× the system's unloaded latency;
 ``peak@50ms``: with p99 within 50 ms.  A peak is read the same way for every system: the
 levels are taken in increasing offered rate, and the peak is the best achieved throughput
