@@ -424,9 +424,12 @@ that warmed up takes about 15 page faults on the path; one forked while every CP
 invocation (no warm-up) about 330, some 0.9 ms here.  Since then the unpickling step has
 left the path of a function invoked again: after its previous answer, a sandbox is made
 ready for it, which unpickles its code while no request waits (:doc:`serve`, the hot path;
-up to 0.4 ms in a sandbox that has not run it).  ``python benchmarks/bench_http.py
---unloaded-only 200 --before PYTHON`` measures only the interleaved unloaded latencies,
-against another checkout, in a few seconds.
+up to 0.4 ms in a sandbox that has not run it).  Against the same tree with ready sandboxes
+off (``ready_functions=0``), interleaved one request at a time on a busy machine (load
+4.5-5.8, four runs of 200), the median hot request was 0.24-3.2 ms shorter; the CPU per
+request of the worker's process tree moved by -0.15 to +0.45 ms (8-10 ms in all).
+``python benchmarks/bench_http.py --unloaded-only 200 --before PYTHON`` measures only the
+interleaved unloaded latencies, against another checkout, in a few seconds.
 
 What bounds the throughput of ``process`` with a Python function is the CPU time each
 request costs the machine, sandbox included: ``bench_http.py`` reports it for each server's
