@@ -194,6 +194,19 @@ class ArtifactStore:
         with self._lock:
             return digest in self._hot
 
+    def in_memory(self, digest: str) -> StoredCode | None:
+        """The code of ``digest`` if it is in memory (as recently used), else ``None``.
+
+        An engine keeps what it prepares from a native function's code (cut segments, a
+        compiled module) while this is the very code it prepared it from: code pushed out
+        of memory and loaded again (a worker's cold start) is prepared again.
+        """
+        with self._lock:
+            code = self._hot.get(digest)
+            if code is not None:
+                self._hot.move_to_end(digest)
+            return code
+
     def get(self, digest: str, artifact: Any = None, kind: str = "python") -> StoredCode:
         """The code of ``digest``: hot from memory, else cold from disk, else (when the
         caller has the ``artifact``) serialized now and written to disk.

@@ -281,7 +281,8 @@ def add_server_commands(sub: Any) -> None:
                    help=f"refuse (503) a new invocation expected to wait longer than this "
                         f"for an engine (measured; default: {d.max_wait:g})")
     p.add_argument("--hot-functions", type=int, default=d.hot_functions,
-                   help=f"loaded functions kept in memory (default: {d.hot_functions})")
+                   help=f"loaded functions kept in memory, Python and native alike "
+                        f"(default: {d.hot_functions})")
     cache_cli.add_serve_option(p)
     p.add_argument("--result-cache", type=int, default=d.result_cache,
                    help=f"whole results of compositions kept per tenant in front of the "

@@ -38,7 +38,8 @@ class ServerConfig:
         keepalive_timeout: seconds an idle kept-alive connection stays open.
         access_log: where to write one line per request: ``"-"`` for stderr, a file to
             append to, ``None`` for no access log.
-        hot_functions: loaded functions kept in memory; others start cold.
+        hot_functions: loaded functions kept in memory, Python and native alike; others
+            start cold.
         cache: where the results of function instances are kept, in a namespace per tenant
             (no tenant ever sees another's): ``"memory"`` (the default), a directory, a
             ``redis://`` URL, a list of those (a stack, fastest first), or ``None``

@@ -50,10 +50,8 @@ from dandelion.items import Item
 from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
 from dandelion.runtime.handoff import awaitable
-from dandelion.runtime.native import NativeFunction
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.store import ArtifactStore
-from dandelion.runtime.wasm import WasmFunction
 from dandelion.server.admission import Overloaded
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
@@ -352,12 +350,12 @@ class Service:
         declared_params = parse_signature(params, "params")
         declared_results = parse_signature(results, "results")
         try:
-            if impl_kind == "wasm":
-                digest = self.store.put_wasm_bytes(name, image).digest
-            else:
-                digest = self.store.put_native_bytes(name, image).digest
+            built = (self.store.put_wasm_bytes(name, image) if impl_kind == "wasm"
+                     else self.store.put_native_bytes(name, image))
         except BackendError as e:
             raise RegistrationError(e.message, hint=e.hint) from None
+        digest = built.digest
+        self.code.add_native(built)
         spec = native_spec(name, digest, declared_params, declared_results, impl_kind)
         record = tenant.add_native(spec)
         self._save()
@@ -629,28 +627,15 @@ class Service:
                 if version is None:
                     raise RegistrationError(f"the code of '{spec.name}' is not registered")
                 if impl.kind in ("native", "wasm"):
-                    if not cold and not self.store.is_hot(impl.digest):
-                        return None
-                    artifact, hot = self._native(impl.digest, spec.name, impl.kind)
+                    artifact, hot = self.code.load_native(impl.digest, spec.name, impl.kind,
+                                                          cold=cold)
                 else:
                     artifact, hot = self.code.load(*version, impl.digest, cold=cold)
-                    if artifact is None:
-                        return None
+                if artifact is None:
+                    return None
                 self.metrics.labelled(self.metrics.loads, "hot" if hot else "cold").inc()
                 artifacts[impl.digest] = artifact
         return artifacts
-
-    def _native(self, digest: str, name: str, kind: str
-                ) -> tuple[NativeFunction | WasmFunction, bool]:
-        """The ELF or wasm module of ``digest`` (checked against its digest when read from
-        disk), and whether it was in memory."""
-        hot = self.store.is_hot(digest)
-        try:
-            code = self.store.get(digest)
-        except BackendError as e:  # gone, or corrupt: never run what was not registered
-            raise RegistrationError(f"the code of '{name}' cannot be loaded: {e.message}",
-                                    hint="register the function again") from None
-        return (WasmFunction if kind == "wasm" else NativeFunction)(name, code.data), hot
 
     def _function_target(self, tenant: Tenant, name: str) -> Target:
         """The call of function ``name`` alone: a one-application composition, planned

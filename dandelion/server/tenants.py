@@ -26,7 +26,9 @@ from dandelion.ir.serialize import content_hash, module_from_data, module_to_dat
 from dandelion.ir.types import DataType
 from dandelion.planner import PassContext, make_plan
 from dandelion.planner.plan import Plan
+from dandelion.runtime.native import BuiltFunction, NativeFunction
 from dandelion.runtime.store import ArtifactStore
+from dandelion.runtime.wasm import WasmFunction
 from dandelion.server.jobs import Jobs
 from dandelion.server.loader import (
     RegistrationError,
@@ -75,11 +77,17 @@ class CompositionRecord:
 
 
 class RegisteredCode:
-    """Registered Python code: its text in the worker's artifact store, its loaded
+    """Registered code: its text or image in the worker's artifact store, its loaded
     functions in an LRU cache.
 
     What was registered is stored as it came, under its content digest: source text as
-    ``source:<sha256>``, a function shipped by value (a pickle) as ``shipped:<sha256>``.
+    ``source:<sha256>``, a function shipped by value (a pickle) as ``shipped:<sha256>``, a
+    native ELF or wasm module as ``sha256:`` of its bytes.  Python and native functions
+    share the cache's ``capacity`` (``--hot-functions``).  A native function pushed out of
+    it leaves memory altogether: its image is dropped from the store's memory too, so that
+    its next invocation (cold) reads it from disk and checks its digest, and each engine
+    prepares it anew (cuts its segments, maps it into a VM, deserializes its compiled
+    module), as it would after a worker restart.
 
     Args:
         store: the worker's artifact store (which also holds its native code, and the code
@@ -144,7 +152,44 @@ class RegisteredCode:
         self._loaded[key] = artifact
         self._loaded.move_to_end(key)
         while len(self._loaded) > self.capacity:
-            self._loaded.popitem(last=False)
+            (digest, _), gone = self._loaded.popitem(last=False)
+            if isinstance(gone, BuiltFunction):  # an image: out of memory altogether
+                self.store.evict(digest)
+
+    def add_native(self, artifact: NativeFunction | WasmFunction) -> None:
+        """Keep a native function just registered (and stored) as loaded."""
+        with self._lock:
+            self._remember((artifact.digest, artifact.name), artifact)
+
+    def load_native(self, digest: str, name: str, kind: str, cold: bool = True
+                    ) -> tuple[NativeFunction | WasmFunction | None, bool]:
+        """The native function ``name`` (an ELF, or a wasm module for ``kind="wasm"``) of
+        image ``digest``, and whether it was hot (loaded already).
+
+        Otherwise its image is read from the store (from disk, where it was pushed out, and
+        checked against its digest); unless ``cold``, ``(None, False)`` instead, for a
+        caller that must not wait for a disk (the event loop).
+
+        Raises:
+            RegistrationError: the image is missing or corrupt.
+        """
+        key = (digest, name)
+        with self._lock:
+            artifact = self._loaded.get(key)
+            if artifact is not None:
+                self._loaded.move_to_end(key)
+                return artifact, True
+        if not cold:
+            return None, False
+        try:
+            code = self.store.get(digest)
+        except BackendError as e:  # gone, or corrupt: never run what was not registered
+            raise RegistrationError(f"the code of '{name}' cannot be loaded: {e.message}",
+                                    hint="register the function again") from None
+        loaded = (WasmFunction if kind == "wasm" else NativeFunction)(name, code.data)
+        with self._lock:
+            self._remember(key, loaded)
+        return loaded, False
 
     def load(self, source: str, name: str, digest: str, cold: bool = True
              ) -> tuple[Any, bool]:

@@ -38,7 +38,7 @@ from dandelion.ir.nodes import FunctionSpec
 from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.native import NativeImage
-from dandelion.runtime.store import ArtifactStore, default_store
+from dandelion.runtime.store import ArtifactStore, StoredCode, default_store
 
 _MIB = 1 << 20
 #: How many images' segments (cut out of their ELFs) the engine keeps.
@@ -87,11 +87,12 @@ def unavailable_reason() -> str | None:
 class _Image:
     """A native function's segments as a VM maps them, and its entry point."""
 
-    __slots__ = ("entry", "segments")
+    __slots__ = ("code", "entry", "segments")
 
-    def __init__(self, native: NativeImage, data: bytes) -> None:
+    def __init__(self, code: StoredCode, native: NativeImage) -> None:
+        self.code = code  # what it was cut from
         self.entry = native.entry
-        self.segments = tuple((vaddr, memsz, prot, data[offset:offset + filesz])
+        self.segments = tuple((vaddr, memsz, prot, code.data[offset:offset + filesz])
                               for vaddr, memsz, prot, offset, filesz in native.segments)
 
 
@@ -156,17 +157,21 @@ class KvmEngine(EngineBase):
                                hint="engine_options={'memory_limit': bytes}") from None
 
     def _image(self, call: FunctionCall) -> _Image:
+        """The segments of ``call``'s image, cut once while the store keeps that very code
+        in memory: code it loaded anew (a worker's cold start) is cut anew, and mapped anew
+        into each VM (a VM keeps the image it mapped while it is this object)."""
         digest = call.implementation.digest
         with self._lock:
             found = self._images.get(digest)
-            if found is not None:
+        if found is not None and found.code is self.store.in_memory(digest):
+            with self._lock:
                 self._images.move_to_end(digest)
-                return found
+            return found
         code = self.store.get(digest, call.artifact, "native")
         if code.native is None:
             raise BackendError(f"{_what(call.spec)} is not a native function",
                                hint="build it with `dandelion build func.c -o func.elf`")
-        image = _Image(code.native, code.data)
+        image = _Image(code, code.native)
         with self._lock:
             self._images[digest] = image
             while len(self._images) > IMAGES:
@@ -185,7 +190,7 @@ class KvmEngine(EngineBase):
         capacity = 0
         try:
             try:
-                vm.load(call.implementation.digest, image.segments)
+                vm.load(image, image.segments)
             except ValueError as e:
                 raise SandboxViolation(f"{_what(spec)} does not fit in its memory limit of "
                                        f"{self.memory_limit // _MIB} MiB: {e}",

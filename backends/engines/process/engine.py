@@ -121,7 +121,7 @@ class ProcessEngine(EngineBase):
         self._zygotes: dict[Any, pool.Zygote] = {}  # requires -> zygote
         #: native digest -> (segment table, the segments' bytes) as a sandbox takes them;
         #: least recently used first, at most CUT_CACHE_BYTES (always the newest one)
-        self._tables: collections.OrderedDict[str, tuple[bytes, bytes]] = \
+        self._tables: collections.OrderedDict[str, tuple[StoredCode, tuple[bytes, bytes]]] = \
             collections.OrderedDict()
         self._tables_size = 0
         self._tables_lock = threading.Lock()
@@ -328,12 +328,30 @@ class ProcessEngine(EngineBase):
     def _cut(self, digest: str, code: StoredCode) -> tuple[bytes, bytes]:
         """A native function's segment table and its segments' bytes one after the other,
         as a sandbox reads them (``c/segments.h``); cached by digest (a native digest is the
-        ELF's content's)."""
+        ELF's content's) while the store keeps that very ``code`` in memory: code it loaded
+        anew (a worker's cold start) is cut anew."""
         with self._tables_lock:
-            cut = self._tables.get(digest)
-            if cut is not None:
+            found = self._tables.get(digest)
+            if found is not None and found[0] is code:
                 self._tables.move_to_end(digest)
-                return cut
+                return found[1]
+        assert code.native is not None
+        table, body, at = [], [], 0
+        for vaddr, memsz, prot, offset, filesz in code.native.segments:
+            table.append(SEGMENT.pack(vaddr, memsz, prot, at, filesz))
+            body.append(code.data[offset:offset + filesz])
+            at += filesz
+        cut = (b"".join(table), b"".join(body))
+        with self._tables_lock:
+            old = self._tables.pop(digest, None)
+            if old is not None:
+                self._tables_size -= len(old[1][0]) + len(old[1][1])
+            self._tables[digest] = (code, cut)
+            self._tables_size += len(cut[0]) + len(cut[1])
+            while self._tables_size > CUT_CACHE_BYTES and len(self._tables) > 1:
+                _, (_, gone) = self._tables.popitem(last=False)
+                self._tables_size -= len(gone[0]) + len(gone[1])
+        return cut
         assert code.native is not None
         table, body, at = [], [], 0
         for vaddr, memsz, prot, offset, filesz in code.native.segments:

@@ -40,7 +40,7 @@ from dandelion.errors import BackendError, FunctionError, FunctionTimeout, Sandb
 from dandelion.ir.nodes import FunctionSpec
 from dandelion.runtime.engine import Context, FunctionCall, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
-from dandelion.runtime.store import ArtifactStore, default_store
+from dandelion.runtime.store import ArtifactStore, StoredCode, default_store
 from dandelion.runtime.wasm import WasmFunction
 
 _MIB = 1 << 20
@@ -152,9 +152,11 @@ def clock() -> _Clock:
 class _Compiled:
     """A compiled module, ready to instantiate, and where its instances' context goes."""
 
-    __slots__ = ("module", "pre", "base")
+    __slots__ = ("code", "module", "pre", "base")
 
-    def __init__(self, engine: wasmtime.Engine, module: wasmtime.Module) -> None:
+    def __init__(self, code: StoredCode, engine: wasmtime.Engine, module: wasmtime.Module
+                 ) -> None:
+        self.code = code  # what it was compiled from (kept while the store keeps it)
         self.module = module
         self.pre = capi.Pre(engine, module)
         self.base: int | None = None  # __heap_base rounded up to a page, after one instance
@@ -194,9 +196,9 @@ class WasmEngine(EngineBase):
         self._idle: list[capi.Instance] = []
 
     def compiled(self, call: FunctionCall) -> _Compiled:
-        """The compiled module of ``call``'s implementation: from memory, else from the
-        code compiled ahead of time in the artifact store, else compiled now (and kept
-        there).
+        """The compiled module of ``call``'s implementation: from memory (while the store
+        keeps the very code it was compiled from in memory), else from the code compiled
+        ahead of time in the artifact store, else compiled now (and kept there).
 
         Raises:
             BackendError: the module is not a wasm function (saying why).
@@ -204,9 +206,10 @@ class WasmEngine(EngineBase):
         digest = call.implementation.digest
         with self._lock:
             found = self._modules.get(digest)
-            if found is not None:
+        if found is not None and found.code is self.store.in_memory(digest):
+            with self._lock:
                 self._modules.move_to_end(digest)
-                return found
+            return found
         artifact = call.artifact
         if artifact is not None and not isinstance(artifact, WasmFunction):
             # a binding of a .dd file names the module's file
@@ -227,7 +230,7 @@ class WasmEngine(EngineBase):
                                         "wasm`") from None
             self.store.keep_compiled(digest, self.clock.tag, module.serialize())
         _check_module(call.spec.name, module)
-        compiled = _Compiled(engine, module)
+        compiled = _Compiled(code, engine, module)
         with self._lock:
             self._modules[digest] = compiled
             while len(self._modules) > MODULES:

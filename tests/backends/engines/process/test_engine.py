@@ -316,7 +316,7 @@ def test_native_segment_cache_is_bounded_by_bytes_and_keeps_the_newest(tmp_path,
                 assert [i.value for i in ctx.extract()[0]] == [40 + k]
                 engine.domain.release(ctx)
             assert list(engine._tables) == [impl.digest]  # only the newest is kept
-            assert engine._tables_size == sum(map(len, engine._tables[impl.digest]))
+            assert engine._tables_size == sum(map(len, engine._tables[impl.digest][1]))
     finally:
         engine.close()
 
