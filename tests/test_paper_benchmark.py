@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import importlib.util
+import io
+import shutil
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import msgpack
+import numpy as np
+import pytest
 from aiohttp import web
 
 PAPER = Path(__file__).resolve().parents[1] / "benchmarks" / "paper"
@@ -18,6 +25,7 @@ sys.path.insert(0, str(PAPER))
 
 import loadgen  # noqa: E402
 import report  # noqa: E402
+import run  # noqa: E402
 
 
 async def _series(tmp_path: Path, pause: float) -> tuple[dict[str, Any], list[float]]:
@@ -149,3 +157,49 @@ def test_the_reports_doctests() -> None:
     """The peak is read below the first failing level (report.peak's examples)."""
     failures, tried = doctest.testmod(report)
     assert tried > 0 and failures == 0
+
+
+def _cold_loads(url: str) -> float:
+    text = urllib.request.urlopen(f"{url}/metrics").read().decode()
+    prefix = 'dandelion_function_loads_total{temperature="cold"} '
+    return next((float(line[len(prefix):]) for line in text.splitlines()
+                 if line.startswith(prefix)), 0.0)
+
+
+@pytest.mark.parametrize("engine", [
+    pytest.param("process", marks=pytest.mark.skipif(shutil.which("gcc") is None,
+                                                     reason="needs gcc")),
+    pytest.param("wasm", marks=pytest.mark.skipif(
+        shutil.which("clang") is None or shutil.which("wasm-ld") is None
+        or importlib.util.find_spec("wasmtime") is None,
+        reason="needs clang, lld and wasmtime")),
+])
+def test_a_c_system_has_cold_copies_of_its_own(tmp_path: Path, engine: str) -> None:
+    """run.py's C system on a real worker: 40 images of the C function, one per name the
+    load generator sends to, each its own digest and each computing M·Mᵀ; a cold series
+    loads a copy the worker pushed out on every request."""
+    payload = run.bench_http.matrix()
+    bodies = {"npy": str(tmp_path / "body.npy"), "msgpack": str(tmp_path / "body.msgpack")}
+    Path(bodies["npy"]).write_bytes(payload)
+    Path(bodies["msgpack"]).write_bytes(
+        msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True))
+    images = run.native_copies(engine, tmp_path)
+    assert len({image.digest for image in images}) == len(images) == 1 + len(run.COLD)
+    system = run.start_native(engine, 1, str(tmp_path / "state"), bodies, (1.0, 0.95))
+    try:
+        assert system.cold and system.mixes == (1.0, 0.95)
+        url = system.url.split("/v1/")[0]
+        m = np.load(io.BytesIO(payload))
+        for name in ("mmt0", run.COLD[0], run.COLD[-1]):
+            req = urllib.request.Request(system.url.format(name=name),
+                                         data=Path(bodies["msgpack"]).read_bytes(),
+                                         headers=system.headers)
+            answer = msgpack.unpackb(urllib.request.urlopen(req).read())
+            (item,) = answer["outputs"]["result"]
+            assert np.array_equal(np.load(io.BytesIO(item["value"])), m @ m.T), name
+        before = _cold_loads(url)
+        cold = run.loadgen(system, hot=0.0, sequential=8)
+        assert cold["ok"] == 8, cold
+        assert _cold_loads(url) == before + 8
+    finally:
+        system.stop()

@@ -8,7 +8,8 @@ Poisson load generator (``loadgen.py``, a process of its own, whose lateness is 
 - Dandelion with the ``process`` engine (isolated) and ``inline`` (the no-isolation bound);
 - Dandelion running the function's C implementation (``examples/matmul.c``, built by the
   C SDK; the paper's functions are compiled code) on the ``process``, ``kvm`` and ``wasm``
-  engines (``--native``), 100 % hot;
+  engines (``--native``), with 39 cold copies as the Python function has (each an image of
+  its own: ``COPY``), at 100 and 95 % hot (and 90 % without ``--quick``);
   caching is off (``--cache off --result-cache 0``: every request computes), the access log
   is off, and its admission control is the default one (``--max-wait 0.25``: what would
   wait longer for an engine gets a fast 503);
@@ -23,8 +24,9 @@ left behind (``rest.py`` measures how long that lasts); the same requests back t
 reported beside it, for information.
 
 Mixes: 100/95/90% hot requests.  A cold request goes to one of 39 copies of the function
-the Dandelion worker has evicted (``--hot-functions 4``), so its code comes from disk; for
-Ray tasks it defines a new remote function.  The other baselines have no cold functions
+the Dandelion worker has evicted (``--hot-functions 4``), so its code comes from the
+artifact store (a C copy's image from disk, prepared anew by its engine); for Ray tasks it
+defines a new remote function.  The other baselines have no cold functions
 (the fresh interpreter: every request is cold), so they run once, at 100%.  All systems are
 up at once and each round offers the next rate to every system not yet saturated, so they
 share the machine's interference alike; ratios within one run are what counts.  Each sweep
@@ -165,19 +167,47 @@ def start_dandelion(engine: str, workers: int, state: str, bodies: dict[str, str
 #: The function in C (the paper's functions are compiled code): built by the C SDK for the
 #: process and kvm engines (an ELF) or for wasm
 MATMUL_C = HERE.parents[1] / "examples" / "matmul.c"
+#: What makes a C copy of the function an image of its own: a constant in its read-only
+#: data that nothing reads (``used, retain``: the linkers keep it), so each copy has its
+#: own digest and computes the same, as the Python copies differ by a comment
+COPY = '\n__attribute__((used, retain)) const char dandelion_copy[] = "copy {index}";\n'
 
 
-def start_native(engine: str, workers: int, state: str, bodies: dict[str, str]) -> System:
+def native_copies(engine: str, directory: Path) -> list[Any]:
+    """The C function's ``bench_http.COPIES`` images for ``engine`` (an ELF for process and
+    kvm, a wasm module for wasm), each built once per content by the SDK (its build cache,
+    in the artifact store's directory; how long that took is printed)."""
+    from dandelion.sdk import native_artifact, wasm_artifact
+
+    make = wasm_artifact if engine == "wasm" else native_artifact
+    source = MATMUL_C.read_text()
+    start = time.perf_counter()
+    images = []
+    for i in range(bench_http.COPIES):
+        path = directory / f"mmt{i}.c"
+        path.write_text(source + COPY.format(index=i))
+        images.append(make(str(path), f"mmt{i}"))
+    print(f"{engine} C: {len(images)} images built in {time.perf_counter() - start:.2f} s "
+          "(the SDK's cache keeps them)", flush=True)
+    return images
+
+
+def start_native(engine: str, workers: int, state: str, bodies: dict[str, str],
+                 mixes: tuple[float, ...]) -> System:
     """A Dandelion worker running the C implementation of the function on ``engine``
     (``process``: the ELF in a process sandbox; ``kvm``: in a virtual machine; ``wasm``:
-    built for WebAssembly); 100 % hot (one image: no cold copies)."""
+    built for WebAssembly), with its cold copies registered as the Python function's are
+    (a worker keeps native functions loaded within ``--hot-functions`` too)."""
     import dandelion as dd
 
     system = _serve(engine, workers, state, f"dandelion-{engine}-c", f"Dandelion {engine} C",
-                    bodies, (1.0,), cold=False)
+                    bodies, mixes)
+    directory = Path(state) / "sources"
+    directory.mkdir(parents=True, exist_ok=True)
     with dd.Client(system.url.split("/v1/")[0]) as client:
-        client.register_native("mmt0", MATMUL_C, params={"m": "item[ndarray]"},
-                               results={"result": "item[ndarray]"}, engine_type=engine)
+        for i, image in enumerate(native_copies(engine, directory)):
+            client.register_native(f"mmt{i}", image, params={"m": "item[ndarray]"},
+                                   results={"result": "item[ndarray]"}, engine_type=engine)
     wait_ready(system)
     return system
 
@@ -280,6 +310,10 @@ def main() -> None:
                         help="fewer, shorter levels, baselines at 100%% only (a few minutes)")
     parser.add_argument("--out", default="benchmarks/results", help="where to write results")
     parser.add_argument("--no-ray", action="store_true", help="skip Ray tasks and Ray Serve")
+    parser.add_argument("--no-python", action="store_true",
+                        help="skip the Dandelion systems running the Python function (process, "
+                             "inline): with --no-ray, the C systems against the aiohttp "
+                             "server and the fresh interpreter alone")
     parser.add_argument("--native", nargs="*", default=["process", "kvm", "wasm"],
                         metavar="ENGINE",
                         help="engines that also run the function's C implementation "
@@ -309,11 +343,14 @@ def main() -> None:
 
     systems: list[System] = []
     try:
-        systems.append(start_dandelion("process", cpus, f"{tmp.name}/process", bodies, mixes))
-        systems.append(start_dandelion("inline", 1, f"{tmp.name}/inline", bodies,
-                                       (1.0,) if args.quick else mixes))
+        if not args.no_python:
+            systems.append(start_dandelion("process", cpus, f"{tmp.name}/process", bodies,
+                                           mixes))
+            systems.append(start_dandelion("inline", 1, f"{tmp.name}/inline", bodies,
+                                           (1.0,) if args.quick else mixes))
         for engine in args.native:
-            systems.append(start_native(engine, cpus, f"{tmp.name}/{engine}-c", bodies))
+            systems.append(start_native(engine, cpus, f"{tmp.name}/{engine}-c", bodies,
+                                        (1.0, 0.95) if args.quick else mixes))
         systems.append(start_baseline("aiohttp", "aiohttp in process", bodies, (1.0,)))
         systems.append(start_baseline("fresh", "fresh interpreter", bodies, (1.0,)))
         if not args.no_ray:
