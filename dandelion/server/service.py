@@ -40,6 +40,7 @@ from dandelion.ir.nodes import (
     Argument,
     Composition,
     FunctionKind,
+    FunctionSpec,
     Module,
     Output,
     SetDecl,
@@ -55,7 +56,7 @@ from dandelion.runtime.store import ArtifactStore
 from dandelion.server.admission import Overloaded
 from dandelion.server.config import ServerConfig
 from dandelion.server.jobs import TooManyJobs
-from dandelion.server.loader import RegistrationError, ShippedFunction, module_source
+from dandelion.server.loader import RegistrationError, module_source
 from dandelion.server.metrics import CacheTally, Metrics
 from dandelion.server.native import check_name, native_spec, parse_signature
 from dandelion.server.tenants import (
@@ -298,22 +299,28 @@ class Service:
         digest, functions = self.code.save(code, names)
         records = tenant.add_functions(digest, functions, names)
         self._save()
-        threading.Thread(target=self._prepare, args=([functions[r.spec.name] for r in records],),
-                         name="dandelion-prepare", daemon=True).start()
+        prepared = []
+        for record in records:
+            fn = functions[record.spec.name]
+            prepared.append((fn.spec, fn.artifacts if isinstance(fn, ComputeFunction) else
+                             {impl.digest: fn.artifact for impl in fn.spec.implementations}))
+        self._prepare_later(prepared)
         return [self.describe_function(r) for r in records]
 
-    def _prepare(self, functions: list[ComputeFunction | ShippedFunction]) -> None:
-        """Get the engines ready for newly registered functions (:meth:`Runtime.prepare
-        <dandelion.runtime.api.Runtime.prepare>`), on a thread of its own: starting a
-        zygote for libraries no sandbox has imported yet takes a while, which their first
-        invocation no longer waits for."""
-        for fn in functions:
-            artifacts = fn.artifacts if isinstance(fn, ComputeFunction) else \
-                {impl.digest: fn.artifact for impl in fn.spec.implementations}
-            try:
-                self.runtime.prepare(fn.spec, artifacts)
-            except Exception:  # noqa: BLE001 - its invocation says what is wrong, if anything
-                pass
+    def _prepare_later(self, functions: list[tuple[FunctionSpec, dict[str, Any]]]) -> None:
+        """Get the engines ready for newly registered functions (their specs and artifacts
+        by digest; :meth:`Runtime.prepare <dandelion.runtime.api.Runtime.prepare>`), on a
+        thread of its own: starting a zygote for libraries no sandbox has imported yet, or
+        compiling a wasm module, takes a while, which their first invocation no longer
+        waits for."""
+        def prepare() -> None:
+            for spec, artifacts in functions:
+                try:
+                    self.runtime.prepare(spec, artifacts)
+                except Exception:  # noqa: BLE001 - its invocation says what is wrong, if any
+                    pass
+
+        threading.Thread(target=prepare, name="dandelion-prepare", daemon=True).start()
 
     def register_native(self, tenant: Tenant, *, name: Any, image: bytes, params: Any,
                         results: Any, engine_type: str = "process") -> list[dict[str, Any]]:
@@ -359,6 +366,7 @@ class Service:
         spec = native_spec(name, digest, declared_params, declared_results, impl_kind)
         record = tenant.add_native(spec)
         self._save()
+        self._prepare_later([(spec, {digest: built})])
         return [self.describe_function(record)]
 
     def register_compositions(self, tenant: Tenant, *, ir: Any = None, source: str | None = None,

@@ -163,3 +163,27 @@ def test_an_engine_prepares_a_native_function_anew_once_its_store_loads_it_anew(
         assert store.stats["compiled"] == (1 if engine == "wasm" else 0), store.stats
         assert rt.run(one) == b"copy 1"
         assert store.stats["cold"] == 1, store.stats
+
+
+@pytest.mark.parametrize("engine", [p for p in ENGINES if p.values == ("wasm",)])
+def test_a_wasm_function_is_compiled_at_registration(tmp_path: Path, engine: str) -> None:
+    """A worker compiles a wasm module when it is registered (in the background), so that
+    no invocation waits for its compilation: a cold one deserializes the compiled code."""
+    import time
+
+    (image,) = images(tmp_path, engine)[:1]
+    config = ServerConfig(port=0, engine=engine, workers=1, tokens=TOKENS,
+                          state_dir=str(tmp_path / "state"), cache=None, result_cache=0)
+    with Server(config).start_in_thread() as s:
+        raw = Raw(s.url)
+        a = raw("POST", "/v1/functions",
+                {"kind": "native", "name": "copy0", "image": image, "params": [],
+                 "results": ["word"], "engine_type": engine},
+                content_type="application/msgpack")
+        assert a.status == 201, a.body
+        hexdigest = a.json["registered"][0]["digest"].partition(":")[2]
+        stored = tmp_path / "state" / "artifacts" / "sha256" / hexdigest[:2]
+        deadline = time.monotonic() + 30
+        while not list(stored.glob(f"{hexdigest}.wasmtime-*")):
+            assert time.monotonic() < deadline, list(stored.iterdir())
+            time.sleep(0.05)

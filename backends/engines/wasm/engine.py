@@ -237,6 +237,11 @@ class WasmEngine(EngineBase):
                 self._modules.popitem(last=False)
         return compiled
 
+    def prepare(self, call: FunctionCall) -> None:
+        """Compile ``call``'s module now (kept in the artifact store, and in memory), so
+        that no invocation waits for its compilation (a worker does this at registration)."""
+        self.compiled(call)
+
     def run(self, context: Context, call: FunctionCall) -> None:
         assert isinstance(context, ObjectContext)
         compiled = self.compiled(call)
