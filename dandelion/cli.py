@@ -1,7 +1,8 @@
 """The ``dandelion`` command.
 
 Subcommands: ``run``, ``check``, ``plan``, ``graph``, ``ir``, ``cache`` ….  A TARGET is
-``FILE[:COMPOSITION]`` with FILE a ``.py``, ``.dd``, ``.dcl`` or IR ``.json`` file.
+``FILE[:COMPOSITION]`` with FILE a ``.py``, ``.dd``, ``.dcl`` or IR ``.json`` file, or
+``FILE.py:FUNCTION``, a compute function run alone.
 Exit status: 0 success, 1 the composition failed or has errors, 2 bad usage or input.
 """
 
@@ -164,8 +165,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     comp = program.composition
     if not errors:
         warnings = len(found)
-        print(f"{args.target}: ok: composition '{comp.name}', {len(comp.applications)} "
-              f"application(s)" + (f", {warnings} warning(s)" if warnings else ""))
+        what = f"function '{program.function}', run alone" if program.function else \
+            f"composition '{comp.name}', {len(comp.applications)} application(s)"
+        print(f"{args.target}: ok: {what}" + (f", {warnings} warning(s)" if warnings else ""))
     return EXIT_FAILED if errors else EXIT_OK
 
 
@@ -335,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dandelion",
         description="Run and inspect Dandelion compositions.",
-        epilog="TARGET is FILE[:COMPOSITION], FILE a .py, .dd, .dcl or IR .json file.")
+        epilog="TARGET is FILE[:COMPOSITION], FILE a .py, .dd, .dcl or IR .json file, or "
+               "FILE.py:FUNCTION, a compute function run alone.")
     parser.add_argument("--version", action="version",
                         version=f"dandelion {dandelion.__version__}")
     parser.add_argument("--debug", action="store_true",

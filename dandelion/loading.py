@@ -3,6 +3,8 @@
 ``path.py[:name]`` imports a Python file and takes a ``@dd.composition`` from it;
 ``path.dd[:name]`` / ``path.dcl[:name]`` parse a DSL file; ``path.json[:name]`` reads IR JSON.
 Without ``:name``, the file's only composition is taken, or the one named like the file.
+A ``@dd.compute`` function of a Python file, named as ``path.py:function``, runs as its call
+alone (:meth:`~dandelion.program.Program.calling`), as a worker invokes a registered function.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from dandelion.authoring.composition import CompositionFunction
 from dandelion.authoring.compute import ComputeFunction
 from dandelion.errors import DandelionError, InputError
-from dandelion.ir.nodes import Module
+from dandelion.ir.nodes import FunctionKind, Module
 from dandelion.ir.serialize import from_json
 from dandelion.program import Program, default_entry
 
@@ -36,22 +38,39 @@ def split_target(target: str) -> tuple[Path, str | None]:
     return Path(path), name or None
 
 
-def _pick(found: dict[str, Any], name: str | None, path: Path) -> Any:
+def _pick(found: dict[str, Any], name: str | None, path: Path,
+          functions: dict[str, Any] | None = None) -> Any:
+    """The composition (or, named, the compute function) ``name`` of ``found``/``functions``;
+    without a name the only composition, or the one named like the file."""
+    functions = functions or {}
     if name is not None:
-        if name not in found:
+        if name in found:
+            return found[name]
+        if name in functions:
+            return functions[name]
+        if not functions:
             listed = ", ".join(sorted(found)) or "(none)"
             raise DandelionError(f"{path}: no composition called '{name}'",
                                  hint=f"compositions in this file: {listed}")
-        return found[name]
+        raise DandelionError(f"{path}: no composition or function called '{name}'",
+                             hint=_names(found, functions))
     if len(found) == 1:
         return next(iter(found.values()))
     if path.stem in found:
         return found[path.stem]
     if not found:
+        if functions:
+            raise DandelionError(f"{path}: defines no composition; say which function to run",
+                                 hint=f"write {path}:NAME ({_names(found, functions)})")
         raise DandelionError(f"{path}: defines no composition",
                              hint="decorate a function with @dd.composition")
     raise DandelionError(f"{path}: defines several compositions; say which one",
                          hint=f"write {path}:NAME with NAME one of: {', '.join(sorted(found))}")
+
+
+def _names(compositions: dict[str, Any], functions: dict[str, Any]) -> str:
+    return (f"compositions in this file: {', '.join(sorted(compositions)) or '(none)'}; "
+            f"compute functions: {', '.join(sorted(functions))}")
 
 
 def import_file(path: str | os.PathLike[str]) -> types.ModuleType:
@@ -116,7 +135,9 @@ def load_program(target: str, runnable: bool = False) -> Program:
         except Exception as e:
             raise import_error(path, e) from e
         found = {v.name: v for v in vars(module).values() if isinstance(v, CompositionFunction)}
-        chosen: CompositionFunction = _pick(found, name, path)
+        functions = {v.name: v for v in vars(module).values() if isinstance(v, ComputeFunction)
+                     and v.spec.kind is FunctionKind.COMPUTE}
+        chosen: CompositionFunction | ComputeFunction = _pick(found, name, path, functions)
         return chosen.program
     if suffix in DSL_SUFFIXES:
         try:

@@ -8,7 +8,16 @@ from typing import Any, Mapping
 import attrs
 
 from dandelion.errors import CompositionTypeError, DandelionError, EncodingError, InputError
-from dandelion.ir.nodes import Composition, Module
+from dandelion.ir.nodes import (
+    Application,
+    Argument,
+    Composition,
+    FunctionKind,
+    FunctionSpec,
+    Module,
+    Output,
+    SetDecl,
+)
 from dandelion.items import Item
 from dandelion.runtime.views import View, from_python, to_python
 
@@ -37,6 +46,48 @@ def default_entry(module: Module, stem: str | None = None) -> str:
     return module.compositions[-1].name
 
 
+def call_input(param: str) -> str:
+    """The set of a function's call (:func:`call_module`) that carries parameter ``param``."""
+    return f"in.{param}"
+
+
+def call_output(result: str) -> str:
+    """The set of a function's call (:func:`call_module`) that carries result ``result``."""
+    return f"out.{result}"
+
+
+def call_module(spec: FunctionSpec) -> Module:
+    """The call of one function alone, as a module: its composition ``invoke.NAME`` applies
+    the function once per item of each parameter's set, as a composition calling it would.
+    Its sets are prefixed (:func:`call_input`, :func:`call_output`), since a parameter and a
+    result may share a name.  What a worker runs for ``POST /v1/functions/NAME/invoke`` and
+    ``dd.run`` for a ``@dd.compute`` function.
+
+    >>> from dandelion.ir import FunctionSpec, Param
+    >>> from dandelion.program import call_module
+    >>> comp = call_module(FunctionSpec("double", [Param("x", "int")],
+    ...                                 [Param("out", "int")])).compositions[0]
+    >>> comp.name, [d.name for d in comp.inputs], [d.name for d in comp.outputs]
+    ('invoke.double', ['in.x'], ['out.out'])
+    """
+    comp = Composition(
+        f"invoke.{spec.name}",
+        inputs=[SetDecl(call_input(p.name), p.type) for p in spec.params],
+        outputs=[SetDecl(call_output(r.name), r.type) for r in spec.results],
+        applications=[Application(spec.name, [Argument(p.name, call_input(p.name))
+                                              for p in spec.params],
+                                  [Output(r.name, call_output(r.name))
+                                   for r in spec.results])])
+    return Module([spec], [comp])
+
+
+def _refuse_io(spec: FunctionSpec) -> None:
+    if spec.kind is FunctionKind.IO:
+        raise CompositionTypeError(
+            f"'{spec.name}' is an I/O function; it runs only as a step of a composition",
+            hint="call it in the body of a @dd.composition and run that")
+
+
 def _views(decls: Any) -> tuple[tuple[str, View], ...]:
     return tuple((d.name, View(d.type)) for d in decls)
 
@@ -53,6 +104,9 @@ class Program:
         outputs: name and :class:`View` of each direct output.
         result_type: the named tuple class several outputs come back as (default: one
             made from the output names).
+        function: for the call of one function (:meth:`calling`), its name: ``inputs``
+            and ``outputs`` are then its parameters and results, which the composition's
+            sets carry under the names :func:`call_input` and :func:`call_output` give.
     """
 
     module: Module
@@ -61,6 +115,7 @@ class Program:
     inputs: tuple[tuple[str, View], ...] = ()
     outputs: tuple[tuple[str, View], ...] = ()
     result_type: Any = None
+    function: str | None = None
 
     @classmethod
     def from_module(cls, module: Module, entry: str | None = None,
@@ -69,6 +124,33 @@ class Program:
         comp = cls._entry(module, entry)
         return cls(module, comp.name, dict(artifacts or {}), _views(comp.inputs),
                    _views(comp.outputs))
+
+    @classmethod
+    def calling(cls, spec: FunctionSpec, artifacts: Mapping[str, Any],
+                params: tuple[tuple[str, View], ...], results: tuple[tuple[str, View], ...]
+                ) -> Program:
+        """The call of function ``spec`` alone (:func:`call_module`), run with its own
+        parameter names and returning what a composition calling it would: its one result,
+        or a named tuple ``NAME_result`` of several (as :meth:`dandelion.Client.invoke`).
+
+        Raises:
+            CompositionTypeError: ``spec`` is an I/O function (a worker runs those only as
+                a step of a composition).
+        """
+        _refuse_io(spec)
+        result_type = collections.namedtuple(
+            f"{spec.name}_result", [n for n, _ in results], rename=True) \
+            if len(results) > 1 else None
+        module = call_module(spec)
+        return cls(module, module.compositions[0].name, dict(artifacts), params, results,
+                   result_type, spec.name)
+
+    @property
+    def _what(self) -> str:
+        """How messages name what this program runs."""
+        if self.function is not None:
+            return f"function '{self.function}'"
+        return f"composition '{self.entry}'"
 
     @staticmethod
     def _entry(module: Module, entry: str | None) -> Composition:
@@ -94,22 +176,23 @@ class Program:
         """
         names = [n for n, _ in self.inputs]
         if len(args) > len(names):
-            raise InputError(f"composition '{self.entry}' takes {len(names)} input(s) "
+            raise InputError(f"{self._what} takes {len(names)} input(s) "
                              f"({', '.join(names)}) but {len(args)} were given")
         values: dict[str, Any] = dict(zip(names, args))
         for key, value in kwargs.items():
             if key not in names:
                 from dandelion.ir.verify import did_you_mean
 
-                raise InputError(f"composition '{self.entry}' has no input '{key}'",
+                raise InputError(f"{self._what} has no input '{key}'",
                                  hint=did_you_mean(key, names) or
                                  f"its inputs are: {', '.join(names) or '(none)'}")
             if key in values:
-                raise InputError(f"input '{key}' of '{self.entry}' is given twice")
+                raise InputError(f"input '{key}' of '{self.function or self.entry}' is given "
+                                 "twice")
             values[key] = value
         missing = [n for n in names if n not in values]
         if missing:
-            raise InputError(f"composition '{self.entry}' is missing input(s): "
+            raise InputError(f"{self._what} is missing input(s): "
                              f"{', '.join(missing)}")
         sets = {}
         for name, view in self.inputs:
@@ -119,11 +202,14 @@ class Program:
                 raise  # a value no engine can take: the same error on every engine
             except DandelionError as e:
                 raise InputError(e.message, hint=e.hint) from None
+        if self.function is not None:
+            return {call_input(n): s for n, s in sets.items()}
         return sets
 
     def unbind(self, sets: Sets) -> Any:
         """The Python result of a run: one value, or a named tuple for several outputs."""
-        values = [to_python(sets.get(name, ()), view, f"output '{name}'")
+        keys = call_output if self.function is not None else str
+        values = [to_python(sets.get(keys(name), ()), view, f"output '{name}'")
                   for name, view in self.outputs]
         if len(values) == 1:
             return values[0]
@@ -135,8 +221,10 @@ class Program:
 
 
 def as_program(target: Any) -> Program:
-    """A :class:`Program` for a program, an IR module or a composition function (anything
-    whose ``program`` attribute is a :class:`Program`, as ``@dd.composition`` makes).
+    """A :class:`Program` for a program, an IR module, a composition function or a compute
+    function (anything whose ``program`` attribute is a :class:`Program`, as
+    ``@dd.composition`` and ``@dd.compute`` make: a compute function runs as its call alone,
+    :meth:`Program.calling`).
 
     >>> from dandelion.ir import Composition, Module
     >>> from dandelion.program import as_program
@@ -144,7 +232,8 @@ def as_program(target: Any) -> Program:
     'c'
 
     Raises:
-        CompositionTypeError: ``target`` is not something that runs as a composition.
+        CompositionTypeError: ``target`` is not something that runs as a composition, or
+            is an I/O function (which runs only as a step of one).
     """
     if isinstance(target, Program):
         return target
@@ -153,10 +242,9 @@ def as_program(target: Any) -> Program:
     program = getattr(target, "program", None)
     if isinstance(program, Program):
         return program
-    from dandelion.authoring.compute import ComputeFunction
-
-    if isinstance(target, ComputeFunction):
-        raise CompositionTypeError(f"'{target.name}' is a compute function; run it by calling "
-                                   "it, or wrap it in a @dd.composition")
+    spec = getattr(target, "spec", None)
+    if isinstance(spec, FunctionSpec):
+        _refuse_io(spec)  # a platform I/O function (a compute function has a program)
     raise CompositionTypeError(f"cannot run {type(target).__name__}: expected a "
-                               "@dd.composition, a Program or an IR Module")
+                               "@dd.composition, a @dd.compute function, a Program or an IR "
+                               "Module")

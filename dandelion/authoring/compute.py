@@ -15,6 +15,7 @@ from dandelion.authoring import tracing
 from dandelion.authoring.annotations import view_of
 from dandelion.errors import DandelionError, FunctionTypeError
 from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param, Span
+from dandelion.program import Program
 from dandelion.runtime.python_function import PythonFunction as PythonFunction  # public here
 from dandelion.runtime.python_function import _python_function as _python_function  # old pickles
 from dandelion.runtime.views import View
@@ -111,6 +112,7 @@ class ComputeFunction(tracing.Applicable):
         self._digest = digest
         implementations = [Implementation("python", digest, f"{fn.__module__}:"
                                                             f"{fn.__qualname__}")]
+        self._program: Program | None = None
         #: implementation digest -> artifact, the preferred implementation first
         self._artifacts: dict[str, Any] = {digest: self.artifact}
         if wasm is not None:
@@ -157,7 +159,37 @@ class ComputeFunction(tracing.Applicable):
         """
         self.artifact = attrs.evolve(self.artifact, vectorised=fn)
         self._artifacts[self._digest] = self.artifact
+        self._program = None
         return fn
+
+    @property
+    def program(self) -> Program:
+        """This function's call alone, as a program (:meth:`Program.calling
+        <dandelion.program.Program.calling>`): what ``dd.run(fn, ...)`` and ``dandelion run
+        FILE:NAME`` run, in a sandbox like any application, and cached like any run.
+
+        Example:
+            >>> import dandelion as dd
+            >>> @dd.compute
+            ... def double(x: int) -> int:
+            ...     return 2 * x
+            >>> dd.run(double, x=21, engine="inline")
+            42
+
+        Raises:
+            CompositionTypeError: an I/O function (it runs only as a step of a
+                composition).
+        """
+        program: Program | None = getattr(self, "_program", None)  # (None in old pickles)
+        if program is None:  # made once: runtimes keep plans and memos per program
+            program = self._program = Program.calling(
+                self.spec, self._artifacts, self.artifact.params, self.artifact.results)
+        return program
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a function shipped by value (reached from another's code) travels without its
+        # program, made again where it is needed
+        return {**self.__dict__, "_program": None}
 
     @property
     def artifacts(self) -> dict[str, Any]:

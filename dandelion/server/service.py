@@ -35,19 +35,11 @@ from dandelion.errors import (
     InputError,
     SandboxViolation,
 )
-from dandelion.ir.nodes import (
-    Application,
-    Argument,
-    Composition,
-    FunctionKind,
-    FunctionSpec,
-    Module,
-    Output,
-    SetDecl,
-)
+from dandelion.ir.nodes import FunctionKind, FunctionSpec, Module
 from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
+from dandelion.program import call_input, call_module, call_output
 from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
 from dandelion.runtime.handoff import awaitable
@@ -600,7 +592,7 @@ class Service:
         and the outputs the cache holds for it."""
         sets = decode_sets(inputs, target.inputs)
         if target.rename is not None:
-            sets = {f"in.{p}": s for p, s in sets.items()}
+            sets = {call_input(p): s for p, s in sets.items()}
         record = target.record
         if not (record.cacheable and tenant.result_cache > 0):
             return sets, None, None
@@ -617,7 +609,7 @@ class Service:
         if key is not None:
             tenant.cache(key, outputs)
         if target.rename is not None:
-            outputs = {r: outputs.get(f"out.{r}", ()) for r in target.rename[1]}
+            outputs = {r: outputs.get(call_output(r), ()) for r in target.rename[1]}
         outcome[0] = "cached" if cached else "ok"
         return outputs, target.outputs, cached
 
@@ -657,15 +649,7 @@ class Service:
                 self._function_plans.move_to_end(key)
                 return found
         spec = record.spec
-        comp = Composition(
-            f"invoke.{name}",
-            inputs=[SetDecl(f"in.{p.name}", p.type) for p in spec.params],
-            outputs=[SetDecl(f"out.{r.name}", r.type) for r in spec.results],
-            applications=[Application(name, [Argument(p.name, f"in.{p.name}")
-                                             for p in spec.params],
-                                      [Output(r.name, f"out.{r.name}")
-                                       for r in spec.results])])
-        module = Module([spec], [comp])
+        module = call_module(spec)  # what dd.run runs for a compute function
         check(module)
         # not a named composition of the tenant
         planned_record = planned(module, context=self.runtime.pass_context)[0]

@@ -66,8 +66,9 @@ def test_inputs_from_a_json_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, code, message", [
     (["run", "nope.py"], 2, "no such file"),
-    (["run", f"{EX}/wordcount.py:nope"], 1, "no composition called 'nope'"),
-    (["run", f"{EX}/matmul.py:gram"], 1, "no composition called 'gram'"),
+    (["run", f"{EX}/wordcount.py:nope"], 1, "no composition or function called 'nope'"),
+    (["run", f"{EX}/matmul.py:example_matrix"], 1,
+     "no composition or function called 'example_matrix'"),
     (["run", f"{EX}/wordcount.py"], 2, "missing input(s): pages"),
     (["run", f"{EX}/wordcount.py", "-i", "page=x"], 2, "unknown input 'page'"),
     (["run", f"{EX}/wordcount.py", "-i", "garbage"], 2, "expected NAME=VALUE"),

@@ -61,9 +61,15 @@ def test_a_closed_runtime_refuses_to_run():
         rt.run(f.doubles, [1])
 
 
-def test_running_a_compute_function_directly_explains_what_to_do():
-    with pytest.raises(dd.CompositionTypeError, match="wrap it in a @dd.composition"):
-        dd.run(f.double, 1, engine="inline")
+def test_a_compute_function_runs_as_its_call_alone():
+    # (it used to be refused, "wrap it in a @dd.composition"; a worker already ran a
+    # registered function alone, and dd.run now runs it the same way)
+    assert dd.run(f.double, 4, engine="inline") == f.double(4)
+
+
+def test_what_is_neither_a_composition_nor_a_function_is_refused():
+    with pytest.raises(dd.CompositionTypeError, match="cannot run int: expected a "):
+        dd.run(3, engine="inline")
 
 
 def test_a_module_of_ir_runs_when_its_artifacts_come_along():
