@@ -449,6 +449,21 @@ around the function.  The C implementation's sandboxes cost far less (a small C 
 a reset VM or a wasm instance: ``process C``, ``kvm C``,
 ``wasm C`` above).
 
+What a cold request costs the C systems (one of their 39 copies pushed out of the worker's
+``--hot-functions``; :doc:`serve`, cold invocations): its image is read from disk and
+checked against its digest on a thread of the frontend's pool (0.09-0.13 ms for these 4-9 KB
+images), and its engine prepares it anew.  ``process`` only cuts its segments again (a
+sandbox maps them in either case); ``kvm`` maps the image into the VM that runs it, and the
+invocation after mapping another image took 0.70 ms more than one on the image the VM had
+(0.89 against 1.59 ms, in process, load 1.5: the VM's pages are protected again and fault
+back in); ``wasm`` deserializes the module's compiled code from disk (0.31 ms, and 0.04 ms
+to make it instantiable), which the worker compiled when the function was registered (13.5
+ms; before, the first invocation of each copy compiled it).  Over HTTP, in two runs of
+``run.py --quick --no-python --no-ray`` (load 1.3-2.9, other work on the machine), a cold
+request's p50 was 0.75-0.83 ms above a hot one's on ``process C``, 1.9-2.1 ms on ``kvm C``
+and 1.2 ms on ``wasm C`` (3.2 ms while its copies compiled on first use); the cold p99 was
+5.6, 7.7 and 10.2 ms, 38×, 27× and 21× below the fresh interpreter's 209 ms.
+
 Past saturation, the worker refuses what it has no room for (:doc:`serve`, admission
 control): an invocation expected to wait longer than ``--max-wait`` (0.25 s) for an engine
 gets a 503 with ``Retry-After`` from the request's head, before its body is read, so the
@@ -481,7 +496,8 @@ Reproduce
 
    $ pip install -e '.[bench]'     # matplotlib and ray[serve]
    $ python benchmarks/paper/run.py --quick   # a few minutes; without --quick, longer levels
-   $ #  (--native process kvm wasm: the engines that also run the C implementation; --no-ray)
+   $ #  (--native process kvm wasm: the engines that also run the C implementation; --no-ray;
+   $ #   --no-python --no-ray: only the C systems, aiohttp and the fresh interpreter)
    $ python benchmarks/paper/report.py benchmarks/results/paper.json --rst docs/performance.rst
 
 ``run.py`` writes ``benchmarks/results/paper.json``, ``paper.txt`` and the figures;
