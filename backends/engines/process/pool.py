@@ -118,9 +118,10 @@ class Zygote:
         self.cap = 2 * self.pool_size
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
-        # LD_BIND_NOW: the zygote resolves every symbol of its libraries as it loads them,
-        # so that no sandbox writes a resolved address into a library's table (each such
-        # first call was a symbol lookup and a copied page: 14 of a sandbox's page faults)
+        # LD_BIND_NOW: the zygote resolves every symbol of the interpreter and the C library
+        # as it starts (extension modules are loaded with RTLD_NOW already), so that no
+        # sandbox writes a resolved address into their tables (each such first call was a
+        # symbol lookup and a copied page: 14 of a sandbox's page faults)
         env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
                    PYTHONDONTWRITEBYTECODE="1", LD_BIND_NOW="1")
