@@ -325,12 +325,15 @@ class Client:
                     "pickle": data, "names": [spec.name]})["registered"])
         return []
 
-    def register_source(self, source: str, names: Iterable[str] | None = None
-                        ) -> list[dict[str, Any]]:
-        """Register the ``@dd.compute`` functions of a Python source text."""
+    def register_source(self, source: str, names: Iterable[str] | None = None,
+                        filename: str | None = None) -> list[dict[str, Any]]:
+        """Register the ``@dd.compute`` functions of a Python source text, read from the file
+        ``filename`` (the name a failing function's traceback shows, with its lines)."""
         body: dict[str, Any] = {"source": source}
         if names is not None:
             body["names"] = list(names)
+        if filename is not None:
+            body["filename"] = filename
         return list(self.request("POST", "/v1/functions", body)["registered"])
 
     def register_native(self, name: str, image: str | os.PathLike[str] | bytes | Any, *,

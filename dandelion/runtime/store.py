@@ -76,12 +76,15 @@ class StoredCode:
         data: the cloudpickle, the ELF image or the wasm module.
         requires: libraries a Python function needs preloaded.
         native: the validated image of a native function.
+        name: the name it was stored under (:meth:`ArtifactStore.put`: a registered
+            source's file name, as the client gave it).
     """
 
     kind: str
     data: bytes = attrs.field(repr=lambda b: f"<{len(b)} bytes>")
     requires: tuple[str, ...] = ()
     native: NativeImage | None = None
+    name: str = attrs.field(default="", repr=False)
 
 
 #: The largest stored code :meth:`ArtifactStore.stored_artifact` decodes with
@@ -307,7 +310,8 @@ class ArtifactStore:
                                                                "rewritten on the next run")
         self.stats["cold"] += 1
         native = validate_elf(meta.get("name", "?"), data) if meta["kind"] == "native" else None
-        return StoredCode(meta["kind"], data, tuple(meta.get("requires", ())), native)
+        return StoredCode(meta["kind"], data, tuple(meta.get("requires", ())), native,
+                          str(meta.get("name") or ""))
 
     def _store(self, digest: str, artifact: Any, kind: str) -> StoredCode:
         if isinstance(artifact, NativeFunction):
@@ -352,7 +356,7 @@ class ArtifactStore:
         >>> store.get("source:ab12")
         StoredCode(kind='source', data=<5 bytes>, requires=(), native=None)
         """
-        code = StoredCode(kind, data)
+        code = StoredCode(kind, data, name=name)
         self._write(digest, code, name)
         self._remember(digest, code)
         return code

@@ -7,7 +7,9 @@ loaded (a script run with ``dd.run``, the user's modules), never from a path a f
 merely names.  Frames of Dandelion's own runtime that lead into the function are left out.
 Where the error reaches the caller from another process (a Ray worker, a server that never
 loaded the user's script), the caller adds the source lines of its own files
-(:func:`with_sources`).
+(:func:`with_sources`).  Source text a worker was given (a registered Python source) is
+compiled under a name of its own (:func:`source_name`) and shown under the file name the
+client gave, with its lines (:func:`remember_source`): never the worker's own paths.
 
 >>> def fail():
 ...     raise ValueError("bad")
@@ -60,16 +62,55 @@ def user_frames(tb: types.TracebackType | None) -> list[Frame]:
     return frames[-MAX_FRAMES:]
 
 
+#: source_name() -> the file name shown for it (:func:`remember_source`)
+_SOURCES: dict[str, str] = {}
+
+_SOURCE_NAME = re.compile(r"<source [0-9a-f]{16}> (.*)")
+
+
+def source_name(file: str, digest: str) -> str:
+    """The name source text of content ``digest`` given as ``file`` is compiled under:
+    its code's file name, unique to the text and the name (two clients may register
+    different files of one name), never a path of the worker.
+
+    >>> source_name("boom.py", "81" * 32)
+    '<source 8181818181818181> boom.py'
+    """
+    return f"<source {digest[:16]}> {file}"
+
+
+def remember_source(compiled_as: str, text: str) -> None:
+    """Keep ``text``, compiled under ``compiled_as`` (:func:`source_name`), for tracebacks
+    (their source lines) and :func:`inspect.getsource`; its frames are shown under the file
+    name the client gave.
+
+    >>> remember_source(source_name("job.py", "ab" * 32), "y = 1 / 0")
+    >>> print(format_traceback([(source_name("job.py", "ab" * 32), 1, "<module>")],
+    ...                        "ZeroDivisionError", "division by zero"))
+    Traceback (most recent call last):
+      File "job.py", line 1, in <module>
+        y = 1 / 0
+    ZeroDivisionError: division by zero
+    """
+    match = _SOURCE_NAME.fullmatch(compiled_as)
+    shown = match.group(1) if match else compiled_as
+    # no modification time: linecache.checkcache never drops it for a missing file
+    linecache.cache[compiled_as] = (len(text), None, text.splitlines(True), compiled_as)
+    _SOURCES[compiled_as] = shown
+
+
 def format_traceback(frames: Sequence[Frame], type_name: str, message: str) -> str:
     """``frames`` and the exception as Python prints them, with the source line of each
-    frame whose file is a module this process has loaded."""
+    frame whose file is a module this process has loaded or a source it was given."""
     if not frames:
         return ""
     known = _loaded_files()
     lines = ["Traceback (most recent call last):"]
     for filename, lineno, name in frames:
-        lines.append(f'  File "{filename}", line {lineno}, in {name}')
-        if filename in known:
+        match = _SOURCE_NAME.fullmatch(filename)
+        shown = _SOURCES.get(filename) or (match.group(1) if match else filename)
+        lines.append(f'  File "{shown}", line {lineno}, in {name}')
+        if filename in known or filename in _SOURCES:
             source = linecache.getline(filename, lineno).strip()
             if source:
                 lines.append(f"    {source}")

@@ -301,7 +301,8 @@ class Frontend:
             done = await self._work(self.service.register_functions, tenant,
                                     source=body.get("source"), module=body.get("module"),
                                     pickle=pickle, names=names,
-                                    kind=body.get("kind", "python"))
+                                    kind=body.get("kind", "python"),
+                                    filename=body.get("filename"))
         else:
             done = await self._work(self.service.register_compositions, tenant,
                                     ir=body.get("ir"), source=body.get("source"),
@@ -430,7 +431,7 @@ class Frontend:
         return _json({"deleted": job.id})
 
 
-_PYTHON_FIELDS = frozenset({"source", "module", "pickle", "names", "kind"})
+_PYTHON_FIELDS = frozenset({"source", "module", "pickle", "names", "kind", "filename"})
 _NATIVE_FIELDS = frozenset({"kind", "name", "image", "params", "results", "engine_type"})
 
 

@@ -148,7 +148,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             raise InputError(f"{name}: {e.strerror or e}") from None
         suffix = path.suffix
         if suffix == ".py":
-            done = client.register_source(text)
+            done = client.register_source(text, filename=name)  # as the user wrote it
             from dandelion.loading import import_file
 
             module = import_file(path)

@@ -1,11 +1,13 @@
 """Loading registered Python code: source text or a by-value pickle in, compute functions
 out.
 
-Registered source is written to the artifact store (content-addressed, ``<sha>.py``) and
-executed as a fresh module that is in ``sys.modules`` only while its body runs (as an
-import would have it: ``@dataclass`` and ``typing`` look their module up there): the same
-text always gives the same module name and code digests, so a function loaded again after its cache
-entry was evicted (a *cold* start) is the function the composition was checked against.
+Registered source is written to the artifact store (content-addressed) and executed as a
+fresh module, compiled under the file name the client gave (tracebacks show it and its
+lines, never the store's path: :func:`dandelion.runtime.tracebacks.source_name`), that is in
+``sys.modules`` only while its body runs (as an import would have it: ``@dataclass`` and
+``typing`` look their module up there): the same text always gives the same module name and
+code digests, so a function loaded again after its cache entry was evicted (a *cold* start)
+is the function the composition was checked against.
 
 A pickle (what :meth:`dandelion.Client.register` sends) holds one function's declaration and
 its code by value, with the globals, helpers and closures it reaches; its implementation
@@ -34,25 +36,33 @@ class RegistrationError(InputError):
     """Registered code cannot be loaded (a 400 answer that names the problem)."""
 
 
-def source_digest(source: str) -> str:
-    """The content digest of a source text."""
-    return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
+def source_digest(source: str, file: str | None = None) -> str:
+    """The content digest of a source text (registered as ``file``: the name is part of
+    what is registered, as tracebacks show it)."""
+    named = source if file is None else f"{file}\0{source}"
+    return hashlib.sha256(named.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def exec_source(source: str, path: str) -> dict[str, ComputeFunction]:
-    """Run ``source`` (stored at ``path``) as a module; its compute functions by name.
+def exec_source(source: str, file: str | None = None) -> dict[str, ComputeFunction]:
+    """Run ``source`` (the client's file ``file``) as a module; its compute functions by name.
 
     Raises:
         RegistrationError: the source does not compile or raises, or defines no
             ``@dd.compute`` function.
     """
+    from dandelion.runtime.tracebacks import remember_source, source_name
+
+    # the module's name, and so its functions' code digests, come from the text alone
     name = f"dandelion_registered_{source_digest(source)[:16]}"
+    compiled_as = source_name(file or "<registered source>", source_digest(source, file))
+    remember_source(compiled_as, source)  # before it runs: @dd.compute reads its source
     module = types.ModuleType(name)
-    module.__file__ = path
+    module.__file__ = compiled_as
+    where = f"{file}: " if file else ""
     try:
-        code = compile(source, path, "exec")
+        code = compile(source, compiled_as, "exec")
     except SyntaxError as e:
-        raise RegistrationError(f"line {e.lineno}: {e.msg}",
+        raise RegistrationError(f"{where}line {e.lineno}: {e.msg}",
                                 hint="the source must be a valid Python module") from None
     sys.modules[name] = module
     try:

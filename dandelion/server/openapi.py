@@ -100,7 +100,8 @@ SCHEMAS: dict[str, Any] = {
     "FunctionRegistration": {
         "type": "object", "additionalProperties": False,
         "description": "kind 'python' (the default): Python source defining @dd.compute "
-                       "functions ('source'), an importable module ('module'), optionally "
+                       "functions ('source', read from the file 'filename'), an importable "
+                       "module ('module'), optionally "
                        "only the functions 'names', or one function by value ('pickle', "
                        "binary like 'image': what dandelion.Client.register sends, with "
                        "'names': [its name]). kind 'native': a static x86-64 ELF built "
@@ -123,6 +124,9 @@ SCHEMAS: dict[str, Any] = {
                             "properties": {"base64": {"type": "string",
                                                       "format": "byte"}}}]},
                        "names": {"type": "array", "items": {"type": "string"}},
+                       "filename": {"type": "string",
+                                    "description": "the file 'source' was read from, as "
+                                                   "its tracebacks show it"},
                        "kind": {"type": "string", "enum": ["python", "native", "wasm"]},
                        "engine_type": {"type": "string", "enum": ["process", "kvm", "wasm"]},
                        "name": {"type": "string"},

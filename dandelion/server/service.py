@@ -269,10 +269,11 @@ class Service:
 
     def register_functions(self, tenant: Tenant, *, source: str | None = None,
                            module: str | None = None, pickle: bytes | None = None,
-                           names: list[str] | None = None, kind: str = "python"
-                           ) -> list[dict[str, Any]]:
-        """Register the ``@dd.compute`` functions of a source text or installed module, or
-        one function shipped by value (``pickle``, from :meth:`dandelion.Client.register`).
+                           names: list[str] | None = None, kind: str = "python",
+                           filename: str | None = None) -> list[dict[str, Any]]:
+        """Register the ``@dd.compute`` functions of a source text (the client's file
+        ``filename``, the name its tracebacks show) or installed module, or one function
+        shipped by value (``pickle``, from :meth:`dandelion.Client.register`).
 
         Raises:
             RegistrationError: no usable source, or it fails to load.
@@ -286,9 +287,10 @@ class Service:
                                     "(an importable module name)")
         if module is not None:
             source = module_source(module)
+            filename = filename or module.replace(".", "/") + ".py"
         code = pickle if pickle is not None else source
         assert code is not None
-        digest, functions = self.code.save(code, names)
+        digest, functions = self.code.save(code, names, filename)
         records = tenant.add_functions(digest, functions, names)
         self._save()
         prepared = []

@@ -108,18 +108,21 @@ class RegisteredCode:
         """The artifact store digests registered code of digest ``source`` may have."""
         return [f"{kind}:{source}" for kind in cls.KINDS]
 
-    def save(self, text: str | bytes, names: list[str] | None = None
-             ) -> tuple[str, dict[str, ComputeFunction | ShippedFunction]]:
-        """Store and load a source text, or a function pickled by value; its digest and
-        compute functions."""
+    def save(self, text: str | bytes, names: list[str] | None = None,
+             file: str | None = None) -> tuple[str, dict[str, ComputeFunction | ShippedFunction]]:
+        """Store and load a source text (the client's file ``file``), or a function pickled
+        by value; its digest and compute functions."""
         from dandelion.server.loader import source_digest
 
         shipped = isinstance(text, bytes)
         data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
-        digest = hashlib.sha256(data).hexdigest() if shipped else source_digest(str(text))
-        functions = self._load(data, shipped, digest, names)  # refuse what does not load
+        digest = hashlib.sha256(data).hexdigest() if shipped else source_digest(str(text),
+                                                                                file)
+        # refuse what does not load
+        functions = self._load(data, shipped, digest, names, None if shipped else file)
         self.store.put(f"{'shipped' if shipped else 'source'}:{digest}",
-                       "shipped" if shipped else "source", data)
+                       "shipped" if shipped else "source", data,
+                       "" if shipped else file or "")
         self._store_runnable(functions)
         with self._lock:
             for fn in functions.values():
@@ -140,13 +143,11 @@ class RegisteredCode:
         except Exception:  # it captures what cannot be pickled (a lock …): an engine that
             pass  # needs a copy says so when it runs; in-process ones need none
 
-    def _load(self, data: bytes, shipped: bool, digest: str, names: list[str] | None = None
-              ) -> dict[str, Any]:
+    def _load(self, data: bytes, shipped: bool, digest: str, names: list[str] | None = None,
+              file: str | None = None) -> dict[str, Any]:
         if shipped:
             return dict(load_pickle(data, names))
-        # the stored file is the text itself: tracebacks show its lines
-        return dict(exec_source(data.decode("utf-8", "surrogatepass"),
-                                str(self.store.path(f"source:{digest}"))))
+        return dict(exec_source(data.decode("utf-8", "surrogatepass"), file))
 
     def _remember(self, key: tuple[str, str], artifact: Any) -> None:
         self._loaded[key] = artifact
@@ -236,7 +237,8 @@ class RegisteredCode:
                 if "no code for" in e.message:
                     continue
                 raise
-            return function_named(self._load(code.data, code.kind == "shipped", source), name)
+            return function_named(self._load(code.data, code.kind == "shipped", source,
+                                             file=code.name or None), name)
         raise RegistrationError(f"the code of '{name}' is missing from the artifact "
                                 "store", hint="register the function again")
 

@@ -322,3 +322,22 @@ def test_every_composition_of_one_registration_survives_a_restart(tmp_path):
         listed = Raw(s.url)("GET", "/v1/compositions").json
         names = sorted(c["name"] for c in listed["compositions"])
         assert names == ["explode", "sum_doubles"]
+
+
+def test_a_registered_sources_file_name_survives_a_restart(tmp_path):
+    # the name is kept with the stored text: a worker that loads the source again after a
+    # restart still shows the client's file name in tracebacks, not its store's path
+    source = ("import dandelion as dd\n\n\n@dd.compute\ndef fails_late(x: int) -> int:\n"
+              "    raise ValueError(f'late {x}')\n")
+    config = ServerConfig(port=0, state_dir=str(tmp_path), engine="inline")
+    with Server(config).start_in_thread() as s:
+        assert Raw(s.url)("POST", "/v1/functions", {"source": source,
+                                                    "filename": "jobs/late.py"}).status == 201
+    with Server(config).start_in_thread() as s:
+        answer = Raw(s.url)("POST", "/v1/functions/fails_late/invoke",
+                            {"inputs": {"x": [7]}})
+    assert answer.status == 422, answer.json
+    traceback = answer.json["error"]["traceback"]
+    assert traceback.endswith('  File "jobs/late.py", line 6, in fails_late\n'
+                              "    raise ValueError(f'late {x}')\nValueError: late 7")
+    assert str(tmp_path) not in traceback

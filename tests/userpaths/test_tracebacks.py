@@ -5,6 +5,8 @@ the caller has the file) reaches the user from every engine, the command line an
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import pytest
 
@@ -59,3 +61,59 @@ def test_ray_shows_it_with_the_drivers_source_lines(ray_cluster, isolation):
             rt.run(failing.guard, [1, 5])
     assert e.value.traceback == "Traceback (most recent call last):\n" + FRAMES
     assert str(e.value).endswith(FRAMES)
+
+
+BOOM = '''\
+import dandelion as dd
+
+LIMIT = 3
+
+
+def inner(x: int) -> int:
+    if x > LIMIT:
+        raise ValueError(f"{x} is over {LIMIT}")
+    return x
+
+
+def check(x: int) -> int:
+    return inner(x) + 0
+
+
+@dd.compute
+def boom_double(x: int) -> int:
+    return 2 * check(x)
+'''
+BOOM_FRAMES = ('  File "boom.py", line 18, in boom_double\n'
+               '    return 2 * check(x)\n'
+               '  File "boom.py", line 13, in check\n'
+               '    return inner(x) + 0\n'
+               '  File "boom.py", line 8, in inner\n'
+               '    raise ValueError(f"{x} is over {LIMIT}")\n'
+               'ValueError: 5 is over 3')
+
+
+def test_a_source_registered_from_the_command_line_fails_under_its_own_file_name(
+        serve, engine, tmp_path):
+    # the worker compiled it; its traceback names the file as the user gave it, with its
+    # lines, and never the worker's own paths (its artifact store)
+    (tmp_path / "boom.py").write_text(BOOM)
+    auth = ["--url", serve(engine), "--token", "user-token-0123456789"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "dandelion", *args, *auth],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=180)
+
+    registered = cli("register", "boom.py")
+    assert registered.returncode == 0, registered.stderr
+    out = cli("invoke", "boom_double", "-i", "x=5")
+    assert out.returncode == 1
+    assert "Traceback (most recent call last):\n" + BOOM_FRAMES in out.stderr
+    assert "artifacts" not in out.stderr and str(tmp_path) not in out.stderr
+    assert cli("invoke", "boom_double", "-i", "x=2").stdout.strip() == "4"
+
+
+def test_a_source_registered_by_a_client_fails_under_the_name_it_gave(client):
+    client.register_source(BOOM, filename="boom.py")
+    with pytest.raises(dd.FunctionError, match="raised ValueError: 5 is over 3") as e:
+        client.invoke("boom_double", 5)
+    assert e.value.traceback == "Traceback (most recent call last):\n" + BOOM_FRAMES
