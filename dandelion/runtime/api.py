@@ -141,10 +141,14 @@ class Runtime:
         return plan
 
     def run(self, target: Any, /, *args: Any, **inputs: Any) -> Any:
-        """Run a composition and return its output (a named tuple for several).
+        """Run a composition, or one compute function alone, and return its output (a named
+        tuple for several).
 
         Args:
-            target: a ``@dd.composition``, a :class:`~dandelion.program.Program` or a module.
+            target: a ``@dd.composition``, a ``@dd.compute`` function (run as its call alone,
+                as a worker invokes a registered function:
+                :meth:`~dandelion.program.Program.calling`), a
+                :class:`~dandelion.program.Program` or a module.
             *args: direct inputs, in declaration order.
             **inputs: direct inputs by name: plain values, ``dd.Item`` s, or lists of them.
 
@@ -335,7 +339,8 @@ def _close_defaults() -> None:
 
 def run(target: Any, /, *args: Any, backend: str | None = None, engine: str | None = None,
         cache: bool | str = True, **inputs: Any) -> Any:
-    """Run a composition on the default runtime of ``backend`` and ``engine``.
+    """Run a composition (or a compute function alone: :meth:`Runtime.run`) on the default
+    runtime of ``backend`` and ``engine``.
 
     ``backend``, ``engine`` and ``cache`` are reserved: no composition input may be called
     so.  ``cache=False`` neither looks up nor keeps results, ``cache="refresh"`` recomputes
@@ -351,5 +356,7 @@ def run(target: Any, /, *args: Any, backend: str | None = None, engine: str | No
         ...     return length(dd.each(words))
         >>> dd.run(lengths, ["a", "bb", "ccc"], engine="inline")
         [1, 2, 3]
+        >>> dd.run(length, "abcd", engine="inline")  # a compute function alone
+        4
     """
     return default_runtime(backend, engine)._run(target, args, inputs, cache)
