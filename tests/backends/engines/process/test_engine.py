@@ -338,3 +338,40 @@ def test_a_sandbox_loads_the_runtime_not_the_front_end(rt):
     assert "dandelion.runtime.python_function" in loaded
     assert "dandelion.runtime.views" in loaded
     assert [m for m in loaded if m.startswith("dandelion.authoring")] == []
+
+
+@dd.compute
+def loaded_modules(x: int) -> str:
+    return " ".join(sorted(sys.modules))
+
+
+@dd.composition
+def sandbox_loaded(x: int) -> str:
+    return loaded_modules(x)
+
+
+@dd.compute
+def counts(word: str) -> dict[str, int]:
+    return {word: len(word)} if word != "bad" else {word: "three"}  # type: ignore[dict-item]
+
+
+@dd.composition
+def count_words(word: str) -> dict[str, int]:
+    return counts(word)
+
+
+def test_a_sandbox_loads_none_of_what_typeguard_imports_only_for_mocks(rt):
+    """typeguard imports unittest.mock to let mocks pass its checks; the zygote imports it
+    with a stand-in (no object in a sandbox is a mock): unittest, asyncio, ssl, subprocess
+    and argparse are mapped into no sandbox, and typeguard still checks every value."""
+    loaded = set(rt.run(sandbox_loaded, 1).split())
+    assert "typeguard" in loaded and "typeguard._checkers" in loaded
+    assert not loaded & {"unittest", "unittest.mock", "asyncio", "ssl", "subprocess",
+                         "argparse"}, sorted(loaded)
+    assert rt.run(count_words, "four") == {"four": 4}
+    with pytest.raises(dd.FunctionError) as sandboxed:
+        rt.run(count_words, "bad")
+    with pytest.raises(dd.FunctionError) as inline:
+        dd.run(count_words, "bad", engine="inline")
+    assert "value of key 'bad' of dict is not an instance of int" in str(sandboxed.value)
+    assert str(sandboxed.value) == str(inline.value)

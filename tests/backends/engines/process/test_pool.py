@@ -192,3 +192,32 @@ def test_sandboxes_forked_while_every_cpu_runs_an_invocation_skip_the_warm_up(mo
     finally:
         z.close()
 
+
+
+def test_typeguard_lets_mocks_pass_where_a_preloaded_library_loaded_unittest_mock():
+    # the zygote imports typeguard with a stand-in for unittest.mock; a library that loads
+    # the real one gives typeguard back its Mock (which passes every check) and its patch
+    code = textwrap.dedent("""
+        import sys
+        from dandelion.backends.engines.process import zygote
+        zygote.preload(tuple(sys.argv[1:]))
+        import typeguard
+        checkers = sys.modules["typeguard._checkers"]
+        hook = sys.modules["typeguard._importhook"]
+        mock = sys.modules.get("unittest.mock")
+        if mock is None:
+            print("unittest" in sys.modules, checkers.Mock is zygote._NoMock)
+            try:
+                typeguard.check_type("three", int)
+            except typeguard.TypeCheckError:
+                print("checked")
+        else:
+            typeguard.check_type(mock.Mock(), int)
+            print(checkers.Mock is mock.Mock, hook.patch is mock.patch, "passed")
+    """)
+    for libraries, expected in (((), "False True checked"),
+                                (("unittest.mock",), "True True passed")):
+        out = subprocess.run([sys.executable, "-c", code, *libraries], capture_output=True,
+                             text=True, timeout=60, cwd="/")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == expected.split()
