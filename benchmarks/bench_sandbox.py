@@ -479,6 +479,8 @@ def unused_sandboxes(n: int) -> None:
         z = pool.Zygote(("numpy",), 2, 300, warm=warm, memory_limit=1 << 30)
         try:
             z.settle(30)
+            with open(f"/proc/{z.process.pid}/maps") as f:
+                mappings = sum(1 for _ in f)  # each copied by a fork, torn down by an exit
             before = _proc_stat(z.process.pid)
             for _ in range(n):
                 z.end(z.take())
@@ -489,6 +491,7 @@ def unused_sandboxes(n: int) -> None:
             z.close()
         print(f"    {label:40s} {(d[0] + d[1]) / tick / n * 1e3:6.2f} "
               f"{(d[2] + d[3]) / tick / n * 1e3:8.2f} {d[5] / n:15.0f}")
+    print(f"  the numpy zygote: {len(z.modules)} modules, {mappings} memory mappings")
 
 
 def main() -> None:
