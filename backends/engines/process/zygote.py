@@ -113,9 +113,12 @@ def preload(libraries: tuple[str, ...] = ()) -> None:
             pass
     mock: Any = sys.modules.get("unittest.mock")
     if mock is not None and "typeguard" in sys.modules:  # a library loaded it after all:
-        checkers: Any = sys.modules["typeguard._checkers"]
-        hook: Any = sys.modules["typeguard._importhook"]
-        checkers.Mock, hook.patch = mock.Mock, mock.patch  # its mocks pass every check
+        checkers: Any = sys.modules.get("typeguard._checkers")
+        hook: Any = sys.modules.get("typeguard._importhook")
+        if getattr(checkers, "Mock", None) is _NoMock:  # its mocks pass every check
+            checkers.Mock = mock.Mock
+        if getattr(hook, "patch", None) is _patch:
+            hook.patch = mock.patch
 
 
 class _NoMock:
@@ -143,8 +146,13 @@ def _import_typeguard() -> None:
     sys.modules["unittest.mock"] = stand_in
     try:
         importlib.import_module("typeguard")
-    finally:
-        del sys.modules["unittest.mock"]  # importing it later gets the real one
+    except Exception:  # noqa: BLE001 - a typeguard that wants more of it: import it plainly
+        for name in [m for m in sys.modules if m == "typeguard" or m.startswith("typeguard.")]:
+            del sys.modules[name]
+        del sys.modules["unittest.mock"]
+        importlib.import_module("typeguard")
+        return
+    del sys.modules["unittest.mock"]  # importing it later gets the real one
 
 
 def settle_heap() -> None:

@@ -221,3 +221,24 @@ def test_typeguard_lets_mocks_pass_where_a_preloaded_library_loaded_unittest_moc
                              text=True, timeout=60, cwd="/")
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == expected.split()
+
+
+def test_a_typeguard_that_needs_more_of_unittest_mock_is_imported_plainly(tmp_path):
+    """The stand-in for unittest.mock (zygote._import_typeguard) serves only what typeguard
+    4.x takes from it; a typeguard that takes more gets the real module instead of failing
+    the zygote's start."""
+    fake = tmp_path / "typeguard"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("from unittest.mock import Mock, MagicMock\n")
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from dandelion.backends.engines.process import zygote\n"
+        "zygote._import_typeguard()\n"
+        "import typeguard, unittest.mock\n"
+        "assert typeguard.MagicMock is unittest.mock.MagicMock\n"
+        "assert typeguard.Mock is unittest.mock.Mock\n"
+        "print('plain')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.strip() == "plain", done.stderr
