@@ -352,21 +352,6 @@ class ProcessEngine(EngineBase):
                 _, (_, gone) = self._tables.popitem(last=False)
                 self._tables_size -= len(gone[0]) + len(gone[1])
         return cut
-        assert code.native is not None
-        table, body, at = [], [], 0
-        for vaddr, memsz, prot, offset, filesz in code.native.segments:
-            table.append(SEGMENT.pack(vaddr, memsz, prot, at, filesz))
-            body.append(code.data[offset:offset + filesz])
-            at += filesz
-        cut = (b"".join(table), b"".join(body))
-        with self._tables_lock:
-            if digest not in self._tables:
-                self._tables[digest] = cut
-                self._tables_size += len(cut[0]) + len(cut[1])
-            while self._tables_size > CUT_CACHE_BYTES and len(self._tables) > 1:
-                _, old = self._tables.popitem(last=False)
-                self._tables_size -= len(old[0]) + len(old[1])
-        return cut
 
     def _assignment(self, context: SharedContext, code: StoredCode, call: FunctionCall
                     ) -> tuple[bytes, bytes]:
