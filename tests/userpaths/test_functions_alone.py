@@ -23,9 +23,8 @@ def test_dd_run_runs_a_compute_function_with_its_module_helper_and_constant(engi
     assert dd.run(alone.split, n=10, engine=engine).rest == 1
 
 
-def test_it_runs_in_a_sandbox_not_in_the_callers_process(engine):
-    if engine != "process":
-        pytest.skip("only the process engine sandboxes")
+def test_it_runs_in_a_sandbox_not_in_the_callers_process():
+    """On the process engine (the default), not the inline one: only that one sandboxes."""
 
     @dd.compute
     def pid(x: int) -> int:
@@ -35,7 +34,7 @@ def test_it_runs_in_a_sandbox_not_in_the_callers_process(engine):
 
     import os
 
-    assert dd.run(pid, 1, engine=engine) != os.getpid()
+    assert dd.run(pid, 1, engine="process") != os.getpid()
 
 
 def test_a_runtimes_run_and_submit_take_it_and_cache_it(engine):
