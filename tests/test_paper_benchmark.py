@@ -5,6 +5,7 @@ tested: only ratios within one run mean anything)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import doctest
 import importlib.util
 import io
@@ -12,6 +13,7 @@ import shutil
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,24 @@ import report  # noqa: E402
 import run  # noqa: E402
 
 
+@contextlib.asynccontextmanager
+async def _server(invoke: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                  **options: Any) -> AsyncIterator[str]:
+    """A real aiohttp server answering ``POST /invoke/{name}`` with ``invoke``: the URL
+    template the load generator takes, until the block ends."""
+    app = web.Application(**options)
+    app.router.add_post("/invoke/{name}", invoke)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/invoke/{{name}}"
+    finally:
+        await runner.cleanup()
+
+
 async def _series(tmp_path: Path, pause: float) -> tuple[dict[str, Any], list[float]]:
     """A sequential series of 5 requests against a real HTTP server; the server's times
     between answering one request and receiving the next."""
@@ -41,21 +61,11 @@ async def _series(tmp_path: Path, pause: float) -> tuple[dict[str, Any], list[fl
         answered.append(time.perf_counter())
         return web.Response(body=b"ok")
 
-    app = web.Application()
-    app.router.add_post("/invoke/{name}", invoke)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     body = tmp_path / "body"
     body.write_bytes(b"x" * 1000)
-    try:
-        result = await loadgen.run({"url": f"http://127.0.0.1:{port}/invoke/{{name}}",
-                                    "body": str(body), "hot_name": "f", "sequential": 5,
-                                    "pause": pause})
-    finally:
-        await runner.cleanup()
+    async with _server(invoke) as url:
+        result = await loadgen.run({"url": url, "body": str(body), "hot_name": "f",
+                                    "sequential": 5, "pause": pause})
     return result, gaps
 
 
@@ -93,22 +103,12 @@ def test_the_generator_reads_refusals_and_chunked_answers_on_kept_connections(
         return response
 
     async def level() -> dict[str, Any]:
-        app = web.Application(client_max_size=1 << 20)
-        app.router.add_post("/invoke/{name}", invoke)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         body = tmp_path / "body"
         body.write_bytes(bytes(range(256)) * 512)  # 128 KiB, as the experiment's
-        try:
-            return await loadgen.run({"url": f"http://127.0.0.1:{port}/invoke/{{name}}",
-                                      "body": str(body), "hot_name": "hot",
+        async with _server(invoke, client_max_size=1 << 20) as url:
+            return await loadgen.run({"url": url, "body": str(body), "hot_name": "hot",
                                       "cold_names": ["cold"], "hot": 0.5, "rate": 200,
                                       "seconds": 1.0, "timeout": 10.0, "seed": 3})
-        finally:
-            await runner.cleanup()
 
     result = asyncio.run(level())
     assert result["sent"] > 100
@@ -127,22 +127,13 @@ def test_two_runs_of_a_level_pool_into_one(tmp_path: Path) -> None:
         return web.Response(body=b"ok")
 
     async def two() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        app = web.Application()
-        app.router.add_post("/invoke/{name}", invoke)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         body = tmp_path / "body"
         body.write_bytes(b"x" * 100)
-        spec = {"url": f"http://127.0.0.1:{port}/invoke/{{name}}", "body": str(body),
-                "hot_name": "f", "rate": 200, "seconds": 0.3, "records": True}
-        try:
+        async with _server(invoke) as url:
+            spec = {"url": url, "body": str(body), "hot_name": "f", "rate": 200,
+                    "seconds": 0.3, "records": True}
             a = await loadgen.run({**spec, "seed": 1})
             b = await loadgen.run({**spec, "seed": 2})
-        finally:
-            await runner.cleanup()
         return a, b, loadgen.pooled(a, b, spec)
 
     a, b, both = asyncio.run(two())
