@@ -149,6 +149,14 @@ class RegisteredCode:
             return dict(load_pickle(data, names))
         return dict(exec_source(data.decode("utf-8", "surrogatepass"), file))
 
+    def _hot(self, key: tuple[str, str]) -> Any:
+        """What is loaded under ``key`` (made the most recently used), or ``None``."""
+        with self._lock:
+            artifact = self._loaded.get(key)
+            if artifact is not None:
+                self._loaded.move_to_end(key)
+            return artifact
+
     def _remember(self, key: tuple[str, str], artifact: Any) -> None:
         self._loaded[key] = artifact
         self._loaded.move_to_end(key)
@@ -175,11 +183,9 @@ class RegisteredCode:
             RegistrationError: the image is missing or corrupt.
         """
         key = (digest, name)
-        with self._lock:
-            artifact = self._loaded.get(key)
-            if artifact is not None:
-                self._loaded.move_to_end(key)
-                return artifact, True
+        artifact = self._hot(key)
+        if artifact is not None:
+            return artifact, True
         if not cold:
             return None, False
         try:
@@ -208,11 +214,9 @@ class RegisteredCode:
             RegistrationError: the code is missing or corrupt.
         """
         key = (source, name)
-        with self._lock:
-            artifact = self._loaded.get(key)
-            if artifact is not None:
-                self._loaded.move_to_end(key)
-                return artifact, True
+        artifact = self._hot(key)
+        if artifact is not None:
+            return artifact, True
         try:
             artifact = self.store.stored_artifact(digest, quick=not cold)
             if artifact is None:
