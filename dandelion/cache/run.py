@@ -205,9 +205,8 @@ class RunCache:
             if keys:
                 mark = self._mark()
                 if mark is not None:
-                    self.cache.store.put_all([*keys, mark[0]], [*entries, mark[1]])  # type: ignore[list-item]
-                else:
-                    self.cache.store.put_all(keys, entries)  # type: ignore[arg-type]
+                    keys, entries = [*keys, mark[0]], [*entries, mark[1]]
+                self.cache.store.put_all(keys, entries)  # type: ignore[arg-type]
         else:
             kept = [(key, data) for key, data in zip(keys, entries)
                     if key is not None and data is not None]
