@@ -59,7 +59,8 @@ if sys.platform.startswith("linux"):
                                       "context_write", "context_read", "memory")],
         include_dirs=["dandelion/sdk"],
         depends=[f"{C}/{name}.h" for name in ("sandboxc", "protocol", "sandbox", "segments",
-                                              "zygote_loop")] + ["dandelion/sdk/dandelion.h"],
+                                              "zygote_loop", "snapshot", "kernel_abi")]
+        + ["dandelion/sdk/dandelion.h"],
         # only PyInit__sandboxc is exported: the files share their functions, no one else
         extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden"]))
     ext_modules.append(Extension(

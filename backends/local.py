@@ -12,11 +12,13 @@ import os
 from typing import Any, Mapping
 
 from dandelion.cache.cache import Cache
+from dandelion.runtime import one_call
 from dandelion.runtime.backend import DEFAULT_ENGINE as DEFAULT_ENGINE  # re-exported
 from dandelion.runtime.backend import Backend as BackendBase
 from dandelion.runtime.backend import ComputeOptions
 from dandelion.runtime.dispatcher import Dispatcher, ProgressCallback
 from dandelion.runtime.events import Observer
+from dandelion.runtime.handoff import awaitable
 from dandelion.runtime.pool import EnginePool
 from dandelion.runtime.sharding import Items
 
@@ -54,6 +56,8 @@ class LocalBackend(BackendBase):
         self.engine_name = compute.engine_name
         self.pool = EnginePool(lambda: engine_cls(**options), workers or os.cpu_count() or 1)
         self.engine_kinds = frozenset(self.pool.kinds)
+        # an isolated engine lays the inputs out in a context of its own (one copy)
+        self.inputs_copied = bool(engine_cls.isolated)
         self.timeouts = compute.timeouts
         if io_engine is None:
             from dandelion.io.engine import IoEngine
@@ -84,6 +88,18 @@ class LocalBackend(BackendBase):
               cache: Cache | None = None
               ) -> concurrent.futures.Future[dict[str, Items]] | None:
         return self.dispatcher(artifacts, cache, observe).start(plan, inputs, loop)
+
+    def start_here(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+                   observe: Observer | None, loop: asyncio.AbstractEventLoop,
+                   cache: Cache | None = None) -> asyncio.Future[dict[str, Items]] | None:
+        if cache is None and self.progress is None:  # a plan that is one call goes short
+            direct = one_call.start_here(plan, inputs, artifacts, self.pool, loop,
+                                         timeouts=self.timeouts, observe=observe,
+                                         batch=self.batch)
+            if direct is not None:
+                return direct
+        started = self.dispatcher(artifacts, cache, observe).start(plan, inputs, loop)
+        return None if started is None else awaitable(started, loop)
 
     def prepare(self, spec: Any, artifacts: Mapping[str, Any]) -> None:
         call = self.dispatcher(artifacts).call_for(spec)

@@ -7,8 +7,11 @@ repetitions):
    with a warm cache against computing it (no cache), with a memory store and a disk store
    (targets: >= 100x and >= 20x);
 2. the cost of caching when everything misses (new inputs each run, memory store): on the
-   matrix (target <= 5 %) and per application on a 10,000-way no-op fan-out on ``inline``
-   against the dispatcher's own time per application (target <= 20 %; the fan-out is timed
+   matrix (target <= 5 %; ``--pairs`` rounds of an uncached run and an all-miss one taking
+   turns: the ratio of the medians, the median of the rounds' own ratios, the CPU time and
+   the page faults of the calling process per run) and per application on a 10,000-way
+   no-op fan-out on ``inline`` against the dispatcher's own time per application
+   (target <= 20 %; the fan-out is timed
    in CPU seconds of this process, which other processes on a loaded machine inflate less
    than wall time; the runs without a cache, with all missing and with all hitting take
    turns, ``--rounds`` rounds: the cost is the ratio of the medians, printed with the
@@ -29,9 +32,21 @@ repetitions):
    median of ``--repeat`` runs, each on a new matrix and keeping a new product, memory
    store): the run key (hashing the input), its lookup, the instance's lookup, its flight,
    keeping its output (and the run's mark, in the same call to the store), landing the
-   flight.  Part 1's all-miss cost, piece by piece.
+   flight.  Part 1's all-miss cost, piece by piece: run after run in a loop ("warm"), and
+   with the CPU's caches swept before each run ("cold": the input, and the cache's code and
+   data, out of the CPU's caches; the product just made, in them), as a real run finds
+   them after the sandbox's work.
 
-    python benchmarks/bench_cache.py [--repeat 15] [--rounds 61] [--fanout 10000] [--only N]
+8. the time the cache adds to the path of an all-miss run of the matrix on ``process``
+   (wall µs, medians of ``--pairs`` rounds of an uncached run and an all-miss one taking
+   turns in one process, as in part 1): before its instance is handed to the engine (the
+   run's start to the dispatcher's submit) and after the engine answers (the batch's
+   arrival to the run's return).  Short intervals, which other processes interrupt less
+   often than whole runs: part 1's steadier reading of the same cost (the reserve of the
+   entry's memory, while the sandbox computes, is off both).
+
+    python benchmarks/bench_cache.py [--repeat 15] [--rounds 61] [--pairs 61]
+                                     [--fanout 10000] [--only N]
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ import contextlib
 import functools
 import gc
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -100,17 +116,19 @@ def median_time(fn: Callable[[int], Any], repeat: int,
     return statistics.median(times)
 
 
-def matrix(repeat: int) -> tuple[dict[str, float], dict[str, list[float]],
-                                  dict[str, list[float]]]:
+def matrix(repeat: int, pairs: int) -> tuple[dict[str, float], dict[str, list[float]],
+                                             dict[str, list[float]], dict[str, list[int]]]:
     """Median wall time of each kind of run, and for the two kinds that compute, the wall
-    time and the CPU time of this process (the caller's side: the cache's work is all
-    there; the ``process`` engine computes in another process) of each round.  A warm rerun
-    is timed in a block of reruns, as a user reruns; the two kinds of run that compute (new
-    inputs without a cache and with one, all missing) take turns in every round, so that a
-    change in the machine's speed weighs on both alike: timed one block after the other,
-    two blocks of the very same uncached runs differed by 10 %."""
+    time, the CPU time and the minor page faults of this process (the caller's side: the
+    cache's work is all there; the ``process`` engine computes in another process) of each
+    of ``pairs`` rounds.  A warm rerun is timed in a block of ``repeat`` reruns, as a user
+    reruns; the two kinds of run that compute (new inputs without a cache and with one, all
+    missing) take turns in every round, so that a change in the machine's speed weighs on
+    both alike: timed one block after the other, two blocks of the very same uncached runs
+    differed by 10 %.  Both take inputs made before the rounds, new to each run (neither
+    in the CPU's caches when its run starts), and which goes first alternates."""
     m = example_matrix()
-    fresh = [example_matrix(seed) for seed in range(1, 2 * repeat + 2)]
+    fresh = [example_matrix(seed) for seed in range(1, 2 * pairs + 2)]
     out: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
@@ -128,16 +146,19 @@ def matrix(repeat: int) -> tuple[dict[str, float], dict[str, list[float]],
         out["warm, disk"] = median_time(lambda i: disk.run(matmul, m), repeat)
         turns: dict[str, list[float]] = {"compute, new inputs": [], "all miss, memory": []}
         cpu: dict[str, list[float]] = {name: [] for name in turns}
-        for i in range(repeat):
+        faults: dict[str, list[int]] = {name: [] for name in turns}
+        for i in range(pairs):
             pair = [("compute, new inputs", plain, fresh[i]),
-                    ("all miss, memory", memory, fresh[repeat + i])]
+                    ("all miss, memory", memory, fresh[pairs + i])]
             for name, rt, inputs in pair if i % 2 else pair[::-1]:
+                f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 c0, t0 = time.process_time(), time.perf_counter()
                 rt.run(matmul, inputs)
                 turns[name].append(time.perf_counter() - t0)
                 cpu[name].append(time.process_time() - c0)
+                faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         out.update((name, statistics.median(ts)) for name, ts in turns.items())
-    return out, turns, cpu
+    return out, turns, cpu, faults
 
 
 def fanout(n: int, repeat: int) -> dict[str, list[float]]:
@@ -253,14 +274,19 @@ def cache_parts(n: int, repeat: int) -> dict[str, float]:
                     best))
 
 
-def matrix_parts(repeat: int) -> dict[str, float]:
+def matrix_parts(repeat: int, cold: bool = False) -> dict[str, float]:
     """CPU seconds of each step of the cache's work on an all-miss run of the matrix
     composition (the median of ``repeat`` runs, each on a new matrix and keeping a new
-    product, as part 1's all-miss runs do), on this thread."""
+    product, as part 1's all-miss runs do), on this thread; ``cold``: with the CPU's caches
+    swept before each run (untimed), the product then read again, as the engine has just
+    made it in a real run.  The entry's memory is reserved untimed before the keep, as a
+    run reserves it while its function computes (:func:`dandelion.cache.entry.reserve`)."""
     from dandelion.cache import open_cache
+    from dandelion.cache.entry import reserve
     from dandelion.cache.run import RunCache
     from dandelion.items import Item
     from dandelion.program import as_program
+    from dandelion.runtime.array_rerun import ArrayRerun
     from dandelion.runtime.backend import bind, signature
     from dandelion.runtime.run_memo import RunMemo
     from dandelion.runtime.sharding import Input, instances
@@ -273,22 +299,38 @@ def matrix_parts(repeat: int) -> dict[str, float]:
         call = rt.backend.dispatcher(program.artifacts).call_for(spec)
         memo = RunMemo.of(plan, program.artifacts, rt.backend.engine_kinds)
     assert memo is not None
+    rerun = ArrayRerun.of(program, memo)  # (None: the C extension has no such path)
     cache = open_cache(MemoryStore())
     assert cache is not None
     inputs = [example_matrix(seed) for seed in range(1000, 1000 + repeat + 3)]
     products = [m @ m.T for m in inputs]
     cpu = time.thread_time
+    sweep = np.zeros(64 << 20 if cold else 0, np.uint8)  # beyond the CPU's last-level cache
     rounds: list[list[float]] = []
     for m, product in zip(inputs, products):
         sets = program.bind((m,), {})
-        t0 = cpu()
+        if cold:
+            sweep += 1
+            product.sum()
+        t0 = cpu()  # keyed and looked up as Runtime.run does: in C where it can
         ids: dict[int, tuple[Any, bytes]] = {}
-        key = memo.storage_key(cache, sets, ids)
+        prefixes: dict[int, Any] = {}
+        made = rerun.key(cache, m, prefixes) if rerun is not None else None
+        if made is not None:
+            key: str | None = made[0]
+            item = sets[memo.inputs[0]][0]
+            ids[id(item)] = (item, made[1])
+        else:
+            key = memo.storage_key(cache, sets, ids, prefixes)
         assert key is not None
         t1 = cpu()
-        served, seen = memo.serve(cache, key)
+        if made is not None and rerun is not None:
+            _, data = rerun.serve(cache, key)
+            served, seen = memo.read(cache, key, data)
+        else:
+            served, seen = memo.serve(cache, key)
         assert served is None and not seen
-        using = cache.knowing(ids, None, memo.marks(key))  # (as Runtime.run does)
+        using = cache.knowing(ids, prefixes, memo.marks(key), memo.missed(key))
         t2 = cpu()
         insts = instances([Input(*b) for b in bind(app, spec, sets)], app.join, 1)
         t3 = cpu()
@@ -298,15 +340,59 @@ def matrix_parts(repeat: int) -> dict[str, float]:
         flights = list(found.keys)
         cache.flights.join_many(flights, lambda i: lambda entry: None)
         t5 = cpu()
+        reserve()  # the entry's memory, made while the function computes (Dispatcher.run)
+        t5r = cpu()  # (not timed: off the run's path)
         entries = run.store(found.keys, [[(Item(product),)]])
         t6 = cpu()
         cache.flights.land_all(flights, entries)
         memo.keep(using, key, {memo.outputs[0]: (Item(product),)}, whole=False)
         t7 = cpu()
-        rounds.append([t1 - t0, t2 - t1, t4 - t3, t5 - t4, t6 - t5, t7 - t6])
+        rounds.append([t1 - t0, t2 - t1, t4 - t3, t5 - t4, t6 - t5r, t7 - t6])
     names = ("run key (hash input)", "run lookup", "instance lookup", "join flight",
              "keep output, mark", "land flight")
     return {name: statistics.median(r[i] for r in rounds[3:]) for i, name in enumerate(names)}
+
+
+def matrix_path(pairs: int) -> dict[str, list[tuple[float, float, float]]]:
+    """Per kind of run (uncached, all missing), per round, the wall seconds from the run's
+    start to its instance's submit, from the engine's answer to the run's return, and in
+    all (part 8; the dispatcher's ``_Run._submit`` and ``_Run.on_batch`` wrapped to note
+    when they start)."""
+    from dandelion.runtime import dispatcher
+
+    clock = time.perf_counter
+    marks: dict[str, float] = {}
+    submit, on_batch = dispatcher._Run._submit, dispatcher._Run.on_batch
+
+    def noting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def noted(*args: Any) -> Any:
+            marks[name] = clock()
+            return fn(*args)
+        return noted
+
+    fresh = [example_matrix(seed) for seed in range(1, 2 * pairs + 12)]
+    out: dict[str, list[tuple[float, float, float]]] = {"uncached": [], "all miss": []}
+    with contextlib.ExitStack() as stack:
+        stack.callback(setattr, dispatcher._Run, "_submit", submit)
+        stack.callback(setattr, dispatcher._Run, "on_batch", on_batch)
+        dispatcher._Run._submit = noting("submit", submit)  # type: ignore[method-assign]
+        dispatcher._Run.on_batch = noting("answer", on_batch)  # type: ignore[method-assign]
+        plain = stack.enter_context(dd.Runtime(engine="process", workers=2, cache=False))
+        memory = stack.enter_context(dd.Runtime(engine="process", workers=2,
+                                                cache=MemoryStore()))
+        for m in fresh[2 * pairs:]:  # warm both up (then each input is new)
+            plain.run(matmul, m)
+            memory.run(matmul, m + 1)
+        for i in range(pairs):
+            pair = [("uncached", plain, fresh[i]), ("all miss", memory, fresh[pairs + i])]
+            for name, rt, inputs in pair if i % 2 else pair[::-1]:
+                marks.clear()
+                t0 = clock()
+                rt.run(matmul, inputs)
+                t1 = clock()
+                if "submit" in marks and "answer" in marks:
+                    out[name].append((marks["submit"] - t0, t1 - marks["answer"], t1 - t0))
+    return out
 
 
 def main() -> None:
@@ -315,8 +401,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=61,
                     help="rounds of the fan-out (parts 2 and 3): a run of it varies by a "
                          "fifth on a busy machine, its median needs many")
+    ap.add_argument("--pairs", type=int, default=61,
+                    help="rounds of part 1's all-miss cost (an uncached run and an all-miss "
+                         "one taking turns): a run of the matrix on process varies by a "
+                         "fifth or more, so the median needs many")
     ap.add_argument("--fanout", type=int, default=10000)
-    ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6, 7),
+    ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6, 7, 8),
                     help="only this part (1 and the matrix half of 2 go together, as do "
                          "the fan-out half of 2 and 3)")
     args = ap.parse_args()
@@ -346,16 +436,39 @@ def main() -> None:
             print(f"   {name:22} {t * 1e6:9.3f} µs")
         print(f"   {'total':22} {sum(parts.values()) * 1e6:9.3f} µs")
     if args.only in (None, 7):
-        parts = matrix_parts(args.repeat)
+        warm, cold = matrix_parts(args.repeat), matrix_parts(args.repeat, cold=True)
         print(f"\n7. the cache's own work on an all-miss run of the matrix, one thread (CPU µs, "
-              f"the median of {args.repeat} runs on new inputs)")
-        for name, t in parts.items():
-            print(f"   {name:22} {t * 1e6:9.1f} µs")
-        print(f"   {'total':22} {sum(parts.values()) * 1e6:9.1f} µs")
+              f"the median of {args.repeat} runs on new inputs; cold: the CPU's caches swept "
+              "before each)")
+        print(f"   {'':22} {'warm':>9}    {'cold':>9}")
+        for name, t in warm.items():
+            print(f"   {name:22} {t * 1e6:9.1f} µs {cold[name] * 1e6:9.1f} µs")
+        print(f"   {'total':22} {sum(warm.values()) * 1e6:9.1f} µs "
+              f"{sum(cold.values()) * 1e6:9.1f} µs")
+    if args.only in (None, 8):
+        path_part(args)
+
+
+def path_part(args: argparse.Namespace) -> None:
+    runs = matrix_path(args.pairs)
+    if not all(runs.values()):
+        print("\n8. (the runs did not go through the dispatcher's submit: not measured)")
+        return
+    print(f"\n8. the cache on an all-miss run's path, matrix on process (wall µs, medians of "
+          f"{args.pairs} rounds taking turns)")
+    print(f"   {'':18} {'before submit':>14} {'after answer':>13} {'whole run':>10}")
+    medians = {name: [statistics.median(r[k] for r in rs) for k in range(3)]
+               for name, rs in runs.items()}
+    for name, (before, after, whole) in medians.items():
+        print(f"   {name:18} {before * 1e6:14.1f} {after * 1e6:13.1f} {whole * 1e6:10.1f}")
+    added = sum(medians["all miss"][:2]) - sum(medians["uncached"][:2])
+    print(f"   added on the path: {added * 1e6:+.1f} µs = "
+          f"{added / medians['uncached'][2] * 100:+.1f} % of the uncached run's median "
+          f"(target <= 5 %)")
 
 
 def matrix_part(args: argparse.Namespace) -> None:
-    mm, turns, cpu = matrix(args.repeat)
+    mm, turns, cpu, faults = matrix(args.repeat, args.pairs)
     print("\n1. matrix M·Mᵀ (128x128 int64), process engine, 2 workers")
     for name, t in mm.items():
         print(f"   {name:22} {t * 1e3:9.3f} ms")
@@ -365,12 +478,21 @@ def matrix_part(args: argparse.Namespace) -> None:
           "(target >= 20x)")
     cost = mm["all miss, memory"] / mm["compute, new inputs"] - 1
     own = [m / c - 1 for m, c in zip(turns["all miss, memory"], turns["compute, new inputs"])]
-    print(f"2. all-miss cost, matrix: {cost * 100:+.1f} % (the rounds' own: "
-          f"[{_quartiles(own, 100, '+.1f')}] %; target <= 5 %)")
+    print(f"2. all-miss cost, matrix: {cost * 100:+.1f} % (ratio of the medians of "
+          f"{args.pairs} rounds taking turns; the rounds' own: median "
+          f"{statistics.median(own) * 100:+.1f} %, quartiles [{_quartiles(own, 100, '+.1f')}] %"
+          "; target <= 5 %)")
     plain, miss = (statistics.median(cpu[k]) for k in ("compute, new inputs",
                                                         "all miss, memory"))
     print(f"   CPU of this process per run: {plain * 1e3:.3f} ms uncached, {miss * 1e3:.3f} ms "
-          f"all missing ({(miss - plain) * 1e6:+.0f} µs)")
+          f"all missing ({(miss - plain) * 1e6:+.0f} µs = "
+          f"{(miss - plain) / mm['compute, new inputs'] * 100:+.1f} % of the uncached run's "
+          "median: the cache's work is on the run's path, and CPU time is inflated less "
+          "than wall time by other processes)")
+    plain_f, miss_f = (statistics.median(faults[k]) for k in ("compute, new inputs",
+                                                               "all miss, memory"))
+    print(f"   minor page faults of this process per run: {plain_f:g} uncached, {miss_f:g} all "
+          "missing (the entry kept is new memory: 32 pages of 4 KiB)")
 
 
 def fanout_part(args: argparse.Namespace) -> None:

@@ -21,20 +21,27 @@ Reported: p50 and p99 (nearest rank) of each, with the p99's 95 % confidence int
 (``quantiles.bounds``: of fewer than 367 requests a p99 has no upper bound, of fewer than 100
 it is their slowest), and the fresh interpreter's p99 over each kind's p99 (issue 19's
 target: ≥ 25× for cold requests) with the ratio's lower bound (the fresh interpreter's lower
-bound over the kind's upper one).  The defaults (400 rounds, a fresh-interpreter request
-every second round) give 400 requests of each kind and 200 of the fresh interpreter.
+bound over the kind's upper one).  The defaults (800 rounds, a fresh-interpreter request
+in each) give 800 requests of each kind and 800 of the fresh interpreter, as many as
+``paper/run.py``'s cold series: of 200, the fresh interpreter's p99 had no upper bound and a
+lower one (the 195th) that the ratio's worst case took; of 400, the upper bound was the
+slowest request.  Every client has a receive buffer
+with room for a whole answer (``--client-buffer``, ``bench_http.RECEIVE_BUFFER``).
 ``--before PYTHON`` runs a second worker with another interpreter (a checkout's virtualenv
 before a change), interleaved with the first.  On a shared 2-core machine compare within
 one run only, and give the load average.
 
-    python benchmarks/bench_cold.py [--rounds 400] [--engine process] [--before PYTHON]
-                                    [--rest 0.03]
+    python benchmarks/bench_cold.py [--rounds 800] [--engine process] [--before PYTHON]
+                                    [--rest 0.03] [--native]
+
+``--native``: the function's C implementation on ``--engine`` (``process``, ``kvm`` or
+``wasm``), with the 40 copies ``paper/run.py`` builds (an image each), evicted alike; no
+``first`` or ``new worker`` kind.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import subprocess
@@ -63,10 +70,10 @@ class Endpoint:
     """A keep-alive HTTP connection to one system, timing one request at a time."""
 
     rest = REST  # seconds of rest before each request (``--rest``)
+    buffer = bench_http.RECEIVE_BUFFER  # the client's receive buffer (``--client-buffer``)
 
     def __init__(self, url: str, body: bytes, headers: dict[str, str], path: str) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.conn = bench_http.connection(url, self.buffer)
         self.body, self.headers, self.path = body, headers, path
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
@@ -90,14 +97,23 @@ class Worker(Endpoint):
     """A Dandelion worker with the function's copies registered."""
 
     def __init__(self, label: str, python: str, state: str, engine: str, workers: int,
-                 payload: bytes) -> None:
+                 payload: bytes, images: list[Any] | None = None) -> None:
         self.label, self.python = label, python
         self.proc, url = bench_http.start_worker(workers, state, engine, python)
         body = msgpack.packb({"inputs": {"m": [payload]}}, use_bin_type=True)
         super().__init__(url, body, {"Content-Type": "application/msgpack",
                                      "Accept": "application/msgpack"},
                          "/v1/functions/{name}/invoke")
-        bench_http.register(url)
+        if images is None:
+            bench_http.register(url)
+        else:  # the C function's copies (--native), as paper/run.py registers them
+            import dandelion as dd
+
+            with dd.Client(url) as client:
+                for i, image in enumerate(images):
+                    client.register_native(f"mmt{i}", image, params={"m": "item[ndarray]"},
+                                           results={"result": "item[ndarray]"},
+                                           engine_type=engine)
         self.registered = 0
 
     def register_new(self) -> str:
@@ -152,9 +168,9 @@ def start_fresh(payload: bytes) -> tuple[subprocess.Popen[bytes], Endpoint]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=400,
-                        help="requests of each kind to each worker (default 400)")
-    parser.add_argument("--fresh-every", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=800,
+                        help="requests of each kind to each worker (default 800)")
+    parser.add_argument("--fresh-every", type=int, default=1,
                         help="one fresh-interpreter request every this many rounds")
     parser.add_argument("--engine", default="process", help="the workers' engine")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -168,27 +184,45 @@ def main() -> None:
     parser.add_argument("--rest", type=float, default=REST, metavar="SECONDS",
                         help=f"pause before each timed request (default {REST:g}: at rest; "
                              "0: back to back)")
+    parser.add_argument("--client-buffer", type=int, default=bench_http.RECEIVE_BUFFER,
+                        metavar="BYTES",
+                        help="the client's receive buffer (default 4 MiB, room for an answer; "
+                             "0: the system's default, whose window made late readers wait "
+                             "25-35 ms for the rest of an answer)")
+    parser.add_argument("--native", action="store_true",
+                        help="the function's C implementation on --engine instead (the "
+                             "copies paper/run.py builds, each an image of its own; no "
+                             "'first' kind)")
     parser.add_argument("--out", default="benchmarks/results", help="where to write results")
     args = parser.parse_args()
     Endpoint.rest = args.rest
+    Endpoint.buffer = args.client_buffer
 
     payload = bench_http.matrix()
     load_before = os.getloadavg()
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as state:
+        images = None
+        if args.native:
+            sys.path.insert(0, str(HERE / "paper"))
+            import run as paper  # noqa: PLC0415  (its C copies)
+
+            Path(f"{state}/sources").mkdir()
+            images = paper.native_copies(args.engine, Path(f"{state}/sources"))
         try:
             workers = []
             for label, python in (("after", sys.executable), ("before", args.before)):
                 if python:
                     w = Worker(label, python, f"{state}/{label}", args.engine, args.workers,
-                               payload)
+                               payload, images)
                     procs.append(w.proc)
                     workers.append(w)
             fresh_proc, fresh = start_fresh(payload)
             procs.append(fresh_proc)
             copies = [f"mmt{i}" for i in range(1, bench_http.COPIES)]
+            kinds = ["hot", "evicted"] + ([] if args.native else ["first"])
             times: dict[str, dict[str, list[float]]] = {
-                w.label: {"hot": [], "evicted": [], "first": []} for w in workers}
+                w.label: {kind: [] for kind in kinds} for w in workers}
             times["fresh"] = {"fresh": []}
             loads = {w.label: w.cold_loads() for w in workers}
             for w in workers:  # warm: the engines' zygotes, the hot function
@@ -200,8 +234,9 @@ def main() -> None:
                 for w in workers:
                     times[w.label]["evicted"].append(w.invoke(copies[r % len(copies)]))
                 for w in workers:
-                    name = w.register_new()
-                    times[w.label]["first"].append(w.invoke(name))
+                    if not args.native:
+                        name = w.register_new()
+                        times[w.label]["first"].append(w.invoke(name))
                 if r % args.fresh_every == 0:
                     times["fresh"]["fresh"].append(fresh.invoke("mmt0"))
             cold = {w.label: w.cold_loads() - loads[w.label] for w in workers}
@@ -209,7 +244,7 @@ def main() -> None:
             for proc in procs:
                 proc.terminate()
                 proc.wait(timeout=30)
-        for i in range(args.new_workers):  # alone on the machine: the others are stopped
+        for i in range(0 if args.native else args.new_workers):  # alone on the machine
             for w in workers:
                 times[w.label].setdefault("new worker", []).append(on_new_worker(
                     w.python, f"{state}/new-{w.label}-{i}", args.engine, args.workers,
@@ -225,9 +260,11 @@ def main() -> None:
                                            "p99_bounds": [lower, upper]}
     fresh_p99 = summary["fresh fresh"]["p99"]
     fresh_lower = summary["fresh fresh"]["p99_bounds"][0]
+    what = f"{args.engine}{' (the C function)' if args.native else ''}"
     lines = [f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; engine "
-             f"{args.engine}, {args.workers} engine(s) per worker; one request at a time, "
-             f"{args.rest * 1e3:g} ms of rest before each"]
+             f"{what}, {args.workers} engine(s) per worker; one request at a time, "
+             f"{args.rest * 1e3:g} ms of rest before each; the client's receive buffer "
+             f"{args.client_buffer or 'the default'}"]
     for key, s in summary.items():
         lower, upper = s["p99_bounds"]
         ratio = "" if key == "fresh fresh" else \

@@ -76,6 +76,56 @@ def matrix() -> bytes:
     return buf.getvalue()
 
 
+#: The receive buffer of the benchmarks' clients (``bench_cold``, ``bench_tail``, this
+#: one's; ``paper/loadgen.py`` has its own copy): room for a whole answer (131 KB
+#: here) in the receive window.  With the system's default (128 KiB, a window of about
+#: 64 KiB that grows as the client reads), an answer that reached a client late to read it
+#: waited 25-35 ms for the rest of its bytes: at rest, 4-5 % of requests (load 4-6), the
+#: whole p99 of every system alike (``bench_tail.py --client-buffer 0``, issue 19).
+RECEIVE_BUFFER = 4 << 20
+
+
+def roomy(sock: Any, size: int = RECEIVE_BUFFER) -> None:
+    """Give client socket ``sock`` a receive buffer of ``size`` bytes (at most the
+    system's ``net.core.rmem_max``); 0: leave the system's default."""
+    if size:
+        import socket
+
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def connection(url: str, size: int = RECEIVE_BUFFER) -> Any:
+    """A keep-alive ``http.client`` connection to ``url`` (``http://host:port``), connected,
+    its socket given a receive buffer of ``size`` bytes (:func:`roomy`)."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.connect()
+    roomy(conn.sock, size)
+    return conn
+
+
+def roomy_connector(limit: int = 100) -> Any:
+    """An aiohttp connector whose sockets have a receive buffer of
+    :data:`RECEIVE_BUFFER` (:func:`roomy`), where aiohttp can make them (``socket_factory``,
+    aiohttp >= 3.12); else aiohttp's own."""
+    import socket
+
+    import aiohttp
+
+    def make(addr_info: Any) -> socket.socket:
+        family, kind, proto, _, _ = addr_info
+        sock = socket.socket(family, kind, proto)
+        roomy(sock)
+        return sock
+
+    try:
+        return aiohttp.TCPConnector(limit=limit, socket_factory=make)
+    except TypeError:  # an aiohttp without socket_factory
+        return aiohttp.TCPConnector(limit=limit)
+
+
 def free_port() -> int:
     import socket
 
@@ -254,8 +304,7 @@ async def run_level(system: System, rate: float, seconds: float, mix: Mix
     latencies: list[float] = []
     errors = 0
     rng = random.Random(int(rate * 1000))
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=roomy_connector(0)) as session:
         async def one(arrival: float, name: str) -> None:
             nonlocal errors
             try:
@@ -290,7 +339,8 @@ async def run_level(system: System, rate: float, seconds: float, mix: Mix
 
 
 async def unloaded(systems: list[System], n: int = 100
-                   ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+                   ) -> tuple[dict[str, float], dict[str, float], dict[str, float],
+                              dict[str, list[float]]]:
     """The median latency of hot requests sent one at a time, to each system in turn (so
     that the machine's interference falls on all alike), and the CPU time each server's
     process spent per request (which the machine's load hardly changes).  The turn starts
@@ -298,13 +348,13 @@ async def unloaded(systems: list[System], n: int = 100
     the sandbox, forking and warming up the next) runs on while the system after it is
     measured, so in a fixed order the same system would always pay for it.  Also the CPU
     time per request of each server's whole process tree (with its sandboxes: what bounds
-    its throughput)."""
+    its throughput), and the median of each fifth of each system's series (the spread)."""
     import aiohttp
 
     times: dict[str, list[float]] = {s.label: [] for s in systems}
     cpu: dict[str, float] = {}
     tree: dict[str, float] = {}
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=roomy_connector()) as session:
         for i in range(n + 5):
             if i == 5:  # after the connections and the function are warm
                 cpu = {s.label: s.cpu() for s in systems}
@@ -318,8 +368,10 @@ async def unloaded(systems: list[System], n: int = 100
                     times[s.label].append(time.perf_counter() - t0)
     per_request = {s.label: (s.cpu() - cpu[s.label]) / n for s in systems}
     tree_per_request = {s.label: (s.tree_cpu() - tree[s.label]) / n for s in systems}
+    fifths = {label: [statistics.median(ts[k * len(ts) // 5:(k + 1) * len(ts) // 5])
+                      for k in range(5)] for label, ts in times.items() if len(ts) >= 5}
     return ({label: statistics.median(ts) for label, ts in times.items()}, per_request,
-            tree_per_request)
+            tree_per_request, fifths)
 
 
 #: The latency bound of the issue's throughput targets (p99, seconds).
@@ -403,6 +455,10 @@ def main() -> None:
                              "on 2 cores only contend)")
     parser.add_argument("--engine", help="the worker's compute engine (default: the "
                         "platform's, the process sandbox on Linux)")
+    parser.add_argument("-E", "--engine-option", action="append", metavar="NAME=VALUE",
+                        default=[], help="a compute engine option of the worker measured "
+                        "(not of the --before one): e.g. -E reuse_sandboxes=false with "
+                        "--before the same interpreter compares the option on and off")
     parser.add_argument("--before", metavar="PYTHON",
                         help="also run a worker with this interpreter (a checkout's "
                              "virtualenv before a change), side by side")
@@ -411,6 +467,9 @@ def main() -> None:
                         help="measure only the interleaved unloaded latencies, over N "
                              "requests to each system (no load levels, nothing written)")
     args = parser.parse_args()
+    if args.before is not None and os.sep in args.before:
+        # the workers run in the temporary directory: a path relative to here would miss
+        args.before = os.path.abspath(args.before)
 
     payload = matrix()
     m = np.load(__import__("io").BytesIO(payload))
@@ -427,15 +486,18 @@ def main() -> None:
                                                                   args.before)):
                 if python is None:
                     continue
+                options = [f"-E{o}" for o in args.engine_option] if label == "Dandelion" \
+                    else []
                 proc, url = start_worker(args.workers, f"{state}/{len(procs)}", args.engine,
-                                         python)
+                                         python, options)
                 procs.append(proc)
                 register(url)
                 systems.append(System(label, url, payload, True, proc.pid))
             proc, url = start_aiohttp()
             procs.append(proc)
             systems.append(System("aiohttp", url, payload, False, proc.pid))
-            base, cpu, tree = asyncio.run(unloaded(systems, args.unloaded_only or 100))
+            base, cpu, tree, fifths = asyncio.run(unloaded(systems,
+                                                           args.unloaded_only or 100))
             for label, lat in base.items():
                 print(f"unloaded latency over HTTP (hot), {label}: {lat * 1e3:.2f} ms, "
                       f"{cpu[label] * 1e3:.2f} ms CPU per request in the server process, "
@@ -444,8 +506,13 @@ def main() -> None:
                 after = os.getloadavg()
                 print(f"\nload average {load_before[0]:.1f} before, {after[0]:.1f} after")
                 for label, lat in base.items():
+                    by_fifth = sorted((a - b) * 1e3 for a, b in
+                                      zip(fifths.get(label, []), fifths.get("aiohttp", [])))
                     print(f"unloaded {label}: {lat * 1e3:.2f} ms = aiohttp "
-                          f"{(lat - base['aiohttp']) * 1e3:+.2f} ms")
+                          f"{(lat - base['aiohttp']) * 1e3:+.2f} ms"
+                          + (f" (by fifth of the series {by_fifth[0]:+.2f} to "
+                             f"{by_fifth[-1]:+.2f} ms)" if by_fifth and label != "aiohttp"
+                             else ""))
                 return
             start_rate = max(10.0, 0.05 * bare["peak"])
             sweeps = [Sweep(s, hot, start_rate, base[s.label]) for s in systems

@@ -17,7 +17,19 @@ worker with another load generator (a checkout's ``paper/loadgen.py`` before a c
 
     python benchmarks/bench_overload.py [--seconds 4] [--before PYTHON]
                                         [--before-generator LOADGEN]
-                                        [--worker-args "--max-wait 0.1"]
+                                        [--worker-args "--max-wait 0.1"] [--rounds 2]
+                                        [--refusals]
+
+The overload levels run ``--rounds`` (2) times, the workers taking turns; the end gives
+each level's median throughput and its share of the same worker's at 1× (the share of the
+search's peak above swings with that one level's reading).
+
+``--refusals`` measures instead what a refused request costs: the worker's CPU time per
+request when every request is refused (``--max-waiting 0``, both engines held by
+invocations that sleep), with the experiment's 131 KB body and with a 100-byte one, next to
+a bare aiohttp application answering each with a JSON 503 without reading the body (the
+floor for a refusal on a kept connection, whose body must still be received); the kinds
+take turns, round by round.
 
 On a shared 2-core machine the generator, the worker and its sandboxes share the CPUs with
 everything else: say the load average with every number, and compare the two workers of
@@ -31,9 +43,11 @@ import json
 import os
 import resource
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +92,87 @@ def level(proc: subprocess.Popen[bytes], url: str, body: str, rate: float, secon
     return result
 
 
+HOLD = '''
+import time
+import dandelion as dd
+
+@dd.compute
+def hold(x: int) -> int:
+    time.sleep(x)
+    return x
+'''
+
+#: A bare aiohttp application refusing every request from its head (the body unread)
+REFUSER = '''
+import sys
+from aiohttp import web
+
+async def refuse(request):
+    return web.json_response({"error": {"type": "Overloaded", "message": "overloaded"}},
+                             status=503, headers={"Retry-After": "1"})
+
+app = web.Application()
+app.router.add_post("/v1/functions/{name}/invoke", refuse)
+web.run_app(app, port=int(sys.argv[1]), access_log=None, print=None)
+'''
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    """``fn(*args)``, whose failure (the worker ended under it) is no news."""
+    try:
+        fn(*args)
+    except OSError:
+        pass
+
+
+def refusals(pythons: dict[str, str], extra: list[str], state: str, rounds: int = 3,
+             rate: float = 300.0, seconds: float = 3.0) -> None:
+    """CPU time per refused request: each worker with both engines held and no room to
+    wait, and the bare aiohttp refuser, with a 131 KB and a 100-byte body."""
+    import threading
+    import urllib.request
+
+    bodies = {"131KB": os.path.join(state, "body"), "100B": os.path.join(state, "small")}
+    Path(bodies["100B"]).write_bytes(msgpack.packb({"inputs": {"m": [b"x" * 64]}},
+                                                   use_bin_type=True))
+    servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+    try:
+        for name, python in pythons.items():
+            proc, url = bench_http.start_worker(2, os.path.join(state, name), "process",
+                                                python, [*extra, "--max-waiting", "0"])
+            req = urllib.request.Request(f"{url}/v1/functions", headers={
+                "Content-Type": "application/json"}, data=json.dumps({"source": HOLD}).encode())
+            urllib.request.urlopen(req).read()
+            for _ in range(2):  # both engines busy for the whole measurement
+                hold = urllib.request.Request(
+                    f"{url}/v1/functions/hold/invoke", data=b'{"inputs": {"x": [3600]}}',
+                    headers={"Content-Type": "application/json"})
+                threading.Thread(target=_quietly, args=(urllib.request.urlopen, hold),
+                                 daemon=True).start()
+            servers[name] = proc, url
+        port = bench_http.free_port()
+        proc = subprocess.Popen([sys.executable, "-c", REFUSER, str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        servers["aiohttp"] = proc, f"http://127.0.0.1:{port}"
+        time.sleep(2)  # the holders admitted, the refuser listening
+        print(f"CPU per refused request (ms), {rate:g} requests/s for {seconds:g} s each, "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        for r in range(rounds):
+            for name, (proc, url) in servers.items():
+                for size, body in bodies.items():
+                    result = level(proc, url, body, rate, seconds)
+                    assert result["rejected"] == result["sent"], result
+                    print(f"  round {r}  {name:7s} {size:5s} server "
+                          f"{result['cpu_per_request'] * 1e3:.3f}  generator "
+                          f"{result['generator_cpu_per_request'] * 1e3:.3f}  503 p99 "
+                          f"{ms(result['rejected_p99'])} ms  load {result['load']:.1f}",
+                          flush=True)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait()
+
+
 def ms(x: float | None) -> str:
     return "-" if x is None else f"{x * 1e3:.0f}"
 
@@ -102,6 +197,10 @@ def main() -> None:
     parser.add_argument("--before-generator", metavar="LOADGEN", type=Path,
                         help="drive the --before worker with this load generator (e.g. a "
                              "checkout's benchmarks/paper/loadgen.py before a change)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds of the overload levels (their medians are compared)")
+    parser.add_argument("--refusals", action="store_true",
+                        help="measure what a refused request costs instead (see above)")
     args = parser.parse_args()
     extra = shlex.split(args.worker_args)
     pythons = {"after": sys.executable, **({"before": args.before} if args.before else {})}
@@ -110,6 +209,9 @@ def main() -> None:
         body = os.path.join(state, "body")
         Path(body).write_bytes(msgpack.packb({"inputs": {"m": [bench_http.matrix()]}},
                                              use_bin_type=True))
+        if args.refusals:
+            refusals(pythons, extra, state)
+            return
         workers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         try:
             for name, python in pythons.items():
@@ -132,12 +234,24 @@ def main() -> None:
                     best[name] = max(best[name], r["achieved"])
                 rate *= 1.5
             print(f"peaks: {', '.join(f'{n} {p:.0f} req/s' for n, p in peaks.items())}")
-            for factor in LEVELS:
-                for name, (proc, url) in workers.items():
-                    r = level(proc, url, body, factor * peaks[name], args.seconds,
-                              generators[name])
-                    print(f"{factor:3.1f}x ", end="")
-                    show(name, r, peaks[name])
+            achieved: dict[tuple[str, float], list[float]] = {}
+            for _ in range(args.rounds):
+                for factor in LEVELS:
+                    for name, (proc, url) in workers.items():
+                        r = level(proc, url, body, factor * peaks[name], args.seconds,
+                                  generators[name])
+                        print(f"{factor:3.1f}x ", end="")
+                        show(name, r, peaks[name])
+                        achieved.setdefault((name, factor), []).append(r["achieved"])
+            print(f"median of {args.rounds} rounds: achieved (share of the same worker's "
+                  f"at 1x, whose rate the search's noise does not move), load "
+                  f"{os.getloadavg()[0]:.1f}")
+            for name in workers:
+                at1 = statistics.median(achieved[(name, 1.0)])
+                print(f"  {name:7s} " + "  ".join(
+                    f"{f:3.1f}x {statistics.median(achieved[(name, f)]):6.1f} "
+                    f"({statistics.median(achieved[(name, f)]) / at1:4.0%})" for f in LEVELS),
+                    flush=True)
         finally:
             for proc, _ in workers.values():
                 proc.terminate()

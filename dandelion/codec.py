@@ -149,8 +149,18 @@ def encode(value: Any, element: ElementType) -> bytes:
     raise _fail(value, element, "unknown element type")  # pragma: no cover
 
 
-def decode(data: bytes | bytearray | memoryview, element: ElementType) -> Any:
+def decode(data: bytes | bytearray | memoryview, element: ElementType, view: bool = False
+           ) -> Any:
     """The value that :func:`encode` turned into ``data``.
+
+    With ``view``, an ``ndarray`` is a view of ``data`` instead of a copy (read-only where
+    ``data`` is: the ``bytes`` of a request body), which keeps ``data`` alive.
+
+    >>> import numpy as np
+    >>> data = encode(np.arange(3), ElementType.NDARRAY)
+    >>> a = decode(data, ElementType.NDARRAY, view=True)
+    >>> a.tolist(), a.flags.writeable, decode(data, ElementType.NDARRAY).flags.writeable
+    ([0, 1, 2], False, True)
 
     Raises:
         EncodingError: ``data`` is not a valid encoding of ``element``.
@@ -177,7 +187,7 @@ def decode(data: bytes | bytearray | memoryview, element: ElementType) -> Any:
             return value
         if element is ElementType.NDARRAY:
             try:
-                return decode_npy(memoryview(data), True)
+                return decode_npy(memoryview(data), not view)
             except EncodingError as e:
                 raise ValueError(e.message) from None
     except (ValueError, struct.error, UnicodeDecodeError) as e:
@@ -229,27 +239,15 @@ _SIMPLE_NPY = re.compile(r"\{'descr': '([<>|=][a-zA-Z]\d*)', 'fortran_order': (T
                          r"'shape': \(([\d, ]*)\), \}\s*$")
 
 
-def decode_npy(data: memoryview, copy: bool) -> Any:
-    """The array whose ``.npy`` encoding is ``data``: a view of it, or a copy.
+def _npy_meta(header: bytes) -> tuple[Any, tuple[int, ...], str, int]:
+    """The dtype, shape, order and element count a ``.npy`` header's text says.
 
     Raises:
-        EncodingError: ``data`` is not a ``.npy`` encoding Dandelion reads (no pickles).
+        EncodingError: the header is malformed, or describes Python objects.
     """
     import numpy as np
 
-    raw = bytes(data[:12])
-    if len(raw) < 10 or raw[:6] != b"\x93NUMPY":
-        raise EncodingError("an ndarray item does not start with the .npy magic")
-    major = raw[6]
-    if major == 1:
-        hlen, start = struct.unpack("<H", raw[8:10])[0], 10
-    elif major in (2, 3) and len(raw) >= 12:
-        hlen, start = struct.unpack("<I", raw[8:12])[0], 12
-    else:
-        raise EncodingError(f"unsupported .npy version {major}")
-    if start + hlen > len(data):
-        raise EncodingError("truncated .npy header")
-    text = bytes(data[start:start + hlen]).decode("latin1")
+    text = header.decode("latin1")
     try:
         simple = _SIMPLE_NPY.match(text)
         if simple:  # the header numpy and the C SDK write: no need for a Python parser
@@ -270,6 +268,37 @@ def decode_npy(data: memoryview, copy: bool) -> Any:
         if n < 0:
             raise EncodingError("negative dimension in .npy header")
         count *= n
+    return dtype, shape, order, count
+
+
+#: the headers read last (up to :data:`_KEPT_HEADER` bytes each: the same shapes arrive
+#: again and again, and a header is parsed in Python)
+_kept_npy_meta = functools.lru_cache(maxsize=256)(_npy_meta)
+_KEPT_HEADER = 512
+
+
+def decode_npy(data: memoryview, copy: bool) -> Any:
+    """The array whose ``.npy`` encoding is ``data``: a view of it, or a copy.
+
+    Raises:
+        EncodingError: ``data`` is not a ``.npy`` encoding Dandelion reads (no pickles).
+    """
+    import numpy as np
+
+    raw = bytes(data[:12])
+    if len(raw) < 10 or raw[:6] != b"\x93NUMPY":
+        raise EncodingError("an ndarray item does not start with the .npy magic")
+    major = raw[6]
+    if major == 1:
+        hlen, start = struct.unpack("<H", raw[8:10])[0], 10
+    elif major in (2, 3) and len(raw) >= 12:
+        hlen, start = struct.unpack("<I", raw[8:12])[0], 12
+    else:
+        raise EncodingError(f"unsupported .npy version {major}")
+    if start + hlen > len(data):
+        raise EncodingError("truncated .npy header")
+    header = bytes(data[start:start + hlen])
+    dtype, shape, order, count = (_kept_npy_meta if hlen <= _KEPT_HEADER else _npy_meta)(header)
     offset = start + hlen
     if offset + count * dtype.itemsize > len(data):
         raise EncodingError(f"the .npy data is shorter than its shape {shape} needs")

@@ -88,3 +88,36 @@ def test_json_nested_up_to_the_limit_round_trips():
 def test_json_bytes_nested_past_the_limit_fail_to_decode(depth):
     with pytest.raises(EncodingError, match="nested"):
         decode(b"[" * depth + b"]" * depth, E.JSON)
+
+
+def test_a_known_npy_header_still_checks_its_data_and_a_bad_one_fails_every_time():
+    import io
+
+    from dandelion.codec import decode_npy
+
+    buf = io.BytesIO()
+    np.save(buf, np.arange(4, dtype=np.int64))
+    data = buf.getvalue()
+    for _ in range(2):  # the second time its header is one read before
+        assert decode_npy(memoryview(data), False).tolist() == [0, 1, 2, 3]
+        with pytest.raises(EncodingError, match="shorter than its shape"):
+            decode_npy(memoryview(data[:-8]), False)
+        bad = data.replace(b"'<i8'", b"'|O8'")
+        with pytest.raises(EncodingError, match="Python objects"):
+            decode_npy(memoryview(bad), True)
+
+
+def test_a_long_npy_header_is_read_like_a_short_one():
+    import io
+
+    from dandelion.codec import decode_npy
+
+    fields = [(f"field_with_a_long_name_{i}", "<i2") for i in range(40)]  # a long descr
+    a = np.zeros(3, dtype=fields)
+    a["field_with_a_long_name_7"] = [1, 2, 3]
+    buf = io.BytesIO()
+    np.save(buf, a)
+    assert int.from_bytes(buf.getvalue()[8:10], "little") > 512
+    back = decode_npy(memoryview(buf.getvalue()), True)
+    assert back.dtype == a.dtype and back["field_with_a_long_name_7"].tolist() == [1, 2, 3]
+

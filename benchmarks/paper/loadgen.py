@@ -14,8 +14,8 @@ the system, was the bottleneck at that rate.  ``"sequential": N`` instead sends 
 at a time (the unloaded latency), each ``"pause"`` seconds (default 0: back to back) after
 the previous one's answer: with a pause, each request finds the system at rest, the work a
 previous request left behind (a sandbox's teardown, its replacement's fork) done.
-``"records": true`` adds each request's record, so that :func:`pooled` can join two runs
-of one level.
+``"records": true`` adds each request's record (its p99's confidence interval is computed
+from them).
 
 The generator shares the machine with the systems it measures, so it does as little as it
 can per request: HTTP/1.1 on keep-alive connections with each request's bytes prepared once
@@ -30,6 +30,7 @@ import asyncio
 import json
 import math
 import random
+import socket
 import sys
 import time
 from typing import Any
@@ -64,6 +65,13 @@ def summary(records: list[tuple[bool, int, float]], late: list[float], elapsed: 
             "late_p99": quantile(late, 0.99), "late_max": max(late, default=None)}
 
 
+#: Each connection's receive buffer: room for a whole answer in the receive window (as
+#: ``bench_http.RECEIVE_BUFFER``).  With the system's default (128 KiB, a window of about
+#: 64 KiB), a 131 KB answer that reached the generator late to read it waited 25-35 ms for
+#: the rest of its bytes, for every system alike (issue 19).
+RECEIVE_BUFFER = 4 << 20
+
+
 class Connections:
     """HTTP/1.1 keep-alive connections to one server, with requests prepared as bytes: the
     least the generator can do per request (aiohttp's client took 0.7-0.9 ms of CPU per
@@ -94,8 +102,12 @@ class Connections:
     async def post(self, name: str) -> int:
         """Send one request to ``name`` on an idle connection (or a new one); its status
         once the whole answer has arrived."""
-        conn = self.idle.pop() if self.idle else \
-            await asyncio.open_connection(*self.address, limit=1 << 20)
+        if self.idle:
+            conn = self.idle.pop()
+        else:
+            conn = await asyncio.open_connection(*self.address, limit=1 << 20)
+            conn[1].get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                                        RECEIVE_BUFFER)
         reader, writer = conn
         try:
             writer.write(self.request(name))
@@ -136,7 +148,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     headers = spec.get("headers", {})
     rng = random.Random(spec.get("seed", 0))
     cold_names = spec.get("cold_names") or [spec["hot_name"]]
-    next_cold = 0
+    next_cold = spec.get("cold_start", 0)  # (a series sent in rounds goes on from the last)
     records: list[tuple[bool, int, float]] = []
     late: list[float] = []
     timeout = spec.get("timeout", 10.0)
@@ -185,20 +197,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         connections.close()
     result = summary(records, late, elapsed, spec)
     result["cpu_per_request"] = time.process_time() / max(1, len(records))
-    if spec.get("records"):  # to pool with another run of the same level (pooled())
+    if spec.get("records"):  # for what needs every latency (a confidence interval)
         result.update(records=records, late=late, elapsed=elapsed)
-    return result
-
-
-def pooled(a: dict[str, Any], b: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """Two runs of one level (both with ``"records"``) as one twice as long: its quantiles
-    over the requests of both."""
-    result = summary(a["records"] + b["records"], a["late"] + b["late"],
-                     a["elapsed"] + b["elapsed"],
-                     {**spec, "seconds": a["seconds"] + b["seconds"]})
-    result["cpu_per_request"] = ((a["cpu_per_request"] * a["sent"]
-                                  + b["cpu_per_request"] * b["sent"])
-                                 / max(1, a["sent"] + b["sent"]))
     return result
 
 

@@ -21,7 +21,19 @@ Poisson load generator (``loadgen.py``, a process of its own, whose lateness is 
 Unloaded latency: requests one at a time, each at rest: ``--rest`` (30 ms) after the previous
 answer, for every system alike, so that it does not compete with the work the previous one
 left behind (``rest.py`` measures how long that lasts); the same requests back to back are
-reported beside it, for information.
+reported beside it, for information.  The hot series are sent in ``--unloaded-rounds`` (5)
+rounds of 40 requests, the systems taking turns (in reverse order every other round), so
+that a busy moment of a shared machine falls on every system alike; a system's unloaded
+latency is the p50 of its 200 requests together, and each round's p50 is kept beside it
+(``unloaded.rounds``: the spread).
+
+Cold requests, unloaded: 800 one at a time at rest (``COLD_REQUESTS``, as
+``bench_cold.py`` sends), each to a copy of the function pushed out of memory, and as many
+to the fresh interpreter (each of which is cold); their p99s (the eighth slowest) are given
+with a 95 % confidence interval, whose upper bound is then below the slowest.  They are
+sent in ``COLD_ROUNDS`` (20) rounds, the systems taking turns (in reverse order every other
+round) as in the hot series, so that the fresh interpreter's p99 and ours, whose ratio is a
+target, are measured under the same conditions of a shared machine.
 
 Mixes: 100/95/90% hot requests.  A cold request goes to one of 39 copies of the function
 the Dandelion worker has evicted (``--hot-functions 4``), so its code comes from the
@@ -29,15 +41,27 @@ artifact store (a C copy's image from disk, prepared anew by its engine); for Ra
 defines a new remote function.  The other baselines have no cold functions
 (the fresh interpreter: every request is cold), so they run once, at 100%.  All systems are
 up at once and each round offers the next rate to every system not yet saturated, so they
-share the machine's interference alike; ratios within one run are what counts.  Each sweep
+share the machine's interference alike; ratios within one run are what counts.  The rates
+step 1.4× (1.8× with ``--quick``); once a sweep has saturated, ``--bisect`` (2) more levels
+narrow its peak at p99 ≤ 50 ms down, each halfway (geometrically) between the last level
+that passes and the first that fails (``report.bisect_rate``: a step of 1.8× becomes 1.16×),
+the same for every system and in the same rounds.  Each sweep
 ends with one level at twice its best throughput (behaviour past saturation).  A level lasts
 2 s (``--quick``) or 4 s, longer at low rates: at least 200 requests where that takes at most
-four times as long (the p99 of fewer than 100 requests is their slowest).  A level whose p99
-is over 50 ms or 10× the system's unloaded latency, short of saturation, is run a second time
-and read as one level over the requests of both (near the edge one busy moment decides).
+four times as long (the p99 of fewer than 100 requests is their slowest).  A level that fails
+(p99 over 50 ms or 10× the system's unloaded latency, or more than 1 % refused, timed out or
+failed) is run a second time where that can change a peak (no lower rate failed the same
+bound: ``report.rerun``), and a rate fails only if it fails twice (``report.fails``): near
+the edge, one busy moment of a shared machine would otherwise decide a peak.
 
 Writes ``paper.json`` and, through ``report.py``, the table ``paper.txt`` and the figures
 ``paper_hot100.png``, ``paper_hot95.png``, ``paper_hot90.png``.
+
+``--systems`` starts only some of the systems, and ``--unloaded-only ROUNDS`` runs only
+their unloaded series at rest, the systems taking turns, and writes nothing: the unloaded
+target of ``process`` against the aiohttp server in a minute or two::
+
+    python benchmarks/paper/run.py --systems process aiohttp --native --unloaded-only 5
 """
 
 from __future__ import annotations
@@ -65,7 +89,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_http  # noqa: E402  (the workload, its copies and the bare reference)
 import report  # noqa: E402
-from loadgen import pooled  # noqa: E402
+from quantiles import bounds, quantile  # noqa: E402
 
 COLD = [f"mmt{i}" for i in range(1, bench_http.COPIES)]
 #: Seconds between an answer and the next request in the unloaded series, for every system:
@@ -74,8 +98,28 @@ COLD = [f"mmt{i}" for i in range(1, bench_http.COPIES)]
 #: sandbox's teardown, the replacement's fork and warm-up; ``rest.py``, load 1.0-1.3), the
 #: aiohttp server and the fresh interpreter's for 0 ms (median), up to 14 ms.
 REST = 0.030
+#: Rounds of the hot unloaded series (``--unloaded-rounds``), 40 requests each, the systems
+#: taking turns: with one series of 40 per system, sent one system after the other, the same
+#: tree read 0.73, 1.33 and 1.76 ms over the aiohttp server within an hour (issue 19)
+UNLOADED_ROUNDS = 5
+#: The systems besides the C ones (``--systems``): Dandelion's Python function on process
+#: and inline, the aiohttp server, the fresh interpreter, Ray (tasks and Serve)
+SYSTEMS = ("process", "inline", "aiohttp", "fresh", "ray")
 #: Requests a load level sends at least, where that takes at most four times its seconds
 MIN_REQUESTS = 200
+#: Requests of each series whose p99 the cold-start ratio compares (the cold one of every
+#: system with cold code, and the fresh interpreter's), as ``bench_cold.py`` sends: the p99
+#: (nearest rank) of 200 is their second slowest, with no upper confidence bound (at least
+#: 367 are needed, ``quantiles.bounds``); of 400, their fourth slowest, bounded by the
+#: slowest; of 800, their eighth slowest, bounded by the fourth slowest
+COLD_REQUESTS = 800
+#: Rounds the cold series are sent in, the systems taking turns (:func:`cold_rounds`): in
+#: the quiet run of 2026-12-07, sent one system after the other, the fresh interpreter's
+#: p99 read 148 ms against 189 ms the run before, and the ratio to ours moved with it
+COLD_ROUNDS = 20
+#: Levels that narrow each peak at p99 <= 50 ms down once a sweep has climbed (``--bisect``):
+#: each halves the grid's step around the edge (1.8x with ``--quick``: to 1.16x)
+BISECT = 2
 
 
 @dataclass
@@ -109,6 +153,33 @@ def loadgen(system: System, **spec: Any) -> dict[str, Any]:
     out = subprocess.run([sys.executable, str(HERE / "loadgen.py")], input=json.dumps(spec),
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
+
+
+def cold_rounds(systems: list[System], rest: float, requests: int = COLD_REQUESTS,
+                rounds: int = COLD_ROUNDS) -> dict[str, dict[str, Any]]:
+    """Each system's cold series: ``requests`` requests one at a time, each ``rest`` seconds
+    after the previous answer, every one to a copy of the function pushed out of memory (the
+    fresh interpreter's to its one function, every request of which is cold), sent in
+    ``rounds`` rounds, the systems taking turns (in reverse order every other round), so
+    that a busy moment of the shared machine falls on every system alike; each round goes
+    on with the copies where the last one stopped.  Per system: the p50 and p99 of all its
+    requests, the p99's 95 % confidence interval (``p99_bounds``, ``quantiles.bounds``),
+    how many were sent and answered."""
+    records: dict[str, list[Any]] = {s.name: [] for s in systems}
+    per = max(1, requests // rounds)
+    for r in range(rounds):
+        for s in systems if r % 2 == 0 else systems[::-1]:
+            series = loadgen(s, hot=1.0 if s.name == "fresh" else 0.0, sequential=per,
+                             pause=rest, records=True, cold_start=r * per)
+            records[s.name] += series["records"]
+    out = {}
+    for s in systems:
+        ok = [latency for _, status, latency in records[s.name] if status == 200]
+        out[s.name] = {"hot_fraction": 1.0 if s.name == "fresh" else 0.0,
+                       "sent": len(records[s.name]), "ok": len(ok), "turns": rounds,
+                       "p50": quantile(ok, 0.5), "p99": quantile(ok, 0.99),
+                       "p99_bounds": list(bounds(ok, 0.99))}
+    return out
 
 
 def wait_ready(system: System, seconds: float = 180) -> None:
@@ -226,52 +297,74 @@ def start_baseline(kind: str, label: str, bodies: dict[str, str], mixes: tuple[f
 
 
 class Sweep:
-    """Increasing offered rates for one system and mix, until saturation, then overload."""
+    """Increasing offered rates for one system and mix, until saturation; then levels that
+    narrow its peak down (``bisect`` of them, :func:`report.bisect_rate`); then overload."""
 
     def __init__(self, system: System, hot: float, unloaded: float, factor: float,
-                 max_levels: int) -> None:
+                 max_levels: int, bisect: int = BISECT) -> None:
         self.system, self.hot, self.factor, self.max_levels = system, hot, factor, max_levels
-        self.unloaded = unloaded
+        self.unloaded, self.bisect = unloaded, bisect
         self.rate = max(1.0, 0.15 / unloaded)
         self.levels: list[dict[str, Any]] = []
         self.overload: dict[str, Any] | None = None
+        self.climbing = True  # offering each rate ``factor`` times the last
+        self.saturated = False
         self.done = False
 
     def step(self, seconds: float, timeout: float) -> None:
         """Run the next level (long enough for at least 12 requests)."""
-        if self.overload is None and self.levels and self._saturated(self.levels[-1]):
+        if self.climbing:
+            runs = self._level(self.rate, seconds, timeout)
+            self.rate *= self.factor
+            self.saturated = all(self._saturated(lv) for lv in runs)
+            # (rates, not runs: a level run a second time is one step of the climb)
+            self.climbing = not self.saturated and \
+                len(report.rates(self.levels)) < self.max_levels
+            return
+        rate = report.bisect_rate(self.levels, report.SLO_MS / 1e3) \
+            if len({lv["offered"] for lv in self.levels if lv.get("bisect")}) < self.bisect \
+            else None
+        if rate is not None:  # each level as long as the others at its rate
+            self._level(rate, seconds, timeout, bisect=True)
+            return
+        if self.saturated:
             rate = 2 * max(lv["achieved"] for lv in self.levels)
             self.overload = loadgen(self.system, hot=self.hot, rate=rate,
                                     seconds=max(seconds, 12 / rate), timeout=timeout,
                                     seed=len(self.levels))
             self._print(self.overload, "overload")
-            self.done = True
-            return
+        self.done = True
+
+    def _level(self, rate: float, seconds: float, timeout: float, bisect: bool = False
+               ) -> list[dict[str, Any]]:
+        """One level at ``rate`` (``bisect``: one that narrows the peak down), kept in
+        :attr:`levels`, and run a second time where that can change a peak
+        (:func:`report.rerun`); its runs."""
         # at least MIN_REQUESTS where that takes at most 4 levels' time: the p99 of fewer
         # than 100 requests is their slowest, one busy moment of the machine
-        spec = {"hot": self.hot, "rate": self.rate, "timeout": timeout, "records": True,
-                "seconds": max(seconds, 12 / self.rate,
-                               min(MIN_REQUESTS / self.rate, 4 * seconds))}
-        level = loadgen(self.system, **spec, seed=len(self.levels))
-        if self._edge(level):  # once more, and read both runs as one level twice as long
+        spec = {"hot": self.hot, "rate": rate, "timeout": timeout,
+                "seconds": max(seconds, 12 / rate, min(MIN_REQUESTS / rate, 4 * seconds))}
+        runs = [self._keep(loadgen(self.system, **spec, seed=len(self.levels)), bisect)]
+        # once more where a second run can change a peak (the level fails a bound the
+        # report reads peaks at, above no rate failing it already): the rate then fails only
+        # if it fails twice (report.fails), so one busy moment does not end a peak
+        if report.rerun(self.levels[:-1], runs[0], self.bounds()):
             again = loadgen(self.system, **spec, seed=1000 + len(self.levels))
-            level = pooled(level, again, spec)
-            level["repeated"] = True
-        for key in ("records", "late", "elapsed"):
-            level.pop(key, None)
-        self.levels.append(level)
-        self._print(level, "")
-        self.rate *= self.factor
-        if len(self.levels) >= self.max_levels and not self._saturated(level):
-            self.done = True
+            again["again"] = True
+            runs.append(self._keep(again, bisect))
+        return runs
 
-    def _edge(self, lv: dict[str, Any]) -> bool:
-        """Whether a level fails a bound the report reads peaks at (p99 within 50 ms, or 10×
-        the unloaded latency) without being saturated: near the edge, where one busy moment
-        decides, so it is run twice and read as one level."""
-        bound = min(report.SLO_MS / 1e3, 10 * self.unloaded)
-        return (report.ok_level(lv) and lv["p99"] is not None and lv["p99"] > bound
-                and not self._saturated(lv))
+    def _keep(self, level: dict[str, Any], bisect: bool) -> dict[str, Any]:
+        if bisect:
+            level["bisect"] = True
+        self.levels.append(level)
+        self._print(level, " ".join(tag for tag in ("bisect", "again") if level.get(tag)))
+        return level
+
+    def bounds(self) -> tuple[float, float]:
+        """The p99 bounds the report reads this sweep's peaks at (seconds): 50 ms and 10×
+        the system's unloaded latency."""
+        return report.SLO_MS / 1e3, 10 * self.unloaded
 
     def _saturated(self, lv: dict[str, Any]) -> bool:
         bad = lv["rejected"] + lv["timeouts"] + lv["failed"]
@@ -286,7 +379,6 @@ class Sweep:
         def ms(x: float | None) -> str:
             return "   -   " if x is None else f"{x * 1e3:7.1f}"
 
-        tag = ("repeated " if lv.get("repeated") else "") + tag
         print(f"  {self.system.label:18s} {self.hot:4.0%}  offered {lv['offered']:7.1f}/s  "
               f"achieved {lv['achieved']:7.1f}/s  p50 {ms(lv['p50'])} p99 {ms(lv['p99'])} ms"
               f"  rejected {lv['rejected']:4d} timeouts {lv['timeouts']:4d}  "
@@ -295,6 +387,43 @@ class Sweep:
     def result(self) -> dict[str, Any]:
         """What the report needs."""
         return {"hot": self.hot, "levels": self.levels, "overload": self.overload}
+
+
+def unloaded_rounds(systems: list[System], rounds: int, rest: float
+                    ) -> dict[str, dict[str, Any]]:
+    """Each system's hot unloaded series: ``rounds`` rounds of 40 requests one at a time,
+    each ``rest`` seconds after the previous answer, the systems taking turns (in reverse
+    order every other round).  Per system: the p50 and p99 of all its requests together,
+    how many were sent and answered, and each round's p50 (``rounds``)."""
+    records: dict[str, list[Any]] = {s.name: [] for s in systems}
+    p50s: dict[str, list[float]] = {s.name: [] for s in systems}
+    for r in range(rounds):
+        for s in systems if r % 2 == 0 else systems[::-1]:
+            series = loadgen(s, hot=1.0, sequential=40, pause=rest, records=True)
+            records[s.name] += series["records"]
+            p50s[s.name].append(series["p50"])
+    out = {}
+    for s in systems:
+        ok = [latency for _, status, latency in records[s.name] if status == 200]
+        out[s.name] = {"p50": quantile(ok, 0.5), "p99": quantile(ok, 0.99),
+                       "sent": len(records[s.name]), "ok": len(ok), "rounds": p50s[s.name]}
+    return out
+
+
+def unloaded_only(systems: list[System], rounds: int, rest: float) -> None:
+    """The unloaded series at rest alone (``--unloaded-only``, :func:`unloaded_rounds`):
+    each system's p50, its difference to the aiohttp server's, and each round's p50."""
+    print(f"unloaded at rest ({rest * 1e3:g} ms after each answer), load average "
+          f"{os.getloadavg()[0]:.2f}", flush=True)
+    series = unloaded_rounds(systems, rounds, rest)
+    base = series.get("aiohttp")
+    for s in systems:
+        mine = series[s.name]
+        over = f"  ({(mine['p50'] - base['p50']) * 1e3:+.2f} ms over aiohttp)" \
+            if base and s.name != "aiohttp" else ""
+        print(f"  {s.label:20s} p50 {mine['p50'] * 1e3:6.2f} ms{over}  rounds: "
+              + " ".join(f"{x * 1e3:.2f}" for x in mine["rounds"]), flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} after", flush=True)
 
 
 def machine() -> dict[str, Any]:
@@ -322,6 +451,21 @@ def main() -> None:
     parser.add_argument("--rest", type=float, default=REST, metavar="SECONDS",
                         help="pause between an answer and the next request of the unloaded "
                              f"series (default {REST:g}: each request at rest)")
+    parser.add_argument("--bisect", type=int, default=BISECT, metavar="LEVELS",
+                        help="levels that narrow each peak at p99 <= 50 ms down, between the "
+                             "last passing and the first failing level, once a sweep has "
+                             f"climbed (default {BISECT}; 0: the grid's levels alone)")
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
+                        metavar="SYSTEM",
+                        help="the systems besides the C ones (--native): "
+                             f"{', '.join(SYSTEMS)} (default: all)")
+    parser.add_argument("--unloaded-rounds", type=int, default=UNLOADED_ROUNDS,
+                        metavar="ROUNDS",
+                        help="rounds of 40 hot requests at rest to each system, the systems "
+                             f"taking turns (default {UNLOADED_ROUNDS})")
+    parser.add_argument("--unloaded-only", type=int, default=0, metavar="ROUNDS",
+                        help="only the unloaded series at rest, ROUNDS times with the systems "
+                             "taking turns; prints each system's p50 and writes nothing")
     args = parser.parse_args()
     seconds, factor, max_levels = (2.0, 1.8, 8) if args.quick else (4.0, 1.4, 14)
     mixes = (1.0, 0.95, 0.90)
@@ -343,17 +487,24 @@ def main() -> None:
 
     systems: list[System] = []
     try:
-        if not args.no_python:
+        chosen = set(args.systems)
+        if not args.no_python and "process" in chosen:
             systems.append(start_dandelion("process", cpus, f"{tmp.name}/process", bodies,
                                            mixes))
+        if not args.no_python and "inline" in chosen:
             systems.append(start_dandelion("inline", 1, f"{tmp.name}/inline", bodies,
                                            (1.0,) if args.quick else mixes))
         for engine in args.native:
             systems.append(start_native(engine, cpus, f"{tmp.name}/{engine}-c", bodies,
                                         (1.0, 0.95) if args.quick else mixes))
-        systems.append(start_baseline("aiohttp", "aiohttp in process", bodies, (1.0,)))
-        systems.append(start_baseline("fresh", "fresh interpreter", bodies, (1.0,)))
-        if not args.no_ray:
+        if "aiohttp" in chosen:
+            systems.append(start_baseline("aiohttp", "aiohttp in process", bodies, (1.0,)))
+        if "fresh" in chosen:
+            systems.append(start_baseline("fresh", "fresh interpreter", bodies, (1.0,)))
+        if args.unloaded_only:
+            unloaded_only(systems, args.unloaded_only, args.rest)
+            return
+        if not args.no_ray and "ray" in chosen:
             try:
                 import ray.serve  # noqa: F401
                 serve_port = bench_http.free_port()
@@ -374,27 +525,31 @@ def main() -> None:
 
         results: dict[str, Any] = {}
         sweeps: list[Sweep] = []
+        # the hot series of every system but the fresh interpreter (whose requests are all
+        # cold: its cold series below), the systems taking turns
+        hots = unloaded_rounds([s for s in systems if s.name != "fresh"],
+                               args.unloaded_rounds, args.rest)
+        # the series whose p99s the issue's cold-start ratio compares, the cold one of each
+        # system with cold code and the fresh interpreter's (every request of which is
+        # cold), COLD_REQUESTS long, in rounds too
+        colds = cold_rounds([s for s in systems if s.cold or s.name == "fresh"], args.rest)
         for s in systems:
             # one at a time, each request at rest (args.rest after the previous answer, the
-            # same for every system).  The p99 (nearest rank) of fewer than 100 requests is
-            # their slowest, one hiccup of the machine: the series whose p99s the issue's
-            # cold-start ratio compares are 200 long, the cold one and the fresh
-            # interpreter's (every request of which is cold; it was 40: its p99 was its
-            # slowest); the other hot series, whose p50 only is used, 40
-            hot = loadgen(s, hot=1.0, sequential=200 if s.name == "fresh" else 40,
-                          pause=args.rest)
+            # same for every system); the hot series, whose p50 only is used, were sent
+            # above in rounds
+            hot = colds[s.name] if s.name == "fresh" else hots[s.name]
             # informational: the same requests back to back, each overlapping the work the
             # previous one left behind (for a forking worker: its sandbox's teardown and the
             # replacement's fork and warm-up)
             b2b = loadgen(s, hot=1.0, sequential=40)
-            cold = loadgen(s, hot=0.0, sequential=200, pause=args.rest) if s.cold else None
+            cold = colds[s.name] if s.cold else None
             results[s.name] = {"label": s.label, "isolated": s.isolated, "unloaded": hot,
                                "unloaded_b2b": b2b, "unloaded_cold": cold, "sweeps": []}
             print(f"{s.label}: unloaded p50 {hot['p50'] * 1e3:.2f} ms, p99 "
                   f"{hot['p99'] * 1e3:.2f} ms (back to back: p50 {b2b['p50'] * 1e3:.2f} ms)"
                   + (f"; cold p50 {cold['p50'] * 1e3:.2f} ms, p99 {cold['p99'] * 1e3:.2f} ms"
                      if cold else ""), flush=True)
-            sweeps += [Sweep(s, hot_fraction, hot["p50"], factor, max_levels)
+            sweeps += [Sweep(s, hot_fraction, hot["p50"], factor, max_levels, args.bisect)
                        for hot_fraction in s.mixes]
         while any(not sw.done for sw in sweeps):  # one level per system and mix per round
             for sw in sweeps:
@@ -412,6 +567,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"quick": args.quick, "seconds_per_level": seconds, "rest": args.rest,
+            "grid": factor, "bisect": args.bisect, "rerun": True,
+            "unloaded_rounds": args.unloaded_rounds,
             "machine": info, "bare": bare, "systems": results}
     (out / "paper.json").write_text(json.dumps(data, indent=1))
     report.write(data, out)

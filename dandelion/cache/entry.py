@@ -7,6 +7,31 @@ an output is hashed only when something needs its id (a cached consumer's key), 
 that keeps an output nobody reads (the matrix's product) does not pay for; a hit on an entry
 without it leaves the id to be made by the consumer that needs it.
 
+An entry is always a copy (``bytes``): the outputs it keeps belong to the run's caller, who
+may change them.  A large entry's bytes are joined by the C extension (``_keysc.join``,
+else ``b"".join``), which first faults in their pages in one call where they are new memory,
+as every entry of a store that grows is (about 13 µs less than a fault per page for an
+entry of 128 KiB in a real run, on this virtual machine).
+
+Even faulted in one call, new memory is most of the cost of keeping a large entry (about 50
+of the 60 µs of keeping a 128 KiB one, on this virtual machine).  So a run that will keep
+entries calls :func:`reserve` while its functions compute (the dispatcher does, once it has
+handed them over, :meth:`Dispatcher.run <dandelion.runtime.dispatcher.Dispatcher.run>`): the C
+extension makes, with the GIL released, the bytes of an entry as large as the last large one
+(at least 64 KiB, at most 16 MiB) and faults their pages in, and the next entry of that size
+is written into them, off the new memory's cost.  The reserved bytes are held by the C
+extension alone until that entry is made, so they are never seen, nor changed, by anything
+else: the entry is new bytes all the same.  One entry's worth of memory is held in reserve
+at most.
+
+The entry of one plain array, the output of the paper's matrix composition on every run, is
+made in one call of the C extension (``_keysc.array_entry``) from the second one of a layout
+on: :func:`pack` remembers the layout of the last one (the array's type, dtype, shape, and
+the item's key, name and record head) and the C call checks the next output against it,
+answering ``None`` for anything else (another dtype, shape, key or name, an array that is not
+C-contiguous or is empty, a subclass), which the Python path then packs.  The bytes are the
+Python path's either way (``tests/cache`` compares them over dtypes, shapes and orders).
+
 >>> from dandelion.items import Item
 >>> data, ids = pack([(Item(7, key=2, name="x"),), ()])
 >>> outputs, same = unpack(data)
@@ -25,7 +50,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from dandelion.cache.content import (
     ELEMENTS,
@@ -40,11 +65,21 @@ from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
 
-try:  # the C extension: entries of int items in one call
+try:  # the C extension: entries of int items, or of one array, in one call
+    from dandelion.cache._keysc import array_entry as _array_entry
     from dandelion.cache._keysc import int_entries as _int_entries
     from dandelion.cache._keysc import int_result as _int_result
 except ImportError:  # pragma: no cover - built without a C compiler, or an older build
-    _int_entries = _int_result = None  # type: ignore[assignment]
+    _int_entries = _int_result = _array_entry = None  # type: ignore[assignment]
+
+_join: Callable[[list[Any]], bytes]
+_reserve: Callable[[], bool]
+try:  # the C extension: an entry's bytes, their pages faulted at once where they are new
+    from dandelion.cache._keysc import join as _join
+    from dandelion.cache._keysc import reserve as _reserve
+except ImportError:  # pragma: no cover - built without a C compiler, or an older build
+    _join = b"".join
+    _reserve = bool  # (nothing to reserve: False)
 
 MAGIC = b"DDCE1\0"
 _COUNT = struct.Struct("<I")
@@ -81,18 +116,30 @@ def pack(outputs: Outputs, known: dict[int, tuple[Any, bytes]] | None = None
     """
     if len(outputs) == 1 and len(outputs[0]) == 1:  # one int item without a name
         item = outputs[0][0]
+        global _last_array
+        last = _last_array
+        if last is not None:  # an array as the last one kept (a matrix's product): in C
+            seen = known.get(id(item)) if known is not None else None
+            cid = seen[1] if seen is not None and seen[0] is item else None
+            data = _array_entry(item, last, cid)
+            if data is not None:
+                return data, [cid]
         small = record(item)
         if small is not None:
             return MAGIC + _ONE_HEAD + small, [b"\x00" + small]
         array = array_record(item)
-        if array is not None:  # one plain array (a matrix's product): in one join
+        if array is not None:  # one plain array: in one join
             head, bulk = array
+            if _array_entry is not None:  # the next one like it is made in C
+                value = item.value
+                _last_array = (type(value), value.dtype, value.shape, item.key, item.name,
+                               head)
             size = len(head) + bulk.nbytes
             seen = known.get(id(item)) if known is not None else None
             if seen is not None and seen[0] is item:
-                return b"".join([MAGIC, _ONE_ONE, _SIZE.pack(size), head, bulk,
-                                 seen[1][1:]]), [seen[1]]
-            return b"".join([MAGIC, _ONE_ONE, _SIZE.pack(size | _BARE), head, bulk]), [None]
+                return _join([MAGIC, _ONE_ONE, _SIZE.pack(size), head, bulk,
+                              seen[1][1:]]), [seen[1]]
+            return _join([MAGIC, _ONE_ONE, _SIZE.pack(size | _BARE), head, bulk]), [None]
     chunks: list[Any] = [MAGIC, _COUNT.pack(len(outputs))]
     ids: list[bytes | None] = []
     for items in outputs:
@@ -124,7 +171,22 @@ def pack(outputs: Outputs, known: dict[int, tuple[Any, bytes]] | None = None
                 chunks.append(_SIZE.pack(size | _BARE))
                 chunks += parts
                 ids.append(None)
-    return b"".join(chunks), ids
+    return _join(chunks), ids
+
+
+#: the layout of the last entry of one plain array made (its array type, dtype, shape, key,
+#: name and record head: ``_keysc.array_entry``'s), for the next such entry to be made in one
+#: C call, with the same bytes (``None``: none yet, or no C extension)
+_last_array: tuple[Any, ...] | None = None
+
+
+def reserve() -> bool:
+    """Make the bytes of the next large entry ahead, as large as the last large entry made
+    (64 KiB to 16 MiB), with their pages faulted in while the GIL is released, for the next
+    entry of that size to be written into (see the module's documentation); ``False`` when
+    there is nothing to make (no large entry yet, one reserved already, or no C extension).
+    Called by a run that keeps entries, while its functions compute."""
+    return _reserve()
 
 
 def pack_ints(outputs: Sequence[Outputs]) -> list[bytes] | None:

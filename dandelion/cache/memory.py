@@ -84,7 +84,8 @@ class MemoryStore(Store):
                     stored[key] = value
                     self._bytes += len(value)
                     self._evict()
-            self._evict()
+            if self._bytes > self.max_bytes:  # (a call less: usually within its bound)
+                self._evict()
 
     def put_all(self, keys: Any, values: Any) -> None:
         size = sum(map(len, values))
@@ -99,7 +100,8 @@ class MemoryStore(Store):
                 self._bytes += size
             else:  # some replaced (a refresh): they are the most recent, count again
                 self._to_end(keys)
-            self._evict()
+            if self._bytes > self.max_bytes:  # (a call less: usually within its bound)
+                self._evict()
 
     def _to_end(self, keys: Any) -> None:
         """Make ``keys`` the most recently used and count the bytes again (lock held; a

@@ -137,13 +137,20 @@ class RunCache:
         """Keys and hits for the instances of ``app`` (its key prefix: the one the whole-run
         memo made for this run where :attr:`Cache.prefixes
         <dandelion.cache.cache.Cache.prefixes>` has it for the same application, signature,
-        implementation and artifact, else made here)."""
+        implementation and artifact, else made here; with that prefix, the one instance
+        the memo looked up in vain, :attr:`Cache.missed
+        <dandelion.cache.cache.Cache.missed>`, is not looked up again)."""
         n = len(instances)
         prefixes = self.cache.prefixes
         known = prefixes.get(id(app)) if prefixes is not None else None
         if known is not None and known[0] is app and known[1] is spec and \
                 known[2] is call.implementation and known[3] is call.artifact:
             head = known[4]  # the whole-run memo made it for this run's key
+            missed = self.cache.missed
+            if n == 1 and missed is not None and id(app) in missed:
+                # the memo keyed this one instance (the same prefix and inputs) and
+                # looked it up in this run, in vain: not again
+                return Lookup([missed[id(app)]], [None])
         else:
             try:
                 identity = implementation_identity(call.implementation, call.artifact)

@@ -227,10 +227,13 @@ class GuardedStore(Store):
             log.debug(message)
 
     def _up(self) -> bool:
+        """Whether the store is to be asked (not paused after a failure).  The calls of a
+        run's path (get, get_many, put_many, put_all) test ``_down_until == 0.0`` first
+        themselves: one Python call less each, as a store is almost always up."""
         return self._down_until == 0.0 or time.monotonic() >= self._down_until
 
     def get(self, key: str) -> bytes | None:
-        if self._up():
+        if self._down_until == 0.0 or self._up():
             try:
                 return self.store.get(key)
             except Exception as e:
@@ -238,7 +241,7 @@ class GuardedStore(Store):
         return None
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        if self._up():
+        if self._down_until == 0.0 or self._up():
             try:
                 return self.store.get_many(keys)
             except Exception as e:
@@ -249,14 +252,14 @@ class GuardedStore(Store):
         self.put_many([(key, value)])
 
     def put_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
-        if self._up():
+        if self._down_until == 0.0 or self._up():
             try:
                 self.store.put_many(entries)
             except Exception as e:
                 self._failed(e, "writing")
 
     def put_all(self, keys: Sequence[str], values: Sequence[bytes]) -> None:
-        if self._up():
+        if self._down_until == 0.0 or self._up():
             try:
                 self.store.put_all(keys, values)
             except Exception as e:

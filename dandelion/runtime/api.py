@@ -18,6 +18,7 @@ from dandelion.planner import Pass, PassContext, make_plan
 from dandelion.planner.plan import Plan
 from dandelion.planner.topology import topology as read_topology
 from dandelion.program import Program, as_program
+from dandelion.runtime.array_rerun import ArrayRerun
 from dandelion.runtime.backend import Backend, check_requirements
 from dandelion.runtime.events import Observer, fan_out
 from dandelion.runtime.registry import load_backend
@@ -90,6 +91,9 @@ class Runtime:
         self._plans: weakref.WeakKeyDictionary[Program, Plan] = weakref.WeakKeyDictionary()
         #: per program, its plan's whole-run memo (``None``: its runs are not memoized whole)
         self._memos: weakref.WeakKeyDictionary[Program, RunMemo | None] = \
+            weakref.WeakKeyDictionary()
+        #: per program, its rerun in C (dandelion.runtime.array_rerun), where it has one
+        self._reruns: weakref.WeakKeyDictionary[Program, ArrayRerun] = \
             weakref.WeakKeyDictionary()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -167,6 +171,21 @@ class Runtime:
 
             raise BackendError("this runtime is closed")
         program = as_program(target)
+        # a rerun of one array in and one out, in C (dandelion.runtime.array_rerun): from
+        # the second run of a program, whose plan, memo and inputs have passed the checks
+        rerun = self._reruns.get(program) if cache is True and len(args) + len(inputs) == 1 \
+            else None
+        made = data = value = None
+        prefixes: dict[int, KnownPrefix] = {}
+        using = self.cache  # (cache=True: this cache, unless it refreshes)
+        if rerun is not None and using is not None and not using.refresh and \
+                not self._watched():
+            value = args[0] if args else inputs.get(rerun.name)
+            made = rerun.key(using, value, prefixes)
+            if made is not None:
+                output, data = rerun.serve(using, made[0])
+                if output is not None:
+                    return output
         sets = program.bind(args, inputs)
         plan = self.plan(program)
         if "cache" not in self.backend.capabilities:
@@ -176,35 +195,55 @@ class Runtime:
         # the whole run in one lookup (dandelion.runtime.run_memo); a run that is watched
         # (observers, a backend's progress display) goes through the dispatcher, which
         # reports each application's hits and instances
-        watched = self._observe is not None or \
-            getattr(self.backend, "progress", None) is not None
-        memo = self._memo(program, plan) if using is not None and not watched else None
+        # (keyed by the rerun: its memo, unwatched, with this cache)
+        memo = rerun.memo if rerun is not None and made is not None else \
+            self._memo(program, plan) if using is not None and not self._watched() else None
         key = None
         seen = True  # (a refreshed run is kept whole)
         if memo is not None and using is not None:
             ids: dict[int, tuple[Any, bytes]] = {}
-            prefixes: dict[int, KnownPrefix] = {}
-            key = memo.storage_key(using, sets, ids, prefixes)
+            items = sets.get(memo.inputs[0], ()) if made is not None else ()
+            looked = len(items) == 1 and items[0].value is value and not using.refresh
+            if looked:  # keyed and looked up by the rerun
+                key = made[0]  # type: ignore[index]
+                ids[id(items[0])] = (items[0], made[1])  # type: ignore[index]
+            else:
+                key = memo.storage_key(using, sets, ids, prefixes)
             if key is not None and not using.refresh:
-                served, seen = memo.serve(using, key)
+                served, seen = memo.read(using, key, data) if looked else \
+                    memo.serve(using, key)
                 if served is not None:
+                    if rerun is not None:  # the output's layout, for the next rerun in C
+                        rerun.learn(served)
                     return program.unbind(served)
             if key is not None:  # the run's lookups reuse the inputs' ids and the prefixes,
-                # and keep the outputs' ids (and, the first time, the run's mark)
-                using = using.knowing(ids, prefixes, None if seen else memo.marks(key))
+                # and keep the outputs' ids (and, the first time, the run's mark; for a run
+                # of one instance, they know it missed)
+                using = using.knowing(ids, prefixes, None if seen else memo.marks(key),
+                                      None if using.refresh else memo.missed(key))
         outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
                                    observe=self._observe, cache=using)
         if memo is not None and using is not None and key is not None:
             memo.keep(using, key, outputs, whole=seen)  # whole from its second run on
         return program.unbind(outputs)
 
+    def _watched(self) -> bool:
+        """Whether runs are watched (observers, a backend's progress display): they go
+        through the dispatcher, which reports each application's hits and instances."""
+        return self._observe is not None or \
+            getattr(self.backend, "progress", None) is not None
+
     def _memo(self, program: Program, plan: Plan) -> RunMemo | None:
-        """The whole-run memo of ``program``'s plan, made once."""
+        """The whole-run memo of ``program``'s plan, made once (and its
+        :class:`~dandelion.runtime.array_rerun.ArrayRerun`, where it has one)."""
         try:
             return self._memos[program]
         except KeyError:
             memo = self._memos[program] = RunMemo.of(plan, program.artifacts,
                                                      self.backend.engine_kinds)
+            rerun = ArrayRerun.of(program, memo)
+            if rerun is not None:
+                self._reruns[program] = rerun
             return memo
 
     def run_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
@@ -255,6 +294,25 @@ class Runtime:
             return self.backend.start(plan, inputs, artifacts, observe=chosen, loop=loop)
         return self.backend.start(plan, inputs, artifacts,  # type: ignore[call-arg]
                                   observe=chosen, loop=loop, cache=cache)
+
+    def start_here(self, plan: Plan, inputs: Mapping[str, Items],
+                   artifacts: Mapping[str, Any], cache: Cache | None,
+                   observe: Observer | None, loop: asyncio.AbstractEventLoop
+                   ) -> asyncio.Future[dict[str, Items]] | None:
+        """:meth:`start_plan` from a coroutine on the running ``loop``: a future that the
+        coroutine awaits, resolved on ``loop`` (:meth:`Backend.start_here
+        <dandelion.runtime.backend.Backend.start_here>`; for a plan that is one call on the
+        ``local`` backend, with nothing between the engine and the loop's future:
+        :mod:`dandelion.runtime.one_call`); or ``None`` as :meth:`start_plan`.
+
+        Raises:
+            BackendError: the runtime is closed, or its backend cannot run the plan.
+        """
+        self._check_runnable(plan)
+        chosen = fan_out([o for o in (self._observe, observe) if o is not None])
+        if cache is None or "cache" not in self.backend.capabilities:
+            return self.backend.start_here(plan, inputs, artifacts, chosen, loop)
+        return self.backend.start_here(plan, inputs, artifacts, chosen, loop, cache=cache)
 
     def prepare(self, spec: FunctionSpec, artifacts: Mapping[str, Any]) -> None:
         """Get the backend's engines ready to run function ``spec`` (its code in

@@ -39,12 +39,18 @@ class Backend(abc.ABC):
             ``timeouts`` …
         engine_name: the compute engine its functions run on (``process``, ``inline`` …).
         engine_kinds: the implementation kinds that engine runs (``python``, ``native`` …).
+        inputs_copied: whether every compute function reads copies of its inputs in memory
+            of its own (an isolated engine's context) and never the objects a run is given:
+            a caller may then give it read-only views of its data (the HTTP frontend gives
+            an ``ndarray`` as a view of the request body), which no function could write
+            to in place.  ``False`` (the default): a function may get the caller's object.
     """
 
     name: ClassVar[str] = "backend"
     capabilities: ClassVar[frozenset[str]] = frozenset()
     engine_name: str = ""
     engine_kinds: frozenset[str] = frozenset()
+    inputs_copied: bool = False
 
     @abc.abstractmethod
     def run(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
@@ -69,6 +75,23 @@ class Backend(abc.ABC):
         A backend with the ``cache`` capability also takes ``cache=`` (see :meth:`run`).
         """
         return None
+
+    def start_here(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+                   observe: Observer | None, loop: asyncio.AbstractEventLoop,
+                   cache: Any = None) -> asyncio.Future[dict[str, Items]] | None:
+        """:meth:`start` from a coroutine on the running ``loop``: a future of the outputs
+        that the coroutine awaits, resolved on ``loop``; ``None`` where :meth:`start` gives
+        none.  The default wraps :meth:`start`'s future
+        (:func:`~dandelion.runtime.handoff.awaitable`); a backend may resolve the loop's
+        future itself, with nothing in between (the ``local`` backend, for a plan that is
+        one call: :mod:`dandelion.runtime.one_call`).  A ``cache`` only for a backend with
+        the ``cache`` capability, as for :meth:`start`.
+        """
+        from dandelion.runtime.handoff import awaitable
+
+        given = {} if cache is None else {"cache": cache}
+        started = self.start(plan, inputs, artifacts, observe=observe, loop=loop, **given)
+        return None if started is None else awaitable(started, loop)
 
     def prepare(self, spec: FunctionSpec, artifacts: Mapping[str, Any]) -> None:  # noqa: B027
         """Get the engines ready to run function ``spec`` (its code in ``artifacts``) soon
@@ -124,14 +147,49 @@ class ComputeOptions:
         to every function without one of its own in ``timeouts``.
 
         Raises:
-            BackendError: an unknown engine.
+            BackendError: an unknown engine, or an option its constructor does not take.
         """
         from dandelion.runtime.registry import load_engine
 
         limits = dict(timeouts or {})
         if timeout is not None:
             limits.setdefault("*", timeout)
-        return cls(load_engine(engine or DEFAULT_ENGINE), dict(engine_options or {}), limits)
+        engine_class = load_engine(engine or DEFAULT_ENGINE)
+        check_engine_options(engine_class, engine_options or {})
+        return cls(engine_class, dict(engine_options or {}), limits)
+
+
+def check_engine_options(engine_class: Any, options: Mapping[str, Any]) -> None:
+    """Refuse an option that ``engine_class``'s constructor does not take, naming the ones it
+    does, before any engine starts: a misspelt option (``reuse_sandbox``) must not be
+    silently ignored.
+
+    >>> from dandelion.runtime.backend import check_engine_options
+    >>> from dandelion.runtime.registry import load_engine
+    >>> check_engine_options(load_engine("inline"), {})
+    >>> check_engine_options(load_engine("inline"), {"memory_limit": 1})
+    Traceback (most recent call last):
+    ...
+    dandelion.errors.BackendError: the inline engine takes no option 'memory_limit'; it takes none
+
+    Raises:
+        BackendError: an option the engine does not take.
+    """
+    import inspect
+
+    from dandelion.ir.verify import did_you_mean
+
+    parameters = inspect.signature(engine_class).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [name for name, p in parameters.items()
+             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for name in options:
+        if name not in known:
+            raise BackendError(
+                f"the {engine_class.name} engine takes no option {name!r}; "
+                + (f"it takes {', '.join(known)}" if known else "it takes none"),
+                hint=did_you_mean(name, known) or None)
 
 
 def initial_sets(composition: Composition, inputs: Mapping[str, Items]

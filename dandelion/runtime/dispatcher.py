@@ -19,10 +19,11 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import attrs
 
+from dandelion.cache.entry import reserve as reserve_entry
 from dandelion.cache.run import Lookup, RunCache
 from dandelion.errors import BackendError, DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
@@ -193,6 +194,8 @@ class Dispatcher:
         run = _Run(self, plan, inputs)
         try:
             run.begin()
+            if run.leading:  # it keeps entries: the next one's memory is made meanwhile
+                reserve_entry()
             run.wait()
         finally:
             run.abandon_flights()
@@ -538,8 +541,8 @@ class _Run:
                     missed.append(pos)
         hits = n - len(todo) - len(missed)
         if missed:
-            flights = cast("list[str]", found.keys if isinstance(missed, range) else
-                           [found.keys[pos] for pos in missed])  # missed: keyed
+            flights: list[str] = found.keys if isinstance(missed, range) else \
+                [found.keys[pos] for pos in missed]  # type: ignore[assignment,misc]  # keyed
             leads = cache.flights.join_many(
                 flights, lambda i: functools.partial(self._landed, index, missed[i]))
             if all(leads) and not todo:  # the common case: nothing of it in flight

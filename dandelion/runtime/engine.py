@@ -189,7 +189,9 @@ class Engine(abc.ABC):
     Attributes:
         name: the engine's registry name.
         kinds: the implementation kinds it can run (``python``, ``native`` …).
-        isolated: whether a function cannot touch the worker (for diagnostics and docs).
+        isolated: whether a function cannot touch the worker (for diagnostics and docs): it
+            reads its inputs from a copy in memory of its own, never the worker's objects
+            (:attr:`Backend.inputs_copied <dandelion.runtime.backend.Backend.inputs_copied>`).
         enforces_timeout: whether :meth:`run` itself stops a function at its timeout;
             otherwise the dispatcher gives up waiting and abandons the engine.
     """
@@ -199,8 +201,7 @@ class Engine(abc.ABC):
     isolated: ClassVar[bool] = False
     enforces_timeout: ClassVar[bool] = False
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    def __init__(self) -> None:
         self.domain: MemoryDomain = ObjectDomain()
 
     def can_run(self, implementation: Implementation) -> bool:

@@ -35,6 +35,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 T = TypeVar("T")
 
+#: Seconds from an invocation's outcome to ending its sandbox and wiping its context, unless
+#: another invocation comes first.  The answer is sent meanwhile: with ending at once, the
+#: work that ending sets off in other processes (the sandbox's exit, its replacement's fork
+#: and warm-up, the next ready sandbox's unpickling) took the CPUs from the answer's reader,
+#: and one request at a time on an idle machine took 0.3-0.5 ms longer to arrive
+#: (``bench_tail.py --rest``, issue 19).  An invocation that comes sooner ends the wait
+#: right after its own hand-over: the pool needs the replacements then (back to back, the
+#: wait made requests several milliseconds slower).
+RELEASE_AFTER = 0.003
+
 
 def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether the calling thread is running ``loop`` (so its callbacks may be added)."""
@@ -110,11 +120,17 @@ class Handoff:
         #: the first waiting batch could not begin yet: the engine wakes the loop when it can
         self._parked = False
         self._closed = False
+        #: ended invocations whose sandboxes are ended after RELEASE_AFTER, and their timers
+        self._releasing: dict[_Driven, asyncio.TimerHandle] = {}
 
     def submit(self, batch: Batch) -> None:
         """Run ``batch`` (one instance) as soon as one of the pool's engines is free."""
         self.waiting.append(batch)
         self.drain()
+        if self._releasing:
+            # the machine is not at rest: what ending the sandboxes sets off (their
+            # replacements forked, a sandbox made ready) is needed now, after this hand-over
+            self.loop.call_soon(self.flush)
 
     def drain(self) -> None:
         """Start the waiting batches that the pool's free engines allow."""
@@ -235,12 +251,20 @@ class Handoff:
                         seconds)
         self._done(batch, error)
         if on_loop(self.loop):
-            # Ending the sandbox (a signal that wakes it to exit, and its exit) and wiping
-            # the context are off the request's critical path: they come after the
-            # callbacks that the outcome scheduled (the awaiting task's next step, which
-            # answers the request), still before the loop waits for anything else.
-            self.loop.call_soon(self.loop.call_soon, self._release, driven)
+            # Ending the sandbox and wiping the context are off the request's path, and
+            # so is what ending it sets off: its exit, the zygote forking a replacement and
+            # a sandbox unpickling the function ahead of its next invocation (CPU work in
+            # other processes, a few milliseconds of it).  They wait RELEASE_AFTER, so that
+            # the answer reaches its reader before that work competes with it for the CPUs.
+            self._releasing[driven] = self.loop.call_later(RELEASE_AFTER,
+                                                           self._release_later, driven)
         else:
+            self._release(driven)
+
+    def _release_later(self, driven: _Driven) -> None:
+        """:meth:`_release`, once: from the invocation's timer, or from :meth:`flush` (on
+        another thread) if that comes first."""
+        if self._releasing.pop(driven, None) is not None:
             self._release(driven)
 
     def _release(self, driven: _Driven) -> None:
@@ -258,6 +282,17 @@ class Handoff:
             self.drain()
 
     def close(self) -> None:
-        """Release the engine (invocations under way still end, on the loop)."""
+        """Release the engine (invocations under way still end, on the loop; those that
+        ended and wait for :data:`RELEASE_AFTER` are released now: :meth:`flush`)."""
         self._closed = True
+        self.flush()
         self.engine.close()
+
+    def flush(self) -> None:
+        """Release now the ended invocations that wait for :data:`RELEASE_AFTER` (from any
+        thread: for a loop that closed, which never runs their timers)."""
+        for driven in list(self._releasing):
+            handle = self._releasing.get(driven)
+            if handle is not None:
+                handle.cancel()
+            self._release_later(driven)

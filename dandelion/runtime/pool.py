@@ -266,6 +266,11 @@ class EnginePool:
                     handoff = self._handoffs.get(loop)
                     if handoff is None:
                         handoff = self._handoffs[loop] = Handoff(self, loop)
+                        # a loop that closed never runs the timers that release what its
+                        # last invocations used (a program calling asyncio.run again)
+                        for other, old in self._handoffs.items():
+                            if other.is_closed():
+                                old.flush()
             handoff.submit(batch)
             return
         self.tasks.put(batch)

@@ -73,7 +73,8 @@ class PythonFunction:
         for (r, view), v in zip(self.results, values):
             plain = view.plain
             if plain is not None and type(v) is plain and (
-                    plain is not int or INT64_RANGE[0] <= v <= INT64_RANGE[1]):
+                    plain is not int or INT64_RANGE[0] <= v <= INT64_RANGE[1]) and (
+                    not view.array or not v.dtype.hasobject):
                 out.append((Item(v),))
             else:
                 out.append(from_python(v, view, f"result '{r}' of '{self.name}'"))

@@ -27,6 +27,12 @@ canonical content, as an instance's inputs are.  So a run key is equal only when
 instance of the run would have the key it had, and the outputs it serves are those the
 per-instance entries would give.
 
+A plan of one application that runs as one instance whose inputs are the direct inputs as
+they are (:func:`_one_instance`), like the paper's matrix composition, keeps no run entry
+of its own: its run key is its instance's key, and its instance's entry, which the run keeps
+anyway, serves the run.  Such a run looks the store up once, and tells its lookup that the
+instance missed (:meth:`missed`), which then neither hashes its key nor looks again.
+
 What depends only on the plan (the structure, which implementation each function runs,
 its views, the prefixes) is computed once per plan and runtime; a run pays for the
 identities' check, the hash of its inputs and one lookup.  A run without a memo is one that
@@ -62,7 +68,13 @@ from dandelion.cache.content import Uncacheable
 from dandelion.cache.entry import CorruptEntry, pack, unpack
 from dandelion.cache.identity import python_identity
 from dandelion.cache.key import implementation_identity, items_tail, prefix
-from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, Implementation
+from dandelion.ir.nodes import (
+    Application,
+    FunctionKind,
+    FunctionSpec,
+    Implementation,
+    ShardingMode,
+)
 from dandelion.ir.serialize import content_hash
 from dandelion.items import Item
 from dandelion.planner.cacheable import not_cached_because
@@ -90,7 +102,7 @@ class _Application:
     its Python function changed since (a helper redefined, a constant changed)."""
 
     __slots__ = ("app", "spec", "implementation", "artifact", "sharding", "join", "fn",
-                 "known")
+                 "known", "entry")
 
     def __init__(self, app: Application, spec: FunctionSpec, implementation: Implementation,
                  artifact: Any) -> None:
@@ -109,10 +121,21 @@ class _Application:
         #: (python_identity(fn) when the prefix was made, the prefix): one tuple, replaced
         #: whole, so that concurrent runs never see one without the other
         self.known = (b"", self._prefix())
+        #: the prefix last made, as Cache.prefixes keeps it (known_prefix)
+        self.entry: KnownPrefix = (app, spec, implementation, artifact, self.known[1])
 
     def _prefix(self) -> bytes:
         identity = implementation_identity(self.implementation, self.artifact)
         return prefix(self.spec, self.implementation, identity, self.sharding, self.join)
+
+    def known_prefix(self, head: bytes) -> KnownPrefix:
+        """What :attr:`Cache.prefixes <dandelion.cache.Cache.prefixes>` keeps of this
+        application with its prefix ``head`` (made once per prefix)."""
+        entry = self.entry
+        if entry[4] is not head:
+            entry = self.entry = (self.app, self.spec, self.implementation, self.artifact,
+                                  head)
+        return entry
 
     def current(self) -> bytes:
         """The prefix as the function is now.
@@ -146,6 +169,15 @@ class RunMemo:
         #: what every key starts with: the salt and the structure
         self._head = _SALT + _COUNT(len(structure)) + structure
         self._parts = parts
+        one = _one_instance(plan, parts[0].spec) if len(parts) == 1 else None
+        #: for a plan run as one instance (see :func:`_one_instance`), the direct input
+        #: each parameter of its function reads, in the parameters' order (``None``: not
+        #: bound), and its required parameters' inputs; ``None`` for a run keyed whole
+        self.sources: list[str | None] | None = one[0] if one is not None else None
+        self._required = one[1] if one is not None else []
+        #: for a plan run as one instance, per direct output the position of the result
+        #: it is
+        self._results = one[2] if one is not None else []
 
     @classmethod
     def of(cls, plan: Plan, artifacts: Mapping[str, Any], engine_kinds: frozenset[str]
@@ -185,13 +217,33 @@ class RunMemo:
             Uncacheable: an input has no canonical encoding, or a function reaches
                 something that cannot be hashed.
         """
-        heads = [p.current() for p in self._parts]
+        if self.sources is None:
+            return hashing.digest(self.prefix(prefixes) + items_tail(
+                [inputs.get(name, ()) for name in self.inputs], ids))
+        if any(not inputs.get(name) for name in self._required):
+            raise Uncacheable("a required input is empty: the run has no instance")
+        return hashing.digest(self.prefix(prefixes) + items_tail(
+            [inputs.get(name, ()) if name is not None else () for name in self.sources], ids))
+
+    def prefix(self, prefixes: dict[int, KnownPrefix] | None = None) -> bytes:
+        """What a run key hashes before the content ids of the inputs (the salt, the
+        structure, each application's key prefix as its function is now); the prefixes
+        are added to ``prefixes`` as by :meth:`key`.
+
+        Raises:
+            Uncacheable: a function reaches something that cannot be hashed.
+        """
+        parts = self._parts
+        if len(parts) == 1:  # (the common case, without the lists)
+            head = parts[0].current()
+            if prefixes is not None:
+                prefixes[id(parts[0].app)] = parts[0].known_prefix(head)
+            return head if self.sources is not None else self._head + head
+        heads = [p.current() for p in parts]
         if prefixes is not None:
-            for p, head in zip(self._parts, heads):
-                prefixes[id(p.app)] = (p.app, p.spec, p.implementation, p.artifact, head)
-        return hashing.digest(b"".join([self._head, *heads,
-                                        items_tail([inputs.get(name, ())
-                                                    for name in self.inputs], ids)]))
+            for p, head in zip(parts, heads):
+                prefixes[id(p.app)] = p.known_prefix(head)
+        return b"".join([self._head, *heads])
 
     def storage_key(self, cache: Cache, inputs: Mapping[str, Items],
                     ids: dict[int, tuple[Any, bytes]] | None = None,
@@ -209,11 +261,20 @@ class RunMemo:
               ) -> tuple[dict[str, tuple[Item[Any], ...]] | None, bool]:
         """The direct outputs ``cache`` keeps under ``key`` (``None``: a miss), and whether
         the run was seen before (its mark, or a broken entry, which is removed)."""
+        return self.read(cache, key, self.get(cache, key))
+
+    def get(self, cache: Cache, key: str) -> bytes | None:
+        """What ``cache`` keeps under ``key`` (``None``: nothing, or a store that failed
+        and warned)."""
         try:
-            data = cache.store.get(key)
+            return cache.store.get(key)
         except Exception as e:  # the cache never fails a run
             log.warning("could not look up a whole run of '%s': %s", self.plan.entry, e)
-            return None, False
+            return None
+
+    def read(self, cache: Cache, key: str, data: bytes | None
+             ) -> tuple[dict[str, tuple[Item[Any], ...]] | None, bool]:
+        """:meth:`serve` of what :meth:`get` gave for ``key``."""
         if data is None:
             return None, False
         if data == SEEN:
@@ -221,14 +282,24 @@ class RunMemo:
         try:
             outputs, _ids = unpack(data)
         except CorruptEntry:
-            outputs = []
+            _remove(cache, key)
+            return None, True
+        if self.sources is not None:  # the instance's entry, as the dispatcher reads it:
+            # one of another number of results is left alone, a miss
+            if len(outputs) != len(self._parts[0].spec.results):
+                return None, True
+            return {name: tuple(outputs[at])
+                    for name, at in zip(self.outputs, self._results)}, True
         if len(outputs) != len(self.outputs):
-            try:
-                cache.store.delete(key)
-            except Exception as e:
-                log.warning("could not remove a broken whole-run entry: %s", e)
+            _remove(cache, key)
             return None, True
         return dict(zip(self.outputs, outputs)), True
+
+    def missed(self, key: str) -> dict[int, str] | None:
+        """What the run's lookups are told it looked up in vain under ``key`` (for
+        :attr:`Cache.missed <dandelion.cache.Cache.missed>`): the storage key of its one
+        instance, where the plan is run as one (``None``: not)."""
+        return {id(self._parts[0].app): key} if self.sources is not None else None
 
     def marks(self, key: str) -> list[tuple[str, bytes]] | None:
         """The mark that the run under ``key`` was seen, for its first instance's entries to
@@ -238,12 +309,14 @@ class RunMemo:
         a run of several does after its mark too, :meth:`keep`); ``None`` for a plan of
         several applications, whose first instances may be kept by a run that fails in a
         later one: :meth:`keep` marks it after the run."""
-        return [(key, SEEN)] if len(self._parts) == 1 else None
+        return [(key, SEEN)] if len(self._parts) == 1 and self.sources is None else None
 
     def keep(self, cache: Cache, key: str, outputs: Mapping[str, Items], whole: bool) -> None:
         """Keep a run's direct ``outputs`` under ``key`` when ``whole`` (not when one has no
         canonical encoding), else only the mark that it was seen, unless the run's first
         entries kept it (:meth:`marks`); a store that fails has warned and stays a miss."""
+        if self.sources is not None:  # its one instance's entry is the run's
+            return
         if not whole and cache.marks == []:  # taken: kept with the run's first entries
             return
         data = SEEN
@@ -257,6 +330,45 @@ class RunMemo:
             cache.store.put(key, data)
         except Exception as e:  # the cache never fails a run
             log.warning("could not keep a whole run of '%s': %s", self.plan.entry, e)
+
+
+def _remove(cache: Cache, key: str) -> None:
+    """Remove the broken entry under ``key`` (a store that fails warns)."""
+    try:
+        cache.store.delete(key)
+    except Exception as e:
+        log.warning("could not remove a broken cache entry: %s", e)
+
+
+def _one_instance(plan: Plan, spec: FunctionSpec
+                  ) -> tuple[list[str | None], list[str], list[int]] | None:
+    """For a plan of one application that runs as one instance whose inputs are the direct
+    inputs as they are (each argument reads a direct input whole: ``all``, no join), and
+    whose direct outputs are all results of it: per parameter of its function the direct
+    input it reads (``None``: not bound), the inputs of its required parameters (an empty
+    one skips the instance), and per direct output the position of the result it is;
+    else ``None``.
+
+    The run's key is then its instance's own key (:func:`~dandelion.cache.key.prefix` and
+    :func:`~dandelion.cache.key.tail` of the same items, in the same namespace), and its
+    instance's entry holds the run's outputs: a run looks up once, and keeps one entry.
+    """
+    comp = plan.composition
+    app = comp.applications[0]
+    direct = {d.name for d in comp.inputs}
+    if app.join is not None or any(a.mode is not ShardingMode.ALL or a.source not in direct
+                                   for a in app.arguments):
+        return None
+    args = {a.param: a for a in app.arguments}
+    sources = [args[p.name].source if p.name in args else None for p in spec.params]
+    required = [args[p.name].source for p in spec.params
+                if p.name in args and not args[p.name].optional]
+    results = {r.name: at for at, r in enumerate(spec.results)}
+    made = {o.target: results.get(o.result) for o in app.outputs}
+    positions = [made.get(d.name) for d in comp.outputs]
+    if any(at is None for at in positions):  # an output the application does not make
+        return None
+    return sources, required, positions  # type: ignore[return-value]
 
 
 def _implementation(spec: FunctionSpec, artifacts: Mapping[str, Any],

@@ -37,7 +37,7 @@ import attrs
 from dandelion.cache.content import Uncacheable
 from dandelion.cache.identity import python_identity
 from dandelion.errors import BackendError
-from dandelion.runtime import pickling
+from dandelion.runtime import nowait, pickling
 from dandelion.runtime.native import NativeFunction, NativeImage, validate_elf
 from dandelion.runtime.shipping import serialize_python
 from dandelion.runtime.wasm import WasmFunction, validate_wasm
@@ -65,6 +65,11 @@ def fingerprint(artifact: Any) -> bytes | None:
         return python_identity(fn)
     except Uncacheable:
         return None
+
+
+#: What a Python artifact decoded *sealed* (:meth:`ArtifactStore.stored_artifact`) is
+#: recorded with in place of its fingerprint
+SEALED = b"sealed: decoded from this code, run only elsewhere"
 
 
 @attrs.frozen
@@ -109,6 +114,7 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike[str] | None = None,
                  hot_bytes: int = 256 << 20) -> None:
         self.root = Path(root) if root is not None else default_root()
+        self._root = os.fspath(self.root)
         self.hot_bytes = hot_bytes
         self._hot: collections.OrderedDict[str, StoredCode] = collections.OrderedDict()
         self._hot_size = 0
@@ -120,6 +126,10 @@ class ArtifactStore:
         #: loaded again, e.g. by a worker that evicted it, serializes to the same bytes:
         #: its file is not written again)
         self._written: dict[str, str] = {}
+        #: digest -> the metadata this store last wrote for it (kind, requires, name) and
+        #: the code's length (a cold load of its own code reads only the code's file and
+        #: checks it against ``_written``: :meth:`get_at_once`)
+        self._meta: dict[str, tuple[str, tuple[str, ...], str, int]] = {}
         #: counters: ``hot`` (found in memory), ``cold`` (loaded from disk), ``stored``
         self.stats = collections.Counter[str]()
 
@@ -128,10 +138,15 @@ class ArtifactStore:
         return self._path(digest)
 
     def _path(self, digest: str) -> Path:
+        return Path(self._file(digest))
+
+    def _file(self, digest: str) -> str:
+        """:meth:`path` as a string (what a cold load on the event loop opens: building
+        the string costs a tenth of building the path)."""
         algo, _, hexdigest = digest.partition(":")
         if not hexdigest or not hexdigest.isalnum() or not algo.isalnum():
             raise BackendError(f"malformed artifact digest {digest!r}")
-        return self.root / algo / hexdigest[:2] / hexdigest
+        return f"{self._root}/{algo}/{hexdigest[:2]}/{hexdigest}"
 
     def _remember(self, digest: str, code: StoredCode) -> None:
         with self._lock:
@@ -190,6 +205,7 @@ class ArtifactStore:
                 with self._lock:
                     self._source.pop(digest, None)
                     self._written.pop(digest, None)
+                    self._meta.pop(digest, None)
         return removed
 
     def is_hot(self, digest: str) -> bool:
@@ -218,10 +234,16 @@ class ArtifactStore:
         trusted for an artifact object only if this store wrote it from that same object;
         a native or wasm digest is the image's own content digest and always trusted.
 
+        An artifact that :meth:`stored_artifact` decoded sealed is served the code it was
+        decoded from without its fingerprint being taken.
+
         Raises:
             BackendError: it is nowhere, or the file on disk is corrupt.
         """
-        version = fingerprint(artifact)
+        with self._lock:
+            source = None if artifact is None else self._source.get(digest)
+        version = SEALED if source is not None and source[0] is artifact and \
+            source[1] is SEALED else fingerprint(artifact)
         with self._lock:
             code = self._hot.get(digest)
             if code is not None and (artifact is None or code.kind in ("native", "wasm")
@@ -247,7 +269,7 @@ class ArtifactStore:
         source = self._source.get(digest)
         return source is not None and source[0] is artifact and source[1] == version
 
-    def stored_artifact(self, digest: str, quick: bool = False) -> Any:
+    def stored_artifact(self, digest: str, quick: bool = False, sealed: bool = False) -> Any:
         """The Python artifact decoded from the code this store wrote for ``digest`` (read
         from memory, else from disk and checked against its content digest), which
         :meth:`get` then serves that very code; ``None`` where this store wrote no Python
@@ -262,18 +284,27 @@ class ArtifactStore:
         Args:
             digest: the code's digest.
             quick: only where decoding costs next to nothing (``None`` otherwise): the code
-                is in memory, at most :data:`QUICK_BYTES` long, and every library it needs
-                is imported already — no disk, no import, no large object to rebuild.
+                is at most :data:`QUICK_BYTES` long, in memory or read without waiting for
+                a disk (:meth:`get_at_once`), and every library it needs is imported
+                already — no wait for a disk, no import, no large object to rebuild.
+            sealed: the caller never runs the artifact in this process (its engines run
+                Python functions in sandboxes of their own, which receive the code from
+                :meth:`get`), and nothing else reaches it.  What a function decoded from a
+                pickle reaches by value (its globals, closure cells and helpers) is its own,
+                so only code running it could change that: :meth:`get` serves it the code it
+                was decoded from without taking its identity, which is otherwise taken here
+                and checked there (:func:`fingerprint`, more than half of a cold load's
+                instructions).
 
         Raises:
             BackendError: the file on disk is corrupt or unreadable.
         """
         with self._lock:
             written = self._written.get(digest)
-            code = self._hot.get(digest)
         if written is None:
             return None
         if quick:
+            code = self.get_at_once(digest)
             if code is None or len(code.data) > QUICK_BYTES or \
                     not all(r in sys.modules for r in code.requires):
                 return None
@@ -290,16 +321,69 @@ class ArtifactStore:
             artifact = pickling.loads(code.data)
         except Exception:  # a library gone since: loading the source says what is wrong
             return None
-        version = fingerprint(artifact)
+        version = SEALED if sealed else fingerprint(artifact)
         with self._lock:
             self._source[digest] = (artifact, version)
         return artifact
 
-    def _load(self, digest: str) -> StoredCode | None:
+    def get_at_once(self, digest: str) -> StoredCode | None:
+        """The code of ``digest`` where that takes no wait for a disk, for an event loop:
+        from memory, else from its files on disk if they are at most :data:`QUICK_BYTES`
+        long and in the kernel's caches (:func:`~dandelion.runtime.nowait.read_cached`),
+        checked as :meth:`get` checks them; ``None`` otherwise (then :meth:`get` it where
+        waiting is allowed, which also says what is wrong with a missing file).
+
+        Code this store wrote itself is read from its one file, without asking its length,
+        and checked against the content digest this store wrote it with (kept in memory
+        with the rest of its metadata: its kind, the libraries it needs, its name and
+        length, a few hundred bytes): a cold load reads one file, not two, and parses no
+        metadata.  Where the file is not as long as written, ``None`` (:meth:`get` reads
+        it); where it holds other bytes, its metadata file is read too, as for code this
+        store did not write (rewritten by another worker sharing the directory, or
+        corrupt).
+
+        Raises:
+            BackendError: the file on disk is corrupt.
+        """
+        with self._lock:
+            code = self._hot.get(digest)
+            if code is not None:
+                self._hot.move_to_end(digest)
+                self.stats["hot"] += 1
+                return code
+            own = self._meta.get(digest)
+            written = self._written.get(digest)
+        file = self._file(digest)
+        try:
+            if own is not None:
+                data = nowait.read_cached(file, QUICK_BYTES, own[3])
+                if data is None:  # not in the kernel's caches, or not as long as written
+                    return None  # (a read that would wait started the disk's: not again)
+                if hashlib.sha256(data).hexdigest() == written:
+                    code = self._code(*own[:3], data)  # what this store wrote
+                    self._remember(digest, code)
+                    return code
+            # not what this store wrote: both files
+            data = nowait.read_cached(file, QUICK_BYTES)
+            meta = None if data is None else \
+                nowait.read_cached(f"{file}.json", QUICK_BYTES)
+        except OSError:  # missing or unreadable: get() says so
+            return None
+        if data is None or meta is None:
+            return None
+        code = self._load(digest, (data, meta))
+        if code is not None:
+            self._remember(digest, code)
+        return code
+
+    def _load(self, digest: str, read: tuple[bytes, bytes] | None = None
+              ) -> StoredCode | None:
+        """The code of ``digest`` from its files (``read``: their bytes, read already)."""
         path = self._path(digest)
         try:
-            data = path.read_bytes()
-            meta = json.loads(path.with_suffix(".json").read_text())
+            data, meta_bytes = read or (path.read_bytes(),
+                                        path.with_suffix(".json").read_bytes())
+            meta = json.loads(meta_bytes)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
@@ -308,10 +392,16 @@ class ArtifactStore:
             raise BackendError(f"artifact {digest} in {path.parent} is corrupt (its content "
                                "digest does not match)", hint="delete the file; it is "
                                                                "rewritten on the next run")
+        return self._code(meta["kind"], tuple(meta.get("requires", ())),
+                          str(meta.get("name") or ""), data)
+
+    def _code(self, kind: str, requires: tuple[str, ...], name: str, data: bytes
+              ) -> StoredCode:
+        """Code loaded from disk (counted cold), its digest checked: a native image
+        validated."""
         self.stats["cold"] += 1
-        native = validate_elf(meta.get("name", "?"), data) if meta["kind"] == "native" else None
-        return StoredCode(meta["kind"], data, tuple(meta.get("requires", ())), native,
-                          str(meta.get("name") or ""))
+        native = validate_elf(name or "?", data) if kind == "native" else None
+        return StoredCode(kind, data, requires, native, name)
 
     def _store(self, digest: str, artifact: Any, kind: str) -> StoredCode:
         if isinstance(artifact, NativeFunction):
@@ -331,10 +421,9 @@ class ArtifactStore:
         sha = hashlib.sha256(code.data).hexdigest()
         if self._written.get(digest) == sha and path.exists():
             return  # the same bytes as this store wrote last (a sweep forgets what it deletes)
-        meta = {"kind": code.kind, "requires": list(code.requires), "sha256": sha,
-                "name": name}
-        for target, content in ((path, code.data),
-                                (path.with_suffix(".json"), json.dumps(meta).encode())):
+        meta = json.dumps({"kind": code.kind, "requires": list(code.requires),
+                           "sha256": sha, "name": name}).encode()
+        for target, content in ((path, code.data), (path.with_suffix(".json"), meta)):
             path.parent.mkdir(parents=True, exist_ok=True)  # (a sweep may have removed it)
             fd, tmp = tempfile.mkstemp(dir=path.parent)
             with os.fdopen(fd, "wb") as f:
@@ -342,6 +431,7 @@ class ArtifactStore:
             os.replace(tmp, target)
         with self._lock:
             self._written[digest] = sha
+            self._meta[digest] = (code.kind, code.requires, name, len(code.data))
         self.stats["stored"] += 1
 
     def put(self, digest: str, kind: str, data: bytes, name: str = "") -> StoredCode:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections.abc
 import functools
+import sys
 import typing
 from typing import Any, Sequence
 
@@ -36,17 +37,24 @@ class View:
     element_annotation: Any = attrs.field(init=False, eq=False, repr=False)
     #: The value class of ``element_annotation`` (e.g. ``dd.HttpRequest``), else ``None``.
     value_class: Any = attrs.field(init=False, eq=False, repr=False)
-    #: For one plain value (``int``, ``float``, ``str``, ``bytes``, ``bool``, not a set, not
-    #: an item), its class: a value of exactly that class needs no further checks.
+    #: For one plain value (``int``, ``float``, ``str``, ``bytes``, ``bool`` or numpy's
+    #: ``ndarray``; not a set, not an item), its class: a value of exactly that class needs
+    #: no further checks — but for an ``int`` result, its range, and for an ``ndarray``
+    #: result, that it holds no Python objects (:attr:`array`).
     plain: Any = attrs.field(init=False, eq=False, repr=False)
+    #: Whether :attr:`plain` is numpy's ``ndarray``.
+    array: bool = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # worked out once: every invocation of the function needs them
         element = _element_annotation(self.annotation)
         object.__setattr__(self, "element_annotation", element)
         object.__setattr__(self, "value_class", value_class(element))
-        object.__setattr__(self, "plain", element if element in _PLAIN and not self.items
-                           and not self.type.is_set else None)
+        numpy = sys.modules.get("numpy")
+        array = numpy is not None and element is numpy.ndarray
+        object.__setattr__(self, "plain", element if (element in _PLAIN or array)
+                           and not self.items and not self.type.is_set else None)
+        object.__setattr__(self, "array", array and self.plain is not None)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Sandboxes unpickle the views of every function they run: as plain arguments, and

@@ -27,6 +27,7 @@ from dandelion.runtime.logs import Collector
 from dandelion.server import wire
 from dandelion.server.admission import Admission, Overloaded
 from dandelion.server.config import ServerConfig
+from dandelion.server.idle_gc import IdleGC
 from dandelion.server.jobs import JobRecord
 from dandelion.server.openapi import openapi_document
 from dandelion.server.protocol import TENANT, refusal_message
@@ -84,6 +85,8 @@ class Frontend:
         metrics = self.service.metrics
         metrics.admitted.set_function(lambda: self.admission.admitted)
         metrics.expected_wait.set_function(self.admission.expected_wait)
+        #: young garbage collected between invocations (from the start, on the loop)
+        self.idle_gc: IdleGC | None = None
 
     # -- the application --------------------------------------------------------------------
 
@@ -111,7 +114,9 @@ class Frontend:
         return app
 
     async def _start_sweeping(self, _app: web.Application) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep_forever())
+        self.idle_gc = IdleGC(loop, self.admission)
 
     async def _sweep_forever(self) -> None:
         """Every :data:`~dandelion.server.service.SWEEP_EVERY` seconds, forget what the
@@ -126,6 +131,8 @@ class Frontend:
     async def _shutdown(self, _app: web.Application) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.idle_gc is not None:
+            self.idle_gc.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.get_running_loop().run_in_executor(None, self.service.close)
 
@@ -177,9 +184,28 @@ class Frontend:
         request[TENANT] = found
         return self.service.tenant(found)
 
+    async def _read(self, request: web.Request) -> bytes:
+        """The whole body: the one chunk it arrived in, or its chunks joined (one copy;
+        ``request.read()`` copies each chunk into a ``bytearray`` and that into
+        ``bytes``).
+
+        Raises:
+            HTTPRequestEntityTooLarge: it is longer than ``max_body_bytes``.
+        """
+        content, limit = request.content, self.config.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+            chunks.append(chunk)
+        return bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            raw = await _within(request.read(), self.config.body_timeout)
+        try:  # a body that has arrived whole is read without a timer
+            raw = await (self._read(request) if request.content.is_eof() else
+                         _within(self._read(request), self.config.body_timeout))
         except asyncio.TimeoutError:
             raise RequestProblem(f"the body did not arrive within {self.config.body_timeout:g} "
                                  "s", status=408) from None
@@ -222,8 +248,11 @@ class Frontend:
 
     def _release(self, ran: bool) -> None:
         """An admitted invocation is done; ``ran``: it got as far as the engines (else its
-        end says nothing about how fast they complete)."""
+        end says nothing about how fast they complete).  The young garbage is collected
+        once none is admitted (:mod:`.idle_gc`)."""
         self.admission.leave(time.monotonic(), ran)
+        if self.idle_gc is not None:
+            self.idle_gc.ended()
 
     async def _invocation(self, tenant: Tenant, kind: str, name: str, inputs: Any,
                           printed: Collector) -> Any:
@@ -344,11 +373,14 @@ class Frontend:
                                                             printed)
         finally:
             self._release(ran)
-        binary = self._binary(request)
-        doc = self.service.encode_outputs(outputs, decls, binary)
-        if request.query.get("logs") in ("1", "true"):
-            doc["logs"] = printed.to_data()
-        response = self._respond(doc, binary)
+        # (a request without a query string parses none)
+        more = {"logs": printed.to_data()} if request.query_string and \
+            request.query.get("logs") in ("1", "true") else {}
+        if self._binary(request):  # packed at once, each array's data copied once
+            response = web.Response(body=wire.pack_outputs(outputs, decls, more),
+                                    content_type=wire.MSGPACK)
+        else:
+            response = _json({**self.service.encode_outputs(outputs, decls, False), **more})
         response.headers["X-Dandelion-Cache"] = "hit" if cached else "miss"
         return response
 

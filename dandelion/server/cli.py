@@ -29,6 +29,12 @@ def _io_value(text: str) -> Any:
         return text
 
 
+def _engine_options(pairs: Any) -> dict[str, Any]:
+    from dandelion.cli import _engine_options as parse
+
+    return parse(pairs)
+
+
 def server_config(args: argparse.Namespace) -> Any:
     """The :class:`~dandelion.server.ServerConfig` of ``dandelion serve`` arguments.
 
@@ -68,7 +74,8 @@ def server_config(args: argparse.Namespace) -> Any:
                         plan_cache=args.plan_cache, code_ttl=args.code_ttl,
                         invocations=args.invocations, max_waiting=args.max_waiting,
                         max_wait=args.max_wait,
-                        state_dir=args.state_dir, io=io, topology=args.topology)
+                        state_dir=args.state_dir, io=io, topology=args.topology,
+                        engine_options=_engine_options(args.engine_option or ()))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -253,6 +260,9 @@ def add_server_commands(sub: Any) -> None:
     p.add_argument("--engine", help="compute engine (default: process, the sandbox, on "
                                     "Linux; inline runs functions in the worker, unisolated)")
     p.add_argument("--workers", type=positive(int), help="compute engines (default: CPUs)")
+    p.add_argument("-E", "--engine-option", action="append", metavar="NAME=VALUE",
+                   help="compute engine option, e.g. -E reuse_sandboxes=false (a JSON "
+                        "value or a string; repeatable)")
     p.add_argument("--timeout", type=positive(float), help="seconds any function may run")
     p.add_argument("--tokens", metavar="FILE",
                    help='JSON {"tenant": "token", …}; without it, one open tenant')

@@ -66,6 +66,8 @@ class ServerConfig:
         state_dir: where registrations and code are kept (``None``: a temporary directory,
             forgotten at exit).
         io: options of the worker's I/O engine (:class:`~dandelion.io.IoConfig`).
+        engine_options: keyword arguments of the worker's compute engine (``dandelion
+            serve -E NAME=VALUE``), e.g. ``{"reuse_sandboxes": True}`` for ``process``.
         topology: a JSON file saying which node of the Ray cluster is near which storage
             (``docs/placement.rst``; ``None``: ``$DANDELION_TOPOLOGY``, if set).
     """
@@ -96,6 +98,7 @@ class ServerConfig:
     state_dir: str | None = None
     io: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
     topology: str | None = None
+    engine_options: Mapping[str, Any] = attrs.field(factory=dict, converter=_mapping)
 
     @property
     def open(self) -> bool:

@@ -94,14 +94,19 @@ class Connection(web_protocol.RequestHandler):
         if self._timed_out:
             return
         # a request's head starts arriving: its first bytes arm the deadline, a parsed
-        # message (the head is complete) disarms it
-        if self._header_deadline is None and not self._messages and data:
+        # message (the head is complete) disarms it; a head that arrives whole in its first
+        # bytes (nearly every request) arms none: parsed first, the deadline is armed only
+        # if no message came of them (armed, then cancelled at once, it cost every request
+        # a timer on the loop, its cancellation and its removal)
+        starts = self._header_deadline is None and not self._messages and bool(data)
+        super().data_received(data)
+        if self._messages:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+        elif starts and self._header_deadline is None and not self._timed_out:
             self._header_deadline = self._loop.call_later(self.header_timeout,
                                                           self._head_too_slow)
-        super().data_received(data)
-        if self._messages and self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
 
     def _head_too_slow(self) -> None:
         self._header_deadline = None

@@ -42,7 +42,6 @@ from dandelion.items import Item
 from dandelion.program import call_input, call_module, call_output
 from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
-from dandelion.runtime.handoff import awaitable
 from dandelion.runtime.registry import load_engine
 from dandelion.runtime.store import ArtifactStore
 from dandelion.server.admission import Overloaded
@@ -155,7 +154,9 @@ def runtime_of(config: ServerConfig, store: ArtifactStore | None = None) -> Runt
 
         engine = load_engine(config.engine or DEFAULT_ENGINE)
         if "store" in inspect.signature(engine).parameters:
-            options["engine_options"] = {"store": store}
+            options["engine_options"] = {**config.engine_options, "store": store}
+    if config.engine_options and "engine_options" not in options:
+        options["engine_options"] = dict(config.engine_options)
     # results are kept per function instance in config.cache; every invocation sees it
     # through its tenant's namespace (Service.invoke), never the runtime's default one
     return Runtime(config.backend, engine=config.engine,
@@ -228,9 +229,11 @@ class Service:
         self.tenants: dict[str, Tenant] = {}
         self._lock = threading.RLock()
         #: calls of directly invoked functions (planned), least recently used first
-        self._function_plans: collections.OrderedDict[tuple[str, Any], Target] = \
+        self._function_plans: collections.OrderedDict[int, tuple[FunctionRecord, Target]] = \
             collections.OrderedDict()
         self.runtime = runtime_of(config, self.store)
+        # an isolated engine runs every compute function in a sandbox, never in this process
+        self.code.sealed = self.runtime.backend.inputs_copied
         self.metrics.retained.labels("plans").set_function(lambda: len(self._function_plans))
         self.metrics.retained.labels("jobs").set_function(
             lambda: sum(len(t.jobs) for t in list(self.tenants.values())))
@@ -516,15 +519,16 @@ class Service:
                           executor: concurrent.futures.Executor | None = None
                           ) -> tuple[Sets, dict[str, Any], bool] | None:
         """:meth:`invoke` from the event loop, without a thread waiting for it
-        (:meth:`~dandelion.runtime.api.Runtime.start_plan`; a run the backend cannot start
-        so waits on ``executor``), where the result cache is in memory (looked up on the
-        loop).  Code in memory, or whose stored copy decodes at once (a small copy in
-        memory, its libraries imported: a cold start at the cost of a hot one), is taken
-        on the loop; code that must be read from disk or loaded from its source is loaded
-        on ``executor``, and the run is then started from the loop like a hot one (no
-        thread waits for the run itself).  ``None`` for a cache on disk or in Redis, or a
-        request naming nothing registered: then call :meth:`invoke` on a thread (nothing
-        was done or counted yet).
+        (:meth:`~dandelion.runtime.api.Runtime.start_here`: a function called alone goes
+        straight to its engine, :mod:`dandelion.runtime.one_call`; a run the backend cannot
+        start so waits on ``executor``), where the result cache is in memory (looked up on
+        the loop).  Code in memory, or whose stored copy decodes at once (a small copy in
+        memory, its libraries imported: a cold start at the cost of a hot one), is taken on
+        the loop; code that must be read from disk or loaded from its source is loaded on
+        ``executor``, and the run is then started from the loop like a hot one (no thread
+        waits for the run itself).  ``None`` for a cache on disk or in Redis, or a request
+        naming nothing registered: then call :meth:`invoke` on a thread (nothing was done or
+        counted yet).
         """
         if self.config.cache not in (None, "memory"):
             return None
@@ -547,9 +551,9 @@ class Service:
             tally = _tally(cache)
             try:
                 with logs.collect(printed):
-                    started = self.runtime.start_plan(plan, sets, artifacts, cache, tally,
+                    started = self.runtime.start_here(plan, sets, artifacts, cache, tally,
                                                       loop)
-                    waiting = awaitable(started, loop) if started is not None else \
+                    waiting = started if started is not None else \
                         loop.run_in_executor(  # a run that needs a waiting thread
                             executor, contextvars.copy_context().run,
                             self.runtime.run_plan, plan, sets, artifacts, cache, tally)
@@ -592,7 +596,7 @@ class Service:
                 ) -> tuple[Sets, str | None, Sets | None]:
         """The input sets of an invocation, its result cache key (``None``: not cached)
         and the outputs the cache holds for it."""
-        sets = decode_sets(inputs, target.inputs)
+        sets = decode_sets(inputs, target.inputs, view=self.runtime.backend.inputs_copied)
         if target.rename is not None:
             sets = {call_input(p): s for p, s in sets.items()}
         record = target.record
@@ -643,13 +647,16 @@ class Service:
         """The call of function ``name`` alone: a one-application composition, planned
         once per function and kept (at most ``plan_cache`` of them)."""
         record = self.function(tenant, name)
-        # the spec, not only the code: one ELF may be registered under several signatures
-        key = (tenant.name, record.spec)
+        # Kept per registration (the spec, not only the code: one ELF may be registered under
+        # several signatures), found by the record's identity: hashing its spec (its params'
+        # and types' attrs hashes) took a dozen Python calls on every request.  The entry
+        # holds its record, so no other record can have that id while it is kept.
+        key = id(record)
         with self._lock:
-            found = self._function_plans.get(key)
-            if found is not None:
+            kept = self._function_plans.get(key)
+            if kept is not None and kept[0] is record:
                 self._function_plans.move_to_end(key)
-                return found
+                return kept[1]
         spec = record.spec
         module = call_module(spec)  # what dd.run runs for a compute function
         check(module)
@@ -659,7 +666,8 @@ class Service:
                      {r.name: r.type for r in spec.results},
                      ([p.name for p in spec.params], [r.name for r in spec.results]))
         with self._lock:
-            self._function_plans[key] = found
+            self._function_plans[key] = (record, found)
+            self._function_plans.move_to_end(key)
             while len(self._function_plans) > self.config.plan_cache:
                 self._function_plans.popitem(last=False)
         return found

@@ -83,24 +83,35 @@ class RegisteredCode:
     What was registered is stored as it came, under its content digest: source text as
     ``source:<sha256>``, a function shipped by value (a pickle) as ``shipped:<sha256>``, a
     native ELF or wasm module as ``sha256:`` of its bytes.  Python and native functions
-    share the cache's ``capacity`` (``--hot-functions``).  A native function pushed out of
-    it leaves memory altogether: its image is dropped from the store's memory too, so that
-    its next invocation (cold) reads it from disk and checks its digest, and each engine
-    prepares it anew (cuts its segments, maps it into a VM, deserializes its compiled
+    share the cache's ``capacity`` (``--hot-functions``).  A function pushed out of it
+    leaves memory altogether: its code is dropped from the store's memory too (a native
+    function's image, a Python function's stored copy), so that its next invocation (cold)
+    reads it from disk and checks its digest, decodes a Python copy anew, and each engine
+    prepares an image anew (cuts its segments, maps it into a VM, deserializes its compiled
     module), as it would after a worker restart.
 
     Args:
         store: the worker's artifact store (which also holds its native code, and the code
             its engines run).
         capacity: loaded artifacts kept in memory.
+        sealed: the worker's engines run Python functions only in sandboxes of their own
+            (an isolated engine), never in its process: a function decoded from its stored
+            copy is sealed (:meth:`~dandelion.runtime.store.ArtifactStore.stored_artifact`).
     """
 
     KINDS = ("source", "shipped")
 
-    def __init__(self, store: ArtifactStore, capacity: int = 256) -> None:
+    def __init__(self, store: ArtifactStore, capacity: int = 256, sealed: bool = False
+                 ) -> None:
         self.store = store
         self.capacity = capacity
+        self.sealed = sealed
         self._loaded: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+        #: (source, name) -> the digests of the copies the engines run of a loaded Python
+        #: function, and how many loaded functions have each copy (dropped from the
+        #: store's memory when the last of them is pushed out)
+        self._copies: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._copy_users = collections.Counter[str]()
         self._lock = threading.Lock()
 
     @classmethod
@@ -126,7 +137,9 @@ class RegisteredCode:
         self._store_runnable(functions)
         with self._lock:
             for fn in functions.values():
-                self._remember((digest, fn.name), fn.artifact)
+                copies = tuple(impl.digest for impl in fn.spec.implementations
+                               if impl.kind == "python")
+                self._remember((digest, fn.name), fn.artifact, copies)
         return digest, functions
 
     def _store_runnable(self, functions: dict[str, Any]) -> None:
@@ -157,13 +170,25 @@ class RegisteredCode:
                 self._loaded.move_to_end(key)
             return artifact
 
-    def _remember(self, key: tuple[str, str], artifact: Any) -> None:
+    def _remember(self, key: tuple[str, str], artifact: Any, copies: tuple[str, ...] = ()
+                  ) -> None:
+        """Keep ``artifact`` loaded under ``key`` (``copies``: the digests of the code the
+        engines run of it, a Python function's); push the least recently used out of
+        memory past the capacity (call with the lock held)."""
         self._loaded[key] = artifact
         self._loaded.move_to_end(key)
+        if copies and key not in self._copies:
+            self._copies[key] = copies
+            self._copy_users.update(copies)
         while len(self._loaded) > self.capacity:
-            (digest, _), gone = self._loaded.popitem(last=False)
+            gone_key, gone = self._loaded.popitem(last=False)
             if isinstance(gone, BuiltFunction):  # an image: out of memory altogether
-                self.store.evict(digest)
+                self.store.evict(gone_key[0])
+            for copy in self._copies.pop(gone_key, ()):  # and a Python function's copy
+                self._copy_users[copy] -= 1
+                if self._copy_users[copy] <= 0:
+                    del self._copy_users[copy]
+                    self.store.evict(copy)
 
     def add_native(self, artifact: NativeFunction | WasmFunction) -> None:
         """Keep a native function just registered (and stored) as loaded."""
@@ -176,8 +201,10 @@ class RegisteredCode:
         image ``digest``, and whether it was hot (loaded already).
 
         Otherwise its image is read from the store (from disk, where it was pushed out, and
-        checked against its digest); unless ``cold``, ``(None, False)`` instead, for a
-        caller that must not wait for a disk (the event loop).
+        checked against its digest); unless ``cold``, only where that takes no wait for a
+        disk (:meth:`~dandelion.runtime.store.ArtifactStore.get_at_once`: a small image in
+        the kernel's caches), else ``(None, False)``, for a caller that must not wait for a
+        disk (the event loop).
 
         Raises:
             RegistrationError: the image is missing or corrupt.
@@ -186,13 +213,13 @@ class RegisteredCode:
         artifact = self._hot(key)
         if artifact is not None:
             return artifact, True
-        if not cold:
-            return None, False
         try:
-            code = self.store.get(digest)
+            code = self.store.get(digest) if cold else self.store.get_at_once(digest)
         except BackendError as e:  # gone, or corrupt: never run what was not registered
             raise RegistrationError(f"the code of '{name}' cannot be loaded: {e.message}",
                                     hint="register the function again") from None
+        if code is None:  # not without waiting for a disk
+            return None, False
         loaded = (WasmFunction if kind == "wasm" else NativeFunction)(name, code.data)
         with self._lock:
             self._remember(key, loaded)
@@ -218,7 +245,7 @@ class RegisteredCode:
         if artifact is not None:
             return artifact, True
         try:
-            artifact = self.store.stored_artifact(digest, quick=not cold)
+            artifact = self.store.stored_artifact(digest, quick=not cold, sealed=self.sealed)
             if artifact is None:
                 if not cold:
                     return None, False
@@ -228,7 +255,7 @@ class RegisteredCode:
             raise RegistrationError(f"the code of '{name}' cannot be loaded: {e.message}",
                                     hint="register it again") from None
         with self._lock:
-            self._remember(key, artifact)
+            self._remember(key, artifact, (digest,))
         return artifact, False
 
     def _load_again(self, source: str, name: str) -> Any:

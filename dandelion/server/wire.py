@@ -38,7 +38,7 @@ import json
 import math
 from typing import Any, Mapping
 
-from dandelion.codec import INT64_RANGE, decode, encode
+from dandelion.codec import INT64_RANGE, decode, encode, npy_parts
 from dandelion.errors import DandelionError, EncodingError, InputError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -128,8 +128,9 @@ def _kind(value: Any) -> str:
             bytes: "binary data"}.get(type(value), type(value).__name__)
 
 
-def decode_value(value: Any, element: ElementType, where: str) -> Any:
-    """The Python value of one wire value of ``element``.
+def decode_value(value: Any, element: ElementType, where: str, view: bool = False) -> Any:
+    """The Python value of one wire value of ``element``; with ``view``, an ``ndarray`` is a
+    read-only view of the wire's bytes (see :func:`decode_sets`).
 
     Raises:
         WireError: the value does not fit the element type.
@@ -166,7 +167,7 @@ def decode_value(value: Any, element: ElementType, where: str) -> Any:
         return value
     if element is ElementType.NDARRAY:
         try:
-            return decode(_bytes_in(value, where), ElementType.NDARRAY)
+            return decode(_bytes_in(value, where), ElementType.NDARRAY, view)
         except EncodingError as e:
             raise WireError(f"{where}: {e.message}") from None
     raise WireError(f"{where}: unknown element type {element}")  # pragma: no cover
@@ -194,8 +195,9 @@ def encode_value(value: Any, element: ElementType, binary: bool, where: str) -> 
     return data if binary else {"base64": base64.b64encode(data).decode()}
 
 
-def decode_item(raw: Any, element: ElementType, where: str) -> Item[Any]:
-    """One wire item (full form or bare value) as an :class:`Item`."""
+def decode_item(raw: Any, element: ElementType, where: str, view: bool = False) -> Item[Any]:
+    """One wire item (full form or bare value) as an :class:`Item` (``view``: see
+    :func:`decode_sets`)."""
     key, name, value = 0, "", raw
     if isinstance(raw, dict) and "value" in raw and set(raw) <= _ITEM_KEYS:
         value = raw["value"]
@@ -209,12 +211,17 @@ def decode_item(raw: Any, element: ElementType, where: str) -> Item[Any]:
         if not isinstance(name, str):
             raise WireError(f"{where}.name: expected a string, got {_kind(name)}")
         where = f"{where}.value"
-    return Item(decode_value(value, element, where), key=key, name=name)
+    return Item(decode_value(value, element, where, view), key=key, name=name)
 
 
-def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs"
-                ) -> dict[str, tuple[Item[Any], ...]]:
+def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs",
+                view: bool = False) -> dict[str, tuple[Item[Any], ...]]:
     """The sets of a wire map ``name -> list of items``, checked against ``decls``.
+
+    With ``view``, an ``ndarray`` is a read-only view of the wire's bytes, not a writable
+    copy: for a runtime whose functions read copies of their inputs anyway
+    (:attr:`~dandelion.runtime.backend.Backend.inputs_copied`), where the copy would only
+    be copied again.
 
     Raises:
         WireError: unknown, missing or mistyped sets (every problem is named).
@@ -241,7 +248,7 @@ def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs"
         if not dtype.is_set and len(raw) != 1:
             raise WireError(f"{where} is declared {dtype}: give exactly one item, "
                             f"not {len(raw)}")
-        sets[name] = tuple(decode_item(v, dtype.element, f"{where}[{i}]")
+        sets[name] = tuple(decode_item(v, dtype.element, f"{where}[{i}]", view)
                            for i, v in enumerate(raw))
     return sets
 
@@ -264,3 +271,63 @@ def encode_sets(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, D
             items.append({"value": value, "key": item.key, "name": item.name})
         out[name] = items
     return out
+
+
+def _bin_header(size: int) -> bytes:
+    """msgpack's header of ``size`` bytes of bin, in its shortest form (as ``packb``)."""
+    if size < 1 << 8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 1 << 16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
+
+
+def pack_outputs(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, DataType],
+                 more: Mapping[str, Any] | None = None) -> bytes:
+    """The msgpack body ``{"outputs": encode_sets(sets, decls, True), **more}``, byte for
+    byte as :func:`dumps` writes it, with each ``ndarray``'s data copied once, from the
+    array into the body (:func:`dumps` of :func:`encode_sets` copies it twice: into its
+    ``.npy`` bytes, then into the body).
+
+    >>> import msgpack, numpy as np
+    >>> decls = {"r": DataType.parse("item[ndarray]"), "n": DataType.parse("set[int]")}
+    >>> sets = {"r": (Item(np.eye(2)),), "n": (Item(1, key=2, name="a"),)}
+    >>> body = pack_outputs(sets, decls, {"logs": []})
+    >>> body == dumps({"outputs": encode_sets(sets, decls, True), "logs": []}, True)
+    True
+    >>> msgpack.unpackb(body)["outputs"]["n"]
+    [{'value': 1, 'key': 2, 'name': 'a'}]
+
+    Raises:
+        EncodingError: an item cannot be represented as its declared element type.
+    """
+    import msgpack
+
+    packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
+    more = more or {}
+    parts: list[Any] = [packer.pack_map_header(1 + len(more)), _OUTPUTS,
+                        packer.pack_map_header(len(decls))]
+    for name, dtype in decls.items():
+        items = sets.get(name, ())
+        parts += (pack(name), packer.pack_array_header(len(items)))
+        element = dtype.element
+        for i, item in enumerate(items):
+            parts.append(_ITEM_VALUE)
+            try:
+                if element is ElementType.NDARRAY and hasattr(item.value, "dtype"):
+                    header, data = npy_parts(item.value)
+                    parts += (_bin_header(len(header) + len(data)), header, data)
+                else:
+                    parts.append(pack(encode_value(item.value, element, True, "")))
+            except DandelionError as e:
+                raise EncodingError(f"output '{name}' item {i}: {e.message}") from None
+            parts += (_ITEM_KEY, pack(item.key), _ITEM_NAME, pack(item.name))
+    for key, value in more.items():
+        parts += (pack(key), pack(value))
+    return b"".join(parts)
+
+
+#: the fixed parts of a packed response: its one key and each item's keys
+_OUTPUTS, _ITEM_VALUE, _ITEM_KEY, _ITEM_NAME = (b"\xa7outputs", b"\x83\xa5value", b"\xa3key",
+                                                b"\xa4name")

@@ -131,3 +131,29 @@ def test_values_without_an_encoding_fail_on_every_engine():
         big.artifact.invoke([[dd.Item(1)]])
     with pytest.raises(dd.EncodingError, match="not JSON serializable|set"):
         doc.artifact.invoke([[dd.Item(1)]])
+
+
+def test_an_array_passes_as_it_is_but_one_of_python_objects_is_refused_as_a_result():
+    """Exactly an ``ndarray`` (what a sandbox decodes, what numpy returns) is a plain value:
+    passed on without the general checks, but for the one every engine needs of a result —
+    that it holds no Python objects (no encoding can carry them)."""
+
+    @dd.compute
+    def same(m: np.ndarray) -> np.ndarray:
+        return m
+
+    @dd.compute
+    def objects(m: np.ndarray) -> np.ndarray:
+        return np.array([{1}, "x"], dtype=object)
+
+    @dd.compute
+    def several(ms: list[np.ndarray]) -> list[np.ndarray]:
+        return ms
+
+    m = np.arange(6).reshape(2, 3)
+    ((item,),) = same.artifact.invoke([[dd.Item(m)]])
+    assert item.value is m
+    assert same.artifact.params[0][1].plain is np.ndarray
+    assert several.artifact.params[0][1].plain is None  # a set: checked item by item
+    with pytest.raises(dd.EncodingError, match="array of Python objects"):
+        objects.artifact.invoke([[dd.Item(m)]])

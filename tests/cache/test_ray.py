@@ -153,3 +153,50 @@ def test_a_lease_whose_holder_was_killed_expires_and_a_waiter_computes(ray_clust
     holder.join(60)
     assert not holder.is_alive()
     assert outcome["n1"] == [70] or isinstance(outcome["n1"], dd.DandelionError)
+
+
+TOTALS = """
+    import dandelion as dd
+
+    @dd.compute
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    @dd.composition
+    def summed(xs: list[int]) -> int:
+        return total(xs)
+"""
+
+
+def test_a_run_of_one_instance_shares_its_entry_with_watched_and_local_runs(ray_cluster,
+                                                                           redis_url, load):
+    # a plan of one application run as one instance: its run key is the instance's key
+    # on Ray too, so an unwatched Ray run, a watched Ray run and a local run hit each
+    # other's entries (one store, one namespace), and a changed input misses
+    mod = load(TOTALS, "totals_one_instance")
+    store = RedisStore(redis_url, prefix=f"test-{uuid.uuid4().hex}:")
+    events: list[Event] = []
+
+    def hits() -> list[tuple[int | None, int | None]]:
+        made = [(e.hits, e.misses) for e in events if e.kind is EventKind.CACHED]
+        events.clear()
+        return made
+
+    with dd.Runtime(backend="ray", isolation="none", cache=store) as rt, \
+            dd.Runtime(backend="ray", isolation="none", cache=store,
+                       observers=[events.append]) as watched, \
+            dd.Runtime(engine="inline", workers=1, cache=store,
+                       observers=[events.append]) as local:
+        assert rt.run(mod.summed, [1, 2, 3]) == 6  # through the memo, kept
+        assert watched.run(mod.summed, [1, 2, 3]) == 6
+        assert local.run(mod.summed, [1, 2, 3]) == 6
+        assert hits() == [(1, 0), (1, 0)]
+        assert local.run(mod.summed, [4, 5]) == 9  # kept by a watched local run
+        assert hits() == [(0, 1)]
+        entries = store.info()["entries"]
+        assert rt.run(mod.summed, [4, 5]) == 9  # served through the memo: nothing kept
+        assert store.info()["entries"] == entries
+        assert rt.run(mod.summed, [4, 6]) == 10  # another input: computed, kept
+        assert store.info()["entries"] == entries + 1
+        assert watched.run(mod.summed, [4, 6]) == 10
+        assert hits() == [(1, 0)]

@@ -105,17 +105,15 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 
 def test_a_rerun_is_served_whole_with_equal_outputs(load, engine):
+    # a plan of one application run as one instance: the run key is its instance's key,
+    # looked up once; its entry, kept once, is the run's
     mod = load(GRAM)
     store = Recording(MemoryStore())
     m = _matrix()
     with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
         first = rt.run(mod.product, m)
         run_key = store.reads[0]
-        # the instance's entry, and the mark of the run, in one call
-        assert len(store.writes) == 2 and store.writes[1] == run_key and store.calls == 1
-        store.clear_log()
-        assert (rt.run(mod.product, m) == first).all()  # seen: kept whole
-        assert store.reads == [run_key, store.reads[1]] and store.writes == [run_key]
+        assert store.reads == [run_key] and store.writes == [run_key] and store.calls == 1
         store.clear_log()
         again = rt.run(mod.product, m)
         assert (again == m @ m.T).all() and (again == first).all()
@@ -124,16 +122,80 @@ def test_a_rerun_is_served_whole_with_equal_outputs(load, engine):
         assert (rt.run(mod.product, m) == first).all()
 
 
+def test_entries_kept_in_reserved_memory_hold_the_results_the_caller_then_changed(
+        load, engine, monkeypatch):
+    # an all-miss run reserves the next large entry's memory while it computes
+    # (dandelion.cache.entry.reserve), and its entry is written into it: each entry must hold
+    # its own run's result, untouched by the caller changing that result in place, and the
+    # reruns hit exactly the runs seen
+    from dandelion.runtime import dispatcher
+
+    reserved: list[bool] = []
+    real = dispatcher.reserve_entry
+    monkeypatch.setattr(dispatcher, "reserve_entry", lambda: reserved.append(real()) or True)
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    ms = [np.random.default_rng(seed).integers(-9, 10, size=(128, 128)) for seed in range(6)]
+    with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
+        for m in ms:
+            got = rt.run(mod.product, m)
+            assert (got == m @ m.T).all()
+            got[:] = -1  # the caller's own array
+        assert len(reserved) == len(ms) and any(reserved)  # (made while each computed)
+        store.clear_log()
+        for m in reversed(ms):
+            assert (rt.run(mod.product, m) == m @ m.T).all()
+        assert store.writes == [] and len(store.reads) == len(ms)  # every one a hit
+        store.clear_log()
+        new = ms[0] + 1
+        assert (rt.run(mod.product, new) == new @ new.T).all() and len(store.writes) == 1
+
+
 def test_a_run_on_new_inputs_keeps_its_outputs_once(load):
     mod = load(GRAM)
     store = MemoryStore()
     m = _matrix()
-    with dd.Runtime(engine="inline", workers=1, cache=store) as rt:
+    with dd.Runtime(engine="inline", workers=1, cache=store, fuse=False) as rt:
         rt.run(mod.product, m)
         once = store.info()["bytes"]
-        assert once < 1.1 * m.nbytes + 1000  # the instance's entry and a mark
+        assert once < 1.1 * m.nbytes + 1000  # the instance's entry, which is the run's
         rt.run(mod.product, m)
-        assert store.info()["bytes"] > 2 * m.nbytes  # seen again: kept whole too
+        assert store.info()["bytes"] == once  # served from it: nothing kept again
+        rt.run(mod.summed, m)  # two applications: gram's entry hits, total's is kept
+        twice = store.info()["bytes"]
+        assert twice < once + 1000
+        rt.run(mod.summed, m)  # seen again: kept whole too
+        assert store.info()["bytes"] > twice
+
+
+def test_a_run_hashes_its_input_once(load, engine, monkeypatch):
+    # the run key and the instance's key share the input's digest: the run's lookups take
+    # the content ids the memo made (Cache.ids), so an all-miss run reads the 128 KiB
+    # input once to hash it, and so do its rerun and a run on another input
+    from dandelion.cache import hashing
+
+    mod = load(GRAM)
+    m = np.arange(128 * 128, dtype=np.int64).reshape(128, 128)
+    bulk: list[int] = []
+    digest, new = hashing.digest, hashing.new
+
+    def counting(data: Any) -> bytes:
+        if memoryview(data).nbytes >= m.nbytes:
+            bulk.append(memoryview(data).nbytes)
+        return digest(data)
+
+    def counting_new(data: Any = b"") -> Any:  # (the C path of a rerun hashes through it)
+        if memoryview(data).nbytes >= m.nbytes:
+            bulk.append(memoryview(data).nbytes)
+        return new(data)
+
+    monkeypatch.setattr(hashing, "digest", counting)
+    monkeypatch.setattr(hashing, "new", counting_new)
+    with dd.Runtime(engine=engine, workers=1, cache=MemoryStore()) as rt:
+        for inputs in (m, m, m + 1):
+            bulk.clear()
+            assert (rt.run(mod.product, inputs) == inputs @ inputs.T).all()
+            assert bulk == [m.nbytes]
 
 
 def test_a_changed_input_byte_misses(load, engine):
@@ -142,12 +204,12 @@ def test_a_changed_input_byte_misses(load, engine):
     m = _matrix()
     with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
         rt.run(mod.product, m)
-        rt.run(mod.product, m)  # kept whole
+        rt.run(mod.product, m)
         changed = m.copy()
         changed[7, 3] += 1
         store.clear_log()
         assert (rt.run(mod.product, changed) == changed @ changed.T).all()
-        assert len(store.reads) == 2 and len(store.writes) == 2  # run and instance, missed
+        assert len(store.reads) == 1 and store.writes == store.reads  # missed, kept
         changed_key = store.reads[0]
         m[7, 3] += 1  # the same array object, changed in place, misses too
         store.clear_log()
@@ -165,11 +227,11 @@ def test_a_changed_helper_or_constant_misses(load, engine):
         mod.SCALE = 2  # a module constant the helper reads
         store.clear_log()
         assert (rt.run(mod.product, m) == 2 * m @ m.T).all()
-        assert len(store.writes) == 2
+        assert len(store.writes) == 1
         mod.scaled = lambda x: x * 3  # the helper itself
         store.clear_log()
         assert (rt.run(mod.product, m) == 3 * m @ m.T).all()
-        assert len(store.writes) == 2
+        assert len(store.writes) == 1
         mod.SCALE = 1
         mod.scaled = lambda x: x * mod.SCALE
         store.clear_log()
@@ -185,10 +247,10 @@ def test_another_tenant_misses(load):
     with dd.Runtime(engine="inline", workers=1, cache=tenant_a) as rt_a, \
             dd.Runtime(engine="inline", workers=1, cache=tenant_b) as rt_b:
         rt_a.run(mod.product, m)
-        rt_a.run(mod.product, m)  # kept whole
+        rt_a.run(mod.product, m)
         store.clear_log()
         assert (rt_b.run(mod.product, m) == m @ m.T).all()
-        assert len(store.writes) == 2 and all(k.startswith("tenant-b/") for k in store.reads)
+        assert len(store.writes) == 1 and all(k.startswith("tenant-b/") for k in store.reads)
         store.clear_log()
         rt_a.run(mod.product, m)
         assert len(store.reads) == 1 and store.reads[0].startswith("tenant-a/")
@@ -202,11 +264,11 @@ def test_refresh_bypasses_the_memo_and_keeps_the_new_run(load, engine):
         rt.run(mod.product, m)
         store.clear_log()
         assert (rt._run(mod.product, (m,), {}, "refresh") == m @ m.T).all()
-        assert store.reads == [] and len(store.writes) == 2  # computed, kept again
+        assert store.reads == [] and len(store.writes) == 1  # computed, kept again
         store.clear_log()
         assert (rt._run(mod.product, (m,), {}, False) == m @ m.T).all()
         assert store.reads == store.writes == []
-        assert (rt.run(mod.product, m) == m @ m.T).all()  # the refreshed run, kept whole
+        assert (rt.run(mod.product, m) == m @ m.T).all()  # the refreshed run's entry
         assert len(store.reads) == 1 and store.writes == []
 
 
@@ -236,8 +298,8 @@ def test_a_raising_run_keeps_no_run_entry_and_raises_again(load):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_raising_run_of_one_application_keeps_no_mark_and_raises_again(load, engine):
-    # one application: the run's mark goes with its instance's entry, so a run whose
-    # instance raises keeps neither, and the next run on those inputs runs it again
+    # one application run as one instance: its entry is the run's, so a run whose
+    # instance raises keeps nothing, and the next run on those inputs runs it again
     mod = load(GRAM)
     store = Recording(MemoryStore())
     bad, good = -_matrix(1) ** 2 - 1, _matrix(2)
@@ -246,14 +308,11 @@ def test_a_raising_run_of_one_application_keeps_no_mark_and_raises_again(load, e
             store.clear_log()
             with pytest.raises(dd.FunctionError, match="a negative corner"):
                 rt.run(mod.checked, bad)
-            assert store.writes == [] and len(store.reads) == 2  # the run's, the instance's
+            assert store.writes == [] and len(store.reads) == 1  # the run's: the instance's
         store.clear_log()
         assert rt.run(mod.checked, good) == int(good.sum())
         run_key = store.reads[0]
-        assert store.writes[1:] == [run_key] and store.calls == 1  # entry and mark at once
-        store.clear_log()
-        assert rt.run(mod.checked, good) == int(good.sum())  # seen: kept whole
-        assert store.writes == [run_key]
+        assert store.writes == [run_key] and store.calls == 1
         store.clear_log()
         assert rt.run(mod.checked, good) == int(good.sum())
         assert store.reads == [run_key] and store.writes == []  # served whole
@@ -349,3 +408,99 @@ def test_a_fused_chain_run_through_the_memo_keeps_the_entry_a_watched_run_hits(l
         assert rt.run(mod.summed, m) == int((m @ m.T).sum())
         assert watched.run(mod.summed, m) == int((m @ m.T).sum())
         assert [(e.hits, e.misses) for e in events if e.kind == "cached"] == [(1, 0)]
+
+
+BOUNDS = """
+    from typing import NamedTuple
+
+    import dandelion as dd
+
+    class Bounds(NamedTuple):
+        lo: int
+        hi: int
+
+    @dd.compute
+    def bounds(xs: list[int], ys: list[int]) -> Bounds:
+        return Bounds(min(xs + ys), max(xs + ys))
+
+    @dd.compute
+    def double(x: int) -> int:
+        return 2 * x
+
+    @dd.compute
+    def doubled(xs: list[int]) -> list[int]:
+        return [2 * x for x in xs]
+
+    @dd.composition
+    def upper(ys: list[int], xs: list[int]) -> int:
+        lo, hi = bounds(xs, ys)
+        return hi
+
+    @dd.composition
+    def lower(ys: list[int], xs: list[int]) -> int:
+        lo, hi = bounds(xs, ys)
+        return lo
+
+    @dd.composition
+    def each_doubled(xs: list[int]) -> list[int]:
+        return double(dd.each(xs))
+
+    @dd.composition
+    def all_doubled(xs: list[int]) -> list[int]:
+        return doubled(xs)
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_run_of_one_instance_is_keyed_as_its_instance(load, engine):
+    # a plan of one application run as one instance: its run key is the key the dispatcher
+    # gives the instance (the parameters' order, not the direct inputs'), so a run through
+    # the memo and a watched run, which goes through the dispatcher, hit each other's
+    # entries, and another plan of the same instance (its other result) hits it too
+    mod = load(BOUNDS)
+    store = Recording(MemoryStore())
+    events: list[Any] = []
+    with dd.Runtime(engine=engine, workers=1, cache=store) as rt, \
+            dd.Runtime(engine=engine, workers=1, cache=store,
+                       observers=[events.append]) as watched:
+        memo = RunMemo.of(rt.plan(mod.upper), mod.upper.program.artifacts,
+                          rt.backend.engine_kinds)
+        assert memo is not None and memo.sources == ["xs", "ys"]
+        assert memo.inputs == ["ys", "xs"]
+        assert rt.run(mod.upper, [7, 3], [5, 1]) == 7  # through the memo first
+        kept = list(store.writes)
+        assert store.reads == kept and len(kept) == 1
+        assert watched.run(mod.upper, [7, 3], [5, 1]) == 7
+        assert [(e.hits, e.misses) for e in events if e.kind == "cached"] == [(1, 0)]
+        store.clear_log()
+        assert rt.run(mod.lower, [7, 3], [5, 1]) == 1  # the same instance, its other result
+        assert store.reads == kept and store.writes == []
+        events.clear()
+        store.clear_log()
+        assert watched.run(mod.upper, [9], [2]) == 9  # watched first
+        assert [(e.hits, e.misses) for e in events if e.kind == "cached"] == [(0, 1)]
+        key = list(store.writes)
+        store.clear_log()
+        assert rt.run(mod.upper, [9], [2]) == 9
+        assert store.reads == key and store.writes == []
+        store.clear_log()
+        assert rt.run(mod.upper, [5, 1], [7, 3]) == 7  # bounds(ys, xs): another instance
+        assert store.reads == store.writes and store.reads[0] not in kept
+
+
+def test_a_plan_that_is_not_one_instance_of_its_inputs_is_keyed_whole(load):
+    mod = load(BOUNDS)
+    store = Recording(MemoryStore())
+    with dd.Runtime(engine="inline", workers=1, cache=store) as rt:
+        for target, sources in ((mod.each_doubled, None), (mod.all_doubled, ["xs"])):
+            memo = RunMemo.of(rt.plan(target), target.program.artifacts,
+                              rt.backend.engine_kinds)
+            assert memo is not None and memo.sources == sources
+        store.clear_log()
+        assert rt.run(mod.each_doubled, [1, 2]) == [2, 4]  # the run's key, then 2 instances'
+        assert len(store.reads) == 3 and len(store.writes) == 3  # their entries and a mark
+        store.clear_log()
+        assert rt.run(mod.all_doubled, []) == []  # no instance: nothing to key or keep
+        assert store.writes == []
+        assert rt.run(mod.all_doubled, [3]) == [6]
+        assert rt.run(mod.all_doubled, []) == []

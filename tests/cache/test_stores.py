@@ -26,6 +26,7 @@ from dandelion.cache import (
     StackStore,
     open_cache,
 )
+from dandelion.cache.cache import Cache
 from dandelion.cache.disk import default_cache_dir
 from dandelion.runtime.events import EventKind
 
@@ -91,6 +92,25 @@ def test_put_all_keeps_what_put_many_keeps(batches):
         assert apart.info() == paired.info() and apart.info()["bytes"] <= 64
     keys = [f"ns/{k}" for k in "abcdefgh"]
     assert apart.get_many(keys) == paired.get_many(keys)
+
+
+def test_a_run_s_cache_is_the_same_cache_knowing_what_the_run_knows():
+    # Cache.knowing sets the fields itself (no constructor, for speed): every field must be
+    # this cache's or the run's, as attrs.evolve makes them
+    import attrs
+
+    cache = open_cache(MemoryStore(), "tenant-a")
+    assert cache is not None
+    cache = cache.refreshing()
+    known = ({1: (None, b"id")}, {2: None}, [("k", b"mark")], {3: "k"})
+    run = cache.knowing(*known)
+    evolved = attrs.evolve(cache, ids=known[0], prefixes=known[1], marks=known[2],
+                           missed=known[3])
+    assert type(run) is Cache
+    for field in attrs.fields(Cache):
+        assert getattr(run, field.name) is getattr(evolved, field.name), field.name
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        run.namespace = "other"  # type: ignore[misc]
 
 
 def test_disk_store_round_trips_and_survives_a_new_store_object(tmp_path):

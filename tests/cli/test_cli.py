@@ -74,6 +74,8 @@ def test_inputs_from_a_json_file(tmp_path, capsys):
     (["run", f"{EX}/wordcount.py", "-i", "garbage"], 2, "expected NAME=VALUE"),
     (["run", f"{EX}/matmul.py", "-i", "m=@/nonexistent"], 2, "cannot read"),
     (["run", f"{EX}/wordcount.py", "-i", "pages=x", "--engine", "warp"], 1, "unknown engine"),
+    (["run", f"{EX}/wordcount.py", "-i", "pages=x", "-E", "reuse_sandbox=true"], 1,
+     "the process engine takes no option 'reuse_sandbox'"),
     (["run", str(ROOT / "pyproject.toml")], 2, "don't know how to read"),
 ])
 def test_bad_usage_gets_a_clear_error_and_exit_status(args, code, message, capsys):

@@ -124,3 +124,15 @@ def adding(k: int) -> Any:
     def add(x: int) -> int:
         return add_k(x)
     return add
+
+
+@dd.compute(cacheable=False)  # the sandbox's pid: not a function of x
+def own_pid(x: int) -> int:
+    import os
+
+    return os.getpid()
+
+
+@dd.composition
+def pid_run(x: int) -> int:
+    return own_pid(x)

@@ -47,6 +47,23 @@ def test_unknown_backend_and_engine_are_clear_errors():
         dd.Runtime(engine="../x")
 
 
+@pytest.mark.parametrize("engine, option, suggestion", [
+    ("process", "reuse_sandbox", "did you mean 'reuse_sandboxes'"),
+    ("process", "nosuch", None),
+    ("inline", "memory_limit", None),
+])
+def test_an_option_the_engine_does_not_take_is_refused_before_it_starts(
+        engine, option, suggestion):
+    """A misspelt engine option used to be kept and never read: nothing turned on, no word."""
+    with pytest.raises(dd.BackendError, match=f"the {engine} engine takes no option '{option}'"
+                       ) as info:
+        dd.Runtime(engine=engine, engine_options={option: True})
+    assert info.value.hint == (suggestion and suggestion + "?")
+    with dd.Runtime(engine="process", workers=1,
+                    engine_options={"memory_limit": 256 << 20}) as rt:  # a real one works
+        assert rt.run(f.doubles, xs=[1, 2]) == [2, 4]
+
+
 def test_submit_returns_futures_and_run_async_awaits():
     with dd.Runtime(engine="inline", workers=2) as rt:
         fut = rt.submit(f.doubles, [1, 2])

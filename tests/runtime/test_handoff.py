@@ -8,13 +8,14 @@ import asyncio
 import concurrent.futures
 import sys
 import threading
+import time
 from typing import Any
 
 import pytest
 
 import dandelion as dd
 from dandelion.program import as_program
-from dandelion.runtime import logs
+from dandelion.runtime import handoff, logs
 from dandelion.runtime.events import Event, EventKind
 from dandelion.runtime.handoff import awaitable
 from tests.conformance import funcs as f
@@ -191,7 +192,8 @@ def test_a_function_invoked_again_finds_a_fresh_sandbox_that_has_its_code_alread
     invocation (:mod:`~dandelion.backends.engines.process.ahead`): the next one runs code
     unpickled before it came, still in a sandbox that ran nothing before."""
     with dd.Runtime(engine="process", workers=1, cache=False,
-                    engine_options={"ready_functions": 2}) as rt:
+                    engine_options={"ready_functions": 2,
+                                    "reuse_sandboxes": False}) as rt:
         async def main() -> list[Any]:
             ages, tags = [], []
             for i in range(4):
@@ -232,3 +234,106 @@ def test_code_of_the_same_digest_with_other_captured_values_never_runs_old_code(
             return out
 
         assert asyncio.run(main()) == [11, 11, 11, 60, 60, 11]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie has: killed, not reaped)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _ends(pid: int, seconds: float = 10.0) -> bool:
+    """Whether process ``pid`` ends within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while _running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_sandbox_ends_after_its_answer_once_the_reader_had_time_to_read_it() -> None:
+    """A sandbox is ended :data:`~dandelion.runtime.handoff.RELEASE_AFTER` after its
+    outcome, not at once: the answer goes out first, and the sandbox's exit and what it
+    sets off (a fork, a sandbox made ready) do not compete with its reader.  It still ends,
+    with the loop running, and each invocation has a sandbox of its own."""
+    with dd.Runtime(engine="process", workers=1, cache=False,
+                    engine_options={"reuse_sandboxes": False}) as rt:
+        async def main() -> tuple[list[int], list[bool]]:
+            pids, kept = [], []
+            for i in range(3):
+                pids.append(await _run(rt, h.pid_run, i))
+                for _ in range(3):  # a few turns of the loop: a request's answer is sent
+                    await asyncio.sleep(0)
+                kept.append(_running(pids[-1]))
+                await asyncio.sleep(handoff.RELEASE_AFTER + 0.05)
+            return pids, kept
+
+        pids, kept = asyncio.run(main())
+        assert len(set(pids)) == 3
+        assert kept == [True] * 3
+        assert all(_ends(pid) for pid in pids)
+
+
+def test_the_next_invocation_ends_the_wait_of_the_sandboxes_before_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invocation that comes before the wait is over ends the previous invocations'
+    sandboxes right after its own hand-over: back to back, the pool needs their
+    replacements now (the zygote forks one as one exits)."""
+    monkeypatch.setattr(handoff, "RELEASE_AFTER", 60.0)  # a timer that never fires here
+    with dd.Runtime(engine="process", workers=1, cache=False,
+                    engine_options={"reuse_sandboxes": False}) as rt:
+        async def main() -> tuple[list[int], list[bool]]:
+            pids, ended = [], []
+            for i in range(4):
+                pids.append(await _run(rt, h.pid_run, i))
+                ended.append(len(pids) < 2 or _ends(pids[-2], 5.0))
+            return pids, ended
+
+        pids, ended = asyncio.run(main())
+        assert len(set(pids)) == 4
+        assert ended == [True] * 4
+        assert _running(pids[-1])  # the last one waits still
+    assert _ends(pids[-1])  # until the runtime closes
+
+
+def test_a_sandbox_that_reported_counts_as_running_no_more_while_it_waits_to_be_ended(
+        ) -> None:
+    """Whether the zygote warms the sandboxes it forks depends on how many invocations run
+    (:meth:`~dandelion.backends.engines.process.pool.Zygote.adapt`): one that reported and
+    waits for :data:`~dandelion.runtime.handoff.RELEASE_AFTER` to be ended runs no more."""
+    from dandelion.backends.engines.process import pool
+
+    with dd.Runtime(engine="process", workers=1, cache=False,
+                    engine_options={"reuse_sandboxes": False}) as rt:
+        async def main() -> tuple[list[int], list[int]]:
+            counts, pids = [], []
+            for i in range(3):
+                pids.append(await _run(rt, h.pid_run, i))
+                counts.append(sum(z.running for z in pool.running()))
+                await asyncio.sleep(handoff.RELEASE_AFTER + 0.05)
+            return counts, pids
+
+        counts, pids = asyncio.run(main())
+        assert counts == [0, 0, 0]
+        assert all(_ends(pid) for pid in pids)
+
+
+def test_the_sandbox_of_a_loops_last_answer_ends_when_another_loop_starts_a_run() -> None:
+    """A loop that closed right after an answer never runs the timer that ends its
+    sandbox: the next loop to start a run ends it (a program calling asyncio.run again),
+    as closing the runtime would."""
+    with dd.Runtime(engine="process", workers=1, cache=False) as rt:
+        async def one(x: int) -> int:
+            result: int = await _run(rt, h.pid_run, x)
+            return result
+
+        first = asyncio.run(one(1))  # the loop closes at once
+        assert _running(first)  # its timer never ran
+        second = asyncio.run(one(2))
+        assert _ends(first)
+        assert second != first
+    assert _ends(second)

@@ -9,11 +9,12 @@ import time
 import pytest
 
 from dandelion.errors import BackendError
-from dandelion.runtime import pickling
+from dandelion.runtime import nowait, pickling
 from dandelion.runtime.native import NativeFunction, validate_elf
 from dandelion.runtime.shipping import is_library, serialize_python
 from dandelion.runtime.store import ArtifactStore
 from tests.backends import helpers as h
+from tests.pagecache import evict_until
 
 
 def test_python_code_is_written_once_then_served_hot(tmp_path):
@@ -174,3 +175,129 @@ def test_elf_validation_explains_what_is_wrong():
 def test_a_missing_native_file_says_how_to_build_it(tmp_path):
     with pytest.raises(BackendError, match="dandelion build f.c -o f.elf"):
         NativeFunction.from_file(tmp_path / "f.elf")
+
+
+def test_a_file_is_read_at_once_only_from_the_kernels_caches(tmp_path):
+    """nowait.read_cached: what is in the page cache is read whole; a file pushed out of it,
+    or longer than the limit, gives None (the caller reads it where waiting is allowed)."""
+    path = tmp_path / "code"
+    path.write_bytes(b"x" * 9000)
+    assert nowait.read_cached(path, 1 << 16) == b"x" * 9000
+    assert nowait.read_cached(path, 8999) is None
+    evict_until(path, lambda: nowait.read_cached(path, 1 << 16))
+    assert path.read_bytes() == b"x" * 9000  # waited for the disk: cached again
+    assert nowait.read_cached(path, 1 << 16) == b"x" * 9000
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert nowait.read_cached(empty, 10) == b""
+
+
+def test_code_pushed_out_of_memory_is_read_at_once_from_the_page_cache_and_checked(
+        tmp_path):
+    """get_at_once: from memory, else from the page cache (counted cold, checked against
+    its content digest), else None, where get() still reads it from the disk."""
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    stored = store.get(digest, h.scaled.artifact)
+    assert store.get_at_once(digest) is stored and store.stats["hot"] == 1
+    store.drop_hot()
+    code = store.get_at_once(digest)
+    assert code is not None and code.data == stored.data and store.stats["cold"] == 1
+    assert store.is_hot(digest)
+
+
+    def at_once() -> object:
+        store.drop_hot()  # a read that found the file in the page cache kept it in memory
+        return store.get_at_once(digest)
+
+    evict_until(store.path(digest), at_once)
+    assert not store.is_hot(digest)
+    cold = store.stats["cold"]
+    assert store.get(digest).data == stored.data and store.stats["cold"] == cold + 1
+    store.drop_hot()
+    store.path(digest).write_bytes(b"tampered" + stored.data[8:])
+    with pytest.raises(BackendError, match="corrupt"):
+        store.get_at_once(digest)
+    assert store.get_at_once("sha256:" + "0" * 64) is None  # nowhere: get() says so
+
+
+def test_a_cold_load_of_code_this_store_wrote_reads_one_file(tmp_path, monkeypatch):
+    """get_at_once reads only the code's file for code this store wrote (its metadata,
+    the content digest included, is kept in memory), and both files for code it did not
+    write (another worker's, or this one's after a restart); a changed file is found
+    corrupt either way."""
+    read: list[str] = []
+    real = nowait.read_cached
+
+    def counted(path, limit, size=None):
+        read.append(str(path))
+        return real(path, limit, size)
+
+    monkeypatch.setattr(nowait, "read_cached", counted)
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    stored = store.get(digest, h.scaled.artifact)
+    store.drop_hot()
+    code = store.get_at_once(digest)
+    assert code is not None and code.data == stored.data and code.requires == stored.requires
+    assert read == [str(store.path(digest))]
+    read.clear()
+    restarted = ArtifactStore(tmp_path)
+    code = restarted.get_at_once(digest)
+    assert code is not None and code.data == stored.data
+    assert read == [str(store.path(digest)), str(store.path(digest).with_suffix(".json"))]
+    for s in (store, restarted):
+        s.drop_hot()
+        store.path(digest).write_bytes(b"tampered" + stored.data[8:])
+        with pytest.raises(BackendError, match="corrupt"):
+            s.get_at_once(digest)
+
+
+def test_a_read_of_an_expected_length_is_that_long_or_none(tmp_path):
+    """read_cached with the length the caller expects: the content only where the file is
+    that long (a longer or a shorter file is None, as one not in the page cache)."""
+    path = tmp_path / "code"
+    path.write_bytes(b"x" * 100)
+    if nowait.read_cached(path, 1 << 16) is None:
+        pytest.skip("this system reads nothing without waiting (no openat2 or RWF_NOWAIT)")
+    assert nowait.read_cached(path, 1 << 16, 100) == b"x" * 100
+    assert nowait.read_cached(path, 1 << 16, 99) is None
+    assert nowait.read_cached(path, 1 << 16, 101) is None
+    assert nowait.read_cached(path, 99, 100) is None  # over the limit
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert nowait.read_cached(empty, 10, 0) == b""
+    assert nowait.read_cached(path, 1 << 16, 0) is None
+
+
+def test_a_sealed_decoded_artifact_is_served_its_code_without_taking_its_identity(
+        tmp_path, monkeypatch):
+    """stored_artifact(sealed=True) (a worker whose engines run functions in sandboxes
+    only): get() serves the decoded artifact the very code it was decoded from, and
+    neither takes its fingerprint; unsealed, both do.  The artifact the code was written
+    from is still checked (its fingerprint taken)."""
+    from dandelion.runtime import store as store_module
+
+    taken: list[object] = []
+    real = store_module.fingerprint
+
+    def counted(artifact):
+        taken.append(artifact)
+        return real(artifact)
+
+    store = ArtifactStore(tmp_path)
+    digest = h.scaled.spec.implementations[0].digest
+    stored = store.get(digest, h.scaled.artifact)
+    monkeypatch.setattr(store_module, "fingerprint", counted)
+    for sealed in (True, False):
+        store.evict(digest)
+        taken.clear()
+        decoded = store.stored_artifact(digest, quick=True, sealed=sealed)
+        assert decoded is not None and decoded is not h.scaled.artifact
+        assert store.get(digest, decoded).data == stored.data
+        assert store.get(digest, decoded).data == stored.data
+        assert taken == ([] if sealed else [decoded] * 3)
+        assert decoded.fn(4) == h.scaled.artifact.fn(4)
+    taken.clear()
+    assert store.get(digest, h.scaled.artifact).data == stored.data
+    assert taken == [h.scaled.artifact]

@@ -167,6 +167,54 @@ def test_headers_sent_slowly_but_in_time_are_served(served):
     assert answer.startswith(b"HTTP/1.1 200")
 
 
+
+def test_a_slow_head_after_whole_ones_on_a_kept_connection_gets_408(served):
+    """The deadline on a request's head is armed only when its first bytes are not a whole
+    head: after requests whose heads arrived whole (no deadline armed for them), a head
+    that stops half way on the same connection still gets its 408."""
+    port, _ = served
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(10)
+        for _ in range(3):
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):
+                answer += s.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+        start = time.monotonic()
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status, _, body = parse(answer)
+    assert status == 408 and time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_a_body_sent_in_pieces_in_time_is_read_whole(served, chunked):
+    port, _ = served
+    source = ("import dandelion as dd\n@dd.compute\ndef pieces(x: int) -> int:\n"
+              "    return x\n" + "# padding\n" * 3000)
+    body = json.dumps({"source": source}).encode()
+    parts = [body[:10], body[10:20000], body[20000:]]
+    if chunked:
+        head = HEAD + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        parts = [b"%x\r\n%s\r\n" % (len(p), p) for p in parts] + [b"0\r\n\r\n"]
+    else:
+        head = HEAD + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head)
+        for part in parts:  # 0.6 s in all, under the body timeout of 1 s
+            time.sleep(0.15)
+            s.sendall(part)
+        s.settimeout(10)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status, _, doc = parse(answer)
+    assert status == 201, doc
+    assert "pieces" in json.dumps(doc["registered"]), doc
+
 def test_the_access_log_has_a_line_per_request_refused_or_not(served):
     port, log = served
     exchange(port, BAD[3][1])  # refused by the parser

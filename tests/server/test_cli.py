@@ -110,6 +110,12 @@ def test_serve_refuses_an_unknown_engine(capsys):
     assert "unknown engine 'warp'" in capsys.readouterr().err
 
 
+def test_serve_refuses_an_engine_option_the_engine_does_not_take(capsys):
+    assert main(["serve", "--engine", "process", "-E", "reuse_sandbox=true", "--port", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "takes no option 'reuse_sandbox'" in err and "did you mean 'reuse_sandboxes'" in err
+
+
 def test_serve_cache_dir_keeps_instance_results_across_a_restart(tmp_path, capsys):
     from tests.server.conftest import Raw
 

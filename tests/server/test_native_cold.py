@@ -187,3 +187,38 @@ def test_a_wasm_function_is_compiled_at_registration(tmp_path: Path, engine: str
         while not list(stored.glob(f"{hexdigest}.wasmtime-*")):
             assert time.monotonic() < deadline, list(stored.iterdir())
             time.sleep(0.05)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_an_image_pushed_out_but_in_the_page_cache_is_read_on_the_loop(tmp_path: Path
+                                                                       ) -> None:
+    """With the frontend's only thread busy, a pushed-out image whose file is in the
+    kernel's page cache is still read (dandelion.runtime.nowait, checked against its
+    digest) and run: no thread of the pool stands between a cold invocation and its
+    sandbox."""
+    import threading
+
+    built = images(tmp_path, "process")
+    config = ServerConfig(port=0, engine="process", workers=1, invocations=1, tokens=TOKENS,
+                          state_dir=str(tmp_path / "state"), timeout=30.0, hot_functions=1,
+                          cache=None, result_cache=0)
+    with Server(config).start_in_thread() as s:
+        raw = Raw(s.url)
+        for i, image in enumerate(built):
+            a = raw("POST", "/v1/functions",
+                    {"kind": "native", "name": f"copy{i}", "image": image, "params": [],
+                     "results": ["word"], "engine_type": "process"},
+                    content_type="application/msgpack")
+            assert a.status == 201, a.body
+        assert s.frontend is not None
+        gate = threading.Event()
+        busy = s.frontend.executor.submit(gate.wait, 20)  # its only thread is busy
+        try:
+            before = loads(raw)
+            for i in (0, 1, 2, 0):  # each pushed out since its last invocation
+                a = raw("POST", f"/v1/functions/copy{i}/invoke", {"inputs": {}})
+                assert a.status == 200 and word(a) == f"copy {i}", a.body
+            assert loads(raw)["cold"] == before["cold"] + 4
+            assert not busy.done()  # answered while it was: none waited for it
+        finally:
+            gate.set()

@@ -15,6 +15,7 @@ import pytest
 
 import dandelion as dd
 from dandelion.server import Server, ServerConfig
+from tests.pagecache import evict_tree
 from tests.server.conftest import ALICE, BOB, TOKENS, Raw
 
 FUNCTIONS = "import dandelion as dd\n" + "".join(
@@ -33,7 +34,9 @@ def test_a_hot_invocation_waits_for_no_executor_thread_and_a_cold_one_does_not_s
         assert client.invoke(f1, 1) == 2
         gate = threading.Event()
         assert server.frontend is not None
-        server.frontend.service.store.drop_hot()  # f0's code is on disk only
+        store = server.frontend.service.store
+        store.drop_hot()  # f0's code is on disk only, and not in the page cache
+        evict_tree(store.root)
         server.frontend.executor.submit(gate.wait, 30)  # its only thread is busy
         try:
             with concurrent.futures.ThreadPoolExecutor(1) as other:
@@ -47,26 +50,111 @@ def test_a_hot_invocation_waits_for_no_executor_thread_and_a_cold_one_does_not_s
             gate.set()
 
 
-def test_a_cold_invocation_whose_stored_copy_is_in_memory_needs_no_executor_thread(
-        tmp_path: Path) -> None:
-    """Evicted from the loaded functions, but its stored copy is small and in memory: it is
-    decoded on the loop and started from there like a hot one."""
+def _prepared() -> None:
+    """Wait until the engines got ready for the functions just registered (they read the
+    code on a thread of their own, which reads a copy pushed out of memory from disk)."""
+    for thread in threading.enumerate():
+        if thread.name == "dandelion-prepare":
+            thread.join(20)
+
+
+def test_a_function_pushed_out_leaves_memory_and_its_cold_invocation_reads_it_from_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pushed out of the loaded functions, a Python function's stored copy leaves the
+    store's memory too: each cold invocation reads it from disk (here the page cache, on
+    the loop: no executor thread), checks it against its digest, and decodes it (sealed:
+    on ``process`` no function runs in the worker's process, so its identity is not taken);
+    a copy changed on disk fails its own invocations only."""
+    from dandelion.runtime import store as store_module
+
+    fingerprinted: list[Any] = []
+    real = store_module.fingerprint
+    monkeypatch.setattr(store_module, "fingerprint",
+                        lambda artifact: fingerprinted.append(artifact) or real(artifact))
     config = ServerConfig(port=0, engine="process", workers=1, invocations=1,
                           hot_functions=1, state_dir=str(tmp_path), result_cache=0)
     with Server(config).start_in_thread() as server, \
             dd.Client(server.url, timeout=20) as client:
         client.register_source(FUNCTIONS)
         f0, f1 = client.function("f0"), client.function("f1")
-        gate = threading.Event()
         assert server.frontend is not None
+        service = server.frontend.service
+        assert service.code.sealed
+        store = service.store
+        copies = [service.tenant("default").functions[f"f{i}"].digest for i in range(2)]
+        _prepared()
+        gate = threading.Event()
         server.frontend.executor.submit(gate.wait, 30)  # its only thread is busy
         try:
-            for x in range(3):  # each evicts the other
-                assert [client.invoke(f0, x), client.invoke(f1, x)] == [x, x + 1]
+            # (the first round may find f0's copy in memory: the engines read it to get
+            # ready for it)
+            for x in range(4):  # each evicts the other
+                cold = store.stats["cold"]
+                assert client.invoke(f0, x) == x
+                assert not store.is_hot(copies[1])  # f1's copy: on disk only
+                assert client.invoke(f1, x) == x + 1
+                assert not store.is_hot(copies[0])
+                assert x == 0 or store.stats["cold"] == cold + 2  # each read from disk
+                if x == 0:
+                    fingerprinted.clear()
+            assert fingerprinted == []
         finally:
             gate.set()
         text = Raw(server.url)("GET", "/metrics").body.decode()
-        assert 'dandelion_function_loads_total{temperature="cold"} 6.0' in text, text
+        assert 'dandelion_function_loads_total{temperature="cold"} 8.0' in text, text
+        stored = store.path(copies[0]).read_bytes()  # f0 was pushed out: changed on disk
+        store.path(copies[0]).write_bytes(stored.replace(b"f0", b"fX"))
+        with pytest.raises(dd.DandelionError, match="corrupt"):
+            client.invoke(f0, 1)
+        assert client.invoke(f1, 1) == 2
+        store.path(copies[0]).write_bytes(stored)
+        assert client.invoke(f0, 4) == 4
+
+
+@pytest.mark.parametrize("engine,sealed", [("inline", False), ("process", True)])
+def test_only_a_worker_running_functions_in_sandboxes_decodes_them_sealed(
+        tmp_path: Path, engine: str, sealed: bool) -> None:
+    """inline runs a decoded function in the worker's own process, which could change what
+    it reaches: its identity is taken and checked there (dandelion.runtime.store)."""
+    config = ServerConfig(port=0, engine=engine, workers=1, state_dir=str(tmp_path))
+    with Server(config).start_in_thread() as server:
+        assert server.frontend is not None
+        assert server.frontend.service.code.sealed is sealed
+
+
+@pytest.mark.parametrize("engine", ["inline", "process"])
+def test_a_cold_invocation_whose_stored_copy_is_in_the_page_cache_needs_no_executor_thread(
+        tmp_path: Path, engine: str) -> None:
+    """Pushed out of memory, its code on disk, but the file in the kernel's page cache:
+    read without waiting for the disk (dandelion.runtime.nowait), on the loop, and started
+    from there like a hot one; a file that is not cached still waits for the executor."""
+    config = ServerConfig(port=0, engine=engine, workers=1, invocations=1,
+                          hot_functions=1, state_dir=str(tmp_path), result_cache=0)
+    with Server(config).start_in_thread() as server, \
+            dd.Client(server.url, timeout=20) as client:
+        client.register_source(FUNCTIONS)
+        f0, f1 = client.function("f0"), client.function("f1")
+        assert server.frontend is not None
+        store = server.frontend.service.store
+        _prepared()  # (else a cold load of the engines' getting ready may count below)
+        cold = store.stats["cold"]
+        gate = threading.Event()
+        server.frontend.executor.submit(gate.wait, 30)  # its only thread is busy
+        try:
+            for x in range(3):  # each evicts the other, its code read from disk
+                store.drop_hot()
+                assert [client.invoke(f0, x), client.invoke(f1, x)] == [x, x + 1]
+            assert store.stats["cold"] == cold + 6
+            store.drop_hot()
+            evict_tree(store.root)
+            with concurrent.futures.ThreadPoolExecutor(1) as other:
+                waiting = other.submit(client.invoke, f0, 7)
+                time.sleep(0.5)
+                assert not waiting.done()  # its file waits for the disk: on the executor
+                gate.set()
+                assert waiting.result(timeout=20) == 7
+        finally:
+            gate.set()
 
 
 HELPED = '''
@@ -456,8 +544,10 @@ def test_a_cold_invocation_loads_its_code_on_a_thread_and_runs_from_the_loop(
         f0, f1 = client.function("f0"), client.function("f1")
         assert server.frontend is not None
         answers = []
+        store = server.frontend.service.store
         for x in range(3):
-            server.frontend.service.store.drop_hot()  # each reads its code from disk
+            store.drop_hot()  # each reads its code from disk, waiting for it
+            evict_tree(store.root)
             answers += [client.invoke(f0, x), client.invoke(f1, x)]
         assert answers == [v for x in range(3) for v in (x, x + 1)]
         assert ran["run"] == 0

@@ -13,7 +13,10 @@ maps the (worker-validated) segments of the ELF and calls its entry point under 
 strict mode.  Native functions normally get their sandboxes from the C zygote instead
 (``c/native_zygote.c``), which follows the same protocol.
 
-Either way the process then exits; it never serves a second invocation.
+Either way the process then exits; it never serves a second invocation — unless its
+zygote made it reusable (``reuse_sandboxes``): then it unmaps its context right after it
+reports, and its zygote puts it back into the state it had while it waited for work
+(``c/snapshot.h``), from which it serves the function's next invocation.
 """
 
 from __future__ import annotations
@@ -155,18 +158,25 @@ def probe(x: int) -> int:
     return x + 1
 
 
-def limit_and_filter(baseline: int, memory_limit: int, program: bytes) -> None:
-    """Cap the address space at ``baseline + memory_limit`` and install the filter."""
+def limit_and_filter(baseline: int, memory_limit: int, program: bytes, reuse: bool = False
+                     ) -> None:
+    """Cap the address space at ``baseline + memory_limit``, track the pages this sandbox
+    writes (``reuse``: its zygote may reset it, ``c/snapshot.h``) and install the filter."""
     limit = baseline + memory_limit
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if reuse:
+        _sandboxc.track()  # on failure it serves one invocation, as others do
     _sandboxc.install_filter(program)
 
 
-def serve_filtered(baseline: int) -> NoReturn:
+def serve_filtered(baseline: int, reuse: bool = False) -> NoReturn:
     """Body of a Python sandbox forked by :func:`_sandboxc.zygote_loop`: already prepared,
-    limited and filtered; waits for one invocation, runs it, exits."""
+    limited and filtered; waits for one invocation, runs it, exits — or, ``reuse``, unmaps
+    its context right after it reports (``_sandboxc.finish``), so that its zygote may reset
+    it to the state it had while it waited (``c/snapshot.h``), back in the wait below."""
     global _baseline
     _baseline = baseline
+    view = None
     try:
         _quiet()
         # --- no system interface but the channel ---
@@ -191,7 +201,7 @@ def serve_filtered(baseline: int) -> NoReturn:
             report = _run_python(view, payload)
     except BaseException as e:  # noqa: BLE001 - a sandbox reports, never raises
         report = _error_report(e)
-    _sandboxc.finish(CHANNEL_FD, report)
+    _sandboxc.finish(CHANNEL_FD, report, view if reuse else None)
     os._exit(0)  # not reached
 
 

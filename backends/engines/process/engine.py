@@ -7,8 +7,10 @@ invocation the engine lays the inputs out in a shared-memory context
 code, and waits for its report.  Inside (:mod:`.child`) the sandbox has closed
 every descriptor but its channel, set ``no_new_privs`` and rlimits on CPU time and address
 space, and installs a seccomp-bpf allow-list before it deserializes the code and the
-inputs; a native function runs under seccomp strict mode.  The sandbox exits afterwards:
-it is never reused.
+inputs; a native function runs under seccomp strict mode.  The sandbox exits afterwards —
+but for one made ready for a Python function (``reuse_sandboxes``, on by default where the
+kernel can): it is reset by its zygote to the state it had before any code reached it
+(``c/snapshot.h``) and serves that function again, provably as a fresh one would.
 
 A forbidden system call, the memory or CPU limit, a crash or the wall-clock timeout fail
 that invocation only, with a :class:`~dandelion.errors.SandboxViolation` or
@@ -49,7 +51,13 @@ from dandelion.backends.engines.process.protocol import (
     READY,
     SEGMENT,
 )
-from dandelion.errors import DandelionError, FunctionError, FunctionTimeout, SandboxViolation
+from dandelion.errors import (
+    BackendError,
+    DandelionError,
+    FunctionError,
+    FunctionTimeout,
+    SandboxViolation,
+)
 from dandelion.ir.nodes import FunctionSpec, Implementation, Param
 from dandelion.ir.types import DataType, ElementType
 from dandelion.runtime.batch import BatchedFunction, BatchRun, Failed
@@ -95,6 +103,14 @@ class ProcessEngine(EngineBase):
             repeat) whose next invocation started from an event loop (:meth:`begin`) finds
             a sandbox given its code ahead, unpickled already (:mod:`.ahead`; default: a
             quarter of ``pool_size``, at least 1; 0: none).
+        reuse_sandboxes: a sandbox made ready for a function is reset to a snapshot after
+            each invocation of it that succeeded, and made ready for it again, instead of
+            ended and replaced by a fresh fork (``docs/isolation.rst``, reusing a sandbox;
+            Linux 6.7 or later, x86-64; default on: where the kernel cannot, sandboxes are
+            forked per invocation as with it off).  It serves only that function's code,
+            and any difference its reset cannot undo discards it.  A function has up to
+            ``pool_size // ready_functions`` of them (those of its invocations that overlap
+            make more), all discarded when it is pushed out or registered again.
     """
 
     name = "process"
@@ -106,8 +122,8 @@ class ProcessEngine(EngineBase):
                  output_limit: int = 64 * _MIB, pool_size: int | None = None,
                  store: ArtifactStore | None = None, artifact_dir: str | None = None,
                  warm_sandboxes: bool = True, ready_functions: int | None = None,
-                 **options: Any) -> None:
-        super().__init__(**options)
+                 reuse_sandboxes: bool = True) -> None:
+        super().__init__()
         self.memory_limit = memory_limit
         self.cpu_limit = cpu_limit
         self.output_limit = output_limit
@@ -115,8 +131,12 @@ class ProcessEngine(EngineBase):
         self.warm_sandboxes = warm_sandboxes
         self.store = store or (ArtifactStore(artifact_dir) if artifact_dir else default_store())
         self.domain = SharedDomain()
-        self.ahead = Ahead(max(1, self.pool_size // 4) if ready_functions is None
-                           else ready_functions, memory_limit)
+        self.reuse_sandboxes = reuse_sandboxes
+        functions = max(1, self.pool_size // 4) if ready_functions is None \
+            else ready_functions
+        # as many reusable sandboxes in all as the pool holds generic ones
+        self.ahead = Ahead(functions, memory_limit, reuse_sandboxes,
+                           self.pool_size // max(1, functions))
         self.lean = self._zygote(())
         self._zygotes: dict[Any, pool.Zygote] = {}  # requires -> zygote
         #: native digest -> (segment table, the segments' bytes) as a sandbox takes them;
@@ -133,7 +153,7 @@ class ProcessEngine(EngineBase):
 
     def _zygote(self, preload: tuple[str, ...]) -> pool.Zygote:
         return pool.zygote(preload, self.pool_size, self.cpu_limit, self.warm_sandboxes,
-                                    memory_limit=self.memory_limit)
+                           memory_limit=self.memory_limit, reuse=self.reuse_sandboxes)
 
     def native_zygote(self) -> pool.Zygote:
         """The zygote of native sandboxes: the C one when it can be built, else unfiltered
@@ -514,6 +534,8 @@ class Started(Invocation):
         #: next one gets a sandbox made ready for it
         self.again = False
         self._succeeded = False
+        #: the sandbox reported and waits to be ended, not counted as running
+        self._aside = False
 
     def feed(self) -> bool:
         try:
@@ -541,6 +563,14 @@ class Started(Invocation):
         return self._report[:4] not in (OKAY_TAG, DONE_TAG, NATV_TAG, GONE_TAG)
 
     def outcome(self) -> float | None:
+        # The sandbox reported: it runs no more, though its driver may end it later
+        # (handoff.RELEASE_AFTER), and the zygote's choice of warming the sandboxes it
+        # forks (Zygote.adapt) counts the invocations that run
+        try:
+            self.zygote.set_aside(self.sandbox)
+            self._aside = True
+        except BackendError:  # its zygote is gone: end() says so
+            pass
         seconds = self.engine._outcome(self.zygote, self.sandbox, self.context, self.code,
                                        self.call, self._report)
         self._succeeded = True
@@ -553,6 +583,19 @@ class Started(Invocation):
         """End the sandbox and, after a success of a function that repeats, make a
         sandbox ready for its next invocation (the caller ends an invocation after
         answering it: this is off the request's path)."""
+        if self._aside:
+            self._aside = False
+            self.zygote.resume(self.sandbox)
+        if self.sandbox.reusable and self._succeeded and self.code.kind == "python":
+            # until its zygote has stopped it, the sandbox may run on (a function that
+            # forged its report) and write its context: kept out of use until then
+            domain, context = self.engine.domain, self.context
+            assert isinstance(domain, SharedDomain)
+            domain.hold(context)
+            self.engine.ahead.reset(self.call.implementation.digest, self.code.data,
+                                    self.zygote, self.sandbox,
+                                    lambda: domain.unhold(context))
+            return
         self.zygote.end(self.sandbox)
         if self.again and self._succeeded:
             self.again = False

@@ -94,10 +94,16 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def build_filter(channel_fd: int) -> bytes:
-    """The BPF program (bytes of ``struct sock_filter``) allowing :data:`ALLOWED` and
-    :data:`CHANNEL_ONLY` on ``channel_fd``, trapping everything else."""
-    allowed = [SYSCALLS[n] for n in ALLOWED]
+#: Calls a sandbox that may be reset (``reuse_sandboxes``) is refused besides: state the
+#: kernel keeps for it that its reset would not put back.
+NOT_REUSABLE = ("sigaltstack",)
+
+
+def build_filter(channel_fd: int, reusable: bool = False) -> bytes:
+    """The BPF program (bytes of ``struct sock_filter``) allowing :data:`ALLOWED` (but
+    :data:`NOT_REUSABLE` in a sandbox that may be reset) and :data:`CHANNEL_ONLY` on
+    ``channel_fd``, trapping everything else."""
+    allowed = [SYSCALLS[n] for n in ALLOWED if not (reusable and n in NOT_REUSABLE)]
     channel = [SYSCALLS[n] for n in CHANNEL_ONLY]
     prog: list[bytes] = [
         _insn(_LD_W_ABS, 0, 0, 4),                        # seccomp_data.arch

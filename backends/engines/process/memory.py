@@ -10,6 +10,13 @@ bytes are zeroed in place: their pages stay allocated, so the next invocation ne
 them in again nor has the kernel zero them a second time (a batch of 50 128×128 matrices
 writes ~13 MiB; punched out and faulted back, those pages cost it ~0.3 ms an instance).
 Beyond that the file is punched out and its pages go back to the kernel.
+
+A context goes back to its domain only once no sandbox can reach it.  A single-use sandbox
+is killed before its context is released; a reusable one is reset by its zygote after the
+invocation, and until the reset has stopped it (or it was killed) it may still run and map
+the context — a function that forges its report runs on — so the engine *holds* the
+context (:meth:`SharedDomain.hold`) and the domain keeps it out of use until the reset
+answers (:meth:`SharedDomain.unhold`), whenever its release comes.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ class SharedContext(Context):
         self.inputs: ItemSets = ()
         #: element code of each result of the laid-out invocation
         self.declared = b""
+        #: a sandbox that may still map it has not been stopped yet (:meth:`SharedDomain.hold`)
+        self.held = False
+        #: released while held: it goes back to the domain once no longer held
+        self.released = False
         self._grow(size)
 
     def _grow(self, size: int) -> None:
@@ -130,6 +141,7 @@ class SharedDomain(MemoryDomain):
         super().__init__()
         self.initial_size = size
         self._all: list[SharedContext] = []
+        self._closed = False
 
     def new_context(self) -> Context:
         ctx = SharedContext(self.initial_size)
@@ -137,9 +149,41 @@ class SharedDomain(MemoryDomain):
             self._all.append(ctx)
         return ctx
 
+    def hold(self, context: SharedContext) -> None:
+        """Keep ``context`` out of use, released or not, until :meth:`unhold`: the sandbox
+        that ran in it may still run and map it (a reusable one before its reset)."""
+        with self._lock:
+            context.held = True
+
+    def unhold(self, context: SharedContext) -> None:
+        """No sandbox reaches ``context`` any more: release it now if its release came
+        while it was held (called from the zygote's reader thread: never raises for a
+        context closed with its domain meanwhile)."""
+        with self._lock:
+            context.held = False
+            released, context.released = context.released, False
+            if not released or self._closed:
+                return
+        try:
+            super().release(context)
+        except (AssertionError, ValueError, OSError):
+            if not self._closed:  # (closed with its domain meanwhile: nothing to keep)
+                raise
+
+    def release(self, context: Context) -> None:
+        """Wipe ``context`` and keep it for the next invocation, or, while it is held,
+        once it is no longer (:meth:`unhold`)."""
+        assert isinstance(context, SharedContext)
+        with self._lock:
+            if context.held:
+                context.released = True
+                return
+        super().release(context)
+
     def close(self) -> None:
         super().close()
         with self._lock:
+            self._closed = True
             contexts, self._all = self._all, []
         for ctx in contexts:
             ctx.close()

@@ -27,6 +27,10 @@ from dandelion.backends.engines.process.protocol import (
     FORK,
     FORKED,
     KILL,
+    RESET,
+    RESET_DONE,
+    SNAP,
+    SNAPPED,
     STARTED,
     WAIT,
     WARM,
@@ -52,6 +56,9 @@ _BOOT = _ARENAS + ("from dandelion.backends.engines.process.zygote import main\n
                    "main(sys.argv[1:])\n")
 
 
+#: The zygote's answers to a snapshot or a reset (:meth:`Zygote.snapshot`)
+KILLED, DONE, AS_IT_WAS = 0, 1, 2
+
 #: CPUs this process may run on: while as many of a zygote's invocations run, the sandboxes
 #: it forks skip their warm-up (:meth:`Zygote.adapt`)
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
@@ -64,7 +71,7 @@ class Sandbox:
     already (a Python sandbox writes ``READY`` on its channel once locked down and
     warmed up)."""
 
-    __slots__ = ("pid", "channel", "pidfd", "ready")
+    __slots__ = ("pid", "channel", "pidfd", "ready", "reusable")
 
     def __init__(self, pid: int, channel: int, pidfd: int = -1, ready: bool = False
                  ) -> None:
@@ -72,6 +79,8 @@ class Sandbox:
         self.channel = channel
         self.pidfd = pidfd
         self.ready = ready
+        #: its zygote holds a snapshot of it and resets it on request (:meth:`Zygote.reset`)
+        self.reusable = False
 
 
 def _waiting(sandbox: Sandbox) -> int:
@@ -99,12 +108,16 @@ class Zygote:
             functions only (``preload`` and ``warm`` are then ignored).
         memory_limit: sandboxes for Python functions only, filtered before they wait, with
             this memory limit (``None``: unfiltered until assigned; they run native code too).
+        reuse: filtered Python sandboxes track the pages they write, so that the zygote can
+            snapshot one that waits for work and reset it after an invocation
+            (:meth:`snapshot`, :meth:`reset`; ``c/snapshot.h``).
     """
 
     def __init__(self, preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
                  warm: bool = True, native: Path | None = None,
-                 memory_limit: int | None = None) -> None:
+                 memory_limit: int | None = None, reuse: bool = False) -> None:
         self.preload = preload
+        self.reuse = reuse and native is None and memory_limit is not None
         self.native = native
         self.warm = warm
         #: whether the zygote's sandboxes warm up now (see :meth:`adapt`)
@@ -115,7 +128,8 @@ class Zygote:
         self.aside = 0
         self.pool_size = max(0, pool_size)
         #: sandboxes alive (waiting or running) up to which the zygote replaces exited ones
-        self.cap = 2 * self.pool_size
+        #: (with ``reuse``, room besides for as many reusable ones as the pool holds)
+        self.cap = (3 if self.reuse else 2) * self.pool_size
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
         # LD_BIND_NOW: the zygote resolves every symbol of the interpreter and the C library
@@ -129,7 +143,8 @@ class Zygote:
             cmd = [str(native), str(theirs.fileno()), str(cpu_seconds or 0), str(self.cap)]
         else:
             cmd = [sys.executable, "-c", _BOOT, str(theirs.fileno()), str(cpu_seconds or 0),
-                   "1" if warm else "0", str(memory_limit or 0), str(self.cap), *preload]
+                   "1" if warm else "0", str(memory_limit or 0), str(self.cap),
+                   "1" if self.reuse else "0", *preload]
         self.process = subprocess.Popen(cmd, pass_fds=[theirs.fileno()], env=env,
                                         stdin=subprocess.DEVNULL, cwd="/")
         theirs.close()
@@ -141,6 +156,8 @@ class Zygote:
         self._statuses: collections.OrderedDict[int, int] = collections.OrderedDict()
         #: called once the next sandbox is forked (or the zygote is gone): when_forked
         self._waiters: list[Callable[[], None]] = []
+        #: pid -> called with the zygote's answer to its snapshot or reset (snapshot, reset)
+        self._answers: dict[int, Callable[[int], None]] = {}
         self._started = False
         self.closed = False
         #: modules loaded in the zygote (and so in every sandbox it forks)
@@ -155,7 +172,7 @@ class Zygote:
             raise BackendError(f"the sandbox zygote exited at start "
                                f"(status {self.process.poll()})",
                                hint="run the worker with stderr visible to see why")
-        self._refill()
+        self.refill()
 
     def _read(self) -> None:
         while True:
@@ -168,11 +185,20 @@ class Zygote:
                     self.closed = True
                     self._cond.notify_all()
                     waiters, self._waiters = self._waiters, []
+                    answers, self._answers = list(self._answers.values()), {}
                 for callback in waiters:
                     callback()
+                for answer in answers:
+                    answer(KILLED)
                 return
             op, pid, status = CONTROL.unpack_from(msg)
             waiters = []
+            if op in (SNAPPED, RESET_DONE):
+                with self._cond:
+                    reply = self._answers.pop(pid, None)
+                if reply is not None:
+                    reply(status)
+                continue
             with self._cond:
                 if op == FORKED and fds:
                     self._statuses.pop(pid, None)  # a reused pid: the old status is stale
@@ -200,7 +226,9 @@ class Zygote:
         except OSError as e:
             raise BackendError(f"the sandbox zygote is gone: {e}") from None
 
-    def _refill(self) -> None:
+    def refill(self) -> None:
+        """Fork as many sandboxes as the pool lacks (one taken for good, say made
+        reusable, is not replaced by the zygote: only those that exit are)."""
         if self.closed:
             return
         with self._cond:
@@ -330,6 +358,35 @@ class Zygote:
                 self._cond.wait(min(left, 0.001))  # READY bytes arrive without a notify
         return False
 
+    def snapshot(self, sandbox: Sandbox, answer: Callable[[int], None]) -> None:
+        """Have the zygote snapshot ``sandbox`` (taken, waiting for work, nothing sent to
+        it yet), so that it can be reset after each invocation; ``answer`` is called, from
+        the thread that reads the zygote's messages, with :data:`DONE`, :data:`KILLED`
+        (the caller ends it) or :data:`AS_IT_WAS` (not snapshotted: it serves one
+        invocation, as any other)."""
+        self._ask(SNAP, sandbox, answer)
+
+    def reset(self, sandbox: Sandbox, answer: Callable[[int], None]) -> None:
+        """Have the zygote reset ``sandbox`` to its snapshot (its invocation answered);
+        ``answer`` as for :meth:`snapshot` (:data:`DONE` or :data:`KILLED`)."""
+        self._ask(RESET, sandbox, answer)
+
+    def _ask(self, op: bytes, sandbox: Sandbox, answer: Callable[[int], None]) -> None:
+        with self._cond:
+            gone = self.closed or not self.reuse
+            if not gone:
+                self._answers[sandbox.pid] = answer
+        if gone:
+            answer(AS_IT_WAS if op == SNAP and not self.closed else KILLED)
+            return
+        try:
+            self._send(op, sandbox.pid)
+        except BackendError:
+            with self._cond:
+                mine = self._answers.pop(sandbox.pid, None)
+            if mine is not None:
+                mine(KILLED)
+
     def kill(self, pid: int) -> None:
         """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""
         self._send(KILL, pid)
@@ -398,10 +455,10 @@ _lock = threading.Lock()
 
 
 def zygote(preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
-           warm: bool = True, native: Path | None = None, memory_limit: int | None = None
-           ) -> Zygote:
+           warm: bool = True, native: Path | None = None, memory_limit: int | None = None,
+           reuse: bool = False) -> Zygote:
     """The process-wide zygote for these settings, started on first use."""
-    key = (tuple(sorted(preload)), pool_size, cpu_seconds, warm, native, memory_limit)
+    key = (tuple(sorted(preload)), pool_size, cpu_seconds, warm, native, memory_limit, reuse)
     with _lock:
         z = _zygotes.get(key)
         if z is not None and (z.closed or z.owner != os.getpid()):
@@ -409,7 +466,7 @@ def zygote(preload: tuple[str, ...], pool_size: int, cpu_seconds: int | None,
             z = None
         if z is None:
             z = _zygotes[key] = Zygote(key[0], pool_size, cpu_seconds, warm, native,
-                                       memory_limit)
+                                       memory_limit, reuse)
         return z
 
 

@@ -42,9 +42,15 @@ WARM = b"H"
 STARTED = b"R"
 FORKED = b"C"
 ENDED = b"X"
+SNAP = b"S"
+SNAPPED = b"s"
+RESET = b"Z"
+RESET_DONE = b"z"
+MAX_USES = 256
 
 # -- channel, worker <-> sandbox --
 CHANNEL_FD = 3
+UFFD_FD = 4
 READY = b"R"
 ASSIGN = struct.Struct("<4sIQQQQI")
 ASSIGN_MAGIC = b"DDGO"

@@ -57,16 +57,18 @@ RUNTIME = ("cloudpickle", "typeguard", "json", "ast", "struct", "pickle", "copyr
 
 
 def main(argv: list[str]) -> None:
-    """The zygote, as ``pool._BOOT`` starts it: ``FD CPU WARM MEMORY CAP PRELOAD...``.
+    """The zygote, as ``pool._BOOT`` starts it: ``FD CPU WARM MEMORY CAP REUSE PRELOAD...``.
 
     ``MEMORY`` > 0: sandboxes for Python functions, filtered before they wait, with that
     memory limit; 0: unfiltered until assigned (they may also run native functions).
     ``CAP``: exited sandboxes are replaced while fewer than this many are alive.
+    ``REUSE`` 1: filtered sandboxes track the pages they write, and may be reset
+    (``c/snapshot.h``).
     """
     fd, cpu, warm = int(argv[0]), int(argv[1]) or None, argv[2] == "1"
-    memory, cap = int(argv[3]) or None, int(argv[4])
-    preload(tuple(argv[5:]))
-    program = build_filter(CHANNEL_FD)
+    memory, cap, reuse = int(argv[3]) or None, int(argv[4]), argv[5] == "1"
+    preload(tuple(argv[6:]))
+    program = build_filter(CHANNEL_FD, reuse)
     pickling.warm()  # the globals function pickles name: resolved once, here
     samples = _probe_pickles()
     child.warm_up(samples)
@@ -84,7 +86,8 @@ def main(argv: list[str]) -> None:
     child.quiet()  # the streams every sandbox starts with, made once
     try:
         forked = _sandboxc.zygote_loop(ctrl.fileno(), cap, cpu or 0, memory or 0,
-                                       program if filtered else None, warm)
+                                       program if filtered else None, warm,
+                                       reuse and filtered)
     except BaseException:
         child.speak()
         raise
@@ -96,8 +99,8 @@ def main(argv: list[str]) -> None:
         child.serve(program, cpu, samples)
     if samples:  # Python sandboxes: locked down in C, warmed up, then filtered
         child.warm_up(samples)
-        child.limit_and_filter(baseline, memory or 0, program)
-    child.serve_filtered(baseline)
+        child.limit_and_filter(baseline, memory or 0, program, reuse)
+    child.serve_filtered(baseline, reuse)
 
 
 def preload(libraries: tuple[str, ...] = ()) -> None:

@@ -182,8 +182,8 @@ class WasmEngine(EngineBase):
 
     def __init__(self, memory_limit: int = 1 << 30, cpu_limit: float | None = 300,
                  output_limit: int = 64 * _MIB, store: ArtifactStore | None = None,
-                 artifact_dir: str | None = None, **options: Any) -> None:
-        super().__init__(**options)
+                 artifact_dir: str | None = None) -> None:
+        super().__init__()
         self.memory_limit = memory_limit
         self.cpu_limit = cpu_limit
         self.output_limit = output_limit

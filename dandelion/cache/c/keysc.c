@@ -18,6 +18,10 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #define BLOCK 128
 #define OUT 32
@@ -344,6 +348,22 @@ static hash_fn hash_named(const char *algorithm) {
     return NULL;
 }
 
+/* The storage key "<namespace>/<hex digest>" (the namespace's nslen ASCII bytes at nsutf), or
+ * NULL with an exception set. */
+static PyObject *hex_key(const char *nsutf, Py_ssize_t nslen, const uint8_t digest[OUT]) {
+    PyObject *key = PyUnicode_New(nslen + 1 + 2 * OUT, 127);
+    if (key == NULL)
+        return NULL;
+    Py_UCS1 *k = PyUnicode_1BYTE_DATA(key);
+    memcpy(k, nsutf, (size_t)nslen);
+    k[nslen] = '/';
+    for (int j = 0; j < OUT; j++) {
+        k[nslen + 1 + 2 * j] = HEX[digest[j] >> 4];
+        k[nslen + 2 + 2 * j] = HEX[digest[j] & 15];
+    }
+    return key;
+}
+
 /* storage_keys(prefix, namespace, tails, algorithm) -> list of "<namespace>/<hex digest>",
  * one per tail, the digest being H(prefix || tail); a tail None gives None. */
 static PyObject *storage_keys(PyObject *self, PyObject *args) {
@@ -385,17 +405,10 @@ static PyObject *storage_keys(PyObject *self, PyObject *args) {
             Py_CLEAR(out);
             goto done;
         }
-        PyObject *key = PyUnicode_New(nslen + 1 + 2 * OUT, 127);
+        PyObject *key = hex_key(nsutf, nslen, digest);
         if (key == NULL) {
             Py_CLEAR(out);
             goto done;
-        }
-        Py_UCS1 *k = PyUnicode_1BYTE_DATA(key);
-        memcpy(k, nsutf, (size_t)nslen);
-        k[nslen] = '/';
-        for (int j = 0; j < OUT; j++) {
-            k[nslen + 1 + 2 * j] = HEX[digest[j] >> 4];
-            k[nslen + 2 + 2 * j] = HEX[digest[j] & 15];
         }
         PyList_SET_ITEM(out, i, key);
     }
@@ -417,6 +430,141 @@ static PyObject *digest(PyObject *self, PyObject *args) {
     int failed = hash == NULL || hash(data.buf, (size_t)data.len, NULL, 0, NULL, 0, out) < 0;
     PyBuffer_Release(&data);
     return failed ? NULL : PyBytes_FromStringAndSize((const char *)out, OUT);
+}
+
+/* ---- a large entry's bytes (dandelion/cache/entry.py) ----------------------------------- */
+
+/* From this many pages on, join() checks whether the new bytes' pages are fresh. */
+#define FRESH_PAGES 16
+
+/* Fault in the whole pages of [p, p + n) in one call when some are fresh (not resident:
+ * memory the C library just took from the system, as it does for each entry of a store that
+ * grows), instead of one fault per page as they are written: 32 faults cost about 80 µs on
+ * a virtual machine, one MADV_POPULATE_WRITE about 55.  Memory reused from freed blocks is
+ * resident and left alone (populating it would cost a walk of its pages, about 5 µs;
+ * asking whether it is resident, one mincore, well under one).  A kernel without
+ * MADV_POPULATE_WRITE (before 5.14) refuses it, and the pages fault as they are written. */
+static void populate(char *p, size_t n) {
+#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
+    static size_t page = 0;
+    if (page == 0) {
+        long got = sysconf(_SC_PAGESIZE);
+        page = got > 0 ? (size_t)got : 4096;
+    }
+    uintptr_t start = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t end = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
+    if (end <= start || (end - start) / page < FRESH_PAGES)
+        return;
+    unsigned char resident[256]; /* (a larger entry: its first 256 pages tell) */
+    size_t pages = (end - start) / page;
+    size_t asked = pages < sizeof resident ? pages : sizeof resident;
+    if (mincore((void *)start, asked * page, resident) != 0)
+        return;
+    size_t i = 0;
+    while (i < asked && (resident[i] & 1))
+        i++;
+    if (i == asked)
+        return; /* all resident: reused memory */
+    (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE); /* else: faults, as before */
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+/* The next large entry's bytes, made and faulted in ahead by reserve(): a bytes object
+ * that no Python code has seen (this module holds its one reference), so join() may write it
+ * once and hand it out as a new bytes, as PyBytes_FromStringAndSize(NULL, n) would be. */
+static PyObject *reserved = NULL;
+/* The size of the last large entry join() made (0: none yet, or beyond RESERVE_MAX). */
+static Py_ssize_t last_size = 0;
+/* reserve() makes no bytes larger than this (a process keeping huge entries pays for their
+ * memory on the path, as before, rather than holding a second one idle). */
+#define RESERVE_MAX ((Py_ssize_t)16 << 20)
+
+/* reserve() -> bool: make and fault in (with the GIL released) the bytes of an entry as large
+ * as the last large one join() made, for the next join() of that size to write into instead
+ * of new memory; False when there is nothing to reserve (no large entry yet, or one of that
+ * size is reserved already). */
+static PyObject *reserve(PyObject *self, PyObject *unused) {
+    Py_ssize_t size = last_size;
+    if (size == 0 || (reserved != NULL && PyBytes_GET_SIZE(reserved) == size))
+        Py_RETURN_FALSE;
+    PyObject *made = PyBytes_FromStringAndSize(NULL, size);
+    if (made == NULL)
+        return NULL;
+    char *at = PyBytes_AS_STRING(made);
+    Py_BEGIN_ALLOW_THREADS
+    populate(at, (size_t)size); /* (nobody else references it: no lock needed) */
+    Py_END_ALLOW_THREADS
+    Py_XSETREF(reserved, made); /* (one another thread reserved meanwhile is dropped) */
+    Py_RETURN_TRUE;
+}
+
+/* New bytes of `total` bytes for an entry: those reserve() made where they have the size,
+ * else new ones whose pages are faulted in one call where they are fresh (populate); the
+ * size is remembered for the next reserve() when the entry is large. */
+static PyObject *new_entry(Py_ssize_t total) {
+    PyObject *out;
+    if (reserved != NULL && PyBytes_GET_SIZE(reserved) == total && Py_REFCNT(reserved) == 1) {
+        out = reserved; /* made ahead, never seen: now this entry's new bytes */
+        reserved = NULL;
+    } else {
+        out = PyBytes_FromStringAndSize(NULL, total);
+        if (out == NULL)
+            return NULL;
+        populate(PyBytes_AS_STRING(out), (size_t)total);
+    }
+    if (total >= FRESH_PAGES * 4096)
+        last_size = total <= RESERVE_MAX ? total : 0;
+    return out;
+}
+
+/* join(parts) -> bytes: b"".join(parts) (an iterable of buffers), written into the bytes
+ * reserve() made where it has the size, else into new bytes whose pages are faulted in one
+ * call where they are fresh (populate). */
+static PyObject *join(PyObject *self, PyObject *parts) {
+    PyObject *seq = PySequence_Fast(parts, "can only join an iterable");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Py_buffer few[8]; /* (an entry has a few parts: no allocation for them) */
+    Py_buffer *views = n <= 8 ? few : PyMem_Calloc((size_t)n, sizeof(Py_buffer));
+    PyObject *out = NULL;
+    Py_ssize_t got = 0, total = 0;
+    if (views == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(items[got], &views[got], PyBUF_SIMPLE) < 0) {
+            PyErr_Format(PyExc_TypeError, /* (as bytes.join says it) */
+                         "sequence item %zd: expected a bytes-like object, %.80s found", got,
+                         Py_TYPE(items[got])->tp_name);
+            goto done;
+        }
+        if (views[got].len > PY_SSIZE_T_MAX - total) {
+            PyBuffer_Release(&views[got]);
+            PyErr_SetString(PyExc_OverflowError, "join() of more bytes than fit");
+            goto done;
+        }
+        total += views[got].len;
+    }
+    if ((out = new_entry(total)) == NULL)
+        goto done;
+    char *at = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(at, views[i].buf, (size_t)views[i].len);
+        at += views[i].len;
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    if (views != few)
+        PyMem_Free(views);
+    Py_DECREF(seq);
+    return out;
 }
 
 /* ---- int items in one step (dandelion/cache/run.py, entry.py) ------------------------- */
@@ -669,6 +817,263 @@ done:
     return out;
 }
 
+/* ---- a run of one plain array in one call (dandelion/runtime/array_rerun.py) ---------- */
+
+static PyObject *S_DTYPE, *S_SHAPE, *S_DIGEST, *S_RELEASE;
+
+/* The digest `hasher(bytes).digest()` of the n bytes at p (hasher: hashing.new, whose
+ * digests are 32 bytes); -1 with an exception set. */
+static int bulk_digest(PyObject *hasher, void *p, Py_ssize_t n, uint8_t digest[OUT]) {
+    Py_buffer flat;
+    if (PyBuffer_FillInfo(&flat, NULL, p, n, 1, PyBUF_SIMPLE) < 0)
+        return -1;
+    PyObject *view = PyMemoryView_FromBuffer(&flat); /* one dimension of bytes, read-only */
+    if (view == NULL)
+        return -1;
+    PyObject *h = PyObject_CallOneArg(hasher, view);
+    PyObject *made = h == NULL ? NULL : PyObject_CallMethodNoArgs(h, S_DIGEST);
+    Py_XDECREF(h);
+    /* the view points at memory its exporter keeps only while this call holds it */
+    PyObject *released = PyObject_CallMethodNoArgs(view, S_RELEASE);
+    Py_DECREF(view);
+    int ok = made != NULL && released != NULL && PyBytes_Check(made) &&
+             PyBytes_GET_SIZE(made) == OUT;
+    if (ok)
+        memcpy(digest, PyBytes_AS_STRING(made), OUT);
+    else if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "the hash did not give a 32-byte digest");
+    Py_XDECREF(made);
+    Py_XDECREF(released);
+    return ok ? 0 : -1;
+}
+
+/* array_key(value, layout, prefix, namespace, hasher, algorithm) -> (storage key, content
+ * id), or None when value is not an array of exactly the type, dtype (the object) and
+ * shape `layout` names (a tuple: the array type, the dtype, the shape, the part of the
+ * record of such an array with key 0 and no name before its bulk), C-contiguous and not
+ * empty.
+ *
+ * The content id is content.array_id's: 0x01 + H(record head || H(bulk)), the bulk hashed by
+ * `hasher` (hashing.new) straight from the array's buffer; the storage key is
+ * "<namespace>/<hex H(prefix || tail)>", tail being key.py's of one parameter of one item
+ * with that id (run_memo.RunMemo.key of a run of one input of one item). */
+static PyObject *array_key(PyObject *self, PyObject *args) {
+    PyObject *value, *layout, *ns, *hasher;
+    Py_buffer prefix;
+    const char *algorithm;
+    if (!PyArg_ParseTuple(args, "OO!y*UOs", &value, &PyTuple_Type, &layout, &prefix, &ns,
+                          &hasher, &algorithm))
+        return NULL;
+    PyObject *out = NULL, *dtype = NULL, *shape = NULL;
+    Py_buffer bulk = {0};
+    hash_fn hash = hash_named(algorithm);
+    if (hash == NULL)
+        goto done;
+    if (PyTuple_GET_SIZE(layout) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(layout, 3))) {
+        PyErr_SetString(PyExc_ValueError, "layout: (array type, dtype, shape, head bytes)");
+        goto done;
+    }
+    if ((PyObject *)Py_TYPE(value) != PyTuple_GET_ITEM(layout, 0))
+        goto none;
+    if ((dtype = PyObject_GetAttr(value, S_DTYPE)) == NULL ||
+        (shape = PyObject_GetAttr(value, S_SHAPE)) == NULL)
+        goto done;
+    int same = dtype == PyTuple_GET_ITEM(layout, 1) ?
+        PyObject_RichCompareBool(shape, PyTuple_GET_ITEM(layout, 2), Py_EQ) : 0;
+    if (same < 0)
+        goto done;
+    if (!same)
+        goto none;
+    if (PyObject_GetBuffer(value, &bulk, PyBUF_C_CONTIGUOUS) < 0) { /* e.g. not contiguous */
+        PyErr_Clear();
+        goto none;
+    }
+    if (bulk.len <= 0)
+        goto none;
+    Py_ssize_t nslen;
+    const char *nsutf = PyUnicode_AsUTF8AndSize(ns, &nslen);
+    if (nsutf == NULL)
+        goto done;
+    if (!PyUnicode_IS_ASCII(ns)) { /* namespaces are ASCII (cache.Cache checks) */
+        PyErr_SetString(PyExc_ValueError, "the namespace must be ASCII");
+        goto done;
+    }
+    uint8_t inner[OUT], tail[4 + 4 + 1 + OUT], digest[OUT], scratch[1024];
+    if (bulk_digest(hasher, bulk.buf, bulk.len, inner) < 0)
+        goto done;
+    PyObject *head = PyTuple_GET_ITEM(layout, 3);
+    put32(tail, 1);
+    put32(tail + 4, 1 + OUT);
+    tail[8] = 1;
+    if (hash((const uint8_t *)PyBytes_AS_STRING(head), (size_t)PyBytes_GET_SIZE(head), inner,
+             OUT, scratch, sizeof scratch, tail + 9) < 0 ||
+        hash(prefix.buf, (size_t)prefix.len, tail, sizeof tail, scratch, sizeof scratch,
+             digest) < 0)
+        goto done;
+    PyObject *key = hex_key(nsutf, nslen, digest);
+    if (key == NULL)
+        goto done;
+    PyObject *id = PyBytes_FromStringAndSize((const char *)tail + 8, 1 + OUT);
+    out = id == NULL ? NULL : PyTuple_Pack(2, key, id);
+    Py_DECREF(key);
+    Py_XDECREF(id);
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+done:
+    if (bulk.obj != NULL)
+        PyBuffer_Release(&bulk);
+    PyBuffer_Release(&prefix);
+    Py_XDECREF(dtype);
+    Py_XDECREF(shape);
+    return out;
+}
+
+#define ONE_RECORD_AT 22 /* entry.py: MAGIC, 1 result, 1 item, the record's size (u64) */
+#define BARE (1ULL << 63)
+
+/* array_entry(item, layout, id) -> the entry (entry.py's pack) of one result of the one
+ * `item`, or None when its value is not an array of exactly the type, dtype (the object) and
+ * shape `layout` names, C-contiguous and not empty, or its key or name is not the layout's
+ * (a tuple: the array type, the dtype, the shape, the key, the name, and the record of such
+ * an item before its bulk, as content.array_record makes it).  `id` is the item's content id
+ * when known (0x01 + digest: the entry keeps the digest; any other id, a short record's, is
+ * not an array's: None), else None (a bare record).  The entry's bytes are new_entry()'s. */
+static PyObject *array_entry(PyObject *self, PyObject *args) {
+    PyObject *item, *layout, *id;
+    if (!PyArg_ParseTuple(args, "OO!O", &item, &PyTuple_Type, &layout, &id))
+        return NULL;
+    if (PyTuple_GET_SIZE(layout) != 6 || !PyBytes_Check(PyTuple_GET_ITEM(layout, 5))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "layout: (array type, dtype, shape, key, name, head bytes)");
+        return NULL;
+    }
+    if (id != Py_None && (!PyBytes_Check(id) || PyBytes_GET_SIZE(id) != 1 + OUT ||
+                          PyBytes_AS_STRING(id)[0] != 1))
+        Py_RETURN_NONE; /* a short record's id (0x00 + the record): not an array's */
+    PyObject *out = NULL, *value = NULL, *dtype = NULL, *shape = NULL, *key = NULL,
+             *name = NULL;
+    Py_buffer bulk = {0};
+    if ((value = PyObject_GetAttr(item, S_VALUE)) == NULL)
+        goto done;
+    if ((PyObject *)Py_TYPE(value) != PyTuple_GET_ITEM(layout, 0))
+        goto none;
+    if ((dtype = PyObject_GetAttr(value, S_DTYPE)) == NULL ||
+        (shape = PyObject_GetAttr(value, S_SHAPE)) == NULL ||
+        (key = PyObject_GetAttr(item, S_KEY)) == NULL ||
+        (name = PyObject_GetAttr(item, S_NAME)) == NULL)
+        goto done;
+    if (dtype != PyTuple_GET_ITEM(layout, 1))
+        goto none;
+    PyObject *want[3] = {shape, key, name};
+    for (int i = 0; i < 3; i++) {
+        int same = PyObject_RichCompareBool(want[i], PyTuple_GET_ITEM(layout, 2 + i), Py_EQ);
+        if (same < 0)
+            goto done;
+        if (!same)
+            goto none;
+    }
+    if (!PyLong_CheckExact(key) || !PyUnicode_CheckExact(name))
+        goto none; /* (a subclass equal to the layout's: the Python path says) */
+    if (PyObject_GetBuffer(value, &bulk, PyBUF_C_CONTIGUOUS) < 0) { /* e.g. not contiguous */
+        PyErr_Clear();
+        goto none;
+    }
+    if (bulk.len <= 0)
+        goto none;
+    PyObject *head = PyTuple_GET_ITEM(layout, 5);
+    Py_ssize_t hlen = PyBytes_GET_SIZE(head);
+    if (bulk.len > PY_SSIZE_T_MAX / 2 - hlen - ONE_RECORD_AT - OUT) {
+        PyErr_SetString(PyExc_OverflowError, "an entry of more bytes than fit");
+        goto done;
+    }
+    Py_ssize_t size = hlen + bulk.len;
+    Py_ssize_t total = ONE_RECORD_AT + size + (id != Py_None ? OUT : 0);
+    if ((out = new_entry(total)) == NULL)
+        goto done;
+    uint8_t *at = (uint8_t *)PyBytes_AS_STRING(out);
+    memcpy(at, "DDCE1\0", 6); /* entry.py's MAGIC */
+    put32(at + 6, 1);
+    put32(at + 10, 1);
+    put64(at + 14, (uint64_t)size | (id == Py_None ? BARE : 0));
+    memcpy(at + ONE_RECORD_AT, PyBytes_AS_STRING(head), (size_t)hlen);
+    memcpy(at + ONE_RECORD_AT + hlen, bulk.buf, (size_t)bulk.len);
+    if (id != Py_None)
+        memcpy(at + ONE_RECORD_AT + size, PyBytes_AS_STRING(id) + 1, OUT);
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+done:
+    if (bulk.obj != NULL)
+        PyBuffer_Release(&bulk);
+    Py_XDECREF(value);
+    Py_XDECREF(dtype);
+    Py_XDECREF(shape);
+    Py_XDECREF(key);
+    Py_XDECREF(name);
+    return out;
+}
+
+/* array_value(data, layout) -> a new array holding the value of the entry `data` when it
+ * is an entry (entry.py's pack) of one result of one item whose record starts as `layout`
+ * says (a tuple: the part of the record before the bulk, the record's size, a function
+ * making an empty array of a shape and dtype (numpy.empty), the shape, the dtype), else
+ * None: the same array entry.unpack gives, in one copy. */
+static PyObject *array_value(PyObject *self, PyObject *args) {
+    PyObject *layout;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "y*O!", &data, &PyTuple_Type, &layout))
+        return NULL;
+    PyObject *out = NULL;
+    if (PyTuple_GET_SIZE(layout) != 5 || !PyBytes_Check(PyTuple_GET_ITEM(layout, 0)) ||
+        !PyLong_Check(PyTuple_GET_ITEM(layout, 1))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "layout: (head bytes, record size, empty, shape, dtype)");
+        goto done;
+    }
+    PyObject *head = PyTuple_GET_ITEM(layout, 0);
+    size_t nh = (size_t)PyBytes_GET_SIZE(head);
+    unsigned long long size = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(layout, 1));
+    if (size == (unsigned long long)-1 && PyErr_Occurred())
+        goto done;
+    const uint8_t *p = data.buf;
+    size_t n = (size_t)data.len;
+    if (n < ONE_RECORD_AT || memcmp(p, MAGIC, 6) != 0 || p[6] != 1 || p[7] | p[8] | p[9] ||
+        p[10] != 1 || p[11] | p[12] | p[13] || size <= nh)
+        goto none;
+    uint64_t given = 0;
+    for (int i = 7; i >= 0; i--)
+        given = (given << 8) | p[14 + i];
+    uint64_t bare = given & BARE;
+    if ((given ^ bare) != size || n != ONE_RECORD_AT + size + (bare ? 0 : OUT) ||
+        memcmp(p + ONE_RECORD_AT, PyBytes_AS_STRING(head), nh) != 0)
+        goto none;
+    PyObject *array = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(layout, 2),
+                                                   PyTuple_GET_ITEM(layout, 3),
+                                                   PyTuple_GET_ITEM(layout, 4), NULL);
+    if (array == NULL)
+        goto done;
+    Py_buffer into;
+    if (PyObject_GetBuffer(array, &into, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) {
+        Py_DECREF(array);
+        goto done;
+    }
+    if ((size_t)into.len == size - nh) {
+        memcpy(into.buf, p + ONE_RECORD_AT + nh, (size_t)into.len);
+        out = array;
+    } else {
+        Py_DECREF(array);
+        out = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&into);
+    goto done;
+none:
+    out = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&data);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"storage_keys", storage_keys, METH_VARARGS,
      "storage_keys(prefix, namespace, tails, algorithm) -> ['<namespace>/<hex "
@@ -676,6 +1081,13 @@ static PyMethodDef methods[] = {
      "(32-byte digests)."},
     {"digest", digest, METH_VARARGS,
      "digest(data, algorithm) -> the 32-byte 'blake3' or 'blake2b' digest of data."},
+    {"join", join, METH_O,
+     "join(parts) -> b''.join(parts), the new bytes' pages faulted in one call where they "
+     "are fresh (a large entry of a store that grows)."},
+    {"reserve", reserve, METH_NOARGS,
+     "reserve() -> bool: make and fault in, with the GIL released, the bytes of an entry as "
+     "large as the last large one join() made, for the next join() of that size to write "
+     "into (False: nothing to reserve)."},
     {"int_tails", int_tails, METH_O,
      "int_tails(instances) -> per instance, the tail of its key when its inputs are one "
      "parameter of one int item without a name, else None."},
@@ -688,6 +1100,17 @@ static PyMethodDef methods[] = {
     {"int_entries", int_entries, METH_O,
      "int_entries(outputs) -> the entries of many instances' outputs when each is one result "
      "of one int item without a name, else None."},
+    {"array_key", array_key, METH_VARARGS,
+     "array_key(value, layout, prefix, namespace, hasher, algorithm) -> (the storage key of "
+     "a run of one array item, its content id) when value is a C-contiguous array of the "
+     "layout's type, dtype and shape, not empty, else None."},
+    {"array_entry", array_entry, METH_VARARGS,
+     "array_entry(item, layout, id) -> the entry of one result of the one item when its value "
+     "is a C-contiguous, non-empty array of the layout's type, dtype and shape and its key and "
+     "name are the layout's, else None."},
+    {"array_value", array_value, METH_VARARGS,
+     "array_value(data, layout) -> a new array holding the value of an entry of one array "
+     "item whose record starts as the layout says, else None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -701,7 +1124,11 @@ PyMODINIT_FUNC PyInit__keysc(void) {
     if ((S_INPUTS = PyUnicode_InternFromString("inputs")) == NULL ||
         (S_VALUE = PyUnicode_InternFromString("value")) == NULL ||
         (S_KEY = PyUnicode_InternFromString("key")) == NULL ||
-        (S_NAME = PyUnicode_InternFromString("name")) == NULL)
+        (S_NAME = PyUnicode_InternFromString("name")) == NULL ||
+        (S_DTYPE = PyUnicode_InternFromString("dtype")) == NULL ||
+        (S_SHAPE = PyUnicode_InternFromString("shape")) == NULL ||
+        (S_DIGEST = PyUnicode_InternFromString("digest")) == NULL ||
+        (S_RELEASE = PyUnicode_InternFromString("release")) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     /* the hashes storage_keys makes (a build of an older keysc.c has fewer, or none) */

@@ -511,6 +511,8 @@ def test_an_engine_without_isolation_is_refused(ray_cluster: Any) -> None:
 def test_an_unknown_engine_is_refused(ray_cluster: Any) -> None:
     with pytest.raises(BackendError, match="unknown engine"):
         dd.Runtime(backend="ray", engine="warp")
+    with pytest.raises(BackendError, match="the process engine takes no option 'pool'"):
+        dd.Runtime(backend="ray", engine="process", engine_options={"pool": 2})
 
 
 def test_a_closed_runtime_refuses_to_run(ray_cluster: Any) -> None:

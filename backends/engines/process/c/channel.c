@@ -384,16 +384,21 @@ PyObject *py_report_size(PyObject *self, PyObject *args) {
 }
 
 /*
- * finish(channel, report): a sandbox's last act: write its report, then block until the
- * worker hangs up or kills it, and exit.  In one call, so that no Python runs between the
- * write that wakes the worker and the read that gives the CPU back to it; and not exiting
- * at once, since tearing down the address space (a few hundred microseconds of page-table
- * work on a VM) would compete with the worker as it wakes up.  Never returns.
+ * finish(channel, report[, context]): a sandbox's last act: write its report, unmap the
+ * context (a reusable sandbox, which its zygote resets while it blocks here), then block
+ * until the worker hangs up or kills it, and exit.  In one call, so that no Python runs
+ * between the write that wakes the worker and the read that gives the CPU back to it; the
+ * report first, so that the worker wakes before the unmapping (10-15 us of page-table work
+ * on a VM) rather than after it: the zygote's reset, which needs the context unmapped,
+ * waits for this read (snapshot_reset).  And not exiting at once, since tearing down the
+ * address space (a few hundred microseconds of page-table work on a VM) would compete
+ * with the worker as it wakes up.  Never returns.
  */
 PyObject *finish(PyObject *self, PyObject *args) {
     int fd;
     Py_buffer data;
-    if (!PyArg_ParseTuple(args, "iy*", &fd, &data))
+    PyObject *context = Py_None;
+    if (!PyArg_ParseTuple(args, "iy*|O", &fd, &data, &context))
         return NULL;
     const char *p = data.buf;
     size_t left = (size_t)data.len;
@@ -405,6 +410,13 @@ PyObject *finish(PyObject *self, PyObject *args) {
             break;
         p += n;
         left -= (size_t)n;
+    }
+    if (context != Py_None) {  /* a reusable sandbox: its memory map as at its snapshot */
+        Py_buffer ctx;
+        if (PyObject_GetBuffer(context, &ctx, PyBUF_SIMPLE) == 0) {
+            munmap(ctx.buf, (size_t)ctx.len);
+            PyBuffer_Release(&ctx);
+        }
     }
     char c;
     while (read(fd, &c, 1) < 0 && errno == EINTR) {}

@@ -20,7 +20,14 @@
 
 #include "sandbox.h"
 #include "segments.h"
+#define ZYGOTE_SNAPSHOTS  /* this zygote's sandboxes may be reset (snapshot.h) */
 #include "zygote_loop.h"
+
+/* track(): make this sandbox reusable (snapshot_track()), before its filter; whether it
+ * is. */
+PyObject *track(PyObject *self, PyObject *noargs) {
+    return PyBool_FromLong(snapshot_track() == 0);
+}
 
 /* install_filter(program): no_new_privs, then the seccomp-bpf program (bytes). */
 PyObject *install_filter(PyObject *self, PyObject *args) {
@@ -118,10 +125,12 @@ PyObject *prepare(PyObject *self, PyObject *args) {
  * Returns the baseline; exits the process on failure.
  */
 static long long lock_down(int cpu, long long memory, const Py_buffer *prog, int warm,
-                           long long vm) {
+                           long long vm, int reuse) {
     long long baseline = prepare_fd(WIRE_CHANNEL_FD, cpu, vm);
     if (baseline < 0)
         _exit(1);
+    (void)reuse;  /* a sandbox that skips its warm-up is not made reusable: its first
+                   * invocation would map what the warm-up maps (a reset then discards it) */
     if (!warm && prog->len > 0) {
         if (memory > 0) {
             struct rlimit as = {(rlim_t)(baseline + memory), (rlim_t)(baseline + memory)};
@@ -151,15 +160,16 @@ static long long lock_down(int cpu, long long memory, const Py_buffer *prog, int
  */
 PyObject *zygote_loop(PyObject *self, PyObject *args) {
     static struct zygote z;
-    int ctrl, cap, cpu, warm;
+    int ctrl, cap, cpu, warm, reuse = 0;
     long long memory;
     Py_buffer prog = {0};
-    if (!PyArg_ParseTuple(args, "iiiLz*p", &ctrl, &cap, &cpu, &memory, &prog, &warm))
+    if (!PyArg_ParseTuple(args, "iiiLz*p|p", &ctrl, &cap, &cpu, &memory, &prog, &warm, &reuse))
         return NULL;
     memset(&z, 0, sizeof z);
     z.ctrl = ctrl;
     z.cap = cap;
     z.warm = warm;
+    z.cpu_ns = cpu > 0 ? cpu * 1000000000LL / 8 : 0;
     /* What a sandbox's lockdown needs to know of its address space, found once here: the
      * zygote's, with the alternate signal stack mapped already (the loop maps nothing, and
      * a sandbox maps nothing before it is locked down), instead of each sandbox opening
@@ -172,7 +182,8 @@ PyObject *zygote_loop(PyObject *self, PyObject *args) {
     /* a sandbox (its other descriptors are closed by prepare_fd(), here or once assigned) */
     if (z.channel != WIRE_CHANNEL_FD && dup2(z.channel, WIRE_CHANNEL_FD) != WIRE_CHANNEL_FD)
         _exit(1);
-    long long baseline = prog.buf != NULL ? lock_down(cpu, memory, &prog, z.warm, vm) : 0;
+    long long baseline = prog.buf != NULL ? lock_down(cpu, memory, &prog, z.warm, vm, reuse)
+                                          : 0;
     PyBuffer_Release(&prog);
     return Py_BuildValue("(Li)", baseline, z.warm);
 }

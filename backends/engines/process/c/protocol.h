@@ -21,9 +21,15 @@
 #define WIRE_STARTED 'R'       /* zygote: started, pid a (a Python zygote: with its modules) */
 #define WIRE_FORKED 'C'        /* zygote: sandbox a, with its channel and maybe a pidfd */
 #define WIRE_ENDED 'X'         /* zygote: sandbox a ended with wait status b */
+#define WIRE_SNAP 'S'          /* worker: snapshot sandbox a, which waits for work */
+#define WIRE_SNAPPED 's'       /* zygote: sandbox a snapshotted (b = 1) or killed (b = 0) */
+#define WIRE_RESET 'Z'         /* worker: reset sandbox a to its snapshot */
+#define WIRE_RESET_DONE 'z'    /* zygote: sandbox a reset (b = 1) or killed (b = 0) */
+#define WIRE_MAX_USES 256      /* resets of one sandbox at most */
 
 /* ---- channel, worker <-> sandbox (a socket pair) ---- */
 #define WIRE_CHANNEL_FD 3      /* the sandbox's end of its channel */
+#define WIRE_UFFD_FD 4         /* a reusable sandbox's userfaultfd (snapshot.h) */
 #define WIRE_READY 'R'         /* sandbox: waiting for its assignment */
 #define WIRE_ASSIGN_SIZE 44    /* worker: an assignment, with the context's memfd */
 #define WIRE_ASSIGN_MAGIC "DDGO"

@@ -31,6 +31,7 @@
 
 /* lockdown.c */
 PyObject *install_filter(PyObject *self, PyObject *args);
+PyObject *track(PyObject *self, PyObject *noargs);
 PyObject *prepare(PyObject *self, PyObject *args);
 PyObject *zygote_loop(PyObject *self, PyObject *args);
 PyObject *py_load_segments(PyObject *self, PyObject *args);

@@ -30,6 +30,10 @@
 #include <unistd.h>
 
 #include "protocol.h"
+#ifdef ZYGOTE_SNAPSHOTS
+#include "snapshot.h"
+#define ZYGOTE_MAX_SNAPSHOTS 64
+#endif
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -54,6 +58,10 @@ struct zygote {
     unsigned n_done;        /* ever reaped; wraps, and 2^32 is a multiple of ZYGOTE_DONE */
     pid_t wanted[ZYGOTE_WANTED];  /* pids the worker asked about before they ended */
     int n_wanted;
+#ifdef ZYGOTE_SNAPSHOTS
+    long long cpu_ns;       /* a reusable sandbox is discarded once it used this much CPU */
+    struct snapshot *snaps[ZYGOTE_MAX_SNAPSHOTS];  /* of the reusable sandboxes alive */
+#endif
 };
 
 /* Send a control message with up to two descriptors (fd < 0: none; fd2 < 0: one). */
@@ -115,6 +123,46 @@ static int zygote_fork(struct zygote *z, int n) {
     return 1;
 }
 
+#ifdef ZYGOTE_SNAPSHOTS
+/* The slot of sandbox pid's snapshot (NULL: it has none, and none is free if !free_ok). */
+static struct snapshot **zygote_snapshot(struct zygote *z, pid_t pid, int free_ok) {
+    struct snapshot **free_slot = NULL;
+    for (int i = 0; i < ZYGOTE_MAX_SNAPSHOTS; i++) {
+        if (z->snaps[i] != NULL && z->snaps[i]->pid == pid)
+            return &z->snaps[i];
+        if (z->snaps[i] == NULL && free_slot == NULL)
+            free_slot = &z->snaps[i];
+    }
+    return free_ok ? free_slot : NULL;
+}
+#endif
+
+/* Sandbox pid exited with status: forget it, tell the worker if it asked.  0, or -1 once
+ * the worker is gone. */
+static int zygote_ended(struct zygote *z, pid_t pid, int status) {
+    for (int i = 0; i < z->n_live; i++)
+        if (z->live[i] == pid) {
+            z->live[i] = z->live[--z->n_live];
+            break;
+        }
+#ifdef ZYGOTE_SNAPSHOTS
+    struct snapshot **slot = zygote_snapshot(z, pid, 0);
+    if (slot != NULL) {
+        snapshot_free(*slot);
+        *slot = NULL;
+    }
+#endif
+    for (int i = 0; i < z->n_wanted; i++)
+        if (z->wanted[i] == pid) {
+            z->wanted[i] = z->wanted[--z->n_wanted];
+            return zygote_send(z->ctrl, WIRE_ENDED, pid, status, -1, -1) < 0 ? -1 : 0;
+        }
+    z->done_pid[z->n_done % ZYGOTE_DONE] = pid;
+    z->done_status[z->n_done % ZYGOTE_DONE] = status;
+    z->n_done++;
+    return 0;
+}
+
 /* Reap exited sandboxes, tell the worker about those it asked for, replace them. */
 static int zygote_reap(struct zygote *z) {
     struct signalfd_siginfo si;
@@ -122,36 +170,72 @@ static int zygote_reap(struct zygote *z) {
     int status, replace = 0;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        for (int i = 0; i < z->n_live; i++)
-            if (z->live[i] == pid) {
-                z->live[i] = z->live[--z->n_live];
-                break;
-            }
-        replace++;  /* a used sandbox exited: keep the pool's size */
-        int told = 0;
-        for (int i = 0; i < z->n_wanted; i++)
-            if (z->wanted[i] == pid) {
-                z->wanted[i] = z->wanted[--z->n_wanted];
-                if (zygote_send(z->ctrl, WIRE_ENDED, pid, status, -1, -1) < 0)
-                    return -1;
-                told = 1;
-                break;
-            }
-        if (!told) {
-            z->done_pid[z->n_done % ZYGOTE_DONE] = pid;
-            z->done_status[z->n_done % ZYGOTE_DONE] = status;
-            z->n_done++;
+#ifdef ZYGOTE_SNAPSHOTS
+        if (WIFSTOPPED(status)) {  /* a reusable sandbox (traced): a signal, passed on */
+            ptrace(PTRACE_CONT, pid, 0, (status >> 16) ? 0 : WSTOPSIG(status));
+            continue;
         }
+#endif
+        replace++;  /* a used sandbox exited: keep the pool's size */
+        if (zygote_ended(z, pid, status) < 0)
+            return -1;
     }
     if (replace > z->cap - z->n_live)
         replace = z->cap - z->n_live;
     return zygote_fork(z, replace);
 }
 
+#ifdef ZYGOTE_SNAPSHOTS
+/* 'S' and 'Z': snapshot sandbox pid, or reset it to its snapshot; the answer says whether
+ * that was done (if not, the sandbox is killed: it is replaced once reaped). */
+static int zygote_snap(struct zygote *z, char op, pid_t pid) {
+    int known = 0, ok = 0, ended = 0, status = 0, keep = 0;
+    for (int i = 0; i < z->n_live; i++)
+        known |= z->live[i] == pid;
+    if (known && op == WIRE_SNAP) {
+        struct snapshot **slot = zygote_snapshot(z, pid, 1);
+        keep = 1;  /* no room for another snapshot: left as it was */
+        if (slot != NULL && *slot == NULL) {
+            *slot = snapshot_take(pid, z->cpu_ns, &ended, &status);
+            ok = *slot != NULL;
+            keep = !ok && ended == 0;  /* not tracked, left as it was */
+            ended = !ok && ended == 1;
+        }
+    } else if (known) {
+        struct snapshot **slot = zygote_snapshot(z, pid, 0);
+        if (slot != NULL) {
+            int r = snapshot_reset(*slot, &status);
+            ok = r == 0;
+            ended = r == -2;
+            if (!ok) {
+                snapshot_free(*slot);
+                *slot = NULL;
+            }
+        }
+    }
+    if (ended) {
+        if (zygote_ended(z, pid, status) < 0)
+            return -1;
+        int forked = z->n_live < z->cap ? zygote_fork(z, 1) : 1;
+        if (forked <= 0)
+            return forked;  /* 0: in the sandbox just forked */
+    } else if (known && !ok && !keep) {
+        kill(pid, SIGKILL);
+    }
+    /* b: 1 done, 0 not (killed), 2 not snapshotted but left as it was */
+    return zygote_send(z->ctrl, op == WIRE_SNAP ? WIRE_SNAPPED : WIRE_RESET_DONE, pid,
+                       ok ? 1 : keep ? 2 : 0, -1, -1) < 0 ? -1 : 1;
+}
+#endif
+
 /* One control message from the worker. */
 static int zygote_command(struct zygote *z, const struct wire_control *m) {
     if (m->op == WIRE_FORK)
         return zygote_fork(z, m->a);
+#ifdef ZYGOTE_SNAPSHOTS
+    if (m->op == WIRE_SNAP || m->op == WIRE_RESET)
+        return zygote_snap(z, m->op, m->a);
+#endif
     if (m->op == WIRE_WARM) {
         z->warm = m->a != 0;
     } else if (m->op == WIRE_KILL) {

@@ -41,9 +41,9 @@ def _invoke(engine: ProcessEngine, call: FunctionCall, ready: bool) -> Any:
     """Run ``call`` through :meth:`ProcessEngine.begin` (on a sandbox made ready for it
     first if ``ready``) and read its outcome as an event loop would."""
     code = engine.store.get(call.implementation.digest, call.artifact, "python")
+    zygote = engine.zygote_for(code)
+    assert zygote.settle(30)  # a zygote just started may have forked none yet
     if ready:
-        zygote = engine.zygote_for(code)
-        assert zygote.settle(30)
         aside = zygote.aside  # (the zygote is shared: other engines may have some)
         engine.ahead.make_ready(call.implementation.digest, code.data, zygote)
         assert zygote.aside == aside + 1
@@ -72,7 +72,7 @@ def _invoke(engine: ProcessEngine, call: FunctionCall, ready: bool) -> Any:
 ])
 def test_what_unpickling_ahead_does_fails_the_invocation_as_on_a_generic_sandbox(
         tmp_path: Path, n: int, loads: Loads, error: str) -> None:
-    engine = ProcessEngine(store=ArtifactStore(str(tmp_path)))
+    engine = ProcessEngine(store=ArtifactStore(str(tmp_path)), reuse_sandboxes=False)
     try:
         impl = one.spec.implementations[0]
         call = FunctionCall(one.spec, Implementation("python", f"test:unpickles{n}",
@@ -88,7 +88,8 @@ def test_what_unpickling_ahead_does_fails_the_invocation_as_on_a_generic_sandbox
 
 
 def test_a_ready_sandbox_serves_its_own_code_only_once(tmp_path: Path) -> None:
-    engine = ProcessEngine(store=ArtifactStore(str(tmp_path)), ready_functions=1)
+    engine = ProcessEngine(store=ArtifactStore(str(tmp_path)), ready_functions=1,
+                           reuse_sandboxes=False)
     try:
         impl = one.spec.implementations[0]
         call = FunctionCall(one.spec, impl, one.artifact, 5.0)

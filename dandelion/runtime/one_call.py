@@ -1,0 +1,211 @@
+"""The short path of a plan that is one call of a function, started from an event loop.
+
+An HTTP frontend's invocation of a registered function (``POST /v1/functions/f/invoke``)
+runs a plan of one application: its inputs go to one instance, its outputs are the
+answer.  The dispatcher's general run (:class:`~dandelion.runtime.dispatcher.Dispatcher`)
+builds, for every run, the state a graph of applications needs (a ``_Run`` with its sets,
+ready list, lock and two ``threading.Event`` s, a ``Future`` that its outcome is handed
+through and, for the loop, an ``asyncio`` future wrapping that one), and takes its lock
+three times on the way.  For the one call none of it decides anything: :func:`start_here`
+hands the one instance to the pool (driven from the loop where the engine can,
+:mod:`dandelion.runtime.handoff`) and resolves the loop's own future when it ends.
+
+What the general run does for the call is done here the same way: the implementation is
+chosen and its time limit applied as the dispatcher does (:func:`choose_call`), the
+outputs are checked by whoever ran the instance, what the instance printed goes to the
+caller's collector, an error names the function and its instance
+(:func:`~dandelion.runtime.dispatcher.instance_error`), an observer is told the
+instance's start and end, and cancelling the future skips an instance that has not
+started.  Everything else takes the general path: a result cache (its lookups and
+flights), a progress callback, more or fewer than one instance (sharded or skipped
+inputs), a nested composition, an I/O function, a fused chain, or time limits that the
+engines cannot enforce themselves (a waiting thread watches those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any, Mapping
+
+import attrs
+
+from dandelion.errors import FunctionError
+from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, ShardingMode
+from dandelion.planner.plan import Plan
+from dandelion.runtime import logs
+from dandelion.runtime.backend import initial_sets
+from dandelion.runtime.dispatcher import choose_call, instance_error, user_cause
+from dandelion.runtime.events import Observer, watcher
+from dandelion.runtime.handoff import on_loop
+from dandelion.runtime.pool import Batch
+from dandelion.runtime.sharding import Input, Instance, Items, instances
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dandelion.runtime.pool import EnginePool
+
+
+def single_call(plan: Plan) -> tuple[Application, FunctionSpec] | None:
+    """The application and the compute function of a plan that is one call of it (no
+    nested composition, no I/O function, no fused chain); ``None`` for any other plan.
+
+    >>> import dandelion as dd
+    >>> from dandelion.planner import make_plan
+    >>> from dandelion.program import call_module
+    >>> @dd.compute
+    ... def double(x: int) -> int:
+    ...     return 2 * x
+    >>> app, spec = single_call(make_plan(call_module(double.spec), "invoke.double"))
+    >>> spec.name, app.function
+    ('double', 'double')
+    """
+    if plan.chains:
+        return None
+    comp = plan.composition
+    if len(comp.applications) != 1:
+        return None
+    app = comp.applications[0]
+    spec = plan.module.function(app.function)
+    if spec is None or spec.kind is not FunctionKind.COMPUTE:
+        return None  # a nested composition, or an I/O function
+    return app, spec
+
+
+@attrs.frozen
+class Shape:
+    """What a run of a one-call plan takes from the plan, worked out once per plan
+    (:func:`shape_of`): the application and its function, the sets the run starts with
+    (the direct inputs, and empty those that nothing produces), how each parameter is bound
+    (its set, sharding mode and whether it is optional, as :func:`bind`), the outputs."""
+
+    plan: Plan
+    app: Application
+    spec: FunctionSpec
+    inputs: tuple[str, ...]
+    empty: tuple[str, ...]
+    params: tuple[tuple[str, str | None, ShardingMode, bool], ...]
+    outputs: tuple[str, ...]
+
+    def instances(self, inputs: Mapping[str, Items], parallelism: int
+                  ) -> tuple[dict[str, Items], list[Instance]]:
+        """The run's sets (as :func:`initial_sets`) and the application's instances."""
+        sets = {name: tuple(inputs.get(name, ())) for name in self.inputs}
+        for name in self.empty:
+            sets[name] = ()
+        bound = [Input(param, sets[source] if source is not None else (), mode, optional)
+                 for param, source, mode, optional in self.params]
+        return sets, instances(bound, self.app.join, parallelism)
+
+
+#: plan id -> (the plan, its shape or ``None`` for a plan that is not one call); the entry
+#: holds its plan, so no other plan has its id while it is kept
+_SHAPES: dict[int, tuple[Plan, Shape | None]] = {}
+_KEPT_SHAPES = 256
+
+
+def shape_of(plan: Plan) -> Shape | None:
+    """The :class:`Shape` of a plan that is one call (:func:`single_call`), made once per
+    plan (the last :data:`_KEPT_SHAPES` plans), or ``None``.
+
+    >>> import dandelion as dd
+    >>> from dandelion.planner import make_plan
+    >>> from dandelion.program import call_module
+    >>> @dd.compute
+    ... def inc(x: int) -> int:
+    ...     return x + 1
+    >>> plan = make_plan(call_module(inc.spec), "invoke.inc")
+    >>> shape = shape_of(plan)
+    >>> shape.inputs, shape.outputs, shape_of(plan) is shape
+    (('in.x',), ('out.result',), True)
+    """
+    kept = _SHAPES.get(id(plan))
+    if kept is not None and kept[0] is plan:
+        return kept[1]
+    found = single_call(plan)
+    made = None
+    if found is not None:
+        app, spec = found
+        comp = plan.composition
+        template = initial_sets(comp, {})
+        inputs = tuple(d.name for d in comp.inputs)
+        args = {a.param: a for a in app.arguments}
+        params = []
+        for p in spec.params:  # as bind: an unbound parameter gets an empty set, optional
+            a = args.get(p.name)
+            params.append((p.name, a.source, a.mode, a.optional) if a is not None
+                          else (p.name, None, ShardingMode.ALL, True))
+        made = Shape(plan, app, spec, inputs,
+                     tuple(name for name in template if name not in inputs), tuple(params),
+                     tuple(d.name for d in comp.outputs))
+    if len(_SHAPES) >= _KEPT_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[id(plan)] = (plan, made)
+    return made
+
+
+def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+               pool: EnginePool, loop: asyncio.AbstractEventLoop, *,
+               timeouts: Mapping[str, float], observe: Observer | None = None,
+               batch: int | None = None) -> asyncio.Future[dict[str, Items]] | None:
+    """Start a plan that is one call (:func:`single_call`) of one instance on ``pool``
+    from the running ``loop``: a future of the plan's direct outputs, resolved on the loop,
+    or of the error that names the function and its instance.  ``None`` (nothing started)
+    for any other plan or run: then start it with the dispatcher.
+
+    Args:
+        plan: the plan.
+        inputs: its direct inputs.
+        artifacts: the loaded code by digest.
+        pool: the compute engines.
+        loop: the running event loop of the caller, which awaits the future.
+        timeouts: function name -> seconds (``"*"``: every function), as the dispatcher's.
+        observe: told the instance's start and end.
+        batch: the run's instances per sandbox invocation (see :class:`Batch`).
+
+    Raises:
+        BackendError: no implementation of the function runs on the pool's engines.
+    """
+    shape = shape_of(plan)
+    if shape is None or (timeouts and not pool.enforces_timeout) or not on_loop(loop):
+        return None
+    app, spec = shape.app, shape.spec
+    sets, insts = shape.instances(inputs, pool.size)
+    if len(insts) != 1:  # none (a required input is empty) or sharded: the general path
+        return None
+    timeout = timeouts.get(spec.name, timeouts.get("*"))
+    call = choose_call(spec, pool.kinds, pool.engine_name, artifacts, timeout)
+    waiting: asyncio.Future[dict[str, Items]] = loop.create_future()
+    sink = logs.current_sink()  # (read on the caller's thread, as the dispatcher does)
+
+    def settle(done: Batch, failure: tuple[Instance, BaseException] | None) -> None:
+        if waiting.done():  # cancelled meanwhile: nobody waits for the outcome
+            return
+        for inst, text in done.logs:
+            logs.forward(logs.FunctionLog(spec.name, inst.index, text), sink)
+        if failure is not None:
+            inst, error = failure
+            if isinstance(error, FunctionError) and error.logs:
+                logs.forward(logs.FunctionLog(spec.name, inst.index, error.logs), sink)
+            err = instance_error(spec, inst, 1, error)
+            err.__cause__ = user_cause(error)
+            waiting.set_exception(err)
+            return
+        by_result = dict(zip((r.name for r in spec.results), done.results[0]))
+        for out in app.outputs:
+            sets[out.target] = tuple(by_result.get(out.result, ()))
+        waiting.set_result({name: sets.get(name, ()) for name in shape.outputs})
+
+    def ended(done: Batch, failure: tuple[Instance, BaseException] | None) -> None:
+        # on the loop where the loop drove the instance; from a worker thread where the
+        # engine could not begin it there
+        if on_loop(loop):
+            settle(done, failure)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(settle, done, failure)
+
+    cancelled = threading.Event()
+    waiting.add_done_callback(lambda w: cancelled.set() if w.cancelled() else None)
+    watch = None if observe is None else watcher(observe, plan.entry, 0, spec.name,
+                                                 pool.engine_name)
+    pool.submit(Batch(call, insts, ended, cancelled, watch=watch, per_sandbox=batch), loop)
+    return waiting

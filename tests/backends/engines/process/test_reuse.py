@@ -1,0 +1,449 @@
+"""Sandboxes reset to a snapshot instead of forked anew (``reuse_sandboxes``,
+``c/snapshot.h``): a reset sandbox serves its function again exactly as a fresh one would —
+whatever an invocation changed is gone — and anything its reset cannot undo discards it,
+failing nothing but that invocation, if anything."""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dandelion as dd
+from dandelion.backends.engines.process.engine import ProcessEngine
+from dandelion.errors import DandelionError
+from dandelion.ir.nodes import Implementation
+from dandelion.runtime.engine import FunctionCall
+from dandelion.runtime.store import ArtifactStore
+
+
+def _kernel() -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or os.uname().machine != "x86_64"
+    or _kernel() < (6, 7), reason="needs Linux 6.7 or later on x86-64 (PAGEMAP_SCAN)")
+
+
+@dd.compute
+def state(x: int) -> str:
+    """What an invocation finds of earlier ones in the sandbox's preloaded modules, then
+    leaves behind itself: ``x`` selects something an invocation may do besides."""
+    import builtins
+    import ctypes
+    import json
+    import random
+
+    seen = repr((getattr(json, "_dd_seen", None), getattr(builtins, "_dd_list", [])[:3],
+                 random.random()))
+    json._dd_seen = x  # type: ignore[attr-defined]
+    builtins._dd_list = [*getattr(builtins, "_dd_list", []), x]  # type: ignore[attr-defined]
+    libc = ctypes.CDLL(None)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    if x == 1:  # a new mapping, written
+        ctypes.memset(libc.mmap(None, 1 << 20, 3, 0x22, -1, 0), 1, 4096)
+    elif x == 2:  # a read-only page of libc made writable, written, made read-only again
+        libc.strerror.restype = ctypes.c_void_p
+        text = libc.strerror(1)  # in libc's read-only data
+        page = ctypes.c_void_p(text & ~4095)
+        libc.mprotect(page, 4096, 3)
+        ctypes.memset(text, ctypes.c_ubyte.from_address(text).value, 1)  # the same byte
+        libc.mprotect(page, 4096, 1)
+    elif x == 3:  # 100 MB allocated and freed
+        big = bytearray(100 << 20)
+        big[-1] = 1
+        del big
+    elif x == 4:  # its userfaultfd closed
+        os.close(4)
+    elif x == 5:
+        raise ValueError("five")
+    elif x == 6:
+        while True:
+            pass
+    elif x == 7:
+        ctypes.string_at(0)
+    elif x == 8:  # kernel state a reset would not put back: refused in such a sandbox
+        libc.sigaltstack(None, ctypes.create_string_buffer(24))
+    elif x == 9:  # a success forged on the channel (3), then on and on, writing
+        os.write(3, b"OKAY" + bytes(8))
+        while True:
+            json._dd_seen = "forged"  # type: ignore[attr-defined]
+    return seen
+
+
+#: in the snapshot: unpickled with :func:`blob`'s code before the sandbox's snapshot point
+BLOB = bytes([0xAB]) * (16 << 10)
+
+
+@dd.compute
+def blob(x: int) -> bool:
+    """Whether a page inside :data:`BLOB` (none of its object's head) reads as at the
+    snapshot; then ``x`` 1 writes it, 2 drops it (``MADV_DONTNEED``: it reads as zeros
+    after), 3 writes then drops it."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    page = ((id(BLOB) + 32 + 4095) & ~4095) + 4096
+    intact = ctypes.string_at(page, 4096) == b"\xab" * 4096
+    if x in (1, 3):
+        ctypes.memset(page, 0xCD, 4096)
+    if x in (2, 3):
+        if libc.madvise(ctypes.c_void_p(page), ctypes.c_size_t(4096), 4) != 0:
+            raise OSError("madvise failed")
+        if ctypes.string_at(page, 4096) != bytes(4096):
+            raise AssertionError("a dropped page should read as zeros")
+    return intact
+
+
+@dd.compute
+def scribble(x: int) -> int:
+    """``x`` 0: an ordinary invocation; 1: a success forged on the channel (3), then the
+    context — found in the sandbox's own frames — written on and on."""
+    import os
+    import sys
+
+    if x == 1:
+        frame = sys._getframe()
+        while "ctx" not in frame.f_locals:
+            frame = frame.f_back  # type: ignore[assignment]
+        ctx = frame.f_locals["ctx"]
+        os.write(3, b"OKAY" + bytes(8))
+        while True:
+            ctx[len(ctx) // 2:len(ctx) // 2 + 8] = b"SCRIBBLE"
+    return x
+
+
+def _engine(tmp_path: Path) -> ProcessEngine:
+    return ProcessEngine(store=ArtifactStore(str(tmp_path)), reuse_sandboxes=True,
+                         ready_functions=2)
+
+
+def _call(fn: Any, digest: str = "") -> FunctionCall:
+    impl = fn.spec.implementations[0]
+    if digest:
+        impl = Implementation("python", digest, impl.entry)
+    return FunctionCall(fn.spec, impl, fn.artifact, 2.0)
+
+
+def _invoke(engine: ProcessEngine, call: FunctionCall, x: int) -> tuple[Any, int, bool]:
+    """Run ``call`` on ``x`` through :meth:`ProcessEngine.begin`, as an event loop does:
+    (its result or the error it raised, the sandbox's pid, whether it was a reusable one);
+    then wait until a sandbox is ready for its next invocation (reset or fresh)."""
+    context = engine.domain.acquire()
+    digest = call.implementation.digest
+    try:
+        context.place([[dd.Item(x)]])
+        started = engine.begin(context, call)
+        if started is None:  # none forked yet: as a loop would, wait for one
+            code = engine.store.get(digest, call.artifact, "python")
+            assert engine.zygote_for(code).settle(30)
+            started = engine.begin(context, call)
+        assert started is not None
+        pid, reusable = started.sandbox.pid, started.sandbox.reusable
+        wait = reusable or started.again  # a sandbox is made ready, or reset, after it
+        result: Any = None
+        try:
+            deadline = time.monotonic() + (call.timeout or 10)
+            while True:  # (feed reads at once: only once the channel is readable)
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([started.fd], [], [], left)[0]:
+                    result = started.timed_out()
+                    break
+                if started.feed():
+                    break
+            if result is None:
+                try:
+                    started.outcome()
+                    outputs = context.extract()
+                    result = outputs[0][0].value if outputs and outputs[0] else outputs
+                except DandelionError as e:
+                    result = e
+        finally:
+            started.end()
+    finally:
+        engine.domain.release(context)
+    wait = wait and not isinstance(result, DandelionError)
+    deadline = time.monotonic() + (20 if wait else 0)
+    while digest not in engine.ahead._ready and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return result, pid, reusable
+
+
+def _until_reusable(engine: ProcessEngine, call: FunctionCall) -> None:
+    """Invoke ``call`` on 0 until a reusable sandbox is ready for it (a sandbox still
+    warming up when it was to be made ready is handed the code as a single-use one: on a
+    busy machine, now and then)."""
+    for _ in range(10):
+        ready = engine.ahead._ready.get(call.implementation.digest, [])
+        if ready and ready[-1].sandbox.reusable:
+            return
+        _invoke(engine, call, 0)
+    raise AssertionError("no reusable sandbox was made ready in 10 invocations")
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Any:
+    e = _engine(tmp_path)
+    yield e
+    e.close()
+
+
+def test_a_reset_sandbox_serves_again_and_finds_nothing_of_earlier_invocations(
+        engine: ProcessEngine) -> None:
+    call = _call(state)
+    runs = [_invoke(engine, call, 0) for _ in range(6)]
+    first = runs[0][0]
+    assert first.startswith("(None, [], ")  # a fresh sandbox: nothing seen
+    assert [r[0] for r in runs] == [first] * 6  # random's state too, as in a fresh fork
+    reused = [pid for _, pid, reusable in runs if reusable]
+    # reset each time (one sandbox; a second where, on a busy machine, a sandbox still
+    # warming up served an invocation and made another reusable one after it)
+    assert len(reused) >= 3 and len(set(reused)) <= 2 < len(reused)
+    assert engine.ahead.resets >= 3 and engine.ahead.discarded == 0
+
+
+def test_pages_left_writable_between_resets_are_put_back_every_time(
+        engine: ProcessEngine) -> None:
+    # a reset leaves the pages it wrote back writable, and writes them back at the next
+    # reset whatever the scan reports; every 32nd protects them again (c/snapshot.h)
+    call = _call(state)
+    runs = [_invoke(engine, call, 0) for _ in range(40)]
+    assert [r[0] for r in runs] == [runs[0][0]] * 40
+    assert len({pid for _, pid, reusable in runs if reusable}) <= 2
+    assert engine.ahead.resets >= 34 and engine.ahead.discarded == 0
+
+
+@pytest.mark.parametrize("x, error", [
+    (1, None), (2, None), (3, None), (4, None),
+    (5, "raised ValueError: five"), (6, "ran past its timeout"), (7, "crashed with SIGSEGV"),
+    (8, "attempted forbidden system call sigaltstack"),
+])
+def test_what_an_invocation_does_fails_only_itself_and_the_next_one_is_fresh(
+        engine: ProcessEngine, x: int, error: str | None) -> None:
+    call = _call(state)
+    first, _, _ = _invoke(engine, call, 0)
+    _until_reusable(engine, call)
+    result, bad_pid, reusable = _invoke(engine, call, x)
+    assert reusable
+    if error is None:
+        assert result == first  # it found the snapshot's state too
+    else:
+        assert isinstance(result, DandelionError) and error in str(result)
+    after, next_pid, _ = _invoke(engine, call, 0)
+    assert after == first  # as a fresh sandbox would answer
+    if x in (1, 2, 4) or error:  # what a reset cannot undo: another sandbox serves it
+        assert next_pid != bad_pid
+    if x in (1, 2, 4):
+        assert engine.ahead.discarded >= 1
+
+
+def test_a_reset_asked_for_as_the_report_arrives_waits_for_the_sandbox_to_let_go(
+        engine: ProcessEngine) -> None:
+    """A sandbox reports before it unmaps its context (the worker wakes sooner), so the
+    reset the worker asks for at once may find it still unmapping: the zygote lets it
+    finish (``snapshot_settled``) instead of finding its memory map changed and
+    discarding it."""
+    call = _call(state)
+    first, _, _ = _invoke(engine, call, 0)
+    _until_reusable(engine, call)
+    resets = engine.ahead.resets
+    runs = [_invoke(engine, call, 0) for _ in range(20)]
+    assert [r[0] for r in runs] == [first] * 20
+    assert engine.ahead.resets - resets >= 15 and engine.ahead.discarded == 0
+
+
+def test_a_function_that_forges_its_report_and_runs_on_is_reset_where_it_is_stopped(
+        engine: ProcessEngine) -> None:
+    """It never reaches the wait the zygote gives a sandbox time to reach: after that
+    time it is stopped where it runs and reset (or discarded) as any; the next invocation
+    finds the snapshot's state."""
+    call = _call(state)
+    first, _, _ = _invoke(engine, call, 0)
+    _until_reusable(engine, call)
+    forged, _, reusable = _invoke(engine, call, 9)
+    assert reusable and forged == [()]  # "done", and no output item
+    after, _, _ = _invoke(engine, call, 0)
+    assert after == first
+    again, _, _ = _invoke(engine, call, 0)
+    assert again == first
+
+
+@dd.compute
+def other(x: int) -> str:
+    import json
+
+    seen = repr(getattr(json, "_dd_seen", None))
+    json._dd_seen = "other"  # type: ignore[attr-defined]
+    return seen
+
+
+def test_a_reset_sandbox_serves_only_its_own_function(engine: ProcessEngine) -> None:
+    mine, theirs = _call(state), _call(other)
+    pids: dict[str, set[int]] = {"state": set(), "other": set()}
+    for _ in range(5):
+        for name, call in (("state", mine), ("other", theirs)):
+            result, pid, _ = _invoke(engine, call, 0)
+            assert result.startswith("(None, [], ") or result == "None"
+            pids[name].add(pid)
+    assert not pids["state"] & pids["other"]
+
+
+def test_code_registered_again_never_runs_the_old_code(engine: ProcessEngine) -> None:
+    call = _call(other)
+    digest = call.implementation.digest
+    for _ in range(4):
+        assert _invoke(engine, call, 0)[0] == "None"
+    code = engine.store.get(digest, other.artifact, "python")
+    zygote = engine.zygote_for(code)
+    ready = engine.ahead._ready[digest][-1].sandbox
+    assert ready.reusable
+    # other bytes under the same digest (the function registered again): the reset
+    # sandbox, which holds the old code, is ended rather than served
+    assert engine.ahead.take(digest, code.data + b".", zygote) is None
+    assert digest not in engine.ahead._ready and ready.channel == -1
+
+
+def _invoke_together(engine: ProcessEngine, call: FunctionCall, xs: list[int]
+                     ) -> list[tuple[Any, int, bool]]:
+    """Run ``call`` on each of ``xs`` at once, as an event loop does when requests overlap
+    (each on its own sandbox): (result, pid, reusable) of each; then wait until each of the
+    function's reusable sandboxes is ready again."""
+    digest = call.implementation.digest
+    contexts = [engine.domain.acquire() for _ in xs]
+    started = []
+    try:
+        for context, x in zip(contexts, xs):
+            context.place([[dd.Item(x)]])
+            s = engine.begin(context, call)
+            if s is None:
+                code = engine.store.get(digest, call.artifact, "python")
+                assert engine.zygote_for(code).settle(30)
+                s = engine.begin(context, call)
+            assert s is not None
+            started.append(s)
+        results: list[Any] = [None] * len(xs)
+        done = [False] * len(xs)
+        deadline = time.monotonic() + 10
+        while not all(done) and time.monotonic() < deadline:
+            fds = [s.fd for s, d in zip(started, done) if not d]
+            for fd in select.select(fds, [], [], 0.5)[0]:
+                i = next(i for i, s in enumerate(started) if s.fd == fd and not done[i])
+                done[i] = started[i].feed()
+        assert all(done)
+        for i, (s, context) in enumerate(zip(started, contexts)):
+            try:
+                s.outcome()
+                results[i] = context.extract()[0][0].value
+            except DandelionError as e:
+                results[i] = e
+        out = [(r, s.sandbox.pid, s.sandbox.reusable) for r, s in zip(results, started)]
+    finally:
+        for s in started:
+            s.end()
+        for context in contexts:
+            engine.domain.release(context)
+    ahead = engine.ahead
+
+    def settled() -> bool:
+        with ahead._lock:
+            alive = [s for s in ahead._reusable.get(digest, ()) if s.channel >= 0]
+            ready = {r.sandbox.pid for r in ahead._ready.get(digest, ())}
+            return all(s.reusable and s.pid in ready for s in alive)
+    deadline = time.monotonic() + 20
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return out
+
+
+def test_two_reusable_sandboxes_of_a_function_never_see_each_others_state(
+        engine: ProcessEngine) -> None:
+    call = _call(state)
+    first = _invoke(engine, call, 0)[0]
+    results, reused = [], set()
+    for _ in range(6):
+        for result, pid, reusable in _invoke_together(engine, call, [0, 0]):
+            results.append(result)
+            if reusable:
+                reused.add(pid)
+    assert engine.ahead.per_function >= 2
+    assert len(reused) >= 2  # overlapping invocations made several reusable sandboxes
+    assert results == [first] * len(results)  # each as a fresh sandbox would answer
+    assert engine.ahead.discarded == 0
+
+
+def test_code_registered_again_discards_every_reusable_sandbox_of_the_function(
+        engine: ProcessEngine) -> None:
+    call = _call(other)
+    digest = call.implementation.digest
+    for _ in range(4):
+        assert [r[0] for r in _invoke_together(engine, call, [0, 0])] == ["None", "None"]
+    code = engine.store.get(digest, other.artifact, "python")
+    zygote = engine.zygote_for(code)
+    ready = [r.sandbox for r in engine.ahead._ready[digest]]
+    assert len(ready) >= 2 and all(s.reusable for s in ready)
+    # the function registered again (other bytes under its digest): none of its reset
+    # sandboxes, which hold the old code, serves it; all are ended
+    assert engine.ahead.take(digest, code.data + b".", zygote) is None
+    assert digest not in engine.ahead._ready
+    assert all(s.channel == -1 for s in ready)
+
+
+def test_a_page_dropped_with_madv_dontneed_is_put_back_written_or_not(
+        engine: ProcessEngine) -> None:
+    """A dropped page reads as zeros, and to the write-protect scan perhaps as never written;
+    whether it was protected (never written since the snapshot) or left writable by the
+    last reset (written), the next invocation must find the snapshot's bytes."""
+    call = _call(blob)
+    assert _invoke(engine, call, 0)[0] is True
+    _until_reusable(engine, call)
+    for x in (2, 1, 2, 3, 1, 0, 2, 3):
+        result, pid, reusable = _invoke(engine, call, x)
+        assert result is True, (x, result)  # what the invocation found
+        after, next_pid, _ = _invoke(engine, call, 0)
+        assert after is True, (x, after)  # what the reset left for the next one
+        assert reusable and next_pid == pid, x  # the same sandbox, reset
+    assert engine.ahead.discarded == 0
+
+
+def test_a_context_is_not_used_again_while_the_sandbox_that_ran_in_it_may_write_it(
+        engine: ProcessEngine) -> None:
+    """A function that forges its report runs on until its zygote stops it for the reset:
+    its context is kept out of use until then, so the next invocation's context never
+    holds what it writes (the same context, released at once, did)."""
+    call = _call(scribble)
+    _until_reusable(engine, call)
+    context = engine.domain.acquire()
+    context.place([[dd.Item(1)]])
+    started = engine.begin(context, call)
+    assert started is not None and started.sandbox.reusable
+    while not started.feed():
+        select.select([started.fd], [], [], 5)
+    started.outcome()
+    assert context.extract() == [()]  # "done", and no output item
+    started.end()
+    engine.domain.release(context)
+    following = engine.domain.acquire()
+    try:
+        written = False
+        deadline = time.monotonic() + 0.05
+        while not written and time.monotonic() < deadline:
+            written = following.mm.find(b"SCRIBBLE") >= 0  # type: ignore[union-attr]
+    finally:
+        engine.domain.release(following)
+    assert not written
+    deadline = time.monotonic() + 10
+    while context.held and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.005)
+    assert not context.held  # type: ignore[attr-defined]  # back once the reset answered
+    assert _invoke(engine, call, 0)[0] == 0
