@@ -26,6 +26,7 @@ import json
 import math
 import re
 import struct
+import sys
 from typing import Any, Sequence
 
 from dandelion.errors import EncodingError
@@ -39,6 +40,20 @@ INT64_RANGE = (-(2**63), 2**63 - 1)
 #: and pickling (Ray's cloudpickle takes two frames a level) run into at a depth that depends
 #: on the caller's stack and the Python version.
 MAX_JSON_DEPTH = 256
+
+
+def ndarray_class() -> Any:
+    """numpy's ``ndarray`` class, or ``None`` while numpy is not imported.
+
+    Never imports numpy, and never fails on a numpy that another thread is importing right
+    now (a Ray node worker unpickles one function, importing numpy, while it reads another's
+    types or keys its inputs): such a numpy has no ``ndarray`` yet, and no array exists.
+
+    >>> import numpy
+    >>> ndarray_class() is numpy.ndarray
+    True
+    """
+    return getattr(sys.modules.get("numpy"), "ndarray", None)
 
 
 def _fail(value: Any, element: ElementType, why: str, hint: str | None = None

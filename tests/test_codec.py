@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -121,3 +124,33 @@ def test_a_long_npy_header_is_read_like_a_short_one():
     back = decode_npy(memoryview(buf.getvalue()), True)
     assert back.dtype == a.dtype and back["field_with_a_long_name_7"].tolist() == [1, 2, 3]
 
+
+def test_a_numpy_half_imported_by_another_thread_is_taken_for_no_numpy() -> None:
+    """While one thread imports numpy, ``sys.modules`` holds a numpy without ``ndarray`` yet
+    (a Ray node worker unpickles one function, importing numpy, while it reads another's
+    types and keys its inputs): reading views, keying and running a function then work as
+    without numpy, instead of failing with "partially initialized module 'numpy' has no
+    attribute 'ndarray'" (the Ray test of the user programs failed so)."""
+    program = textwrap.dedent("""
+        import sys, types
+        sys.modules["numpy"] = types.ModuleType("numpy")  # as an import in progress leaves it
+        import dandelion as dd
+        from dandelion.codec import ndarray_class
+
+        SCALE = 2.0
+
+        @dd.compute
+        def scaled(values: list[float]) -> list[float]:
+            return [v * SCALE for v in values]
+
+        assert ndarray_class() is None
+        with dd.Runtime(engine="inline") as rt:
+            print(rt.run(scaled, [1.0, 2.5]), rt.run(scaled, [1.0, 2.5]))
+        del sys.modules["numpy"]
+        import numpy
+        assert ndarray_class() is numpy.ndarray
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[2.0,", "5.0]", "[2.0,", "5.0]"], done.stdout

@@ -22,11 +22,10 @@ dandelion.cache.content.Uncacheable: an item holds a object, which has no canoni
 from __future__ import annotations
 
 import struct
-import sys
 from typing import Any
 
 from dandelion.cache import hashing
-from dandelion.codec import encode, npy_parts
+from dandelion.codec import encode, ndarray_class, npy_parts
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -183,8 +182,8 @@ def array_record(item: Item[Any]) -> tuple[bytes, memoryview] | None:
         Uncacheable: the key does not fit in 64 bits.
     """
     value = item.value
-    np = sys.modules.get("numpy")  # (no array can exist before numpy is imported)
-    if np is None or type(value) is not np.ndarray:
+    ndarray = ndarray_class()  # (no array exists before numpy has its ndarray)
+    if ndarray is None or type(value) is not ndarray:
         return None
     dtype = value.dtype
     if dtype.isbuiltin != 1 or dtype.hasobject or not value.size or \

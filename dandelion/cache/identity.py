@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from dandelion.cache import hashing
 from dandelion.cache.content import Uncacheable
+from dandelion.codec import ndarray_class
 
 _MISSING = object()
 
@@ -342,10 +343,7 @@ def _is_mutable(obj: Any) -> bool:
 
 
 def _is_array(obj: Any) -> bool:
-    # numpy as far as it is imported: another thread may be importing it right now (a Ray
-    # node worker unpickles one function while it keys another), and a numpy half imported
-    # has no ``ndarray`` attribute yet (so nothing keyed here was made by it).
-    ndarray = getattr(sys.modules.get("numpy"), "ndarray", None)
+    ndarray = ndarray_class()
     return ndarray is not None and isinstance(obj, ndarray)
 
 

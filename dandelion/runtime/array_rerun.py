@@ -32,6 +32,7 @@ from typing import Any
 from dandelion.cache import hashing
 from dandelion.cache.cache import Cache, KnownPrefix
 from dandelion.cache.content import Uncacheable, array_record
+from dandelion.codec import ndarray_class
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
 from dandelion.program import Program
@@ -66,14 +67,14 @@ class ArrayRerun:
     def of(cls, program: Program, memo: RunMemo | None) -> ArrayRerun | None:
         """The rerun of ``program`` (whose whole-run memo is ``memo``), or ``None`` when it
         has not one plain array input and one output, or the C extension lacks the path."""
-        np = sys.modules.get("numpy")
-        if memo is None or _array_key is None or np is None or \
+        ndarray = ndarray_class()
+        if memo is None or _array_key is None or ndarray is None or \
                 len(program.inputs) != 1 or len(program.outputs) != 1 or \
                 len(memo.inputs) != 1 or len(memo.outputs) != 1 or \
                 memo.sources not in (None, memo.inputs):
             return None
         views = [program.inputs[0][1], program.outputs[0][1]]
-        if not all(_plain_array(view, np.ndarray) for view in views):
+        if not all(_plain_array(view, ndarray) for view in views):
             return None
         return cls(memo, program.inputs[0][0])
 

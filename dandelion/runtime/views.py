@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import collections.abc
 import functools
-import sys
 import typing
 from typing import Any, Sequence
 
 import attrs
 
-from dandelion.codec import INT64_RANGE, RAW_BYTES_HINT
+from dandelion.codec import INT64_RANGE, RAW_BYTES_HINT, ndarray_class
 from dandelion.errors import EncodingError, FunctionError, FunctionTypeError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -50,8 +49,8 @@ class View:
         element = _element_annotation(self.annotation)
         object.__setattr__(self, "element_annotation", element)
         object.__setattr__(self, "value_class", value_class(element))
-        numpy = sys.modules.get("numpy")
-        array = numpy is not None and element is numpy.ndarray
+        ndarray = ndarray_class()
+        array = ndarray is not None and element is ndarray
         object.__setattr__(self, "plain", element if (element in _PLAIN or array)
                            and not self.items and not self.type.is_set else None)
         object.__setattr__(self, "array", array and self.plain is not None)
