@@ -195,7 +195,7 @@ class Ahead:
         ``code``; if that fails (the zygote killed it), make another one ready.
         ``stopped`` is called once the sandbox can no longer reach its invocation's
         context: reset (its memory map is the snapshot's, which holds no context) or
-        killed."""
+        killed and exited."""
         def answer(answer: int) -> None:
             with self._lock:
                 self._resetting[digest] -= 1
@@ -209,9 +209,7 @@ class Ahead:
                 self._hand(digest, code, zygote, sandbox)
                 return
             self.discarded += 1
-            _kill(zygote, sandbox)
-            if stopped is not None:
-                stopped()
+            _kill(zygote, sandbox, stopped)
             self.make_ready(digest, code, zygote)
 
         with self._lock:
@@ -263,9 +261,11 @@ class Ahead:
             self._end(readied)
 
 
-def _kill(zygote: pool.Zygote, sandbox: pool.Sandbox) -> None:
-    """End a taken sandbox (counted as running)."""
+def _kill(zygote: pool.Zygote, sandbox: pool.Sandbox,
+          exited: Callable[[], None] | None = None) -> None:
+    """End a taken sandbox (counted as running); ``exited`` as for :meth:`.Zygote.end`."""
     try:
-        zygote.end(sandbox)
+        zygote.end(sandbox, exited)
     except BackendError:  # its zygote is gone, and killed its sandboxes with it
-        pass
+        if exited is not None:
+            exited()

@@ -197,7 +197,17 @@ class ProcessEngine(EngineBase):
             # The report may be forged by the function itself, which could then go on
             # burning CPU: whatever it reported, its sandbox ends with its invocation (a
             # no-op for one that has exited already).
-            zygote.end(sandbox)
+            self._end(zygote, sandbox, context)
+
+    def _end(self, zygote: pool.Zygote, sandbox: pool.Sandbox, context: SharedContext) -> None:
+        """End ``sandbox`` (SIGKILL), keeping ``context``, which it ran in, out of use
+        until it has exited: the kill lands on its CPU a little later, and until then a
+        function that forged its report may still write the context (released meanwhile,
+        it goes back once the zygote has reaped the sandbox: :meth:`SharedDomain.hold`)."""
+        domain = self.domain
+        assert isinstance(domain, SharedDomain)
+        domain.hold(context)
+        zygote.end(sandbox, lambda: domain.unhold(context))
 
     def begin(self, context: Context, call: FunctionCall) -> Started | None:
         """Hand ``call`` to a sandbox that is forked already, and return without waiting
@@ -222,7 +232,7 @@ class ProcessEngine(EngineBase):
         try:
             _sandboxc.assign(sandbox.channel, context.fd, header, payload, call.timeout or 0.0)
         except BaseException:
-            zygote.end(sandbox)
+            self._end(zygote, sandbox, context)
             raise
         zygote.adapt()  # (after the hand-over: it counts this invocation as running)
         started = Started(self, zygote, sandbox, context, code, call)
@@ -536,6 +546,7 @@ class Started(Invocation):
         self._succeeded = False
         #: the sandbox reported and waits to be ended, not counted as running
         self._aside = False
+        self._ended = False
 
     def feed(self) -> bool:
         try:
@@ -583,6 +594,9 @@ class Started(Invocation):
         """End the sandbox and, after a success of a function that repeats, make a
         sandbox ready for its next invocation (the caller ends an invocation after
         answering it: this is off the request's path)."""
+        if self._ended:  # (a time-out ended it; its driver ends it again)
+            return
+        self._ended = True
         if self._aside:
             self._aside = False
             self.zygote.resume(self.sandbox)
@@ -596,7 +610,7 @@ class Started(Invocation):
                                     self.zygote, self.sandbox,
                                     lambda: domain.unhold(context))
             return
-        self.zygote.end(self.sandbox)
+        self.engine._end(self.zygote, self.sandbox, self.context)
         if self.again and self._succeeded:
             self.again = False
             self.engine.ahead.make_ready(self.call.implementation.digest, self.code.data,

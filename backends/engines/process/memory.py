@@ -12,11 +12,12 @@ writes ~13 MiB; punched out and faulted back, those pages cost it ~0.3 ms an ins
 Beyond that the file is punched out and its pages go back to the kernel.
 
 A context goes back to its domain only once no sandbox can reach it.  A single-use sandbox
-is killed before its context is released; a reusable one is reset by its zygote after the
-invocation, and until the reset has stopped it (or it was killed) it may still run and map
-the context — a function that forges its report runs on — so the engine *holds* the
-context (:meth:`SharedDomain.hold`) and the domain keeps it out of use until the reset
-answers (:meth:`SharedDomain.unhold`), whenever its release comes.
+is killed after its invocation, and runs on until the kill lands on its CPU; a reusable one
+is reset by its zygote, and until the reset has stopped it (or it was killed and exited) it
+may still run.  Either may map and write the context meanwhile — a function that forges its
+report runs on — so the engine *holds* the context (:meth:`SharedDomain.hold`) and the
+domain keeps it out of use until the sandbox has exited, reaped by its zygote, or its reset
+answered (:meth:`SharedDomain.unhold`), whenever its release comes.
 """
 
 from __future__ import annotations
@@ -151,7 +152,8 @@ class SharedDomain(MemoryDomain):
 
     def hold(self, context: SharedContext) -> None:
         """Keep ``context`` out of use, released or not, until :meth:`unhold`: the sandbox
-        that ran in it may still run and map it (a reusable one before its reset)."""
+        that ran in it may still run and map it (killed, until it has exited; a reusable
+        one, until its reset)."""
         with self._lock:
             context.held = True
 

@@ -158,6 +158,8 @@ class Zygote:
         self._waiters: list[Callable[[], None]] = []
         #: pid -> called with the zygote's answer to its snapshot or reset (snapshot, reset)
         self._answers: dict[int, Callable[[int], None]] = {}
+        #: pid -> called once that ended sandbox has exited (:meth:`end`)
+        self._exits: dict[int, Callable[[], None]] = {}
         self._started = False
         self.closed = False
         #: modules loaded in the zygote (and so in every sandbox it forks)
@@ -186,7 +188,8 @@ class Zygote:
                     self._cond.notify_all()
                     waiters, self._waiters = self._waiters, []
                     answers, self._answers = list(self._answers.values()), {}
-                for callback in waiters:
+                    exits, self._exits = list(self._exits.values()), {}
+                for callback in waiters + exits:  # (the zygote killed what it had)
                     callback()
                 for answer in answers:
                     answer(KILLED)
@@ -210,9 +213,13 @@ class Zygote:
                     for fd in fds:
                         os.close(fd)
                 elif op == ENDED:
-                    self._statuses[pid] = status
-                    while len(self._statuses) > 4096:
-                        self._statuses.popitem(last=False)
+                    exited = self._exits.pop(pid, None)
+                    if exited is not None:
+                        waiters = [exited]
+                    else:
+                        self._statuses[pid] = status
+                        while len(self._statuses) > 4096:
+                            self._statuses.popitem(last=False)
                 elif op == STARTED:
                     self.modules = frozenset(msg[CONTROL.size:].decode().split("\n"))
                     self._started = True
@@ -391,14 +398,20 @@ class Zygote:
         """Ask the zygote (the sandbox's parent) to SIGKILL ``pid`` if it still runs."""
         self._send(KILL, pid)
 
-    def end(self, sandbox: Sandbox) -> None:
+    def end(self, sandbox: Sandbox, exited: Callable[[], None] | None = None) -> None:
         """SIGKILL a taken sandbox if it still runs and drop the worker's hold on it.
 
         With a pidfd this is one system call and no message to the zygote (a pidfd names
         the process itself, so a reused pid is never hit); without, the zygote kills it.
         The kill comes before the hang-up, so that a sandbox never sees the end of its
         channel and exits by itself first (it ends by SIGKILL, whatever it was doing).
-        Ending it again does nothing (its pid may be another process's by then)."""
+        Ending it again does nothing (its pid may be another process's by then).
+
+        The kill lands on the sandbox's CPU a little later: until then it may still run,
+        and write the memory it maps.  ``exited`` is called once it cannot any more — it
+        has exited and its zygote reaped it (asked with a :data:`WAIT`, answered from the
+        thread that reads the zygote's messages) — or at once if it had exited already
+        (without a pidfd: at once, after the zygote was asked to kill it)."""
         with self._cond:
             if sandbox.channel < 0:
                 return
@@ -406,16 +419,33 @@ class Zygote:
             self.running -= 1
         self.adapt()  # before the kill: its replacement is forked as fewer run
         pidfd, sandbox.pidfd = sandbox.pidfd, -1
+        running = pidfd >= 0
         if pidfd < 0:
             self.kill(sandbox.pid)
         else:
             try:
                 signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            except ProcessLookupError:  # it has exited already
-                pass
+            except ProcessLookupError:  # it has exited, and been reaped, already
+                running = False
             finally:
                 os.close(pidfd)
         os.close(channel)
+        if exited is None:
+            return
+        if running:
+            with self._cond:
+                gone = self.closed
+                if not gone:
+                    self._exits[sandbox.pid] = exited
+            if not gone:
+                try:
+                    self._send(WAIT, sandbox.pid)
+                    return
+                except BackendError:  # the zygote is gone: it killed what it had
+                    with self._cond:
+                        if self._exits.pop(sandbox.pid, None) is None:
+                            return  # (called by the thread that saw it go)
+        exited()
 
     def wait_status(self, pid: int, timeout: float = 5.0) -> int | None:
         """The wait status of sandbox ``pid`` once the zygote has reaped it."""

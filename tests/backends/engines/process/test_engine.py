@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import dandelion as dd
 from dandelion.backends.engines.process import pool
 from dandelion.backends.engines.process.engine import ProcessEngine
 from dandelion.backends.local import DEFAULT_ENGINE
+from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.registry import available, load_engine
 from dandelion.runtime.store import ArtifactStore
 from tests.backends import helpers as h
@@ -375,3 +378,77 @@ def test_a_sandbox_loads_none_of_what_typeguard_imports_only_for_mocks(rt):
         dd.run(count_words, "bad", engine="inline")
     assert "value of key 'bad' of dict is not an instance of int" in str(sandboxed.value)
     assert str(sandboxed.value) == str(inline.value)
+
+
+@dd.compute
+def _forge_and_scribble(mib: int) -> int:
+    """``mib`` MiB written (pages its exit frees: a slower exit), then a success forged on
+    the channel (3) and the context — found in the sandbox's own frames — written on and
+    on."""
+    import os
+    import sys
+
+    frame = sys._getframe()
+    while "ctx" not in frame.f_locals:
+        frame = frame.f_back  # type: ignore[assignment]
+    ctx = frame.f_locals["ctx"]
+    pages = bytearray(mib << 20)
+    for i in range(0, len(pages), 4096):
+        pages[i] = 1
+    os.write(3, b"OKAY" + bytes(8))
+    while True:
+        ctx[len(ctx) // 2:len(ctx) // 2 + 8] = b"SCRIBBLE"
+
+
+@pytest.mark.parametrize("path", ["begin", "run"])
+def test_a_context_is_not_used_again_until_the_killed_sandbox_that_ran_in_it_exited(
+        tmp_path, path):
+    """A single-use sandbox is killed once its invocation is answered, and runs on until
+    the kill lands on its CPU: a function that forged its report writes its context until
+    then, so the context is kept out of use until the sandbox has exited (released at once,
+    the next invocation got it while the sandbox was alive, every time)."""
+    engine = ProcessEngine(store=ArtifactStore(str(tmp_path)), reuse_sandboxes=False,
+                           ready_functions=0)
+    try:
+        call = FunctionCall(_forge_and_scribble.spec,
+                            _forge_and_scribble.spec.implementations[0],
+                            _forge_and_scribble.artifact, 10.0)
+        code = engine.store.get(call.implementation.digest, call.artifact, "python")
+        zygote = engine.zygote_for(code)
+        assert zygote.settle(30)
+        pidfds: list[int] = []
+        take = zygote.take_forked  # (through which take() takes one, the pool settled)
+
+        def taken() -> pool.Sandbox | None:  # the sandbox, seen by a pidfd of its own
+            sandbox = take()
+            if sandbox is not None:
+                pidfds.append(os.pidfd_open(sandbox.pid))
+            return sandbox
+
+        zygote.take_forked = taken  # type: ignore[method-assign]
+        context = engine.domain.acquire()
+        context.place([[dd.Item(64)]])
+        if path == "run":
+            assert engine.run(context, call) == 0.0
+        else:
+            started = engine.begin(context, call)
+            assert started is not None
+            while not started.feed():
+                select.select([started.fd], [], [], 10)
+            started.outcome()
+            started.end()
+        engine.domain.release(context)
+        following = engine.domain.acquire()
+        exited = bool(select.select(pidfds, [], [], 0)[0])
+        assert following is not context or exited
+        engine.domain.release(following)
+        deadline = time.monotonic() + 10
+        while context.held and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.005)
+        assert select.select(pidfds, [], [], 0)[0]  # back once the sandbox exited
+        assert engine.domain.acquire() is context  # wiped: what it wrote is gone
+        assert context.mm.find(b"SCRIBBLE") < 0  # type: ignore[attr-defined]
+    finally:
+        engine.close()
+        for fd in pidfds:
+            os.close(fd)
