@@ -50,6 +50,7 @@ def ndarray_class() -> Any:
     types or keys its inputs): such a numpy has no ``ndarray`` yet, and no array exists.
 
     >>> import numpy
+    >>> from dandelion.codec import ndarray_class
     >>> ndarray_class() is numpy.ndarray
     True
     """
