@@ -36,6 +36,22 @@ class SingleFlight:
         ``False``: ``callback`` will receive what the leader lands."""
         return self.join_many([key], lambda _i: callback)[0]
 
+    def lead(self, key: Hashable) -> bool:
+        """Lead ``key`` when nobody computes it (``True``: the caller must :meth:`land`
+        it); else ``False``, and nothing changes (the caller may :meth:`join` it then).
+        A run of one instance that missed leads its flight in this one call.
+
+        >>> flights = SingleFlight()
+        >>> flights.lead(b"k"), flights.lead(b"k")
+        (True, False)
+        """
+        with self._lock:
+            waiting = self._waiting
+            if key in waiting:
+                return False
+            waiting[key] = _ALONE
+            return True
+
     def join_many(self, keys: Sequence[Hashable], callback: Callable[[int], Callback]
                   ) -> list[bool]:
         """:meth:`join` for many keys at once; ``callback(i)`` makes the callback of the

@@ -382,7 +382,10 @@ def _names(code: types.CodeType) -> frozenset[str]:
     return frozenset(names)
 
 
-class _Identity:
+class Identity:
+    """The identity of a Python function as one walk made it: its ``digest``, and what the
+    walk read, which must all hold for the digest to stay the function's (:meth:`holds`)."""
+
     __slots__ = ("digest", "root", "bindings", "cells", "attrs", "mutable")
 
     def __init__(self, digest: bytes, walk: _Walk) -> None:
@@ -417,7 +420,7 @@ class _Identity:
         return True
 
 
-_memo: weakref.WeakKeyDictionary[Callable[..., Any], _Identity] = weakref.WeakKeyDictionary()
+_memo: weakref.WeakKeyDictionary[Callable[..., Any], Identity] = weakref.WeakKeyDictionary()
 _memo_lock = threading.Lock()
 
 
@@ -428,12 +431,32 @@ def python_identity(fn: Callable[..., Any]) -> bytes:
         Uncacheable: something ``fn`` reaches cannot be hashed by value (the message says
             what, and through which names).
     """
+    return identity_of(fn).digest
+
+
+def identity_of(fn: Callable[..., Any]) -> Identity:
+    """The :class:`Identity` of Python function ``fn`` as it is now: the memoized one while
+    it holds, else a new walk's (then memoized).  A caller that keeps it may check
+    :meth:`Identity.holds` itself on its next use, without this lookup.
+
+    >>> def f(x):
+    ...     return x + 1
+    >>> known = identity_of(f)
+    >>> known.digest == python_identity(f), known.holds()
+    (True, True)
+    >>> f.__code__ = (lambda x: x + 2).__code__
+    >>> known.holds(), identity_of(f).digest == known.digest
+    (False, False)
+
+    Raises:
+        Uncacheable: as :func:`python_identity`.
+    """
     with _memo_lock:
         known = _memo.get(fn)
     if known is not None and known.holds():
-        return known.digest
+        return known
     walk = _Walk(fn)
-    digest = walk.digest(fn)
+    made = Identity(walk.digest(fn), walk)
     with _memo_lock:
-        _memo[fn] = _Identity(digest, walk)
-    return digest
+        _memo[fn] = made
+    return made

@@ -132,6 +132,30 @@ class RunCache:
                 reason = reason or f"instance {inst.index}: {e}"
         return tails, reason
 
+    def missed_key(self, app: Application, spec: FunctionSpec, call: FunctionCall
+                   ) -> str | None:
+        """The storage key of the one instance of ``app`` that the whole-run memo looked up
+        in vain in this run (:attr:`Cache.missed <dandelion.cache.cache.Cache.missed>`),
+        where it made the key's prefix for this same application, signature,
+        implementation and artifact; else ``None`` (:meth:`lookup` then keys and looks
+        up the instances)."""
+        missed = self.cache.missed
+        key = missed.get(id(app)) if missed is not None else None
+        return key if key is not None and self._made_prefix(app, spec, call) is not None \
+            else None
+
+    def _made_prefix(self, app: Application, spec: FunctionSpec, call: FunctionCall
+                     ) -> bytes | None:
+        """The key prefix of ``app`` that the whole-run memo made for this run
+        (:attr:`Cache.prefixes <dandelion.cache.cache.Cache.prefixes>`), where it made it
+        for the same application, signature, implementation and artifact (``None``: not)."""
+        prefixes = self.cache.prefixes
+        known = prefixes.get(id(app)) if prefixes is not None else None
+        if known is not None and known[0] is app and known[1] is spec and \
+                known[2] is call.implementation and known[3] is call.artifact:
+            return known[4]
+        return None
+
     def lookup(self, app: Application, spec: FunctionSpec, call: FunctionCall,
                instances: Sequence[Instance]) -> Lookup:
         """Keys and hits for the instances of ``app`` (its key prefix: the one the whole-run
@@ -141,11 +165,8 @@ class RunCache:
         the memo looked up in vain, :attr:`Cache.missed
         <dandelion.cache.cache.Cache.missed>`, is not looked up again)."""
         n = len(instances)
-        prefixes = self.cache.prefixes
-        known = prefixes.get(id(app)) if prefixes is not None else None
-        if known is not None and known[0] is app and known[1] is spec and \
-                known[2] is call.implementation and known[3] is call.artifact:
-            head = known[4]  # the whole-run memo made it for this run's key
+        head = self._made_prefix(app, spec, call)
+        if head is not None:  # the whole-run memo made it for this run's key
             missed = self.cache.missed
             if n == 1 and missed is not None and id(app) in missed:
                 # the memo keyed this one instance (the same prefix and inputs) and

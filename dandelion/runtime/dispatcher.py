@@ -215,7 +215,10 @@ class Dispatcher:
 
         ``None`` where a run needs a waiting thread: time limits on engines that cannot
         stop a function themselves (the waiting thread watches the clock).  The cache's
-        lookups happen here, on the calling thread (its stores happen on the workers).
+        lookups happen here, on the calling thread (its stores happen on the workers, or
+        on the loop that drives the instances); started on a loop, a run that keeps entries
+        reserves the next one's memory on the loop's next turn (as :meth:`run` does while
+        it waits: :func:`~dandelion.cache.entry.reserve`).
         """
         if self.timeouts and not self.pool.enforces_timeout:
             return None
@@ -223,6 +226,10 @@ class Dispatcher:
         run = _Run(self, plan, inputs, then=functools.partial(_resolve, future), loop=loop)
         future.add_done_callback(run.cancel_with)
         run.begin()
+        if run.leading and loop is not None:  # it keeps entries: the next one's memory is
+            # made on the loop's next turn, while the function computes, instead of by the
+            # keep on the loop after the answer (docs/caching.rst: 112 -> 67 µs after it)
+            loop.call_soon(reserve_entry)
         return future
 
 
@@ -512,6 +519,15 @@ class _Run:
         assert self.cache is not None
         spec = state.spec
         n = len(state.instances)
+        if n == 1 and index not in self.units:  # the whole-run memo's one instance, missed:
+            key = self.cache.missed_key(state.app, spec, call)  # it leads, in one step
+            if key is not None and self.cache.cache.flights.lead(key):
+                state.keys = [key]
+                self.leading[index] = [key]
+                if self.d.observe is not None:
+                    now = time.time()
+                    self._report(self.d.observe, index, spec, now, 0, 1, None, 0)
+                return range(1)
         members = self.units[index][0].chain if index in self.units else (index,)
         reason = None
         for i in members:

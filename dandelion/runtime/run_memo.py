@@ -66,7 +66,7 @@ from dandelion.cache import hashing
 from dandelion.cache.cache import Cache, KnownPrefix
 from dandelion.cache.content import Uncacheable
 from dandelion.cache.entry import CorruptEntry, pack, unpack
-from dandelion.cache.identity import python_identity
+from dandelion.cache.identity import Identity, identity_of
 from dandelion.cache.key import implementation_identity, items_tail, prefix
 from dandelion.ir.nodes import (
     Application,
@@ -118,9 +118,11 @@ class _Application:
         #: implementation's identity is its digest, fixed)
         self.fn: Callable[..., Any] | None = \
             artifact.fn if implementation.kind == "python" else None
-        #: (python_identity(fn) when the prefix was made, the prefix): one tuple, replaced
-        #: whole, so that concurrent runs never see one without the other
-        self.known = (b"", self._prefix())
+        #: (the function's :class:`~dandelion.cache.identity.Identity` when the prefix was
+        #: made, the prefix): one tuple, replaced whole, so that concurrent runs never see
+        #: one without the other; while that identity holds, the prefix is the function's
+        #: (checked here, without the identities' memo and its lock)
+        self.known: tuple[Identity | None, bytes] = (None, self._prefix())
         #: the prefix last made, as Cache.prefixes keeps it (known_prefix)
         self.entry: KnownPrefix = (app, spec, implementation, artifact, self.known[1])
 
@@ -143,15 +145,15 @@ class _Application:
         Raises:
             Uncacheable: the function now reaches something that cannot be hashed.
         """
-        if self.fn is None:
-            return self.known[1]
-        seen = python_identity(self.fn)
         known = self.known
-        if known[0] == seen:
+        if self.fn is None:
             return known[1]
+        if known[0] is not None and known[0].holds():
+            return known[1]
+        seen = identity_of(self.fn)
         identity = implementation_identity(self.implementation, self.artifact)
         made = prefix(self.spec, self.implementation, identity, self.sharding, self.join)
-        if seen in identity:  # (else the function changed meanwhile: used, not kept)
+        if seen.digest in identity:  # (else the function changed meanwhile: used, not kept)
             self.known = (seen, made)
         return made
 

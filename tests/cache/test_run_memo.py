@@ -3,9 +3,11 @@ served in one lookup, and misses whenever a per-instance key would."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -150,6 +152,40 @@ def test_entries_kept_in_reserved_memory_hold_the_results_the_caller_then_change
         new = ms[0] + 1
         assert (rt.run(mod.product, new) == new @ new.T).all() and len(store.writes) == 1
 
+
+
+def test_a_run_started_on_a_loop_reserves_the_next_entry_and_keeps_its_own_result(
+        load, engine, monkeypatch):
+    # the server's path (Runtime.start_here from a coroutine): an all-miss run reserves the
+    # next large entry's memory on the loop's next turn, while it computes; each entry holds
+    # its own run's result, untouched by the caller changing that result in place
+    from dandelion.runtime import dispatcher
+
+    reserved: list[bool] = []
+    real = dispatcher.reserve_entry
+    monkeypatch.setattr(dispatcher, "reserve_entry", lambda: reserved.append(real()) or True)
+    mod = load(GRAM)
+    store = Recording(MemoryStore())
+    ms = [np.random.default_rng(seed).integers(-9, 10, size=(128, 128)) for seed in range(4)]
+
+    async def runs(rt: dd.Runtime) -> list[np.ndarray]:
+        plan, program = rt.plan(mod.product), mod.product.program
+        loop = asyncio.get_running_loop()
+        out = []
+        for m in [*ms, *ms]:  # all miss, then all hit
+            started = rt.start_here(plan, program.bind((m,), {}), program.artifacts,
+                                    rt.cache, None, loop)
+            assert started is not None
+            got = program.unbind(await started)
+            out.append(got.copy())
+            got[:] = -1  # the caller's own array
+        return out
+
+    with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
+        got = asyncio.run(runs(rt))
+    assert all((g == m @ m.T).all() for g, m in zip(got, [*ms, *ms]))
+    assert len(reserved) == len(ms) and any(reserved)  # once per run that kept an entry
+    assert len(store.writes) == len(ms)  # the second round hit
 
 def test_a_run_on_new_inputs_keeps_its_outputs_once(load):
     mod = load(GRAM)
@@ -504,3 +540,37 @@ def test_a_plan_that_is_not_one_instance_of_its_inputs_is_keyed_whole(load):
         assert store.writes == []
         assert rt.run(mod.all_doubled, [3]) == [6]
         assert rt.run(mod.all_doubled, []) == []
+
+
+def test_identical_runs_of_one_instance_in_flight_at_once_compute_once(load, engine):
+    # unwatched, through the memo: the first to miss leads the instance's flight in one
+    # step (SingleFlight.lead), the others, missing too while it computes, follow it and
+    # are handed its entry; so one computes, and one entry is kept (each would keep its own)
+    mod = load("""
+        import time
+        import numpy as np
+        import dandelion as dd
+
+        @dd.compute
+        def slow_gram(m: np.ndarray) -> np.ndarray:
+            time.sleep(0.5)
+            return m @ m.T
+
+        @dd.composition
+        def product(m: np.ndarray) -> np.ndarray:
+            return slow_gram(m)
+    """)
+    store = Recording(MemoryStore())
+    m = _matrix(7)
+    with dd.Runtime(engine=engine, workers=2, cache=store) as rt:
+        rt.run(mod.product, _matrix(8))  # the plan, its memo and a sandbox: made
+        store.clear_log()
+        results: list[Any] = []
+        threads = [threading.Thread(target=lambda: results.append(rt.run(mod.product, m)))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(results) == 4 and all((r == m @ m.T).all() for r in results)
+    assert len(store.writes) == 1
