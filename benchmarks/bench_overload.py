@@ -9,7 +9,11 @@ refused with 503/429 and their p99 latency (a fast refusal: milliseconds), the p
 answered requests, time-outs, the generator's own lateness (if its p99 is more than a few
 ms, the generator was a bottleneck: such a level is marked ``GENERATOR-BOUND``, and it
 measures bursts, not the offered rate), the worker process's CPU time per request (the
-sandboxes, forked by the zygote, are not in it) and the generator's own.  ``--before PYTHON``
+sandboxes, forked by the zygote, are not in it) and the generator's own; then the CPU time
+per *answered* request of each of the worker's processes — the worker, its zygotes (forks,
+resets), their sandboxes (reaped and alive) — and of the generator, refusals included: on
+a machine whose CPUs are all busy past saturation, throughput falls as this rises (the
+refusals' share, and an answer that costs more once requests queue).  ``--before PYTHON``
 runs a second worker with another interpreter (e.g. the virtualenv of a checkout before a
 change) on the same levels, alternating level by level; ``--worker-args`` are added to every
 worker's command line (e.g. ``--max-wait 0.1``); ``--before-generator`` drives the second
@@ -63,11 +67,38 @@ LEVELS = (1.0, 1.5, 2.0, 3.0)
 LATE = 0.010
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
+def _stat(pid: int) -> tuple[int, float, float]:
+    """Parent, own CPU time and the CPU time of its reaped children (seconds) of ``pid``."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick,
+            (int(fields[13]) + int(fields[14])) / tick)
+
+
+def tree_cpu(worker: int) -> dict[str, float]:
+    """CPU time so far of a worker's processes: the worker itself, its zygotes (its
+    children: forks, resets, snapshots) and their sandboxes (the reaped ones, from the
+    zygotes' children's time, and those alive)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = _stat(int(entry))[0]
+            except (OSError, IndexError, ValueError):  # it exited meanwhile
+                pass
+    out = {"worker": 0.0, "zygotes": 0.0, "sandboxes": 0.0}
+    zygotes = [pid for pid, parent in parents.items() if parent == worker]
+    for pid, what in [(worker, "worker")] + [(z, "zygotes") for z in zygotes] + \
+            [(pid, "sandboxes") for pid, parent in parents.items() if parent in zygotes]:
+        try:
+            _, own, reaped = _stat(pid)
+        except (OSError, IndexError, ValueError):
+            continue  # (a sandbox that exited since: its zygote's reaped time has it)
+        out[what] += own
+        if what == "zygotes":
+            out["sandboxes"] += reaped
+    return out
 
 
 def level(proc: subprocess.Popen[bytes], url: str, body: str, rate: float, seconds: float,
@@ -79,15 +110,21 @@ def level(proc: subprocess.Popen[bytes], url: str, body: str, rate: float, secon
                         "Accept": "application/msgpack"},
             "hot_name": "mmt0", "hot": 1.0, "rate": rate, "seconds": seconds,
             "timeout": 10.0, "seed": 1}
-    before = cpu_seconds(proc.pid)
+    before = tree_cpu(proc.pid)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the generators that ended
     out = subprocess.run([sys.executable, str(generator)], input=json.dumps(spec),
                          capture_output=True, text=True, check=True)
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = tree_cpu(proc.pid)
     result: dict[str, Any] = json.loads(out.stdout)
-    result["generator_cpu_per_request"] = (done.ru_utime + done.ru_stime - children.ru_utime
-                                           - children.ru_stime) / max(1, result["sent"])
-    result["cpu_per_request"] = (cpu_seconds(proc.pid) - before) / max(1, result["sent"])
+    spent = done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime
+    result["generator_cpu_per_request"] = spent / max(1, result["sent"])
+    result["cpu_per_request"] = (after["worker"] - before["worker"]) / max(1, result["sent"])
+    # per answered request: what each part of the tree and the generator used, the
+    # refusals' share included (a refusal's cost: --refusals)
+    result["cpu_per_answer"] = {**{part: (after[part] - before[part]) / max(1, result["ok"])
+                                   for part in after},
+                                "generator": spent / max(1, result["ok"])}
     result["load"] = os.getloadavg()[0]
     return result
 
@@ -186,6 +223,11 @@ def show(name: str, r: dict[str, Any], peak: float | None = None) -> None:
           f"{r['cpu_per_request'] * 1e3:.2f} ms/req  generator CPU "
           f"{r['generator_cpu_per_request'] * 1e3:.2f} ms/req  load {r['load']:.1f}"
           f"{'  GENERATOR-BOUND' if (r['late_p99'] or 0) > LATE else ''}", flush=True)
+    per = r.get("cpu_per_answer")
+    if per:
+        print("        CPU per answered request (ms): " + "  ".join(
+            f"{part} {seconds * 1e3:.2f}" for part, seconds in per.items())
+              + f"  all {sum(per.values()) * 1e3:.2f}", flush=True)
 
 
 def main() -> None:
@@ -235,6 +277,7 @@ def main() -> None:
                 rate *= 1.5
             print(f"peaks: {', '.join(f'{n} {p:.0f} req/s' for n, p in peaks.items())}")
             achieved: dict[tuple[str, float], list[float]] = {}
+            serving: dict[tuple[str, float], list[float]] = {}  # the tree's CPU per answer
             for _ in range(args.rounds):
                 for factor in LEVELS:
                     for name, (proc, url) in workers.items():
@@ -243,6 +286,8 @@ def main() -> None:
                         print(f"{factor:3.1f}x ", end="")
                         show(name, r, peaks[name])
                         achieved.setdefault((name, factor), []).append(r["achieved"])
+                        serving.setdefault((name, factor), []).append(
+                            sum(v for k, v in r["cpu_per_answer"].items() if k != "generator"))
             print(f"median of {args.rounds} rounds: achieved (share of the same worker's "
                   f"at 1x, whose rate the search's noise does not move), load "
                   f"{os.getloadavg()[0]:.1f}")
@@ -251,6 +296,15 @@ def main() -> None:
                 print(f"  {name:7s} " + "  ".join(
                     f"{f:3.1f}x {statistics.median(achieved[(name, f)]):6.1f} "
                     f"({statistics.median(achieved[(name, f)]) / at1:4.0%})" for f in LEVELS),
+                    flush=True)
+            print("median CPU of the worker's processes (worker, zygotes, sandboxes) per "
+                  "answered request, refusals included, and its share of the same worker's "
+                  "at 1x (ms)")
+            for name in workers:
+                at1 = statistics.median(serving[(name, 1.0)])
+                print(f"  {name:7s} " + "  ".join(
+                    f"{f:3.1f}x {statistics.median(serving[(name, f)]) * 1e3:5.2f} "
+                    f"({statistics.median(serving[(name, f)]) / at1:4.0%})" for f in LEVELS),
                     flush=True)
         finally:
             for proc, _ in workers.values():
