@@ -842,8 +842,10 @@ control): an invocation expected to wait longer than ``--max-wait`` (0.25 s) for
 gets a 503 with ``Retry-After`` from the request's head, before its body is read, so the
 engines stay busy with the admitted ones and the excess is answered at once.
 ``benchmarks/bench_overload.py`` offers a worker 1×, 1.5×, 2× and 3× its measured peak and
-reports the throughput kept, the share refused and how fast, and the worker's and the
-generator's CPU time per request (``--before PYTHON`` runs another checkout alongside).
+reports the throughput kept, the share refused and how fast, the worker's and the
+generator's CPU time per request, and the CPU time per answered request of each of the
+worker's processes (the worker, its zygotes, their sandboxes) and of the generator, the
+refusals' included (``--before PYTHON`` runs another checkout alongside).
 
 What past saturation costs on 2 vCPUs (issue 19, process running the Python function, whose
 requests cost some 7-9 ms of CPU each, its whole process tree): ``bench_overload.py
@@ -863,8 +865,21 @@ second: for process's S ≈ 210 about 0.18 CPU, 9 % of the machine, and it keeps
 two shared CPUs allow a system that uses both, and one level decides it: a run's one
 overload level of 2 s is read against the best of all its levels (in the run of 2026-12-07
 03:59 process kept 85 % of its best at 100 % hot and all of it at 95 % and 90 %; the run
-before, 97 %; the C systems 81-100 %).  A server in one process, like the aiohttp baseline,
-never uses the second CPU, so what the generator takes costs it nothing.  Refusals are
+before, 97 %; the C systems 81-100 %; in the run of 10:16, 84 %, 93 % and 100 %, the best at
+100 % hot a level that kept up, 357 req/s, against 300 at 714 offered: the refusals' 0.42 ms
+of the worker's CPU each and the generator's extra requests took some 0.18 CPU, 9 % of the
+machine).  An answer also costs more once requests queue: a function's reusable sandbox is
+reset by its zygote after each invocation, one reset after the other, and past saturation
+a reset waits for a CPU behind the others (p50 0.95 ms at rest, 9-37 ms past saturation,
+with a function's invocations some 3-5 ms apart on two engines), so that an invocation
+more often finds none of the function's sandboxes ready and runs on a fresh one (forked,
+its code unpickled): 90-100 % ran on a reset sandbox at 30-80 req/s, 50-62 % at 250-300
+req/s offered (a worker with counters, 2026-12-07, load 6-12 with other work on the
+machine), and ``bench_overload.py`` read the CPU of the worker's processes per answer 4.5
+ms at 1×, 5.0 at 2× and 5.3 at 3× (load 11), the sandboxes' 2.5, 2.8 and 3.0.  The levels
+just past the edge show it with few refusals: 338-347 req/s with 4-5 % refused against the
+357 of the level below in the run of 10:16.  A server in one process, like the aiohttp
+baseline, never uses the second CPU, so what the generator takes costs it nothing.  Refusals are
 decided on the event loop, which waits for a CPU like the sandboxes do: on a busy machine a
 503 takes as long as the loop takes to get one (the ``rej.p99`` column).
 ``bench_overload.py`` runs its overload levels twice (``--rounds``) and compares each with
