@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -52,6 +53,42 @@ def test_end_kills_the_sandbox_through_its_pidfd_and_the_zygote_reaps_it(zygote)
     status = zygote.wait_status(sandbox.pid)
     assert status is not None and os.WIFSIGNALED(status)
     assert os.WTERMSIG(status) == signal.SIGKILL
+
+
+def _until(predicate, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return predicate()
+
+
+def test_end_calls_back_once_the_killed_sandbox_has_exited_not_before(zygote):
+    """The kill lands on the sandbox's CPU after pidfd_send_signal returns: ``exited`` is
+    called from the zygote's reader thread once its zygote has reaped it."""
+    sandbox = zygote.take()
+    pidfd = os.pidfd_open(sandbox.pid)
+    try:
+        seen: list[bool] = []  # whether it had exited when the callback came
+        zygote.end(sandbox, lambda: seen.append(bool(select.select([pidfd], [], [], 0)[0])))
+        assert _until(lambda: bool(seen))
+        assert seen == [True]
+    finally:
+        os.close(pidfd)
+
+
+def test_end_of_a_sandbox_reaped_already_calls_back_at_once(zygote):
+    """A sandbox that died and whose status was taken (wait_status, as the engine asks how a
+    sandbox ended without a report) is never waited for again: the zygote would not answer."""
+    sandbox = zygote.take()
+    pidfd = os.pidfd_open(sandbox.pid)
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        assert zygote.wait_status(sandbox.pid) is not None  # reaped, its status taken
+        seen: list[bool] = []
+        zygote.end(sandbox, lambda: seen.append(True))
+        assert seen == [True]  # at once, on this thread
+    finally:
+        os.close(pidfd)
 
 
 def test_a_sandbox_that_died_before_it_was_ready_is_never_handed_out(zygote):
