@@ -231,7 +231,7 @@ class RunCache:
                 entries.append(data)
         if None not in keys and None not in entries:  # all kept: keys and entries apart
             if keys:
-                mark = self._mark()
+                mark = self._mark() if self.cache.marks else None  # (a call less: none)
                 if mark is not None:
                     keys, entries = [*keys, mark[0]], [*entries, mark[1]]
                 self.cache.store.put_all(keys, entries)  # type: ignore[arg-type]
@@ -239,7 +239,7 @@ class RunCache:
             kept = [(key, data) for key, data in zip(keys, entries)
                     if key is not None and data is not None]
             if kept:
-                mark = self._mark()
+                mark = self._mark() if self.cache.marks else None  # (a call less: none)
                 if mark is not None:
                     kept.append(mark)
                 self.cache.store.put_many(kept)

@@ -191,7 +191,8 @@ class Runtime:
         if "cache" not in self.backend.capabilities:
             outputs = self.backend.run(plan, sets, program.artifacts, observe=self._observe)
             return program.unbind(outputs)
-        using = self._cache_for(cache)
+        if cache is not True or using is None or using.refresh:  # (else: this cache)
+            using = self._cache_for(cache)
         # the whole run in one lookup (dandelion.runtime.run_memo); a run that is watched
         # (observers, a backend's progress display) goes through the dispatcher, which
         # reports each application's hits and instances
@@ -210,8 +211,8 @@ class Runtime:
             else:
                 key = memo.storage_key(using, sets, ids, prefixes)
             if key is not None and not using.refresh:
-                served, seen = memo.read(using, key, data) if looked else \
-                    memo.serve(using, key)
+                served, seen = (None, False) if looked and data is None else \
+                    memo.read(using, key, data) if looked else memo.serve(using, key)
                 if served is not None:
                     if rerun is not None:  # the output's layout, for the next rerun in C
                         rerun.learn(served)
