@@ -15,11 +15,15 @@ import functools
 import hmac
 import logging
 import os
+import re
 import sys
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 from aiohttp import web
+from aiohttp.helpers import parse_content_type
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestPayloadError
 
 import dandelion
@@ -30,7 +34,7 @@ from dandelion.server.config import ServerConfig
 from dandelion.server.idle_gc import IdleGC
 from dandelion.server.jobs import JobRecord
 from dandelion.server.openapi import openapi_document
-from dandelion.server.protocol import TENANT, refusal_message
+from dandelion.server.protocol import TENANT, Answer, Answering, refusal_message
 from dandelion.server.service import (
     SWEEP_EVERY,
     NotFound,
@@ -45,8 +49,11 @@ from dandelion.server.tenants import Tenant
 log = logging.getLogger("dandelion.server")
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Headers = Mapping[str, str]
 #: The longest a ``GET /v1/jobs/{id}?wait=`` waits, in seconds.
 MAX_WAIT = 60.0
+#: The path of an invocation, as :meth:`Frontend.route` takes it: no percent-escapes.
+_INVOKE = re.compile(r"/v1/(function|composition)s/([^/%?{}]+)/invoke(?:\?|$)")
 
 
 async def _within(awaitable: Awaitable[T], seconds: float) -> T:
@@ -151,25 +158,44 @@ class Frontend:
         except asyncio.CancelledError:
             raise
         except Exception as e:
-            status = status_of(e)
-            if status == 500:  # a bug (an overloaded worker's 503 is none, and frequent)
-                log.exception("internal error on %s %s", request.method, request.path)
-            response = _json(error_body(e), status)
-            if isinstance(e, RequestProblem):
+            failed = self._failure(e, request.method, request.path)
+            response = web.Response(body=failed.body, status=failed.status,
+                                    content_type=failed.content_type,
+                                    headers=dict(failed.headers))
+            if failed.close:
                 response.force_close()
-            if isinstance(e, Overloaded):
-                response.headers["Retry-After"] = str(e.retry_after)
-        metrics = self.service.metrics
-        metrics.labelled(metrics.requests, str(response.status)).inc()
+        self._counted(response.status)
         return response
+
+    def _failure(self, e: Exception, method: str, path: str) -> Answer:
+        """The JSON error answer of a request that raised ``e``."""
+        status = status_of(e)
+        if status == 500:  # a bug (an overloaded worker's 503 is none, and frequent)
+            log.exception("internal error on %s %s", method, path)
+        headers = (("Retry-After", str(e.retry_after)),) if isinstance(e, Overloaded) else ()
+        return Answer(status, wire.dumps(error_body(e), binary=False), "application/json",
+                      headers, close=isinstance(e, RequestProblem))
+
+    def _counted(self, status: int) -> None:
+        metrics = self.service.metrics
+        metrics.labelled(metrics.requests, str(status)).inc()
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _tenant(self, request: web.Request) -> Tenant:
+        name, tenant = self._tenant_of(request.headers)
+        request[TENANT] = name
+        return tenant
+
+    def _tenant_of(self, headers: Headers) -> tuple[str, Tenant]:
+        """The tenant of a request with these headers (its token), and its name.
+
+        Raises:
+            Unauthorized: no token, or not a known one.
+        """
         if self.config.open:
-            request[TENANT] = "default"
-            return self.service.tenant("default")
-        header = request.headers.get("Authorization", "")
+            return "default", self.service.tenant("default")
+        header = headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing API token",
@@ -181,10 +207,9 @@ class Frontend:
                 found = tenant
         if found is None:
             raise Unauthorized("invalid API token")
-        request[TENANT] = found
-        return self.service.tenant(found)
+        return found, self.service.tenant(found)
 
-    async def _read(self, request: web.Request) -> bytes:
+    async def _read(self, content: StreamReader) -> bytes:
         """The whole body: the one chunk it arrived in, or its chunks joined (one copy;
         ``request.read()`` copies each chunk into a ``bytearray`` and that into
         ``bytes``).
@@ -192,7 +217,7 @@ class Frontend:
         Raises:
             HTTPRequestEntityTooLarge: it is longer than ``max_body_bytes``.
         """
-        content, limit = request.content, self.config.max_body_bytes
+        limit = self.config.max_body_bytes
         chunks: list[bytes] = []
         size = 0
         while chunk := await content.readany():
@@ -202,10 +227,11 @@ class Frontend:
             chunks.append(chunk)
         return bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
+    async def _body(self, content: StreamReader, content_type: str) -> dict[str, Any]:
+        """The body, an object, decoded as ``content_type`` says (:func:`wire.loads`)."""
         try:  # a body that has arrived whole is read without a timer
-            raw = await (self._read(request) if request.content.is_eof() else
-                         _within(self._read(request), self.config.body_timeout))
+            raw = await (self._read(content) if content.is_eof() else
+                         _within(self._read(content), self.config.body_timeout))
         except asyncio.TimeoutError:
             raise RequestProblem(f"the body did not arrive within {self.config.body_timeout:g} "
                                  "s", status=408) from None
@@ -216,16 +242,13 @@ class Frontend:
             raise RequestProblem(refusal_message(e), status=400,
                                  hint="send the body uncompressed, or compressed with gzip "
                                       "or deflate (and say so in Content-Encoding)") from None
-        data = wire.loads(raw, request.content_type)
+        data = wire.loads(raw, content_type)
         if not isinstance(data, dict):
             raise wire.WireError("the body must be an object (a map)")
         return data
 
     def _binary(self, request: web.Request) -> bool:
-        accept = request.headers.get("Accept", "")
-        if wire.is_msgpack(accept):
-            return True
-        return wire.is_msgpack(request.content_type) and "json" not in accept
+        return _binary(request.headers, request.content_type)
 
     def _respond(self, data: Any, binary: bool, status: int = 200) -> web.Response:
         if binary:
@@ -296,7 +319,7 @@ class Frontend:
 
     async def register(self, kind: str, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
-        body = await self._body(request)
+        body = await self._body(request.content, request.content_type)
         allowed = (_PYTHON_FIELDS | _NATIVE_FIELDS if kind == "function"
                    else {"ir", "source", "notation", "filename"})
         unknown = sorted(set(map(str, body)) - allowed)
@@ -352,8 +375,8 @@ class Frontend:
         self.service.remove(tenant, kind, request.match_info["name"])
         return _json({"deleted": request.match_info["name"]})
 
-    async def _inputs(self, request: web.Request) -> Any:
-        body = await self._body(request)
+    async def _inputs(self, content: StreamReader, content_type: str) -> Any:
+        body = await self._body(content, content_type)
         unknown = sorted(set(map(str, body)) - {"inputs"})
         if unknown:
             raise wire.WireError(f"unknown field(s): {', '.join(unknown)}",
@@ -362,27 +385,63 @@ class Frontend:
 
     async def invoke(self, kind: str, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
-        name = request.match_info["name"]
+        answer = await self._invoke(tenant, kind, request.match_info["name"],
+                                    request.headers, request.content, request.content_type,
+                                    request.query.get("logs") if request.query_string else None)
+        return web.Response(body=answer.body, content_type=answer.content_type,
+                            headers=dict(answer.headers))
+
+    async def _invoke(self, tenant: Tenant, kind: str, name: str, headers: Headers,
+                      content: StreamReader, content_type: str, logs: str | None) -> Answer:
+        """Invoke ``name`` for ``tenant`` on the body in ``content``: the answer of
+        ``POST /v1/{kind}s/{name}/invoke`` (``logs``: its query's ``logs``) on either
+        path to it, aiohttp's application or the connection's own (:meth:`route`)."""
         self._admit()  # before reading the body: an overloaded worker refuses at once
         ran = False
         try:
-            inputs = await self._inputs(request)
+            inputs = await self._inputs(content, content_type)
             printed = Collector()
             ran = True
             outputs, decls, cached = await self._invocation(tenant, kind, name, inputs,
                                                             printed)
         finally:
             self._release(ran)
-        # (a request without a query string parses none)
-        more = {"logs": printed.to_data()} if request.query_string and \
-            request.query.get("logs") in ("1", "true") else {}
-        if self._binary(request):  # packed at once, each array's data copied once
-            response = web.Response(body=wire.pack_outputs(outputs, decls, more),
-                                    content_type=wire.MSGPACK)
-        else:
-            response = _json({**self.service.encode_outputs(outputs, decls, False), **more})
-        response.headers["X-Dandelion-Cache"] = "hit" if cached else "miss"
-        return response
+        more = {"logs": printed.to_data()} if logs in ("1", "true") else {}
+        extra = (("X-Dandelion-Cache", "hit" if cached else "miss"),)
+        if _binary(headers, content_type):  # packed at once, each array's data copied once
+            return Answer(200, wire.pack_outputs(outputs, decls, more), wire.MSGPACK, extra)
+        return Answer(200, wire.dumps({**self.service.encode_outputs(outputs, decls, False),
+                                       **more}, binary=False), "application/json", extra)
+
+    def route(self, message: RawRequestMessage) -> Answering | None:
+        """The handler of a request that its connection answers itself
+        (:class:`~dandelion.server.protocol.Connection`, below aiohttp's ``web`` layer):
+        an invocation, ``POST /v1/functions/{name}/invoke`` or a composition's, of a plain
+        HTTP/1.1 request (no ``Expect``, no upgrade, no percent-escapes in its path);
+        ``None`` for any other request, which aiohttp's application answers."""
+        if message.method != "POST" or message.version != (1, 1) or message.upgrade:
+            return None
+        found = _INVOKE.match(message.path)
+        if found is None or "Expect" in message.headers:
+            return None
+        return functools.partial(self._answer_invoke, found[1], found[2])
+
+    async def _answer_invoke(self, kind: str, name: str, message: RawRequestMessage,
+                             content: StreamReader) -> Answer:
+        headers = message.headers
+        tenant = "-"
+        try:
+            tenant, found = self._tenant_of(headers)
+            raw_type = headers.get("Content-Type")
+            content_type = "application/octet-stream" if raw_type is None else \
+                parse_content_type(raw_type)[0]
+            answer = await self._invoke(found, kind, name, headers, content, content_type,
+                                        message.url.query.get("logs")
+                                        if "?" in message.path else None)
+        except Exception as e:
+            answer = self._failure(e, message.method, message.path.partition("?")[0])
+        self._counted(answer.status)
+        return answer._replace(tenant=tenant)
 
     async def submit(self, kind: str, request: web.Request) -> web.Response:
         tenant = self._tenant(request)
@@ -393,7 +452,7 @@ class Frontend:
             self.service.composition(tenant, name)
         self._admit()
         try:
-            inputs = await self._inputs(request)
+            inputs = await self._inputs(request.content, request.content_type)
             job = tenant.jobs.add(kind, name)
         except BaseException:
             self._release(False)
@@ -465,6 +524,15 @@ class Frontend:
 
 _PYTHON_FIELDS = frozenset({"source", "module", "pickle", "names", "kind", "filename"})
 _NATIVE_FIELDS = frozenset({"kind", "name", "image", "params", "results", "engine_type"})
+
+
+def _binary(headers: Headers, content_type: str) -> bool:
+    """Whether the answer to a request is msgpack: it accepts msgpack, or sent msgpack and
+    does not ask for JSON."""
+    accept = headers.get("Accept", "")
+    if wire.is_msgpack(accept):
+        return True
+    return wire.is_msgpack(content_type) and "json" not in accept
 
 
 def _only(body: dict[str, Any], fields: frozenset[str], kind: str) -> None:

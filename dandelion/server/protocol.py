@@ -7,19 +7,30 @@ parse itself (a header or URL past the size limit, an unknown ``Content-Encoding
 refusal, counts them in ``/metrics``, and bounds how long a client may take to send its
 request line and headers (aiohttp bounds neither; the application bounds the body).
 :class:`AccessLog` writes one line per answered request.
+
+A request that its connection's :attr:`Connections.route` takes (the frontend's
+invocations, :meth:`Frontend.route <dandelion.server.app.Frontend.route>`) is answered by
+the connection itself, below aiohttp's ``web`` layer: no request or response object, no
+router, middleware or task of aiohttp's, the answer's bytes written at once
+(:class:`Answer`).  Only a request that arrives alone on an idle HTTP/1.1 connection is
+taken (not one pipelined behind another, not an ``Expect`` or upgrade); aiohttp's loop of
+the connection waits meanwhile, and serves what arrives after it in order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import http
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable, NamedTuple
 
 from aiohttp import abc, web, web_protocol
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
-from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_request import BaseRequest
 
 from dandelion.server import wire
@@ -45,14 +56,30 @@ class HeaderTimeout(HttpProcessingError):
     code = 408
 
 
-def error_response(status: int, kind: str, message: str, hint: str | None = None
-                   ) -> web.Response:
-    """A JSON error document ``{"error": {"type", "message", "hint"?}}`` answer."""
+def _error_body(kind: str, message: str, hint: str | None = None) -> bytes:
     error = {"type": kind, "message": message}
     if hint:
         error["hint"] = hint
-    return web.Response(body=wire.dumps({"error": error}, binary=False), status=status,
+    return wire.dumps({"error": error}, binary=False)
+
+
+def error_response(status: int, kind: str, message: str, hint: str | None = None
+                   ) -> web.Response:
+    """A JSON error document ``{"error": {"type", "message", "hint"?}}`` answer."""
+    return web.Response(body=_error_body(kind, message, hint), status=status,
                         content_type="application/json")
+
+
+_REASONS = {s.value: s.phrase for s in http.HTTPStatus}
+_dated: list[Any] = [None, ""]
+
+
+def _date(now: float) -> str:
+    """The ``Date`` header's value, made once per second of the loop's clock."""
+    second = int(now)
+    if _dated[0] != second:
+        _dated[0], _dated[1] = second, email.utils.formatdate(usegmt=True)
+    return str(_dated[1])
 
 
 def refusal_message(exc: BaseException | None, fallback: str = "malformed request") -> str:
@@ -75,18 +102,39 @@ def refusal_message(exc: BaseException | None, fallback: str = "malformed reques
     return first[:200].rstrip(".:") or fallback
 
 
-class Connection(web_protocol.RequestHandler):
-    """One client connection: aiohttp's, with JSON refusals and a bound on slow headers.
+class Answer(NamedTuple):
+    """What a handler of :attr:`Connections.route` answers: the status, the body and its
+    content type, more headers, whether the connection closes after it, and the tenant
+    the request was made for (for the access log; ``"-"``: none)."""
 
-    The owning :class:`Connections` gives it ``metrics`` and ``header_timeout``.
+    status: int
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+    close: bool = False
+    tenant: str = "-"
+
+
+#: A handler of :attr:`Connections.route`: the request's head and its body (a stream), answered.
+Answering = Callable[[RawRequestMessage, StreamReader], Awaitable[Answer]]
+
+
+class Connection(web_protocol.RequestHandler):
+    """One client connection: aiohttp's, with JSON refusals and a bound on slow headers, and
+    the requests its manager's ``route`` takes answered below aiohttp's ``web`` layer.
+
+    The owning :class:`Connections` gives it ``metrics``, ``header_timeout`` and ``route``.
     """
 
     def __init__(self, manager: Connections, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.metrics = manager.metrics
         self.header_timeout = manager.header_timeout
+        self.route = manager.route
         self._header_deadline: asyncio.TimerHandle | None = None
         self._timed_out = False
+        #: the request this connection answers itself, while it does
+        self._answering: asyncio.Task[None] | None = None
 
     # -- bounding the time to send a request's head ---------------------------------------
 
@@ -99,14 +147,29 @@ class Connection(web_protocol.RequestHandler):
         # if no message came of them (armed, then cancelled at once, it cost every request
         # a timer on the loop, its cancellation and its removal)
         starts = self._header_deadline is None and not self._messages and bool(data)
-        super().data_received(data)
-        if self._messages:
+        # aiohttp's loop of an idle connection (start) waits for a message on its waiter:
+        # kept from aiohttp's parsing while the message may be one to answer here (while
+        # one is answered here, the waiter is aside: what arrives is queued for after it)
+        waiter = self._waiter
+        hold = waiter is not None and self.route is not None and not self._messages
+        if hold:
+            self._waiter = None
+        parsed = self._request_count
+        try:
+            super().data_received(data)
+        finally:
+            if hold:
+                self._waiter = waiter
+        parsed = self._request_count - parsed
+        if parsed or self._messages:
             if self._header_deadline is not None:
                 self._header_deadline.cancel()
                 self._header_deadline = None
         elif starts and self._header_deadline is None and not self._timed_out:
             self._header_deadline = self._loop.call_later(self.header_timeout,
                                                           self._head_too_slow)
+        if hold and parsed:
+            self._take()
 
     def _head_too_slow(self) -> None:
         self._header_deadline = None
@@ -127,7 +190,112 @@ class Connection(web_protocol.RequestHandler):
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
+        if self._answering is not None:  # the client left: stop what it asked for
+            self._answering.cancel()
         super().connection_lost(exc)
+
+    # -- requests answered by the connection itself ----------------------------------------
+
+    def _take(self) -> None:
+        """A message arrived on an idle connection whose loop waits: answer it here if it
+        is one request that ``route`` takes, else wake aiohttp's loop for it."""
+        assert self.route is not None
+        message, payload = self._messages[0]
+        handler = None
+        if len(self._messages) == 1 and not self._force_close and not self._close and \
+                isinstance(message, RawRequestMessage):
+            handler = self.route(message)
+        if handler is None or not isinstance(message, RawRequestMessage):
+            self._wake()
+            return
+        self._messages.popleft()
+        if self._parser is not None:
+            self._parser.message_consumed()
+        # aiohttp's loop waits on: its waiter is put aside meanwhile, so that nothing that
+        # arrives wakes it and its keep-alive timer finds the connection busy, not idle
+        waiter, self._waiter = self._waiter, None
+        self._request_in_progress = True
+        self._answering = self._loop.create_task(
+            self._answer(handler, message, payload, waiter))
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if self._messages and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _answer(self, handler: Answering, message: RawRequestMessage,
+                      payload: StreamReader, waiter: asyncio.Future[None] | None) -> None:
+        loop = self._loop
+        began = loop.time()
+        assert self._manager is not None
+        self._manager.requests_count += 1
+        try:
+            try:
+                answer = await handler(message, payload)
+            except Exception as e:  # a bug: the handler answers every error it expects
+                log.error("internal error answering %s %s", message.method, message.path,
+                          exc_info=e)
+                answer = Answer(500, _error_body("InternalError", "the server failed to "
+                                                 "answer this request"),
+                                "application/json", close=True)
+                self.metrics.requests.labels("500").inc()
+            self._waiter = waiter  # (a close cancels it: aiohttp's loop ends)
+            self._send(answer, message.should_close)
+            if self.access_logger is not None and self._logging_enabled and \
+                    isinstance(self.access_logger, AccessLog):
+                self.access_logger.write(answer.tenant, message.method, message.path,
+                                         answer.status, len(answer.body), loop.time() - began)
+            if not payload.is_eof() and not self._force_close:
+                await self._linger(payload)  # the rest of a body refused unread
+        except asyncio.CancelledError:  # the connection was lost: nobody to answer
+            return
+        finally:
+            self._waiter = waiter
+            self._answering = None
+            self._request_in_progress = False
+            if self._handler_waiter is not None:
+                self._handler_waiter.set_result(None)
+        if self._force_close or self._close:  # (closed meanwhile: aiohttp's loop ends)
+            if waiter is not None:
+                waiter.cancel()
+            return
+        # idle again, as after aiohttp's loop answers: its keep-alive timer (re-armed if it
+        # fired meanwhile) closes the connection once idle for the keep-alive time
+        close_time = loop.time() + self._keepalive_timeout
+        self._next_keepalive_close_time = close_time
+        if self._keepalive_handle is None:
+            self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+        self._wake()  # what arrived meanwhile, in order
+
+    def _send(self, answer: Answer, close: bool) -> None:
+        """Write ``answer`` at once, its head and body in one write, and close the connection
+        after it if it or the request says so."""
+        close = close or answer.close
+        head = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, '')}\r\n"
+                f"Content-Type: {answer.content_type}\r\n"
+                f"Content-Length: {len(answer.body)}\r\n"
+                f"Date: {_date(self._loop.time())}\r\n"]
+        head.extend(f"{name}: {value}\r\n" for name, value in answer.headers)
+        if close:
+            head.append("Connection: close\r\n")
+        head.append("\r\n")
+        if self.transport is not None:
+            self.transport.write(b"".join(("".join(head).encode("latin-1"), answer.body)))
+        if close:
+            self.force_close()  # (the transport sends what it holds, then closes)
+
+    async def _linger(self, payload: StreamReader) -> None:
+        """Read and drop the rest of a request's body for up to aiohttp's lingering time,
+        as aiohttp's loop does (closing with unread data could make the client lose the
+        answer); close the connection if it does not end by then."""
+        end = self._loop.time() + self._lingering_time
+        try:
+            while not payload.is_eof() and self._loop.time() < end:
+                await asyncio.wait_for(payload.readany(), end - self._loop.time())
+        except (asyncio.TimeoutError, web_protocol.RequestPayloadError):
+            pass
+        if not payload.is_eof():
+            self.force_close()
 
     # -- what the parser refused -----------------------------------------------------------
 
@@ -169,6 +337,9 @@ class Connections(web.Server):
 
     metrics: Metrics
     header_timeout: float
+    #: the requests answered by their connection itself: a head -> its handler, or
+    #: ``None`` for aiohttp's application to answer it
+    route: Callable[[RawRequestMessage], Answering | None] | None = None
 
     def __call__(self) -> Connection:
         return Connection(self, loop=self._loop, **self._kwargs)
@@ -181,14 +352,17 @@ class Runner(web.AppRunner):
         app: the application.
         metrics: where refused requests are counted.
         header_timeout: seconds a client has for its request line and headers.
+        route: the requests answered by their connection (:attr:`Connections.route`).
         **kwargs: for :class:`aiohttp.web.AppRunner`.
     """
 
     def __init__(self, app: web.Application, *, metrics: Metrics, header_timeout: float,
+                 route: Callable[[RawRequestMessage], Answering | None] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._metrics = metrics
         self._header_timeout = header_timeout
+        self._route = route
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
@@ -197,6 +371,7 @@ class Runner(web.AppRunner):
         assert isinstance(server, Connections)
         server.metrics = self._metrics
         server.header_timeout = self._header_timeout
+        server.route = self._route
         return server
 
 
@@ -210,12 +385,20 @@ class AccessLog(abc.AbstractAccessLogger):
     """
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time_: float) -> None:
-        tenant = request.get(TENANT, "-")
+        # (aiohttp's body_length counts the head too)
+        length = response.content_length
+        self.write(request.get(TENANT, "-"), request.method, request.path, response.status,
+                   response.body_length if length is None else length, time_)
+
+    def write(self, tenant: str, method: str, path: str, status: int, length: int,
+              seconds: float) -> None:
+        """Write the line of one answered request (``path`` without its query; ``length``:
+        the bytes of its answer's body)."""
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + \
             f".{int(now % 1 * 1000):03d}Z"
-        self.logger.info("%s %s %s %s %d %d %.4f", stamp, tenant, request.method,
-                         request.path, response.status, response.body_length, time_)
+        self.logger.info("%s %s %s %s %d %d %.4f", stamp, tenant, method,
+                         path.partition("?")[0], status, length, seconds)
 
     @property
     def enabled(self) -> bool:

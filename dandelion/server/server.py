@@ -67,6 +67,7 @@ class Server:
         self._access_log = access_logger(config.access_log)
         self._runner = Runner(self.frontend.app(), metrics=self.frontend.service.metrics,
                               header_timeout=config.header_timeout,
+                              route=self.frontend.route,
                               access_log=self._access_log, access_log_class=AccessLog,
                               keepalive_timeout=config.keepalive_timeout,
                               handler_cancellation=True, shutdown_timeout=5)
