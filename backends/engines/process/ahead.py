@@ -140,8 +140,9 @@ class Ahead:
     def make_ready(self, digest: str, code: bytes, zygote: pool.Zygote) -> None:
         """Hand a generic sandbox of ``zygote`` the code ``code`` (a Python function's
         pickle), to wait for the function's next invocation: a reusable one (snapshotted
-        first) while ``digest`` has fewer than ``per_function``, else a single-use one if
-        none is ready or being reset for it; nothing if no generic sandbox is forked now."""
+        first) while ``digest`` has fewer than ``per_function`` and the sandbox can be
+        (:attr:`.pool.Sandbox.trackable`), else a single-use one if none is ready or being
+        reset for it; nothing if no generic sandbox is forked now."""
         with self._lock:
             if self._closed or not self.limit:
                 return
@@ -159,7 +160,7 @@ class Ahead:
         sandbox = zygote.take_forked()
         if sandbox is None:
             return
-        if snap and sandbox.ready:  # waits, nothing sent to it yet
+        if snap and sandbox.ready and sandbox.trackable:  # waits, nothing sent to it yet
             with self._lock:
                 alive = self._reusable.setdefault(digest, [])
                 snap = len(alive) < self.per_function

@@ -71,16 +71,20 @@ class Sandbox:
     already (a Python sandbox writes ``READY`` on its channel once locked down and
     warmed up)."""
 
-    __slots__ = ("pid", "channel", "pidfd", "ready", "reusable")
+    __slots__ = ("pid", "channel", "pidfd", "ready", "reusable", "trackable")
 
-    def __init__(self, pid: int, channel: int, pidfd: int = -1, ready: bool = False
-                 ) -> None:
+    def __init__(self, pid: int, channel: int, pidfd: int = -1, ready: bool = False,
+                 trackable: bool = True) -> None:
         self.pid = pid
         self.channel = channel
         self.pidfd = pidfd
         self.ready = ready
         #: its zygote holds a snapshot of it and resets it on request (:meth:`Zygote.reset`)
         self.reusable = False
+        #: it may be snapshotted: forked to warm up, so tracking the pages it writes (one
+        #: forked while warm-ups are off, :meth:`Zygote.adapt`, is not: a snapshot of it
+        #: is refused, after costing its zygote a stop of it, and it serves one invocation)
+        self.trackable = trackable
 
 
 def _waiting(sandbox: Sandbox) -> int:
@@ -207,7 +211,7 @@ class Zygote:
                     self._statuses.pop(pid, None)  # a reused pid: the old status is stale
                     self._pending = max(0, self._pending - 1)
                     self._ready.append(Sandbox(pid, fds[0], fds[1] if len(fds) > 1 else -1,
-                                               self.native is not None))
+                                               self.native is not None, status != 0))
                     waiters, self._waiters = self._waiters, []
                 elif fds:  # descriptors with anything but a fork report: not ours to keep
                     for fd in fds:

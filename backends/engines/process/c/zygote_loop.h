@@ -111,9 +111,10 @@ static int zygote_fork(struct zygote *z, int n) {
         for (unsigned k = 0; k < ZYGOTE_DONE && k < z->n_done; k++)  /* pids are reused: what */
             if (z->done_pid[k] == pid)                           /* an earlier one did is */
                 z->done_pid[k] = 0;                              /* stale */
-        /* a pidfd lets the worker end the sandbox itself after its invocation */
+        /* a pidfd lets the worker end the sandbox itself after its invocation; b: whether
+         * it warms up (only such a sandbox is tracked, and so may be snapshotted) */
         int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        int sent = zygote_send(z->ctrl, WIRE_FORKED, pid, 0, sv[0], pfd);
+        int sent = zygote_send(z->ctrl, WIRE_FORKED, pid, z->warm, sv[0], pfd);
         if (pfd >= 0)
             close(pfd);
         close(sv[0]);

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import dandelion as dd
+from dandelion.backends.engines.process import pool
 from dandelion.backends.engines.process.engine import ProcessEngine
 from dandelion.errors import DandelionError
 from dandelion.ir.nodes import Implementation
@@ -447,3 +448,55 @@ def test_a_context_is_not_used_again_while_the_sandbox_that_ran_in_it_may_write_
         time.sleep(0.005)
     assert not context.held  # type: ignore[attr-defined]  # back once the reset answered
     assert _invoke(engine, call, 0)[0] == 0
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_sandbox_says_whether_its_zygote_can_snapshot_it(warm: bool) -> None:
+    """Only a sandbox forked to warm up tracks the pages it writes (one forked while
+    warm-ups are off, as past saturation, does not): the zygote says which with each fork,
+    and a snapshot of it is taken exactly then."""
+    z = pool.Zygote((), 2, 10, warm=warm, memory_limit=1 << 30, reuse=True)
+    try:
+        assert z.settle(30)
+        assert [s.trackable for s in z._ready] == [warm, warm]
+        sandbox = z.take()
+        answers: list[int] = []
+        z.snapshot(sandbox, answers.append)
+        deadline = time.monotonic() + 10
+        while not answers and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert answers == [pool.DONE if warm else pool.AS_IT_WAS]
+        z.end(sandbox)
+    finally:
+        z.close()
+
+
+def test_no_snapshot_is_asked_of_a_sandbox_that_cannot_be_snapshotted(tmp_path: Path
+                                                                        ) -> None:
+    """A function that repeats gets a sandbox made ready for it; where that sandbox was
+    forked without warming up (so without tracking its pages) it is handed the code as a
+    single-use one at once, without asking the zygote for a snapshot it would refuse (each
+    refusal stopped the sandbox and held up the zygote's resets: past saturation, when the
+    reusable sandboxes of a function were ended together after their 256th reset, 38-64
+    refusals in a row)."""
+    engine = ProcessEngine(store=ArtifactStore(str(tmp_path)), reuse_sandboxes=True,
+                           ready_functions=2, warm_sandboxes=False)
+    try:
+        call = _call(scribble)
+        code = engine.store.get(call.implementation.digest, call.artifact, "python")
+        zygote = engine.zygote_for(code)
+        asked: list[int] = []
+        snapshot = zygote.snapshot
+
+        def counted(sandbox: pool.Sandbox, answer: Any) -> None:
+            asked.append(sandbox.pid)
+            snapshot(sandbox, answer)
+
+        zygote.snapshot = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            assert _invoke(engine, call, 0)[0] == 0
+        assert asked == []
+        ready = engine.ahead._ready.get(call.implementation.digest, [])
+        assert ready and not ready[-1].sandbox.reusable  # made ready, as a single-use one
+    finally:
+        engine.close()
