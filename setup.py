@@ -56,7 +56,7 @@ if sys.platform.startswith("linux"):
     ext_modules.append(Extension(
         "dandelion.backends.engines.process._sandboxc",
         [f"{C}/{name}.c" for name in ("module", "lockdown", "channel", "encode",
-                                      "context_write", "context_read", "memory")],
+                                      "context_write", "context_read", "npy", "memory")],
         include_dirs=["dandelion/sdk"],
         depends=[f"{C}/{name}.h" for name in ("sandboxc", "protocol", "sandbox", "segments",
                                               "zygote_loop", "snapshot", "kernel_abi")]

@@ -174,7 +174,7 @@ def read_items(buf: Any, capacity: int, outputs: bool, declared: bytes | None, c
     """
     try:
         return _sandboxc.read_items(buf, capacity, outputs, declared,  # type: ignore[no-any-return]
-                                    _decode_copy if copy else _decode, Item)
+                                    _decode_copy if copy else _decode, Item, copy)
     except ValueError as e:
         raise EncodingError(str(e)) from None
 

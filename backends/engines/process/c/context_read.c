@@ -1,8 +1,9 @@
 /*
  * Reading a context (layout.py documents the layout; dandelion.h declares its structs):
  * the inputs, inside a sandbox, and the outputs, in the worker, where nothing in the
- * context is trusted (read_items).  Scalars and bytes are decoded here as dandelion.codec
- * says; json and ndarray items by Python (a decoder passed in).
+ * context is trusted (read_items).  Scalars, bytes and plain ndarrays (npy.c) are decoded
+ * here as dandelion.codec says; json and other ndarray items by Python (a decoder passed
+ * in).
  */
 #include "sandboxc.h"
 
@@ -39,10 +40,16 @@ static PyObject *bytes_copy(const uint8_t *p, uint64_t n, int huge) {
     return b;
 }
 
-/* The Python value of an item's bytes; json and ndarray items: decoder(code, memoryview
- * slice of `whole`).  `huge`: as bytes_copy() takes it. */
+/* The Python value of an item's bytes; a plain ndarray in C (npy.c: a view of `whole`,
+ * or a copy with `copy`), json and other ndarray items: decoder(code, memoryview slice of
+ * `whole`).  `huge`: as bytes_copy() takes it. */
 static PyObject *decode_value(int code, const uint8_t *p, uint64_t n, PyObject *whole,
-                              uint64_t off, PyObject *decoder, int huge) {
+                              uint64_t off, PyObject *decoder, int huge, int copy) {
+    if (code == WIRE_EL_NDARRAY) {
+        PyObject *arr = npy_decode(p, n, whole, off, copy);
+        if (arr != NULL)
+            return arr;
+    }
     switch (code) {
     case WIRE_EL_ANY:
     case WIRE_EL_BYTES:
@@ -103,16 +110,6 @@ static PyObject *new_item(PyTypeObject *type, PyObject *value, PyObject *key, Py
     return it;
 }
 
-/*
- * read_items(context, capacity, outputs, declared, decoder, item) -> per set, a tuple of
- * item(value, key, name): the inputs (outputs false, inside a sandbox) or the outputs (in
- * the worker, where nothing in the context is trusted) of a context laid out with
- * `capacity`.  `declared` holds the element code of each parameter or result (bytes; for
- * inputs None takes them from the input set table, which the worker wrote); an item's own
- * code overrides 0 ("as declared"); for outputs the two must agree.  Scalars
- * and bytes are decoded here; json and ndarray items by decoder(code, memoryview slice of
- * the context).  Raises ValueError for anything malformed (and what the decoder raises).
- */
 /*
  * Where a context laid out with `capacity` keeps its item table and how many entries it
  * has: the outputs' (growing down from the end) or the inputs' (where the header says),
@@ -208,9 +205,10 @@ static int item_code(const dd_item_desc *d, uint64_t k, uint64_t capacity, int o
 /* An item of the context at `base` (its entry `d`, checked, of element `code`):
  * item_type(value, key, name), or NULL with an exception set. */
 static PyObject *item_read(const uint8_t *base, const dd_item_desc *d, int code,
-                           PyObject *view, PyObject *decoder, PyObject *item_type, int huge) {
+                           PyObject *view, PyObject *decoder, PyObject *item_type, int huge,
+                           int copy) {
     PyObject *value = decode_value(code, base + d->data_off, d->data_len, view, d->data_off,
-                                   decoder, huge);
+                                   decoder, huge, copy);
     if (value == NULL)
         return NULL;
     PyObject *name;
@@ -245,23 +243,24 @@ static PyObject *as_tuples(PyObject *lists, Py_ssize_t n) {
 }
 
 /*
- * read_items(context, capacity, outputs, declared, decoder, item) -> per set, a tuple of
- * item(value, key, name): the inputs (outputs false, inside a sandbox) or the outputs (in
- * the worker, where nothing in the context is trusted) of a context laid out with
- * `capacity`.  `declared` holds the element code of each parameter or result (bytes; for
- * inputs None takes them from the input set table, which the worker wrote); an item's own
- * code overrides 0 ("as declared"); for outputs the two must agree.  Scalars
- * and bytes are decoded here; json and ndarray items by decoder(code, memoryview slice of
- * the context).  Raises ValueError for anything malformed (and what the decoder raises).
+ * read_items(context, capacity, outputs, declared, decoder, item, copy) -> per set, a
+ * tuple of item(value, key, name): the inputs (outputs false, inside a sandbox) or the
+ * outputs (in the worker, where nothing in the context is trusted) of a context laid out
+ * with `capacity`.  `declared` holds the element code of each parameter or result (bytes;
+ * for inputs None takes them from the input set table, which the worker wrote); an item's
+ * own code overrides 0 ("as declared"); for outputs the two must agree.  Scalars, bytes
+ * and plain ndarrays (npy.c: views of the context, or copies with `copy`) are decoded
+ * here; json and other ndarray items by decoder(code, memoryview slice of the context).
+ * Raises ValueError for anything malformed (and what the decoder raises).
  */
 PyObject *read_items(PyObject *self, PyObject *args) {
     PyObject *whole, *decoder, *item_type;
     unsigned long long capacity;
-    int outputs;
+    int outputs, copy;
     const char *declared;
     Py_ssize_t n_declared;
-    if (!PyArg_ParseTuple(args, "OKpz#OO", &whole, &capacity, &outputs, &declared, &n_declared,
-                          &decoder, &item_type))
+    if (!PyArg_ParseTuple(args, "OKpz#OOp", &whole, &capacity, &outputs, &declared, &n_declared,
+                          &decoder, &item_type, &copy))
         return NULL;
     Py_buffer ctx;
     if (PyObject_GetBuffer(whole, &ctx, PyBUF_SIMPLE) != 0)
@@ -303,7 +302,8 @@ PyObject *read_items(PyObject *self, PyObject *args) {
         int code = item_code(&entry, k, capacity, outputs, declared, n_declared);
         if (code < 0)
             goto done;
-        PyObject *it = item_read(base, &entry, code, view, decoder, item_type, !outputs);
+        PyObject *it = item_read(base, &entry, code, view, decoder, item_type, !outputs,
+                                 copy);
         if (it == NULL)
             goto done;
         int rc = PyList_Append(PyList_GET_ITEM(sets, entry.set), it);

@@ -1,8 +1,9 @@
 /*
  * Writing a context (layout.py documents the layout; dandelion.h declares its structs):
  * the inputs, by the worker (write_inputs), and a result's outputs, by a sandbox
- * (add_outputs).  Scalars are encoded here as dandelion.codec says; json and ndarray items
- * travel as bytes that Python encodes (an encoder passed in).
+ * (add_outputs).  Scalars and plain ndarrays (npy.c) are encoded here as dandelion.codec
+ * says; json and other ndarray items travel as bytes that Python encodes (an encoder
+ * passed in).
  */
 #include "sandboxc.h"
 
@@ -124,10 +125,16 @@ static void item_write(uint8_t *base, uint64_t *cur, dd_item_desc *d, const enco
     *cur = ALIGN16(*cur + (uint64_t)nl);
 }
 
-/* Encode one item (its fields from item_fields) into *e; *code its element code. */
+/* Encode one item (its fields from item_fields) into *e; *code its element code.  A plain
+ * ndarray declared ndarray or untyped is encoded in C (npy.c), as the encoder would. */
 static int item_encode(PyObject *value, int declared, PyObject *encoder, int *code,
                        encoded *e, PyObject **owned) {
     PyObject *obj;
+    if ((declared == WIRE_EL_NDARRAY || declared == WIRE_EL_ANY) && npy_encode(value, e)) {
+        *code = WIRE_EL_NDARRAY;
+        *owned = NULL;
+        return 0;
+    }
     if (item_payload(value, declared, encoder, code, &obj, owned) != 0)
         return -1;
     if (encode_value(*code, obj, e) != 0) {

@@ -11,7 +11,8 @@ static PyMethodDef methods[] = {
     {"write_inputs", write_inputs, METH_VARARGS,
      "write_inputs(context, sets, results, output_limit, encoder) -> capacity (< 0: too small)."},
     {"read_items", read_items, METH_VARARGS,
-     "read_items(context, capacity, outputs, declared, decoder, item) -> per set a tuple."},
+     "read_items(context, capacity, outputs, declared, decoder, item, copy) -> per set a "
+     "tuple."},
     {"add_outputs", add_outputs, METH_VARARGS,
      "add_outputs(context, result, code, items, encoder) -> None or (needed, left)."},
     {"exchange", exchange, METH_VARARGS,
@@ -61,7 +62,8 @@ PyMODINIT_FUNC PyInit__sandboxc(void) {
     str_value = PyUnicode_InternFromString("value");
     str_key = PyUnicode_InternFromString("key");
     str_name = PyUnicode_InternFromString("name");
-    if (empty_str == NULL || str_value == NULL || str_key == NULL || str_name == NULL)
+    if (empty_str == NULL || str_value == NULL || str_key == NULL || str_name == NULL ||
+        npy_init() != 0)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -7,7 +7,8 @@
  *    control loop, native code under strict mode;
  *  - channel.c: the channel between the worker and a sandbox (assignments and reports);
  *  - context_write.c, context_read.c: the context layout (items written into a context,
- *    read out of one); encode.c: a value as an item's bytes;
+ *    read out of one); encode.c: a value as an item's bytes; npy.c: a plain ndarray's
+ *    .npy encoding, both ways;
  *  - memory.c: memory: a context wiped for reuse, the zygote's heap laid out for huge pages
  *    and made immortal.
  *
@@ -61,6 +62,11 @@ typedef struct {
 int encode_value(int code, PyObject *value, encoded *e);  /* 0, or -1 with an exception */
 void encoded_release(encoded *e);
 void encoded_copy(const encoded *e, uint8_t *dst);
+
+/* npy.c: a plain ndarray's .npy, or "not plain" (NULL / 0, no exception set) */
+PyObject *npy_decode(const uint8_t *p, uint64_t n, PyObject *buffer, uint64_t off, int copy);
+int npy_encode(PyObject *value, encoded *e);
+int npy_init(void);  /* 0, or -1 with an exception set */
 
 /* context_write.c, context_read.c */
 PyObject *write_inputs(PyObject *self, PyObject *args);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -154,7 +156,7 @@ def test_each_input_is_encoded_once_and_read_back_whole():
         calls.append(value)
         return layout._encode(declared, value)
 
-    values = [{"a": [1, 2]}, np.arange(6).reshape(2, 3), {"b": None}]
+    values = [{"a": [1, 2]}, np.arange(6).reshape(3, 2).T, {"b": None}]  # (not plain: Python)
     buf = bytearray(1 << 16)
     capacity = _sandboxc.write_inputs(buf, [("xs", 0, [Item(v) for v in values])],
                                       [("out", 6)], 1024, counting)
@@ -175,3 +177,118 @@ def test_an_ndarray_subclass_crosses_as_the_array_it_holds():
                             [("out", ELEMENT_CODES[E.NDARRAY])], 1024)
     (item,), = read_items(buf, capacity, False, None, True)
     assert type(item.value) is np.ndarray and np.array_equal(item.value, np.asarray(m))
+
+
+PLAIN = [np.arange(16, dtype=np.int64).reshape(4, 4), np.zeros((0, 3)), np.array(5),
+         np.array([True, False]), np.arange(6, dtype=np.float32),
+         np.arange(6, dtype=np.complex64).reshape(1, 2, 3), np.ones((1,) * 12, np.uint8)]
+
+
+class _Sub(np.ndarray):  # as np.matrix, np.memmap or a masked array are
+    pass
+
+
+NOT_PLAIN = [np.arange(12.0).reshape(3, 4).T, np.arange(4).astype("datetime64[ns]"),
+             np.arange(3, dtype=">i4"), np.array(["ab", "c"]), np.array([b"ab", b"c"]),
+             np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8")]), np.arange(4).view(_Sub)]
+
+
+def _counting(calls, function):
+    def counted(code, value):
+        calls.append(code)
+        return function(code, value)
+    return counted
+
+
+@pytest.mark.parametrize("value", PLAIN + NOT_PLAIN, ids=lambda v: f"{v.dtype}{v.shape}")
+def test_a_plain_ndarray_crosses_in_c_as_the_codec_encodes_it(value):
+    """A plain array (exactly ``ndarray``, C order, a plain dtype) is encoded and decoded in
+    C, without the Python encoder or decoder, into the very bytes :func:`codec.encode`
+    writes; anything else is encoded by the general path, with the same bytes (and read by
+    it where its bytes are not those of a plain array)."""
+    from dandelion.backends.engines.process import _sandboxc, layout
+    from dandelion.codec import encode
+
+    plain = any(value is p for p in PLAIN)
+    encoded, decoded = [], []
+    buf = bytearray(1 << 16)
+    capacity = _sandboxc.write_inputs(buf, [("m", 7, [Item(value)])], [("r", 7)], 8192,
+                                      _counting(encoded, layout._encode))
+    (item,), = _sandboxc.read_items(buf, capacity, False, None,
+                                    _counting(decoded, layout._decode), Item, False)
+    _sandboxc.add_outputs(buf, 0, 7, [Item(value)], _counting(encoded, layout._encode))
+    (out,), = _sandboxc.read_items(buf, capacity, True, b"\x07",
+                                   _counting(decoded, layout._decode_copy), Item, True)
+    assert (encoded, decoded) == ([], []) if plain else encoded == [7, 7]
+    assert np.shares_memory(item.value, np.frombuffer(buf, np.uint8)) or not value.size
+    assert not np.shares_memory(out.value, np.frombuffer(buf, np.uint8))  # a copy, out
+    assert out.value.flags.owndata or not plain
+    for got in (item.value, out.value):
+        assert type(got) is np.ndarray and got.dtype == value.dtype
+        assert encode(got, E.NDARRAY) == encode(value, E.NDARRAY)  # in: a view; out: a copy
+    (entry,) = [buf[capacity - 48:capacity]]  # the output's bytes, as the codec writes them
+    at, size = int.from_bytes(entry[:8], "little"), int.from_bytes(entry[8:16], "little")
+    assert bytes(buf[at:at + size]) == encode(value, E.NDARRAY)
+
+
+def _npy(text, data=b"", version=1):
+    head = text.encode("latin1")
+    size = len(head).to_bytes(2 if version == 1 else 4, "little")
+    return b"\x93NUMPY" + bytes([version, 0]) + size + head + data
+
+
+WRONG = [
+    b"\x93NUMPX\x01\x00" + _npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }")[8:],
+    _npy("{'descr': '<i8', 'fortran_order': False, 'shape': (128, 128), }", bytes(80)),
+    _npy("{'descr': '<i8', 'fortran_order': False, 'shape': (4294967296, 4294967296, "
+         "4294967296), }", bytes(8)),
+    _npy("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", bytes(8)),
+    _npy("{'descr': '<q9', 'fortran_order': False, 'shape': (1,), }", bytes(8)),
+    _npy("{'descr': '<i8', 'fortran_order': False, 'shape': (-1,), }", bytes(8)),
+    _npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }x", bytes(8)),
+    _npy("{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }")[:30],
+    b"\x93NUMPY\x01\x00\xff\xff{'descr'",
+]
+ODD = [  # decodable, though not as Dandelion writes them: the general path reads them
+    _npy("{'descr': '<i4', 'fortran_order': True, 'shape': (2, 3), }\n", bytes(range(24))),
+    _npy("{'descr': '=i8', 'fortran_order': False, 'shape': (2,3), }  \n", bytes(range(48))),
+    _npy("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }\n", bytes(range(24))),
+    _npy("{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }\n", bytes(8), 2),
+]
+
+
+def _ndarray_item(raw, outputs):
+    """A context holding ``raw`` as an ndarray item: an input, or an output a sandbox
+    left."""
+    buf = bytearray(1 << 16)
+    if outputs:
+        capacity = write_inputs(buf, [], [("r", 7)], 8192)
+        add_outputs(buf, 0, 1, [Item(raw)])  # bytes, then retyped, as a sandbox may
+        buf[capacity - 48 + 36] = 7
+    else:
+        capacity = write_inputs(buf, [("m", 1, [Item(raw)])], [], 0)
+        buf[128 + 32 + 36] = 7
+    return buf, capacity
+
+
+@pytest.mark.parametrize("outputs", [False, True], ids=["input", "output"])
+@pytest.mark.parametrize("raw", WRONG + ODD, ids=range(len(WRONG + ODD)))
+def test_an_ndarray_item_not_written_as_dandelion_writes_it_reads_as_the_codec_says(raw,
+                                                                                   outputs):
+    """What C does not read as a plain array (a malformed or hostile item, or one another
+    writer laid out otherwise) is read by :func:`codec.decode_npy`: its array, or its
+    error, for that item alone."""
+    from dandelion.codec import decode_npy
+
+    buf, capacity = _ndarray_item(raw, outputs)
+    declared = b"\x07" if outputs else None
+    try:
+        want = decode_npy(memoryview(raw), True)
+    except EncodingError as e:
+        with pytest.raises(EncodingError, match=re.escape(str(e))):
+            read_items(buf, capacity, outputs, declared, outputs)
+        assert any(raw is w for w in WRONG)
+        return
+    ((got,),) = read_items(buf, capacity, outputs, declared, outputs)
+    assert any(raw is o for o in ODD)
+    assert got.value.dtype == want.dtype and np.array_equal(got.value, want)
