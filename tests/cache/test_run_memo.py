@@ -553,7 +553,7 @@ def test_identical_runs_of_one_instance_in_flight_at_once_compute_once(load, eng
 
         @dd.compute
         def slow_gram(m: np.ndarray) -> np.ndarray:
-            time.sleep(0.5)
+            time.sleep(1.0)
             return m @ m.T
 
         @dd.composition
