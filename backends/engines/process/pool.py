@@ -211,7 +211,7 @@ class Zygote:
                     self._statuses.pop(pid, None)  # a reused pid: the old status is stale
                     self._pending = max(0, self._pending - 1)
                     self._ready.append(Sandbox(pid, fds[0], fds[1] if len(fds) > 1 else -1,
-                                               self.native is not None, status != 0))
+                                               self.native is not None, status == 0))
                     waiters, self._waiters = self._waiters, []
                 elif fds:  # descriptors with anything but a fork report: not ours to keep
                     for fd in fds:

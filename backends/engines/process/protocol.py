@@ -10,8 +10,8 @@ two in step.  All integers are little-endian.
 :data:`WAIT` (report how sandbox a ended), :data:`WARM` (whether sandboxes forked from now
 on warm up: a); the zygote sends :data:`STARTED` (its pid a; a Python zygote follows it with
 the modules it loaded), :data:`FORKED` (sandbox a, with its channel and, where the kernel
-has them, a pidfd attached; b: whether it warms up — only such a sandbox tracks its pages
-and may be snapshotted), :data:`ENDED` (sandbox a ended with wait status b).
+has them, a pidfd attached; b: 1 if it skips its warm-up, and so tracks no pages and
+cannot be snapshotted), :data:`ENDED` (sandbox a ended with wait status b).
 
 **Channel**, worker <-> sandbox (a socket pair; the sandbox's end is descriptor
 :data:`CHANNEL_FD`): a sandbox that waits for work writes :data:`READY`; the worker sends an

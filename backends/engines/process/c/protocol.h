@@ -19,7 +19,7 @@
 #define WIRE_WAIT 'W'          /* worker: report how sandbox a ended */
 #define WIRE_WARM 'H'          /* worker: whether sandboxes forked from now on warm up (a) */
 #define WIRE_STARTED 'R'       /* zygote: started, pid a (a Python zygote: with its modules) */
-#define WIRE_FORKED 'C'        /* zygote: sandbox a (b: warms up), its channel, maybe a pidfd */
+#define WIRE_FORKED 'C'        /* zygote: sandbox a (b: 1 untracked), its channel, maybe a pidfd */
 #define WIRE_ENDED 'X'         /* zygote: sandbox a ended with wait status b */
 #define WIRE_SNAP 'S'          /* worker: snapshot sandbox a, which waits for work */
 #define WIRE_SNAPPED 's'       /* zygote: sandbox a snapshotted (b = 1) or killed (b = 0) */

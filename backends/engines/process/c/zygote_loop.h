@@ -111,10 +111,11 @@ static int zygote_fork(struct zygote *z, int n) {
         for (unsigned k = 0; k < ZYGOTE_DONE && k < z->n_done; k++)  /* pids are reused: what */
             if (z->done_pid[k] == pid)                           /* an earlier one did is */
                 z->done_pid[k] = 0;                              /* stale */
-        /* a pidfd lets the worker end the sandbox itself after its invocation; b: whether
-         * it warms up (only such a sandbox is tracked, and so may be snapshotted) */
+        /* a pidfd lets the worker end the sandbox itself after its invocation; b: 1 if it
+         * skips its warm-up (then it tracks nothing and cannot be snapshotted; 0 as an
+         * extension built before b said so sends) */
         int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        int sent = zygote_send(z->ctrl, WIRE_FORKED, pid, z->warm, sv[0], pfd);
+        int sent = zygote_send(z->ctrl, WIRE_FORKED, pid, !z->warm, sv[0], pfd);
         if (pfd >= 0)
             close(pfd);
         close(sv[0]);
