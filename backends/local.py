@@ -92,10 +92,10 @@ class LocalBackend(BackendBase):
     def start_here(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
                    observe: Observer | None, loop: asyncio.AbstractEventLoop,
                    cache: Cache | None = None) -> asyncio.Future[dict[str, Items]] | None:
-        if cache is None and self.progress is None:  # a plan that is one call goes short
+        if self.progress is None:  # a plan that is one call goes short
             direct = one_call.start_here(plan, inputs, artifacts, self.pool, loop,
                                          timeouts=self.timeouts, observe=observe,
-                                         batch=self.batch)
+                                         batch=self.batch, cache=cache)
             if direct is not None:
                 return direct
         started = self.dispatcher(artifacts, cache, observe).start(plan, inputs, loop)

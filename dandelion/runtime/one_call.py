@@ -16,8 +16,12 @@ outputs are checked by whoever ran the instance, what the instance printed goes 
 caller's collector, an error names the function and its instance
 (:func:`~dandelion.runtime.dispatcher.instance_error`), an observer is told the
 instance's start and end, and cancelling the future skips an instance that has not
-started.  Everything else takes the general path: a result cache (its lookups and
-flights), a progress callback, more or fewer than one instance (sharded or skipped
+started.  With a result cache (one whose lookups are cheap enough for the loop: the
+frontend passes only one in memory) the instance is looked up, its outputs served from the
+cache or kept in it, and its flight led and landed, with the same keys and events as the
+dispatcher's run, so that either path serves what the other kept.  Everything else takes
+the general path: an instance identical to one in flight (the dispatcher's run joins that
+flight), a progress callback, more or fewer than one instance (sharded or skipped
 inputs), a nested composition, an I/O function, a fused chain, or time limits that the
 engines cannot enforce themselves (a waiting thread watches those).
 """
@@ -25,24 +29,33 @@ engines cannot enforce themselves (a waiting thread watches those).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from typing import TYPE_CHECKING, Any, Mapping
+import time
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import attrs
 
+from dandelion.cache.entry import reserve as reserve_entry
+from dandelion.cache.run import RunCache
 from dandelion.errors import FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, ShardingMode
+from dandelion.planner.cacheable import not_cached_because
 from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
 from dandelion.runtime.backend import initial_sets
 from dandelion.runtime.dispatcher import choose_call, instance_error, user_cause
-from dandelion.runtime.events import Observer, watcher
+from dandelion.runtime.engine import FunctionCall
+from dandelion.runtime.events import Event, EventKind, Observer, watcher
 from dandelion.runtime.handoff import on_loop
 from dandelion.runtime.pool import Batch
 from dandelion.runtime.sharding import Input, Instance, Items, instances
 
 if TYPE_CHECKING:  # pragma: no cover
+    from dandelion.cache.cache import Cache
     from dandelion.runtime.pool import EnginePool
+
+log = logging.getLogger("dandelion.cache")
 
 
 def single_call(plan: Plan) -> tuple[Application, FunctionSpec] | None:
@@ -76,7 +89,8 @@ class Shape:
     """What a run of a one-call plan takes from the plan, worked out once per plan
     (:func:`shape_of`): the application and its function, the sets the run starts with
     (the direct inputs, and empty those that nothing produces), how each parameter is bound
-    (its set, sharding mode and whether it is optional, as :func:`bind`), the outputs."""
+    (its set, sharding mode and whether it is optional, as :func:`bind`), the outputs, and
+    why a result cache does not keep its instance (``None``: it does)."""
 
     plan: Plan
     app: Application
@@ -85,6 +99,15 @@ class Shape:
     empty: tuple[str, ...]
     params: tuple[tuple[str, str | None, ShardingMode, bool], ...]
     outputs: tuple[str, ...]
+    uncached: str | None = None
+
+    def answer(self, sets: dict[str, Items], results: Sequence[Items]) -> dict[str, Items]:
+        """The plan's direct outputs, its instance having given ``results`` (one sequence
+        of items per result of the function)."""
+        by_result = dict(zip((r.name for r in self.spec.results), results))
+        for out in self.app.outputs:
+            sets[out.target] = tuple(by_result.get(out.result, ()))
+        return {name: sets.get(name, ()) for name in self.outputs}
 
     def instances(self, inputs: Mapping[str, Items], parallelism: int
                   ) -> tuple[dict[str, Items], list[Instance]]:
@@ -136,7 +159,7 @@ def shape_of(plan: Plan) -> Shape | None:
                           else (p.name, None, ShardingMode.ALL, True))
         made = Shape(plan, app, spec, inputs,
                      tuple(name for name in template if name not in inputs), tuple(params),
-                     tuple(d.name for d in comp.outputs))
+                     tuple(d.name for d in comp.outputs), not_cached_because(plan, 0, spec))
     if len(_SHAPES) >= _KEPT_SHAPES:
         _SHAPES.clear()
     _SHAPES[id(plan)] = (plan, made)
@@ -146,7 +169,8 @@ def shape_of(plan: Plan) -> Shape | None:
 def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
                pool: EnginePool, loop: asyncio.AbstractEventLoop, *,
                timeouts: Mapping[str, float], observe: Observer | None = None,
-               batch: int | None = None) -> asyncio.Future[dict[str, Items]] | None:
+               batch: int | None = None, cache: Cache | None = None
+               ) -> asyncio.Future[dict[str, Items]] | None:
     """Start a plan that is one call (:func:`single_call`) of one instance on ``pool``
     from the running ``loop``: a future of the plan's direct outputs, resolved on the loop,
     or of the error that names the function and its instance.  ``None`` (nothing started)
@@ -161,6 +185,7 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
         timeouts: function name -> seconds (``"*"``: every function), as the dispatcher's.
         observe: told the instance's start and end.
         batch: the run's instances per sandbox invocation (see :class:`Batch`).
+        cache: where the instance's outputs are looked up and kept (``None``: nowhere).
 
     Raises:
         BackendError: no implementation of the function runs on the pool's engines.
@@ -168,12 +193,24 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
     shape = shape_of(plan)
     if shape is None or (timeouts and not pool.enforces_timeout) or not on_loop(loop):
         return None
-    app, spec = shape.app, shape.spec
+    spec = shape.spec
     sets, insts = shape.instances(inputs, pool.size)
     if len(insts) != 1:  # none (a required input is empty) or sharded: the general path
         return None
     timeout = timeouts.get(spec.name, timeouts.get("*"))
     call = choose_call(spec, pool.kinds, pool.engine_name, artifacts, timeout)
+    run, key = None, None
+    if cache is not None:
+        looked = _look_up(shape, cache, call, insts[0], observe, pool.engine_name)
+        if looked is None:  # an identical instance is in flight: the general run joins it
+            return None
+        run, key, hit = looked
+        if hit is not None:
+            served: asyncio.Future[dict[str, Items]] = loop.create_future()
+            served.set_result(shape.answer(sets, hit))
+            return served
+        if key is not None:  # it keeps an entry: its memory is made while the function runs
+            loop.call_soon(reserve_entry)
     waiting: asyncio.Future[dict[str, Items]] = loop.create_future()
     sink = logs.current_sink()  # (read on the caller's thread, as the dispatcher does)
 
@@ -190,14 +227,13 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
             err.__cause__ = user_cause(error)
             waiting.set_exception(err)
             return
-        by_result = dict(zip((r.name for r in spec.results), done.results[0]))
-        for out in app.outputs:
-            sets[out.target] = tuple(by_result.get(out.result, ()))
-        waiting.set_result({name: sets.get(name, ()) for name in shape.outputs})
+        waiting.set_result(shape.answer(sets, done.results[0]))
 
     def ended(done: Batch, failure: tuple[Instance, BaseException] | None) -> None:
         # on the loop where the loop drove the instance; from a worker thread where the
         # engine could not begin it there
+        if run is not None and key is not None:
+            _keep(run, key, spec, done.results[:1] if failure is None else [])
         if on_loop(loop):
             settle(done, failure)
         elif not loop.is_closed():
@@ -209,3 +245,42 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
                                                  pool.engine_name)
     pool.submit(Batch(call, insts, ended, cancelled, watch=watch, per_sandbox=batch), loop)
     return waiting
+
+
+def _look_up(shape: Shape, cache: Cache, call: FunctionCall, inst: Instance,
+             observe: Observer | None, engine: str
+             ) -> tuple[RunCache, str | None, Sequence[Items] | None] | None:
+    """Look the one instance up in ``cache`` as the dispatcher's run does, and tell
+    ``observe`` what the cache did: the run's view of the cache, the instance's key
+    (``None``: not kept) and its outputs where the cache has them, the instance's flight
+    led where it missed; ``None`` (nothing told) where an identical instance is in flight."""
+    start = time.time() if observe is not None else 0.0
+    run = RunCache(cache)
+    key: str | None = None
+    hit: Sequence[Items] | None = None
+    reason: str | None = shape.uncached
+    served = 0
+    if reason is None:
+        found = run.lookup(shape.app, shape.spec, call, [inst])
+        key, hit, reason, served = found.keys[0], found.hits[0], found.reason, \
+            found.bytes_served
+        if hit is None and key is not None and not cache.flights.lead(key):
+            return None
+    if observe is not None:
+        observe(Event(EventKind.CACHED, shape.plan.entry, 0, shape.spec.name, -1, engine,
+                      None, start, time.time(), hits=int(hit is not None),
+                      misses=int(hit is None and key is not None), bytes_served=served,
+                      reason=reason))
+    return run, key, hit
+
+
+def _keep(run: RunCache, key: str, spec: FunctionSpec, results: Sequence[Any]) -> None:
+    """Keep the outputs of the instance that led the flight of ``key`` (``results``: its
+    outputs, none if it failed or was cancelled) and land its flight."""
+    entries: list[bytes | None] = [None]
+    if results:
+        try:
+            entries = run.store([key], results)
+        except Exception as e:  # the cache never fails a run
+            log.warning("could not cache instances of '%s': %s", spec.name, e)
+    run.cache.flights.land_all([key], entries)

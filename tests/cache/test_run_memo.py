@@ -156,14 +156,16 @@ def test_entries_kept_in_reserved_memory_hold_the_results_the_caller_then_change
 
 def test_a_run_started_on_a_loop_reserves_the_next_entry_and_keeps_its_own_result(
         load, engine, monkeypatch):
-    # the server's path (Runtime.start_here from a coroutine): an all-miss run reserves the
-    # next large entry's memory on the loop's next turn, while it computes; each entry holds
-    # its own run's result, untouched by the caller changing that result in place
-    from dandelion.runtime import dispatcher
+    # the server's path (Runtime.start_here from a coroutine; a function called alone takes
+    # the one-call path, dandelion.runtime.one_call): an all-miss run reserves the next large
+    # entry's memory on the loop's next turn, while it computes; each entry holds its own
+    # run's result, untouched by the caller changing that result in place
+    from dandelion.runtime import dispatcher, one_call
 
     reserved: list[bool] = []
     real = dispatcher.reserve_entry
-    monkeypatch.setattr(dispatcher, "reserve_entry", lambda: reserved.append(real()) or True)
+    for module in (dispatcher, one_call):
+        monkeypatch.setattr(module, "reserve_entry", lambda: reserved.append(real()) or True)
     mod = load(GRAM)
     store = Recording(MemoryStore())
     ms = [np.random.default_rng(seed).integers(-9, 10, size=(128, 128)) for seed in range(4)]

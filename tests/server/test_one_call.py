@@ -277,3 +277,73 @@ def test_a_client_that_leaves_mid_invocation_costs_only_its_own_answer(
         metrics = raw("GET", "/metrics").body.decode()
         assert "dandelion_admitted 0" in metrics
     assert counting.direct == 3 and counting.general == 0
+
+
+def test_the_direct_path_with_the_worker_s_cache_answers_what_the_dispatcher_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the instance cache in memory (``--cache memory``, the default of ``dandelion
+    serve``) an invocation takes the direct path too: a miss computes and keeps the
+    outputs, a repeat is served from the cache (no engine), a raising function is never
+    kept, and a tenant reads only its own entries; the answers, the X-Dandelion-Cache
+    headers and the cache's counts are the dispatcher's."""
+    calls = [(ALICE, "triple", 2), (ALICE, "triple", 2), (BOB, "triple", 2),
+             (BOB, "triple", 2), (ALICE, "boom", 1), (ALICE, "boom", 1), (ALICE, "gram", 0),
+             (ALICE, "gram", 0)]
+    seen = {}
+    for direct in (True, False):
+        counting = Counting(monkeypatch, direct)
+        with _serve(tmp_path / str(direct), "process", cache="memory") as raw:
+            assert raw("POST", "/v1/functions", {"source": SOURCE}, token=BOB).status == 201
+            answers = []
+            for token, function, x in calls:
+                body = _matrix_body() if function == "gram" else {"inputs": {"x": [x]}}
+                answer = raw("POST", f"/v1/functions/{function}/invoke", body, token=token,
+                             content_type="application/msgpack",
+                             headers={"Accept": "application/json"})
+                doc = answer.json
+                if "error" in doc:
+                    doc["error"].pop("traceback", None)
+                answers.append((answer.status, answer.headers.get("x-dandelion-cache"), doc))
+            metrics = raw("GET", "/metrics").body.decode()
+            counts = [line for line in metrics.splitlines()
+                      if line.startswith(("dandelion_cache_lookups_total",
+                                          "dandelion_cache_served_bytes_total"))]
+            seen[direct] = (answers, counts)
+        assert (counting.direct, counting.general) == ((8, 0) if direct else (0, 8))
+        monkeypatch.undo()
+    assert seen[True] == seen[False]
+    answers, counts = seen[True]
+    assert [(status, cache) for status, cache, _ in answers] == [
+        (200, "miss"), (200, "hit"), (200, "miss"), (200, "hit"), (422, None), (422, None),
+        (200, "miss"), (200, "hit")]
+    assert answers[0][2] == answers[1][2] == answers[2][2] == {
+        "outputs": {"result": [{"value": 6, "key": 0, "name": ""}]}}
+    assert 'dandelion_cache_lookups_total{outcome="hit"} 3.0' in counts
+    assert 'dandelion_cache_lookups_total{outcome="miss"} 5.0' in counts
+
+
+def test_an_invocation_identical_to_one_in_flight_on_the_direct_path_joins_its_flight(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two identical invocations at once with the cache on: the first leads the instance's
+    flight on the direct path, the second (the dispatcher's run) follows it and is answered
+    with the outputs the first kept, and the third finds them in the cache."""
+    import concurrent.futures
+    import time
+
+    counting = Counting(monkeypatch, True)
+    with _serve(tmp_path, "process", cache="memory", timeout=5.0) as raw:
+        assert raw("POST", "/v1/functions", {"source": SLOW}).status == 201
+
+        def invoke() -> Any:
+            return raw("POST", "/v1/functions/slow/invoke", {"inputs": {"x": [1]}})
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(invoke)
+            time.sleep(0.2)  # (the first runs)
+            second = pool.submit(invoke)
+            answers = [first.result(timeout=20), second.result(timeout=20)]
+        assert [a.json["outputs"]["result"][0]["value"] for a in answers] == [2, 2]
+        assert (counting.direct, counting.general) == (1, 1)
+        third = invoke()
+        assert third.headers["x-dandelion-cache"] == "hit" and third.json == answers[0].json
+        assert (counting.direct, counting.general) == (2, 1)
