@@ -1,7 +1,7 @@
 """Compute functions that try to escape their sandbox, one way each.
 
-Every one takes an ``int`` (a port, a pid, a size …) and would return an ``int`` if it got
-that far.  ``wrap`` turns one into a single-application composition.
+Every one takes an ``int`` (a port, a pid, a size …) and would return an ``int`` (or an
+array) if it got that far.  ``wrap`` turns one into a single-application composition.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import signal
 import socket
 import sys
 from typing import Any, Callable
+
+import numpy as np
 
 import dandelion as dd
 
@@ -246,3 +248,29 @@ def forge_no_item(x: int) -> int:
                 pass
         _forge_inline(frame.f_locals["context"], lambda outs: [() for _ in outs])
     return x
+
+
+def _npy(shape: str, descr: str = "<i8", data: bytes = bytes(64)) -> bytes:
+    """A ``.npy`` item of ``data`` whose header says ``descr`` and ``shape``."""
+    text = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}\n".encode()
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + data
+
+
+#: ``.npy`` items a sandbox may leave for an ``ndarray`` result, each malformed one way:
+#: more data claimed than written, an array of Python objects (a pickle), a shape whose
+#: size overflows, a header longer than the item, no ``.npy`` at all
+FORGED_NPY = (_npy("(128, 128)"), _npy("(1,)", "|O"), _npy("(4294967296, 4294967296, "
+                                                          "4294967296, 4294967296)"),
+              _npy("(1,)")[:8] + b"\xff\xff{'descr': '<i8'", b"not an array")
+
+
+@dd.compute
+def forge_npy_output(x: int) -> np.ndarray:
+    """Leaves :data:`FORGED_NPY` ``[x]`` as its result, written into its context behind the
+    runtime's back (as bytes, then retyped ``ndarray`` in the output table), ahead of the
+    array it returns."""
+    frame = _outputs_frame()
+    ctx = frame.f_locals["ctx"]
+    frame.f_globals["add_outputs"](ctx, 0, 1, [dd.Item(FORGED_NPY[x])])
+    ctx[len(ctx) - 48 + 36] = 7  # the entry written last lies lowest; ndarray
+    return np.zeros(2)

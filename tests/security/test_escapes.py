@@ -144,6 +144,20 @@ def test_a_forged_report_nested_too_deeply_is_refused(sandboxed):
     _stopped(sandboxed, h.forge_deep_report, 0, SandboxViolation, "malformed report")
 
 
+@pytest.mark.parametrize(("x", "why"), [
+    (0, "the .npy data is shorter than its shape (128, 128) needs"),
+    (1, "an ndarray of Python objects cannot be decoded"),
+    (2, "the .npy data is shorter than its shape (4294967296, 4294967296, 4294967296, "
+        "4294967296) needs"),
+    (3, "truncated .npy header"),
+    (4, "does not start with the .npy magic"),
+])
+def test_a_forged_array_output_fails_its_own_invocation_with_the_reason(sandboxed, x, why):
+    """The worker reads a plain array's ``.npy`` in C (``c/npy.c``) and leaves anything
+    else to the codec: a malformed or hostile one fails only its invocation, saying why."""
+    _stopped(sandboxed, h.forge_npy_output, x, FunctionError, why)
+
+
 def test_garbage_on_the_channel_is_refused_and_the_sandbox_killed(sandboxed):
     _stopped(sandboxed, h.garbage_on_channel, 0, SandboxViolation, "outside the protocol")
 
