@@ -225,18 +225,34 @@ def signature(module: Module, name: str) -> FunctionSpec:
     return spec
 
 
+#: How an application binds one parameter of its function: the parameter's name, the set
+#: bound to it (``None``: none), its sharding mode and whether it is optional.
+Binding = tuple[str, str | None, ShardingMode, bool]
+
+
+def bindings(app: Application, spec: FunctionSpec) -> tuple[Binding, ...]:
+    """What :func:`bind` takes from the plan, per parameter of ``spec`` in order (an unbound
+    parameter: no set, as if optional); the same for every run of the plan."""
+    args = {a.param: a for a in app.arguments}
+    return tuple((p.name, a.source, a.mode, a.optional) if (a := args.get(p.name)) is not None
+                 else (p.name, None, ShardingMode.ALL, True) for p in spec.params)
+
+
+def bound(bindings: tuple[Binding, ...], sets: Mapping[str, T]
+          ) -> list[tuple[str, T | tuple[()], ShardingMode, bool]]:
+    """:func:`bind` of a run whose plan's :func:`bindings` are given: the sets they name in
+    ``sets`` (an unbound parameter gets an empty one)."""
+    return [(name, sets[source] if source is not None else (), mode, optional)
+            for name, source, mode, optional in bindings]
+
+
 def bind(app: Application, spec: FunctionSpec, sets: Mapping[str, T]
          ) -> list[tuple[str, T | tuple[()], ShardingMode, bool]]:
     """Per parameter of ``spec``, in order: its name, the set ``app`` binds to it (an
     unbound parameter gets an empty one, as if optional), the sharding mode and whether it
-    is optional; the sets are whatever the backend holds them as."""
-    args = {a.param: a for a in app.arguments}
-    bound: list[tuple[str, T | tuple[()], ShardingMode, bool]] = []
-    for p in spec.params:
-        a = args.get(p.name)
-        bound.append((p.name, sets[a.source], a.mode, a.optional) if a is not None
-                     else (p.name, (), ShardingMode.ALL, True))
-    return bound
+    is optional; the sets are whatever the backend holds them as (:func:`bindings` from
+    the plan, :func:`bound` for the run)."""
+    return bound(bindings(app, spec), sets)
 
 
 def requirements(plan: Plan) -> set[str]:

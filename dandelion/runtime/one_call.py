@@ -29,9 +29,11 @@ engines cannot enforce themselves (a waiting thread watches those).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import attrs
@@ -39,11 +41,11 @@ import attrs
 from dandelion.cache.entry import reserve as reserve_entry
 from dandelion.cache.run import RunCache
 from dandelion.errors import FunctionError
-from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec, ShardingMode
+from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.cacheable import not_cached_because
 from dandelion.planner.plan import Plan
 from dandelion.runtime import logs
-from dandelion.runtime.backend import initial_sets
+from dandelion.runtime.backend import Binding, bindings, bound, initial_sets
 from dandelion.runtime.dispatcher import choose_call, instance_error, user_cause
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.events import Event, EventKind, Observer, watcher
@@ -87,17 +89,17 @@ def single_call(plan: Plan) -> tuple[Application, FunctionSpec] | None:
 @attrs.frozen
 class Shape:
     """What a run of a one-call plan takes from the plan, worked out once per plan
-    (:func:`shape_of`): the application and its function, the sets the run starts with
-    (the direct inputs, and empty those that nothing produces), how each parameter is bound
-    (its set, sharding mode and whether it is optional, as :func:`bind`), the outputs, and
+    (:func:`shape_of`): the plan's entry, the application and its function, the sets the
+    run starts with (the direct inputs, and empty those that nothing produces), how each
+    parameter is bound (:func:`~dandelion.runtime.backend.bindings`), the outputs, and
     why a result cache does not keep its instance (``None``: it does)."""
 
-    plan: Plan
+    entry: str
     app: Application
     spec: FunctionSpec
     inputs: tuple[str, ...]
     empty: tuple[str, ...]
-    params: tuple[tuple[str, str | None, ShardingMode, bool], ...]
+    params: tuple[Binding, ...]
     outputs: tuple[str, ...]
     uncached: str | None = None
 
@@ -115,20 +117,20 @@ class Shape:
         sets = {name: tuple(inputs.get(name, ())) for name in self.inputs}
         for name in self.empty:
             sets[name] = ()
-        bound = [Input(param, sets[source] if source is not None else (), mode, optional)
-                 for param, source, mode, optional in self.params]
-        return sets, instances(bound, self.app.join, parallelism)
+        ins = [Input(*b) for b in bound(self.params, sets)]
+        return sets, instances(ins, self.app.join, parallelism)
 
 
-#: plan id -> (the plan, its shape or ``None`` for a plan that is not one call); the entry
-#: holds its plan, so no other plan has its id while it is kept
-_SHAPES: dict[int, tuple[Plan, Shape | None]] = {}
-_KEPT_SHAPES = 256
+#: plan id -> (a weak reference to the plan, its shape or ``None`` for a plan that is not
+#: one call): an entry goes with its plan (its reference's callback), so the shapes are
+#: bounded by whoever keeps the plans (a worker: its per-function plans, ``--plan-cache``,
+#: and its registrations), and no other plan has a kept plan's id
+_SHAPES: dict[int, tuple[weakref.ref[Plan], Shape | None]] = {}
 
 
 def shape_of(plan: Plan) -> Shape | None:
     """The :class:`Shape` of a plan that is one call (:func:`single_call`), made once per
-    plan (the last :data:`_KEPT_SHAPES` plans), or ``None``.
+    plan and kept as long as the plan is, or ``None``.
 
     >>> import dandelion as dd
     >>> from dandelion.planner import make_plan
@@ -141,8 +143,9 @@ def shape_of(plan: Plan) -> Shape | None:
     >>> shape.inputs, shape.outputs, shape_of(plan) is shape
     (('in.x',), ('out.result',), True)
     """
-    kept = _SHAPES.get(id(plan))
-    if kept is not None and kept[0] is plan:
+    key = id(plan)
+    kept = _SHAPES.get(key)
+    if kept is not None and kept[0]() is plan:
         return kept[1]
     found = single_call(plan)
     made = None
@@ -151,19 +154,16 @@ def shape_of(plan: Plan) -> Shape | None:
         comp = plan.composition
         template = initial_sets(comp, {})
         inputs = tuple(d.name for d in comp.inputs)
-        args = {a.param: a for a in app.arguments}
-        params = []
-        for p in spec.params:  # as bind: an unbound parameter gets an empty set, optional
-            a = args.get(p.name)
-            params.append((p.name, a.source, a.mode, a.optional) if a is not None
-                          else (p.name, None, ShardingMode.ALL, True))
-        made = Shape(plan, app, spec, inputs,
-                     tuple(name for name in template if name not in inputs), tuple(params),
+        made = Shape(plan.entry, app, spec, inputs,
+                     tuple(name for name in template if name not in inputs),
+                     bindings(app, spec),
                      tuple(d.name for d in comp.outputs), not_cached_because(plan, 0, spec))
-    if len(_SHAPES) >= _KEPT_SHAPES:
-        _SHAPES.clear()
-    _SHAPES[id(plan)] = (plan, made)
+    _SHAPES[key] = (weakref.ref(plan, functools.partial(_forget, key)), made)
     return made
+
+
+def _forget(key: int, _gone: weakref.ref[Plan]) -> None:
+    _SHAPES.pop(key, None)
 
 
 def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
@@ -267,7 +267,7 @@ def _look_up(shape: Shape, cache: Cache, call: FunctionCall, inst: Instance,
         if hit is None and key is not None and not cache.flights.lead(key):
             return None
     if observe is not None:
-        observe(Event(EventKind.CACHED, shape.plan.entry, 0, shape.spec.name, -1, engine,
+        observe(Event(EventKind.CACHED, shape.entry, 0, shape.spec.name, -1, engine,
                       None, start, time.time(), hits=int(hit is not None),
                       misses=int(hit is None and key is not None), bytes_served=served,
                       reason=reason))

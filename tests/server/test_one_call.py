@@ -347,3 +347,27 @@ def test_an_invocation_identical_to_one_in_flight_on_the_direct_path_joins_its_f
         third = invoke()
         assert third.headers["x-dandelion-cache"] == "hit" and third.json == answers[0].json
         assert (counting.direct, counting.general) == (2, 1)
+
+
+def test_a_plan_s_shape_is_made_once_and_goes_with_its_plan() -> None:
+    """What the one-call path works out per plan is kept as long as the plan is (a worker
+    keeps its plans, bounded), not in a second bounded cache of its own."""
+    import gc
+
+    import dandelion as dd
+    from dandelion.planner import make_plan
+    from dandelion.program import call_module
+
+    @dd.compute
+    def inc(x: int) -> int:
+        return x + 1
+
+    plans = [make_plan(call_module(inc.spec), "invoke.inc") for _ in range(3)]
+    shapes = [one_call.shape_of(p) for p in plans]
+    assert [one_call.shape_of(p) for p in plans] == shapes and shapes[0] is not None
+    assert all(one_call.shape_of(p) is s for p, s in zip(plans, shapes))
+    kept = {id(p) for p in plans}
+    assert kept <= set(one_call._SHAPES)
+    del plans, shapes
+    gc.collect()
+    assert not kept & set(one_call._SHAPES)
