@@ -99,9 +99,12 @@ def speak() -> None:
 
 
 def _printed() -> str:
-    """What the function printed (nothing outside a sandbox: the zygote's warm-up)."""
+    """What the function printed (nothing outside a sandbox: the zygote's warm-up).  Asked
+    after every invocation, most of which print nothing: ``type(...) is``, not
+    ``isinstance`` (``Buffer`` is an ``io`` class, whose ``isinstance`` runs
+    ``ABCMeta.__instancecheck__`` in Python), and no text made of nothing."""
     out = sys.stdout
-    return out.text() if isinstance(out, Buffer) else ""
+    return out.text() if type(out) is Buffer and (out.parts or out.dropped) else ""
 
 
 _kept: list[Any] = []
