@@ -159,7 +159,7 @@ class Frontend:
             raise
         except Exception as e:
             failed = self._failure(e, request.method, request.path)
-            response = web.Response(body=failed.body, status=failed.status,
+            response = web.Response(body=failed.data(), status=failed.status,
                                     content_type=failed.content_type,
                                     headers=dict(failed.headers))
             if failed.close:
@@ -388,7 +388,7 @@ class Frontend:
         answer = await self._invoke(tenant, kind, request.match_info["name"],
                                     request.headers, request.content, request.content_type,
                                     request.query.get("logs") if request.query_string else None)
-        return web.Response(body=answer.body, content_type=answer.content_type,
+        return web.Response(body=answer.data(), content_type=answer.content_type,
                             headers=dict(answer.headers))
 
     async def _invoke(self, tenant: Tenant, kind: str, name: str, headers: Headers,
@@ -409,7 +409,7 @@ class Frontend:
         more = {"logs": printed.to_data()} if logs in ("1", "true") else {}
         extra = (("X-Dandelion-Cache", "hit" if cached else "miss"),)
         if _binary(headers, content_type):  # packed at once, each array's data copied once
-            return Answer(200, wire.pack_outputs(outputs, decls, more), wire.MSGPACK, extra)
+            return Answer(200, wire.packed_outputs(outputs, decls, more), wire.MSGPACK, extra)
         return Answer(200, wire.dumps({**self.service.encode_outputs(outputs, decls, False),
                                        **more}, binary=False), "application/json", extra)
 

@@ -103,16 +103,28 @@ def refusal_message(exc: BaseException | None, fallback: str = "malformed reques
 
 
 class Answer(NamedTuple):
-    """What a handler of :attr:`Connections.route` answers: the status, the body and its
-    content type, more headers, whether the connection closes after it, and the tenant
-    the request was made for (for the access log; ``"-"``: none)."""
+    """What a handler of :attr:`Connections.route` answers: the status, the body (or its
+    parts, joined with the head as they are written) and its content type, more headers,
+    whether the connection closes after it, and the tenant the request was made for (for
+    the access log; ``"-"``: none)."""
 
     status: int
-    body: bytes
+    body: bytes | list[Any]
     content_type: str
     headers: tuple[tuple[str, str], ...] = ()
     close: bool = False
     tenant: str = "-"
+
+    @property
+    def length(self) -> int:
+        """The body's length in bytes."""
+        body = self.body
+        return len(body) if isinstance(body, bytes) else \
+            sum(p.nbytes if isinstance(p, memoryview) else len(p) for p in body)
+
+    def data(self) -> bytes:
+        """The body, joined."""
+        return self.body if isinstance(self.body, bytes) else b"".join(self.body)
 
 
 #: A handler of :attr:`Connections.route`: the request's head and its body (a stream), answered.
@@ -244,7 +256,7 @@ class Connection(web_protocol.RequestHandler):
             if self.access_logger is not None and self._logging_enabled and \
                     isinstance(self.access_logger, AccessLog):
                 self.access_logger.write(answer.tenant, message.method, message.path,
-                                         answer.status, len(answer.body), loop.time() - began)
+                                         answer.status, answer.length, loop.time() - began)
             if not payload.is_eof() and not self._force_close:
                 await self._linger(payload)  # the rest of a body refused unread
         except asyncio.CancelledError:  # the connection was lost: nobody to answer
@@ -273,14 +285,16 @@ class Connection(web_protocol.RequestHandler):
         close = close or answer.close
         head = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, '')}\r\n"
                 f"Content-Type: {answer.content_type}\r\n"
-                f"Content-Length: {len(answer.body)}\r\n"
+                f"Content-Length: {answer.length}\r\n"
                 f"Date: {_date(self._loop.time())}\r\n"]
         head.extend(f"{name}: {value}\r\n" for name, value in answer.headers)
         if close:
             head.append("Connection: close\r\n")
         head.append("\r\n")
-        if self.transport is not None:
-            self.transport.write(b"".join(("".join(head).encode("latin-1"), answer.body)))
+        if self.transport is not None:  # (the body's parts joined with the head: one copy)
+            start, body = "".join(head).encode("latin-1"), answer.body
+            self.transport.write(b"".join((start, body) if isinstance(body, bytes) else
+                                          (start, *body)))
         if close:
             self.force_close()  # (the transport sends what it holds, then closes)
 

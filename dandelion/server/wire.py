@@ -301,6 +301,18 @@ def pack_outputs(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, 
     Raises:
         EncodingError: an item cannot be represented as its declared element type.
     """
+    return b"".join(packed_outputs(sets, decls, more))
+
+
+def packed_outputs(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, DataType],
+                   more: Mapping[str, Any] | None = None) -> list[Any]:
+    """The body of :func:`pack_outputs` in its parts (bytes, and each ``ndarray``'s data as
+    it is), for a writer that joins them with what goes before them: the HTTP answer's head
+    (:class:`~dandelion.server.protocol.Answer`), each array's data copied once in all.
+
+    Raises:
+        EncodingError: an item cannot be represented as its declared element type.
+    """
     import msgpack
 
     packer = msgpack.Packer(use_bin_type=True)
@@ -325,7 +337,7 @@ def pack_outputs(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, 
             parts += (_ITEM_KEY, pack(item.key), _ITEM_NAME, pack(item.name))
     for key, value in more.items():
         parts += (pack(key), pack(value))
-    return b"".join(parts)
+    return parts
 
 
 #: the fixed parts of a packed response: its one key and each item's keys
