@@ -274,6 +274,46 @@ static Py_ssize_t write_header(char *out, const char *descr, const Py_ssize_t *s
     return t - out;
 }
 
+/* The headers written last, by dtype and shape: an invocation's outputs (and a worker's
+ * inputs) have the shapes of the last ones, and formatting a header is the dearest part
+ * of encoding a small array after a rest (cold code). */
+#define KEPT_HEADERS 4
+#define KEPT_HEADER_DIMS 8
+typedef struct {
+    PyObject *dtype, *header;
+    int ndim;
+    Py_ssize_t dims[KEPT_HEADER_DIMS];
+} kept_header;
+
+static kept_header headers[KEPT_HEADERS];
+static unsigned n_headers;
+
+/* The header of an array of `dtype` (plain: `descr`) and `shape` (a new reference), or
+ * NULL with an exception set. */
+static PyObject *header_of(PyObject *dtype, const char *descr, const Py_ssize_t *shape,
+                           int ndim) {
+    size_t dims_size = (size_t)ndim * sizeof *shape;
+    for (unsigned i = 0; i < KEPT_HEADERS; i++)
+        if (headers[i].header != NULL && headers[i].dtype == dtype && headers[i].ndim == ndim &&
+            (ndim == 0 || memcmp(headers[i].dims, shape, dims_size) == 0))
+            return Py_NewRef(headers[i].header);
+    char text[NPY_HEADER_MAX];
+    PyObject *h = PyBytes_FromStringAndSize(text, write_header(text, descr, shape, ndim));
+    if (h != NULL && ndim <= KEPT_HEADER_DIMS) {
+        kept_header *k = &headers[n_headers++ % KEPT_HEADERS];
+        PyObject *old_dtype = k->dtype, *old_header = k->header;
+        k->header = NULL;
+        k->ndim = ndim;
+        if (ndim > 0)
+            memcpy(k->dims, shape, dims_size);
+        k->dtype = Py_NewRef(dtype);
+        k->header = Py_NewRef(h);
+        Py_XDECREF(old_dtype);
+        Py_XDECREF(old_header);
+    }
+    return h;
+}
+
 /*
  * Encode `value` into *e as npy_parts would (its header, then its data, pointed to) if it
  * is a plain array: 1; 0 (nothing held, no exception) for anything else.
@@ -283,7 +323,6 @@ int npy_encode(PyObject *value, encoded *e) {
         return 0;
     PyObject *dtype = PyObject_GetAttr(value, str_dtype);
     kept_dtype *k = dtype ? descr_of_dtype(dtype) : NULL;
-    Py_XDECREF(dtype);
     char descr[MAX_DESCR];
     if (k != NULL)
         memcpy(descr, k->descr, sizeof descr);
@@ -292,12 +331,12 @@ int npy_encode(PyObject *value, encoded *e) {
         e->views[1].ndim > MAX_DIMS || (e->views[1].ndim && e->views[1].shape == NULL)) {
         if (e->views[1].obj != NULL)
             PyBuffer_Release(&e->views[1]);
+        Py_XDECREF(dtype);
         PyErr_Clear();
         return 0;
     }
-    char header[NPY_HEADER_MAX];
-    Py_ssize_t hn = write_header(header, descr, e->views[1].shape, e->views[1].ndim);
-    PyObject *h = PyBytes_FromStringAndSize(header, hn);
+    PyObject *h = header_of(dtype, descr, e->views[1].shape, e->views[1].ndim);
+    Py_DECREF(dtype);
     if (h == NULL || PyObject_GetBuffer(h, &e->views[0], PyBUF_SIMPLE) != 0) {
         Py_XDECREF(h);
         PyBuffer_Release(&e->views[1]);

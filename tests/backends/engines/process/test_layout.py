@@ -292,3 +292,19 @@ def test_an_ndarray_item_not_written_as_dandelion_writes_it_reads_as_the_codec_s
     ((got,),) = read_items(buf, capacity, outputs, declared, outputs)
     assert any(raw is o for o in ODD)
     assert got.value.dtype == want.dtype and np.array_equal(got.value, want)
+
+
+def test_a_plain_array_s_header_is_its_own_whatever_came_before():
+    """The headers written last are kept by dtype and shape (``c/npy.c``): arrays of other
+    shapes, dtypes and ranks in turn, and again, each get exactly the codec's bytes."""
+    from dandelion.codec import encode
+
+    arrays = [np.zeros(shape, dtype) for dtype in (np.int64, np.float64, np.int32)
+              for shape in [(2, 3), (3, 2), (6,), (), (1,) * 9, (2, 3, 1), (0,)]]
+    buf = bytearray(1 << 16)
+    for value in arrays + arrays[::-1] + arrays[::3]:
+        capacity = write_inputs(buf, [("m", 7, [Item(value)])], [], 0)
+        at, size = (int.from_bytes(buf[128 + 32 + k:128 + 40 + k], "little") for k in (0, 8))
+        assert bytes(buf[at:at + size]) == encode(value, E.NDARRAY)
+        (item,), = read_items(buf, capacity, False, None, False)
+        assert item.value.shape == value.shape and item.value.dtype == value.dtype
