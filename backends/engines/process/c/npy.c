@@ -146,12 +146,19 @@ static int literal(const char **p, const char *end, const char *lit) {
  * anything else. */
 static int read_header(const uint8_t *p, uint64_t n, PyObject **dtype, Py_ssize_t *dims,
                        int *ndim, uint64_t *data_at, uint64_t *data_len) {
-    if (n < 10 || memcmp(p, NPY_MAGIC, 8) != 0)
+    /* Read from a copy: the worker reads a sandbox's outputs while a sandbox that forged
+     * its report may still write them, and what is checked must be what is used (a descr
+     * changed between its check and numpy's reading of it would be kept under another
+     * descr, and decode other invocations' arrays with the wrong dtype). */
+    char copy[NPY_HEADER_MAX];
+    if (n < 10)
         return 0;
-    uint64_t hlen = (uint64_t)p[8] | (uint64_t)p[9] << 8;
-    if (hlen > n - 10)
-        return 0;
-    const char *h = (const char *)p + 10, *end = h + hlen;
+    memcpy(copy, p, 10);
+    uint64_t hlen = (uint64_t)(uint8_t)copy[8] | (uint64_t)(uint8_t)copy[9] << 8;
+    if (memcmp(copy, NPY_MAGIC, 8) != 0 || hlen > n - 10 || hlen > sizeof copy - 10)
+        return 0;  /* (no plain header is longer) */
+    memcpy(copy + 10, p + 10, (size_t)hlen);
+    const char *h = copy + 10, *end = h + hlen;
     if (!literal(&h, end, "{'descr': '"))
         return 0;
     const char *descr = h;
