@@ -102,23 +102,44 @@ class Frontend:
         app = web.Application(client_max_size=self.config.max_body_bytes,
                               middlewares=[self._errors])
         r = app.router
-        r.add_get("/health", self.health)
-        r.add_get("/metrics", self.metrics)
-        r.add_get("/openapi.json", self.openapi)
+        # every route answers an Expect header alike (:meth:`_expect`)
+        get, post, delete = (functools.partial(add, expect_handler=self._expect)
+                             for add in (r.add_get, r.add_post, r.add_delete))
+        get("/health", self.health)
+        get("/metrics", self.metrics)
+        get("/openapi.json", self.openapi)
         for kind in ("function", "composition"):
             base = f"/v1/{kind}s"
-            r.add_get(base, functools.partial(self.list_, kind))
-            r.add_post(base, functools.partial(self.register, kind))
-            r.add_get(base + "/{name}", functools.partial(self.describe, kind))
-            r.add_delete(base + "/{name}", functools.partial(self.delete, kind))
-            r.add_post(base + "/{name}/invoke", functools.partial(self.invoke, kind))
-            r.add_post(base + "/{name}/jobs", functools.partial(self.submit, kind))
-        r.add_get("/v1/jobs", self.jobs)
-        r.add_get("/v1/jobs/{id}", self.job)
-        r.add_delete("/v1/jobs/{id}", self.forget_job)
+            get(base, functools.partial(self.list_, kind))
+            post(base, functools.partial(self.register, kind))
+            get(base + "/{name}", functools.partial(self.describe, kind))
+            delete(base + "/{name}", functools.partial(self.delete, kind))
+            post(base + "/{name}/invoke", functools.partial(self.invoke, kind))
+            post(base + "/{name}/jobs", functools.partial(self.submit, kind))
+        get("/v1/jobs", self.jobs)
+        get("/v1/jobs/{id}", self.job)
+        delete("/v1/jobs/{id}", self.forget_job)
         app.on_startup.append(self._start_sweeping)
         app.on_shutdown.append(self._shutdown)
         return app
+
+    async def _expect(self, request: web.Request) -> None:
+        """A request's ``Expect`` header, before its handler runs: ``100-continue`` is
+        answered as aiohttp does; any other expectation is refused with a JSON 417 (aiohttp's
+        own refusal is plain text, and its expect handlers run outside the middleware)."""
+        expect = request.headers.get("Expect", "")
+        if request.version < (1, 1):
+            return
+        if expect.lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+            return
+        self._counted(417)
+        raise web.HTTPExpectationFailed(
+            text=wire.dumps(error_body(RequestProblem(
+                f"the server meets no expectation but 100-continue, not {expect[:100]!r}",
+                status=417, hint="leave the Expect header out")), binary=False).decode(),
+            content_type="application/json")
 
     async def _start_sweeping(self, _app: web.Application) -> None:
         loop = asyncio.get_running_loop()

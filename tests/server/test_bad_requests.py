@@ -50,6 +50,12 @@ BAD: list[tuple[str, bytes, int, str, str]] = [
      b"POST /v1/functions HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
      b"Content-Length: 2\r\n\r\n\x92\x01",
      400, "WireError", r"^the body is not valid msgpack: \S"),
+    ("an Expect the server does not meet",
+     HEAD + b"Expect: 0\r\nContent-Length: 2\r\n\r\n{}",
+     417, "RequestProblem", r"^the server meets no expectation but 100-continue, not '0'$"),
+    ("an Expect on a route that takes none",
+     b"GET /health HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n",
+     417, "RequestProblem", r"not 'something'$"),
     ("JSON nested 10,000 deep",
      HEAD + b"Content-Length: 20000\r\n\r\n" + b"[" * 10000 + b"]" * 10000,
      400, "WireError", r"nested too deeply"),
@@ -230,3 +236,24 @@ def test_the_access_log_has_a_line_per_request_refused_or_not(served):
     refused = [m for m in parsed if m and m.group(4) == "400" and m.group(1) == "-"]
     assert refused and refused[-1].group(2, 3) == ("UNKNOWN", "/")
     assert int(refused[-1].group(5)) > 0
+
+
+def test_expect_100_continue_is_answered_and_the_request_served(served):
+    """A client that waits for ``100 Continue`` before it sends its body (curl does, for
+    large bodies) gets it, then the answer."""
+    port, _ = served
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(10)
+        s.sendall(b"POST /v1/functions/nothing/invoke HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: 14\r\n\r\n")
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b'{"inputs": {}}')
+        out = b""
+        while not _complete(out):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    status, _, body = parse(out)
+    assert status == 404 and body["error"]["type"] == "NotFound", body
