@@ -230,6 +230,17 @@ def show(name: str, r: dict[str, Any], peak: float | None = None) -> None:
               + f"  all {sum(per.values()) * 1e3:.2f}", flush=True)
 
 
+def _medians(workers: Any, values: dict[tuple[str, float], list[float]], scale: float,
+             spec: str) -> None:
+    """Print each worker's median of ``values`` at each level (times ``scale``, formatted
+    with ``spec``) and its share of the same worker's at 1x."""
+    for name in workers:
+        at1 = statistics.median(values[(name, 1.0)])
+        print(f"  {name:7s} " + "  ".join(
+            f"{f:3.1f}x {statistics.median(values[(name, f)]) * scale:{spec}} "
+            f"({statistics.median(values[(name, f)]) / at1:4.0%})" for f in LEVELS), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per level")
@@ -291,21 +302,11 @@ def main() -> None:
             print(f"median of {args.rounds} rounds: achieved (share of the same worker's "
                   f"at 1x, whose rate the search's noise does not move), load "
                   f"{os.getloadavg()[0]:.1f}")
-            for name in workers:
-                at1 = statistics.median(achieved[(name, 1.0)])
-                print(f"  {name:7s} " + "  ".join(
-                    f"{f:3.1f}x {statistics.median(achieved[(name, f)]):6.1f} "
-                    f"({statistics.median(achieved[(name, f)]) / at1:4.0%})" for f in LEVELS),
-                    flush=True)
+            _medians(workers, achieved, 1.0, "6.1f")
             print("median CPU of the worker's processes (worker, zygotes, sandboxes) per "
                   "answered request, refusals included, and its share of the same worker's "
                   "at 1x (ms)")
-            for name in workers:
-                at1 = statistics.median(serving[(name, 1.0)])
-                print(f"  {name:7s} " + "  ".join(
-                    f"{f:3.1f}x {statistics.median(serving[(name, f)]) * 1e3:5.2f} "
-                    f"({statistics.median(serving[(name, f)]) / at1:4.0%})" for f in LEVELS),
-                    flush=True)
+            _medians(workers, serving, 1e3, "5.2f")
         finally:
             for proc, _ in workers.values():
                 proc.terminate()
