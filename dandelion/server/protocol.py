@@ -102,6 +102,19 @@ def refusal_message(exc: BaseException | None, fallback: str = "malformed reques
     return first[:200].rstrip(".:") or fallback
 
 
+#: aiohttp's own parts of a connection that answering a request below its ``web`` layer
+#: uses: private to aiohttp, so another version may lack them, and then its application
+#: answers every request (:data:`ROUTABLE`)
+_AIOHTTP_PARTS = ("_waiter", "_messages", "_request_count", "_parser", "_loop", "_manager",
+                  "_force_close", "_close", "_request_in_progress", "_handler_waiter",
+                  "_keepalive_handle", "_next_keepalive_close_time", "_keepalive_timeout",
+                  "_process_keepalive", "_lingering_time", "_logging_enabled")
+
+#: Whether the installed aiohttp's connections have every part that :class:`Connection`
+#: uses to answer a request itself (``False``: :class:`Runner` routes none).
+ROUTABLE = all(hasattr(web_protocol.RequestHandler, name) for name in _AIOHTTP_PARTS)
+
+
 class Answer(NamedTuple):
     """What a handler of :attr:`Connections.route` answers: the status, the body (or its
     parts, joined with the head as they are written) and its content type, more headers,
@@ -366,7 +379,8 @@ class Runner(web.AppRunner):
         app: the application.
         metrics: where refused requests are counted.
         header_timeout: seconds a client has for its request line and headers.
-        route: the requests answered by their connection (:attr:`Connections.route`).
+        route: the requests answered by their connection (:attr:`Connections.route`);
+            none where the installed aiohttp lacks a part that takes (:data:`ROUTABLE`).
         **kwargs: for :class:`aiohttp.web.AppRunner`.
     """
 
@@ -385,7 +399,7 @@ class Runner(web.AppRunner):
         assert isinstance(server, Connections)
         server.metrics = self._metrics
         server.header_timeout = self._header_timeout
-        server.route = self._route
+        server.route = self._route if ROUTABLE else None
         return server
 
 

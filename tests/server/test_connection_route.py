@@ -241,3 +241,18 @@ def test_a_worker_stopping_while_the_connection_answers_stops_without_waiting_ou
             server.close()
             assert time.monotonic() - started < 4.0
         assert answered == ["/v1/functions/slow/invoke"]
+
+
+def test_an_aiohttp_without_a_part_the_route_uses_answers_every_request_itself(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route uses parts of aiohttp's connections that are private to aiohttp: the
+    installed aiohttp has them all, and a version that lacks one (``ROUTABLE`` false) has
+    its application answer every request, as if no request were routed."""
+    from dandelion.server import protocol
+
+    assert protocol.ROUTABLE
+    monkeypatch.setattr(protocol, "ROUTABLE", False)
+    with _serve(tmp_path, monkeypatch, True) as (server, answered):
+        data, count = EXCHANGES["json"]
+        answers, _ = _exchange(server, data, count)
+        assert answers[0][0] == 200 and answered == []
