@@ -444,10 +444,10 @@ def main() -> None:
                              "inline): with --no-ray, the C systems against the aiohttp "
                              "server and the fresh interpreter alone")
     parser.add_argument("--native", nargs="*", default=["process", "kvm", "wasm"],
-                        metavar="ENGINE",
+                        metavar="ENGINE", choices=["process", "kvm", "wasm", "none"],
                         help="engines that also run the function's C implementation "
-                             "(examples/matmul.c; default: process kvm wasm; none: no "
-                             "C systems)")
+                             "(examples/matmul.c; default: process kvm wasm; 'none', or "
+                             "no engine: no C systems)")
     parser.add_argument("--rest", type=float, default=REST, metavar="SECONDS",
                         help="pause between an answer and the next request of the unloaded "
                              f"series (default {REST:g}: each request at rest)")
@@ -467,6 +467,7 @@ def main() -> None:
                         help="only the unloaded series at rest, ROUNDS times with the systems "
                              "taking turns; prints each system's p50 and writes nothing")
     args = parser.parse_args()
+    args.native = [engine for engine in args.native if engine != "none"]
     seconds, factor, max_levels = (2.0, 1.8, 8) if args.quick else (4.0, 1.4, 14)
     mixes = (1.0, 0.95, 0.90)
     timeout = 10.0
