@@ -878,14 +878,15 @@ req/s offered (a worker with counters, 2026-12-07, load 6-12 with other work on 
 machine), and ``bench_overload.py`` read the CPU of the worker's processes per answer 4.5
 ms at 1×, 5.0 at 2× and 5.3 at 3× (load 11), the sandboxes' 2.5, 2.8 and 3.0.  The levels
 just past the edge show it with few refusals: 338-347 req/s with 4-5 % refused against the
-357 of the level below in the run of 10:16.  Two changes since keep a function on its reset
-sandboxes: no snapshot is asked of a sandbox forked while warm-ups are off (it tracks
-nothing, and each refusal held up the zygote's resets: 38-64 in a row when a function's
-reusable sandboxes ended together after their 256th reset), and a function may have twice
-as many reusable sandboxes (fresh sandboxes past saturation 6-25 % of the invocations
-against 38-45 %).  ``bench_overload.py --before`` (2026-12-07 11:44, load 6-7, against the
-tree of 11:00) then read the CPU of the worker's processes per answer 4.15 ms at 1× and
-4.10-4.24 ms at 1.5-3× (99-102 %), against 4.13 and 4.82-4.95 ms (116-120 %); and
+357 of the level below in the run of 10:16.  Since then no snapshot is asked of a sandbox
+forked while warm-ups are off (it tracks nothing, and each refusal held up the zygote's
+resets: 38-64 in a row when a function's reusable sandboxes ended together after their 256th
+reset).  Twice as many reusable sandboxes per function took fresh sandboxes past saturation
+from 38-45 % of the invocations to 6-25 %, and ``bench_overload.py --before`` (2026-12-07
+11:44, load 6-7, against the tree of 11:00) read the CPU of the worker's processes per answer
+4.15 ms at 1× and 4.10-4.24 ms at 1.5-3× (99-102 %), against 4.13 and 4.82-4.95 ms
+(116-120 %); that change was taken back after the run of 12:13 (with it, overlapping
+invocations sometimes made a single reusable sandbox, as two tests caught); and
 ``--refusals`` (11:46, load 5-7) a refusal's 0.21-0.25 ms of the worker's CPU with the 131 KB
 body, against 0.28-0.32 ms for that tree and 0.22-0.26 for the bare aiohttp application.
 A server in one process, like the aiohttp baseline, never uses the second CPU, so what the

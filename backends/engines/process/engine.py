@@ -109,8 +109,8 @@ class ProcessEngine(EngineBase):
             Linux 6.7 or later, x86-64; default on: where the kernel cannot, sandboxes are
             forked per invocation as with it off).  It serves only that function's code,
             and any difference its reset cannot undo discards it.  A function has up to
-            ``2 * pool_size // ready_functions`` of them (those of its invocations that
-            overlap make more), all discarded when it is pushed out or registered again.
+            ``pool_size // ready_functions`` of them (those of its invocations that overlap
+            make more), all discarded when it is pushed out or registered again.
     """
 
     name = "process"
@@ -134,14 +134,9 @@ class ProcessEngine(EngineBase):
         self.reuse_sandboxes = reuse_sandboxes
         functions = max(1, self.pool_size // 4) if ready_functions is None \
             else ready_functions
-        # twice as many reusable sandboxes in all as the pool holds generic ones: past
-        # saturation a reset waits for a busy CPU (p50 8-15 ms, 1 ms at rest) while a
-        # function's invocations start some 3-5 ms apart, and with as many as the pool
-        # holds 38-45 % of them found none ready and ran on a fresh sandbox (forked, the
-        # code unpickled), with twice as many 6-25 % (issue 19, 400 req/s offered to 2
-        # engines: 5.2-5.5 ms of CPU per answer against 4.7-5.1)
+        # as many reusable sandboxes in all as the pool holds generic ones
         self.ahead = Ahead(functions, memory_limit, reuse_sandboxes,
-                           2 * self.pool_size // max(1, functions))
+                           self.pool_size // max(1, functions))
         self.lean = self._zygote(())
         self._zygotes: dict[Any, pool.Zygote] = {}  # requires -> zygote
         #: native digest -> (segment table, the segments' bytes) as a sandbox takes them;

@@ -132,9 +132,8 @@ class Zygote:
         self.aside = 0
         self.pool_size = max(0, pool_size)
         #: sandboxes alive (waiting or running) up to which the zygote replaces exited ones
-        #: (with ``reuse``, room besides for twice as many reusable ones as the pool holds,
-        #: as the engine keeps)
-        self.cap = (4 if self.reuse else 2) * self.pool_size
+        #: (with ``reuse``, room besides for as many reusable ones as the pool holds)
+        self.cap = (3 if self.reuse else 2) * self.pool_size
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
         # LD_BIND_NOW: the zygote resolves every symbol of the interpreter and the C library
