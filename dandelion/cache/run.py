@@ -8,6 +8,7 @@ their ids: the keys of what consumes them are built from those ids (early cutoff
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -19,6 +20,8 @@ from dandelion.cache.entry import CorruptEntry, pack, pack_ints, unpack
 from dandelion.cache.key import implementation_identity, prefix, storage_keys, tail
 from dandelion.ir.nodes import Application, FunctionSpec
 from dandelion.items import Item
+
+log = logging.getLogger("dandelion.cache")
 
 if TYPE_CHECKING:  # pragma: no cover
     from dandelion.runtime.engine import FunctionCall
@@ -208,6 +211,22 @@ class RunCache:
             hits.append(outputs)
             served += len(data)
         return Lookup(keys, hits, reason, served, sum(h is not None for h in hits))
+
+    def keep(self, keys: Sequence[str | None], outputs: Sequence[Sequence[Sequence[Item[Any]]]],
+             name: str) -> None:
+        """:meth:`store` the ``outputs`` of the first instances of the flights ``keys`` that
+        a run leads, and land those flights: the others (failed, cancelled) land ``None``,
+        and so does every one when the store fails (one warning naming function ``name``:
+        the cache never fails a run), so that their followers compute themselves."""
+        n = len(outputs)
+        entries: list[bytes | None] = []
+        if n:
+            try:
+                entries = self.store(keys[:n], outputs)
+            except Exception as e:  # the cache never fails a run
+                log.warning("could not cache instances of '%s': %s", name, e)
+        entries += [None] * (len(keys) - len(entries))
+        self.cache.flights.land_all(keys, entries)
 
     def store(self, keys: Sequence[str | None], outputs: Sequence[Sequence[Sequence[Item[Any]]]]
               ) -> list[bytes | None]:

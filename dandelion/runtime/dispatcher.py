@@ -490,20 +490,12 @@ class _Run:
         state = self.running.get(index)
         if self.cache is None or state is None or state.keys is None:
             return
-        n = len(results)
         keys = state.keys[positions.start:positions.start + len(positions)] \
             if isinstance(positions, range) else [state.keys[p] for p in positions]
-        try:
-            entries = self.cache.store(keys[:n], results)
-        except Exception as e:  # the cache never fails a run
-            log.warning("could not cache instances of '%s': %s", state.spec.name, e)
-            entries = [None] * n
-        if len(entries) < len(keys):  # the rest failed: their followers compute themselves
-            entries += [None] * (len(keys) - len(entries))
         # each key is a flight this run leads: those of followers, whose leader failed, and
-        # of uncacheable instances are None (landing is idempotent; should this run have
+        # of uncacheable instances land None (landing is idempotent; should this run have
         # been abandoned and another lead the key since, the entry is as good as theirs)
-        self.cache.cache.flights.land_all(keys, entries)
+        self.cache.keep(keys, results, state.spec.name)
 
     def abandon_flights(self) -> None:
         """Tell whoever waits on this run's flights that they will not land (they compute

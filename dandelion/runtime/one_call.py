@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import threading
 import time
 import weakref
@@ -56,8 +55,6 @@ from dandelion.runtime.sharding import Input, Instance, Items, instances
 if TYPE_CHECKING:  # pragma: no cover
     from dandelion.cache.cache import Cache
     from dandelion.runtime.pool import EnginePool
-
-log = logging.getLogger("dandelion.cache")
 
 
 def single_call(plan: Plan) -> tuple[Application, FunctionSpec] | None:
@@ -233,7 +230,7 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
         # on the loop where the loop drove the instance; from a worker thread where the
         # engine could not begin it there
         if run is not None and key is not None:
-            _keep(run, key, spec, done.results[:1] if failure is None else [])
+            run.keep([key], done.results[:1] if failure is None else [], spec.name)
         if on_loop(loop):
             settle(done, failure)
         elif not loop.is_closed():
@@ -272,15 +269,3 @@ def _look_up(shape: Shape, cache: Cache, call: FunctionCall, inst: Instance,
                       misses=int(hit is None and key is not None), bytes_served=served,
                       reason=reason))
     return run, key, hit
-
-
-def _keep(run: RunCache, key: str, spec: FunctionSpec, results: Sequence[Any]) -> None:
-    """Keep the outputs of the instance that led the flight of ``key`` (``results``: its
-    outputs, none if it failed or was cancelled) and land its flight."""
-    entries: list[bytes | None] = [None]
-    if results:
-        try:
-            entries = run.store([key], results)
-        except Exception as e:  # the cache never fails a run
-            log.warning("could not cache instances of '%s': %s", spec.name, e)
-    run.cache.flights.land_all([key], entries)
