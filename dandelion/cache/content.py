@@ -25,6 +25,7 @@ import struct
 from typing import Any
 
 from dandelion.cache import hashing
+from dandelion.cache.frozen import bulk_digest
 from dandelion.codec import encode, ndarray_class, npy_parts
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
@@ -168,7 +169,7 @@ def array_id(item: Item[Any]) -> bytes | None:
     if made is None:
         return None
     digest = hashing.digest
-    return b"\x01" + digest(made[0] + digest(made[1]))
+    return b"\x01" + digest(made[0] + bulk_digest(item.value, made[1], digest))
 
 
 def array_record(item: Item[Any]) -> tuple[bytes, memoryview] | None:

@@ -27,11 +27,13 @@ them over many dtypes, shapes and orders).
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any
 
 from dandelion.cache import hashing
 from dandelion.cache.cache import Cache, KnownPrefix
 from dandelion.cache.content import Uncacheable, array_record
+from dandelion.cache.frozen import frozen
 from dandelion.codec import ndarray_class
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -50,7 +52,7 @@ class ArrayRerun:
     """The C path of a warm rerun of a program of one plain array in and one out; use
     :meth:`of`."""
 
-    __slots__ = ("memo", "name", "_input", "_output")
+    __slots__ = ("memo", "name", "_input", "_output", "_frozen")
 
     def __init__(self, memo: RunMemo, name: str) -> None:
         self.memo = memo
@@ -62,6 +64,9 @@ class ArrayRerun:
         #: the record head and size of the output entry seen last, numpy.empty, its
         #: shape and dtype
         self._output: tuple[Any, ...] | None = None
+        #: the key made last for a :func:`~dandelion.cache.frozen.frozen` input: a weak
+        #: reference to it, its dtype, shape and strides, the prefix, the namespace, the key
+        self._frozen: tuple[Any, ...] | None = None
 
     @classmethod
     def of(cls, program: Program, memo: RunMemo | None) -> ArrayRerun | None:
@@ -88,18 +93,26 @@ class ArrayRerun:
             prefix = self.memo.prefix(prefixes)
         except Uncacheable:
             return None
+        last = self._frozen
+        if last is not None and last[0]() is value and last[4] == prefix and \
+                last[5] == cache.namespace and value.dtype is last[1] and \
+                value.shape == last[2] and value.strides == last[3]:
+            known: tuple[str, bytes] = last[6]  # the same frozen array, laid out the
+            return known  # same: the same bytes
         layout = self._input
-        if layout is not None:
+        made = None if layout is None else _array_key(
+            value, layout, prefix, cache.namespace, hashing.new, hashing.ALGORITHM)
+        if made is None:
+            record = array_record(Item(value))  # (key 0: it fits)
+            if record is None:
+                return None
+            self._input = layout = (type(value), value.dtype, value.shape, record[0])
             made = _array_key(value, layout, prefix, cache.namespace,
                               hashing.new, hashing.ALGORITHM)
-            if made is not None:
-                return made
-        record = array_record(Item(value))  # (key 0: it fits)
-        if record is None:
-            return None
-        self._input = layout = (type(value), value.dtype, value.shape, record[0])
-        return _array_key(value, layout, prefix, cache.namespace,
-                          hashing.new, hashing.ALGORITHM)
+        if made is not None and not value.flags.writeable and frozen(value):
+            self._frozen = (weakref.ref(value), value.dtype, value.shape, value.strides,
+                            prefix, cache.namespace, made)
+        return made
 
     def serve(self, cache: Cache, key: str) -> tuple[Any, bytes | None]:
         """The output array of the run under ``key`` (``None``: not one of the layout seen
