@@ -118,6 +118,8 @@ def test_the_generator_reads_refusals_and_chunked_answers_on_kept_connections(
     assert result["ok"] + result["rejected"] == result["sent"]
     assert result["cold_n"] == 0  # the refused ones have no latency among the answered
     assert result["cpu_per_request"] > 0
+    # the share of its one CPU over the level (the server here runs in the same process)
+    assert 0 < result["generator_cpu"] <= 1.05
 
 
 def test_the_generators_connections_have_room_for_a_whole_answer(tmp_path: Path) -> None:
@@ -234,19 +236,22 @@ def test_bisection_narrows_a_peak_between_the_last_passing_and_first_failing_lev
     assert report.peak(levels, 0.05) == 180
     rates = []
     for _ in range(2):
-        rate = report.bisect_rate(levels, 0.05)
+        rate = report.bisect_rate(levels, (0.05,), report.resolution(1.8, 2))
         assert rate is not None
         rates.append(rate)
         levels.append(measured(rate))
     assert rates[0] == pytest.approx((180 * 324) ** 0.5)  # 241: fails
     assert rates[1] == pytest.approx((180 * rates[0]) ** 0.5)  # 208: passes
     assert edge / 1.16 <= report.peak(levels, 0.05) <= edge
+    assert report.edge(levels, 0.05) == pytest.approx(rates[0] / rates[1])
+    assert rates[0] / rates[1] < 1.16
+    assert report.bisect_rate(levels, (0.05,), report.resolution(1.8, 2)) is None  # done
     # a level that passes above the first failing one is no bracket's lower end
     assert report.bisect_rate([measured(100), _level(180, 0.08), _level(324, 0.03)],
-                              0.05) == pytest.approx((100 * 180) ** 0.5)
+                              (0.05,), 1.16) == pytest.approx((100 * 180) ** 0.5)
     # refusals fail a level as a long p99 does
-    assert report.bisect_rate([measured(100), _level(180, 0.02, refused=5)], 0.05) == \
-        pytest.approx((100 * 180) ** 0.5)
+    assert report.bisect_rate([measured(100), _level(180, 0.02, refused=5)], (0.05,),
+                              1.16) == pytest.approx((100 * 180) ** 0.5)
 
 
 def test_a_sweep_narrows_its_peak_down_before_it_overloads(
@@ -290,6 +295,72 @@ def test_a_sweep_narrows_its_peak_down_before_it_overloads(
     assert before < after <= 150 and after >= 150 / 1.8 ** 0.25
 
 
+def test_a_sweep_narrows_both_its_peaks_to_the_same_resolution(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both peaks the table reads, at p99 <= 10x unloaded and at p99 <= 50 ms, are narrowed
+    between their last passing and first failing rate to two halvings of the grid's 1.8x
+    step (1.16x), on a model system (unloaded 2 ms: 10x is 20 ms) within 20 ms up to 120
+    req/s, within 50 ms up to 250 req/s and saturated from 400; read off the grid (75, 135,
+    243, 437 req/s), its peak at 10x unloaded was 75 req/s, 1.6x below the edge."""
+
+    def model(system: run.System, **spec: Any) -> dict[str, Any]:
+        rate = spec["rate"]
+        if rate >= 400:
+            return _level(rate, 2.0, refused=40)
+        return _level(rate, 0.01 if rate <= 120 else 0.03 if rate <= 250 else 0.09)
+
+    monkeypatch.setattr(run, "loadgen", model)
+    system = run.System("model", "model", True, "http://127.0.0.1:1/{name}", "body", {},
+                        (1.0,))
+    sweep = run.Sweep(system, 1.0, 0.002, 1.8, 8, bisect=2)
+    while not sweep.done:
+        sweep.step(2.0, 10.0)
+    grid = [lv for lv in sweep.levels if not lv.get("bisect")]
+    assert report.peak(grid, 0.02) == pytest.approx(75)
+    assert report.peak(grid, 0.05) == pytest.approx(243)
+    for bound, edge in ((0.02, 120), (0.05, 250)):  # both, by the same rule
+        assert edge / 1.16 <= report.peak(sweep.levels, bound) <= edge
+        assert report.edge(sweep.levels, bound) <= report.resolution(1.8, 2) * (1 + 1e-9)
+    narrowed = {lv["offered"] for lv in sweep.levels if lv.get("bisect")}
+    assert len(narrowed) == 4  # two a peak
+    assert sweep.overload is not None
+
+
+def test_the_table_gives_each_peaks_edge_and_the_generators_cpu() -> None:
+    """The table's edge columns give how narrowly each peak was read (first failing over
+    last passing rate, '-' where none failed), its first lines how the peaks were found, and
+    it gives the generator's busiest share of its one CPU, per system and over the run."""
+    machine = {"cpus": 2, "load_average": [1.0, 1.0, 1.0], "platform": "Linux",
+               "python": "3.11", "date": "2026-12-07"}
+    levels = [_level(r, p99) for r, p99 in ((75, 0.01), (135, 0.03), (243, 0.03),
+                                            (437, 0.2), (326, 0.09), (100.6, 0.01),
+                                            (281.6, 0.09), (116.6, 0.01))]
+    for lv, cpu in zip(levels, (0.05, 0.1, 0.2, 0.41, 0.3, 0.07, 0.25, 0.09)):
+        lv["generator_cpu"] = cpu
+    data = {"quick": True, "seconds_per_level": 2.0, "rest": 0.03, "grid": 1.8, "bisect": 2,
+            "rerun": True, "resolution": report.resolution(1.8, 2),
+            "machine": {"before": machine, "after": machine},
+            "bare": {"latency": 0.0014, "peak": 700.0},
+            "systems": {"dandelion-process": {
+                "label": "Dandelion process", "isolated": True,
+                "unloaded": _level(0, 0.002), "unloaded_b2b": None, "unloaded_cold": None,
+                "sweeps": [{"hot": 1.0, "levels": levels, "overload": None}]}}}
+    data["systems"]["dandelion-process"]["unloaded"]["p50"] = 0.002
+    text = report.table(data)
+    assert "for each peak of every system (p99 <= 50 ms and <= 10x unloaded)" in text
+    assert "at most 1.16x apart (2 halvings of the step" in text
+    row = next(line for line in text.splitlines() if line.startswith("Dandelion process"))
+    cells = row.split()
+    assert cells[5:10] == ["117", "1.16", "0.167", "243", "1.16"]
+    assert cells[-1] == "41"  # gen.cpu, %
+    assert "load generator: at most 41% of its one CPU at a level, late p99 at most " \
+        "0.1 ms; no peak ended" in text
+    levels[3]["p99"] = levels[4]["p99"] = levels[6]["p99"] = 0.04  # 50 ms never fails
+    row = next(line for line in report.table(data).splitlines()
+               if line.startswith("Dandelion process"))
+    assert row.split()[9] == "-"
+
+
 #: aiohttp's levels in the paper run of 2026-12-07 03:59 (offered, achieved, p99 in seconds):
 #: its 267.6 req/s level failed (read over two runs pooled) and its 481.7 req/s level passed
 AIOHTTP_0359 = ((45.9, 45.0, 0.0089), (82.6, 76.4, 0.0085), (148.7, 149.2, 0.0147),
@@ -313,7 +384,8 @@ def test_a_rate_fails_only_if_it_fails_twice_on_recorded_levels() -> None:
     assert round(report.peak(levels + [passed], 0.05)) == 463
     failed = {**_recorded(267.6, 250.0, 0.090), "again": True}
     assert round(report.peak(levels + [failed], 0.05)) == 242
-    assert report.bisect_rate(levels + [passed], 0.05) == pytest.approx((481.7 * 867.1) ** .5)
+    assert report.bisect_rate(levels + [passed], (0.05,), 1.16) == \
+        pytest.approx((481.7 * 867.1) ** .5)
 
 
 def test_a_sweep_runs_a_failing_level_again_and_climbs_past_a_busy_moment(
@@ -375,11 +447,12 @@ def test_the_report_says_how_its_peaks_were_read() -> None:
     text = report.table(data)
     assert "1.8x apart and 2 more between the last passing and the first failing" in text
     row = next(line for line in text.splitlines() if line.startswith("aiohttp in process"))
-    assert row.split()[8] == "208"  # peak@50ms: the narrowed level, not the grid's 180
-    assert "load generator: no peak@50ms ended at a level its lateness could have" in text
+    assert row.split()[9] == "208"  # peak@50ms: the narrowed level, not the grid's 180
+    assert row.split()[10] == "1.16"  # its edge: 241 failed, 208 passed
+    assert "no peak ended at a level its lateness could have failed" in text
     levels[3].update(p99=0.052, late_p99=0.004)  # within 50 ms but for the generator
-    assert "could have failed the level that ended the peak@50ms of aiohttp in process 100% " \
-        "(late 4.0 ms)" in report.table(data)
+    assert "could have failed the level that ended the peak@50ms of aiohttp in process " \
+        "100% (late 4.0 ms)" in report.table(data)
     del data["bisect"], data["grid"]
     assert "1.8x apart\n" in report.table(data)
 

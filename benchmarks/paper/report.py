@@ -57,39 +57,90 @@ def fails(runs: list[dict[str, Any]], bound: float) -> bool:
     return not any(passes(lv, bound) for lv in runs)
 
 
-def bisect_rate(levels: list[dict[str, Any]], bound: float) -> float | None:
-    """The offered rate of the next level that narrows a peak down: halfway (geometrically)
-    between the last rate that passes ``bound`` and the first that fails it, in increasing
-    offered rate (:func:`peak`'s reading); ``None`` when no rate fails, or none passes
-    before the first failure (nothing to narrow).
-
-    The levels' grid steps 1.4× (1.8× with ``--quick``), so a peak read off it alone can
-    be a step below the edge; each level run at this rate halves the step, and
-    :func:`peak` reads the levels together, whatever order they ran in.
+def bracket(levels: list[dict[str, Any]], bound: float) -> tuple[float, float] | None:
+    """The offered rates between which a peak at p99 within ``bound`` seconds lies: the last
+    rate that passes and the first that fails, in increasing offered rate (:func:`peak`'s
+    reading, :func:`fails`); ``None`` when no rate fails, or none passes before the first
+    failure (nothing to narrow).
 
     >>> lv = lambda rate, p99: {"offered": rate, "achieved": rate, "p99": p99, "sent": 100,
     ...                         "rejected": 0, "timeouts": 0, "failed": 0}
-    >>> round(bisect_rate([lv(100, 0.02), lv(180, 0.02), lv(324, 0.09)], 0.05))
-    241
-    >>> round(bisect_rate([lv(100, 0.02), lv(180, 0.09), lv(324, 0.04), lv(134, 0.03)], 0.05))
-    155
-    >>> bisect_rate([lv(100, 0.02), lv(180, 0.04)], 0.05) is None
-    True
-    >>> bisect_rate([lv(100, 0.09), lv(180, 0.04)], 0.05) is None
-    True
+    >>> bracket([lv(100, 0.02), lv(180, 0.02), lv(324, 0.09)], 0.05)
+    (180, 324)
+    >>> bracket([lv(100, 0.02), lv(180, 0.09), lv(324, 0.04), lv(134, 0.03)], 0.05)
+    (134, 180)
+    >>> [bracket([lv(100, p99), lv(180, 0.04)], 0.05) for p99 in (0.02, 0.09)]
+    [None, None]
 
     A rate that failed once and passed when run again is no bracket's upper end:
 
-    >>> round(bisect_rate([lv(100, 0.02), lv(180, 0.09), lv(180, 0.03), lv(324, 0.09)],
-    ...                   0.05))
-    241
+    >>> bracket([lv(100, 0.02), lv(180, 0.09), lv(180, 0.03), lv(324, 0.09)], 0.05)
+    (180, 324)
     """
     last = None
     for runs in rates(levels):
         if fails(runs, bound):
-            return None if last is None else float((last * runs[0]["offered"]) ** 0.5)
+            return None if last is None else (last, runs[0]["offered"])
         last = runs[0]["offered"]
     return None
+
+
+def edge(levels: list[dict[str, Any]], bound: float) -> float | None:
+    """How narrowly the peak at p99 within ``bound`` seconds was read: the first failing
+    offered rate over the last passing one (:func:`bracket`), or ``None``.
+
+    >>> lv = lambda rate, p99: {"offered": rate, "achieved": rate, "p99": p99, "sent": 100,
+    ...                         "rejected": 0, "timeouts": 0, "failed": 0}
+    >>> edge([lv(100, 0.02), lv(180, 0.09), lv(134, 0.03)], 0.05)
+    1.3432835820895523
+    """
+    found = bracket(levels, bound)
+    return None if found is None else found[1] / found[0]
+
+
+def resolution(grid: float, halvings: int) -> float:
+    """How far apart (a ratio) the last passing and the first failing rate of a peak are
+    once ``halvings`` levels have narrowed a step of the ``grid`` (``run.py --bisect``).
+
+    >>> [round(resolution(1.8, n), 3) for n in (0, 1, 2)]
+    [1.8, 1.342, 1.158]
+    """
+    return float(grid ** 0.5 ** halvings)
+
+
+def bisect_rate(levels: list[dict[str, Any]], bounds: tuple[float, ...], within: float
+                ) -> float | None:
+    """The offered rate of the next level that narrows a peak down: halfway (geometrically)
+    between the last rate that passes and the first that fails (:func:`bracket`) of the
+    bound of ``bounds`` whose two rates are furthest apart, where that is more than
+    ``within`` (a ratio, :func:`resolution`); ``None`` when every peak is narrowed to
+    ``within``, or has nothing to narrow.  The same for every system and for each of its
+    peaks (``run.py`` reads them at p99 <= 50 ms and <= 10x unloaded).
+
+    The levels' grid steps 1.4× (1.8× with ``--quick``), so a peak read off it alone can
+    be a step below the edge; each level run at this rate halves a step, and :func:`peak`
+    reads the levels together, whatever order they ran in:
+
+    >>> lv = lambda rate, p99: {"offered": rate, "achieved": rate, "p99": p99, "sent": 100,
+    ...                         "rejected": 0, "timeouts": 0, "failed": 0}
+    >>> levels = [lv(100, 0.02), lv(180, 0.03), lv(324, 0.09)]
+    >>> round(bisect_rate(levels, (0.05,), 1.16))
+    241
+    >>> round(bisect_rate(levels + [lv(241, 0.09)], (0.05,), 1.16))  # (180, 241)
+    208
+    >>> round(bisect_rate(levels + [lv(241, 0.09)], (0.05, 0.025), 1.16))  # (100, 180)
+    134
+    >>> bisect_rate(levels + [lv(241, 0.09), lv(208, 0.03)], (0.05,), 1.16) is None
+    True
+    >>> bisect_rate([lv(100, 0.02), lv(180, 0.04)], (0.05,), 1.16) is None
+    True
+    """
+    brackets = [b for b in (bracket(levels, bound) for bound in bounds)
+                if b and b[1] / b[0] > within * (1 + 1e-9)]
+    if not brackets:
+        return None
+    low, high = max(brackets, key=lambda b: b[1] / b[0])
+    return float((low * high) ** 0.5)
 
 
 def rerun(levels: list[dict[str, Any]], level: dict[str, Any], bounds: tuple[float, ...]
@@ -197,6 +248,9 @@ def metrics(data: dict[str, Any]) -> dict[tuple[str, float], dict[str, Any]]:
                 "unloaded_b2b": b2b["p50"] if b2b else None,
                 "peak10": peak(levels, 10 * base, current),
                 "peak50": peak(levels, SLO_MS / 1e3, current), "saturation": sat,
+                # how narrowly each peak was read: its first failing rate over its last
+                # passing one (None where no rate failed, or none passed before one did)
+                "edge10": edge(levels, 10 * base), "edge50": edge(levels, SLO_MS / 1e3),
                 "overload_ratio": ov["achieved"] / sat if ov else None,
                 "overload_rejected": ov["rejected"] / ov["sent"] if ov else None,
                 "overload_rejected_p99": ov["rejected_p99"] if ov else None,
@@ -211,7 +265,11 @@ def metrics(data: dict[str, Any]) -> dict[tuple[str, float], dict[str, Any]]:
                                        / data["machine"]["before"]["cpus"])
                 if ov and "cpu_per_request" in ov else None,
                 "late_p99": max((lv["late_p99"] or 0) for lv in levels + ([ov] if ov else [])),
+                # the most of its one CPU the generator used at a level (None: not measured)
+                "generator_cpu": max((lv["generator_cpu"] for lv in levels + ([ov] if ov else [])
+                                      if lv.get("generator_cpu") is not None), default=None),
                 "edge_late": edge_late(levels, SLO_MS / 1e3),
+                "edge_late10": edge_late(levels, 10 * base),
             }
     return out
 
@@ -230,13 +288,39 @@ def rest_line(data: dict[str, Any]) -> str:
     if data.get("bisect") is None:  # results from before run.py --bisect
         return line + (f"\npeaks: the best level before the first failing one, on a grid of "
                        f"levels {1.8 if data['quick'] else 1.4:g}x apart")
-    line += (f"\npeaks: the best level before the first failing one, on a grid of "
-             f"levels {data['grid']:g}x apart and {data['bisect']} more between the last "
-             "passing and the first failing level at p99 <= 50 ms (each halving the step)")
+    if data.get("resolution") is None:  # results from before: the peak at 50 ms alone
+        line += (f"\npeaks: the best level before the first failing one, on a grid of "
+                 f"levels {data['grid']:g}x apart and {data['bisect']} more between the "
+                 "last passing and the first failing level at p99 <= 50 ms (each halving "
+                 "the step)")
+    else:
+        line += (f"\npeaks: the best level before the first failing one, on a grid of "
+                 f"levels {data['grid']:g}x apart, then, for each peak of every system "
+                 "(p99 <= 50 ms and <= 10x unloaded), levels halfway between its last "
+                 "passing and first failing rate until those are at most "
+                 f"{data['resolution']:.2f}x apart ({data['bisect']} halvings of the step; "
+                 "edge: the ratio reached)")
     if data.get("rerun"):  # results from before: a level failing at the edge was pooled
         line += ("; a failing level below the first failed one is run again, and fails "
                  "only if it fails twice")
     return line
+
+
+def generator_line(mt: dict[tuple[str, float], dict[str, Any]]) -> str:
+    """What the table says of the load generator: the most of its one CPU it used and its
+    worst lateness at any level, and each peak whose ending level its lateness could have
+    failed (:func:`edge_late`)."""
+    cpu = [r["generator_cpu"] for r in mt.values() if r["generator_cpu"] is not None]
+    line = "load generator: " + (
+        f"at most {max(cpu):.0%} of its one CPU at a level, " if cpu else "") + (
+        f"late p99 at most {max(r['late_p99'] for r in mt.values()) * 1e3:.1f} ms; ")
+    late = [f"{what} of {r['label']} {hot:.0%} (late {r[key] * 1e3:.1f} ms)"
+            for (_, hot), r in mt.items()
+            for key, what in (("edge_late", "peak@50ms"), ("edge_late10", "peak@10x"))
+            if r.get(key) is not None]
+    return line + ("no peak ended at a level its lateness could have failed" if not late
+                   else f"its lateness could have failed the level that ended the "
+                   f"{', '.join(late)}")
 
 
 def fmt(x: float | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -256,28 +340,26 @@ def table(data: dict[str, Any]) -> str:
              f"bare function in process: {fmt(bare['latency'], 1e3, 2)} ms, peak "
              f"{bare['peak']:.0f} calls/s (1 thread)", rest_line(data), "",
              f"{'system':20s} {'hot':>4s} {'unloaded':>8s} {'b2b':>6s} {'peak@10x':>9s} "
-             f"{'/bare':>6s} "
-             f"{'peak@50ms':>9s} {'/aiohttp':>8s} {'satur.':>7s} {'overload':>8s} "
-             f"{'503/429':>7s} {'rej.p99':>7s} {'t/o':>4s} {'gen.late':>8s}",
-             f"{'':20s} {'':4s} {'ms':>8s} {'ms':>6s} {'req/s':>9s} {'':6s} {'req/s':>9s} "
-             f"{'':8s} "
-             f"{'req/s':>7s} {'/satur.':>8s} {'%':>7s} {'ms':>7s} {'':4s} {'p99 ms':>8s}"]
+             f"{'edge':>5s} {'/bare':>6s} {'peak@50ms':>9s} {'edge':>5s} {'/aiohttp':>8s} "
+             f"{'satur.':>7s} {'overload':>8s} {'503/429':>7s} {'rej.p99':>7s} {'t/o':>4s} "
+             f"{'gen.late':>8s} {'gen.cpu':>7s}",
+             f"{'':20s} {'':4s} {'ms':>8s} {'ms':>6s} {'req/s':>9s} {'x':>5s} {'':6s} "
+             f"{'req/s':>9s} {'x':>5s} {'':8s} {'req/s':>7s} {'/satur.':>8s} {'%':>7s} "
+             f"{'ms':>7s} {'':4s} {'p99 ms':>8s} {'%':>7s}"]
     ref = mt.get(("aiohttp", 1.0))
     for (_, hot), r in mt.items():
         rel = r["peak50"] / ref["peak50"] if ref and ref["peak50"] else None
         lines.append(
             f"{r['label']:20s} {hot:4.0%} {fmt(r['unloaded'], 1e3, 2):>8s} "
-            f"{fmt(r['unloaded_b2b'], 1e3, 2):>6s} "
-            f"{r['peak10']:9.0f} {r['peak10'] / bare['peak']:6.3f} {r['peak50']:9.0f} "
+            f"{fmt(r['unloaded_b2b'], 1e3, 2):>6s} {r['peak10']:9.0f} "
+            f"{fmt(r['edge10'], 1, 2):>5s} {r['peak10'] / bare['peak']:6.3f} "
+            f"{r['peak50']:9.0f} {fmt(r['edge50'], 1, 2):>5s} "
             f"{fmt(rel, 1, 2):>8s} {r['saturation']:7.0f} {fmt(r['overload_ratio'], 1, 2):>8s} "
             f"{fmt(r['overload_rejected'], 100, 0):>7s} "
             f"{fmt(r['overload_rejected_p99'], 1e3):>7s} "
-            f"{fmt(r['overload_timeouts'], 1, 0):>4s} {fmt(r['late_p99'], 1e3):>8s}")
-    late = [f"{r['label']} {hot:.0%} (late {r['edge_late'] * 1e3:.1f} ms)"
-            for (_, hot), r in mt.items() if r["edge_late"] is not None]
-    lines += ["", "load generator: no peak@50ms ended at a level its lateness could have failed"
-              if not late else "load generator: its lateness could have failed the level that "
-              f"ended the peak@50ms of {', '.join(late)}"]
+            f"{fmt(r['overload_timeouts'], 1, 0):>4s} {fmt(r['late_p99'], 1e3):>8s} "
+            f"{fmt(r['generator_cpu'], 100, 0):>7s}")
+    lines += ["", generator_line(mt)]
     cold = {name: (s["unloaded_cold"] or (s["unloaded"] if name == "fresh" else None))
             for name, s in data["systems"].items()}
     turns = next((c["turns"] for c in cold.values() if c and c.get("turns")), None)
@@ -490,9 +572,11 @@ The workload is the 128×128 int64 M·Mᵀ.  An open-loop Poisson load generator
 its own, sends each request at its arrival time whether or not earlier ones have finished
 and measures latency from that arrival; its own lateness is reported (column ``gen.late``:
 when it is more than a few milliseconds, the generator was a bottleneck at that rate), and
-the table checks it where it matters: it names each ``peak@50ms`` whose ending level (the
-first that failed) failed by a p99 that the generator's lateness (p99) would bring back
-within 50 ms, which the generator, not the system, may have failed.
+so is the share of its one CPU (it runs on one thread) it used at the busiest level
+(``gen.cpu``: near 100 % it would be the bottleneck); ``run.py`` prints both for every
+level.  The table checks lateness where it matters: it names each peak whose ending level
+(the first that failed) failed by a p99 that the generator's lateness (p99) would bring back
+within the bound, which the generator, not the system, may have failed.
 Each system is offered increasing rates until it saturates, then twice its best throughput:
 
 - **Dandelion** ``process`` (each function in a sandbox) and ``inline`` (no isolation, the
@@ -573,12 +657,19 @@ rule are the same for every system; results from before it (no ``rerun`` in ``pa
 read a failing level once, pooled with its repetition where it had one.  The offered rates
 step 1.4× (1.8× with ``--quick``), so a peak read off that grid alone can be most of a step
 below the edge (aiohttp's levels were 159, 287 and 516 req/s): once a sweep has saturated,
-``run.py --bisect`` (2) more levels, each as long as the others at its rate and run in the
-same rounds, go halfway (geometrically) between the last level that passes at p99 ≤ 50 ms
-and the first that fails (``report.bisect_rate``), which narrows a 1.8× step to 1.16× (1.4×
-to 1.09×), and the peak is read over all the levels by the same rule (the table's first
-lines say how this run's were read; results from before ``--bisect`` have the grid alone).
-The ``peak@10x`` column reads the same levels, without levels of its own.  A busy moment
+more levels, each as long as the others at its rate and run in the same rounds, go halfway
+(geometrically) between the last rate that passes and the first that fails
+(``report.bracket``) of whichever of the system's two peaks, at p99 ≤ 50 ms and at p99 ≤
+10× unloaded, has them furthest apart (``report.bisect_rate``), until both are narrowed
+to ``run.py --bisect`` (2) halvings of the step, a 1.8× step to 1.16× (1.4× to 1.09×), the
+same for every system, Ray Serve and the aiohttp server included, so the ratios between
+peaks stay fair; a level narrowing one peak counts for the other where it falls in its
+bracket.  Each peak is read over all the levels by the same rule, and the ``edge`` column
+beside it gives its first failing rate over its last passing one (the resolution reached:
+"-" where no rate failed, or none passed).  The table's first lines say how this run's
+peaks were read; in results from before 2026-12-07 15:00 only the ``peak@50ms`` was
+narrowed (in the run of 13:09, ``process``'s ``peak@10x`` was the grid's 253 req/s, its
+next level 342 req/s failing), and before ``--bisect`` neither.  A busy moment
 below the edge could lower a peak, so a level sends at least 200 requests where that takes
 at most four times its time (the p99 of fewer than 100 requests is their slowest); ratios
 still move between runs.

@@ -42,10 +42,12 @@ defines a new remote function.  The other baselines have no cold functions
 (the fresh interpreter: every request is cold), so they run once, at 100%.  All systems are
 up at once and each round offers the next rate to every system not yet saturated, so they
 share the machine's interference alike; ratios within one run are what counts.  The rates
-step 1.4× (1.8× with ``--quick``); once a sweep has saturated, ``--bisect`` (2) more levels
-narrow its peak at p99 ≤ 50 ms down, each halfway (geometrically) between the last level
-that passes and the first that fails (``report.bisect_rate``: a step of 1.8× becomes 1.16×),
-the same for every system and in the same rounds.  Each sweep
+step 1.4× (1.8× with ``--quick``); once a sweep has saturated, more levels narrow each of its
+peaks down (at p99 ≤ 50 ms and at p99 ≤ 10× unloaded), each halfway (geometrically) between
+the last rate that passes and the first that fails of the peak whose two are furthest
+apart (``report.bisect_rate``), until the two of each peak are ``--bisect`` (2) halvings of
+the step apart (a step of 1.8× becomes 1.16×, ``report.resolution``), at most ``--bisect``
+levels per peak, the same for every system and in the same rounds.  Each sweep
 ends with one level at twice its best throughput (behaviour past saturation).  A level lasts
 2 s (``--quick``) or 4 s, longer at low rates: at least 200 requests where that takes at most
 four times as long (the p99 of fewer than 100 requests is their slowest).  A level that fails
@@ -117,8 +119,8 @@ COLD_REQUESTS = 800
 #: the quiet run of 2026-12-07, sent one system after the other, the fresh interpreter's
 #: p99 read 148 ms against 189 ms the run before, and the ratio to ours moved with it
 COLD_ROUNDS = 20
-#: Levels that narrow each peak at p99 <= 50 ms down once a sweep has climbed (``--bisect``):
-#: each halves the grid's step around the edge (1.8x with ``--quick``: to 1.16x)
+#: Halvings of the grid's step around each peak (p99 <= 50 ms, <= 10x unloaded) once a sweep
+#: has climbed (``--bisect``): a level each at most (1.8x with ``--quick``: to 1.16x)
 BISECT = 2
 
 
@@ -298,7 +300,8 @@ def start_baseline(kind: str, label: str, bodies: dict[str, str], mixes: tuple[f
 
 class Sweep:
     """Increasing offered rates for one system and mix, until saturation; then levels that
-    narrow its peak down (``bisect`` of them, :func:`report.bisect_rate`); then overload."""
+    narrow each of its peaks down to ``bisect`` halvings of the grid's step
+    (:func:`report.bisect_rate`, at most ``bisect`` levels a peak); then overload."""
 
     def __init__(self, system: System, hot: float, unloaded: float, factor: float,
                  max_levels: int, bisect: int = BISECT) -> None:
@@ -321,9 +324,12 @@ class Sweep:
             self.climbing = not self.saturated and \
                 len(report.rates(self.levels)) < self.max_levels
             return
-        rate = report.bisect_rate(self.levels, report.SLO_MS / 1e3) \
-            if len({lv["offered"] for lv in self.levels if lv.get("bisect")}) < self.bisect \
-            else None
+        # each peak (p99 <= 50 ms, <= 10x unloaded) narrowed to the step of ``bisect``
+        # halvings of the grid's, at most ``bisect`` levels each (fewer where they share)
+        narrowed = len({lv["offered"] for lv in self.levels if lv.get("bisect")})
+        rate = report.bisect_rate(self.levels, self.bounds(),
+                                  report.resolution(self.factor, self.bisect)) \
+            if narrowed < self.bisect * len(self.bounds()) else None
         if rate is not None:  # each level as long as the others at its rate
             self._level(rate, seconds, timeout, bisect=True)
             return
@@ -379,10 +385,13 @@ class Sweep:
         def ms(x: float | None) -> str:
             return "   -   " if x is None else f"{x * 1e3:7.1f}"
 
+        busy = lv.get("generator_cpu")  # (not in results from before it was measured)
+        cpu = "  -" if busy is None else f"{busy:3.0%}"
+
         print(f"  {self.system.label:18s} {self.hot:4.0%}  offered {lv['offered']:7.1f}/s  "
               f"achieved {lv['achieved']:7.1f}/s  p50 {ms(lv['p50'])} p99 {ms(lv['p99'])} ms"
               f"  rejected {lv['rejected']:4d} timeouts {lv['timeouts']:4d}  "
-              f"gen late p99 {ms(lv['late_p99'])} ms {tag}", flush=True)
+              f"gen late p99 {ms(lv['late_p99'])} ms cpu {cpu} {tag}", flush=True)
 
     def result(self) -> dict[str, Any]:
         """What the report needs."""
@@ -452,9 +461,10 @@ def main() -> None:
                         help="pause between an answer and the next request of the unloaded "
                              f"series (default {REST:g}: each request at rest)")
     parser.add_argument("--bisect", type=int, default=BISECT, metavar="LEVELS",
-                        help="levels that narrow each peak at p99 <= 50 ms down, between the "
-                             "last passing and the first failing level, once a sweep has "
-                             f"climbed (default {BISECT}; 0: the grid's levels alone)")
+                        help="halvings of the grid's step that narrow each peak (p99 <= 50 "
+                             "ms, <= 10x unloaded) down, between its last passing and first "
+                             "failing rate, once a sweep has climbed: a level each at most "
+                             f"(default {BISECT}; 0: the grid's levels alone)")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
                         metavar="SYSTEM",
                         help="the systems besides the C ones (--native): "
@@ -569,6 +579,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = {"quick": args.quick, "seconds_per_level": seconds, "rest": args.rest,
             "grid": factor, "bisect": args.bisect, "rerun": True,
+            "resolution": report.resolution(factor, args.bisect),
             "unloaded_rounds": args.unloaded_rounds,
             "machine": info, "bare": bare, "systems": results}
     (out / "paper.json").write_text(json.dumps(data, indent=1))
