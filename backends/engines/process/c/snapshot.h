@@ -46,6 +46,7 @@
 #define SNAPSHOT_RUNS 4096
 #define SNAPSHOT_IOV 1024
 #define SNAPSHOT_MAPS (1 << 20)
+#define SNAPSHOT_MAX_VMAS 4096
 /* every this many resets, the pages written back are protected again (so that those no
  * longer written leave the hot set); in between they stay writable */
 #define SNAPSHOT_TRIM 32
@@ -114,6 +115,7 @@ fail:
 }
 
 struct snapshot_range { uint64_t lo, hi; int writable, shared; char *saved; };
+/* A mapping as PROCMAP_QUERY gives it: its range, permissions, offset and file. */
 struct snapshot_vma { uint64_t start, end, flags, offset, inode, dev; };
 
 struct snapshot_run { uint64_t lo, hi; };
@@ -128,6 +130,10 @@ struct snapshot {
     struct snapshot_run *hot;
     int n_hot;
     long long cpu_ns;  /* discard once the sandbox has used this much CPU (0: never) */
+    /* the memory map at the snapshot: its mappings (PROCMAP_QUERY), or where the kernel
+     * cannot query them (before 6.11), the text of /proc/PID/maps */
+    struct snapshot_vma *vmas;
+    int n_vmas;
     char *maps_text;
     size_t maps_len;
     struct snapshot_range *ranges;
@@ -243,6 +249,8 @@ static void snapshot_free(struct snapshot *s) {
         munmap(s->ranges, SNAPSHOT_MAX_RANGES * sizeof *s->ranges);
     if (s->hot != NULL)
         munmap(s->hot, SNAPSHOT_RUNS * sizeof *s->hot);
+    if (s->vmas != NULL)
+        munmap(s->vmas, SNAPSHOT_MAX_VMAS * sizeof *s->vmas);
     free(s->maps_text);
     if (s->pagemap >= 0) close(s->pagemap);
     if (s->maps >= 0) close(s->maps);
@@ -255,6 +263,36 @@ static int snapshot_open(pid_t pid, const char *what, int flags) {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, what);
     return open(path, flags | O_CLOEXEC);
+}
+
+/*
+ * The memory map that `maps` (a /proc/PID/maps) describes, one PROCMAP_QUERY per mapping
+ * (Linux 6.11; no text is made: reading and comparing the text was the largest step of a
+ * reset, its paths made each time): stored in out (want NULL, room for SNAPSHOT_MAX_VMAS),
+ * or compared with want's n_want mappings.  The number of mappings; -1 on the first
+ * difference, past SNAPSHOT_MAX_VMAS, or where the kernel cannot query.
+ */
+static int snapshot_query(int maps, struct snapshot_vma *out, const struct snapshot_vma *want,
+                          int n_want) {
+    int n = 0;
+    for (uint64_t addr = 0;;) {
+        struct procmap_query q = {.size = sizeof q,
+                                  .query_flags = PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+                                  .query_addr = addr};
+        if (ioctl(maps, PROCMAP_QUERY, &q) != 0)
+            return errno == ENOENT ? n : -1;  /* ENOENT: no mapping at or above addr */
+        struct snapshot_vma v = {q.vma_start, q.vma_end, q.vma_flags, q.vma_offset, q.inode,
+                                 (uint64_t)q.dev_major << 32 | q.dev_minor};
+        if (want != NULL && (n >= n_want || memcmp(&v, &want[n], sizeof v) != 0))
+            return -1;
+        if (want == NULL) {
+            if (n == SNAPSHOT_MAX_VMAS)
+                return -1;
+            out[n] = v;
+        }
+        n++;
+        addr = q.vma_end;
+    }
 }
 
 /*
@@ -310,9 +348,18 @@ static struct snapshot *snapshot_take(pid_t pid, long long cpu_ns, int *ended, i
     if (s->n_fds < 0)
         goto fail;
     s->maps_len = snapshot_read_all(s->maps, text, sizeof text);
-    if (s->maps_len == 0 || (s->maps_text = malloc(s->maps_len)) == NULL)
+    if (s->maps_len == 0)
         goto fail;
-    memcpy(s->maps_text, text, s->maps_len);
+    s->vmas = snapshot_alloc(SNAPSHOT_MAX_VMAS * sizeof *s->vmas);
+    if (s->vmas != NULL && (s->n_vmas = snapshot_query(s->maps, s->vmas, NULL, 0)) <= 0) {
+        munmap(s->vmas, SNAPSHOT_MAX_VMAS * sizeof *s->vmas);  /* no PROCMAP_QUERY: the text */
+        s->vmas = NULL;
+    }
+    if (s->vmas == NULL) {
+        if ((s->maps_text = malloc(s->maps_len)) == NULL)
+            goto fail;
+        memcpy(s->maps_text, text, s->maps_len);
+    }
     for (char *line = text; line < text + s->maps_len;) {
         char *eol = memchr(line, '\n', text + s->maps_len - line);
         if (eol == NULL)
@@ -489,9 +536,14 @@ static int snapshot_reset(struct snapshot *s, int *status) {
     }
     memcpy(s->hot, all, n_all * sizeof *all);
     s->n_hot = n_all;
-    size_t len = snapshot_read_all(s->maps, text, sizeof text);
-    if (len != s->maps_len || memcmp(text, s->maps_text, len) != 0)
-        return -1;  /* the memory map changed */
+    if (s->vmas != NULL) {
+        if (snapshot_query(s->maps, NULL, s->vmas, s->n_vmas) != s->n_vmas)
+            return -1;  /* the memory map changed */
+    } else {
+        size_t len = snapshot_read_all(s->maps, text, sizeof text);
+        if (len != s->maps_len || memcmp(text, s->maps_text, len) != 0)
+            return -1;  /* the memory map changed */
+    }
     int fds[SNAPSHOT_MAX_FDS];
     if (snapshot_fds(s->fdlist, fds) != s->n_fds || memcmp(fds, s->fds, s->n_fds * sizeof(int)))
         return -1;  /* a descriptor closed */
