@@ -198,7 +198,9 @@ class WasmEngine(EngineBase):
     def compiled(self, call: FunctionCall) -> _Compiled:
         """The compiled module of ``call``'s implementation: from memory (while the store
         keeps the very code it was compiled from in memory), else from the code compiled
-        ahead of time in the artifact store, else compiled now (and kept there).
+        ahead of time in the artifact store, else compiled now (and kept there).  A module
+        is checked (:func:`_check_module`) the first time its digest is compiled here, not
+        again when its code comes back from the store (a cold invocation: 54 us saved).
 
         Raises:
             BackendError: the module is not a wasm function (saying why).
@@ -229,7 +231,8 @@ class WasmEngine(EngineBase):
                                    hint="build it with `dandelion build func.c --target "
                                         "wasm`") from None
             self.store.keep_compiled(digest, self.clock.tag, module.serialize())
-        _check_module(call.spec.name, module)
+        if found is None:  # (else this digest's module, the same bytes, passed already)
+            _check_module(call.spec.name, module)
         compiled = _Compiled(code, engine, module)
         with self._lock:
             self._modules[digest] = compiled

@@ -220,3 +220,49 @@ def test_without_its_c_extension_the_wasm_engine_says_how_to_build_it(monkeypatc
     with pytest.raises(BackendError, match="the wasm engine's C extension .*_wasmc.* is not "
                                            "built"):
         importlib.import_module(f"{package.__name__}.engine")
+
+
+def test_a_module_back_from_the_store_runs_without_being_checked_again(tmp_path, monkeypatch):
+    """A cold invocation (its code pushed out of the store's memory, read back from disk)
+    runs the module compiled ahead of time without checking it again: the same digest is
+    the same bytes, which passed when it was first compiled (the check took 54 us of each
+    cold invocation); another module is still checked."""
+    from dandelion.backends.engines.wasm import engine as wasm_engine
+
+    checked: list[str] = []
+    check = wasm_engine._check_module
+
+    def counted(name: str, module: object) -> None:
+        checked.append(name)
+        check(name, module)
+
+    monkeypatch.setattr(wasm_engine, "_check_module", counted)
+    src = tmp_path / "which.c"
+    src.write_text(WHICH)
+    image = build_wasm([src], tmp_path / "which.wasm")
+    store = ArtifactStore(tmp_path / "store")
+    engine = wasm_engine.WasmEngine(store=store)
+    def total(xs: list[int]) -> int:
+        return sum(xs)
+
+    spec = dd.compute(total, wasm=tmp_path / "which.wasm").spec
+    wasm = next(i for i in spec.implementations if i.kind == "wasm")
+    call = FunctionCall(spec, wasm, image)
+
+    def run(call: FunctionCall) -> int:
+        context = engine.domain.acquire()
+        context.place([[Item(7)]])
+        engine.run(context, call)
+        (item,) = context.extract()[0]
+        engine.domain.release(context)
+        return int(item.value)
+
+    assert run(call) == 1007
+    store.evict(image.digest)  # pushed out: the next invocation is cold
+    assert run(call) == 1007
+    assert store.stats["compiled"] == 1 and checked == ["total"]
+    src.write_text(WHICH.replace("1000", "3000"))  # another module: checked
+    other = build_wasm([src], tmp_path / "other.wasm")
+    assert run(FunctionCall(spec, type(wasm)("wasm", other.digest, "other.wasm"), other)) \
+        == 3007
+    assert checked == ["total", "total"]
