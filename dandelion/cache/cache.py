@@ -48,7 +48,8 @@ class Cache:
     """A store, the namespace its keys live in, and the flights in progress.
 
     Attributes:
-        store: where entries are kept (each layer guarded: failures are misses).
+        store: where entries are kept (each layer guarded, failures are misses; a plain
+            :class:`MemoryStore` cannot fail).
         namespace: keeps tenants apart: entries of one namespace are never seen by another.
         refresh: lookups all miss (everything is recomputed and stored again).
         flights: identical instances in flight (shared by every namespace of one store).
@@ -66,11 +67,11 @@ class Cache:
             <dandelion.cache.run.RunCache.store>` of the run keeping an entry keeps along
             with its own, in the same call to the store, taking them from this list (the
             whole-run memo's mark that a run of one application was seen: see
-            :meth:`RunMemo.marks <dandelion.runtime.run_memo.RunMemo.marks>`; ``None``:
+            :meth:`RunMemo.knowing <dandelion.runtime.run_memo.RunMemo.knowing>`; ``None``:
             none).
         missed: by application, the storage key of its one instance, which the whole-run
             memo of a plan run as one instance looked up in this run and found nothing
-            under (:meth:`RunMemo.missed <dandelion.runtime.run_memo.RunMemo.missed>`): the
+            under (:meth:`RunMemo.knowing <dandelion.runtime.run_memo.RunMemo.knowing>`): the
             run's lookup of it does not look again (``None``: none).
     """
 
@@ -191,9 +192,14 @@ def open_store(spec: Any) -> Store:
 
 
 def _guarded(store: Store) -> Store:
+    """``store`` with each layer guarded (:class:`GuardedStore`), but a plain
+    :class:`MemoryStore`: a dictionary of this process, which no disk or server can fail
+    (a guard would be one more Python call on every lookup and keep of a run's path)."""
     if isinstance(store, StackStore):
         return StackStore([_guarded(s) for s in store.stores])
-    return store if isinstance(store, GuardedStore) else GuardedStore(store)
+    if type(store) is MemoryStore or isinstance(store, GuardedStore):
+        return store
+    return GuardedStore(store)
 
 
 def open_cache(spec: Any, namespace: str = DEFAULT_NAMESPACE) -> Cache | None:

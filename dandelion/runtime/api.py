@@ -220,11 +220,10 @@ class Runtime:
             if key is not None:  # the run's lookups reuse the inputs' ids and the prefixes,
                 # and keep the outputs' ids (and, the first time, the run's mark; for a run
                 # of one instance, they know it missed)
-                using = using.knowing(ids, prefixes, None if seen else memo.marks(key),
-                                      None if using.refresh else memo.missed(key))
+                using = memo.knowing(using, key, ids, prefixes, seen)
         outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
                                    observe=self._observe, cache=using)
-        if memo is not None and using is not None and key is not None:
+        if memo is not None and memo.keeps and using is not None and key is not None:
             memo.keep(using, key, outputs, whole=seen)  # whole from its second run on
         return program.unbind(outputs)
 

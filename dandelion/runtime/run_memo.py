@@ -31,7 +31,7 @@ A plan of one application that runs as one instance whose inputs are the direct 
 they are (:func:`_one_instance`), like the paper's matrix composition, keeps no run entry
 of its own: its run key is its instance's key, and its instance's entry, which the run keeps
 anyway, serves the run.  Such a run looks the store up once, and tells its lookup that the
-instance missed (:meth:`missed`), which then neither hashes its key nor looks again.
+instance missed (:meth:`knowing`), which then neither hashes its key nor looks again.
 
 What depends only on the plan (the structure, which implementation each function runs,
 its views, the prefixes) is computed once per plan and runtime; a run pays for the
@@ -123,39 +123,35 @@ class _Application:
         #: one without the other; while that identity holds, the prefix is the function's
         #: (checked here, without the identities' memo and its lock)
         self.known: tuple[Identity | None, bytes] = (None, self._prefix())
-        #: the prefix last made, as Cache.prefixes keeps it (known_prefix)
+        #: the prefix last made, as Cache.prefixes keeps it (current)
         self.entry: KnownPrefix = (app, spec, implementation, artifact, self.known[1])
 
     def _prefix(self) -> bytes:
         identity = implementation_identity(self.implementation, self.artifact)
         return prefix(self.spec, self.implementation, identity, self.sharding, self.join)
 
-    def known_prefix(self, head: bytes) -> KnownPrefix:
+    def current(self) -> KnownPrefix:
         """What :attr:`Cache.prefixes <dandelion.cache.Cache.prefixes>` keeps of this
-        application with its prefix ``head`` (made once per prefix)."""
-        entry = self.entry
-        if entry[4] is not head:
-            entry = self.entry = (self.app, self.spec, self.implementation, self.artifact,
-                                  head)
-        return entry
-
-    def current(self) -> bytes:
-        """The prefix as the function is now.
+        application as its function is now: its last item is the prefix (one tuple per
+        prefix made).
 
         Raises:
             Uncacheable: the function now reaches something that cannot be hashed.
         """
         known = self.known
-        if self.fn is None:
-            return known[1]
-        if known[0] is not None and known[0].holds():
-            return known[1]
-        seen = identity_of(self.fn)
-        identity = implementation_identity(self.implementation, self.artifact)
-        made = prefix(self.spec, self.implementation, identity, self.sharding, self.join)
-        if seen.digest in identity:  # (else the function changed meanwhile: used, not kept)
-            self.known = (seen, made)
-        return made
+        if self.fn is None or (known[0] is not None and known[0].holds()):
+            head = known[1]
+        else:
+            seen = identity_of(self.fn)
+            identity = implementation_identity(self.implementation, self.artifact)
+            head = prefix(self.spec, self.implementation, identity, self.sharding, self.join)
+            if seen.digest in identity:  # (else the function changed meanwhile: used, not
+                self.known = (seen, head)  # kept)
+        entry = self.entry
+        if entry[4] is not head:
+            entry = self.entry = (self.app, self.spec, self.implementation, self.artifact,
+                                  head)
+        return entry
 
 
 class RunMemo:
@@ -180,6 +176,9 @@ class RunMemo:
         #: for a plan run as one instance, per direct output the position of the result
         #: it is
         self._results = one[2] if one is not None else []
+        #: whether a run is kept by :meth:`keep` after it ends (its mark, or its outputs
+        #: whole); not that of a plan run as one instance: its instance's entry is the run's
+        self.keeps = self.sources is None
 
     @classmethod
     def of(cls, plan: Plan, artifacts: Mapping[str, Any], engine_kinds: frozenset[str]
@@ -237,15 +236,15 @@ class RunMemo:
         """
         parts = self._parts
         if len(parts) == 1:  # (the common case, without the lists)
-            head = parts[0].current()
+            entry = parts[0].current()
             if prefixes is not None:
-                prefixes[id(parts[0].app)] = parts[0].known_prefix(head)
-            return head if self.sources is not None else self._head + head
-        heads = [p.current() for p in parts]
+                prefixes[id(entry[0])] = entry
+            return entry[4] if self.sources is not None else self._head + entry[4]
+        entries = [p.current() for p in parts]
         if prefixes is not None:
-            for p, head in zip(parts, heads):
-                prefixes[id(p.app)] = p.known_prefix(head)
-        return b"".join([self._head, *heads])
+            for entry in entries:
+                prefixes[id(entry[0])] = entry
+        return b"".join([self._head, *(entry[4] for entry in entries)])
 
     def storage_key(self, cache: Cache, inputs: Mapping[str, Items],
                     ids: dict[int, tuple[Any, bytes]] | None = None,
@@ -297,28 +296,31 @@ class RunMemo:
             return None, True
         return dict(zip(self.outputs, outputs)), True
 
-    def missed(self, key: str) -> dict[int, str] | None:
-        """What the run's lookups are told it looked up in vain under ``key`` (for
-        :attr:`Cache.missed <dandelion.cache.Cache.missed>`): the storage key of its one
-        instance, where the plan is run as one (``None``: not)."""
-        return {id(self._parts[0].app): key} if self.sources is not None else None
-
-    def marks(self, key: str) -> list[tuple[str, bytes]] | None:
-        """The mark that the run under ``key`` was seen, for its first instance's entries to
-        keep in the same call to the store (:attr:`Cache.marks
-        <dandelion.cache.Cache.marks>`), where the plan has one application: its instances
-        are all the run computes, so a run that fails fails one of them (or after them, as
-        a run of several does after its mark too, :meth:`keep`); ``None`` for a plan of
-        several applications, whose first instances may be kept by a run that fails in a
-        later one: :meth:`keep` marks it after the run."""
-        return [(key, SEEN)] if len(self._parts) == 1 and self.sources is None else None
+    def knowing(self, cache: Cache, key: str, ids: dict[int, tuple[Any, bytes]],
+                prefixes: dict[int, KnownPrefix], seen: bool) -> Cache:
+        """``cache`` for the lookups of a run under ``key`` that missed (:meth:`Cache.knowing
+        <dandelion.cache.Cache.knowing>`): they take the content ids and prefixes that the
+        run key was made with; a plan run as one instance is told that its instance was
+        looked up in vain (:attr:`Cache.missed <dandelion.cache.Cache.missed>`: the storage
+        key of its one instance, unless the run refreshes); and the first time the run is
+        seen (not ``seen``), a plan of one application keeps the mark that it was in the
+        same call to the store as its first instance's entries (:attr:`Cache.marks
+        <dandelion.cache.Cache.marks>`): its instances are all the run computes, so a run
+        that fails fails one of them (or after them, as a run of several does after its mark
+        too, :meth:`keep`).  A plan of several applications, whose first instances may be
+        kept by a run that fails in a later one, is marked by :meth:`keep` after the run."""
+        if self.sources is not None:
+            return cache.knowing(ids, prefixes, None,
+                                 None if cache.refresh else {id(self._parts[0].app): key})
+        return cache.knowing(ids, prefixes, None if seen or len(self._parts) != 1 else
+                             [(key, SEEN)])
 
     def keep(self, cache: Cache, key: str, outputs: Mapping[str, Items], whole: bool) -> None:
         """Keep a run's direct ``outputs`` under ``key`` when ``whole`` (not when one has no
         canonical encoding), else only the mark that it was seen, unless the run's first
-        entries kept it (:meth:`marks`); a store that fails has warned and stays a miss."""
-        if self.sources is not None:  # its one instance's entry is the run's
-            return
+        entries kept it (:meth:`knowing`); a store that fails has warned and stays a miss.
+        Only where :attr:`keeps` (a plan run as one instance keeps its instance's entry,
+        which is the run's)."""
         if not whole and cache.marks == []:  # taken: kept with the run's first entries
             return
         data = SEEN
