@@ -129,24 +129,27 @@ def serve(argv: list[str]) -> None:
             return result
         setattr(cls, name, wrapped)
 
-    invoke = app.Frontend.invoke
+    # an invocation, on either path to it (aiohttp's application, or the connection's
+    # own: app.Frontend.route), from its tenant known to its answer made
+    invoke = app.Frontend._invoke
 
-    async def traced_invoke(self: Any, kind: str, request: Any) -> Any:
-        rid = request.headers.get("X-Trace")
+    async def traced_invoke(self: Any, tenant: Any, kind: str, name: str, headers: Any,
+                            *args: Any) -> Any:
+        rid = headers.get("X-Trace")
         token = current.set(rid)
         if rid is not None:
             requests[rid] = {"in": now(), "cpu_in": cpu()}
         try:
-            return await invoke(self, kind, request)
+            return await invoke(self, tenant, kind, name, headers, *args)
         finally:
             if rid is not None:
                 requests[rid]["out"] = now()
             current.reset(token)
-    app.Frontend.invoke = traced_invoke  # type: ignore[method-assign]
+    app.Frontend._invoke = traced_invoke  # type: ignore[method-assign]
     inputs = app.Frontend._inputs
 
-    async def traced_inputs(self: Any, request: Any) -> Any:
-        result = await inputs(self, request)
+    async def traced_inputs(self: Any, *args: Any) -> Any:
+        result = await inputs(self, *args)
         r = requests.get(current.get() or "")
         if r is not None:
             r["read"] = now()
