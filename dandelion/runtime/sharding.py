@@ -192,6 +192,9 @@ def instances(inputs: Sequence[Input], join: Join | None = None, parallelism: in
     """
     if any(not inp.items and not inp.optional for inp in inputs):
         return []
+    if join is None and all(inp.mode is ShardingMode.ALL for inp in inputs):
+        # every set whole (the common call): the one instance the rules below make
+        return [Instance(0, tuple(inp.items or () for inp in inputs))]
     present = {inp.param: inp for inp in inputs if inp.items}
     sides, kinds = _chain(join, present)
     joined = [p for p in present if p in {inp.param for inp in sides}]

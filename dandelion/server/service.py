@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import contextlib
 import contextvars
 import hashlib
 import inspect
@@ -20,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import attrs
 
@@ -564,21 +563,10 @@ class Service:
             return self._end(tenant, target, computed, key, outcome,
                              tally is not None and tally.served_all)
 
-    @contextlib.contextmanager
-    def _counted(self, kind: str) -> Iterator[list[str]]:
+    def _counted(self, kind: str) -> _Counted:
         """Count an invocation and its latency with the outcome it sets (``["error"]`` if
         it raises)."""
-        start = time.perf_counter()
-        outcome = ["error"]
-        try:
-            yield outcome
-        except SandboxViolation:
-            self.metrics.violations.inc()
-            raise
-        finally:
-            metrics = self.metrics
-            metrics.labelled(metrics.invocations, kind, outcome[0]).inc()
-            metrics.labelled(metrics.latency, kind).observe(time.perf_counter() - start)
+        return _Counted(self.metrics, kind)
 
     def cache_of(self, tenant: Tenant) -> Cache | None:
         """The result cache as ``tenant`` sees it: its own namespace, which no other
@@ -713,3 +701,28 @@ class Service:
         self.runtime.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class _Counted:
+    """:meth:`Service._counted`: a context whose value is the outcome to count
+    (``["error"]`` until the invocation sets it), counted with the latency on exit (a
+    class, not a generator: it is entered on every invocation)."""
+
+    __slots__ = ("metrics", "kind", "start", "outcome")
+
+    def __init__(self, metrics: Metrics, kind: str) -> None:
+        self.metrics = metrics
+        self.kind = kind
+        self.start = 0.0
+        self.outcome = ["error"]
+
+    def __enter__(self) -> list[str]:
+        self.start = time.perf_counter()
+        return self.outcome
+
+    def __exit__(self, _type: Any, error: BaseException | None, _tb: Any) -> None:
+        metrics = self.metrics
+        if isinstance(error, SandboxViolation):
+            metrics.violations.inc()
+        metrics.labelled(metrics.invocations, self.kind, self.outcome[0]).inc()
+        metrics.labelled(metrics.latency, self.kind).observe(time.perf_counter() - self.start)

@@ -149,3 +149,13 @@ def test_a_keyed_input_joined_with_an_any_keyed_one_gets_one_instance_per_key():
     keyed = instances([Input("a", A, M.KEYED), Input("b", B, M.KEYED)], join)
     mixed = instances([Input("a", A, M.KEYED), Input("b", B, M.ANY_KEYED)], join, 2)
     assert values(mixed) == values(keyed) and len(mixed) == 4
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=4),
+                min_size=2, max_size=4), st.lists(st.booleans(), min_size=4, max_size=4))
+def test_sets_taken_whole_form_the_instance_a_cross_join_of_them_forms(sets, optional):
+    """Every input ``all`` and no join takes a shortcut: it must form what the general
+    rules form for the same sets crossed (each side one shard, as alone)."""
+    inputs = [Input(f"p{i}", items(*pairs), M.ALL, optional[i]) for i, pairs in enumerate(sets)]
+    crossed = instances(inputs, Join([i.param for i in inputs], ["cross"] * (len(inputs) - 1)))
+    assert instances(inputs) == crossed
