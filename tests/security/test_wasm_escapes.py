@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,3 +189,77 @@ def test_a_module_that_imports_anything_is_refused(tmp_path):
     with pytest.raises(BackendError, match="may import nothing"):
         dd.compute(lambda x: x, name="calls_out",
                    wasm=(tmp_path / "calls_out.wasm").read_bytes())
+
+
+#: A user's program: the wasm functions that trap by a fault (an access outside memory, a
+#: stack overflow, ``unreachable``) run with wasmtime's signal handlers installed, then after
+#: the program installs handlers of its own for those signals (as Ray's driver does at
+#: ``ray.init``; Python's handler returns, so a fault taken by it would fault again forever)
+FOREIGN_HANDLERS = """
+import signal
+import sys
+
+import dandelion as dd
+from dandelion.backends.engines.wasm import capi
+from dandelion.errors import SandboxViolation
+
+
+def one_call(name, module):
+    def body(x: int) -> int:
+        return x
+
+    body.__name__ = body.__qualname__ = name
+    fn = dd.compute(body, wasm=module)
+
+    @dd.composition
+    def one(x: int) -> int:
+        return fn(x)
+
+    return one
+
+
+modules = dict(arg.split("=", 1) for arg in sys.argv[1:])
+with dd.Runtime(engine="wasm", workers=1, timeout=3.0) as rt:
+    for handlers in ("wasmtime's", "foreign"):
+        print(handlers, "intact:", capi.handlers_intact(), flush=True)
+        for name in ("read_outside", "overflow", "unreachable"):
+            try:
+                rt.run(one_call(name, modules[name]), 1)
+            except SandboxViolation as e:
+                print(name, "failed its invocation:", str(e).splitlines()[0], flush=True)
+        for sig in (signal.SIGSEGV, signal.SIGILL, signal.SIGFPE):
+            signal.signal(sig, lambda *args: None)
+    print("still serving:", rt.run(one_call("fails_not", modules["fails_not"]), 5))
+"""
+
+
+def test_a_fault_fails_its_invocation_after_a_library_replaced_wasmtimes_signal_handlers(
+        tmp_path: Path, modules: dict[str, Path]) -> None:
+    """Compiled code traps by signals while wasmtime's handlers are installed; once a user
+    program installs its own handlers of SIGSEGV, SIGILL and SIGFPE, the engine runs
+    invocations on code that checks every access itself, so an access outside memory, a
+    stack overflow and ``unreachable`` still fail only their own invocation, and the
+    process goes on (without that, Python's handler returns and the fault repeats)."""
+    built = build_each({"unreachable": """
+        #include <dandelion.h>
+        int dandelion_main(void) { __builtin_trap(); }""", "fails_not": """
+        #include <dandelion.h>
+        int dandelion_main(void) { dd_item in; if (dd_input_item(0, 0, &in)) return 1;
+                                   return dd_add_output(0, in.data, in.size, in.key, 0); }"""},
+                       tmp_path, ".wasm", build_wasm)
+    script = tmp_path / "program.py"
+    script.write_text(FOREIGN_HANDLERS)
+    args = [f"{name}={path}" for name, path in
+            {**built, "read_outside": modules["read_outside"],
+             "overflow": modules["overflow"]}.items()]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "wasmtime's intact: True" and lines[4] == "foreign intact: False"
+    for block in (lines[1:4], lines[5:8]):
+        assert [line.split(" failed")[0] for line in block] == \
+            ["read_outside", "overflow", "unreachable"]
+        assert "read or wrote outside its memory" in block[0]
+        assert "exhausted its stack" in block[1] and "reached unreachable code" in block[2]
+    assert lines[8] == "still serving: 5"

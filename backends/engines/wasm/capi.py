@@ -20,6 +20,9 @@ dropping an instance maps and unmaps nothing; a slot is wiped when its instance 
 them), so nothing of one instance is visible to the next.  The reservation makes a
 ``fork`` of the worker process slower (measured: +2 ms); the process engine forks from a
 zygote of its own and is not affected.
+
+:func:`handlers_intact` says whether wasmtime's signal handlers are still installed, which
+code compiled to trap by signals needs (``engine.WasmEngine.run``).
 """
 
 from __future__ import annotations
@@ -57,17 +60,18 @@ for _ in range(SLOTS):                                  # pool, an instance wait
     _free.put(None)
 
 
-def pooled(config: wasmtime.Config) -> None:
-    """Make the engine of ``config`` allocate instances from a pool of :data:`SLOTS`, and
-    its linear memories without guard pages.
+def pooled(config: wasmtime.Config, guard: bool = True) -> None:
+    """Make the engine of ``config`` allocate instances from a pool of :data:`SLOTS`; with
+    ``guard=False``, its linear memories without guard pages.
 
-    The engine checks every access of compiled code against the memory's size (it takes
-    no signals: ``engine._explicit_traps``), so guard pages protect nothing; without them
-    a slot's pages stay read-write once an instance has grown them, instead of being
-    protected again for every instance and opened again when it grows (two ``mprotect``
-    calls of the whole context, measured: 4-5 us a no-op).  They are still wiped (given
-    back to the kernel) when the instance is dropped, and no instance can reach past its
-    own size.
+    An engine whose compiled code traps by signals (the default) needs its guard pages:
+    an access past a memory's size faults there.  One whose code checks every access
+    against the memory's size (``engine._explicit_traps``) does not: guard pages protect
+    nothing there, and without them a slot's pages stay read-write once an instance has
+    grown them, instead of being protected again for every instance and opened again when
+    it grows (two ``mprotect`` calls of the whole context, measured: 4-5 us a no-op).
+    Either way they are wiped (given back to the kernel) when the instance is dropped, and
+    no instance can reach past its own size.
     """
     pool = capi.wasmtime_pooling_allocation_config_new()
     try:
@@ -80,7 +84,8 @@ def pooled(config: wasmtime.Config) -> None:
         capi.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)
     finally:
         capi.wasmtime_pooling_allocation_config_delete(pool)
-    capi.wasmtime_config_memory_guard_size_set(config.ptr(), 0)
+    if not guard:
+        capi.wasmtime_config_memory_guard_size_set(config.ptr(), 0)
 
 
 class Pre:
@@ -114,6 +119,10 @@ def _failure(error: int, trap: int) -> Exception:
             ctypes.cast(error, POINTER(capi.wasmtime_error_t)))
     return failure
 
+
+#: handlers_intact() -> whether wasmtime's handlers of SIGSEGV, SIGILL and SIGFPE are the
+#: ones installed (in C: ``sigaction`` and ``dladdr``, about 1 us)
+handlers_intact = _wasmc.handlers_intact
 
 _wasmc.bind(tuple(ctypes.cast(capi.dll[f"wasmtime_{name}"],  # type: ignore[attr-defined,unused-ignore]
                               ctypes.c_void_p).value for name in _wasmc.FUNCTIONS.split()),

@@ -18,6 +18,8 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include <dlfcn.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -55,6 +57,7 @@ static struct {
 #define OPAQUE 64 /* bytes kept for a wasmtime_extern_t or wasmtime_val_t */
 
 static size_t extern_of, value_of; /* where their unions start */
+static void *wasmtime_base;        /* where the shared object of the C API is loaded */
 static PyObject *failure;          /* failure(error, trap) -> the exception to raise */
 
 typedef struct {
@@ -249,12 +252,46 @@ static PyObject *bind(PyObject *module, PyObject *args) {
     }
     extern_of = (size_t)extern_at;
     value_of = (size_t)value_at;
+    Dl_info info;
+    wasmtime_base = dladdr((void *)api.store_new, &info) ? info.dli_fbase : NULL;
     Py_INCREF(make);
     Py_XSETREF(failure, make);
     Py_RETURN_NONE;
 }
 
+/* The signals compiled code traps with when it relies on them (an access past its memory
+ * into the guard pages, a stack overflow, ud2, a division by zero: those wasmtime handles
+ * on Linux; SIGBUS too on 32-bit ARM), and the handler of each last found to be
+ * wasmtime's. */
+static const int trap_signals[] = {SIGSEGV, SIGILL, SIGFPE
+#if defined(__arm__)
+                                   , SIGBUS
+#endif
+};
+#define TRAP_SIGNALS (sizeof trap_signals / sizeof trap_signals[0])
+static void *verified[TRAP_SIGNALS];
+
+static PyObject *handlers_intact(PyObject *module, PyObject *unused) {
+    for (size_t i = 0; i < TRAP_SIGNALS; i++) {
+        struct sigaction action;
+        if (sigaction(trap_signals[i], NULL, &action) != 0) Py_RETURN_FALSE;
+        void *handler = (action.sa_flags & SA_SIGINFO) ? (void *)action.sa_sigaction
+                                                        : (void *)action.sa_handler;
+        if (handler != NULL && handler == verified[i]) continue;
+        Dl_info info;
+        if (wasmtime_base == NULL || handler == (void *)SIG_DFL || handler == (void *)SIG_IGN ||
+            !dladdr(handler, &info) || info.dli_fbase != wasmtime_base)
+            Py_RETURN_FALSE;
+        verified[i] = handler;
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"handlers_intact", handlers_intact, METH_NOARGS,
+     "handlers_intact() -> whether wasmtime's own handlers are installed for SIGSEGV, SIGILL "
+     "and SIGFPE (each in the shared object of the C API bind was given): code "
+     "compiled to trap by signals may run only then."},
     {"bind", bind, METH_VARARGS,
      "bind(functions, extern_of, value_of, failure): the C API's functions (addresses, in "
      "order: store_new, store_context, store_limiter, context_set_epoch_deadline, "
