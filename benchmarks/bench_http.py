@@ -245,17 +245,22 @@ def _ticks(pid: int, reaped: bool) -> int:
     return sum(int(f) for f in fields[11:15 if reaped else 13])
 
 
-def _children(pid: int) -> list[int]:
-    """The pids of the live processes whose parent is ``pid``."""
-    found = []
+def _tree(pid: int) -> list[int]:
+    """``pid`` and the pids of its live descendants, at every depth (a worker's zygotes and
+    their sandboxes)."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid == pid:
-                found.append(int(entry.name))
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, ()))
     return found
 
 
@@ -284,14 +289,12 @@ class System:
         return _ticks(self.pid, False) / os.sysconf("SC_CLK_TCK")
 
     def tree_cpu(self) -> float:
-        """Seconds of CPU its whole process tree has used so far: the server, its children
-        (a Dandelion worker's zygotes) and the children those waited for (its sandboxes,
-        each reaped by its zygote as it ends; those still alive are not counted, at most a
-        pool's worth of forks ahead)."""
-        ticks = _ticks(self.pid, False)
-        for child in _children(self.pid):
-            ticks += _ticks(child, True)
-        return ticks / os.sysconf("SC_CLK_TCK")
+        """Seconds of CPU its whole process tree has used so far: the server and every live
+        descendant (a Dandelion worker's zygotes and sandboxes: a reusable sandbox lives
+        for many invocations and runs the function in each), and the children each has
+        waited for (the sandboxes a zygote reaped: their whole lives, of which what was
+        counted while they lived is in the earlier reading)."""
+        return sum(_ticks(p, True) for p in _tree(self.pid)) / os.sysconf("SC_CLK_TCK")
 
     def url(self, name: str) -> str:
         return self.template.format(name=name)
