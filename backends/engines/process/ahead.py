@@ -157,7 +157,9 @@ class Ahead:
                 return  # it will be ready again (or make another)
             elif len(self._ready) >= self.limit and next(iter(self._ready)) in self._recent:
                 return  # every ready one is for a function still invoked: none pushed out
-        sandbox = zygote.take_forked()
+        # one that can be snapshotted if any (past overlapping invocations the newest
+        # ready ones were often forked with warm-ups off), else any, to serve once
+        sandbox = (snap and zygote.take_forked(trackable=True)) or zygote.take_forked()
         if sandbox is None:
             return
         if snap and sandbox.ready and sandbox.trackable:  # waits, nothing sent to it yet

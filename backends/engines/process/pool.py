@@ -272,12 +272,17 @@ class Zygote:
         self.adapt()
         return sandbox  # the zygote replaces it when it exits
 
-    def take_forked(self) -> Sandbox | None:
+    def take_forked(self, trackable: bool = False) -> Sandbox | None:
         """:meth:`take`'s choice among the sandboxes forked already, without waiting for
         one (``None``: there is none).  The caller calls :meth:`adapt` (once the sandbox
-        has its work: only the sandboxes forked later depend on it)."""
+        has its work: only the sandboxes forked later depend on it).
+
+        ``trackable``: only one that waits for work already and can be snapshotted
+        (:attr:`Sandbox.trackable`), for a sandbox to be made reusable: past a burst the
+        newest ready ones were often forked while warm-ups were off, and the pool keeps
+        older ones, which can."""
         with self._cond:
-            return self._pick()
+            return self._pick(trackable)
 
     def when_forked(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once a sandbox is forked (forking one now, as :meth:`take`
@@ -332,11 +337,14 @@ class Zygote:
                 self.warming = want
                 self._send(WARM, int(want))
 
-    def _pick(self) -> Sandbox | None:
-        """The newest sandbox that waits for work already, else the oldest (the one most
-        likely to be done with its warm-up).  Called with the lock held."""
+    def _pick(self, trackable: bool = False) -> Sandbox | None:
+        """The newest sandbox that waits for work already (and, if ``trackable``, can be
+        snapshotted), else the oldest (the one most likely to be done with its warm-up;
+        none if ``trackable``).  Called with the lock held."""
         for i in range(len(self._ready) - 1, -1, -1):
             s = self._ready[i]
+            if trackable and not s.trackable:
+                continue
             state = _waiting(s)
             if state == 0:
                 continue  # still warming up
@@ -346,7 +354,7 @@ class Zygote:
                 self.end(s)
                 continue
             return s
-        if not self._ready:
+        if trackable or not self._ready:
             return None
         self.running += 1
         return self._ready.popleft()

@@ -505,3 +505,46 @@ def test_no_snapshot_is_asked_of_a_sandbox_that_cannot_be_snapshotted(tmp_path: 
         assert ready and not ready[-1].sandbox.reusable  # made ready, as a single-use one
     finally:
         engine.close()
+
+
+def test_a_reusable_sandbox_is_made_of_one_that_can_be_snapshotted_though_newer_cannot(
+        tmp_path: Path) -> None:
+    """Past invocations that overlapped (as many as there are CPUs: warm-ups off), the
+    newest sandboxes of the pool were forked without warming up and cannot be snapshotted;
+    a function that repeats gets a reusable sandbox made of an older one that can, not a
+    single-use one of the newest (which made overlapping invocations leave a function with
+    a single reusable sandbox, round after round: the flaky
+    ``test_two_reusable_sandboxes_…`` of a larger ``per_function``)."""
+    engine = _engine(tmp_path)
+    z = pool.Zygote((), 4, 10, memory_limit=1 << 30, reuse=True)
+    held: list[pool.Sandbox] = []
+    try:
+        call = _call(state)
+        digest = call.implementation.digest
+        code = engine.store.get(digest, call.artifact, "python")
+        assert z.settle(30)
+        held = [z._ready[-1 - i] for i in range(pool._CPUS)]  # the newest ones
+        for sandbox in held:
+            assert z.take_forked() is sandbox
+        z.adapt()  # as many running as CPUs: warm-ups off
+        assert not z.warming
+        z.refill()  # forked in place of those taken: without warming up
+        assert z.settle(30)
+        for sandbox in held:  # (waiting, not running: warm-ups on again)
+            z.set_aside(sandbox)
+        assert z.warming
+        newest = z._ready[-1]
+        assert not newest.trackable and any(s.trackable for s in z._ready)
+        engine.ahead.make_ready(digest, code.data, z)
+        deadline = time.monotonic() + 20
+        while digest not in engine.ahead._ready and time.monotonic() < deadline:
+            time.sleep(0.005)
+        ready = engine.ahead._ready[digest]
+        assert [r.sandbox.reusable for r in ready] == [True]
+        assert ready[0].sandbox.trackable and newest in z._ready
+    finally:
+        engine.close()
+        for sandbox in held:
+            z.resume(sandbox)
+            z.end(sandbox)
+        z.close()
