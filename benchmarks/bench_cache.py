@@ -42,10 +42,11 @@ repetitions):
 8. the time the cache adds to the path of an all-miss run of the matrix on ``process``
    (wall µs, medians of ``--pairs`` rounds of an uncached run and an all-miss one taking
    turns in one process, as in part 1): before its instance is handed to the engine (the
-   run's start to the dispatcher's submit) and after the engine answers (the batch's
-   arrival to the run's return).  Short intervals, which other processes interrupt less
-   often than whole runs: part 1's steadier reading of the same cost (the reserve of the
-   entry's memory, while the sandbox computes, is off both).
+   run's start to the dispatcher's submit), from the submit to the worker's start on it
+   (:func:`dandelion.runtime.pool.invoke`: the reserve of the entry's memory once kept the
+   worker waiting there), and after the engine answers (the batch's arrival to the run's
+   return).  Short intervals, which other processes interrupt less often than whole runs:
+   part 1's steadier reading of the same cost.
 
     python benchmarks/bench_cache.py [--repeat 15] [--rounds 61] [--pairs 61]
                                      [--fanout 10000] [--only N]
@@ -361,12 +362,13 @@ def matrix_parts(repeat: int, cold: bool = False) -> dict[str, float]:
     return {name: statistics.median(r[i] for r in rounds[3:]) for i, name in enumerate(names)}
 
 
-def matrix_path(pairs: int) -> dict[str, list[tuple[float, float, float]]]:
+def matrix_path(pairs: int) -> dict[str, list[tuple[float, float, float, float]]]:
     """Per kind of run (uncached, all missing), per round, the wall seconds from the run's
-    start to its instance's submit, from the engine's answer to the run's return, and in
-    all (part 8; the dispatcher's ``_Run._submit`` and ``_Run.on_batch`` wrapped to note
-    when they start)."""
-    from dandelion.runtime import dispatcher
+    start to its instance's submit, from the submit to the worker's start on it, from the
+    engine's answer to the run's return, and in all (part 8; the dispatcher's
+    ``_Run._submit`` and ``_Run.on_batch`` and the pool's ``invoke`` wrapped to note when
+    they start)."""
+    from dandelion.runtime import dispatcher, pool
 
     clock = time.perf_counter
     marks: dict[str, float] = {}
@@ -379,12 +381,15 @@ def matrix_path(pairs: int) -> dict[str, list[tuple[float, float, float]]]:
         return noted
 
     fresh = [example_matrix(seed) for seed in range(1, 2 * pairs + 12)]
-    out: dict[str, list[tuple[float, float, float]]] = {"uncached": [], "all miss": []}
+    out: dict[str, list[tuple[float, float, float, float]]] = {"uncached": [],
+                                                               "all miss": []}
     with contextlib.ExitStack() as stack:
         stack.callback(setattr, dispatcher._Run, "_submit", submit)
         stack.callback(setattr, dispatcher._Run, "on_batch", on_batch)
+        stack.callback(setattr, pool, "invoke", pool.invoke)
         dispatcher._Run._submit = noting("submit", submit)  # type: ignore[method-assign]
         dispatcher._Run.on_batch = noting("answer", on_batch)  # type: ignore[method-assign]
+        pool.invoke = noting("worker", pool.invoke)
         plain = stack.enter_context(dd.Runtime(engine="process", workers=2, cache=False))
         memory = stack.enter_context(dd.Runtime(engine="process", workers=2,
                                                 cache=MemoryStore()))
@@ -398,8 +403,9 @@ def matrix_path(pairs: int) -> dict[str, list[tuple[float, float, float]]]:
                 t0 = clock()
                 rt.run(matmul, inputs)
                 t1 = clock()
-                if "submit" in marks and "answer" in marks:
-                    out[name].append((marks["submit"] - t0, t1 - marks["answer"], t1 - t0))
+                if "submit" in marks and "worker" in marks and "answer" in marks:
+                    out[name].append((marks["submit"] - t0, marks["worker"] - marks["submit"],
+                                      t1 - marks["answer"], t1 - t0))
     return out
 
 
@@ -464,14 +470,16 @@ def path_part(args: argparse.Namespace) -> None:
         return
     print(f"\n8. the cache on an all-miss run's path, matrix on process (wall µs, medians of "
           f"{args.pairs} rounds taking turns)")
-    print(f"   {'':18} {'before submit':>14} {'after answer':>13} {'whole run':>10}")
-    medians = {name: [statistics.median(r[k] for r in rs) for k in range(3)]
+    print(f"   {'':18} {'before submit':>14} {'to the worker':>14} {'after answer':>13} "
+          f"{'whole run':>10}")
+    medians = {name: [statistics.median(r[k] for r in rs) for k in range(4)]
                for name, rs in runs.items()}
-    for name, (before, after, whole) in medians.items():
-        print(f"   {name:18} {before * 1e6:14.1f} {after * 1e6:13.1f} {whole * 1e6:10.1f}")
-    added = sum(medians["all miss"][:2]) - sum(medians["uncached"][:2])
+    for name, (before, worker, after, whole) in medians.items():
+        print(f"   {name:18} {before * 1e6:14.1f} {worker * 1e6:14.1f} {after * 1e6:13.1f} "
+              f"{whole * 1e6:10.1f}")
+    added = sum(medians["all miss"][:3]) - sum(medians["uncached"][:3])
     print(f"   added on the path: {added * 1e6:+.1f} µs = "
-          f"{added / medians['uncached'][2] * 100:+.1f} % of the uncached run's median "
+          f"{added / medians['uncached'][3] * 100:+.1f} % of the uncached run's median "
           f"(target <= 5 %)")
 
 

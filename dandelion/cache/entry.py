@@ -180,12 +180,22 @@ def pack(outputs: Outputs, known: dict[int, tuple[Any, bytes]] | None = None
 _last_array: tuple[Any, ...] | None = None
 
 
+#: How long a run that keeps entries waits, once it has handed its instances over, before it
+#: reserves the next entry's memory (:func:`reserve`), in seconds.  Reserving at once kept
+#: the calling thread busy on its CPU for the ~50 µs of the faults just when the worker it
+#: had woken was to run: where the other CPU was busy, the scheduler put the worker behind
+#: it, and the instance reached the engine ~50 µs later (see ``docs/caching.rst``).  Waiting
+#: first leaves the CPU to the worker; a run that ends sooner reserves nothing.
+RESERVE_AFTER = 0.0002
+
+
 def reserve() -> bool:
     """Make the bytes of the next large entry ahead, as large as the last large entry made
     (64 KiB to 16 MiB), with their pages faulted in while the GIL is released, for the next
     entry of that size to be written into (see the module's documentation); ``False`` when
     there is nothing to make (no large entry yet, one reserved already, or no C extension).
-    Called by a run that keeps entries, while its functions compute."""
+    Called by a run that keeps entries, while its functions compute (from
+    :data:`RESERVE_AFTER` after it handed them over)."""
     return _reserve()
 
 

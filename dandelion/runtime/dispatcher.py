@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import attrs
 
+from dandelion.cache.entry import RESERVE_AFTER
 from dandelion.cache.entry import reserve as reserve_entry
 from dandelion.cache.run import Lookup, RunCache
 from dandelion.errors import BackendError, DandelionError, FunctionError
@@ -194,7 +195,9 @@ class Dispatcher:
         run = _Run(self, plan, inputs)
         try:
             run.begin()
-            if run.leading:  # it keeps entries: the next one's memory is made meanwhile
+            # it keeps entries: the next one's memory is made while its functions compute,
+            # once the worker it woke has had the CPU (RESERVE_AFTER)
+            if run.leading and not run.finished.wait(RESERVE_AFTER):
                 reserve_entry()
             run.wait()
         finally:

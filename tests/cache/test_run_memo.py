@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -135,6 +136,7 @@ def test_entries_kept_in_reserved_memory_hold_the_results_the_caller_then_change
     reserved: list[bool] = []
     real = dispatcher.reserve_entry
     monkeypatch.setattr(dispatcher, "reserve_entry", lambda: reserved.append(real()) or True)
+    monkeypatch.setattr(dispatcher, "RESERVE_AFTER", 0.0)  # (however fast the machine)
     mod = load(GRAM)
     store = Recording(MemoryStore())
     ms = [np.random.default_rng(seed).integers(-9, 10, size=(128, 128)) for seed in range(6)]
@@ -152,6 +154,25 @@ def test_entries_kept_in_reserved_memory_hold_the_results_the_caller_then_change
         new = ms[0] + 1
         assert (rt.run(mod.product, new) == new @ new.T).all() and len(store.writes) == 1
 
+
+
+def test_a_run_reserves_only_once_its_worker_had_the_cpu(load, engine, monkeypatch):
+    # reserving at once kept the calling thread on its CPU when the worker it had just woken
+    # was to run (the instance reached the engine ~50 µs later): a run waits RESERVE_AFTER
+    # first, and one that ends sooner reserves nothing, nor waits for it
+    from dandelion.runtime import dispatcher
+
+    reserved: list[bool] = []
+    real = dispatcher.reserve_entry
+    monkeypatch.setattr(dispatcher, "reserve_entry", lambda: reserved.append(real()) or True)
+    monkeypatch.setattr(dispatcher, "RESERVE_AFTER", 60.0)
+    mod = load(GRAM)
+    ms = [np.random.default_rng(seed).integers(-9, 10, size=(128, 128)) for seed in range(3)]
+    with dd.Runtime(engine=engine, workers=1, cache=MemoryStore()) as rt:
+        started = time.monotonic()
+        for m in ms:
+            assert (rt.run(mod.product, m) == m @ m.T).all()
+        assert reserved == [] and time.monotonic() - started < 30
 
 
 def test_a_run_started_on_a_loop_reserves_the_next_entry_and_keeps_its_own_result(
