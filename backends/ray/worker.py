@@ -315,14 +315,15 @@ class NodeWorker:
                 failures.append(failure)
             finished.set()
 
-        batch = Batch(call, insts, done, threading.Event(),
+        cancelled = threading.Event()
+        batch = Batch(call, insts, done, cancelled,
                       watch=events.watch if events is not None else None)
         self.pool.submit(batch)
         watch = call.timeout is not None and not self.pool.enforces_timeout
         while not finished.wait(TIMEOUT_POLL if watch else None):
-            late = self.pool.check_timeouts(batch.cancelled)
+            late = self.pool.check_timeouts(cancelled)
             if late is not None:
-                batch.cancelled.set()
+                cancelled.set()
                 stuck = [i for i in insts if i.index == late.instance]
                 if chain is not None and stuck:
                     blame_member(chain, stuck[0], lambda c, i, p: self._compute(

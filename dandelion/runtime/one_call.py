@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -236,12 +235,25 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
         elif not loop.is_closed():
             loop.call_soon_threadsafe(settle, done, failure)
 
-    cancelled = threading.Event()
-    waiting.add_done_callback(lambda w: cancelled.set() if w.cancelled() else None)
     watch = None if observe is None else watcher(observe, plan.entry, 0, spec.name,
                                                  pool.engine_name)
-    pool.submit(Batch(call, insts, ended, cancelled, watch=watch, per_sandbox=batch), loop)
+    pool.submit(Batch(call, insts, ended, _Cancelled(waiting), watch=watch,
+                      per_sandbox=batch), loop)
     return waiting
+
+
+class _Cancelled:
+    """A one-call run's cancellation as its batch asks for it (``is_set``, from any
+    thread): whether the loop's future was cancelled.  No event and no done-callback of the
+    future per run (the callback cost a loop turn's handle on every answer)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: asyncio.Future[Any]) -> None:
+        self._future = future
+
+    def is_set(self) -> bool:
+        return self._future.cancelled()
 
 
 def _look_up(shape: Shape, cache: Cache, call: FunctionCall, inst: Instance,

@@ -6,7 +6,7 @@ import asyncio
 import queue
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import attrs
 
@@ -25,6 +25,16 @@ Watch = Callable[[Instance, float, "float | None", Any, "BaseException | None",
                   "float | None"], None]
 
 
+class Cancellation(Protocol):
+    """Whether the run a batch belongs to was cancelled, asked from any thread: a
+    :class:`threading.Event`, or for a one-call run the loop's own future
+    (:mod:`dandelion.runtime.one_call`)."""
+
+    def is_set(self) -> bool:
+        """Whether it was cancelled."""
+        ...  # pragma: no cover
+
+
 @attrs.define(eq=False)
 class Batch:
     """A batch of instances of one application, run in order by one worker.
@@ -38,7 +48,7 @@ class Batch:
     call: FunctionCall
     instances: list[Instance]
     done: Callable[[Batch, tuple[Instance, BaseException] | None], None]
-    cancelled: threading.Event
+    cancelled: Cancellation
     results: list[Any] = attrs.field(factory=list)
     tag: Any = None
     logs: list[tuple[Instance, str]] = attrs.field(factory=list)
@@ -315,7 +325,7 @@ class EnginePool:
             self._spawn(len(self.workers) + 1)
         self.give_engine(worker)  # its replacement runs in its place
 
-    def check_timeouts(self, cancelled: threading.Event) -> FunctionTimeout | None:
+    def check_timeouts(self, cancelled: Cancellation) -> FunctionTimeout | None:
         """A timeout error for an instance of the run that ``cancelled`` belongs to, stuck
         past its limit, if any.
 
