@@ -326,6 +326,44 @@ def test_a_sweep_narrows_both_its_peaks_to_the_same_resolution(
     assert sweep.overload is not None
 
 
+def test_a_sweep_whose_first_level_fails_reads_its_peak_lower_down(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A system that a busy machine keeps over both bounds at the sweep's first rate (37.5
+    req/s for 4 ms unloaded) but within them below 30 req/s: the sweep descends a grid step
+    (to 20.8 req/s) and narrows from there, so its peaks are read (within 1.16x of 30), not
+    0 (whose ratio to another system's was infinite).  A bound below the unloaded latency
+    (the fresh interpreter's 50 ms) is not descended for: no rate can pass it."""
+
+    def model(system: run.System, **spec: Any) -> dict[str, Any]:
+        rate = spec["rate"]
+        if rate >= 200:
+            return _level(rate, 2.0, refused=40)
+        return _level(rate, 0.01 if rate <= 30 else 0.2)
+
+    monkeypatch.setattr(run, "loadgen", model)
+    system = run.System("model", "model", True, "http://127.0.0.1:1/{name}", "body", {},
+                        (1.0,))
+    sweep = run.Sweep(system, 1.0, 0.004, 1.8, 8, bisect=2)
+    while not sweep.done:
+        sweep.step(2.0, 10.0)
+    below = [lv["offered"] for lv in sweep.levels if lv.get("below")]
+    assert below == [pytest.approx(37.5 / 1.8)]
+    for bound in (0.04, 0.05):
+        assert 30 / 1.16 <= report.peak(sweep.levels, bound) <= 30
+        assert report.edge(sweep.levels, bound) <= report.resolution(1.8, 2) * (1 + 1e-9)
+
+    def slow(system: run.System, **spec: Any) -> dict[str, Any]:  # 100 ms unloaded
+        rate = spec["rate"]
+        return _level(rate, 2.0, refused=40) if rate >= 8 else _level(rate, 0.12)
+
+    monkeypatch.setattr(run, "loadgen", slow)
+    sweep = run.Sweep(system, 1.0, 0.1, 1.8, 8, bisect=2)
+    while not sweep.done:
+        sweep.step(2.0, 10.0)
+    assert not any(lv.get("below") for lv in sweep.levels)
+    assert report.peak(sweep.levels, 0.05) == 0 and report.peak(sweep.levels, 1.0) > 0
+
+
 def test_the_table_gives_each_peaks_edge_and_the_generators_cpu() -> None:
     """The table's edge columns give how narrowly each peak was read (first failing over
     last passing rate, '-' where none failed), its first lines how the peaks were found, and
@@ -338,7 +376,7 @@ def test_the_table_gives_each_peaks_edge_and_the_generators_cpu() -> None:
     for lv, cpu in zip(levels, (0.05, 0.1, 0.2, 0.41, 0.3, 0.07, 0.25, 0.09)):
         lv["generator_cpu"] = cpu
     data = {"quick": True, "seconds_per_level": 2.0, "rest": 0.03, "grid": 1.8, "bisect": 2,
-            "rerun": True, "resolution": report.resolution(1.8, 2),
+            "rerun": True, "resolution": report.resolution(1.8, 2), "descend": True,
             "machine": {"before": machine, "after": machine},
             "bare": {"latency": 0.0014, "peak": 700.0},
             "systems": {"dandelion-process": {
@@ -349,6 +387,8 @@ def test_the_table_gives_each_peaks_edge_and_the_generators_cpu() -> None:
     text = report.table(data)
     assert "for each peak of every system (p99 <= 50 ms and <= 10x unloaded)" in text
     assert "at most 1.16x apart (2 halvings of the step" in text
+    assert "where a sweep's lowest rate fails a bound above its unloaded latency, up to 2 " \
+        "levels a grid step lower each" in text
     row = next(line for line in text.splitlines() if line.startswith("Dandelion process"))
     cells = row.split()
     assert cells[5:10] == ["117", "1.16", "0.167", "243", "1.16"]

@@ -143,6 +143,27 @@ def bisect_rate(levels: list[dict[str, Any]], bounds: tuple[float, ...], within:
     return float((low * high) ** 0.5)
 
 
+def descent_rate(levels: list[dict[str, Any]], bounds: tuple[float, ...], step: float,
+                 floor: float = 1.0) -> float | None:
+    """The offered rate of the next level below a sweep's lowest: ``step`` times lower than
+    the lowest rate, where that rate fails one of ``bounds`` (:func:`fails`), so that a peak
+    is read rather than 0 (a busy machine can fail a system's first level); ``None`` where
+    the lowest rate passes every bound, or the next would be below ``floor`` req/s.
+
+    >>> lv = lambda rate, p99: {"offered": rate, "achieved": rate, "p99": p99, "sent": 100,
+    ...                         "rejected": 0, "timeouts": 0, "failed": 0}
+    >>> round(descent_rate([lv(12, 0.2), lv(21.6, 0.3)], (0.05, 0.12), 1.8), 2)
+    6.67
+    >>> descent_rate([lv(12, 0.02), lv(21.6, 0.3)], (0.05, 0.12), 1.8) is None
+    True
+    >>> descent_rate([lv(1.5, 0.2)], (0.05,), 1.8) is None
+    True
+    """
+    lowest = rates(levels)[0]
+    rate = float(lowest[0]["offered"]) / step
+    return rate if rate >= floor and any(fails(lowest, bound) for bound in bounds) else None
+
+
 def rerun(levels: list[dict[str, Any]], level: dict[str, Any], bounds: tuple[float, ...]
           ) -> bool:
     """Whether ``run.py`` runs ``level`` (just run, not yet among ``levels``) a second
@@ -300,6 +321,9 @@ def rest_line(data: dict[str, Any]) -> str:
                  "passing and first failing rate until those are at most "
                  f"{data['resolution']:.2f}x apart ({data['bisect']} halvings of the step; "
                  "edge: the ratio reached)")
+        if data.get("descend"):  # results from before: a first level failing read 0
+            line += ("; where a sweep's lowest rate fails a bound above its unloaded latency, "
+                     f"up to {data['bisect']} levels a grid step lower each")
     if data.get("rerun"):  # results from before: a level failing at the edge was pooled
         line += ("; a failing level below the first failed one is run again, and fails "
                  "only if it fails twice")
@@ -664,7 +688,11 @@ more levels, each as long as the others at its rate and run in the same rounds, 
 to ``run.py --bisect`` (2) halvings of the step, a 1.8× step to 1.16× (1.4× to 1.09×), the
 same for every system, Ray Serve and the aiohttp server included, so the ratios between
 peaks stay fair; a level narrowing one peak counts for the other where it falls in its
-bracket.  Each peak is read over all the levels by the same rule, and the ``edge`` column
+bracket; where a sweep's lowest rate already fails a bound above the system's unloaded
+latency, up to as many levels a grid step lower each go first (``report.descent_rate``), so
+that the peak is read rather than 0 (in a run on a busy machine Ray Serve failed both
+bounds at its first rate, and its peaks of 0 made every ratio to them infinite).  Each
+peak is read over all the levels by the same rule, and the ``edge`` column
 beside it gives its first failing rate over its last passing one (the resolution reached:
 "-" where no rate failed, or none passed).  The table's first lines say how this run's
 peaks were read; in results from before 2026-12-07 15:00 only the ``peak@50ms`` was

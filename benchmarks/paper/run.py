@@ -47,7 +47,10 @@ peaks down (at p99 ≤ 50 ms and at p99 ≤ 10× unloaded), each halfway (geomet
 the last rate that passes and the first that fails of the peak whose two are furthest
 apart (``report.bisect_rate``), until the two of each peak are ``--bisect`` (2) halvings of
 the step apart (a step of 1.8× becomes 1.16×, ``report.resolution``), at most ``--bisect``
-levels per peak, the same for every system and in the same rounds.  Each sweep
+levels per peak, the same for every system and in the same rounds; where a sweep's lowest
+rate already fails a bound above its unloaded latency (a busy machine can), up to
+``--bisect`` levels a grid step lower each go first (``report.descent_rate``), so that a
+peak is read rather than 0.  Each sweep
 ends with one level at twice its best throughput (behaviour past saturation).  A level lasts
 2 s (``--quick``) or 4 s, longer at low rates: at least 200 requests where that takes at most
 four times as long (the p99 of fewer than 100 requests is their slowest).  A level that fails
@@ -324,6 +327,15 @@ class Sweep:
             self.climbing = not self.saturated and \
                 len(report.rates(self.levels)) < self.max_levels
             return
+        # a peak whose lowest rate failed is read lower down (at most ``bisect`` levels,
+        # where its bound is above the unloaded latency: else no rate can pass it)
+        below = len({lv["offered"] for lv in self.levels if lv.get("below")})
+        rate = report.descent_rate(self.levels, tuple(b for b in self.bounds()
+                                                      if b > self.unloaded), self.factor) \
+            if below < self.bisect else None
+        if rate is not None:
+            self._level(rate, seconds, timeout, tag="below")
+            return
         # each peak (p99 <= 50 ms, <= 10x unloaded) narrowed to the step of ``bisect``
         # halvings of the grid's, at most ``bisect`` levels each (fewer where they share)
         narrowed = len({lv["offered"] for lv in self.levels if lv.get("bisect")})
@@ -331,7 +343,7 @@ class Sweep:
                                   report.resolution(self.factor, self.bisect)) \
             if narrowed < self.bisect * len(self.bounds()) else None
         if rate is not None:  # each level as long as the others at its rate
-            self._level(rate, seconds, timeout, bisect=True)
+            self._level(rate, seconds, timeout, tag="bisect")
             return
         if self.saturated:
             rate = 2 * max(lv["achieved"] for lv in self.levels)
@@ -341,30 +353,30 @@ class Sweep:
             self._print(self.overload, "overload")
         self.done = True
 
-    def _level(self, rate: float, seconds: float, timeout: float, bisect: bool = False
+    def _level(self, rate: float, seconds: float, timeout: float, tag: str | None = None
                ) -> list[dict[str, Any]]:
-        """One level at ``rate`` (``bisect``: one that narrows the peak down), kept in
-        :attr:`levels`, and run a second time where that can change a peak
-        (:func:`report.rerun`); its runs."""
+        """One level at ``rate`` (``tag``: ``bisect``, one that narrows a peak down, or
+        ``below``, one below the lowest rate), kept in :attr:`levels`, and run a second
+        time where that can change a peak (:func:`report.rerun`); its runs."""
         # at least MIN_REQUESTS where that takes at most 4 levels' time: the p99 of fewer
         # than 100 requests is their slowest, one busy moment of the machine
         spec = {"hot": self.hot, "rate": rate, "timeout": timeout,
                 "seconds": max(seconds, 12 / rate, min(MIN_REQUESTS / rate, 4 * seconds))}
-        runs = [self._keep(loadgen(self.system, **spec, seed=len(self.levels)), bisect)]
+        runs = [self._keep(loadgen(self.system, **spec, seed=len(self.levels)), tag)]
         # once more where a second run can change a peak (the level fails a bound the
         # report reads peaks at, above no rate failing it already): the rate then fails only
         # if it fails twice (report.fails), so one busy moment does not end a peak
         if report.rerun(self.levels[:-1], runs[0], self.bounds()):
             again = loadgen(self.system, **spec, seed=1000 + len(self.levels))
             again["again"] = True
-            runs.append(self._keep(again, bisect))
+            runs.append(self._keep(again, tag))
         return runs
 
-    def _keep(self, level: dict[str, Any], bisect: bool) -> dict[str, Any]:
-        if bisect:
-            level["bisect"] = True
+    def _keep(self, level: dict[str, Any], tag: str | None) -> dict[str, Any]:
+        if tag:
+            level[tag] = True
         self.levels.append(level)
-        self._print(level, " ".join(tag for tag in ("bisect", "again") if level.get(tag)))
+        self._print(level, " ".join(t for t in ("below", "bisect", "again") if level.get(t)))
         return level
 
     def bounds(self) -> tuple[float, float]:
@@ -579,7 +591,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = {"quick": args.quick, "seconds_per_level": seconds, "rest": args.rest,
             "grid": factor, "bisect": args.bisect, "rerun": True,
-            "resolution": report.resolution(factor, args.bisect),
+            "resolution": report.resolution(factor, args.bisect), "descend": True,
             "unloaded_rounds": args.unloaded_rounds,
             "machine": info, "bare": bare, "systems": results}
     (out / "paper.json").write_text(json.dumps(data, indent=1))
