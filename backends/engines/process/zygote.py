@@ -61,7 +61,8 @@ def main(argv: list[str]) -> None:
 
     ``MEMORY`` > 0: sandboxes for Python functions, filtered before they wait, with that
     memory limit; 0: unfiltered until assigned (they may also run native functions).
-    ``CAP``: exited sandboxes are replaced while fewer than this many are alive.
+    ``CAP``: exited single-use sandboxes are replaced while fewer than this many single-use
+    ones are alive (a reusable one is not replaced, and counts toward no cap).
     ``REUSE`` 1: filtered sandboxes track the pages they write, and may be reset
     (``c/snapshot.h``).
     """

@@ -6,9 +6,11 @@
  * sandboxes, 'K' pid: kill it, 'W' pid: report how it ended, 'H' 0/1: whether sandboxes
  * forked from now on warm up (the child reads `warm`; the native zygote ignores it);
  * zygote -> worker 'C' pid + descriptors (the worker's end of the sandbox's channel and,
- * where the kernel has them, a pidfd), 'X' pid status.  Every sandbox that exits is
- * replaced while fewer than `cap` are alive, so a normal invocation
- * costs the worker no control message.
+ * where the kernel has them, a pidfd), 'X' pid status.  Every single-use sandbox that
+ * exits is replaced while fewer than `cap` single-use ones are alive, so a normal
+ * invocation costs the worker no control message.  A reusable one (snapshotted) counts
+ * toward no cap and is not replaced when it exits: the worker replaced it when it made it
+ * reusable, and the engines bound how many there are.
  *
  * The loop is C so that, between forks, a zygote writes to nothing but this loop's state:
  * every page it shares copy-on-write with the sandboxes it has forked stays shared (a
@@ -46,7 +48,8 @@
 
 struct zygote {
     int ctrl;               /* the control socket */
-    int cap;                /* replace exited sandboxes while fewer than this are alive */
+    int cap;                /* replace exited sandboxes while fewer single-use ones are
+                               alive (zygote_single_use()) */
     int channel;            /* in a child: its end of its channel */
     int warm;               /* whether a sandbox forked now warms up ('H') */
     sigset_t mask;          /* the signal mask before the loop (restored in a child) */
@@ -139,6 +142,16 @@ static struct snapshot **zygote_snapshot(struct zygote *z, pid_t pid, int free_o
 }
 #endif
 
+/* Sandboxes alive that are not reusable (have no snapshot): those the cap bounds. */
+static int zygote_single_use(const struct zygote *z) {
+    int n = z->n_live;
+#ifdef ZYGOTE_SNAPSHOTS
+    for (int i = 0; i < ZYGOTE_MAX_SNAPSHOTS; i++)
+        n -= z->snaps[i] != NULL;
+#endif
+    return n;
+}
+
 /* Sandbox pid exited with status: forget it, tell the worker if it asked.  0, or -1 once
  * the worker is gone. */
 static int zygote_ended(struct zygote *z, pid_t pid, int status) {
@@ -178,12 +191,15 @@ static int zygote_reap(struct zygote *z) {
             continue;
         }
 #endif
-        replace++;  /* a used sandbox exited: keep the pool's size */
+#ifdef ZYGOTE_SNAPSHOTS
+        if (zygote_snapshot(z, pid, 0) == NULL)  /* (a reusable one was replaced already) */
+#endif
+            replace++;  /* a used sandbox exited: keep the pool's size */
         if (zygote_ended(z, pid, status) < 0)
             return -1;
     }
-    if (replace > z->cap - z->n_live)
-        replace = z->cap - z->n_live;
+    if (replace > z->cap - zygote_single_use(z))
+        replace = z->cap - zygote_single_use(z);
     return zygote_fork(z, replace);
 }
 
@@ -208,17 +224,16 @@ static int zygote_snap(struct zygote *z, char op, pid_t pid) {
         if (slot != NULL) {
             int r = snapshot_reset(*slot, &status);
             ok = r == 0;
-            ended = r == -2;
-            if (!ok) {
-                snapshot_free(*slot);
-                *slot = NULL;
-            }
+            ended = r == -2;  /* (if not ok, the snapshot is freed once the sandbox is
+                                 reaped: its exit is then known as a reusable one's) */
         }
     }
     if (ended) {
         if (zygote_ended(z, pid, status) < 0)
             return -1;
-        int forked = z->n_live < z->cap ? zygote_fork(z, 1) : 1;
+        /* a sandbox to be snapshotted was a single-use one: replaced as one; a reusable
+         * one was replaced when it was made reusable */
+        int forked = op == WIRE_SNAP && zygote_single_use(z) < z->cap ? zygote_fork(z, 1) : 1;
         if (forked <= 0)
             return forked;  /* 0: in the sandbox just forked */
     } else if (known && !ok && !keep) {

@@ -476,6 +476,59 @@ def test_a_sandbox_says_whether_its_zygote_can_snapshot_it(warm: bool) -> None:
         z.close()
 
 
+def _pool_is(z: pool.Zygote, size: int, seconds: float) -> bool:
+    """Whether ``z``'s pool holds ``size`` sandboxes waiting for work within ``seconds``
+    (and still does a little later: no more are forked)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with z._cond:
+            if len(z._ready) == size and all(pool._waiting(s) == 1 for s in z._ready) \
+                    and not z._pending:
+                break
+        time.sleep(0.005)
+    time.sleep(0.2)
+    with z._cond:
+        return len(z._ready) == size
+
+
+def test_the_pool_keeps_its_size_whatever_the_reusable_sandboxes_alive() -> None:
+    """A worker's engines share one zygote, and each may make as many reusable sandboxes as
+    the pool holds: they count toward no cap, or past saturation they filled the zygote's
+    (then 3 * pool_size), so that it replaced no exited sandbox and invocations waited for
+    forks.  A reusable sandbox that ends is not replaced either (it was, when it was made
+    reusable): the pool does not grow."""
+    z = pool.Zygote((), 2, 10, memory_limit=1 << 30, reuse=True)
+    reusable: list[pool.Sandbox] = []
+    try:
+        for _ in range(3 * z.pool_size):  # as many as the old cap, the pool's besides
+            assert _pool_is(z, z.pool_size, 30)
+            sandbox = z.take_forked(trackable=True)
+            assert sandbox is not None
+            answers: list[int] = []
+            z.snapshot(sandbox, answers.append)
+            deadline = time.monotonic() + 10
+            while not answers and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert answers == [pool.DONE]
+            z.set_aside(sandbox)
+            reusable.append(sandbox)
+            z.refill()  # as Ahead does: one forked in its place
+        for _ in range(3):  # single-use invocations: each sandbox replaced as it exits
+            assert _pool_is(z, z.pool_size, 30)
+            z.end(z.take())
+        assert _pool_is(z, z.pool_size, 30)
+        for sandbox in reusable:  # retired, pushed out: not replaced
+            z.resume(sandbox)
+            z.end(sandbox)
+        reusable = []
+        assert _pool_is(z, z.pool_size, 30)
+    finally:
+        for sandbox in reusable:
+            z.resume(sandbox)
+            z.end(sandbox)
+        z.close()
+
+
 def test_no_snapshot_is_asked_of_a_sandbox_that_cannot_be_snapshotted(tmp_path: Path
                                                                         ) -> None:
     """A function that repeats gets a sandbox made ready for it; where that sandbox was
