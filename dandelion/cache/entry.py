@@ -183,9 +183,10 @@ _last_array: tuple[Any, ...] | None = None
 #: How long a run that keeps entries waits, once it has handed its instances over, before it
 #: reserves the next entry's memory (:func:`reserve`), in seconds.  Reserving at once kept
 #: the calling thread busy on its CPU for the ~50 µs of the faults just when the worker it
-#: had woken was to run: where the other CPU was busy, the scheduler put the worker behind
-#: it, and the instance reached the engine ~50 µs later (see ``docs/caching.rst``).  Waiting
-#: first leaves the CPU to the worker; a run that ends sooner reserves nothing.
+#: had woken was to run, and the worker started on the instance 20-40 µs later than in an
+#: uncached run (on a loaded machine: woken with the other CPU busy, it waited behind the
+#: caller; see ``docs/caching.rst``).  Waiting first leaves the CPU to the worker; a run that
+#: ends sooner reserves nothing.
 RESERVE_AFTER = 0.0002
 
 
