@@ -395,6 +395,10 @@ def test_the_table_gives_each_peaks_edge_and_the_generators_cpu() -> None:
     assert cells[-1] == "41"  # gen.cpu, %
     assert "load generator: at most 41% of its one CPU at a level, late p99 at most " \
         "0.1 ms; no peak ended" in text
+    levels[3]["generator_cpu"] = 0.62  # more than half its CPU: it may have been the limit
+    assert "load generator: at most 62% of its one CPU at a level, over 50% of it (it may " \
+        "have been the bottleneck) at a level of Dandelion process 100%, late p99" \
+        in report.table(data)
     levels[3]["p99"] = levels[4]["p99"] = levels[6]["p99"] = 0.04  # 50 ms never fails
     row = next(line for line in report.table(data).splitlines()
                if line.startswith("Dandelion process"))

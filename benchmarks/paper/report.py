@@ -330,13 +330,23 @@ def rest_line(data: dict[str, Any]) -> str:
     return line
 
 
+#: The share of its one CPU (one thread) above which the load generator may have been the
+#: bottleneck of a level: a level's average, so its busiest moments were busier
+GENERATOR_BUSY = 0.5
+
+
 def generator_line(mt: dict[tuple[str, float], dict[str, Any]]) -> str:
     """What the table says of the load generator: the most of its one CPU it used and its
-    worst lateness at any level, and each peak whose ending level its lateness could have
+    worst lateness at any level, the sweeps where it used more than
+    :data:`GENERATOR_BUSY` of it, and each peak whose ending level its lateness could have
     failed (:func:`edge_late`)."""
     cpu = [r["generator_cpu"] for r in mt.values() if r["generator_cpu"] is not None]
+    busy = [f"{r['label']} {hot:.0%}" for (_, hot), r in mt.items()
+            if (r["generator_cpu"] or 0) > GENERATOR_BUSY]
     line = "load generator: " + (
         f"at most {max(cpu):.0%} of its one CPU at a level, " if cpu else "") + (
+        f"over {GENERATOR_BUSY:.0%} of it (it may have been the bottleneck) at a level of "
+        f"{', '.join(busy)}, " if busy else "") + (
         f"late p99 at most {max(r['late_p99'] for r in mt.values()) * 1e3:.1f} ms; ")
     late = [f"{what} of {r['label']} {hot:.0%} (late {r[key] * 1e3:.1f} ms)"
             for (_, hot), r in mt.items()
@@ -597,8 +607,8 @@ its own, sends each request at its arrival time whether or not earlier ones have
 and measures latency from that arrival; its own lateness is reported (column ``gen.late``:
 when it is more than a few milliseconds, the generator was a bottleneck at that rate), and
 so is the share of its one CPU (it runs on one thread) it used at the busiest level
-(``gen.cpu``: near 100 % it would be the bottleneck); ``run.py`` prints both for every
-level.  The table checks lateness where it matters: it names each peak whose ending level
+(``gen.cpu``: near 100 % it would be the bottleneck, and the table names every sweep
+where a level's average passed 50 %); ``run.py`` prints both for every level.  The table checks lateness where it matters: it names each peak whose ending level
 (the first that failed) failed by a p99 that the generator's lateness (p99) would bring back
 within the bound, which the generator, not the system, may have failed.
 Each system is offered increasing rates until it saturates, then twice its best throughput:
