@@ -158,8 +158,13 @@ class Ahead:
             elif len(self._ready) >= self.limit and next(iter(self._ready)) in self._recent:
                 return  # every ready one is for a function still invoked: none pushed out
         # one that can be snapshotted if any (past overlapping invocations the newest
-        # ready ones were often forked with warm-ups off), else any, to serve once
-        sandbox = (snap and zygote.take_forked(trackable=True)) or zygote.take_forked()
+        # ready ones were often forked with warm-ups off), else any, to serve once, and
+        # one that can is forked for the next time
+        sandbox = zygote.take_forked(trackable=True) if snap else None
+        if snap and sandbox is None:
+            zygote.want_trackable()
+        if sandbox is None:
+            sandbox = zygote.take_forked()
         if sandbox is None:
             return
         if snap and sandbox.ready and sandbox.trackable:  # waits, nothing sent to it yet

@@ -161,6 +161,8 @@ class Zygote:
         self._cond = threading.Condition()
         self._ready: collections.deque[Sandbox] = collections.deque()
         self._pending = 0
+        #: a sandbox that warms up was asked for while warm-ups are off (want_trackable)
+        self._asked_trackable = False
         self._statuses: collections.OrderedDict[int, int] = collections.OrderedDict()
         #: called once the next sandbox is forked (or the zygote is gone): when_forked
         self._waiters: list[Callable[[], None]] = []
@@ -216,6 +218,8 @@ class Zygote:
                     self._pending = max(0, self._pending - 1)
                     self._ready.append(Sandbox(pid, fds[0], fds[1] if len(fds) > 1 else -1,
                                                self.native is not None, status == 0))
+                    if status == 0:
+                        self._asked_trackable = False
                     waiters, self._waiters = self._waiters, []
                 elif fds:  # descriptors with anything but a fork report: not ours to keep
                     for fd in fds:
@@ -288,6 +292,26 @@ class Zygote:
         with self._cond:
             return self._pick(trackable)
 
+    def want_trackable(self) -> None:
+        """Have one sandbox forked that warms up, so that it can be snapshotted, while
+        warm-ups are off for now (:meth:`adapt`; not if they are off for good): for a
+        reusable sandbox to be made of, where the pool holds none that can be
+        (:meth:`take_forked`).  Past saturation every sandbox is forked without warming
+        up, so once its reusable sandboxes were retired (after 256 resets each) a function
+        got no new one and ran on fresh sandboxes; one warm-up (some 0.5 ms of CPU) buys up
+        to 256 resets.  One is asked for at a time; while warm-ups are off, the others'
+        invocations take it last (:meth:`_pick`)."""
+        with self._cond:
+            if self.closed or not self.reuse or not self.warm or self.warming or \
+                    self._asked_trackable:
+                return
+            self._asked_trackable = True
+            self._pending += 1
+            # under the lock, in order: this fork warms up, those after it do not
+            self._send(WARM, 1)
+            self._send(FORK, 1)
+            self._send(WARM, 0)
+
     def when_forked(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once a sandbox is forked (forking one now, as :meth:`take`
         does when the pool is empty), or the zygote is gone: from the thread that learns
@@ -344,20 +368,24 @@ class Zygote:
     def _pick(self, trackable: bool = False) -> Sandbox | None:
         """The newest sandbox that waits for work already (and, if ``trackable``, can be
         snapshotted), else the oldest (the one most likely to be done with its warm-up;
-        none if ``trackable``).  Called with the lock held."""
-        for i in range(len(self._ready) - 1, -1, -1):
-            s = self._ready[i]
-            if trackable and not s.trackable:
-                continue
-            state = _waiting(s)
-            if state == 0:
-                continue  # still warming up
-            del self._ready[i]
-            self.running += 1
-            if state < 0:  # died before it was ready: the zygote replaces it
-                self.end(s)
-                continue
-            return s
+        none if ``trackable``).  While warm-ups are off, one that cannot be snapshotted is
+        taken first if any waits: those that can are kept for reusable sandboxes to be made
+        of.  Called with the lock held."""
+        passes = ((True,) if trackable else (False, None) if not self.warming else (None,))
+        for wanted in passes:
+            for i in range(len(self._ready) - 1, -1, -1):
+                s = self._ready[i]
+                if wanted is not None and s.trackable != wanted:
+                    continue
+                state = _waiting(s)
+                if state == 0:
+                    continue  # still warming up
+                del self._ready[i]
+                self.running += 1
+                if state < 0:  # died before it was ready: the zygote replaces it
+                    self.end(s)
+                    continue
+                return s
         if trackable or not self._ready:
             return None
         self.running += 1

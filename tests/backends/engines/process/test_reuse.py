@@ -529,6 +529,52 @@ def test_the_pool_keeps_its_size_whatever_the_reusable_sandboxes_alive() -> None
         z.close()
 
 
+def test_past_saturation_a_sandbox_that_warms_up_is_forked_for_a_reusable_one(
+        tmp_path: Path) -> None:
+    """While as many invocations run as there are CPUs, sandboxes are forked without
+    warming up, and cannot be snapshotted: once a function's reusable sandboxes were
+    retired, it got no new one and every invocation ran on a fresh sandbox.  A function
+    that wants a reusable sandbox and finds none that can be has one forked that warms up,
+    which the other invocations take last, and its next invocation makes it reusable."""
+    engine = _engine(tmp_path)
+    z = pool.Zygote((), 4, 10, memory_limit=1 << 30, reuse=True)
+    held: list[pool.Sandbox] = []
+    try:
+        call = _call(state)
+        digest = call.implementation.digest
+        code = engine.store.get(digest, call.artifact, "python")
+        assert z.settle(30)
+        while z._ready:  # running, as past saturation: warm-ups off
+            sandbox = z.take_forked()
+            assert sandbox is not None
+            held.append(sandbox)
+        z.adapt()
+        assert not z.warming
+        z.refill()
+        assert z.settle(30) and not any(s.trackable for s in z._ready)
+        engine.ahead.make_ready(digest, code.data, z)  # a single-use one now, and one asked
+        deadline = time.monotonic() + 20
+        while not [s for s in z._ready if s.trackable and pool._waiting(s) == 1] and \
+                time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [s.trackable for s in z._ready].count(True) == 1
+        other = z.take_forked()  # another invocation takes one that cannot be snapshotted
+        assert other is not None and not other.trackable
+        z.end(other)
+        engine.ahead.make_ready(digest, code.data, z)
+        deadline = time.monotonic() + 20
+        while not any(r.sandbox.reusable for r in engine.ahead._ready.get(digest, ())) and \
+                time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert [r.sandbox.reusable for r in engine.ahead._ready[digest]] == [False, True]
+        assert not z.warming  # (and the sandboxes forked since do not warm up)
+    finally:
+        engine.close()
+        for sandbox in held:
+            z.end(sandbox)
+        z.close()
+
+
 def test_no_snapshot_is_asked_of_a_sandbox_that_cannot_be_snapshotted(tmp_path: Path
                                                                         ) -> None:
     """A function that repeats gets a sandbox made ready for it; where that sandbox was
