@@ -170,22 +170,25 @@ static int snapshot_stop(pid_t pid, int *status) {
 #define SNAPSHOT_SETTLE_NS 25000
 
 /*
- * Stop a seized sandbox once it waits to be ended: blocked in read on its channel, where
- * finish() waits after its report and after unmapping its context.  It writes the report
- * first (the worker wakes sooner), so a reset may come while it still unmaps: then it is
- * let go on and stopped again, SNAPSHOT_SETTLE_TRIES times at most (1 ms).  Only a wait:
- * wherever it was stopped, the reset checks and restores everything (a function that
- * forged its report and runs on is stopped where it is, and reset or discarded as any).
- * As snapshot_stop.
+ * Stop a seized sandbox once it is blocked in system call nr on its channel: recvmsg,
+ * where it waits for its assignment (a snapshot), or read, where finish() waits to be
+ * ended after its report and after unmapping its context (a reset).  It writes READY, or
+ * its report, first (the worker wakes sooner), so a snapshot or a reset may come before it
+ * is back in that wait — on a busy machine it may be preempted between the write and the
+ * call: then it is let go on and stopped again, SNAPSHOT_SETTLE_TRIES times at most (1 ms
+ * of sleeps).  Only a wait: wherever it was stopped, the caller checks (a snapshot is
+ * refused, and the sandbox killed, if it is not in recvmsg) or restores everything (a
+ * function that forged its report and runs on is stopped where it is, and reset or
+ * discarded as any).  As snapshot_stop.
  */
-static int snapshot_settled(pid_t pid, int *status) {
+static int snapshot_settled(pid_t pid, int *status, long nr) {
     for (int i = 0;; i++) {
         int r = snapshot_stop(pid, status);
         if (r != 0)
             return r;
         struct user_regs_struct regs;
         if (i == SNAPSHOT_SETTLE_TRIES || ptrace(PTRACE_GETREGS, pid, 0, &regs) != 0 ||
-            (regs.orig_rax == SYS_read && regs.rdi == WIRE_CHANNEL_FD))
+            (regs.orig_rax == (unsigned long long)nr && regs.rdi == WIRE_CHANNEL_FD))
             return 0;
         if (ptrace(PTRACE_CONT, pid, 0, 0) != 0)
             return -1;
@@ -315,7 +318,7 @@ static struct snapshot *snapshot_take(pid_t pid, long long cpu_ns, int *ended, i
         *ended = 0;  /* untouched (no memory, or no ptrace here): left as it was */
         goto fail;
     }
-    int r = snapshot_stop(pid, status);
+    int r = snapshot_settled(pid, status, SYS_recvmsg);
     if (r != 0) {
         if (r == -2)
             *ended = 1;
@@ -450,7 +453,7 @@ static int snapshot_reset(struct snapshot *s, int *status) {
     static struct iovec local[SNAPSHOT_IOV], remote[SNAPSHOT_IOV];
     static char text[SNAPSHOT_MAPS];
     static struct snapshot_run dirty[SNAPSHOT_RUNS], all[SNAPSHOT_RUNS];
-    int r = snapshot_settled(s->pid, status);
+    int r = snapshot_settled(s->pid, status, SYS_read);
     if (r != 0)
         return r;
     if (++s->uses > WIRE_MAX_USES)
