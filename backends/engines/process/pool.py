@@ -131,13 +131,13 @@ class Zygote:
         #: sandboxes taken and set aside for a later invocation (:meth:`set_aside`)
         self.aside = 0
         self.pool_size = max(0, pool_size)
-        #: single-use sandboxes alive (waiting or running) up to which the zygote replaces
-        #: exited ones; reusable ones count toward no cap (the engines bound them: each of a
-        #: worker's engines may have as many as the pool holds, so that two engines' could
-        #: fill the zygote's cap, then 3 * pool_size, and no exited sandbox was replaced),
-        #: and their exits are not replaced (:meth:`refill` replaced each when it was made
-        #: reusable: the pool grew by one with each one retired)
-        self.cap = 2 * self.pool_size
+        #: single-use sandboxes alive (waiting, running or held ready for a function) up to
+        #: which the zygote replaces exited ones; reusable ones count toward no cap (the
+        #: engines bound them: each of a worker's engines may have as many as the pool
+        #: holds, so that two engines' could fill the cap, and no exited sandbox was
+        #: replaced), and their exits are not replaced (:meth:`refill` replaced each when
+        #: it was made reusable: the pool grew by one with each one retired)
+        self.cap = (3 if self.reuse else 2) * self.pool_size
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = {k: os.environ[k] for k in _KEEP_ENV if k in os.environ}
         # LD_BIND_NOW: the zygote resolves every symbol of the interpreter and the C library
