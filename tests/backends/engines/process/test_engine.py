@@ -180,13 +180,15 @@ def test_contexts_and_sandboxes_come_and_go_without_leaking_descriptors(rt):
     # and domains hold: those wax and wane (sandboxes forked ahead, a context for each
     # invocation that overlapped others or whose sandbox had not exited yet, more of both on
     # a busy machine), the rest stays as it was; a leak would add a descriptor or more per
-    # invocation, found in none of them
+    # invocation, found in none of them (as, for a moment, one in transit is: taken by an
+    # invocation, or forked and not yet pooled: the count is taken while all is quiet)
     engines = [w.engine for w in rt.backend.pool.workers]
     rt.run(_each(h.pid), list(range(8)))
+    assert _until(lambda: all(_quiet(z) for z in pool.running()))
     before = _unaccounted_descriptors(engines)
     for _ in range(40):
         rt.run(_each(h.pid), list(range(8)))
-        assert _until(lambda: _unaccounted_descriptors(engines) == before), \
+        assert _until(lambda: _unaccounted_descriptors(engines) <= before), \
             (before, _unaccounted_descriptors(engines))
     # and each context is released once no sandbox reaches it any more (none is lost)
     assert _until(lambda: all(len(e.domain._free) == len(e.domain._all) for e in engines))
