@@ -70,6 +70,12 @@ def ptrace_self(x: int) -> int:
 
 
 @dd.compute
+def raise_priority(x: int) -> int:
+    os.setpriority(os.PRIO_PROCESS, 0, 0)  # back to its zygote's, ahead of its zygote
+    return x
+
+
+@dd.compute
 def read_environ(x: int) -> int:
     with open("/proc/self/environ", "rb") as f:
         return len(f.read())

@@ -47,6 +47,7 @@ SYSCALLS: dict[str, int] = {
     "times": 100, "ptrace": 101, "getuid": 102, "syslog": 103, "getgid": 104,
     "setuid": 105, "setgid": 106, "geteuid": 107, "getegid": 108, "setpgid": 109,
     "getppid": 110, "getpgrp": 111, "setsid": 112, "sigaltstack": 131, "personality": 135,
+    "getpriority": 140, "setpriority": 141,
     "prctl": 157, "arch_prctl": 158, "setrlimit": 160, "chroot": 161, "sync": 162,
     "mount": 165, "umount2": 166, "reboot": 169, "sethostname": 170, "init_module": 175,
     "gettid": 186, "tkill": 200, "time": 201, "futex": 202, "sched_setaffinity": 203,

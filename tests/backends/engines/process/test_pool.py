@@ -28,6 +28,17 @@ def zygote() -> Iterator[pool.Zygote]:
         z.close()
 
 
+def test_a_sandbox_runs_nicer_than_its_zygote(zygote):
+    """Past saturation the zygote's resets (and the worker) run before the sandboxes that
+    keep the CPUs busy, rather than waiting their turn behind them (issue 19)."""
+    sandbox = zygote.take()
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, sandbox.pid) == \
+            os.getpriority(os.PRIO_PROCESS, zygote.process.pid) + 5
+    finally:
+        zygote.end(sandbox)
+
+
 def test_take_hands_out_the_newest_sandbox_that_waits_for_work(zygote):
     idle = zygote.idle_pids()
     assert len(idle) == 3
