@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import select
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,17 @@ def _call(fn: Any, digest: str = "") -> FunctionCall:
     return FunctionCall(fn.spec, impl, fn.artifact, 2.0)
 
 
+def _wait_for_a_sandbox(engine: ProcessEngine, call: FunctionCall) -> None:
+    """After :meth:`ProcessEngine.begin` found no sandbox forked: wait for one as an event
+    loop does (:meth:`ProcessEngine.wake_when_ready`, which forks one).  (Waiting for the
+    pool to fill again, ``settle``, never ended where one of its sandboxes ran the
+    overlapping invocation and the zygote had not yet reported the others' replacements:
+    pool_size waiting could not be reached.)"""
+    woken = threading.Event()
+    assert engine.wake_when_ready(call, woken.set)
+    assert woken.wait(30)
+
+
 def _invoke(engine: ProcessEngine, call: FunctionCall, x: int) -> tuple[Any, int, bool]:
     """Run ``call`` on ``x`` through :meth:`ProcessEngine.begin`, as an event loop does:
     (its result or the error it raised, the sandbox's pid, whether it was a reusable one);
@@ -150,8 +162,7 @@ def _invoke(engine: ProcessEngine, call: FunctionCall, x: int) -> tuple[Any, int
         context.place([[dd.Item(x)]])
         started = engine.begin(context, call)
         if started is None:  # none forked yet: as a loop would, wait for one
-            code = engine.store.get(digest, call.artifact, "python")
-            assert engine.zygote_for(code).settle(30)
+            _wait_for_a_sandbox(engine, call)
             started = engine.begin(context, call)
         assert started is not None
         pid, reusable = started.sandbox.pid, started.sandbox.reusable
@@ -333,8 +344,7 @@ def _invoke_together(engine: ProcessEngine, call: FunctionCall, xs: list[int]
             context.place([[dd.Item(x)]])
             s = engine.begin(context, call)
             if s is None:
-                code = engine.store.get(digest, call.artifact, "python")
-                assert engine.zygote_for(code).settle(30)
+                _wait_for_a_sandbox(engine, call)
                 s = engine.begin(context, call)
             assert s is not None
             started.append(s)
