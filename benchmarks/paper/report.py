@@ -608,9 +608,10 @@ and measures latency from that arrival; its own lateness is reported (column ``g
 when it is more than a few milliseconds, the generator was a bottleneck at that rate), and
 so is the share of its one CPU (it runs on one thread) it used at the busiest level
 (``gen.cpu``: near 100 % it would be the bottleneck, and the table names every sweep
-where a level's average passed 50 %); ``run.py`` prints both for every level.  The table checks lateness where it matters: it names each peak whose ending level
-(the first that failed) failed by a p99 that the generator's lateness (p99) would bring back
-within the bound, which the generator, not the system, may have failed.
+where a level's average passed 50 %); ``run.py`` prints both for every level.  The table
+checks lateness where it matters: it names each peak whose ending level (the first that
+failed) failed by a p99 that the generator's lateness (p99) would bring back within the
+bound, which the generator, not the system, may have failed.
 Each system is offered increasing rates until it saturates, then twice its best throughput:
 
 - **Dandelion** ``process`` (each function in a sandbox) and ``inline`` (no isolation, the
