@@ -87,15 +87,14 @@ def bulk_digest(value: Any, bulk: memoryview, digest: Callable[[Any], bytes]) ->
     remembered while ``value`` lives when it is :func:`frozen` and at least
     :data:`MIN_BYTES`."""
     size = bulk.nbytes
-    if size < MIN_BYTES or value.flags.writeable:
+    if size < MIN_BYTES or not frozen(value):
         return digest(bulk)
     key = id(value)
     known = _DIGESTS.get(key)
     if known is not None and known[0]() is value and known[1] == size:
         return known[2]
     made = digest(bulk)
-    if frozen(value):
-        _DIGESTS[key] = (weakref.ref(value, _forget(key)), size, made)
+    _DIGESTS[key] = (weakref.ref(value, _forget(key)), size, made)
     return made
 
 

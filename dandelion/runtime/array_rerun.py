@@ -109,7 +109,7 @@ class ArrayRerun:
             self._input = layout = (type(value), value.dtype, value.shape, record[0])
             made = _array_key(value, layout, prefix, cache.namespace,
                               hashing.new, hashing.ALGORITHM)
-        if made is not None and not value.flags.writeable and frozen(value):
+        if made is not None and frozen(value):
             self._frozen = (weakref.ref(value), value.dtype, value.shape, value.strides,
                             prefix, cache.namespace, made)
         return made
