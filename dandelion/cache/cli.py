@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from dandelion.cache.cache import open_cache
+from dandelion.cache.cache import namespace_of, open_cache
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -62,7 +62,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
     cache = open_cache(args.cache_location or True)
     assert cache is not None
     if args.action == "clear":
-        removed = cache.store.clear(args.namespace)
+        # a tenant's name, as the server names its namespace (never a path: not "..")
+        removed = cache.store.clear(namespace_of(args.namespace) if args.namespace else None)
         where = f" of namespace '{args.namespace}'" if args.namespace else ""
         print(f"removed {removed} entries{where}")
         return 0
@@ -83,7 +84,8 @@ def add_commands(sub: Any) -> None:
     """``dandelion cache info | clear``."""
     p = sub.add_parser("cache", help="show or clear the result cache")
     p.add_argument("action", choices=("info", "clear"))
-    p.add_argument("--namespace", help="clear only this namespace (a server tenant's)")
+    p.add_argument("--namespace", metavar="TENANT",
+                   help="clear only this server tenant's namespace (give the tenant's name)")
     p.add_argument("--json", action="store_true", help="info as JSON")
     _add_location(p)
     p.set_defaults(func=cmd_cache)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -41,6 +40,17 @@ _HEAD = len(MAGIC) + 32
 
 #: whether a file's times can be set through its descriptor (not on Windows)
 _UTIME_FD = os.utime in os.supports_fd
+
+def _hex(name: str) -> bool:
+    """Whether ``name`` is a key's digest in lower-case hex."""
+    return bool(name) and name.strip("0123456789abcdef") == ""
+
+
+def _one_name(namespace: str) -> bool:
+    """Whether ``namespace`` names one directory below the root (not ``..``, no ``/``)."""
+    return namespace not in ("", ".", "..") and "/" not in namespace and \
+        os.sep not in namespace and (os.altsep is None or os.altsep not in namespace)
+
 
 #: The default bound of a disk store.
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024 * 1024
@@ -131,12 +141,21 @@ class DiskStore(Store):
             self._evict()
 
     def _entries(self, namespace: str | None = None) -> list[tuple[float, int, Path]]:
-        """(modification time, size, path) of every entry file."""
+        """(modification time, size, path) of every entry file: a file named by a key in
+        hex, at ``<root>/<namespace>/<its first two digits>/``.  Nothing else under the root
+        is an entry (the root may be a directory of the user's, ``cache="."``), so nothing
+        else is counted, evicted or cleared; nor is anything outside it (``namespace`` must
+        be one plain name)."""
+        if namespace is not None and not _one_name(namespace):
+            return []
         out = []
-        top = self.root / namespace if namespace else self.root
+        top = os.path.join(self._root, namespace) if namespace else self._root
         for dirpath, _dirs, files in os.walk(top):
+            shard = os.path.relpath(dirpath, self._root).split(os.sep)
+            if len(shard) != 2:
+                continue
             for name in files:
-                if name.startswith((".tmp-", ".lease-")):
+                if name[:2] != shard[1] or not _hex(name):
                     continue
                 path = Path(dirpath) / name
                 try:
@@ -176,8 +195,12 @@ class DiskStore(Store):
         entries = self._entries(namespace)
         for _, _, path in entries:
             self._remove(path)
-        if namespace:
-            shutil.rmtree(self.root / namespace, ignore_errors=True)
+        if namespace and _one_name(namespace):  # its directories, where left empty
+            for dirpath, _dirs, _files in os.walk(self.root / namespace, topdown=False):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
         with self._lock:
             self._bytes = None
         return len(entries)
