@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import attrs
@@ -181,14 +182,81 @@ def open_store(spec: Any) -> Store:
     if spec == "memory":
         return MemoryStore()
     if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
-        from dandelion.cache.redis_store import RedisStore
-
-        return RedisStore(spec)
+        return _redis(spec)
     if isinstance(spec, (str, os.PathLike)):
-        return DiskStore(spec)
+        return DiskStore(_directory(spec))
     raise CacheConfigError(f"cannot make a cache store of {spec!r}",
                            hint="pass True, False, a Store, a directory, a redis:// URL, "
                                 "'memory', or a list of those")
+
+
+#: A URL's scheme (``memory:``, ``http://``), not a drive letter (``C:\\``).
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+#: What words a user may mean instead of a directory of that name.
+_WORDS = {"refresh": "cache='refresh' is a choice per run: dd.run(..., cache='refresh') or "
+                     "Runtime.run(..., cache='refresh')",
+          "disk": "pass True (memory in front of the disk store) or DiskStore() for the disk "
+                  "store in its default place"}
+
+
+def _directory(spec: str | os.PathLike[str]) -> Path:
+    """The directory a disk store is asked to keep its entries in, made if it is not there,
+    as an absolute path.
+
+    A string that names no directory that exists and is no path either (no ``/``: a word
+    such as ``"memroy"`` or ``"refresh"``) is refused rather than made a directory of the
+    working directory; so is a URL of another scheme.
+
+    Raises:
+        CacheConfigError: ``spec`` is not a directory that is or can be made.
+    """
+    hint = "pass True, False, a Store, a directory, a redis:// URL, 'memory', or a list of those"
+    if isinstance(spec, str):
+        if not spec.strip():
+            raise CacheConfigError("cache='' names no store", hint=hint)
+        if _SCHEME.match(spec):
+            raise CacheConfigError(f"cache={spec!r}: no store has that URL scheme (a Redis "
+                                   "store is redis://HOST:PORT/DB)", hint=hint)
+        path = Path(spec).expanduser()
+        if os.sep not in spec and "/" not in spec and not spec.startswith((".", "~")) and \
+                not path.is_dir():
+            raise CacheConfigError(
+                f"cache={spec!r} is not 'memory', a redis:// URL or a directory that exists",
+                hint=_WORDS.get(spec.lower(), f"for a new directory here, write './{spec}'"))
+    else:
+        path = Path(spec).expanduser()
+    if path.exists() and not path.is_dir():
+        raise CacheConfigError(f"cannot keep cached results in {str(path)!r}: a file, not a "
+                               "directory", hint="name a directory that can be made and written")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CacheConfigError(f"cannot keep cached results in {str(path)!r}: {e.strerror}",
+                               hint="name a directory that can be made and written") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CacheConfigError(f"cannot keep cached results in {str(path)!r}: not writeable",
+                               hint="name a directory that can be made and written")
+    return path.absolute()  # the same store if the process changes directory, or on Ray
+
+
+def _redis(url: str) -> Store:
+    """The Redis store at ``url``.
+
+    Raises:
+        CacheConfigError: ``url`` cannot be a Redis server's, or the ``redis`` package is
+            not installed.
+    """
+    try:
+        from dandelion.cache.redis_store import RedisStore
+
+        return RedisStore(url)
+    except ImportError:
+        raise CacheConfigError(f"cache={url!r} needs the redis package",
+                               hint="pip install redis") from None
+    except ValueError as e:
+        raise CacheConfigError(f"cache={url!r} is not a Redis URL: {e}",
+                               hint="redis://HOST:PORT/DB, rediss://… or unix:///PATH") from None
 
 
 def _guarded(store: Store) -> Store:
