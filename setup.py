@@ -53,6 +53,11 @@ ext_modules = [Extension("dandelion.cache._keysc", ["dandelion/cache/c/keysc.c"]
                          if sys.platform != "win32" else [])]
 if sys.platform.startswith("linux"):
     C = "backends/engines/process/c"
+    #: whether a cache input's memory was written since it was hashed (dandelion/cache/watch.py)
+    ext_modules.append(Extension(
+        "dandelion.cache._watchc", ["dandelion/cache/c/watchc.c"], include_dirs=[C],
+        depends=[f"{C}/kernel_abi.h"],
+        extra_compile_args=["-O2", "-Wall", "-fvisibility=hidden"]))
     ext_modules.append(Extension(
         "dandelion.backends.engines.process._sandboxc",
         [f"{C}/{name}.c" for name in ("module", "lockdown", "channel", "encode",

@@ -5,9 +5,10 @@ repetitions):
 
 1. the paper's matrix composition (128×128 int64 M·Mᵀ) on the ``process`` engine: a rerun
    with a warm cache against computing it (no cache), with a memory store and a disk store
-   (targets: >= 100x and >= 20x), and with a memory store on an input that cannot change
-   (read-only over ``bytes``, as ``numpy.frombuffer`` makes it: hashed once while it lives,
-   :mod:`dandelion.cache.frozen`);
+   (targets: >= 100x and >= 20x; the writeable input, rerun unchanged, is watched and not
+   hashed again, :mod:`dandelion.cache.watch`), and with a memory store on an input that
+   cannot change (read-only over ``bytes``, as ``numpy.frombuffer`` makes it: hashed once
+   while it lives, :mod:`dandelion.cache.frozen`);
 2. the cost of caching when everything misses (new inputs each run, memory store): on the
    matrix (target <= 5 %; ``--pairs`` rounds of an uncached run and an all-miss one taking
    turns: the ratio of the medians, the median of the rounds' own ratios, the CPU time and

@@ -25,7 +25,7 @@ import struct
 from typing import Any
 
 from dandelion.cache import hashing
-from dandelion.cache.frozen import bulk_digest
+from dandelion.cache.watch import bulk_digest
 from dandelion.codec import encode, ndarray_class, npy_parts
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType

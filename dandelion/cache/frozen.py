@@ -1,4 +1,4 @@
-"""Arrays that can never change, and their digests remembered by identity.
+"""Arrays that can never change.
 
 A cache key hashes its inputs' content on every run, because a Python object may change
 between two runs: a writeable array rerun after ``a[0, 0] += 1`` must miss.  Hashing is what
@@ -14,12 +14,12 @@ is never frozen, even read-only: its owner may set ``writeable`` back.  Nor is a
 where numpy still lets ``ndarray.data`` be reassigned (numpy before 2), since then the
 memory behind the same object could be swapped.
 
-For a frozen array the digest of its bulk is kept as long as the array lives (a weak
-reference drops it with the array), so hashing it again is a dictionary lookup.  Sound: the
-bytes hashed are the only bytes the array can ever show; its dtype, shape and strides, which
-may be reassigned in place, are not part of what is remembered (the record's head is made
-from them on each run, and a change of layout makes the bulk non-contiguous or a different
-size, which is checked).
+A frozen array's digest holds as long as the array lives (:mod:`dandelion.cache.watch`
+keeps it), so hashing it again is a dictionary lookup.  Sound: the bytes hashed are the only
+bytes the array can ever show; its dtype, shape and strides, which may be reassigned in
+place, are not part of what is remembered (the record's head is made from them on each
+run, and a change of layout makes the bulk non-contiguous or a different size, which is
+checked).
 
 >>> import numpy as np
 >>> from dandelion.cache.frozen import frozen
@@ -33,17 +33,9 @@ False
 
 from __future__ import annotations
 
-import weakref
-from typing import Any, Callable
+from typing import Any
 
 from dandelion.codec import ndarray_class
-
-#: Frozen arrays smaller than this are hashed each time (a lookup costs about as much).
-MIN_BYTES = 4096
-
-#: the bulk digest of each live frozen array, by id: (a weak reference to it, its size, the
-#: digest)
-_DIGESTS: dict[int, tuple[weakref.ref[Any], int, bytes]] = {}
 
 
 def _data_fixed() -> bool:
@@ -80,27 +72,3 @@ def frozen(value: Any) -> bool:
     if _DATA_FIXED is None:
         _DATA_FIXED = _data_fixed()
     return _DATA_FIXED
-
-
-def bulk_digest(value: Any, bulk: memoryview, digest: Callable[[Any], bytes]) -> bytes:
-    """``digest(bulk)``, ``bulk`` being the C-contiguous bytes of the array ``value``;
-    remembered while ``value`` lives when it is :func:`frozen` and at least
-    :data:`MIN_BYTES`."""
-    size = bulk.nbytes
-    if size < MIN_BYTES or not frozen(value):
-        return digest(bulk)
-    key = id(value)
-    known = _DIGESTS.get(key)
-    if known is not None and known[0]() is value and known[1] == size:
-        return known[2]
-    made = digest(bulk)
-    _DIGESTS[key] = (weakref.ref(value, _forget(key)), size, made)
-    return made
-
-
-def _forget(key: int) -> Callable[[weakref.ref[Any]], None]:
-    def forget(ref: weakref.ref[Any]) -> None:
-        known = _DIGESTS.get(key)
-        if known is not None and known[0] is ref:
-            del _DIGESTS[key]
-    return forget

@@ -27,13 +27,12 @@ them over many dtypes, shapes and orders).
 from __future__ import annotations
 
 import sys
-import weakref
 from typing import Any
 
 from dandelion.cache import hashing
 from dandelion.cache.cache import Cache, KnownPrefix
 from dandelion.cache.content import Uncacheable, array_record
-from dandelion.cache.frozen import frozen
+from dandelion.cache.watch import sighting_of
 from dandelion.codec import ndarray_class
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -52,7 +51,7 @@ class ArrayRerun:
     """The C path of a warm rerun of a program of one plain array in and one out; use
     :meth:`of`."""
 
-    __slots__ = ("memo", "name", "_input", "_output", "_frozen")
+    __slots__ = ("memo", "name", "_input", "_output", "_last")
 
     def __init__(self, memo: RunMemo, name: str) -> None:
         self.memo = memo
@@ -64,9 +63,10 @@ class ArrayRerun:
         #: the record head and size of the output entry seen last, numpy.empty, its
         #: shape and dtype
         self._output: tuple[Any, ...] | None = None
-        #: the key made last for a :func:`~dandelion.cache.frozen.frozen` input: a weak
-        #: reference to it, its dtype, shape and strides, the prefix, the namespace, the key
-        self._frozen: tuple[Any, ...] | None = None
+        #: the key made last, and for what: the input's
+        #: :class:`~dandelion.cache.watch.Sighting`, its dtype, shape and strides, the
+        #: prefix, the namespace, the sighting's generation, the key
+        self._last: tuple[Any, ...] | None = None
 
     @classmethod
     def of(cls, program: Program, memo: RunMemo | None) -> ArrayRerun | None:
@@ -93,12 +93,17 @@ class ArrayRerun:
             prefix = self.memo.prefix(prefixes)
         except Uncacheable:
             return None
-        last = self._frozen
-        if last is not None and last[0]() is value and last[4] == prefix and \
-                last[5] == cache.namespace and value.dtype is last[1] and \
-                value.shape == last[2] and value.strides == last[3]:
-            known: tuple[str, bytes] = last[6]  # the same frozen array, laid out the
-            return known  # same: the same bytes
+        last = self._last
+        if last is not None and last[0].ref() is value:
+            sighting = last[0]
+            if last[4] == prefix and last[5] == cache.namespace and \
+                    value.dtype is last[1] and value.shape == last[2] and \
+                    value.strides == last[3] and sighting.unchanged(value, last[6]):
+                known: tuple[str, bytes] = last[7]  # the same array, laid out the same,
+                return known  # its bytes unchanged
+        else:
+            sighting = sighting_of(value) if isinstance(value, ndarray_class()) else None
+        generation = -1 if sighting is None else sighting.arm(value)
         layout = self._input
         made = None if layout is None else _array_key(
             value, layout, prefix, cache.namespace, hashing.new, hashing.ALGORITHM)
@@ -109,9 +114,9 @@ class ArrayRerun:
             self._input = layout = (type(value), value.dtype, value.shape, record[0])
             made = _array_key(value, layout, prefix, cache.namespace,
                               hashing.new, hashing.ALGORITHM)
-        if made is not None and frozen(value):
-            self._frozen = (weakref.ref(value), value.dtype, value.shape, value.strides,
-                            prefix, cache.namespace, made)
+        if made is not None and sighting is not None:
+            self._last = (sighting, value.dtype, value.shape, value.strides, prefix,
+                          cache.namespace, generation, made)
         return made
 
     def serve(self, cache: Cache, key: str) -> tuple[Any, bytes | None]:

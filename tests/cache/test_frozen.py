@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import dandelion as dd
-from dandelion.cache import MemoryStore, frozen, hashing
+from dandelion.cache import MemoryStore, frozen, hashing, watch
 from tests.cache.test_run_memo import ENGINES, GRAM, Recording
 
 M = np.random.default_rng(3).integers(-9, 10, size=(64, 64), dtype=np.int64)
@@ -50,17 +50,17 @@ def test_a_frozen_arrays_digest_is_made_once_while_it_lives():
 
     f = from_bytes(M)
     bulk = memoryview(f).cast("B")
-    first = frozen.bulk_digest(f, bulk, digest)
+    first = watch.bulk_digest(f, bulk, digest)
     assert first == hashing.digest(M.tobytes()) and len(calls) == 1
-    assert frozen.bulk_digest(f, bulk, digest) == first and len(calls) == 1
-    w = M.copy()  # writeable: hashed every time
+    assert watch.bulk_digest(f, bulk, digest) == first and len(calls) == 1
+    w = M.copy()  # writeable, too small to be watched: hashed every time
     for _ in range(2):
-        assert frozen.bulk_digest(w, memoryview(w).cast("B"), digest) == first
+        assert watch.bulk_digest(w, memoryview(w).cast("B"), digest) == first
     assert len(calls) == 3
-    held = len(frozen._DIGESTS)
+    held = len(watch._SIGHTINGS)
     del f, bulk
     gc.collect()
-    assert len(frozen._DIGESTS) == held - 1  # dropped with its array
+    assert len(watch._SIGHTINGS) == held - 1  # dropped with its array
 
 
 @pytest.mark.parametrize("engine", ENGINES)
