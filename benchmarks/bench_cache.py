@@ -49,7 +49,7 @@ repetitions):
    return).  Short intervals, which other processes interrupt less often than whole runs:
    part 1's steadier reading of the same cost.
 
-    python benchmarks/bench_cache.py [--repeat 15] [--rounds 61] [--pairs 61]
+    python benchmarks/bench_cache.py [--repeat 15] [--rounds 61] [--pairs 1001]
                                      [--fanout 10000] [--only N]
 """
 
@@ -416,10 +416,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=61,
                     help="rounds of the fan-out (parts 2 and 3): a run of it varies by a "
                          "fifth on a busy machine, its median needs many")
-    ap.add_argument("--pairs", type=int, default=61,
+    ap.add_argument("--pairs", type=int, default=1001,
                     help="rounds of part 1's all-miss cost (an uncached run and an all-miss "
-                         "one taking turns): a run of the matrix on process varies by a "
-                         "fifth or more, so the median needs many")
+                         "one taking turns): the rounds' own ratios spread over +-30 %% on "
+                         "this machine, so a cost of a few per cent needs a thousand "
+                         "(about 7 s each for parts 1 and 8)")
     ap.add_argument("--fanout", type=int, default=10000)
     ap.add_argument("--only", type=int, choices=(1, 2, 3, 4, 5, 6, 7, 8),
                     help="only this part (1 and the matrix half of 2 go together, as do "
@@ -498,8 +499,10 @@ def matrix_part(args: argparse.Namespace) -> None:
           "hashed once)")
     cost = mm["all miss, memory"] / mm["compute, new inputs"] - 1
     own = [m / c - 1 for m, c in zip(turns["all miss, memory"], turns["compute, new inputs"])]
+    low, high = _interval(turns["all miss, memory"], turns["compute, new inputs"])
     print(f"2. all-miss cost, matrix: {cost * 100:+.1f} % (ratio of the medians of "
-          f"{args.pairs} rounds taking turns; the rounds' own: median "
+          f"{args.pairs} rounds taking turns, 95 % interval [{low * 100:+.1f}, "
+          f"{high * 100:+.1f}] %; the rounds' own: median "
           f"{statistics.median(own) * 100:+.1f} %, quartiles [{_quartiles(own, 100, '+.1f')}] %"
           "; target <= 5 %)")
     plain, miss = (statistics.median(cpu[k]) for k in ("compute, new inputs",
@@ -533,6 +536,17 @@ def fanout_part(args: argparse.Namespace) -> None:
     hits = [h / off for h, off in zip(fo["hit"], fo["dispatcher"])]
     print(f"3. hit: {hit * 1e6:.2f} µs/app = {hit / base:.2f}x the dispatcher's time per "
           f"application (the rounds' own: [{_quartiles(hits, 1, '.2f')}]; target <= 2x)")
+
+
+def _interval(a: list[float], b: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """A 95 % bootstrap interval of ``median(a) / median(b) - 1``, resampling the rounds
+    (each round's ``a`` and ``b`` together: they ran side by side)."""
+    rng = np.random.default_rng(0)
+    pairs = np.array([a, b])
+    picks = rng.integers(0, pairs.shape[1], size=(resamples, pairs.shape[1]))
+    ratios = np.median(pairs[0][picks], axis=1) / np.median(pairs[1][picks], axis=1) - 1
+    low, high = np.quantile(ratios, [0.025, 0.975])
+    return float(low), float(high)
 
 
 def _quartiles(values: list[float], scale: float, spec: str) -> str:
