@@ -29,9 +29,12 @@ uncacheable, and the error says which global it was.
 
 from __future__ import annotations
 
+import abc
 import builtins
 import copyreg
+import dis
 import functools
+import importlib
 import json
 import struct
 import sys
@@ -205,6 +208,10 @@ class _Walk:
             return b"property\0" + d(obj.fget) + d(obj.fset) + d(obj.fdel)
         if isinstance(obj, functools.partial):
             return b"partial\0" + d(obj.func) + d(obj.args) + d(obj.keywords)
+        if isinstance(obj, types.MappingProxyType):  # a dataclass field's metadata …
+            return b"mappingproxy\0" + b"".join(d(k) + d(v) for k, v in obj.items())
+        if isinstance(obj, functools.cached_property):  # its lock is not what it computes
+            return b"cached_property\0" + d(obj.func)
         if _is_array(obj):
             if obj.dtype.hasobject:
                 return b"objarray\0" + d(obj.tolist())
@@ -233,6 +240,7 @@ class _Walk:
                 else:
                     parts.append(d(value))
                 self.cells.append((cell, value))
+            _import_user_modules(code)
             parts.append(self._globals(fn.__globals__, _names(code)))
             return b"".join(parts)
         finally:
@@ -310,10 +318,22 @@ class _Walk:
                 if isinstance(value, (types.GetSetDescriptorType, types.MemberDescriptorType)):
                     parts.append(name.encode() + b"=slot")  # __slots__ entries
                     continue
+                if name == "_abc_impl" and isinstance(cls, abc.ABCMeta):
+                    parts.append(b"_abc_impl=" + self._abc_registry(cls))
+                    continue
                 parts.append(name.encode() + b"=" + d(value))
             return b"\0".join(parts)
         finally:
             self.where.pop()
+
+    def _abc_registry(self, cls: abc.ABCMeta) -> bytes:
+        """An abstract base class's registered virtual subclasses (``B.register(C)``), which
+        ``isinstance`` answers by; the rest of its ``_abc_impl`` is a cache of answers."""
+        dump = getattr(abc, "_get_dump", None)
+        if dump is None:  # pragma: no cover - another implementation of abc
+            return b"?"
+        registered = [ref() for ref in dump(cls)[0]]
+        return b"".join(sorted(self.digest(c) for c in registered if c is not None))
 
     def _object(self, obj: Any) -> bytes:
         """Any other value: its class and what reconstructs it (its ``__reduce_ex__``)."""
@@ -369,6 +389,36 @@ def _extern(obj: Any) -> bytes:
 
 def _origin_bytes(module: str) -> bytes:
     return b"\0" + "\0".join(origin(module)).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _imports(code: types.CodeType) -> tuple[str, ...]:
+    """The modules a code object and the code nested in it import by absolute name
+    (``import x.y`` and ``from x import y`` in a function's body)."""
+    out: list[str] = []
+    consts: list[Any] = []  # the level and the names loaded before an IMPORT_NAME
+    for ins in dis.get_instructions(code):
+        if ins.opname == "IMPORT_NAME" and consts[-2:-1] == [0] and ins.argval:
+            out.append(ins.argval)
+        consts = [*consts[-1:], ins.argval] if ins.opname == "LOAD_CONST" else []
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            out += _imports(const)
+    return tuple(out)
+
+
+def _import_user_modules(code: types.CodeType) -> None:
+    """Import the user modules that ``code`` imports in its body and that are not imported
+    yet, so that the walk sees what they hold: in a new process a function's identity is
+    made before it first runs, and a module it imports only then would be left out (an edit
+    to it would be served the result of the code before).  One that fails to import is left
+    to the function's run to report."""
+    for name in _imports(code):
+        if name not in sys.modules and origin(name) == ("user",):
+            try:
+                importlib.import_module(name)
+            except Exception:
+                pass
 
 
 @functools.lru_cache(maxsize=4096)
