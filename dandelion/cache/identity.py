@@ -35,7 +35,9 @@ import copyreg
 import dis
 import functools
 import importlib
+import importlib.util
 import json
+import os
 import struct
 import sys
 import threading
@@ -82,6 +84,32 @@ def _editable(distribution: str) -> bool:
         return False
 
 
+def _installed(top: str, distributions: list[str]) -> bool:
+    """Whether module ``top`` is the one ``distributions`` installed, not the user's own of
+    the same name (a local ``utils.py`` where an installed distribution also has a top-level
+    ``utils``): whether its file lies where one of them is installed."""
+    module = sys.modules.get(top)
+    if module is not None:
+        paths = [getattr(module, "__file__", None), *getattr(module, "__path__", ())]
+    else:
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return True
+        paths = [spec.origin, *(spec.submodule_search_locations or ())] if spec else []
+    files = [os.path.realpath(p) for p in paths if isinstance(p, str) and os.path.isabs(p)]
+    if not files:  # built in, or nowhere to tell: as its name says
+        return True
+    for name in distributions:
+        try:
+            root = os.path.realpath(str(metadata.distribution(name).locate_file(""))) + os.sep
+        except metadata.PackageNotFoundError:  # pragma: no cover - a broken installation
+            continue
+        if any(f.startswith(root) for f in files):
+            return True
+    return False
+
+
 @functools.cache
 def origin(module: str) -> tuple[str, ...]:
     """Where module ``module`` comes from: ``("stdlib",)``, ``("dist", name, version, …)``
@@ -96,7 +124,7 @@ def origin(module: str) -> tuple[str, ...]:
     if top == "dandelion":  # the framework: its version and the engine ABI in the key
         return ("dist", "dandelion", _version("dandelion"))
     dists = _distributions().get(top)
-    if dists and not any(_editable(name) for name in dists):
+    if dists and not any(_editable(name) for name in dists) and _installed(top, dists):
         out: list[str] = ["dist"]
         for name in sorted(set(dists)):
             out += [name, _version(name)]
