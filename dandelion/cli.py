@@ -211,7 +211,34 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(plan.describe(explain=args.explain))
         if args.explain:
             print("\n".join(_batching(plan, program.artifacts)))
+            print("\n".join(_keyable(plan, program.artifacts)))
     return EXIT_OK
+
+
+def _keyable(plan: Any, artifacts: Any) -> list[str]:
+    """What ``plan --explain`` says of the code of each application the plan caches: a
+    Python function that reaches a value with no canonical hash (a lock, an open file) is
+    not cached when it runs, though declared cacheable; the reason names the value."""
+    from dandelion.cache.content import Uncacheable
+    from dandelion.cache.key import implementation_identity
+
+    lines = ["cache keys (of the code each cacheable application runs):"]
+    for i, app in enumerate(plan.composition.applications):
+        spec = plan.module.function(app.function)
+        if spec is None or not plan.hints.get(i, {}).get("cacheable"):
+            continue
+        for impl in spec.implementations:
+            artifact = artifacts.get(impl.digest) if impl.digest else None
+            if impl.kind != "python" or artifact is None:
+                continue
+            try:
+                implementation_identity(impl, artifact)
+            except Uncacheable as e:
+                lines.append(f"  [{i}] {app.function}: not cached when it runs: {e}")
+            else:
+                lines.append(f"  [{i}] {app.function}: keyed by its code and what it reaches")
+            break
+    return lines
 
 
 def _batching(plan: Any, artifacts: Any) -> list[str]:

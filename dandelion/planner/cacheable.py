@@ -6,7 +6,8 @@ cacheable (it reads something that never changes); a composition applied once pe
 not cached as a whole, its own applications are.  The verdict goes into the plan's hints
 (``{"cacheable": bool}``), which the backends follow, and into the decisions that
 ``dandelion plan --explain`` prints.  A Python function that reaches a value with no
-canonical hash is found uncacheable only when it runs (the run's cache report says why).
+canonical hash is found uncacheable when it runs (the run's cache report says why) or by
+``dandelion plan --explain``, which keys the code it loaded.
 
 >>> from dandelion.ir import *
 >>> from dandelion.planner import Plan, PassContext
