@@ -155,6 +155,8 @@ def _box(name: str, call: FunctionCall, unit: Any = None,
     import ray
     import ray.cloudpickle
 
+    from dandelion.runtime import pickling  # noqa: F401 - its reducers (cached_property)
+
     # Workers cache calls by this key, so it must name the content: a code digest covers
     # only the source, and two closures of one factory share it but not their values.
     # The call (with a fused chain's member calls) is pickled once, by the pickler that

@@ -32,7 +32,6 @@ from __future__ import annotations
 import abc
 import builtins
 import copyreg
-import dis
 import functools
 import importlib
 import importlib.util
@@ -419,29 +418,15 @@ def _origin_bytes(module: str) -> bytes:
     return b"\0" + "\0".join(origin(module)).encode()
 
 
-@functools.lru_cache(maxsize=4096)
-def _imports(code: types.CodeType) -> tuple[str, ...]:
-    """The modules a code object and the code nested in it import by absolute name
-    (``import x.y`` and ``from x import y`` in a function's body)."""
-    out: list[str] = []
-    consts: list[Any] = []  # the level and the names loaded before an IMPORT_NAME
-    for ins in dis.get_instructions(code):
-        if ins.opname == "IMPORT_NAME" and consts[-2:-1] == [0] and ins.argval:
-            out.append(ins.argval)
-        consts = [*consts[-1:], ins.argval] if ins.opname == "LOAD_CONST" else []
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            out += _imports(const)
-    return tuple(out)
-
-
 def _import_user_modules(code: types.CodeType) -> None:
     """Import the user modules that ``code`` imports in its body and that are not imported
     yet, so that the walk sees what they hold: in a new process a function's identity is
     made before it first runs, and a module it imports only then would be left out (an edit
     to it would be served the result of the code before).  One that fails to import is left
     to the function's run to report."""
-    for name in _imports(code):
+    from dandelion.runtime.pickling import code_imports
+
+    for name in code_imports(code):
         if name not in sys.modules and origin(name) == ("user",):
             try:
                 importlib.import_module(name)

@@ -15,7 +15,9 @@ True
 
 from __future__ import annotations
 
+import copyreg
 import dis
+import functools
 import io
 import marshal
 import pickle
@@ -109,6 +111,30 @@ def _code_picklers() -> tuple[Any, Any]:
             return pid if pid is not None and _table.get(pid) is obj else None
 
     return CodePickler, PortablePickler
+
+
+def cached_property(func: Any, attrname: str | None) -> functools.cached_property[Any]:
+    """A :func:`functools.cached_property` of ``func`` as a class named it (its class is
+    rebuilt attribute by attribute when unpickled, which does not name it again).  Every
+    pickler of this process makes one so (:mod:`copyreg`: cloudpickle's, Ray's): Python
+    3.11's holds an ``RLock``, which no pickle can carry, and a class using one could not be
+    shipped to a sandbox or a Ray worker.
+
+    >>> class Lazy:
+    ...     @functools.cached_property
+    ...     def size(self):
+    ...         return 3
+    >>> copy = loads(dumps(Lazy))
+    >>> copy().size, copy.__dict__["size"].attrname
+    (3, 'size')
+    """
+    made: functools.cached_property[Any] = functools.cached_property(func)
+    made.attrname = attrname
+    return made
+
+
+copyreg.pickle(functools.cached_property,
+               lambda prop: (cached_property, (prop.func, prop.attrname)))
 
 
 def dumps(obj: Any, modules: set[str] | None = None, portable: bool = False) -> bytes:

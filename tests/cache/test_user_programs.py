@@ -16,6 +16,8 @@ from dandelion.cache.identity import origin, python_identity
 PROGRAM = """
     import abc
     import dataclasses
+    import functools
+
     import numpy as np
 
     import dandelion as dd
@@ -28,6 +30,11 @@ PROGRAM = """
     CONFIG = Config()
     OFFSET = 1
 
+    class Lazy:
+        @functools.cached_property
+        def offset(self):
+            return OFFSET
+
     class Shape(abc.ABC):
         @abc.abstractmethod
         def area(self, x): ...
@@ -39,7 +46,7 @@ PROGRAM = """
     @dd.compute
     def measure(x: int) -> int:
         print("measuring", x)
-        return int(np.int64(Square().area(x) * CONFIG.scale + OFFSET))
+        return int(np.int64(Square().area(x) * CONFIG.scale + Lazy().offset))
 
     @dd.composition
     def measures(xs: list[int]) -> list[int]:
@@ -50,7 +57,7 @@ PROGRAM = """
 EDITS = {
     "dataclass default": ("scale: int = 2", "scale: int = 3"),
     "abstract base class's subclass": ("return x * x", "return x * x * x"),
-    "module constant": ("OFFSET = 1", "OFFSET = 5"),
+    "module constant read by a cached property": ("OFFSET = 1", "OFFSET = 5"),
 }
 
 
