@@ -243,18 +243,19 @@ def format_summary(summaries: Sequence[Summary]) -> str:
     c[0] f                        1 inline         0.5000   500.000          8          8
          2      1       64
     """
-    rows = [f"{'application':<21} {'instances':>9} {'engine':<10} {'total s':>10} "
+    names = [f"{s.composition}[{s.application}] {s.function}" for s in summaries]
+    width = max([21, *map(len, names)])  # a fused chain's names are long
+    rows = [f"{'application':<{width}} {'instances':>9} {'engine':<10} {'total s':>10} "
             f"{'mean ms':>9} {'bytes in':>10} {'bytes out':>10} {'hits':>6} {'misses':>6} "
             f"{'served':>8}"]
-    for s in summaries:
+    for name, s in zip(names, summaries):
         notes = [f"{s.failed} failed"] if s.failed else []
         notes += [f"not cached: {r}" for r in s.reasons]
         if s.moved:
             notes.append(f"{s.moved} bytes from other nodes")
         notes += s.placement
         note = f" ({'; '.join(notes)})" if notes else ""
-        name = f"{s.composition}[{s.application}] {s.function}"
-        rows.append(f"{name:<21} {s.instances:>9} {','.join(sorted(s.engines)) or '-':<10} "
+        rows.append(f"{name:<{width}} {s.instances:>9} {','.join(sorted(s.engines)) or '-':<10} "
                     f"{s.seconds:>10.4f} {s.mean_seconds * 1e3:>9.3f} {s.bytes_in:>10} "
                     f"{s.bytes_out:>10} {s.hits:>6} {s.misses:>6} {s.bytes_served:>8}{note}")
     reported = [s.moved for s in summaries if s.moved is not None]
