@@ -349,6 +349,12 @@ class _Walk:
                     parts.append(b"_abc_impl=" + self._abc_registry(cls))
                     continue
                 parts.append(name.encode() + b"=" + d(value))
+            # what it inherits from the user's classes stays inherited: a name set on it
+            # later (Sub.k = 5 over Base.k) is a rebinding like any other
+            own = cls.__dict__
+            self.bindings += [(own, name, _MISSING) for base in cls.__mro__[1:-1]
+                              if origin(_module_of(base)) == ("user",)
+                              for name in base.__dict__ if name not in own]
             return b"\0".join(parts)
         finally:
             self.where.pop()

@@ -172,3 +172,33 @@ def test_a_users_module_named_as_an_installed_distribution_s_is_walked(load):
     mod = load(f"import {name}\ndef f(x):\n    return {name}.helper(x)\n", "user_program")
     assert python_identity(mod.f) != before
     assert origin(name) == ("user",)
+
+
+@pytest.mark.parametrize("engine", ["inline", "process"])
+def test_an_attribute_set_on_a_subclass_over_an_inherited_one_misses(load, engine):
+    # as in a notebook: the memoized identity read Sub's own attributes only, so a name
+    # set on Sub later over Base's was not seen, and the rerun was served 2 for 6
+    import dandelion as dd
+
+    mod = load("""
+        import dandelion as dd
+
+        class Base:
+            k = 1
+            def get(self):
+                return self.k
+
+        class Sub(Base):
+            pass
+
+        @dd.compute
+        def f(x: int) -> int:
+            return x + Sub().get()
+    """)
+    with dd.Runtime(engine=engine, workers=1, cache="memory") as rt:
+        assert rt.run(mod.f, 1) == 2
+        assert rt.run(mod.f, 1) == 2
+        mod.Sub.k = 5
+        assert rt.run(mod.f, 1) == 6
+        mod.Sub.get = lambda self: self.k * 100
+        assert rt.run(mod.f, 1) == 501
