@@ -24,7 +24,6 @@ from dandelion.runtime.events import Observer, fan_out
 from dandelion.runtime.registry import load_backend
 from dandelion.runtime.run_memo import RunMemo
 from dandelion.runtime.sharding import Items
-from dandelion.runtime.speculation import NOT_STARTED, Speculation
 
 
 class Runtime:
@@ -93,10 +92,9 @@ class Runtime:
         #: per program, its plan's whole-run memo (``None``: its runs are not memoized whole)
         self._memos: weakref.WeakKeyDictionary[Program, RunMemo | None] = \
             weakref.WeakKeyDictionary()
-        #: per program, its rerun in C (dandelion.runtime.array_rerun), where it has one,
-        #: and whether its runs speculate (dandelion.runtime.speculation: ``None``, never)
-        self._reruns: weakref.WeakKeyDictionary[
-            Program, tuple[ArrayRerun, Speculation | None]] = weakref.WeakKeyDictionary()
+        #: per program, its rerun in C (dandelion.runtime.array_rerun), where it has one
+        self._reruns: weakref.WeakKeyDictionary[Program, ArrayRerun] = \
+            weakref.WeakKeyDictionary()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.closed = False
@@ -175,26 +173,18 @@ class Runtime:
         program = as_program(target)
         # a rerun of one array in and one out, in C (dandelion.runtime.array_rerun): from
         # the second run of a program, whose plan, memo and inputs have passed the checks
-        found = self._reruns.get(program) if cache is True and len(args) + len(inputs) == 1 \
+        rerun = self._reruns.get(program) if cache is True and len(args) + len(inputs) == 1 \
             else None
-        rerun, speculation = found if found is not None else (None, None)
         made = data = value = None
         prefixes: dict[int, KnownPrefix] = {}
         using = self.cache  # (cache=True: this cache, unless it refreshes)
         if rerun is not None and using is not None and not using.refresh and \
                 not self._watched():
             value = args[0] if args else inputs.get(rerun.name)
-            if speculation is not None and speculation.guess(value) and \
-                    not rerun.known(value):  # its last runs missed: compute while hashing
-                ran = self._speculate(program, args, inputs, rerun, speculation, using, value)
-                if ran is not NOT_STARTED:
-                    return ran
             made = rerun.key(using, value, prefixes)
             if made is not None:
                 output, data = rerun.serve(using, made[0])
                 if output is not None:
-                    if speculation is not None:
-                        speculation.misses = 0
                     return output
         sets = program.bind(args, inputs)
         plan = self.plan(program)
@@ -226,38 +216,16 @@ class Runtime:
                 if served is not None:
                     if rerun is not None:  # the output's layout, for the next rerun in C
                         rerun.learn(served)
-                    if speculation is not None:
-                        speculation.misses = 0
                     return program.unbind(served)
             if key is not None:  # the run's lookups reuse the inputs' ids and the prefixes,
                 # and keep the outputs' ids (and, the first time, the run's mark; for a run
                 # of one instance, they know it missed)
                 using = memo.knowing(using, key, ids, prefixes, seen)
-        missed = speculation if key is not None else None
-        if missed is not None:  # after a speculation of the program in flight has led its
-            missed.enter()  # flight (an identical run follows it)
-        try:
-            outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
-                                       observe=self._observe, cache=using)
-        finally:
-            if missed is not None:
-                missed.leave()
+        outputs = self.backend.run(plan, sets, program.artifacts,  # type: ignore[call-arg]
+                                   observe=self._observe, cache=using)
         if memo is not None and memo.keeps and using is not None and key is not None:
             memo.keep(using, key, outputs, whole=seen)  # whole from its second run on
         return program.unbind(outputs)
-
-    def _speculate(self, program: Program, args: tuple[Any, ...], inputs: dict[str, Any],
-                   rerun: ArrayRerun, speculation: Speculation, using: Cache, value: Any
-                   ) -> Any:
-        """:meth:`run` computing while its one array input ``value`` is hashed and
-        looked up (:mod:`dandelion.runtime.speculation`); ``NOT_STARTED`` where it was
-        not."""
-        sets = program.bind(args, inputs)
-        items = sets.get(rerun.memo.inputs[0], ())
-        if len(items) != 1 or items[0].value is not value:  # (bound as another value)
-            return NOT_STARTED
-        return speculation.run(self.backend, program, self.plan(program), sets, rerun, using,
-                               value)
 
     def _watched(self) -> bool:
         """Whether runs are watched (observers, a backend's progress display): they go
@@ -274,11 +242,8 @@ class Runtime:
             memo = self._memos[program] = RunMemo.of(plan, program.artifacts,
                                                      self.backend.engine_kinds)
             rerun = ArrayRerun.of(program, memo)
-            if rerun is not None:  # (memo: not None) its runs speculate where the function
-                # reads a copy of the input, and its results are all the run's outputs
-                self._reruns[program] = (rerun, Speculation() if self.backend.inputs_copied
-                                         and memo.by_result is not None  # type: ignore[union-attr]
-                                         else None)
+            if rerun is not None:
+                self._reruns[program] = rerun
             return memo
 
     def run_plan(self, plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],

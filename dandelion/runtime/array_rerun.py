@@ -119,13 +119,6 @@ class ArrayRerun:
                           cache.namespace, generation, made)
         return made
 
-    def known(self, value: Any) -> bool:
-        """Whether :meth:`key` may give the key of ``value`` without hashing it (the array
-        it keyed last, watched for writes): a run on it does not speculate
-        (:mod:`dandelion.runtime.speculation`)."""
-        last = self._last
-        return last is not None and last[0].ref() is value
-
     def serve(self, cache: Cache, key: str) -> tuple[Any, bytes | None]:
         """The output array of the run under ``key`` (``None``: not one of the layout seen
         last) and the entry itself (``None``: none, or the store failed and warned)."""

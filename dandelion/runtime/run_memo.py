@@ -179,15 +179,6 @@ class RunMemo:
         #: whether a run is kept by :meth:`keep` after it ends (its mark, or its outputs
         #: whole); not that of a plan run as one instance: its instance's entry is the run's
         self.keeps = self.sources is None
-        #: for a plan run as one instance each of whose function's results is a direct
-        #: output, per result the direct output it is (see :meth:`results`)
-        self.by_result: list[str] | None = None
-        if self.sources is not None:
-            by_result: list[str | None] = [None] * len(parts[0].spec.results)
-            for name, at in zip(self.outputs, self._results):
-                by_result[at] = name
-            if None not in by_result:
-                self.by_result = by_result  # type: ignore[assignment]
 
     @classmethod
     def of(cls, plan: Plan, artifacts: Mapping[str, Any], engine_kinds: frozenset[str]
@@ -304,28 +295,6 @@ class RunMemo:
             _remove(cache, key)
             return None, True
         return dict(zip(self.outputs, outputs)), True
-
-    def results(self, outputs: Mapping[str, Items]) -> list[Items] | None:
-        """The results of the one instance of a plan run as one instance, in its function's
-        order, read from the run's direct ``outputs``; ``None`` where a result is not a
-        direct output (or the plan is not run as one instance).
-
-        >>> import dandelion as dd
-        >>> @dd.compute
-        ... def double(x: int) -> int:
-        ...     return 2 * x
-        >>> @dd.composition
-        ... def twice(x: int) -> int:
-        ...     return double(x)
-        >>> with dd.Runtime(engine="inline", workers=1) as rt:
-        ...     memo = RunMemo.of(rt.plan(twice), twice.program.artifacts,
-        ...                       rt.backend.engine_kinds)
-        >>> memo.results({memo.outputs[0]: (dd.Item(42),)})
-        [(Item(value=42, key=0, name=''),)]
-        """
-        if self.by_result is None:
-            return None
-        return [tuple(outputs.get(name, ())) for name in self.by_result]
 
     def knowing(self, cache: Cache, key: str, ids: dict[int, tuple[Any, bytes]],
                 prefixes: dict[int, KnownPrefix], seen: bool) -> Cache:

@@ -139,7 +139,7 @@ def test_a_rerun_in_c_serves_what_the_python_path_serves(load, engine, monkeypat
     with dd.Runtime(engine=engine, workers=1, cache=store) as rt:
         for _ in range(2):  # computed (its entry is the run's, one instance); served in
             first = rt.run(mod.product, m)  # Python, which learns the output's layout
-        rerun, _speculation = rt._reruns[mod.product.program]
+        rerun = rt._reruns[mod.product.program]
         assert rerun._output is not None and served == []
         store.clear_log()
         again = rt.run(mod.product, m)

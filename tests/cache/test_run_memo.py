@@ -131,13 +131,11 @@ def test_entries_kept_in_reserved_memory_hold_the_results_the_caller_then_change
     # (dandelion.cache.entry.reserve), and its entry is written into it: each entry must hold
     # its own run's result, untouched by the caller changing that result in place, and the
     # reruns hit exactly the runs seen
-    from dandelion.runtime import dispatcher, speculation
+    from dandelion.runtime import dispatcher
 
     reserved: list[bool] = []
     real = dispatcher.reserve_entry
     monkeypatch.setattr(dispatcher, "reserve_entry", lambda: reserved.append(real()) or True)
-    monkeypatch.setattr(speculation, "reserve_entry",  # (a run that speculates reserves too)
-                        lambda: reserved.append(real()) or True)
     monkeypatch.setattr(dispatcher, "RESERVE_AFTER", 0.0)  # (however fast the machine)
     mod = load(GRAM)
     store = Recording(MemoryStore())
@@ -162,13 +160,11 @@ def test_a_run_reserves_only_once_its_worker_had_the_cpu(load, engine, monkeypat
     # reserving at once kept the calling thread on its CPU when the worker it had just woken
     # was to run (the instance reached the engine ~50 µs later): a run waits RESERVE_AFTER
     # first, and one that ends sooner reserves nothing, nor waits for it
-    from dandelion.runtime import dispatcher, speculation
+    from dandelion.runtime import dispatcher
 
     reserved: list[bool] = []
     real = dispatcher.reserve_entry
     monkeypatch.setattr(dispatcher, "reserve_entry", lambda: reserved.append(real()) or True)
-    monkeypatch.setattr(speculation, "reserve_entry",  # (a run that speculates reserves too)
-                        lambda: reserved.append(real()) or True)
     monkeypatch.setattr(dispatcher, "RESERVE_AFTER", 60.0)
     mod = load(GRAM)
     ms = [np.random.default_rng(seed).integers(-9, 10, size=(128, 128)) for seed in range(3)]
