@@ -34,6 +34,7 @@ import builtins
 import copyreg
 import functools
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -337,7 +338,8 @@ class _Walk:
         self.where.append(cls.__qualname__)
         try:
             d = self.digest
-            parts = [b"class\0", cls.__qualname__.encode(), b"\0", d(cls.__bases__)]
+            parts = [b"class\0", cls.__qualname__.encode(), b"\0", d(cls.__bases__),
+                     _extension_digest(module)]
             for name, value in sorted(cls.__dict__.items()):
                 if name in ("__dict__", "__weakref__", "__module__", "__qualname__"):
                     continue
@@ -421,7 +423,33 @@ def _extern(obj: Any) -> bytes:
 
 
 def _origin_bytes(module: str) -> bytes:
-    return b"\0" + "\0".join(origin(module)).encode()
+    where = origin(module)
+    named = b"\0" + "\0".join(where).encode()
+    return named + _extension_digest(module) if where == ("user",) else named
+
+
+def _extension_digest(module: str) -> bytes:
+    """The digest of the compiled file of a user's extension module (a Cython or C module
+    built in place, not installed), whose code the walk cannot read: rebuilt, it misses.
+    Empty for any other module."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if not isinstance(path, str) or not path.endswith(_EXTENSIONS):
+        return b""
+    try:
+        st = os.stat(path)
+        return _file_digest(path, st.st_mtime_ns, st.st_size)
+    except OSError:  # gone since it was loaded: what was loaded is unknown
+        raise Uncacheable(f"the extension module {module} was loaded from {path}, which is "
+                          "gone") from None
+
+
+_EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, _mtime_ns: int, _size: int) -> bytes:
+    with open(path, "rb") as f:
+        return hashing.digest(f.read())
 
 
 def _import_user_modules(code: types.CodeType) -> None:

@@ -202,3 +202,49 @@ def test_an_attribute_set_on_a_subclass_over_an_inherited_one_misses(load, engin
         assert rt.run(mod.f, 1) == 6
         mod.Sub.get = lambda self: self.k * 100
         assert rt.run(mod.f, 1) == 501
+
+
+EXTENSION = r"""
+#include <Python.h>
+
+static PyObject *k(PyObject *self, PyObject *unused) { return PyLong_FromLong(K); }
+static PyMethodDef methods[] = {{"k", k, METH_NOARGS, "K"}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fastk", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_fastk(void) { return PyModule_Create(&module); }
+"""
+
+
+def test_a_users_extension_module_rebuilt_misses(tmp_path):
+    # A C (or Cython) module built in place is the user's code, but the walk cannot read
+    # it: its functions were keyed by name, and `dandelion run` served 10 for 20 after the
+    # module was rebuilt with K = 2. Now the compiled file's digest enters the key.
+    import shutil
+    import sysconfig
+
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    (tmp_path / "fastk.c").write_text(EXTENSION)
+    (tmp_path / "prog.py").write_text(textwrap.dedent("""
+        import dandelion as dd
+        import fastk
+
+        @dd.compute
+        def times_k(x: int) -> int:
+            return x * fastk.k()
+    """))
+    target = tmp_path / ("fastk" + sysconfig.get_config_var("EXT_SUFFIX"))
+
+    def run(k: int) -> str:
+        subprocess.run(["gcc", "-shared", "-fPIC", f"-DK={k}",
+                        f"-I{sysconfig.get_paths()['include']}", "fastk.c", "-o", str(target)],
+                       cwd=tmp_path, check=True, capture_output=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "dandelion", "run", "prog.py:times_k", "-i", "x=10",
+             "--engine", "inline", "--cache", str(tmp_path / "cache")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert run(1) == "10"
+    assert run(2) == "20"
+    assert run(2) == "20"
