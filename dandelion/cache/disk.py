@@ -80,7 +80,10 @@ class DiskStore(Store):
 
     def __init__(self, root: str | os.PathLike[str] | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES, lease_seconds: float = 10.0) -> None:
-        self.root = Path(root) if root is not None else default_cache_dir()
+        # absolute: the same directory after the process changes its working directory,
+        # and in a process that reopens the store from this one's description
+        self.root = (Path(root).expanduser() if root is not None else
+                     default_cache_dir()).absolute()
         self._root = str(self.root)
         self.max_bytes = max_bytes
         self.lease_seconds = lease_seconds

@@ -6,6 +6,7 @@ that warns and caches nothing."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,28 @@ def test_a_directory_may_be_new_relative_or_under_home(tmp_path, monkeypatch):
         assert (tmp_path / where).is_dir()
     # before: "~/cache" was a directory named "~" in the working directory
     assert not (tmp_path / "~").exists()
+
+
+def test_a_relative_disk_store_stays_where_it_was_opened(tmp_path, monkeypatch, load):
+    mod = load("""
+        import dandelion as dd
+
+        @dd.compute
+        def square(x: int) -> int:
+            return x * x
+    """)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DANDELION_CACHE_DIR", "from-env")
+    stores = [DiskStore("relative"), DiskStore("~/x"), DiskStore()]
+    assert [s.root for s in stores] == [tmp_path / "relative", Path.home() / "x",
+                                        tmp_path / "from-env"]
+    events: list = []
+    with dd.Runtime(engine="inline", cache=stores[0], observers=[events.append]) as rt:
+        assert rt.run(mod.square, 3) == 9
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        # before: the store's root was "relative", now under "elsewhere": a miss, and a
+        # second store there
+        assert rt.run(mod.square, 3) == 9
+    assert [e.hits for e in events if e.kind == "cached"] == [0, 1]
+    assert not (tmp_path / "elsewhere" / "relative").exists()
