@@ -211,7 +211,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(plan.describe(explain=args.explain))
         if args.explain:
             print("\n".join(_batching(plan, program.artifacts)))
-            print("\n".join(_keyable(plan, program.artifacts)))
+            keyable = _keyable(plan, program.artifacts)
+            if keyable:
+                print("\n".join(keyable))
     return EXIT_OK
 
 
@@ -229,16 +231,20 @@ def _keyable(plan: Any, artifacts: Any) -> list[str]:
             continue
         for impl in spec.implementations:
             artifact = artifacts.get(impl.digest) if impl.digest else None
-            if impl.kind != "python" or artifact is None:
+            if artifact is None:
+                continue
+            if impl.kind != "python":
+                lines.append(f"  [{i}] {app.function}: keyed by its {impl.kind} image's digest "
+                             "where that runs")
                 continue
             try:
                 implementation_identity(impl, artifact)
             except Uncacheable as e:
                 lines.append(f"  [{i}] {app.function}: not cached when it runs: {e}")
             else:
-                lines.append(f"  [{i}] {app.function}: keyed by its code and what it reaches")
-            break
-    return lines
+                lines.append(f"  [{i}] {app.function}: keyed by its Python code and what it "
+                             "reaches")
+    return lines if len(lines) > 1 else []
 
 
 def _batching(plan: Any, artifacts: Any) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from dandelion.cli import main
 
 PROGRAM = """
@@ -39,8 +41,31 @@ def test_plan_explain_names_what_keeps_a_function_from_being_cached(tmp_path, ca
     assert main(["plan", str(program), "--explain"]) == 0
     out = capsys.readouterr().out
     # before: the plan said "'guarded' is cacheable", and nothing more
-    assert "[0] square: keyed by its code and what it reaches" in out
+    assert "[0] square: keyed by its Python code and what it reaches" in out
     assert "[1] guarded: not cached when it runs: guarded -> LOCK: a lock cannot be hashed" \
         in out
     assert "[2] stamp:" not in out.partition("cache keys")[2]  # declared not cacheable
     assert "'stamp' is not cacheable: declared cacheable=False" in out
+
+
+def test_plan_explain_says_a_native_function_is_keyed_by_its_image(tmp_path, capsys):
+    import shutil
+
+    from dandelion.sdk import build
+
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc")
+    (tmp_path / "one.c").write_text(
+        "#include <dandelion.h>\nint dandelion_main(void) { return 0; }\n")
+    build([tmp_path / "one.c"], tmp_path / "one.elf")
+    (tmp_path / "prog.py").write_text(textwrap.dedent("""
+        import dandelion as dd
+
+        @dd.compute(native="one.elf")
+        def one(x: int) -> int:
+            return x
+    """))
+    assert main(["plan", f"{tmp_path / 'prog.py'}:one", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "[0] one: keyed by its native image's digest where that runs" in out
+    assert "[0] one: keyed by its Python code and what it reaches" in out
