@@ -268,7 +268,8 @@ class _Walk:
                 else:
                     parts.append(d(value))
                 self.cells.append((cell, value))
-            _import_user_modules(code)
+            if _defined_here(fn):
+                _import_user_modules(code)
             parts.append(self._globals(fn.__globals__, _names(code)))
             return b"".join(parts)
         finally:
@@ -450,6 +451,14 @@ _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 def _file_digest(path: str, _mtime_ns: int, _size: int) -> bytes:
     with open(path, "rb") as f:
         return hashing.digest(f.read())
+
+
+def _defined_here(fn: types.FunctionType) -> bool:
+    """Whether ``fn`` lives in a module of this process (its globals are the module's), not
+    one that came by value (a server's tenant's, a Ray worker's): only the code of this
+    process's own modules may make it import its user modules, never a name another sent."""
+    module = sys.modules.get(fn.__module__) if isinstance(fn.__module__, str) else None
+    return module is not None and getattr(module, "__dict__", None) is fn.__globals__
 
 
 def _import_user_modules(code: types.CodeType) -> None:
