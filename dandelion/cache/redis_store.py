@@ -85,7 +85,9 @@ class RedisStore(Store):
         return removed
 
     def info(self) -> dict[str, Any]:
-        entries = sum(1 for _ in self.client.scan_iter(match=self.prefix + "*", count=1000))
+        leases = (self.prefix + "lease:").encode()  # held by runs in flight: not entries
+        entries = sum(1 for key in self.client.scan_iter(match=self.prefix + "*", count=1000)
+                      if not key.startswith(leases))
         memory = self.client.info("memory")
         return {"kind": self.kind, "location": self.url, "entries": entries,
                 "bytes": memory.get("used_memory"), "max_bytes": memory.get("maxmemory")}
