@@ -221,12 +221,15 @@ class _Walk:
             return b"builtin\0" + _extern(obj)
         if isinstance(obj, types.MethodType):
             return b"method\0" + d(obj.__self__) + d(obj.__func__)
-        if isinstance(obj, (tuple, list)):
-            return (b"tuple\0" if isinstance(obj, tuple) else b"list\0") + \
-                b"".join(d(x) for x in obj)
-        if isinstance(obj, (set, frozenset)):
-            return b"set\0" + b"".join(sorted(d(x) for x in obj))
-        if isinstance(obj, dict):
+        # the built-in containers themselves; a subclass (a user's dict with methods, a
+        # defaultdict and its factory, a namedtuple) is an object of its class, below
+        kind = type(obj)
+        if kind is tuple or kind is list:
+            return (b"tuple\0" if kind is tuple else b"list\0") + b"".join(d(x) for x in obj)
+        if kind is set or kind is frozenset:
+            return (b"set\0" if kind is set else b"frozenset\0") + \
+                b"".join(sorted(d(x) for x in obj))
+        if kind is dict:
             return b"dict\0" + b"".join(d(k) + d(v) for k, v in obj.items())
         if isinstance(obj, bytearray):
             return b"bytearray\0" + bytes(obj)

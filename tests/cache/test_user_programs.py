@@ -248,3 +248,34 @@ def test_a_users_extension_module_rebuilt_misses(tmp_path):
     assert run(1) == "10"
     assert run(2) == "20"
     assert run(2) == "20"
+
+
+#: (a module constant's source, an edit): the function's result depends on each edit, and
+#: the container it edits is a subclass of a built-in one (or a frozenset for a set)
+CONTAINERS = {
+    "a user's dict subclass's method": (
+        "class Table(dict):\n    def __missing__(self, key):\n        return 1\n"
+        "TABLE = Table(a=2)\n", "return 1", "return 5"),
+    "a defaultdict's factory": (
+        "import collections\nTABLE = collections.defaultdict(int)\n", "(int)", "(list)"),
+    "a dict made a defaultdict": (
+        "import collections\nTABLE = {}\n", "{}", "collections.defaultdict(int)"),
+    "a set made a frozenset": ("TABLE = {1, 2}\n", "{1, 2}", "frozenset({1, 2})"),
+    "a tuple made a namedtuple": (
+        "import collections\nPair = collections.namedtuple('Pair', 'a b')\nTABLE = (1, 2)\n",
+        "TABLE = (1, 2)", "TABLE = Pair(1, 2)"),
+}
+
+
+@pytest.mark.parametrize("what", list(CONTAINERS))
+def test_a_subclass_of_a_built_in_container_is_keyed_by_its_class(load, what):
+    # before: each was hashed as the built-in container it derives from, so its class (and
+    # an edit to it) never entered the key
+    source, old, new = CONTAINERS[what]
+    body = "def f(x):\n    try:\n        return repr(TABLE['b'])\n    except Exception as e:\n" \
+           "        return repr(type(TABLE)) + repr(e)\n"
+    before = python_identity(load(source + body).f)
+    assert python_identity(load(source + body).f) == before
+    edited = source.replace(old, new)
+    assert edited != source
+    assert python_identity(load(edited + body).f) != before
