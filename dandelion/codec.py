@@ -214,6 +214,88 @@ def decode(data: bytes | bytearray | memoryview, element: ElementType, view: boo
     raise EncodingError(f"unknown element type {element!r}")  # pragma: no cover
 
 
+def infer_element(value: Any) -> ElementType:
+    """The element type a value of an untyped (``any``) declaration travels as.
+
+    Raises:
+        EncodingError: a value of no element type.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ElementType.BYTES
+    if isinstance(value, str):
+        return ElementType.STR
+    if isinstance(value, bool):
+        return ElementType.BOOL
+    if isinstance(value, int):
+        return ElementType.INT
+    if isinstance(value, float):
+        return ElementType.FLOAT
+    if type(value).__name__ == "ndarray":
+        return ElementType.NDARRAY
+    if value is None or isinstance(value, (dict, list, tuple)):
+        return ElementType.JSON
+    raise EncodingError(f"a {type(value).__name__} cannot cross a sandbox boundary untyped",
+                        hint="annotate the parameter or result with its type (bytes, str, "
+                             "int, float, bool, dict, numpy.ndarray)")
+
+
+#: the Python type each scalar element type decodes to (a value of it crosses unchanged)
+EXACT: dict[ElementType, type] = {
+    ElementType.INT: int, ElementType.FLOAT: float, ElementType.STR: str,
+    ElementType.BYTES: bytes, ElementType.BOOL: bool}
+_JSON_LEAVES = frozenset({int, float, str, bool, type(None)})
+
+
+def crossed(value: Any, element: ElementType) -> Any:
+    """``value`` as a function in a sandbox receives it, sent as ``element`` (``any``: as
+    :func:`infer_element` says): ``decode(encode(value, element), element)``, or ``value``
+    itself where that is already what it is (an ``int`` as an ``int``, a list of plain JSON
+    values, a C-ordered ``ndarray``), or where it cannot be encoded (left to the function).
+
+    An engine that calls a function in the caller's process (``inline``) hands it its
+    inputs, and the caller its outputs, through this, so that a function sees the same
+    values on every engine, and a result kept under its inputs' encoding (the cache's key)
+    is the result of each value that encodes alike:
+
+    >>> crossed((1, 2), ElementType.JSON), crossed(3, ElementType.FLOAT)
+    ([1, 2], 3.0)
+    >>> crossed(bytearray(b"ab"), ElementType.ANY), crossed({1: "a"}, ElementType.JSON)
+    (b'ab', {'1': 'a'})
+    """
+    kind = type(value)
+    try:
+        if element is ElementType.ANY:
+            element = infer_element(value)
+        exact = EXACT.get(element)
+        if exact is not None:
+            if kind is exact:
+                return value
+        elif element is ElementType.JSON:
+            if _plain_json(value):
+                return value
+        elif element is ElementType.NDARRAY:
+            if kind is ndarray_class() and value.flags.c_contiguous:
+                return value
+        return decode(encode(value, element), element)
+    except EncodingError:
+        return value
+
+
+def _plain_json(value: Any) -> bool:
+    """Whether ``value`` is what JSON decodes to: lists, dicts with ``str`` keys, and
+    ``int``, ``float``, ``str``, ``bool`` and ``None``, of exactly those types."""
+    kind = type(value)
+    if kind in _JSON_LEAVES:
+        return True
+    if kind is list:
+        return set(map(type, value)) <= _JSON_LEAVES or all(map(_plain_json, value))
+    if kind is dict:
+        return all(type(k) is str for k in value) and \
+            (set(map(type, value.values())) <= _JSON_LEAVES or
+             all(map(_plain_json, value.values())))
+    return False
+
+
 def npy_parts(value: Any) -> tuple[bytes, memoryview]:
     """The ``.npy`` header of an array and a view of its data, in C order: the one ``.npy``
     encoding of Dandelion (what crosses a sandbox, what :func:`encode` writes, what the

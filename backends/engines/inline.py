@@ -3,13 +3,24 @@
 No isolation at all: for debugging, tests of semantics and trusted code.  A timeout is
 enforced by the dispatcher giving up on the function (it cannot be stopped), so prefer a
 sandboxed engine for untrusted code.
+
+A function still sees its inputs, and the caller its outputs, as they would cross a
+sandbox (:func:`~dandelion.codec.crossed`): a tuple arrives as a list, an ``int`` declared
+``float`` as a ``float``, a Fortran-ordered array in C order, a ``bytearray`` as
+``bytes``; what is already in that form (the common case) is handed over as it is.  So a
+function behaves alike on every engine, and a cached result, kept under its inputs'
+encoding, is what each input that encodes alike computes.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from dandelion.codec import EXACT, crossed
 from dandelion.errors import FunctionError, FunctionTypeError
+from dandelion.ir.nodes import Param
+from dandelion.ir.types import ElementType
+from dandelion.items import Item
 from dandelion.runtime.batch import BatchRun, Failed, invoke_many
 from dandelion.runtime.engine import Context, FunctionCall, ItemSets, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
@@ -27,7 +38,8 @@ class InlineEngine(EngineBase):
         assert isinstance(context, ObjectContext)
         begin_capture()
         try:
-            context.outputs = invoke_python(call.artifact, context.inputs)
+            outputs = invoke_python(call.artifact, cross(call.spec.params, context.inputs))
+            context.outputs = cross(call.spec.results, outputs)
         except FunctionError as e:
             e.logs = end_capture()
             raise
@@ -42,7 +54,10 @@ class InlineEngine(EngineBase):
             return None
         begin_capture()
         try:
-            outputs: list[Any] = list(invoke_many(call.artifact, inputs))
+            params, results = call.spec.params, call.spec.results
+            outputs: list[Any] = [
+                out if isinstance(out, Failed) else cross(results, out)
+                for out in invoke_many(call.artifact, [cross(params, sets) for sets in inputs])]
         except FunctionTypeError as e:  # its contract broken: every instance fails with it
             outputs = [Failed(e)] * len(inputs)
         except Exception:  # noqa: BLE001 - found instance by instance
@@ -53,6 +68,45 @@ class InlineEngine(EngineBase):
 
     def __repr__(self) -> str:
         return "<InlineEngine>"
+
+
+def cross(declared: tuple[Param, ...], sets: Any) -> Any:
+    """The item sets ``sets`` of the parameters or results ``declared`` as they cross a
+    sandbox (:func:`~dandelion.codec.crossed`): ``sets`` itself where nothing changes."""
+    elements = _elements(declared)
+    for items, (_element, exact) in zip(sets, elements):
+        for item in items:
+            if type(item.value) is not exact:  # (the common case: none, in one step each)
+                return _crossed_sets(elements, sets)
+    return sets
+
+
+def _crossed_sets(elements: tuple[tuple[ElementType, type | None], ...], sets: Any) -> Any:
+    out = None
+    for i, (items, (element, _exact)) in enumerate(zip(sets, elements)):
+        for j, item in enumerate(items):
+            made = crossed(item.value, element)
+            if made is not item.value:
+                if out is None:
+                    out = [list(s) for s in sets]
+                out[i][j] = Item(made, item.key, item.name)
+    return sets if out is None else [tuple(s) for s in out]
+
+
+def _elements(declared: tuple[Param, ...]) -> tuple[tuple[ElementType, type | None], ...]:
+    """Each declaration's element type, and the one Python type it crosses as unchanged
+    without a closer look (``None``: look closer); made once per declaration."""
+    known = _ELEMENTS.get(id(declared))
+    if known is not None and known[0] is declared:
+        return known[1]
+    made = tuple((p.type.element, EXACT.get(p.type.element)) for p in declared)
+    if len(_ELEMENTS) > 4096:
+        _ELEMENTS.clear()
+    _ELEMENTS[id(declared)] = (declared, made)  # (kept alive: its id is not reused)
+    return made
+
+
+_ELEMENTS: dict[int, tuple[tuple[Param, ...], tuple[tuple[ElementType, type | None], ...]]] = {}
 
 
 Engine = InlineEngine

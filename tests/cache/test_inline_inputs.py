@@ -30,13 +30,6 @@ CASES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "inline passes a run's Python objects to the function as they are, while the key is "
-    "made of their encoding (as a sandbox receives them): a value that encodes as one seen "
-    "before is served that one's result, which this function, seeing the other type or "
-    "layout, does not compute. Either inline hands a cached function what a sandbox gets "
-    "(the decoded inputs), or its keys say the Python types; the dispatcher's and the "
-    "inline engine's choice"))
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_an_input_that_encodes_as_another_is_served_what_it_computes_on_inline(case):
     fn, first, second = CASES[case]
@@ -46,10 +39,41 @@ def test_an_input_that_encodes_as_another_is_served_what_it_computes_on_inline(c
         assert rt.run(fn, second) == uncached.run(fn, second)
 
 
+@dd.compute
+def pair(x: float) -> typing.Any:
+    return (x, np.float64(x) * 2)
+
+
+@pytest.mark.parametrize("engine", ["inline", "process"])
+def test_an_output_is_the_same_computed_served_and_uncached(engine):
+    # a tuple of an int and a numpy scalar, returned untyped: a list of floats everywhere
+    with dd.Runtime(engine=engine, workers=1, cache="memory") as rt, \
+            dd.Runtime(engine=engine, workers=1, cache=False) as uncached:
+        got = [rt.run(pair, 3), rt.run(pair, 3), uncached.run(pair, 3)]
+    assert got == [[3.0, 6.0]] * 3 and all(type(g[1]) is float for g in got)
+
+
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_on_process_such_inputs_are_the_same_input(case):
     fn, first, second = CASES[case]
     with dd.Runtime(engine="process", workers=1, cache="memory") as rt, \
+            dd.Runtime(engine="process", workers=1, cache=False) as uncached:
+        rt.run(fn, first)
+        assert rt.run(fn, second) == uncached.run(fn, second)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("case", [0, 3])
+def test_on_ray_without_isolation_such_inputs_are_served_what_they_compute(
+        case, ray_cluster, redis_url):
+    # plain Ray tasks run the inline engine on the nodes (their inputs travel encoded),
+    # sharing entries through Redis
+    from dandelion.cache import RedisStore
+
+    fn, first, second = CASES[case]
+    store = RedisStore(redis_url, prefix=f"test-inline-{case}-{id(fn)}:")
+    store.clear()
+    with dd.Runtime(backend="ray", isolation="none", cache=store) as rt, \
             dd.Runtime(engine="process", workers=1, cache=False) as uncached:
         rt.run(fn, first)
         assert rt.run(fn, second) == uncached.run(fn, second)

@@ -54,7 +54,7 @@ from dandelion.backends.engines.process.protocol import (
     EL_NDARRAY,
     EL_STR,
 )
-from dandelion.codec import decode, decode_npy, encode, npy_parts
+from dandelion.codec import decode, decode_npy, encode, infer_element, npy_parts
 from dandelion.errors import EncodingError
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -77,27 +77,6 @@ class ContextFull(Exception):
         super().__init__(f"needs {needed} bytes, {left} left")
         self.needed = needed
         self.left = left
-
-
-def infer_element(value: Any) -> ElementType:
-    """The element type a value of an untyped (``any``) declaration travels as."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return ElementType.BYTES
-    if isinstance(value, str):
-        return ElementType.STR
-    if isinstance(value, bool):
-        return ElementType.BOOL
-    if isinstance(value, int):
-        return ElementType.INT
-    if isinstance(value, float):
-        return ElementType.FLOAT
-    if type(value).__name__ == "ndarray":
-        return ElementType.NDARRAY
-    if value is None or isinstance(value, (dict, list, tuple)):
-        return ElementType.JSON
-    raise EncodingError(f"a {type(value).__name__} cannot cross a sandbox boundary untyped",
-                        hint="annotate the parameter or result with its type (bytes, str, "
-                             "int, float, bool, dict, numpy.ndarray)")
 
 
 def _encode(declared: int, value: Any) -> tuple[int, Any]:
