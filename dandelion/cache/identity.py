@@ -243,15 +243,16 @@ class _Walk:
             return b"mappingproxy\0" + b"".join(d(k) + d(v) for k, v in obj.items())
         if isinstance(obj, functools.cached_property):  # its lock is not what it computes
             return b"cached_property\0" + d(obj.func)
-        if _is_array(obj):
+        if _is_array(obj) and kind is ndarray_class():  # (a np.matrix is an object below)
             if obj.dtype.hasobject:
                 return b"objarray\0" + d(obj.tolist())
             head = f"ndarray\0{obj.dtype.str}{obj.shape!r}".encode()
             return head + bytes(obj.tobytes())
         wrapped = getattr(obj, "__wrapped__", None)
-        if isinstance(wrapped, types.FunctionType):  # a decorator's object (@dd.compute …)
-            return b"wrapped\0" + d(type(obj)) + d(wrapped)
-        return self._object(obj)
+        if isinstance(wrapped, types.FunctionType) and \
+                origin(_module_of(kind)) != ("user",):  # a library's decorator (@dd.compute …)
+            return b"wrapped\0" + d(kind) + d(wrapped)
+        return self._object(obj)  # a user's decorator object with its state (its factor …)
 
     def _function(self, fn: types.FunctionType) -> bytes:
         self.where.append(fn.__qualname__ if fn is self.root else "")

@@ -279,3 +279,34 @@ def test_a_subclass_of_a_built_in_container_is_keyed_by_its_class(load, what):
     edited = source.replace(old, new)
     assert edited != source
     assert python_identity(load(edited + body).f) != before
+
+
+#: (a module's source, an edit) of values the walk hashed as something else before
+OTHERS = {
+    "a user's decorator object's state": (
+        "import functools\n"
+        "class scaled:\n"
+        "    def __init__(self, fn, k):\n"
+        "        self.fn, self.k = fn, k\n"
+        "        functools.update_wrapper(self, fn)\n"
+        "    def __call__(self, x):\n"
+        "        return self.fn(x) * self.k\n"
+        "def base(x):\n    return x + 1\n"
+        "TABLE = scaled(base, 2)\n", "scaled(base, 2)", "scaled(base, 3)"),
+    "an array made one of a subclass": (
+        "import numpy as np\n"
+        "class Grid(np.ndarray):\n    def __mul__(self, other):\n        return self @ other\n"
+        "TABLE = np.array([[1, 2], [3, 4]])\n", "[3, 4]])", "[3, 4]]).view(Grid)"),
+}
+
+
+@pytest.mark.parametrize("what", list(OTHERS))
+def test_a_decorator_object_s_state_and_an_array_s_class_enter_the_key(load, what):
+    # before: an object with __wrapped__ was hashed as its class and the function it wraps
+    # (not its factor), and an ndarray subclass as a plain array (T * T is another product
+    # for a Grid)
+    source, old, new = OTHERS[what]
+    body = "def f(x):\n    return TABLE(x) if callable(TABLE) else TABLE * TABLE\n"
+    before = python_identity(load(source + body).f)
+    assert python_identity(load(source + body).f) == before
+    assert python_identity(load(source.replace(old, new) + body).f) != before
