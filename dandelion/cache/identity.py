@@ -345,6 +345,8 @@ class _Walk:
             d = self.digest
             parts = [b"class\0", cls.__qualname__.encode(), b"\0", d(cls.__bases__),
                      _extension_digest(module)]
+            if type(cls) is not type:  # its metaclass (a user's with __getitem__ …)
+                parts.append(b"meta=" + d(type(cls)))
             for name, value in sorted(cls.__dict__.items()):
                 if name in ("__dict__", "__weakref__", "__module__", "__qualname__"):
                     continue

@@ -293,6 +293,9 @@ OTHERS = {
         "        return self.fn(x) * self.k\n"
         "def base(x):\n    return x + 1\n"
         "TABLE = scaled(base, 2)\n", "scaled(base, 2)", "scaled(base, 3)"),
+    "a user's metaclass's method": (
+        "class Meta(type):\n    def __getitem__(cls, k):\n        return k * 2\n"
+        "class TABLE(metaclass=Meta):\n    pass\n", "k * 2", "k * 3"),
     "an array made one of a subclass": (
         "import numpy as np\n"
         "class Grid(np.ndarray):\n    def __mul__(self, other):\n        return self @ other\n"
@@ -303,8 +306,8 @@ OTHERS = {
 @pytest.mark.parametrize("what", list(OTHERS))
 def test_a_decorator_object_s_state_and_an_array_s_class_enter_the_key(load, what):
     # before: an object with __wrapped__ was hashed as its class and the function it wraps
-    # (not its factor), and an ndarray subclass as a plain array (T * T is another product
-    # for a Grid)
+    # (not its factor), a class without its metaclass, and an ndarray subclass as a plain
+    # array (T * T is another product for a Grid)
     source, old, new = OTHERS[what]
     body = "def f(x):\n    return TABLE(x) if callable(TABLE) else TABLE * TABLE\n"
     before = python_identity(load(source + body).f)
