@@ -48,6 +48,7 @@ from typing import Any, Callable
 
 from dandelion.cache import hashing
 from dandelion.cache.content import Uncacheable
+from dandelion.cache.watch import sighting_of
 from dandelion.codec import ndarray_class
 
 _MISSING = object()
@@ -498,7 +499,7 @@ class Identity:
     """The identity of a Python function as one walk made it: its ``digest``, and what the
     walk read, which must all hold for the digest to stay the function's (:meth:`holds`)."""
 
-    __slots__ = ("digest", "root", "bindings", "cells", "attrs", "mutable")
+    __slots__ = ("digest", "root", "bindings", "cells", "attrs", "mutable", "generations")
 
     def __init__(self, digest: bytes, walk: _Walk) -> None:
         self.digest = digest
@@ -507,6 +508,9 @@ class Identity:
         self.cells = walk.cells
         self.attrs = walk.attrs
         self.mutable = walk.mutable
+        #: per mutable value, the generation of its array's write watch its digest was
+        #: checked in (:mod:`dandelion.cache.watch`; -1: none, or not an array)
+        self.generations = [-1] * len(walk.mutable)
 
     def holds(self) -> bool:
         """Whether everything the walk read is still the same."""
@@ -523,12 +527,19 @@ class Identity:
         for owner, attr, value in self.attrs:
             if getattr(owner, attr, _MISSING) is not value:
                 return False
-        for obj, digest in self.mutable:
+        for i, (obj, digest) in enumerate(self.mutable):
+            sighting = sighting_of(obj) if _is_array(obj) else None
+            if sighting is not None:  # a large module array is not hashed again while its
+                if sighting.unchanged(obj, self.generations[i]):  # memory is unwritten
+                    continue
+                generation = sighting.arm(obj)
             try:
                 if _Walk(self.root).sub().digest(obj) != digest:
                     return False
             except Uncacheable:
                 return False
+            if sighting is not None:
+                self.generations[i] = generation
         return True
 
 
