@@ -480,8 +480,8 @@ def _import_user_modules(code: types.CodeType) -> None:
         if name not in sys.modules and origin(name) == ("user",):
             try:
                 importlib.import_module(name)
-            except Exception:
-                pass
+            except (Exception, SystemExit):  # (a module that exits on import must not end
+                pass  # the caller's program here: its run reports it)
 
 
 @functools.lru_cache(maxsize=4096)
