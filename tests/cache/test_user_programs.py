@@ -250,9 +250,8 @@ def test_a_users_extension_module_rebuilt_misses(tmp_path):
     assert run(2) == "20"
 
 
-#: (a module constant's source, an edit): the function's result depends on each edit, and
-#: the container it edits is a subclass of a built-in one (or a frozenset for a set)
-CONTAINERS = {
+#: (a module's source, an edit) of values the walk hashed as something else before
+VALUES = {
     "a user's dict subclass's method": (
         "class Table(dict):\n    def __missing__(self, key):\n        return 1\n"
         "TABLE = Table(a=2)\n", "return 1", "return 5"),
@@ -264,25 +263,6 @@ CONTAINERS = {
     "a tuple made a namedtuple": (
         "import collections\nPair = collections.namedtuple('Pair', 'a b')\nTABLE = (1, 2)\n",
         "TABLE = (1, 2)", "TABLE = Pair(1, 2)"),
-}
-
-
-@pytest.mark.parametrize("what", list(CONTAINERS))
-def test_a_subclass_of_a_built_in_container_is_keyed_by_its_class(load, what):
-    # before: each was hashed as the built-in container it derives from, so its class (and
-    # an edit to it) never entered the key
-    source, old, new = CONTAINERS[what]
-    body = "def f(x):\n    try:\n        return repr(TABLE['b'])\n    except Exception as e:\n" \
-           "        return repr(type(TABLE)) + repr(e)\n"
-    before = python_identity(load(source + body).f)
-    assert python_identity(load(source + body).f) == before
-    edited = source.replace(old, new)
-    assert edited != source
-    assert python_identity(load(edited + body).f) != before
-
-
-#: (a module's source, an edit) of values the walk hashed as something else before
-OTHERS = {
     "a user's decorator object's state": (
         "import functools\n"
         "class scaled:\n"
@@ -303,13 +283,16 @@ OTHERS = {
 }
 
 
-@pytest.mark.parametrize("what", list(OTHERS))
-def test_a_decorator_object_s_state_and_an_array_s_class_enter_the_key(load, what):
-    # before: an object with __wrapped__ was hashed as its class and the function it wraps
-    # (not its factor), a class without its metaclass, and an ndarray subclass as a plain
-    # array (T * T is another product for a Grid)
-    source, old, new = OTHERS[what]
-    body = "def f(x):\n    return TABLE(x) if callable(TABLE) else TABLE * TABLE\n"
+@pytest.mark.parametrize("what", list(VALUES))
+def test_each_value_is_keyed_by_what_it_is(load, what):
+    # before: each edit kept the identity: a subclass of a built-in container was hashed as
+    # the container (not its class or state), a frozenset as a set, an object with
+    # __wrapped__ as its class and the function it wraps (not its factor), a class without
+    # its metaclass, and an ndarray subclass as a plain array
+    source, old, new = VALUES[what]
+    body = "def f(x):\n    return TABLE\n"
     before = python_identity(load(source + body).f)
     assert python_identity(load(source + body).f) == before
-    assert python_identity(load(source.replace(old, new) + body).f) != before
+    edited = source.replace(old, new)
+    assert edited != source
+    assert python_identity(load(edited + body).f) != before
