@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import dandelion as dd
-from dandelion.cache import MemoryStore, RedisStore, Store
+from dandelion.cache import MemoryStore, RedisStore, Store, hashing
 from dandelion.runtime.events import Event, EventKind
 from tests.conftest import RUNTIMES
 from tests.io.servers import redis_fixture
@@ -100,6 +100,21 @@ def recorder(request: pytest.FixtureRequest) -> Recorder:
         request.getfixturevalue("ray_cluster")
         return Recorder(dict(options), request.getfixturevalue("redis_url"))
     return Recorder(dict(options))
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the hash objects made (:func:`dandelion.cache.hashing.new`: the bulk of an
+    array is hashed with one) from now on: one entry each."""
+    made: list[int] = []
+    new = hashing.new
+
+    def counting(*data: Any) -> Any:
+        made.append(1)
+        return new(*data)
+
+    monkeypatch.setattr(hashing, "new", counting)
+    return made
 
 
 @pytest.fixture(scope="session")
