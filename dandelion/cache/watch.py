@@ -185,8 +185,12 @@ def sighting_of(value: Any) -> Sighting:
     known = _SIGHTINGS.get(id(value))
     if known is not None and known.ref() is value:
         return known
-    made = _SIGHTINGS[id(value)] = Sighting(value)
-    return made
+    with _LOCK:  # (two threads keying the same new array make one sighting of it)
+        known = _SIGHTINGS.get(id(value))
+        if known is not None and known.ref() is value:
+            return known
+        made = _SIGHTINGS[id(value)] = Sighting(value)
+        return made
 
 
 def _watching(sighting: Sighting) -> None:
