@@ -45,6 +45,14 @@ class Metrics:
         self.cache_served = Counter("dandelion_cache_served_bytes",
                                     "Bytes of the result cache's entries that hit",
                                     registry=r)
+        self.function_lookups = Counter("dandelion_cache_function_lookups",
+                                        "Function instances looked up in the result cache, "
+                                        "per function (its name, over every tenant)",
+                                        ["function", "outcome"], registry=r)
+        self.function_served = Counter("dandelion_cache_function_served_bytes",
+                                       "Bytes of the result cache's entries that hit, per "
+                                       "function (its name, over every tenant)",
+                                       ["function"], registry=r)
         self.refused = Counter("dandelion_refused", "Invocations refused (503) by admission "
                                "control: queue (--max-waiting wait) or wait (the expected "
                                "wait is over --max-wait)", ["reason"], registry=r)
@@ -79,22 +87,29 @@ class Metrics:
 
 
 class CacheTally:
-    """An observer of one invocation's events: what the result cache served, and whether
-    anything ran."""
+    """An observer of one invocation's events: what the result cache served (in all, and
+    per function), and whether anything ran."""
 
     def __init__(self) -> None:
         self.hits = 0
         self.misses = 0
         self.bytes_served = 0
         self.ran = 0
+        #: per function name: its hits, misses and bytes served
+        self.functions: dict[str, list[int]] = {}
         self._lock = threading.Lock()  # events come from the engines' threads
 
     def __call__(self, event: Event) -> None:
         if event.kind is EventKind.CACHED:
+            hits, misses, served = event.hits or 0, event.misses or 0, event.bytes_served or 0
             with self._lock:
-                self.hits += event.hits or 0
-                self.misses += event.misses or 0
-                self.bytes_served += event.bytes_served or 0
+                self.hits += hits
+                self.misses += misses
+                self.bytes_served += served
+                counts = self.functions.setdefault(event.function, [0, 0, 0])
+                counts[0] += hits
+                counts[1] += misses
+                counts[2] += served
         elif event.kind is EventKind.FINISHED:
             with self._lock:
                 self.ran += 1
@@ -112,3 +127,10 @@ class CacheTally:
             metrics.cache_lookups.labels("miss").inc(self.misses)
         if self.bytes_served:
             metrics.cache_served.inc(self.bytes_served)
+        for function, (hits, misses, served) in self.functions.items():
+            if hits:
+                metrics.labelled(metrics.function_lookups, function, "hit").inc(hits)
+            if misses:
+                metrics.labelled(metrics.function_lookups, function, "miss").inc(misses)
+            if served:
+                metrics.labelled(metrics.function_served, function).inc(served)

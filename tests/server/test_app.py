@@ -133,6 +133,7 @@ SERVED = "dandelion_cache_served_bytes_total"
 
 def test_an_invocation_hits_per_function_instance_not_only_per_composition(raw):
     before = {m: _metric(raw, m) for m in (HIT, MISS, SERVED)}
+    per_before = _per_function(raw)
     raw("POST", "/v1/compositions/sum_doubles/invoke", {"inputs": {"xs": [11, 12]}})
     after_first = {m: _metric(raw, m) for m in (HIT, MISS, SERVED)}
     assert after_first[HIT] == before[HIT] and after_first[MISS] == before[MISS] + 3
@@ -142,6 +143,21 @@ def test_an_invocation_hits_per_function_instance_not_only_per_composition(raw):
     assert _metric(raw, HIT) == before[HIT] + 2  # double(11) and double(12)
     assert _metric(raw, MISS) == after_first[MISS] + 2
     assert _metric(raw, SERVED) > after_first[SERVED]
+    per = _per_function(raw)  # and per function: double 3 misses and 2 hits, total 2 misses
+    grew = {k: per[k] - per_before[k] for k in per}
+    assert [grew[("double", o)] for o in ("hit", "miss")] == [2, 3]
+    assert [grew[("total", o)] for o in ("hit", "miss", "bytes")] == [0, 2, 0]
+    assert grew[("double", "bytes")] > 0
+
+
+def _per_function(raw: Raw) -> dict[tuple[str, str], float]:
+    out = {(f, o): _metric(raw, f'dandelion_cache_function_lookups_total{{function="{f}",'
+                                f'outcome="{o}"}}')
+           for f in ("double", "total") for o in ("hit", "miss")}
+    out.update(((f, "bytes"), _metric(
+        raw, f'dandelion_cache_function_served_bytes_total{{function="{f}"}}'))
+        for f in ("double", "total"))
+    return out
 
 
 def test_metrics_count_invocations_latency_and_cold_hot_loads(raw):
