@@ -27,6 +27,11 @@ from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.logs import begin_capture, end_capture
 from dandelion.runtime.python_function import invoke_python
 
+try:  # the cache's C extension (built without a C compiler: the same check in Python)
+    from dandelion.cache._keysc import exact_items as _exact_items
+except ImportError:  # pragma: no cover
+    _exact_items = None  # type: ignore[assignment]
+
 
 class InlineEngine(EngineBase):
     """Calls :class:`~dandelion.runtime.python_function.PythonFunction` artifacts directly."""
@@ -73,17 +78,23 @@ class InlineEngine(EngineBase):
 def cross(declared: tuple[Param, ...], sets: Any) -> Any:
     """The item sets ``sets`` of the parameters or results ``declared`` as they cross a
     sandbox (:func:`~dandelion.codec.crossed`): ``sets`` itself where nothing changes."""
-    elements = _elements(declared)
-    for items, (_element, exact) in zip(sets, elements):
+    known = _ELEMENTS.get(id(declared))
+    if known is None or known[0] is not declared:
+        known = _elements(declared)
+    if _exact_items is not None:
+        if _exact_items(sets, known[2]):  # the common case, in one C call
+            return sets
+        return _crossed_sets(known[1], sets)
+    for items, exact in zip(sets, known[2]):
         for item in items:
-            if type(item.value) is not exact:  # (the common case: none, in one step each)
-                return _crossed_sets(elements, sets)
+            if type(item.value) is not exact:
+                return _crossed_sets(known[1], sets)
     return sets
 
 
-def _crossed_sets(elements: tuple[tuple[ElementType, type | None], ...], sets: Any) -> Any:
+def _crossed_sets(elements: tuple[ElementType, ...], sets: Any) -> Any:
     out = None
-    for i, (items, (element, _exact)) in enumerate(zip(sets, elements)):
+    for i, (items, element) in enumerate(zip(sets, elements)):
         for j, item in enumerate(items):
             made = crossed(item.value, element)
             if made is not item.value:
@@ -93,20 +104,19 @@ def _crossed_sets(elements: tuple[tuple[ElementType, type | None], ...], sets: A
     return sets if out is None else [tuple(s) for s in out]
 
 
-def _elements(declared: tuple[Param, ...]) -> tuple[tuple[ElementType, type | None], ...]:
-    """Each declaration's element type, and the one Python type it crosses as unchanged
-    without a closer look (``None``: look closer); made once per declaration."""
-    known = _ELEMENTS.get(id(declared))
-    if known is not None and known[0] is declared:
-        return known[1]
-    made = tuple((p.type.element, EXACT.get(p.type.element)) for p in declared)
+def _elements(declared: tuple[Param, ...]) -> tuple[Any, ...]:
+    """``declared``, each declaration's element type, and the one Python type it crosses
+    as unchanged without a closer look (``None``: look closer); kept by ``id(declared)``
+    (and so kept alive: the id is not reused)."""
+    elements = tuple(p.type.element for p in declared)
+    made = (declared, elements, tuple(EXACT.get(e) for e in elements))
     if len(_ELEMENTS) > 4096:
         _ELEMENTS.clear()
-    _ELEMENTS[id(declared)] = (declared, made)  # (kept alive: its id is not reused)
+    _ELEMENTS[id(declared)] = made
     return made
 
 
-_ELEMENTS: dict[int, tuple[tuple[Param, ...], tuple[tuple[ElementType, type | None], ...]]] = {}
+_ELEMENTS: dict[int, tuple[Any, ...]] = {}
 
 
 Engine = InlineEngine

@@ -1074,11 +1074,52 @@ done:
     return out;
 }
 
+/* Whether every item of sets[i] holds a value of exactly the type types[i] (None: none
+ * does), for i below both lengths: an inline engine's inputs or outputs that cross a
+ * sandbox unchanged (backends/engines/inline.py), checked in one call. */
+static PyObject *exact_items(PyObject *self, PyObject *args) {
+    PyObject *sets, *types;
+    if (!PyArg_ParseTuple(args, "OO!", &sets, &PyTuple_Type, &types))
+        return NULL;
+    PyObject *outer = PySequence_Fast(sets, "sets must be a sequence");
+    if (outer == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(outer);
+    if (n > PyTuple_GET_SIZE(types))
+        n = PyTuple_GET_SIZE(types);
+    int exact = 1;
+    for (Py_ssize_t i = 0; i < n && exact; i++) {
+        PyObject *want = PyTuple_GET_ITEM(types, i);
+        PyObject *items = PySequence_Fast(PySequence_Fast_GET_ITEM(outer, i),
+                                          "a set must be a sequence");
+        if (items == NULL) {
+            Py_DECREF(outer);
+            return NULL;
+        }
+        for (Py_ssize_t j = 0; j < PySequence_Fast_GET_SIZE(items) && exact; j++) {
+            PyObject *value = PyObject_GetAttr(PySequence_Fast_GET_ITEM(items, j), S_VALUE);
+            if (value == NULL) {
+                Py_DECREF(items);
+                Py_DECREF(outer);
+                return NULL;
+            }
+            exact = (PyObject *)Py_TYPE(value) == want;
+            Py_DECREF(value);
+        }
+        Py_DECREF(items);
+    }
+    Py_DECREF(outer);
+    return PyBool_FromLong(exact);
+}
+
 static PyMethodDef methods[] = {
     {"storage_keys", storage_keys, METH_VARARGS,
      "storage_keys(prefix, namespace, tails, algorithm) -> ['<namespace>/<hex "
      "H(prefix || tail)>' for each tail; None for a tail None], H: 'blake3' or 'blake2b' "
      "(32-byte digests)."},
+    {"exact_items", exact_items, METH_VARARGS,
+     "exact_items(sets, types) -> bool: whether each item of sets[i] holds a value of "
+     "exactly type types[i] (None: none does)."},
     {"digest", digest, METH_VARARGS,
      "digest(data, algorithm) -> the 32-byte 'blake3' or 'blake2b' digest of data."},
     {"join", join, METH_O,
