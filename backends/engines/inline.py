@@ -27,10 +27,12 @@ from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.logs import begin_capture, end_capture
 from dandelion.runtime.python_function import invoke_python
 
-try:  # the cache's C extension (built without a C compiler: the same check in Python)
-    from dandelion.cache._keysc import exact_items as _exact_items
-except ImportError:  # pragma: no cover
-    _exact_items = None  # type: ignore[assignment]
+try:  # the cache's C extension
+    from dandelion.cache._keysc import exact_items
+except ImportError:  # pragma: no cover - built without a C compiler: the same in Python
+    def exact_items(sets: Sequence[Sequence[Any]], types: tuple[type | None, ...]) -> bool:
+        return all(type(item.value) is exact
+                   for items, exact in zip(sets, types) for item in items)
 
 
 class InlineEngine(EngineBase):
@@ -81,15 +83,9 @@ def cross(declared: tuple[Param, ...], sets: Any) -> Any:
     known = _ELEMENTS.get(id(declared))
     if known is None or known[0] is not declared:
         known = _elements(declared)
-    if _exact_items is not None:
-        if _exact_items(sets, known[2]):  # the common case, in one C call
-            return sets
-        return _crossed_sets(known[1], sets)
-    for items, exact in zip(sets, known[2]):
-        for item in items:
-            if type(item.value) is not exact:
-                return _crossed_sets(known[1], sets)
-    return sets
+    if exact_items(sets, known[2]):  # the common case, in one call
+        return sets
+    return _crossed_sets(known[1], sets)
 
 
 def _crossed_sets(elements: tuple[ElementType, ...], sets: Any) -> Any:

@@ -48,7 +48,7 @@ from typing import Any, Callable
 
 from dandelion.cache import hashing
 from dandelion.cache.content import Uncacheable
-from dandelion.cache.watch import sighting_of
+from dandelion.cache.watch import sighting_for
 from dandelion.codec import ndarray_class
 
 _MISSING = object()
@@ -528,7 +528,7 @@ class Identity:
             if getattr(owner, attr, _MISSING) is not value:
                 return False
         for i, (obj, digest) in enumerate(self.mutable):
-            sighting = sighting_of(obj) if _is_array(obj) else None
+            sighting = sighting_for(obj)
             if sighting is not None:  # a large module array is not hashed again while its
                 if sighting.unchanged(obj, self.generations[i]):  # memory is unwritten
                     continue

@@ -52,6 +52,7 @@ import weakref
 from typing import Any, Callable
 
 from dandelion.cache.frozen import frozen
+from dandelion.codec import ndarray_class
 
 _watchc: Any
 try:
@@ -81,14 +82,12 @@ class Sighting:
     since.  Use :func:`sighting_of`; a hash made after :meth:`arm` returned ``generation``
     holds while :meth:`unchanged` with that generation is true."""
 
-    __slots__ = ("ref", "key", "frozen", "generation", "pages", "seen", "paid", "restless",
+    __slots__ = ("ref", "frozen", "generation", "pages", "seen", "paid", "restless",
                  "digest", "__weakref__")
 
     def __init__(self, value: Any) -> None:
         #: a weak reference to the array (its death drops the sighting)
         self.ref = weakref.ref(value, functools.partial(_ended, id(value)))
-        #: the array's id, under which :data:`_SIGHTINGS` holds this sighting
-        self.key = id(value)
         #: whether the array can never change (then every hash holds)
         self.frozen = frozen(value)
         #: counts the protections of its pages, and what ended them (0: none yet)
@@ -193,6 +192,16 @@ def sighting_of(value: Any) -> Sighting:
         return made
 
 
+def sighting_for(value: Any) -> Sighting | None:
+    """The :class:`Sighting` of ``value`` where keeping one pays: an ``ndarray`` of at
+    least :data:`MIN_BYTES` (a smaller one is hashed about as fast as it is looked up);
+    else ``None``."""
+    ndarray = ndarray_class()
+    if ndarray is None or not isinstance(value, ndarray) or value.nbytes < MIN_BYTES:
+        return None
+    return sighting_of(value)
+
+
 def _watching(sighting: Sighting) -> None:
     """``sighting`` was just protected: what was known of others sharing its pages ends,
     and the one watched longest ago is let go past :data:`MAX_WATCHED`."""
@@ -212,9 +221,9 @@ def bulk_digest(value: Any, bulk: memoryview, digest: Callable[[Any], bytes]) ->
     remembered while ``value`` is known unchanged (see the module), when at least
     :data:`MIN_BYTES`."""
     size = bulk.nbytes
-    if size < MIN_BYTES:
+    sighting = sighting_for(value)
+    if sighting is None:
         return digest(bulk)
-    sighting = sighting_of(value)
     known = sighting.digest
     if known is not None and known[1] == size and sighting.unchanged(value, known[0]):
         return known[2]

@@ -32,7 +32,7 @@ from typing import Any
 from dandelion.cache import hashing
 from dandelion.cache.cache import Cache, KnownPrefix
 from dandelion.cache.content import Uncacheable, array_record
-from dandelion.cache.watch import sighting_of
+from dandelion.cache.watch import sighting_for
 from dandelion.codec import ndarray_class
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
@@ -102,7 +102,7 @@ class ArrayRerun:
                 known: tuple[str, bytes] = last[7]  # the same array, laid out the same,
                 return known  # its bytes unchanged
         else:
-            sighting = sighting_of(value) if isinstance(value, ndarray_class()) else None
+            sighting = sighting_for(value)
         generation = -1 if sighting is None else sighting.arm(value)
         layout = self._input
         made = None if layout is None else _array_key(
