@@ -134,6 +134,16 @@ def _engine(tmp_path: Path) -> ProcessEngine:
                          ready_functions=2)
 
 
+def _reusing_zygote(tmp_path: Path) -> tuple[ProcessEngine, pool.Zygote, str, Any]:
+    """An engine, a zygote of four sandboxes that reuses them, and the digest and stored
+    code of ``state`` (the caller closes the zygote)."""
+    engine = _engine(tmp_path)
+    z = pool.Zygote((), 4, 10, memory_limit=1 << 30, reuse=True)
+    call = _call(state)
+    digest = call.implementation.digest
+    return engine, z, digest, engine.store.get(digest, call.artifact, "python")
+
+
 def _call(fn: Any, digest: str = "") -> FunctionCall:
     impl = fn.spec.implementations[0]
     if digest:
@@ -554,13 +564,9 @@ def test_past_saturation_a_sandbox_that_warms_up_is_forked_for_a_reusable_one(
     retired, it got no new one and every invocation ran on a fresh sandbox.  A function
     that wants a reusable sandbox and finds none that can be has one forked that warms up,
     which the other invocations take last, and its next invocation makes it reusable."""
-    engine = _engine(tmp_path)
-    z = pool.Zygote((), 4, 10, memory_limit=1 << 30, reuse=True)
+    engine, z, digest, code = _reusing_zygote(tmp_path)
     held: list[pool.Sandbox] = []
     try:
-        call = _call(state)
-        digest = call.implementation.digest
-        code = engine.store.get(digest, call.artifact, "python")
         assert z.settle(30)
         while z._ready:  # running, as past saturation: warm-ups off
             sandbox = z.take_forked()
@@ -632,13 +638,9 @@ def test_a_reusable_sandbox_is_made_of_one_that_can_be_snapshotted_though_newer_
     single-use one of the newest (which made overlapping invocations leave a function with
     a single reusable sandbox, round after round: the flaky
     ``test_two_reusable_sandboxes_…`` of a larger ``per_function``)."""
-    engine = _engine(tmp_path)
-    z = pool.Zygote((), 4, 10, memory_limit=1 << 30, reuse=True)
+    engine, z, digest, code = _reusing_zygote(tmp_path)
     held: list[pool.Sandbox] = []
     try:
-        call = _call(state)
-        digest = call.implementation.digest
-        code = engine.store.get(digest, call.artifact, "python")
         assert z.settle(30)
         held = [z._ready[-1 - i] for i in range(pool._CPUS)]  # the newest ones
         for sandbox in held:
