@@ -20,6 +20,20 @@ from tests.io.servers import redis_fixture
 
 Loader = Callable[..., Any]
 
+#: A user module of a function and a composition applying it to each item (written to a
+#: file by the tests that run it in another process or through the CLI).
+SQUARES = """
+    import dandelion as dd
+
+    @dd.compute
+    def square(x: int) -> int:
+        return x * x
+
+    @dd.composition
+    def squares(xs: list[int]) -> list[int]:
+        return square(dd.each(xs))
+"""
+
 #: The runtimes every cache test runs on.  On Ray the store is a real Redis server that
 #: every node reaches (a memory store would be one per process).
 CACHED_RUNTIMES = ["local-inline", "local-process", "ray-sandbox", "ray-none"]

@@ -8,18 +8,7 @@ import textwrap
 import pytest
 
 from dandelion.cli import main
-
-PROGRAM = """
-    import dandelion as dd
-
-    @dd.compute
-    def square(x: int) -> int:
-        return x * x
-
-    @dd.composition
-    def squares(xs: list[int]) -> list[int]:
-        return square(dd.each(xs))
-"""
+from tests.cache.conftest import SQUARES as PROGRAM
 
 
 def _entries(capsys, cache) -> int:

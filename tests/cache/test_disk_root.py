@@ -10,18 +10,7 @@ from pathlib import Path
 import dandelion as dd
 from dandelion.cache import DiskStore, namespace_of, open_cache
 from dandelion.cli import main
-
-PROGRAM = """
-    import dandelion as dd
-
-    @dd.compute
-    def square(x: int) -> int:
-        return x * x
-
-    @dd.composition
-    def squares(xs: list[int]) -> list[int]:
-        return square(dd.each(xs))
-"""
+from tests.cache.conftest import SQUARES as PROGRAM
 
 
 def _users_files(root: Path) -> dict[str, str]:

@@ -29,6 +29,7 @@ from dandelion.cache import (
 from dandelion.cache.cache import Cache
 from dandelion.cache.disk import default_cache_dir
 from dandelion.runtime.events import EventKind
+from tests.cache.conftest import SQUARES as PROGRAM
 
 KEY = "ns/" + "ab" * 32
 
@@ -192,18 +193,6 @@ def test_a_failing_store_is_a_miss_with_one_warning(tmp_path):
     assert [w.category for w in caught] == [CacheWarning]
     assert "disk cache store failed" in str(caught[0].message)
 
-
-PROGRAM = """
-    import dandelion as dd
-
-    @dd.compute
-    def square(x: int) -> int:
-        return x * x
-
-    @dd.composition
-    def squares(xs: list[int]) -> list[int]:
-        return square(dd.each(xs))
-"""
 
 RUN = """
 import sys
