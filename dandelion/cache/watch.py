@@ -73,8 +73,11 @@ MAX_WATCHED = 256
 
 
 def _enabled() -> bool:
-    return _watchc is not None and os.environ.get("DANDELION_CACHE_WATCH", "1") != "0" \
-        and _watchc.available()
+    """Whether arrays may be watched: the kernel lets this process, and
+    ``DANDELION_CACHE_WATCH`` is not ``0``, ``false``, ``off`` or ``no``."""
+    switched = os.environ.get("DANDELION_CACHE_WATCH", "1").strip().lower()
+    return _watchc is not None and switched not in ("0", "false", "off", "no") and \
+        _watchc.available()
 
 
 class Sighting:

@@ -229,8 +229,9 @@ def test_the_watch_is_let_go_with_its_array_and_past_the_limit(monkeypatch):
     assert len(watch._WATCHED) == watched - 1 and len(watch._SIGHTINGS) == sightings - 1
 
 
-def test_no_watch_when_switched_off(monkeypatch):
-    monkeypatch.setenv("DANDELION_CACHE_WATCH", "0")
+@pytest.mark.parametrize("off", ["0", "off", "False"])
+def test_no_watch_when_switched_off(monkeypatch, off):
+    monkeypatch.setenv("DANDELION_CACHE_WATCH", off)
     count = Counting()
     a = M.copy()
     for _ in range(4):
