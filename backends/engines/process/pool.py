@@ -97,6 +97,10 @@ def _waiting(sandbox: Sandbox) -> int:
     return int(state)
 
 
+#: The longest control message after the zygote's first (``CONTROL``, with room to spare).
+CONTROL_MAX = 64
+
+
 class Zygote:
     """A running zygote and its pool of ready sandboxes.
 
@@ -188,8 +192,13 @@ class Zygote:
 
     def _read(self) -> None:
         while True:
+            # (a datagram each: only the first, STARTED with the modules loaded, is long;
+            # a buffer of 1 MiB for every message was a 1 MiB malloc and a shrink per
+            # message, which moved the caller's freed arrays around the heap: a run's output
+            # then took new memory, faulted in on the run's path)
+            size = 1 << 20 if not self._started else CONTROL_MAX
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, 1 << 20, 2)
+                msg, fds, _flags, _addr = socket.recv_fds(self.ctrl, size, 2)
             except OSError:
                 msg, fds = b"", []
             if len(msg) < CONTROL.size:
