@@ -81,6 +81,11 @@ class LocalBackend(BackendBase):
 
     def run(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
             observe: Observer | None = None, cache: Cache | None = None) -> dict[str, Items]:
+        if self.progress is None:  # a plan that is one call: driven from this thread
+            direct = one_call.run_here(plan, inputs, artifacts, self.pool,
+                                       timeouts=self.timeouts, observe=observe, cache=cache)
+            if direct is not None:
+                return direct
         return self.dispatcher(artifacts, cache, observe).run(plan, inputs)
 
     def start(self, plan: Any, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],

@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import attrs
 
+from dandelion.cache.entry import RESERVE_AFTER
 from dandelion.cache.entry import reserve as reserve_entry
 from dandelion.cache.run import RunCache
-from dandelion.errors import FunctionError
+from dandelion.errors import DandelionError, FunctionError
 from dandelion.ir.nodes import Application, FunctionKind, FunctionSpec
 from dandelion.planner.cacheable import not_cached_because
 from dandelion.planner.plan import Plan
@@ -48,6 +49,7 @@ from dandelion.runtime.dispatcher import choose_call, instance_error, user_cause
 from dandelion.runtime.engine import FunctionCall
 from dandelion.runtime.events import Event, EventKind, Observer, watcher
 from dandelion.runtime.handoff import on_loop
+from dandelion.runtime.here import Driven
 from dandelion.runtime.pool import Batch
 from dandelion.runtime.sharding import Input, Instance, Items, instances
 
@@ -240,6 +242,78 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
     pool.submit(Batch(call, insts, ended, _Cancelled(waiting), watch=watch,
                       per_sandbox=batch), loop)
     return waiting
+
+
+def run_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, Any],
+             pool: EnginePool, *, timeouts: Mapping[str, float],
+             observe: Observer | None = None, cache: Cache | None = None
+             ) -> dict[str, Items] | None:
+    """Run a plan that is one call (:func:`single_call`) of one instance on the calling
+    thread, which begins the instance on an engine lent by ``pool`` and waits for it itself
+    (:mod:`dandelion.runtime.here`): the plan's direct outputs.  ``None`` (nothing run) for
+    any other plan, where the pool's engines cannot begin a function or none is free, or
+    where an identical instance is in flight: then run it with the dispatcher.  Arguments as
+    :func:`start_here`'s.
+
+    Raises:
+        FunctionError: the function failed (names the function and its instance).
+        BackendError: no implementation of the function runs on the pool's engines.
+    """
+    shape = shape_of(plan)
+    if shape is None or not pool.begins:
+        return None
+    spec = shape.spec
+    sets, insts = shape.instances(inputs, pool.size)
+    if len(insts) != 1:  # none (a required input is empty) or sharded: the general path
+        return None
+    inst = insts[0]
+    call = choose_call(spec, pool.kinds, pool.engine_name, artifacts,
+                       timeouts.get(spec.name, timeouts.get("*")))
+    engine = pool.lend()  # (before the lookup: a flight it leads is never handed on)
+    if engine is None:
+        return None
+    run, key = None, None
+    if cache is not None:
+        try:
+            looked = _look_up(shape, cache, call, inst, observe, pool.engine_name)
+        except BaseException:
+            pool.give_back(engine)
+            raise
+        if looked is None:  # an identical instance is in flight: the dispatcher joins it
+            pool.give_back(engine)
+            return None
+        run, key, hit = looked
+        if hit is not None:
+            pool.give_back(engine)
+            return shape.answer(sets, hit)
+    watch = None if observe is None else watcher(observe, plan.entry, 0, spec.name,
+                                                 pool.engine_name)
+    stamp = time.time()
+    if watch is not None:
+        watch(inst, stamp, None, None, None, None)
+    try:
+        driven = Driven.start(pool, engine, call, inst)
+        # it keeps an entry: its memory is made while the function runs, once the sandbox
+        # has had the CPU (see RESERVE_AFTER)
+        outputs = driven.finish(reserve_entry if key is not None else None, RESERVE_AFTER)
+    except BaseException as error:
+        if run is not None and key is not None:  # nothing kept: its flight lands empty
+            run.keep([key], [], spec.name)
+        if watch is not None:
+            watch(inst, stamp, time.time(), None, error, None)
+        if not isinstance(error, DandelionError):  # not the engine's: an interrupt, or
+            raise  # what a signal handler raised while this thread waited, as it is
+        if isinstance(error, FunctionError) and error.logs:
+            logs.forward(logs.FunctionLog(spec.name, inst.index, error.logs),
+                         logs.current_sink())
+        raise instance_error(spec, inst, 1, error) from user_cause(error)
+    if driven.logs:
+        logs.forward(logs.FunctionLog(spec.name, inst.index, driven.logs), logs.current_sink())
+    if run is not None and key is not None:
+        run.keep([key], [outputs], spec.name)
+    if watch is not None:
+        watch(inst, stamp, time.time(), outputs, None, driven.seconds)
+    return shape.answer(sets, outputs)
 
 
 class _Cancelled:

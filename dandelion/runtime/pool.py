@@ -224,6 +224,7 @@ class EnginePool:
         self.costs: dict[str, tuple[float, float]] = {}
         self.tasks: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._closed = False
         #: engines free to run a batch (of ``size``): a worker thread takes one for each
         #: batch, and so does an invocation driven from an event loop (:meth:`submit`)
         self._free = size
@@ -238,6 +239,13 @@ class EnginePool:
         self.kinds = probe.kinds
         self.enforces_timeout = probe.enforces_timeout
         self.engine_name = probe.name
+        #: whether its engines can begin a function without waiting for it (then a thread
+        #: that only waits for a run drives its instance itself: :mod:`.here`)
+        self.begins = type(probe).begin is not Engine.begin
+        #: engines made to be lent to threads that drive an instance themselves (:meth:`lend`):
+        #: those free now, and all of them
+        self._lendable: list[Engine] = []
+        self._made: list[Engine] = []
 
     def _spawn(self, index: int) -> None:
         worker = Worker(self, index)
@@ -315,6 +323,32 @@ class EnginePool:
         for handoff in handoffs:
             handoff.wake()
 
+    def lend(self) -> Engine | None:
+        """One of the pool's ``size`` engines for the calling thread to begin an instance
+        on and wait for it itself (:mod:`dandelion.runtime.here`), if one is free and the
+        engines can begin a function; give it back with :meth:`give_back`."""
+        if not self.begins or self._closed or not self.take_engine(here=True):
+            return None
+        with self._lock:
+            if self._lendable:
+                return self._lendable.pop()
+        try:
+            engine = self.engine_factory()
+        except BaseException:
+            self.give_engine()
+            raise
+        with self._lock:
+            self._made.append(engine)
+        return engine
+
+    def give_back(self, engine: Engine) -> None:
+        """An engine from :meth:`lend` is free again."""
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._lendable.append(engine)
+        self.give_engine()
+
     def abandon(self, worker: Worker) -> None:
         """Give up on a worker stuck in a function past its timeout; start a replacement."""
         with self._lock:
@@ -347,6 +381,11 @@ class EnginePool:
 
     def close(self) -> None:
         """Stop all workers once their current batch is done."""
+        with self._lock:
+            self._closed = True
+            made, self._made, self._lendable = self._made, [], []
+        for engine in made:
+            engine.close()
         for _ in self.workers:
             self.tasks.put(None)
         for w in self.workers:

@@ -100,8 +100,10 @@ class ProcessEngine(EngineBase):
             fewer of the zygote's invocations run than there are CPUs: sandboxes forked
             while every CPU runs one skip the warm-up (:meth:`.pool.Zygote.adapt`).
         ready_functions: Python functions at most (the most recently invoked ones that
-            repeat) whose next invocation started from an event loop (:meth:`begin`) finds
-            a sandbox given its code ahead, unpickled already (:mod:`.ahead`; default: a
+            repeat) whose next invocation begun without waiting (:meth:`begin`: from an
+            event loop, or from a script's thread for a run of one call,
+            :mod:`dandelion.runtime.here`) finds a sandbox given its code ahead, unpickled
+            already (:mod:`.ahead`; default: a
             quarter of ``pool_size``, at least 1; 0: none).
         reuse_sandboxes: a sandbox made ready for a function is reset to a snapshot after
             each invocation of it that succeeded, and made ready for it again, instead of
