@@ -383,8 +383,8 @@ def matrix_path(pairs: int) -> dict[str, list[tuple[float, float, float, float, 
         marks["handed"] = clock()
         return driven
 
-    def waited(invocation: Any) -> Any:
-        seconds = wait(invocation)
+    def waited(invocation: Any, *rest: Any) -> Any:
+        seconds = wait(invocation, *rest)
         marks["answer"] = clock()
         return seconds
 

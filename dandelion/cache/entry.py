@@ -185,8 +185,9 @@ _last_array: tuple[Any, ...] | None = None
 #: the calling thread busy on its CPU for the ~50 µs of the faults just when the worker it
 #: had woken was to run, and the worker started on the instance 20-40 µs later than in an
 #: uncached run (on a loaded machine: woken with the other CPU busy, it waited behind the
-#: caller; see ``docs/caching.rst``).  Waiting first leaves the CPU to the worker; a run that
-#: ends sooner reserves nothing.
+#: caller; see ``docs/caching.rst``).  Waiting first leaves the CPU to the worker (or to the
+#: sandbox, woken onto the caller's CPU, where the caller drives the instance itself:
+#: :mod:`dandelion.runtime.here`); a run that ends sooner reserves nothing.
 RESERVE_AFTER = 0.0002
 
 
