@@ -16,30 +16,13 @@ import pytest
 import dandelion as dd
 from dandelion.program import as_program
 from dandelion.runtime import handoff, logs
-from dandelion.runtime.events import Event, EventKind
 from dandelion.runtime.handoff import awaitable
 from tests.conformance import funcs as f
 from tests.runtime import handofffuncs as h
+from tests.runtime.threads import Threads
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the process engine is Linux-only")
-
-
-class Threads:
-    """An observer that notes the thread each instance's events were told on, and how
-    many instances ran at once at most."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-        self.running = 0
-        self.most = 0
-
-    def __call__(self, event: Event) -> None:
-        if event.kind is EventKind.CACHED:
-            return
-        self.names.add(threading.current_thread().name)
-        self.running += 1 if event.kind is EventKind.STARTED else -1
-        self.most = max(self.most, self.running)
 
 
 async def _run(rt: dd.Runtime, target: Any, x: Any, observe: Any = None,

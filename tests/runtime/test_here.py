@@ -16,32 +16,13 @@ import pytest
 
 import dandelion as dd
 from dandelion.cache import MemoryStore
-from dandelion.runtime.events import Event, EventKind
 from tests.cache.test_run_memo import Recording
 from tests.runtime import handofffuncs as h
 from tests.runtime import herefuncs as hf
+from tests.runtime.threads import Threads
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="the process engine is Linux-only")
-
-
-class Threads:
-    """An observer that notes the thread each instance's events were told on, and how
-    many instances ran at once at most."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-        self.running = 0
-        self.most = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, event: Event) -> None:
-        if event.kind is EventKind.CACHED:
-            return
-        with self._lock:
-            self.names.add(threading.current_thread().name)
-            self.running += 1 if event.kind is EventKind.STARTED else -1
-            self.most = max(self.most, self.running)
 
 
 def _expected(m: np.ndarray) -> np.ndarray:
