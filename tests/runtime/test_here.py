@@ -132,16 +132,16 @@ def test_an_interrupted_run_ends_its_sandbox_and_lands_its_flight() -> None:
         signal.setitimer(signal.ITIMER_REAL, 0.3)
         t0 = time.monotonic()
         with pytest.raises(Interrupted):
-            rt.run(hf.sleepy, 1.5)
-        assert time.monotonic() - t0 < 1.4
+            rt.run(hf.sleepy, 3.0)
+        assert time.monotonic() - t0 < 2.5  # not waited for to its end
         assert store.writes == []  # nothing kept
         done: list[float] = []
-        again = threading.Thread(target=lambda: done.append(rt.run(hf.sleepy, 1.5)))
+        again = threading.Thread(target=lambda: done.append(rt.run(hf.sleepy, 3.0)))
         again.start()
-        again.join(timeout=30)
-        assert done == [1.5] and len(store.writes) == 1  # computed again, and kept
-        t0 = time.monotonic()
-        assert rt.run(hf.sleepy, 1.5) == 1.5 and time.monotonic() - t0 < 1.0  # a hit
+        again.join(timeout=60)
+        assert done == [3.0] and len(store.writes) == 1  # computed again, and kept
+        store.clear_log()
+        assert rt.run(hf.sleepy, 3.0) == 3.0 and store.writes == []  # kept: a hit
 
 
 def test_the_worker_path_gives_the_same_answers(matrix: np.ndarray) -> None:
