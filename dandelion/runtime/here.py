@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class Driven:
     """One instance begun on the calling thread (:meth:`start`): wait for it with
-    :meth:`finish`, or give it up with :meth:`abandon`; either releases what it holds.
+    :meth:`finish`, which releases what it holds (the sandbox ended, the context and the
+    engine given back) whatever happens.
 
     Attributes:
         seconds: the time the function itself ran (where the engine measures it), once
