@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +128,17 @@ SCRIPT = """
 """
 
 
+def _cli_run(where: Path, target: str, given: str) -> str:
+    """What ``dandelion run TARGET -i GIVEN`` prints, in a new process in ``where`` (inline,
+    its cache in ``where/cache``); the run must succeed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "dandelion", "run", target, "-i", given,
+         "--engine", "inline", "--cache", str(where / "cache")],
+        cwd=where, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 @pytest.mark.parametrize("edit", ["settings.py", "units.py"])
 def test_a_module_imported_in_the_body_is_keyed_in_a_new_process(tmp_path, edit):
     # In a new process the key is made before the function first runs, so before it
@@ -138,12 +150,7 @@ def test_a_module_imported_in_the_body_is_keyed_in_a_new_process(tmp_path, edit)
     def run(values: dict[str, int]) -> str:
         for name, text in files.items():
             (tmp_path / name).write_text(text.format(values[name]))
-        out = subprocess.run(
-            [sys.executable, "-m", "dandelion", "run", "prog.py:scaled", "-i", "x=3",
-             "--engine", "inline", "--cache", str(tmp_path / "cache")],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
+        return _cli_run(tmp_path, "prog.py:scaled", "x=3")
 
     assert run({"settings.py": 2, "units.py": 1}) == "6"
     assert run({"settings.py": 2, "units.py": 1}) == "6"
@@ -238,12 +245,7 @@ def test_a_users_extension_module_rebuilt_misses(tmp_path):
         subprocess.run(["gcc", "-shared", "-fPIC", f"-DK={k}",
                         f"-I{sysconfig.get_paths()['include']}", "fastk.c", "-o", str(target)],
                        cwd=tmp_path, check=True, capture_output=True)
-        out = subprocess.run(
-            [sys.executable, "-m", "dandelion", "run", "prog.py:times_k", "-i", "x=10",
-             "--engine", "inline", "--cache", str(tmp_path / "cache")],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr
-        return out.stdout.strip()
+        return _cli_run(tmp_path, "prog.py:times_k", "x=10")
 
     assert run(1) == "10"
     assert run(2) == "20"
