@@ -48,7 +48,7 @@ class Driven:
     """
 
     __slots__ = ("pool", "engine", "call", "context", "invocation", "started", "seconds",
-                 "logs", "_done")
+                 "logs")
 
     def __init__(self, pool: EnginePool, engine: Engine, call: FunctionCall,
                  context: Context, invocation: Invocation | None) -> None:
@@ -57,7 +57,6 @@ class Driven:
         self.started = time.perf_counter()
         self.seconds: float | None = None
         self.logs = ""
-        self._done = False
 
     @classmethod
     def start(cls, pool: EnginePool, engine: Engine, call: FunctionCall, inst: Instance
@@ -96,8 +95,8 @@ class Driven:
         Raises:
             DandelionError: the function failed, or ran past its time limit.
         """
+        invocation = self.invocation
         try:
-            invocation = self.invocation
             if invocation is None:
                 self.seconds = self.engine.run(self.context, self.call)
             else:
@@ -105,21 +104,15 @@ class Driven:
             outputs = self.context.extract()
             self.logs = self.context.logs
             check_outputs(self.call.spec, outputs)
-        finally:
-            self._release()
+        finally:  # the sandbox ended (whatever it reported), the context and engine back
+            try:
+                if invocation is not None:
+                    invocation.end()
+            finally:
+                self.engine.domain.release(self.context)
+                self.pool.give_back(self.engine)
         self.pool.measure(self.call, 1, time.perf_counter() - self.started, self.seconds)
         return outputs
-
-    def _release(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        try:
-            if self.invocation is not None:
-                self.invocation.end()
-        finally:
-            self.engine.domain.release(self.context)
-            self.pool.give_back(self.engine)
 
 
 def wait(invocation: Invocation, meanwhile: Callable[[], object] | None = None,

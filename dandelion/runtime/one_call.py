@@ -195,8 +195,7 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
     sets, insts = shape.instances(inputs, pool.size)
     if len(insts) != 1:  # none (a required input is empty) or sharded: the general path
         return None
-    timeout = timeouts.get(spec.name, timeouts.get("*"))
-    call = choose_call(spec, pool.kinds, pool.engine_name, artifacts, timeout)
+    call = _call(spec, pool, artifacts, timeouts)
     run, key = None, None
     if cache is not None:
         looked = _look_up(shape, cache, call, insts[0], observe, pool.engine_name)
@@ -218,12 +217,7 @@ def start_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, 
         for inst, text in done.logs:
             logs.forward(logs.FunctionLog(spec.name, inst.index, text), sink)
         if failure is not None:
-            inst, error = failure
-            if isinstance(error, FunctionError) and error.logs:
-                logs.forward(logs.FunctionLog(spec.name, inst.index, error.logs), sink)
-            err = instance_error(spec, inst, 1, error)
-            err.__cause__ = user_cause(error)
-            waiting.set_exception(err)
+            waiting.set_exception(_failed(spec, *failure, sink))
             return
         waiting.set_result(shape.answer(sets, done.results[0]))
 
@@ -259,16 +253,17 @@ def run_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, An
         FunctionError: the function failed (names the function and its instance).
         BackendError: no implementation of the function runs on the pool's engines.
     """
+    if not pool.begins:  # (inline: every run takes the dispatcher, at no cost here)
+        return None
     shape = shape_of(plan)
-    if shape is None or not pool.begins:
+    if shape is None:
         return None
     spec = shape.spec
     sets, insts = shape.instances(inputs, pool.size)
     if len(insts) != 1:  # none (a required input is empty) or sharded: the general path
         return None
     inst = insts[0]
-    call = choose_call(spec, pool.kinds, pool.engine_name, artifacts,
-                       timeouts.get(spec.name, timeouts.get("*")))
+    call = _call(spec, pool, artifacts, timeouts)
     engine = pool.lend()  # (before the lookup: a flight it leads is never handed on)
     if engine is None:
         return None
@@ -303,10 +298,8 @@ def run_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, An
             watch(inst, stamp, time.time(), None, error, None)
         if not isinstance(error, DandelionError):  # not the engine's: an interrupt, or
             raise  # what a signal handler raised while this thread waited, as it is
-        if isinstance(error, FunctionError) and error.logs:
-            logs.forward(logs.FunctionLog(spec.name, inst.index, error.logs),
-                         logs.current_sink())
-        raise instance_error(spec, inst, 1, error) from user_cause(error)
+        err = _failed(spec, inst, error, logs.current_sink())
+        raise err from err.__cause__
     if driven.logs:
         logs.forward(logs.FunctionLog(spec.name, inst.index, driven.logs), logs.current_sink())
     if run is not None and key is not None:
@@ -314,6 +307,25 @@ def run_here(plan: Plan, inputs: Mapping[str, Items], artifacts: Mapping[str, An
     if watch is not None:
         watch(inst, stamp, time.time(), outputs, None, driven.seconds)
     return shape.answer(sets, outputs)
+
+
+def _call(spec: FunctionSpec, pool: EnginePool, artifacts: Mapping[str, Any],
+          timeouts: Mapping[str, float]) -> FunctionCall:
+    """The implementation of ``spec`` that ``pool``'s engines run, with its time limit."""
+    return choose_call(spec, pool.kinds, pool.engine_name, artifacts,
+                       timeouts.get(spec.name, timeouts.get("*")))
+
+
+def _failed(spec: FunctionSpec, inst: Instance, error: BaseException, sink: Any
+            ) -> DandelionError:
+    """The error a run of the one instance ``inst`` that failed with ``error`` raises (naming
+    the function and the instance, caused by what the user's code raised), what it printed
+    forwarded to ``sink`` first, as the dispatcher does."""
+    if isinstance(error, FunctionError) and error.logs:
+        logs.forward(logs.FunctionLog(spec.name, inst.index, error.logs), sink)
+    err = instance_error(spec, inst, 1, error)
+    err.__cause__ = user_cause(error)
+    return err
 
 
 class _Cancelled:
