@@ -236,11 +236,12 @@ class Engine(abc.ABC):
         has the function's libraries imported).  May block; called off the request path.
         The default: nothing to do."""
 
-    def wake_when_ready(self, call: FunctionCall, wake: Callable[[], None]) -> bool:
-        """After :meth:`begin` returned ``None`` for ``call``: arrange for ``wake`` to be
-        called once (from any thread) when beginning it again may succeed (e.g. a sandbox
-        was forked), and say so; ``False`` (the default) where it never will (then
-        :meth:`run` it on a thread)."""
+    def wake_when_ready(self, call: FunctionCall, wake: Callable[[], None],
+                        inputs: ItemSets = ()) -> bool:
+        """After :meth:`begin` returned ``None`` for ``call`` on ``inputs``: arrange for
+        ``wake`` to be called once (from any thread) when beginning it again may succeed
+        (e.g. a sandbox was forked), and say so; ``False`` (the default) where it never
+        will (then :meth:`run` it on a thread)."""
         return False
 
     def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:

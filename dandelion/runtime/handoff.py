@@ -145,7 +145,8 @@ class Handoff:
                 self.pool.give_engine()
                 self._parked = True  # until the engine says to try again
                 try:
-                    later = self.engine.wake_when_ready(batch.call, self._unpark_soon)
+                    later = self.engine.wake_when_ready(batch.call, self._unpark_soon,
+                                                        batch.instances[0].inputs)
                 except Exception:  # e.g. its zygote is gone: a worker's run says so
                     later = False
                 if later:

@@ -51,6 +51,7 @@ from dandelion.backends.engines.process.protocol import (
     READY,
     SEGMENT,
 )
+from dandelion.codec import ndarray_class
 from dandelion.errors import (
     BackendError,
     DandelionError,
@@ -167,16 +168,28 @@ class ProcessEngine(EngineBase):
                 (), self.pool_size, self.cpu_limit, False, exe)
         return z
 
-    def zygote_for(self, code: StoredCode) -> pool.Zygote:
-        """The zygote whose sandboxes have every library ``code`` needs preloaded."""
-        z = self._zygotes.get(code.requires)
+    def zygote_for(self, code: StoredCode, arrays: bool = False) -> pool.Zygote:
+        """The zygote whose sandboxes have every library ``code`` needs preloaded, and
+        numpy if ``arrays`` (:func:`_holds_arrays`: the invocation's items hold arrays,
+        which a sandbox decodes or encodes with numpy though the code may never name it)."""
+        requires = code.requires
+        z = self._zygotes.get(requires)
         if z is None or z.closed:
-            lean = self.lean
-            if lean.closed:
-                lean = self.lean = self._zygote(())
-            missing = tuple(r for r in code.requires if r not in lean.modules)
-            z = self._zygotes[code.requires] = self._zygote(missing) if missing else lean
+            z = self._zygotes[requires] = self._preloading(requires)
+        if arrays and "numpy" not in z.modules:
+            requires = (*requires, "numpy")
+            z = self._zygotes.get(requires)
+            if z is None or z.closed:
+                z = self._zygotes[requires] = self._preloading(requires)
         return z
+
+    def _preloading(self, requires: tuple[str, ...]) -> pool.Zygote:
+        """A zygote with ``requires`` loaded: the lean one if it has them all."""
+        lean = self.lean
+        if lean.closed:
+            lean = self.lean = self._zygote(())
+        missing = tuple(r for r in requires if r not in lean.modules)
+        return self._zygote(missing) if missing else lean
 
     def prepare(self, call: FunctionCall) -> None:
         """Start the zygote that the sandboxes of ``call`` fork from (its code stored now,
@@ -184,14 +197,14 @@ class ProcessEngine(EngineBase):
         impl = call.implementation
         code = self.store.get(impl.digest, call.artifact, impl.kind)
         if code.kind == "python":
-            self.zygote_for(code)
+            self.zygote_for(code, _holds_arrays(call, ()))
         else:
             self.native_zygote()
 
     def run(self, context: Context, call: FunctionCall) -> float | None:
         assert isinstance(context, SharedContext)
         code = self._lay_out(context, call)
-        zygote = self._zygote_of(code)
+        zygote = self._zygote_of(code, call, context.inputs)
         sandbox = zygote.take()
         try:
             return self._invoke(zygote, sandbox, context, code, call)
@@ -217,7 +230,7 @@ class ProcessEngine(EngineBase):
         code is larger than :data:`BEGIN_MAX_PAYLOAD` (then :meth:`run` it on a thread)."""
         assert isinstance(context, SharedContext)
         code = self._lay_out(context, call)
-        zygote = self._zygote_of(code)
+        zygote = self._zygote_of(code, call, context.inputs)
         digest = call.implementation.digest
         sandbox = self.ahead.take(digest, code.data, zygote) if code.kind == "python" \
             else None
@@ -241,14 +254,15 @@ class ProcessEngine(EngineBase):
         started.again = code.kind == "python" and self.ahead.seen(digest)
         return started
 
-    def wake_when_ready(self, call: FunctionCall, wake: Callable[[], None]) -> bool:
+    def wake_when_ready(self, call: FunctionCall, wake: Callable[[], None],
+                        inputs: ItemSets = ()) -> bool:
         """After :meth:`begin` found no sandbox forked: ``wake`` once one is (its zygote
         forks one now); ``False`` for code too large to begin from a loop at all."""
         code = self.store.get(call.implementation.digest, call.artifact,
                               call.implementation.kind)
         if len(self._payload(call, code)) > BEGIN_MAX_PAYLOAD:
             return False
-        self._zygote_of(code).when_forked(wake)
+        self._zygote_of(code, call, inputs).when_forked(wake)
         return True
 
     def _payload(self, call: FunctionCall, code: StoredCode) -> bytes:
@@ -257,9 +271,15 @@ class ProcessEngine(EngineBase):
         return self._cut(call.implementation.digest, code)[1] if code.kind == "native" \
             else code.data
 
-    def _zygote_of(self, code: StoredCode) -> pool.Zygote:
-        """The zygote whose sandboxes run ``code``."""
-        return self.zygote_for(code) if code.kind == "python" else self.native_zygote()
+    def _zygote_of(self, code: StoredCode, call: FunctionCall, inputs: ItemSets
+                   ) -> pool.Zygote:
+        """The zygote whose sandboxes run ``code`` for ``call`` on ``inputs``."""
+        if code.kind != "python":
+            return self.native_zygote()
+        z = self.zygote_for(code)
+        if "numpy" not in z.modules and _holds_arrays(call, inputs):
+            z = self.zygote_for(code, True)
+        return z
 
     def _lay_out(self, context: SharedContext, call: FunctionCall) -> StoredCode:
         """Lay ``context`` out for the results of ``call``; the code it runs."""
@@ -617,6 +637,21 @@ class Started(Invocation):
             self.again = False
             self.engine.ahead.make_ready(self.call.implementation.digest, self.code.data,
                                          self.zygote)
+
+
+def _holds_arrays(call: FunctionCall, inputs: ItemSets) -> bool:
+    """Whether a sandbox needs numpy for the items of ``call`` on ``inputs`` though the
+    function's code may never name it (``def gram(m): return m @ m.T``, given an array):
+    an array among the inputs, which the sandbox decodes as one, or a parameter or result
+    declared ``ndarray``."""
+    spec = call.spec
+    for p in (*spec.params, *spec.results):
+        if p.type.element is ElementType.NDARRAY:
+            return True
+    ndarray = ndarray_class()
+    if ndarray is None:  # no array exists in this process
+        return False
+    return any(isinstance(item.value, ndarray) for items in inputs for item in items)
 
 
 def _timeout(call: FunctionCall) -> FunctionTimeout:

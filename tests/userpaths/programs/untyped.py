@@ -1,0 +1,37 @@
+"""Functions written with no annotations that never name numpy, given numpy arrays: the
+script makes its arrays with numpy, the functions only use what an array does."""
+
+import numpy as np
+
+import dandelion as dd
+
+
+@dd.compute
+def gram(m):
+    return m @ m.T
+
+
+@dd.compute
+def width(m):
+    return m.shape[1]
+
+
+@dd.compute
+def scaled(m, k):
+    return m * k
+
+
+@dd.composition
+def gram_width(m):
+    return width(gram(m))
+
+
+@dd.composition
+def gram_of(m: np.ndarray):  # only the composition's input is declared (the CLI reads it)
+    return gram(m)
+
+
+if __name__ == "__main__":
+    M = np.arange(12).reshape(3, 4)
+    print(dd.run(gram, M).tolist())
+    print(dd.run(gram_width, M))
