@@ -28,6 +28,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dandelion.errors import BackendError
 from dandelion.runtime.engine import Context, Invocation, check_outputs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -122,6 +123,8 @@ class Handoff:
         self._closed = False
         #: ended invocations whose sandboxes are ended after RELEASE_AFTER, and their timers
         self._releasing: dict[_Driven, asyncio.TimerHandle] = {}
+        #: invocations under way: begun, their reports not read yet
+        self._flying: set[_Driven] = set()
 
     def submit(self, batch: Batch) -> None:
         """Run ``batch`` (one instance) as soon as one of the pool's engines is free."""
@@ -198,6 +201,7 @@ class Handoff:
             domain.release(context)
             return False
         driven = _Driven(batch, context, invocation)
+        self._flying.add(driven)
         if batch.watch is not None:
             batch.watch(inst, driven.stamp, None, None, None, None)
         self.loop.add_reader(invocation.fd, self._readable, driven)
@@ -209,6 +213,7 @@ class Handoff:
         invocation = driven.invocation
         if not invocation.feed():
             return
+        self._flying.discard(driven)
         self.loop.remove_reader(invocation.fd)
         if driven.timer is not None:
             driven.timer.cancel()
@@ -221,6 +226,7 @@ class Handoff:
     def _expire(self, driven: _Driven) -> None:
         """The instance ran past its time limit: stop it and fail it."""
         invocation = driven.invocation
+        self._flying.discard(driven)
         self.loop.remove_reader(invocation.fd)
         invocation.end()
         self._finish(driven, None, invocation.timed_out(), None)
@@ -283,11 +289,37 @@ class Handoff:
             self.drain()
 
     def close(self) -> None:
-        """Release the engine (invocations under way still end, on the loop; those that
-        ended and wait for :data:`RELEASE_AFTER` are released now: :meth:`flush`)."""
-        self._closed = True
+        """Release the engine (invocations under way still end, on the loop, if it still
+        runs: else :meth:`abandon`; those that ended and wait for :data:`RELEASE_AFTER` are
+        released now: :meth:`flush`)."""
         self.flush()
+        if self.loop.is_closed():
+            self.abandon()
+        self._closed = True
         self.engine.close()
+
+    def abandon(self) -> None:
+        """End what a loop that closed left under way or waiting, which it never will: a
+        run that failed ends ``asyncio.run`` while its other instances still run, and each
+        of them held a sandbox, a context and one of the pool's engines until the process
+        exited.  Their sandboxes are ended, and their batches fail (the run they belong to
+        has failed already, or is told its loop is gone).  Called from any thread, once the
+        loop is closed (it runs no callback any more)."""
+        assert self.loop.is_closed()
+        gone = BackendError("the event loop that drove this instance closed before it ended",
+                            hint="await every run started on a loop before the loop ends")
+        flying, self._flying = list(self._flying), set()
+        for driven in flying:
+            if driven.timer is not None:
+                driven.timer.cancel()
+            try:
+                driven.invocation.end()
+            finally:
+                self.engine.domain.release(driven.context)
+                self._done(driven.batch, gone)
+        while self.waiting:
+            batch = self.waiting.popleft()
+            batch.done(batch, (batch.instances[0], gone))
 
     def flush(self) -> None:
         """Release now the ended invocations that wait for :data:`RELEASE_AFTER` (from any

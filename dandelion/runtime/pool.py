@@ -282,13 +282,18 @@ class EnginePool:
             if handoff is None:
                 with self._lock:
                     handoff = self._handoffs.get(loop)
+                    gone = []
                     if handoff is None:
                         handoff = self._handoffs[loop] = Handoff(self, loop)
                         # a loop that closed never runs the timers that release what its
-                        # last invocations used (a program calling asyncio.run again)
-                        for other, old in self._handoffs.items():
-                            if other.is_closed():
-                                old.flush()
+                        # last invocations used, nor reads those it left under way (a
+                        # program calling asyncio.run again): its hand-off closes now
+                        gone = [old for other, old in self._handoffs.items()
+                                if other.is_closed()]
+                        for old in gone:
+                            del self._handoffs[old.loop]
+                for old in gone:  # (outside the lock: their runs are told, with theirs)
+                    old.close()
             handoff.submit(batch)
             return
         self.tasks.put(batch)

@@ -136,3 +136,20 @@ def own_pid(x: int) -> int:
 @dd.composition
 def pid_run(x: int) -> int:
     return own_pid(x)
+
+
+@dd.compute
+def zero_fails_at_once(x: int) -> int:
+    """Raises for 0 at once; any other ``x`` takes half a second (computing, no clock
+    sleep: a sandbox has none)."""
+    if x == 0:
+        raise ValueError("zero")
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:
+        pass
+    return x
+
+
+@dd.composition
+def fail_fast(xs: list[int]) -> list[int]:
+    return zero_fails_at_once(dd.each(xs))

@@ -228,6 +228,13 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def _zygote_of(pool: Any, pid: int) -> Any:
+    """The zygote that forked sandbox ``pid`` (alive: it waits to be ended)."""
+    parent = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    [zygote] = [z for z in pool.running() if z.process.pid == parent]
+    return zygote
+
+
 def _ends(pid: int, seconds: float = 10.0) -> bool:
     """Whether process ``pid`` ends within ``seconds``."""
     deadline = time.monotonic() + seconds
@@ -287,22 +294,59 @@ def test_a_sandbox_that_reported_counts_as_running_no_more_while_it_waits_to_be_
         ) -> None:
     """Whether the zygote warms the sandboxes it forks depends on how many invocations run
     (:meth:`~dandelion.backends.engines.process.pool.Zygote.adapt`): one that reported and
-    waits for :data:`~dandelion.runtime.handoff.RELEASE_AFTER` to be ended runs no more."""
+    waits for :data:`~dandelion.runtime.handoff.RELEASE_AFTER` to be ended runs no more.
+    Counted on the zygote that forked it, one of the test's own (a memory limit no other
+    test sets): zygotes are shared by every runtime of the process with the same settings,
+    and an earlier test's invocations on one may still be ending."""
     from dandelion.backends.engines.process import pool
 
     with dd.Runtime(engine="process", workers=1, cache=False,
-                    engine_options={"reuse_sandboxes": False}) as rt:
+                    engine_options={"reuse_sandboxes": False,
+                                    "memory_limit": (1 << 30) + 4096}) as rt:
         async def main() -> tuple[list[int], list[int]]:
             counts, pids = [], []
             for i in range(3):
                 pids.append(await _run(rt, h.pid_run, i))
-                counts.append(sum(z.running for z in pool.running()))
+                counts.append(_zygote_of(pool, pids[-1]).running)
                 await asyncio.sleep(handoff.RELEASE_AFTER + 0.05)
             return counts, pids
 
         counts, pids = asyncio.run(main())
         assert counts == [0, 0, 0]
         assert all(_ends(pid) for pid in pids)
+
+
+def test_a_loop_that_closed_with_instances_under_way_leaves_nothing_behind() -> None:
+    """A run on ``asyncio.run`` whose first instance fails ends the loop while another
+    still runs: nothing would ever read that one, which held a sandbox, a context and one
+    of the pool's engines.  The next loop to start a run ends it and gives them back (so
+    does closing the runtime)."""
+    from dandelion.backends.engines.process import pool
+
+    before = pool.running()
+    with dd.Runtime(engine="process", workers=2, cache=False,
+                    engine_options={"memory_limit": (1 << 30) + 8192}) as rt:  # own zygote
+        with pytest.raises(dd.FunctionError, match="zero"):
+            asyncio.run(_run(rt, h.fail_fast, [0, 1]))
+        [zygote] = [z for z in pool.running() if z not in before]
+        assert zygote.running == 1  # the other instance, under way with its loop gone
+        assert asyncio.run(_run(rt, h.pid_run, 5)) > 0  # another loop, another run
+        assert zygote.running == 0
+        assert rt.backend.pool._free == 2  # (both engines free again)
+        assert asyncio.run(_run(rt, h.fail_fast, [2, 3])) == [2, 3]
+
+
+def test_closing_the_runtime_ends_what_a_closed_loop_left_under_way() -> None:
+    from dandelion.backends.engines.process import pool
+
+    before = pool.running()
+    with dd.Runtime(engine="process", workers=2, cache=False,
+                    engine_options={"memory_limit": (1 << 30) + 12288}) as rt:  # own zygote
+        with pytest.raises(dd.FunctionError, match="zero"):
+            asyncio.run(_run(rt, h.fail_fast, [0, 1]))
+        [zygote] = [z for z in pool.running() if z not in before]
+        assert zygote.running == 1
+    assert zygote.running == 0
 
 
 def test_the_sandbox_of_a_loops_last_answer_ends_when_another_loop_starts_a_run() -> None:
