@@ -449,7 +449,8 @@ class Client:
             path = f"/v1/compositions/{_quote(program.entry)}"
             unbind = functools.partial(_unbind_program, program)
         sets = program.bind(args, inputs)
-        wire = encode_sets(sets, {n: v.type for n, v in program.inputs}, binary=True)
+        wire = encode_sets(sets, {n: v.type for n, v in program.inputs}, binary=True,
+                           what="input")
         return path, {"inputs": wire}, unbind
 
     def invoke(self, target: Any, /, *args: Any, **inputs: Any) -> Any:

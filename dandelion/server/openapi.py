@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import dandelion
+from dandelion.server.wire import TAGS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -76,7 +77,10 @@ def _member(kind: str) -> dict[str, Any]:
 
 _ITEM = {"oneOf": [
     {"type": "object", "required": ["value"], "additionalProperties": False,
-     "properties": {"value": {}, "key": {"type": "integer"}, "name": {"type": "string"}}},
+     "properties": {"value": {}, "key": {"type": "integer"}, "name": {"type": "string"},
+                    "type": {"type": "string", "description": "what an untyped item's value "
+                             "is (an element type), written as for that type",
+                             "enum": list(TAGS)}}},
     {"description": "a bare value (key 0, no name)"}]}
 
 SCHEMAS: dict[str, Any] = {

@@ -1,10 +1,11 @@
 """The wire format of sets and items: msgpack (binary-safe) or JSON (for convenience).
 
 A request body or response is a map; sets are lists of items; an item is either the full
-form ``{"value": V, "key": 0, "name": ""}`` (``key`` and ``name`` optional) or a bare
-``V`` (key 0, no name).  A map is read as the full form when it has a ``value`` entry and
-no entries but ``value``, ``key`` and ``name`` (wrap a JSON value of that shape as
-``{"value": ...}``).  Responses always use the full form.
+form ``{"value": V, "key": 0, "name": "", "type": "int"}`` (``key``, ``name`` and
+``type`` optional) or a bare ``V`` (key 0, no name).  A map is read as the full form when
+it has a ``value`` entry and no entries but ``value``, ``key``, ``name`` and ``type``
+(wrap a JSON value of that shape as ``{"value": ...}``).  Responses always use the full
+form.
 
 ``V`` depends on the declared element type:
 
@@ -12,7 +13,7 @@ no entries but ``value``, ``key`` and ``name`` (wrap a JSON value of that shape 
 element      msgpack                     JSON
 ===========  ==========================  ==============================================
 ``bytes``    bin                         ``{"base64": "..."}`` or a string (UTF-8)
-``any``      bin                         as ``bytes``
+``any``      bin, or see below           as ``bytes``, or see below
 ``str``      str                         string
 ``int``      int (int64)                 number
 ``float``    float                       number, or ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
@@ -21,6 +22,13 @@ element      msgpack                     JSON
 ``ndarray``  bin holding ``.npy`` bytes  ``{"base64": "..."}`` of ``.npy`` bytes
 ===========  ==========================  ==============================================
 
+An item of an untyped (``any``) set says what its value is with ``type`` (one of the
+element types above but ``any``), and ``V`` is written as for that type: the client and
+the server send every untyped item so, so that a value arrives as what it was (an int as an
+int, an array as an array).  Without ``type``, a string or binary ``V`` is bytes (as its
+UTF-8 encoding) and any other JSON value is itself.  In a typed set, ``type`` may only
+repeat the declared element type.
+
 >>> from dandelion.ir import DataType
 >>> from dandelion.server.wire import decode_sets, encode_sets
 >>> sets = decode_sets({"n": [{"value": 3, "key": 1}]}, {"n": DataType.parse("set[int]")})
@@ -28,6 +36,10 @@ element      msgpack                     JSON
 Item(value=3, key=1, name='')
 >>> encode_sets(sets, {"n": DataType.parse("set[int]")}, binary=False)
 {'n': [{'value': 3, 'key': 1, 'name': ''}]}
+>>> encode_sets(sets, {"n": DataType.parse("set")}, binary=False)  # untyped: tagged
+{'n': [{'value': 3, 'key': 1, 'name': '', 'type': 'int'}]}
+>>> decode_sets({"n": [{"value": 3, "type": "int"}, "3"]}, {"n": DataType.parse("set")})
+{'n': (Item(value=3, key=0, name=''), Item(value=b'3', key=0, name=''))}
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ import json
 import math
 from typing import Any, Mapping
 
-from dandelion.codec import INT64_RANGE, decode, encode, npy_parts
+from dandelion.codec import INT64_RANGE, decode, encode, infer_element, npy_parts
 from dandelion.errors import DandelionError, EncodingError, InputError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -46,7 +58,9 @@ from dandelion.items import Item
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 _MSGPACK_TYPES = (MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
-_ITEM_KEYS = frozenset({"value", "key", "name"})
+_ITEM_KEYS = frozenset({"value", "key", "name", "type"})
+#: the element types an untyped item may say it holds (``"type"``)
+TAGS = {e.value: e for e in ElementType if e is not ElementType.ANY}
 _FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
@@ -135,6 +149,9 @@ def decode_value(value: Any, element: ElementType, where: str, view: bool = Fals
     Raises:
         WireError: the value does not fit the element type.
     """
+    if element is ElementType.ANY and not isinstance(value, (str, bytes, bytearray)) and \
+            not (isinstance(value, dict) and set(value) == {"base64"}):
+        element = ElementType.JSON  # an untagged untyped value that cannot be bytes
     if element in (ElementType.BYTES, ElementType.ANY):
         return _bytes_in(value, where)
     if element is ElementType.STR:
@@ -210,6 +227,8 @@ def decode_item(raw: Any, element: ElementType, where: str, view: bool = False) 
                             f"of range ({INT64_RANGE[0]} to {INT64_RANGE[1]})")
         if not isinstance(name, str):
             raise WireError(f"{where}.name: expected a string, got {_kind(name)}")
+        if "type" in raw:
+            element = _tagged(raw["type"], element, where)
         where = f"{where}.value"
     return Item(decode_value(value, element, where, view), key=key, name=name)
 
@@ -253,9 +272,26 @@ def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs",
     return sets
 
 
+def _tagged(tag: Any, declared: ElementType, where: str) -> ElementType:
+    """The element type an item's ``type`` says, in a set declared ``declared``.
+
+    Raises:
+        WireError: no element type of that name, or another than a typed set's.
+    """
+    element = TAGS.get(tag) if isinstance(tag, str) else None
+    if element is None:
+        raise WireError(f"{where}.type: expected one of {', '.join(TAGS)}, got "
+                        f"{json.dumps(tag) if isinstance(tag, str) else _kind(tag)}")
+    if declared is not ElementType.ANY and element is not declared:
+        raise WireError(f"{where}.type: the set is declared {declared}, not {element}",
+                        hint="leave type out, or give the declared one")
+    return element
+
+
 def encode_sets(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, DataType],
-                binary: bool) -> dict[str, list[dict[str, Any]]]:
-    """The wire map of ``sets`` (full item form).
+                binary: bool, what: str = "output") -> dict[str, list[dict[str, Any]]]:
+    """The wire map of ``sets`` (full item form; an untyped item says its ``type``);
+    ``what`` the sets are, for errors (``"output"``, ``"input"``).
 
     Raises:
         EncodingError: an item cannot be represented as its declared element type.
@@ -265,9 +301,16 @@ def encode_sets(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, D
         items = []
         for i, item in enumerate(sets.get(name, ())):
             try:
-                value = encode_value(item.value, dtype.element, binary, f"{name}[{i}]")
+                element = dtype.element
+                if element is ElementType.ANY:
+                    element = infer_element(item.value)
+                    value = encode_value(item.value, element, binary, f"{name}[{i}]")
+                    items.append({"value": value, "key": item.key, "name": item.name,
+                                  "type": element.value})
+                    continue
+                value = encode_value(item.value, element, binary, f"{name}[{i}]")
             except DandelionError as e:
-                raise EncodingError(f"output '{name}' item {i}: {e.message}") from None
+                raise EncodingError(f"{what} '{name}' item {i}: {e.message}") from None
             items.append({"value": value, "key": item.key, "name": item.name})
         out[name] = items
     return out
@@ -297,6 +340,9 @@ def pack_outputs(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, 
     True
     >>> msgpack.unpackb(body)["outputs"]["n"]
     [{'value': 1, 'key': 2, 'name': 'a'}]
+    >>> untyped = {"r": DataType.parse("item"), "n": DataType.parse("set")}
+    >>> pack_outputs(sets, untyped) == dumps({"outputs": encode_sets(sets, untyped, True)}, True)
+    True
 
     Raises:
         EncodingError: an item cannot be represented as its declared element type.
@@ -323,10 +369,12 @@ def packed_outputs(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str
     for name, dtype in decls.items():
         items = sets.get(name, ())
         parts += (pack(name), packer.pack_array_header(len(items)))
-        element = dtype.element
+        declared = dtype.element
         for i, item in enumerate(items):
-            parts.append(_ITEM_VALUE)
             try:
+                element = declared if declared is not ElementType.ANY else \
+                    infer_element(item.value)
+                parts.append(_ITEM_VALUE if element is declared else _TAGGED_VALUE)
                 if element is ElementType.NDARRAY and hasattr(item.value, "dtype"):
                     header, data = npy_parts(item.value)
                     parts += (_bin_header(len(header) + len(data)), header, data)
@@ -335,11 +383,15 @@ def packed_outputs(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str
             except DandelionError as e:
                 raise EncodingError(f"output '{name}' item {i}: {e.message}") from None
             parts += (_ITEM_KEY, pack(item.key), _ITEM_NAME, pack(item.name))
+            if element is not declared:
+                parts += (_ITEM_TYPE, pack(element.value))
     for key, value in more.items():
         parts += (pack(key), pack(value))
     return parts
 
 
-#: the fixed parts of a packed response: its one key and each item's keys
+#: the fixed parts of a packed response: its one key and each item's keys (an untyped
+#: item's map has a fourth, its type)
 _OUTPUTS, _ITEM_VALUE, _ITEM_KEY, _ITEM_NAME = (b"\xa7outputs", b"\x83\xa5value", b"\xa3key",
                                                 b"\xa4name")
+_TAGGED_VALUE, _ITEM_TYPE = b"\x84\xa5value", b"\xa4type"

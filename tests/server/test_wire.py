@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from dandelion.ir import DataType
 from dandelion.items import Item
-from dandelion.server.wire import WireError, decode_sets, dumps, encode_sets, loads
+from dandelion.server.wire import (
+    WireError,
+    decode_sets,
+    dumps,
+    encode_sets,
+    loads,
+    pack_outputs,
+)
 
 T = DataType.parse
 
@@ -56,3 +63,56 @@ def test_every_element_type_round_trips_as_json():
 def test_bad_values_are_named(value, decl, message):
     with pytest.raises(WireError, match=message):
         decode_sets({"x": value}, {"x": T(decl)})
+
+
+UNTYPED = [b"\x00x", "é", -3, 0.5, math.inf, True, {"value": [1]}, [1, "a"], None,
+           np.arange(6, dtype=np.int64).reshape(2, 3)]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["msgpack", "json"])
+def test_an_untyped_item_arrives_as_what_it_was(binary):
+    """Each item of an untyped set says its element type, so that an int is not read back
+    as bytes (nor an array refused)."""
+    decls = {"x": T("set")}
+    sets = {"x": tuple(Item(v, key=i) for i, v in enumerate(UNTYPED))}
+    wire = encode_sets(sets, decls, binary)
+    assert [item["type"] for item in wire["x"]] == \
+        ["bytes", "str", "int", "float", "float", "bool", "json", "json", "json", "ndarray"]
+    back = decode_sets(loads(dumps(wire, binary), "application/msgpack" if binary else None),
+                       decls)["x"]
+    for item, want in zip(back, UNTYPED):
+        if isinstance(want, np.ndarray):
+            assert np.array_equal(item.value, want)
+        else:
+            assert item.value == want and type(item.value) is type(want)
+    assert [item.key for item in back] == list(range(len(UNTYPED)))
+    if binary:  # the response writer's own packing, byte for byte
+        assert pack_outputs(sets, decls) == dumps({"outputs": wire}, True)
+
+
+def test_an_untagged_untyped_value_is_bytes_if_it_can_be_else_itself():
+    """As curl users write them: a string (or binary data) is bytes, as before ``type``
+    existed; a value that cannot be bytes is the JSON value it is."""
+    got = decode_sets({"x": ["ab", {"base64": "AAE="}, 3, [1], {"a": 1}, None]},
+                      {"x": T("set")})["x"]
+    assert [i.value for i in got] == [b"ab", b"\x00\x01", 3, [1], {"a": 1}, None]
+
+
+@pytest.mark.parametrize("value, decl, message", [
+    ([{"value": 1, "type": "integer"}], "set",
+     r'x\[0\]\.type: expected one of bytes, str, int, float, bool, json, ndarray, got '
+     r'"integer"'),
+    ([{"value": 1, "type": 3}], "set", r"x\[0\]\.type: .*got an integer"),
+    ([{"value": 1, "type": "any"}], "set", r'got "any"'),
+    ([{"value": 1, "type": "str"}], "set[int]", r"x\[0\]\.type: the set is declared int, "
+                                                r"not str"),
+    ([{"value": "1", "type": "int"}], "set", r"x\[0\]\.value: expected an integer"),
+])
+def test_a_bad_type_is_named(value, decl, message):
+    with pytest.raises(WireError, match=message):
+        decode_sets({"x": value}, {"x": T(decl)}, "inputs")
+
+
+def test_a_typed_item_may_repeat_its_declared_type():
+    got = decode_sets({"x": [{"value": 2, "type": "int"}]}, {"x": T("set[int]")})
+    assert got["x"][0].value == 2

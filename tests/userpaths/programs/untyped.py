@@ -1,5 +1,6 @@
-"""Functions written with no annotations that never name numpy, given numpy arrays: the
-script makes its arrays with numpy, the functions only use what an array does."""
+"""Functions written with no annotations, as people write them: given numpy arrays (the
+script makes them with numpy; the functions never name it, they only use what an array
+does) and any other value."""
 
 import numpy as np
 
@@ -19,6 +20,16 @@ def width(m):
 @dd.compute
 def scaled(m, k):
     return m * k
+
+
+@dd.compute
+def twice(x):
+    return x * 2
+
+
+@dd.composition
+def twice_of(x):
+    return twice(x)
 
 
 @dd.composition

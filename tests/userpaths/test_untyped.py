@@ -1,7 +1,9 @@
-"""A function that never names numpy (no annotation, no ``np.`` in its body) given a numpy
-array: the sandbox decodes the array with numpy, so its zygote must have numpy loaded
-although the function's code does not ask for it. Run as users run it: in-process, as a
-script, with ``dandelion run`` and on a real Ray cluster."""
+"""Functions with no annotations. One that never names numpy (no ``np.`` in its body) given
+a numpy array: the sandbox decodes the array with numpy, so its zygote must have numpy
+loaded although the function's code does not ask for it. Any value given to an untyped
+function arrives as what it was, through a real server too (the wire says what an
+untyped item is). Run as users run it: in-process, as a script, with ``dandelion run``,
+with a client of a real ``dandelion serve`` and on a real Ray cluster."""
 
 from __future__ import annotations
 
@@ -49,6 +51,28 @@ def test_dandelion_run_with_an_npy_file(tmp_path):
                     f"m=@{tmp_path / 'm.npy'}", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == (M @ M.T).tolist()
+
+
+#: a value of each element type
+VALUES = [3, 2.5, True, "ab", b"xy", [1, 2], M]
+
+
+def test_untyped_values_through_a_client_of_a_real_server(client):
+    client.register(untyped.twice_of)
+    for value in VALUES:
+        got = client.invoke(untyped.twice_of, value)
+        want = dd.run(untyped.twice_of, value, engine="inline", cache=False)
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(got, want)
+        else:
+            assert got == want and type(got) is type(want), value
+
+
+def test_an_array_to_a_function_that_never_names_numpy_through_a_real_server(client):
+    client.register(untyped.gram)
+    client.register(untyped.gram_width)
+    assert np.array_equal(client.invoke(untyped.gram, M), M @ M.T)
+    assert client.invoke(untyped.gram_width, M) == 3
 
 
 @pytest.mark.ray
