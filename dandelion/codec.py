@@ -57,6 +57,35 @@ def ndarray_class() -> Any:
     return getattr(sys.modules.get("numpy"), "ndarray", None)
 
 
+def python_scalar(value: Any) -> Any:
+    """The Python ``int``, ``float`` or ``bool`` that a numpy scalar of those kinds stands
+    for (what ``m.sum()``, ``m.mean()`` or ``(m > 0).any()`` return), else ``value``
+    itself.  Never imports numpy.
+
+    >>> import numpy as np
+    >>> python_scalar(np.int64(3)), python_scalar(np.float32(0.5)), python_scalar(np.bool_(1))
+    (3, 0.5, True)
+    >>> python_scalar("a"), python_scalar(np.arange(2)).tolist()
+    ('a', [0, 1])
+    """
+    np: Any = sys.modules.get("numpy")
+    number = getattr(np, "number", None)
+    if number is not None and (isinstance(value, number) and not
+                               isinstance(value, np.complexfloating) or
+                               isinstance(value, np.bool_)):
+        return value.item()
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    """What ``json.dumps`` writes for a value it has no rule for: a numpy scalar as the
+    Python number it stands for (``{"max": m.max()}``)."""
+    scalar = python_scalar(value)
+    if scalar is value:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return scalar
+
+
 def _fail(value: Any, element: ElementType, why: str, hint: str | None = None
           ) -> EncodingError:
     try:
@@ -130,6 +159,9 @@ def encode(value: Any, element: ElementType) -> bytes:
         if not isinstance(value, str):
             raise _fail(value, element, f"expected str, got {type(value).__name__}")
         return value.encode("utf-8", "surrogatepass")
+    if element in (ElementType.INT, ElementType.FLOAT, ElementType.BOOL) and \
+            type(value) not in _SCALARS:
+        value = python_scalar(value)
     if element is ElementType.INT:
         if not isinstance(value, int) or isinstance(value, bool):
             raise _fail(value, element, f"expected int, got {type(value).__name__}")
@@ -147,7 +179,8 @@ def encode(value: Any, element: ElementType) -> bytes:
         return b"\x01" if value else b"\x00"
     if element is ElementType.JSON:
         try:
-            text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+            text = json.dumps(value, allow_nan=False, separators=(",", ":"),
+                              default=_json_default)
         except (TypeError, ValueError) as e:
             raise _fail(value, element, str(e)) from None
         except RecursionError:
@@ -232,6 +265,9 @@ def infer_element(value: Any) -> ElementType:
         return ElementType.FLOAT
     if type(value).__name__ == "ndarray":
         return ElementType.NDARRAY
+    scalar = python_scalar(value)
+    if scalar is not value:  # np.int64, np.float32, np.bool_
+        return infer_element(scalar)
     if value is None or isinstance(value, (dict, list, tuple)):
         return ElementType.JSON
     raise EncodingError(f"a {type(value).__name__} cannot cross a sandbox boundary untyped",
@@ -244,6 +280,8 @@ EXACT: dict[ElementType, type] = {
     ElementType.INT: int, ElementType.FLOAT: float, ElementType.STR: str,
     ElementType.BYTES: bytes, ElementType.BOOL: bool}
 _JSON_LEAVES = frozenset({int, float, str, bool, type(None)})
+#: the Python scalar classes (a numpy scalar is not one of them: :func:`python_scalar`)
+_SCALARS = frozenset({int, float, bool})
 
 
 def crossed(value: Any, element: ElementType) -> Any:

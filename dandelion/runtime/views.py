@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import attrs
 
-from dandelion.codec import INT64_RANGE, RAW_BYTES_HINT, ndarray_class
+from dandelion.codec import INT64_RANGE, RAW_BYTES_HINT, ndarray_class, python_scalar
 from dandelion.errors import EncodingError, FunctionError, FunctionTypeError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -76,6 +76,8 @@ def shared_view(element: str, is_set: bool, items: bool, annotation: Any) -> Vie
 
 
 def _element_annotation(annotation: Any) -> Any:
+    if annotation in (list, tuple):  # a set of untyped values (``-> list``)
+        return Any
     origin = typing.get_origin(annotation)
     if origin in SETS:
         args = typing.get_args(annotation)
@@ -177,6 +179,10 @@ def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
     out = []
     for v in values:
         item = v if isinstance(v, Item) else Item(v)
+        if type(item.value) not in _PLAIN and kind is not ElementType.NDARRAY:
+            scalar = python_scalar(item.value)  # m.sum() for an int result: an int
+            if scalar is not item.value:
+                item = attrs.evolve(item, value=scalar)
         _check(item.value, element, what)
         if value_class is not None:
             item = attrs.evolve(item, value=item.value.to_item_value())
