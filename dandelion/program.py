@@ -192,8 +192,12 @@ class Program:
             values[key] = value
         missing = [n for n in names if n not in values]
         if missing:
+            defaulted = [n for n in missing if n in _defaults(self)]
             raise InputError(f"{self._what} is missing input(s): "
-                             f"{', '.join(missing)}")
+                             f"{', '.join(missing)}",
+                             hint=f"give {', '.join(f'{n}=...' for n in defaulted)}: a "
+                             "default value in the function's signature is not used (every "
+                             "input comes with the run)" if defaulted else None)
         sets = {}
         for name, view in self.inputs:
             try:
@@ -218,6 +222,23 @@ class Program:
         result_type = self.result_type or collections.namedtuple(
             f"{self.entry}_result", [n for n, _ in self.outputs], rename=True)
         return result_type(*values)
+
+
+def _defaults(program: Program) -> frozenset[str]:
+    """The parameters of a function's program that have a default value in its Python
+    signature (for the error that says it is not used); none for a composition."""
+    if program.function is None:
+        return frozenset()
+    import inspect
+
+    names: set[str] = set()
+    for artifact in program.artifacts.values():
+        try:
+            sig = inspect.signature(artifact.fn)
+        except (AttributeError, TypeError, ValueError):  # not a Python function's artifact
+            continue
+        names.update(p.name for p in sig.parameters.values() if p.default is not p.empty)
+    return frozenset(names)
 
 
 def as_program(target: Any) -> Program:

@@ -100,6 +100,9 @@ class ComputeFunction(tracing.Applicable):
                                         hint="'by' names the join of an application")
             params.append((p.name, view_of(hints.get(p.name, Any), f"{where} parameter "
                                                                     f"'{p.name}'")))
+        #: the parameters with a default value (never used: a run gives every input)
+        self.defaulted = frozenset(p.name for p in sig.parameters.values()
+                                   if p.default is not p.empty)
         names = [results] if isinstance(results, str) else results
         result_views = _result_views(fn, hints, names, where)
         self.name = name or fn.__name__

@@ -321,8 +321,13 @@ class Trace:
             bound[key] = value
         missing = [p for p in params if p not in bound]
         if missing:
+            defaulted = [p for p in missing if p in getattr(callee, "defaulted", ())]
             raise CompositionTypeError(f"'{name}' is missing argument(s): "
-                                       f"{', '.join(missing)}", span=span)
+                                       f"{', '.join(missing)}", span=span,
+                                       hint=f"a composition passes every argument: the default "
+                                       f"of {', '.join(defaulted)} in the function's signature "
+                                       "is not used (a constant comes in as an input of the "
+                                       "composition)" if defaulted else None)
         arguments = []
         for param in params:
             value = bound[param]

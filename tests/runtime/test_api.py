@@ -98,3 +98,23 @@ def test_missing_code_is_reported_not_crashed():
     prog = dd.Program.from_module(f.fan_in.module, "fan_in", {})
     with pytest.raises(dd.BackendError, match="no code loaded"):
         dd.run(prog, [1], engine="inline")
+
+
+@dd.compute
+def _scaled(x: int, factor: int = 2) -> int:
+    return x * factor
+
+
+def test_a_default_in_the_signature_is_named_where_the_input_is_missing():
+    """A run gives every input: a parameter's default value is not used, and the error says
+    so, for the function run alone and in a composition."""
+    assert dd.run(_scaled, 3, 5, engine="inline") == 15
+    with pytest.raises(dd.InputError, match="missing input.*factor") as info:
+        dd.run(_scaled, 3, engine="inline")
+    assert info.value.hint.startswith("give factor=...: a default value")
+    with pytest.raises(dd.CompositionTypeError, match="missing argument.*factor") as traced:
+        @dd.composition
+        def uses_default(x: int) -> int:
+            return _scaled(x)
+    assert "the default of factor in the function's signature is not used" in \
+        traced.value.hint
