@@ -295,14 +295,12 @@ def test_a_sandbox_that_reported_counts_as_running_no_more_while_it_waits_to_be_
     """Whether the zygote warms the sandboxes it forks depends on how many invocations run
     (:meth:`~dandelion.backends.engines.process.pool.Zygote.adapt`): one that reported and
     waits for :data:`~dandelion.runtime.handoff.RELEASE_AFTER` to be ended runs no more.
-    Counted on the zygote that forked it, one of the test's own (a memory limit no other
-    test sets): zygotes are shared by every runtime of the process with the same settings,
+    Counted on the zygote that forked it, one of the test's own: zygotes are shared by every runtime of the process with the same settings,
     and an earlier test's invocations on one may still be ending."""
     from dandelion.backends.engines.process import pool
 
     with dd.Runtime(engine="process", workers=1, cache=False,
-                    engine_options={"reuse_sandboxes": False,
-                                    "memory_limit": (1 << 30) + 4096}) as rt:
+                    engine_options={"reuse_sandboxes": False, **_own_zygote(1)}) as rt:
         async def main() -> tuple[list[int], list[int]]:
             counts, pids = [], []
             for i in range(3):
@@ -316,20 +314,34 @@ def test_a_sandbox_that_reported_counts_as_running_no_more_while_it_waits_to_be_
         assert all(_ends(pid) for pid in pids)
 
 
+def _left_under_way(rt: dd.Runtime) -> Any:
+    """Fail a run on ``asyncio.run`` while its other instance still runs (for 0.5 s), on
+    a zygote of the runtime's own that is full of ready sandboxes (both instances begin at
+    once); that zygote."""
+    from dandelion.backends.engines.process import pool
+
+    # (a loop's last sandbox waits to be ended until the next loop starts a run)
+    zygote = _zygote_of(pool, asyncio.run(_run(rt, h.pid_run, 1)))
+    assert zygote.settle()
+    with pytest.raises(dd.FunctionError, match="zero"):
+        asyncio.run(_run(rt, h.fail_fast, [0, 1]))
+    assert zygote.running == 1  # the other instance, under way with its loop gone
+    return zygote
+
+
+#: engine options that give a test a zygote no other test shares (a memory limit of its own)
+def _own_zygote(n: int) -> dict[str, Any]:
+    return {"memory_limit": (1 << 30) + 4096 * n}
+
+
 def test_a_loop_that_closed_with_instances_under_way_leaves_nothing_behind() -> None:
     """A run on ``asyncio.run`` whose first instance fails ends the loop while another
     still runs: nothing would ever read that one, which held a sandbox, a context and one
     of the pool's engines.  The next loop to start a run ends it and gives them back (so
     does closing the runtime)."""
-    from dandelion.backends.engines.process import pool
-
-    before = pool.running()
     with dd.Runtime(engine="process", workers=2, cache=False,
-                    engine_options={"memory_limit": (1 << 30) + 8192}) as rt:  # own zygote
-        with pytest.raises(dd.FunctionError, match="zero"):
-            asyncio.run(_run(rt, h.fail_fast, [0, 1]))
-        [zygote] = [z for z in pool.running() if z not in before]
-        assert zygote.running == 1  # the other instance, under way with its loop gone
+                    engine_options=_own_zygote(2)) as rt:
+        zygote = _left_under_way(rt)
         assert asyncio.run(_run(rt, h.pid_run, 5)) > 0  # another loop, another run
         assert zygote.running == 0
         assert rt.backend.pool._free == 2  # (both engines free again)
@@ -337,15 +349,9 @@ def test_a_loop_that_closed_with_instances_under_way_leaves_nothing_behind() -> 
 
 
 def test_closing_the_runtime_ends_what_a_closed_loop_left_under_way() -> None:
-    from dandelion.backends.engines.process import pool
-
-    before = pool.running()
     with dd.Runtime(engine="process", workers=2, cache=False,
-                    engine_options={"memory_limit": (1 << 30) + 12288}) as rt:  # own zygote
-        with pytest.raises(dd.FunctionError, match="zero"):
-            asyncio.run(_run(rt, h.fail_fast, [0, 1]))
-        [zygote] = [z for z in pool.running() if z not in before]
-        assert zygote.running == 1
+                    engine_options=_own_zygote(3)) as rt:
+        zygote = _left_under_way(rt)
     assert zygote.running == 0
 
 
