@@ -138,10 +138,10 @@ def pid_run(x: int) -> int:
     return own_pid(x)
 
 
-@dd.compute
+@dd.compute(batch=1)
 def zero_fails_at_once(x: int) -> int:
     """Raises for 0 at once; any other ``x`` takes half a second (computing, no clock
-    sleep: a sandbox has none)."""
+    sleep: a sandbox has none).  Each instance in a sandbox of its own."""
     if x == 0:
         raise ValueError("zero")
     end = time.perf_counter() + 0.5
