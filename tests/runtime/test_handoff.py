@@ -295,8 +295,9 @@ def test_a_sandbox_that_reported_counts_as_running_no_more_while_it_waits_to_be_
     """Whether the zygote warms the sandboxes it forks depends on how many invocations run
     (:meth:`~dandelion.backends.engines.process.pool.Zygote.adapt`): one that reported and
     waits for :data:`~dandelion.runtime.handoff.RELEASE_AFTER` to be ended runs no more.
-    Counted on the zygote that forked it, one of the test's own: zygotes are shared by every runtime of the process with the same settings,
-    and an earlier test's invocations on one may still be ending."""
+    Counted on the zygote that forked it, one of the test's own: zygotes are shared by
+    every runtime of the process with the same settings, and an earlier test's invocations
+    on one may still be ending."""
     from dandelion.backends.engines.process import pool
 
     with dd.Runtime(engine="process", workers=1, cache=False,
