@@ -270,6 +270,10 @@ def infer_element(value: Any) -> ElementType:
         return infer_element(scalar)
     if value is None or isinstance(value, (dict, list, tuple)):
         return ElementType.JSON
+    if isinstance(value, (set, frozenset)):
+        raise EncodingError(f"a {type(value).__name__} cannot cross a sandbox boundary",
+                            hint="a set has no order and no JSON form: give or return a list "
+                                 "(sorted(...)), or declare list[T] (a set of items)")
     raise EncodingError(f"a {type(value).__name__} cannot cross a sandbox boundary untyped",
                         hint="annotate the parameter or result with its type (bytes, str, "
                              "int, float, bool, dict, numpy.ndarray)")

@@ -201,7 +201,8 @@ class Program:
         sets = {}
         for name, view in self.inputs:
             try:
-                sets[name] = from_python(values[name], view, f"input '{name}'")
+                sets[name] = from_python(values[name], view, f"input '{name}'",
+                                         returned=False)
             except EncodingError:
                 raise  # a value no engine can take: the same error on every engine
             except DandelionError as e:

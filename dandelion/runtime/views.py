@@ -100,7 +100,9 @@ def value_class(annotation: Any) -> Any:
         annotation, "__dandelion_element__") else None
 
 
-def _check(value: Any, annotation: Any, what: str) -> None:
+def _check(value: Any, annotation: Any, what: str, inbound: bool = True) -> None:
+    """Check ``value`` against ``annotation``; ``inbound``: it comes in (a parameter or
+    an input), where bytes may be a file given to an untyped input (said in the hint)."""
     if annotation in (Any, object) or isinstance(annotation, typing.TypeVar):
         return
     if type(annotation) is type and isinstance(value, annotation):
@@ -110,7 +112,7 @@ def _check(value: Any, annotation: Any, what: str) -> None:
     try:
         check_type(value, annotation)
     except TypeCheckError as e:
-        raw = isinstance(value, (bytes, bytearray, memoryview))
+        raw = inbound and isinstance(value, (bytes, bytearray, memoryview))
         raise FunctionTypeError(f"{what}: {e}", hint=RAW_BYTES_HINT if raw else None) from None
 
 
@@ -141,6 +143,13 @@ def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:
 
 def _check_encodable(value: Any, element: ElementType, what: str) -> None:
     """Reject what passes the type check but has no encoding (so every engine agrees)."""
+    if element is ElementType.ANY and type(value) not in _PLAIN:
+        from dandelion.codec import infer_element
+
+        try:
+            element = infer_element(value)  # a value of no element type: refused here
+        except EncodingError as e:
+            raise EncodingError(f"{what}: {e.message}", hint=e.hint) from None
     if element is ElementType.INT and isinstance(value, int):
         if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
             raise EncodingError(f"{what}: {value} does not fit in 64 bits")
@@ -159,8 +168,10 @@ def _check_encodable(value: Any, element: ElementType, what: str) -> None:
                                  "the objects as a list (dd.Json)")
 
 
-def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
-    """The items of a returned value; bare values get key 0 and no name.
+def from_python(value: Any, view: View, what: str, returned: bool = True
+                ) -> tuple[Item[Any], ...]:
+    """The items of a returned value (``returned``; else an input given to a run); bare
+    values get key 0 and no name.
 
     Raises:
         FunctionTypeError: the value does not match the declared result.
@@ -183,7 +194,7 @@ def from_python(value: Any, view: View, what: str) -> tuple[Item[Any], ...]:
             scalar = python_scalar(item.value)  # m.sum() for an int result: an int
             if scalar is not item.value:
                 item = attrs.evolve(item, value=scalar)
-        _check(item.value, element, what)
+        _check(item.value, element, what, inbound=not returned)
         if value_class is not None:
             item = attrs.evolve(item, value=item.value.to_item_value())
         _check_encodable(item.value, kind, what)
