@@ -67,13 +67,17 @@ def python_scalar(value: Any) -> Any:
     (3, 0.5, True)
     >>> python_scalar("a"), python_scalar(np.arange(2)).tolist()
     ('a', [0, 1])
+    >>> python_scalar(np.longdouble(1.5))  # no Python number holds it
+    np.longdouble('1.5')
     """
     np: Any = sys.modules.get("numpy")
     number = getattr(np, "number", None)
     if number is not None and (isinstance(value, number) and not
                                isinstance(value, np.complexfloating) or
                                isinstance(value, np.bool_)):
-        return value.item()
+        scalar = value.item()
+        if type(scalar) in _SCALARS:  # (a longdouble's item is a longdouble)
+            return scalar
     return value
 
 
