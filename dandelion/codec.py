@@ -63,6 +63,7 @@ def python_scalar(value: Any) -> Any:
     itself.  Never imports numpy.
 
     >>> import numpy as np
+    >>> from dandelion.codec import python_scalar
     >>> python_scalar(np.int64(3)), python_scalar(np.float32(0.5)), python_scalar(np.bool_(1))
     (3, 0.5, True)
     >>> python_scalar("a"), python_scalar(np.arange(2)).tolist()

@@ -25,9 +25,9 @@ element      msgpack                     JSON
 An item of an untyped (``any``) set says what its value is with ``type`` (one of the
 element types above but ``any``), and ``V`` is written as for that type: the client and
 the server tag every untyped item they send this way, and a value arrives as what it was
-(an int as an int, an array as an array).  Without ``type``, a string or binary ``V`` is bytes (as its
-UTF-8 encoding) and any other JSON value is itself.  In a typed set, ``type`` may only
-repeat the declared element type.
+(an int as an int, an array as an array).  Without ``type``, a string or binary ``V`` is
+bytes (as its UTF-8 encoding) and any other JSON value is itself.  In a typed set,
+``type`` may only repeat the declared element type.
 
 >>> from dandelion.ir import DataType
 >>> from dandelion.server.wire import decode_sets, encode_sets
