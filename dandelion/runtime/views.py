@@ -16,7 +16,13 @@ from typing import Any, Sequence
 
 import attrs
 
-from dandelion.codec import INT64_RANGE, RAW_BYTES_HINT, ndarray_class, python_scalar
+from dandelion.codec import (
+    INT64_RANGE,
+    RAW_BYTES_HINT,
+    infer_element,
+    ndarray_class,
+    python_scalar,
+)
 from dandelion.errors import EncodingError, FunctionError, FunctionTypeError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -144,8 +150,6 @@ def to_python(items: Sequence[Item[Any]], view: View, what: str) -> Any:
 def _check_encodable(value: Any, element: ElementType, what: str) -> None:
     """Reject what passes the type check but has no encoding (so every engine agrees)."""
     if element is ElementType.ANY and type(value) not in _PLAIN:
-        from dandelion.codec import infer_element
-
         try:
             element = infer_element(value)  # a value of no element type: refused here
         except EncodingError as e:
