@@ -87,6 +87,11 @@ def raw_syscall(x: int) -> int:
     return int(libc.syscall(102))  # getuid, through the libc syscall() wrapper
 
 
+@dd.compute(cacheable=False)
+def working_directory(x: int) -> str:
+    return os.getcwd()
+
+
 @dd.compute
 def write_stdout(x: int) -> int:
     return os.write(1, b"leak\n")

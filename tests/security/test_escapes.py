@@ -53,6 +53,13 @@ def test_forbidden_system_call_is_named(sandboxed, fn, syscall):
     assert err.function == fn.name
 
 
+def test_the_working_directory_a_sandbox_sees_is_the_root(sandboxed):
+    """getcwd is allowed (Pillow's save asks it) and tells nothing of the worker: a
+    sandbox's directory is /, whatever the worker's."""
+    assert os.getcwd() != "/"
+    assert sandboxed.run(h.wrap(h.working_directory), 0) == "/"
+
+
 def test_signal_to_the_worker_is_blocked(sandboxed):
     _stopped(sandboxed, h.signal_worker, os.getpid(), SandboxViolation,
              "forbidden system call kill")

@@ -2,8 +2,9 @@
 
 A running compute function may manage its memory, read, write and receive on *its channel*
 (and no other descriptor), close descriptors, read clocks, wait on futexes, return from
-signal handlers and exit.  A Python sandbox installs the filter before it waits for work:
-it then receives the context's memfd over the channel and maps it under the filter.
+signal handlers, ask its own pid, usage and directory (``/``) and exit.  A Python sandbox
+installs the filter before it waits for work: it then receives the context's memfd over
+the channel and maps it under the filter.
 Everything else — open, stat, socket, connect, execve, fork/clone, kill, ptrace, prctl,
 ioctl, getrandom … — makes the kernel deliver ``SIGSYS`` (``SECCOMP_RET_TRAP``); the
 sandbox's handler writes the system call's number on the channel and exits, so the worker
@@ -79,6 +80,7 @@ ALLOWED = (
     "clock_gettime", "clock_getres", "gettimeofday", "time",    # clocks
     "nanosleep", "clock_nanosleep", "restart_syscall",
     "getpid", "gettid", "getrusage",                            # harmless self queries
+    "getcwd",                                   # "/": Pillow's save() asks (abspath(""))
     "exit", "exit_group",
     "close",                                                    # dropping the memfd
 )

@@ -104,9 +104,17 @@ def main(argv: list[str]) -> None:
     child.serve_filtered(baseline, reuse)
 
 
+#: Libraries that import parts of themselves on first use, which no sandbox can (an import
+#: needs system calls the filter forbids), and what has them do it in the zygote: a loaded
+#: module and its function to call.  Pillow imports its image formats' plugins on the
+#: first ``Image.open`` (a function that only ``import``s PIL died on ``newfstatat``).
+LAZY = (("PIL.Image", "init"),)
+
+
 def preload(libraries: tuple[str, ...] = ()) -> None:
-    """Import the runtime (:data:`RUNTIME`) and ``libraries``; what is not installed is
-    skipped."""
+    """Import the runtime (:data:`RUNTIME`) and ``libraries``, what is not installed
+    skipped, and have the libraries loaded import what they would import on first use
+    (:data:`LAZY`)."""
     for name in RUNTIME + libraries:
         try:
             if name == "typeguard":
@@ -115,6 +123,13 @@ def preload(libraries: tuple[str, ...] = ()) -> None:
                 importlib.import_module(name)
         except ImportError:
             pass
+    for module, function in LAZY:
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            try:
+                getattr(loaded, function)()
+            except Exception:  # another version of the library: its first use says so
+                pass
     mock: Any = sys.modules.get("unittest.mock")
     if mock is not None and "typeguard" in sys.modules:  # a library loaded it after all:
         checkers: Any = sys.modules.get("typeguard._checkers")
