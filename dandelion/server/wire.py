@@ -196,9 +196,6 @@ def encode_value(value: Any, element: ElementType, binary: bool, where: str) -> 
     Raises:
         EncodingError: the value cannot be represented as ``element``.
     """
-    if element is ElementType.ANY and not isinstance(value, (bytes, bytearray, memoryview)):
-        if isinstance(value, (str, int, float, bool, dict, list)) or value is None:
-            element = ElementType.JSON
     if element is ElementType.JSON:
         encode(value, element)  # checks it is JSON
         return value
@@ -301,19 +298,26 @@ def encode_sets(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str, D
         items = []
         for i, item in enumerate(sets.get(name, ())):
             try:
-                element = dtype.element
-                if element is ElementType.ANY:
-                    element = infer_element(item.value)
-                    value = encode_value(item.value, element, binary, f"{name}[{i}]")
-                    items.append({"value": value, "key": item.key, "name": item.name,
-                                  "type": element.value})
-                    continue
-                value = encode_value(item.value, element, binary, f"{name}[{i}]")
+                element = _sent_as(dtype.element, item.value)
+                wire = {"value": encode_value(item.value, element, binary, f"{name}[{i}]"),
+                        "key": item.key, "name": item.name}
             except DandelionError as e:
                 raise EncodingError(f"{what} '{name}' item {i}: {e.message}") from None
-            items.append({"value": value, "key": item.key, "name": item.name})
+            if element is not dtype.element:
+                wire["type"] = element.value
+            items.append(wire)
         out[name] = items
     return out
+
+
+def _sent_as(declared: ElementType, value: Any) -> ElementType:
+    """The element type an item of a set declared ``declared`` travels as: the declared
+    one, or for an untyped set the value's own (said in the item's ``type``).
+
+    Raises:
+        EncodingError: an untyped value of no element type.
+    """
+    return declared if declared is not ElementType.ANY else infer_element(value)
 
 
 def _bin_header(size: int) -> bytes:
@@ -372,8 +376,7 @@ def packed_outputs(sets: Mapping[str, tuple[Item[Any], ...]], decls: Mapping[str
         declared = dtype.element
         for i, item in enumerate(items):
             try:
-                element = declared if declared is not ElementType.ANY else \
-                    infer_element(item.value)
+                element = _sent_as(declared, item.value)
                 parts.append(_ITEM_VALUE if element is declared else _TAGGED_VALUE)
                 if element is ElementType.NDARRAY and hasattr(item.value, "dtype"):
                     header, data = npy_parts(item.value)

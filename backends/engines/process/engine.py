@@ -168,38 +168,27 @@ class ProcessEngine(EngineBase):
                 (), self.pool_size, self.cpu_limit, False, exe)
         return z
 
-    def zygote_for(self, code: StoredCode, arrays: bool = False) -> pool.Zygote:
-        """The zygote whose sandboxes have every library ``code`` needs preloaded, and
-        numpy if ``arrays`` (:func:`_holds_arrays`: the invocation's items hold arrays,
-        which a sandbox decodes or encodes with numpy though the code may never name it)."""
-        requires = code.requires
-        z = self._zygotes.get(requires)
-        if z is None or z.closed:
-            z = self._zygotes[requires] = self._preloading(requires)
-        if arrays and "numpy" not in z.modules:
-            requires = (*requires, "numpy")
-            z = self._zygotes.get(requires)
-            if z is None or z.closed:
-                z = self._zygotes[requires] = self._preloading(requires)
-        return z
+    def zygote_for(self, code: StoredCode) -> pool.Zygote:
+        """The zygote whose sandboxes have every library ``code`` needs preloaded."""
+        return self._preloading(code.requires)
 
     def _preloading(self, requires: tuple[str, ...]) -> pool.Zygote:
-        """A zygote with ``requires`` loaded: the lean one if it has them all."""
-        lean = self.lean
-        if lean.closed:
-            lean = self.lean = self._zygote(())
-        missing = tuple(r for r in requires if r not in lean.modules)
-        return self._zygote(missing) if missing else lean
+        """The zygote with ``requires`` loaded (started on first use): the lean one if it
+        has them all."""
+        z = self._zygotes.get(requires)
+        if z is None or z.closed:
+            lean = self.lean
+            if lean.closed:
+                lean = self.lean = self._zygote(())
+            missing = tuple(r for r in requires if r not in lean.modules)
+            z = self._zygotes[requires] = self._zygote(missing) if missing else lean
+        return z
 
     def prepare(self, call: FunctionCall) -> None:
         """Start the zygote that the sandboxes of ``call`` fork from (its code stored now,
         if it is not yet): the first function needing, say, numpy waited for it (~0.2 s)."""
         impl = call.implementation
-        code = self.store.get(impl.digest, call.artifact, impl.kind)
-        if code.kind == "python":
-            self.zygote_for(code, _holds_arrays(call, ()))
-        else:
-            self.native_zygote()
+        self._zygote_of(self.store.get(impl.digest, call.artifact, impl.kind), call, ())
 
     def run(self, context: Context, call: FunctionCall) -> float | None:
         assert isinstance(context, SharedContext)
@@ -273,13 +262,16 @@ class ProcessEngine(EngineBase):
 
     def _zygote_of(self, code: StoredCode, call: FunctionCall, inputs: ItemSets
                    ) -> pool.Zygote:
-        """The zygote whose sandboxes run ``code`` for ``call`` on ``inputs``."""
+        """The zygote whose sandboxes run ``code`` for ``call`` on ``inputs``: for Python
+        code, the one with the libraries it needs, and numpy as well where the items hold
+        arrays (:func:`_holds_arrays`), which a sandbox decodes or encodes with numpy though
+        the code may never name it."""
         if code.kind != "python":
             return self.native_zygote()
         z = self.zygote_for(code)
-        if "numpy" not in z.modules and _holds_arrays(call, inputs):
-            z = self.zygote_for(code, True)
-        return z
+        if "numpy" in z.modules or not _holds_arrays(call, inputs):
+            return z
+        return self._preloading((*code.requires, "numpy"))
 
     def _lay_out(self, context: SharedContext, call: FunctionCall) -> StoredCode:
         """Lay ``context`` out for the results of ``call``; the code it runs."""
