@@ -50,7 +50,15 @@ import json
 import math
 from typing import Any, Mapping
 
-from dandelion.codec import INT64_RANGE, decode, encode, infer_element, npy_parts
+from dandelion.codec import (
+    INT64_RANGE,
+    crossed,
+    decode,
+    encode,
+    infer_element,
+    npy_parts,
+    python_scalar,
+)
 from dandelion.errors import DandelionError, EncodingError, InputError
 from dandelion.ir.types import DataType, ElementType
 from dandelion.items import Item
@@ -198,7 +206,8 @@ def encode_value(value: Any, element: ElementType, binary: bool, where: str) -> 
     """
     if element is ElementType.JSON:
         encode(value, element)  # checks it is JSON
-        return value
+        return crossed(value, element)  # as JSON reads it: a tuple a list, np.int64 an int
+    value = python_scalar(value)  # (a numpy scalar: the number it stands for)
     if element is ElementType.FLOAT and isinstance(value, float) and not math.isfinite(value):
         return value if binary else ("NaN" if math.isnan(value) else
                                      "Infinity" if value > 0 else "-Infinity")

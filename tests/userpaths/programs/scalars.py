@@ -43,6 +43,11 @@ def inc(x: int) -> int:
 
 
 @dd.compute
+def doubled(doc: dict) -> dict:
+    return {k: v * 2 for k, v in doc.items()}
+
+
+@dd.compute
 def announced(x: int) -> int:
     print("computing", x)
     return x + 1
