@@ -19,6 +19,7 @@ from dandelion.ir.nodes import (
     SetDecl,
 )
 from dandelion.items import Item
+from dandelion.runtime.python_function import defaulted
 from dandelion.runtime.views import View, from_python, to_python
 
 Sets = Mapping[str, tuple[Item[Any], ...]]
@@ -230,16 +231,8 @@ def _defaults(program: Program) -> frozenset[str]:
     signature (for the error that says it is not used); none for a composition."""
     if program.function is None:
         return frozenset()
-    import inspect
-
-    names: set[str] = set()
-    for artifact in program.artifacts.values():
-        try:
-            sig = inspect.signature(artifact.fn)
-        except (AttributeError, TypeError, ValueError):  # not a Python function's artifact
-            continue
-        names.update(p.name for p in sig.parameters.values() if p.default is not p.empty)
-    return frozenset(names)
+    return frozenset().union(*(defaulted(getattr(a, "fn", None))
+                               for a in program.artifacts.values()))
 
 
 def as_program(target: Any) -> Program:

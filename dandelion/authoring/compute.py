@@ -18,6 +18,7 @@ from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param
 from dandelion.program import Program
 from dandelion.runtime.python_function import PythonFunction as PythonFunction  # public here
 from dandelion.runtime.python_function import _python_function as _python_function  # old pickles
+from dandelion.runtime.python_function import defaulted
 from dandelion.runtime.views import View
 
 #: Name of the one result of a function that returns a single value.
@@ -101,8 +102,7 @@ class ComputeFunction(tracing.Applicable):
             params.append((p.name, view_of(hints.get(p.name, Any), f"{where} parameter "
                                                                     f"'{p.name}'")))
         #: the parameters with a default value (never used: a run gives every input)
-        self.defaulted = frozenset(p.name for p in sig.parameters.values()
-                                   if p.default is not p.empty)
+        self.defaulted = defaulted(fn)
         names = [results] if isinstance(results, str) else results
         result_views = _result_views(fn, hints, names, where)
         self.name = name or fn.__name__

@@ -81,6 +81,24 @@ class PythonFunction:
         return out
 
 
+def defaulted(fn: Any) -> frozenset[str]:
+    """The parameters of Python function ``fn`` that have a default value (none for
+    anything that has no signature): a run gives every input, so no default is used, and
+    the errors for a missing one say so.
+
+    >>> from dandelion.runtime.python_function import defaulted
+    >>> sorted(defaulted(lambda x, factor=2, scale=1.0: x))
+    ['factor', 'scale']
+    """
+    import inspect  # (at decoration and in errors: not in a sandbox's path)
+
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # not a callable, or one without a signature
+        return frozenset()
+    return frozenset(p.name for p in parameters if p.default is not p.empty)
+
+
 def _python_function(name: str, fn: Callable[..., Any],
                      views: tuple[tuple[str, str, bool, bool, Any], ...], n_params: int,
                      vectorised: Callable[..., Any] | None = None, batch: int | None = None
