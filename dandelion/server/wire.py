@@ -70,6 +70,8 @@ _ITEM_KEYS = frozenset({"value", "key", "name", "type"})
 #: the element types an untyped item may say it holds (``"type"``)
 TAGS = {e.value: e for e in ElementType if e is not ElementType.ANY}
 _FLOATS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_NUMBERS = (ElementType.INT, ElementType.FLOAT, ElementType.BOOL)
+_NUMBER_TYPES = (int, float, bool)
 
 
 class WireError(InputError):
@@ -207,7 +209,8 @@ def encode_value(value: Any, element: ElementType, binary: bool, where: str) -> 
     if element is ElementType.JSON:
         encode(value, element)  # checks it is JSON
         return crossed(value, element)  # as JSON reads it: a tuple a list, np.int64 an int
-    value = python_scalar(value)  # (a numpy scalar: the number it stands for)
+    if element in _NUMBERS and type(value) not in _NUMBER_TYPES:
+        value = python_scalar(value)  # a numpy scalar: the number it stands for
     if element is ElementType.FLOAT and isinstance(value, float) and not math.isfinite(value):
         return value if binary else ("NaN" if math.isnan(value) else
                                      "Infinity" if value > 0 else "-Infinity")
