@@ -43,7 +43,8 @@ def test_a_numpy_scalar_result_is_the_python_value_it_stands_for(engine, functio
 def test_numpy_scalar_inputs_cross_as_python_scalars(engine):
     _same(dd.run(scalars.inc, np.int64(3), engine=engine, cache=False), 4)
     _same(dd.run(scalars.inc, np.int32(3), engine=engine, cache=False), 4)
-    _same(dd.run(scalars.doubled, {"n": np.int64(2)}, engine=engine, cache=False), {"n": 4})
+    _same(dd.run(scalars.doubled_entries, {"n": np.int64(2)}, engine=engine, cache=False),
+          {"n": 4})
 
 
 def test_a_numpy_scalar_and_its_python_value_are_one_cache_entry(engine, tmp_path, caplog):
@@ -63,9 +64,10 @@ def test_through_a_client_of_a_real_server(client):
         client.register(function)
         _same(client.invoke(function, M), want)
     client.register(scalars.inc)
-    client.register(scalars.doubled)  # numpy scalars given, inside a document too
+    client.register(scalars.doubled_entries)  # numpy scalars given, inside a document too
     _same(client.invoke(scalars.inc, np.int64(3)), 4)
-    _same(client.invoke(scalars.doubled, {"n": np.int64(2), "t": (1,)}), {"n": 4, "t": [1, 1]})
+    _same(client.invoke(scalars.doubled_entries, {"n": np.int64(2), "t": (1,)}),
+          {"n": 4, "t": [1, 1]})
     client.register(scalars.report)
     got = client.invoke(scalars.report, M)
     _same(list(got), [EXPECTED[3][1], 66])

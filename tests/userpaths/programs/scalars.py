@@ -43,7 +43,7 @@ def inc(x: int) -> int:
 
 
 @dd.compute
-def doubled(doc: dict) -> dict:
+def doubled_entries(doc: dict) -> dict:
     return {k: v * 2 for k, v in doc.items()}
 
 
