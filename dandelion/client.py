@@ -119,11 +119,13 @@ def _forward_logs(doc: Mapping[str, Any]) -> None:
 class RemoteFunction:
     """A function registered on the server, known by name and signature."""
 
-    def __init__(self, name: str, params: dict[str, DataType], results: dict[str, DataType]
-                 ) -> None:
+    def __init__(self, name: str, params: dict[str, DataType], results: dict[str, DataType],
+                 defaulted: frozenset[str] = frozenset()) -> None:
         self.name = name
         self.params = params
         self.results = results
+        #: the parameters that have a default value: an invocation may leave them out
+        self.defaulted = defaulted
 
     def __repr__(self) -> str:
         return f"<remote function {self.name}>"
@@ -133,7 +135,9 @@ def function_program(fn: ComputeFunction | RemoteFunction) -> Program:
     """A :class:`~dandelion.program.Program` that binds a function's inputs and reads its
     outputs as a composition's would."""
     params, results = _function_views(fn)
-    return Program(Module(), fn.name, {}, params, results)
+    defaulted = fn.defaulted if isinstance(fn, RemoteFunction) else \
+        frozenset(p.name for p in fn.spec.params if p.defaulted)
+    return Program(Module(), fn.name, {}, params, results, defaulted=defaulted)
 
 
 def _function_views(fn: Any) -> tuple[tuple[tuple[str, View], ...], tuple[tuple[str, View], ...]]:
@@ -530,7 +534,9 @@ class Client:
         desc = self.describe("function", name)
         return RemoteFunction(name, {p["name"]: DataType.parse(p["type"])
                                      for p in desc["params"]},
-                              {r["name"]: DataType.parse(r["type"]) for r in desc["results"]})
+                              {r["name"]: DataType.parse(r["type"]) for r in desc["results"]},
+                              frozenset(p["name"] for p in desc["params"]
+                                        if p.get("defaulted")))
 
     def describe(self, kind: str, name: str) -> dict[str, Any]:
         """Describe the ``function`` or ``composition`` called ``name``."""

@@ -19,7 +19,6 @@ from dandelion.ir.nodes import (
     SetDecl,
 )
 from dandelion.items import Item
-from dandelion.runtime.python_function import defaulted
 from dandelion.runtime.views import View, from_python, to_python
 
 Sets = Mapping[str, tuple[Item[Any], ...]]
@@ -75,7 +74,8 @@ def call_module(spec: FunctionSpec) -> Module:
         f"invoke.{spec.name}",
         inputs=[SetDecl(call_input(p.name), p.type) for p in spec.params],
         outputs=[SetDecl(call_output(r.name), r.type) for r in spec.results],
-        applications=[Application(spec.name, [Argument(p.name, call_input(p.name))
+        applications=[Application(spec.name, [Argument(p.name, call_input(p.name),
+                                                       optional=p.defaulted)
                                               for p in spec.params],
                                   [Output(r.name, call_output(r.name))
                                    for r in spec.results])])
@@ -108,6 +108,24 @@ class Program:
         function: for the call of one function (:meth:`calling`), its name: ``inputs``
             and ``outputs`` are then its parameters and results, which the composition's
             sets carry under the names :func:`call_input` and :func:`call_output` give.
+        defaulted: the inputs a run may leave out: for the call of one function, its
+            parameters that have a default value (``defaulted`` of
+            :class:`~dandelion.ir.Param`), which then applies in the sandbox.
+        defaults: the value of each input that a run may leave out and then gives: for a
+            ``@dd.composition``, its parameters' default values (given by whoever binds the
+            inputs, here; the IR holds no values).
+
+    >>> import dandelion as dd
+    >>> @dd.compute
+    ... def scale(x: float, factor: float = 2.0) -> float:
+    ...     return x * factor
+    >>> sorted(scale.program.defaulted), dd.run(scale, 3.0, engine="inline")
+    (['factor'], 6.0)
+    >>> @dd.composition
+    ... def scaled(x: float, factor: float = 3.0) -> float:
+    ...     return scale(x, factor)
+    >>> scaled.program.defaults, dd.run(scaled, 3.0, engine="inline")
+    ({'factor': 3.0}, 9.0)
     """
 
     module: Module
@@ -117,6 +135,8 @@ class Program:
     outputs: tuple[tuple[str, View], ...] = ()
     result_type: Any = None
     function: str | None = None
+    defaulted: frozenset[str] = frozenset()
+    defaults: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_module(cls, module: Module, entry: str | None = None,
@@ -144,7 +164,7 @@ class Program:
             if len(results) > 1 else None
         module = call_module(spec)
         return cls(module, module.compositions[0].name, dict(artifacts), params, results,
-                   result_type, spec.name)
+                   result_type, spec.name, frozenset(p.name for p in spec.params if p.defaulted))
 
     @property
     def _what(self) -> str:
@@ -191,16 +211,17 @@ class Program:
                 raise InputError(f"input '{key}' of '{self.function or self.entry}' is given "
                                  "twice")
             values[key] = value
-        missing = [n for n in names if n not in values]
+        for name, value in self.defaults.items():
+            values.setdefault(name, value)
+        left_out = self.defaulted
+        missing = [n for n in names if n not in values and n not in left_out]
         if missing:
-            defaulted = [n for n in missing if n in _defaults(self)]
-            raise InputError(f"{self._what} is missing input(s): "
-                             f"{', '.join(missing)}",
-                             hint=f"give {', '.join(f'{n}=...' for n in defaulted)}: a "
-                             "default value in the function's signature is not used (every "
-                             "input comes with the run)" if defaulted else None)
-        sets = {}
+            raise InputError(f"{self._what} is missing input(s): {', '.join(missing)}")
+        sets: dict[str, tuple[Item[Any], ...]] = {}
         for name, view in self.inputs:
+            if name not in values:  # left out: the function's default applies
+                sets[name] = ()
+                continue
             try:
                 sets[name] = from_python(values[name], view, f"input '{name}'",
                                          returned=False)
@@ -224,15 +245,6 @@ class Program:
         result_type = self.result_type or collections.namedtuple(
             f"{self.entry}_result", [n for n, _ in self.outputs], rename=True)
         return result_type(*values)
-
-
-def _defaults(program: Program) -> frozenset[str]:
-    """The parameters of a function's program that have a default value in its Python
-    signature (for the error that says it is not used); none for a composition."""
-    if program.function is None:
-        return frozenset()
-    return frozenset().union(*(defaulted(getattr(a, "fn", None))
-                               for a in program.artifacts.values()))
 
 
 def as_program(target: Any) -> Program:

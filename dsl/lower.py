@@ -312,8 +312,8 @@ class Lowering:
         if var_param:  # remembered so that the formatter can keep the user's names
             key = (comp, app.function_span.line, app.function_span.column)
             self.loop_names[key] = {p: v for v, p in var_param.items()}
-        if ok and not keywords:
-            missing = [p for p in params if p not in bound]
+        if ok and not keywords:  # (a parameter with a default may be left out, as in Python)
+            missing = [p.name for p in spec.params if p.name not in bound and not p.defaulted]
             if missing:
                 self.report.error("arity", f"'{app.function}' is missing argument(s): "
                                   f"{', '.join(missing)}", app.function_span,

@@ -21,7 +21,7 @@ from dandelion.errors import FunctionError, FunctionTypeError
 from dandelion.ir.nodes import Param
 from dandelion.ir.types import ElementType
 from dandelion.items import Item
-from dandelion.runtime.batch import BatchRun, Failed, invoke_many
+from dandelion.runtime.batch import BatchRun, Failed, invoke_many, vectorisable
 from dandelion.runtime.engine import Context, FunctionCall, ItemSets, ObjectContext
 from dandelion.runtime.engine import Engine as EngineBase
 from dandelion.runtime.logs import begin_capture, end_capture
@@ -57,7 +57,7 @@ class InlineEngine(EngineBase):
     def run_batch(self, call: FunctionCall, inputs: Sequence[ItemSets]) -> BatchRun | None:
         """A batch runs the function's vectorised implementation (there is no sandbox to
         save here); without one, or when it raises, the instances run one by one."""
-        if getattr(call.artifact, "vectorised", None) is None:
+        if not vectorisable(call.artifact, inputs):
             return None
         begin_capture()
         try:

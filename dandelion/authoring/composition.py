@@ -48,9 +48,12 @@ class CompositionFunction(tracing.Applicable):
         trace = Trace(fn)
         input_views: list[tuple[str, View]] = []
         refs = []
+        defaults: dict[str, Any] = {}  # (a run that leaves such an input out gives this value)
         for p in inspect.signature(fn).parameters.values():
             if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 raise FunctionTypeError(f"{where}: input '{p.name}' must be a plain parameter")
+            if p.default is not p.empty:
+                defaults[p.name] = p.default
             view = view_of(hints.get(p.name, Any), f"{where} input '{p.name}'")
             input_views.append((p.name, view))
             refs.append(trace.new_set(p.name, view.type, span, named=True, is_input=True))
@@ -87,7 +90,7 @@ class CompositionFunction(tracing.Applicable):
         named = ret if isinstance(ret, type) and issubclass(ret, tuple) and \
             getattr(ret, "_fields", None) == tuple(out_names) else None
         self.program = Program(module, self.name, artifacts, tuple(input_views),
-                               tuple(output_views), named)
+                               tuple(output_views), named, defaults=defaults)
         self.spec = attrs.evolve(comp.signature(), span=span)
 
     def _outputs(self, returned: Any, outputs: Sequence[str] | str | None,

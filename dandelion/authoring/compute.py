@@ -101,8 +101,9 @@ class ComputeFunction(tracing.Applicable):
                                         hint="'by' names the join of an application")
             params.append((p.name, view_of(hints.get(p.name, Any), f"{where} parameter "
                                                                     f"'{p.name}'")))
-        #: the parameters with a default value (never used: a run gives every input)
-        self.defaulted = defaulted(fn)
+        #: the parameters with a default value: a call may leave them out (where only
+        #: Python runs it: a native or WebAssembly implementation knows no default)
+        self.defaulted = defaulted(fn) if native is None and wasm is None else frozenset()
         names = [results] if isinstance(results, str) else results
         result_views = _result_views(fn, hints, names, where)
         self.name = name or fn.__name__
@@ -111,7 +112,9 @@ class ComputeFunction(tracing.Applicable):
             raise FunctionTypeError(f"{where}: batch={batch!r} must be a positive int "
                                     "(1: never batch)")
         self.artifact = PythonFunction(self.name, fn, tuple(params), result_views,
-                                       batch=batch)
+                                       batch=batch, defaulted=tuple(
+                                           i for i, (n, _) in enumerate(params)
+                                           if n in self.defaulted))
         self._digest = digest
         implementations = [Implementation("python", digest, f"{fn.__module__}:"
                                                             f"{fn.__qualname__}")]
@@ -132,7 +135,7 @@ class ComputeFunction(tracing.Applicable):
             self._artifacts = {elf.digest: elf, **self._artifacts}
         self.spec = FunctionSpec(
             name=self.name,
-            params=[Param(n, v.type) for n, v in params],
+            params=[Param(n, v.type, defaulted=n in self.defaulted) for n, v in params],
             results=[Param(n, v.type) for n, v in result_views],
             kind=kind,
             implementations=implementations,

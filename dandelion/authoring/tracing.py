@@ -319,17 +319,15 @@ class Trace:
                 raise CompositionTypeError(f"parameter '{key}' of '{name}' is given twice",
                                            span=span)
             bound[key] = value
-        missing = [p for p in params if p not in bound]
+        left_out = {p.name for p in spec.params if p.defaulted}  # (their defaults apply)
+        missing = [p for p in params if p not in bound and p not in left_out]
         if missing:
-            defaulted = [p for p in missing if p in getattr(callee, "defaulted", ())]
             raise CompositionTypeError(f"'{name}' is missing argument(s): "
-                                       f"{', '.join(missing)}", span=span,
-                                       hint=f"a composition passes every argument: the default "
-                                       f"of {', '.join(defaulted)} in the function's signature "
-                                       "is not used (a constant comes in as an input of the "
-                                       "composition)" if defaulted else None)
+                                       f"{', '.join(missing)}", span=span)
         arguments = []
         for param in params:
+            if param not in bound:
+                continue
             value = bound[param]
             if isinstance(value, SetRef):
                 value = Sharded(value)

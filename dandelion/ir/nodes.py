@@ -92,11 +92,23 @@ def _join_kinds(kinds: Iterable[JoinKind | str]) -> tuple[JoinKind, ...]:
 
 @attrs.frozen
 class Param:
-    """A named, typed parameter or result of a function."""
+    """A named, typed parameter or result of a function.
+
+    ``defaulted``: the function has a default value for this parameter (Python's
+    ``factor=2.0``), so an application may leave it unbound, and an instance whose set for
+    it is empty calls the function without it: the default applies.  It enters the IR's
+    JSON only when true, so a function without defaults keeps its content hash.
+    """
 
     name: str
     type: DataType = attrs.field(factory=DataType)
     span: Span = _span_field()
+    defaulted: bool = attrs.field(default=False, repr=False,
+                                  metadata={"omitted_when_default": True})
+
+    def __repr__(self) -> str:  # (as attrs writes it; ``defaulted`` only where true)
+        tail = ", defaulted=True" if self.defaulted else ""
+        return f"Param(name={self.name!r}, type={self.type!r}{tail})"
 
 
 @attrs.frozen

@@ -50,6 +50,8 @@ def to_data(obj: Any, *, spans: bool = True) -> Any:
                 if spans and value.line:
                     out["span"] = attrs.asdict(value)
                 continue
+            if field.metadata.get("omitted_when_default") and value == field.default:
+                continue  # (a field added later: older documents and hashes stay as they were)
             out[field.name] = to_data(value, spans=spans)
         return out
     if isinstance(obj, tuple):

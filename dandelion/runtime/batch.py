@@ -168,6 +168,16 @@ def _strided(values: list[Any]) -> Any:
     return as_strided(first, (len(values), *first.shape), (step, *first.strides))
 
 
+def vectorisable(artifact: Any, inputs: Sequence[ItemSets]) -> bool:
+    """Whether ``artifact``'s vectorised implementation runs these instances
+    (:func:`invoke_many`): it has one, and no instance leaves a parameter with a default out
+    (such an instance is called on its own, without it)."""
+    if getattr(artifact, "vectorised", None) is None:
+        return False
+    leaves_out = getattr(artifact, "leaves_out", None)
+    return leaves_out is None or not any(leaves_out(inst) for inst in inputs)
+
+
 def invoke_many(artifact: Any, inputs: Sequence[ItemSets], in_place: bool = False
                 ) -> list[Outputs]:
     """Run ``artifact``'s vectorised implementation on the inputs of many instances.
@@ -241,7 +251,7 @@ class BatchedFunction:
         outcomes: list[Item[Any]] = []
         outs: list[tuple[Item[Any], ...]] = []
         self.results = inner.results * k + (_OUTCOMES,)
-        if getattr(inner, "vectorised", None) is not None:
+        if vectorisable(inner, per):
             begin_capture()
             try:
                 done = invoke_many(inner, per, in_place=True)  # views of the context
@@ -282,4 +292,4 @@ def _success(logs: str) -> Item[str]:
 
 
 __all__ = ["OVERHEAD_SHARE", "BatchRun", "BatchedFunction", "Failed", "batch_size", "batching_of",
-           "error_report", "invoke_many"]
+           "error_report", "invoke_many", "vectorisable"]

@@ -36,6 +36,9 @@ class PythonFunction:
     #: instances per sandbox invocation (``None``: chosen by measurement; ``1``: never
     #: batched)
     batch: int | None = None
+    #: the positions of the parameters that have a default value: an instance whose set
+    #: for one is empty calls the function without it (:meth:`invoke`)
+    defaulted: tuple[int, ...] = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Plain fields, rebuilt by one function: a sandbox unpickles this for every
@@ -44,21 +47,25 @@ class PythonFunction:
         args: tuple[Any, ...] = (self.name, self.fn, tuple(
             (n, v.type.element.value, v.type.is_set, v.items, v.annotation)
             for n, v in self.params + self.results), len(self.params))
-        if self.vectorised is not None or self.batch is not None:
-            args += (self.vectorised, self.batch)
+        if self.vectorised is not None or self.batch is not None or self.defaulted:
+            args += (self.vectorised, self.batch, self.defaulted)
         return _python_function, args
 
     def invoke(self, inputs: Sequence[Sequence[Item[Any]]]) -> list[tuple[Item[Any], ...]]:
-        """Run once on one instance's inputs (one item sequence per parameter, in order)."""
-        args = []
-        for (p, view), items in zip(self.params, inputs):
-            # one plain value of exactly its annotated class: nothing to check or convert
-            if view.plain is not None and len(items) == 1 and \
-                    type(items[0].value) is view.plain:
-                args.append(items[0].value)
-            else:
-                args.append(to_python(items, view, f"parameter '{p}' of '{self.name}'"))
-        value = self.fn(*args)
+        """Run once on one instance's inputs (one item sequence per parameter, in order); a
+        parameter with a default whose items are none is left out of the call."""
+        if self.defaulted and self.leaves_out(inputs):
+            value = self._call_leaving_out(inputs)
+        else:
+            args = []
+            for (p, view), items in zip(self.params, inputs):
+                # one plain value of exactly its annotated class: nothing to check or convert
+                if view.plain is not None and len(items) == 1 and \
+                        type(items[0].value) is view.plain:
+                    args.append(items[0].value)
+                else:
+                    args.append(to_python(items, view, f"parameter '{p}' of '{self.name}'"))
+            value = self.fn(*args)
         if not self.results:
             return []
         if len(self.results) == 1:
@@ -81,10 +88,32 @@ class PythonFunction:
         return out
 
 
+    def leaves_out(self, inputs: Sequence[Sequence[Item[Any]]]) -> bool:
+        """Whether an instance of these inputs leaves a parameter with a default out (its
+        items are none)."""
+        return any(i < len(inputs) and not inputs[i] for i in self.defaulted)
+
+    def _call_leaving_out(self, inputs: Sequence[Sequence[Item[Any]]]) -> Any:
+        """Call the function without each parameter that has a default and no items: those
+        before it by position, those after it by name (as Python's own call with a default
+        left out would)."""
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for i, ((p, view), items) in enumerate(zip(self.params, inputs)):
+            if not items and i in self.defaulted:
+                continue
+            value = to_python(items, view, f"parameter '{p}' of '{self.name}'")
+            if kwargs or len(args) < i:
+                kwargs[p] = value
+            else:
+                args.append(value)
+        return self.fn(*args, **kwargs)
+
+
 def defaulted(fn: Any) -> frozenset[str]:
     """The parameters of Python function ``fn`` that have a default value (none for
-    anything that has no signature): a run gives every input, so no default is used, and
-    the errors for a missing one say so.
+    anything that has no signature): a call may leave them out (``defaulted`` of
+    :class:`~dandelion.ir.Param`).
 
     >>> from dandelion.runtime.python_function import defaulted
     >>> sorted(defaulted(lambda x, factor=2, scale=1.0: x))
@@ -101,12 +130,13 @@ def defaulted(fn: Any) -> frozenset[str]:
 
 def _python_function(name: str, fn: Callable[..., Any],
                      views: tuple[tuple[str, str, bool, bool, Any], ...], n_params: int,
-                     vectorised: Callable[..., Any] | None = None, batch: int | None = None
-                     ) -> PythonFunction:
+                     vectorised: Callable[..., Any] | None = None, batch: int | None = None,
+                     defaulted: tuple[int, ...] = ()) -> PythonFunction:
     """A :class:`PythonFunction` from what its ``__reduce__`` gives."""
     built = tuple((n, shared_view(element, is_set, items, annotation))
                   for n, element, is_set, items, annotation in views)
-    return PythonFunction(name, fn, built[:n_params], built[n_params:], vectorised, batch)
+    return PythonFunction(name, fn, built[:n_params], built[n_params:], vectorised, batch,
+                          defaulted)
 
 
 def invoke_python(artifact: PythonFunction, inputs: Sequence[Sequence[Item[Any]]],

@@ -188,12 +188,15 @@ class Target:
         outputs: the declared types of the outputs, by the names the answer uses.
         rename: for a function, its parameters' and results' names (the composition's
             sets are ``in.<param>`` and ``out.<result>``).
+        defaulted: for a function, its parameters that have a default value: a request
+            may leave them out.
     """
 
     record: CompositionRecord
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     rename: tuple[list[str], list[str]] | None = None
+    defaulted: frozenset[str] = frozenset()
 
 
 class _SpecOnly:
@@ -435,7 +438,9 @@ class Service:
         """A function's public description."""
         spec = record.spec
         return {"name": spec.name, "kind": str(spec.kind),
-                "params": [{"name": p.name, "type": str(p.type)} for p in spec.params],
+                "params": [{"name": p.name, "type": str(p.type),
+                            **({"defaulted": True} if p.defaulted else {})}
+                           for p in spec.params],
                 "results": [{"name": r.name, "type": str(r.type)} for r in spec.results],
                 "implementation": spec.implementations[0].kind,
                 "digest": record.digest, "cacheable": spec.cacheable}
@@ -584,7 +589,8 @@ class Service:
                 ) -> tuple[Sets, str | None, Sets | None]:
         """The input sets of an invocation, its result cache key (``None``: not cached)
         and the outputs the cache holds for it."""
-        sets = decode_sets(inputs, target.inputs, view=self.runtime.backend.inputs_copied)
+        sets = decode_sets(inputs, target.inputs, view=self.runtime.backend.inputs_copied,
+                           defaulted=target.defaulted)
         if target.rename is not None:
             sets = {call_input(p): s for p, s in sets.items()}
         record = target.record
@@ -652,7 +658,8 @@ class Service:
         planned_record = planned(module, context=self.runtime.pass_context)[0]
         found = Target(planned_record, {p.name: p.type for p in spec.params},
                      {r.name: r.type for r in spec.results},
-                     ([p.name for p in spec.params], [r.name for r in spec.results]))
+                     ([p.name for p in spec.params], [r.name for r in spec.results]),
+                     frozenset(p.name for p in spec.params if p.defaulted))
         with self._lock:
             self._function_plans[key] = (record, found)
             self._function_plans.move_to_end(key)

@@ -48,7 +48,7 @@ import base64
 import binascii
 import json
 import math
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from dandelion.codec import (
     INT64_RANGE,
@@ -243,8 +243,11 @@ def decode_item(raw: Any, element: ElementType, where: str, view: bool = False) 
 
 
 def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs",
-                view: bool = False) -> dict[str, tuple[Item[Any], ...]]:
-    """The sets of a wire map ``name -> list of items``, checked against ``decls``.
+                view: bool = False, defaulted: Collection[str] = ()
+                ) -> dict[str, tuple[Item[Any], ...]]:
+    """The sets of a wire map ``name -> list of items``, checked against ``decls``; one
+    named in ``defaulted`` (a parameter with a default value) may be left out, or given no
+    item although declared an item: its set is empty, and the function's default applies.
 
     With ``view``, an ``ndarray`` is a read-only view of the wire's bytes, not a writable
     copy: for a runtime whose functions read copies of their inputs anyway
@@ -261,19 +264,19 @@ def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs",
     if unknown:
         raise WireError(f"unknown {what}: {', '.join(unknown)}",
                         hint=f"expected: {', '.join(decls) or '(none)'}")
-    missing = [n for n in decls if n not in data]
+    missing = [n for n in decls if n not in data and n not in defaulted]
     if missing:
         raise WireError(f"missing {what}: {', '.join(missing)}",
                         hint="give every input, as a list of items (an empty list for none)")
     sets = {}
     for name, dtype in decls.items():
-        raw = data[name]
+        raw = data.get(name, [])
         where = f"{what}.{name}"
         if not isinstance(raw, list):
             raise WireError(f"{where}: a set is a list of items, got {_kind(raw)}",
                             hint=f"write [{json.dumps(raw)[:40]}] for a single item"
                             if not isinstance(raw, (bytes, dict)) else None)
-        if not dtype.is_set and len(raw) != 1:
+        if not dtype.is_set and len(raw) != 1 and (raw or name not in defaulted):
             raise WireError(f"{where} is declared {dtype}: give exactly one item, "
                             f"not {len(raw)}")
         sets[name] = tuple(decode_item(v, dtype.element, f"{where}[{i}]", view)

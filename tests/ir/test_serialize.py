@@ -86,3 +86,17 @@ def test_content_hash_ignores_spans_and_sees_changes():
 def test_bad_documents_raise_composition_errors(text, message):
     with pytest.raises(CompositionError, match=message):
         from_json(text)
+
+
+def test_a_parameter_with_a_default_round_trips_and_others_keep_their_json():
+    """``defaulted`` enters a document only where true: a function without defaults is
+    written (and hashed) as it was before the field existed."""
+    plain = FunctionSpec("f", [Param("x", DataType("int", False))])
+    with_default = FunctionSpec("f", [Param("x", DataType("int", False), defaulted=True)])
+    assert "defaulted" not in to_json(Module([plain]))
+    assert json.loads(to_json(Module([with_default])))["functions"][0]["params"][0][
+        "defaulted"] is True
+    assert from_json(to_json(Module([with_default]))) == Module([with_default])
+    assert content_hash(plain) != content_hash(with_default)
+    assert content_hash(plain) == content_hash(from_json(to_json(Module([plain]))).functions[0])
+    jsonschema.validate(json.loads(to_json(Module([with_default]))), json_schema())

@@ -105,16 +105,14 @@ def _scaled(x: int, factor: int = 2) -> int:
     return x * factor
 
 
-def test_a_default_in_the_signature_is_named_where_the_input_is_missing():
-    """A run gives every input: a parameter's default value is not used, and the error says
-    so, for the function run alone and in a composition."""
+def test_a_default_in_the_signature_applies_where_the_input_is_left_out():
+    """As in a Python call: for the function run alone and in a composition that does not
+    pass it (tests/userpaths/test_defaults.py runs it through every entry point)."""
     assert dd.run(_scaled, 3, 5, engine="inline") == 15
-    with pytest.raises(dd.InputError, match="missing input.*factor") as info:
-        dd.run(_scaled, 3, engine="inline")
-    assert info.value.hint.startswith("give factor=...: a default value")
-    with pytest.raises(dd.CompositionTypeError, match="missing argument.*factor") as traced:
-        @dd.composition
-        def uses_default(x: int) -> int:
-            return _scaled(x)
-    assert "the default of factor in the function's signature is not used" in \
-        traced.value.hint
+    assert dd.run(_scaled, 3, engine="inline") == 3 * _scaled.fn.__defaults__[0]
+
+    @dd.composition
+    def uses_default(x: int) -> int:
+        return _scaled(x)
+
+    assert dd.run(uses_default, 3, engine="inline") == 3 * _scaled.fn.__defaults__[0]
