@@ -112,8 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     program = load_program(args.target, runnable=True)
     views = dict(program.inputs)
     inputs = parse_inputs(args.input or [], views, args.inputs)
-    missing = [n for n in views if n not in inputs and n not in program.defaulted
-               and n not in program.defaults]
+    missing = [n for n in views if n not in inputs and n not in program.defaults]
     if missing:
         raise InputError(f"missing input(s): {', '.join(missing)}",
                          hint="give each with -i NAME=VALUE or -i NAME=@FILE")

@@ -31,7 +31,7 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from dandelion import errors
+from dandelion import constants, errors
 from dandelion.authoring.composition import CompositionFunction
 from dandelion.authoring.compute import ComputeFunction
 from dandelion.ir.nodes import Module
@@ -137,7 +137,8 @@ def function_program(fn: ComputeFunction | RemoteFunction) -> Program:
     params, results = _function_views(fn)
     defaulted = fn.defaulted if isinstance(fn, RemoteFunction) else \
         frozenset(p.name for p in fn.spec.params if p.defaulted)
-    return Program(Module(), fn.name, {}, params, results, defaulted=defaulted)
+    return Program(Module(), fn.name, {}, params, results,
+                   defaults={name: constants.NONE for name in defaulted})
 
 
 def _function_views(fn: Any) -> tuple[tuple[tuple[str, View], ...], tuple[tuple[str, View], ...]]:

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import attrs
 
+from dandelion import constants
 from dandelion.errors import CompositionTypeError, DandelionError, EncodingError, InputError
 from dandelion.ir.nodes import (
     Application,
@@ -108,24 +109,24 @@ class Program:
         function: for the call of one function (:meth:`calling`), its name: ``inputs``
             and ``outputs`` are then its parameters and results, which the composition's
             sets carry under the names :func:`call_input` and :func:`call_output` give.
-        defaulted: the inputs a run may leave out: for the call of one function, its
-            parameters that have a default value (``defaulted`` of
-            :class:`~dandelion.ir.Param`), which then applies in the sandbox.
-        defaults: the value of each input that a run may leave out and then gives: for a
-            ``@dd.composition``, its parameters' default values (given by whoever binds the
-            inputs, here; the IR holds no values).
+        defaults: each input a run may leave out, and the items it then gets, as text
+            (:mod:`dandelion.constants`): for the call of one function, its parameters that
+            have a default value (``defaulted`` of :class:`~dandelion.ir.Param`), which get
+            none (:data:`~dandelion.constants.NONE`: the sandbox then calls the function
+            without them, and the default applies); for a composition, its inputs that hold
+            a default (``value`` of :class:`~dandelion.ir.SetDecl`).
 
     >>> import dandelion as dd
     >>> @dd.compute
     ... def scale(x: float, factor: float = 2.0) -> float:
     ...     return x * factor
-    >>> sorted(scale.program.defaulted), dd.run(scale, 3.0, engine="inline")
-    (['factor'], 6.0)
+    >>> scale.program.defaults, dd.run(scale, 3.0, engine="inline")
+    ({'factor': '[]'}, 6.0)
     >>> @dd.composition
     ... def scaled(x: float, factor: float = 3.0) -> float:
     ...     return scale(x, factor)
-    >>> scaled.program.defaults, dd.run(scaled, 3.0, engine="inline")
-    ({'factor': 3.0}, 9.0)
+    >>> list(scaled.program.defaults), dd.run(scaled, 3.0, engine="inline")
+    (['factor'], 9.0)
     """
 
     module: Module
@@ -135,8 +136,7 @@ class Program:
     outputs: tuple[tuple[str, View], ...] = ()
     result_type: Any = None
     function: str | None = None
-    defaulted: frozenset[str] = frozenset()
-    defaults: Mapping[str, Any] = attrs.field(factory=dict)
+    defaults: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
     def from_module(cls, module: Module, entry: str | None = None,
@@ -144,7 +144,7 @@ class Program:
         """A program for ``entry`` (default: :func:`default_entry`)."""
         comp = cls._entry(module, entry)
         return cls(module, comp.name, dict(artifacts or {}), _views(comp.inputs),
-                   _views(comp.outputs))
+                   _views(comp.outputs), defaults=input_defaults(comp))
 
     @classmethod
     def calling(cls, spec: FunctionSpec, artifacts: Mapping[str, Any],
@@ -164,7 +164,8 @@ class Program:
             if len(results) > 1 else None
         module = call_module(spec)
         return cls(module, module.compositions[0].name, dict(artifacts), params, results,
-                   result_type, spec.name, frozenset(p.name for p in spec.params if p.defaulted))
+                   result_type, spec.name, {p.name: constants.NONE for p in spec.params
+                                            if p.defaulted})
 
     @property
     def _what(self) -> str:
@@ -211,16 +212,13 @@ class Program:
                 raise InputError(f"input '{key}' of '{self.function or self.entry}' is given "
                                  "twice")
             values[key] = value
-        for name, value in self.defaults.items():
-            values.setdefault(name, value)
-        left_out = self.defaulted
-        missing = [n for n in names if n not in values and n not in left_out]
+        missing = [n for n in names if n not in values and n not in self.defaults]
         if missing:
             raise InputError(f"{self._what} is missing input(s): {', '.join(missing)}")
         sets: dict[str, tuple[Item[Any], ...]] = {}
         for name, view in self.inputs:
-            if name not in values:  # left out: the function's default applies
-                sets[name] = ()
+            if name not in values:  # left out: its default
+                sets[name] = constants.read(self.defaults[name])
                 continue
             try:
                 sets[name] = from_python(values[name], view, f"input '{name}'",
@@ -245,6 +243,12 @@ class Program:
         result_type = self.result_type or collections.namedtuple(
             f"{self.entry}_result", [n for n, _ in self.outputs], rename=True)
         return result_type(*values)
+
+
+def input_defaults(comp: Composition) -> dict[str, str]:
+    """The inputs of ``comp`` that hold a default, and its items as text (what a run that
+    leaves them out gets: :attr:`Program.defaults`)."""
+    return {d.name: d.value for d in comp.inputs if d.value is not None}
 
 
 def as_program(target: Any) -> Program:

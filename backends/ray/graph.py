@@ -526,11 +526,12 @@ class _Builder:
         n = len(spec.results) + 1
         retries = self.settings.retries if pure(sub_plan.module) else 0
         settings, calls = self.settings, dict(self.calls)
+        given = frozenset(a.param for a in app.arguments)  # (the others get their defaults)
 
         def nest(route: Route | None, data: tuple[Any, ...]) -> list[Any]:
             options = route.task_options() if route is not None else {}
             return _as_list(_NESTED.options(num_returns=n, max_retries=retries, **options)
-                            .remote(settings, sub_plan, calls, spec, *data), n)
+                            .remote(settings, sub_plan, calls, spec, given, *data), n)
 
         call = self.recovery.add(index, spec, retries, nest, route, (batch, total))
         self.waited.append(call)
@@ -748,11 +749,12 @@ def run_graph(settings: Settings, plan: Plan, calls: Mapping[str, CallBox],
 
 
 def run_nested(settings: Settings, plan: Plan, calls: dict[str, CallBox], spec: FunctionSpec,
-               batch: list[Any], total: int) -> Any:
+               given: frozenset[str], batch: list[Any], total: int) -> Any:
     """A batch of instances of a composition applied to sharded inputs (a Ray task).
 
-    Each instance's sets become the sub-composition's direct inputs; its graph is
-    submitted from here, so its data still never passes through the driver.
+    Each instance's sets of the parameters the call gives become the sub-composition's
+    direct inputs (one it leaves out holds its default); its graph is submitted from
+    here, so its data still never passes through the driver.
     """
     import ray
 
@@ -761,7 +763,8 @@ def run_nested(settings: Settings, plan: Plan, calls: dict[str, CallBox], spec: 
     per_instance = []
     events: list[Event] = []  # of the instances' own units, passed on to the driver
     for inst in batch:
-        sets = {p.name: items for p, items in zip(spec.params, inst.inputs)}
+        sets = {p.name: items for p, items in zip(spec.params, inst.inputs)
+                if p.name in given}
         try:
             outputs = run_graph(settings, plan, calls, sets,
                                 events.append if settings.observe else None)

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 import attrs
 
+from dandelion import constants
 from dandelion.authoring import tracing
 from dandelion.authoring.annotations import view_of
 from dandelion.authoring.tracing import SetRef, Trace
@@ -48,14 +49,15 @@ class CompositionFunction(tracing.Applicable):
         trace = Trace(fn)
         input_views: list[tuple[str, View]] = []
         refs = []
-        defaults: dict[str, Any] = {}  # (a run that leaves such an input out gives this value)
+        defaults: dict[str, str] = {}  # (its items, for a run that leaves such an input out)
         for p in inspect.signature(fn).parameters.values():
             if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 raise FunctionTypeError(f"{where}: input '{p.name}' must be a plain parameter")
-            if p.default is not p.empty:
-                defaults[p.name] = p.default
             view = view_of(hints.get(p.name, Any), f"{where} input '{p.name}'")
             input_views.append((p.name, view))
+            if p.default is not p.empty:
+                defaults[p.name] = constants.write(p.default, view.type,
+                                                   f"{where}: the default of input '{p.name}'")
             refs.append(trace.new_set(p.name, view.type, span, named=True, is_input=True))
         with trace:
             returned = fn(*refs)
@@ -65,11 +67,11 @@ class CompositionFunction(tracing.Applicable):
             ref.name = out_name
         output_views = self._output_views(hints, out_refs, out_names, where)
         out_set = set(map(id, out_refs))
-        ephemeral = [SetDecl(s.name, s.type, s.span) for s in trace.sets
+        ephemeral = [SetDecl(s.name, s.type, s.span, s.value) for s in trace.sets
                      if not s.is_input and id(s) not in out_set]
         comp = Composition(
             self.name,
-            inputs=[SetDecl(n, v.type, span) for n, v in input_views],
+            inputs=[SetDecl(n, v.type, span, defaults.get(n)) for n, v in input_views],
             outputs=[SetDecl(n, v.type, span) for n, v in output_views],
             ephemeral=ephemeral,
             applications=[app.to_ir() for app in trace.apps],

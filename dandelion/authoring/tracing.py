@@ -18,13 +18,15 @@ from typing import Any, Callable, Iterator
 
 import attrs
 
-from dandelion.errors import CompositionTypeError
+from dandelion import constants
+from dandelion.errors import CompositionTypeError, DandelionError
 from dandelion.ir.nodes import (
     Application,
     Argument,
     Join,
     JoinKind,
     Output,
+    Param,
     ShardingMode,
     Span,
 )
@@ -88,15 +90,17 @@ for _name, _symbol in (("add", "+"), ("sub", "-"), ("mul", "*"), ("truediv", "/"
 class SetRef(Placeholder):
     """A set inside a composition definition (a placeholder, not data)."""
 
-    __slots__ = ("name", "type", "span", "named", "is_input")
+    __slots__ = ("name", "type", "span", "named", "is_input", "value")
 
     def __init__(self, name: str, type: DataType, span: Span, *, named: bool = False,
-                 is_input: bool = False) -> None:
+                 is_input: bool = False, value: str | None = None) -> None:
         self.name = name
         self.type = type
         self.span = span
         self.named = named
         self.is_input = is_input
+        #: a constant's items (:mod:`dandelion.constants`), ``None`` for any other set
+        self.value = value
 
     def __repr__(self) -> str:
         return f"<set {self.name}: {self.type}>"
@@ -331,11 +335,9 @@ class Trace:
             value = bound[param]
             if isinstance(value, SetRef):
                 value = Sharded(value)
-            if not isinstance(value, Sharded):
-                raise CompositionTypeError(
-                    f"argument '{param}' of '{name}' is {type(value).__name__}, not a set of "
-                    "the composition", span=span,
-                    hint="constants must come in as inputs of the composition")
+            if not isinstance(value, Sharded):  # a value: a constant set of the composition
+                value = Sharded(self.constant(name, spec.params[params.index(param)], value,
+                                              span))
             arguments.append((param, value, span))
         join = None
         if by is not None:
@@ -354,6 +356,28 @@ class Trace:
         if len(refs) == 1:
             return refs[0]
         return tuple(refs) if refs else None
+
+    def constant(self, function: str, param: Param, value: Any, span: Span) -> SetRef:
+        """A constant set holding ``value``, given as the argument of ``param`` of
+        ``function`` (:mod:`dandelion.constants`).
+
+        Raises:
+            CompositionTypeError: the value holds a set of the composition, or is not one of
+                the parameter's type.
+        """
+        where = f"argument '{param.name}' of '{function}'"
+        if isinstance(value, (list, tuple, dict)) and any(
+                isinstance(v, Placeholder) for v in (value.values() if isinstance(value, dict)
+                                                     else value)):
+            raise CompositionTypeError(f"{where} mixes sets of the composition into a "
+                                       f"{type(value).__name__}", span=span,
+                                       hint="pass each set as an argument of its own; a "
+                                       "constant argument holds values only")
+        try:
+            text = constants.write(value, param.type, where)
+        except DandelionError as e:
+            raise CompositionTypeError(e.message, span=span, hint=e.hint) from None
+        return self.new_set(f"{function}_{param.name}", param.type, span, value=text)
 
     def name_sets(self) -> None:
         """Give produced sets the names of the variables they were assigned to."""

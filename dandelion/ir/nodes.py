@@ -203,11 +203,24 @@ class Application:
 
 @attrs.frozen
 class SetDecl:
-    """A declared set of a composition (direct input, direct output or ephemeral)."""
+    """A declared set of a composition (direct input, direct output or ephemeral).
+
+    ``value``: the set's items when the composition is written, as text
+    (:mod:`dandelion.constants`): for an ephemeral set, a *constant* (a value written as an
+    argument, ``scale(x, 3.0)``), which no application produces; for a direct input, its
+    default, which a run that leaves the input out gets.  ``None`` for any other set (and
+    then not written to the IR's JSON).
+    """
 
     name: str
     type: DataType = attrs.field(factory=DataType)
     span: Span = _span_field()
+    value: str | None = attrs.field(default=None, repr=False,
+                                    metadata={"omitted_when_default": True})
+
+    def __repr__(self) -> str:  # (as attrs writes it; ``value`` only where there is one)
+        tail = f", value={self.value!r}" if self.value is not None else ""
+        return f"SetDecl(name={self.name!r}, type={self.type!r}{tail})"
 
 
 @attrs.frozen
@@ -222,8 +235,10 @@ class Composition:
     span: Span = _span_field()
 
     def signature(self) -> FunctionSpec:
-        """This composition as a caller sees it: inputs as parameters, outputs as results."""
-        return FunctionSpec(self.name, [Param(d.name, d.type) for d in self.inputs],
+        """This composition as a caller sees it: inputs as parameters (one that holds a
+        default may be left out), outputs as results."""
+        return FunctionSpec(self.name, [Param(d.name, d.type, defaulted=d.value is not None)
+                                        for d in self.inputs],
                             [Param(d.name, d.type) for d in self.outputs])
 
     def declarations(self) -> Iterator[SetDecl]:

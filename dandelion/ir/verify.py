@@ -125,8 +125,29 @@ class _Checker:
                 self.error("unproduced-output", f"output '{decl.name}' of composition "
                            f"'{comp.name}' is never produced", decl.span,
                            "assign it from a function call")
+        for decl in comp.declarations():
+            if decl.value is None:
+                continue
+            from dandelion import constants  # (its codec imports the IR's types)
+
+            why = constants.check(decl.value, f"set '{decl.name}'")
+            if why is not None:
+                self.error("bad-constant", why, decl.span)
+            if decl.name in producers:
+                self.error("produced-constant", f"set '{decl.name}' holds items of its own "
+                           f"(a constant, or an input's default), but '"
+                           f"{producers[decl.name].function}' produces it",
+                           producers[decl.name].span)
+            elif decl in comp.outputs:
+                self.error("constant-output", f"output '{decl.name}' of composition "
+                           f"'{comp.name}' holds items of its own", decl.span,
+                           "a constant is an ephemeral set, a default is an input's")
         for decl in comp.ephemeral:
-            if decl.name not in producers:
+            if decl.value is not None:  # a constant: nothing produces it
+                if decl.name not in consumed:
+                    self.warning("unused-set", f"constant set '{decl.name}' is never used",
+                                 decl.span)
+            elif decl.name not in producers:
                 self.error("unproduced-set", f"set '{decl.name}' is never produced", decl.span)
             elif decl.name not in consumed:
                 self.warning("unused-set", f"set '{decl.name}' is produced but never used",

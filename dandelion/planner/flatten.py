@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import attrs
 
-from dandelion.ir.nodes import Application, Composition, Module, SetDecl, ShardingMode
+from dandelion.ir.nodes import Application, Composition, Module, ShardingMode
 from dandelion.planner.context import PassContext
 from dandelion.planner.plan import Decision, Plan
 
@@ -51,7 +51,8 @@ def _inline(module: Module, comp: Composition) -> tuple[Composition, list[str]]:
         for decl in callee.declarations():
             fresh = decl.name not in args and decl.name not in outs
             if fresh:
-                ephemeral.append(SetDecl(rename[decl.name], decl.type, decl.span))
+                # (a constant, or an input left out, keeps its items)
+                ephemeral.append(attrs.evolve(decl, name=rename[decl.name]))
         for inner in callee.applications:
             apps.append(attrs.evolve(
                 inner,

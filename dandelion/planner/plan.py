@@ -88,10 +88,14 @@ class Plan:
         """A human-readable listing of the plan (and of the decisions with ``explain``)."""
         comp = self.composition
         lines = [f"plan for composition '{comp.name}'"]
-        lines.append("  inputs:  " + (", ".join(f"{d.name}: {d.type}" for d in comp.inputs)
-                                      or "(none)"))
+        lines.append("  inputs:  " + (", ".join(f"{d.name}: {d.type}{_held(d.value, ' = ')}"
+                                                for d in comp.inputs) or "(none)"))
         lines.append("  outputs: " + (", ".join(f"{d.name}: {d.type}" for d in comp.outputs)
                                       or "(none)"))
+        held = [f"{d.name}: {d.type}{_held(d.value, ' = ')}" for d in comp.ephemeral
+                if d.value is not None]
+        if held:
+            lines.append("  constants: " + ", ".join(held))
         for i, app in enumerate(comp.applications):
             args = ", ".join(f"{a.param}={'optional ' if a.optional else ''}{a.mode} {a.source}"
                              for a in app.arguments)
@@ -124,3 +128,15 @@ class Plan:
                 "hints": {str(k): dict(v) for k, v in self.hints.items()},
                 "passes": list(self.passes), "chains": [list(c) for c in self.chains],
                 "subplans": {k: v.to_data() for k, v in self.subplans.items()}}
+
+
+def _held(value: str | None, prefix: str) -> str:
+    """The items a set holds of its own (a constant, an input's default) as a plan lists
+    them: ``prefix`` and their values (at most 60 characters); nothing for none."""
+    if value is None:
+        return ""
+    from dandelion import constants
+
+    items = constants.read(value)
+    shown = repr(items[0].value) if len(items) == 1 else repr([i.value for i in items])
+    return prefix + (shown if len(shown) <= 60 else shown[:57] + "...")

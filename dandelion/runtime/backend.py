@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Mapping, TypeVar
 
 import attrs
 
+from dandelion import constants
 from dandelion.errors import BackendError
 from dandelion.ir.nodes import (
     Application,
@@ -194,8 +195,9 @@ def check_engine_options(engine_class: Any, options: Mapping[str, Any]) -> None:
 
 def initial_sets(composition: Composition, inputs: Mapping[str, Items]
                  ) -> dict[str, Items]:
-    """The sets a run of ``composition`` starts with: its direct inputs (one not given is
-    empty) and, empty, every set that no application produces.
+    """The sets a run of ``composition`` starts with: its direct inputs (one not given holds
+    its default, else nothing), its constants (:mod:`dandelion.constants`) and, empty, every
+    other set that no application produces.
 
     >>> from dandelion.ir import Application, Composition, Output, SetDecl
     >>> from dandelion.runtime.backend import initial_sets
@@ -204,11 +206,12 @@ def initial_sets(composition: Composition, inputs: Mapping[str, Items]
     >>> initial_sets(c, {"a": (1,)})
     {'a': (1,), 'b': (), 'e': ()}
     """
-    sets = {d.name: tuple(inputs.get(d.name, ())) for d in composition.inputs}
+    sets = {d.name: tuple(inputs[d.name]) if d.name in inputs else
+            constants.read(d.value) if d.value is not None else () for d in composition.inputs}
     produced = {o.target for app in composition.applications for o in app.outputs}
     for decl in composition.declarations():
         if decl.name not in produced and decl.name not in sets:
-            sets[decl.name] = ()
+            sets[decl.name] = constants.read(decl.value) if decl.value is not None else ()
     return sets
 
 

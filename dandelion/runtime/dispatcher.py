@@ -725,6 +725,8 @@ class _Run:
             raise BackendError("this runtime cannot run a composition once per shard")
         sub_plan = self.plan.subplan(state.app.function)
         spec = state.spec
+        # (an input the call leaves out is not given: the nested run gives it its default)
+        given = {a.param for a in state.app.arguments}
 
         def work() -> None:
             outs: list[list[Items]] = []
@@ -732,7 +734,8 @@ class _Run:
                 for inst in state.instances:
                     if self.cancelled.is_set():
                         return
-                    sets = {p.name: items for p, items in zip(spec.params, inst.inputs)}
+                    sets = {p.name: items for p, items in zip(spec.params, inst.inputs)
+                            if p.name in given}
                     result = runner(sub_plan, sets)
                     outs.append([result.get(r.name, ()) for r in spec.results])
             except BaseException as e:

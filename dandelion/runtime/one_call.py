@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import attrs
 
+from dandelion import constants
 from dandelion.cache.entry import RESERVE_AFTER
 from dandelion.cache.entry import reserve as reserve_entry
 from dandelion.cache.run import RunCache
@@ -88,7 +89,8 @@ def single_call(plan: Plan) -> tuple[Application, FunctionSpec] | None:
 class Shape:
     """What a run of a one-call plan takes from the plan, worked out once per plan
     (:func:`shape_of`): the plan's entry, the application and its function, the sets the
-    run starts with (the direct inputs, and empty those that nothing produces), how each
+    run starts with (the direct inputs, and the constants and empty sets that nothing
+    produces: each with its items as text, or ``None`` for none), how each
     parameter is bound (:func:`~dandelion.runtime.backend.bindings`), the outputs, and
     why a result cache does not keep its instance (``None``: it does)."""
 
@@ -96,7 +98,7 @@ class Shape:
     app: Application
     spec: FunctionSpec
     inputs: tuple[str, ...]
-    empty: tuple[str, ...]
+    fixed: tuple[tuple[str, str | None], ...]
     params: tuple[Binding, ...]
     outputs: tuple[str, ...]
     uncached: str | None = None
@@ -113,8 +115,8 @@ class Shape:
                   ) -> tuple[dict[str, Items], list[Instance]]:
         """The run's sets (as :func:`initial_sets`) and the application's instances."""
         sets = {name: tuple(inputs.get(name, ())) for name in self.inputs}
-        for name in self.empty:
-            sets[name] = ()
+        for name, value in self.fixed:
+            sets[name] = () if value is None else constants.read(value)
         ins = [Input(*b) for b in bound(self.params, sets)]
         return sets, instances(ins, self.app.join, parallelism)
 
@@ -153,7 +155,9 @@ def shape_of(plan: Plan) -> Shape | None:
         template = initial_sets(comp, {})
         inputs = tuple(d.name for d in comp.inputs)
         made = Shape(plan.entry, app, spec, inputs,
-                     tuple(name for name in template if name not in inputs),
+                     tuple((name, None if not template[name] else
+                            comp.declaration(name).value)  # type: ignore[union-attr]
+                           for name in template if name not in inputs),
                      bindings(app, spec),
                      tuple(d.name for d in comp.outputs), not_cached_because(plan, 0, spec))
     _SHAPES[key] = (weakref.ref(plan, functools.partial(_forget, key)), made)

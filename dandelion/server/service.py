@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import attrs
 
+from dandelion import constants
 from dandelion.authoring.compute import ComputeFunction
 from dandelion.cache.cache import Cache, namespace_of
 from dandelion.errors import (
@@ -38,7 +39,7 @@ from dandelion.ir.nodes import FunctionKind, FunctionSpec, Module
 from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
-from dandelion.program import call_input, call_module, call_output
+from dandelion.program import call_input, call_module, call_output, input_defaults
 from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
 from dandelion.runtime.registry import load_engine
@@ -188,15 +189,15 @@ class Target:
         outputs: the declared types of the outputs, by the names the answer uses.
         rename: for a function, its parameters' and results' names (the composition's
             sets are ``in.<param>`` and ``out.<result>``).
-        defaulted: for a function, its parameters that have a default value: a request
-            may leave them out.
+        defaults: the inputs a request may leave out, and what they then hold
+            (:attr:`Program.defaults <dandelion.program.Program.defaults>`).
     """
 
     record: CompositionRecord
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     rename: tuple[list[str], list[str]] | None = None
-    defaulted: frozenset[str] = frozenset()
+    defaults: dict[str, str] = attrs.field(factory=dict)
 
 
 class _SpecOnly:
@@ -450,7 +451,9 @@ class Service:
         """A composition's public description, with its IR."""
         comp = record.composition
         return {"name": record.name,
-                "inputs": [{"name": d.name, "type": str(d.type)} for d in comp.inputs],
+                "inputs": [{"name": d.name, "type": str(d.type),
+                            **({"defaulted": True} if d.value is not None else {})}
+                           for d in comp.inputs],
                 "outputs": [{"name": d.name, "type": str(d.type)} for d in comp.outputs],
                 "functions": sorted(f.name for f in record.module.functions),
                 "cacheable": record.cacheable, "digest": record.digest,
@@ -583,14 +586,15 @@ class Service:
         if kind == "function":
             return self._function_target(tenant, name)
         record = self.composition(tenant, name)
-        return Target(record, record.inputs, record.outputs)
+        return Target(record, record.inputs, record.outputs,
+                      defaults=input_defaults(record.composition))
 
     def _decode(self, tenant: Tenant, target: Target, inputs: Any
                 ) -> tuple[Sets, str | None, Sets | None]:
         """The input sets of an invocation, its result cache key (``None``: not cached)
         and the outputs the cache holds for it."""
         sets = decode_sets(inputs, target.inputs, view=self.runtime.backend.inputs_copied,
-                           defaulted=target.defaulted)
+                           defaults=target.defaults)
         if target.rename is not None:
             sets = {call_input(p): s for p, s in sets.items()}
         record = target.record
@@ -659,7 +663,7 @@ class Service:
         found = Target(planned_record, {p.name: p.type for p in spec.params},
                      {r.name: r.type for r in spec.results},
                      ([p.name for p in spec.params], [r.name for r in spec.results]),
-                     frozenset(p.name for p in spec.params if p.defaulted))
+                     {p.name: constants.NONE for p in spec.params if p.defaulted})
         with self._lock:
             self._function_plans[key] = (record, found)
             self._function_plans.move_to_end(key)

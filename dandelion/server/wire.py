@@ -48,8 +48,9 @@ import base64
 import binascii
 import json
 import math
-from typing import Any, Collection, Mapping
+from typing import Any, Mapping
 
+from dandelion import constants
 from dandelion.codec import (
     INT64_RANGE,
     crossed,
@@ -243,11 +244,13 @@ def decode_item(raw: Any, element: ElementType, where: str, view: bool = False) 
 
 
 def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs",
-                view: bool = False, defaulted: Collection[str] = ()
+                view: bool = False, defaults: Mapping[str, str] | None = None
                 ) -> dict[str, tuple[Item[Any], ...]]:
-    """The sets of a wire map ``name -> list of items``, checked against ``decls``; one
-    named in ``defaulted`` (a parameter with a default value) may be left out, or given no
-    item although declared an item: its set is empty, and the function's default applies.
+    """The sets of a wire map ``name -> list of items``, checked against ``decls``.  One in
+    ``defaults`` (:attr:`Program.defaults <dandelion.program.Program.defaults>`) may be left
+    out, and then holds its default's items; a function's parameter with a default (whose
+    default holds no item) may also be given no item although declared an item: the
+    function is then called without it.
 
     With ``view``, an ``ndarray`` is a read-only view of the wire's bytes, not a writable
     copy: for a runtime whose functions read copies of their inputs anyway
@@ -264,19 +267,23 @@ def decode_sets(data: Any, decls: Mapping[str, DataType], what: str = "inputs",
     if unknown:
         raise WireError(f"unknown {what}: {', '.join(unknown)}",
                         hint=f"expected: {', '.join(decls) or '(none)'}")
-    missing = [n for n in decls if n not in data and n not in defaulted]
+    defaults = defaults or {}
+    missing = [n for n in decls if n not in data and n not in defaults]
     if missing:
         raise WireError(f"missing {what}: {', '.join(missing)}",
                         hint="give every input, as a list of items (an empty list for none)")
     sets = {}
     for name, dtype in decls.items():
-        raw = data.get(name, [])
+        if name not in data:  # left out: its default
+            sets[name] = constants.read(defaults[name])
+            continue
+        raw = data[name]
         where = f"{what}.{name}"
         if not isinstance(raw, list):
             raise WireError(f"{where}: a set is a list of items, got {_kind(raw)}",
                             hint=f"write [{json.dumps(raw)[:40]}] for a single item"
                             if not isinstance(raw, (bytes, dict)) else None)
-        if not dtype.is_set and len(raw) != 1 and (raw or name not in defaulted):
+        if not dtype.is_set and len(raw) != 1 and (raw or defaults.get(name) != constants.NONE):
             raise WireError(f"{where} is declared {dtype}: give exactly one item, "
                             f"not {len(raw)}")
         sets[name] = tuple(decode_item(v, dtype.element, f"{where}[{i}]", view)

@@ -82,11 +82,30 @@ def test_wrong_arity_and_unknown_keywords_fail_at_the_call():
             return f.inc(z=x)
 
 
-def test_constants_cannot_be_wired_into_functions():
-    with pytest.raises(dd.CompositionTypeError, match="constants must come in as inputs"):
+def test_a_value_given_as_an_argument_is_a_constant_set_of_the_composition():
+    @dd.composition
+    def suffixed(x: str) -> str:
+        return f.combine(x, "suffix")
+
+    (const,) = suffixed.composition.ephemeral
+    assert const.name == "combine_b" and const.value is not None
+    assert dd.run(suffixed, "a-", engine="inline") == "a-suffix"
+
+
+def test_a_constant_of_another_type_than_its_parameter_is_refused_where_it_is_written():
+    with pytest.raises(dd.CompositionTypeError,
+                       match=r"argument 'b' of 'combine': .*3.* str") as info:
         @dd.composition
-        def bad(x: int) -> int:
-            return f.combine(x, "suffix")
+        def bad(x: str) -> str:
+            return f.combine(x, 3)
+    assert info.value.span.line == bad_line(info)
+
+
+def bad_line(info: pytest.ExceptionInfo[dd.CompositionTypeError]) -> int:
+    """The line of the ``return`` in the composition that failed (its traceback's last
+    frame in this file)."""
+    return next(t.lineno + 1 for t in reversed(info.traceback)
+                if t.path.name == "test_composition.py" and t.name == "bad")
 
 
 def test_branching_on_a_set_is_explained():

@@ -100,3 +100,17 @@ def test_a_parameter_with_a_default_round_trips_and_others_keep_their_json():
     assert content_hash(plain) != content_hash(with_default)
     assert content_hash(plain) == content_hash(from_json(to_json(Module([plain]))).functions[0])
     jsonschema.validate(json.loads(to_json(Module([with_default]))), json_schema())
+
+
+def test_a_constant_set_round_trips_and_enters_the_content_hash():
+    from dandelion.constants import write
+
+    one, two = (SetDecl("k", DataType("int"), value=write([n], DataType("int"), "k"))
+                for n in (1, 2))
+    plain = SetDecl("k", DataType("int"))
+    for decl in (one, plain):
+        module = Module([], [Composition("c", [], [], [decl], [])])
+        assert from_json(to_json(module)) == module
+        jsonschema.validate(json.loads(to_json(module)), json_schema())
+    assert "value" not in to_json(Module([], [Composition("c", [], [], [plain], [])]))
+    assert len({content_hash(d) for d in (one, two, plain)}) == 3

@@ -132,3 +132,43 @@ def test_check_raises_with_all_diagnostics_attached():
         check(m)
     assert len(info.value.diagnostics) >= 2
     assert "more" in str(info.value)
+
+
+def _constant(name, value, text=None):
+    from dandelion.constants import write
+
+    return SetDecl(name, DataType("int"), value=text if text is not None else
+                   write(value, DataType("int"), name))
+
+
+def test_a_constant_set_is_produced_by_nothing_and_read():
+    app = Application("f", [Argument("x", "k")], [Output("y", "o")])
+    m = Module([F], [Composition("c", [], [SetDecl("o", DataType("int"))],
+                                 [_constant("k", [1, 2])], [app])])
+    assert verify(m) == []
+    unused = Module([F], [Composition("c", [SetDecl("i", DataType("int"))],
+                                      [SetDecl("o", DataType("int"))], [_constant("k", [1])],
+                                      [Application("f", [Argument("x", "i")],
+                                                   [Output("y", "o")])])])
+    assert codes(unused) == ["unused-set"]
+
+
+def test_a_constant_that_a_function_produces_is_refused():
+    apps = [Application("f", [Argument("x", "i")], [Output("y", "k")]),
+            Application("f", [Argument("x", "k")], [Output("y", "o")])]
+    m = Module([F], [Composition("c", [SetDecl("i", DataType("int"))],
+                                 [SetDecl("o", DataType("int"))], [_constant("k", [1])], apps)])
+    assert codes(m) == ["produced-constant"]
+
+
+@pytest.mark.parametrize("text", ["[1]", "{}", '[{"type": "int"}]',
+                                  '[{"type": "int", "data": "!!"}]',
+                                  '[{"type": "nope", "data": ""}]', "not json"])
+def test_a_malformed_constant_is_refused_as_the_ir_is_read(text):
+    app = Application("f", [Argument("x", "k")], [Output("y", "o")])
+    m = Module([F], [Composition("c", [], [SetDecl("o", DataType("int"))],
+                                 [_constant("k", None, text)], [app])])
+    assert codes(m) == ["bad-constant"]
+    with pytest.raises(CompositionError, match="set 'k': the items of a constant set are "
+                                               "malformed"):
+        check(m)
