@@ -38,7 +38,7 @@ from dandelion.ir.nodes import Module
 from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.types import DataType
 from dandelion.items import Item
-from dandelion.program import Program
+from dandelion.program import Program, call_input
 from dandelion.runtime.tracebacks import with_sources
 from dandelion.runtime.views import View, to_python
 
@@ -137,7 +137,7 @@ def function_program(fn: ComputeFunction | RemoteFunction) -> Program:
     params, results = _function_views(fn)
     defaulted = fn.defaulted if isinstance(fn, RemoteFunction) else \
         frozenset(p.name for p in fn.spec.params if p.defaulted)
-    return Program(Module(), fn.name, {}, params, results,
+    return Program(Module(), fn.name, {}, params, results, function=fn.name,
                    defaults={name: constants.NONE for name in defaulted})
 
 
@@ -454,6 +454,8 @@ class Client:
             path = f"/v1/compositions/{_quote(program.entry)}"
             unbind = functools.partial(_unbind_program, program)
         sets = program.bind(args, inputs)
+        if program.function is not None:  # (a function's sets, by the names the wire uses)
+            sets = {name: sets[call_input(name)] for name, _ in program.inputs}
         wire = encode_sets(sets, {n: v.type for n, v in program.inputs}, binary=True,
                            what="input")
         return path, {"inputs": wire}, unbind

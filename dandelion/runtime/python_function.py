@@ -87,7 +87,6 @@ class PythonFunction:
                 out.append(from_python(v, view, f"result '{r}' of '{self.name}'"))
         return out
 
-
     def leaves_out(self, inputs: Sequence[Sequence[Item[Any]]]) -> bool:
         """Whether an instance of these inputs leaves a parameter with a default out (its
         items are none)."""

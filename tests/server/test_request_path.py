@@ -343,12 +343,15 @@ def test_a_changed_registration_never_runs_the_old_code_cold(tmp_path: Path) -> 
 
 
 def test_a_corrupt_stored_copy_is_refused_not_run(tmp_path: Path) -> None:
-    """The stored copy is checked against its content digest when read from disk."""
+    """The stored copy is checked against its content digest when read from disk.  (Code of
+    its own: a sandbox that an earlier test's run of the same code left ready in this
+    process, its zygotes being shared, would run it without reading the copy.)"""
     config = ServerConfig(port=0, engine="process", workers=1, hot_functions=1, cache=None,
                           state_dir=str(tmp_path / "state"), result_cache=0)
     with Server(config).start_in_thread() as server, \
             dd.Client(server.url, timeout=20) as client:
-        client.register_source(FUNCTIONS)  # f1 in memory, f0 evicted
+        client.register_source(FUNCTIONS.replace("return x + ", "return 0 * 7919 + x + "))
+        # (f1 in memory, f0 evicted)
         f0, f1 = client.function("f0"), client.function("f1")
         assert server.frontend is not None
         service = server.frontend.service

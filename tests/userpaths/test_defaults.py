@@ -140,6 +140,8 @@ def test_through_a_client_of_a_real_server(client):
     assert client.invoke(defaults.scale, 3.0) == 6.0
     assert client.invoke(defaults.scale, 3.0, shift=1.0) == 7.0
     assert client.invoke(defaults.scale, 3.0, 4.0) == 12.0
+    with pytest.raises(InputError, match=r"^function 'scale' is missing input\(s\): x$"):
+        client.invoke(defaults.scale, factor=4.0)
     assert client.invoke(defaults.greeting, "ada") == "hello, ada!"
     client.register(defaults.limited)
     assert client.invoke(defaults.limited, [1.0, 2.0, 4.0]) == [2.0, 4.0, 5.0]
