@@ -120,11 +120,23 @@ class SetRef(Placeholder):
             span=self.span, hint=f"use dd.each({self.name}) to call a function once per item")
 
 
+class Value:
+    """A value given to :func:`dandelion.each` (and the like) in a composition's body: it
+    becomes a constant set (:mod:`dandelion.constants`) once the call it is passed to says
+    the parameter's type."""
+
+    __slots__ = ("value",)
+    name = "a value"
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 @attrs.frozen
 class Sharded(Placeholder):
     """A set together with how a function consumes it (see :func:`dandelion.each`)."""
 
-    set: SetRef
+    set: SetRef | Value
     mode: ShardingMode = ShardingMode.ALL
     optional: bool = False
 
@@ -137,10 +149,13 @@ def _sharded(value: Any, mode: ShardingMode, fn: str) -> Sharded:
         if value.mode is not ShardingMode.ALL:
             raise CompositionTypeError(f"dd.{fn}() of a set that is already '{value.mode}'")
         return attrs.evolve(value, mode=mode)
-    if not isinstance(value, SetRef):
-        raise CompositionTypeError(f"dd.{fn}() takes a set of the composition, not "
-                                   f"{type(value).__name__}", span=caller_span())
-    return Sharded(value, mode)
+    if isinstance(value, SetRef):
+        return Sharded(value, mode)
+    if _current.get() is None:  # (a value is a constant of the composition being defined)
+        raise CompositionTypeError(f"dd.{fn}() is for the body of a @dd.composition, on a set "
+                                   f"of it or a list of values, not a {type(value).__name__} "
+                                   "outside one", span=caller_span())
+    return Sharded(Value(value), mode)  # a constant, once its parameter is known
 
 
 def all_(s: Any) -> Sharded:
@@ -149,7 +164,8 @@ def all_(s: Any) -> Sharded:
 
 
 def each(s: Any) -> Sharded:
-    """One instance per item of ``s``; outputs gathered in item order."""
+    """One instance per item of ``s`` (a set of the composition, or a list of values: a
+    constant, :mod:`dandelion.constants`); outputs gathered in item order."""
     return _sharded(s, ShardingMode.EACH, "each")
 
 
@@ -336,8 +352,13 @@ class Trace:
             if isinstance(value, SetRef):
                 value = Sharded(value)
             if not isinstance(value, Sharded):  # a value: a constant set of the composition
-                value = Sharded(self.constant(name, spec.params[params.index(param)], value,
-                                              span))
+                value = Sharded(Value(value))
+            if isinstance(value.set, Value):  # (the set of a sharded one holds its items)
+                declared = spec.params[params.index(param)]
+                if value.mode.is_sharded:
+                    declared = attrs.evolve(declared, type=DataType(declared.type.element, True))
+                value = attrs.evolve(value, set=self.constant(name, declared, value.set.value,
+                                                              span))
             arguments.append((param, value, span))
         join = None
         if by is not None:

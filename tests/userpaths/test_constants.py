@@ -25,6 +25,7 @@ VALUES = np.array([4.0, 8.0, 12.0])
 EXPECTED = [
     (constants.tripled, (2.0,), 6.0),
     (constants.each_halved, ([1.0, 3.0],), [0.5, 1.5]),
+    (constants.sweep, (2.0,), [2.0, 4.0, 6.0]),
     (constants.content_words, (["the", "cat", "of", "a", "house"],), "cat house"),
     (constants.score, (VALUES,), 7.0),
     (constants.labelled, (1.5,), {"tag": "doubled", "value": 3.0}),
@@ -87,7 +88,7 @@ def test_the_script_runs_as_written():
     out = subprocess.run([sys.executable, str(PROGRAMS / "constants.py")], capture_output=True,
                          text=True, timeout=180)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["6.0 [0.5, 1.5]", "cat house",
+    assert out.stdout.splitlines() == ["6.0 [0.5, 1.5] [2.0, 4.0, 6.0]", "cat house",
                                        "7.0 {'tag': 'doubled', 'value': 3.0}", "8.0 1.0",
                                        "12.0 [4.0, 8.0]"]
 

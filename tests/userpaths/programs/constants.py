@@ -1,7 +1,7 @@
 """Values written in a composition's body, as people write them: a number, a string, a
-list for a set parameter, a document, an array made at module level, a constant shared by
-every instance of a sharded call, and a composition input with a default, left out by the
-compositions that call it."""
+list for a set parameter, a list of values to call a function once per value, a document,
+an array made at module level, a constant shared by every instance of a sharded call, and a
+composition input with a default, left out by the compositions that call it."""
 
 import numpy as np
 
@@ -47,6 +47,11 @@ def each_halved(xs: list[float]) -> list[float]:
 
 
 @dd.composition
+def sweep(x: float) -> list[float]:
+    return scale(x, dd.each([1.0, 2.0, 3.0]))  # one instance per factor
+
+
+@dd.composition
 def content_words(words: list[str]) -> str:
     kept = keep(words, STOP_WORDS)
     return joined(kept, " ")
@@ -78,7 +83,7 @@ def each_stretched(xs: list[float]) -> list[float]:
 
 
 if __name__ == "__main__":
-    print(dd.run(tripled, 2.0), dd.run(each_halved, [1.0, 3.0]))
+    print(dd.run(tripled, 2.0), dd.run(each_halved, [1.0, 3.0]), dd.run(sweep, 2.0))
     print(dd.run(content_words, ["the", "cat", "of", "a", "house"]))
     print(dd.run(score, np.array([4.0, 8.0, 12.0])), dd.run(labelled, 1.5))
     print(dd.run(stretched, 2.0), dd.run(stretched, 2.0, 0.5))
