@@ -223,9 +223,12 @@ class Program:
             try:
                 sets[name] = from_python(values[name], view, f"input '{name}'",
                                          returned=False)
-            except EncodingError:
-                raise  # a value no engine can take: the same error on every engine
             except DandelionError as e:
+                if values[name] is None and name in self.defaults:  # (``limit=None`` for an
+                    sets[name] = constants.read(self.defaults[name])  # ``int | None = None``:
+                    continue  # None is no int, and stands for leaving it out, as in Python)
+                if isinstance(e, EncodingError):
+                    raise  # a value no engine can take: the same error on every engine
                 raise InputError(e.message, hint=e.hint) from None
         if self.function is not None:
             return {call_input(n): s for n, s in sets.items()}

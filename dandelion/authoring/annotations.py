@@ -20,6 +20,7 @@ none, ``Any``, ``object``                 ``item[any]``           no
 
 from __future__ import annotations
 
+import types
 import typing
 from typing import Any, Union
 
@@ -56,6 +57,19 @@ def _element_of(annotation: Any, where: str) -> ElementType:
     raise FunctionTypeError(f"{where}: annotation {annotation!r} is not a Dandelion element "
                             "type", hint="use bytes, str, int, float, bool, dict/dd.Json, "
                             "numpy.ndarray, dd.Item[T] or list[T]")
+
+
+def optional_of(annotation: Any) -> Any:
+    """``T`` for ``T | None`` (``Optional[T]``), the annotation of a parameter that may be
+    left out; ``None`` for any other annotation.
+
+    >>> optional_of(int | None), optional_of(typing.Optional[str]), optional_of(int)
+    (<class 'int'>, <class 'str'>, None)
+    """
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and len(typing.get_args(annotation)) == 2 else None
 
 
 def view_of(annotation: Any, where: str) -> View:

@@ -11,7 +11,7 @@ import attrs
 
 from dandelion import constants
 from dandelion.authoring import tracing
-from dandelion.authoring.annotations import view_of
+from dandelion.authoring.annotations import optional_of, view_of
 from dandelion.authoring.tracing import SetRef, Trace
 from dandelion.errors import CompositionTypeError, FunctionTypeError
 from dandelion.ir.nodes import Composition, Module, SetDecl, Span
@@ -53,9 +53,13 @@ class CompositionFunction(tracing.Applicable):
         for p in inspect.signature(fn).parameters.values():
             if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 raise FunctionTypeError(f"{where}: input '{p.name}' must be a plain parameter")
-            view = view_of(hints.get(p.name, Any), f"{where} input '{p.name}'")
+            annotation = hints.get(p.name, Any)
+            optional = optional_of(annotation) if p.default is not p.empty else None
+            view = view_of(optional or annotation, f"{where} input '{p.name}'")
             input_views.append((p.name, view))
-            if p.default is not p.empty:
+            if optional is not None and p.default is None:  # (``T | None = None``: no items)
+                defaults[p.name] = constants.NONE
+            elif p.default is not p.empty:
                 defaults[p.name] = constants.write(p.default, view.type,
                                                    f"{where}: the default of input '{p.name}'")
             refs.append(trace.new_set(p.name, view.type, span, named=True, is_input=True))

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from dandelion.authoring import tracing
-from dandelion.authoring.annotations import view_of
+from dandelion.authoring.annotations import optional_of, view_of
 from dandelion.errors import DandelionError, FunctionTypeError
 from dandelion.ir.nodes import FunctionKind, FunctionSpec, Implementation, Param, Span
 from dandelion.program import Program
@@ -99,8 +99,10 @@ class ComputeFunction(tracing.Applicable):
             if p.name == "by":
                 raise FunctionTypeError(f"{where}: a parameter may not be called 'by'",
                                         hint="'by' names the join of an application")
-            params.append((p.name, view_of(hints.get(p.name, Any), f"{where} parameter "
-                                                                    f"'{p.name}'")))
+            annotation = hints.get(p.name, Any)
+            if p.default is not p.empty:  # (``limit: int | None = None``: an int, or left out)
+                annotation = optional_of(annotation) or annotation
+            params.append((p.name, view_of(annotation, f"{where} parameter '{p.name}'")))
         #: the parameters with a default value: a call may leave them out (where only
         #: Python runs it: a native or WebAssembly implementation knows no default)
         self.defaulted = defaulted(fn) if native is None and wasm is None else frozenset()

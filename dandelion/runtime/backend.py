@@ -235,9 +235,12 @@ Binding = tuple[str, str | None, ShardingMode, bool]
 
 def bindings(app: Application, spec: FunctionSpec) -> tuple[Binding, ...]:
     """What :func:`bind` takes from the plan, per parameter of ``spec`` in order (an unbound
-    parameter: no set, as if optional); the same for every run of the plan."""
+    parameter: no set, as if optional; one with a default is optional too: an empty set
+    gives it its default, it does not skip the instance); the same for every run of the
+    plan."""
     args = {a.param: a for a in app.arguments}
-    return tuple((p.name, a.source, a.mode, a.optional) if (a := args.get(p.name)) is not None
+    return tuple((p.name, a.source, a.mode, a.optional or p.defaulted)
+                 if (a := args.get(p.name)) is not None
                  else (p.name, None, ShardingMode.ALL, True) for p in spec.params)
 
 

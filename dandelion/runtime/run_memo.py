@@ -366,7 +366,7 @@ def _one_instance(plan: Plan, spec: FunctionSpec
     args = {a.param: a for a in app.arguments}
     sources = [args[p.name].source if p.name in args else None for p in spec.params]
     required = [args[p.name].source for p in spec.params
-                if p.name in args and not args[p.name].optional]
+                if p.name in args and not args[p.name].optional and not p.defaulted]
     results = {r.name: at for at, r in enumerate(spec.results)}
     made = {o.target: results.get(o.result) for o in app.outputs}
     positions = [made.get(d.name) for d in comp.outputs]

@@ -49,6 +49,21 @@ def test_a_composition_input_with_a_default_may_be_left_out(engine):
         assert rt.run(defaults.stretched, x=3.0, factor=1.0) == 3.0
 
 
+def test_an_optional_annotation_with_a_default_of_none(engine):
+    """``limit: int | None = None``: an int, or left out (or given None, which an int input
+    cannot hold: the same, as in Python); a composition passes its own such input on, and
+    the empty set it holds when left out gives the function its default."""
+    with dd.Runtime(engine=engine, cache=False) as rt:
+        assert rt.run(defaults.head, [1, 2, 3]) == [1, 2, 3]
+        assert rt.run(defaults.head, [1, 2, 3], 2) == [1, 2]
+        assert rt.run(defaults.head, [1, 2, 3], None) == [1, 2, 3]
+        assert rt.run(defaults.firsts, [1, 2, 3]) == [1, 2, 3]
+        assert rt.run(defaults.firsts, [1, 2, 3], 1) == [1]
+        assert rt.run(defaults.greeting, "ada", None) == "None, ada!"  # untyped: None itself
+    assert [(p.name, str(p.type), p.defaulted) for p in defaults.head.spec.params] == [
+        ("xs", "set[int]", False), ("limit", "item[int]", True)]
+
+
 def test_a_parameter_without_a_default_is_still_required(engine):
     with pytest.raises(InputError, match="missing input.*x") as info:
         dd.run(defaults.scale, factor=2.0, engine=engine)
@@ -151,7 +166,10 @@ def test_through_a_client_of_a_real_server(client):
     done = client.request("POST", "/v1/functions/scale/invoke", {"inputs": {"x": [3.0]}})
     assert done["outputs"]["result"][0]["value"] == 6.0
     assert client.invoke("scale", 3.0) == 6.0  # (by name: the server's description)
-    client.register(defaults.stretched)  # its default given by the client, which binds
+    client.register(defaults.firsts)
+    assert client.invoke(defaults.firsts, [1, 2, 3]) == [1, 2, 3]
+    assert client.invoke("firsts", [1, 2, 3], 2) == [1, 2]
+    client.register(defaults.stretched)  # its default in the IR: by name too
     assert client.invoke(defaults.stretched, 3.0) == 9.0
 
 

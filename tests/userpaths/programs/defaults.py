@@ -1,6 +1,7 @@
 """Functions with default parameter values, as people write them: a default read from a
-module constant, an untyped one, one on an array, compositions that leave them out or give
-some by name, and a composition with a default of its own."""
+module constant, an untyped one, one on an array, ``limit: int | None = None``,
+compositions that leave them out or give some by name, and compositions with defaults of
+their own."""
 
 import numpy as np
 
@@ -29,6 +30,11 @@ def normalised(m: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 @dd.compute
+def head(xs: list[int], limit: int | None = None) -> list[int]:
+    return xs if limit is None else xs[:limit]
+
+
+@dd.compute
 def greeting(name, greet="hello"):
     print(f"greeting {name}")
     return f"{greet}, {name}!"
@@ -47,6 +53,11 @@ def shifted(x: float, amount: float) -> float:
 @dd.composition
 def limited(xs: list[float]) -> list[float]:
     return clipped(scale(dd.each(xs)))
+
+
+@dd.composition
+def firsts(xs: list[int], limit: int | None = None) -> list[int]:
+    return head(xs, limit)  # left out, its set is empty: head's own default applies
 
 
 @dd.composition
