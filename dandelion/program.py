@@ -224,9 +224,11 @@ class Program:
                 sets[name] = from_python(values[name], view, f"input '{name}'",
                                          returned=False)
             except DandelionError as e:
-                if values[name] is None and name in self.defaults:  # (``limit=None`` for an
-                    sets[name] = constants.read(self.defaults[name])  # ``int | None = None``:
-                    continue  # None is no int, and stands for leaving it out, as in Python)
+                # None where an input that may be left out cannot hold it (``limit=None`` for
+                # ``limit: int | None = None``) stands for leaving it out, as in Python
+                if values[name] is None and name in self.defaults:
+                    sets[name] = constants.read(self.defaults[name])
+                    continue
                 if isinstance(e, EncodingError):
                     raise  # a value no engine can take: the same error on every engine
                 raise InputError(e.message, hint=e.hint) from None
