@@ -38,7 +38,7 @@ from dandelion.ir.nodes import Module
 from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.types import DataType
 from dandelion.items import Item
-from dandelion.program import Program, call_input
+from dandelion.program import Program, call_input, function_defaults
 from dandelion.runtime.tracebacks import with_sources
 from dandelion.runtime.views import View, to_python
 
@@ -135,10 +135,10 @@ def function_program(fn: ComputeFunction | RemoteFunction) -> Program:
     """A :class:`~dandelion.program.Program` that binds a function's inputs and reads its
     outputs as a composition's would."""
     params, results = _function_views(fn)
-    defaulted = fn.defaulted if isinstance(fn, RemoteFunction) else \
-        frozenset(p.name for p in fn.spec.params if p.defaulted)
+    defaults = {name: constants.NONE for name in fn.defaulted} \
+        if isinstance(fn, RemoteFunction) else function_defaults(fn.spec)
     return Program(Module(), fn.name, {}, params, results, function=fn.name,
-                   defaults={name: constants.NONE for name in defaulted})
+                   defaults=defaults)
 
 
 def _function_views(fn: Any) -> tuple[tuple[tuple[str, View], ...], tuple[tuple[str, View], ...]]:

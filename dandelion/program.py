@@ -164,8 +164,7 @@ class Program:
             if len(results) > 1 else None
         module = call_module(spec)
         return cls(module, module.compositions[0].name, dict(artifacts), params, results,
-                   result_type, spec.name, {p.name: constants.NONE for p in spec.params
-                                            if p.defaulted})
+                   result_type, spec.name, function_defaults(spec))
 
     @property
     def _what(self) -> str:
@@ -248,6 +247,13 @@ class Program:
         result_type = self.result_type or collections.namedtuple(
             f"{self.entry}_result", [n for n, _ in self.outputs], rename=True)
         return result_type(*values)
+
+
+def function_defaults(spec: FunctionSpec) -> dict[str, str]:
+    """The parameters of ``spec`` that have a default value, each with no items
+    (:data:`~dandelion.constants.NONE`): what a run of the function alone that leaves them
+    out gives them (:attr:`Program.defaults`)."""
+    return {p.name: constants.NONE for p in spec.params if p.defaulted}
 
 
 def input_defaults(comp: Composition) -> dict[str, str]:

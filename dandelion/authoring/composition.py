@@ -16,7 +16,7 @@ from dandelion.authoring.tracing import SetRef, Trace
 from dandelion.errors import CompositionTypeError, FunctionTypeError
 from dandelion.ir.nodes import Composition, Module, SetDecl, Span
 from dandelion.ir.verify import check
-from dandelion.program import Program
+from dandelion.program import Program, input_defaults
 from dandelion.runtime.views import View
 
 #: Name of the single output of a composition whose result is not assigned a name.
@@ -96,7 +96,7 @@ class CompositionFunction(tracing.Applicable):
         named = ret if isinstance(ret, type) and issubclass(ret, tuple) and \
             getattr(ret, "_fields", None) == tuple(out_names) else None
         self.program = Program(module, self.name, artifacts, tuple(input_views),
-                               tuple(output_views), named, defaults=defaults)
+                               tuple(output_views), named, defaults=input_defaults(comp))
         self.spec = attrs.evolve(comp.signature(), span=span)
 
     def _outputs(self, returned: Any, outputs: Sequence[str] | str | None,

@@ -345,7 +345,8 @@ class Trace:
             raise CompositionTypeError(f"'{name}' is missing argument(s): "
                                        f"{', '.join(missing)}", span=span)
         arguments = []
-        for param in params:
+        for declared in spec.params:
+            param = declared.name
             if param not in bound:
                 continue
             value = bound[param]
@@ -354,7 +355,6 @@ class Trace:
             if not isinstance(value, Sharded):  # a value: a constant set of the composition
                 value = Sharded(Value(value))
             if isinstance(value.set, Value):  # (the set of a sharded one holds its items)
-                declared = spec.params[params.index(param)]
                 if value.mode.is_sharded:
                     declared = attrs.evolve(declared, type=DataType(declared.type.element, True))
                 value = attrs.evolve(value, set=self.constant(name, declared, value.set.value,

@@ -23,7 +23,6 @@ from typing import Any, Mapping
 
 import attrs
 
-from dandelion import constants
 from dandelion.authoring.compute import ComputeFunction
 from dandelion.cache.cache import Cache, namespace_of
 from dandelion.errors import (
@@ -39,7 +38,13 @@ from dandelion.ir.nodes import FunctionKind, FunctionSpec, Module
 from dandelion.ir.serialize import module_from_data, module_to_data
 from dandelion.ir.verify import check, did_you_mean
 from dandelion.items import Item
-from dandelion.program import call_input, call_module, call_output, input_defaults
+from dandelion.program import (
+    call_input,
+    call_module,
+    call_output,
+    function_defaults,
+    input_defaults,
+)
 from dandelion.runtime import logs
 from dandelion.runtime.api import Runtime
 from dandelion.runtime.registry import load_engine
@@ -663,7 +668,7 @@ class Service:
         found = Target(planned_record, {p.name: p.type for p in spec.params},
                      {r.name: r.type for r in spec.results},
                      ([p.name for p in spec.params], [r.name for r in spec.results]),
-                     {p.name: constants.NONE for p in spec.params if p.defaulted})
+                     function_defaults(spec))
         with self._lock:
             self._function_plans[key] = (record, found)
             self._function_plans.move_to_end(key)
